@@ -1,0 +1,254 @@
+//! Framing of JSON-RPC messages on byte streams.
+//!
+//! Reading: a stream of concatenated JSON objects, with or without whitespace between them
+//! (CLN's own reader works this way, and `pyln-client` and `lightning-cli` write requests
+//! with no terminator). The decoder scans incrementally, so a message that arrives in many
+//! pieces is scanned once, and refuses to buffer more than a configured number of bytes.
+//!
+//! Writing: one compact JSON object followed by `"\n\n"` — `pyln-client` and `cln-plugin`
+//! split their input on that two-byte sequence and only on it.
+
+use bytes::{BufMut, BytesMut};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_util::codec::{Decoder, Encoder};
+
+/// The terminator written after every message.
+pub const TERMINATOR: &[u8] = b"\n\n";
+
+/// Default upper bound for one message read from a socket or a plugin: 64 MiB, room for
+/// the largest blocks a Bitcoin backend plugin may pass through.
+pub const DEFAULT_MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Why a stream could not be decoded. After any of these the stream cannot be
+/// resynchronised: the reader should answer (if it can) and close it.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The underlying reader failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A message grew beyond the configured limit before it was complete.
+    #[error("message larger than {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The bytes are not a JSON object or array.
+    #[error("invalid JSON: {0}")]
+    Invalid(String),
+}
+
+/// Incremental decoder for concatenated JSON values; implements tokio-util's [`Decoder`]
+/// (and [`Encoder`], which writes compact JSON and `"\n\n"`).
+#[derive(Debug, Clone)]
+pub struct JsonCodec {
+    max_len: usize,
+    scanned: usize,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl JsonCodec {
+    /// A codec that refuses messages longer than `max_len` bytes.
+    pub fn new(max_len: usize) -> Self {
+        JsonCodec { max_len, scanned: 0, depth: 0, in_string: false, escaped: false }
+    }
+
+    fn reset(&mut self) {
+        self.scanned = 0;
+        self.depth = 0;
+        self.in_string = false;
+        self.escaped = false;
+    }
+}
+
+impl Default for JsonCodec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_MESSAGE)
+    }
+}
+
+impl Decoder for JsonCodec {
+    type Item = Value;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Value>, FrameError> {
+        if self.depth == 0 {
+            // Between messages: drop whitespace, then the next byte must open a value.
+            let skip = src.iter().take_while(|b| b.is_ascii_whitespace()).count();
+            let _ = src.split_to(skip);
+            self.reset();
+            match src.first() {
+                None => return Ok(None),
+                Some(b'{') | Some(b'[') => {}
+                Some(other) => {
+                    return Err(FrameError::Invalid(format!(
+                        "expected a JSON object, found byte {:?}",
+                        char::from(*other)
+                    )));
+                }
+            }
+        }
+        let mut i = self.scanned;
+        let bytes = &src[..];
+        while i < bytes.len() {
+            let b = bytes[i];
+            i += 1;
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        let frame = src.split_to(i);
+                        self.reset();
+                        return serde_json::from_slice(&frame)
+                            .map(Some)
+                            .map_err(|e| FrameError::Invalid(e.to_string()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.scanned = i;
+        if src.len() > self.max_len {
+            return Err(FrameError::TooLarge { limit: self.max_len });
+        }
+        Ok(None)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Value>, FrameError> {
+        match self.decode(src)? {
+            Some(v) => Ok(Some(v)),
+            None if src.iter().all(|b| b.is_ascii_whitespace()) => Ok(None),
+            None => Err(FrameError::Invalid("stream ended inside a message".into())),
+        }
+    }
+}
+
+impl<T: Serialize> Encoder<&T> for JsonCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, item: &T, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let mut w = dst.writer();
+        serde_json::to_writer(&mut w, item).map_err(|e| FrameError::Invalid(e.to_string()))?;
+        w.into_inner().put_slice(TERMINATOR);
+        Ok(())
+    }
+}
+
+/// One message as bytes: compact JSON followed by `"\n\n"`.
+pub fn encode_frame<T: Serialize + ?Sized>(item: &T) -> Vec<u8> {
+    let mut out = serde_json::to_vec(item).unwrap_or_else(|_| b"{}".to_vec());
+    out.extend_from_slice(TERMINATOR);
+    out
+}
+
+/// A [`JsonCodec`] that owns its buffer, for code that receives bytes by hand (a WASM
+/// guest, a blocking client).
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    codec: JsonCodec,
+    buf: BytesMut,
+}
+
+impl FrameDecoder {
+    /// A decoder refusing messages longer than `max_len` bytes.
+    pub fn new(max_len: usize) -> Self {
+        FrameDecoder { codec: JsonCodec::new(max_len), buf: BytesMut::new() }
+    }
+
+    /// Appends received bytes.
+    pub fn extend(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete value, `None` if more bytes are needed.
+    pub fn next_value(&mut self) -> Option<Result<Value, FrameError>> {
+        self.codec.decode(&mut self.buf).transpose()
+    }
+
+    /// Bytes received but not yet returned as a value.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn drain(dec: &mut FrameDecoder) -> Vec<Value> {
+        let mut out = vec![];
+        while let Some(v) = dec.next_value() {
+            out.push(v.expect("valid"));
+        }
+        out
+    }
+
+    #[test]
+    fn splits_concatenated_messages() {
+        let mut d = FrameDecoder::new(1024);
+        d.extend(br#"{"a":1}{"b":"}{"}  {"c":[1,{"d":2}]}"#);
+        assert_eq!(drain(&mut d), vec![json!({"a":1}), json!({"b":"}{"}), json!({"c":[1,{"d":2}]})]);
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn joins_split_messages_byte_by_byte() {
+        let msg = br#"{"jsonrpc":"2.0","id":"x\"y","params":{"s":"a\\"}}"#;
+        let mut d = FrameDecoder::new(1024);
+        let mut got = vec![];
+        for b in msg.iter().chain(b"\n\n".iter()).chain(msg.iter()) {
+            d.extend(&[*b]);
+            got.extend(drain(&mut d));
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0]["id"], json!("x\"y"));
+        assert_eq!(got[1]["params"]["s"], json!("a\\"));
+    }
+
+    #[test]
+    fn accepts_terminated_and_pretty_messages() {
+        let mut d = FrameDecoder::new(1024);
+        d.extend(b"{\n  \"a\": 1\n}\n\n\n{\"b\":2}\n\n");
+        assert_eq!(drain(&mut d), vec![json!({"a":1}), json!({"b":2})]);
+    }
+
+    #[test]
+    fn refuses_garbage_and_oversize() {
+        let mut d = FrameDecoder::new(1024);
+        d.extend(b"hello world\n");
+        assert!(matches!(d.next_value(), Some(Err(FrameError::Invalid(_)))));
+
+        let mut d = FrameDecoder::new(16);
+        d.extend(br#"{"a":"0123456789012345678901234567890"#);
+        assert!(matches!(d.next_value(), Some(Err(FrameError::TooLarge { limit: 16 }))));
+
+        let mut d = FrameDecoder::new(1024);
+        d.extend(br#"{"a":tru}"#);
+        assert!(matches!(d.next_value(), Some(Err(FrameError::Invalid(_)))));
+    }
+
+    #[test]
+    fn encodes_compact_with_terminator() {
+        let out = encode_frame(&json!({"a":{"b":[1,2]}}));
+        assert_eq!(out, b"{\"a\":{\"b\":[1,2]}}\n\n");
+        let mut codec = JsonCodec::default();
+        let mut buf = BytesMut::new();
+        codec.encode(&json!({"x":"line\n\nbreak"}), &mut buf).expect("encodes");
+        assert_eq!(&buf[..], b"{\"x\":\"line\\n\\nbreak\"}\n\n");
+    }
+}
