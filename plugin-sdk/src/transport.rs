@@ -1,0 +1,126 @@
+//! Where messages come from and go to. The dispatch core only sees a stream of decoded
+//! JSON values in and a queue of JSON values out; adapters here attach that to stdin/stdout
+//! (the normal case), to any pair of async byte streams (tests use `tokio::io::duplex`), or
+//! to plain channels (a future in-process/WASM host).
+//!
+//! Output is written by a single writer task: every message is one compact JSON object
+//! followed by `"\n\n"`, so concurrent handlers can never interleave bytes.
+
+use std::pin::Pin;
+
+use fulgur_protocol::codec::{FrameError, JsonCodec, encode_frame};
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::codec::FramedRead;
+
+type Incoming = Pin<Box<dyn Stream<Item = Result<Value, FrameError>> + Send>>;
+
+/// A bidirectional message channel to the node. Create one with [`Transport::stdio`],
+/// [`Transport::from_io`] or [`Transport::from_channels`] and hand it to
+/// [`crate::Builder::configure`].
+pub struct Transport {
+    pub(crate) incoming: Incoming,
+    pub(crate) outgoing: mpsc::UnboundedSender<Value>,
+    writer: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("has_writer_task", &self.writer.is_some())
+            .finish()
+    }
+}
+
+impl Transport {
+    /// The plugin's stdin and stdout, as the node runs it. Must be called inside a tokio
+    /// runtime.
+    pub fn stdio() -> Self {
+        Self::from_io(tokio::io::stdin(), tokio::io::stdout())
+    }
+
+    /// Any async reader (messages from the node) and writer (messages to the node). Spawns
+    /// the writer task, so it must be called inside a tokio runtime.
+    pub fn from_io<R, W>(reader: R, writer: W) -> Self
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let incoming = FramedRead::new(reader, JsonCodec::default());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (finish_tx, finish_rx) = oneshot::channel();
+        let task = tokio::spawn(write_loop(writer, rx, finish_rx));
+        Transport {
+            incoming: Box::pin(incoming),
+            outgoing: tx,
+            writer: Some((task, finish_tx)),
+        }
+    }
+
+    /// Messages already decoded, carried by channels: the SDK receives from `incoming` and
+    /// sends whole JSON messages (no framing) on `outgoing`. The input ends when every
+    /// sender of `incoming` is dropped.
+    pub fn from_channels(
+        incoming: mpsc::Receiver<Value>,
+        outgoing: mpsc::UnboundedSender<Value>,
+    ) -> Self {
+        let stream = futures::stream::unfold(incoming, |mut rx| async move {
+            rx.recv().await.map(|v| (Ok(v), rx))
+        });
+        Transport {
+            incoming: Box::pin(stream),
+            outgoing,
+            writer: None,
+        }
+    }
+
+    /// The next message from the node; `None` at end of input.
+    pub(crate) async fn next(&mut self) -> Option<Result<Value, FrameError>> {
+        self.incoming.next().await
+    }
+
+    /// Writes out everything queued so far, then stops the writer task.
+    pub(crate) async fn finish(&mut self) {
+        if let Some((task, finish)) = self.writer.take() {
+            let _ = finish.send(());
+            let _ = task.await;
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut rx: mpsc::UnboundedReceiver<Value>,
+    mut finish: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            msg = rx.recv() => match msg {
+                Some(v) => {
+                    if write_one(&mut writer, &v).await.is_err() {
+                        return;
+                    }
+                }
+                None => break,
+            },
+            _ = &mut finish => {
+                while let Ok(v) = rx.try_recv() {
+                    if write_one(&mut writer, &v).await.is_err() {
+                        return;
+                    }
+                }
+                break;
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn write_one<W: AsyncWrite + Unpin>(writer: &mut W, v: &Value) -> std::io::Result<()> {
+    writer.write_all(&encode_frame(v)).await?;
+    writer.flush().await
+}
