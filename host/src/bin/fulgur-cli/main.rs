@@ -140,11 +140,10 @@ fn run() -> Result<i32, CliError> {
     }
     conn.send(&request.to_value())?;
 
-    let mut progress_shown = false;
     let frame = loop {
         let frame = conn.next_frame()?;
         if is_notification(&frame.value) {
-            handle_notification(&frame.value, threshold, &mut progress_shown);
+            handle_notification(&frame.value, threshold);
             continue;
         }
         break frame;
@@ -196,7 +195,7 @@ fn enable_notifications(conn: &mut Connection, pid: u32) -> Result<(), CliError>
 
 /// Prints a `message` notification at or above the threshold as `# <message>`, and
 /// `progress` as `# [n/N]`, on stderr.
-fn handle_notification(v: &Value, threshold: Option<usize>, progress_shown: &mut bool) {
+fn handle_notification(v: &Value, threshold: Option<usize>) {
     let Some(threshold) = threshold else {
         return;
     };
@@ -231,7 +230,6 @@ fn handle_notification(v: &Value, threshold: Option<usize>, progress_shown: &mut
                     None => format!("# [{}/{total}]", num.saturating_add(1)),
                 };
                 let _ = writeln!(err, "{line}");
-                *progress_shown = true;
             }
         }
         _ => {}
@@ -256,9 +254,9 @@ fn check_id(frame: &Frame, id: &str) -> Result<(), CliError> {
 }
 
 /// The raw text of a top-level member of the reply, for `-R`.
-fn raw_member(frame: &Frame, key: &str, parsed: &Value) -> String {
-    match output::member_span(&frame.text, key) {
-        Some(span) => String::from_utf8_lossy(&frame.text[span]).into_owned(),
+fn raw_member(text: &[u8], key: &str, parsed: &Value) -> String {
+    match output::member_span(text, key) {
+        Some(span) => String::from_utf8_lossy(&text[span]).into_owned(),
         None => parsed.to_string(),
     }
 }
@@ -284,16 +282,12 @@ fn print_reply(
     check_id(&frame, id)?;
     let format = cli.format();
     let Frame { value, text } = frame;
-    let frame = Frame {
-        value: Value::Null,
-        text,
-    };
     let Value::Object(mut obj) = value else {
         return Err(CliError::Talk("non-object reply from fulgurd".into()));
     };
     if let Some(error) = obj.remove("error").filter(|e| !e.is_null()) {
         let res = if format == Format::Raw {
-            writeln!(out, "{}", raw_member(&frame, "error", &error))
+            writeln!(out, "{}", raw_member(&text, "error", &error))
         } else {
             output::write_json(out, &error)
         };
@@ -303,13 +297,13 @@ fn print_reply(
     let Some(mut result) = obj.remove("result") else {
         return Err(CliError::Talk(format!(
             "reply from fulgurd has neither 'result' nor 'error': '{}'",
-            String::from_utf8_lossy(&frame.text[..frame.text.len().min(500)])
+            String::from_utf8_lossy(&text[..text.len().min(500)])
         )));
     };
 
     let is_help = method == "help";
     let res = match format {
-        Format::Raw => writeln!(out, "{}", raw_member(&frame, "result", &result)),
+        Format::Raw => writeln!(out, "{}", raw_member(&text, "result", &result)),
         Format::Json => output::write_json(out, &result),
         Format::Flat => output::write_flat(out, &result),
         Format::Human => {
