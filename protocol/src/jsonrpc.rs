@@ -92,10 +92,10 @@ impl Message {
             _ => return Err(EnvelopeError::NoJsonrpc),
         }
         let id = obj.remove("id");
-        if let Some(id) = &id {
-            if !(id.is_string() || id.is_number()) {
-                return Err(EnvelopeError::BadId);
-            }
+        if let Some(id) = &id
+            && !(id.is_string() || id.is_number())
+        {
+            return Err(EnvelopeError::BadId);
         }
         let method = match obj.remove("method") {
             None => None,
