@@ -1,0 +1,145 @@
+"""Responses of the node checked against CLN's JSON schemas (shared/reference/cln-schemas),
+with a custom jsonschema validator for CLN's own types.  The first tests check the
+validator itself, so that a green schema test means something."""
+
+import json
+import os
+
+import pytest
+from pyln.client import Millisatoshi
+
+import clnschema
+from conftest import plugin_path
+
+pytestmark = pytest.mark.skipif(not clnschema.schemas_available(), reason=clnschema.skip_reason())
+
+
+# ------------------------------------------------------------------ the validator itself
+
+def test_used_schemas_satisfy_meta_schema():
+    files = sorted(set(clnschema.RPC_SCHEMAS.values())) + [
+        "notification/plugin_started.json", "notification/plugin_stopped.json",
+        "notification/shutdown.json"]
+    problems = [p for f in files for p in clnschema.meta_errors(f)]
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("typ,good,bad", [
+    ("u64", [0, 2 ** 64 - 1], [-1, 2 ** 64, 1.5, True, "1"]),
+    ("u32", [0, 2 ** 32 - 1], [2 ** 32, -1, False]),
+    ("u16", [65535], [65536]),
+    ("u8", [255], [256]),
+    ("hex", ["", "00ff", "ABcd"], ["0", "zz", 12, "0x00"]),
+    ("hash", ["ab" * 32], ["ab" * 31, "ab" * 33, "gg" * 32]),
+    ("secret", ["00" * 32], ["00" * 16]),
+    ("txid", ["11" * 32], ["11"]),
+    ("pubkey", ["02" + "ab" * 32, "03" + "00" * 32], ["04" + "ab" * 32, "02" + "ab" * 31, 2]),
+    ("short_channel_id", ["103x1x0", "0x0x0"], ["103:1:0", "1x2", "16777216x0x0", "1x2x65536"]),
+    ("short_channel_id_dir", ["103x1x0/1"], ["103x1x0/2", "103x1x0"]),
+    ("outpoint", ["ab" * 32 + ":0"], ["ab" * 32, "zz:0"]),
+    ("msat", [0, 1000], ["1000msat", -1, 1.5, True]),
+    ("bip340sig", ["aa" * 64], ["aa" * 63]),
+])
+def test_custom_types_response_side(typ, good, bad):
+    schema = {"type": "object", "properties": {"v": {"type": typ}}}
+    v = clnschema.ResponseValidator(schema)
+    for g in good:
+        assert v.is_valid({"v": g}), f"{typ}: {g!r} should be valid"
+    for b in bad:
+        assert not v.is_valid({"v": b}), f"{typ}: {b!r} should be invalid"
+
+
+def test_msat_request_side_accepts_units():
+    v = clnschema.RequestValidator({"properties": {"v": {"type": "msat"}}})
+    for g in [0, 5, "5msat", "5sat", "0.001btc", str(Millisatoshi(42))]:
+        assert v.is_valid({"v": g}), g
+    for b in ["5", "5 sat", "-5sat", "0.000000000001btc", True, None]:
+        assert not v.is_valid({"v": b}), b
+    v = clnschema.RequestValidator({"properties": {"v": {"type": "msat_or_any"}}})
+    assert v.is_valid({"v": "any"}) and not v.is_valid({"v": "all"})
+
+
+def test_deprecated_and_added_annotations():
+    schema = {"type": "object", "additionalProperties": False, "properties": {
+        "old": {"type": "string", "deprecated": ["v23.02", "v24.02"]},
+        "going": {"type": "string", "deprecated": ["v26.04", "v27.04"]},
+        "new": {"type": "string", "added": "v25.02"}}}
+    v = clnschema.ResponseValidator(schema)
+    assert v.is_valid({"going": "x", "new": "y"}), "still-deprecated fields are allowed"
+    assert v.is_valid({}), "absent removed field is fine"
+    errs = list(v.iter_errors({"old": "x"}))
+    assert errs and "removed in v24.02" in errs[0].message
+    assert not v.is_valid({"new": 1})
+    assert clnschema.version_key("pre-v0.10.1") < clnschema.version_key("v24.02") < \
+        clnschema.version_key("v26.06")
+
+
+def test_real_schemas_reject_wrong_shapes():
+    good = {"key": ["a"], "generation": 0, "string": "x", "hex": "78"}
+    assert not clnschema.errors("datastore.json", good)
+    assert clnschema.errors("datastore.json", {**good, "generation": -1})
+    assert clnschema.errors("datastore.json", {**good, "extra": 1})
+    assert clnschema.errors("datastore.json", {"generation": 0})
+    assert clnschema.errors("stop.json", {"result": "Shutting down"})
+    assert clnschema.errors("plugin.json", {"command": "stop", "result": "ok", "plugins": []})
+    assert clnschema.errors("plugin.json", {"command": "list", "plugins": [{"name": "x"}]})
+    assert clnschema.errors("help.json", {"help": [{"verbose": "x"}]})
+
+
+# ------------------------------------------------------------------ the node's responses
+
+def test_every_command_response_matches_schema(node_factory, test_dir):
+    """Exercise each command with a schema (and each plugin subcommand) and validate."""
+    op = plugin_path("options_plugin.py")
+    node = node_factory.get_node(plugins=[op, plugin_path("notify_plugin.py")])
+    rpc = node.rpc
+    v = clnschema.validate
+
+    v("getinfo.json", rpc.getinfo())
+    v("help.json", rpc.help())
+    v("help.json", rpc.help("getinfo"))
+    v("listconfigs.json", rpc.listconfigs())
+    v("listconfigs.json", rpc.listconfigs("str_opt"))
+    v("check.json", rpc.check("getinfo"))
+    v("check.json", rpc.check("setconfig", config="dyn_opt", val=3))
+    v("setconfig.json", rpc.setconfig(config="dyn_opt", val=3))
+    v("setconfig.json", rpc.setconfig(config="dyn_opt", val="4", transient=True))
+    v("plugin.json", rpc.plugin_list())
+    v("plugin.json", rpc.plugin_start(plugin_path("dynamic_plugin.py")))
+    v("plugin.json", rpc.plugin_stop("dynamic_plugin.py"))
+    sdir = test_dir / "sd"
+    sdir.mkdir()
+    v("plugin.json", rpc.plugin_startdir(str(sdir)))
+    v("plugin.json", rpc.plugin_rescan())
+    v("datastore.json", rpc.datastore(key=["s", "a"], string="x"))
+    v("datastore.json", rpc.datastore(key=["s", "b"], hex="00ff"))
+    v("datastore.json", rpc.datastore(key=["s", "a"], string="y", mode="must-append"))
+    v("listdatastore.json", rpc.listdatastore())
+    v("listdatastore.json", rpc.listdatastore(["s"]))
+    v("listdatastore.json", rpc.listdatastore(["s", "b"]))
+    v("deldatastore.json", rpc.deldatastore(["s", "a"]))
+    v("notifications.json", rpc.notifications(enable=True))
+    covered = {m for m, _ in rpc.validated}
+    assert covered >= set(clnschema.RPC_SCHEMAS) - {"stop"}, covered
+
+    # Plugin option entries in listconfigs: CLN's schema leaves them open
+    # (additionalProperties), so check them against the shape setconfig's schema gives.
+    entry_schema = clnschema.load("setconfig.json")["response"]["properties"]["config"]
+    val = clnschema.ResponseValidator(entry_schema)
+    for name, entry in rpc.listconfigs()["configs"].items():
+        if entry.get("plugin") == op:
+            errs = [e.message for e in val.iter_errors({"config": name, "dynamic": True, **entry})]
+            assert not errs, (name, entry, errs)
+
+    res, rc = node.stop()
+    v("stop.json", res)
+    assert rc == 0
+
+
+def test_getinfo_schema_with_builtin_plugins_disabled(node_factory):
+    node = node_factory.get_node(extra_args=["--clear-plugins"])
+    info = node.rpc.getinfo()
+    clnschema.validate("getinfo.json", info)
+    assert node.rpc.plugin_list()["plugins"] == []
+    assert json.loads(json.dumps(info)) == info
+    assert os.path.isdir(info["lightning-dir"])

@@ -1,0 +1,214 @@
+"""Daemon start-up: readiness, log format, socket, config files, plugin discovery and the
+start-up errors that must make fulgurd exit with code 1 and a clear message."""
+
+import os
+import re
+import shutil
+import stat
+
+import pytest
+
+from conftest import FULGURD, LOG_LINE_RE, fulgurd_available, plugin_path
+
+PUBKEY_RE = r"0[23][0-9a-f]{64}"
+
+
+def test_version_flag():
+    if not fulgurd_available():
+        pytest.skip(f"fulgurd binary not found at {FULGURD}")
+    import subprocess
+    out = subprocess.run([str(FULGURD), "--version"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"\d+\.\d+", out.stdout), f"--version printed {out.stdout!r}"
+
+
+def test_start_ready_line_log_format_and_socket(node_factory):
+    node = node_factory.get_node()
+    ready = node.is_in_log(r"Server started with public key")
+    m = LOG_LINE_RE.match(ready)
+    assert m, f"ready line not in CLN log format: {ready!r}"
+    assert m.group("level") == "INFO" and m.group("source") == "lightningd", ready
+    m2 = re.search(rf"Server started with public key ({PUBKEY_RE}), alias (.*), and fulgurd v?\S+",
+                   m.group("msg"))
+    assert m2, f"unexpected ready message: {m.group('msg')!r}"
+    info = node.rpc.getinfo()
+    assert m2.group(1) == info["id"]
+    assert m2.group(2) == info["alias"]
+
+    # Every log line follows "<ISO ts> <LEVEL padded> <source>: <message>".
+    bad = [line for line in node.log_lines() if not LOG_LINE_RE.match(line)]
+    assert not bad, f"{len(bad)} log lines not in CLN format, e.g. {bad[:3]}"
+    # The level column is padded to the width of the longest level (UNUSUAL).
+    assert re.match(r"^\S+ INFO    lightningd: ", ready), ready
+
+    st = os.stat(node.rpc_path)
+    assert stat.S_ISSOCK(st.st_mode), "lightning-rpc is not a socket"
+    assert stat.S_IMODE(st.st_mode) == 0o600, oct(stat.S_IMODE(st.st_mode))
+
+
+def test_plugin_log_and_stderr_are_in_the_log(node_factory):
+    node = node_factory.get_node(plugins=[plugin_path("options_plugin.py"),
+                                          plugin_path("methods_plugin.py")])
+    # pyln's plugin.log() notification -> source plugin-<basename>
+    line = node.wait_for_log(r"plugin-options_plugin\.py: options_plugin initialised")
+    assert LOG_LINE_RE.match(line).group("level") == "INFO", line
+    # raw stderr of the plugin process is captured under the same source
+    node.rpc.call("write_stderr", {"text": "raw-stderr-marker-123"})
+    node.wait_for_log(r"plugin-methods_plugin\.py: .*raw-stderr-marker-123")
+    # a multi-line log message is split into several lines, level mapped (warn = UNUSUAL)
+    node.rpc.call("log_lines", {"text": "first-of-two\nsecond-of-two", "level": "warn"})
+    l1 = node.wait_for_log(r"plugin-methods_plugin\.py: first-of-two$")
+    l2 = node.wait_for_log(r"plugin-methods_plugin\.py: second-of-two$")
+    assert LOG_LINE_RE.match(l1).group("level") == "UNUSUAL", l1
+    assert LOG_LINE_RE.match(l2).group("level") == "UNUSUAL", l2
+
+
+def test_builtin_plugins_loaded_from_beside_binary(node_factory):
+    node = node_factory.get_node()
+    plugins = node.rpc.plugin_list()["plugins"]
+    names = {os.path.basename(p["name"]): p for p in plugins}
+    for builtin in ("pay", "htlc-hold", "autopilot"):
+        assert builtin in names, f"built-in {builtin} not in plugin list {sorted(names)}"
+        assert os.path.dirname(names[builtin]["name"]) == str(FULGURD.parent.resolve()) or \
+            os.path.dirname(names[builtin]["name"]) == str(FULGURD.parent), names[builtin]
+
+
+def test_disable_plugin_and_clear_plugins(node_factory):
+    n1 = node_factory.get_node(options={"disable-plugin": "pay"})
+    names = [os.path.basename(p["name"]) for p in n1.rpc.plugin_list()["plugins"]]
+    assert "pay" not in names
+    assert "htlc-hold" in names
+
+    n2 = node_factory.get_node(extra_args=["--clear-plugins",
+                                           f"--plugin={plugin_path('methods_plugin.py')}"])
+    names = [os.path.basename(p["name"]) for p in n2.rpc.plugin_list()["plugins"]]
+    assert names == ["methods_plugin.py"], names
+    assert n2.rpc.call("hello", {"name": "x"}) == {"greeting": "hello x"}
+
+
+def test_config_files(node_factory):
+    node = node_factory.get_node(
+        plugins=[plugin_path("options_plugin.py")],
+        config="# base config\nstr_opt=from-config\n\n  # indented comment\nmulti_opt=c1\nmulti_opt=c2\n",
+        network_config="# network config\nint_opt=5\nbool_opt=true\n")
+    vals = node.rpc.call("getopts")["values"]
+    assert vals["str_opt"] == "from-config"
+    assert vals["int_opt"] == 5
+    assert vals["bool_opt"] is True
+    assert vals["multi_opt"] == ["c1", "c2"]
+    cfg = node.rpc.listconfigs()["configs"]
+    assert cfg["str_opt"]["source"].startswith(str(node.lightning_dir / "config")), cfg["str_opt"]
+    assert cfg["int_opt"]["source"].startswith(str(node.net_dir / "config")), cfg["int_opt"]
+
+
+def test_cmdline_overrides_config_file(node_factory):
+    node = node_factory.get_node(plugins=[plugin_path("options_plugin.py")],
+                                 config="str_opt=from-config\n",
+                                 options={"str_opt": "from-cmdline"})
+    assert node.rpc.call("getopts")["values"]["str_opt"] == "from-cmdline"
+    assert node.rpc.listconfigs("str_opt")["configs"]["str_opt"]["source"] == "cmdline"
+
+
+def test_plugin_dir(node_factory, test_dir):
+    pdir = test_dir / "pdir"
+    pdir.mkdir()
+    shutil.copy(plugin_path("methods_plugin.py"), pdir / "methods_plugin.py")
+    # Not executable: must be skipped (would crash as a plugin anyway).
+    (pdir / "README.md").write_text("not a plugin\n")
+    noexec = pdir / "noexec.py"
+    shutil.copy(plugin_path("emitter_plugin.py"), noexec)
+    noexec.chmod(0o644)
+    node = node_factory.get_node(options={"plugin-dir": str(pdir)})
+    assert node.rpc.call("hello", []) == {"greeting": "hello world"}
+    names = [os.path.basename(p["name"]) for p in node.rpc.plugin_list()["plugins"]]
+    assert "methods_plugin.py" in names
+    assert "noexec.py" not in names and "README.md" not in names
+
+
+def test_default_plugin_dir_is_scanned(node_factory):
+    node = node_factory.get_node(start=False)
+    pdir = node.lightning_dir / "plugins"
+    (pdir / "sub").mkdir(parents=True)
+    shutil.copy(plugin_path("methods_plugin.py"), pdir / "methods_plugin.py")
+    shutil.copy(plugin_path("emitter_plugin.py"), pdir / "sub" / "emitter_plugin.py")
+    node.start()
+    assert node.rpc.call("hello", {}) == {"greeting": "hello world"}
+    # CLN also scans one level of subdirectories of <lightning-dir>/plugins
+    assert node.rpc.call("emit", {"value": 1}) == {"emitted": 1}
+
+
+def test_broken_plugin_does_not_stop_node(node_factory):
+    node = node_factory.get_node(plugins=[plugin_path("exit_plugin.py"),
+                                          plugin_path("methods_plugin.py")])
+    assert node.rpc.call("hello", {"name": "still"}) == {"greeting": "hello still"}
+    for p in node.rpc.plugin_list()["plugins"]:
+        if p["name"].endswith("exit_plugin.py"):
+            assert p["active"] is False, p
+
+
+# ------------------------------------------------------------------ start-up errors
+
+def _expect_startup_failure(node, *needles):
+    rc, err = node.start_expect_exit()
+    assert rc == 1, f"exit code {rc}, expected 1; stderr:\n{err}"
+    assert err.strip(), "no message on stderr"
+    for n in needles:
+        assert re.search(n, err, re.I), f"stderr does not mention /{n}/:\n{err}"
+    assert not node.is_in_log(r"Server started with public key"), "node claimed to be ready"
+
+
+def test_unknown_option_exits_1(node_factory):
+    node = node_factory.get_node(start=False, options={"no-such-option-xyz": "1"})
+    _expect_startup_failure(node, r"no-such-option-xyz")
+
+
+@pytest.mark.parametrize("opt", ["int_opt=notanint", "bool_opt=maybe", "flag_opt=yes",
+                                 "int_opt=12abc"])
+def test_ill_typed_plugin_option_exits_1(node_factory, opt):
+    name, val = opt.split("=")
+    node = node_factory.get_node(start=False, plugins=[plugin_path("options_plugin.py")],
+                                 options={name: val})
+    _expect_startup_failure(node, re.escape(name))
+
+
+def test_ill_typed_option_in_config_file_exits_1(node_factory):
+    node = node_factory.get_node(start=False, plugins=[plugin_path("options_plugin.py")],
+                                 config="int_opt=seven\n")
+    _expect_startup_failure(node, r"int_opt")
+
+
+def test_two_plugins_same_option_exits_1(node_factory, test_dir):
+    second = test_dir / "dupopt_copy.py"
+    shutil.copy(plugin_path("dupopt_plugin.py"), second)
+    second.chmod(0o755)
+    node = node_factory.get_node(start=False, plugins=[plugin_path("dupopt_plugin.py"), str(second)])
+    _expect_startup_failure(node, r"dup-opt")
+
+
+def test_hook_dependency_cycle_exits_1(node_factory, test_dir):
+    paths = []
+    for name in ("cyc_a.py", "cyc_b.py"):
+        p = test_dir / name
+        shutil.copy(plugin_path("cycle_plugin.py"), p)
+        p.chmod(0o755)
+        paths.append(str(p))
+    node = node_factory.get_node(start=False, plugins=paths)
+    _expect_startup_failure(node, r"cyc_[ab]\.py|depend|cycl")
+
+
+def test_important_plugin_missing_exits_1(node_factory, test_dir):
+    missing = test_dir / "does-not-exist.py"
+    node = node_factory.get_node(start=False, important_plugins=[str(missing)])
+    _expect_startup_failure(node, r"does-not-exist\.py")
+
+
+def test_important_plugin_failing_at_start_exits_1(node_factory):
+    node = node_factory.get_node(start=False, important_plugins=[plugin_path("exit_plugin.py")])
+    _expect_startup_failure(node, r"exit_plugin\.py")
+
+
+def test_disable_plugin_overrides_important(node_factory):
+    node = node_factory.get_node(important_plugins=[plugin_path("exit_plugin.py")],
+                                 options={"disable-plugin": "exit_plugin.py"})
+    names = [os.path.basename(p["name"]) for p in node.rpc.plugin_list()["plugins"]]
+    assert "exit_plugin.py" not in names
