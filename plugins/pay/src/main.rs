@@ -6,5 +6,8 @@
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), fulgur_plugin_sdk::RunError> {
-    fulgur_plugin_sdk::Builder::<()>::new().dynamic(true).run(()).await
+    fulgur_plugin_sdk::Builder::<()>::new()
+        .dynamic(true)
+        .run(())
+        .await
 }
