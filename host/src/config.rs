@@ -1,0 +1,567 @@
+//! fulgurd's configuration: command line and config files, with CLN's option names.
+//!
+//! Sources, later ones winning for single-valued options and adding up for multi options:
+//! `<lightning-dir>/config` (or `--conf`), `<lightning-dir>/<network>/config`,
+//! `<lightning-dir>/<network>/config.setconfig` (written by `setconfig`), then the command
+//! line. Core options are parsed and validated by clap; options that clap does not know
+//! are kept aside as [`RawOpt`]s until plugins have declared theirs in their manifests
+//! (see [`crate::options`]), because `--greeting=hi` only means something once a plugin
+//! registered `greeting`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use crate::log::LevelFilter;
+
+/// The Bitcoin network, with CLN's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Mainnet (directory `bitcoin`).
+    Bitcoin,
+    /// testnet3.
+    Testnet,
+    /// testnet4.
+    Testnet4,
+    /// signet.
+    Signet,
+    /// regtest.
+    Regtest,
+}
+
+impl Network {
+    /// Parses CLN's network names (`mainnet` is accepted for `bitcoin`).
+    pub fn parse(s: &str) -> Option<Network> {
+        match s {
+            "bitcoin" | "mainnet" => Some(Network::Bitcoin),
+            "testnet" => Some(Network::Testnet),
+            "testnet4" => Some(Network::Testnet4),
+            "signet" => Some(Network::Signet),
+            "regtest" => Some(Network::Regtest),
+            _ => None,
+        }
+    }
+
+    /// The name used in directories, `getinfo` and `init`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Bitcoin => "bitcoin",
+            Network::Testnet => "testnet",
+            Network::Testnet4 => "testnet4",
+            Network::Signet => "signet",
+            Network::Regtest => "regtest",
+        }
+    }
+}
+
+/// How a core option takes values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoreKind {
+    /// One string; the last one given wins.
+    Str,
+    /// One integer.
+    Int,
+    /// `true`/`false`.
+    Bool,
+    /// Present or not.
+    Flag,
+    /// Any number of strings, in order.
+    Multi,
+}
+
+/// A core (non-plugin) option.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreOption {
+    /// The long name, without `--`.
+    pub name: &'static str,
+    /// How it takes values.
+    pub kind: CoreKind,
+    /// Its default, shown in `listconfigs` with source `default`.
+    pub default: Option<&'static str>,
+    /// One line of help.
+    pub help: &'static str,
+    /// Only valid on the command line (not in config files).
+    pub cmdline_only: bool,
+}
+
+const fn opt(name: &'static str, kind: CoreKind, default: Option<&'static str>, help: &'static str) -> CoreOption {
+    CoreOption { name, kind, default, help, cmdline_only: false }
+}
+
+/// Every core option, in `--help` order.
+pub const CORE_OPTIONS: &[CoreOption] = &[
+    CoreOption { cmdline_only: true, ..opt("lightning-dir", CoreKind::Str, None, "Set base directory: network-specific subdirectory is under here (default ~/.fulgur)") },
+    CoreOption { cmdline_only: true, ..opt("conf", CoreKind::Str, None, "Specify configuration file (default <lightning-dir>/config)") },
+    opt("network", CoreKind::Str, Some("bitcoin"), "Select the network: bitcoin, testnet, testnet4, signet, regtest"),
+    opt("mainnet", CoreKind::Flag, None, "Alias for --network=bitcoin"),
+    opt("testnet", CoreKind::Flag, None, "Alias for --network=testnet"),
+    opt("testnet4", CoreKind::Flag, None, "Alias for --network=testnet4"),
+    opt("signet", CoreKind::Flag, None, "Alias for --network=signet"),
+    opt("regtest", CoreKind::Flag, None, "Alias for --network=regtest"),
+    opt("alias", CoreKind::Str, None, "Up to 32 bytes of UTF-8 characters to tag your node"),
+    opt("rgb", CoreKind::Str, None, "RRGGBB hex color for node"),
+    opt("rpc-file", CoreKind::Str, Some("lightning-rpc"), "Set JSON-RPC socket (relative to the network directory unless absolute)"),
+    opt("rpc-file-mode", CoreKind::Str, Some("0600"), "Set the file mode (permissions) for the JSON-RPC socket"),
+    opt("log-level", CoreKind::Multi, None, "Log level (io, trace, debug, info, unusual, broken) [:prefix], default info"),
+    opt("log-file", CoreKind::Multi, None, "Log to this file (instead of stdout); '-' means stdout"),
+    opt("plugin", CoreKind::Multi, None, "Add a plugin to be run (can be used multiple times)"),
+    opt("plugin-dir", CoreKind::Multi, None, "Add a directory to load plugins from (can be used multiple times)"),
+    opt("clear-plugins", CoreKind::Flag, None, "Remove all plugins added before this option"),
+    opt("disable-plugin", CoreKind::Multi, None, "Disable a particular plugin by filename/name"),
+    opt("important-plugin", CoreKind::Multi, None, "Add an important plugin to be run: if it dies the node shuts down"),
+    opt("allow-deprecated-apis", CoreKind::Bool, Some("false"), "Enable deprecated options, JSONRPC commands, fields, etc."),
+    opt("plugin-timeout", CoreKind::Int, Some("60"), "Seconds a plugin has to answer getmanifest and, separately, init (Fulgur extension)"),
+    opt("plugin-shutdown-grace", CoreKind::Int, Some("30"), "Seconds plugins subscribed to 'shutdown' have to exit (Fulgur extension)"),
+];
+
+/// Where a value came from, as `listconfigs` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in default.
+    Default,
+    /// The command line.
+    Cmdline,
+    /// A config file and line number.
+    File(PathBuf, usize),
+    /// A `plugin start` parameter.
+    PluginStart,
+    /// A transient `setconfig`.
+    SetConfig,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::Cmdline => f.write_str("cmdline"),
+            Source::File(p, line) => write!(f, "{}:{line}", p.display()),
+            Source::PluginStart => f.write_str("pluginstart"),
+            Source::SetConfig => f.write_str("setconfig"),
+        }
+    }
+}
+
+/// One option occurrence before interpretation: `--name[=value]` or a config line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawOpt {
+    /// The option name without dashes.
+    pub name: String,
+    /// The value, `None` for a bare `--name`.
+    pub value: Option<String>,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// A plugin-related option, in the order given (`--clear-plugins` forgets what came before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginDirective {
+    /// `--plugin=PATH`.
+    Plugin(PathBuf),
+    /// `--plugin-dir=DIR`.
+    Dir(PathBuf),
+    /// `--important-plugin=PATH`.
+    Important(PathBuf),
+    /// `--disable-plugin=NAME`.
+    Disable(String),
+    /// `--clear-plugins`.
+    Clear,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The network.
+    pub network: Network,
+    /// Base directory (`~/.fulgur`), absolute.
+    pub lightning_dir: PathBuf,
+    /// `<lightning-dir>/<network>`, absolute.
+    pub net_dir: PathBuf,
+    /// `rpc-file` as configured.
+    pub rpc_file: String,
+    /// Absolute path of the RPC socket.
+    pub rpc_path: PathBuf,
+    /// Socket permissions.
+    pub rpc_file_mode: u32,
+    /// Log level filters.
+    pub log_filters: Vec<LevelFilter>,
+    /// Log files (`-` is stdout); empty means stdout.
+    pub log_files: Vec<PathBuf>,
+    /// Node alias, if set.
+    pub alias: Option<String>,
+    /// Node color, if set (6 hex digits).
+    pub rgb: Option<String>,
+    /// Plugin directives in order.
+    pub plugin_directives: Vec<PluginDirective>,
+    /// `--allow-deprecated-apis`.
+    pub allow_deprecated_apis: bool,
+    /// Handshake timeout per step.
+    pub plugin_timeout: Duration,
+    /// Grace period for plugins at shutdown and `plugin stop`.
+    pub plugin_shutdown_grace: Duration,
+    /// Every core option occurrence that was given, in order, for `listconfigs`.
+    pub core_given: Vec<RawOpt>,
+    /// Options no core option claims: plugin options, checked once manifests are in.
+    pub plugin_opts: Vec<RawOpt>,
+    /// The config files that were read, for `setconfig` persistence.
+    pub setconfig_file: PathBuf,
+}
+
+/// What `fulgurd` was asked to do.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Run the node.
+    Run(Box<Config>),
+    /// Print help (needs the plugins' manifests for their options).
+    Help(Box<Config>),
+    /// Print the version.
+    Version,
+}
+
+/// A configuration error: printed and fulgurd exits with code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn err(s: impl Into<String>) -> ConfigError {
+    ConfigError(s.into())
+}
+
+/// The clap command for the core options (also renders `--help`).
+pub fn command() -> Command {
+    let mut cmd = Command::new("fulgurd")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Fulgur: a plugin-first Lightning node, CLN-compatible RPC and plugin protocol")
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .args_override_self(true)
+        .no_binary_name(true);
+    for o in CORE_OPTIONS {
+        let mut arg = Arg::new(o.name).long(o.name).help(o.help);
+        arg = match o.kind {
+            CoreKind::Flag => arg.action(ArgAction::SetTrue),
+            CoreKind::Multi => arg.action(ArgAction::Append).num_args(1),
+            CoreKind::Str => arg.action(ArgAction::Set).num_args(1),
+            CoreKind::Int => arg.action(ArgAction::Set).num_args(1).value_parser(clap::value_parser!(i64)),
+            CoreKind::Bool => arg.action(ArgAction::Set).num_args(1).value_parser(parse_bool),
+        };
+        if o.name == "network" {
+            arg = arg.value_parser(["bitcoin", "mainnet", "testnet", "testnet4", "signet", "regtest"]);
+        }
+        cmd = cmd.arg(arg);
+    }
+    cmd.arg(Arg::new("help").short('h').long("help").action(ArgAction::SetTrue).help("Print help, including plugin options"))
+        .arg(Arg::new("version").short('V').long("version").action(ArgAction::SetTrue).help("Print version"))
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "true" | "yes" => Ok(true),
+        "false" | "no" => Ok(false),
+        _ => Err(format!("'{s}' is not a bool, must be true or false")),
+    }
+}
+
+fn core(name: &str) -> Option<&'static CoreOption> {
+    CORE_OPTIONS.iter().find(|o| o.name == name)
+}
+
+/// Splits the command line into option occurrences. Core options that take a value may
+/// have it in the next argument; unknown (plugin) options too, unless it starts with `-`.
+pub fn split_cmdline(args: &[String]) -> Result<Vec<RawOpt>, ConfigError> {
+    let mut out = vec![];
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        let body = match a.as_str() {
+            "-h" => "help",
+            "-V" => "version",
+            s if s.starts_with("--") && s.len() > 2 => &s[2..],
+            s => return Err(err(format!("unexpected argument '{s}': options look like --name=value"))),
+        };
+        let (name, mut value) = match body.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (body.to_string(), None),
+        };
+        let takes_value = match core(&name) {
+            Some(o) => o.kind != CoreKind::Flag,
+            None => !matches!(name.as_str(), "help" | "version"),
+        };
+        if value.is_none() && takes_value {
+            if let Some(next) = args.get(i).filter(|n| !n.starts_with('-') || core(&name).is_some()) {
+                value = Some(next.clone());
+                i += 1;
+            }
+        }
+        out.push(RawOpt { name, value, source: Source::Cmdline });
+    }
+    Ok(out)
+}
+
+/// Reads a config file: `key=value` or `key` lines, `#` comments. A missing file gives
+/// `Ok(None)`.
+pub fn read_config_file(path: &Path) -> Result<Option<Vec<RawOpt>>, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(format!("cannot read config file {}: {e}", path.display()))),
+    };
+    let mut out = vec![];
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("--").unwrap_or(line);
+        let (name, value) = match line.split_once('=') {
+            Some((k, v)) => (k.trim().to_string(), Some(v.trim().to_string())),
+            None => (line.to_string(), None),
+        };
+        if core(&name).is_some_and(|o| o.cmdline_only) {
+            return Err(err(format!("{}:{}: {name} can only be given on the command line", path.display(), n + 1)));
+        }
+        out.push(RawOpt { name, value, source: Source::File(path.to_path_buf(), n + 1) });
+    }
+    Ok(Some(out))
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    let p = if let Ok(rest) = p.strip_prefix("~") { home_dir().join(rest) } else { p.to_path_buf() };
+    if p.is_absolute() {
+        p
+    } else {
+        std::env::current_dir().map(|c| c.join(&p)).unwrap_or(p)
+    }
+}
+
+fn last<'a>(raw: &'a [RawOpt], name: &str) -> Option<&'a RawOpt> {
+    raw.iter().rev().find(|o| o.name == name)
+}
+
+fn network_from(raw: &[RawOpt]) -> Result<Option<Network>, ConfigError> {
+    let mut net = None;
+    for o in raw {
+        let n = match o.name.as_str() {
+            "network" => {
+                let v = o.value.as_deref().unwrap_or("");
+                Some(Network::parse(v).ok_or_else(|| err(format!("unknown network '{v}' (bitcoin, testnet, testnet4, signet, regtest)")))?)
+            }
+            "mainnet" => Some(Network::Bitcoin),
+            "testnet" => Some(Network::Testnet),
+            "testnet4" => Some(Network::Testnet4),
+            "signet" => Some(Network::Signet),
+            "regtest" => Some(Network::Regtest),
+            _ => None,
+        };
+        if n.is_some() {
+            net = n;
+        }
+    }
+    Ok(net)
+}
+
+/// Parses the command line (without the program name) and the config files it points to.
+pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
+    let cmdline = split_cmdline(args)?;
+    if cmdline.iter().any(|o| o.name == "version") {
+        return Ok(Invocation::Version);
+    }
+    let lightning_dir = absolute(Path::new(
+        last(&cmdline, "lightning-dir").and_then(|o| o.value.as_deref()).unwrap_or("~/.fulgur"),
+    ));
+    let (base_conf, explicit) = match last(&cmdline, "conf").and_then(|o| o.value.as_deref()) {
+        Some(c) => (absolute(Path::new(c)), true),
+        None => (lightning_dir.join("config"), false),
+    };
+    let base = read_config_file(&base_conf)?;
+    if base.is_none() && explicit {
+        return Err(err(format!("config file {} does not exist", base_conf.display())));
+    }
+    let base = base.unwrap_or_default();
+    let network = network_from(&cmdline)?.or(network_from(&base)?).unwrap_or(Network::Bitcoin);
+    let net_dir = lightning_dir.join(network.as_str());
+    let net_conf = read_config_file(&net_dir.join("config"))?.unwrap_or_default();
+    let setconfig_file = net_dir.join("config.setconfig");
+    let setconf = read_config_file(&setconfig_file)?.unwrap_or_default();
+    if network_from(&net_conf)?.is_some_and(|n| n != network) {
+        return Err(err(format!("{}: network setting does not match the directory", net_dir.join("config").display())));
+    }
+
+    let all: Vec<RawOpt> = base.into_iter().chain(net_conf).chain(setconf).chain(cmdline).collect();
+    let (core_given, plugin_opts): (Vec<RawOpt>, Vec<RawOpt>) =
+        all.into_iter().partition(|o| core(&o.name).is_some() || o.name == "help");
+
+    // Let clap validate every core occurrence, in order.
+    let argv: Vec<String> = core_given
+        .iter()
+        .map(|o| match &o.value {
+            Some(v) => format!("--{}={v}", o.name),
+            None => format!("--{}", o.name),
+        })
+        .collect();
+    let m = command().try_get_matches_from(&argv).map_err(|e| err(clap_message(&e)))?;
+    let help = m.get_flag("help");
+    let core_given: Vec<RawOpt> = core_given.into_iter().filter(|o| o.name != "help").collect();
+
+    let rpc_file = m.get_one::<String>("rpc-file").cloned().unwrap_or_else(|| "lightning-rpc".into());
+    let rpc_path = if Path::new(&rpc_file).is_absolute() { PathBuf::from(&rpc_file) } else { net_dir.join(&rpc_file) };
+    let mode_s = m.get_one::<String>("rpc-file-mode").map(String::as_str).unwrap_or("0600");
+    let rpc_file_mode = u32::from_str_radix(mode_s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| err(format!("rpc-file-mode: '{mode_s}' is not a valid octal mode")))?;
+    let log_filters = m
+        .get_many::<String>("log-level")
+        .into_iter()
+        .flatten()
+        .map(|s| LevelFilter::parse(s).map_err(|e| err(format!("log-level: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let log_files = m.get_many::<String>("log-file").into_iter().flatten().map(|s| {
+        if s == "-" { PathBuf::from("-") } else { absolute(Path::new(s)) }
+    }).collect();
+    let alias = m.get_one::<String>("alias").cloned();
+    if alias.as_ref().is_some_and(|a| a.len() > 32) {
+        return Err(err("alias: must be at most 32 bytes"));
+    }
+    let rgb = m.get_one::<String>("rgb").cloned();
+    if let Some(c) = &rgb {
+        if c.len() != 6 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(err(format!("rgb: '{c}' is not six hex digits")));
+        }
+    }
+    let plugin_directives = directives(&m);
+    let secs = |name: &str, default: i64| -> Result<Duration, ConfigError> {
+        let v = m.get_one::<i64>(name).copied().unwrap_or(default);
+        u64::try_from(v).map(Duration::from_secs).map_err(|_| err(format!("{name}: must not be negative")))
+    };
+    let config = Config {
+        network,
+        lightning_dir,
+        net_dir,
+        rpc_file,
+        rpc_path,
+        rpc_file_mode,
+        log_filters,
+        log_files,
+        alias,
+        rgb,
+        plugin_directives,
+        allow_deprecated_apis: m.get_one::<bool>("allow-deprecated-apis").copied().unwrap_or(false),
+        plugin_timeout: secs("plugin-timeout", 60)?,
+        plugin_shutdown_grace: secs("plugin-shutdown-grace", 30)?,
+        core_given,
+        plugin_opts,
+        setconfig_file,
+    };
+    Ok(if help { Invocation::Help(Box::new(config)) } else { Invocation::Run(Box::new(config)) })
+}
+
+fn clap_message(e: &clap::Error) -> String {
+    let s = e.to_string();
+    let first = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid option");
+    first.trim_start_matches("error: ").to_string()
+}
+
+fn directives(m: &ArgMatches) -> Vec<PluginDirective> {
+    let mut ev: Vec<(usize, PluginDirective)> = vec![];
+    for name in ["plugin", "plugin-dir", "important-plugin", "disable-plugin"] {
+        if let (Some(vals), Some(idx)) = (m.get_many::<String>(name), m.indices_of(name)) {
+            for (v, i) in vals.zip(idx) {
+                let d = match name {
+                    "plugin" => PluginDirective::Plugin(absolute(Path::new(v))),
+                    "plugin-dir" => PluginDirective::Dir(absolute(Path::new(v))),
+                    "important-plugin" => PluginDirective::Important(absolute(Path::new(v))),
+                    _ => PluginDirective::Disable(v.clone()),
+                };
+                ev.push((i, d));
+            }
+        }
+    }
+    if m.get_flag("clear-plugins") {
+        if let Some(idx) = m.indices_of("clear-plugins") {
+            for i in idx {
+                ev.push((i, PluginDirective::Clear));
+            }
+        }
+    }
+    ev.sort_by_key(|(i, _)| *i);
+    ev.into_iter().map(|(_, d)| d).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|a| a.to_string()).collect()
+    }
+
+    fn tmpdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("fulgur-config-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("regtest")).unwrap_or_else(|e| panic!("{e}"));
+        d
+    }
+
+    fn run(inv: Invocation) -> Config {
+        match inv {
+            Invocation::Run(c) => *c,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn files_then_cmdline() {
+        let d = tmpdir("files");
+        std::fs::write(d.join("config"), "# base\nnetwork=regtest\nalias=fromfile\ngreeting=hi\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(d.join("regtest/config"), "rgb=aabbcc\nplugin=/x/a\n").unwrap_or_else(|e| panic!("{e}"));
+        let c = run(load(&args(&["--lightning-dir", d.to_str().unwrap_or(""), "--alias=cli", "--plugin=/x/b", "--flag-opt"])).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(c.network, Network::Regtest);
+        assert_eq!(c.alias.as_deref(), Some("cli"));
+        assert_eq!(c.rgb.as_deref(), Some("aabbcc"));
+        assert_eq!(c.rpc_path, d.join("regtest/lightning-rpc"));
+        assert_eq!(
+            c.plugin_directives,
+            vec![PluginDirective::Plugin("/x/a".into()), PluginDirective::Plugin("/x/b".into())]
+        );
+        let names: Vec<_> = c.plugin_opts.iter().map(|o| (o.name.as_str(), o.value.as_deref())).collect();
+        assert_eq!(names, vec![("greeting", Some("hi")), ("flag-opt", None)]);
+        assert!(matches!(c.plugin_opts[0].source, Source::File(_, 4)));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn clear_plugins_keeps_order() {
+        let d = tmpdir("clear");
+        let c = run(load(&args(&[&format!("--lightning-dir={}", d.display()), "--regtest", "--plugin=/a", "--clear-plugins", "--plugin=/b", "--disable-plugin=c"])).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(
+            c.plugin_directives,
+            vec![
+                PluginDirective::Plugin("/a".into()),
+                PluginDirective::Clear,
+                PluginDirective::Plugin("/b".into()),
+                PluginDirective::Disable("c".into())
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let d = tmpdir("bad");
+        let dir = format!("--lightning-dir={}", d.display());
+        assert!(load(&args(&[&dir, "--network=moon"])).is_err());
+        assert!(load(&args(&[&dir, "--allow-deprecated-apis=1"])).is_err());
+        assert!(load(&args(&[&dir, "--log-level=loud"])).is_err());
+        assert!(load(&args(&[&dir, "--rgb=zzzzzz"])).is_err());
+        assert!(load(&args(&[&dir, "positional"])).is_err());
+        assert!(matches!(load(&args(&["--version"])), Ok(Invocation::Version)));
+        assert!(matches!(load(&args(&[&dir, "--help"])), Ok(Invocation::Help(_))));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,266 @@
+//! Chained hooks: the order in which plugins are asked, and the rules for their answers.
+//!
+//! The order is a stable topological sort: registration order, refined by each
+//! registration's `before`/`after` lists (CLN's rules: names with a `/` match a plugin's
+//! path, others its file name; unknown names are ignored). A cycle is an error naming the
+//! plugins in it. Running a chain is in [`crate::plugin::PluginHost::run_hook`]; what an
+//! answer means is decided by a per-hook [`Interpret`] function, and a malformed answer
+//! becomes the hook's safe default instead of aborting the node as CLN does.
+
+use std::path::Path;
+
+use fulgur_protocol::hooks::Hook;
+
+use serde_json::Value;
+
+/// What to do after one plugin's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Ask the next plugin, with this replacement payload if given.
+    Continue(Option<Value>),
+    /// The hook's outcome is decided by this answer; later plugins are not asked.
+    Stop(Value),
+}
+
+/// Reads one answer; `Err` says why it is malformed.
+pub type Interpret = fn(&Value) -> Result<Step, String>;
+
+/// The outcome of a whole chain.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChainEnd {
+    /// Every plugin continued (or none is registered): do the default, with the payload as
+    /// the last plugin left it.
+    Default(Value),
+    /// A plugin decided.
+    Stopped {
+        /// Its short name.
+        plugin: String,
+        /// Its answer (or the safe default that replaced a malformed one).
+        answer: Value,
+    },
+    /// The deadline passed while `plugin` was thinking; the core must act by itself.
+    DeadlineExceeded {
+        /// The plugin that did not answer in time.
+        plugin: String,
+    },
+}
+
+/// `{"result":"continue"}` continues, any other `result` string stops: the rule of
+/// `peer_connected`, `invoice_payment`, `openchannel`, `custommsg` and the
+/// onion-message hooks.
+pub fn continue_or_stop(answer: &Value) -> Result<Step, String> {
+    match answer.get("result").and_then(Value::as_str) {
+        Some("continue") => Ok(Step::Continue(None)),
+        Some(_) => Ok(Step::Stop(answer.clone())),
+        None => Err("answer has no 'result' string".into()),
+    }
+}
+
+/// `rpc_command`: continue, or stop with a `replace` or `return`.
+pub fn rpc_command(answer: &Value) -> Result<Step, String> {
+    use fulgur_protocol::hooks::RpcCommandAction;
+    match RpcCommandAction::from_answer(answer)? {
+        RpcCommandAction::Continue => Ok(Step::Continue(None)),
+        _ => Ok(Step::Stop(answer.clone())),
+    }
+}
+
+fn result_str(answer: &Value) -> Result<&str, String> {
+    answer.get("result").and_then(Value::as_str).ok_or_else(|| "answer has no 'result' string".to_string())
+}
+
+/// `htlc_accepted`: `continue`, `fail` with `failure_message` or `failure_onion`, or
+/// `resolve` with a 32-byte hex `payment_key`.
+pub fn htlc_accepted(answer: &Value) -> Result<Step, String> {
+    let is_hex = |k: &str, len: Option<usize>| {
+        answer.get(k).and_then(Value::as_str).is_some_and(|h| h.len() % 2 == 0 && h.bytes().all(|b| b.is_ascii_hexdigit()) && len.is_none_or(|l| h.len() == l))
+    };
+    match result_str(answer)? {
+        "continue" => Ok(Step::Continue(None)),
+        "fail" if is_hex("failure_message", None) || is_hex("failure_onion", None) => Ok(Step::Stop(answer.clone())),
+        "fail" => Err("'fail' needs a hex failure_message or failure_onion".into()),
+        "resolve" if is_hex("payment_key", Some(64)) => Ok(Step::Stop(answer.clone())),
+        "resolve" => Err("'resolve' needs a 32-byte hex payment_key".into()),
+        other => Err(format!("unknown result '{other}'")),
+    }
+}
+
+/// `invoice_payment`: `continue`, `reject`, or CLN's legacy `{failure_message}`.
+pub fn invoice_payment(answer: &Value) -> Result<Step, String> {
+    if answer.get("result").is_none() && answer.get("failure_message").and_then(Value::as_str).is_some() {
+        return Ok(Step::Stop(answer.clone()));
+    }
+    match result_str(answer)? {
+        "continue" => Ok(Step::Continue(None)),
+        "reject" => Ok(Step::Stop(answer.clone())),
+        other => Err(format!("unknown result '{other}'")),
+    }
+}
+
+fn one_of(answer: &Value, stop: &[&str]) -> Result<Step, String> {
+    match result_str(answer)? {
+        "continue" => Ok(Step::Continue(None)),
+        r if stop.contains(&r) => Ok(Step::Stop(answer.clone())),
+        other => Err(format!("unknown result '{other}'")),
+    }
+}
+
+/// `peer_connected`: `continue` or `disconnect`.
+pub fn peer_connected(answer: &Value) -> Result<Step, String> {
+    one_of(answer, &["disconnect"])
+}
+
+/// `openchannel`, `openchannel2`, `rbf_channel`: `continue` or `reject`.
+pub fn channel_open(answer: &Value) -> Result<Step, String> {
+    one_of(answer, &["reject"])
+}
+
+/// Hooks that must answer `continue` (`custommsg`, `db_write`, `recover`, the PSBT steps
+/// of v2 opens).
+pub fn must_continue(answer: &Value) -> Result<Step, String> {
+    one_of(answer, &[])
+}
+
+/// `commitment_revocation`: the answer is ignored, every plugin is called.
+pub fn ignored(_answer: &Value) -> Result<Step, String> {
+    Ok(Step::Continue(None))
+}
+
+/// The answer rules of each hook: adding a hook is a line here and a variant in
+/// `fulgur_protocol::hooks::Hook`.
+pub fn semantics(hook: Hook) -> Interpret {
+    match hook {
+        Hook::RpcCommand => rpc_command,
+        Hook::HtlcAccepted => htlc_accepted,
+        Hook::InvoicePayment => invoice_payment,
+        Hook::PeerConnected => peer_connected,
+        Hook::Openchannel | Hook::Openchannel2 | Hook::RbfChannel => channel_open,
+        Hook::Custommsg | Hook::DbWrite | Hook::Recover | Hook::Openchannel2Changed | Hook::Openchannel2Sign => must_continue,
+        Hook::CommitmentRevocation => ignored,
+        Hook::OnionMessageRecv | Hook::OnionMessageRecvSecret => continue_or_stop,
+    }
+}
+
+/// One registration as the sorter sees it.
+#[derive(Debug, Clone)]
+pub struct Registration<'a> {
+    /// The plugin's file name.
+    pub name: &'a str,
+    /// The plugin's path.
+    pub path: &'a Path,
+    /// Plugins that must come after this one.
+    pub before: &'a [String],
+    /// Plugins that must come before this one.
+    pub after: &'a [String],
+}
+
+fn matches(reference: &str, r: &Registration<'_>) -> bool {
+    if reference.contains('/') { Path::new(reference) == r.path } else { reference == r.name }
+}
+
+/// Orders registrations given in registration order. Returns indices into `regs`, or
+/// the names of the plugins caught in a dependency cycle.
+pub fn order(regs: &[Registration<'_>]) -> Result<Vec<usize>, Vec<String>> {
+    let n = regs.len();
+    let mut edges = vec![vec![]; n];
+    let mut indegree = vec![0usize; n];
+    let mut add = |from: usize, to: usize, edges: &mut Vec<Vec<usize>>| {
+        if from != to && !edges[from].contains(&to) {
+            edges[from].push(to);
+            indegree[to] += 1;
+        }
+    };
+    for (i, r) in regs.iter().enumerate() {
+        for b in r.before {
+            for (j, other) in regs.iter().enumerate() {
+                if matches(b, other) {
+                    add(i, j, &mut edges);
+                }
+            }
+        }
+        for a in r.after {
+            for (j, other) in regs.iter().enumerate() {
+                if matches(a, other) {
+                    add(j, i, &mut edges);
+                }
+            }
+        }
+    }
+    // Kahn's algorithm, always taking the earliest-registered ready plugin: stable.
+    let mut done = vec![false; n];
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let Some(next) = (0..n).find(|&i| !done[i] && indegree[i] == 0) else {
+            let mut stuck: Vec<String> = (0..n).filter(|&i| !done[i]).map(|i| regs[i].name.to_string()).collect();
+            stuck.dedup();
+            return Err(stuck);
+        };
+        done[next] = true;
+        out.push(next);
+        for &to in &edges[next] {
+            indegree[to] -= 1;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn reg<'a>(name: &'a str, path: &'a Path, before: &'a [String], after: &'a [String]) -> Registration<'a> {
+        Registration { name, path, before, after }
+    }
+
+    #[test]
+    fn stable_without_constraints() {
+        let none: Vec<String> = vec![];
+        let regs = [reg("a", Path::new("/a"), &none, &none), reg("b", Path::new("/b"), &none, &none)];
+        assert_eq!(order(&regs), Ok(vec![0, 1]));
+    }
+
+    #[test]
+    fn before_and_after_refine_order() {
+        let none: Vec<String> = vec![];
+        let c_before_a = vec!["a".to_string()];
+        let b_after_c = vec!["/x/c".to_string()];
+        let regs = [
+            reg("a", Path::new("/x/a"), &none, &none),
+            reg("b", Path::new("/x/b"), &none, &b_after_c),
+            reg("c", Path::new("/x/c"), &c_before_a, &none),
+        ];
+        assert_eq!(order(&regs), Ok(vec![2, 0, 1]));
+    }
+
+    #[test]
+    fn unknown_names_are_ignored_and_cycles_named() {
+        let none: Vec<String> = vec![];
+        let before_b = vec!["b".to_string(), "ghost".to_string()];
+        let before_a = vec!["a".to_string()];
+        let regs = [
+            reg("a", Path::new("/a"), &before_b, &none),
+            reg("b", Path::new("/b"), &before_a, &none),
+            reg("c", Path::new("/c"), &none, &none),
+        ];
+        assert_eq!(order(&regs), Err(vec!["a".to_string(), "b".to_string()]));
+    }
+
+    #[test]
+    fn answer_rules() {
+        assert_eq!(continue_or_stop(&json!({"result":"continue"})), Ok(Step::Continue(None)));
+        assert!(matches!(continue_or_stop(&json!({"result":"disconnect"})), Ok(Step::Stop(_))));
+        assert!(continue_or_stop(&json!({"nope":1})).is_err());
+        assert!(matches!(rpc_command(&json!({"return":{"result":{}}})), Ok(Step::Stop(_))));
+        assert!(rpc_command(&json!({"replace":"x"})).is_err());
+        assert!(matches!(htlc_accepted(&json!({"result":"fail","failure_message":"2002"})), Ok(Step::Stop(_))));
+        assert!(htlc_accepted(&json!({"result":"fail"})).is_err());
+        assert!(htlc_accepted(&json!({"result":"resolve","payment_key":"00"})).is_err());
+        assert!(matches!(invoice_payment(&json!({"failure_message":"2002"})), Ok(Step::Stop(_))));
+        assert!(must_continue(&json!({"result":"stop"})).is_err());
+        for h in Hook::ALL {
+            let safe = semantics(h)(&h.safe_default());
+            assert!(safe.is_ok(), "safe default of {h} must satisfy its own rules");
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The node's log: CLN's levels and line format, per-prefix levels, and a feed of log
+//! records for the `log` and `warning` notifications.
+//!
+//! Line format (as CLN, so tools that grep CLN logs work):
+//! `2026-11-23T21:23:00.123Z INFO    plugin-hello: message`.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+/// CLN's log levels, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Raw I/O.
+    Io,
+    /// Very detailed tracing.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something odd that the operator may want to know (CLN's "warn").
+    Unusual,
+    /// Something is broken (CLN's "error").
+    Broken,
+}
+
+impl Level {
+    /// Parses a level name as CLN does (case-insensitive; `warn` and `error` are aliases).
+    pub fn parse(s: &str) -> Option<Level> {
+        match s.to_ascii_lowercase().as_str() {
+            "io" => Some(Level::Io),
+            "trace" => Some(Level::Trace),
+            "debug" => Some(Level::Debug),
+            "info" => Some(Level::Info),
+            "unusual" | "warn" | "warning" => Some(Level::Unusual),
+            "broken" | "error" => Some(Level::Broken),
+            _ => None,
+        }
+    }
+
+    /// The name used in notifications.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Io => "io",
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Unusual => "unusual",
+            Level::Broken => "broken",
+        }
+    }
+
+    fn padded(self) -> &'static str {
+        match self {
+            Level::Io => "IO      ",
+            Level::Trace => "TRACE   ",
+            Level::Debug => "DEBUG   ",
+            Level::Info => "INFO    ",
+            Level::Unusual => "UNUSUAL ",
+            Level::Broken => "**BROKEN** ",
+        }
+    }
+}
+
+/// A level that applies to every source, or to sources containing a prefix
+/// (`--log-level=debug:plugin-hello`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LevelFilter {
+    /// The threshold.
+    pub level: Level,
+    /// Applies only to sources containing this string.
+    pub prefix: Option<String>,
+}
+
+impl LevelFilter {
+    /// Parses `LEVEL` or `LEVEL:prefix`.
+    pub fn parse(s: &str) -> Result<LevelFilter, String> {
+        let (lvl, prefix) = match s.split_once(':') {
+            Some((l, p)) => (l, Some(p.to_string())),
+            None => (s, None),
+        };
+        let level = Level::parse(lvl).ok_or_else(|| {
+            format!("unknown log level '{lvl}' (io, trace, debug, info, unusual, broken)")
+        })?;
+        Ok(LevelFilter { level, prefix })
+    }
+}
+
+/// One log line, as handed to the notification feed.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Its level.
+    pub level: Level,
+    /// Seconds since the epoch, with fraction.
+    pub time: f64,
+    /// ISO 8601 time.
+    pub timestamp: String,
+    /// `lightningd`, `plugin-NAME`, ...
+    pub source: String,
+    /// The message.
+    pub message: String,
+}
+
+struct Inner {
+    default: Level,
+    filters: Vec<LevelFilter>,
+    out: Mutex<Box<dyn Write + Send>>,
+    feed: Mutex<Option<mpsc::UnboundedSender<Record>>>,
+    feed_all: AtomicBool,
+}
+
+/// A cheap-to-clone handle on the node's log.
+#[derive(Clone)]
+pub struct Logger {
+    inner: Arc<Inner>,
+}
+
+impl Logger {
+    /// A logger writing to `out`, with the given level filters (the last filter without a
+    /// prefix sets the default; `info` otherwise).
+    pub fn new(filters: Vec<LevelFilter>, out: Box<dyn Write + Send>) -> Logger {
+        let default = filters
+            .iter()
+            .rev()
+            .find(|f| f.prefix.is_none())
+            .map(|f| f.level)
+            .unwrap_or(Level::Info);
+        let filters = filters.into_iter().filter(|f| f.prefix.is_some()).collect();
+        Logger {
+            inner: Arc::new(Inner {
+                default,
+                filters,
+                out: Mutex::new(out),
+                feed: Mutex::new(None),
+                feed_all: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Sends records to `tx`: every record when `all` is set (somebody subscribed to
+    /// `log`), otherwise only `unusual` and `broken` ones (for `warning`).
+    pub fn set_feed(&self, tx: mpsc::UnboundedSender<Record>) {
+        if let Ok(mut feed) = self.inner.feed.lock() {
+            *feed = Some(tx);
+        }
+    }
+
+    /// Whether every record should be fed, not only warnings.
+    pub fn set_feed_all(&self, all: bool) {
+        self.inner.feed_all.store(all, Ordering::Relaxed);
+    }
+
+    fn threshold(&self, source: &str) -> Level {
+        self.inner
+            .filters
+            .iter()
+            .rev()
+            .find(|f| f.prefix.as_deref().is_some_and(|p| source.contains(p)))
+            .map(|f| f.level)
+            .unwrap_or(self.inner.default)
+    }
+
+    /// Whether a record at `level` from `source` would be written.
+    pub fn enabled(&self, level: Level, source: &str) -> bool {
+        level >= self.threshold(source)
+    }
+
+    /// Logs one message; a message with several lines becomes several log lines.
+    pub fn log(&self, level: Level, source: &str, message: &str) {
+        let write = self.enabled(level, source);
+        let feed = level >= Level::Unusual || self.inner.feed_all.load(Ordering::Relaxed);
+        if !write && !feed {
+            return;
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let timestamp = iso8601(now.as_secs(), now.subsec_millis());
+        for line in message.split('\n') {
+            if write {
+                if let Ok(mut out) = self.inner.out.lock() {
+                    let _ = writeln!(out, "{timestamp} {}{source}: {line}", level.padded());
+                    let _ = out.flush();
+                }
+            }
+            if feed {
+                if let Ok(guard) = self.inner.feed.lock() {
+                    if let Some(tx) = guard.as_ref() {
+                        let _ = tx.send(Record {
+                            level,
+                            time: now.as_secs_f64(),
+                            timestamp: timestamp.clone(),
+                            source: source.to_string(),
+                            message: line.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// A handle that logs under a fixed source name.
+    pub fn source(&self, source: impl Into<String>) -> SourceLog {
+        SourceLog { logger: self.clone(), source: source.into() }
+    }
+}
+
+/// A [`Logger`] bound to one source (`lightningd`, `plugin-hello`).
+#[derive(Clone)]
+pub struct SourceLog {
+    logger: Logger,
+    source: String,
+}
+
+impl SourceLog {
+    /// Logs at `level`.
+    pub fn log(&self, level: Level, message: &str) {
+        self.logger.log(level, &self.source, message);
+    }
+    /// Logs at `debug`.
+    pub fn debug(&self, message: &str) {
+        self.log(Level::Debug, message);
+    }
+    /// Logs at `info`.
+    pub fn info(&self, message: &str) {
+        self.log(Level::Info, message);
+    }
+    /// Logs at `unusual`.
+    pub fn unusual(&self, message: &str) {
+        self.log(Level::Unusual, message);
+    }
+    /// Logs at `broken`.
+    pub fn broken(&self, message: &str) {
+        self.log(Level::Broken, message);
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a Unix time.
+pub fn iso8601(secs: u64, millis: u32) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_dates() {
+        assert_eq!(iso8601(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(1_795_469_000, 123), "2026-11-23T21:23:20.123Z");
+        assert_eq!(iso8601(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+    }
+
+    #[test]
+    fn prefix_levels() {
+        let f = vec![
+            LevelFilter::parse("info").unwrap_or_else(|e| panic!("{e}")),
+            LevelFilter::parse("debug:plugin-x").unwrap_or_else(|e| panic!("{e}")),
+        ];
+        let log = Logger::new(f, Box::new(std::io::sink()));
+        assert!(log.enabled(Level::Debug, "plugin-x"));
+        assert!(!log.enabled(Level::Debug, "lightningd"));
+        assert!(LevelFilter::parse("loud").is_err());
+        assert_eq!(Level::parse("WARN"), Some(Level::Unusual));
+    }
+}

@@ -1,0 +1,288 @@
+//! The node: builds every part from the configuration, runs until asked to stop, and
+//! shuts down in CLN's order. The only owner of the process's life cycle.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bitcoin::bip32::{ChildNumber, Xpriv};
+use bitcoin::secp256k1::{PublicKey, Secp256k1};
+use serde_json::json;
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::config::Config;
+use crate::log::{Level, Logger, Record, SourceLog};
+use crate::plugin::discovery::{self, Candidate};
+use crate::plugin::{HostSettings, PluginHost};
+use crate::rpc;
+use crate::store::Store;
+
+/// Everything a running node shares.
+pub struct Node {
+    /// The validated configuration.
+    pub config: Config,
+    /// The log under `lightningd`.
+    pub main: SourceLog,
+    /// The database.
+    pub store: Store,
+    /// The plugin host.
+    pub plugins: Arc<PluginHost>,
+    /// Hex node id.
+    pub node_id: String,
+    /// Alias.
+    pub alias: String,
+    /// Color, six hex digits.
+    pub color: String,
+    stop_tx: mpsc::UnboundedSender<i32>,
+    done: watch::Receiver<bool>,
+    stop_replies: Notify,
+    stop_requested: AtomicBool,
+}
+
+impl Node {
+    /// Asks the node to stop with `code`.
+    pub fn request_stop(&self, code: i32) {
+        self.stop_requested.store(true, Ordering::Release);
+        let _ = self.stop_tx.send(code);
+    }
+
+    /// Waits until shutdown is complete (plugins stopped).
+    pub async fn wait_shutdown(&self) {
+        let mut rx = self.done.clone();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// A `stop` reply has been written.
+    pub fn stop_replied(&self) {
+        self.stop_replies.notify_one();
+    }
+}
+
+/// Reads `hsm_secret`, creating it (32 random bytes, mode 0400) on first start.
+fn hsm_secret(dir: &Path) -> std::io::Result<[u8; 32]> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("hsm_secret");
+    match std::fs::read(&path) {
+        Ok(b) if b.len() == 32 => {
+            let mut s = [0u8; 32];
+            s.copy_from_slice(&b);
+            Ok(s)
+        }
+        Ok(_) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "hsm_secret is not 32 bytes")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut s = [0u8; 32];
+            std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut s))?;
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&path)?;
+            f.write_all(&s)?;
+            f.sync_all()?;
+            Ok(s)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The node key, derived from the seed as LDK's `KeysManager` does (m/0'), so the id stays
+/// the same when the Lightning engine takes over.
+fn node_id(seed: &[u8; 32]) -> Result<String, String> {
+    let secp = Secp256k1::new();
+    let master = Xpriv::new_master(bitcoin::Network::Testnet, seed).map_err(|e| e.to_string())?;
+    let child = ChildNumber::from_hardened_idx(0).map_err(|e| e.to_string())?;
+    let key = master.derive_priv(&secp, &[child]).map_err(|e| e.to_string())?;
+    Ok(PublicKey::from_secret_key(&secp, &key.private_key).to_string())
+}
+
+/// Writes log lines to every configured destination.
+struct Tee(Vec<Box<dyn Write + Send>>);
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for w in &mut self.0 {
+            w.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        for w in &mut self.0 {
+            w.flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn open_log(config: &Config) -> Result<Logger, String> {
+    let mut outs: Vec<Box<dyn Write + Send>> = vec![];
+    for f in &config.log_files {
+        if f.as_os_str() == "-" {
+            outs.push(Box::new(std::io::stdout()));
+        } else {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(f).map_err(|e| format!("cannot open log file {}: {e}", f.display()))?;
+            outs.push(Box::new(file));
+        }
+    }
+    if outs.is_empty() {
+        outs.push(Box::new(std::io::stdout()));
+    }
+    Ok(Logger::new(config.log_filters.clone(), Box::new(Tee(outs))))
+}
+
+fn settings(config: &Config) -> HostSettings {
+    HostSettings {
+        net_dir: config.net_dir.clone(),
+        rpc_file: config.rpc_file.clone(),
+        network: config.network.as_str().to_string(),
+        allow_deprecated_apis: config.allow_deprecated_apis,
+        timeout: config.plugin_timeout,
+        shutdown_grace: config.plugin_shutdown_grace,
+        default_dir: config.lightning_dir.join("plugins"),
+        reserved_methods: rpc::commands::names().collect(),
+    }
+}
+
+fn discover(config: &Config, log: &SourceLog) -> Result<discovery::Discovered, String> {
+    let builtin = discovery::builtin_dir();
+    let d = discovery::discover(&config.plugin_directives, builtin.as_deref(), &config.lightning_dir.join("plugins"))?;
+    for w in &d.warnings {
+        log.unusual(w);
+    }
+    Ok(d)
+}
+
+fn create_dirs(config: &Config) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    for d in [&config.lightning_dir, &config.net_dir] {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+    }
+    Ok(())
+}
+
+/// `fulgurd --help`: the core options, then every plugin's options (which needs their
+/// manifests, so plugins are started and stopped again without `init`).
+pub async fn print_help(config: Config) -> Result<(), String> {
+    let mut text = crate::config::command().render_help().to_string();
+    let log = Logger::new(vec![crate::log::LevelFilter { level: Level::Broken, prefix: None }], Box::new(std::io::stderr()));
+    let found = discover(&config, &log.source("lightningd"))?;
+    if !found.plugins.is_empty() && config.net_dir.is_dir() {
+        let (stop_tx, _stop_rx) = mpsc::unbounded_channel();
+        let host = PluginHost::new(log, settings(&config), &config.plugin_opts, found.disabled.clone(), stop_tx);
+        let all: Vec<Candidate> = found.plugins.iter().map(|c| Candidate { path: c.path.clone(), important: true }).collect();
+        host.start_all(&all).await.map_err(|e| e.to_string())?;
+        text.push_str("\nPlugin options:\n");
+        host.with_options(|t| {
+            for c in &all {
+                for o in t.for_plugin(&c.path) {
+                    let kind = if o.decl.multi { format!("{} (multi)", o.decl.kind.as_str()) } else { o.decl.kind.as_str().to_string() };
+                    let default = o.decl.default.as_ref().filter(|d| !d.is_null()).map(|d| format!(" (default: {d})")).unwrap_or_default();
+                    text.push_str(&format!("      --{} <{kind}>\n          {} [{}]{default}\n", o.decl.name, o.decl.description, discovery::canonical(&c.path).display()));
+                }
+            }
+        });
+        host.shutdown_all().await;
+    }
+    print!("{text}");
+    Ok(())
+}
+
+/// Runs the node until it is stopped; returns the process exit code.
+pub async fn run(config: Config) -> Result<i32, String> {
+    create_dirs(&config)?;
+    let log = open_log(&config)?;
+    let main = log.source("lightningd");
+    let found = discover(&config, &main)?;
+
+    let seed = hsm_secret(&config.net_dir).map_err(|e| format!("hsm_secret: {e}"))?;
+    let id = node_id(&seed)?;
+    let store = Store::open(&config.net_dir.join("fulgur.sqlite3")).map_err(|e| e.to_string())?;
+
+    let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<i32>();
+    let plugins = PluginHost::new(log.clone(), settings(&config), &config.plugin_opts, found.disabled.clone(), stop_tx.clone());
+    plugins.start_all(&found.plugins).await.map_err(|e| e.to_string())?;
+
+    let listener = rpc::listen(&config.rpc_path, config.rpc_file_mode)
+        .await
+        .map_err(|e| format!("cannot create RPC socket {}: {e}", config.rpc_path.display()))?;
+    let (done_tx, done) = watch::channel(false);
+    let alias = config.alias.clone().unwrap_or_else(|| format!("fulgur-{}", &id[2..10]));
+    let color = config.rgb.clone().unwrap_or_else(|| id[2..8].to_string());
+    let node = Arc::new(Node {
+        config,
+        main: main.clone(),
+        store,
+        plugins: plugins.clone(),
+        node_id: id.clone(),
+        alias: alias.clone(),
+        color: color.clone(),
+        stop_tx,
+        done,
+        stop_replies: Notify::new(),
+        stop_requested: AtomicBool::new(false),
+    });
+    let (listen_stop_tx, listen_stop) = watch::channel(false);
+    tokio::spawn(rpc::serve(node.clone(), listener, listen_stop));
+
+    // Warnings (and everything, for `log` subscribers) become notifications.
+    let (feed_tx, mut feed_rx) = mpsc::unbounded_channel::<Record>();
+    log.set_feed(feed_tx);
+    let feed_plugins = plugins.clone();
+    tokio::spawn(async move {
+        while let Some(r) = feed_rx.recv().await {
+            let body = json!({"level": r.level.as_str(), "time": format!("{:.9}", r.time), "timestamp": r.timestamp, "source": r.source, "log": r.message});
+            if feed_plugins.has_log_subscribers() {
+                feed_plugins.notify("log", body.clone());
+            }
+            if r.level >= Level::Unusual {
+                let mut w = body;
+                w["level"] = json!(if r.level == Level::Broken { "error" } else { "warn" });
+                feed_plugins.notify("warning", w);
+            }
+        }
+    });
+
+    if let Err(e) = plugins.init_all().await {
+        let _ = listen_stop_tx.send(true);
+        plugins.shutdown_all().await;
+        let _ = std::fs::remove_file(&node.config.rpc_path);
+        return Err(e.to_string());
+    }
+    main.info(&format!(
+        "Server started with public key {id}, alias {alias} (color #{color}) and fulgurd v{}",
+        env!("CARGO_PKG_VERSION")
+    ));
+
+    let code = wait_for_stop(&mut stop_rx).await;
+    main.info(&format!("Shutting down (exit code {code})"));
+    let _ = listen_stop_tx.send(true);
+    plugins.shutdown_all().await;
+    let _ = std::fs::remove_file(&node.config.rpc_path);
+    let _ = node.done.has_changed();
+    let _ = done_tx.send(true);
+    if node.stop_requested.load(Ordering::Acquire) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), node.stop_replies.notified()).await;
+    }
+    main.info("Shutdown complete");
+    Ok(code)
+}
+
+async fn wait_for_stop(stop_rx: &mut mpsc::UnboundedReceiver<i32>) -> i32 {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    tokio::select! {
+        code = stop_rx.recv() => code.unwrap_or(0),
+        _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => 0,
+        _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_is_a_compressed_pubkey() {
+        let id = node_id(&[7u8; 32]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(id.len(), 66);
+        assert!(id.starts_with("02") || id.starts_with("03"));
+        assert_ne!(id, node_id(&[8u8; 32]).unwrap_or_else(|e| panic!("{e}")));
+    }
+}

@@ -1,0 +1,129 @@
+//! `datastore`, `listdatastore`, `deldatastore`: the plugins' persistent key-value store,
+//! in the node's SQLite database, with CLN's modes, generations and error codes.
+
+use fulgur_protocol::RpcError;
+use serde_json::{Value, json};
+
+use super::{Command, CommandFuture, Ctx};
+use crate::rpc::Reply;
+use crate::rpc::params::{Params, opt, req};
+use crate::store::StoreError;
+use crate::store::datastore::{self, DsError, Mode};
+
+pub const DATASTORE: Command = Command {
+    name: "datastore",
+    usage: "key [string] [hex] [mode] [generation]",
+    category: "utility",
+    description: "Store data under {key} (an array of strings forms a hierarchy).",
+    verbose: "Stores {string} or {hex} under {key}. A key has either data or children, never both. \
+              {mode}: must-create (default, fails with 1202 if the key exists), must-replace (fails with \
+              1203 if it does not), create-or-replace, must-append, create-or-append. {generation}, \
+              only with must-replace or must-append, makes the write fail with 1204 unless the stored \
+              generation is exactly that: a compare-and-swap. Every write adds 1 to the generation.",
+    params: &[req("key"), opt("string"), opt("hex"), opt("mode"), opt("generation")],
+    extra_params: false,
+    run: run_datastore,
+};
+
+pub const LISTDATASTORE: Command = Command {
+    name: "listdatastore",
+    usage: "[key]",
+    category: "utility",
+    description: "List the datastore entry at {key}, or its immediate children.",
+    verbose: "Without a key, lists the top level. An entry with data shows its generation, hex and \
+              (if UTF-8) string; a parent shows only its key.",
+    params: &[opt("key")],
+    extra_params: false,
+    run: run_list,
+};
+
+pub const DELDATASTORE: Command = Command {
+    name: "deldatastore",
+    usage: "key [generation]",
+    category: "utility",
+    description: "Remove the datastore entry at {key}.",
+    verbose: "Fails with 1200 if the key does not exist and with 1201 if {generation} is given and \
+              differs from the stored one. Returns the removed entry.",
+    params: &[req("key"), opt("generation")],
+    extra_params: false,
+    run: run_del,
+};
+
+fn key(p: &Params, required: bool) -> Result<Vec<String>, RpcError> {
+    let bad = || RpcError::invalid_params("key: should be a string or an array of strings");
+    let k: Vec<String> = match p.get("key") {
+        None if required => return Err(RpcError::invalid_params("missing required parameter: key")),
+        None => vec![],
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(parts)) => parts.iter().map(|x| x.as_str().map(String::from).ok_or_else(bad)).collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad()),
+    };
+    if required && k.is_empty() {
+        return Err(RpcError::invalid_params("key: must not be empty"));
+    }
+    if k.iter().any(|s| s.contains('\0')) {
+        return Err(RpcError::invalid_params("key: must not contain NUL characters"));
+    }
+    Ok(k)
+}
+
+fn finish(r: Result<Result<Value, DsError>, StoreError>) -> Reply {
+    match r {
+        Ok(Ok(v)) => Reply::Ok(v),
+        Ok(Err(DsError::Rpc(e))) => Reply::Err(e),
+        Ok(Err(DsError::Store(e))) | Err(e) => Reply::Err(RpcError::lightningd(e.to_string())),
+    }
+}
+
+fn run_datastore(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let parsed = (|| -> Result<_, RpcError> {
+            let key = key(&p, true)?;
+            let data = match (p.opt_str("string")?, p.opt_str("hex")?) {
+                (Some(_), Some(_)) => return Err(RpcError::invalid_params("Cannot have both hex and string")),
+                (Some(s), None) => s.into_bytes(),
+                (None, Some(h)) => datastore::unhex(&h).ok_or_else(|| RpcError::invalid_params("hex: should be a hex string"))?,
+                (None, None) => return Err(RpcError::invalid_params("Must have either hex or string")),
+            };
+            let mode = match p.opt_str("mode")? {
+                None => Mode::MustCreate,
+                Some(m) => Mode::parse(&m).ok_or_else(|| RpcError::invalid_params(format!("mode: should be one of must-create, must-replace, create-or-replace, must-append, create-or-append: invalid token '{m}'")))?,
+            };
+            let generation = p.opt_u64("generation")?;
+            if generation.is_some() && !matches!(mode, Mode::MustReplace | Mode::MustAppend) {
+                return Err(RpcError::invalid_params("generation only valid with must-replace or must-append"));
+            }
+            Ok((key, data, mode, generation))
+        })();
+        let (key, data, mode, generation) = match parsed {
+            Ok(x) => x,
+            Err(e) => return Reply::Err(e),
+        };
+        finish(ctx.node.store.with(move |c| Ok(datastore::put(c, &key, &data, mode, generation).map(|e| e.to_json()))).await)
+    })
+}
+
+fn run_list(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let key = match key(&p, false) {
+            Ok(k) => k,
+            Err(e) => return Reply::Err(e),
+        };
+        finish(
+            ctx.node
+                .store
+                .with(move |c| Ok(datastore::list(c, &key).map(|es| json!({"datastore": es.iter().map(|e| e.to_json()).collect::<Vec<_>>()}))))
+                .await,
+        )
+    })
+}
+
+fn run_del(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let (key, generation) = match key(&p, true).and_then(|k| Ok((k, p.opt_u64("generation")?))) {
+            Ok(x) => x,
+            Err(e) => return Reply::Err(e),
+        };
+        finish(ctx.node.store.with(move |c| Ok(datastore::delete(c, &key, generation).map(|e| e.to_json()))).await)
+    })
+}

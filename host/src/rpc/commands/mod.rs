@@ -1,0 +1,81 @@
+//! Built-in RPC commands: one file per command or family, one table to dispatch.
+//! Adding a command is adding a file and a line in [`COMMANDS`].
+
+mod check;
+mod datastore;
+mod getinfo;
+mod help;
+mod listconfigs;
+mod notifications;
+mod plugin;
+mod setconfig;
+mod stop;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::params::{ParamSpec, Params};
+use super::{Conn, Reply};
+use crate::node::Node;
+
+/// What a command gets.
+pub struct Ctx {
+    /// The node.
+    pub node: Arc<Node>,
+    /// The caller's connection.
+    pub conn: Arc<Conn>,
+    /// The caller's request id.
+    pub id: Value,
+}
+
+/// A command's future.
+pub type CommandFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
+
+/// A built-in command.
+pub struct Command {
+    /// Its name.
+    pub name: &'static str,
+    /// Parameter synopsis for `help`.
+    pub usage: &'static str,
+    /// Category for `help`.
+    pub category: &'static str,
+    /// One line.
+    pub description: &'static str,
+    /// A paragraph for `help CMD`.
+    pub verbose: &'static str,
+    /// Parameters, in positional order.
+    pub params: &'static [ParamSpec],
+    /// Accepts keyword parameters not in `params` (`plugin start greeting=hi`).
+    pub extra_params: bool,
+    /// The implementation.
+    pub run: fn(Ctx, Params) -> CommandFuture,
+}
+
+/// Every built-in command, sorted by name.
+pub const COMMANDS: &[&Command] = &[
+    &check::CHECK,
+    &datastore::DATASTORE,
+    &datastore::DELDATASTORE,
+    &notifications::DEPRECATIONS,
+    &getinfo::GETINFO,
+    &help::HELP,
+    &listconfigs::LISTCONFIGS,
+    &datastore::LISTDATASTORE,
+    &notifications::NOTIFICATIONS,
+    &plugin::PLUGIN,
+    &setconfig::SETCONFIG,
+    &stop::STOP,
+];
+
+/// The built-in command named `name`.
+pub fn find(name: &str) -> Option<&'static Command> {
+    COMMANDS.iter().copied().find(|c| c.name == name)
+}
+
+/// Names of every built-in command (plugins cannot register these).
+pub fn names() -> impl Iterator<Item = &'static str> {
+    COMMANDS.iter().map(|c| c.name)
+}

@@ -1,0 +1,62 @@
+//! Connection-scoped switches: `notifications` (receive `message`/`progress` from the
+//! commands this connection calls) and `deprecations` (deprecated APIs for this connection).
+
+use std::sync::atomic::Ordering;
+
+use fulgur_protocol::RpcError;
+use serde_json::json;
+
+use super::{Command, CommandFuture, Ctx};
+use crate::rpc::Reply;
+use crate::rpc::params::{Params, req};
+
+pub const NOTIFICATIONS: Command = Command {
+    name: "notifications",
+    usage: "enable",
+    category: "utility",
+    description: "Enable or disable notifications on this connection.",
+    verbose: "With enable=true, plugins' message and progress notifications about the commands this \
+              connection calls are forwarded to it, with params.id set to the calling request's id.",
+    params: &[req("enable")],
+    extra_params: false,
+    run: run_notifications,
+};
+
+pub const DEPRECATIONS: Command = Command {
+    name: "deprecations",
+    usage: "enable",
+    category: "utility",
+    description: "Enable or disable deprecated APIs on this connection.",
+    verbose: "Overrides --allow-deprecated-apis for the requests made on this connection.",
+    params: &[req("enable")],
+    extra_params: false,
+    run: run_deprecations,
+};
+
+fn enable(p: &Params) -> Result<bool, RpcError> {
+    p.opt_bool("enable")?.ok_or_else(|| RpcError::invalid_params("missing required parameter: enable"))
+}
+
+fn run_notifications(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        match enable(&p) {
+            Ok(on) => {
+                ctx.conn.notifications.store(on, Ordering::Relaxed);
+                Reply::Ok(json!({}))
+            }
+            Err(e) => Reply::Err(e),
+        }
+    })
+}
+
+fn run_deprecations(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        match enable(&p) {
+            Ok(on) => {
+                ctx.conn.deprecated_ok.store(on, Ordering::Relaxed);
+                Reply::Ok(json!({}))
+            }
+            Err(e) => Reply::Err(e),
+        }
+    })
+}

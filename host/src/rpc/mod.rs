@@ -1,0 +1,352 @@
+//! The JSON-RPC server on the `lightning-rpc` UNIX socket, with CLN's rules: requests are
+//! concatenated JSON objects (no terminator needed), answered in any order with
+//! `"\n\n"` after each reply; `jsonrpc`, `id` and `params` are mandatory; errors carry
+//! CLN's codes. Every request runs in its own task, so a long-polling call never blocks
+//! the connection it came on, let alone others.
+//!
+//! Limits: a request may be at most [`MAX_REQUEST`] bytes; a connection that stops in the
+//! middle of a request for [`PARTIAL_TIMEOUT`] is closed. Neither affects other clients.
+
+pub mod commands;
+pub mod params;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fulgur_protocol::codec::{FrameError, JsonCodec, encode_frame};
+use fulgur_protocol::hooks::{Hook, RpcCommandAction};
+use fulgur_protocol::{RpcError, error::codes};
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::codec::FramedRead;
+
+use crate::hooks::ChainEnd;
+use crate::node::Node;
+use crate::plugin::{CallerLink, CallerSink, Gone};
+
+/// Largest request accepted: 16 MiB (CLN sets none; a bigger one is answered with an
+/// error and the connection closed).
+pub const MAX_REQUEST: usize = 16 * 1024 * 1024;
+
+/// How long a connection may sit in the middle of a request.
+pub const PARTIAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a connection's writer sends.
+pub enum Out {
+    /// A frame.
+    Frame(Bytes),
+    /// A frame, then a signal once it is written (used by `stop`).
+    FrameAck(Bytes, oneshot::Sender<()>),
+}
+
+/// Per-connection state.
+pub struct Conn {
+    tx: mpsc::UnboundedSender<Out>,
+    /// `notifications {enable}` was called.
+    pub notifications: AtomicBool,
+    /// `deprecations {enable}` setting for this connection.
+    pub deprecated_ok: AtomicBool,
+}
+
+impl CallerSink for Conn {
+    fn forward(&self, method: &str, params: Value) {
+        if self.notifications.load(Ordering::Relaxed) {
+            let _ = self.tx.send(Out::Frame(Bytes::from(encode_frame(&json!({"jsonrpc":"2.0","method":method,"params":params})))));
+        }
+    }
+}
+
+/// What a command produced.
+pub enum Reply {
+    /// A result.
+    Ok(Value),
+    /// An error.
+    Err(RpcError),
+    /// A plugin's whole response object (its `result` or `error` is passed verbatim).
+    Raw(Value),
+}
+
+impl From<Result<Value, RpcError>> for Reply {
+    fn from(r: Result<Value, RpcError>) -> Self {
+        match r {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => Reply::Err(e),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Response<'a> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a Value>,
+}
+
+fn response_frame(id: &Value, reply: &Reply) -> Bytes {
+    let err_value;
+    let (result, error) = match reply {
+        Reply::Ok(v) => (Some(v), None),
+        Reply::Err(e) => {
+            err_value = serde_json::to_value(e).unwrap_or(Value::Null);
+            (None, Some(&err_value))
+        }
+        Reply::Raw(resp) => match resp.get("result") {
+            Some(r) => (Some(r), None),
+            None => (None, resp.get("error")),
+        },
+    };
+    let fallback;
+    let error = match (result, error) {
+        (None, None) => {
+            fallback = json!({"code": codes::PLUGIN_ERROR, "message": "plugin returned neither result nor error"});
+            Some(&fallback)
+        }
+        (_, e) => e,
+    };
+    Bytes::from(encode_frame(&Response { jsonrpc: "2.0", id, result, error }))
+}
+
+/// Binds the socket with the configured permissions, refusing to steal it from a
+/// running node.
+pub async fn listen(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("another node answers on {}", path.display())));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+/// Accepts connections until `stop` turns true.
+pub async fn serve(node: Arc<Node>, listener: UnixListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { tokio::spawn(connection(node.clone(), stream)); }
+                Err(e) => {
+                    node.main.unusual(&format!("RPC accept failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+        }
+    }
+}
+
+async fn connection(node: Arc<Node>, stream: UnixStream) {
+    let (rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            let (frame, ack) = match out {
+                Out::Frame(f) => (f, None),
+                Out::FrameAck(f, a) => (f, Some(a)),
+            };
+            let ok = wr.write_all(&frame).await.is_ok();
+            if let Some(a) = ack {
+                let _ = wr.flush().await;
+                let _ = a.send(());
+            }
+            if !ok {
+                break;
+            }
+        }
+    });
+    let conn = Arc::new(Conn { tx, notifications: AtomicBool::new(false), deprecated_ok: AtomicBool::new(node.config.allow_deprecated_apis) });
+    let mut frames = FramedRead::new(rd, JsonCodec::new(MAX_REQUEST));
+    loop {
+        let next = if frames.read_buffer().iter().all(|b| b.is_ascii_whitespace()) {
+            frames.next().await
+        } else {
+            match tokio::time::timeout(PARTIAL_TIMEOUT, frames.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    node.main.debug("closing RPC connection stalled in the middle of a request");
+                    break;
+                }
+            }
+        };
+        match next {
+            Some(Ok(v)) => {
+                tokio::spawn(handle(node.clone(), conn.clone(), v));
+            }
+            Some(Err(FrameError::Invalid(e))) => {
+                let err = RpcError::new(codes::PARSE_ERROR, format!("Invalid JSON: {e}"));
+                let _ = conn.tx.send(Out::Frame(response_frame(&Value::Null, &Reply::Err(err))));
+                break;
+            }
+            Some(Err(FrameError::TooLarge { limit })) => {
+                let err = RpcError::invalid_request(format!("Request larger than {limit} bytes"));
+                let _ = conn.tx.send(Out::Frame(response_frame(&Value::Null, &Reply::Err(err))));
+                break;
+            }
+            Some(Err(FrameError::Io(_))) | None => break,
+        }
+    }
+    drop(conn);
+    let _ = writer.await;
+}
+
+fn invalid(id: &Value, msg: &str) -> Bytes {
+    response_frame(id, &Reply::Err(RpcError::invalid_request(msg)))
+}
+
+/// Validates one request as CLN does, runs it, and queues the reply.
+async fn handle(node: Arc<Node>, conn: Arc<Conn>, v: Value) {
+    let Value::Object(obj) = &v else {
+        let _ = conn.tx.send(Out::Frame(invalid(&Value::Null, "Expected {} for json command")));
+        return;
+    };
+    let id = match obj.get("id") {
+        None => return send(&conn, invalid(&Value::Null, "No id")),
+        Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
+        Some(_) => return send(&conn, invalid(&Value::Null, "Expected string/primitive for id")),
+    };
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return send(&conn, invalid(&Value::Null, "jsonrpc: \"2.0\" must be specified in the request"));
+    }
+    let method = match obj.get("method") {
+        None => return send(&conn, invalid(&id, "No method")),
+        Some(Value::String(m)) => m.clone(),
+        Some(_) => return send(&conn, invalid(&id, "Expected string for method")),
+    };
+    match obj.get("params") {
+        None => return send(&conn, invalid(&id, "No params")),
+        Some(Value::Object(_) | Value::Array(_)) => {}
+        Some(_) => return send(&conn, invalid(&id, "Expected array or object for params")),
+    }
+    let filter = obj.get("filter").cloned();
+    let reply = execute(&node, &conn, &v, &id, &method, true).await;
+    let reply = match (reply, filter) {
+        (Reply::Ok(r), Some(f)) => Reply::Ok(apply_filter(&r, &f)),
+        (r, _) => r,
+    };
+    let frame = response_frame(&id, &reply);
+    if method == "stop" && matches!(reply, Reply::Ok(_)) {
+        let (ack_tx, ack_rx) = oneshot::channel();
+        if conn.tx.send(Out::FrameAck(frame, ack_tx)).is_ok() {
+            let _ = ack_rx.await;
+        }
+        node.stop_replied();
+    } else {
+        send(&conn, frame);
+    }
+}
+
+fn send(conn: &Conn, frame: Bytes) {
+    let _ = conn.tx.send(Out::Frame(frame));
+}
+
+/// The plugin that made a call, read from a CLN-style id chain (`.../NAME:method#n`).
+fn calling_plugin(id: &Value) -> Option<&str> {
+    let last = id.as_str()?.rsplit('/').next()?;
+    let (prefix, _) = last.split_once(':')?;
+    (prefix != "cli" && prefix != "cln").then_some(prefix)
+}
+
+/// Resolves the method, runs the `rpc_command` hook chain (once), then the command.
+pub async fn execute(node: &Arc<Node>, conn: &Arc<Conn>, request: &Value, id: &Value, method: &str, run_hook: bool) -> Reply {
+    let builtin = commands::find(method);
+    let owner = if builtin.is_none() { node.plugins.method_owner(method) } else { None };
+    if builtin.is_none() && owner.is_none() {
+        return Reply::Err(RpcError::unknown_method(method));
+    }
+    if let Some(p) = &owner {
+        let deprecated = p.manifest().is_some_and(|m| m.rpcmethods.iter().any(|r| r.name == method && fulgur_protocol::manifest::is_deprecated(&r.deprecated)));
+        if deprecated && !conn.deprecated_ok.load(Ordering::Relaxed) {
+            return Reply::Err(RpcError::new(codes::METHOD_NOT_FOUND, format!("Command {method} is deprecated")));
+        }
+    }
+    if run_hook && node.plugins.has_hook(Hook::RpcCommand) {
+        let payload = json!({"rpc_command": request});
+        let end = node
+            .plugins
+            .run_hook(Hook::RpcCommand, payload, Some(id), Some(&Value::from(method)), calling_plugin(id), None)
+            .await;
+        if let ChainEnd::Stopped { plugin, answer } = end {
+            match RpcCommandAction::from_answer(&answer) {
+                Ok(RpcCommandAction::ReturnResult(r)) => return Reply::Ok(r),
+                Ok(RpcCommandAction::ReturnError(e)) => return Reply::Raw(json!({"error": e})),
+                Ok(RpcCommandAction::Replace(mut new)) => {
+                    let new_method = new.get("method").and_then(Value::as_str).unwrap_or("").to_string();
+                    if commands::find(&new_method).is_none() && node.plugins.method_owner(&new_method).is_none() {
+                        return Reply::Err(RpcError::invalid_request(format!("Bad response to 'rpc_command' hook from {plugin}: unknown method '{new_method}'")));
+                    }
+                    if let Some(o) = new.as_object_mut() {
+                        o.insert("id".into(), id.clone());
+                        o.entry("jsonrpc").or_insert_with(|| Value::from("2.0"));
+                        o.entry("params").or_insert_with(|| Value::Object(Map::new()));
+                    }
+                    return Box::pin(execute(node, conn, &new, id, &new_method, false)).await;
+                }
+                Ok(RpcCommandAction::Continue) | Err(_) => {}
+            }
+        }
+    }
+    let params = request.get("params").cloned().unwrap_or(Value::Object(Map::new()));
+    if let Some(cmd) = builtin {
+        let bound = match params::bind(cmd.params, &params, cmd.extra_params) {
+            Ok(b) => b,
+            Err(e) => return Reply::Err(e),
+        };
+        let ctx = commands::Ctx { node: node.clone(), conn: conn.clone(), id: id.clone() };
+        return (cmd.run)(ctx, bound).await;
+    }
+    let Some(p) = owner else { return Reply::Err(RpcError::unknown_method(method)) };
+    match p.forward(request, CallerLink { id: id.clone(), sink: conn.clone() }).await {
+        Ok(resp) => Reply::Raw(resp),
+        Err(Gone) => Reply::Err(RpcError::plugin_terminated()),
+    }
+}
+
+/// CLN's `filter`: keeps only members marked `true` in the template.
+pub fn apply_filter(v: &Value, f: &Value) -> Value {
+    match (v, f) {
+        (_, Value::Bool(true)) => v.clone(),
+        (Value::Object(o), Value::Object(fo)) => {
+            Value::Object(fo.iter().filter_map(|(k, sub)| o.get(k).map(|x| (k.clone(), apply_filter(x, sub)))).collect())
+        }
+        (Value::Array(a), Value::Array(fa)) if fa.len() == 1 => Value::Array(a.iter().map(|x| apply_filter(x, &fa[0])).collect()),
+        (Value::Array(a), Value::Object(_)) => Value::Array(a.iter().map(|x| apply_filter(x, f)).collect()),
+        _ => v.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_keeps_marked_members() {
+        let v = json!({"a":1,"b":{"c":2,"d":3},"l":[{"x":1,"y":2}]});
+        let f = json!({"b":{"c":true},"l":[{"y":true}]});
+        assert_eq!(apply_filter(&v, &f), json!({"b":{"c":2},"l":[{"y":2}]}));
+    }
+
+    #[test]
+    fn caller_from_id_chain() {
+        assert_eq!(calling_plugin(&json!("cli:x#1/cln:x#2/hello.py:getinfo#3")), Some("hello.py"));
+        assert_eq!(calling_plugin(&json!("cli:getinfo#1")), None);
+        assert_eq!(calling_plugin(&json!(5)), None);
+    }
+
+    #[test]
+    fn raw_replies_pass_errors_verbatim() {
+        let f = response_frame(&json!(7), &Reply::Raw(json!({"error":{"code":42,"message":"m","data":{"x":1}}})));
+        assert_eq!(&f[..], b"{\"jsonrpc\":\"2.0\",\"id\":7,\"error\":{\"code\":42,\"message\":\"m\",\"data\":{\"x\":1}}}\n\n");
+    }
+}

@@ -1,0 +1,94 @@
+//! The node's SQLite database: one file per node (`<network-dir>/fulgur.sqlite3`),
+//! WAL journal and `synchronous=FULL`, so what a call writes is durable before it returns.
+//!
+//! Schema changes are numbered migrations run at start; later issues add LDK's key-value
+//! store, invoices, payments and forwards as further migrations.
+
+pub mod datastore;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+/// Migrations, applied in order; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[
+    // 1: the plugins' datastore. Keys are arrays of strings, stored with each part
+    // followed by a NUL byte so that prefix order equals hierarchical order.
+    "CREATE TABLE datastore (
+        key BLOB PRIMARY KEY,
+        data BLOB NOT NULL,
+        generation INTEGER NOT NULL
+    );",
+];
+
+/// Why the database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by a newer fulgurd.
+    #[error("database schema version {found} is newer than this fulgurd knows ({known})")]
+    TooNew {
+        /// Version in the file.
+        found: usize,
+        /// Newest version we know.
+        known: usize,
+    },
+    /// A blocking task failed.
+    #[error("database task failed: {0}")]
+    Task(String),
+}
+
+/// A handle on the database, cheap to clone. Queries run on tokio's blocking pool.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::setup(conn)
+    }
+
+    /// An in-memory database, for tests.
+    #[cfg(test)]
+    pub fn in_memory() -> Result<Store, StoreError> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Store, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError::TooNew { found: version, known: MIGRATIONS.len() });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i + 1)?;
+            tx.commit()?;
+        }
+        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+    }
+
+    /// Runs `f` with the connection on the blocking pool.
+    pub async fn with<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError::Task("database lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
