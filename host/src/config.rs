@@ -68,6 +68,9 @@ pub enum CoreKind {
     Flag,
     /// Any number of strings, in order.
     Multi,
+    /// Several values allowed, but shown as one (the last) in `listconfigs`, as CLN does
+    /// for `log-level`.
+    Levels,
 }
 
 /// A core (non-plugin) option.
@@ -85,34 +88,151 @@ pub struct CoreOption {
     pub cmdline_only: bool,
 }
 
-const fn opt(name: &'static str, kind: CoreKind, default: Option<&'static str>, help: &'static str) -> CoreOption {
-    CoreOption { name, kind, default, help, cmdline_only: false }
+const fn opt(
+    name: &'static str,
+    kind: CoreKind,
+    default: Option<&'static str>,
+    help: &'static str,
+) -> CoreOption {
+    CoreOption {
+        name,
+        kind,
+        default,
+        help,
+        cmdline_only: false,
+    }
 }
 
 /// Every core option, in `--help` order.
 pub const CORE_OPTIONS: &[CoreOption] = &[
-    CoreOption { cmdline_only: true, ..opt("lightning-dir", CoreKind::Str, None, "Set base directory: network-specific subdirectory is under here (default ~/.fulgur)") },
-    CoreOption { cmdline_only: true, ..opt("conf", CoreKind::Str, None, "Specify configuration file (default <lightning-dir>/config)") },
-    opt("network", CoreKind::Str, Some("bitcoin"), "Select the network: bitcoin, testnet, testnet4, signet, regtest"),
-    opt("mainnet", CoreKind::Flag, None, "Alias for --network=bitcoin"),
-    opt("testnet", CoreKind::Flag, None, "Alias for --network=testnet"),
-    opt("testnet4", CoreKind::Flag, None, "Alias for --network=testnet4"),
+    CoreOption {
+        cmdline_only: true,
+        ..opt(
+            "lightning-dir",
+            CoreKind::Str,
+            None,
+            "Set base directory: network-specific subdirectory is under here (default ~/.fulgur)",
+        )
+    },
+    CoreOption {
+        cmdline_only: true,
+        ..opt(
+            "conf",
+            CoreKind::Str,
+            None,
+            "Specify configuration file (default <lightning-dir>/config)",
+        )
+    },
+    opt(
+        "network",
+        CoreKind::Str,
+        Some("bitcoin"),
+        "Select the network: bitcoin, testnet, testnet4, signet, regtest",
+    ),
+    opt(
+        "mainnet",
+        CoreKind::Flag,
+        None,
+        "Alias for --network=bitcoin",
+    ),
+    opt(
+        "testnet",
+        CoreKind::Flag,
+        None,
+        "Alias for --network=testnet",
+    ),
+    opt(
+        "testnet4",
+        CoreKind::Flag,
+        None,
+        "Alias for --network=testnet4",
+    ),
     opt("signet", CoreKind::Flag, None, "Alias for --network=signet"),
-    opt("regtest", CoreKind::Flag, None, "Alias for --network=regtest"),
-    opt("alias", CoreKind::Str, None, "Up to 32 bytes of UTF-8 characters to tag your node"),
+    opt(
+        "regtest",
+        CoreKind::Flag,
+        None,
+        "Alias for --network=regtest",
+    ),
+    opt(
+        "alias",
+        CoreKind::Str,
+        None,
+        "Up to 32 bytes of UTF-8 characters to tag your node",
+    ),
     opt("rgb", CoreKind::Str, None, "RRGGBB hex color for node"),
-    opt("rpc-file", CoreKind::Str, Some("lightning-rpc"), "Set JSON-RPC socket (relative to the network directory unless absolute)"),
-    opt("rpc-file-mode", CoreKind::Str, Some("0600"), "Set the file mode (permissions) for the JSON-RPC socket"),
-    opt("log-level", CoreKind::Multi, None, "Log level (io, trace, debug, info, unusual, broken) [:prefix], default info"),
-    opt("log-file", CoreKind::Multi, None, "Log to this file (instead of stdout); '-' means stdout"),
-    opt("plugin", CoreKind::Multi, None, "Add a plugin to be run (can be used multiple times)"),
-    opt("plugin-dir", CoreKind::Multi, None, "Add a directory to load plugins from (can be used multiple times)"),
-    opt("clear-plugins", CoreKind::Flag, None, "Remove all plugins added before this option"),
-    opt("disable-plugin", CoreKind::Multi, None, "Disable a particular plugin by filename/name"),
-    opt("important-plugin", CoreKind::Multi, None, "Add an important plugin to be run: if it dies the node shuts down"),
-    opt("allow-deprecated-apis", CoreKind::Bool, Some("false"), "Enable deprecated options, JSONRPC commands, fields, etc."),
-    opt("plugin-timeout", CoreKind::Int, Some("60"), "Seconds a plugin has to answer getmanifest and, separately, init (Fulgur extension)"),
-    opt("plugin-shutdown-grace", CoreKind::Int, Some("30"), "Seconds plugins subscribed to 'shutdown' have to exit (Fulgur extension)"),
+    opt(
+        "rpc-file",
+        CoreKind::Str,
+        Some("lightning-rpc"),
+        "Set JSON-RPC socket (relative to the network directory unless absolute)",
+    ),
+    opt(
+        "rpc-file-mode",
+        CoreKind::Str,
+        Some("0600"),
+        "Set the file mode (permissions) for the JSON-RPC socket",
+    ),
+    opt(
+        "log-level",
+        CoreKind::Levels,
+        Some("info"),
+        "Log level (io, trace, debug, info, unusual, broken) [:prefix], default info",
+    ),
+    opt(
+        "log-file",
+        CoreKind::Multi,
+        None,
+        "Log to this file (instead of stdout); '-' means stdout",
+    ),
+    opt(
+        "plugin",
+        CoreKind::Multi,
+        None,
+        "Add a plugin to be run (can be used multiple times)",
+    ),
+    opt(
+        "plugin-dir",
+        CoreKind::Multi,
+        None,
+        "Add a directory to load plugins from (can be used multiple times)",
+    ),
+    opt(
+        "clear-plugins",
+        CoreKind::Flag,
+        None,
+        "Remove all plugins added before this option",
+    ),
+    opt(
+        "disable-plugin",
+        CoreKind::Multi,
+        None,
+        "Disable a particular plugin by filename/name",
+    ),
+    opt(
+        "important-plugin",
+        CoreKind::Multi,
+        None,
+        "Add an important plugin to be run: if it dies the node shuts down",
+    ),
+    opt(
+        "allow-deprecated-apis",
+        CoreKind::Bool,
+        Some("false"),
+        "Enable deprecated options, JSONRPC commands, fields, etc.",
+    ),
+    opt(
+        "plugin-timeout",
+        CoreKind::Int,
+        Some("60"),
+        "Seconds a plugin has to answer getmanifest and, separately, init (Fulgur extension)",
+    ),
+    opt(
+        "plugin-shutdown-grace",
+        CoreKind::Int,
+        Some("30"),
+        "Seconds plugins subscribed to 'shutdown' have to exit (Fulgur extension)",
+    ),
 ];
 
 /// Where a value came from, as `listconfigs` reports it.
@@ -240,18 +360,38 @@ pub fn command() -> Command {
         let mut arg = Arg::new(o.name).long(o.name).help(o.help);
         arg = match o.kind {
             CoreKind::Flag => arg.action(ArgAction::SetTrue),
-            CoreKind::Multi => arg.action(ArgAction::Append).num_args(1),
+            CoreKind::Multi | CoreKind::Levels => arg.action(ArgAction::Append).num_args(1),
             CoreKind::Str => arg.action(ArgAction::Set).num_args(1),
-            CoreKind::Int => arg.action(ArgAction::Set).num_args(1).value_parser(clap::value_parser!(i64)),
-            CoreKind::Bool => arg.action(ArgAction::Set).num_args(1).value_parser(parse_bool),
+            CoreKind::Int => arg
+                .action(ArgAction::Set)
+                .num_args(1)
+                .value_parser(clap::value_parser!(i64)),
+            CoreKind::Bool => arg
+                .action(ArgAction::Set)
+                .num_args(1)
+                .value_parser(parse_bool),
         };
         if o.name == "network" {
-            arg = arg.value_parser(["bitcoin", "mainnet", "testnet", "testnet4", "signet", "regtest"]);
+            arg = arg.value_parser([
+                "bitcoin", "mainnet", "testnet", "testnet4", "signet", "regtest",
+            ]);
         }
         cmd = cmd.arg(arg);
     }
-    cmd.arg(Arg::new("help").short('h').long("help").action(ArgAction::SetTrue).help("Print help, including plugin options"))
-        .arg(Arg::new("version").short('V').long("version").action(ArgAction::SetTrue).help("Print version"))
+    cmd.arg(
+        Arg::new("help")
+            .short('h')
+            .long("help")
+            .action(ArgAction::SetTrue)
+            .help("Print help, including plugin options"),
+    )
+    .arg(
+        Arg::new("version")
+            .short('V')
+            .long("version")
+            .action(ArgAction::SetTrue)
+            .help("Print version"),
+    )
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -278,7 +418,11 @@ pub fn split_cmdline(args: &[String]) -> Result<Vec<RawOpt>, ConfigError> {
             "-h" => "help",
             "-V" => "version",
             s if s.starts_with("--") && s.len() > 2 => &s[2..],
-            s => return Err(err(format!("unexpected argument '{s}': options look like --name=value"))),
+            s => {
+                return Err(err(format!(
+                    "unexpected argument '{s}': options look like --name=value"
+                )));
+            }
         };
         let (name, mut value) = match body.split_once('=') {
             Some((n, v)) => (n.to_string(), Some(v.to_string())),
@@ -288,13 +432,20 @@ pub fn split_cmdline(args: &[String]) -> Result<Vec<RawOpt>, ConfigError> {
             Some(o) => o.kind != CoreKind::Flag,
             None => !matches!(name.as_str(), "help" | "version"),
         };
-        if value.is_none() && takes_value {
-            if let Some(next) = args.get(i).filter(|n| !n.starts_with('-') || core(&name).is_some()) {
-                value = Some(next.clone());
-                i += 1;
-            }
+        if value.is_none()
+            && takes_value
+            && let Some(next) = args
+                .get(i)
+                .filter(|n| !n.starts_with('-') || core(&name).is_some())
+        {
+            value = Some(next.clone());
+            i += 1;
         }
-        out.push(RawOpt { name, value, source: Source::Cmdline });
+        out.push(RawOpt {
+            name,
+            value,
+            source: Source::Cmdline,
+        });
     }
     Ok(out)
 }
@@ -305,7 +456,12 @@ pub fn read_config_file(path: &Path) -> Result<Option<Vec<RawOpt>>, ConfigError>
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(err(format!("cannot read config file {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(err(format!(
+                "cannot read config file {}: {e}",
+                path.display()
+            )));
+        }
     };
     let mut out = vec![];
     for (n, line) in text.lines().enumerate() {
@@ -319,19 +475,33 @@ pub fn read_config_file(path: &Path) -> Result<Option<Vec<RawOpt>>, ConfigError>
             None => (line.to_string(), None),
         };
         if core(&name).is_some_and(|o| o.cmdline_only) {
-            return Err(err(format!("{}:{}: {name} can only be given on the command line", path.display(), n + 1)));
+            return Err(err(format!(
+                "{}:{}: {name} can only be given on the command line",
+                path.display(),
+                n + 1
+            )));
         }
-        out.push(RawOpt { name, value, source: Source::File(path.to_path_buf(), n + 1) });
+        out.push(RawOpt {
+            name,
+            value,
+            source: Source::File(path.to_path_buf(), n + 1),
+        });
     }
     Ok(Some(out))
 }
 
 fn home_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 fn absolute(p: &Path) -> PathBuf {
-    let p = if let Ok(rest) = p.strip_prefix("~") { home_dir().join(rest) } else { p.to_path_buf() };
+    let p = if let Ok(rest) = p.strip_prefix("~") {
+        home_dir().join(rest)
+    } else {
+        p.to_path_buf()
+    };
     if p.is_absolute() {
         p
     } else {
@@ -349,7 +519,11 @@ fn network_from(raw: &[RawOpt]) -> Result<Option<Network>, ConfigError> {
         let n = match o.name.as_str() {
             "network" => {
                 let v = o.value.as_deref().unwrap_or("");
-                Some(Network::parse(v).ok_or_else(|| err(format!("unknown network '{v}' (bitcoin, testnet, testnet4, signet, regtest)")))?)
+                Some(Network::parse(v).ok_or_else(|| {
+                    err(format!(
+                        "unknown network '{v}' (bitcoin, testnet, testnet4, signet, regtest)"
+                    ))
+                })?)
             }
             "mainnet" => Some(Network::Bitcoin),
             "testnet" => Some(Network::Testnet),
@@ -372,7 +546,9 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         return Ok(Invocation::Version);
     }
     let lightning_dir = absolute(Path::new(
-        last(&cmdline, "lightning-dir").and_then(|o| o.value.as_deref()).unwrap_or("~/.fulgur"),
+        last(&cmdline, "lightning-dir")
+            .and_then(|o| o.value.as_deref())
+            .unwrap_or("~/.fulgur"),
     ));
     let (base_conf, explicit) = match last(&cmdline, "conf").and_then(|o| o.value.as_deref()) {
         Some(c) => (absolute(Path::new(c)), true),
@@ -380,21 +556,35 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
     };
     let base = read_config_file(&base_conf)?;
     if base.is_none() && explicit {
-        return Err(err(format!("config file {} does not exist", base_conf.display())));
+        return Err(err(format!(
+            "config file {} does not exist",
+            base_conf.display()
+        )));
     }
     let base = base.unwrap_or_default();
-    let network = network_from(&cmdline)?.or(network_from(&base)?).unwrap_or(Network::Bitcoin);
+    let network = network_from(&cmdline)?
+        .or(network_from(&base)?)
+        .unwrap_or(Network::Bitcoin);
     let net_dir = lightning_dir.join(network.as_str());
     let net_conf = read_config_file(&net_dir.join("config"))?.unwrap_or_default();
     let setconfig_file = net_dir.join("config.setconfig");
     let setconf = read_config_file(&setconfig_file)?.unwrap_or_default();
     if network_from(&net_conf)?.is_some_and(|n| n != network) {
-        return Err(err(format!("{}: network setting does not match the directory", net_dir.join("config").display())));
+        return Err(err(format!(
+            "{}: network setting does not match the directory",
+            net_dir.join("config").display()
+        )));
     }
 
-    let all: Vec<RawOpt> = base.into_iter().chain(net_conf).chain(setconf).chain(cmdline).collect();
-    let (core_given, plugin_opts): (Vec<RawOpt>, Vec<RawOpt>) =
-        all.into_iter().partition(|o| core(&o.name).is_some() || o.name == "help");
+    let all: Vec<RawOpt> = base
+        .into_iter()
+        .chain(net_conf)
+        .chain(setconf)
+        .chain(cmdline)
+        .collect();
+    let (core_given, plugin_opts): (Vec<RawOpt>, Vec<RawOpt>) = all
+        .into_iter()
+        .partition(|o| core(&o.name).is_some() || o.name == "help");
 
     // Let clap validate every core occurrence, in order.
     let argv: Vec<String> = core_given
@@ -404,40 +594,70 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
             None => format!("--{}", o.name),
         })
         .collect();
-    let m = command().try_get_matches_from(&argv).map_err(|e| err(clap_message(&e)))?;
+    let m = command()
+        .try_get_matches_from(&argv)
+        .map_err(|e| err(clap_message(&e)))?;
     let help = m.get_flag("help");
-    let core_given: Vec<RawOpt> = core_given.into_iter().filter(|o| o.name != "help").collect();
+    let core_given: Vec<RawOpt> = core_given
+        .into_iter()
+        .filter(|o| o.name != "help")
+        .collect();
 
-    let rpc_file = m.get_one::<String>("rpc-file").cloned().unwrap_or_else(|| "lightning-rpc".into());
-    let rpc_path = if Path::new(&rpc_file).is_absolute() { PathBuf::from(&rpc_file) } else { net_dir.join(&rpc_file) };
-    let mode_s = m.get_one::<String>("rpc-file-mode").map(String::as_str).unwrap_or("0600");
+    let rpc_file = m
+        .get_one::<String>("rpc-file")
+        .cloned()
+        .unwrap_or_else(|| "lightning-rpc".into());
+    let rpc_path = if Path::new(&rpc_file).is_absolute() {
+        PathBuf::from(&rpc_file)
+    } else {
+        net_dir.join(&rpc_file)
+    };
+    let mode_s = m
+        .get_one::<String>("rpc-file-mode")
+        .map(String::as_str)
+        .unwrap_or("0600");
     let rpc_file_mode = u32::from_str_radix(mode_s, 8)
         .ok()
         .filter(|m| *m <= 0o777)
-        .ok_or_else(|| err(format!("rpc-file-mode: '{mode_s}' is not a valid octal mode")))?;
+        .ok_or_else(|| {
+            err(format!(
+                "rpc-file-mode: '{mode_s}' is not a valid octal mode"
+            ))
+        })?;
     let log_filters = m
         .get_many::<String>("log-level")
         .into_iter()
         .flatten()
         .map(|s| LevelFilter::parse(s).map_err(|e| err(format!("log-level: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let log_files = m.get_many::<String>("log-file").into_iter().flatten().map(|s| {
-        if s == "-" { PathBuf::from("-") } else { absolute(Path::new(s)) }
-    }).collect();
+    let log_files = m
+        .get_many::<String>("log-file")
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            if s == "-" {
+                PathBuf::from("-")
+            } else {
+                absolute(Path::new(s))
+            }
+        })
+        .collect();
     let alias = m.get_one::<String>("alias").cloned();
     if alias.as_ref().is_some_and(|a| a.len() > 32) {
         return Err(err("alias: must be at most 32 bytes"));
     }
     let rgb = m.get_one::<String>("rgb").cloned();
-    if let Some(c) = &rgb {
-        if c.len() != 6 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(err(format!("rgb: '{c}' is not six hex digits")));
-        }
+    if let Some(c) = &rgb
+        && (c.len() != 6 || !c.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(err(format!("rgb: '{c}' is not six hex digits")));
     }
     let plugin_directives = directives(&m);
     let secs = |name: &str, default: i64| -> Result<Duration, ConfigError> {
         let v = m.get_one::<i64>(name).copied().unwrap_or(default);
-        u64::try_from(v).map(Duration::from_secs).map_err(|_| err(format!("{name}: must not be negative")))
+        u64::try_from(v)
+            .map(Duration::from_secs)
+            .map_err(|_| err(format!("{name}: must not be negative")))
     };
     let config = Config {
         network,
@@ -451,19 +671,29 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         alias,
         rgb,
         plugin_directives,
-        allow_deprecated_apis: m.get_one::<bool>("allow-deprecated-apis").copied().unwrap_or(false),
+        allow_deprecated_apis: m
+            .get_one::<bool>("allow-deprecated-apis")
+            .copied()
+            .unwrap_or(false),
         plugin_timeout: secs("plugin-timeout", 60)?,
         plugin_shutdown_grace: secs("plugin-shutdown-grace", 30)?,
         core_given,
         plugin_opts,
         setconfig_file,
     };
-    Ok(if help { Invocation::Help(Box::new(config)) } else { Invocation::Run(Box::new(config)) })
+    Ok(if help {
+        Invocation::Help(Box::new(config))
+    } else {
+        Invocation::Run(Box::new(config))
+    })
 }
 
 fn clap_message(e: &clap::Error) -> String {
     let s = e.to_string();
-    let first = s.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid option");
+    let first = s
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid option");
     first.trim_start_matches("error: ").to_string()
 }
 
@@ -482,11 +712,11 @@ fn directives(m: &ArgMatches) -> Vec<PluginDirective> {
             }
         }
     }
-    if m.get_flag("clear-plugins") {
-        if let Some(idx) = m.indices_of("clear-plugins") {
-            for i in idx {
-                ev.push((i, PluginDirective::Clear));
-            }
+    if m.get_flag("clear-plugins")
+        && let Some(idx) = m.indices_of("clear-plugins")
+    {
+        for i in idx {
+            ev.push((i, PluginDirective::Clear));
         }
     }
     ev.sort_by_key(|(i, _)| *i);
@@ -518,18 +748,37 @@ mod tests {
     #[test]
     fn files_then_cmdline() {
         let d = tmpdir("files");
-        std::fs::write(d.join("config"), "# base\nnetwork=regtest\nalias=fromfile\ngreeting=hi\n").unwrap_or_else(|e| panic!("{e}"));
-        std::fs::write(d.join("regtest/config"), "rgb=aabbcc\nplugin=/x/a\n").unwrap_or_else(|e| panic!("{e}"));
-        let c = run(load(&args(&["--lightning-dir", d.to_str().unwrap_or(""), "--alias=cli", "--plugin=/x/b", "--flag-opt"])).unwrap_or_else(|e| panic!("{e}")));
+        std::fs::write(
+            d.join("config"),
+            "# base\nnetwork=regtest\nalias=fromfile\ngreeting=hi\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(d.join("regtest/config"), "rgb=aabbcc\nplugin=/x/a\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = run(load(&args(&[
+            "--lightning-dir",
+            d.to_str().unwrap_or(""),
+            "--alias=cli",
+            "--plugin=/x/b",
+            "--flag-opt",
+        ]))
+        .unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(c.network, Network::Regtest);
         assert_eq!(c.alias.as_deref(), Some("cli"));
         assert_eq!(c.rgb.as_deref(), Some("aabbcc"));
         assert_eq!(c.rpc_path, d.join("regtest/lightning-rpc"));
         assert_eq!(
             c.plugin_directives,
-            vec![PluginDirective::Plugin("/x/a".into()), PluginDirective::Plugin("/x/b".into())]
+            vec![
+                PluginDirective::Plugin("/x/a".into()),
+                PluginDirective::Plugin("/x/b".into())
+            ]
         );
-        let names: Vec<_> = c.plugin_opts.iter().map(|o| (o.name.as_str(), o.value.as_deref())).collect();
+        let names: Vec<_> = c
+            .plugin_opts
+            .iter()
+            .map(|o| (o.name.as_str(), o.value.as_deref()))
+            .collect();
         assert_eq!(names, vec![("greeting", Some("hi")), ("flag-opt", None)]);
         assert!(matches!(c.plugin_opts[0].source, Source::File(_, 4)));
         let _ = std::fs::remove_dir_all(&d);
@@ -538,7 +787,15 @@ mod tests {
     #[test]
     fn clear_plugins_keeps_order() {
         let d = tmpdir("clear");
-        let c = run(load(&args(&[&format!("--lightning-dir={}", d.display()), "--regtest", "--plugin=/a", "--clear-plugins", "--plugin=/b", "--disable-plugin=c"])).unwrap_or_else(|e| panic!("{e}")));
+        let c = run(load(&args(&[
+            &format!("--lightning-dir={}", d.display()),
+            "--regtest",
+            "--plugin=/a",
+            "--clear-plugins",
+            "--plugin=/b",
+            "--disable-plugin=c",
+        ]))
+        .unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(
             c.plugin_directives,
             vec![
@@ -560,8 +817,14 @@ mod tests {
         assert!(load(&args(&[&dir, "--log-level=loud"])).is_err());
         assert!(load(&args(&[&dir, "--rgb=zzzzzz"])).is_err());
         assert!(load(&args(&[&dir, "positional"])).is_err());
-        assert!(matches!(load(&args(&["--version"])), Ok(Invocation::Version)));
-        assert!(matches!(load(&args(&[&dir, "--help"])), Ok(Invocation::Help(_))));
+        assert!(matches!(
+            load(&args(&["--version"])),
+            Ok(Invocation::Version)
+        ));
+        assert!(matches!(
+            load(&args(&[&dir, "--help"])),
+            Ok(Invocation::Help(_))
+        ));
         let _ = std::fs::remove_dir_all(&d);
     }
 }

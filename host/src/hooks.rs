@@ -66,18 +66,27 @@ pub fn rpc_command(answer: &Value) -> Result<Step, String> {
 }
 
 fn result_str(answer: &Value) -> Result<&str, String> {
-    answer.get("result").and_then(Value::as_str).ok_or_else(|| "answer has no 'result' string".to_string())
+    answer
+        .get("result")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "answer has no 'result' string".to_string())
 }
 
 /// `htlc_accepted`: `continue`, `fail` with `failure_message` or `failure_onion`, or
 /// `resolve` with a 32-byte hex `payment_key`.
 pub fn htlc_accepted(answer: &Value) -> Result<Step, String> {
     let is_hex = |k: &str, len: Option<usize>| {
-        answer.get(k).and_then(Value::as_str).is_some_and(|h| h.len() % 2 == 0 && h.bytes().all(|b| b.is_ascii_hexdigit()) && len.is_none_or(|l| h.len() == l))
+        answer.get(k).and_then(Value::as_str).is_some_and(|h| {
+            h.len() % 2 == 0
+                && h.bytes().all(|b| b.is_ascii_hexdigit())
+                && len.is_none_or(|l| h.len() == l)
+        })
     };
     match result_str(answer)? {
         "continue" => Ok(Step::Continue(None)),
-        "fail" if is_hex("failure_message", None) || is_hex("failure_onion", None) => Ok(Step::Stop(answer.clone())),
+        "fail" if is_hex("failure_message", None) || is_hex("failure_onion", None) => {
+            Ok(Step::Stop(answer.clone()))
+        }
         "fail" => Err("'fail' needs a hex failure_message or failure_onion".into()),
         "resolve" if is_hex("payment_key", Some(64)) => Ok(Step::Stop(answer.clone())),
         "resolve" => Err("'resolve' needs a 32-byte hex payment_key".into()),
@@ -87,7 +96,12 @@ pub fn htlc_accepted(answer: &Value) -> Result<Step, String> {
 
 /// `invoice_payment`: `continue`, `reject`, or CLN's legacy `{failure_message}`.
 pub fn invoice_payment(answer: &Value) -> Result<Step, String> {
-    if answer.get("result").is_none() && answer.get("failure_message").and_then(Value::as_str).is_some() {
+    if answer.get("result").is_none()
+        && answer
+            .get("failure_message")
+            .and_then(Value::as_str)
+            .is_some()
+    {
         return Ok(Step::Stop(answer.clone()));
     }
     match result_str(answer)? {
@@ -135,7 +149,11 @@ pub fn semantics(hook: Hook) -> Interpret {
         Hook::InvoicePayment => invoice_payment,
         Hook::PeerConnected => peer_connected,
         Hook::Openchannel | Hook::Openchannel2 | Hook::RbfChannel => channel_open,
-        Hook::Custommsg | Hook::DbWrite | Hook::Recover | Hook::Openchannel2Changed | Hook::Openchannel2Sign => must_continue,
+        Hook::Custommsg
+        | Hook::DbWrite
+        | Hook::Recover
+        | Hook::Openchannel2Changed
+        | Hook::Openchannel2Sign => must_continue,
         Hook::CommitmentRevocation => ignored,
         Hook::OnionMessageRecv | Hook::OnionMessageRecvSecret => continue_or_stop,
     }
@@ -155,7 +173,11 @@ pub struct Registration<'a> {
 }
 
 fn matches(reference: &str, r: &Registration<'_>) -> bool {
-    if reference.contains('/') { Path::new(reference) == r.path } else { reference == r.name }
+    if reference.contains('/') {
+        Path::new(reference) == r.path
+    } else {
+        reference == r.name
+    }
 }
 
 /// Orders registrations given in registration order. Returns indices into `regs`, or
@@ -191,7 +213,10 @@ pub fn order(regs: &[Registration<'_>]) -> Result<Vec<usize>, Vec<String>> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let Some(next) = (0..n).find(|&i| !done[i] && indegree[i] == 0) else {
-            let mut stuck: Vec<String> = (0..n).filter(|&i| !done[i]).map(|i| regs[i].name.to_string()).collect();
+            let mut stuck: Vec<String> = (0..n)
+                .filter(|&i| !done[i])
+                .map(|i| regs[i].name.to_string())
+                .collect();
             stuck.dedup();
             return Err(stuck);
         };
@@ -209,14 +234,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn reg<'a>(name: &'a str, path: &'a Path, before: &'a [String], after: &'a [String]) -> Registration<'a> {
-        Registration { name, path, before, after }
+    fn reg<'a>(
+        name: &'a str,
+        path: &'a Path,
+        before: &'a [String],
+        after: &'a [String],
+    ) -> Registration<'a> {
+        Registration {
+            name,
+            path,
+            before,
+            after,
+        }
     }
 
     #[test]
     fn stable_without_constraints() {
         let none: Vec<String> = vec![];
-        let regs = [reg("a", Path::new("/a"), &none, &none), reg("b", Path::new("/b"), &none, &none)];
+        let regs = [
+            reg("a", Path::new("/a"), &none, &none),
+            reg("b", Path::new("/b"), &none, &none),
+        ];
         assert_eq!(order(&regs), Ok(vec![0, 1]));
     }
 
@@ -248,19 +286,37 @@ mod tests {
 
     #[test]
     fn answer_rules() {
-        assert_eq!(continue_or_stop(&json!({"result":"continue"})), Ok(Step::Continue(None)));
-        assert!(matches!(continue_or_stop(&json!({"result":"disconnect"})), Ok(Step::Stop(_))));
+        assert_eq!(
+            continue_or_stop(&json!({"result":"continue"})),
+            Ok(Step::Continue(None))
+        );
+        assert!(matches!(
+            continue_or_stop(&json!({"result":"disconnect"})),
+            Ok(Step::Stop(_))
+        ));
         assert!(continue_or_stop(&json!({"nope":1})).is_err());
-        assert!(matches!(rpc_command(&json!({"return":{"result":{}}})), Ok(Step::Stop(_))));
+        assert!(matches!(
+            rpc_command(&json!({"return":{"result":{}}})),
+            Ok(Step::Stop(_))
+        ));
         assert!(rpc_command(&json!({"replace":"x"})).is_err());
-        assert!(matches!(htlc_accepted(&json!({"result":"fail","failure_message":"2002"})), Ok(Step::Stop(_))));
+        assert!(matches!(
+            htlc_accepted(&json!({"result":"fail","failure_message":"2002"})),
+            Ok(Step::Stop(_))
+        ));
         assert!(htlc_accepted(&json!({"result":"fail"})).is_err());
         assert!(htlc_accepted(&json!({"result":"resolve","payment_key":"00"})).is_err());
-        assert!(matches!(invoice_payment(&json!({"failure_message":"2002"})), Ok(Step::Stop(_))));
+        assert!(matches!(
+            invoice_payment(&json!({"failure_message":"2002"})),
+            Ok(Step::Stop(_))
+        ));
         assert!(must_continue(&json!({"result":"stop"})).is_err());
         for h in Hook::ALL {
             let safe = semantics(h)(&h.safe_default());
-            assert!(safe.is_ok(), "safe default of {h} must satisfy its own rules");
+            assert!(
+                safe.is_ok(),
+                "safe default of {h} must satisfy its own rules"
+            );
         }
     }
 }

@@ -176,34 +176,36 @@ impl Logger {
         if !write && !feed {
             return;
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let timestamp = iso8601(now.as_secs(), now.subsec_millis());
         for line in message.split('\n') {
-            if write {
-                if let Ok(mut out) = self.inner.out.lock() {
-                    let _ = writeln!(out, "{timestamp} {}{source}: {line}", level.padded());
-                    let _ = out.flush();
-                }
+            if write && let Ok(mut out) = self.inner.out.lock() {
+                let _ = writeln!(out, "{timestamp} {}{source}: {line}", level.padded());
+                let _ = out.flush();
             }
-            if feed {
-                if let Ok(guard) = self.inner.feed.lock() {
-                    if let Some(tx) = guard.as_ref() {
-                        let _ = tx.send(Record {
-                            level,
-                            time: now.as_secs_f64(),
-                            timestamp: timestamp.clone(),
-                            source: source.to_string(),
-                            message: line.to_string(),
-                        });
-                    }
-                }
+            if feed
+                && let Ok(guard) = self.inner.feed.lock()
+                && let Some(tx) = guard.as_ref()
+            {
+                let _ = tx.send(Record {
+                    level,
+                    time: now.as_secs_f64(),
+                    timestamp: timestamp.clone(),
+                    source: source.to_string(),
+                    message: line.to_string(),
+                });
             }
         }
     }
 
     /// A handle that logs under a fixed source name.
     pub fn source(&self, source: impl Into<String>) -> SourceLog {
-        SourceLog { logger: self.clone(), source: source.into() }
+        SourceLog {
+            logger: self.clone(),
+            source: source.into(),
+        }
     }
 }
 

@@ -69,11 +69,19 @@ fn hsm_secret(dir: &Path) -> std::io::Result<[u8; 32]> {
             s.copy_from_slice(&b);
             Ok(s)
         }
-        Ok(_) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "hsm_secret is not 32 bytes")),
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "hsm_secret is not 32 bytes",
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut s = [0u8; 32];
-            std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut s))?;
-            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(&path)?;
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut s))?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o400)
+                .open(&path)?;
             f.write_all(&s)?;
             f.sync_all()?;
             Ok(s)
@@ -88,7 +96,9 @@ fn node_id(seed: &[u8; 32]) -> Result<String, String> {
     let secp = Secp256k1::new();
     let master = Xpriv::new_master(bitcoin::Network::Testnet, seed).map_err(|e| e.to_string())?;
     let child = ChildNumber::from_hardened_idx(0).map_err(|e| e.to_string())?;
-    let key = master.derive_priv(&secp, &[child]).map_err(|e| e.to_string())?;
+    let key = master
+        .derive_priv(&secp, &[child])
+        .map_err(|e| e.to_string())?;
     Ok(PublicKey::from_secret_key(&secp, &key.private_key).to_string())
 }
 
@@ -116,7 +126,11 @@ fn open_log(config: &Config) -> Result<Logger, String> {
         if f.as_os_str() == "-" {
             outs.push(Box::new(std::io::stdout()));
         } else {
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(f).map_err(|e| format!("cannot open log file {}: {e}", f.display()))?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(f)
+                .map_err(|e| format!("cannot open log file {}: {e}", f.display()))?;
             outs.push(Box::new(file));
         }
     }
@@ -141,7 +155,11 @@ fn settings(config: &Config) -> HostSettings {
 
 fn discover(config: &Config, log: &SourceLog) -> Result<discovery::Discovered, String> {
     let builtin = discovery::builtin_dir();
-    let d = discovery::discover(&config.plugin_directives, builtin.as_deref(), &config.lightning_dir.join("plugins"))?;
+    let d = discovery::discover(
+        &config.plugin_directives,
+        builtin.as_deref(),
+        &config.lightning_dir.join("plugins"),
+    )?;
     for w in &d.warnings {
         log.unusual(w);
     }
@@ -151,7 +169,11 @@ fn discover(config: &Config, log: &SourceLog) -> Result<discovery::Discovered, S
 fn create_dirs(config: &Config) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;
     for d in [&config.lightning_dir, &config.net_dir] {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(d)
+            .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
     }
     Ok(())
 }
@@ -160,20 +182,54 @@ fn create_dirs(config: &Config) -> Result<(), String> {
 /// manifests, so plugins are started and stopped again without `init`).
 pub async fn print_help(config: Config) -> Result<(), String> {
     let mut text = crate::config::command().render_help().to_string();
-    let log = Logger::new(vec![crate::log::LevelFilter { level: Level::Broken, prefix: None }], Box::new(std::io::stderr()));
+    let log = Logger::new(
+        vec![crate::log::LevelFilter {
+            level: Level::Broken,
+            prefix: None,
+        }],
+        Box::new(std::io::stderr()),
+    );
     let found = discover(&config, &log.source("lightningd"))?;
     if !found.plugins.is_empty() && config.net_dir.is_dir() {
         let (stop_tx, _stop_rx) = mpsc::unbounded_channel();
-        let host = PluginHost::new(log, settings(&config), &config.plugin_opts, found.disabled.clone(), stop_tx);
-        let all: Vec<Candidate> = found.plugins.iter().map(|c| Candidate { path: c.path.clone(), important: true }).collect();
+        let host = PluginHost::new(
+            log,
+            settings(&config),
+            &config.plugin_opts,
+            found.disabled.clone(),
+            stop_tx,
+        );
+        let all: Vec<Candidate> = found
+            .plugins
+            .iter()
+            .map(|c| Candidate {
+                path: c.path.clone(),
+                important: true,
+            })
+            .collect();
         host.start_all(&all).await.map_err(|e| e.to_string())?;
         text.push_str("\nPlugin options:\n");
         host.with_options(|t| {
             for c in &all {
                 for o in t.for_plugin(&c.path) {
-                    let kind = if o.decl.multi { format!("{} (multi)", o.decl.kind.as_str()) } else { o.decl.kind.as_str().to_string() };
-                    let default = o.decl.default.as_ref().filter(|d| !d.is_null()).map(|d| format!(" (default: {d})")).unwrap_or_default();
-                    text.push_str(&format!("      --{} <{kind}>\n          {} [{}]{default}\n", o.decl.name, o.decl.description, discovery::canonical(&c.path).display()));
+                    let kind = if o.decl.multi {
+                        format!("{} (multi)", o.decl.kind.as_str())
+                    } else {
+                        o.decl.kind.as_str().to_string()
+                    };
+                    let default = o
+                        .decl
+                        .default
+                        .as_ref()
+                        .filter(|d| !d.is_null())
+                        .map(|d| format!(" (default: {d})"))
+                        .unwrap_or_default();
+                    text.push_str(&format!(
+                        "      --{} <{kind}>\n          {} [{}]{default}\n",
+                        o.decl.name,
+                        o.decl.description,
+                        discovery::canonical(&c.path).display()
+                    ));
                 }
             }
         });
@@ -195,14 +251,31 @@ pub async fn run(config: Config) -> Result<i32, String> {
     let store = Store::open(&config.net_dir.join("fulgur.sqlite3")).map_err(|e| e.to_string())?;
 
     let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<i32>();
-    let plugins = PluginHost::new(log.clone(), settings(&config), &config.plugin_opts, found.disabled.clone(), stop_tx.clone());
-    plugins.start_all(&found.plugins).await.map_err(|e| e.to_string())?;
+    let plugins = PluginHost::new(
+        log.clone(),
+        settings(&config),
+        &config.plugin_opts,
+        found.disabled.clone(),
+        stop_tx.clone(),
+    );
+    plugins
+        .start_all(&found.plugins)
+        .await
+        .map_err(|e| e.to_string())?;
 
     let listener = rpc::listen(&config.rpc_path, config.rpc_file_mode)
         .await
-        .map_err(|e| format!("cannot create RPC socket {}: {e}", config.rpc_path.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot create RPC socket {}: {e}",
+                config.rpc_path.display()
+            )
+        })?;
     let (done_tx, done) = watch::channel(false);
-    let alias = config.alias.clone().unwrap_or_else(|| format!("fulgur-{}", &id[2..10]));
+    let alias = config
+        .alias
+        .clone()
+        .unwrap_or_else(|| format!("fulgur-{}", &id[2..10]));
     let color = config.rgb.clone().unwrap_or_else(|| id[2..8].to_string());
     let node = Arc::new(Node {
         config,
@@ -232,7 +305,11 @@ pub async fn run(config: Config) -> Result<i32, String> {
             }
             if r.level >= Level::Unusual {
                 let mut w = body;
-                w["level"] = json!(if r.level == Level::Broken { "error" } else { "warn" });
+                w["level"] = json!(if r.level == Level::Broken {
+                    "error"
+                } else {
+                    "warn"
+                });
                 feed_plugins.notify("warning", w);
             }
         }
@@ -257,7 +334,11 @@ pub async fn run(config: Config) -> Result<i32, String> {
     let _ = node.done.has_changed();
     let _ = done_tx.send(true);
     if node.stop_requested.load(Ordering::Acquire) {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), node.stop_replies.notified()).await;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            node.stop_replies.notified(),
+        )
+        .await;
     }
     main.info("Shutdown complete");
     Ok(code)

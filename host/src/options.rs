@@ -31,7 +31,9 @@ impl PluginOption {
     pub fn init_value(&self) -> Option<Value> {
         if self.decl.multi {
             if !self.values.is_empty() {
-                return Some(Value::Array(self.values.iter().map(|(v, _)| v.clone()).collect()));
+                return Some(Value::Array(
+                    self.values.iter().map(|(v, _)| v.clone()).collect(),
+                ));
             }
             return self.default().map(|d| Value::Array(vec![d]));
         }
@@ -73,7 +75,9 @@ pub struct OptionTable {
 }
 
 fn valid_name(n: &str) -> bool {
-    !n.is_empty() && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 impl OptionTable {
@@ -81,18 +85,32 @@ impl OptionTable {
     pub fn new(plugin_raw: &[RawOpt]) -> Self {
         let mut static_values: HashMap<String, Vec<RawOpt>> = HashMap::new();
         for r in plugin_raw {
-            static_values.entry(r.name.clone()).or_default().push(r.clone());
+            static_values
+                .entry(r.name.clone())
+                .or_default()
+                .push(r.clone());
         }
-        OptionTable { plugin: BTreeMap::new(), static_values }
+        OptionTable {
+            plugin: BTreeMap::new(),
+            static_values,
+        }
     }
 
     /// Registers a plugin's options, typing the values configured for them, plus the
     /// `plugin start` overrides in `extra`. On error nothing is registered.
-    pub fn register(&mut self, plugin: &Path, decls: &[OptionDecl], extra: &[RawOpt]) -> Result<(), OptionError> {
+    pub fn register(
+        &mut self,
+        plugin: &Path,
+        decls: &[OptionDecl],
+        extra: &[RawOpt],
+    ) -> Result<(), OptionError> {
         let mut added: Vec<PluginOption> = vec![];
         for d in decls {
             if !valid_name(&d.name) {
-                return Err(OptionError::Invalid(d.name.clone(), "name must be lower-case letters, digits, '-' or '_'".into()));
+                return Err(OptionError::Invalid(
+                    d.name.clone(),
+                    "name must be lower-case letters, digits, '-' or '_'".into(),
+                ));
             }
             if CORE_OPTIONS.iter().any(|o| o.name == d.name)
                 || matches!(d.name.as_str(), "help" | "version")
@@ -102,28 +120,53 @@ impl OptionTable {
                 return Err(OptionError::Taken(d.name.clone()));
             }
             if d.multi && matches!(d.kind, OptionType::Bool | OptionType::Flag) {
-                return Err(OptionError::Invalid(d.name.clone(), "bool and flag options cannot be multi".into()));
+                return Err(OptionError::Invalid(
+                    d.name.clone(),
+                    "bool and flag options cannot be multi".into(),
+                ));
             }
             if let Some(def) = d.default.as_ref().filter(|v| !v.is_null()) {
-                let ok = if d.kind == OptionType::Flag { def == &Value::Bool(false) || def == "false" } else { d.kind.parse_json(def).is_ok() };
+                let ok = if d.kind == OptionType::Flag {
+                    def == &Value::Bool(false) || def == "false"
+                } else {
+                    d.kind.parse_json(def).is_ok()
+                };
                 if !ok {
-                    return Err(OptionError::Invalid(d.name.clone(), format!("bad default {def}")));
+                    return Err(OptionError::Invalid(
+                        d.name.clone(),
+                        format!("bad default {def}"),
+                    ));
                 }
             }
             let overrides: Vec<&RawOpt> = extra.iter().filter(|r| r.name == d.name).collect();
             let raws: Vec<&RawOpt> = if overrides.is_empty() {
-                self.static_values.get(&d.name).map(|v| v.iter().collect()).unwrap_or_default()
+                self.static_values
+                    .get(&d.name)
+                    .map(|v| v.iter().collect())
+                    .unwrap_or_default()
             } else if d.multi {
-                self.static_values.get(&d.name).into_iter().flatten().chain(overrides).collect()
+                self.static_values
+                    .get(&d.name)
+                    .into_iter()
+                    .flatten()
+                    .chain(overrides)
+                    .collect()
             } else {
                 overrides
             };
             let mut values = vec![];
             for r in raws {
-                let v = d.kind.parse(r.value.as_deref()).map_err(|e| OptionError::Invalid(d.name.clone(), e))?;
+                let v = d
+                    .kind
+                    .parse(r.value.as_deref())
+                    .map_err(|e| OptionError::Invalid(d.name.clone(), e))?;
                 values.push((v, r.source.clone()));
             }
-            added.push(PluginOption { decl: d.clone(), plugin: plugin.to_path_buf(), values });
+            added.push(PluginOption {
+                decl: d.clone(),
+                plugin: plugin.to_path_buf(),
+                values,
+            });
         }
         for a in added {
             self.plugin.insert(a.decl.name.clone(), a);
@@ -133,7 +176,12 @@ impl OptionTable {
 
     /// Names of configured options that no plugin has claimed (a start-up error).
     pub fn unclaimed(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.static_values.keys().filter(|k| !self.plugin.contains_key(*k)).cloned().collect();
+        let mut v: Vec<String> = self
+            .static_values
+            .keys()
+            .filter(|k| !self.plugin.contains_key(*k))
+            .cloned()
+            .collect();
         v.sort();
         v
     }
@@ -154,12 +202,19 @@ impl OptionTable {
 
     /// Options of one plugin, for `--help`.
     pub fn for_plugin(&self, plugin: &Path) -> Vec<&PluginOption> {
-        self.plugin.values().filter(|o| o.plugin == plugin).collect()
+        self.plugin
+            .values()
+            .filter(|o| o.plugin == plugin)
+            .collect()
     }
 
     /// Checks a `setconfig` value for a dynamic plugin option and returns (typed values,
     /// the strings to send the plugin).
-    pub fn check_set(&self, name: &str, val: Option<&Value>) -> Result<(&PluginOption, Vec<Value>, Option<Value>), RpcError> {
+    pub fn check_set(
+        &self,
+        name: &str,
+        val: Option<&Value>,
+    ) -> Result<(&PluginOption, Vec<Value>, Option<Value>), RpcError> {
         let opt = self.plugin.get(name).ok_or_else(|| {
             if CORE_OPTIONS.iter().any(|o| o.name == name) {
                 RpcError::invalid_params(format!("{name} is not a dynamic option"))
@@ -168,29 +223,53 @@ impl OptionTable {
             }
         })?;
         if !opt.decl.dynamic {
-            return Err(RpcError::invalid_params(format!("{name} is not a dynamic option")));
+            return Err(RpcError::invalid_params(format!(
+                "{name} is not a dynamic option"
+            )));
         }
         let as_text = |v: &Value| -> Result<String, RpcError> {
             match v {
                 Value::String(s) => Ok(s.clone()),
                 Value::Number(_) | Value::Bool(_) => Ok(v.to_string()),
-                _ => Err(RpcError::invalid_params(format!("{name}: value must be a string, number or bool"))),
+                _ => Err(RpcError::invalid_params(format!(
+                    "{name}: value must be a string, number or bool"
+                ))),
             }
         };
-        let parse = |t: &str| opt.decl.kind.parse(Some(t)).map_err(|e| RpcError::invalid_params(format!("{name}: {e}")));
+        let parse = |t: &str| {
+            opt.decl
+                .kind
+                .parse(Some(t))
+                .map_err(|e| RpcError::invalid_params(format!("{name}: {e}")))
+        };
         match (opt.decl.kind, val) {
             (OptionType::Flag, None) => Ok((opt, vec![Value::Bool(true)], None)),
-            (OptionType::Flag, Some(_)) => Err(RpcError::invalid_params(format!("{name}: flag takes no value"))),
-            (_, None) => Err(RpcError::invalid_params(format!("{name}: requires a value"))),
+            (OptionType::Flag, Some(_)) => Err(RpcError::invalid_params(format!(
+                "{name}: flag takes no value"
+            ))),
+            (_, None) => Err(RpcError::invalid_params(format!(
+                "{name}: requires a value"
+            ))),
             (_, Some(Value::Array(items))) if opt.decl.multi => {
                 let texts = items.iter().map(as_text).collect::<Result<Vec<_>, _>>()?;
-                let typed = texts.iter().map(|t| parse(t)).collect::<Result<Vec<_>, _>>()?;
-                Ok((opt, typed, Some(Value::Array(texts.into_iter().map(Value::from).collect()))))
+                let typed = texts
+                    .iter()
+                    .map(|t| parse(t))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((
+                    opt,
+                    typed,
+                    Some(Value::Array(texts.into_iter().map(Value::from).collect())),
+                ))
             }
             (_, Some(v)) => {
                 let t = as_text(v)?;
                 let typed = parse(&t)?;
-                let sent = if opt.decl.multi { json!([t]) } else { Value::from(t) };
+                let sent = if opt.decl.multi {
+                    json!([t])
+                } else {
+                    Value::from(t)
+                };
                 Ok((opt, vec![typed], Some(sent)))
             }
         }
@@ -208,7 +287,9 @@ impl OptionTable {
         let o = self.plugin.get(name)?;
         let mut obj = Map::new();
         let values: Vec<(Value, Source)> = if o.values.is_empty() {
-            o.default().map(|d| vec![(d, Source::Default)]).unwrap_or_default()
+            o.default()
+                .map(|d| vec![(d, Source::Default)])
+                .unwrap_or_default()
         } else {
             o.values.clone()
         };
@@ -222,13 +303,33 @@ impl OptionTable {
             OptionType::Bool => "bool",
             OptionType::Flag => "",
         };
-        let shown = |v: &Value| if o.decl.kind == OptionType::StringConceal { Value::from("...") } else { v.clone() };
+        let shown = |v: &Value| {
+            if o.decl.kind == OptionType::StringConceal {
+                Value::from("...")
+            } else {
+                v.clone()
+            }
+        };
         if o.decl.kind == OptionType::Flag {
             obj.insert("set".into(), Value::Bool(true));
-            obj.insert("source".into(), Value::from(values[values.len() - 1].1.to_string()));
+            obj.insert(
+                "source".into(),
+                Value::from(values[values.len() - 1].1.to_string()),
+            );
         } else if o.decl.multi {
-            obj.insert(format!("values_{key}"), Value::Array(values.iter().map(|(v, _)| shown(v)).collect()));
-            obj.insert("sources".into(), Value::Array(values.iter().map(|(_, s)| Value::from(s.to_string())).collect()));
+            obj.insert(
+                format!("values_{key}"),
+                Value::Array(values.iter().map(|(v, _)| shown(v)).collect()),
+            );
+            obj.insert(
+                "sources".into(),
+                Value::Array(
+                    values
+                        .iter()
+                        .map(|(_, s)| Value::from(s.to_string()))
+                        .collect(),
+                ),
+            );
         } else {
             let (v, s) = &values[values.len() - 1];
             obj.insert(format!("value_{key}"), shown(v));
@@ -251,15 +352,31 @@ impl OptionTable {
 pub fn render_core(config: &Config) -> Map<String, Value> {
     let mut out = Map::new();
     for o in CORE_OPTIONS {
-        let given: Vec<&RawOpt> = config.core_given.iter().filter(|r| r.name == o.name).collect();
+        let given: Vec<&RawOpt> = config
+            .core_given
+            .iter()
+            .filter(|r| r.name == o.name)
+            .collect();
         let mut obj = Map::new();
         match o.kind {
             CoreKind::Multi => {
                 if given.is_empty() {
                     continue;
                 }
-                obj.insert("values_str".into(), given.iter().map(|r| Value::from(r.value.clone().unwrap_or_default())).collect());
-                obj.insert("sources".into(), given.iter().map(|r| Value::from(r.source.to_string())).collect());
+                obj.insert(
+                    "values_str".into(),
+                    given
+                        .iter()
+                        .map(|r| Value::from(r.value.clone().unwrap_or_default()))
+                        .collect(),
+                );
+                obj.insert(
+                    "sources".into(),
+                    given
+                        .iter()
+                        .map(|r| Value::from(r.source.to_string()))
+                        .collect(),
+                );
             }
             CoreKind::Flag => {
                 let Some(r) = given.last() else { continue };
@@ -273,12 +390,24 @@ pub fn render_core(config: &Config) -> Map<String, Value> {
                             .core_given
                             .iter()
                             .rev()
-                            .find(|r| matches!(r.name.as_str(), "network" | "mainnet" | "testnet" | "testnet4" | "signet" | "regtest"))
+                            .find(|r| {
+                                matches!(
+                                    r.name.as_str(),
+                                    "network"
+                                        | "mainnet"
+                                        | "testnet"
+                                        | "testnet4"
+                                        | "signet"
+                                        | "regtest"
+                                )
+                            })
                             .map(|r| r.source.to_string())
                             .unwrap_or_else(|| "default".into());
                         (config.network.as_str().to_string(), src)
                     }
-                    ("lightning-dir", None) => (config.lightning_dir.display().to_string(), "default".into()),
+                    ("lightning-dir", None) => {
+                        (config.lightning_dir.display().to_string(), "default".into())
+                    }
                     (_, Some(r)) => (r.value.clone().unwrap_or_default(), r.source.to_string()),
                     (_, None) => match o.default {
                         Some(d) => (d.to_string(), "default".into()),
@@ -286,8 +415,15 @@ pub fn render_core(config: &Config) -> Map<String, Value> {
                     },
                 };
                 let value = match kind {
-                    CoreKind::Int => ("value_int", text.parse::<i64>().map(Value::from).unwrap_or(Value::Null)),
-                    CoreKind::Bool => ("value_bool", Value::Bool(matches!(text.as_str(), "true" | "yes"))),
+                    CoreKind::Levels => ("value_str", Value::from(text)),
+                    CoreKind::Int => (
+                        "value_int",
+                        text.parse::<i64>().map(Value::from).unwrap_or(Value::Null),
+                    ),
+                    CoreKind::Bool => (
+                        "value_bool",
+                        Value::Bool(matches!(text.as_str(), "true" | "yes")),
+                    ),
                     _ => ("value_str", Value::from(text)),
                 };
                 obj.insert(value.0.into(), value.1);
@@ -301,7 +437,11 @@ pub fn render_core(config: &Config) -> Map<String, Value> {
 
 /// Persists a non-transient `setconfig` to `config.setconfig`, replacing earlier lines for
 /// the same option; returns the source (file and line) of the new value.
-pub fn persist_setconfig(file: &Path, name: &str, texts: &[Option<String>]) -> std::io::Result<Source> {
+pub fn persist_setconfig(
+    file: &Path,
+    name: &str,
+    texts: &[Option<String>],
+) -> std::io::Result<Source> {
     let old = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -316,7 +456,9 @@ pub fn persist_setconfig(file: &Path, name: &str, texts: &[Option<String>]) -> s
         .map(String::from)
         .collect();
     if lines.is_empty() {
-        lines.push("# Written by fulgurd's setconfig: values here override the config files.".into());
+        lines.push(
+            "# Written by fulgurd's setconfig: values here override the config files.".into(),
+        );
     }
     for t in texts {
         lines.push(match t {
@@ -342,36 +484,72 @@ mod tests {
     #[test]
     fn typed_init_values() {
         let raw = vec![
-            RawOpt { name: "i".into(), value: Some("5".into()), source: Source::Cmdline },
-            RawOpt { name: "m".into(), value: Some("a".into()), source: Source::Cmdline },
-            RawOpt { name: "m".into(), value: Some("b".into()), source: Source::Cmdline },
-            RawOpt { name: "f".into(), value: None, source: Source::Cmdline },
+            RawOpt {
+                name: "i".into(),
+                value: Some("5".into()),
+                source: Source::Cmdline,
+            },
+            RawOpt {
+                name: "m".into(),
+                value: Some("a".into()),
+                source: Source::Cmdline,
+            },
+            RawOpt {
+                name: "m".into(),
+                value: Some("b".into()),
+                source: Source::Cmdline,
+            },
+            RawOpt {
+                name: "f".into(),
+                value: None,
+                source: Source::Cmdline,
+            },
         ];
         let mut t = OptionTable::new(&raw);
         let p = Path::new("/p");
-        t.register(p, &[
-            decl(json!({"name":"i","type":"int","description":""})),
-            decl(json!({"name":"m","type":"string","multi":true,"description":""})),
-            decl(json!({"name":"f","type":"flag","description":"","default":false})),
-            decl(json!({"name":"g","type":"flag","description":""})),
-            decl(json!({"name":"b","type":"bool","description":"","default":"true"})),
-            decl(json!({"name":"s","type":"string","description":""})),
-        ], &[]).unwrap_or_else(|e| panic!("{e}"));
+        t.register(
+            p,
+            &[
+                decl(json!({"name":"i","type":"int","description":""})),
+                decl(json!({"name":"m","type":"string","multi":true,"description":""})),
+                decl(json!({"name":"f","type":"flag","description":"","default":false})),
+                decl(json!({"name":"g","type":"flag","description":""})),
+                decl(json!({"name":"b","type":"bool","description":"","default":"true"})),
+                decl(json!({"name":"s","type":"string","description":""})),
+            ],
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let init = t.init_options(p);
-        assert_eq!(Value::Object(init), json!({"b":true,"f":true,"i":5,"m":["a","b"]}));
+        assert_eq!(
+            Value::Object(init),
+            json!({"b":true,"f":true,"i":5,"m":["a","b"]})
+        );
         assert!(t.unclaimed().is_empty());
     }
 
     #[test]
     fn collisions_and_bad_values() {
-        let raw = vec![RawOpt { name: "i".into(), value: Some("x".into()), source: Source::Cmdline }];
+        let raw = vec![RawOpt {
+            name: "i".into(),
+            value: Some("x".into()),
+            source: Source::Cmdline,
+        }];
         let mut t = OptionTable::new(&raw);
         assert!(matches!(
-            t.register(Path::new("/p"), &[decl(json!({"name":"network","type":"string"}))], &[]),
+            t.register(
+                Path::new("/p"),
+                &[decl(json!({"name":"network","type":"string"}))],
+                &[]
+            ),
             Err(OptionError::Taken(_))
         ));
         assert!(matches!(
-            t.register(Path::new("/p"), &[decl(json!({"name":"i","type":"int"}))], &[]),
+            t.register(
+                Path::new("/p"),
+                &[decl(json!({"name":"i","type":"int"}))],
+                &[]
+            ),
             Err(OptionError::Invalid(..))
         ));
         assert_eq!(t.unclaimed(), vec!["i".to_string()]);
@@ -380,13 +558,20 @@ mod tests {
     #[test]
     fn setconfig_checks() {
         let mut t = OptionTable::new(&[]);
-        t.register(Path::new("/p"), &[
-            decl(json!({"name":"d","type":"int","dynamic":true})),
-            decl(json!({"name":"s","type":"string"})),
-        ], &[]).unwrap_or_else(|e| panic!("{e}"));
+        t.register(
+            Path::new("/p"),
+            &[
+                decl(json!({"name":"d","type":"int","dynamic":true})),
+                decl(json!({"name":"s","type":"string"})),
+            ],
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(t.check_set("s", Some(&json!("x"))).is_err());
         assert!(t.check_set("d", Some(&json!("x"))).is_err());
-        let (_, typed, sent) = t.check_set("d", Some(&json!(7))).unwrap_or_else(|e| panic!("{e}"));
+        let (_, typed, sent) = t
+            .check_set("d", Some(&json!(7)))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((typed, sent), (vec![json!(7)], Some(json!("7"))));
     }
 }

@@ -31,9 +31,16 @@ impl Msat {
             if !digits(whole) || !digits(frac) {
                 return Err(bad());
             }
-            let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
-            let frac_msat: u64 =
-                if frac.is_empty() { 0 } else { format!("{frac:0<11}").parse().map_err(|_| bad())? };
+            let whole: u64 = if whole.is_empty() {
+                0
+            } else {
+                whole.parse().map_err(|_| bad())?
+            };
+            let frac_msat: u64 = if frac.is_empty() {
+                0
+            } else {
+                format!("{frac:0<11}").parse().map_err(|_| bad())?
+            };
             return whole
                 .checked_mul(100_000_000_000)
                 .and_then(|w| w.checked_add(frac_msat))
@@ -46,7 +53,10 @@ impl Msat {
     /// Reads a JSON value: an unsigned integer or a string in CLN's forms.
     pub fn from_json(v: &Value) -> Result<Msat, String> {
         match v {
-            Value::Number(n) => n.as_u64().map(Msat).ok_or_else(|| format!("{n} is not a valid msat amount")),
+            Value::Number(n) => n
+                .as_u64()
+                .map(Msat)
+                .ok_or_else(|| format!("{n} is not a valid msat amount")),
             Value::String(s) => Msat::parse(s),
             other => Err(format!("{other} is not a valid msat amount")),
         }

@@ -43,6 +43,7 @@ pub enum FrameError {
 #[derive(Debug, Clone)]
 pub struct JsonCodec {
     max_len: usize,
+    started: bool,
     scanned: usize,
     depth: usize,
     in_string: bool,
@@ -52,10 +53,26 @@ pub struct JsonCodec {
 impl JsonCodec {
     /// A codec that refuses messages longer than `max_len` bytes.
     pub fn new(max_len: usize) -> Self {
-        JsonCodec { max_len, scanned: 0, depth: 0, in_string: false, escaped: false }
+        JsonCodec {
+            max_len,
+            started: false,
+            scanned: 0,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+        }
+    }
+
+    fn finish(&mut self, src: &mut BytesMut, end: usize) -> Result<Option<Value>, FrameError> {
+        let frame = src.split_to(end);
+        self.reset();
+        serde_json::from_slice(&frame)
+            .map(Some)
+            .map_err(|e| FrameError::Invalid(e.to_string()))
     }
 
     fn reset(&mut self) {
+        self.started = false;
         self.scanned = 0;
         self.depth = 0;
         self.in_string = false;
@@ -74,14 +91,20 @@ impl Decoder for JsonCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Value>, FrameError> {
-        if self.depth == 0 {
-            // Between messages: drop whitespace, then the next byte must open a value.
+        if !self.started {
+            // Between messages: drop whitespace, then the next byte must open a value. A
+            // top-level string is framed too (so the reader can answer "not an object");
+            // bare numbers and literals cannot be framed in a stream and are refused.
             let skip = src.iter().take_while(|b| b.is_ascii_whitespace()).count();
             let _ = src.split_to(skip);
             self.reset();
             match src.first() {
                 None => return Ok(None),
                 Some(b'{') | Some(b'[') => {}
+                Some(b'"') => {
+                    self.in_string = true;
+                    self.scanned = 1;
+                }
                 Some(other) => {
                     return Err(FrameError::Invalid(format!(
                         "expected a JSON object, found byte {:?}",
@@ -89,6 +112,7 @@ impl Decoder for JsonCodec {
                     )));
                 }
             }
+            self.started = true;
         }
         let mut i = self.scanned;
         let bytes = &src[..];
@@ -102,6 +126,9 @@ impl Decoder for JsonCodec {
                     self.escaped = true;
                 } else if b == b'"' {
                     self.in_string = false;
+                    if self.depth == 0 {
+                        return self.finish(src, i);
+                    }
                 }
                 continue;
             }
@@ -111,11 +138,7 @@ impl Decoder for JsonCodec {
                 b'}' | b']' => {
                     self.depth -= 1;
                     if self.depth == 0 {
-                        let frame = src.split_to(i);
-                        self.reset();
-                        return serde_json::from_slice(&frame)
-                            .map(Some)
-                            .map_err(|e| FrameError::Invalid(e.to_string()));
+                        return self.finish(src, i);
                     }
                 }
                 _ => {}
@@ -123,7 +146,9 @@ impl Decoder for JsonCodec {
         }
         self.scanned = i;
         if src.len() > self.max_len {
-            return Err(FrameError::TooLarge { limit: self.max_len });
+            return Err(FrameError::TooLarge {
+                limit: self.max_len,
+            });
         }
         Ok(None)
     }
@@ -166,7 +191,10 @@ pub struct FrameDecoder {
 impl FrameDecoder {
     /// A decoder refusing messages longer than `max_len` bytes.
     pub fn new(max_len: usize) -> Self {
-        FrameDecoder { codec: JsonCodec::new(max_len), buf: BytesMut::new() }
+        FrameDecoder {
+            codec: JsonCodec::new(max_len),
+            buf: BytesMut::new(),
+        }
     }
 
     /// Appends received bytes.
@@ -202,7 +230,10 @@ mod tests {
     fn splits_concatenated_messages() {
         let mut d = FrameDecoder::new(1024);
         d.extend(br#"{"a":1}{"b":"}{"}  {"c":[1,{"d":2}]}"#);
-        assert_eq!(drain(&mut d), vec![json!({"a":1}), json!({"b":"}{"}), json!({"c":[1,{"d":2}]})]);
+        assert_eq!(
+            drain(&mut d),
+            vec![json!({"a":1}), json!({"b":"}{"}), json!({"c":[1,{"d":2}]})]
+        );
         assert_eq!(d.buffered(), 0);
     }
 
@@ -228,6 +259,13 @@ mod tests {
     }
 
     #[test]
+    fn frames_top_level_strings() {
+        let mut d = FrameDecoder::new(1024);
+        d.extend(br#""a\"b"{"c":1}"#);
+        assert_eq!(drain(&mut d), vec![json!("a\"b"), json!({"c":1})]);
+    }
+
+    #[test]
     fn refuses_garbage_and_oversize() {
         let mut d = FrameDecoder::new(1024);
         d.extend(b"hello world\n");
@@ -235,7 +273,10 @@ mod tests {
 
         let mut d = FrameDecoder::new(16);
         d.extend(br#"{"a":"0123456789012345678901234567890"#);
-        assert!(matches!(d.next_value(), Some(Err(FrameError::TooLarge { limit: 16 }))));
+        assert!(matches!(
+            d.next_value(),
+            Some(Err(FrameError::TooLarge { limit: 16 }))
+        ));
 
         let mut d = FrameDecoder::new(1024);
         d.extend(br#"{"a":tru}"#);
@@ -248,7 +289,9 @@ mod tests {
         assert_eq!(out, b"{\"a\":{\"b\":[1,2]}}\n\n");
         let mut codec = JsonCodec::default();
         let mut buf = BytesMut::new();
-        codec.encode(&json!({"x":"line\n\nbreak"}), &mut buf).expect("encodes");
+        codec
+            .encode(&json!({"x":"line\n\nbreak"}), &mut buf)
+            .expect("encodes");
         assert_eq!(&buf[..], b"{\"x\":\"line\\n\\nbreak\"}\n\n");
     }
 }

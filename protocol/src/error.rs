@@ -126,7 +126,11 @@ pub struct RpcError {
 impl RpcError {
     /// An error with this code and message and no data.
     pub fn new(code: i64, message: impl Into<String>) -> Self {
-        RpcError { code, message: message.into(), data: None }
+        RpcError {
+            code,
+            message: message.into(),
+            data: None,
+        }
     }
 
     /// Attaches structured data.
@@ -147,12 +151,18 @@ impl RpcError {
 
     /// `-32601`: nobody serves this method (CLN's wording).
     pub fn unknown_method(method: &str) -> Self {
-        Self::new(codes::METHOD_NOT_FOUND, format!("Unknown command '{method}'"))
+        Self::new(
+            codes::METHOD_NOT_FOUND,
+            format!("Unknown command '{method}'"),
+        )
     }
 
     /// `-4`: the plugin died before answering (CLN's wording).
     pub fn plugin_terminated() -> Self {
-        Self::new(codes::PLUGIN_TERMINATED, "Plugin terminated before replying to RPC call.")
+        Self::new(
+            codes::PLUGIN_TERMINATED,
+            "Plugin terminated before replying to RPC call.",
+        )
     }
 
     /// `-1`: a generic node error.

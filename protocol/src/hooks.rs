@@ -233,9 +233,15 @@ mod tests {
             Ok(RpcCommandAction::Continue)
         );
         let rep = json!({"replace":{"jsonrpc":"2.0","id":1,"method":"help","params":{}}});
-        assert!(matches!(RpcCommandAction::from_answer(&rep), Ok(RpcCommandAction::Replace(_))));
+        assert!(matches!(
+            RpcCommandAction::from_answer(&rep),
+            Ok(RpcCommandAction::Replace(_))
+        ));
         let ret = json!({"return":{"error":{"code":-1,"message":"no"}}});
-        assert!(matches!(RpcCommandAction::from_answer(&ret), Ok(RpcCommandAction::ReturnError(_))));
+        assert!(matches!(
+            RpcCommandAction::from_answer(&ret),
+            Ok(RpcCommandAction::ReturnError(_))
+        ));
         assert!(RpcCommandAction::from_answer(&json!({"return":{"error":{"code":"x"}}})).is_err());
         assert!(RpcCommandAction::from_answer(&json!("continue")).is_err());
         assert!(RpcCommandAction::from_answer(&json!({"result":"maybe"})).is_err());

@@ -105,7 +105,12 @@ impl Message {
         match (id, method) {
             (Some(id), Some(method)) => {
                 let params = obj.remove("params").unwrap_or(Value::Object(Map::new()));
-                Ok(Message::Request(Request { id, method, params, extra: obj }))
+                Ok(Message::Request(Request {
+                    id,
+                    method,
+                    params,
+                    extra: obj,
+                }))
             }
             (None, Some(method)) => {
                 let params = obj.remove("params").unwrap_or(Value::Object(Map::new()));
@@ -113,15 +118,25 @@ impl Message {
                     Some(Value::String(o)) => Some(o),
                     _ => None,
                 };
-                Ok(Message::Notification(Notification { method, params, origin }))
+                Ok(Message::Notification(Notification {
+                    method,
+                    params,
+                    origin,
+                }))
             }
             (Some(id), None) => {
                 if let Some(err) = obj.remove("error") {
                     let err: RpcError =
                         serde_json::from_value(err).map_err(|_| EnvelopeError::BadError)?;
-                    Ok(Message::Response(Response { id, outcome: Err(err) }))
+                    Ok(Message::Response(Response {
+                        id,
+                        outcome: Err(err),
+                    }))
                 } else if let Some(result) = obj.remove("result") {
-                    Ok(Message::Response(Response { id, outcome: Ok(result) }))
+                    Ok(Message::Response(Response {
+                        id,
+                        outcome: Ok(result),
+                    }))
                 } else {
                     Err(EnvelopeError::Unclassifiable)
                 }
@@ -143,7 +158,12 @@ impl Message {
 impl Request {
     /// A request with no extra members.
     pub fn new(id: impl Into<Value>, method: impl Into<String>, params: Value) -> Self {
-        Request { id: id.into(), method: method.into(), params, extra: Map::new() }
+        Request {
+            id: id.into(),
+            method: method.into(),
+            params,
+            extra: Map::new(),
+        }
     }
 
     /// The request as a JSON object (members in the conventional order).
@@ -163,7 +183,11 @@ impl Request {
 impl Notification {
     /// A notification with no origin.
     pub fn new(method: impl Into<String>, params: Value) -> Self {
-        Notification { method: method.into(), params, origin: None }
+        Notification {
+            method: method.into(),
+            params,
+            origin: None,
+        }
     }
 
     /// The notification as a JSON object; `origin` is a top-level member when set.
@@ -182,12 +206,18 @@ impl Notification {
 impl Response {
     /// A successful response.
     pub fn ok(id: Value, result: Value) -> Self {
-        Response { id, outcome: Ok(result) }
+        Response {
+            id,
+            outcome: Ok(result),
+        }
     }
 
     /// An error response.
     pub fn err(id: Value, error: RpcError) -> Self {
-        Response { id, outcome: Err(error) }
+        Response {
+            id,
+            outcome: Err(error),
+        }
     }
 
     /// The response as a JSON object.
@@ -197,7 +227,10 @@ impl Response {
         obj.insert("id".into(), self.id.clone());
         match &self.outcome {
             Ok(result) => obj.insert("result".into(), result.clone()),
-            Err(e) => obj.insert("error".into(), serde_json::to_value(e).unwrap_or(Value::Null)),
+            Err(e) => obj.insert(
+                "error".into(),
+                serde_json::to_value(e).unwrap_or(Value::Null),
+            ),
         };
         Value::Object(obj)
     }
@@ -232,10 +265,14 @@ mod tests {
 
     #[test]
     fn classifies_the_three_kinds() {
-        let req = Message::from_value(json!({"jsonrpc":"2.0","id":1,"method":"getinfo","params":[]}));
+        let req =
+            Message::from_value(json!({"jsonrpc":"2.0","id":1,"method":"getinfo","params":[]}));
         assert!(matches!(req, Ok(Message::Request(ref r)) if r.method == "getinfo"));
         let resp = Message::from_value(json!({"jsonrpc":"2.0","id":"a","result":{}}));
-        assert!(matches!(resp, Ok(Message::Response(Response { outcome: Ok(_), .. }))));
+        assert!(matches!(
+            resp,
+            Ok(Message::Response(Response { outcome: Ok(_), .. }))
+        ));
         let err = Message::from_value(
             json!({"jsonrpc":"2.0","id":"a","error":{"code":-4,"message":"x"}}),
         );
@@ -248,8 +285,14 @@ mod tests {
 
     #[test]
     fn rejects_what_cln_rejects() {
-        assert_eq!(Message::from_value(json!({"id":1,"result":{}})), Err(EnvelopeError::NoJsonrpc));
-        assert_eq!(Message::from_value(json!([1])), Err(EnvelopeError::NotAnObject));
+        assert_eq!(
+            Message::from_value(json!({"id":1,"result":{}})),
+            Err(EnvelopeError::NoJsonrpc)
+        );
+        assert_eq!(
+            Message::from_value(json!([1])),
+            Err(EnvelopeError::NotAnObject)
+        );
         assert_eq!(
             Message::from_value(json!({"jsonrpc":"2.0","id":[1],"result":{}})),
             Err(EnvelopeError::BadId)
@@ -263,7 +306,9 @@ mod tests {
     #[test]
     fn keeps_extra_members_for_passthrough() {
         let v = json!({"jsonrpc":"2.0","id":"x","method":"m","params":{},"filter":{"a":true}});
-        let Ok(Message::Request(r)) = Message::from_value(v.clone()) else { panic!("not a request") };
+        let Ok(Message::Request(r)) = Message::from_value(v.clone()) else {
+            panic!("not a request")
+        };
         assert_eq!(r.to_value(), v);
     }
 
@@ -274,7 +319,13 @@ mod tests {
             child_id(Some(&json!("cli:pay#12")), "cln", "pay", 3),
             "cli:pay#12/cln:pay#3"
         );
-        assert_eq!(child_id(Some(&json!(7)), "cln", "hello", 1), "7/cln:hello#1");
-        assert_eq!(child_id(Some(&json!("a\"b")), "cln", "x", 1), "weird-id/cln:x#1");
+        assert_eq!(
+            child_id(Some(&json!(7)), "cln", "hello", 1),
+            "7/cln:hello#1"
+        );
+        assert_eq!(
+            child_id(Some(&json!("a\"b")), "cln", "x", 1),
+            "weird-id/cln:x#1"
+        );
     }
 }

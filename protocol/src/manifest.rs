@@ -194,7 +194,11 @@ pub struct InitConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<Value>,
     /// Only when a proxy is configured.
-    #[serde(rename = "torv3-enabled", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "torv3-enabled",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub torv3_enabled: Option<bool>,
     /// Only when a proxy is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]

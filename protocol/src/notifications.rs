@@ -54,7 +54,10 @@ mod tests {
 
     #[test]
     fn wraps_under_topic() {
-        assert_eq!(wrap("block_added", json!({"height":1})), json!({"block_added":{"height":1}}));
+        assert_eq!(
+            wrap("block_added", json!({"height":1})),
+            json!({"block_added":{"height":1}})
+        );
         assert!(is_builtin("shutdown"));
         assert!(!is_builtin("holdinvoice_state"));
     }

@@ -26,21 +26,33 @@ pub fn target_dir() -> PathBuf {
 /// A workspace binary (`fulgurd`, `fulgur-cli`, `cln-plugin-compat`, ...).
 pub fn bin(name: &str) -> PathBuf {
     let p = target_dir().join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --examples` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --examples` first",
+        p.display()
+    );
     p
 }
 
 /// An SDK example binary (`hello`, `listener`, `hooks`).
 pub fn example(name: &str) -> PathBuf {
     let p = target_dir().join("examples").join(name);
-    assert!(p.exists(), "{} is missing: run `cargo build --workspace --examples` first", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --examples` first",
+        p.display()
+    );
     p
 }
 
 /// A fresh, empty directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
-    let d = std::env::temp_dir().join(format!("fulgur-e2e-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let d = std::env::temp_dir().join(format!(
+        "fulgur-e2e-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
     d
@@ -66,11 +78,22 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start fulgurd: {e}"));
-        let mut node = Node { dir, child: Some(child) };
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start fulgurd: {e}"));
+        let mut node = Node {
+            dir,
+            child: Some(child),
+        };
         if !node.wait_log("Server started with public key", Duration::from_secs(30)) {
-            let status = node.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            panic!("fulgurd did not start (status {status:?}); log:\n{}", node.log());
+            let status = node
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            panic!(
+                "fulgurd did not start (status {status:?}); log:\n{}",
+                node.log()
+            );
         }
         node
     }
@@ -105,14 +128,16 @@ impl Node {
 
     /// A call that must succeed.
     pub fn ok(&self, method: &str, params: Value) -> Value {
-        self.call(method, params).unwrap_or_else(|e| panic!("{method} failed: {e}"))
+        self.call(method, params)
+            .unwrap_or_else(|e| panic!("{method} failed: {e}"))
     }
 
     /// Stops it with the `stop` command and returns its exit status.
     pub fn stop(mut self) -> ExitStatus {
         let r = self.call("stop", json!([]));
         assert_eq!(r, Ok(json!({"result": "Shutdown complete"})));
-        self.wait_exit(Duration::from_secs(40)).unwrap_or_else(|| panic!("fulgurd did not exit after stop"))
+        self.wait_exit(Duration::from_secs(40))
+            .unwrap_or_else(|| panic!("fulgurd did not exit after stop"))
     }
 
     /// Waits for the process to exit.
@@ -131,7 +156,9 @@ impl Node {
 
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 }
 
@@ -157,9 +184,14 @@ pub struct RpcConn {
 impl RpcConn {
     /// Connects to a socket.
     pub fn connect(path: &Path) -> RpcConn {
-        let stream = UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+        let stream =
+            UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
         stream.set_read_timeout(Some(Duration::from_secs(60))).ok();
-        RpcConn { stream, buf: vec![], next_id: 0 }
+        RpcConn {
+            stream,
+            buf: vec![],
+            next_id: 0,
+        }
     }
 
     /// Sends raw bytes.
@@ -172,7 +204,9 @@ impl RpcConn {
         loop {
             if let Some(pos) = self.buf.windows(2).position(|w| w == b"\n\n") {
                 let msg: Vec<u8> = self.buf.drain(..pos + 2).collect();
-                return Some(serde_json::from_slice(&msg[..pos]).unwrap_or_else(|e| panic!("bad reply {e}: {}", String::from_utf8_lossy(&msg))));
+                return Some(serde_json::from_slice(&msg[..pos]).unwrap_or_else(|e| {
+                    panic!("bad reply {e}: {}", String::from_utf8_lossy(&msg))
+                }));
             }
             let mut chunk = [0u8; 65536];
             match self.stream.read(&mut chunk) {
@@ -187,8 +221,11 @@ impl RpcConn {
         self.next_id += 1;
         let id = format!("e2e:{method}#{}", self.next_id);
         let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        self.send_raw(req.to_string().as_bytes()).unwrap_or_else(|e| panic!("send: {e}"));
-        let reply = self.read_reply().unwrap_or_else(|| panic!("connection closed during {method}"));
+        self.send_raw(req.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("send: {e}"));
+        let reply = self
+            .read_reply()
+            .unwrap_or_else(|| panic!("connection closed during {method}"));
         assert_eq!(reply["id"], json!(id), "reply id must echo the request id");
         match reply.get("result") {
             Some(r) => Ok(r.clone()),

@@ -10,31 +10,62 @@ use fulgur_tests::{Node, RpcConn, arg, bin, example};
 use serde_json::json;
 
 fn bare() -> Vec<String> {
-    ["pay", "htlc-hold", "autopilot"].iter().map(|p| arg("disable-plugin", p)).collect()
+    ["pay", "htlc-hold", "autopilot"]
+        .iter()
+        .map(|p| arg("disable-plugin", p))
+        .collect()
 }
 
 #[test]
 fn socket_is_private_and_errors_carry_cln_codes() {
     let node = Node::start("codes", &bare());
-    let mode = std::fs::metadata(node.socket()).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+    let mode = std::fs::metadata(node.socket())
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or(0);
     assert_eq!(mode, 0o600);
     let mut c = RpcConn::connect(&node.socket());
-    assert_eq!(c.call("nosuchmethod", json!({})).err().map(|e| e["code"].clone()), Some(json!(-32601)));
-    assert_eq!(c.call("datastore", json!({})).err().map(|e| e["code"].clone()), Some(json!(-32602)));
-    assert_eq!(c.call("getinfo", json!({"bogus": 1})).err().map(|e| e["code"].clone()), Some(json!(-32602)));
-    c.send_raw(br#"{"jsonrpc":"2.0","id":9,"method":"getinfo"}"#).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.call("nosuchmethod", json!({}))
+            .err()
+            .map(|e| e["code"].clone()),
+        Some(json!(-32601))
+    );
+    assert_eq!(
+        c.call("datastore", json!({}))
+            .err()
+            .map(|e| e["code"].clone()),
+        Some(json!(-32602))
+    );
+    assert_eq!(
+        c.call("getinfo", json!({"bogus": 1}))
+            .err()
+            .map(|e| e["code"].clone()),
+        Some(json!(-32602))
+    );
+    c.send_raw(br#"{"jsonrpc":"2.0","id":9,"method":"getinfo"}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
     let r = c.read_reply().unwrap_or_default();
-    assert_eq!((r["id"].clone(), r["error"]["code"].clone()), (json!(9), json!(-32600)), "missing params: {r}");
+    assert_eq!(
+        (r["id"].clone(), r["error"]["code"].clone()),
+        (json!(9), json!(-32600)),
+        "missing params: {r}"
+    );
     c.send_raw(b"{not json}").unwrap_or_else(|e| panic!("{e}"));
     let r = c.read_reply().unwrap_or_default();
     assert_eq!(r["error"]["code"], json!(-32700));
-    assert!(c.read_reply().is_none(), "the connection is closed after a parse error");
+    assert!(
+        c.read_reply().is_none(),
+        "the connection is closed after a parse error"
+    );
     assert_eq!(node.ok("getinfo", json!([]))["network"], json!("regtest"));
 }
 
 #[test]
 fn oversized_stalled_and_vanishing_clients_do_not_hurt_others() {
-    let node = Node::start("abuse", &[arg("plugin", example("hooks").display().to_string())]);
+    let node = Node::start(
+        "abuse",
+        &[arg("plugin", example("hooks").display().to_string())],
+    );
     // 17 MiB of string: refused, connection closed.
     let mut big = RpcConn::connect(&node.socket());
     let mut payload = br#"{"jsonrpc":"2.0","id":1,"method":"echo","params":{"x":""#.to_vec();
@@ -44,10 +75,13 @@ fn oversized_stalled_and_vanishing_clients_do_not_hurt_others() {
     assert_eq!(r.map(|r| r["error"]["code"].clone()), Some(json!(-32600)));
     // Half a message, then silence: others are served meanwhile.
     let mut stall = RpcConn::connect(&node.socket());
-    stall.send_raw(br#"{"jsonrpc":"2.0","id":1,"meth"#).unwrap_or_else(|e| panic!("{e}"));
+    stall
+        .send_raw(br#"{"jsonrpc":"2.0","id":1,"meth"#)
+        .unwrap_or_else(|e| panic!("{e}"));
     // A client that disconnects while its call is held by a plugin.
     let mut gone = RpcConn::connect(&node.socket());
-    gone.send_raw(br#"{"jsonrpc":"2.0","id":"x","method":"hooksheld","params":{}}"#).unwrap_or_else(|e| panic!("{e}"));
+    gone.send_raw(br#"{"jsonrpc":"2.0","id":"x","method":"hooksheld","params":{}}"#)
+        .unwrap_or_else(|e| panic!("{e}"));
     drop(gone);
     std::thread::sleep(Duration::from_millis(200));
     node.ok("hooksrelease", json!({}));
@@ -83,10 +117,20 @@ fn fulgur_cli_talks_to_the_daemon() {
     let help = cli(&["help"]);
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
-    assert!(text.contains("getinfo") && text.contains("datastore key"), "{text}");
+    assert!(
+        text.contains("getinfo") && text.contains("datastore key"),
+        "{text}"
+    );
     let put = cli(&["-k", "datastore", "key=[\"cli\",\"k\"]", "string=v"]);
-    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
-    assert_eq!(node.ok("listdatastore", json!({"key": ["cli", "k"]}))["datastore"][0]["string"], json!("v"));
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    assert_eq!(
+        node.ok("listdatastore", json!({"key": ["cli", "k"]}))["datastore"][0]["string"],
+        json!("v")
+    );
     let bad = cli(&["nosuchmethod"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stdout).contains("-32601"));

@@ -27,15 +27,26 @@ pub fn builtin_dir() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
     let installed = dir.join("../libexec/fulgur/plugins");
-    if installed.is_dir() { Some(installed) } else { Some(dir.to_path_buf()) }
+    if installed.is_dir() {
+        Some(installed)
+    } else {
+        Some(dir.to_path_buf())
+    }
 }
 
 /// Whether `path` may be a plugin: a regular file (links followed) with an execute bit,
 /// a name of letters, digits, `-`, `_` and `.`, and not `README.md`.
 pub fn eligible(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    let Some(name) = path.file_name().and_then(|n| n.to_str()) else { return false };
-    if name == "README.md" || name.starts_with('.') || !name.chars().all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return false;
+    };
+    if name == "README.md"
+        || name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
         return false;
     }
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -44,7 +55,9 @@ pub fn eligible(path: &Path) -> bool {
 /// Eligible files in `dir`, sorted by name; with `depth` 1 also those one level down.
 pub fn scan_dir(dir: &Path, depth: usize) -> std::io::Result<Vec<PathBuf>> {
     let mut out = vec![];
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     entries.sort();
     for p in entries {
         if eligible(&p) {
@@ -84,7 +97,11 @@ pub struct Discovered {
 
 /// Applies the directives in order. `Err` for a `--plugin-dir` that does not exist or a
 /// plugin path that is not an executable file.
-pub fn discover(directives: &[PluginDirective], builtin: Option<&Path>, default_dir: &Path) -> Result<Discovered, String> {
+pub fn discover(
+    directives: &[PluginDirective],
+    builtin: Option<&Path>,
+    default_dir: &Path,
+) -> Result<Discovered, String> {
     let mut d = Discovered::default();
     let push = |d: &mut Discovered, path: PathBuf, important: bool| {
         if let Some(c) = d.plugins.iter_mut().find(|c| c.path == path) {
@@ -99,7 +116,10 @@ pub fn discover(directives: &[PluginDirective], builtin: Option<&Path>, default_
             if eligible(&p) {
                 push(&mut d, canonical(&p), true);
             } else {
-                d.warnings.push(format!("built-in plugin {name} not found in {}", dir.display()));
+                d.warnings.push(format!(
+                    "built-in plugin {name} not found in {}",
+                    dir.display()
+                ));
             }
         }
     }
@@ -116,7 +136,8 @@ pub fn discover(directives: &[PluginDirective], builtin: Option<&Path>, default_
                 push(&mut d, canonical(p), important);
             }
             PluginDirective::Dir(dir) => {
-                let found = scan_dir(dir, 0).map_err(|e| format!("Failed to open plugin-dir {}: {e}", dir.display()))?;
+                let found = scan_dir(dir, 0)
+                    .map_err(|e| format!("Failed to open plugin-dir {}: {e}", dir.display()))?;
                 for p in found {
                     push(&mut d, p, false);
                 }
@@ -132,7 +153,8 @@ pub fn discover(directives: &[PluginDirective], builtin: Option<&Path>, default_
         push(&mut d, p, false);
     }
     let disabled = d.disabled.clone();
-    d.plugins.retain(|c| !disabled.iter().any(|n| names(n, &c.path)));
+    d.plugins
+        .retain(|c| !disabled.iter().any(|n| names(n, &c.path)));
     Ok(d)
 }
 
@@ -144,7 +166,8 @@ mod tests {
     fn exe(dir: &Path, name: &str) -> PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, "#!/bin/sh\n").unwrap_or_else(|e| panic!("{e}"));
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("{e}"));
         canonical(&p)
     }
 
@@ -161,15 +184,34 @@ mod tests {
         let y = exe(&pd, "y");
         std::fs::write(pd.join("notexec"), "").unwrap_or_else(|e| panic!("{e}"));
         let z = exe(&def.join("sub"), "z");
-        let dirs = vec![PluginDirective::Dir(pd.clone()), PluginDirective::Disable("y".into()), PluginDirective::Important(x.clone())];
+        let dirs = vec![
+            PluginDirective::Dir(pd.clone()),
+            PluginDirective::Disable("y".into()),
+            PluginDirective::Important(x.clone()),
+        ];
         let got = discover(&dirs, Some(&b), &def).unwrap_or_else(|e| panic!("{e}"));
-        let paths: Vec<_> = got.plugins.iter().map(|c| (c.path.clone(), c.important)).collect();
+        let paths: Vec<_> = got
+            .plugins
+            .iter()
+            .map(|c| (c.path.clone(), c.important))
+            .collect();
         assert_eq!(paths, vec![(pay, true), (x.clone(), true), (z, false)]);
         assert_eq!(got.warnings.len(), 2, "htlc-hold and autopilot are missing");
         assert!(!paths.iter().any(|(p, _)| *p == y));
 
-        let cleared = discover(&[PluginDirective::Clear, PluginDirective::Plugin(x.clone())], Some(&b), &root.join("none")).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(cleared.plugins, vec![Candidate { path: x, important: false }]);
+        let cleared = discover(
+            &[PluginDirective::Clear, PluginDirective::Plugin(x.clone())],
+            Some(&b),
+            &root.join("none"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            cleared.plugins,
+            vec![Candidate {
+                path: x,
+                important: false
+            }]
+        );
         assert!(discover(&[PluginDirective::Dir(root.join("missing"))], None, &def).is_err());
         let _ = std::fs::remove_dir_all(&root);
     }

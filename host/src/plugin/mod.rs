@@ -107,12 +107,22 @@ pub struct MethodHelp {
 
 impl PluginHost {
     /// A host with no plugins. `plugin_opts` are the configured values of plugin options.
-    pub fn new(log: Logger, settings: HostSettings, plugin_opts: &[RawOpt], disabled: Vec<String>, stop: StopRequest) -> Arc<PluginHost> {
+    pub fn new(
+        log: Logger,
+        settings: HostSettings,
+        plugin_opts: &[RawOpt],
+        disabled: Vec<String>,
+        stop: StopRequest,
+    ) -> Arc<PluginHost> {
         Arc::new(PluginHost {
             main: log.source("lightningd"),
             log,
             settings,
-            reg: Mutex::new(Registry { options: OptionTable::new(plugin_opts), disabled, ..Default::default() }),
+            reg: Mutex::new(Registry {
+                options: OptionTable::new(plugin_opts),
+                disabled,
+                ..Default::default()
+            }),
             stop,
             shutting_down: AtomicBool::new(false),
             log_subscribers: AtomicBool::new(false),
@@ -134,7 +144,10 @@ impl PluginHost {
     }
 
     fn refresh_log_subscribers(&self, reg: &Registry) {
-        let any = reg.plugins.iter().any(|p| p.manifest().is_some_and(|m| m.subscriptions.iter().any(|s| s == "log")));
+        let any = reg.plugins.iter().any(|p| {
+            p.manifest()
+                .is_some_and(|m| m.subscriptions.iter().any(|s| s == "log"))
+        });
         self.log_subscribers.store(any, Ordering::Relaxed);
         self.log.set_feed_all(any);
     }
@@ -144,7 +157,10 @@ impl PluginHost {
     /// Starts every discovered plugin and collects their manifests. Errors that CLN treats
     /// as fatal at start-up (an option name taken twice, a hook cycle, an important plugin
     /// failing, options nobody claims) stop the node.
-    pub async fn start_all(self: &Arc<Self>, candidates: &[discovery::Candidate]) -> Result<(), FatalError> {
+    pub async fn start_all(
+        self: &Arc<Self>,
+        candidates: &[discovery::Candidate],
+    ) -> Result<(), FatalError> {
         let mut spawned = vec![];
         for c in candidates {
             let order = {
@@ -157,12 +173,16 @@ impl PluginHost {
                 Err(e) => {
                     self.main.broken(&format!("{}: {e}", c.path.display()));
                     if c.important {
-                        return Err(FatalError(format!("important plugin {} failed to start: {e}", c.path.display())));
+                        return Err(FatalError(format!(
+                            "important plugin {} failed to start: {e}",
+                            c.path.display()
+                        )));
                     }
                 }
             }
         }
-        let manifests = futures::future::join_all(spawned.iter().map(|p| self.get_manifest(p))).await;
+        let manifests =
+            futures::future::join_all(spawned.iter().map(|p| self.get_manifest(p))).await;
         for (p, m) in spawned.iter().zip(manifests) {
             let result = match m {
                 Ok(m) => self.register(p, m, &[], true),
@@ -180,7 +200,10 @@ impl PluginHost {
                     p.set_important(false);
                     self.kill(p, &reason);
                     if important {
-                        return Err(FatalError(format!("important plugin {} failed: {reason}", p.name)));
+                        return Err(FatalError(format!(
+                            "important plugin {} failed: {reason}",
+                            p.name
+                        )));
                     }
                 }
             }
@@ -194,7 +217,13 @@ impl PluginHost {
 
     /// Sends `init` to every configured plugin and waits for all answers.
     pub async fn init_all(self: &Arc<Self>) -> Result<(), FatalError> {
-        let plugins: Vec<Arc<Plugin>> = self.reg().plugins.iter().filter(|p| p.state() == State::Configured).cloned().collect();
+        let plugins: Vec<Arc<Plugin>> = self
+            .reg()
+            .plugins
+            .iter()
+            .filter(|p| p.state() == State::Configured)
+            .cloned()
+            .collect();
         let results = futures::future::join_all(plugins.iter().map(|p| self.init(p))).await;
         for (p, r) in plugins.iter().zip(results) {
             if let Err(reason) = r {
@@ -206,7 +235,10 @@ impl PluginHost {
                 p.set_important(false);
                 self.kill(p, &reason);
                 if important {
-                    return Err(FatalError(format!("important plugin {} failed: {reason}", p.name)));
+                    return Err(FatalError(format!(
+                        "important plugin {} failed: {reason}",
+                        p.name
+                    )));
                 }
             }
         }
@@ -215,13 +247,19 @@ impl PluginHost {
 
     async fn get_manifest(&self, p: &Arc<Plugin>) -> Result<Manifest, String> {
         let params = json!({"allow-deprecated-apis": self.settings.allow_deprecated_apis});
-        let resp = match tokio::time::timeout(self.settings.timeout, p.request("getmanifest", params, None)).await {
+        let resp = match tokio::time::timeout(
+            self.settings.timeout,
+            p.request("getmanifest", params, None),
+        )
+        .await
+        {
             Err(_) => return Err("timed out before replying to getmanifest".into()),
             Ok(Err(Gone)) => return Err("exited before replying to getmanifest".into()),
             Ok(Ok(r)) => r,
         };
         let result = outcome(&resp).map_err(|e| format!("getmanifest returned an error: {}", e))?;
-        serde_json::from_value::<Manifest>(result.clone()).map_err(|e| format!("Invalid manifest: {e}"))
+        serde_json::from_value::<Manifest>(result.clone())
+            .map_err(|e| format!("Invalid manifest: {e}"))
     }
 
     async fn init(&self, p: &Arc<Plugin>) -> Result<(), String> {
@@ -241,25 +279,48 @@ impl PluginHost {
             }
         });
         p.set_state(State::AwaitingInit);
-        let resp = match tokio::time::timeout(self.settings.timeout, p.request("init", params, None)).await {
+        let resp = match tokio::time::timeout(
+            self.settings.timeout,
+            p.request("init", params, None),
+        )
+        .await
+        {
             Err(_) => return Err("timed out before replying to init".into()),
             Ok(Err(Gone)) => return Err("exited before replying to init".into()),
             Ok(Ok(r)) => r,
         };
-        if let Some(why) = resp.get("result").and_then(|r| r.get("disable")).and_then(Value::as_str) {
+        if let Some(why) = resp
+            .get("result")
+            .and_then(|r| r.get("disable"))
+            .and_then(Value::as_str)
+        {
             return Err(format!("disabled itself at init: {why}"));
         }
         if p.is_dead() {
             return Err("exited before replying to init".into());
         }
         p.set_state(State::Active);
-        let methods: Vec<Value> = p.manifest().map(|m| m.rpcmethods.iter().map(|r| Value::from(r.name.clone())).collect()).unwrap_or_default();
+        let methods: Vec<Value> = p
+            .manifest()
+            .map(|m| {
+                m.rpcmethods
+                    .iter()
+                    .map(|r| Value::from(r.name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         self.notify("plugin_started", json!({"plugin_name": p.name, "plugin_path": p.path.display().to_string(), "methods": methods}));
         Ok(())
     }
 
     /// Validates a manifest and registers everything in it, all or nothing.
-    fn register(&self, p: &Arc<Plugin>, m: Manifest, extra_opts: &[RawOpt], startup: bool) -> Result<(), Reject> {
+    fn register(
+        &self,
+        p: &Arc<Plugin>,
+        m: Manifest,
+        extra_opts: &[RawOpt],
+        startup: bool,
+    ) -> Result<(), Reject> {
         if let Some(why) = &m.disable {
             return Err(Reject::Quiet(format!("disabled itself: {why}")));
         }
@@ -267,14 +328,26 @@ impl PluginHost {
             return Err(Reject::Plugin("Not a dynamic plugin".into()));
         }
         if m.nonnumericids == Some(false) {
-            return Err(Reject::Plugin("Plugin must accept string JSON ids (nonnumericids)".into()));
+            return Err(Reject::Plugin(
+                "Plugin must accept string JSON ids (nonnumericids)".into(),
+            ));
         }
-        if !startup && m.featurebits.as_ref().is_some_and(|f| f.values().any(|v| v.as_str().is_some_and(|s| !s.is_empty()))) {
-            return Err(Reject::Plugin("Dynamic plugins cannot set featurebits".into()));
+        if !startup
+            && m.featurebits.as_ref().is_some_and(|f| {
+                f.values()
+                    .any(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+            })
+        {
+            return Err(Reject::Plugin(
+                "Dynamic plugins cannot set featurebits".into(),
+            ));
         }
         for n in &m.notifications {
             if is_builtin(&n.method) {
-                return Err(Reject::Plugin(format!("notification topic '{}' is a built-in topic", n.method)));
+                return Err(Reject::Plugin(format!(
+                    "notification topic '{}' is a built-in topic",
+                    n.method
+                )));
             }
         }
         let mut seen = HashSet::new();
@@ -283,37 +356,81 @@ impl PluginHost {
                 return Err(Reject::Plugin(format!("Unknown hook {}", h.name())));
             };
             if !seen.insert(hook) {
-                return Err(Reject::Plugin(format!("Registered {} hook twice", h.name())));
+                return Err(Reject::Plugin(format!(
+                    "Registered {} hook twice",
+                    h.name()
+                )));
             }
             if h.filters().is_some() && !hook.accepts_filters() {
-                return Err(Reject::Plugin(format!("Hook {} does not accept filters", h.name())));
+                return Err(Reject::Plugin(format!(
+                    "Hook {} does not accept filters",
+                    h.name()
+                )));
             }
         }
         let mut reg = self.reg();
         for r in &m.rpcmethods {
-            if r.name.is_empty() || self.settings.reserved_methods.contains(r.name.as_str()) || reg.methods.contains_key(&r.name) {
-                return Err(Reject::Plugin(format!("method \"{}\" is already registered", r.name)));
+            if r.name.is_empty()
+                || self.settings.reserved_methods.contains(r.name.as_str())
+                || reg.methods.contains_key(&r.name)
+            {
+                return Err(Reject::Plugin(format!(
+                    "method \"{}\" is already registered",
+                    r.name
+                )));
             }
         }
         // Hook order with this plugin added: a cycle rejects it.
         let mut new_hooks: BTreeMap<Hook, Vec<HookEntry>> = BTreeMap::new();
         for h in &m.hooks {
-            let Some(hook) = Hook::from_name(h.name()) else { continue };
-            let mut entries: Vec<HookEntry> = reg.hooks.get(&hook).map(|v| v.iter().map(|e| HookEntry { plugin: e.plugin.clone(), decl: e.decl.clone() }).collect()).unwrap_or_default();
-            entries.push(HookEntry { plugin: p.clone(), decl: h.clone() });
+            let Some(hook) = Hook::from_name(h.name()) else {
+                continue;
+            };
+            let mut entries: Vec<HookEntry> = reg
+                .hooks
+                .get(&hook)
+                .map(|v| {
+                    v.iter()
+                        .map(|e| HookEntry {
+                            plugin: e.plugin.clone(),
+                            decl: e.decl.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            entries.push(HookEntry {
+                plugin: p.clone(),
+                decl: h.clone(),
+            });
             entries.sort_by_key(|e| e.plugin.order);
             let regs: Vec<hooks::Registration<'_>> = entries
                 .iter()
-                .map(|e| hooks::Registration { name: &e.plugin.name, path: &e.plugin.path, before: e.decl.before(), after: e.decl.after() })
+                .map(|e| hooks::Registration {
+                    name: &e.plugin.name,
+                    path: &e.plugin.path,
+                    before: e.decl.before(),
+                    after: e.decl.after(),
+                })
                 .collect();
             match hooks::order(&regs) {
                 Ok(idx) => {
                     let mut slots: Vec<Option<HookEntry>> = entries.into_iter().map(Some).collect();
-                    new_hooks.insert(hook, idx.into_iter().filter_map(|i| slots[i].take()).collect());
+                    new_hooks.insert(
+                        hook,
+                        idx.into_iter().filter_map(|i| slots[i].take()).collect(),
+                    );
                 }
                 Err(cycle) => {
-                    let msg = format!("Cannot meet required hook dependencies for {}: cycle between {}", h.name(), cycle.join(", "));
-                    return Err(if startup { Reject::Fatal(msg) } else { Reject::Plugin(msg) });
+                    let msg = format!(
+                        "Cannot meet required hook dependencies for {}: cycle between {}",
+                        h.name(),
+                        cycle.join(", ")
+                    );
+                    return Err(if startup {
+                        Reject::Fatal(msg)
+                    } else {
+                        Reject::Plugin(msg)
+                    });
                 }
             }
         }
@@ -331,7 +448,14 @@ impl PluginHost {
             reg.hooks.insert(hook, entries);
         }
         for s in &m.subscriptions {
-            if s != "*" && !is_builtin(s) && !reg.plugins.iter().any(|o| o.manifest().is_some_and(|om| om.notifications.iter().any(|n| &n.method == s))) && !m.notifications.iter().any(|n| &n.method == s) {
+            if s != "*"
+                && !is_builtin(s)
+                && !reg.plugins.iter().any(|o| {
+                    o.manifest()
+                        .is_some_and(|om| om.notifications.iter().any(|n| &n.method == s))
+                })
+                && !m.notifications.iter().any(|n| &n.method == s)
+            {
                 p.log.debug(&format!("subscribes to unknown topic '{s}'"));
             }
         }
@@ -346,7 +470,11 @@ impl PluginHost {
 
     /// `plugin start`: spawns, handshakes and registers a plugin; returns when `init` is
     /// answered. `Err` is the reason, without the path.
-    pub async fn start_dynamic(self: &Arc<Self>, path: &Path, extra: &[RawOpt]) -> Result<(), String> {
+    pub async fn start_dynamic(
+        self: &Arc<Self>,
+        path: &Path,
+        extra: &[RawOpt],
+    ) -> Result<(), String> {
         if self.reg().plugins.iter().any(|p| p.path == path) {
             return Err("already registered".into());
         }
@@ -363,7 +491,10 @@ impl PluginHost {
                 return Err(reason);
             }
         };
-        if let Some(n) = extra.iter().find(|o| !m.options.iter().any(|d| d.name == o.name)) {
+        if let Some(n) = extra
+            .iter()
+            .find(|o| !m.options.iter().any(|d| d.name == o.name))
+        {
             let reason = format!("unknown parameter {}", n.name);
             self.kill(&p, &reason);
             return Err(reason);
@@ -392,12 +523,19 @@ impl PluginHost {
 
     /// Whether a plugin name is on the disable list.
     pub fn is_disabled(&self, path: &Path) -> bool {
-        self.reg().disabled.iter().any(|n| discovery::names(n, path))
+        self.reg()
+            .disabled
+            .iter()
+            .any(|n| discovery::names(n, path))
     }
 
     /// Finds a registered plugin by name or path (as `--disable-plugin` matches).
     pub fn find(&self, name: &str) -> Option<Arc<Plugin>> {
-        self.reg().plugins.iter().find(|p| discovery::names(name, &p.path) || p.name == name).cloned()
+        self.reg()
+            .plugins
+            .iter()
+            .find(|p| discovery::names(name, &p.path) || p.name == name)
+            .cloned()
     }
 
     /// `plugin stop`: importance is cleared first, a `shutdown` subscriber gets the
@@ -406,7 +544,10 @@ impl PluginHost {
         p.set_important(false);
         if p.subscribed("shutdown") && p.is_active() {
             p.send_frame(notification_frame("shutdown", json!({})));
-            if tokio::time::timeout(self.settings.shutdown_grace, p.wait_exit()).await.is_err() {
+            if tokio::time::timeout(self.settings.shutdown_grace, p.wait_exit())
+                .await
+                .is_err()
+            {
                 self.kill(p, "Timeout on shutdown: killing anyway");
                 return;
             }
@@ -428,7 +569,10 @@ impl PluginHost {
 
     /// Registered plugins whose path is `path`.
     pub fn is_registered(&self, path: &Path) -> bool {
-        self.reg().plugins.iter().any(|p| p.path == path && !p.is_dead())
+        self.reg()
+            .plugins
+            .iter()
+            .any(|p| p.path == path && !p.is_dead())
     }
 
     // ----- death --------------------------------------------------------------------
@@ -473,11 +617,20 @@ impl PluginHost {
             self.refresh_log_subscribers(&reg);
         }
         if was_active {
-            let methods: Vec<Value> = p.manifest().map(|m| m.rpcmethods.iter().map(|r| Value::from(r.name.clone())).collect()).unwrap_or_default();
+            let methods: Vec<Value> = p
+                .manifest()
+                .map(|m| {
+                    m.rpcmethods
+                        .iter()
+                        .map(|r| Value::from(r.name.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
             self.notify("plugin_stopped", json!({"plugin_name": p.name, "plugin_path": p.path.display().to_string(), "methods": methods}));
         }
         if p.is_important() && !self.shutting_down.load(Ordering::Acquire) {
-            self.main.broken("Plugin marked as important, shutting down lightningd!");
+            self.main
+                .broken("Plugin marked as important, shutting down lightningd!");
             let _ = self.stop.send(1);
         }
     }
@@ -487,7 +640,13 @@ impl PluginHost {
     /// Sends a built-in notification (payload wrapped under the topic) to every active
     /// subscriber. Never blocks.
     pub fn notify(&self, topic: &str, inner: Value) {
-        let targets: Vec<Arc<Plugin>> = self.reg().plugins.iter().filter(|p| p.is_active() && p.subscribed(topic)).cloned().collect();
+        let targets: Vec<Arc<Plugin>> = self
+            .reg()
+            .plugins
+            .iter()
+            .filter(|p| p.is_active() && p.subscribed(topic))
+            .cloned()
+            .collect();
         if targets.is_empty() {
             return;
         }
@@ -499,16 +658,27 @@ impl PluginHost {
 
     /// Relays a custom notification from `from` to subscribers of its topic and of `*`.
     pub fn relay_custom(&self, from: &Plugin, topic: &str, params: Value) {
-        let declared = from.manifest().is_some_and(|m| m.notifications.iter().any(|n| n.method == topic));
+        let declared = from
+            .manifest()
+            .is_some_and(|m| m.notifications.iter().any(|n| n.method == topic));
         if !declared {
-            from.log.unusual(&format!("Plugin sent unknown notification topic {topic}"));
+            from.log
+                .unusual(&format!("Plugin sent unknown notification topic {topic}"));
             return;
         }
-        let targets: Vec<Arc<Plugin>> = self.reg().plugins.iter().filter(|p| p.is_active() && p.subscribed(topic)).cloned().collect();
+        let targets: Vec<Arc<Plugin>> = self
+            .reg()
+            .plugins
+            .iter()
+            .filter(|p| p.is_active() && p.subscribed(topic))
+            .cloned()
+            .collect();
         if targets.is_empty() {
             return;
         }
-        let frame = Bytes::from(encode_frame(&json!({"jsonrpc": "2.0", "method": topic, "origin": from.name, "params": params})));
+        let frame = Bytes::from(encode_frame(
+            &json!({"jsonrpc": "2.0", "method": topic, "origin": from.name, "params": params}),
+        ));
         for p in targets {
             p.send_frame(frame.clone());
         }
@@ -586,32 +756,48 @@ impl PluginHost {
             let resp = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, call).await {
                     Ok(r) => r,
-                    Err(_) => return ChainEnd::DeadlineExceeded { plugin: p.name.clone() },
+                    Err(_) => {
+                        return ChainEnd::DeadlineExceeded {
+                            plugin: p.name.clone(),
+                        };
+                    }
                 },
                 None => call.await,
             };
             let resp = match resp {
                 Ok(r) => r,
                 Err(Gone) => {
-                    self.main.debug(&format!("plugin {} died during hook {hook}; asking the next one", p.name));
+                    self.main.debug(&format!(
+                        "plugin {} died during hook {hook}; asking the next one",
+                        p.name
+                    ));
                     continue;
                 }
             };
             let step = match resp.get("result") {
                 Some(answer) => interpret(answer).unwrap_or_else(|why| {
-                    p.log.broken(&format!("malformed answer to hook {hook} ({why}): {answer}; using the safe default"));
+                    p.log.broken(&format!(
+                        "malformed answer to hook {hook} ({why}): {answer}; using the safe default"
+                    ));
                     safe_step(hook, interpret)
                 }),
                 None => {
                     let err = resp.get("error").cloned().unwrap_or(Value::Null);
-                    p.log.broken(&format!("returned an error to hook {hook}: {err}; using the safe default"));
+                    p.log.broken(&format!(
+                        "returned an error to hook {hook}: {err}; using the safe default"
+                    ));
                     safe_step(hook, interpret)
                 }
             };
             match step {
                 Step::Continue(Some(new)) => payload = new,
                 Step::Continue(None) => {}
-                Step::Stop(answer) => return ChainEnd::Stopped { plugin: p.name.clone(), answer },
+                Step::Stop(answer) => {
+                    return ChainEnd::Stopped {
+                        plugin: p.name.clone(),
+                        answer,
+                    };
+                }
             }
         }
         ChainEnd::Default(payload)
@@ -633,7 +819,10 @@ impl PluginHost {
             }
         }
         let all = futures::future::join_all(plugins.iter().map(|p| p.wait_exit()));
-        if tokio::time::timeout(self.settings.shutdown_grace, all).await.is_err() {
+        if tokio::time::timeout(self.settings.shutdown_grace, all)
+            .await
+            .is_err()
+        {
             for p in &plugins {
                 if !p.is_dead() {
                     self.kill(p, "failed to self-terminate in time, killing.");
@@ -644,7 +833,11 @@ impl PluginHost {
             p.mark_dead();
         }
         let grace = Duration::from_secs(2);
-        let _ = tokio::time::timeout(grace, futures::future::join_all(plugins.iter().map(|p| p.wait_exit()))).await;
+        let _ = tokio::time::timeout(
+            grace,
+            futures::future::join_all(plugins.iter().map(|p| p.wait_exit())),
+        )
+        .await;
     }
 }
 
@@ -664,7 +857,9 @@ fn safe_step(hook: Hook, interpret: Interpret) -> Step {
 
 /// `{"jsonrpc":"2.0","method":topic,"params":{topic: inner}}` encoded once.
 pub fn notification_frame(topic: &str, inner: Value) -> Bytes {
-    Bytes::from(encode_frame(&json!({"jsonrpc": "2.0", "method": topic, "params": wrap(topic, inner)})))
+    Bytes::from(encode_frame(
+        &json!({"jsonrpc": "2.0", "method": topic, "params": wrap(topic, inner)}),
+    ))
 }
 
 /// The `result` of a response object, or its error.
@@ -674,8 +869,15 @@ pub fn outcome(resp: &Value) -> Result<&Value, fulgur_protocol::RpcError> {
     }
     let e = resp.get("error");
     Err(fulgur_protocol::RpcError {
-        code: e.and_then(|e| e.get("code")).and_then(Value::as_i64).unwrap_or(fulgur_protocol::error::codes::PLUGIN_ERROR),
-        message: e.and_then(|e| e.get("message")).and_then(Value::as_str).unwrap_or("malformed response").to_string(),
+        code: e
+            .and_then(|e| e.get("code"))
+            .and_then(Value::as_i64)
+            .unwrap_or(fulgur_protocol::error::codes::PLUGIN_ERROR),
+        message: e
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or("malformed response")
+            .to_string(),
         data: e.and_then(|e| e.get("data")).cloned(),
     })
 }

@@ -88,29 +88,45 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("name", &self.name).field("path", &self.path).finish()
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish()
     }
 }
 
 /// The plugin's short name: its file name.
 pub fn short_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 impl Plugin {
     /// Starts the process and its I/O tasks. `Err` is CLN's "opening pipe" reason.
-    pub(super) fn spawn(host: &Arc<PluginHost>, path: &Path, order: u64, startup: bool, important: bool) -> Result<Arc<Plugin>, String> {
+    pub(super) fn spawn(
+        host: &Arc<PluginHost>,
+        path: &Path,
+        order: u64,
+        startup: bool,
+        important: bool,
+    ) -> Result<Arc<Plugin>, String> {
         let name = short_name(path);
         let mut cmd = tokio::process::Command::new(path);
         cmd.current_dir(&host.settings.net_dir)
             .env("LIGHTNINGD_PLUGIN", "1")
-            .env("LIGHTNINGD_VERSION", concat!("v", env!("CARGO_PKG_VERSION")))
+            .env(
+                "LIGHTNINGD_VERSION",
+                concat!("v", env!("CARGO_PKG_VERSION")),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|e| format!("opening pipe: {e}"))?;
-        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
             return Err("opening pipe: missing stdio".into());
         };
         let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
@@ -165,8 +181,14 @@ impl Plugin {
                         }
                     }
                     Some(Err(FrameError::Io(_))) | None => break None,
-                    Some(Err(FrameError::TooLarge { limit })) => break Some(format!("message larger than {limit} bytes")),
-                    Some(Err(FrameError::Invalid(e))) => break Some(format!("JSON-RPC message does not contain \"jsonrpc\" field (invalid JSON: {e})")),
+                    Some(Err(FrameError::TooLarge { limit })) => {
+                        break Some(format!("message larger than {limit} bytes"));
+                    }
+                    Some(Err(FrameError::Invalid(e))) => {
+                        break Some(format!(
+                            "JSON-RPC message does not contain \"jsonrpc\" field (invalid JSON: {e})"
+                        ));
+                    }
                 }
             };
             if let Some(host) = weak_host.upgrade() {
@@ -217,7 +239,8 @@ impl Plugin {
                 if let Some(p) = pending {
                     let _ = p.tx.send(v);
                 } else {
-                    self.log.debug(&format!("ignoring response with unknown id {key}"));
+                    self.log
+                        .debug(&format!("ignoring response with unknown id {key}"));
                 }
                 Ok(())
             }
@@ -227,7 +250,9 @@ impl Plugin {
                 Ok(())
             }
             (Some(id), Some(_)) => {
-                self.log.unusual("sent a request on stdout: plugins call the node through the RPC socket");
+                self.log.unusual(
+                    "sent a request on stdout: plugins call the node through the RPC socket",
+                );
                 let err = json!({"jsonrpc":"2.0","id":id,"error":{"code":-32601,"message":"plugins call the node through the RPC socket (rpc-file)"}});
                 let _ = self.send(Bytes::from(encode_frame(&err)));
                 Ok(())
@@ -239,19 +264,31 @@ impl Plugin {
     fn notification(&self, host: &Weak<PluginHost>, method: &str, params: Value) {
         match method {
             "log" => {
-                let level = params.get("level").and_then(Value::as_str).unwrap_or("info");
-                let level = Level::parse(level).filter(|l| *l != Level::Io).unwrap_or(Level::Info);
+                let level = params
+                    .get("level")
+                    .and_then(Value::as_str)
+                    .unwrap_or("info");
+                let level = Level::parse(level)
+                    .filter(|l| *l != Level::Io)
+                    .unwrap_or(Level::Info);
                 match params.get("message").and_then(Value::as_str) {
                     Some(m) => self.log.log(level, m),
-                    None => self.log.unusual(&format!("malformed log notification ignored: {params}")),
+                    None => self
+                        .log
+                        .unusual(&format!("malformed log notification ignored: {params}")),
                 }
             }
             "message" | "progress" => {
                 let Some(id) = params.get("id").and_then(Value::as_str) else {
-                    self.log.unusual(&format!("{method} notification without id ignored"));
+                    self.log
+                        .unusual(&format!("{method} notification without id ignored"));
                     return;
                 };
-                let caller = self.pending.lock().ok().and_then(|p| p.get(id).and_then(|e| e.caller.clone()));
+                let caller = self
+                    .pending
+                    .lock()
+                    .ok()
+                    .and_then(|p| p.get(id).and_then(|e| e.caller.clone()));
                 if let Some(c) = caller {
                     let mut params = params;
                     if let Some(o) = params.as_object_mut() {
@@ -283,10 +320,10 @@ impl Plugin {
     }
 
     pub(super) fn set_state(&self, s: State) {
-        if let Ok(mut st) = self.state.lock() {
-            if *st != State::Dead {
-                *st = s;
-            }
+        if let Ok(mut st) = self.state.lock()
+            && *st != State::Dead
+        {
+            *st = s;
         }
     }
 
@@ -316,7 +353,11 @@ impl Plugin {
 
     /// Whether the plugin subscribed to `topic` (or to everything, `log` excepted).
     pub fn subscribed(&self, topic: &str) -> bool {
-        self.manifest().is_some_and(|m| m.subscriptions.iter().any(|s| s == topic || (s == "*" && topic != "log")))
+        self.manifest().is_some_and(|m| {
+            m.subscriptions
+                .iter()
+                .any(|s| s == topic || (s == "*" && topic != "log"))
+        })
     }
 
     /// Marks the plugin dead, fails its pending calls and kills the process. Returns
@@ -358,13 +399,25 @@ impl Plugin {
     }
 
     fn next_id(&self, parent: Option<&Value>, method: &str) -> String {
-        child_id(parent, "cln", method, self.counter.fetch_add(1, Ordering::Relaxed))
+        child_id(
+            parent,
+            "cln",
+            method,
+            self.counter.fetch_add(1, Ordering::Relaxed),
+        )
     }
 
-    async fn call(&self, id: String, frame: Vec<u8>, caller: Option<CallerLink>) -> Result<Value, Gone> {
+    async fn call(
+        &self,
+        id: String,
+        frame: Vec<u8>,
+        caller: Option<CallerLink>,
+    ) -> Result<Value, Gone> {
         let (tx, rx) = oneshot::channel();
         {
-            let Ok(mut p) = self.pending.lock() else { return Err(Gone) };
+            let Ok(mut p) = self.pending.lock() else {
+                return Err(Gone);
+            };
             if self.is_dead() {
                 return Err(Gone);
             }
@@ -380,16 +433,25 @@ impl Plugin {
     }
 
     /// Sends a request and waits for the whole response object.
-    pub async fn request(&self, method: &str, params: Value, parent: Option<&Value>) -> Result<Value, Gone> {
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Value,
+        parent: Option<&Value>,
+    ) -> Result<Value, Gone> {
         let id = self.next_id(parent, method);
-        let frame = encode_frame(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        let frame =
+            encode_frame(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
         self.call(id, frame, None).await
     }
 
     /// Forwards a caller's request object verbatim but for its id; returns the plugin's
     /// whole response object.
     pub async fn forward(&self, request: &Value, caller: CallerLink) -> Result<Value, Gone> {
-        let method = request.get("method").and_then(Value::as_str).unwrap_or("unknown");
+        let method = request
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
         let id = self.next_id(Some(&caller.id), method);
         let mut req = request.clone();
         if let Some(o) = req.as_object_mut() {

@@ -58,7 +58,9 @@ pub struct Conn {
 impl CallerSink for Conn {
     fn forward(&self, method: &str, params: Value) {
         if self.notifications.load(Ordering::Relaxed) {
-            let _ = self.tx.send(Out::Frame(Bytes::from(encode_frame(&json!({"jsonrpc":"2.0","method":method,"params":params})))));
+            let _ = self.tx.send(Out::Frame(Bytes::from(encode_frame(
+                &json!({"jsonrpc":"2.0","method":method,"params":params}),
+            ))));
         }
     }
 }
@@ -113,7 +115,12 @@ fn response_frame(id: &Value, reply: &Reply) -> Bytes {
         }
         (_, e) => e,
     };
-    Bytes::from(encode_frame(&Response { jsonrpc: "2.0", id, result, error }))
+    Bytes::from(encode_frame(&Response {
+        jsonrpc: "2.0",
+        id,
+        result,
+        error,
+    }))
 }
 
 /// Binds the socket with the configured permissions, refusing to steal it from a
@@ -122,7 +129,10 @@ pub async fn listen(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("another node answers on {}", path.display())));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another node answers on {}", path.display()),
+            ));
         }
         std::fs::remove_file(path)?;
     }
@@ -166,7 +176,11 @@ async fn connection(node: Arc<Node>, stream: UnixStream) {
             }
         }
     });
-    let conn = Arc::new(Conn { tx, notifications: AtomicBool::new(false), deprecated_ok: AtomicBool::new(node.config.allow_deprecated_apis) });
+    let conn = Arc::new(Conn {
+        tx,
+        notifications: AtomicBool::new(false),
+        deprecated_ok: AtomicBool::new(node.config.allow_deprecated_apis),
+    });
     let mut frames = FramedRead::new(rd, JsonCodec::new(MAX_REQUEST));
     loop {
         let next = if frames.read_buffer().iter().all(|b| b.is_ascii_whitespace()) {
@@ -175,7 +189,8 @@ async fn connection(node: Arc<Node>, stream: UnixStream) {
             match tokio::time::timeout(PARTIAL_TIMEOUT, frames.next()).await {
                 Ok(n) => n,
                 Err(_) => {
-                    node.main.debug("closing RPC connection stalled in the middle of a request");
+                    node.main
+                        .debug("closing RPC connection stalled in the middle of a request");
                     break;
                 }
             }
@@ -186,12 +201,16 @@ async fn connection(node: Arc<Node>, stream: UnixStream) {
             }
             Some(Err(FrameError::Invalid(e))) => {
                 let err = RpcError::new(codes::PARSE_ERROR, format!("Invalid JSON: {e}"));
-                let _ = conn.tx.send(Out::Frame(response_frame(&Value::Null, &Reply::Err(err))));
+                let _ = conn
+                    .tx
+                    .send(Out::Frame(response_frame(&Value::Null, &Reply::Err(err))));
                 break;
             }
             Some(Err(FrameError::TooLarge { limit })) => {
                 let err = RpcError::invalid_request(format!("Request larger than {limit} bytes"));
-                let _ = conn.tx.send(Out::Frame(response_frame(&Value::Null, &Reply::Err(err))));
+                let _ = conn
+                    .tx
+                    .send(Out::Frame(response_frame(&Value::Null, &Reply::Err(err))));
                 break;
             }
             Some(Err(FrameError::Io(_))) | None => break,
@@ -208,16 +227,30 @@ fn invalid(id: &Value, msg: &str) -> Bytes {
 /// Validates one request as CLN does, runs it, and queues the reply.
 async fn handle(node: Arc<Node>, conn: Arc<Conn>, v: Value) {
     let Value::Object(obj) = &v else {
-        let _ = conn.tx.send(Out::Frame(invalid(&Value::Null, "Expected {} for json command")));
+        let _ = conn.tx.send(Out::Frame(invalid(
+            &Value::Null,
+            "Expected {} for json command",
+        )));
         return;
     };
     let id = match obj.get("id") {
         None => return send(&conn, invalid(&Value::Null, "No id")),
         Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
-        Some(_) => return send(&conn, invalid(&Value::Null, "Expected string/primitive for id")),
+        Some(_) => {
+            return send(
+                &conn,
+                invalid(&Value::Null, "Expected string/primitive for id"),
+            );
+        }
     };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return send(&conn, invalid(&Value::Null, "jsonrpc: \"2.0\" must be specified in the request"));
+        return send(
+            &conn,
+            invalid(
+                &Value::Null,
+                "jsonrpc: \"2.0\" must be specified in the request",
+            ),
+        );
     }
     let method = match obj.get("method") {
         None => return send(&conn, invalid(&id, "No method")),
@@ -259,37 +292,71 @@ fn calling_plugin(id: &Value) -> Option<&str> {
 }
 
 /// Resolves the method, runs the `rpc_command` hook chain (once), then the command.
-pub async fn execute(node: &Arc<Node>, conn: &Arc<Conn>, request: &Value, id: &Value, method: &str, run_hook: bool) -> Reply {
+pub async fn execute(
+    node: &Arc<Node>,
+    conn: &Arc<Conn>,
+    request: &Value,
+    id: &Value,
+    method: &str,
+    run_hook: bool,
+) -> Reply {
     let builtin = commands::find(method);
-    let owner = if builtin.is_none() { node.plugins.method_owner(method) } else { None };
+    let owner = if builtin.is_none() {
+        node.plugins.method_owner(method)
+    } else {
+        None
+    };
     if builtin.is_none() && owner.is_none() {
         return Reply::Err(RpcError::unknown_method(method));
     }
     if let Some(p) = &owner {
-        let deprecated = p.manifest().is_some_and(|m| m.rpcmethods.iter().any(|r| r.name == method && fulgur_protocol::manifest::is_deprecated(&r.deprecated)));
+        let deprecated = p.manifest().is_some_and(|m| {
+            m.rpcmethods.iter().any(|r| {
+                r.name == method && fulgur_protocol::manifest::is_deprecated(&r.deprecated)
+            })
+        });
         if deprecated && !conn.deprecated_ok.load(Ordering::Relaxed) {
-            return Reply::Err(RpcError::new(codes::METHOD_NOT_FOUND, format!("Command {method} is deprecated")));
+            return Reply::Err(RpcError::new(
+                codes::METHOD_NOT_FOUND,
+                format!("Command {method} is deprecated"),
+            ));
         }
     }
     if run_hook && node.plugins.has_hook(Hook::RpcCommand) {
         let payload = json!({"rpc_command": request});
         let end = node
             .plugins
-            .run_hook(Hook::RpcCommand, payload, Some(id), Some(&Value::from(method)), calling_plugin(id), None)
+            .run_hook(
+                Hook::RpcCommand,
+                payload,
+                Some(id),
+                Some(&Value::from(method)),
+                calling_plugin(id),
+                None,
+            )
             .await;
         if let ChainEnd::Stopped { plugin, answer } = end {
             match RpcCommandAction::from_answer(&answer) {
                 Ok(RpcCommandAction::ReturnResult(r)) => return Reply::Ok(r),
                 Ok(RpcCommandAction::ReturnError(e)) => return Reply::Raw(json!({"error": e})),
                 Ok(RpcCommandAction::Replace(mut new)) => {
-                    let new_method = new.get("method").and_then(Value::as_str).unwrap_or("").to_string();
-                    if commands::find(&new_method).is_none() && node.plugins.method_owner(&new_method).is_none() {
-                        return Reply::Err(RpcError::invalid_request(format!("Bad response to 'rpc_command' hook from {plugin}: unknown method '{new_method}'")));
+                    let new_method = new
+                        .get("method")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    if commands::find(&new_method).is_none()
+                        && node.plugins.method_owner(&new_method).is_none()
+                    {
+                        return Reply::Err(RpcError::invalid_request(format!(
+                            "Bad response to 'rpc_command' hook from {plugin}: unknown method '{new_method}'"
+                        )));
                     }
                     if let Some(o) = new.as_object_mut() {
                         o.insert("id".into(), id.clone());
                         o.entry("jsonrpc").or_insert_with(|| Value::from("2.0"));
-                        o.entry("params").or_insert_with(|| Value::Object(Map::new()));
+                        o.entry("params")
+                            .or_insert_with(|| Value::Object(Map::new()));
                     }
                     return Box::pin(execute(node, conn, &new, id, &new_method, false)).await;
                 }
@@ -297,17 +364,35 @@ pub async fn execute(node: &Arc<Node>, conn: &Arc<Conn>, request: &Value, id: &V
             }
         }
     }
-    let params = request.get("params").cloned().unwrap_or(Value::Object(Map::new()));
+    let params = request
+        .get("params")
+        .cloned()
+        .unwrap_or(Value::Object(Map::new()));
     if let Some(cmd) = builtin {
         let bound = match params::bind(cmd.params, &params, cmd.extra_params) {
             Ok(b) => b,
             Err(e) => return Reply::Err(e),
         };
-        let ctx = commands::Ctx { node: node.clone(), conn: conn.clone(), id: id.clone() };
+        let ctx = commands::Ctx {
+            node: node.clone(),
+            conn: conn.clone(),
+            id: id.clone(),
+        };
         return (cmd.run)(ctx, bound).await;
     }
-    let Some(p) = owner else { return Reply::Err(RpcError::unknown_method(method)) };
-    match p.forward(request, CallerLink { id: id.clone(), sink: conn.clone() }).await {
+    let Some(p) = owner else {
+        return Reply::Err(RpcError::unknown_method(method));
+    };
+    match p
+        .forward(
+            request,
+            CallerLink {
+                id: id.clone(),
+                sink: conn.clone(),
+            },
+        )
+        .await
+    {
         Ok(resp) => Reply::Raw(resp),
         Err(Gone) => Reply::Err(RpcError::plugin_terminated()),
     }
@@ -317,11 +402,17 @@ pub async fn execute(node: &Arc<Node>, conn: &Arc<Conn>, request: &Value, id: &V
 pub fn apply_filter(v: &Value, f: &Value) -> Value {
     match (v, f) {
         (_, Value::Bool(true)) => v.clone(),
-        (Value::Object(o), Value::Object(fo)) => {
-            Value::Object(fo.iter().filter_map(|(k, sub)| o.get(k).map(|x| (k.clone(), apply_filter(x, sub)))).collect())
+        (Value::Object(o), Value::Object(fo)) => Value::Object(
+            fo.iter()
+                .filter_map(|(k, sub)| o.get(k).map(|x| (k.clone(), apply_filter(x, sub))))
+                .collect(),
+        ),
+        (Value::Array(a), Value::Array(fa)) if fa.len() == 1 => {
+            Value::Array(a.iter().map(|x| apply_filter(x, &fa[0])).collect())
         }
-        (Value::Array(a), Value::Array(fa)) if fa.len() == 1 => Value::Array(a.iter().map(|x| apply_filter(x, &fa[0])).collect()),
-        (Value::Array(a), Value::Object(_)) => Value::Array(a.iter().map(|x| apply_filter(x, f)).collect()),
+        (Value::Array(a), Value::Object(_)) => {
+            Value::Array(a.iter().map(|x| apply_filter(x, f)).collect())
+        }
         _ => v.clone(),
     }
 }
@@ -339,14 +430,20 @@ mod tests {
 
     #[test]
     fn caller_from_id_chain() {
-        assert_eq!(calling_plugin(&json!("cli:x#1/cln:x#2/hello.py:getinfo#3")), Some("hello.py"));
+        assert_eq!(
+            calling_plugin(&json!("cli:x#1/cln:x#2/hello.py:getinfo#3")),
+            Some("hello.py")
+        );
         assert_eq!(calling_plugin(&json!("cli:getinfo#1")), None);
         assert_eq!(calling_plugin(&json!(5)), None);
     }
 
     #[test]
     fn raw_replies_pass_errors_verbatim() {
-        let f = response_frame(&json!(7), &Reply::Raw(json!({"error":{"code":42,"message":"m","data":{"x":1}}})));
+        let f = response_frame(
+            &json!(7),
+            &Reply::Raw(json!({"error":{"code":42,"message":"m","data":{"x":1}}})),
+        );
         assert_eq!(&f[..], b"{\"jsonrpc\":\"2.0\",\"id\":7,\"error\":{\"code\":42,\"message\":\"m\",\"data\":{\"x\":1}}}\n\n");
     }
 }

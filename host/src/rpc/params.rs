@@ -15,12 +15,18 @@ pub struct ParamSpec {
 
 /// A required parameter.
 pub const fn req(name: &'static str) -> ParamSpec {
-    ParamSpec { name, required: true }
+    ParamSpec {
+        name,
+        required: true,
+    }
 }
 
 /// An optional parameter.
 pub const fn opt(name: &'static str) -> ParamSpec {
-    ParamSpec { name, required: false }
+    ParamSpec {
+        name,
+        required: false,
+    }
 }
 
 /// Bound parameters.
@@ -40,7 +46,11 @@ pub fn bind(spec: &[ParamSpec], params: &Value, allow_extra: bool) -> Result<Par
     match params {
         Value::Array(items) => {
             if items.len() > spec.len() && !allow_extra {
-                return Err(RpcError::invalid_params(format!("too many parameters: got {}, expected {}", items.len(), spec.len())));
+                return Err(RpcError::invalid_params(format!(
+                    "too many parameters: got {}, expected {}",
+                    items.len(),
+                    spec.len()
+                )));
             }
             for (i, v) in items.iter().enumerate() {
                 match spec.get(i) {
@@ -61,15 +71,24 @@ pub fn bind(spec: &[ParamSpec], params: &Value, allow_extra: bool) -> Result<Par
                 } else if allow_extra {
                     out.extra.insert(k.clone(), v.clone());
                 } else {
-                    return Err(RpcError::invalid_params(format!("unknown parameter: {k}, this may be caused by a failure to autodetect key=value-style parameters. Please try using the -k flag and explicit key=value pairs of parameters.")));
+                    return Err(RpcError::invalid_params(format!(
+                        "unknown parameter: {k}, this may be caused by a failure to autodetect key=value-style parameters. Please try using the -k flag and explicit key=value pairs of parameters."
+                    )));
                 }
             }
         }
-        _ => return Err(RpcError::invalid_request("Expected array or object for params")),
+        _ => {
+            return Err(RpcError::invalid_request(
+                "Expected array or object for params",
+            ));
+        }
     }
     for s in spec {
         if s.required && !out.map.contains_key(s.name) {
-            return Err(RpcError::invalid_params(format!("missing required parameter: {}", s.name)));
+            return Err(RpcError::invalid_params(format!(
+                "missing required parameter: {}",
+                s.name
+            )));
         }
     }
     Ok(out)
@@ -86,13 +105,16 @@ impl Params {
         match self.map.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(v) => Err(RpcError::invalid_params(format!("{name}: should be a string: invalid token '{v}'"))),
+            Some(v) => Err(RpcError::invalid_params(format!(
+                "{name}: should be a string: invalid token '{v}'"
+            ))),
         }
     }
 
     /// A required string parameter.
     pub fn str(&self, name: &str) -> Result<String, RpcError> {
-        self.opt_str(name)?.ok_or_else(|| RpcError::invalid_params(format!("missing required parameter: {name}")))
+        self.opt_str(name)?
+            .ok_or_else(|| RpcError::invalid_params(format!("missing required parameter: {name}")))
     }
 
     /// A boolean parameter (`true`/`false`, also as strings).
@@ -102,7 +124,9 @@ impl Params {
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(Value::String(s)) if s == "true" => Ok(Some(true)),
             Some(Value::String(s)) if s == "false" => Ok(Some(false)),
-            Some(v) => Err(RpcError::invalid_params(format!("{name}: should be 'true' or 'false': invalid token '{v}'"))),
+            Some(v) => Err(RpcError::invalid_params(format!(
+                "{name}: should be 'true' or 'false': invalid token '{v}'"
+            ))),
         }
     }
 
@@ -112,7 +136,9 @@ impl Params {
             None => Ok(None),
             Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
             Some(Value::String(s)) if s.parse::<u64>().is_ok() => Ok(s.parse().ok()),
-            Some(v) => Err(RpcError::invalid_params(format!("{name}: should be an unsigned 64 bit integer: invalid token '{v}'"))),
+            Some(v) => Err(RpcError::invalid_params(format!(
+                "{name}: should be an unsigned 64 bit integer: invalid token '{v}'"
+            ))),
         }
     }
 }
@@ -130,17 +156,34 @@ mod tests {
         assert_eq!(p.opt_str("key").ok().flatten().as_deref(), Some("k"));
         assert_eq!(p.opt_str("mode").ok().flatten(), None);
         assert_eq!(p.opt_u64("generation").ok().flatten(), Some(3));
-        let p = bind(SPEC, &json!({"key":"k","mode":"must-create"}), false).unwrap_or_else(|e| panic!("{e}"));
+        let p = bind(SPEC, &json!({"key":"k","mode":"must-create"}), false)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.str("mode").ok().as_deref(), Some("must-create"));
     }
 
     #[test]
     fn errors_are_invalid_params() {
-        let e = bind(SPEC, &json!({}), false).err().map(|e| (e.code, e.message));
-        assert_eq!(e, Some((-32602, "missing required parameter: key".to_string())));
-        assert_eq!(bind(SPEC, &json!({"key":"k","bogus":1}), false).err().map(|e| e.code), Some(-32602));
-        assert_eq!(bind(SPEC, &json!([1, 2, 3, 4]), false).err().map(|e| e.code), Some(-32602));
-        let p = bind(SPEC, &json!({"key":"k","greeting":"x"}), true).unwrap_or_else(|e| panic!("{e}"));
+        let e = bind(SPEC, &json!({}), false)
+            .err()
+            .map(|e| (e.code, e.message));
+        assert_eq!(
+            e,
+            Some((-32602, "missing required parameter: key".to_string()))
+        );
+        assert_eq!(
+            bind(SPEC, &json!({"key":"k","bogus":1}), false)
+                .err()
+                .map(|e| e.code),
+            Some(-32602)
+        );
+        assert_eq!(
+            bind(SPEC, &json!([1, 2, 3, 4]), false)
+                .err()
+                .map(|e| e.code),
+            Some(-32602)
+        );
+        let p =
+            bind(SPEC, &json!({"key":"k","greeting":"x"}), true).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.extra.get("greeting"), Some(&json!("x")));
         let p = bind(SPEC, &json!({"key": 5}), false).unwrap_or_else(|e| panic!("{e}"));
         assert!(p.opt_str("key").is_err());

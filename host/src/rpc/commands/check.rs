@@ -34,7 +34,11 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
 
 async fn check(ctx: &Ctx, p: &Params) -> Result<Value, RpcError> {
     let cmd = p.str("command_to_check")?;
-    let inner = if p.extra_positional.is_empty() { Value::Object(p.extra.clone()) } else { Value::Array(p.extra_positional.clone()) };
+    let inner = if p.extra_positional.is_empty() {
+        Value::Object(p.extra.clone())
+    } else {
+        Value::Array(p.extra_positional.clone())
+    };
     if cmd == "setconfig" {
         let b = bind(super::setconfig::SETCONFIG.params, &inner, false)?;
         super::setconfig::check(ctx, &b.str("config")?, b.get("val")).await?;
@@ -53,10 +57,15 @@ async fn check(ctx: &Ctx, p: &Params) -> Result<Value, RpcError> {
                 }
                 _ => Value::Object(Map::new()),
             };
-            let resp = plugin.request("check", params, Some(&ctx.id)).await.map_err(|_| RpcError::plugin_terminated())?;
+            let resp = plugin
+                .request("check", params, Some(&ctx.id))
+                .await
+                .map_err(|_| RpcError::plugin_terminated())?;
             outcome(&resp)?;
         } else {
-            plugin.log.debug(&format!("check {cmd}: plugin cannot check, assuming the parameters are fine"));
+            plugin.log.debug(&format!(
+                "check {cmd}: plugin cannot check, assuming the parameters are fine"
+            ));
         }
     } else {
         return Err(RpcError::unknown_method(&cmd));

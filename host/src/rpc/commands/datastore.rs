@@ -20,7 +20,13 @@ pub const DATASTORE: Command = Command {
               1203 if it does not), create-or-replace, must-append, create-or-append. {generation}, \
               only with must-replace or must-append, makes the write fail with 1204 unless the stored \
               generation is exactly that: a compare-and-swap. Every write adds 1 to the generation.",
-    params: &[req("key"), opt("string"), opt("hex"), opt("mode"), opt("generation")],
+    params: &[
+        req("key"),
+        opt("string"),
+        opt("hex"),
+        opt("mode"),
+        opt("generation"),
+    ],
     extra_params: false,
     run: run_datastore,
 };
@@ -52,17 +58,24 @@ pub const DELDATASTORE: Command = Command {
 fn key(p: &Params, required: bool) -> Result<Vec<String>, RpcError> {
     let bad = || RpcError::invalid_params("key: should be a string or an array of strings");
     let k: Vec<String> = match p.get("key") {
-        None if required => return Err(RpcError::invalid_params("missing required parameter: key")),
+        None if required => {
+            return Err(RpcError::invalid_params("missing required parameter: key"));
+        }
         None => vec![],
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(parts)) => parts.iter().map(|x| x.as_str().map(String::from).ok_or_else(bad)).collect::<Result<_, _>>()?,
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .map(|x| x.as_str().map(String::from).ok_or_else(bad))
+            .collect::<Result<_, _>>()?,
         Some(_) => return Err(bad()),
     };
     if required && k.is_empty() {
         return Err(RpcError::invalid_params("key: must not be empty"));
     }
     if k.iter().any(|s| s.contains('\0')) {
-        return Err(RpcError::invalid_params("key: must not contain NUL characters"));
+        return Err(RpcError::invalid_params(
+            "key: must not contain NUL characters",
+        ));
     }
     Ok(k)
 }
@@ -80,10 +93,15 @@ fn run_datastore(ctx: Ctx, p: Params) -> CommandFuture {
         let parsed = (|| -> Result<_, RpcError> {
             let key = key(&p, true)?;
             let data = match (p.opt_str("string")?, p.opt_str("hex")?) {
-                (Some(_), Some(_)) => return Err(RpcError::invalid_params("Cannot have both hex and string")),
+                (Some(_), Some(_)) => {
+                    return Err(RpcError::invalid_params("Cannot have both hex and string"));
+                }
                 (Some(s), None) => s.into_bytes(),
-                (None, Some(h)) => datastore::unhex(&h).ok_or_else(|| RpcError::invalid_params("hex: should be a hex string"))?,
-                (None, None) => return Err(RpcError::invalid_params("Must have either hex or string")),
+                (None, Some(h)) => datastore::unhex(&h)
+                    .ok_or_else(|| RpcError::invalid_params("hex: should be a hex string"))?,
+                (None, None) => {
+                    return Err(RpcError::invalid_params("Must have either hex or string"));
+                }
             };
             let mode = match p.opt_str("mode")? {
                 None => Mode::MustCreate,
@@ -91,7 +109,9 @@ fn run_datastore(ctx: Ctx, p: Params) -> CommandFuture {
             };
             let generation = p.opt_u64("generation")?;
             if generation.is_some() && !matches!(mode, Mode::MustReplace | Mode::MustAppend) {
-                return Err(RpcError::invalid_params("generation only valid with must-replace or must-append"));
+                return Err(RpcError::invalid_params(
+                    "generation only valid with must-replace or must-append",
+                ));
             }
             Ok((key, data, mode, generation))
         })();
@@ -99,7 +119,14 @@ fn run_datastore(ctx: Ctx, p: Params) -> CommandFuture {
             Ok(x) => x,
             Err(e) => return Reply::Err(e),
         };
-        finish(ctx.node.store.with(move |c| Ok(datastore::put(c, &key, &data, mode, generation).map(|e| e.to_json()))).await)
+        finish(
+            ctx.node
+                .store
+                .with(move |c| {
+                    Ok(datastore::put(c, &key, &data, mode, generation).map(|e| e.to_json()))
+                })
+                .await,
+        )
     })
 }
 
@@ -120,10 +147,16 @@ fn run_list(ctx: Ctx, p: Params) -> CommandFuture {
 
 fn run_del(ctx: Ctx, p: Params) -> CommandFuture {
     Box::pin(async move {
-        let (key, generation) = match key(&p, true).and_then(|k| Ok((k, p.opt_u64("generation")?))) {
+        let (key, generation) = match key(&p, true).and_then(|k| Ok((k, p.opt_u64("generation")?)))
+        {
             Ok(x) => x,
             Err(e) => return Reply::Err(e),
         };
-        finish(ctx.node.store.with(move |c| Ok(datastore::delete(c, &key, generation).map(|e| e.to_json()))).await)
+        finish(
+            ctx.node
+                .store
+                .with(move |c| Ok(datastore::delete(c, &key, generation).map(|e| e.to_json())))
+                .await,
+        )
     })
 }

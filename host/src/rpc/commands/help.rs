@@ -21,9 +21,19 @@ pub const HELP: Command = Command {
     run,
 };
 
-fn entry(name: &str, usage: &str, category: &str, description: Option<&str>, verbose: Option<&str>) -> Value {
+fn entry(
+    name: &str,
+    usage: &str,
+    category: &str,
+    description: Option<&str>,
+    verbose: Option<&str>,
+) -> Value {
     let mut m = Map::new();
-    let command = if usage.is_empty() { name.to_string() } else { format!("{name} {usage}") };
+    let command = if usage.is_empty() {
+        name.to_string()
+    } else {
+        format!("{name} {usage}")
+    };
     m.insert("command".into(), Value::from(command));
     m.insert("category".into(), Value::from(category));
     if let Some(d) = description.filter(|d| !d.is_empty()) {
@@ -41,23 +51,42 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
             Ok(w) => w,
             Err(e) => return Reply::Err(e),
         };
-        let deprecated_ok = ctx.conn.deprecated_ok.load(std::sync::atomic::Ordering::Relaxed);
+        let deprecated_ok = ctx
+            .conn
+            .deprecated_ok
+            .load(std::sync::atomic::Ordering::Relaxed);
         let mut entries: Vec<(String, Value)> = vec![];
         for c in COMMANDS {
             let verbose = want.as_deref().map(|_| c.verbose);
-            entries.push((c.name.to_string(), entry(c.name, c.usage, c.category, Some(c.description), verbose)));
+            entries.push((
+                c.name.to_string(),
+                entry(c.name, c.usage, c.category, Some(c.description), verbose),
+            ));
         }
         for m in ctx.node.plugins.method_help() {
             if m.deprecated && !deprecated_ok {
                 continue;
             }
             let category = m.category.clone().unwrap_or_else(|| "plugin".into());
-            let verbose = if want.is_some() { m.long_description.as_deref() } else { None };
+            let verbose = if want.is_some() {
+                m.long_description.as_deref()
+            } else {
+                None
+            };
             let mut usage = m.usage.clone();
             if m.deprecated {
                 usage.push_str(" (DEPRECATED!)");
             }
-            entries.push((m.name.clone(), entry(&m.name, usage.trim(), &category, m.description.as_deref(), verbose)));
+            entries.push((
+                m.name.clone(),
+                entry(
+                    &m.name,
+                    usage.trim(),
+                    &category,
+                    m.description.as_deref(),
+                    verbose,
+                ),
+            ));
         }
         match want {
             Some(name) => match entries.into_iter().find(|(n, _)| *n == name) {
@@ -66,7 +95,9 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
             },
             None => {
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
-                Reply::Ok(json!({"help": entries.into_iter().map(|(_, e)| e).collect::<Vec<_>>(), "format-hint": "simple"}))
+                Reply::Ok(
+                    json!({"help": entries.into_iter().map(|(_, e)| e).collect::<Vec<_>>(), "format-hint": "simple"}),
+                )
             }
         }
     })

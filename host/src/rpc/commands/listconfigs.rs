@@ -40,7 +40,9 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
         if let Some(name) = want {
             return match configs.remove(&name) {
                 Some(v) => Reply::Ok(json!({"configs": {name: v}})),
-                None => Reply::Err(RpcError::invalid_params(format!("Unknown config option {name}"))),
+                None => Reply::Err(RpcError::invalid_params(format!(
+                    "Unknown config option {name}"
+                ))),
             };
         }
         Reply::Ok(json!({"configs": Value::Object(configs)}))

@@ -34,7 +34,8 @@ pub const DEPRECATIONS: Command = Command {
 };
 
 fn enable(p: &Params) -> Result<bool, RpcError> {
-    p.opt_bool("enable")?.ok_or_else(|| RpcError::invalid_params("missing required parameter: enable"))
+    p.opt_bool("enable")?
+        .ok_or_else(|| RpcError::invalid_params("missing required parameter: enable"))
 }
 
 fn run_notifications(ctx: Ctx, p: Params) -> CommandFuture {

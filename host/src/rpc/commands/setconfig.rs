@@ -39,9 +39,14 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
 /// Validates a setconfig without applying it (for `check`): the option, the value, and
 /// the plugin's own check if it declared `cancheck`.
 pub async fn check(ctx: &Ctx, name: &str, val: Option<&Value>) -> Result<(), RpcError> {
-    let (path, sent) = ctx.node.plugins.with_options(|t| t.check_set(name, val).map(|(o, _, s)| (o.plugin.clone(), s)))?;
+    let (path, sent) = ctx.node.plugins.with_options(|t| {
+        t.check_set(name, val)
+            .map(|(o, _, s)| (o.plugin.clone(), s))
+    })?;
     let Some(plugin) = ctx.node.plugins.find(&path.display().to_string()) else {
-        return Err(RpcError::invalid_params(format!("plugin for {name} is not running")));
+        return Err(RpcError::invalid_params(format!(
+            "plugin for {name} is not running"
+        )));
     };
     if plugin.manifest().is_some_and(|m| m.cancheck) {
         let mut params = Map::new();
@@ -50,7 +55,10 @@ pub async fn check(ctx: &Ctx, name: &str, val: Option<&Value>) -> Result<(), Rpc
         if let Some(s) = sent {
             params.insert("val".into(), s);
         }
-        let resp = plugin.request("check", Value::Object(params), Some(&ctx.id)).await.map_err(|_| RpcError::plugin_terminated())?;
+        let resp = plugin
+            .request("check", Value::Object(params), Some(&ctx.id))
+            .await
+            .map_err(|_| RpcError::plugin_terminated())?;
         outcome(&resp)?;
     }
     Ok(())
@@ -59,19 +67,25 @@ pub async fn check(ctx: &Ctx, name: &str, val: Option<&Value>) -> Result<(), Rpc
 async fn set(ctx: &Ctx, p: &Params) -> Result<Value, RpcError> {
     let name = p.str("config")?;
     let transient = p.opt_bool("transient")?.unwrap_or(false);
-    let (path, typed, sent) = ctx.node.plugins.with_options(|t| t.check_set(&name, p.get("val")).map(|(o, typed, s)| (o.plugin.clone(), typed, s)))?;
+    let (path, typed, sent) = ctx.node.plugins.with_options(|t| {
+        t.check_set(&name, p.get("val"))
+            .map(|(o, typed, s)| (o.plugin.clone(), typed, s))
+    })?;
     let Some(plugin) = ctx.node.plugins.find(&path.display().to_string()) else {
-        return Err(RpcError::invalid_params(format!("plugin for {name} is not running")));
+        return Err(RpcError::invalid_params(format!(
+            "plugin for {name} is not running"
+        )));
     };
     let mut params = Map::new();
     params.insert("config".into(), Value::from(name.clone()));
     if let Some(s) = &sent {
         params.insert("val".into(), s.clone());
     }
-    let resp = plugin.request("setconfig", Value::Object(params), Some(&ctx.id)).await.map_err(|_| RpcError::plugin_terminated())?;
-    if let Err(e) = outcome(&resp) {
-        return Err(e);
-    }
+    let resp = plugin
+        .request("setconfig", Value::Object(params), Some(&ctx.id))
+        .await
+        .map_err(|_| RpcError::plugin_terminated())?;
+    outcome(&resp)?;
     let source = if transient {
         Source::SetConfig
     } else {
@@ -80,8 +94,12 @@ async fn set(ctx: &Ctx, p: &Params) -> Result<Value, RpcError> {
             Some(Value::Array(items)) => items.iter().map(|i| Some(value_to_text(i))).collect(),
             Some(v) => vec![Some(value_to_text(v))],
         };
-        persist_setconfig(&ctx.node.config.setconfig_file, &name, &texts)
-            .map_err(|e| RpcError::lightningd(format!("could not write {}: {e}", ctx.node.config.setconfig_file.display())))?
+        persist_setconfig(&ctx.node.config.setconfig_file, &name, &texts).map_err(|e| {
+            RpcError::lightningd(format!(
+                "could not write {}: {e}",
+                ctx.node.config.setconfig_file.display()
+            ))
+        })?
     };
     let rendered = ctx.node.plugins.with_options(|t| {
         t.set(&name, typed, source);
