@@ -28,12 +28,15 @@ def test_start_ready_line_log_format_and_socket(node_factory):
     m = LOG_LINE_RE.match(ready)
     assert m, f"ready line not in CLN log format: {ready!r}"
     assert m.group("level") == "INFO" and m.group("source") == "lightningd", ready
-    m2 = re.search(rf"Server started with public key ({PUBKEY_RE}), alias (.*), and fulgurd v?\S+",
-                   m.group("msg"))
+    # CLN: "Server started with public key %s, alias %s (color #%s) and lightningd %s"
+    m2 = re.search(rf"Server started with public key ({PUBKEY_RE}), alias (.*?)"
+                   rf"(?: \(color #([0-9a-f]{{6}})\))?,? and fulgurd v?\S+$", m.group("msg"))
     assert m2, f"unexpected ready message: {m.group('msg')!r}"
     info = node.rpc.getinfo()
     assert m2.group(1) == info["id"]
     assert m2.group(2) == info["alias"]
+    if m2.group(3):
+        assert m2.group(3) == info["color"]
 
     # Every log line follows "<ISO ts> <LEVEL padded> <source>: <message>".
     bad = [line for line in node.log_lines() if not LOG_LINE_RE.match(line)]
