@@ -881,3 +881,97 @@ pub fn outcome(resp: &Value) -> Result<&Value, fulgur_protocol::RpcError> {
         data: e.and_then(|e| e.get("data")).cloned(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::discovery::Candidate;
+
+    /// A dependency-free plugin that registers `htlc_accepted` and answers it per `mode`.
+    fn script(dir: &Path, name: &str, mode: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let answer = match mode {
+            "silent" => "pass",
+            "garbage" => r#"send({"jsonrpc": "2.0", "id": obj["id"], "result": {"result": "maybe"}})"#,
+            "error" => r#"send({"jsonrpc": "2.0", "id": obj["id"], "error": {"code": -1, "message": "boom"}})"#,
+            _ => r#"send({"jsonrpc": "2.0", "id": obj["id"], "result": {"result": "continue"}})"#,
+        };
+        let body = format!(
+            r#"#!/usr/bin/env python3
+import json, sys
+def send(o):
+    sys.stdout.write(json.dumps(o) + "\n\n")
+    sys.stdout.flush()
+dec, data = json.JSONDecoder(), ""
+for line in sys.stdin:
+    data += line
+    while data.strip():
+        data = data.lstrip()
+        try:
+            obj, end = dec.raw_decode(data)
+        except ValueError:
+            break
+        data = data[end:]
+        m = obj.get("method")
+        if m == "getmanifest":
+            send({{"jsonrpc": "2.0", "id": obj["id"], "result": {{"options": [], "rpcmethods": [], "hooks": ["htlc_accepted"], "dynamic": True}}}})
+        elif m == "init":
+            send({{"jsonrpc": "2.0", "id": obj["id"], "result": {{}}}})
+        elif m == "htlc_accepted":
+            {answer}
+"#
+        );
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("{e}"));
+        p
+    }
+
+    async fn host_with(dir: &Path, plugins: &[PathBuf]) -> Arc<PluginHost> {
+        let settings = HostSettings {
+            net_dir: dir.to_path_buf(),
+            rpc_file: "lightning-rpc".into(),
+            network: "regtest".into(),
+            allow_deprecated_apis: false,
+            timeout: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(1),
+            default_dir: dir.join("plugins"),
+            reserved_methods: HashSet::new(),
+        };
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let host = PluginHost::new(Logger::new(vec![], Box::new(std::io::sink())), settings, &[], vec![], tx);
+        let c: Vec<Candidate> = plugins.iter().map(|p| Candidate { path: p.clone(), important: false }).collect();
+        host.start_all(&c).await.unwrap_or_else(|e| panic!("{e}"));
+        host.init_all().await.unwrap_or_else(|e| panic!("{e}"));
+        host
+    }
+
+    #[tokio::test]
+    async fn hook_deadline_malformed_answers_and_chaining() {
+        let dir = std::env::temp_dir().join(format!("fulgur-hooktest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let payload = json!({"htlc": {"amount_msat": 1000}});
+
+        // A plugin that never answers: the core gets the chain back at the deadline.
+        let host = host_with(&dir, &[script(&dir, "cont.py", "continue"), script(&dir, "silent.py", "silent")]).await;
+        let start = tokio::time::Instant::now();
+        let deadline = start + Duration::from_millis(300);
+        let end = host.run_hook(Hook::HtlcAccepted, payload.clone(), None, None, None, Some(deadline)).await;
+        assert_eq!(end, ChainEnd::DeadlineExceeded { plugin: "silent.py".into() });
+        assert!(start.elapsed() < Duration::from_secs(5));
+        // Skipping the silent one, the chain completes with the default action.
+        let end = host.run_hook(Hook::HtlcAccepted, payload.clone(), None, None, Some("silent.py"), Some(deadline + Duration::from_secs(5))).await;
+        assert_eq!(end, ChainEnd::Default(payload.clone()));
+        host.shutdown_all().await;
+
+        // Garbage and errors become the safe default (fail the HTLC), never a crash.
+        for (name, mode) in [("garbage.py", "garbage"), ("error.py", "error")] {
+            let host = host_with(&dir, &[script(&dir, name, mode), script(&dir, "after.py", "continue")]).await;
+            let end = host.run_hook(Hook::HtlcAccepted, payload.clone(), None, None, None, None).await;
+            assert_eq!(end, ChainEnd::Stopped { plugin: name.into(), answer: Hook::HtlcAccepted.safe_default() });
+            host.shutdown_all().await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
