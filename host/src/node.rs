@@ -190,7 +190,8 @@ pub async fn print_help(config: Config) -> Result<(), String> {
         Box::new(std::io::stderr()),
     );
     let found = discover(&config, &log.source("lightningd"))?;
-    if !found.plugins.is_empty() && config.net_dir.is_dir() {
+    if !found.plugins.is_empty() {
+        create_dirs(&config)?;
         let (stop_tx, _stop_rx) = mpsc::unbounded_channel();
         let host = PluginHost::new(
             log,

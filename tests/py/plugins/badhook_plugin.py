@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Test plugin answering the rpc_command hook with malformed replies for
 `listdatastore badhook*` keys.  The daemon must log it at BROKEN (naming plugin and hook)
-and apply the hook's safe default (continue: the command runs normally)."""
+and apply the hook's safe default (continue: the command runs normally).  For
+`badhook-crash` it dies in the middle of the hook call: the chain must go on without it."""
+import os
+
 from pyln.client import Plugin
 
 plugin = Plugin()
@@ -19,6 +22,8 @@ def on_rpc_command(plugin, rpc_command, **kwargs):
         return {"result": "bogus-verdict"}
     if key == ["badhook-shape"]:
         return {"neither": "result nor replace nor return"}
+    if key == ["badhook-crash"]:
+        os._exit(1)  # dies while the daemon waits for its hook answer
     if key == ["badhook-replace"]:
         return {"replace": {"jsonrpc": "2.0", "id": "x", "method": "no-such-method", "params": {}}}
     return {"result": "continue"}
