@@ -306,6 +306,14 @@ def test_raw_huge_message(node):
         outcome = "sent"
     except (BrokenPipeError, ConnectionResetError):
         outcome = "closed"
+        # Anything the daemon wrote before closing must be an error reply.
+        try:
+            r.sock.settimeout(5)
+            pending = r.read()
+        except (OSError, AssertionError):
+            pending = None
+        if pending is not None:
+            assert "error" in pending and "result" not in pending, pending
     except socket.timeout:
         outcome = "stalled"
     # Meanwhile and afterwards, other clients are served.
