@@ -574,3 +574,76 @@ def test_plugin_startdir_and_rescan(node_factory, test_dir):
     res = node.rpc.plugin_rescan()
     assert res["command"] == "rescan"
     assert node.rpc.call("hello") == {"greeting": "hello world"}
+
+
+# ------------------------------------------------------------------ id mapping and framing
+
+def test_async_replies_out_of_order(node_factory):
+    import threading
+    node = node_factory.get_node(plugins=[plugin_path("methods_plugin.py")])
+    results = {}
+
+    def call(key):
+        results[key] = node.new_rpc().call("park", {"key": key})
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in ("k1", "k2", "k3")]
+    for t in threads:
+        t.start()
+    wait_for(lambda: len([s for s in node.rpc.call("seen_requests")["seen"]
+                          if s["method"] == "park"]) == 3, what="three parked calls")
+    # release in reverse order: each caller must get its own answer
+    for k in ("k3", "k1", "k2"):
+        assert node.rpc.call("release", {"key": k, "value": k.upper()}) == {"released": k}
+    for t in threads:
+        t.join(30)
+    assert results == {k: {"key": k, "value": k.upper()} for k in ("k1", "k2", "k3")}
+
+
+def test_concurrent_callers_of_one_plugin(node_factory):
+    import threading
+    node = node_factory.get_node(plugins=[plugin_path("methods_plugin.py")])
+    errors = []
+
+    def worker(i):
+        try:
+            rpc = node.new_rpc()
+            for j in range(10):
+                r = rpc.call("echo", {"a": i, "b": j})
+                assert (r["a"], r["b"]) == (i, j), r
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+
+
+@pytest.mark.parametrize("size", [100_000, 5_000_000])
+def test_large_plugin_reply(node_factory, size):
+    node = node_factory.get_node(plugins=[plugin_path("methods_plugin.py")])
+    r = node.rpc.call("big", {"size": size})
+    assert r["size"] == size and r["data"] == "x" * size
+    assert node.rpc.call("hello") == {"greeting": "hello world"}
+
+
+def test_method_name_collisions(node_factory, test_dir):
+    copy = test_dir / "methods_copy.py"
+    shutil.copy(plugin_path("methods_plugin.py"), copy)
+    copy.chmod(0o755)
+    node = node_factory.get_node(plugins=[plugin_path("methods_plugin.py"), str(copy),
+                                          plugin_path("shadow_plugin.py")])
+    # the built-in getinfo stays (schema-validated), the shadowing plugin is refused
+    info = node.rpc.getinfo()
+    assert "shadow" not in info and info["network"] == "regtest"
+    line = node.wait_for_log(r"Killing plugin: .*getinfo|shadow_plugin\.py.*getinfo")
+    assert "shadow_plugin.py" in line, line
+    # only one of the two plugins offering `hello` survives, and hello works
+    active = [os.path.basename(p["name"]) for p in node.rpc.plugin_list()["plugins"]
+              if p["active"]]
+    assert "shadow_plugin.py" not in active
+    assert ("methods_plugin.py" in active) != ("methods_copy.py" in active), active
+    assert node.rpc.call("hello") == {"greeting": "hello world"}
+    assert [h["command"] for h in node.rpc.help()["help"]].count("hello [name]") == 1

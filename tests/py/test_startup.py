@@ -215,3 +215,14 @@ def test_disable_plugin_overrides_important(node_factory):
                                  options={"disable-plugin": "exit_plugin.py"})
     names = [os.path.basename(p["name"]) for p in node.rpc.plugin_list()["plugins"]]
     assert "exit_plugin.py" not in names
+
+
+def test_hook_dependency_on_unknown_plugin_is_ignored(node_factory, test_dir):
+    # cycle_plugin.py copied under another name declares before=["cyc_a.py"], not loaded
+    p = test_dir / "cyc_x.py"
+    shutil.copy(plugin_path("cycle_plugin.py"), p)
+    p.chmod(0o755)
+    node = node_factory.get_node(plugins=[str(p)])
+    assert node.rpc.listdatastore(["any"]) == {"datastore": []}
+    names = {os.path.basename(x["name"]): x["active"] for x in node.rpc.plugin_list()["plugins"]}
+    assert names.get("cyc_x.py") is True

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Test plugin: RPC methods with named/positional params, msat values, errors, caller
 notifications, slow replies, raw stderr, and calls back into the node's RPC."""
+import copy
 import os
 import time
 
@@ -13,7 +14,8 @@ _orig_parse = plugin._parse_request
 
 def _recording_parse(jsrequest):
     plugin.seen.append({"id": jsrequest.get("id"), "method": jsrequest.get("method"),
-                        "params": jsrequest.get("params")})
+                        # a copy: pyln injects `plugin`/`request` into dict params later
+                        "params": copy.deepcopy(jsrequest.get("params"))})
     return _orig_parse(jsrequest)
 
 
@@ -103,6 +105,27 @@ def log_lines(plugin, text, level="info"):
     # Sends a raw log notification (message may contain newlines).
     plugin.notify("log", {"level": level, "message": text})
     return {"logged": True}
+
+
+plugin.parked = {}
+
+
+@plugin.async_method("park")
+def park(plugin, key, request):
+    # Answers later, when `release` is called with the same key (out of order replies).
+    plugin.parked[key] = request
+
+
+@plugin.method("release")
+def release(plugin, key, value):
+    plugin.parked.pop(key).set_result({"key": key, "value": value})
+    return {"released": key}
+
+
+@plugin.method("big")
+def big(plugin, size):
+    # A reply of `size` characters, to test framing of large messages.
+    return {"data": "x" * int(size), "size": int(size)}
 
 
 @plugin.method("seen_requests")
