@@ -45,9 +45,16 @@ TEST_WATCHDOG = int(os.environ.get("FULGUR_TEST_WATCHDOG", "150"))
 socket.setdefaulttimeout(DEFAULT_TIMEOUT)
 
 # Log line: ISO timestamp with milliseconds and Z, padded level, "<source>: <message>".
+# CLN writes the broken level as "**BROKEN**" (log.c level_prefix); plain BROKEN accepted too.
 LOG_LINE_RE = re.compile(
     r"^(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) "
-    r"(?P<level>IO|TRACE|DEBUG|INFO|UNUSUAL|BROKEN)\s+(?P<source>[^ :]+): (?P<msg>.*)$")
+    r"(?P<level>IO|TRACE|DEBUG|INFO|UNUSUAL|\*\*BROKEN\*\*|BROKEN)\s+(?P<source>[^ :]+): (?P<msg>.*)$")
+
+
+def log_level(line):
+    """Level of a log line, '**BROKEN**' normalised to 'BROKEN'; None if not a log line."""
+    m = LOG_LINE_RE.match(line)
+    return m and m.group("level").strip("*")
 
 
 def plugin_path(name):

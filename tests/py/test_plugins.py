@@ -70,6 +70,7 @@ def test_init_configuration_env_and_ids(node_factory):
     for k in ("init", "node", "channel", "invoice"):
         assert re.match(r"^([0-9a-f]{2})*$", conf["feature_set"][k]), conf["feature_set"]
     assert res["env"]["LIGHTNINGD_PLUGIN"] == "1"
+    assert res["deprecated_apis"] in (True, False)
     assert res["cwd"] == str(node.net_dir)
 
     seen = res["seen"]
@@ -206,7 +207,8 @@ def _received(node):
 
 def test_plugin_started_stopped_notifications(node_factory):
     dp = plugin_path("dynamic_plugin.py")
-    node = node_factory.get_node(plugins=[plugin_path("notify_plugin.py")])
+    node = node_factory.get_node(plugins=[plugin_path("notify_plugin.py"),
+                                          plugin_path("methods_plugin.py")])
     node.rpc.plugin_start(dp)
     got = wait_for(lambda: [g for g in _received(node)["got"] if g["topic"] == "plugin_started"
                             and g["payload"]["plugin_name"] == "dynamic_plugin.py"])
@@ -219,6 +221,9 @@ def test_plugin_started_stopped_notifications(node_factory):
     p = got[0]["payload"]
     assert p["plugin_path"] == dp
     assert "greet" in p["methods"]
+    # methods_plugin subscribes to nothing: pyln raises (and the plugin dies) on any
+    # notification it did not ask for, so it must still be alive.
+    assert node.rpc.call("hello") == {"greeting": "hello world"}
     raw = [r for r in _received(node)["raw"] if r["method"] == "plugin_started"][-1]
     assert set(raw) == {"jsonrpc", "method", "params"}, raw
     assert list(raw["params"]) == ["plugin_started"], "payload must be wrapped in the topic name"
@@ -647,3 +652,29 @@ def test_method_name_collisions(node_factory, test_dir):
     assert ("methods_plugin.py" in active) != ("methods_copy.py" in active), active
     assert node.rpc.call("hello") == {"greeting": "hello world"}
     assert [h["command"] for h in node.rpc.help()["help"]].count("hello [name]") == 1
+
+
+def test_rpc_command_hook_filters(node_factory):
+    node = node_factory.get_node(plugins=[plugin_path("filter_hook_plugin.py"),
+                                          plugin_path("methods_plugin.py")])
+    node.rpc.getinfo()
+    node.rpc.listdatastore(["f"])
+    node.rpc.call("echo", ["1", "2"])
+    node.rpc.call("hello")
+    node.rpc.help()
+    calls = (node.net_dir / "filter_hook_calls.txt").read_text().split()
+    assert calls == ["listdatastore", "hello"], calls
+
+
+def test_plugin_disabling_itself(node_factory):
+    dp = plugin_path("disable_plugin.py")
+    node = node_factory.get_node(plugins=[dp])
+    assert dp not in [p["name"] for p in node.rpc.plugin_list()["plugins"]]
+    with pytest.raises(RpcError) as e:
+        node.rpc.call("disabled_hello")
+    assert code_of(e) == -32601
+    with pytest.raises(RpcError) as e:
+        node.rpc.plugin_start(dp)
+    assert code_of(e) == -3
+    assert "not today, thanks" in e.value.error["message"], e.value.error
+    assert node.rpc.getinfo()["network"] == "regtest"

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from conftest import FULGURD, LOG_LINE_RE, fulgurd_available, plugin_path
+from conftest import FULGURD, LOG_LINE_RE, fulgurd_available, log_level, plugin_path
 
 PUBKEY_RE = r"0[23][0-9a-f]{64}"
 
@@ -64,6 +64,13 @@ def test_plugin_log_and_stderr_are_in_the_log(node_factory):
     l2 = node.wait_for_log(r"plugin-methods_plugin\.py: second-of-two$")
     assert LOG_LINE_RE.match(l1).group("level") == "UNUSUAL", l1
     assert LOG_LINE_RE.match(l2).group("level") == "UNUSUAL", l2
+    # other level names and aliases, as CLN maps them
+    for level, shown in (("debug", "DEBUG"), ("info", "INFO"), ("unusual", "UNUSUAL"),
+                         ("broken", "BROKEN"), ("error", "BROKEN"), ("WARN", "UNUSUAL")):
+        node.rpc.call("log_lines", {"text": f"level-probe-{level}", "level": level})
+        line = node.wait_for_log(rf"plugin-methods_plugin\.py: level-probe-{level}$")
+        assert log_level(line) == shown, (level, line)
+    assert node.rpc.call("hello") == {"greeting": "hello world"}
 
 
 def test_builtin_plugins_loaded_from_beside_binary(node_factory):

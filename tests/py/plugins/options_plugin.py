@@ -49,6 +49,8 @@ def getinit(plugin):
         "init": plugin.init_params,
         "env": {k: os.environ.get(k) for k in ("LIGHTNINGD_PLUGIN", "LIGHTNINGD_VERSION")},
         "cwd": os.getcwd(),
+        # set by pyln from getmanifest's "allow-deprecated-apis" (True if it was absent)
+        "deprecated_apis": getattr(plugin, "deprecated_apis", None),
         "seen": plugin.seen,
     }
 
