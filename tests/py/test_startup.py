@@ -233,3 +233,22 @@ def test_hook_dependency_on_unknown_plugin_is_ignored(node_factory, test_dir):
     assert node.rpc.listdatastore(["any"]) == {"datastore": []}
     names = {os.path.basename(x["name"]): x["active"] for x in node.rpc.plugin_list()["plugins"]}
     assert names.get("cyc_x.py") is True
+
+
+def test_plugins_and_their_options_in_config_file(node_factory):
+    # The plugin option comes before the plugin= line that defines it: plugin options are
+    # only checked after every manifest is in (CLN's "early options" ordering).
+    node = node_factory.get_node(config=(
+        "str_opt=set-before-plugin-line\n"
+        f"plugin={plugin_path('options_plugin.py')}\n"
+        f"important-plugin={plugin_path('methods_plugin.py')}\n"
+        "disable-plugin=pay\n"))
+    assert node.rpc.call("getopts")["values"]["str_opt"] == "set-before-plugin-line"
+    assert node.rpc.call("hello") == {"greeting": "hello world"}
+    names = [os.path.basename(p["name"]) for p in node.rpc.plugin_list()["plugins"]]
+    assert "pay" not in names and {"options_plugin.py", "methods_plugin.py"} <= set(names)
+
+
+def test_unknown_key_in_config_file_exits_1(node_factory):
+    node = node_factory.get_node(start=False, config="# ok\nno-such-config-key=1\n")
+    _expect_startup_failure(node, r"no-such-config-key")
