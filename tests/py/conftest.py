@@ -274,6 +274,7 @@ class RawRpc:
         self.buf = b""
 
     def send(self, data):
+        """dict/list -> JSON; str -> sent as is (UTF-8); bytes -> sent as is."""
         if isinstance(data, (dict, list)):
             data = json.dumps(data)
         if isinstance(data, str):

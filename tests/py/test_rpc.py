@@ -170,7 +170,11 @@ def test_raw_invalid_json(node):
 
 @pytest.mark.parametrize("bad", [
     pytest.param([1, 2, 3], id="array"),
-    pytest.param("just a string", id="string"),
+    # raw bytes: valid JSON texts that are not objects (JSON-RPC: -32600, not -32700)
+    pytest.param(b'"just a string"', id="string"),
+    pytest.param(b"42", id="number"),
+    pytest.param(b"null", id="null"),
+    pytest.param(b"true", id="bool"),
     pytest.param({"jsonrpc": "2.0", "method": "getinfo", "params": {}}, id="no-id"),
     pytest.param({"jsonrpc": "2.0", "id": {"an": "object"}, "method": "getinfo", "params": {}},
                  id="object-id"),
