@@ -71,6 +71,23 @@ impl JsonCodec {
             .map_err(|e| FrameError::Invalid(e.to_string()))
     }
 
+    /// A top-level number or literal: valid JSON but never a request. A number at the
+    /// very end of the buffer is taken as complete.
+    fn scalar(&mut self, src: &mut BytesMut) -> Result<Option<Value>, FrameError> {
+        let mut stream = serde_json::Deserializer::from_slice(src).into_iter::<Value>();
+        match stream.next() {
+            Some(Ok(v)) => {
+                let end = stream.byte_offset();
+                let _ = src.split_to(end);
+                self.reset();
+                Ok(Some(v))
+            }
+            Some(Err(e)) if e.is_eof() && src.len() <= self.max_len => Ok(None),
+            Some(Err(e)) => Err(FrameError::Invalid(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
     fn reset(&mut self) {
         self.started = false;
         self.scanned = 0;
@@ -92,9 +109,9 @@ impl Decoder for JsonCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Value>, FrameError> {
         if !self.started {
-            // Between messages: drop whitespace, then the next byte must open a value. A
-            // top-level string is framed too (so the reader can answer "not an object");
-            // bare numbers and literals cannot be framed in a stream and are refused.
+            // Between messages: drop whitespace, then the next byte opens a value. Objects,
+            // arrays and strings are scanned; any other JSON value (a number, `null`,
+            // `true`) is parsed directly, so the reader can answer "not an object".
             let skip = src.iter().take_while(|b| b.is_ascii_whitespace()).count();
             let _ = src.split_to(skip);
             self.reset();
@@ -105,12 +122,7 @@ impl Decoder for JsonCodec {
                     self.in_string = true;
                     self.scanned = 1;
                 }
-                Some(other) => {
-                    return Err(FrameError::Invalid(format!(
-                        "expected a JSON object, found byte {:?}",
-                        char::from(*other)
-                    )));
-                }
+                Some(_) => return self.scalar(src),
             }
             self.started = true;
         }
@@ -268,6 +280,8 @@ mod tests {
     #[test]
     fn refuses_garbage_and_oversize() {
         let mut d = FrameDecoder::new(1024);
+        d.extend(b"42 null true");
+        assert_eq!(drain(&mut d), vec![json!(42), json!(null), json!(true)]);
         d.extend(b"hello world\n");
         assert!(matches!(d.next_value(), Some(Err(FrameError::Invalid(_)))));
 
