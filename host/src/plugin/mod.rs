@@ -892,8 +892,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let answer = match mode {
             "silent" => "pass",
-            "garbage" => r#"send({"jsonrpc": "2.0", "id": obj["id"], "result": {"result": "maybe"}})"#,
-            "error" => r#"send({"jsonrpc": "2.0", "id": obj["id"], "error": {"code": -1, "message": "boom"}})"#,
+            "garbage" => {
+                r#"send({"jsonrpc": "2.0", "id": obj["id"], "result": {"result": "maybe"}})"#
+            }
+            "error" => {
+                r#"send({"jsonrpc": "2.0", "id": obj["id"], "error": {"code": -1, "message": "boom"}})"#
+            }
             _ => r#"send({"jsonrpc": "2.0", "id": obj["id"], "result": {"result": "continue"}})"#,
         };
         let body = format!(
@@ -923,7 +927,8 @@ for line in sys.stdin:
         );
         let p = dir.join(name);
         std::fs::write(&p, body).unwrap_or_else(|e| panic!("{e}"));
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("{e}"));
         p
     }
 
@@ -939,8 +944,20 @@ for line in sys.stdin:
             reserved_methods: HashSet::new(),
         };
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let host = PluginHost::new(Logger::new(vec![], Box::new(std::io::sink())), settings, &[], vec![], tx);
-        let c: Vec<Candidate> = plugins.iter().map(|p| Candidate { path: p.clone(), important: false }).collect();
+        let host = PluginHost::new(
+            Logger::new(vec![], Box::new(std::io::sink())),
+            settings,
+            &[],
+            vec![],
+            tx,
+        );
+        let c: Vec<Candidate> = plugins
+            .iter()
+            .map(|p| Candidate {
+                path: p.clone(),
+                important: false,
+            })
+            .collect();
         host.start_all(&c).await.unwrap_or_else(|e| panic!("{e}"));
         host.init_all().await.unwrap_or_else(|e| panic!("{e}"));
         host
@@ -954,22 +971,67 @@ for line in sys.stdin:
         let payload = json!({"htlc": {"amount_msat": 1000}});
 
         // A plugin that never answers: the core gets the chain back at the deadline.
-        let host = host_with(&dir, &[script(&dir, "cont.py", "continue"), script(&dir, "silent.py", "silent")]).await;
+        let host = host_with(
+            &dir,
+            &[
+                script(&dir, "cont.py", "continue"),
+                script(&dir, "silent.py", "silent"),
+            ],
+        )
+        .await;
         let start = tokio::time::Instant::now();
         let deadline = start + Duration::from_millis(300);
-        let end = host.run_hook(Hook::HtlcAccepted, payload.clone(), None, None, None, Some(deadline)).await;
-        assert_eq!(end, ChainEnd::DeadlineExceeded { plugin: "silent.py".into() });
+        let end = host
+            .run_hook(
+                Hook::HtlcAccepted,
+                payload.clone(),
+                None,
+                None,
+                None,
+                Some(deadline),
+            )
+            .await;
+        assert_eq!(
+            end,
+            ChainEnd::DeadlineExceeded {
+                plugin: "silent.py".into()
+            }
+        );
         assert!(start.elapsed() < Duration::from_secs(5));
         // Skipping the silent one, the chain completes with the default action.
-        let end = host.run_hook(Hook::HtlcAccepted, payload.clone(), None, None, Some("silent.py"), Some(deadline + Duration::from_secs(5))).await;
+        let end = host
+            .run_hook(
+                Hook::HtlcAccepted,
+                payload.clone(),
+                None,
+                None,
+                Some("silent.py"),
+                Some(deadline + Duration::from_secs(5)),
+            )
+            .await;
         assert_eq!(end, ChainEnd::Default(payload.clone()));
         host.shutdown_all().await;
 
         // Garbage and errors become the safe default (fail the HTLC), never a crash.
         for (name, mode) in [("garbage.py", "garbage"), ("error.py", "error")] {
-            let host = host_with(&dir, &[script(&dir, name, mode), script(&dir, "after.py", "continue")]).await;
-            let end = host.run_hook(Hook::HtlcAccepted, payload.clone(), None, None, None, None).await;
-            assert_eq!(end, ChainEnd::Stopped { plugin: name.into(), answer: Hook::HtlcAccepted.safe_default() });
+            let host = host_with(
+                &dir,
+                &[
+                    script(&dir, name, mode),
+                    script(&dir, "after.py", "continue"),
+                ],
+            )
+            .await;
+            let end = host
+                .run_hook(Hook::HtlcAccepted, payload.clone(), None, None, None, None)
+                .await;
+            assert_eq!(
+                end,
+                ChainEnd::Stopped {
+                    plugin: name.into(),
+                    answer: Hook::HtlcAccepted.safe_default()
+                }
+            );
             host.shutdown_all().await;
         }
         let _ = std::fs::remove_dir_all(&dir);
