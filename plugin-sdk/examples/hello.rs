@@ -41,7 +41,7 @@ async fn hellonode(plugin: Plugin<()>, _params: Value) -> Result<Value, RpcError
     Ok(json!({"node_id": info.get("id"), "network": plugin.configuration().network}))
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Builder::<()>::new()
         .option(

@@ -75,7 +75,7 @@ async fn release(plugin: Plugin<Held>, _params: Value) -> Result<Value, RpcError
     Ok(json!({"released": released}))
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Builder::<Held>::new()
         .option(

@@ -62,7 +62,7 @@ async fn stats(plugin: Plugin<State>, _params: Value) -> Result<Value, RpcError>
     }))
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Builder::<State>::new()
         .subscribe("connect", on_event)

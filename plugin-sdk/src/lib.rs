@@ -24,7 +24,7 @@
 //!     Ok(json!({ "message": format!("{greeting}, {}!", p.name.as_deref().unwrap_or("world")) }))
 //! }
 //!
-//! #[tokio::main]
+//! #[tokio::main(flavor = "current_thread")]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     Builder::<()>::new()
 //!         .option(OptionSpec::string("greeting", "What hello says").default("Hello"))
@@ -34,6 +34,11 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! Plugins are I/O-bound: a current-thread runtime (as above) answers a call in about
+//! half the time of the default multi-threaded one on small machines, because a request
+//! and its answer never cross threads (see `docs/PERFORMANCE.md`). Use the multi-threaded
+//! runtime only for CPU-heavy handlers.
 //!
 //! Rules the SDK keeps for you: nothing but JSON-RPC is ever written to stdout (log with
 //! [`Plugin::log`]); an error or panic in a hook handler answers the hook's safe default

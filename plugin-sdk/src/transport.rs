@@ -38,8 +38,15 @@ impl std::fmt::Debug for Transport {
 impl Transport {
     /// The plugin's stdin and stdout, as the node runs it. Must be called inside a tokio
     /// runtime.
+    ///
+    /// When they are pipes (always, under a node), they are driven by the runtime's
+    /// reactor directly; tokio's `stdin()`/`stdout()` would hand every read and write to
+    /// the blocking thread pool and back, which costs a thread switch per message.
     pub fn stdio() -> Self {
-        Self::from_io(tokio::io::stdin(), tokio::io::stdout())
+        match pipes() {
+            Ok((rx, tx)) => Self::from_io(rx, tx),
+            Err(_) => Self::from_io(tokio::io::stdin(), tokio::io::stdout()),
+        }
     }
 
     /// Any async reader (messages from the node) and writer (messages to the node). Spawns
@@ -91,17 +98,36 @@ impl Transport {
     }
 }
 
+/// Non-blocking handles on duplicates of fd 0 and 1, if both are pipes.
+fn pipes() -> std::io::Result<(
+    tokio::net::unix::pipe::Receiver,
+    tokio::net::unix::pipe::Sender,
+)> {
+    use std::os::fd::AsFd;
+    let input = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+    let output = std::fs::File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    let rx = tokio::net::unix::pipe::Receiver::from_file(input)?;
+    let tx = tokio::net::unix::pipe::Sender::from_file(output)?;
+    Ok((rx, tx))
+}
+
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut rx: mpsc::UnboundedReceiver<Value>,
     mut finish: oneshot::Receiver<()>,
 ) {
+    let mut buf = Vec::with_capacity(4096);
     loop {
         tokio::select! {
             biased;
             msg = rx.recv() => match msg {
                 Some(v) => {
-                    if write_one(&mut writer, &v).await.is_err() {
+                    // Everything already queued goes out in one write.
+                    buf.extend_from_slice(&encode_frame(&v));
+                    while let Ok(more) = rx.try_recv() {
+                        buf.extend_from_slice(&encode_frame(&more));
+                    }
+                    if write_all(&mut writer, &mut buf).await.is_err() {
                         return;
                     }
                 }
@@ -109,9 +135,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             },
             _ = &mut finish => {
                 while let Ok(v) = rx.try_recv() {
-                    if write_one(&mut writer, &v).await.is_err() {
-                        return;
-                    }
+                    buf.extend_from_slice(&encode_frame(&v));
+                }
+                if write_all(&mut writer, &mut buf).await.is_err() {
+                    return;
                 }
                 break;
             }
@@ -120,7 +147,12 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let _ = writer.shutdown().await;
 }
 
-async fn write_one<W: AsyncWrite + Unpin>(writer: &mut W, v: &Value) -> std::io::Result<()> {
-    writer.write_all(&encode_frame(v)).await?;
+async fn write_all<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let r = writer.write_all(buf).await;
+    buf.clear();
+    r?;
     writer.flush().await
 }

@@ -116,6 +116,8 @@ fn setup() -> Res<Env> {
                 "fulgur-plugin-htlc-hold",
                 "-p",
                 "fulgur-plugin-autopilot",
+                "-p",
+                "cln-plugin-compat",
             ])
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
@@ -639,12 +641,21 @@ fn plugin_args(plugin: &Path) -> Vec<String> {
     a
 }
 
+/// `FULGUR_BENCH_ONLY=3,4` runs only those measurements (1 also gives the no-hook
+/// baseline the hook measurements compare with).
+fn want(tag: &str) -> bool {
+    match std::env::var("FULGUR_BENCH_ONLY") {
+        Ok(only) => only.split(',').any(|t| t.trim() == tag),
+        Err(_) => true,
+    }
+}
+
 fn run(env: &Env, report: &mut Report) -> Res<()> {
     let py = env.python_bin.as_deref();
 
     // Bare node: no plugins at all.
     let mut base_p50 = None;
-    {
+    if want("1") {
         let node = Node::start(env, "bare", &disable_builtins(), None)?;
         std::thread::sleep(SETTLE);
         let idle = rss_kib(node.pid()).map(|k| k as f64 / 1024.0);
@@ -702,7 +713,7 @@ fn run(env: &Env, report: &mut Report) -> Res<()> {
     }
 
     // Default node: the built-in plugins.
-    {
+    if want("6b") {
         let node = Node::start(env, "builtins", &[], None)?;
         std::thread::sleep(SETTLE);
         let idle = rss_kib(node.pid()).map(|k| k as f64 / 1024.0);
@@ -728,7 +739,7 @@ fn run(env: &Env, report: &mut Report) -> Res<()> {
     }
 
     // 3. SDK plugin method.
-    {
+    if want("3") {
         eprintln!("3. hello via the SDK plugin...");
         let r = Node::start(env, "sdk-hello", &plugin_args(&env.example("hello")), None).and_then(
             |node| {
@@ -753,8 +764,35 @@ fn run(env: &Env, report: &mut Report) -> Res<()> {
         );
     }
 
+    // 3b. The same shape of method on CLN's own cln-plugin crate, for comparison.
+    if want("3b") {
+        let cln = env.root.join("target/release/cln-plugin-compat");
+        if cln.exists() {
+            eprintln!("3b. clnhello via the cln-plugin crate plugin...");
+            let r = Node::start(env, "cln-hello", &plugin_args(&cln), None).and_then(|node| {
+                node.wait_method("clnhello", "{}")?;
+                let m = sequential(
+                    &node.socket(),
+                    "clnhello",
+                    r#"{"name":"bench"}"#,
+                    WARMUP,
+                    CALLS,
+                );
+                node.stop();
+                m
+            });
+            let (_, _, _, fig) = rate_fig(r);
+            report.add(
+                "3b. clnhello via cln-plugin crate plugin, one connection",
+                fig,
+                "(none)",
+                None,
+            );
+        }
+    }
+
     // 4. pyln plugin method.
-    if py.is_some() {
+    if py.is_some() && want("4") {
         eprintln!("4. hello via the pyln-client plugin...");
         let r = Node::start(
             env,
@@ -813,7 +851,7 @@ fn run(env: &Env, report: &mut Report) -> Res<()> {
             met,
         );
     };
-    {
+    if want("5a") {
         eprintln!("5. getinfo through the SDK hooks plugin...");
         let mut beside = Err("node did not start".to_string());
         let r = Node::start(env, "sdk-hook", &plugin_args(&env.example("hooks")), None).and_then(
@@ -838,7 +876,7 @@ fn run(env: &Env, report: &mut Report) -> Res<()> {
             None,
         );
     }
-    if py.is_some() {
+    if py.is_some() && want("5b") {
         eprintln!("5. getinfo through a pyln-client rpc_command hook...");
         let r = Node::start(
             env,

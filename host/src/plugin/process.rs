@@ -152,8 +152,16 @@ impl Plugin {
         // Writer: frames to stdin; dropping the channel closes stdin (EOF for the plugin).
         tokio::spawn(async move {
             let mut stdin = stdin;
+            let mut buf = Vec::with_capacity(4096);
             while let Some(frame) = rx.recv().await {
-                if stdin.write_all(&frame).await.is_err() {
+                // Everything already queued goes out in one write.
+                buf.extend_from_slice(&frame);
+                while let Ok(more) = rx.try_recv() {
+                    buf.extend_from_slice(&more);
+                }
+                let ok = stdin.write_all(&buf).await.is_ok();
+                buf.clear();
+                if !ok {
                     break;
                 }
             }
