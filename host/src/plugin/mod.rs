@@ -249,7 +249,7 @@ impl PluginHost {
         let params = json!({"allow-deprecated-apis": self.settings.allow_deprecated_apis});
         let resp = match tokio::time::timeout(
             self.settings.timeout,
-            p.request("getmanifest", params, None),
+            p.request("getmanifest", &params, None),
         )
         .await
         {
@@ -279,16 +279,14 @@ impl PluginHost {
             }
         });
         p.set_state(State::AwaitingInit);
-        let resp = match tokio::time::timeout(
-            self.settings.timeout,
-            p.request("init", params, None),
-        )
-        .await
-        {
-            Err(_) => return Err("timed out before replying to init".into()),
-            Ok(Err(Gone)) => return Err("exited before replying to init".into()),
-            Ok(Ok(r)) => r,
-        };
+        let resp =
+            match tokio::time::timeout(self.settings.timeout, p.request("init", &params, None))
+                .await
+            {
+                Err(_) => return Err("timed out before replying to init".into()),
+                Ok(Err(Gone)) => return Err("exited before replying to init".into()),
+                Ok(Ok(r)) => r,
+            };
         if let Some(why) = resp
             .get("result")
             .and_then(|r| r.get("disable"))
@@ -300,16 +298,7 @@ impl PluginHost {
             return Err("exited before replying to init".into());
         }
         p.set_state(State::Active);
-        let methods: Vec<Value> = p
-            .manifest()
-            .map(|m| {
-                m.rpcmethods
-                    .iter()
-                    .map(|r| Value::from(r.name.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.notify("plugin_started", json!({"plugin_name": p.name, "plugin_path": p.path.display().to_string(), "methods": methods}));
+        self.notify("plugin_started", lifecycle_payload(p));
         Ok(())
     }
 
@@ -617,16 +606,7 @@ impl PluginHost {
             self.refresh_log_subscribers(&reg);
         }
         if was_active {
-            let methods: Vec<Value> = p
-                .manifest()
-                .map(|m| {
-                    m.rpcmethods
-                        .iter()
-                        .map(|r| Value::from(r.name.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            self.notify("plugin_stopped", json!({"plugin_name": p.name, "plugin_path": p.path.display().to_string(), "methods": methods}));
+            self.notify("plugin_stopped", lifecycle_payload(p));
         }
         if p.is_important() && !self.shutting_down.load(Ordering::Acquire) {
             self.main
@@ -752,7 +732,7 @@ impl PluginHost {
             if p.is_dead() {
                 continue;
             }
-            let call = p.request(hook.as_str(), payload.clone(), parent);
+            let call = p.request(hook.as_str(), &payload, parent);
             let resp = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, call).await {
                     Ok(r) => r,
@@ -848,6 +828,15 @@ enum Reject {
     Quiet(String),
     /// Stop the node (start-up only).
     Fatal(String),
+}
+
+/// The payload of `plugin_started` and `plugin_stopped`.
+fn lifecycle_payload(p: &Plugin) -> Value {
+    let methods: Vec<&str> = p
+        .manifest()
+        .map(|m| m.rpcmethods.iter().map(|r| r.name.as_str()).collect())
+        .unwrap_or_default();
+    json!({"plugin_name": p.name, "plugin_path": p.path.display().to_string(), "methods": methods})
 }
 
 fn safe_step(hook: Hook, interpret: Interpret) -> Step {

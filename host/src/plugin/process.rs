@@ -444,12 +444,23 @@ impl Plugin {
     pub async fn request(
         &self,
         method: &str,
-        params: Value,
+        params: &Value,
         parent: Option<&Value>,
     ) -> Result<Value, Gone> {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            jsonrpc: &'static str,
+            id: &'a str,
+            method: &'a str,
+            params: &'a Value,
+        }
         let id = self.next_id(parent, method);
-        let frame =
-            encode_frame(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        let frame = encode_frame(&Out {
+            jsonrpc: "2.0",
+            id: &id,
+            method,
+            params,
+        });
         self.call(id, frame, None).await
     }
 

@@ -58,7 +58,7 @@ async fn check(ctx: &Ctx, p: &Params) -> Result<Value, RpcError> {
                 _ => Value::Object(Map::new()),
             };
             let resp = plugin
-                .request("check", params, Some(&ctx.id))
+                .request("check", &params, Some(&ctx.id))
                 .await
                 .map_err(|_| RpcError::plugin_terminated())?;
             outcome(&resp)?;

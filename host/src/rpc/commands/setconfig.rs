@@ -56,7 +56,7 @@ pub async fn check(ctx: &Ctx, name: &str, val: Option<&Value>) -> Result<(), Rpc
             params.insert("val".into(), s);
         }
         let resp = plugin
-            .request("check", Value::Object(params), Some(&ctx.id))
+            .request("check", &Value::Object(params), Some(&ctx.id))
             .await
             .map_err(|_| RpcError::plugin_terminated())?;
         outcome(&resp)?;
@@ -82,7 +82,7 @@ async fn set(ctx: &Ctx, p: &Params) -> Result<Value, RpcError> {
         params.insert("val".into(), s.clone());
     }
     let resp = plugin
-        .request("setconfig", Value::Object(params), Some(&ctx.id))
+        .request("setconfig", &Value::Object(params), Some(&ctx.id))
         .await
         .map_err(|_| RpcError::plugin_terminated())?;
     outcome(&resp)?;
