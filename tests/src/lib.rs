@@ -4,7 +4,7 @@
 //!
 //! Binaries are taken from the workspace's target directory (`CARGO_TARGET_DIR` or
 //! `<workspace>/target`, profile `debug` unless `FULGUR_PROFILE` says otherwise); build
-//! them first with `cargo build --workspace --examples`.
+//! them first with `cargo build -j2 --workspace --bins --examples`.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -28,7 +28,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = target_dir().join(name);
     assert!(
         p.exists(),
-        "{} is missing: run `cargo build --workspace --examples` first",
+        "{} is missing: run `cargo build -j2 --workspace --bins --examples` first",
         p.display()
     );
     p
@@ -39,7 +39,7 @@ pub fn example(name: &str) -> PathBuf {
     let p = target_dir().join("examples").join(name);
     assert!(
         p.exists(),
-        "{} is missing: run `cargo build --workspace --examples` first",
+        "{} is missing: run `cargo build -j2 --workspace --bins --examples` first",
         p.display()
     );
     p
