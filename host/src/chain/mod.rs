@@ -1,0 +1,55 @@
+//! The node's view of the Bitcoin chain: a bitcoind JSON-RPC client (or CLN-style backend
+//! plugins), one validated block stream feeding every listener (the on-chain wallet now,
+//! LDK's ChannelManager and ChainMonitor later), a fee-estimate cache that never blocks,
+//! and a broadcaster with retries.
+//!
+//! This file holds the contracts other modules rely on; the implementation lives in the
+//! submodules. Listeners implement LDK's [`lightning::chain::Listen`] (full blocks, and
+//! `blocks_disconnected` on reorgs), so the same stream can feed LDK unchanged.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bitcoin::{Transaction, Txid};
+
+/// How urgently a transaction should confirm; mapped to a block target by the fee cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeeTarget {
+    /// CLN's `urgent`: about 2 blocks.
+    Urgent,
+    /// CLN's `normal`: about 6 blocks (the default for withdrawals).
+    Normal,
+    /// CLN's `slow`: about 100 blocks.
+    Slow,
+    /// CLN's `minimum`: the lowest rate the backend relays.
+    Minimum,
+    /// A confirmation target in blocks.
+    Blocks(u16),
+}
+
+/// Fee estimates from the cache. Never blocks and never fails: when the backend has no
+/// estimate, a documented fallback is returned.
+pub trait FeeEstimates: Send + Sync {
+    /// Sat per 1000 weight units for `target` (at least the floor of 253).
+    fn feerate_perkw(&self, target: FeeTarget) -> u32;
+}
+
+/// Why a broadcast failed: the backend's own error (bitcoind's code and message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} (code {code})")]
+pub struct BroadcastError {
+    /// bitcoind's error code (-25, -26, -27 ...), or -1 when the backend was unreachable.
+    pub code: i64,
+    /// bitcoind's message (`bad-txns-inputs-missingorspent` ...).
+    pub message: String,
+}
+
+/// A boxed future, for object-safe async methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Sends transactions to the network and reports the backend's verdict.
+pub trait TxBroadcaster: Send + Sync {
+    /// Broadcasts `tx` once and returns its txid or the backend's rejection. (LDK's
+    /// fire-and-forget `BroadcasterInterface` is built on this, with retries.)
+    fn send(&self, tx: Transaction) -> BoxFuture<'static, Result<Txid, BroadcastError>>;
+}
