@@ -568,21 +568,23 @@ impl PluginHost {
 
     /// Kills a plugin, logging why (CLN's "Killing plugin: ...").
     pub fn kill(&self, p: &Arc<Plugin>, reason: &str) {
+        let was_active = p.is_active();
         if p.mark_dead() {
             if self.shutting_down.load(Ordering::Acquire) {
                 p.log.debug(&format!("stopped at shutdown: {reason}"));
             } else {
                 p.log.info(&format!("Killing plugin: {reason}"));
             }
-            self.remove(p);
+            self.remove(p, was_active);
         }
     }
 
     fn kill_quietly(&self, p: &Arc<Plugin>, reason: &str) {
         p.set_important(false);
+        let was_active = p.is_active();
         if p.mark_dead() {
             p.log.debug(&format!("Killing plugin: {reason}"));
-            self.remove(p);
+            self.remove(p, was_active);
         }
     }
 
@@ -591,13 +593,12 @@ impl PluginHost {
         self.kill(p, reason);
     }
 
-    fn remove(&self, p: &Arc<Plugin>) {
-        let was_active;
+    /// Drops a dead plugin's registrations; `plugin_stopped` only for one that had
+    /// answered `init` (and so had its `plugin_started`).
+    fn remove(&self, p: &Arc<Plugin>, was_active: bool) {
         {
             let mut reg = self.reg();
-            let before = reg.plugins.len();
             reg.plugins.retain(|q| !Arc::ptr_eq(q, p));
-            was_active = reg.plugins.len() != before;
             reg.methods.retain(|_, q| !Arc::ptr_eq(q, p));
             for entries in reg.hooks.values_mut() {
                 entries.retain(|e| !Arc::ptr_eq(&e.plugin, p));
