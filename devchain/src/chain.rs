@@ -1277,7 +1277,8 @@ impl Chain {
             .iter()
             .filter(|(op, c)| {
                 &c.output.script_pubkey == spk
-                    && (!c.coinbase || next - c.height >= COINBASE_MATURITY)
+                    // Like bitcoind's wallet: a coinbase needs 101 confirmations.
+                    && (!c.coinbase || next - c.height > COINBASE_MATURITY)
                     && self.mempool.spender_of(op).is_none()
             })
             .map(|(op, c)| (*op, c.clone()))
