@@ -233,6 +233,42 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         Some("30"),
         "Seconds plugins subscribed to 'shutdown' have to exit (Fulgur extension)",
     ),
+    opt(
+        "bitcoin-rpcconnect",
+        CoreKind::Str,
+        Some("127.0.0.1"),
+        "bitcoind RPC host to connect to",
+    ),
+    opt(
+        "bitcoin-rpcport",
+        CoreKind::Int,
+        None,
+        "bitcoind RPC port (default per network: 8332, 18332 testnet, 48332 testnet4, 38332 signet, 18443 regtest)",
+    ),
+    opt(
+        "bitcoin-rpcuser",
+        CoreKind::Str,
+        None,
+        "bitcoind RPC username (default: the cookie file in bitcoin-datadir)",
+    ),
+    opt(
+        "bitcoin-rpcpassword",
+        CoreKind::Str,
+        None,
+        "bitcoind RPC password",
+    ),
+    opt(
+        "bitcoin-datadir",
+        CoreKind::Str,
+        None,
+        "bitcoind data directory, for its .cookie file (default ~/.bitcoin)",
+    ),
+    opt(
+        "bitcoin-retry-timeout",
+        CoreKind::Int,
+        Some("60"),
+        "Seconds a broadcast keeps being retried while bitcoind is unreachable",
+    ),
 ];
 
 /// Where a value came from, as `listconfigs` reports it.
@@ -325,6 +361,8 @@ pub struct Config {
     pub plugin_opts: Vec<RawOpt>,
     /// The config files that were read, for `setconfig` persistence.
     pub setconfig_file: PathBuf,
+    /// The `--bitcoin-*` options.
+    pub bitcoin: crate::chain::BitcoinOptions,
 }
 
 /// What `fulgurd` was asked to do.
@@ -659,6 +697,27 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
             .map(Duration::from_secs)
             .map_err(|_| err(format!("{name}: must not be negative")))
     };
+    let bitcoin = crate::chain::BitcoinOptions {
+        rpcconnect: m
+            .get_one::<String>("bitcoin-rpcconnect")
+            .cloned()
+            .unwrap_or_else(|| "127.0.0.1".into()),
+        rpcport: match m.get_one::<i64>("bitcoin-rpcport") {
+            None => None,
+            Some(p) => Some(
+                u16::try_from(*p)
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| err(format!("bitcoin-rpcport: '{p}' is not a port")))?,
+            ),
+        },
+        rpcuser: m.get_one::<String>("bitcoin-rpcuser").cloned(),
+        rpcpassword: m.get_one::<String>("bitcoin-rpcpassword").cloned(),
+        datadir: m
+            .get_one::<String>("bitcoin-datadir")
+            .map(|d| absolute(Path::new(d))),
+        retry_timeout: secs("bitcoin-retry-timeout", 60)?,
+    };
     let config = Config {
         network,
         lightning_dir,
@@ -680,6 +739,7 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         core_given,
         plugin_opts,
         setconfig_file,
+        bitcoin,
     };
     Ok(if help {
         Invocation::Help(Box::new(config))

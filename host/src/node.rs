@@ -11,6 +11,7 @@ use bitcoin::secp256k1::{PublicKey, Secp256k1};
 use serde_json::json;
 use tokio::sync::{Notify, mpsc, watch};
 
+use crate::chain::Chain;
 use crate::config::Config;
 use crate::log::{Level, Logger, Record, SourceLog};
 use crate::plugin::discovery::{self, Candidate};
@@ -28,6 +29,8 @@ pub struct Node {
     pub store: Store,
     /// The plugin host.
     pub plugins: Arc<PluginHost>,
+    /// The Bitcoin chain: block stream, fee cache, broadcaster.
+    pub chain: Arc<Chain>,
     /// Hex node id.
     pub node_id: String,
     /// Alias.
@@ -273,6 +276,13 @@ pub async fn run(config: Config) -> Result<i32, String> {
             )
         })?;
     let (done_tx, done) = watch::channel(false);
+    let chain = Chain::new(
+        config.network,
+        config.bitcoin.clone(),
+        store.clone(),
+        plugins.clone(),
+        log.source("chain"),
+    );
     let alias = config
         .alias
         .clone()
@@ -283,6 +293,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
         main: main.clone(),
         store,
         plugins: plugins.clone(),
+        chain: chain.clone(),
         node_id: id.clone(),
         alias: alias.clone(),
         color: color.clone(),
@@ -321,6 +332,14 @@ pub async fn run(config: Config) -> Result<i32, String> {
         plugins.shutdown_all().await;
         let _ = std::fs::remove_file(&node.config.rpc_path);
         return Err(e.to_string());
+    }
+    // Backend plugins (if any) are initialized: pick the backend and stream blocks in the
+    // background, so the RPC socket and plugins are usable while the backend catches up.
+    if let Err(e) = chain.start(node.stop_tx.clone()) {
+        let _ = listen_stop_tx.send(true);
+        plugins.shutdown_all().await;
+        let _ = std::fs::remove_file(&node.config.rpc_path);
+        return Err(e);
     }
     main.info(&format!(
         "Server started with public key {id}, alias {alias} (color #{color}) and fulgurd v{}",

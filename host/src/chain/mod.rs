@@ -7,10 +7,21 @@
 //! submodules. Listeners implement LDK's [`lightning::chain::Listen`] (full blocks, and
 //! `blocks_disconnected` on reorgs), so the same stream can feed LDK unchanged.
 
+pub mod backend;
+pub mod broadcast;
+pub mod fees;
+pub mod plugin_source;
+pub mod rpc;
+pub mod settings;
+pub mod stream;
+
 use std::future::Future;
 use std::pin::Pin;
 
 use bitcoin::{Transaction, Txid};
+
+pub use settings::BitcoinOptions;
+pub use stream::Chain;
 
 /// How urgently a transaction should confirm; mapped to a block target by the fee cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,4 +1,5 @@
-//! `getinfo`: who and where this node is. Lightning counters stay 0 until the engine runs.
+//! `getinfo`: who and where this node is. Lightning counters stay 0 until the engine runs;
+//! `blockheight` is the block stream's, with CLN's sync warnings while catching up.
 
 use serde_json::json;
 
@@ -23,7 +24,8 @@ fn run(ctx: Ctx, _p: Params) -> CommandFuture {
     Box::pin(async move {
         let n = &ctx.node;
         let features = json!({"init": "", "node": "", "channel": "", "invoice": ""});
-        Reply::Ok(json!({
+        let (bitcoind_sync, lightningd_sync) = n.chain.warnings();
+        let mut info = json!({
             "id": n.node_id,
             "alias": n.alias,
             "color": n.color,
@@ -34,11 +36,18 @@ fn run(ctx: Ctx, _p: Params) -> CommandFuture {
             "address": [],
             "binding": [],
             "version": concat!("v", env!("CARGO_PKG_VERSION")),
-            "blockheight": 0,
+            "blockheight": n.chain.height(),
             "network": n.config.network.as_str(),
             "fees_collected_msat": 0,
             "lightning-dir": n.config.net_dir.display().to_string(),
             "our_features": features,
-        }))
+        });
+        if let Some(w) = bitcoind_sync {
+            info["warning_bitcoind_sync"] = json!(w);
+        }
+        if let Some(w) = lightningd_sync {
+            info["warning_lightningd_sync"] = json!(w);
+        }
+        Reply::Ok(info)
     })
 }

@@ -3,6 +3,7 @@
 
 mod check;
 mod datastore;
+mod feerates;
 mod getinfo;
 mod help;
 mod listconfigs;
@@ -60,6 +61,7 @@ pub const COMMANDS: &[&Command] = &[
     &datastore::DATASTORE,
     &datastore::DELDATASTORE,
     &notifications::DEPRECATIONS,
+    &feerates::FEERATES,
     &getinfo::GETINFO,
     &help::HELP,
     &listconfigs::LISTCONFIGS,

@@ -1,0 +1,413 @@
+//! The Bitcoin backend: bitcoind's JSON-RPC (built in) or CLN-style backend plugins
+//! (`getchaininfo`, `estimatefees`, `getrawblockbyheight`, `getutxout`, `sendrawtransaction`).
+//! Both give the same four things: chain status, a `BlockSource`, fee samples, broadcasts.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bitcoin::hash_types::BlockHash;
+use bitcoin::{Block, Transaction, Txid};
+use lightning_block_sync::{BlockData, BlockHeaderData, BlockSource, BlockSourceResult};
+use serde_json::{Value, json};
+
+use super::BroadcastError;
+use super::fees::{FeeSample, TARGETS, btc_per_kvb_to_perkw};
+use super::plugin_source::{HeightBlockSource, HeightSource, decode_block};
+use super::rpc::{BitcoindRpc, CallError};
+use crate::plugin::{PluginHost, outcome};
+
+/// The five methods a backend plugin set must register.
+pub const BACKEND_METHODS: [&str; 5] = [
+    "getchaininfo",
+    "estimatefees",
+    "getrawblockbyheight",
+    "getutxout",
+    "sendrawtransaction",
+];
+
+/// Which backend the plugins ask for: `Ok(true)` all five methods are registered (use the
+/// plugins), `Ok(false)` none (use bitcoind), `Err` with CLN's message when only some are.
+pub fn plugins_choose(registered: impl Fn(&str) -> bool) -> Result<bool, String> {
+    let have: Vec<bool> = BACKEND_METHODS.iter().map(|m| registered(m)).collect();
+    if have.iter().all(|h| *h) {
+        return Ok(true);
+    }
+    if have.iter().all(|h| !*h) {
+        return Ok(false);
+    }
+    let missing = BACKEND_METHODS
+        .iter()
+        .zip(&have)
+        .find(|(_, h)| !**h)
+        .map(|(m, _)| *m)
+        .unwrap_or("getchaininfo");
+    Err(format!(
+        "Could not access the plugin for {missing}, is a Bitcoin plugin (by default plugins/bcli) registered ?"
+    ))
+}
+
+/// `getblockchaininfo` / `getchaininfo`, reduced to what we check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainInfo {
+    /// BIP70 chain name (`main`, `test`, `testnet4`, `signet`, `regtest`).
+    pub chain: String,
+    /// Blocks validated.
+    pub blocks: u32,
+    /// Headers known.
+    pub headers: u32,
+    /// Initial block download.
+    pub ibd: bool,
+}
+
+impl ChainInfo {
+    /// Still catching up with the network.
+    pub fn syncing(&self) -> bool {
+        self.ibd || self.headers > self.blocks
+    }
+}
+
+fn u32_field(v: &Value, k: &str) -> Result<u32, String> {
+    v.get(k)
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| format!("missing or bad '{k}' in {v}"))
+}
+
+/// Parses bitcoind's `getblockchaininfo`.
+pub fn parse_blockchaininfo(v: &Value) -> Result<ChainInfo, String> {
+    Ok(ChainInfo {
+        chain: v
+            .get("chain")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("missing 'chain' in {v}"))?
+            .to_string(),
+        blocks: u32_field(v, "blocks")?,
+        headers: u32_field(v, "headers").unwrap_or(0),
+        ibd: v
+            .get("initialblockdownload")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    })
+}
+
+/// Parses a backend plugin's `getchaininfo`.
+pub fn parse_getchaininfo(v: &Value) -> Result<ChainInfo, String> {
+    Ok(ChainInfo {
+        chain: v
+            .get("chain")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("missing 'chain' in {v}"))?
+            .to_string(),
+        blocks: u32_field(v, "blockcount")?,
+        headers: u32_field(v, "headercount")?,
+        ibd: v.get("ibd").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+/// Parses a backend plugin's `estimatefees` (sat/kvB) into sat/kw; CLN's rules: the floor
+/// is required and `blocks` must be strictly ascending.
+pub fn parse_estimatefees(v: &Value) -> Result<FeeSample, String> {
+    let floor = v
+        .get("feerate_floor")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| format!("estimatefees: missing feerate_floor in {v}"))?;
+    let mut estimates: Vec<(u32, u32)> = vec![];
+    for e in v
+        .get("feerates")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        let b = u32_field(e, "blocks")?;
+        let r = u32_field(e, "feerate")?;
+        if estimates.last().is_some_and(|l| l.0 >= b) {
+            return Err(format!("estimatefees: feerates not in ascending block order: {v}"));
+        }
+        estimates.push((b, r / 4));
+    }
+    Ok(FeeSample {
+        estimates,
+        floor_perkw: u32::try_from(floor / 4).ok(),
+    })
+}
+
+/// Parses "error code: -27" out of a bitcoin-cli style message (bcli's `errmsg`).
+pub fn errmsg_code(msg: &str) -> Option<i64> {
+    let rest = msg.split("error code:").nth(1)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// Calls into backend plugins.
+pub struct PluginCaller {
+    plugins: Arc<PluginHost>,
+}
+
+impl PluginCaller {
+    async fn call(&self, method: &str, params: Value) -> Result<Value, String> {
+        let p = self
+            .plugins
+            .method_owner(method)
+            .ok_or_else(|| format!("no plugin serves {method}"))?;
+        let resp = p
+            .request(method, &params, None)
+            .await
+            .map_err(|_| format!("plugin {} died during {method}", p.name))?;
+        outcome(&resp)
+            .cloned()
+            .map_err(|e| format!("{} error: bad response to {method}: {}", p.name, e.message))
+    }
+}
+
+impl HeightSource for PluginCaller {
+    fn block_count(&self) -> impl Future<Output = Result<u32, String>> + Send + '_ {
+        async move {
+            let v = self.call("getchaininfo", json!({"last_height": 0})).await?;
+            parse_getchaininfo(&v).map(|i| i.blocks)
+        }
+    }
+
+    fn block_at(
+        &self,
+        height: u32,
+    ) -> impl Future<Output = Result<Option<Block>, String>> + Send + '_ {
+        async move {
+            let v = self
+                .call("getrawblockbyheight", json!({"height": height}))
+                .await?;
+            match v.get("block").and_then(Value::as_str) {
+                None => Ok(None),
+                Some(hex) => {
+                    let b = decode_block(hex)?;
+                    if let Some(h) = v.get("blockhash").and_then(Value::as_str)
+                        && h != b.block_hash().to_string()
+                    {
+                        return Err(format!("getrawblockbyheight: blockhash {h} does not match the block"));
+                    }
+                    Ok(Some(b))
+                }
+            }
+        }
+    }
+}
+
+/// The backend in use.
+pub enum Backend {
+    /// bitcoind's JSON-RPC.
+    Rpc(BitcoindRpc),
+    /// Backend plugins.
+    Plugins(HeightBlockSource<PluginCaller>),
+}
+
+impl Backend {
+    /// The plugin backend over `plugins`.
+    pub fn plugins(plugins: Arc<PluginHost>) -> Backend {
+        Backend::Plugins(HeightBlockSource::new(PluginCaller { plugins }))
+    }
+
+    /// A description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Rpc(r) => format!("bitcoind RPC at {}", r.url()),
+            Backend::Plugins(_) => "backend plugins".into(),
+        }
+    }
+
+    /// The chain status.
+    pub async fn chain_info(&self, last_height: u32) -> Result<ChainInfo, String> {
+        match self {
+            Backend::Rpc(r) => {
+                let v = r
+                    .call_json("getblockchaininfo", &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                parse_blockchaininfo(&v)
+            }
+            Backend::Plugins(p) => {
+                let v = p
+                    .inner()
+                    .call("getchaininfo", json!({"last_height": last_height}))
+                    .await?;
+                parse_getchaininfo(&v)
+            }
+        }
+    }
+
+    /// A fee sample.
+    pub async fn estimate_fees(&self) -> Result<FeeSample, String> {
+        match self {
+            Backend::Rpc(r) => {
+                let mut estimates = vec![];
+                for b in TARGETS {
+                    let mode = if b == 2 { "CONSERVATIVE" } else { "ECONOMICAL" };
+                    let v = r
+                        .call_json("estimatesmartfee", &[json!(b), json!(mode)])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if let Some(rate) = v
+                        .get("feerate")
+                        .and_then(Value::as_f64)
+                        .and_then(btc_per_kvb_to_perkw)
+                    {
+                        estimates.push((b, rate));
+                    }
+                }
+                // Keep the curve monotone: a longer target never costs more.
+                for i in 1..estimates.len() {
+                    if estimates[i].1 > estimates[i - 1].1 {
+                        estimates[i].1 = estimates[i - 1].1;
+                    }
+                }
+                let floor = match r.call_json("getmempoolinfo", &[]).await {
+                    Ok(v) => ["mempoolminfee", "minrelaytxfee"]
+                        .iter()
+                        .filter_map(|k| v.get(*k).and_then(Value::as_f64))
+                        .filter_map(btc_per_kvb_to_perkw)
+                        .max(),
+                    Err(_) => None,
+                };
+                Ok(FeeSample {
+                    estimates,
+                    floor_perkw: floor,
+                })
+            }
+            Backend::Plugins(p) => {
+                let v = p.inner().call("estimatefees", json!({})).await?;
+                parse_estimatefees(&v)
+            }
+        }
+    }
+
+    /// Sends `tx` once. bitcoind's -27 ("already in block chain") counts as success.
+    pub async fn send_raw(&self, tx: &Transaction) -> Result<Txid, BroadcastError> {
+        let txid = tx.compute_txid();
+        let hex = bitcoin::consensus::encode::serialize_hex(tx);
+        match self {
+            Backend::Rpc(r) => match r.call_json("sendrawtransaction", &[json!(hex)]).await {
+                Ok(_) => Ok(txid),
+                Err(CallError::Rpc { code: -27, .. }) => Ok(txid),
+                Err(CallError::Rpc { code, message }) => Err(BroadcastError { code, message }),
+                Err(e) => Err(BroadcastError {
+                    code: -1,
+                    message: e.to_string(),
+                }),
+            },
+            Backend::Plugins(p) => {
+                let v = p
+                    .inner()
+                    .call(
+                        "sendrawtransaction",
+                        json!({"tx": hex, "allowhighfees": false}),
+                    )
+                    .await
+                    .map_err(|message| BroadcastError { code: -1, message })?;
+                if v.get("success").and_then(Value::as_bool) == Some(true) {
+                    return Ok(txid);
+                }
+                let message = v
+                    .get("errmsg")
+                    .and_then(Value::as_str)
+                    .unwrap_or("rejected")
+                    .to_string();
+                match errmsg_code(&message) {
+                    Some(-27) => Ok(txid),
+                    Some(code) => Err(BroadcastError { code, message }),
+                    None if message.contains("already in block chain") => Ok(txid),
+                    None => Err(BroadcastError { code: -26, message }),
+                }
+            }
+        }
+    }
+}
+
+impl BlockSource for Backend {
+    fn get_header<'a>(
+        &'a self,
+        header_hash: &'a BlockHash,
+        height_hint: Option<u32>,
+    ) -> impl Future<Output = BlockSourceResult<BlockHeaderData>> + Send + 'a {
+        async move {
+            match self {
+                Backend::Rpc(r) => r.get_header(header_hash).await,
+                Backend::Plugins(p) => p.get_header(header_hash, height_hint).await,
+            }
+        }
+    }
+
+    fn get_block<'a>(
+        &'a self,
+        header_hash: &'a BlockHash,
+    ) -> impl Future<Output = BlockSourceResult<BlockData>> + Send + 'a {
+        async move {
+            match self {
+                Backend::Rpc(r) => r.get_block(header_hash).await,
+                Backend::Plugins(p) => p.get_block(header_hash).await,
+            }
+        }
+    }
+
+    fn get_best_block<'a>(
+        &'a self,
+    ) -> impl Future<Output = BlockSourceResult<(BlockHash, Option<u32>)>> + Send + 'a {
+        async move {
+            match self {
+                Backend::Rpc(r) => r.get_best_block().await,
+                Backend::Plugins(p) => p.get_best_block().await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_backend_plugins_are_refused() {
+        assert_eq!(plugins_choose(|_| false), Ok(false));
+        assert_eq!(plugins_choose(|_| true), Ok(true));
+        let e = plugins_choose(|m| m != "getutxout").err().unwrap_or_default();
+        assert_eq!(
+            e,
+            "Could not access the plugin for getutxout, is a Bitcoin plugin (by default plugins/bcli) registered ?"
+        );
+    }
+
+    #[test]
+    fn chain_info_parsing() {
+        let i = parse_blockchaininfo(&json!({"chain": "regtest", "blocks": 5, "headers": 5, "initialblockdownload": false, "bestblockhash": "00"}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(i.chain, "regtest");
+        assert!(!i.syncing());
+        let i = parse_blockchaininfo(&json!({"chain": "main", "blocks": 5, "headers": 9}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(i.syncing());
+        assert!(parse_blockchaininfo(&json!({"blocks": 1})).is_err());
+        let i = parse_getchaininfo(&json!({"chain": "test", "headercount": 3, "blockcount": 3, "ibd": true}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(i.syncing());
+        assert!(parse_getchaininfo(&json!({"chain": "test", "blockcount": 3})).is_err());
+    }
+
+    #[test]
+    fn estimatefees_rules() {
+        let s = parse_estimatefees(&json!({"feerate_floor": 1000, "feerates": [{"blocks": 2, "feerate": 20000}, {"blocks": 6, "feerate": 8000}]}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.estimates, vec![(2, 5000), (6, 2000)]);
+        assert_eq!(s.floor_perkw, Some(250));
+        assert!(parse_estimatefees(&json!({"feerates": []})).is_err());
+        assert!(parse_estimatefees(&json!({"feerate_floor": 1000, "feerates": [{"blocks": 6, "feerate": 1}, {"blocks": 6, "feerate": 1}]})).is_err());
+        let s = parse_estimatefees(&json!({"feerate_floor": 1000, "feerates": []}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(s.estimates.is_empty());
+    }
+
+    #[test]
+    fn bcli_error_codes() {
+        assert_eq!(
+            errmsg_code("error code: -27\nerror message:\nTransaction already in block chain"),
+            Some(-27)
+        );
+        assert_eq!(errmsg_code("error code: -26 bad-txns"), Some(-26));
+        assert_eq!(errmsg_code("something else"), None);
+    }
+}
