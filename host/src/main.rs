@@ -16,6 +16,7 @@ mod options;
 mod plugin;
 mod rpc;
 mod store;
+mod wallet;
 
 use std::process::ExitCode;
 

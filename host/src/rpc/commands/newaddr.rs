@@ -1,0 +1,54 @@
+//! `newaddr [addresstype]`: a fresh receive address of the on-chain wallet.
+
+use fulgur_protocol::RpcError;
+use serde_json::json;
+
+use super::{Command, CommandFuture, Ctx};
+use crate::rpc::Reply;
+use crate::rpc::params::{Params, opt};
+use crate::wallet::AddrRequest;
+
+pub const NEWADDR: Command = Command {
+    name: "newaddr",
+    usage: "[addresstype]",
+    category: "bitcoin",
+    description: "Get a new {bech32, p2tr, all} address to fund a channel (default is p2tr)",
+    verbose: "Generates a new address that belongs to the internal wallet: p2tr (BIP86 taproot, the \
+              default), bech32 (BIP84 p2wpkh) or all (one of each; unlike CLN they come from two \
+              different keys). Funds sent to either can be spent together.",
+    params: &[opt("addresstype")],
+    extra_params: false,
+    run,
+};
+
+fn run(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let req = match p.opt_str("addresstype") {
+            Ok(None) => AddrRequest::P2tr,
+            Ok(Some(s)) => match s.as_str() {
+                "p2tr" => AddrRequest::P2tr,
+                "bech32" => AddrRequest::Bech32,
+                "all" => AddrRequest::All,
+                _ => {
+                    return Reply::Err(RpcError::invalid_params(format!(
+                        "addresstype: should be one of \"bech32\", \"p2tr\" or \"all\": invalid token '{s}'"
+                    )));
+                }
+            },
+            Err(e) => return Reply::Err(e),
+        };
+        match ctx.node.wallet.new_address(req).await {
+            Ok((bech32, p2tr)) => {
+                let mut r = json!({});
+                if let Some(a) = p2tr {
+                    r["p2tr"] = a.to_string().into();
+                }
+                if let Some(a) = bech32 {
+                    r["bech32"] = a.to_string().into();
+                }
+                Reply::Ok(r)
+            }
+            Err(e) => Reply::Err(e.into()),
+        }
+    })
+}

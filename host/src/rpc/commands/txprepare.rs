@@ -1,0 +1,140 @@
+//! `txprepare outputs [feerate] [minconf] [utxos]`, `txsend txid`, `txdiscard txid`: build
+//! a transaction with its coins reserved, then sign and broadcast it, or drop it.
+
+use std::str::FromStr;
+
+use bitcoin::Txid;
+use fulgur_protocol::RpcError;
+use serde_json::{Value, json};
+
+use super::withdraw::minconf;
+use super::{Command, CommandFuture, Ctx};
+use crate::rpc::Reply;
+use crate::rpc::params::{Params, opt, req};
+use crate::wallet::{SpendRequest, parse};
+
+pub const TXPREPARE: Command = Command {
+    name: "txprepare",
+    usage: "outputs [feerate] [minconf] [utxos]",
+    category: "bitcoin",
+    description: "Create a transaction, with option to spend in future (either txsend and txdiscard)",
+    verbose: "{outputs} is an array of {address: amount} objects (amount as for withdraw; one may \
+              be 'all'). The coins used stay reserved for 72 blocks, until txsend or txdiscard.",
+    params: &[req("outputs"), opt("feerate"), opt("minconf"), opt("utxos")],
+    extra_params: false,
+    run: run_prepare,
+};
+
+pub const TXSEND: Command = Command {
+    name: "txsend",
+    usage: "txid",
+    category: "bitcoin",
+    description: "Sign and broadcast a transaction created by txprepare",
+    verbose: "Signs and broadcasts the transaction {txid} made by txprepare. If the broadcast \
+              fails the transaction is discarded and its coins released.",
+    params: &[req("txid")],
+    extra_params: false,
+    run: run_send,
+};
+
+pub const TXDISCARD: Command = Command {
+    name: "txdiscard",
+    usage: "txid",
+    category: "bitcoin",
+    description: "Abandon a transaction created by txprepare",
+    verbose: "Forgets the transaction {txid} made by txprepare and releases its coins.",
+    params: &[req("txid")],
+    extra_params: false,
+    run: run_discard,
+};
+
+fn bad_outputs() -> RpcError {
+    RpcError::invalid_params(
+        "outputs: should be an array of {address: amount} objects: invalid token",
+    )
+}
+
+fn run_prepare(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let wallet = ctx.node.wallet.clone();
+        let parsed = (|| -> Result<SpendRequest, RpcError> {
+            let Some(Value::Array(items)) = p.get("outputs") else {
+                return Err(bad_outputs());
+            };
+            if items.is_empty() {
+                return Err(bad_outputs());
+            }
+            let mut outputs = vec![];
+            for item in items {
+                let Value::Object(m) = item else {
+                    return Err(bad_outputs());
+                };
+                if m.len() != 1 {
+                    return Err(bad_outputs());
+                }
+                for (addr, amount) in m {
+                    let a = parse::address("outputs", addr, wallet.network())?;
+                    outputs.push((a.script_pubkey(), parse::sat_or_all("outputs", amount)?));
+                }
+            }
+            Ok(SpendRequest {
+                outputs,
+                feerate_perkw: parse::feerate(p.get("feerate"), wallet.fees().as_ref())?,
+                minconf: minconf(&p)?,
+                utxos: parse::utxos(p.get("utxos"))?,
+            })
+        })();
+        let req = match parsed {
+            Ok(r) => r,
+            Err(e) => return Reply::Err(e),
+        };
+        match wallet.prepare(&req).await {
+            Ok(prep) => Reply::Ok(json!({
+                "psbt": prep.psbt.to_string(),
+                "unsigned_tx": bitcoin::consensus::encode::serialize_hex(&prep.psbt.unsigned_tx),
+                "txid": prep.psbt.unsigned_tx.compute_txid().to_string(),
+            })),
+            Err(e) => Reply::Err(e.into()),
+        }
+    })
+}
+
+fn txid(p: &Params) -> Result<Txid, RpcError> {
+    let s = p.str("txid")?;
+    Txid::from_str(&s).map_err(|_| {
+        RpcError::invalid_params(format!("txid: should be a txid: invalid token '{s}'"))
+    })
+}
+
+fn run_send(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let id = match txid(&p) {
+            Ok(t) => t,
+            Err(e) => return Reply::Err(e),
+        };
+        match ctx.node.wallet.send_prepared(id).await {
+            Ok((psbt, tx)) => Reply::Ok(json!({
+                "psbt": psbt.to_string(),
+                "tx": bitcoin::consensus::encode::serialize_hex(&tx),
+                "txid": tx.compute_txid().to_string(),
+            })),
+            Err(e) => Reply::Err(e.into()),
+        }
+    })
+}
+
+fn run_discard(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let id = match txid(&p) {
+            Ok(t) => t,
+            Err(e) => return Reply::Err(e),
+        };
+        match ctx.node.wallet.discard(id) {
+            Ok(tx) => Reply::Ok(json!({
+                "unsigned_tx": bitcoin::consensus::encode::serialize_hex(&tx),
+                "txid": id.to_string(),
+            })),
+            Err(e) => Reply::Err(e.into()),
+        }
+    })
+}

@@ -1,0 +1,73 @@
+//! `withdraw destination satoshi [feerate] [minconf] [utxos]`: send on-chain funds.
+
+use fulgur_protocol::RpcError;
+use serde_json::json;
+
+use super::{Command, CommandFuture, Ctx};
+use crate::rpc::Reply;
+use crate::rpc::params::{Params, opt, req};
+use crate::wallet::{SpendRequest, parse};
+
+pub const WITHDRAW: Command = Command {
+    name: "withdraw",
+    usage: "destination satoshi [feerate] [minconf] [utxos]",
+    category: "bitcoin",
+    description: "Send {satoshi} (or 'all') to the {destination} address via Bitcoin transaction",
+    verbose: "Spends from the internal wallet: {satoshi} is a number of sat, NNNsat, NNN000msat, \
+              N.NNNbtc or 'all'; {feerate} slow, normal (default), urgent, minimum, NNNperkw, \
+              NNNperkb or a number (per kb); {minconf} (default 1) confirmations of the coins used; \
+              {utxos} the exact coins to spend (txid:vout). Fails with 301 if funds are short and \
+              302 if an output would be dust; nothing stays reserved after a failure.",
+    params: &[
+        req("destination"),
+        req("satoshi"),
+        opt("feerate"),
+        opt("minconf"),
+        opt("utxos"),
+    ],
+    extra_params: false,
+    run,
+};
+
+/// `minconf`, CLN's u16 (default 1).
+pub fn minconf(p: &Params) -> Result<u32, RpcError> {
+    match p.opt_u64("minconf")? {
+        None => Ok(1),
+        Some(n) if n <= u64::from(u16::MAX) => Ok(n as u32),
+        Some(n) => Err(RpcError::invalid_params(format!(
+            "minconf: should be a 16 bit unsigned integer: invalid token '{n}'"
+        ))),
+    }
+}
+
+fn run(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let wallet = ctx.node.wallet.clone();
+        let parsed = (|| -> Result<SpendRequest, RpcError> {
+            let dest = parse::address("destination", &p.str("destination")?, wallet.network())?;
+            let amount = parse::sat_or_all(
+                "satoshi",
+                p.get("satoshi")
+                    .ok_or_else(|| RpcError::invalid_params("missing required parameter: satoshi"))?,
+            )?;
+            Ok(SpendRequest {
+                outputs: vec![(dest.script_pubkey(), amount)],
+                feerate_perkw: parse::feerate(p.get("feerate"), wallet.fees().as_ref())?,
+                minconf: minconf(&p)?,
+                utxos: parse::utxos(p.get("utxos"))?,
+            })
+        })();
+        let req = match parsed {
+            Ok(r) => r,
+            Err(e) => return Reply::Err(e),
+        };
+        match wallet.withdraw(&req).await {
+            Ok((psbt, tx)) => Reply::Ok(json!({
+                "tx": bitcoin::consensus::encode::serialize_hex(&tx),
+                "txid": tx.compute_txid().to_string(),
+                "psbt": psbt.to_string(),
+            })),
+            Err(e) => Reply::Err(e.into()),
+        }
+    })
+}

@@ -1,0 +1,1216 @@
+//! The on-chain wallet (see `docs/adr/0005-onchain-wallet.md`).
+//!
+//! Two watch-only BDK wallets derived from `hsm_secret`'s BIP32 master key: BIP86 taproot
+//! (`tr()`, `m/86'/c'/0'/{0,1}/*`) and BIP84 segwit v0 (`wpkh()`, `m/84'/c'/0'/{0,1}/*`),
+//! coin type `c` 0 on mainnet and 1 elsewhere. Coin selection, fees, signing (with the
+//! master key, never given to BDK) and finalization are ours and draw from both wallets,
+//! so one transaction can spend taproot and segwit v0 coins; change goes to taproot.
+//!
+//! Blocks arrive through LDK's [`Listen`]; every BDK change is appended to the node's
+//! SQLite database as a JSON changeset row ([`persist`]). Coins picked for a transaction
+//! are reserved under the state lock in the same critical section that picks them, and stay
+//! reserved until the broadcast succeeded (then they are spent) or failed (then released),
+//! or for 72 blocks for `txprepare`.
+
+pub mod parse;
+mod persist;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+
+use bdk_wallet::chain::{BlockId, ChainPosition, Merge};
+use bdk_wallet::template::{Bip84Public, Bip86Public};
+use bdk_wallet::{ChangeSet, KeychainKind, LoadParams, LocalOutput, Update};
+use bitcoin::bip32::{ChildNumber, DerivationPath, Xpriv, Xpub};
+use bitcoin::block::Header;
+use bitcoin::psbt::Psbt;
+use bitcoin::secp256k1::{All, Secp256k1};
+use bitcoin::{
+    Address, Amount, Block, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
+    Txid, Weight, Witness, absolute::LockTime, transaction::Version,
+};
+use fulgur_protocol::RpcError;
+use lightning::chain::{BlockLocator, Listen};
+use lightning::chain::transaction::TransactionData;
+
+use crate::chain::{BroadcastError, FeeEstimates, TxBroadcaster};
+use crate::store::{Store, StoreError};
+
+/// How long `txprepare` and `fund` keep coins reserved, in blocks (CLN's default).
+pub const RESERVE_BLOCKS: u32 = 72;
+/// Confirmations before a coinbase output can be spent.
+const COINBASE_MATURITY: u32 = 100;
+
+/// Why a wallet operation failed; each maps to CLN's code.
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    /// A parameter is wrong (`-32602`).
+    #[error("{0}")]
+    InvalidParams(String),
+    /// Not enough funds (`301`).
+    #[error("{0}")]
+    CannotAfford(String),
+    /// An output would be dust (`302`).
+    #[error("{0}")]
+    Dust(String),
+    /// The backend refused the transaction (`-1`, CLN's `sendpsbt` wording).
+    #[error("Error broadcasting transaction: {0}. Unsent tx discarded")]
+    Broadcast(BroadcastError),
+    /// Something else (`-1`).
+    #[error("{0}")]
+    Other(String),
+    /// The database failed (`-1`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<WalletError> for RpcError {
+    fn from(e: WalletError) -> RpcError {
+        let code = match &e {
+            WalletError::InvalidParams(_) => -32602,
+            WalletError::CannotAfford(_) => 301,
+            WalletError::Dust(_) => 302,
+            WalletError::Broadcast(_) | WalletError::Other(_) | WalletError::Store(_) => -1,
+        };
+        let r = RpcError::new(code, e.to_string());
+        match e {
+            WalletError::Broadcast(b) => {
+                r.with_data(serde_json::json!({"code": b.code, "message": b.message}))
+            }
+            _ => r,
+        }
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> WalletError {
+    WalletError::Other(e.to_string())
+}
+
+/// The two BDK wallets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// BIP86 taproot.
+    P2tr,
+    /// BIP84 segwit v0.
+    P2wpkh,
+}
+
+impl Kind {
+    const ALL: [Kind; 2] = [Kind::P2tr, Kind::P2wpkh];
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::P2tr => "p2tr",
+            Kind::P2wpkh => "p2wpkh",
+        }
+    }
+
+    /// Witness of a spend of this kind, with signatures at their largest size (for fees).
+    fn dummy_witness(self) -> Witness {
+        match self {
+            Kind::P2tr => Witness::from_slice(&[vec![0u8; 64]]),
+            Kind::P2wpkh => Witness::from_slice(&[vec![0u8; 72], vec![0u8; 33]]),
+        }
+    }
+}
+
+/// Which addresses `newaddr` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrRequest {
+    /// `bech32` (p2wpkh).
+    Bech32,
+    /// `p2tr`.
+    P2tr,
+    /// Both.
+    All,
+}
+
+/// An amount to send: sat, or everything the selected coins hold after fees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amt {
+    /// This many sat.
+    Sat(u64),
+    /// `all`.
+    All,
+}
+
+/// What to spend to.
+#[derive(Debug, Clone)]
+pub struct SpendRequest {
+    /// Destinations; at most one may be [`Amt::All`].
+    pub outputs: Vec<(ScriptBuf, Amt)>,
+    /// Sat per 1000 weight units.
+    pub feerate_perkw: u32,
+    /// Minimum confirmations of the coins used (0 allows unconfirmed ones).
+    pub minconf: u32,
+    /// Exactly these coins, all of them, when given.
+    pub utxos: Option<Vec<OutPoint>>,
+}
+
+/// A coin's state, as `listfunds` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// In the mempool (or seen only in a block that was reorganized away).
+    Unconfirmed,
+    /// In the best chain.
+    Confirmed,
+    /// Spent by a transaction we know.
+    Spent,
+    /// A coinbase output younger than 100 blocks.
+    Immature,
+}
+
+impl Status {
+    /// CLN's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Unconfirmed => "unconfirmed",
+            Status::Confirmed => "confirmed",
+            Status::Spent => "spent",
+            Status::Immature => "immature",
+        }
+    }
+}
+
+/// One of our outputs.
+#[derive(Debug, Clone)]
+pub struct Fund {
+    /// Where it is.
+    pub outpoint: OutPoint,
+    /// Its value.
+    pub value: Amount,
+    /// Its script.
+    pub script: ScriptBuf,
+    /// Its address.
+    pub address: Option<String>,
+    /// Its state.
+    pub status: Status,
+    /// Block height until which it is reserved, if it is.
+    pub reserved_to: Option<u32>,
+    /// Height of the block that confirmed it.
+    pub blockheight: Option<u32>,
+}
+
+/// A wallet transaction, as `listtransactions` shows it.
+#[derive(Debug, Clone)]
+pub struct TxEntry {
+    /// The transaction.
+    pub tx: Arc<Transaction>,
+    /// Its block height, if confirmed.
+    pub blockheight: Option<u32>,
+    /// Its position in the block, if known.
+    pub txindex: Option<u32>,
+}
+
+/// A transaction built and reserved but not yet signed and sent (`txprepare`).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The PSBT with every input's UTXO and key origin filled in.
+    pub psbt: Psbt,
+    /// Its inputs.
+    pub inputs: Vec<OutPoint>,
+}
+
+struct Slot {
+    w: bdk_wallet::Wallet,
+    /// Everything ever persisted or staged (for rebuilding on reorgs).
+    aggregate: ChangeSet,
+    /// Not yet written.
+    pending: ChangeSet,
+}
+
+impl Slot {
+    /// Moves BDK's staged changes to `pending` and `aggregate`.
+    fn drain(&mut self) {
+        if let Some(cs) = self.w.take_staged() {
+            self.aggregate.merge(cs.clone());
+            self.pending.merge(cs);
+        }
+    }
+
+    /// Forgets every block above `keep` (which becomes the tip) and rebuilds the wallet,
+    /// so transactions confirmed only in those blocks become unconfirmed (if they were seen
+    /// unconfirmed) or disappear.
+    fn rewind(&mut self, keep: BlockId) -> Result<(), WalletError> {
+        self.drain();
+        let tip = self.w.latest_checkpoint();
+        if tip.height() < keep.height || tip.block_id() == keep {
+            return Ok(());
+        }
+        let mut delta = ChangeSet::default();
+        for cp in tip.iter() {
+            if cp.height() <= keep.height {
+                break;
+            }
+            delta.local_chain.blocks.insert(cp.height(), None);
+        }
+        if keep.height > 0 {
+            delta.local_chain.blocks.insert(keep.height, Some(keep.hash));
+        }
+        let mut full = self.aggregate.clone();
+        full.merge(delta.clone());
+        let w = bdk_wallet::Wallet::load_with_params(full.clone(), LoadParams::new())
+            .map_err(other)?
+            .ok_or_else(|| other("wallet changeset vanished"))?;
+        self.w = w;
+        self.aggregate = full;
+        self.pending.merge(delta);
+        Ok(())
+    }
+
+    /// Applies a block, filling a gap below it when our chain stops earlier (a wallet born
+    /// after the blocks the stream starts from), and rewinding when its parent is not ours.
+    fn connect(&mut self, block: &Block, height: u32) -> Result<(), WalletError> {
+        if height == 0 {
+            return Ok(());
+        }
+        let prev = BlockId {
+            height: height - 1,
+            hash: block.header.prev_blockhash,
+        };
+        if self
+            .w
+            .apply_block_connected_to(block, height, prev)
+            .is_ok()
+        {
+            return Ok(());
+        }
+        // Our chain disagrees at or below `prev`: drop everything from `prev` up, then
+        // attach `prev` and the block.
+        let tip = self.w.latest_checkpoint();
+        if tip.height() >= prev.height {
+            let below = tip
+                .iter()
+                .find(|cp| cp.height() < prev.height)
+                .map(|cp| cp.block_id())
+                .ok_or_else(|| other("cannot rewind below genesis"))?;
+            self.rewind(below)?;
+        }
+        let cp = self
+            .w
+            .latest_checkpoint()
+            .push(prev)
+            .map_err(|_| other("cannot attach block"))?;
+        self.w
+            .apply_update(Update {
+                chain: Some(cp),
+                ..Default::default()
+            })
+            .map_err(other)?;
+        self.w
+            .apply_block_connected_to(block, height, prev)
+            .map_err(other)
+    }
+}
+
+struct State {
+    tr: Slot,
+    wpkh: Slot,
+    /// Reserved coins and the height their reservation ends.
+    reserved: HashMap<OutPoint, u32>,
+    prepared: HashMap<Txid, Prepared>,
+    txindex: HashMap<Txid, u32>,
+    txindex_pending: Vec<(Txid, u32)>,
+}
+
+impl State {
+    fn slot(&self, k: Kind) -> &Slot {
+        match k {
+            Kind::P2tr => &self.tr,
+            Kind::P2wpkh => &self.wpkh,
+        }
+    }
+
+    fn slot_mut(&mut self, k: Kind) -> &mut Slot {
+        match k {
+            Kind::P2tr => &mut self.tr,
+            Kind::P2wpkh => &mut self.wpkh,
+        }
+    }
+
+    fn tip(&self) -> BlockId {
+        self.tr.w.latest_checkpoint().block_id()
+    }
+
+    fn is_reserved(&self, op: &OutPoint) -> Option<u32> {
+        let tip = self.tip().height;
+        self.reserved.get(op).copied().filter(|until| *until > tip)
+    }
+
+    fn release(&mut self, ops: &[OutPoint]) {
+        for op in ops {
+            self.reserved.remove(op);
+        }
+    }
+
+    fn confirmations(&self, pos: &ChainPosition<bdk_wallet::chain::ConfirmationBlockTime>) -> u32 {
+        match pos {
+            ChainPosition::Confirmed { anchor, .. } => {
+                (self.tip().height + 1).saturating_sub(anchor.block_id.height)
+            }
+            ChainPosition::Unconfirmed { .. } => 0,
+        }
+    }
+
+    fn is_coinbase(&self, k: Kind, txid: Txid) -> bool {
+        self.slot(k)
+            .w
+            .tx_graph()
+            .get_tx(txid)
+            .is_some_and(|t| t.is_coinbase())
+    }
+
+    fn status(&self, k: Kind, o: &LocalOutput) -> Status {
+        let confs = self.confirmations(&o.chain_position);
+        if o.is_spent {
+            Status::Spent
+        } else if confs == 0 {
+            Status::Unconfirmed
+        } else if confs < COINBASE_MATURITY && self.is_coinbase(k, o.outpoint.txid) {
+            Status::Immature
+        } else {
+            Status::Confirmed
+        }
+    }
+
+    fn find(&self, op: OutPoint) -> Option<(Kind, LocalOutput)> {
+        Kind::ALL.into_iter().find_map(|k| {
+            self.slot(k)
+                .w
+                .list_output()
+                .find(|o| o.outpoint == op)
+                .map(|o| (k, o))
+        })
+    }
+}
+
+/// The node's on-chain wallet.
+pub struct Wallet {
+    network: Network,
+    /// The BIP32 master key of `hsm_secret`; used only to sign, never logged or shown.
+    master: Xpriv,
+    secp: Secp256k1<All>,
+    store: Store,
+    state: Mutex<State>,
+    persist_lock: tokio::sync::Mutex<()>,
+    fees: RwLock<Arc<dyn FeeEstimates>>,
+    broadcaster: RwLock<Option<Arc<dyn TxBroadcaster>>>,
+    me: Weak<Wallet>,
+}
+
+impl std::fmt::Debug for Wallet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wallet")
+            .field("network", &self.network)
+            .finish_non_exhaustive()
+    }
+}
+
+fn account_xpub(
+    secp: &Secp256k1<All>,
+    master: &Xpriv,
+    purpose: u32,
+    network: Network,
+) -> Result<Xpub, WalletError> {
+    let coin = if network == Network::Bitcoin { 0 } else { 1 };
+    let path: DerivationPath = [purpose, coin, 0]
+        .into_iter()
+        .map(ChildNumber::from_hardened_idx)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(other)?
+        .into();
+    let xprv = master.derive_priv(secp, &path).map_err(other)?;
+    Ok(Xpub::from_priv(secp, &xprv))
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn fee_for(perkw: u32, w: Weight) -> u64 {
+    (u64::from(perkw) * w.to_wu()).div_ceil(1000)
+}
+
+impl Wallet {
+    /// Loads the wallet from the store, creating it on first start.
+    pub async fn open(
+        store: Store,
+        seed: &[u8; 32],
+        network: Network,
+        fees: Arc<dyn FeeEstimates>,
+        broadcaster: Option<Arc<dyn TxBroadcaster>>,
+    ) -> Result<Arc<Wallet>, WalletError> {
+        let secp = Secp256k1::new();
+        let master = Xpriv::new_master(network, seed).map_err(other)?;
+        let fp = master.fingerprint(&secp);
+        let tr_x = account_xpub(&secp, &master, 86, network)?;
+        let wpkh_x = account_xpub(&secp, &master, 84, network)?;
+        let loaded = store.with(|c| persist::load(c)).await?;
+        let mut compact = vec![];
+        let mut make = |k: Kind| -> Result<Slot, WalletError> {
+            let existing = loaded.changesets.get(k.name());
+            let w = match (existing, k) {
+                (None, Kind::P2tr) => bdk_wallet::Wallet::create(
+                    Bip86Public(tr_x, fp, KeychainKind::External),
+                    Bip86Public(tr_x, fp, KeychainKind::Internal),
+                )
+                .network(network)
+                .create_wallet_no_persist()
+                .map_err(other)?,
+                (None, Kind::P2wpkh) => bdk_wallet::Wallet::create(
+                    Bip84Public(wpkh_x, fp, KeychainKind::External),
+                    Bip84Public(wpkh_x, fp, KeychainKind::Internal),
+                )
+                .network(network)
+                .create_wallet_no_persist()
+                .map_err(other)?,
+                (Some((cs, _)), k) => {
+                    let params = LoadParams::new().check_network(network);
+                    let params = match k {
+                        Kind::P2tr => params
+                            .descriptor(
+                                KeychainKind::External,
+                                Some(Bip86Public(tr_x, fp, KeychainKind::External)),
+                            )
+                            .descriptor(
+                                KeychainKind::Internal,
+                                Some(Bip86Public(tr_x, fp, KeychainKind::Internal)),
+                            ),
+                        Kind::P2wpkh => params
+                            .descriptor(
+                                KeychainKind::External,
+                                Some(Bip84Public(wpkh_x, fp, KeychainKind::External)),
+                            )
+                            .descriptor(
+                                KeychainKind::Internal,
+                                Some(Bip84Public(wpkh_x, fp, KeychainKind::Internal)),
+                            ),
+                    };
+                    bdk_wallet::Wallet::load_with_params(cs.clone(), params)
+                        .map_err(|e| other(format!("cannot load the {} wallet: {e}", k.name())))?
+                        .ok_or_else(|| other("empty wallet changeset"))?
+                }
+            };
+            let aggregate = match existing {
+                Some((cs, rows)) => {
+                    if *rows > 1 {
+                        compact.push((k.name(), cs.clone()));
+                    }
+                    cs.clone()
+                }
+                None => ChangeSet::default(),
+            };
+            Ok(Slot {
+                w,
+                aggregate,
+                pending: ChangeSet::default(),
+            })
+        };
+        let tr = make(Kind::P2tr)?;
+        let wpkh = make(Kind::P2wpkh)?;
+        if !compact.is_empty() {
+            store
+                .with(move |c| {
+                    for (name, cs) in &compact {
+                        persist::compact(c, name, cs)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        let wallet = Arc::new_cyclic(|me| Wallet {
+            network,
+            master,
+            secp,
+            store,
+            state: Mutex::new(State {
+                tr,
+                wpkh,
+                reserved: HashMap::new(),
+                prepared: HashMap::new(),
+                txindex: loaded.txindex,
+                txindex_pending: vec![],
+            }),
+            persist_lock: tokio::sync::Mutex::new(()),
+            fees: RwLock::new(fees),
+            broadcaster: RwLock::new(broadcaster),
+            me: me.clone(),
+        });
+        wallet.persist().await?;
+        Ok(wallet)
+    }
+
+    /// The fee estimates in use.
+    pub fn fees(&self) -> Arc<dyn FeeEstimates> {
+        match self.fees.read() {
+            Ok(f) => f.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The network.
+    pub fn network(&self) -> Network {
+        self.network
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where the block stream should start feeding the wallet: `None` for a fresh wallet
+    /// (it starts at the stream's tip), else our tip with its ancestors for reorg detection.
+    pub fn locator(&self) -> Option<BlockLocator> {
+        let st = self.state();
+        let tip = st.tr.w.latest_checkpoint();
+        if tip.height() == 0 {
+            return None;
+        }
+        let mut loc = BlockLocator::new(tip.hash(), tip.height());
+        let n = loc.previous_blocks.len() as u32;
+        for cp in tip.iter().skip(1) {
+            let back = tip.height() - cp.height();
+            if back > n {
+                break;
+            }
+            loc.previous_blocks[(back - 1) as usize] = Some(cp.hash());
+        }
+        Some(loc)
+    }
+
+    /// Writes every staged change to the database, in order.
+    pub async fn persist(&self) -> Result<(), WalletError> {
+        let _order = self.persist_lock.lock().await;
+        let (sets, txindex) = {
+            let mut st = self.state();
+            st.tr.drain();
+            st.wpkh.drain();
+            let sets = vec![
+                ("p2tr", std::mem::take(&mut st.tr.pending)),
+                ("p2wpkh", std::mem::take(&mut st.wpkh.pending)),
+            ];
+            (sets, std::mem::take(&mut st.txindex_pending))
+        };
+        if sets.iter().all(|(_, cs)| cs.is_empty()) && txindex.is_empty() {
+            return Ok(());
+        }
+        let r = self
+            .store
+            .with(move |c| persist::append(c, &sets, &txindex).map(|()| (sets, txindex)))
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Persists in the background (from the synchronous [`Listen`] callbacks); without a
+    /// runtime the changes wait for the next [`Wallet::persist`].
+    fn persist_soon(&self) {
+        if let (Some(me), Ok(rt)) = (self.me.upgrade(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                let _ = me.persist().await;
+            });
+        }
+    }
+
+    /// `newaddr`: fresh receive addresses, persisted before they are returned.
+    pub async fn new_address(
+        &self,
+        req: AddrRequest,
+    ) -> Result<(Option<Address>, Option<Address>), WalletError> {
+        let (bech32, p2tr) = {
+            let mut st = self.state();
+            let bech32 = matches!(req, AddrRequest::Bech32 | AddrRequest::All)
+                .then(|| st.wpkh.w.reveal_next_address(KeychainKind::External).address);
+            let p2tr = matches!(req, AddrRequest::P2tr | AddrRequest::All)
+                .then(|| st.tr.w.reveal_next_address(KeychainKind::External).address);
+            (bech32, p2tr)
+        };
+        self.persist().await?;
+        Ok((bech32, p2tr))
+    }
+
+    /// `listfunds`: our outputs (spent ones too with `spent`).
+    pub fn list_funds(&self, spent: bool) -> Vec<Fund> {
+        let st = self.state();
+        let mut out = vec![];
+        for k in Kind::ALL {
+            for o in st.slot(k).w.list_output() {
+                let status = st.status(k, &o);
+                if status == Status::Spent && !spent {
+                    continue;
+                }
+                let blockheight = match &o.chain_position {
+                    ChainPosition::Confirmed { anchor, .. } => Some(anchor.block_id.height),
+                    ChainPosition::Unconfirmed { .. } => None,
+                };
+                out.push(Fund {
+                    outpoint: o.outpoint,
+                    value: o.txout.value,
+                    address: Address::from_script(&o.txout.script_pubkey, self.network)
+                        .ok()
+                        .map(|a| a.to_string()),
+                    script: o.txout.script_pubkey,
+                    status,
+                    reserved_to: (status != Status::Spent)
+                        .then(|| st.is_reserved(&o.outpoint))
+                        .flatten(),
+                    blockheight,
+                });
+            }
+        }
+        out.sort_by_key(|f| (f.blockheight.unwrap_or(u32::MAX), f.outpoint));
+        out
+    }
+
+    /// Confirmed, spendable (mature, unreserved, unspent) balance.
+    #[allow(dead_code)] // For channel funding (next issue) and the tests.
+    pub fn spendable_sat(&self, minconf: u32) -> u64 {
+        let st = self.state();
+        self.candidates(&st, minconf)
+            .iter()
+            .map(|(_, o)| o.txout.value.to_sat())
+            .sum()
+    }
+
+    /// `listtransactions`: every transaction touching our coins, oldest first.
+    pub fn list_transactions(&self) -> Vec<TxEntry> {
+        let st = self.state();
+        let mut seen = HashSet::new();
+        let mut out = vec![];
+        for k in Kind::ALL {
+            for t in st.slot(k).w.transactions() {
+                if !seen.insert(t.tx_node.txid) {
+                    continue;
+                }
+                let blockheight = match &t.chain_position {
+                    ChainPosition::Confirmed { anchor, .. } => Some(anchor.block_id.height),
+                    ChainPosition::Unconfirmed { .. } => None,
+                };
+                out.push(TxEntry {
+                    txindex: blockheight.and_then(|_| st.txindex.get(&t.tx_node.txid).copied()),
+                    tx: t.tx_node.tx.clone(),
+                    blockheight,
+                });
+            }
+        }
+        out.sort_by_key(|t| {
+            (
+                t.blockheight.unwrap_or(u32::MAX),
+                t.txindex.unwrap_or(0),
+                t.tx.compute_txid(),
+            )
+        });
+        out
+    }
+
+    /// Coins that may be spent now: unspent, mature, unreserved, with `minconf`.
+    fn candidates(&self, st: &State, minconf: u32) -> Vec<(Kind, LocalOutput)> {
+        let mut out = vec![];
+        for k in Kind::ALL {
+            for o in st.slot(k).w.list_unspent() {
+                let status = st.status(k, &o);
+                let confs = st.confirmations(&o.chain_position);
+                if status == Status::Immature
+                    || status == Status::Spent
+                    || confs < minconf
+                    || st.is_reserved(&o.outpoint).is_some()
+                {
+                    continue;
+                }
+                out.push((k, o));
+            }
+        }
+        out
+    }
+
+    /// Picks coins, builds the unsigned transaction and reserves its inputs, all under the
+    /// state lock so that concurrent callers never pick the same coin.
+    fn build_and_reserve(&self, req: &SpendRequest) -> Result<Prepared, WalletError> {
+        let alls = req.outputs.iter().filter(|(_, a)| *a == Amt::All).count();
+        if alls > 1 {
+            return Err(WalletError::InvalidParams(
+                "Only one output can be 'all'".into(),
+            ));
+        }
+        if req.outputs.is_empty() {
+            return Err(WalletError::InvalidParams("outputs: must not be empty".into()));
+        }
+        for (i, (script, amt)) in req.outputs.iter().enumerate() {
+            if let Amt::Sat(s) = amt {
+                let min = script.minimal_non_dust().to_sat();
+                if *s < min {
+                    return Err(WalletError::Dust(format!(
+                        "Output {i} would be dust: {s}sat is below the dust limit of {min}sat"
+                    )));
+                }
+                if *s > Amount::MAX_MONEY.to_sat() {
+                    return Err(WalletError::InvalidParams(format!(
+                        "Output {i}: {s}sat is more than 21 million bitcoin"
+                    )));
+                }
+            }
+        }
+        let mut st = self.state();
+        let tip = st.tip();
+        // The coins we may use, best first.
+        let mut pool: Vec<(Kind, LocalOutput)> = match &req.utxos {
+            Some(ops) => {
+                let mut v = vec![];
+                let mut dup = HashSet::new();
+                for op in ops {
+                    if !dup.insert(*op) {
+                        return Err(WalletError::InvalidParams(format!(
+                            "utxos: {op} given twice"
+                        )));
+                    }
+                    let (k, o) = st.find(*op).ok_or_else(|| {
+                        WalletError::InvalidParams(format!("Unknown UTXO {op}"))
+                    })?;
+                    match st.status(k, &o) {
+                        Status::Spent => {
+                            return Err(WalletError::Other(format!("UTXO {op} already spent")));
+                        }
+                        Status::Immature => {
+                            return Err(WalletError::Other(format!("UTXO {op} is immature")));
+                        }
+                        _ => {}
+                    }
+                    if st.is_reserved(op).is_some() {
+                        return Err(WalletError::Other(format!("UTXO {op} already reserved")));
+                    }
+                    let confs = st.confirmations(&o.chain_position);
+                    if confs < req.minconf {
+                        return Err(WalletError::Other(format!(
+                            "UTXO {op} has {confs} confirmations, {} needed",
+                            req.minconf
+                        )));
+                    }
+                    v.push((k, o));
+                }
+                v
+            }
+            None => {
+                let mut v = self.candidates(&st, req.minconf);
+                v.sort_by(|a, b| {
+                    b.1.txout
+                        .value
+                        .cmp(&a.1.txout.value)
+                        .then(a.1.outpoint.cmp(&b.1.outpoint))
+                });
+                v
+            }
+        };
+        let use_all = req.utxos.is_some() || alls == 1;
+        let fixed: u64 = req
+            .outputs
+            .iter()
+            .map(|(_, a)| match a {
+                Amt::Sat(s) => *s,
+                Amt::All => 0,
+            })
+            .sum();
+        let lock_time = LockTime::from_height(tip.height).unwrap_or(LockTime::ZERO);
+        let build = |coins: &[(Kind, LocalOutput)], outs: Vec<TxOut>, dummy: bool| Transaction {
+            version: Version::TWO,
+            lock_time,
+            input: coins
+                .iter()
+                .map(|(k, o)| TxIn {
+                    previous_output: o.outpoint,
+                    script_sig: ScriptBuf::new(),
+                    sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                    witness: if dummy { k.dummy_witness() } else { Witness::new() },
+                })
+                .collect(),
+            output: outs,
+        };
+        let base_outputs: Vec<TxOut> = req
+            .outputs
+            .iter()
+            .map(|(s, a)| TxOut {
+                script_pubkey: s.clone(),
+                value: Amount::from_sat(match a {
+                    Amt::Sat(v) => *v,
+                    Amt::All => 0,
+                }),
+            })
+            .collect();
+        let change_script = st.tr.w.peek_address(KeychainKind::Internal, 0).script_pubkey();
+        let change_dust = change_script.minimal_non_dust().to_sat();
+        let with_change = |outs: &[TxOut]| {
+            let mut o = outs.to_vec();
+            o.push(TxOut {
+                script_pubkey: change_script.clone(),
+                value: Amount::ZERO,
+            });
+            o
+        };
+
+        let (selected, mut outputs, change) = if use_all {
+            let total: u64 = pool.iter().map(|(_, o)| o.txout.value.to_sat()).sum();
+            if pool.is_empty() {
+                return Err(WalletError::CannotAfford(
+                    "Could not afford all: no available UTXOs".into(),
+                ));
+            }
+            if alls == 1 {
+                let fee = fee_for(req.feerate_perkw, build(&pool, base_outputs.clone(), true).weight());
+                let rest = total.checked_sub(fixed + fee).ok_or_else(|| {
+                    WalletError::CannotAfford(format!(
+                        "Could not afford {fixed}sat plus a fee of {fee}sat using all {} available UTXOs: {}sat short",
+                        pool.len(),
+                        (fixed + fee) - total
+                    ))
+                })?;
+                let mut outs = base_outputs.clone();
+                let (i, _) = req
+                    .outputs
+                    .iter()
+                    .enumerate()
+                    .find(|(_, (_, a))| *a == Amt::All)
+                    .ok_or_else(|| other("no 'all' output"))?;
+                let min = outs[i].script_pubkey.minimal_non_dust().to_sat();
+                if rest < min {
+                    return Err(WalletError::Dust(format!(
+                        "Output {i} would be dust: {rest}sat left after fees is below the dust limit of {min}sat"
+                    )));
+                }
+                outs[i].value = Amount::from_sat(rest);
+                (pool, outs, None)
+            } else {
+                // Exactly the given coins; change if worth it.
+                let fee_nc = fee_for(req.feerate_perkw, build(&pool, base_outputs.clone(), true).weight());
+                if total < fixed + fee_nc {
+                    return Err(WalletError::CannotAfford(format!(
+                        "Could not afford {fixed}sat plus a fee of {fee_nc}sat using the {} given UTXOs: {}sat short",
+                        pool.len(),
+                        fixed + fee_nc - total
+                    )));
+                }
+                let fee_c = fee_for(req.feerate_perkw, build(&pool, with_change(&base_outputs), true).weight());
+                let change = total.saturating_sub(fixed + fee_c);
+                let change = (total >= fixed + fee_c && change >= change_dust).then_some(change);
+                (pool, base_outputs.clone(), change)
+            }
+        } else {
+            let mut sel: Vec<(Kind, LocalOutput)> = vec![];
+            let mut total = 0u64;
+            let mut done = None;
+            for c in pool.drain(..) {
+                total += c.1.txout.value.to_sat();
+                sel.push(c);
+                let fee_nc = fee_for(req.feerate_perkw, build(&sel, base_outputs.clone(), true).weight());
+                if total < fixed + fee_nc {
+                    continue;
+                }
+                let fee_c = fee_for(req.feerate_perkw, build(&sel, with_change(&base_outputs), true).weight());
+                let change = total.saturating_sub(fixed + fee_c);
+                done = Some((total >= fixed + fee_c && change >= change_dust).then_some(change));
+                break;
+            }
+            let Some(change) = done else {
+                let fee = fee_for(req.feerate_perkw, build(&sel, base_outputs.clone(), true).weight());
+                return Err(WalletError::CannotAfford(format!(
+                    "Could not afford {fixed}sat using all {} available UTXOs: {}sat short",
+                    sel.len(),
+                    (fixed + fee).saturating_sub(total)
+                )));
+            };
+            (sel, base_outputs.clone(), change)
+        };
+
+        // Change goes to a fresh taproot change address.
+        let mut change_index = None;
+        if let Some(v) = change {
+            let addr = st.tr.w.reveal_next_address(KeychainKind::Internal);
+            change_index = Some(outputs.len());
+            outputs.push(TxOut {
+                script_pubkey: addr.script_pubkey(),
+                value: Amount::from_sat(v),
+            });
+        }
+        let tx = build(&selected, outputs, false);
+        let mut psbt = Psbt::from_unsigned_tx(tx).map_err(other)?;
+        for (i, (k, o)) in selected.iter().enumerate() {
+            psbt.inputs[i] = st
+                .slot(*k)
+                .w
+                .get_psbt_input(o.clone(), None, false)
+                .map_err(other)?;
+        }
+        if let Some(ci) = change_index {
+            use bdk_wallet::miniscript::psbt::PsbtExt;
+            let spk = psbt.unsigned_tx.output[ci].script_pubkey.clone();
+            if let Some((keychain, idx)) = st.tr.w.derivation_of_spk(spk) {
+                let desc = st.tr.w.public_descriptor(keychain).at_derivation_index(idx);
+                if let Ok(d) = desc {
+                    let _ = psbt.update_output_with_descriptor(ci, &d);
+                }
+            }
+        }
+        let inputs: Vec<OutPoint> = selected.iter().map(|(_, o)| o.outpoint).collect();
+        let until = tip.height + RESERVE_BLOCKS;
+        for op in &inputs {
+            st.reserved.insert(*op, until);
+        }
+        drop(st);
+        Ok(Prepared { psbt, inputs })
+    }
+
+    /// Signs every input with the master key and finalizes the PSBT.
+    fn sign(&self, psbt: &mut Psbt) -> Result<Transaction, WalletError> {
+        use bdk_wallet::miniscript::psbt::PsbtExt;
+        let n = psbt.inputs.len();
+        let signed = match psbt.sign(&self.master, &self.secp) {
+            Ok(keys) => keys,
+            Err((_, errors)) => {
+                return Err(other(format!("signing failed: {errors:?}")));
+            }
+        };
+        if signed.len() != n {
+            return Err(other(format!("signed {} of {n} inputs", signed.len())));
+        }
+        psbt.finalize_mut(&self.secp)
+            .map_err(|e| other(format!("cannot finalize: {e:?}")))?;
+        Ok(psbt.clone().extract_tx_unchecked_fee_rate())
+    }
+
+    fn broadcaster(&self) -> Option<Arc<dyn TxBroadcaster>> {
+        match self.broadcaster.read() {
+            Ok(b) => b.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Records a transaction we (or the node) broadcast: its inputs become spent and its
+    /// outputs to us unconfirmed coins. Persisted before returning.
+    pub async fn mark_broadcast(&self, tx: &Transaction) -> Result<(), WalletError> {
+        {
+            let mut st = self.state();
+            let now = now_secs();
+            st.tr.w.apply_unconfirmed_txs([(tx.clone(), now)]);
+            st.wpkh.w.apply_unconfirmed_txs([(tx.clone(), now)]);
+            let ins: Vec<OutPoint> = tx.input.iter().map(|i| i.previous_output).collect();
+            st.release(&ins);
+        }
+        self.persist().await
+    }
+
+    /// Releases the reservation of coins picked for a transaction that will not be sent.
+    pub fn release(&self, inputs: &[OutPoint]) {
+        self.state().release(inputs);
+    }
+
+    async fn send_signed(&self, inputs: &[OutPoint], tx: Transaction) -> Result<Txid, WalletError> {
+        let Some(b) = self.broadcaster() else {
+            self.release(inputs);
+            return Err(WalletError::Other(
+                "Cannot broadcast: the chain backend is not running".into(),
+            ));
+        };
+        match b.send(tx.clone()).await {
+            Ok(txid) => {
+                self.mark_broadcast(&tx).await?;
+                Ok(txid)
+            }
+            Err(e) => {
+                self.release(inputs);
+                Err(WalletError::Broadcast(e))
+            }
+        }
+    }
+
+    /// `withdraw`: build, sign, broadcast. Nothing stays reserved if it fails.
+    pub async fn withdraw(&self, req: &SpendRequest) -> Result<(Psbt, Transaction), WalletError> {
+        let mut p = self.build_and_reserve(req)?;
+        let tx = match self.sign(&mut p.psbt) {
+            Ok(tx) => tx,
+            Err(e) => {
+                self.release(&p.inputs);
+                return Err(e);
+            }
+        };
+        self.send_signed(&p.inputs, tx.clone()).await?;
+        Ok((p.psbt, tx))
+    }
+
+    /// `txprepare`: build and reserve (72 blocks) without signing.
+    pub async fn prepare(&self, req: &SpendRequest) -> Result<Prepared, WalletError> {
+        let p = self.build_and_reserve(req)?;
+        let txid = p.psbt.unsigned_tx.compute_txid();
+        self.state().prepared.insert(txid, p.clone());
+        // The revealed change address must survive a restart.
+        self.persist().await?;
+        Ok(p)
+    }
+
+    /// `txsend`: sign and broadcast a prepared transaction (discarded if that fails).
+    pub async fn send_prepared(&self, txid: Txid) -> Result<(Psbt, Transaction), WalletError> {
+        let mut p = self
+            .state()
+            .prepared
+            .remove(&txid)
+            .ok_or_else(|| WalletError::Other(format!("{txid} not an unreleased txid")))?;
+        let tx = match self.sign(&mut p.psbt) {
+            Ok(tx) => tx,
+            Err(e) => {
+                self.release(&p.inputs);
+                return Err(e);
+            }
+        };
+        self.send_signed(&p.inputs, tx.clone()).await?;
+        Ok((p.psbt, tx))
+    }
+
+    /// `txdiscard`: forget a prepared transaction and release its coins.
+    pub fn discard(&self, txid: Txid) -> Result<Transaction, WalletError> {
+        let mut st = self.state();
+        let p = st
+            .prepared
+            .remove(&txid)
+            .ok_or_else(|| WalletError::Other(format!("{txid} not an unreleased txid")))?;
+        st.release(&p.inputs);
+        Ok(p.psbt.unsigned_tx)
+    }
+
+    /// For channel funding: a signed transaction paying `outputs` at `feerate_perkw`, its
+    /// inputs reserved for 72 blocks. The caller broadcasts it (or hands it to LDK) and then
+    /// calls [`Wallet::mark_broadcast`], or [`Wallet::release`] with its inputs.
+    #[allow(dead_code)] // For channel funding (next issue) and the tests.
+    pub async fn fund(
+        &self,
+        outputs: Vec<TxOut>,
+        feerate_perkw: u32,
+    ) -> Result<Transaction, WalletError> {
+        let req = SpendRequest {
+            outputs: outputs
+                .into_iter()
+                .map(|o| (o.script_pubkey, Amt::Sat(o.value.to_sat())))
+                .collect(),
+            feerate_perkw,
+            minconf: 1,
+            utxos: None,
+        };
+        let mut p = self.build_and_reserve(&req)?;
+        let signed = self.sign(&mut p.psbt);
+        if signed.is_err() {
+            self.release(&p.inputs);
+        }
+        self.persist().await?;
+        signed
+    }
+
+    fn connect_block(&self, block: &Block, height: u32) {
+        {
+            let mut st = self.state();
+            for k in Kind::ALL {
+                let _ = st.slot_mut(k).connect(block, height);
+            }
+            let mut found = vec![];
+            for (i, tx) in block.txdata.iter().enumerate() {
+                let txid = tx.compute_txid();
+                if Kind::ALL
+                    .iter()
+                    .any(|k| st.slot(*k).w.tx_graph().get_tx(txid).is_some())
+                {
+                    found.push((txid, i as u32));
+                }
+            }
+            for (txid, i) in found {
+                st.txindex.insert(txid, i);
+                st.txindex_pending.push((txid, i));
+            }
+        }
+        self.persist_soon();
+    }
+}
+
+impl Listen for Wallet {
+    fn filtered_block_connected(&self, header: &Header, txdata: &TransactionData, height: u32) {
+        let block = Block {
+            header: *header,
+            txdata: txdata.iter().map(|(_, tx)| (*tx).clone()).collect(),
+        };
+        self.connect_block(&block, height);
+    }
+
+    fn block_connected(&self, block: &Block, height: u32) {
+        self.connect_block(block, height);
+    }
+
+    fn blocks_disconnected(&self, fork_point_block: BlockLocator) {
+        {
+            let mut st = self.state();
+            let keep = BlockId {
+                height: fork_point_block.height,
+                hash: fork_point_block.block_hash,
+            };
+            for k in Kind::ALL {
+                let _ = st.slot_mut(k).rewind(keep);
+            }
+        }
+        self.persist_soon();
+    }
+}
+
+/// A JSON-friendly view of `listfunds` outputs.
+pub fn fund_json(f: &Fund) -> serde_json::Value {
+    let mut o = serde_json::json!({
+        "txid": f.outpoint.txid.to_string(),
+        "output": f.outpoint.vout,
+        "amount_msat": f.value.to_sat() * 1000,
+        "scriptpubkey": hex(f.script.as_bytes()),
+        "status": f.status.as_str(),
+        "reserved": f.reserved_to.is_some(),
+    });
+    if let Some(a) = &f.address {
+        o["address"] = a.clone().into();
+    }
+    if let Some(h) = f.blockheight {
+        if f.status == Status::Confirmed {
+            o["blockheight"] = h.into();
+        }
+    }
+    if let Some(r) = f.reserved_to {
+        o["reserved_to_block"] = r.into();
+    }
+    o
+}
+
+/// A `listtransactions` entry.
+pub fn tx_json(t: &TxEntry) -> serde_json::Value {
+    let tx = &t.tx;
+    serde_json::json!({
+        "hash": tx.compute_txid().to_string(),
+        "rawtx": bitcoin::consensus::encode::serialize_hex(tx.as_ref()),
+        "blockheight": t.blockheight.unwrap_or(0),
+        "txindex": t.txindex.unwrap_or(0),
+        "locktime": tx.lock_time.to_consensus_u32(),
+        "version": tx.version.0,
+        "inputs": tx.input.iter().map(|i| serde_json::json!({
+            "txid": i.previous_output.txid.to_string(),
+            "index": i.previous_output.vout,
+            "sequence": i.sequence.0,
+        })).collect::<Vec<_>>(),
+        "outputs": tx.output.iter().enumerate().map(|(n, o)| serde_json::json!({
+            "index": n,
+            "amount_msat": o.value.to_sat() * 1000,
+            "scriptPubKey": hex(o.script_pubkey.as_bytes()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Lowercase hex.
+pub fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}
