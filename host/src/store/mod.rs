@@ -20,6 +20,17 @@ const MIGRATIONS: &[&str] = &[
         data BLOB NOT NULL,
         generation INTEGER NOT NULL
     );",
+    // 2: the on-chain wallet. BDK changesets as JSON rows per wallet (`p2tr`, `p2wpkh`),
+    // merged in id order on load; and the position of wallet transactions in their block.
+    "CREATE TABLE wallet_changesets (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        wallet TEXT NOT NULL,
+        changeset TEXT NOT NULL
+    );
+    CREATE TABLE wallet_txindex (
+        txid TEXT PRIMARY KEY,
+        txindex INTEGER NOT NULL
+    );",
 ];
 
 /// Why the database could not be used.
