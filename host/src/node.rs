@@ -31,6 +31,8 @@ pub struct Node {
     pub plugins: Arc<PluginHost>,
     /// The Bitcoin chain: block stream, fee cache, broadcaster.
     pub chain: Arc<Chain>,
+    /// The on-chain wallet (derived from `hsm_secret`, fed by the chain's block stream).
+    pub wallet: Arc<crate::wallet::Wallet>,
     /// Hex node id.
     pub node_id: String,
     /// Alias.
@@ -283,6 +285,18 @@ pub async fn run(config: Config) -> Result<i32, String> {
         plugins.clone(),
         log.source("chain"),
     );
+    // The on-chain wallet: keys from the seed, state in the store, blocks from the stream
+    // (from its own best block; a fresh wallet starts at the stream's tip).
+    let wallet = crate::wallet::Wallet::open(
+        store.clone(),
+        &seed,
+        crate::chain::settings::bitcoin_network(config.network),
+        chain.fees(),
+        Some(chain.broadcaster()),
+    )
+    .await
+    .map_err(|e| format!("wallet: {e}"))?;
+    chain.add_listener("wallet", wallet.clone(), wallet.locator());
     let alias = config
         .alias
         .clone()
@@ -294,6 +308,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
         store,
         plugins: plugins.clone(),
         chain: chain.clone(),
+        wallet,
         node_id: id.clone(),
         alias: alias.clone(),
         color: color.clone(),

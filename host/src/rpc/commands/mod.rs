@@ -7,10 +7,15 @@ mod feerates;
 mod getinfo;
 mod help;
 mod listconfigs;
+mod listfunds;
+mod listtransactions;
+mod newaddr;
 mod notifications;
 mod plugin;
 mod setconfig;
 mod stop;
+mod txprepare;
+mod withdraw;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -66,10 +71,17 @@ pub const COMMANDS: &[&Command] = &[
     &help::HELP,
     &listconfigs::LISTCONFIGS,
     &datastore::LISTDATASTORE,
+    &listfunds::LISTFUNDS,
+    &listtransactions::LISTTRANSACTIONS,
+    &newaddr::NEWADDR,
     &notifications::NOTIFICATIONS,
     &plugin::PLUGIN,
     &setconfig::SETCONFIG,
     &stop::STOP,
+    &txprepare::TXDISCARD,
+    &txprepare::TXPREPARE,
+    &txprepare::TXSEND,
+    &withdraw::WITHDRAW,
 ];
 
 /// The built-in command named `name`.
