@@ -783,10 +783,10 @@ impl Chain {
     }
 
     fn persist_invalidated(&self) {
-        if let Some(store) = &self.store {
-            if let Err(e) = store.write_invalidated(&self.invalidated_roots) {
-                eprintln!("devchain: cannot save the invalidated blocks: {e}");
-            }
+        if let Some(store) = &self.store
+            && let Err(e) = store.write_invalidated(&self.invalidated_roots)
+        {
+            eprintln!("devchain: cannot save the invalidated blocks: {e}");
         }
     }
 
@@ -1020,13 +1020,14 @@ impl Chain {
             }
         }
         Self::verify_scripts(&tx, &coins)?;
-        if let Some(max) = max_feerate {
-            if max > 0 && fee.to_sat() as u128 > max as u128 * vsize as u128 / 1000 {
-                return Err(RpcError::new(
-                    codes::VERIFY_ERROR,
-                    "Fee exceeds maximum configured by user (e.g. -maxtxfee, maxfeerate)",
-                ));
-            }
+        if let Some(max) = max_feerate
+            && max > 0
+            && fee.to_sat() as u128 > max as u128 * vsize as u128 / 1000
+        {
+            return Err(RpcError::new(
+                codes::VERIFY_ERROR,
+                "Fee exceeds maximum configured by user (e.g. -maxtxfee, maxfeerate)",
+            ));
         }
         let entry = MempoolEntry {
             tx,
@@ -1256,10 +1257,10 @@ impl Chain {
             .insert_entry(block)
             .map_err(|e| RpcError::new(codes::MISC_ERROR, e))?;
         self.connect(hash)?;
-        if let Some(store) = &mut self.store {
-            if let Err(e) = store.append(&self.entries[&hash].block) {
-                eprintln!("devchain: cannot save block {hash}: {e}");
-            }
+        if let Some(store) = &mut self.store
+            && let Err(e) = store.append(&self.entries[&hash].block)
+        {
+            eprintln!("devchain: cannot save block {hash}: {e}");
         }
         self.refresh_mempool();
         Ok(hash)

@@ -41,6 +41,14 @@ fn set_private(path: &std::path::Path) {
     }
 }
 
+/// Prints a line to stdout and flushes it, ignoring a closed stdout (a test that read only the
+/// first line must not kill the chain).
+fn say(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{args}");
+    let _ = out.flush();
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.datadir)
@@ -77,12 +85,11 @@ fn main() -> anyhow::Result<()> {
         let port = listener.local_addr()?.port();
         let port_path = args.datadir.join("rpcport");
         write_atomically(&port_path, format!("{port}\n").as_bytes())?;
-        println!("devchain (a development and test chain, regtest) RPC listening on http://127.0.0.1:{port}");
-        println!("devchain: height {height}, faucet address {faucet_address}");
+        say(format_args!("devchain (a development and test chain, regtest) RPC listening on http://127.0.0.1:{port}"));
+        say(format_args!("devchain: height {height}, faucet address {faucet_address}"));
         if args.rpcuser.is_none() {
-            println!("devchain: cookie file {}", cookie_path.display());
+            say(format_args!("devchain: cookie file {}", cookie_path.display()));
         }
-        std::io::stdout().flush()?;
         let rpc = Arc::new(Rpc::new(chain));
         let shutdown = async {
             #[cfg(unix)]
@@ -110,7 +117,7 @@ fn main() -> anyhow::Result<()> {
         if args.rpcuser.is_none() {
             let _ = std::fs::remove_file(&cookie_path);
         }
-        println!("devchain: stopped");
+        say(format_args!("devchain: stopped"));
         anyhow::Ok(())
     })
 }

@@ -413,7 +413,7 @@ impl Rpc {
                 let entry = chain.entry(&hash).ok_or_else(block_not_found)?;
                 match verbosity {
                     0 => Ok(json!(hex(&serialize(&entry.block)))),
-                    1 | 2 | 3 => Ok(block_json(&chain, entry, verbosity >= 2)),
+                    1..=3 => Ok(block_json(&chain, entry, verbosity >= 2)),
                     _ => Err(RpcError::new(
                         codes::INVALID_PARAMETER,
                         "Verbosity must be in range 0..3",
@@ -738,17 +738,17 @@ impl Rpc {
                 let mut txs = Vec::new();
                 for item in list {
                     let s = item.as_str().ok_or_else(|| type_error(item, "string"))?;
-                    if s.len() == 64 {
-                        if let Ok(txid) = Txid::from_str(s) {
-                            let e = chain.mempool().get(&txid).ok_or_else(|| {
-                                RpcError::new(
-                                    codes::INVALID_ADDRESS_OR_KEY,
-                                    format!("Transaction {s} not in mempool."),
-                                )
-                            })?;
-                            txs.push(e.tx.clone());
-                            continue;
-                        }
+                    if s.len() == 64
+                        && let Ok(txid) = Txid::from_str(s)
+                    {
+                        let e = chain.mempool().get(&txid).ok_or_else(|| {
+                            RpcError::new(
+                                codes::INVALID_ADDRESS_OR_KEY,
+                                format!("Transaction {s} not in mempool."),
+                            )
+                        })?;
+                        txs.push(e.tx.clone());
+                        continue;
                     }
                     let tx = decode_tx(s).ok_or_else(|| {
                         RpcError::new(
@@ -950,10 +950,10 @@ fn header_json(chain: &Chain, entry: &BlockEntry) -> Value {
             json!(h.prev_blockhash.to_string()),
         );
     }
-    if chain.is_active(&entry.hash) {
-        if let Some(next) = chain.hash_at(entry.height + 1) {
-            m.insert("nextblockhash".into(), json!(next.to_string()));
-        }
+    if chain.is_active(&entry.hash)
+        && let Some(next) = chain.hash_at(entry.height + 1)
+    {
+        m.insert("nextblockhash".into(), json!(next.to_string()));
     }
     Value::Object(m)
 }

@@ -1,0 +1,285 @@
+//! Starts the real `devchain` binary on port 0 with a temporary datadir and speaks HTTP JSON-RPC to
+//! it with cookie auth, as a node's chain client would.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bitcoin::base64::Engine;
+use bitcoin::base64::engine::general_purpose::STANDARD as BASE64;
+use bitcoin::consensus::deserialize;
+use serde_json::{Value, json};
+
+struct Devchain {
+    child: Child,
+    port: u16,
+    auth: String,
+}
+
+impl Drop for Devchain {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path) -> Devchain {
+    let _ = std::fs::remove_file(dir.join("rpcport"));
+    let child = Command::new(env!("CARGO_BIN_EXE_devchain"))
+        .args(["--datadir", dir.to_str().unwrap(), "--rpcport", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn devchain");
+    let mut d = Devchain {
+        child,
+        port: 0,
+        auth: String::new(),
+    };
+    // The first stdout line names the URL; the rpcport file says the same.
+    let stdout = d.child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let url_port: u16 = line
+        .trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("port in the first line");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let port = loop {
+        if let Ok(s) = std::fs::read_to_string(dir.join("rpcport")) {
+            break s.trim().parse::<u16>().expect("port number");
+        }
+        assert!(Instant::now() < deadline, "no rpcport file");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(port, url_port);
+    let cookie = std::fs::read_to_string(dir.join(".cookie")).expect("cookie");
+    assert!(cookie.starts_with("__cookie__:"), "{cookie}");
+    assert_eq!(cookie.len(), "__cookie__:".len() + 64);
+    d.port = port;
+    d.auth = BASE64.encode(cookie.trim());
+    d
+}
+
+struct Response {
+    status: u16,
+    body: Vec<u8>,
+}
+
+/// One HTTP/1.1 exchange on a kept-alive connection.
+fn exchange(stream: &mut TcpStream, auth: &str, body: &str) -> Response {
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).unwrap();
+    read_response(stream)
+}
+
+fn read_response(stream: &mut TcpStream) -> Response {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).unwrap();
+    Response { status, body }
+}
+
+struct Client {
+    stream: TcpStream,
+    auth: String,
+}
+
+impl Client {
+    fn new(d: &Devchain) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Client {
+            stream,
+            auth: d.auth.clone(),
+        }
+    }
+
+    fn raw(&mut self, method: &str, params: Value) -> (u16, Value) {
+        let body = json!({"method": method, "params": params, "id": 1}).to_string();
+        let r = exchange(&mut self.stream, &self.auth, &body);
+        (
+            r.status,
+            serde_json::from_slice(&r.body).expect("JSON body"),
+        )
+    }
+
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        let (status, v) = self.raw(method, params);
+        assert_eq!(status, 200, "{method}: {v}");
+        assert_eq!(v["error"], Value::Null);
+        v["result"].clone()
+    }
+}
+
+#[test]
+fn binary_speaks_bitcoind_json_rpc() {
+    let dir = common::temp_dir("binary");
+    let d = start(&dir);
+    let mut c = Client::new(&d);
+
+    let info = c.call("getblockchaininfo", json!([]));
+    assert_eq!(info["chain"], "regtest");
+    assert_eq!(info["blocks"], 101, "faucet coins mined on first start");
+    let net = c.call("getnetworkinfo", json!([]));
+    assert!(net["subversion"].as_str().unwrap().contains("devchain"));
+
+    let addr = c.call("getnewaddress", json!([]));
+    let hashes = c.call("generatetoaddress", json!([2, addr]));
+    assert_eq!(hashes.as_array().unwrap().len(), 2);
+    assert_eq!(c.call("getblockcount", json!([])), 103);
+
+    let txid = c.call("sendtoaddress", json!([addr, 0.25]));
+    assert_eq!(c.call("getrawmempool", json!([])), json!([txid]));
+
+    let tip = c.call("getbestblockhash", json!([]));
+    assert_eq!(tip, hashes[1]);
+    let header = c.call("getblockheader", json!([tip]));
+    assert_eq!(header["height"], 103);
+    assert_eq!(header["previousblockhash"], hashes[0]);
+    assert_eq!(header["bits"], "207fffff");
+
+    let raw = c.call("getblock", json!([tip, 0]));
+    let block: bitcoin::Block =
+        deserialize(&devchain::util::unhex(raw.as_str().unwrap()).unwrap()).unwrap();
+    assert_eq!(block.block_hash().to_string(), tip.as_str().unwrap());
+    assert!(block.check_merkle_root() && block.check_witness_commitment());
+
+    let mined = c.call("generatetoaddress", json!([1, addr]));
+    let out = c.call("gettxout", json!([txid, 0]));
+    assert_eq!(out["value"], 0.25);
+    assert_eq!(out["confirmations"], 1);
+    assert_eq!(out["bestblock"], mined[0]);
+
+    // Unknown method: HTTP 404 with bitcoind's JSON error.
+    let (status, v) = c.raw("getwalletinfo2", json!([]));
+    assert_eq!(status, 404);
+    assert_eq!(v["error"]["code"], -32601);
+    assert_eq!(v["error"]["message"], "Method not found");
+    // Other errors: HTTP 500.
+    let (status, v) = c.raw("getblockhash", json!([1000]));
+    assert_eq!(status, 500);
+    assert_eq!(v["error"]["code"], -8);
+
+    // Batch request on the same connection.
+    let r = exchange(
+        &mut c.stream,
+        &d.auth,
+        r#"[{"method":"getblockcount","id":1},{"method":"getbestblockhash","id":2}]"#,
+    );
+    assert_eq!(r.status, 200);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v[0]["result"], 104);
+    assert_eq!(v[1]["result"], mined[0]);
+
+    // Two pipelined requests answered in order.
+    let one = r#"{"method":"getblockcount","id":"p1"}"#;
+    let two = r#"{"method":"getblockhash","params":[0],"id":"p2"}"#;
+    let mut both = String::new();
+    for b in [one, two] {
+        both.push_str(&format!(
+            "POST / HTTP/1.1\r\nAuthorization: Basic {}\r\nContent-Length: {}\r\n\r\n{b}",
+            d.auth,
+            b.len()
+        ));
+    }
+    c.stream.write_all(both.as_bytes()).unwrap();
+    let r1: Value = serde_json::from_slice(&read_response(&mut c.stream).body).unwrap();
+    let r2: Value = serde_json::from_slice(&read_response(&mut c.stream).body).unwrap();
+    assert_eq!(
+        (r1["id"].clone(), r1["result"].clone()),
+        (json!("p1"), json!(104))
+    );
+    assert_eq!(r2["id"], "p2");
+
+    // Bad credentials: 401.
+    let mut bad = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    let r = exchange(
+        &mut bad,
+        &BASE64.encode("__cookie__:wrong"),
+        r#"{"method":"getblockcount","id":1}"#,
+    );
+    assert_eq!(r.status, 401);
+
+    // `stop` ends the process and removes the cookie; a restart keeps the chain.
+    let mut d = d;
+    c.call("stop", json!([]));
+    let status = d.child.wait().expect("exit");
+    assert!(status.success());
+    assert!(!dir.join(".cookie").exists());
+    let d2 = start(&dir);
+    let mut c2 = Client::new(&d2);
+    assert_eq!(c2.call("getblockcount", json!([])), 104);
+    assert_eq!(c2.call("getbestblockhash", json!([])), mined[0]);
+    assert_eq!(c2.call("gettxout", json!([txid, 0]))["value"], 0.25);
+    drop(d2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn rpcuser_and_password_replace_the_cookie() {
+    let dir = common::temp_dir("userpass");
+    let child = Command::new(env!("CARGO_BIN_EXE_devchain"))
+        .args([
+            "--datadir",
+            dir.to_str().unwrap(),
+            "--rpcport",
+            "0",
+            "--rpcuser",
+            "u",
+            "--rpcpassword",
+            "p",
+        ])
+        .args(["--initial-blocks", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn devchain");
+    let mut d = Devchain {
+        child,
+        port: 0,
+        auth: BASE64.encode("u:p"),
+    };
+    let mut line = String::new();
+    BufReader::new(d.child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    d.port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert!(!dir.join(".cookie").exists());
+    let mut c = Client::new(&d);
+    assert_eq!(c.call("getblockcount", json!([])), 0);
+    let r = exchange(
+        &mut c.stream,
+        &BASE64.encode("u:wrong"),
+        r#"{"method":"getblockcount","id":1}"#,
+    );
+    assert_eq!(r.status, 401);
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
