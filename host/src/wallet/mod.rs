@@ -28,12 +28,12 @@ use bitcoin::block::Header;
 use bitcoin::psbt::Psbt;
 use bitcoin::secp256k1::{All, Secp256k1};
 use bitcoin::{
-    Address, Amount, Block, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut,
-    Txid, Weight, Witness, absolute::LockTime, transaction::Version,
+    Address, Amount, Block, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid,
+    Weight, Witness, absolute::LockTime, transaction::Version,
 };
 use fulgur_protocol::RpcError;
-use lightning::chain::{BlockLocator, Listen};
 use lightning::chain::transaction::TransactionData;
+use lightning::chain::{BlockLocator, Listen};
 
 use crate::chain::{BroadcastError, FeeEstimates, TxBroadcaster};
 use crate::store::{Store, StoreError};
@@ -247,7 +247,10 @@ impl Slot {
             delta.local_chain.blocks.insert(cp.height(), None);
         }
         if keep.height > 0 {
-            delta.local_chain.blocks.insert(keep.height, Some(keep.hash));
+            delta
+                .local_chain
+                .blocks
+                .insert(keep.height, Some(keep.hash));
         }
         let mut full = self.aggregate.clone();
         full.merge(delta.clone());
@@ -270,11 +273,7 @@ impl Slot {
             height: height - 1,
             hash: block.header.prev_blockhash,
         };
-        if self
-            .w
-            .apply_block_connected_to(block, height, prev)
-            .is_ok()
-        {
+        if self.w.apply_block_connected_to(block, height, prev).is_ok() {
             return Ok(());
         }
         // Our chain disagrees at or below `prev`: drop everything from `prev` up, then
@@ -625,8 +624,12 @@ impl Wallet {
     ) -> Result<(Option<Address>, Option<Address>), WalletError> {
         let (bech32, p2tr) = {
             let mut st = self.state();
-            let bech32 = matches!(req, AddrRequest::Bech32 | AddrRequest::All)
-                .then(|| st.wpkh.w.reveal_next_address(KeychainKind::External).address);
+            let bech32 = matches!(req, AddrRequest::Bech32 | AddrRequest::All).then(|| {
+                st.wpkh
+                    .w
+                    .reveal_next_address(KeychainKind::External)
+                    .address
+            });
             let p2tr = matches!(req, AddrRequest::P2tr | AddrRequest::All)
                 .then(|| st.tr.w.reveal_next_address(KeychainKind::External).address);
             (bech32, p2tr)
@@ -739,7 +742,9 @@ impl Wallet {
             ));
         }
         if req.outputs.is_empty() {
-            return Err(WalletError::InvalidParams("outputs: must not be empty".into()));
+            return Err(WalletError::InvalidParams(
+                "outputs: must not be empty".into(),
+            ));
         }
         for (i, (script, amt)) in req.outputs.iter().enumerate() {
             if let Amt::Sat(s) = amt {
@@ -769,9 +774,9 @@ impl Wallet {
                             "utxos: {op} given twice"
                         )));
                     }
-                    let (k, o) = st.find(*op).ok_or_else(|| {
-                        WalletError::InvalidParams(format!("Unknown UTXO {op}"))
-                    })?;
+                    let (k, o) = st
+                        .find(*op)
+                        .ok_or_else(|| WalletError::InvalidParams(format!("Unknown UTXO {op}")))?;
                     match st.status(k, &o) {
                         Status::Spent => {
                             return Err(WalletError::Other(format!("UTXO {op} already spent")));
@@ -825,7 +830,11 @@ impl Wallet {
                     previous_output: o.outpoint,
                     script_sig: ScriptBuf::new(),
                     sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-                    witness: if dummy { k.dummy_witness() } else { Witness::new() },
+                    witness: if dummy {
+                        k.dummy_witness()
+                    } else {
+                        Witness::new()
+                    },
                 })
                 .collect(),
             output: outs,
@@ -841,7 +850,11 @@ impl Wallet {
                 }),
             })
             .collect();
-        let change_script = st.tr.w.peek_address(KeychainKind::Internal, 0).script_pubkey();
+        let change_script = st
+            .tr
+            .w
+            .peek_address(KeychainKind::Internal, 0)
+            .script_pubkey();
         let change_dust = change_script.minimal_non_dust().to_sat();
         let with_change = |outs: &[TxOut]| {
             let mut o = outs.to_vec();
@@ -860,7 +873,10 @@ impl Wallet {
                 ));
             }
             if alls == 1 {
-                let fee = fee_for(req.feerate_perkw, build(&pool, base_outputs.clone(), true).weight());
+                let fee = fee_for(
+                    req.feerate_perkw,
+                    build(&pool, base_outputs.clone(), true).weight(),
+                );
                 let rest = total.checked_sub(fixed + fee).ok_or_else(|| {
                     WalletError::CannotAfford(format!(
                         "Could not afford {fixed}sat plus a fee of {fee}sat using all {} available UTXOs: {}sat short",
@@ -885,7 +901,10 @@ impl Wallet {
                 (pool, outs, None)
             } else {
                 // Exactly the given coins; change if worth it.
-                let fee_nc = fee_for(req.feerate_perkw, build(&pool, base_outputs.clone(), true).weight());
+                let fee_nc = fee_for(
+                    req.feerate_perkw,
+                    build(&pool, base_outputs.clone(), true).weight(),
+                );
                 if total < fixed + fee_nc {
                     return Err(WalletError::CannotAfford(format!(
                         "Could not afford {fixed}sat plus a fee of {fee_nc}sat using the {} given UTXOs: {}sat short",
@@ -893,7 +912,10 @@ impl Wallet {
                         fixed + fee_nc - total
                     )));
                 }
-                let fee_c = fee_for(req.feerate_perkw, build(&pool, with_change(&base_outputs), true).weight());
+                let fee_c = fee_for(
+                    req.feerate_perkw,
+                    build(&pool, with_change(&base_outputs), true).weight(),
+                );
                 let change = total.saturating_sub(fixed + fee_c);
                 let change = (total >= fixed + fee_c && change >= change_dust).then_some(change);
                 (pool, base_outputs.clone(), change)
@@ -905,17 +927,26 @@ impl Wallet {
             for c in pool.drain(..) {
                 total += c.1.txout.value.to_sat();
                 sel.push(c);
-                let fee_nc = fee_for(req.feerate_perkw, build(&sel, base_outputs.clone(), true).weight());
+                let fee_nc = fee_for(
+                    req.feerate_perkw,
+                    build(&sel, base_outputs.clone(), true).weight(),
+                );
                 if total < fixed + fee_nc {
                     continue;
                 }
-                let fee_c = fee_for(req.feerate_perkw, build(&sel, with_change(&base_outputs), true).weight());
+                let fee_c = fee_for(
+                    req.feerate_perkw,
+                    build(&sel, with_change(&base_outputs), true).weight(),
+                );
                 let change = total.saturating_sub(fixed + fee_c);
                 done = Some((total >= fixed + fee_c && change >= change_dust).then_some(change));
                 break;
             }
             let Some(change) = done else {
-                let fee = fee_for(req.feerate_perkw, build(&sel, base_outputs.clone(), true).weight());
+                let fee = fee_for(
+                    req.feerate_perkw,
+                    build(&sel, base_outputs.clone(), true).weight(),
+                );
                 return Err(WalletError::CannotAfford(format!(
                     "Could not afford {fixed}sat using all {} available UTXOs: {}sat short",
                     sel.len(),
@@ -1172,10 +1203,8 @@ pub fn fund_json(f: &Fund) -> serde_json::Value {
     if let Some(a) = &f.address {
         o["address"] = a.clone().into();
     }
-    if let Some(h) = f.blockheight {
-        if f.status == Status::Confirmed {
-            o["blockheight"] = h.into();
-        }
+    if let (Some(h), Status::Confirmed) = (f.blockheight, f.status) {
+        o["blockheight"] = h.into();
     }
     if let Some(r) = f.reserved_to {
         o["reserved_to_block"] = r.into();
@@ -1209,8 +1238,9 @@ pub fn tx_json(t: &TxEntry) -> serde_json::Value {
 /// Lowercase hex.
 pub fn hex(b: &[u8]) -> String {
     use std::fmt::Write;
-    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
 }

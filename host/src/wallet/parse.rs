@@ -207,7 +207,9 @@ mod tests {
         let tb = "tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx";
         assert!(address("destination", tb, Network::Testnet).is_ok());
         assert_eq!(
-            address("destination", tb, Network::Bitcoin).map_err(|e| e.code).err(),
+            address("destination", tb, Network::Bitcoin)
+                .map_err(|e| e.code)
+                .err(),
             Some(-32602)
         );
         assert_eq!(

@@ -51,7 +51,10 @@ pub fn load(conn: &Connection) -> Result<Loaded, StoreError> {
 pub fn compact(conn: &mut Connection, name: &str, cs: &ChangeSet) -> Result<(), StoreError> {
     let json = serde_json::to_string(cs).map_err(corrupt)?;
     let tx = conn.transaction()?;
-    tx.execute("DELETE FROM wallet_changesets WHERE wallet = ?1", params![name])?;
+    tx.execute(
+        "DELETE FROM wallet_changesets WHERE wallet = ?1",
+        params![name],
+    )?;
     tx.execute(
         "INSERT INTO wallet_changesets (wallet, changeset) VALUES (?1, ?2)",
         params![name, json],

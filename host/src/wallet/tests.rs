@@ -1,1 +1,664 @@
+//! The wallet against blocks built here: funding, listfunds states, withdraw (valid
+//! signatures, amounts, change, fee), reservations, reorgs, persistence and bad input.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bitcoin::block::Version as BlockVersion;
+use bitcoin::hashes::Hash;
+use bitcoin::key::XOnlyPublicKey;
+use bitcoin::secp256k1::Message;
+use bitcoin::sighash::{Prevouts, SighashCache};
+use bitcoin::{BlockHash, CompactTarget, TxMerkleNode};
+
 use super::*;
+use crate::chain::{BoxFuture, FeeTarget};
+
+const FEERATE: u32 = 2000;
+
+fn ok<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
+    r.unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+struct Fixed;
+impl FeeEstimates for Fixed {
+    fn feerate_perkw(&self, _: FeeTarget) -> u32 {
+        FEERATE
+    }
+}
+
+/// Records what it is asked to send; fails when told to; can be slow.
+#[derive(Default)]
+struct Recorder {
+    sent: Mutex<Vec<Transaction>>,
+    fail: AtomicBool,
+    slow: AtomicBool,
+}
+
+impl TxBroadcaster for Recorder {
+    fn send(&self, tx: Transaction) -> BoxFuture<'static, Result<Txid, BroadcastError>> {
+        let fail = self.fail.load(Ordering::SeqCst);
+        let slow = self.slow.load(Ordering::SeqCst);
+        if !fail {
+            self.sent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(tx.clone());
+        }
+        Box::pin(async move {
+            if slow {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if fail {
+                Err(BroadcastError {
+                    code: -26,
+                    message: "min relay fee not met".into(),
+                })
+            } else {
+                Ok(tx.compute_txid())
+            }
+        })
+    }
+}
+
+struct Harness {
+    store: Store,
+    wallet: Arc<Wallet>,
+    bc: Arc<Recorder>,
+    /// Block hashes by height (index 0 = genesis).
+    chain: Vec<BlockHash>,
+    n: u32,
+}
+
+async fn open(store: &Store, bc: &Arc<Recorder>) -> Arc<Wallet> {
+    ok(Wallet::open(
+        store.clone(),
+        &[7u8; 32],
+        Network::Regtest,
+        Arc::new(Fixed),
+        Some(bc.clone() as Arc<dyn TxBroadcaster>),
+    )
+    .await)
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let store = ok(Store::in_memory());
+        let bc = Arc::new(Recorder::default());
+        let wallet = open(&store, &bc).await;
+        let genesis = bitcoin::constants::genesis_block(Network::Regtest).block_hash();
+        Harness {
+            store,
+            wallet,
+            bc,
+            chain: vec![genesis],
+            n: 0,
+        }
+    }
+
+    /// A transaction from nowhere paying `value` to `script`.
+    fn pay(&mut self, script: &ScriptBuf, value: u64) -> Transaction {
+        self.n += 1;
+        Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint::new(Txid::from_byte_array([self.n as u8; 32]), self.n),
+                ..Default::default()
+            }],
+            output: vec![TxOut {
+                value: Amount::from_sat(value),
+                script_pubkey: script.clone(),
+            }],
+        }
+    }
+
+    fn block(&mut self, coinbase_to: Option<&ScriptBuf>, txs: Vec<Transaction>) -> Block {
+        let height = self.chain.len() as u32;
+        self.n += 1;
+        let coinbase = Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint::null(),
+                script_sig: ScriptBuf::from_bytes(vec![
+                    4,
+                    height as u8,
+                    (height >> 8) as u8,
+                    self.n as u8,
+                    0,
+                ]),
+                ..Default::default()
+            }],
+            output: vec![TxOut {
+                value: Amount::from_sat(50_000),
+                script_pubkey: coinbase_to
+                    .cloned()
+                    .unwrap_or_else(|| ScriptBuf::from_bytes(vec![0x51])),
+            }],
+        };
+        let mut txdata = vec![coinbase];
+        txdata.extend(txs);
+        let mut block = Block {
+            header: Header {
+                version: BlockVersion::TWO,
+                prev_blockhash: self.chain[self.chain.len() - 1],
+                merkle_root: TxMerkleNode::all_zeros(),
+                time: 1_700_000_000 + height,
+                bits: CompactTarget::from_consensus(0x207fffff),
+                nonce: self.n,
+            },
+            txdata,
+        };
+        if let Some(root) = block.compute_merkle_root() {
+            block.header.merkle_root = root;
+        }
+        block
+    }
+
+    /// Mines `txs` in a new block and connects it.
+    fn mine(&mut self, txs: Vec<Transaction>) -> Block {
+        let b = self.block(None, txs);
+        let h = self.chain.len() as u32;
+        self.chain.push(b.block_hash());
+        self.wallet.block_connected(&b, h);
+        b
+    }
+
+    fn disconnect_to(&mut self, height: u32) {
+        self.chain.truncate(height as usize + 1);
+        let hash = self.chain[height as usize];
+        self.wallet
+            .blocks_disconnected(BlockLocator::new(hash, height));
+    }
+
+    async fn addr(&self, req: AddrRequest) -> ScriptBuf {
+        let (b, t) = ok(self.wallet.new_address(req).await);
+        match req {
+            AddrRequest::Bech32 => b.map(|a| a.script_pubkey()),
+            _ => t.map(|a| a.script_pubkey()),
+        }
+        .unwrap_or_else(|| panic!("no address"))
+    }
+
+    fn funds(&self) -> Vec<Fund> {
+        self.wallet.list_funds(true)
+    }
+
+    fn reserved(&self) -> usize {
+        self.wallet.state().reserved.len()
+    }
+}
+
+fn external() -> ScriptBuf {
+    // A p2wpkh script that is not ours.
+    ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([9u8; 20]))
+}
+
+fn req(script: ScriptBuf, amt: Amt) -> SpendRequest {
+    SpendRequest {
+        outputs: vec![(script, amt)],
+        feerate_perkw: FEERATE,
+        minconf: 1,
+        utxos: None,
+    }
+}
+
+/// Checks every input's signature against the output it spends.
+fn verify(tx: &Transaction, prevouts: &[TxOut]) {
+    let secp = Secp256k1::verification_only();
+    let mut cache = SighashCache::new(tx);
+    for (i, p) in prevouts.iter().enumerate() {
+        let w = &tx.input[i].witness;
+        if p.script_pubkey.is_p2tr() {
+            assert_eq!(w.len(), 1);
+            let sig = ok(bitcoin::taproot::Signature::from_slice(&w[0]));
+            let msg = ok(cache.taproot_key_spend_signature_hash(
+                i,
+                &Prevouts::All(prevouts),
+                sig.sighash_type,
+            ));
+            let pk = ok(XOnlyPublicKey::from_slice(
+                &p.script_pubkey.as_bytes()[2..34],
+            ));
+            ok(secp.verify_schnorr(&sig.signature, &Message::from(msg), &pk));
+        } else {
+            assert!(p.script_pubkey.is_p2wpkh());
+            assert_eq!(w.len(), 2);
+            let sig = ok(bitcoin::ecdsa::Signature::from_slice(&w[0]));
+            let pk = ok(bitcoin::PublicKey::from_slice(&w[1]));
+            assert_eq!(
+                ScriptBuf::new_p2wpkh(&ok(pk.wpubkey_hash())),
+                p.script_pubkey
+            );
+            let msg =
+                ok(cache.p2wpkh_signature_hash(i, &p.script_pubkey, p.value, sig.sighash_type));
+            ok(secp.verify_ecdsa(&Message::from(msg), &sig.signature, &pk.inner));
+        }
+    }
+}
+
+#[tokio::test]
+async fn funds_arrive_confirmed_from_blocks_of_both_kinds() {
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    let wpkh = h.addr(AddrRequest::Bech32).await;
+    assert!(tr.is_p2tr());
+    assert!(wpkh.is_p2wpkh());
+    h.mine(vec![]);
+    let a = h.pay(&tr, 100_000_000);
+    let b = h.pay(&wpkh, 50_000_000);
+    h.mine(vec![a.clone(), b.clone()]);
+    let f = h.funds();
+    assert_eq!(f.len(), 2);
+    for x in &f {
+        assert_eq!(x.status, Status::Confirmed);
+        assert_eq!(x.blockheight, Some(2));
+        assert!(x.reserved_to.is_none());
+    }
+    let total: u64 = f.iter().map(|x| x.value.to_sat()).sum();
+    assert_eq!(total, 150_000_000);
+    assert_eq!(h.wallet.spendable_sat(1), 150_000_000);
+    let j = fund_json(&f[0]);
+    assert_eq!(j["status"], "confirmed");
+    assert_eq!(j["blockheight"], 2);
+    assert!(
+        j["address"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("bcrt1"))
+    );
+    let txs = h.wallet.list_transactions();
+    assert_eq!(txs.len(), 2);
+    assert!(txs.iter().all(|t| t.blockheight == Some(2)));
+    let idx: HashSet<u32> = txs.iter().filter_map(|t| t.txindex).collect();
+    assert_eq!(idx, HashSet::from([1, 2]));
+    // `all` gives one of each, different from before.
+    let (b2, t2) = ok(h.wallet.new_address(AddrRequest::All).await);
+    assert!(b2.is_some_and(|a| a.script_pubkey() != wpkh));
+    assert!(t2.is_some_and(|a| a.script_pubkey() != tr));
+}
+
+#[tokio::test]
+async fn coinbase_outputs_are_immature_for_100_blocks() {
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    let b = h.block(Some(&tr), vec![]);
+    h.chain.push(b.block_hash());
+    h.wallet.block_connected(&b, 1);
+    assert_eq!(h.funds()[0].status, Status::Immature);
+    assert_eq!(h.wallet.spendable_sat(1), 0);
+    let e = h.wallet.withdraw(&req(external(), Amt::Sat(10_000))).await;
+    assert!(matches!(e, Err(WalletError::CannotAfford(_))));
+    for _ in 0..99 {
+        h.mine(vec![]);
+    }
+    assert_eq!(h.funds()[0].status, Status::Confirmed);
+    assert_eq!(h.wallet.spendable_sat(1), 50_000);
+}
+
+#[tokio::test]
+async fn withdraw_spends_both_kinds_with_valid_signatures_change_and_fee() {
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    let wpkh = h.addr(AddrRequest::Bech32).await;
+    let a = h.pay(&tr, 100_000_000);
+    let b = h.pay(&wpkh, 50_000_000);
+    h.mine(vec![a.clone(), b.clone()]);
+    // Needs both coins.
+    let (psbt, tx) = ok(h
+        .wallet
+        .withdraw(&req(external(), Amt::Sat(120_000_000)))
+        .await);
+    assert_eq!(h.bc.sent.lock().map(|s| s.len()).unwrap_or(0), 1);
+    let ins: HashSet<OutPoint> = tx.input.iter().map(|i| i.previous_output).collect();
+    assert_eq!(
+        ins,
+        HashSet::from([
+            OutPoint::new(a.compute_txid(), 0),
+            OutPoint::new(b.compute_txid(), 0)
+        ])
+    );
+    let prevouts: Vec<TxOut> = tx
+        .input
+        .iter()
+        .map(|i| {
+            if i.previous_output.txid == a.compute_txid() {
+                a.output[0].clone()
+            } else {
+                b.output[0].clone()
+            }
+        })
+        .collect();
+    verify(&tx, &prevouts);
+    assert_eq!(tx.output.len(), 2);
+    assert_eq!(tx.output[0].script_pubkey, external());
+    assert_eq!(tx.output[0].value.to_sat(), 120_000_000);
+    assert!(tx.output[1].script_pubkey.is_p2tr());
+    let change = tx.output[1].value.to_sat();
+    let fee = 150_000_000 - 120_000_000 - change;
+    let expected = fee_for(FEERATE, tx.weight());
+    assert!(
+        fee >= expected && fee <= expected + 2,
+        "fee {fee} vs {expected}"
+    );
+    assert!(psbt.inputs.iter().all(|i| i.final_script_witness.is_some()));
+    // Inputs are spent, the change is ours and unconfirmed, nothing is reserved.
+    let f = h.wallet.list_funds(false);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].outpoint, OutPoint::new(tx.compute_txid(), 1));
+    assert_eq!(f[0].status, Status::Unconfirmed);
+    assert_eq!(h.reserved(), 0);
+    assert_eq!(
+        h.funds()
+            .iter()
+            .filter(|f| f.status == Status::Spent)
+            .count(),
+        2
+    );
+    // Unconfirmed change is not spendable with minconf 1, but is with 0.
+    assert_eq!(h.wallet.spendable_sat(1), 0);
+    assert_eq!(h.wallet.spendable_sat(0), change);
+    h.mine(vec![tx.clone()]);
+    let f = h.wallet.list_funds(false);
+    assert_eq!(f[0].status, Status::Confirmed);
+    assert_eq!(f[0].blockheight, Some(2));
+}
+
+#[tokio::test]
+async fn withdraw_all_leaves_no_change() {
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    let wpkh = h.addr(AddrRequest::Bech32).await;
+    let a = h.pay(&tr, 30_000);
+    let b = h.pay(&wpkh, 20_000);
+    h.mine(vec![a, b]);
+    let (_, tx) = ok(h.wallet.withdraw(&req(external(), Amt::All)).await);
+    assert_eq!(tx.input.len(), 2);
+    assert_eq!(tx.output.len(), 1);
+    let fee = 50_000 - tx.output[0].value.to_sat();
+    let expected = fee_for(FEERATE, tx.weight());
+    assert!(
+        fee >= expected && fee <= expected + 2,
+        "fee {fee} vs {expected}"
+    );
+    assert!(h.wallet.list_funds(false).is_empty());
+    let e = h.wallet.withdraw(&req(external(), Amt::All)).await;
+    assert!(matches!(e, Err(WalletError::CannotAfford(_))));
+}
+
+#[tokio::test]
+async fn bad_inputs_give_cln_codes_and_reserve_nothing() {
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    let a = h.pay(&tr, 100_000);
+    h.mine(vec![a.clone()]);
+    let code =
+        |r: Result<(Psbt, Transaction), WalletError>| r.map_err(|e| RpcError::from(e).code).err();
+    assert_eq!(
+        code(h.wallet.withdraw(&req(external(), Amt::Sat(200_000))).await),
+        Some(301)
+    );
+    assert_eq!(
+        code(h.wallet.withdraw(&req(external(), Amt::Sat(100_000))).await),
+        Some(301)
+    );
+    assert_eq!(
+        code(h.wallet.withdraw(&req(external(), Amt::Sat(100))).await),
+        Some(302)
+    );
+    let mut r = req(external(), Amt::Sat(10_000));
+    r.utxos = Some(vec![OutPoint::new(Txid::from_byte_array([1; 32]), 5)]);
+    assert_eq!(code(h.wallet.withdraw(&r).await), Some(-32602));
+    let mut r = req(external(), Amt::Sat(10_000));
+    r.minconf = 5;
+    assert_eq!(code(h.wallet.withdraw(&r).await), Some(301));
+    let mut r = req(external(), Amt::All);
+    r.outputs.push((external(), Amt::All));
+    assert_eq!(code(h.wallet.withdraw(&r).await), Some(-32602));
+    // A refused broadcast: -1 with bitcoind's reason, coins free again.
+    h.bc.fail.store(true, Ordering::SeqCst);
+    let e = h.wallet.withdraw(&req(external(), Amt::Sat(10_000))).await;
+    let e = e.map_err(RpcError::from).err();
+    assert_eq!(e.as_ref().map(|e| e.code), Some(-1));
+    assert!(e.is_some_and(|e| e.message.contains("min relay fee not met")));
+    assert_eq!(h.reserved(), 0);
+    assert_eq!(h.wallet.spendable_sat(1), 100_000);
+    assert!(
+        h.wallet
+            .list_funds(true)
+            .iter()
+            .all(|f| f.status == Status::Confirmed && f.reserved_to.is_none())
+    );
+}
+
+#[tokio::test]
+async fn reservations_prevent_double_use() {
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    let a = h.pay(&tr, 100_000);
+    let b = h.pay(&tr, 100_000);
+    h.mine(vec![a, b]);
+    // txprepare reserves one coin for 72 blocks.
+    let p = ok(h.wallet.prepare(&req(external(), Amt::Sat(50_000))).await);
+    assert_eq!(p.inputs.len(), 1);
+    let f = h.wallet.list_funds(false);
+    let reserved: Vec<_> = f.iter().filter(|f| f.reserved_to.is_some()).collect();
+    assert_eq!(reserved.len(), 1);
+    assert_eq!(reserved[0].reserved_to, Some(1 + RESERVE_BLOCKS));
+    assert_eq!(
+        fund_json(reserved[0])["reserved_to_block"],
+        1 + RESERVE_BLOCKS
+    );
+    // The reserved coin cannot be named nor selected.
+    let mut r = req(external(), Amt::Sat(10_000));
+    r.utxos = Some(p.inputs.clone());
+    assert!(matches!(
+        h.wallet.withdraw(&r).await,
+        Err(WalletError::Other(_))
+    ));
+    let e = h.wallet.withdraw(&req(external(), Amt::Sat(150_000))).await;
+    assert!(matches!(e, Err(WalletError::CannotAfford(_))));
+    // Two concurrent withdraws with a slow broadcaster take different coins... after
+    // txdiscard frees the first one.
+    let txid = p.psbt.unsigned_tx.compute_txid();
+    let unsigned = ok(h.wallet.discard(txid));
+    assert_eq!(unsigned.compute_txid(), txid);
+    assert!(h.wallet.discard(txid).is_err());
+    assert_eq!(h.reserved(), 0);
+    h.bc.slow.store(true, Ordering::SeqCst);
+    let w1 = h.wallet.clone();
+    let w2 = h.wallet.clone();
+    let (r1, r2) = tokio::join!(
+        tokio::spawn(async move { w1.withdraw(&req(external(), Amt::Sat(60_000))).await }),
+        tokio::spawn(async move { w2.withdraw(&req(external(), Amt::Sat(60_000))).await }),
+    );
+    let (_, t1) = ok(ok(r1));
+    let (_, t2) = ok(ok(r2));
+    let i1: HashSet<_> = t1.input.iter().map(|i| i.previous_output).collect();
+    let i2: HashSet<_> = t2.input.iter().map(|i| i.previous_output).collect();
+    assert!(i1.is_disjoint(&i2));
+    // A third finds nothing confirmed left.
+    let e = h.wallet.withdraw(&req(external(), Amt::Sat(10_000))).await;
+    assert!(matches!(e, Err(WalletError::CannotAfford(_))));
+    assert_eq!(h.reserved(), 0);
+}
+
+#[tokio::test]
+async fn txprepare_then_txsend_signs_and_broadcasts() {
+    let mut h = Harness::new().await;
+    let wpkh = h.addr(AddrRequest::Bech32).await;
+    let a = h.pay(&wpkh, 100_000);
+    h.mine(vec![a.clone()]);
+    let p = ok(h.wallet.prepare(&req(external(), Amt::Sat(40_000))).await);
+    let txid = p.psbt.unsigned_tx.compute_txid();
+    let (_, tx) = ok(h.wallet.send_prepared(txid).await);
+    assert_eq!(tx.compute_txid(), txid);
+    verify(&tx, &[a.output[0].clone()]);
+    assert!(h.wallet.send_prepared(txid).await.is_err());
+    assert_eq!(h.reserved(), 0);
+}
+
+#[tokio::test]
+async fn fund_builds_a_signed_transaction_and_keeps_inputs_reserved() {
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    let a = h.pay(&tr, 1_000_000);
+    h.mine(vec![a.clone()]);
+    let funding = TxOut {
+        value: Amount::from_sat(500_000),
+        script_pubkey: ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([3; 32])),
+    };
+    let tx = ok(h.wallet.fund(vec![funding.clone()], FEERATE).await);
+    verify(&tx, &[a.output[0].clone()]);
+    assert_eq!(tx.output[0], funding);
+    assert_eq!(h.reserved(), 1);
+    ok(h.wallet.mark_broadcast(&tx).await);
+    assert_eq!(h.reserved(), 0);
+    assert_eq!(h.wallet.list_funds(false).len(), 1);
+}
+
+#[tokio::test]
+async fn reorgs_move_funds_back_and_forth() {
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    h.mine(vec![]);
+    let a = h.pay(&tr, 100_000);
+    h.mine(vec![a.clone()]);
+    h.mine(vec![]);
+    assert_eq!(h.funds()[0].status, Status::Confirmed);
+    // Block 2 goes away: its coin is unconfirmed again (back in the mempool, as the
+    // backend does with disconnected transactions), and not spendable with minconf 1.
+    h.disconnect_to(1);
+    let f = h.funds();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].status, Status::Unconfirmed);
+    assert_eq!(f[0].blockheight, None);
+    assert_eq!(h.wallet.spendable_sat(1), 0);
+    assert_eq!(h.wallet.locator().map(|l| l.height), Some(1));
+    // Another branch confirms it at height 3.
+    h.mine(vec![]);
+    h.mine(vec![a.clone()]);
+    let f = h.funds();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].blockheight, Some(3));
+    // Our own broadcast, confirmed then reorged out, is unconfirmed again.
+    let (_, tx) = ok(h.wallet.withdraw(&req(external(), Amt::Sat(30_000))).await);
+    h.mine(vec![tx.clone()]);
+    assert!(
+        h.wallet
+            .list_funds(false)
+            .iter()
+            .all(|f| f.status == Status::Confirmed)
+    );
+    h.disconnect_to(3);
+    let f = h.wallet.list_funds(false);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].outpoint.txid, tx.compute_txid());
+    assert_eq!(f[0].status, Status::Unconfirmed);
+    // A block whose parent is not ours (no disconnect call) also converges.
+    let fork_parent = h.chain[2];
+    h.chain.truncate(3);
+    assert_eq!(h.chain[2], fork_parent);
+    h.mine(vec![tx.clone()]);
+    let f = h.wallet.list_funds(false);
+    assert_eq!(f[0].status, Status::Confirmed);
+    assert_eq!(f[0].blockheight, Some(3));
+    assert!(
+        h.funds()
+            .iter()
+            .all(|x| x.outpoint.txid != a.compute_txid() || x.status == Status::Spent)
+    );
+}
+
+#[tokio::test]
+async fn reorgs_are_persisted() {
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    let a = h.pay(&tr, 100_000);
+    let b = h.pay(&tr, 70_000);
+    h.mine(vec![a.clone()]);
+    h.mine(vec![b]);
+    ok(h.wallet.persist().await);
+    h.disconnect_to(1);
+    ok(h.wallet.persist().await);
+    let wallet = open(&h.store, &h.bc).await;
+    assert_eq!(wallet.locator().map(|l| l.height), Some(1));
+    let f = wallet.list_funds(true);
+    assert_eq!(f.len(), 2);
+    assert_eq!(f[0].outpoint, OutPoint::new(a.compute_txid(), 0));
+    assert_eq!(f[0].status, Status::Confirmed);
+    assert_eq!(f[1].status, Status::Unconfirmed);
+    // The stream continues from the fork point.
+    h.wallet = wallet;
+    h.mine(vec![]);
+    assert_eq!(h.wallet.locator().map(|l| l.height), Some(2));
+}
+
+#[tokio::test]
+async fn reload_keeps_balance_addresses_and_history() {
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    let wpkh = h.addr(AddrRequest::Bech32).await;
+    let a = h.pay(&tr, 100_000);
+    let b = h.pay(&wpkh, 70_000);
+    h.mine(vec![a, b]);
+    let (_, tx) = ok(h.wallet.withdraw(&req(external(), Amt::Sat(20_000))).await);
+    ok(h.wallet.persist().await);
+    let funds = |w: &Wallet| -> Vec<_> {
+        w.list_funds(true)
+            .iter()
+            .map(|f| (f.outpoint, f.status, f.value, f.blockheight))
+            .collect()
+    };
+    let before = funds(&h.wallet);
+    let txs = h.wallet.list_transactions().len();
+    let wallet = open(&h.store, &h.bc).await;
+    assert_eq!(funds(&wallet), before);
+    assert_eq!(wallet.list_transactions().len(), txs);
+    assert_eq!(wallet.spendable_sat(0), h.wallet.spendable_sat(0));
+    assert_eq!(
+        wallet.locator().map(|l| l.block_hash),
+        h.wallet.locator().map(|l| l.block_hash)
+    );
+    // Addresses continue after the revealed ones.
+    let (b2, t2) = ok(wallet.new_address(AddrRequest::All).await);
+    assert!(t2.is_some_and(|a| a.script_pubkey() != tr));
+    assert!(b2.is_some_and(|a| a.script_pubkey() != wpkh));
+    // Blocks keep coming after the reload.
+    h.wallet = wallet;
+    h.mine(vec![tx.clone()]);
+    assert!(
+        h.wallet
+            .list_funds(false)
+            .iter()
+            .all(|f| f.status == Status::Confirmed)
+    );
+    // A third open compacts the rows into one per wallet.
+    ok(h.wallet.persist().await);
+    let _w = open(&h.store, &h.bc).await;
+    let rows: i64 = ok(h
+        .store
+        .with(|c| Ok(c.query_row("SELECT COUNT(*) FROM wallet_changesets", [], |r| r.get(0))?))
+        .await);
+    assert_eq!(rows, 2);
+}
+
+#[tokio::test]
+async fn a_fresh_wallet_joins_the_stream_at_any_height() {
+    let mut h = Harness::new().await;
+    assert!(h.wallet.locator().is_none());
+    let tr = h.addr(AddrRequest::P2tr).await;
+    // The stream starts at its tip (height 500): the wallet fills the gap below.
+    for _ in 0..499 {
+        let b = h.block(None, vec![]);
+        h.chain.push(b.block_hash());
+    }
+    let a = h.pay(&tr, 100_000);
+    h.mine(vec![a]);
+    let f = h.funds();
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].blockheight, Some(500));
+    let loc = h.wallet.locator().unwrap_or_else(|| panic!("no locator"));
+    assert_eq!(loc.height, 500);
+    assert_eq!(loc.previous_blocks[0], Some(h.chain[499]));
+}

@@ -47,8 +47,9 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
             let dest = parse::address("destination", &p.str("destination")?, wallet.network())?;
             let amount = parse::sat_or_all(
                 "satoshi",
-                p.get("satoshi")
-                    .ok_or_else(|| RpcError::invalid_params("missing required parameter: satoshi"))?,
+                p.get("satoshi").ok_or_else(|| {
+                    RpcError::invalid_params("missing required parameter: satoshi")
+                })?,
             )?;
             Ok(SpendRequest {
                 outputs: vec![(dest.script_pubkey(), amount)],
