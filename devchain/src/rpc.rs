@@ -218,7 +218,9 @@ fn sat_per_vb_to_btc_kvb(rate: f64) -> Value {
 pub struct Rpc {
     chain: Mutex<Chain>,
     started: Instant,
-    /// Notified by the `stop` method.
+    /// Set by the `stop` method; the server stops once it has sent the reply.
+    stop_requested: std::sync::atomic::AtomicBool,
+    /// Notified when the server should stop.
     pub stop: tokio::sync::Notify,
 }
 
@@ -227,8 +229,15 @@ impl Rpc {
         Rpc {
             chain: Mutex::new(chain),
             started: Instant::now(),
+            stop_requested: std::sync::atomic::AtomicBool::new(false),
             stop: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Whether `stop` was called (the transport stops after replying).
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn chain(&self) -> MutexGuard<'_, Chain> {
@@ -831,7 +840,8 @@ impl Rpc {
             "ping" => Ok(Value::Null),
             "uptime" => Ok(json!(self.started.elapsed().as_secs())),
             "stop" => {
-                self.stop.notify_one();
+                self.stop_requested
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 Ok(json!("devchain stopping"))
             }
             "help" => {

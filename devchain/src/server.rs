@@ -206,11 +206,15 @@ async fn handle_connection(
         } else if head.method != "POST" {
             write_response(&mut stream, 405, b"", keep_alive, "").await?;
         } else {
-            let rpc = rpc.clone();
-            let (status, out) = tokio::task::spawn_blocking(move || rpc.handle_body(&body))
+            let worker = rpc.clone();
+            let (status, out) = tokio::task::spawn_blocking(move || worker.handle_body(&body))
                 .await
                 .unwrap_or((500, b"{\"result\":null,\"error\":{\"code\":-32603,\"message\":\"internal error\"},\"id\":null}".to_vec()));
             write_response(&mut stream, status, &out, keep_alive, "").await?;
+            if rpc.stop_requested() {
+                rpc.stop.notify_one();
+                return Ok(());
+            }
         }
         if !keep_alive {
             return Ok(());

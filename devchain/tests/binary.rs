@@ -283,3 +283,106 @@ fn rpcuser_and_password_replace_the_cookie() {
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// lightning-block-sync's RpcClient (the node's production chain client) against the binary: it
+/// validates PoW, header linkage, heights, chainwork, merkle roots and witness commitments.
+#[test]
+fn lightning_block_sync_accepts_the_chain() {
+    use lightning_block_sync::gossip::UtxoSource;
+    use lightning_block_sync::poll::{ChainPoller, ChainTip, Poll};
+    use lightning_block_sync::rpc::RpcClient;
+    use lightning_block_sync::{BlockData, BlockSource, init};
+
+    let dir = common::temp_dir("blocksync");
+    let d = start(&dir);
+    let mut c = Client::new(&d);
+    let addr = c.call("getnewaddress", json!([]));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = RpcClient::new(&d.auth, format!("http://127.0.0.1:{}", d.port));
+        let tip = init::validate_best_block_header(&client)
+            .await
+            .expect("best block");
+        assert_eq!(tip.height, 101);
+        let poller = ChainPoller::new(&client, bitcoin::Network::Regtest);
+
+        // Walk from the tip to genesis: every header must build on its parent (hash link,
+        // height, chainwork) and every full block must pass the merkle/witness checks.
+        let mut header = tip;
+        let mut count = 0;
+        while header.height > 0 {
+            let block = poller.fetch_block(&header).await.expect("valid block");
+            assert!(matches!(&*block, BlockData::FullBlock(_)));
+            header = poller
+                .look_up_previous_header(&header)
+                .await
+                .expect("previous header");
+            count += 1;
+        }
+        assert_eq!(count, 101);
+
+        // A transaction, mined: the poller sees a better tip.
+        let txid = c.call("sendtoaddress", json!([addr, 1.0]));
+        let mined = c.call("generatetoaddress", json!([2, addr]));
+        let better = match poller.poll_chain_tip(tip).await.expect("poll") {
+            ChainTip::Better(h) => h,
+            other => panic!("expected a better tip, got {other:?}"),
+        };
+        assert_eq!(better.height, 103);
+        assert_eq!(
+            better.header.block_hash().to_string(),
+            mined[1].as_str().unwrap()
+        );
+        let block = poller.fetch_block(&better).await.expect("block");
+        let BlockData::FullBlock(b) = &*block else {
+            panic!("full block expected")
+        };
+        assert_eq!(b.txdata.len(), 1);
+        assert_eq!(
+            poller.poll_chain_tip(better).await.expect("poll"),
+            ChainTip::Common
+        );
+
+        // Gossip's UTXO lookups.
+        let out = bitcoin::OutPoint {
+            txid: txid.as_str().unwrap().parse().unwrap(),
+            vout: 0,
+        };
+        assert!(client.is_output_unspent(out).await.unwrap());
+        assert!(
+            !client
+                .is_output_unspent(bitcoin::OutPoint { vout: 7, ..out })
+                .await
+                .unwrap()
+        );
+        let h1 = client.get_block_hash_by_height(1).await.unwrap();
+        assert_eq!(
+            h1.to_string(),
+            c.call("getblockhash", json!([1])).as_str().unwrap()
+        );
+
+        // Reorg: replace the last two blocks by three others; the new tip has more work.
+        c.call("invalidateblock", json!([mined[0]]));
+        let other = c.call("generatetoaddress", json!([3, addr]));
+        let (best, height) = client.get_best_block().await.unwrap();
+        assert_eq!(
+            (best.to_string(), height),
+            (other[2].as_str().unwrap().to_string(), Some(104))
+        );
+        let reorged = match poller.poll_chain_tip(better).await.expect("poll") {
+            ChainTip::Better(h) => h,
+            other => panic!("expected a better tip, got {other:?}"),
+        };
+        assert_eq!(reorged.height, 104);
+        // The transaction was mined again on the new branch.
+        assert!(client.is_output_unspent(out).await.unwrap());
+        // An unknown block is an error, not a crash.
+        let unknown: bitcoin::BlockHash = "11".repeat(32).parse().unwrap();
+        assert!(client.get_header(&unknown, None).await.is_err());
+    });
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
