@@ -250,3 +250,249 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
 pub fn arg(flag: &str, value: impl std::fmt::Display) -> String {
     format!("--{flag}={value}")
 }
+
+/// A free TCP port on 127.0.0.1 (free when asked; fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// The Bitcoin backend for chain tests: a devchain process, or a real bitcoind (regtest)
+/// when `FULGUR_TEST_BITCOIND=http://user:pass@host:port` is set.
+pub struct Bitcoind {
+    /// `http://host:port`.
+    pub url: String,
+    /// The port.
+    pub port: u16,
+    /// devchain's datadir (holds `.cookie`); `None` for an external bitcoind.
+    pub datadir: Option<PathBuf>,
+    userpass: Option<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Bitcoind {
+    /// Whether the tests run against an external bitcoind.
+    pub fn external() -> bool {
+        std::env::var_os("FULGUR_TEST_BITCOIND").is_some()
+    }
+
+    /// The external bitcoind if configured, else a fresh devchain.
+    pub fn start(tag: &str) -> Bitcoind {
+        match std::env::var("FULGUR_TEST_BITCOIND") {
+            Ok(url) => Bitcoind::from_url(&url),
+            Err(_) => Bitcoind::devchain(&temp_dir(tag), 0),
+        }
+    }
+
+    fn from_url(url: &str) -> Bitcoind {
+        let rest = url
+            .strip_prefix("http://")
+            .unwrap_or_else(|| panic!("FULGUR_TEST_BITCOIND must be http://user:pass@host:port"));
+        let (creds, hostport) = rest
+            .trim_end_matches('/')
+            .rsplit_once('@')
+            .unwrap_or_else(|| panic!("FULGUR_TEST_BITCOIND needs user:pass@"));
+        let (user, pass) = creds.split_once(':').unwrap_or((creds, ""));
+        let port: u16 = hostport
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or_else(|| panic!("FULGUR_TEST_BITCOIND needs a port"));
+        Bitcoind {
+            url: format!("http://{hostport}"),
+            port,
+            datadir: None,
+            userpass: Some((user.into(), pass.into())),
+            child: None,
+        }
+    }
+
+    /// Starts devchain (`target/<profile>/devchain`) in `datadir` on `port` (0: any) and
+    /// waits until it answers.
+    pub fn devchain(datadir: &Path, port: u16) -> Bitcoind {
+        let _ = std::fs::remove_file(datadir.join("rpcport"));
+        let child = Command::new(bin("devchain"))
+            .arg(format!("--datadir={}", datadir.display()))
+            .arg(format!("--rpcport={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start devchain: {e}"));
+        let port = wait_for(Duration::from_secs(60), || {
+            std::fs::read_to_string(datadir.join("rpcport"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u16>().ok())
+        })
+        .unwrap_or_else(|| panic!("devchain did not write its rpcport"));
+        let b = Bitcoind {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            datadir: Some(datadir.to_path_buf()),
+            userpass: None,
+            child: Some(child),
+        };
+        wait_for(Duration::from_secs(30), || {
+            b.call("getblockcount", json!([])).ok()
+        })
+        .unwrap_or_else(|| panic!("devchain does not answer"));
+        b
+    }
+
+    /// fulgurd's options to use this backend.
+    pub fn fulgurd_args(&self) -> Vec<String> {
+        let mut a = vec![arg("bitcoin-rpcport", self.port)];
+        match (&self.userpass, &self.datadir) {
+            (Some((u, p)), _) => {
+                a.push(arg("bitcoin-rpcuser", u));
+                a.push(arg("bitcoin-rpcpassword", p));
+            }
+            (None, Some(d)) => a.push(arg("bitcoin-datadir", d.display())),
+            (None, None) => {}
+        }
+        a
+    }
+
+    fn auth(&self) -> String {
+        let plain = match (&self.userpass, &self.datadir) {
+            (Some((u, p)), _) => format!("{u}:{p}"),
+            (None, Some(d)) => std::fs::read_to_string(d.join(".cookie"))
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            (None, None) => String::new(),
+        };
+        base64(plain.as_bytes())
+    }
+
+    /// A JSON-RPC call: `Ok(result)` or `Err(error object or transport error)`.
+    pub fn call(&self, method: &str, params: Value) -> Result<Value, Value> {
+        let body =
+            json!({"jsonrpc": "1.0", "id": "test", "method": method, "params": params}).to_string();
+        let hostport = self.url.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(hostport).map_err(|e| json!(e.to_string()))?;
+        s.set_read_timeout(Some(Duration::from_secs(120))).ok();
+        let req = format!(
+            "POST / HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Basic {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.auth(),
+            body.len()
+        );
+        s.write_all(req.as_bytes())
+            .map_err(|e| json!(e.to_string()))?;
+        let mut resp = vec![];
+        s.read_to_end(&mut resp).map_err(|e| json!(e.to_string()))?;
+        let text = String::from_utf8_lossy(&resp);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_string()
+        };
+        let v: Value =
+            serde_json::from_str(&body).map_err(|e| json!(format!("bad answer ({e}): {head}")))?;
+        match v.get("error") {
+            Some(e) if !e.is_null() => Err(e.clone()),
+            _ => Ok(v.get("result").cloned().unwrap_or(Value::Null)),
+        }
+    }
+
+    /// A call that must succeed.
+    pub fn ok(&self, method: &str, params: Value) -> Value {
+        self.call(method, params)
+            .unwrap_or_else(|e| panic!("{method} failed: {e}"))
+    }
+
+    /// The block count.
+    pub fn height(&self) -> u64 {
+        self.ok("getblockcount", json!([])).as_u64().unwrap_or(0)
+    }
+
+    /// Mines `n` blocks (to an unspendable regtest address); returns their hashes.
+    pub fn mine(&self, n: u64) -> Vec<String> {
+        // P2WSH of 32 zero bytes: valid on regtest, spendable by nobody.
+        self.mine_to(
+            n,
+            "bcrt1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq3xueyj",
+        )
+    }
+
+    /// Mines `n` blocks to another unspendable address (P2WSH of 32 bytes 0x01), so that a
+    /// branch mined after `invalidateblock` differs from the invalidated one.
+    pub fn mine_branch(&self, n: u64) -> Vec<String> {
+        self.mine_to(
+            n,
+            "bcrt1qqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs559rjs",
+        )
+    }
+
+    /// Mines `n` blocks to `addr`; returns their hashes.
+    pub fn mine_to(&self, n: u64, addr: &str) -> Vec<String> {
+        self.ok("generatetoaddress", json!([n, addr]))
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|h| h.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stops a devchain we started (no-op for an external bitcoind).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Bitcoind {
+    fn drop(&mut self) {
+        self.kill();
+        if let Some(d) = &self.datadir
+            && !std::thread::panicking()
+        {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Standard base64 with padding, for HTTP basic auth.
+pub fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

@@ -2,7 +2,6 @@
 //! (`getchaininfo`, `estimatefees`, `getrawblockbyheight`, `getutxout`, `sendrawtransaction`).
 //! Both give the same four things: chain status, a `BlockSource`, fee samples, broadcasts.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use bitcoin::hash_types::BlockHash;
@@ -121,7 +120,9 @@ pub fn parse_estimatefees(v: &Value) -> Result<FeeSample, String> {
         let b = u32_field(e, "blocks")?;
         let r = u32_field(e, "feerate")?;
         if estimates.last().is_some_and(|l| l.0 >= b) {
-            return Err(format!("estimatefees: feerates not in ascending block order: {v}"));
+            return Err(format!(
+                "estimatefees: feerates not in ascending block order: {v}"
+            ));
         }
         estimates.push((b, r / 4));
     }
@@ -159,32 +160,27 @@ impl PluginCaller {
 }
 
 impl HeightSource for PluginCaller {
-    fn block_count(&self) -> impl Future<Output = Result<u32, String>> + Send + '_ {
-        async move {
-            let v = self.call("getchaininfo", json!({"last_height": 0})).await?;
-            parse_getchaininfo(&v).map(|i| i.blocks)
-        }
+    async fn block_count(&self) -> Result<u32, String> {
+        let v = self.call("getchaininfo", json!({"last_height": 0})).await?;
+        parse_getchaininfo(&v).map(|i| i.blocks)
     }
 
-    fn block_at(
-        &self,
-        height: u32,
-    ) -> impl Future<Output = Result<Option<Block>, String>> + Send + '_ {
-        async move {
-            let v = self
-                .call("getrawblockbyheight", json!({"height": height}))
-                .await?;
-            match v.get("block").and_then(Value::as_str) {
-                None => Ok(None),
-                Some(hex) => {
-                    let b = decode_block(hex)?;
-                    if let Some(h) = v.get("blockhash").and_then(Value::as_str)
-                        && h != b.block_hash().to_string()
-                    {
-                        return Err(format!("getrawblockbyheight: blockhash {h} does not match the block"));
-                    }
-                    Ok(Some(b))
+    async fn block_at(&self, height: u32) -> Result<Option<Block>, String> {
+        let v = self
+            .call("getrawblockbyheight", json!({"height": height}))
+            .await?;
+        match v.get("block").and_then(Value::as_str) {
+            None => Ok(None),
+            Some(hex) => {
+                let b = decode_block(hex)?;
+                if let Some(h) = v.get("blockhash").and_then(Value::as_str)
+                    && h != b.block_hash().to_string()
+                {
+                    return Err(format!(
+                        "getrawblockbyheight: blockhash {h} does not match the block"
+                    ));
                 }
+                Ok(Some(b))
             }
         }
     }
@@ -320,39 +316,28 @@ impl Backend {
 }
 
 impl BlockSource for Backend {
-    fn get_header<'a>(
+    async fn get_header<'a>(
         &'a self,
         header_hash: &'a BlockHash,
         height_hint: Option<u32>,
-    ) -> impl Future<Output = BlockSourceResult<BlockHeaderData>> + Send + 'a {
-        async move {
-            match self {
-                Backend::Rpc(r) => r.get_header(header_hash).await,
-                Backend::Plugins(p) => p.get_header(header_hash, height_hint).await,
-            }
+    ) -> BlockSourceResult<BlockHeaderData> {
+        match self {
+            Backend::Rpc(r) => r.get_header(header_hash).await,
+            Backend::Plugins(p) => p.get_header(header_hash, height_hint).await,
         }
     }
 
-    fn get_block<'a>(
-        &'a self,
-        header_hash: &'a BlockHash,
-    ) -> impl Future<Output = BlockSourceResult<BlockData>> + Send + 'a {
-        async move {
-            match self {
-                Backend::Rpc(r) => r.get_block(header_hash).await,
-                Backend::Plugins(p) => p.get_block(header_hash).await,
-            }
+    async fn get_block<'a>(&'a self, header_hash: &'a BlockHash) -> BlockSourceResult<BlockData> {
+        match self {
+            Backend::Rpc(r) => r.get_block(header_hash).await,
+            Backend::Plugins(p) => p.get_block(header_hash).await,
         }
     }
 
-    fn get_best_block<'a>(
-        &'a self,
-    ) -> impl Future<Output = BlockSourceResult<(BlockHash, Option<u32>)>> + Send + 'a {
-        async move {
-            match self {
-                Backend::Rpc(r) => r.get_best_block().await,
-                Backend::Plugins(p) => p.get_best_block().await,
-            }
+    async fn get_best_block(&self) -> BlockSourceResult<(BlockHash, Option<u32>)> {
+        match self {
+            Backend::Rpc(r) => r.get_best_block().await,
+            Backend::Plugins(p) => p.get_best_block().await,
         }
     }
 }
@@ -365,7 +350,9 @@ mod tests {
     fn partial_backend_plugins_are_refused() {
         assert_eq!(plugins_choose(|_| false), Ok(false));
         assert_eq!(plugins_choose(|_| true), Ok(true));
-        let e = plugins_choose(|m| m != "getutxout").err().unwrap_or_default();
+        let e = plugins_choose(|m| m != "getutxout")
+            .err()
+            .unwrap_or_default();
         assert_eq!(
             e,
             "Could not access the plugin for getutxout, is a Bitcoin plugin (by default plugins/bcli) registered ?"
@@ -382,8 +369,10 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(i.syncing());
         assert!(parse_blockchaininfo(&json!({"blocks": 1})).is_err());
-        let i = parse_getchaininfo(&json!({"chain": "test", "headercount": 3, "blockcount": 3, "ibd": true}))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let i = parse_getchaininfo(
+            &json!({"chain": "test", "headercount": 3, "blockcount": 3, "ibd": true}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(i.syncing());
         assert!(parse_getchaininfo(&json!({"chain": "test", "blockcount": 3})).is_err());
     }

@@ -132,10 +132,7 @@ impl FeeCache {
 }
 
 fn floor_of(sample: &FeeSample) -> u32 {
-    sample
-        .floor_perkw
-        .unwrap_or(0)
-        .max(FEERATE_FLOOR_PERKW)
+    sample.floor_perkw.unwrap_or(0).max(FEERATE_FLOOR_PERKW)
 }
 
 fn rate_for_blocks(sample: &FeeSample, blocks: u32) -> u32 {
@@ -177,7 +174,9 @@ impl FeeEstimator for FeeCache {
             ConfirmationTarget::MaximumFeeEstimate => r(2).saturating_mul(10),
             ConfirmationTarget::UrgentOnChainSweep => r(2),
             ConfirmationTarget::MinAllowedAnchorChannelRemoteFee => floor_of(&s),
-            ConfirmationTarget::MinAllowedNonAnchorChannelRemoteFee => (r(100) / 2).max(floor_of(&s)),
+            ConfirmationTarget::MinAllowedNonAnchorChannelRemoteFee => {
+                (r(100) / 2).max(floor_of(&s))
+            }
             ConfirmationTarget::AnchorChannelFee => floor_of(&s),
             ConfirmationTarget::NonAnchorChannelFee => r(6),
             ConfirmationTarget::ChannelCloseMinimum => r(100),
@@ -328,7 +327,10 @@ mod tests {
     fn render_styles_and_warning() {
         let c = FeeCache::new();
         let v = c.render("perkw");
-        assert_eq!(v["warning_missing_feerates"], "Some fee estimates unavailable");
+        assert_eq!(
+            v["warning_missing_feerates"],
+            "Some fee estimates unavailable"
+        );
         assert_eq!(v["perkw"]["estimates"], json!([]));
         assert_eq!(v["perkw"]["floor"], 253);
         assert_eq!(v["perkw"]["opening"], 750);

@@ -33,7 +33,10 @@ pub trait HeightSource: Send + Sync {
     /// The number of blocks (the tip's height).
     fn block_count(&self) -> impl Future<Output = Result<u32, String>> + Send + '_;
     /// The block at `height` on the backend's best chain, `None` if there is none yet.
-    fn block_at(&self, height: u32) -> impl Future<Output = Result<Option<Block>, String>> + Send + '_;
+    fn block_at(
+        &self,
+        height: u32,
+    ) -> impl Future<Output = Result<Option<Block>, String>> + Send + '_;
 }
 
 #[derive(Default)]
@@ -167,60 +170,49 @@ impl<S: HeightSource> HeightBlockSource<S> {
 }
 
 impl<S: HeightSource> BlockSource for HeightBlockSource<S> {
-    fn get_header<'a>(
+    async fn get_header<'a>(
         &'a self,
         header_hash: &'a BlockHash,
         height_hint: Option<u32>,
-    ) -> impl Future<Output = BlockSourceResult<BlockHeaderData>> + Send + 'a {
-        async move {
-            if let Some(h) = self.index().headers.get(header_hash) {
-                return Ok(*h);
-            }
-            let Some(height) = height_hint else {
-                return Err(transient("a height hint is needed"));
-            };
-            self.header_at(header_hash, height).await
+    ) -> BlockSourceResult<BlockHeaderData> {
+        if let Some(h) = self.index().headers.get(header_hash) {
+            return Ok(*h);
+        }
+        let Some(height) = height_hint else {
+            return Err(transient("a height hint is needed"));
+        };
+        self.header_at(header_hash, height).await
+    }
+
+    async fn get_block<'a>(&'a self, header_hash: &'a BlockHash) -> BlockSourceResult<BlockData> {
+        let (cached, height) = {
+            let idx = self.index();
+            let cached = idx
+                .recent
+                .iter()
+                .find(|(h, _)| h == header_hash)
+                .map(|(_, b)| b.clone());
+            (cached, idx.headers.get(header_hash).map(|h| h.height))
+        };
+        if let Some(b) = cached {
+            return Ok(BlockData::FullBlock(b));
+        }
+        let Some(height) = height else {
+            return Err(transient(format!("unknown block {header_hash}")));
+        };
+        match self.fetch(height).await? {
+            Some(b) if b.block_hash() == *header_hash => Ok(BlockData::FullBlock(b)),
+            _ => Err(transient(format!(
+                "block {header_hash} is no longer on the backend's chain"
+            ))),
         }
     }
 
-    fn get_block<'a>(
-        &'a self,
-        header_hash: &'a BlockHash,
-    ) -> impl Future<Output = BlockSourceResult<BlockData>> + Send + 'a {
-        async move {
-            let (cached, height) = {
-                let idx = self.index();
-                let cached = idx
-                    .recent
-                    .iter()
-                    .find(|(h, _)| h == header_hash)
-                    .map(|(_, b)| b.clone());
-                (cached, idx.headers.get(header_hash).map(|h| h.height))
-            };
-            if let Some(b) = cached {
-                return Ok(BlockData::FullBlock(b));
-            }
-            let Some(height) = height else {
-                return Err(transient(format!("unknown block {header_hash}")));
-            };
-            match self.fetch(height).await? {
-                Some(b) if b.block_hash() == *header_hash => Ok(BlockData::FullBlock(b)),
-                _ => Err(transient(format!(
-                    "block {header_hash} is no longer on the backend's chain"
-                ))),
-            }
-        }
-    }
-
-    fn get_best_block<'a>(
-        &'a self,
-    ) -> impl Future<Output = BlockSourceResult<(BlockHash, Option<u32>)>> + Send + 'a {
-        async move {
-            let count = self.source.block_count().await.map_err(transient)?;
-            match self.fetch(count).await? {
-                Some(b) => Ok((b.block_hash(), Some(count))),
-                None => Err(transient(format!("no block at height {count}"))),
-            }
+    async fn get_best_block(&self) -> BlockSourceResult<(BlockHash, Option<u32>)> {
+        let count = self.source.block_count().await.map_err(transient)?;
+        match self.fetch(count).await? {
+            Some(b) => Ok((b.block_hash(), Some(count))),
+            None => Err(transient(format!("no block at height {count}"))),
         }
     }
 }
@@ -285,7 +277,9 @@ pub(crate) mod tests {
             },
             txdata: vec![coinbase],
         };
-        block.header.merkle_root = block.compute_merkle_root().unwrap_or_else(TxMerkleNode::all_zeros);
+        block.header.merkle_root = block
+            .compute_merkle_root()
+            .unwrap_or_else(TxMerkleNode::all_zeros);
         while block.header.validate_pow(block.header.target()).is_err() {
             block.header.nonce += 1;
         }
@@ -312,7 +306,10 @@ pub(crate) mod tests {
             }
         }
         pub fn truncate(&self, height: u32) {
-            self.0.lock().unwrap_or_else(|p| p.into_inner()).truncate(height as usize + 1);
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .truncate(height as usize + 1);
         }
         pub fn hash(&self, height: u32) -> BlockHash {
             self.0.lock().unwrap_or_else(|p| p.into_inner())[height as usize].block_hash()
@@ -320,18 +317,16 @@ pub(crate) mod tests {
     }
 
     impl HeightSource for Arc<FakeChain> {
-        fn block_count(&self) -> impl Future<Output = Result<u32, String>> + Send + '_ {
-            async move { Ok(self.0.lock().unwrap_or_else(|p| p.into_inner()).len() as u32 - 1) }
+        async fn block_count(&self) -> Result<u32, String> {
+            Ok(self.0.lock().unwrap_or_else(|p| p.into_inner()).len() as u32 - 1)
         }
-        fn block_at(&self, height: u32) -> impl Future<Output = Result<Option<Block>, String>> + Send + '_ {
-            async move {
-                Ok(self
-                    .0
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(height as usize)
-                    .cloned())
-            }
+        async fn block_at(&self, height: u32) -> Result<Option<Block>, String> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(height as usize)
+                .cloned())
         }
     }
 
@@ -348,7 +343,10 @@ pub(crate) mod tests {
             self.0
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(format!("+{height}:{}", &header.block_hash().to_string()[..8]));
+                .push(format!(
+                    "+{height}:{}",
+                    &header.block_hash().to_string()[..8]
+                ));
         }
         fn blocks_disconnected(&self, fork: BlockLocator) {
             self.0
@@ -362,9 +360,15 @@ pub(crate) mod tests {
     async fn chainwork_is_exact_on_regtest_and_heights_checked() {
         let chain = Arc::new(FakeChain::new(5));
         let src = HeightBlockSource::new(chain.clone());
-        let (best, h) = src.get_best_block().await.unwrap_or_else(|e| panic!("{e:?}"));
+        let (best, h) = src
+            .get_best_block()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!((best, h), (chain.hash(5), Some(5)));
-        let d = src.get_header(&best, h).await.unwrap_or_else(|e| panic!("{e:?}"));
+        let d = src
+            .get_header(&best, h)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
         // Regtest: every block (genesis included) has work 2.
         let per = d.header.work();
         let mut six = Work::from_be_bytes([0; 32]);
@@ -377,7 +381,10 @@ pub(crate) mod tests {
         let other = mine(chain.hash(2), 3, 9).block_hash();
         assert!(src.get_header(&other, None).await.is_err());
         assert!(src.get_header(&other, Some(3)).await.is_err());
-        assert!(src.get_header(&chain.hash(4), Some(3)).await.is_ok(), "indexed by hash");
+        assert!(
+            src.get_header(&chain.hash(4), Some(3)).await.is_ok(),
+            "indexed by hash"
+        );
     }
 
     #[tokio::test]
@@ -394,7 +401,12 @@ pub(crate) mod tests {
         .await
         .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(tip.height, 3);
-        let seen: Vec<String> = rec.0.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+        let seen: Vec<String> = rec
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
         assert_eq!(seen.len(), 2);
         assert!(seen[0].starts_with("+2:") && seen[1].starts_with("+3:"));
 
@@ -405,9 +417,17 @@ pub(crate) mod tests {
         assert_ne!(chain.hash(3), old3);
         let poller = ChainPoller::new(&src, bitcoin::Network::Regtest);
         let mut spv = SpvClient::new(tip, poller, cache, &rec);
-        let (_, changed) = spv.poll_best_tip().await.unwrap_or_else(|e| panic!("{e:?}"));
+        let (_, changed) = spv
+            .poll_best_tip()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
         assert!(changed);
-        let seen: Vec<String> = rec.0.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+        let seen: Vec<String> = rec
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
         let want = vec![
             "-1".to_string(),
             format!("+2:{}", &chain.hash(2).to_string()[..8]),
@@ -416,7 +436,10 @@ pub(crate) mod tests {
         ];
         assert_eq!(seen, want);
         // A shorter competing branch is not followed.
-        let (_, changed) = spv.poll_best_tip().await.unwrap_or_else(|e| panic!("{e:?}"));
+        let (_, changed) = spv
+            .poll_best_tip()
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
         assert!(!changed);
     }
 }

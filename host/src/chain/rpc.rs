@@ -109,10 +109,9 @@ impl BitcoindRpc {
 
     /// `getheader` for lightning-block-sync.
     pub async fn get_header(&self, hash: &BlockHash) -> BlockSourceResult<BlockHeaderData> {
-        Ok(self
-            .call::<BlockHeaderData>("getblockheader", &[json!(hash.to_string())])
+        self.call::<BlockHeaderData>("getblockheader", &[json!(hash.to_string())])
             .await
-            .map_err(BlockSourceError::from)?)
+            .map_err(BlockSourceError::from)
     }
 
     /// The full block, for lightning-block-sync.
@@ -126,9 +125,8 @@ impl BitcoindRpc {
 
     /// The best block hash and height.
     pub async fn get_best_block(&self) -> BlockSourceResult<(BlockHash, Option<u32>)> {
-        Ok(self
-            .call::<(BlockHash, Option<u32>)>("getblockchaininfo", &[])
+        self.call::<(BlockHash, Option<u32>)>("getblockchaininfo", &[])
             .await
-            .map_err(BlockSourceError::from)?)
+            .map_err(BlockSourceError::from)
     }
 }

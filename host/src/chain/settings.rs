@@ -229,7 +229,10 @@ mod tests {
         );
         let e = endpoint(&BitcoinOptions::default(), Network::Bitcoin, home);
         assert_eq!(e.url, "http://127.0.0.1:8332");
-        assert_eq!(e.auth, Auth::Cookie(vec!["/home/u/.bitcoin/.cookie".into()]));
+        assert_eq!(
+            e.auth,
+            Auth::Cookie(vec!["/home/u/.bitcoin/.cookie".into()])
+        );
         assert_eq!(default_rpcport(Network::Testnet), 18332);
         assert_eq!(default_rpcport(Network::Testnet4), 48332);
         assert_eq!(default_rpcport(Network::Signet), 38332);

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
+use bitcoin::Block;
 use bitcoin::block::Header;
 use bitcoin::hash_types::BlockHash;
-use bitcoin::Block;
 use lightning::chain::{BlockLocator, Listen};
 use lightning_block_sync::poll::{ChainPoller, ValidatedBlockHeader};
 use lightning_block_sync::{HeaderCache, SpvClient, init};
@@ -177,8 +177,10 @@ impl Chain {
         };
         let backend = Arc::new(backend);
         let _ = self.backend.set(backend.clone());
-        self.log
-            .info(&format!("Using {} for the Bitcoin chain", backend.describe()));
+        self.log.info(&format!(
+            "Using {} for the Bitcoin chain",
+            backend.describe()
+        ));
         let me = self.clone();
         tokio::spawn(async move { me.run(backend, stop).await });
         Ok(())
@@ -260,10 +262,12 @@ impl Chain {
             .store
             .with(|c| {
                 use rusqlite::OptionalExtension;
-                Ok(c.query_row("SELECT hash, height FROM chain_tip WHERE id = 0", [], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
-                })
-                .optional()?)
+                Ok(
+                    c.query_row("SELECT hash, height FROM chain_tip WHERE id = 0", [], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
+                    })
+                    .optional()?,
+                )
             })
             .await;
         match r {
@@ -395,7 +399,8 @@ impl Chain {
                     Ok(r) => break r,
                     Err(e) => {
                         if !failing {
-                            self.log.unusual(&format!("Block sync failed: {e}; retrying"));
+                            self.log
+                                .unusual(&format!("Block sync failed: {e}; retrying"));
                         }
                         failing = true;
                         tokio::time::sleep(interval).await;
@@ -407,8 +412,10 @@ impl Chain {
             let loc = tip.to_block_locator();
             self.save_tip(loc.block_hash, loc.height).await;
             self.notify_block(loc.block_hash, loc.height);
-            self.log
-                .info(&format!("Block stream at height {} ({})", loc.height, loc.block_hash));
+            self.log.info(&format!(
+                "Block stream at height {} ({})",
+                loc.height, loc.block_hash
+            ));
             let poller = ChainPoller::new(backend.clone(), settings::bitcoin_network(self.network));
             let mut spv = SpvClient::new(tip, poller, cache, fanout.clone());
             let mut saved = loc.block_hash;
@@ -418,8 +425,10 @@ impl Chain {
                     Ok(_) => failing = false,
                     Err(e) => {
                         if !failing {
-                            self.log
-                                .unusual(&format!("Polling the chain tip failed: {:?}", e.into_inner()));
+                            self.log.unusual(&format!(
+                                "Polling the chain tip failed: {:?}",
+                                e.into_inner()
+                            ));
                         }
                         failing = true;
                     }

@@ -31,6 +31,12 @@ const MIGRATIONS: &[&str] = &[
         txid TEXT PRIMARY KEY,
         txindex INTEGER NOT NULL
     );",
+    // 3: the block stream's best block (one row), so a restart resumes from it.
+    "CREATE TABLE chain_tip (
+        id INTEGER PRIMARY KEY CHECK (id = 0),
+        hash TEXT NOT NULL,
+        height INTEGER NOT NULL
+    );",
 ];
 
 /// Why the database could not be used.
