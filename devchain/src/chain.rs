@@ -1198,7 +1198,7 @@ impl Chain {
     ) -> Result<BlockHash, RpcError> {
         let height = self.tip_height() + 1;
         let prev = self.tip_hash();
-        let time = (self.now().min(u32::MAX as u64) as u32).max(self.tip().mtp + 1);
+        let time = (self.now().min(u32::MAX as u64) as u32).max(self.tip().mtp.saturating_add(1));
 
         let coinbase = TxIn {
             previous_output: OutPoint::null(),
@@ -1250,7 +1250,7 @@ impl Chain {
         while block.header.validate_pow(target).is_err() {
             block.header.nonce = block.header.nonce.wrapping_add(1);
             if block.header.nonce == 0 {
-                block.header.time += 1;
+                block.header.time = block.header.time.wrapping_add(1);
             }
         }
         let hash = self

@@ -831,7 +831,13 @@ impl Rpc {
                 if t < 0 {
                     return Err(RpcError::new(
                         codes::INVALID_PARAMETER,
-                        "Mocktime cannot be negative: {t}.",
+                        format!("Mocktime cannot be negative: {t}."),
+                    ));
+                }
+                if t > u32::MAX as i64 / 2 {
+                    return Err(RpcError::new(
+                        codes::INVALID_PARAMETER,
+                        format!("Mocktime too far in the future: {t}."),
                     ));
                 }
                 self.chain().set_mock_time(t as u64);

@@ -355,6 +355,13 @@ fn generate_and_reorg_over_rpc() {
 fn parameter_errors_like_bitcoind() {
     let rpc = rpc();
     assert_eq!(
+        code(rpc.call("setmocktime", json!([-5]))),
+        (
+            codes::INVALID_PARAMETER,
+            "Mocktime cannot be negative: -5.".into()
+        )
+    );
+    assert_eq!(
         code(rpc.call("getblockcount2", json!([]))),
         (codes::METHOD_NOT_FOUND, "Method not found".into())
     );
