@@ -6,7 +6,6 @@
 //! table is [`rpc::commands::COMMANDS`]; hooks run through
 //! [`plugin::PluginHost::run_hook`].
 
-#[allow(dead_code)] // Contracts used by the chain backend and the wallet, being written.
 mod chain;
 mod config;
 mod hooks;

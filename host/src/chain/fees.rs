@@ -115,6 +115,7 @@ impl FeeCache {
         floor_of(&self.read().sample)
     }
 
+    #[cfg(test)]
     /// Whether the backend gave real estimates at the last refresh.
     pub fn has_estimates(&self) -> bool {
         !self.read().sample.estimates.is_empty()

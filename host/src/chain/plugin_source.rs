@@ -13,10 +13,10 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Mutex;
 
+use bitcoin::Block;
 use bitcoin::block::Header;
 use bitcoin::hash_types::BlockHash;
 use bitcoin::pow::Work;
-use bitcoin::{Block, Transaction};
 use lightning_block_sync::{
     BlockData, BlockHeaderData, BlockSource, BlockSourceError, BlockSourceResult,
 };
@@ -223,12 +223,6 @@ pub fn decode_block(hex: &str) -> Result<Block, String> {
     bitcoin::consensus::deserialize(&bytes).map_err(|e| format!("bad block: {e}"))
 }
 
-/// Decodes a hex raw transaction.
-pub fn decode_tx(hex: &str) -> Result<Transaction, String> {
-    let bytes = hex_decode(hex)?;
-    bitcoin::consensus::deserialize(&bytes).map_err(|e| format!("bad transaction: {e}"))
-}
-
 fn hex_decode(hex: &str) -> Result<Vec<u8>, String> {
     use bitcoin::hex::FromHex;
     Vec::<u8>::from_hex(hex).map_err(|e| format!("bad hex: {e}"))
@@ -252,7 +246,7 @@ pub(crate) mod tests {
         let mut script = vec![0x03];
         script.extend_from_slice(&height.to_le_bytes()[..3]);
         script.push(tag);
-        let coinbase = Transaction {
+        let coinbase = bitcoin::Transaction {
             version: bitcoin::transaction::Version::TWO,
             lock_time: LockTime::ZERO,
             input: vec![TxIn {

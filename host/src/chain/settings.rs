@@ -59,6 +59,7 @@ pub fn bitcoind_chain_name(network: Network) -> &'static str {
     }
 }
 
+#[cfg(test)]
 /// Our network for a `chain` name from bitcoind (or a backend plugin).
 pub fn network_from_chain_name(chain: &str) -> Option<Network> {
     match chain {

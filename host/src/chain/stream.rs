@@ -135,11 +135,6 @@ impl Chain {
         self.broadcaster.clone()
     }
 
-    /// The backend, once chosen.
-    pub fn backend(&self) -> Option<Arc<Backend>> {
-        self.backend.get().cloned()
-    }
-
     /// The stream's height (0 before the first sync).
     pub fn height(&self) -> u32 {
         self.status().tip.map(|t| t.1).unwrap_or(0)
