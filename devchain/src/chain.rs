@@ -35,7 +35,8 @@ pub const DEFAULT_MAX_FEERATE_SAT_PER_KVB: u64 = 10_000_000;
 pub const FAUCET_DEFAULT_SAT_PER_VB: f64 = 2.0;
 pub const REGTEST_BITS: u32 = 0x207f_ffff;
 /// Script flags checked by libbitcoinconsensus: P2SH, DERSIG, NULLDUMMY, CHECKLOCKTIMEVERIFY,
-/// CHECKSEQUENCEVERIFY, WITNESS. (The library bitcoin 0.32 links has no taproot flag.)
+/// CHECKSEQUENCEVERIFY, WITNESS. The library bitcoin 0.32 links has no taproot flag, so
+/// taproot spends are checked by [`verify_taproot`].
 pub const SCRIPT_FLAGS: u32 = VERIFY_P2SH
     | VERIFY_DERSIG
     | VERIFY_NULLDUMMY
@@ -880,6 +881,17 @@ impl Chain {
                 )));
             }
         }
+        // libbitcoinconsensus 0.105 treats witness v1 as anyone-can-spend: check taproot here.
+        if coins.iter().any(|c| c.output.script_pubkey.is_p2tr()) {
+            let prevouts: Vec<TxOut> = coins.iter().map(|c| c.output.clone()).collect();
+            for (i, coin) in coins.iter().enumerate() {
+                if coin.output.script_pubkey.is_p2tr() {
+                    verify_taproot(tx, i, &prevouts).map_err(|why| {
+                        reject(format!("mandatory-script-verify-flag-failed ({why})"))
+                    })?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1399,5 +1411,68 @@ impl Chain {
             .sign(&mut tx, &values)
             .map_err(|e| RpcError::new(codes::WALLET_ERROR, e))?;
         self.accept_tx(tx, None)
+    }
+}
+
+/// BIP341 checks of a taproot input, with Bitcoin Core's error wording. A key-path spend's
+/// Schnorr signature is verified against the sighash over all prevouts (annex included); a
+/// script-path spend must reveal a script and control block that commit to the output key.
+/// Tapscript *execution* is not interpreted (documented in README.md): no wallet or Lightning
+/// flow we test spends through a tapscript.
+pub fn verify_taproot(tx: &Transaction, index: usize, prevouts: &[TxOut]) -> Result<(), String> {
+    use bitcoin::key::XOnlyPublicKey;
+    use bitcoin::secp256k1::{Message, Secp256k1, schnorr};
+    use bitcoin::sighash::{Annex, Prevouts, SighashCache, TapSighashType};
+    use bitcoin::taproot::{ControlBlock, LeafVersion};
+
+    let spk = &prevouts[index].script_pubkey;
+    let output_key = XOnlyPublicKey::from_slice(&spk.as_bytes()[2..34])
+        .map_err(|_| "Witness program has incorrect length".to_string())?;
+    let mut elems: Vec<&[u8]> = tx.input[index].witness.iter().collect();
+    let annex = match elems.last() {
+        Some(last) if elems.len() >= 2 && last.first() == Some(&0x50) => {
+            let a = Annex::new(last).map_err(|_| "Invalid annex".to_string())?;
+            elems.pop();
+            Some(a)
+        }
+        _ => None,
+    };
+    let secp = Secp256k1::verification_only();
+    match elems.len() {
+        0 => Err("Witness program was passed an empty witness".into()),
+        1 => {
+            let sig = elems[0];
+            let (bytes, hash_ty) = match sig.len() {
+                64 => (sig, TapSighashType::Default),
+                65 if sig[64] != 0 => (
+                    &sig[..64],
+                    TapSighashType::from_consensus_u8(sig[64])
+                        .map_err(|_| "Invalid Schnorr signature hash type".to_string())?,
+                ),
+                _ => return Err("Invalid Schnorr signature size".into()),
+            };
+            let sighash = SighashCache::new(tx)
+                .taproot_signature_hash(index, &Prevouts::All(prevouts), annex, None, hash_ty)
+                .map_err(|e| format!("Invalid Schnorr signature ({e})"))?;
+            let sig = schnorr::Signature::from_slice(bytes)
+                .map_err(|_| "Invalid Schnorr signature".to_string())?;
+            let msg = Message::from_digest(sighash.to_byte_array());
+            secp.verify_schnorr(&sig, &msg, &output_key)
+                .map_err(|_| "Invalid Schnorr signature".to_string())
+        }
+        n => {
+            let control = ControlBlock::decode(elems[n - 1])
+                .map_err(|_| "Invalid Taproot control block size".to_string())?;
+            let script = bitcoin::Script::from_bytes(elems[n - 2]);
+            if control.leaf_version != LeafVersion::TapScript {
+                // Unknown leaf versions are anyone-can-spend in consensus.
+                return Ok(());
+            }
+            if control.verify_taproot_commitment(&secp, output_key, script) {
+                Ok(())
+            } else {
+                Err("Witness program hash mismatch".into())
+            }
+        }
     }
 }

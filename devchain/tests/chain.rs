@@ -734,3 +734,83 @@ fn faucet_key_is_reused_from_datadir_and_chain_starts_from_genesis() {
     assert_eq!(f.address(), chain.faucet().address());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A BIP86 key-path spend: signed by the right tweaked key it is accepted; a signature by
+/// another key, one over another amount, or a truncated one are rejected as Core would.
+#[test]
+fn taproot_key_path_spends_are_verified() {
+    use bitcoin::key::{Keypair, TapTweak};
+    use bitcoin::secp256k1::{Message, Secp256k1};
+    use bitcoin::sighash::{Prevouts, SighashCache, TapSighashType};
+    use bitcoin::{Witness, hashes::Hash};
+
+    let secp = Secp256k1::new();
+    let owner = Keypair::from_secret_key(&secp, &key(7));
+    let p2tr = ScriptBuf::new_p2tr(&secp, owner.x_only_public_key().0, None);
+    let mut chain = new_chain();
+    let fund = spend_coinbase(&mut chain, 1, p2tr.clone(), 1_000, Sequence::MAX);
+    let txid = chain
+        .accept_tx(fund.clone(), None)
+        .expect("funding accepted");
+    chain.generate(1, &p2wpkh(&key(2))).unwrap();
+    let value = fund.output[0].value;
+    let prevout = TxOut {
+        value,
+        script_pubkey: p2tr,
+    };
+
+    let spend = |signer: &Keypair, signed_value: Amount, truncate: bool| {
+        let mut tx = unsigned(
+            &[Spend {
+                outpoint: OutPoint { txid, vout: 0 },
+                value,
+                sequence: Sequence::MAX,
+            }],
+            vec![TxOut {
+                value: value - Amount::from_sat(1_000),
+                script_pubkey: p2wpkh(&key(6)),
+            }],
+            absolute::LockTime::ZERO,
+        );
+        let signed_prevout = [TxOut {
+            value: signed_value,
+            ..prevout.clone()
+        }];
+        let sighash = SighashCache::new(&tx)
+            .taproot_key_spend_signature_hash(
+                0,
+                &Prevouts::All(&signed_prevout),
+                TapSighashType::Default,
+            )
+            .expect("sighash");
+        let tweaked = signer.tap_tweak(&secp, None).to_keypair();
+        let sig = secp.sign_schnorr(&Message::from_digest(sighash.to_byte_array()), &tweaked);
+        let bytes = sig.as_ref().to_vec();
+        let bytes = if truncate {
+            bytes[..63].to_vec()
+        } else {
+            bytes
+        };
+        tx.input[0].witness = Witness::from_slice(&[bytes]);
+        tx
+    };
+
+    let thief = Keypair::from_secret_key(&secp, &key(8));
+    for (tx, why) in [
+        (spend(&thief, value, false), "Invalid Schnorr signature"),
+        (
+            spend(&owner, value + Amount::from_sat(1), false),
+            "Invalid Schnorr signature",
+        ),
+        (spend(&owner, value, true), "Invalid Schnorr signature size"),
+    ] {
+        let e = chain.accept_tx(tx, None).unwrap_err();
+        assert_eq!(e.code, codes::VERIFY_REJECTED);
+        assert_eq!(
+            e.message,
+            format!("mandatory-script-verify-flag-failed ({why})")
+        );
+    }
+    let good = spend(&owner, value, false);
+    assert_eq!(chain.accept_tx(good.clone(), None), Ok(good.compute_txid()));
+}
