@@ -748,7 +748,7 @@ fn taproot_key_path_spends_are_verified() {
     let owner = Keypair::from_secret_key(&secp, &key(7));
     let p2tr = ScriptBuf::new_p2tr(&secp, owner.x_only_public_key().0, None);
     let mut chain = new_chain();
-    let fund = spend_coinbase(&mut chain, 1, p2tr.clone(), 1_000, Sequence::MAX);
+    let fund = spend_coinbase(&chain, 1, p2tr.clone(), 1_000, Sequence::MAX);
     let txid = chain
         .accept_tx(fund.clone(), None)
         .expect("funding accepted");
