@@ -496,3 +496,38 @@ pub fn base64(data: &[u8]) -> String {
     }
     out
 }
+
+/// Checks `result` against CLN's schema file `name` (e.g. `feerates.json`) with the pyln
+/// suite's validator (`tests/py/clnschema.py`), when the venv exists. `None` means valid,
+/// or no validator available; `Some(problems)` otherwise.
+pub fn cln_schema_errors(name: &str, result: &Value) -> Option<String> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let py = repo.join(".venv/bin/python");
+    if !py.exists() {
+        return None;
+    }
+    let mut child = Command::new(py)
+        .arg("-c")
+        .arg("import sys, json; sys.path.insert(0, sys.argv[1]); import clnschema; e = clnschema.errors(sys.argv[2], json.load(sys.stdin)); print(e or '')")
+        .arg(repo.join("tests/py"))
+        .arg(name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    child
+        .stdin
+        .take()?
+        .write_all(result.to_string().as_bytes())
+        .ok()?;
+    let out = child.wait_with_output().ok()?;
+    if !out.status.success() {
+        return Some(format!(
+            "validator failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!text.is_empty() && text != "[]").then_some(text)
+}

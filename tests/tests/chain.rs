@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fulgur_tests::{Bitcoind, Node, RpcConn, arg, bin, example, free_port, temp_dir, wait_for};
-use serde_json::{Value, json};
+use fulgur_tests::{
+    Bitcoind, Node, RpcConn, arg, bin, cln_schema_errors, example, free_port, temp_dir, wait_for,
+};
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(60);
 
@@ -50,39 +52,6 @@ fn listener_height(n: &Node) -> Option<u64> {
     n.ok("listenerstats", json!({}))["blockheight"].as_u64()
 }
 
-/// Validates a `feerates` result with CLN's schema through the pyln suite's validator, when
-/// the venv is there.
-fn schema_errors(result: &Value) -> Option<String> {
-    let py = repo().join(".venv/bin/python");
-    if !py.exists() {
-        return None;
-    }
-    let mut child = Command::new(py)
-        .arg("-c")
-        .arg("import sys, json; sys.path.insert(0, sys.argv[1]); import clnschema; e = clnschema.errors('feerates.json', json.load(sys.stdin)); print(e or '')")
-        .arg(repo().join("tests/py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    use std::io::Write;
-    child
-        .stdin
-        .take()?
-        .write_all(result.to_string().as_bytes())
-        .ok()?;
-    let out = child.wait_with_output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() {
-        return Some(format!(
-            "validator failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    (!text.is_empty() && text != "[]").then_some(text)
-}
-
 #[test]
 fn follows_the_chain_and_notifies_block_added() {
     let b = Bitcoind::start("chain-sync");
@@ -119,7 +88,7 @@ fn feerates_follow_the_backend() {
         let f = n.ok("feerates", json!({"style": style}));
         assert!(f[style]["floor"].as_u64().unwrap_or(0) >= 253, "{f}");
         assert!(f["onchain_fee_estimates"]["opening_channel_satoshis"].is_u64());
-        if let Some(e) = schema_errors(&f) {
+        if let Some(e) = cln_schema_errors("feerates.json", &f) {
             panic!("feerates {style} breaks CLN's schema: {e}\n{f}");
         }
     }
@@ -159,7 +128,7 @@ fn feerates_follow_the_backend() {
     assert_eq!(f["perkw"]["max_acceptable"], 125000, "{f}");
     let k = n.ok("feerates", json!(["perkb"]));
     assert_eq!(k["perkb"]["opening"], 10000, "{k}");
-    if let Some(e) = schema_errors(&f) {
+    if let Some(e) = cln_schema_errors("feerates.json", &f) {
         panic!("feerates breaks CLN's schema: {e}\n{f}");
     }
 }

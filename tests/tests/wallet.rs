@@ -2,11 +2,9 @@
 //! `FULGUR_TEST_BITCOIND`): funding from the faucet, listfunds, withdraw, withdraw all,
 //! concurrent withdraws, reorgs. Build first: `cargo build -j2 --workspace --bins --examples`.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fulgur_tests::{Bitcoind, Node, wait_for};
+use fulgur_tests::{Bitcoind, Node, cln_schema_errors, wait_for};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(60);
@@ -78,41 +76,6 @@ fn mempool(b: &Bitcoind) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Checks a result against CLN's schema `name` with the pyln suite's validator, when the
-/// venv is there (`None`: valid or no validator).
-fn schema_errors(name: &str, result: &Value) -> Option<String> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let py = repo.join(".venv/bin/python");
-    if !py.exists() {
-        return None;
-    }
-    let mut child = Command::new(py)
-        .arg("-c")
-        .arg("import sys, json; sys.path.insert(0, sys.argv[1]); import clnschema; e = clnschema.errors(sys.argv[2], json.load(sys.stdin)); print(e or '')")
-        .arg(repo.join("tests/py"))
-        .arg(name)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    use std::io::Write;
-    child
-        .stdin
-        .take()?
-        .write_all(result.to_string().as_bytes())
-        .ok()?;
-    let out = child.wait_with_output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() {
-        return Some(format!(
-            "validator failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    (!text.is_empty()).then_some(text)
-}
-
 #[test]
 fn fund_withdraw_and_withdraw_all() {
     let (b, n) = start("wallet-withdraw");
@@ -156,7 +119,7 @@ fn fund_withdraw_and_withdraw_all() {
     let txid = w["txid"].as_str().map(String::from).unwrap_or_default();
     assert!(w["tx"].as_str().is_some_and(|t| !t.is_empty()));
     assert!(w["psbt"].as_str().is_some_and(|p| p.starts_with("cHNidP")));
-    assert_eq!(schema_errors("withdraw.json", &w), None);
+    assert_eq!(cln_schema_errors("withdraw.json", &w), None);
     assert!(mempool(&b).contains(&txid));
     let txs = n.ok("listtransactions", json!({}));
     assert!(txs["transactions"].as_array().is_some_and(|t| {
