@@ -97,7 +97,7 @@ fn hsm_secret(dir: &Path) -> std::io::Result<[u8; 32]> {
 
 /// The node key, derived from the seed as LDK's `KeysManager` does (m/0'), so the id stays
 /// the same when the Lightning engine takes over.
-fn node_id(seed: &[u8; 32]) -> Result<String, String> {
+pub(crate) fn node_id(seed: &[u8; 32]) -> Result<String, String> {
     let secp = Secp256k1::new();
     let master = Xpriv::new_master(bitcoin::Network::Testnet, seed).map_err(|e| e.to_string())?;
     let child = ChildNumber::from_hardened_idx(0).map_err(|e| e.to_string())?;

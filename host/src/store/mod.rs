@@ -37,6 +37,15 @@ const MIGRATIONS: &[&str] = &[
         hash TEXT NOT NULL,
         height INTEGER NOT NULL
     );",
+    // 4: LDK's key-value store (`ldk::kvstore::SqliteKvStore`): channel manager, monitors,
+    // monitor updates, graph, scorer, sweeper. A rowid table, as values can be megabytes.
+    "CREATE TABLE ldk_kv (
+        primary_namespace TEXT NOT NULL,
+        secondary_namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (primary_namespace, secondary_namespace, key)
+    );",
 ];
 
 /// Why the database could not be used.
@@ -114,5 +123,20 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs `f` with the connection on the calling thread, for callers that cannot await
+    /// (LDK's synchronous `KVStoreSync`, see `ldk::kvstore`). It blocks while another query
+    /// holds the connection, so keep `f` short, and never call it from inside [`Store::with`]
+    /// (the lock is not re-entrant).
+    pub fn with_sync<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, StoreError>,
+    {
+        let mut guard = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Task("database lock poisoned".into()))?;
+        f(&mut guard)
     }
 }
