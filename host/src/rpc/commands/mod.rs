@@ -3,6 +3,7 @@
 
 mod check;
 mod datastore;
+mod decode;
 mod feerates;
 mod getinfo;
 mod help;
@@ -64,6 +65,7 @@ pub struct Command {
 pub const COMMANDS: &[&Command] = &[
     &check::CHECK,
     &datastore::DATASTORE,
+    &decode::DECODE,
     &datastore::DELDATASTORE,
     &notifications::DEPRECATIONS,
     &feerates::FEERATES,
