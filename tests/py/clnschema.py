@@ -256,6 +256,11 @@ RPC_SCHEMAS = {
     "deldatastore": "deldatastore.json",
     "notifications": "notifications.json",
     "stop": "stop.json",
+    "decode": "decode.json",
+    "feerates": "feerates.json",
+    "newaddr": "newaddr.json",
+    "listfunds": "listfunds.json",
+    "withdraw": "withdraw.json",
 }
 
 
