@@ -621,20 +621,7 @@ impl PluginHost {
     /// Sends a built-in notification (payload wrapped under the topic) to every active
     /// subscriber. Never blocks.
     pub fn notify(&self, topic: &str, inner: Value) {
-        let targets: Vec<Arc<Plugin>> = self
-            .reg()
-            .plugins
-            .iter()
-            .filter(|p| p.is_active() && p.subscribed(topic))
-            .cloned()
-            .collect();
-        if targets.is_empty() {
-            return;
-        }
-        let frame = notification_frame(topic, inner);
-        for p in targets {
-            p.send_frame(frame.clone());
-        }
+        self.deliver(topic, || notification_frame(topic, inner));
     }
 
     /// Relays a custom notification from `from` to subscribers of its topic and of `*`.
@@ -647,6 +634,16 @@ impl PluginHost {
                 .unusual(&format!("Plugin sent unknown notification topic {topic}"));
             return;
         }
+        self.deliver(topic, || {
+            Bytes::from(encode_frame(
+                &json!({"jsonrpc": "2.0", "method": topic, "origin": from.name, "params": params}),
+            ))
+        });
+    }
+
+    /// Queues one frame, encoded only if somebody listens, to every active subscriber of
+    /// `topic` (or of `*`).
+    fn deliver(&self, topic: &str, frame: impl FnOnce() -> Bytes) {
         let targets: Vec<Arc<Plugin>> = self
             .reg()
             .plugins
@@ -657,9 +654,7 @@ impl PluginHost {
         if targets.is_empty() {
             return;
         }
-        let frame = Bytes::from(encode_frame(
-            &json!({"jsonrpc": "2.0", "method": topic, "origin": from.name, "params": params}),
-        ));
+        let frame = frame();
         for p in targets {
             p.send_frame(frame.clone());
         }
