@@ -269,6 +269,24 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         Some("60"),
         "Seconds a broadcast keeps being retried while bitcoind is unreachable",
     ),
+    opt(
+        "bind-addr",
+        CoreKind::Multi,
+        None,
+        "Listen for Lightning peers on host:port (default 0.0.0.0:9735, none on regtest)",
+    ),
+    opt(
+        "addr",
+        CoreKind::Multi,
+        None,
+        "Listen on and announce host:port",
+    ),
+    opt(
+        "announce-addr",
+        CoreKind::Multi,
+        None,
+        "Announce host:port to the network without listening on it",
+    ),
 ];
 
 /// Where a value came from, as `listconfigs` reports it.
@@ -363,6 +381,10 @@ pub struct Config {
     pub setconfig_file: PathBuf,
     /// The `--bitcoin-*` options.
     pub bitcoin: crate::chain::BitcoinOptions,
+    /// Where to listen for Lightning peers (`--bind-addr`, `--addr`, or the default).
+    pub bind_addrs: Vec<crate::lightning::net::NetAddr>,
+    /// What to announce (`--addr`, `--announce-addr`).
+    pub announce_addrs: Vec<crate::lightning::net::NetAddr>,
 }
 
 /// What `fulgurd` was asked to do.
@@ -718,7 +740,30 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
             .map(|d| absolute(Path::new(d))),
         retry_timeout: secs("bitcoin-retry-timeout", 60)?,
     };
+    let addrs = |name: &str| -> Result<Vec<crate::lightning::net::NetAddr>, ConfigError> {
+        m.get_many::<String>(name)
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                crate::lightning::net::NetAddr::parse(s, crate::lightning::net::DEFAULT_PORT)
+                    .map_err(|e| err(format!("{name}: {e}")))
+            })
+            .collect()
+    };
+    let both = addrs("addr")?;
+    let mut bind_addrs = addrs("bind-addr")?;
+    bind_addrs.extend(both.iter().cloned());
+    let mut announce_addrs = both;
+    announce_addrs.extend(addrs("announce-addr")?);
+    if bind_addrs.is_empty() && announce_addrs.is_empty() && network != Network::Regtest {
+        bind_addrs.push(crate::lightning::net::NetAddr {
+            host: "0.0.0.0".into(),
+            port: crate::lightning::net::DEFAULT_PORT,
+        });
+    }
     let config = Config {
+        bind_addrs,
+        announce_addrs,
         network,
         lightning_dir,
         net_dir,
@@ -841,6 +886,39 @@ mod tests {
             .collect();
         assert_eq!(names, vec![("greeting", Some("hi")), ("flag-opt", None)]);
         assert!(matches!(c.plugin_opts[0].source, Source::File(_, 4)));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn peer_addresses_and_their_defaults() {
+        use crate::lightning::net::NetAddr;
+        let d = tmpdir("addrs");
+        let dir = format!("--lightning-dir={}", d.display());
+        let na = |h: &str, p| NetAddr {
+            host: h.into(),
+            port: p,
+        };
+        let c = run(load(&args(&[&dir, "--network=regtest"])).unwrap_or_else(|e| panic!("{e}")));
+        assert!(c.bind_addrs.is_empty() && c.announce_addrs.is_empty());
+        let c = run(load(&args(&[&dir, "--network=signet"])).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(c.bind_addrs, vec![na("0.0.0.0", 9735)]);
+        let c = run(load(&args(&[
+            &dir,
+            "--network=regtest",
+            "--bind-addr=127.0.0.1:1000",
+            "--addr=10.0.0.1:2000",
+            "--announce-addr=example.com",
+        ]))
+        .unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(
+            c.bind_addrs,
+            vec![na("127.0.0.1", 1000), na("10.0.0.1", 2000)]
+        );
+        assert_eq!(
+            c.announce_addrs,
+            vec![na("10.0.0.1", 2000), na("example.com", 9735)]
+        );
+        assert!(load(&args(&[&dir, "--bind-addr=1.2.3.4:notaport"])).is_err());
         let _ = std::fs::remove_dir_all(&d);
     }
 

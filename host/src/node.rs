@@ -33,6 +33,10 @@ pub struct Node {
     pub chain: Arc<Chain>,
     /// The on-chain wallet (derived from `hsm_secret`, fed by the chain's block stream).
     pub wallet: Arc<crate::wallet::Wallet>,
+    /// The Lightning engine, once the block stream has a tip.
+    pub lightning: std::sync::OnceLock<Arc<crate::lightning::Lightning>>,
+    /// The sockets we listen on for peers (filled when the engine starts).
+    pub bindings: std::sync::Mutex<Vec<std::net::SocketAddr>>,
     /// Hex node id.
     pub node_id: String,
     /// Alias.
@@ -309,6 +313,8 @@ pub async fn run(config: Config) -> Result<i32, String> {
         plugins: plugins.clone(),
         chain: chain.clone(),
         wallet,
+        lightning: std::sync::OnceLock::new(),
+        bindings: std::sync::Mutex::new(vec![]),
         node_id: id.clone(),
         alias: alias.clone(),
         color: color.clone(),
@@ -356,6 +362,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
         let _ = std::fs::remove_file(&node.config.rpc_path);
         return Err(e);
     }
+    start_lightning(node.clone(), seed, log.source("lightning"));
     main.info(&format!(
         "Server started with public key {id}, alias {alias} (color #{color}) and fulgurd v{}",
         env!("CARGO_PKG_VERSION")
@@ -364,6 +371,9 @@ pub async fn run(config: Config) -> Result<i32, String> {
     let code = wait_for_stop(&mut stop_rx).await;
     main.info(&format!("Shutting down (exit code {code})"));
     let _ = listen_stop_tx.send(true);
+    if let Some(l) = node.lightning.get() {
+        l.stop();
+    }
     plugins.shutdown_all().await;
     let _ = std::fs::remove_file(&node.config.rpc_path);
     let _ = node.done.has_changed();
@@ -377,6 +387,57 @@ pub async fn run(config: Config) -> Result<i32, String> {
     }
     main.info("Shutdown complete");
     Ok(code)
+}
+
+/// Starts the Lightning engine in the background once the block stream has a tip, then
+/// listens for peers. A socket that cannot be bound stops the node (exit 1), as in CLN.
+fn start_lightning(node: Arc<Node>, seed: [u8; 32], log: SourceLog) {
+    tokio::spawn(async move {
+        let deps = crate::lightning::Deps {
+            seed,
+            network: crate::chain::settings::bitcoin_network(node.config.network),
+            chain: node.chain.clone(),
+            store: node.store.clone(),
+            plugins: node.plugins.clone(),
+            log: log.clone(),
+            announce: node.config.announce_addrs.clone(),
+        };
+        let engine = match crate::lightning::Lightning::start(deps).await {
+            Ok(e) => e,
+            Err(e) => {
+                log.broken(&format!("cannot start the Lightning engine: {e}"));
+                node.request_stop(1);
+                return;
+            }
+        };
+        let _ = node.lightning.set(engine.clone());
+        for a in &node.config.bind_addrs {
+            let target = format!("{}:{}", a.host, a.port);
+            let target = if a.host.contains(':') {
+                format!("[{}]:{}", a.host, a.port)
+            } else {
+                target
+            };
+            match tokio::net::TcpListener::bind(&target).await {
+                Ok(l) => {
+                    if let Ok(local) = l.local_addr() {
+                        log.info(&format!("Listening for peers on {local}"));
+                        node.bindings
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(local);
+                    }
+                    engine.accept(l);
+                }
+                Err(e) => {
+                    log.broken(&format!("cannot bind {target}: {e}"));
+                    node.request_stop(1);
+                    return;
+                }
+            }
+        }
+        log.info("Lightning engine started");
+    });
 }
 
 async fn wait_for_stop(stop_rx: &mut mpsc::UnboundedReceiver<i32>) -> i32 {

@@ -68,7 +68,29 @@ pub struct Node {
 impl Node {
     /// Starts fulgurd on regtest with `args` added, and waits until it is ready.
     pub fn start(tag: &str, args: &[String]) -> Node {
-        let dir = temp_dir(tag);
+        Node::start_in(temp_dir(tag), args)
+    }
+
+    fn start_in(dir: PathBuf, args: &[String]) -> Node {
+        let mut node = Node { dir, child: None };
+        node.spawn(args);
+        node
+    }
+
+    /// Stops it with `stop` and starts it again in the same directory with `args`.
+    pub fn restart(&mut self, args: &[String]) {
+        let r = self.call("stop", json!([]));
+        assert_eq!(r, Ok(json!({"result": "Shutdown complete"})));
+        assert!(
+            self.wait_exit(Duration::from_secs(40)).is_some(),
+            "fulgurd did not exit after stop"
+        );
+        self.spawn(args);
+    }
+
+    fn spawn(&mut self, args: &[String]) {
+        let dir = &self.dir;
+        let before = self.log().matches("Server started with public key").count();
         let mut cmd = Command::new(bin("fulgurd"));
         cmd.arg(format!("--lightning-dir={}", dir.display()))
             .arg("--network=regtest")
@@ -81,21 +103,21 @@ impl Node {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start fulgurd: {e}"));
-        let mut node = Node {
-            dir,
-            child: Some(child),
-        };
-        if !node.wait_log("Server started with public key", Duration::from_secs(30)) {
-            let status = node
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            panic!(
-                "fulgurd did not start (status {status:?}); log:\n{}",
-                node.log()
-            );
+        self.child = Some(child);
+        let end = Instant::now() + Duration::from_secs(30);
+        while self.log().matches("Server started with public key").count() <= before {
+            if Instant::now() > end {
+                let status = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                panic!(
+                    "fulgurd did not start (status {status:?}); log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        node
     }
 
     /// The RPC socket path.

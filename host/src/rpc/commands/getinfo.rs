@@ -23,18 +23,44 @@ pub const GETINFO: Command = Command {
 fn run(ctx: Ctx, _p: Params) -> CommandFuture {
     Box::pin(async move {
         let n = &ctx.node;
-        let features = json!({"init": "", "node": "", "channel": "", "invoice": ""});
+        let (features, num_peers, address) = match n.lightning.get() {
+            Some(l) => {
+                let m = &l.manager;
+                (
+                    json!({
+                        "init": crate::lightning::features_hex(m.init_features().le_flags()),
+                        "node": crate::lightning::features_hex(m.node_features().le_flags()),
+                        "channel": crate::lightning::features_hex(m.channel_features().le_flags()),
+                        "invoice": crate::lightning::features_hex(crate::lightning::invoice_features().le_flags()),
+                    }),
+                    l.peers.list_peers().len(),
+                    l.announce.iter().map(|a| a.to_json()).collect::<Vec<_>>(),
+                )
+            }
+            None => (
+                json!({"init": "", "node": "", "channel": "", "invoice": ""}),
+                0,
+                vec![],
+            ),
+        };
+        let binding: Vec<_> = n
+            .bindings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(crate::lightning::net::socket_json)
+            .collect();
         let (bitcoind_sync, lightningd_sync) = n.chain.warnings();
         let mut info = json!({
             "id": n.node_id,
             "alias": n.alias,
             "color": n.color,
-            "num_peers": 0,
+            "num_peers": num_peers,
             "num_pending_channels": 0,
             "num_active_channels": 0,
             "num_inactive_channels": 0,
-            "address": [],
-            "binding": [],
+            "address": address,
+            "binding": binding,
             "version": concat!("v", env!("CARGO_PKG_VERSION")),
             "blockheight": n.chain.height(),
             "network": n.config.network.as_str(),

@@ -12,6 +12,7 @@ mod listfunds;
 mod listtransactions;
 mod newaddr;
 mod notifications;
+mod peers;
 mod plugin;
 mod setconfig;
 mod stop;
@@ -64,16 +65,19 @@ pub struct Command {
 /// Every built-in command, sorted by name.
 pub const COMMANDS: &[&Command] = &[
     &check::CHECK,
+    &peers::CONNECT,
     &datastore::DATASTORE,
     &decode::DECODE,
     &datastore::DELDATASTORE,
     &notifications::DEPRECATIONS,
+    &peers::DISCONNECT,
     &feerates::FEERATES,
     &getinfo::GETINFO,
     &help::HELP,
     &listconfigs::LISTCONFIGS,
     &datastore::LISTDATASTORE,
     &listfunds::LISTFUNDS,
+    &peers::LISTPEERS,
     &listtransactions::LISTTRANSACTIONS,
     &newaddr::NEWADDR,
     &notifications::NOTIFICATIONS,

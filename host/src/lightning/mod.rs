@@ -1,0 +1,516 @@
+//! The Lightning engine: LDK's `ChannelManager`, `ChainMonitor` and `PeerManager` (over
+//! lightning-net-tokio), built from `hsm_secret` and the node's SQLite key-value store.
+//!
+//! [`Lightning::start`] waits until the block stream knows a tip (a node without a Bitcoin
+//! backend keeps serving RPC, the engine simply never starts), reads the `ChannelManager` from
+//! the store (or creates one at the stream's tip), registers it and the `ChainMonitor` as
+//! listeners of the block stream from their own best block, then accepts peers on the bound
+//! sockets. A background task processes LDK's events, ticks its timers and persists the
+//! `ChannelManager` whenever it asks to be.
+//!
+//! Peers: [`PeerWatcher`] is LDK's custom-message handler, used only for its
+//! `peer_connected`/`peer_disconnected` callbacks, which become the `connect`/`disconnect`
+//! notifications and the `peer_connected` hook (a `disconnect` answer drops the peer).
+
+pub mod net;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::Duration;
+
+use bitcoin::secp256k1::PublicKey;
+use lightning::chain::chainmonitor::ChainMonitor;
+use lightning::chain::{BlockLocator, Filter};
+use lightning::events::{Event, EventsProvider, ReplayEvent};
+use lightning::ln::channelmanager::{ChainParameters, ChannelManager, ChannelManagerReadArgs};
+use lightning::ln::msgs::{DecodeError, Init, LightningError};
+use lightning::ln::peer_handler::{
+    CustomMessageHandler, IgnoringMessageHandler, MessageHandler, PeerManager,
+};
+use lightning::ln::wire::CustomMessageReader;
+use lightning::onion_message::messenger::DefaultMessageRouter;
+use lightning::routing::gossip::NetworkGraph;
+use lightning::routing::router::DefaultRouter;
+use lightning::routing::scoring::{
+    ProbabilisticScorer, ProbabilisticScoringDecayParameters, ProbabilisticScoringFeeParameters,
+};
+use lightning::sign::{EntropySource, InMemorySigner, KeysManager, NodeSigner};
+use lightning::types::features::{InitFeatures, NodeFeatures};
+use lightning::util::config::UserConfig;
+use lightning::util::logger::{Level as LdkLevel, Logger as LdkLogger, Record as LdkRecord};
+use lightning::util::persist::{
+    CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
+    CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, KVStoreSync, read_channel_monitors,
+};
+use lightning::util::ser::{ReadableArgs, Writeable};
+use lightning_net_tokio::SocketDescriptor;
+use serde_json::{Value, json};
+
+use crate::chain::Chain;
+use crate::chain::broadcast::Broadcaster;
+use crate::chain::fees::FeeCache;
+use crate::ldk::kvstore::SqliteKvStore;
+use crate::log::SourceLog;
+use crate::plugin::PluginHost;
+use fulgur_protocol::hooks::Hook;
+
+/// LDK's log lines, into ours under the `lightning` source.
+pub struct LdkLog(SourceLog);
+
+impl LdkLogger for LdkLog {
+    fn log(&self, r: LdkRecord) {
+        let msg = match r.peer_id {
+            Some(p) => format!("{p}: {}", r.args),
+            None => format!("{}", r.args),
+        };
+        match r.level {
+            LdkLevel::Gossip | LdkLevel::Trace | LdkLevel::Debug => self.0.debug(&msg),
+            LdkLevel::Info => self.0.info(&msg),
+            LdkLevel::Warn => self.0.unusual(&msg),
+            LdkLevel::Error => self.0.broken(&msg),
+        }
+    }
+}
+
+type Log = Arc<LdkLog>;
+type Graph = NetworkGraph<Log>;
+type Scorer = ProbabilisticScorer<Arc<Graph>, Log>;
+type Router = DefaultRouter<
+    Arc<Graph>,
+    Log,
+    Arc<KeysManager>,
+    Arc<RwLock<Scorer>>,
+    ProbabilisticScoringFeeParameters,
+    Scorer,
+>;
+type MsgRouter = DefaultMessageRouter<Arc<Graph>, Log, Arc<KeysManager>>;
+/// The chain monitor.
+pub type Monitor = ChainMonitor<
+    InMemorySigner,
+    Arc<dyn Filter + Send + Sync>,
+    Arc<Broadcaster>,
+    Arc<FeeCache>,
+    Log,
+    Arc<SqliteKvStore>,
+    Arc<KeysManager>,
+>;
+/// The channel manager.
+pub type Manager = ChannelManager<
+    Arc<Monitor>,
+    Arc<Broadcaster>,
+    Arc<KeysManager>,
+    Arc<KeysManager>,
+    Arc<KeysManager>,
+    Arc<FeeCache>,
+    Arc<Router>,
+    Arc<MsgRouter>,
+    Log,
+>;
+/// The peer manager.
+pub type Peers = PeerManager<
+    SocketDescriptor,
+    Arc<Manager>,
+    Arc<IgnoringMessageHandler>,
+    Arc<IgnoringMessageHandler>,
+    Log,
+    Arc<PeerWatcher>,
+    Arc<KeysManager>,
+    Arc<Monitor>,
+>;
+
+/// What the engine needs from the node.
+pub struct Deps {
+    /// The seed.
+    pub seed: [u8; 32],
+    /// The network.
+    pub network: bitcoin::Network,
+    /// The block stream.
+    pub chain: Arc<Chain>,
+    /// The database.
+    pub store: crate::store::Store,
+    /// Plugins (notifications, hooks).
+    pub plugins: Arc<PluginHost>,
+    /// Our log under `lightning`.
+    pub log: SourceLog,
+    /// Announced addresses (`--addr`, `--announce-addr`).
+    pub announce: Vec<net::NetAddr>,
+}
+
+/// The running engine.
+pub struct Lightning {
+    /// The channel manager.
+    pub manager: Arc<Manager>,
+    /// The chain monitor.
+    pub monitor: Arc<Monitor>,
+    /// The peer manager.
+    pub peers: Arc<Peers>,
+    kv: Arc<SqliteKvStore>,
+    log: SourceLog,
+    /// Where peers can reach us (`--addr`, `--announce-addr`).
+    pub announce: Vec<net::NetAddr>,
+    persist_lock: Mutex<()>,
+}
+
+impl Lightning {
+    /// Waits for the block stream's tip, builds the engine and starts its background task.
+    pub async fn start(deps: Deps) -> Result<Arc<Lightning>, String> {
+        let tip = loop {
+            if let Some(t) = deps.chain.tip() {
+                break t;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let log = Arc::new(LdkLog(deps.log.clone()));
+        let keys = Arc::new(crate::ldk::keys::keys_manager(&deps.seed).map_err(|e| e.to_string())?);
+        let kv = Arc::new(SqliteKvStore::new(deps.store.clone()));
+        let fees = deps.chain.fees();
+        let broadcaster = deps.chain.broadcaster();
+        let peer_storage_key = keys.get_peer_storage_key();
+        let monitor: Arc<Monitor> = Arc::new(ChainMonitor::new(
+            None,
+            broadcaster.clone(),
+            log.clone(),
+            fees.clone(),
+            kv.clone(),
+            keys.clone(),
+            peer_storage_key,
+            false,
+        ));
+        let graph = Arc::new(NetworkGraph::new(deps.network, log.clone()));
+        let scorer = Arc::new(RwLock::new(ProbabilisticScorer::new(
+            ProbabilisticScoringDecayParameters::default(),
+            graph.clone(),
+            log.clone(),
+        )));
+        let router = Arc::new(DefaultRouter::new(
+            graph.clone(),
+            log.clone(),
+            keys.clone(),
+            scorer,
+            ProbabilisticScoringFeeParameters::default(),
+        ));
+        let msg_router = Arc::new(DefaultMessageRouter::new(graph.clone(), keys.clone()));
+        let config = UserConfig::default();
+
+        let mut monitors = read_channel_monitors(kv.clone(), keys.clone(), keys.clone())
+            .map_err(|e| format!("reading channel monitors: {e}"))?;
+        let stored = match kv.read(
+            CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
+            CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE,
+            CHANNEL_MANAGER_PERSISTENCE_KEY,
+        ) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == lightning::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("reading the channel manager: {e}")),
+        };
+        let manager: Arc<Manager> = match stored {
+            Some(bytes) => {
+                let args = ChannelManagerReadArgs::new(
+                    keys.clone(),
+                    keys.clone(),
+                    keys.clone(),
+                    fees.clone(),
+                    monitor.clone(),
+                    broadcaster.clone(),
+                    router.clone(),
+                    msg_router.clone(),
+                    log.clone(),
+                    config,
+                    monitors.iter().map(|(_, m)| m).collect(),
+                );
+                let (_, cm) =
+                    <(BlockLocator, Manager)>::read(&mut lightning::io::Cursor::new(&bytes), args)
+                        .map_err(|e: DecodeError| format!("reading the channel manager: {e:?}"))?;
+                deps.log.info(&format!(
+                    "Channel manager read from the store (best block {})",
+                    cm.current_best_block().height
+                ));
+                Arc::new(cm)
+            }
+            None => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as u32)
+                    .unwrap_or(0);
+                deps.log
+                    .info(&format!("New channel manager at block {}", tip.1));
+                Arc::new(ChannelManager::new(
+                    fees.clone(),
+                    monitor.clone(),
+                    broadcaster.clone(),
+                    router.clone(),
+                    msg_router.clone(),
+                    log.clone(),
+                    keys.clone(),
+                    keys.clone(),
+                    keys.clone(),
+                    config,
+                    ChainParameters {
+                        network: deps.network,
+                        best_block: BlockLocator::new(tip.0, tip.1),
+                    },
+                    now,
+                ))
+            }
+        };
+        for (_, m) in monitors.drain(..) {
+            let id = m.channel_id();
+            lightning::chain::Watch::watch_channel(&*monitor, id, m)
+                .map_err(|()| format!("channel monitor {id} refused"))?;
+        }
+        let best = manager.current_best_block();
+        deps.chain
+            .add_listener("channel_manager", manager.clone(), Some(best));
+        // No channel can exist yet (opening channels is the next slice), so the monitors
+        // start where the manager is; per-monitor best blocks come with channels.
+        deps.chain
+            .add_listener("chain_monitor", monitor.clone(), Some(best));
+
+        let watcher = Arc::new(PeerWatcher {
+            engine: OnceLock::new(),
+            plugins: deps.plugins.clone(),
+            log: deps.log.clone(),
+            handle: tokio::runtime::Handle::current(),
+        });
+        let ephemeral = keys.get_secure_random_bytes();
+        let peers = Arc::new(PeerManager::new(
+            MessageHandler {
+                chan_handler: manager.clone(),
+                route_handler: Arc::new(IgnoringMessageHandler {}),
+                onion_message_handler: Arc::new(IgnoringMessageHandler {}),
+                custom_message_handler: watcher.clone(),
+                send_only_message_handler: monitor.clone(),
+            },
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as u32)
+                .unwrap_or(0),
+            &ephemeral,
+            log.clone(),
+            keys.clone(),
+        ));
+        let engine = Arc::new(Lightning {
+            manager,
+            monitor,
+            peers,
+            kv,
+            log: deps.log.clone(),
+            announce: deps.announce,
+            persist_lock: Mutex::new(()),
+        });
+        let _ = watcher.engine.set(Arc::downgrade(&engine));
+        engine.persist_manager(true);
+        tokio::spawn(background(Arc::downgrade(&engine)));
+        Ok(engine)
+    }
+
+    /// Writes the channel manager if it asked to be (or always with `force`).
+    pub fn persist_manager(&self, force: bool) {
+        let _g = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if !(self.manager.get_and_clear_needs_persistence() || force) {
+            return;
+        }
+        if let Err(e) = self.kv.write(
+            CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
+            CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE,
+            CHANNEL_MANAGER_PERSISTENCE_KEY,
+            self.manager.encode(),
+        ) {
+            self.log
+                .broken(&format!("cannot persist the channel manager: {e}"));
+        }
+    }
+
+    /// Accepts peers on `listener` for as long as the engine lives.
+    pub fn accept(self: &Arc<Self>, listener: tokio::net::TcpListener) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((s, _)) => s,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Some(engine) = me.upgrade() else { return };
+                let Ok(std_stream) = stream.into_std() else {
+                    continue;
+                };
+                let peers = engine.peers.clone();
+                tokio::spawn(lightning_net_tokio::setup_inbound(peers, std_stream));
+            }
+        });
+    }
+
+    /// Connects to `id` at `addr` and waits until the peer is connected (init exchanged).
+    pub async fn connect(&self, id: PublicKey, addr: SocketAddr) -> Result<(), String> {
+        if self.peers.peer_by_node_id(&id).is_some() {
+            return Ok(());
+        }
+        let fut = lightning_net_tokio::connect_outbound(self.peers.clone(), id, addr)
+            .await
+            .ok_or_else(|| format!("All addresses failed: {addr}: Connection refused"))?;
+        let mut conn = Box::pin(fut);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            tokio::select! {
+                _ = &mut conn => {
+                    return Err(format!("{addr}: peer disconnected during the handshake"));
+                }
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            if self.peers.peer_by_node_id(&id).is_some() {
+                tokio::spawn(conn);
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("{addr}: timed out during the handshake"));
+            }
+        }
+    }
+
+    /// Stops the engine's network activity and persists the manager.
+    pub fn stop(&self) {
+        self.peers.disconnect_all_peers();
+        self.persist_manager(true);
+    }
+}
+
+async fn background(engine: Weak<Lightning>) {
+    let mut tick = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(e) = engine.upgrade() else { return };
+        tick += 1;
+        let log = e.log.clone();
+        let handler = move |ev: Event| -> Result<(), ReplayEvent> {
+            log.debug(&format!("LDK event: {ev:?}"));
+            Ok(())
+        };
+        e.manager.process_pending_events(&handler);
+        e.monitor.process_pending_events(&handler);
+        e.peers.process_events();
+        if tick.is_multiple_of(100) {
+            e.peers.timer_tick_occurred();
+        }
+        if tick.is_multiple_of(600) {
+            e.manager.timer_tick_occurred();
+        }
+        e.persist_manager(false);
+    }
+}
+
+/// Sees peers come and go (LDK's custom-message handler, handling no messages).
+pub struct PeerWatcher {
+    engine: OnceLock<Weak<Lightning>>,
+    plugins: Arc<PluginHost>,
+    log: SourceLog,
+    handle: tokio::runtime::Handle,
+}
+
+impl CustomMessageReader for PeerWatcher {
+    type CustomMessage = std::convert::Infallible;
+    fn read<R: lightning::util::ser::LengthLimitedRead>(
+        &self,
+        _t: u16,
+        _b: &mut R,
+    ) -> Result<Option<Self::CustomMessage>, DecodeError> {
+        Ok(None)
+    }
+}
+
+impl CustomMessageHandler for PeerWatcher {
+    fn handle_custom_message(
+        &self,
+        msg: Self::CustomMessage,
+        _from: PublicKey,
+    ) -> Result<(), LightningError> {
+        match msg {}
+    }
+
+    fn get_and_clear_pending_msg(&self) -> Vec<(PublicKey, Self::CustomMessage)> {
+        vec![]
+    }
+
+    fn peer_disconnected(&self, id: PublicKey) {
+        self.log.debug(&format!("Peer {id} disconnected"));
+        self.plugins
+            .notify("disconnect", json!({"id": id.to_string()}));
+    }
+
+    fn peer_connected(&self, id: PublicKey, msg: &Init, inbound: bool) -> Result<(), ()> {
+        // LDK holds the peer's lock here: everything that looks at the peer manager runs in
+        // a task, after this returns.
+        let direction = if inbound { "in" } else { "out" };
+        let features = features_hex(msg.features.le_flags());
+        let engine = self.engine.get().and_then(Weak::upgrade);
+        let plugins = self.plugins.clone();
+        let log = self.log.clone();
+        self.handle.spawn(async move {
+            let addr = engine
+                .as_ref()
+                .and_then(|e| e.peers.peer_by_node_id(&id))
+                .and_then(|p| p.socket_address)
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            log.debug(&format!("Peer {id} connected ({direction}, {addr})"));
+            plugins.notify(
+                "connect",
+                json!({"id": id.to_string(), "direction": direction, "address": net::address_json(&addr)}),
+            );
+            if !plugins.has_hook(Hook::PeerConnected) {
+                return;
+            }
+            let payload = json!({"peer": {"id": id.to_string(), "direction": direction, "addr": addr, "features": features}});
+            let end = plugins
+                .run_hook(Hook::PeerConnected, payload, None, None, None, None)
+                .await;
+            if let crate::hooks::ChainEnd::Stopped { plugin, answer } = end {
+                let why = answer
+                    .get("error_message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                log.info(&format!(
+                    "Peer {id} disconnected by plugin {plugin} (peer_connected): {why}"
+                ));
+                if let Some(e) = engine {
+                    e.peers.disconnect_by_node_id(id);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn provided_node_features(&self) -> NodeFeatures {
+        NodeFeatures::empty()
+    }
+
+    fn provided_init_features(&self, _id: PublicKey) -> InitFeatures {
+        InitFeatures::empty()
+    }
+}
+
+/// Feature bits as CLN shows them: big-endian hex of LDK's little-endian flags.
+pub fn features_hex(le: &[u8]) -> String {
+    let mut be: Vec<u8> = le.iter().rev().copied().collect();
+    while be.first() == Some(&0) {
+        be.remove(0);
+    }
+    hex(&be)
+}
+
+/// The BOLT 11 features our invoices carry (LDK's own choice, which it does not export):
+/// var_onion_optin and payment_secret required, basic_mpp optional.
+pub fn invoice_features() -> lightning::types::features::Bolt11InvoiceFeatures {
+    let mut f = lightning::types::features::Bolt11InvoiceFeatures::empty();
+    f.set_variable_length_onion_required();
+    f.set_payment_secret_required();
+    f.set_basic_mpp_optional();
+    f
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,241 @@
+//! `connect`, `disconnect` and `listpeers`: Lightning peers through LDK's `PeerManager`.
+
+use std::sync::Arc;
+
+use bitcoin::secp256k1::PublicKey;
+use fulgur_protocol::RpcError;
+use serde_json::{Value, json};
+
+use super::{Command, CommandFuture, Ctx};
+use crate::lightning::Lightning;
+use crate::lightning::net::{DEFAULT_PORT, NetAddr, address_json};
+use crate::node::Node;
+use crate::rpc::Reply;
+use crate::rpc::params::{Params, opt, req};
+
+pub const CONNECT: Command = Command {
+    name: "connect",
+    usage: "id [host] [port]",
+    category: "network",
+    description: "Connect to {id} at {host} (which can end in ':port' if not default). {id} can also be of the form id@host[:port].",
+    verbose: "Opens a Lightning connection (BOLT 8 handshake, then init) to the node {id} and \
+              returns once the peer is connected, with its features and the address used.",
+    params: &[req("id"), opt("host"), opt("port")],
+    extra_params: false,
+    run: run_connect,
+};
+
+pub const DISCONNECT: Command = Command {
+    name: "disconnect",
+    usage: "id [force]",
+    category: "network",
+    description: "Disconnect from {id} that has previously been connected to using connect; with {force} set, even if it has active channels",
+    verbose: "Closes the connection to the peer {id}.",
+    params: &[req("id"), opt("force")],
+    extra_params: false,
+    run: run_disconnect,
+};
+
+pub const LISTPEERS: Command = Command {
+    name: "listpeers",
+    usage: "[id] [level]",
+    category: "network",
+    description: "Show current peers, if {level} is set, include logs for {id}",
+    verbose: "Lists the connected peers (or only {id}): whether connected, the number of channels, \
+              the network address and the features they sent in init.",
+    params: &[opt("id"), opt("level")],
+    extra_params: false,
+    run: run_listpeers,
+};
+
+fn engine(node: &Node) -> Result<Arc<Lightning>, RpcError> {
+    node.lightning.get().cloned().ok_or_else(|| {
+        RpcError::new(
+            -1,
+            "The Lightning engine has not started yet (waiting for the Bitcoin backend)",
+        )
+    })
+}
+
+fn parse_id(s: &str) -> Result<PublicKey, RpcError> {
+    s.parse::<PublicKey>().map_err(|_| {
+        RpcError::invalid_params(format!("id: should be a node id: invalid token '{s}'"))
+    })
+}
+
+fn port_param(p: &Params) -> Result<Option<u16>, RpcError> {
+    let bad = |v: &Value| {
+        RpcError::invalid_params(format!(
+            "port: should be a 16-bit integer: invalid token '{v}'"
+        ))
+    };
+    match p.get("port") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| u16::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| bad(v)),
+        Some(v @ Value::String(s)) => s.parse::<u16>().map(Some).map_err(|_| bad(v)),
+        Some(v) => Err(bad(v)),
+    }
+}
+
+fn features_hex(f: &lightning::types::features::InitFeatures) -> String {
+    crate::lightning::features_hex(f.le_flags())
+}
+
+fn run_connect(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let raw = match p.str("id") {
+            Ok(s) => s,
+            Err(e) => return Reply::Err(e),
+        };
+        let (id_s, inline) = match raw.split_once('@') {
+            Some((i, h)) => (i.to_string(), Some(h.to_string())),
+            None => (raw.clone(), None),
+        };
+        let id = match parse_id(&id_s) {
+            Ok(i) => i,
+            Err(e) => return Reply::Err(e),
+        };
+        let host = match p.opt_str("host") {
+            Ok(h) => h,
+            Err(e) => return Reply::Err(e),
+        };
+        let port = match port_param(&p) {
+            Ok(p) => p,
+            Err(e) => return Reply::Err(e),
+        };
+        if inline.is_some() && (host.is_some() || port.is_some()) {
+            return Reply::Err(RpcError::invalid_params(
+                "Can't specify host as both xxx@yyy and separate argument",
+            ));
+        }
+        if host.is_none() && port.is_some() {
+            return Reply::Err(RpcError::invalid_params("Can't specify port without host"));
+        }
+        let target = match (inline, host) {
+            (Some(h), _) => NetAddr::parse(&h, DEFAULT_PORT),
+            (None, Some(h)) => NetAddr::parse(&h, port.unwrap_or(DEFAULT_PORT)).map(|mut a| {
+                if let Some(p) = port {
+                    a.port = p;
+                }
+                a
+            }),
+            (None, None) => {
+                return Reply::Err(RpcError::new(
+                    400,
+                    "Unable to connect, no address known for peer",
+                ));
+            }
+        };
+        let target = match target {
+            Ok(t) => t,
+            Err(e) => return Reply::Err(RpcError::invalid_params(format!("host: {e}"))),
+        };
+        let l = match engine(&ctx.node) {
+            Ok(l) => l,
+            Err(e) => return Reply::Err(e),
+        };
+        let lookup = if target.host.contains(':') {
+            format!("[{}]:{}", target.host, target.port)
+        } else {
+            format!("{}:{}", target.host, target.port)
+        };
+        let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(&lookup).await {
+            Ok(a) => a.collect(),
+            Err(e) => {
+                return Reply::Err(RpcError::new(
+                    401,
+                    format!("Unable to connect, could not resolve {lookup}: {e}"),
+                ));
+            }
+        };
+        let mut last = String::from("no address");
+        for a in addrs {
+            match l.connect(id, a).await {
+                Ok(()) => {
+                    let Some(peer) = l.peers.peer_by_node_id(&id) else {
+                        last = format!("{a}: peer disconnected");
+                        continue;
+                    };
+                    let address = match &peer.socket_address {
+                        Some(s) => address_json(&s.to_string()),
+                        None => target.to_json(),
+                    };
+                    return Reply::Ok(json!({
+                        "id": id.to_string(),
+                        "features": features_hex(&peer.init_features),
+                        "direction": if peer.is_inbound_connection { "in" } else { "out" },
+                        "address": address,
+                    }));
+                }
+                Err(e) => last = e,
+            }
+        }
+        Reply::Err(RpcError::new(401, format!("Unable to connect: {last}")))
+    })
+}
+
+fn run_disconnect(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let id = match p.str("id").and_then(|s| parse_id(&s)) {
+            Ok(i) => i,
+            Err(e) => return Reply::Err(e),
+        };
+        if let Err(e) = p.opt_bool("force") {
+            return Reply::Err(e);
+        }
+        let l = match engine(&ctx.node) {
+            Ok(l) => l,
+            Err(e) => return Reply::Err(e),
+        };
+        if l.peers.peer_by_node_id(&id).is_none() {
+            return Reply::Err(RpcError::new(-1, "Peer not connected"));
+        }
+        l.peers.disconnect_by_node_id(id);
+        Reply::Ok(json!({}))
+    })
+}
+
+fn run_listpeers(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let filter = match p.opt_str("id") {
+            Ok(None) => None,
+            Ok(Some(s)) => match parse_id(&s) {
+                Ok(i) => Some(i),
+                Err(e) => return Reply::Err(e),
+            },
+            Err(e) => return Reply::Err(e),
+        };
+        if let Err(e) = p.opt_str("level") {
+            return Reply::Err(e);
+        }
+        let Some(l) = ctx.node.lightning.get().cloned() else {
+            return Reply::Ok(json!({"peers": []}));
+        };
+        let channels = l.manager.list_channels();
+        let peers: Vec<Value> = l
+            .peers
+            .list_peers()
+            .into_iter()
+            .filter(|d| filter.is_none_or(|f| f == d.counterparty_node_id))
+            .map(|d| {
+                let n = channels
+                    .iter()
+                    .filter(|c| c.counterparty.node_id == d.counterparty_node_id)
+                    .count();
+                let netaddr: Vec<String> = d.socket_address.iter().map(|a| a.to_string()).collect();
+                json!({
+                    "id": d.counterparty_node_id.to_string(),
+                    "connected": true,
+                    "num_channels": n,
+                    "netaddr": netaddr,
+                    "features": features_hex(&d.init_features),
+                })
+            })
+            .collect();
+        Reply::Ok(json!({"peers": peers}))
+    })
+}
