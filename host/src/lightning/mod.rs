@@ -23,10 +23,14 @@ use lightning::chain::chainmonitor::ChainMonitor;
 use lightning::chain::{BlockLocator, Filter};
 use lightning::events::{Event, EventsProvider, ReplayEvent};
 use lightning::ln::channelmanager::{ChainParameters, ChannelManager, ChannelManagerReadArgs};
-use lightning::ln::msgs::{DecodeError, Init, LightningError};
+use lightning::ln::msgs::{
+    BaseMessageHandler, DecodeError, ErrorAction, Init, LightningError, MessageSendEvent,
+    SendOnlyMessageHandler, WarningMessage,
+};
 use lightning::ln::peer_handler::{
     CustomMessageHandler, IgnoringMessageHandler, MessageHandler, PeerManager,
 };
+use lightning::ln::types::ChannelId;
 use lightning::ln::wire::CustomMessageReader;
 use lightning::onion_message::messenger::DefaultMessageRouter;
 use lightning::routing::gossip::NetworkGraph;
@@ -115,7 +119,7 @@ pub type Peers = PeerManager<
     Log,
     Arc<PeerWatcher>,
     Arc<KeysManager>,
-    Arc<Monitor>,
+    Arc<Outbox>,
 >;
 
 /// What the engine needs from the node.
@@ -145,6 +149,7 @@ pub struct Lightning {
     /// The peer manager.
     pub peers: Arc<Peers>,
     kv: Arc<SqliteKvStore>,
+    outbox: Arc<Outbox>,
     log: SourceLog,
     /// Where peers can reach us (`--addr`, `--announce-addr`).
     pub announce: Vec<net::NetAddr>,
@@ -272,6 +277,10 @@ impl Lightning {
             log: deps.log.clone(),
             handle: tokio::runtime::Handle::current(),
         });
+        let outbox = Arc::new(Outbox {
+            monitor: monitor.clone(),
+            queue: Mutex::new(vec![]),
+        });
         let ephemeral = keys.get_secure_random_bytes();
         let peers = Arc::new(PeerManager::new(
             MessageHandler {
@@ -279,7 +288,7 @@ impl Lightning {
                 route_handler: Arc::new(IgnoringMessageHandler {}),
                 onion_message_handler: Arc::new(IgnoringMessageHandler {}),
                 custom_message_handler: watcher.clone(),
-                send_only_message_handler: monitor.clone(),
+                send_only_message_handler: outbox.clone(),
             },
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -294,6 +303,7 @@ impl Lightning {
             monitor,
             peers,
             kv,
+            outbox,
             log: deps.log.clone(),
             announce: deps.announce,
             persist_lock: Mutex::new(()),
@@ -370,6 +380,29 @@ impl Lightning {
         }
     }
 
+    /// Disconnects `id`, sending it `why` as a BOLT 1 warning first (when not empty).
+    pub fn disconnect_with_warning(&self, id: PublicKey, why: &str) {
+        if why.is_empty() {
+            self.peers.disconnect_by_node_id(id);
+            return;
+        }
+        let ev = MessageSendEvent::HandleError {
+            node_id: id,
+            action: ErrorAction::DisconnectPeerWithWarning {
+                msg: WarningMessage {
+                    channel_id: ChannelId::new_zero(),
+                    data: why.to_string(),
+                },
+            },
+        };
+        self.outbox
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ev);
+        self.peers.process_events();
+    }
+
     /// Stops the engine's network activity and persists the manager.
     pub fn stop(&self) {
         self.peers.disconnect_all_peers();
@@ -400,6 +433,35 @@ async fn background(engine: Weak<Lightning>) {
         e.persist_manager(false);
     }
 }
+
+/// LDK's send-only message handler: the chain monitor's (peer storage), plus messages we
+/// queue ourselves (a warning before dropping a peer a plugin refused).
+pub struct Outbox {
+    monitor: Arc<Monitor>,
+    queue: Mutex<Vec<MessageSendEvent>>,
+}
+
+impl BaseMessageHandler for Outbox {
+    fn get_and_clear_pending_msg_events(&self) -> Vec<MessageSendEvent> {
+        let mut v = self.monitor.get_and_clear_pending_msg_events();
+        v.append(&mut self.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        v
+    }
+    fn peer_disconnected(&self, id: PublicKey) {
+        self.monitor.peer_disconnected(id)
+    }
+    fn provided_node_features(&self) -> NodeFeatures {
+        self.monitor.provided_node_features()
+    }
+    fn provided_init_features(&self, id: PublicKey) -> InitFeatures {
+        self.monitor.provided_init_features(id)
+    }
+    fn peer_connected(&self, id: PublicKey, msg: &Init, inbound: bool) -> Result<(), ()> {
+        self.monitor.peer_connected(id, msg, inbound)
+    }
+}
+
+impl SendOnlyMessageHandler for Outbox {}
 
 /// Sees peers come and go (LDK's custom-message handler, handling no messages).
 pub struct PeerWatcher {
@@ -475,7 +537,7 @@ impl CustomMessageHandler for PeerWatcher {
                     "Peer {id} disconnected by plugin {plugin} (peer_connected): {why}"
                 ));
                 if let Some(e) = engine {
-                    e.peers.disconnect_by_node_id(id);
+                    e.disconnect_with_warning(id, why);
                 }
             }
         });
