@@ -247,6 +247,12 @@ fn peer_connected_hook_can_disconnect() {
         .is_some()
     );
     assert_eq!(bn.ok("getinfo", json!({}))["num_peers"], json!(0));
+    // B sent the plugin's error_message as a BOLT 1 warning before closing.
+    assert!(
+        a.wait_log("Got warning message: go away", T),
+        "A never got the warning; log:\n{}",
+        a.log()
+    );
 }
 
 #[test]
