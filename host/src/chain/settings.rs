@@ -180,26 +180,10 @@ pub fn credentials(auth: &Auth) -> String {
     base64(plain.as_bytes())
 }
 
-/// Standard base64 with padding (RFC 4648), for HTTP basic auth.
+/// Standard base64 (RFC 4648, padded), as HTTP Basic auth wants it.
 pub fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use bitcoin::base64::Engine;
+    bitcoin::base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 #[cfg(test)]
