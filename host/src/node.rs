@@ -401,6 +401,7 @@ fn start_lightning(node: Arc<Node>, seed: [u8; 32], log: SourceLog) {
             plugins: node.plugins.clone(),
             log: log.clone(),
             announce: node.config.announce_addrs.clone(),
+            wallet: node.wallet.clone(),
         };
         let engine = match crate::lightning::Lightning::start(deps).await {
             Ok(e) => e,

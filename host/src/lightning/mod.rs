@@ -12,6 +12,8 @@
 //! `peer_connected`/`peer_disconnected` callbacks, which become the `connect`/`disconnect`
 //! notifications and the `peer_connected` hook (a `disconnect` answer drops the peer).
 
+pub mod channels;
+pub mod events;
 pub mod net;
 
 use std::net::SocketAddr;
@@ -21,7 +23,7 @@ use std::time::Duration;
 use bitcoin::secp256k1::PublicKey;
 use lightning::chain::chainmonitor::ChainMonitor;
 use lightning::chain::{BlockLocator, Filter};
-use lightning::events::{Event, EventsProvider, ReplayEvent};
+
 use lightning::ln::channelmanager::{ChainParameters, ChannelManager, ChannelManagerReadArgs};
 use lightning::ln::msgs::{
     BaseMessageHandler, DecodeError, ErrorAction, Init, LightningError, MessageSendEvent,
@@ -33,18 +35,21 @@ use lightning::ln::peer_handler::{
 use lightning::ln::types::ChannelId;
 use lightning::ln::wire::CustomMessageReader;
 use lightning::onion_message::messenger::DefaultMessageRouter;
-use lightning::routing::gossip::NetworkGraph;
+use lightning::routing::gossip::{NetworkGraph, P2PGossipSync};
 use lightning::routing::router::DefaultRouter;
 use lightning::routing::scoring::{
     ProbabilisticScorer, ProbabilisticScoringDecayParameters, ProbabilisticScoringFeeParameters,
 };
+use lightning::routing::utxo::UtxoLookup;
 use lightning::sign::{EntropySource, InMemorySigner, KeysManager, NodeSigner};
 use lightning::types::features::{InitFeatures, NodeFeatures};
 use lightning::util::config::UserConfig;
 use lightning::util::logger::{Level as LdkLevel, Logger as LdkLogger, Record as LdkRecord};
 use lightning::util::persist::{
     CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
-    CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, KVStoreSync, read_channel_monitors,
+    CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, KVStoreSync, OUTPUT_SWEEPER_PERSISTENCE_KEY,
+    OUTPUT_SWEEPER_PERSISTENCE_PRIMARY_NAMESPACE, OUTPUT_SWEEPER_PERSISTENCE_SECONDARY_NAMESPACE,
+    read_channel_monitors,
 };
 use lightning::util::ser::{ReadableArgs, Writeable};
 use lightning_net_tokio::SocketDescriptor;
@@ -76,10 +81,16 @@ impl LdkLogger for LdkLog {
     }
 }
 
-type Log = Arc<LdkLog>;
-type Graph = NetworkGraph<Log>;
-type Scorer = ProbabilisticScorer<Arc<Graph>, Log>;
-type Router = DefaultRouter<
+/// LDK's logger.
+pub type Log = Arc<LdkLog>;
+/// The network graph.
+pub type Graph = NetworkGraph<Log>;
+/// Gossip: the graph fed by peers (no UTXO check yet).
+pub type Gossip = P2PGossipSync<Arc<Graph>, Arc<dyn UtxoLookup + Send + Sync>, Log>;
+/// The payment scorer.
+pub type Scorer = ProbabilisticScorer<Arc<Graph>, Log>;
+/// LDK's router (used for its own retries; `getroute` calls `find_route` directly).
+pub type Router = DefaultRouter<
     Arc<Graph>,
     Log,
     Arc<KeysManager>,
@@ -110,11 +121,21 @@ pub type Manager = ChannelManager<
     Arc<MsgRouter>,
     Log,
 >;
+/// LDK's sweeper of closed channels' outputs into the wallet.
+pub type Sweeper = lightning::util::sweep::OutputSweeperSync<
+    Arc<Broadcaster>,
+    Arc<channels::WalletDestination>,
+    Arc<FeeCache>,
+    Arc<dyn Filter + Send + Sync>,
+    Arc<SqliteKvStore>,
+    Log,
+    Arc<KeysManager>,
+>;
 /// The peer manager.
 pub type Peers = PeerManager<
     SocketDescriptor,
     Arc<Manager>,
-    Arc<IgnoringMessageHandler>,
+    Arc<Gossip>,
     Arc<IgnoringMessageHandler>,
     Log,
     Arc<PeerWatcher>,
@@ -138,6 +159,8 @@ pub struct Deps {
     pub log: SourceLog,
     /// Announced addresses (`--addr`, `--announce-addr`).
     pub announce: Vec<net::NetAddr>,
+    /// The on-chain wallet (funding, closing and swept outputs).
+    pub wallet: Arc<crate::wallet::Wallet>,
 }
 
 /// The running engine.
@@ -148,6 +171,37 @@ pub struct Lightning {
     pub monitor: Arc<Monitor>,
     /// The peer manager.
     pub peers: Arc<Peers>,
+    /// Keys from `hsm_secret` (node key, signing, entropy).
+    pub keys: Arc<KeysManager>,
+    /// The network graph (gossip).
+    pub graph: Arc<Graph>,
+    /// Gossip sync over peers.
+    pub gossip: Arc<Gossip>,
+    /// The payment scorer.
+    pub scorer: Arc<RwLock<Scorer>>,
+    /// The database (our own tables beside LDK's key-value store).
+    pub store: crate::store::Store,
+    /// Plugins: notifications and hooks.
+    pub plugins: Arc<PluginHost>,
+    /// The block stream (height, fees, broadcaster).
+    pub chain: Arc<Chain>,
+    /// The on-chain wallet.
+    pub wallet: Arc<crate::wallet::Wallet>,
+    /// The network.
+    pub network: bitcoin::Network,
+    /// Bumped whenever an invoice changes (created, paid, deleted, expired): waiters re-read
+    /// the table (`waitinvoice`, `waitanyinvoice`).
+    pub invoices_changed: tokio::sync::watch::Sender<u64>,
+    /// Bumped whenever a sendpay changes (`waitsendpay`).
+    pub sendpays_changed: tokio::sync::watch::Sender<u64>,
+    /// Spends closed channels' outputs into the wallet.
+    pub sweeper: Arc<Sweeper>,
+    /// The wallet address sweeps and cooperative closes pay to.
+    pub destination: Arc<channels::WalletDestination>,
+    /// Our channel configuration (CLN's defaults where LDK's differ).
+    pub config: UserConfig,
+    /// `fundchannel` calls waiting for LDK.
+    pub opens: channels::Opens,
     kv: Arc<SqliteKvStore>,
     outbox: Arc<Outbox>,
     log: SourceLog,
@@ -191,11 +245,21 @@ impl Lightning {
             graph.clone(),
             log.clone(),
             keys.clone(),
-            scorer,
+            scorer.clone(),
             ProbabilisticScoringFeeParameters::default(),
         ));
+        let gossip: Arc<Gossip> = Arc::new(P2PGossipSync::new(graph.clone(), None, log.clone()));
         let msg_router = Arc::new(DefaultMessageRouter::new(graph.clone(), keys.clone()));
-        let config = UserConfig::default();
+        let config = user_config();
+        let (dest, _) = deps
+            .wallet
+            .new_address(crate::wallet::AddrRequest::Bech32)
+            .await
+            .map_err(|e| format!("wallet address for closes: {e}"))?;
+        let dest = dest.ok_or("the wallet gave no address")?;
+        let destination = Arc::new(channels::WalletDestination(Mutex::new(
+            dest.script_pubkey(),
+        )));
 
         let mut monitors = read_channel_monitors(kv.clone(), keys.clone(), keys.clone())
             .map_err(|e| format!("reading channel monitors: {e}"))?;
@@ -220,7 +284,7 @@ impl Lightning {
                     router.clone(),
                     msg_router.clone(),
                     log.clone(),
-                    config,
+                    config.clone(),
                     monitors.iter().map(|(_, m)| m).collect(),
                 );
                 let (_, cm) =
@@ -249,7 +313,7 @@ impl Lightning {
                     keys.clone(),
                     keys.clone(),
                     keys.clone(),
-                    config,
+                    config.clone(),
                     ChainParameters {
                         network: deps.network,
                         best_block: BlockLocator::new(tip.0, tip.1),
@@ -271,6 +335,44 @@ impl Lightning {
         deps.chain
             .add_listener("chain_monitor", monitor.clone(), Some(best));
 
+        let sweeper: Arc<Sweeper> = match kv.read(
+            OUTPUT_SWEEPER_PERSISTENCE_PRIMARY_NAMESPACE,
+            OUTPUT_SWEEPER_PERSISTENCE_SECONDARY_NAMESPACE,
+            OUTPUT_SWEEPER_PERSISTENCE_KEY,
+        ) {
+            Ok(bytes) => {
+                let args = (
+                    broadcaster.clone(),
+                    fees.clone(),
+                    None,
+                    keys.clone(),
+                    destination.clone(),
+                    kv.clone(),
+                    log.clone(),
+                );
+                let (_, sw) =
+                    <(BlockLocator, Sweeper)>::read(&mut lightning::io::Cursor::new(&bytes), args)
+                        .map_err(|e| format!("reading the output sweeper: {e:?}"))?;
+                Arc::new(sw)
+            }
+            Err(e) if e.kind() == lightning::io::ErrorKind::NotFound => {
+                Arc::new(lightning::util::sweep::OutputSweeperSync::new(
+                    best,
+                    broadcaster.clone(),
+                    fees.clone(),
+                    None,
+                    keys.clone(),
+                    destination.clone(),
+                    kv.clone(),
+                    log.clone(),
+                ))
+            }
+            Err(e) => return Err(format!("reading the output sweeper: {e}")),
+        };
+        let sweeper_best = sweeper.current_best_block();
+        deps.chain
+            .add_listener("output_sweeper", sweeper.clone(), Some(sweeper_best));
+
         let watcher = Arc::new(PeerWatcher {
             engine: OnceLock::new(),
             plugins: deps.plugins.clone(),
@@ -285,7 +387,7 @@ impl Lightning {
         let peers = Arc::new(PeerManager::new(
             MessageHandler {
                 chan_handler: manager.clone(),
-                route_handler: Arc::new(IgnoringMessageHandler {}),
+                route_handler: gossip.clone(),
                 onion_message_handler: Arc::new(IgnoringMessageHandler {}),
                 custom_message_handler: watcher.clone(),
                 send_only_message_handler: outbox.clone(),
@@ -302,6 +404,21 @@ impl Lightning {
             manager,
             monitor,
             peers,
+            keys,
+            graph,
+            gossip,
+            scorer,
+            store: deps.store.clone(),
+            plugins: deps.plugins.clone(),
+            chain: deps.chain.clone(),
+            wallet: deps.wallet.clone(),
+            network: deps.network,
+            invoices_changed: tokio::sync::watch::channel(0).0,
+            sendpays_changed: tokio::sync::watch::channel(0).0,
+            sweeper,
+            destination,
+            config,
+            opens: Mutex::new(Default::default()),
             kv,
             outbox,
             log: deps.log.clone(),
@@ -416,22 +533,83 @@ async fn background(engine: Weak<Lightning>) {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let Some(e) = engine.upgrade() else { return };
         tick += 1;
-        let log = e.log.clone();
-        let handler = move |ev: Event| -> Result<(), ReplayEvent> {
-            log.debug(&format!("LDK event: {ev:?}"));
-            Ok(())
-        };
-        e.manager.process_pending_events(&handler);
-        e.monitor.process_pending_events(&handler);
+        e.manager
+            .process_pending_events_async(|ev| {
+                let e = e.clone();
+                async move { e.handle_event(ev).await }
+            })
+            .await;
+        e.monitor
+            .process_pending_events_async(|ev| {
+                let e = e.clone();
+                async move { e.handle_event(ev).await }
+            })
+            .await;
         e.peers.process_events();
         if tick.is_multiple_of(100) {
             e.peers.timer_tick_occurred();
+            let _ = e.sweeper.regenerate_and_broadcast_spend_if_necessary();
         }
         if tick.is_multiple_of(600) {
             e.manager.timer_tick_occurred();
         }
         e.persist_manager(false);
     }
+}
+
+/// Our channel configuration: LDK's defaults, except where CLN users expect otherwise.
+pub fn user_config() -> UserConfig {
+    let mut c = UserConfig::default();
+    // CLN announces channels by default (`announce` param of fundchannel).
+    c.channel_handshake_config.announce_for_forwarding = true;
+    // Cooperative closes pay to a fresh wallet address given at `close`, not one committed
+    // at open (which would come from LDK's keys, outside the wallet).
+    c.channel_handshake_config.commit_upfront_shutdown_pubkey = false;
+    // Anchor channels need fee bumping from wallet inputs (BumpTransaction); until that is
+    // wired, channels use static_remote_key commitments, which carry their own fee.
+    c.channel_handshake_config
+        .negotiate_anchors_zero_fee_htlc_tx = false;
+    // CLN's default minimum depth is 3 blocks.
+    c.channel_handshake_config.minimum_depth = 3;
+    // Every forward passes the `htlc_accepted` hook (LDK 0.3's all-HTLC interception).
+    c.htlc_interception_flags = lightning::util::config::HTLCInterceptionFlags::AllValidHTLCs as u8;
+    // Route through private channels too, as CLN does.
+    c.accept_forwards_to_priv_channels = true;
+    c
+}
+
+/// LDK's API error as text.
+pub fn api_error(e: &lightning::util::errors::APIError) -> String {
+    use lightning::util::errors::APIError as E;
+    match e {
+        E::APIMisuseError { err } => err.clone(),
+        E::FeeRateTooHigh { err, .. } => err.clone(),
+        E::InvalidRoute { err } => err.clone(),
+        E::ChannelUnavailable { err } => err.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A short channel id as CLN writes it: `BLOCKxTXxOUT`.
+pub fn scid_string(scid: u64) -> String {
+    format!(
+        "{}x{}x{}",
+        scid >> 40,
+        (scid >> 16) & 0xff_ffff,
+        scid & 0xffff
+    )
+}
+
+/// Parses `BLOCKxTXxOUT`.
+pub fn parse_scid(s: &str) -> Option<u64> {
+    let mut it = s.split('x');
+    let b: u64 = it.next()?.parse().ok()?;
+    let t: u64 = it.next()?.parse().ok()?;
+    let o: u64 = it.next()?.parse().ok()?;
+    if it.next().is_some() || b >= 1 << 24 || t >= 1 << 24 || o >= 1 << 16 {
+        return None;
+    }
+    Some(b << 40 | t << 16 | o)
 }
 
 /// LDK's send-only message handler: the chain monitor's (peer storage), plus messages we

@@ -46,6 +46,73 @@ const MIGRATIONS: &[&str] = &[
         value BLOB NOT NULL,
         PRIMARY KEY (primary_namespace, secondary_namespace, key)
     );",
+    // 5: Lightning bookkeeping LDK does not keep. CLN's index semantics: `created_index`
+    // never reused, `updated_index` bumped from one counter per subsystem on every change,
+    // `pay_index` assigned in payment order (so `waitanyinvoice` is a queue).
+    "CREATE TABLE index_counters (
+        subsystem TEXT PRIMARY KEY,
+        updated INTEGER NOT NULL DEFAULT 0,
+        deleted INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE invoices (
+        created_index INTEGER PRIMARY KEY AUTOINCREMENT,
+        updated_index INTEGER,
+        label TEXT NOT NULL UNIQUE,
+        bolt11 TEXT NOT NULL,
+        payment_hash BLOB NOT NULL UNIQUE,
+        payment_secret BLOB NOT NULL,
+        preimage BLOB,
+        amount_msat INTEGER,
+        description TEXT,
+        expires_at INTEGER NOT NULL,
+        cltv INTEGER NOT NULL,
+        status TEXT NOT NULL DEFAULT 'unpaid',
+        pay_index INTEGER UNIQUE,
+        amount_received_msat INTEGER,
+        paid_at INTEGER
+    );
+    CREATE TABLE sendpays (
+        created_index INTEGER PRIMARY KEY AUTOINCREMENT,
+        updated_index INTEGER,
+        payment_hash BLOB NOT NULL,
+        groupid INTEGER NOT NULL,
+        partid INTEGER NOT NULL,
+        destination BLOB,
+        amount_msat INTEGER,
+        amount_sent_msat INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        completed_at INTEGER,
+        status TEXT NOT NULL,
+        preimage BLOB,
+        label TEXT,
+        bolt11 TEXT,
+        description TEXT,
+        error TEXT,
+        UNIQUE (payment_hash, groupid, partid)
+    );
+    CREATE TABLE forwards (
+        created_index INTEGER PRIMARY KEY AUTOINCREMENT,
+        updated_index INTEGER,
+        payment_hash BLOB,
+        in_channel TEXT NOT NULL,
+        in_htlc_id INTEGER,
+        in_msat INTEGER NOT NULL,
+        out_channel TEXT,
+        out_msat INTEGER,
+        status TEXT NOT NULL,
+        failcode INTEGER,
+        failreason TEXT,
+        received_time REAL NOT NULL,
+        resolved_time REAL
+    );
+    CREATE TABLE held_htlcs (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        payment_hash BLOB NOT NULL,
+        payload TEXT NOT NULL,
+        deadline_height INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );",
 ];
 
 /// Why the database could not be used.

@@ -1,0 +1,311 @@
+//! Opening and closing channels: `fundchannel` through the on-chain wallet, the
+//! `openchannel` hook on inbound requests, cooperative and forced closes paying back into
+//! the wallet, and LDK's output sweeper for what a closed channel leaves on chain.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::chain::FeeEstimates;
+use bitcoin::secp256k1::PublicKey;
+use bitcoin::{ScriptBuf, Transaction, TxOut};
+use lightning::events::ReplayEvent;
+use lightning::ln::types::ChannelId;
+use lightning::sign::ChangeDestinationSourceSync;
+use lightning::sign::SpendableOutputDescriptor;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::Lightning;
+use fulgur_protocol::hooks::Hook;
+
+/// A `fundchannel` waiting for LDK: first for the funding output, then for the channel to be
+/// pending (funding signed and handed to LDK).
+pub struct PendingOpen {
+    /// Funding feerate, sat per 1000 weight.
+    pub feerate_perkw: u32,
+    /// Answers the caller once the funding transaction is handed to LDK, or with an error.
+    pub reply: Option<oneshot::Sender<Result<Opened, String>>>,
+}
+
+/// What `fundchannel` returns.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The signed funding transaction.
+    pub tx: Transaction,
+    /// Output index of the channel.
+    pub outnum: u32,
+    /// The channel id (from the funding outpoint).
+    pub channel_id: ChannelId,
+}
+
+/// Where swept outputs go: a wallet address derived when the engine starts.
+pub struct WalletDestination(pub Mutex<ScriptBuf>);
+
+impl ChangeDestinationSourceSync for WalletDestination {
+    fn get_change_destination_script(&self) -> Result<ScriptBuf, ()> {
+        Ok(self.0.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+/// Pending opens by `user_channel_id`.
+pub type Opens = Mutex<HashMap<u128, PendingOpen>>;
+
+impl Lightning {
+    /// `fundchannel`: opens a channel of `amount_sat` to `peer` (already connected), funded from
+    /// the wallet at `feerate_perkw`, and waits until the funding transaction is signed and
+    /// handed to LDK (which broadcasts it).
+    pub async fn open_channel(
+        self: &Arc<Self>,
+        peer: PublicKey,
+        amount_sat: u64,
+        push_msat: u64,
+        feerate_perkw: u32,
+        announce: bool,
+        minconf_depth: Option<u32>,
+    ) -> Result<Opened, String> {
+        let user_channel_id = u128::from_be_bytes(
+            lightning::sign::EntropySource::get_secure_random_bytes(&*self.keys)[..16]
+                .try_into()
+                .unwrap_or([0; 16]),
+        );
+        let (tx, rx) = oneshot::channel();
+        self.opens.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            user_channel_id,
+            PendingOpen {
+                feerate_perkw,
+                reply: Some(tx),
+            },
+        );
+        let mut config = self.config.clone();
+        config.channel_handshake_config.announce_for_forwarding = announce;
+        if let Some(d) = minconf_depth {
+            config.channel_handshake_config.minimum_depth = d;
+        }
+        if let Err(e) = self.manager.create_channel(
+            peer,
+            amount_sat,
+            push_msat,
+            user_channel_id,
+            None,
+            Some(config),
+        ) {
+            self.opens
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&user_channel_id);
+            return Err(super::api_error(&e));
+        }
+        self.peers.process_events();
+        match tokio::time::timeout(Duration::from_secs(60), rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("The channel open was abandoned".into()),
+            Err(_) => {
+                self.opens
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&user_channel_id);
+                Err("Timed out waiting for the peer to accept the channel".into())
+            }
+        }
+    }
+
+    pub(crate) async fn on_funding_generation_ready(
+        self: &Arc<Self>,
+        temporary_channel_id: ChannelId,
+        peer: PublicKey,
+        value_sat: u64,
+        script: ScriptBuf,
+        user_channel_id: u128,
+    ) {
+        let (feerate, reply) = {
+            let mut opens = self.opens.lock().unwrap_or_else(|p| p.into_inner());
+            match opens.get_mut(&user_channel_id) {
+                Some(p) => (p.feerate_perkw, p.reply.take()),
+                None => (
+                    self.chain
+                        .fees()
+                        .feerate_perkw(crate::chain::FeeTarget::Normal),
+                    None,
+                ),
+            }
+        };
+        let out = TxOut {
+            value: bitcoin::Amount::from_sat(value_sat),
+            script_pubkey: script.clone(),
+        };
+        let result = async {
+            let tx = self
+                .wallet
+                .fund(vec![out], feerate)
+                .await
+                .map_err(|e| e.to_string())?;
+            let outnum = tx
+                .output
+                .iter()
+                .position(|o| o.script_pubkey == script && o.value.to_sat() == value_sat)
+                .ok_or("the funding transaction lacks the channel output")?
+                as u32;
+            let inputs: Vec<_> = tx.input.iter().map(|i| i.previous_output).collect();
+            if let Err(e) =
+                self.manager
+                    .funding_transaction_generated(temporary_channel_id, peer, tx.clone())
+            {
+                self.wallet.release(&inputs);
+                return Err(super::api_error(&e));
+            }
+            if let Err(e) = self.wallet.mark_broadcast(&tx).await {
+                self.log
+                    .unusual(&format!("wallet could not record the funding: {e}"));
+            }
+            let channel_id =
+                ChannelId::v1_from_funding_outpoint(lightning::chain::transaction::OutPoint {
+                    txid: tx.compute_txid(),
+                    index: outnum as u16,
+                });
+            Ok(Opened {
+                tx,
+                outnum,
+                channel_id,
+            })
+        }
+        .await;
+        if let Err(e) = &result {
+            self.log
+                .unusual(&format!("cannot fund channel with {peer}: {e}"));
+            let _ = self.manager.force_close_broadcasting_latest_txn(
+                &temporary_channel_id,
+                &peer,
+                format!("funding failed: {e}"),
+            );
+        }
+        self.peers.process_events();
+        if let Some(r) = reply {
+            let _ = r.send(result);
+        }
+    }
+
+    /// An inbound channel: asks the `openchannel` hook (CLN's payload), then accepts or
+    /// rejects. Runs in its own task: a slow plugin stalls only this channel.
+    pub(crate) fn on_open_channel_request(
+        self: &Arc<Self>,
+        temporary_channel_id: ChannelId,
+        peer: PublicKey,
+        funding_sat: u64,
+        push_msat: u64,
+        params: lightning::ln::msgs::ChannelParameters,
+        is_announced: bool,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut reject: Option<String> = None;
+            if me.plugins.has_hook(Hook::Openchannel) {
+                let payload = json!({"openchannel": {
+                    "id": peer.to_string(),
+                    "funding_msat": funding_sat * 1000,
+                    "push_msat": push_msat,
+                    "dust_limit_msat": params.dust_limit_satoshis * 1000,
+                    "max_htlc_value_in_flight_msat": params.max_htlc_value_in_flight_msat,
+                    "channel_reserve_msat": 0,
+                    "htlc_minimum_msat": params.htlc_minimum_msat,
+                    "feerate_per_kw": params.commitment_feerate_sat_per_1000_weight,
+                    "to_self_delay": params.to_self_delay,
+                    "max_accepted_htlcs": params.max_accepted_htlcs,
+                    "channel_flags": if is_announced { 1 } else { 0 },
+                }});
+                let end = me
+                    .plugins
+                    .run_hook(Hook::Openchannel, payload, None, None, None, None)
+                    .await;
+                if let crate::hooks::ChainEnd::Stopped { plugin, answer } = end {
+                    let why = answer
+                        .get("error_message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("Rejected by plugin")
+                        .to_string();
+                    me.log.info(&format!(
+                        "Channel from {peer} rejected by plugin {plugin} (openchannel): {why}"
+                    ));
+                    reject = Some(why);
+                }
+            }
+            match reject {
+                Some(why) => {
+                    let _ = me.manager.force_close_broadcasting_latest_txn(
+                        &temporary_channel_id,
+                        &peer,
+                        why,
+                    );
+                }
+                None => {
+                    let uid = u128::from_be_bytes(
+                        lightning::sign::EntropySource::get_secure_random_bytes(&*me.keys)[..16]
+                            .try_into()
+                            .unwrap_or([0; 16]),
+                    );
+                    if let Err(e) =
+                        me.manager
+                            .accept_inbound_channel(&temporary_channel_id, &peer, uid, None)
+                    {
+                        me.log.unusual(&format!(
+                            "cannot accept channel from {peer}: {}",
+                            super::api_error(&e)
+                        ));
+                    }
+                }
+            }
+            me.peers.process_events();
+        });
+    }
+
+    /// Outputs of a closed channel that are ours: LDK's sweeper spends them into the wallet
+    /// once their timelocks allow, rebroadcasting until they confirm.
+    pub(crate) async fn on_spendable_outputs(
+        &self,
+        outputs: Vec<SpendableOutputDescriptor>,
+        channel_id: Option<ChannelId>,
+    ) -> Result<(), ReplayEvent> {
+        self.sweeper
+            .track_spendable_outputs(outputs, channel_id, None, false, None)
+            .map_err(|()| {
+                self.log
+                    .broken("cannot record spendable outputs; will retry");
+                ReplayEvent()
+            })
+    }
+
+    /// `close`: cooperative close paying into the wallet, or after `unilateral_timeout` a
+    /// force close.
+    pub fn close_channel(
+        &self,
+        channel_id: &ChannelId,
+        peer: &PublicKey,
+        destination: Option<ScriptBuf>,
+        force: bool,
+    ) -> Result<(), String> {
+        if force {
+            return self
+                .manager
+                .force_close_broadcasting_latest_txn(
+                    channel_id,
+                    peer,
+                    "Forcibly closed by `close` command timeout".into(),
+                )
+                .map_err(|e| super::api_error(&e));
+        }
+        let script = match destination {
+            Some(s) => s,
+            None => self
+                .destination
+                .get_change_destination_script()
+                .map_err(|()| "no wallet address".to_string())?,
+        };
+        let shutdown = lightning::ln::script::ShutdownScript::try_from(script)
+            .map_err(|_| "destination is not a valid shutdown script".to_string())?;
+        self.manager
+            .close_channel_with_feerate_and_script(channel_id, peer, None, Some(shutdown))
+            .map_err(|e| super::api_error(&e))?;
+        self.peers.process_events();
+        Ok(())
+    }
+}

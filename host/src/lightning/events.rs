@@ -1,0 +1,211 @@
+//! LDK's events, turned into our bookkeeping, notifications and hook calls.
+//!
+//! [`Lightning::handle_event`] is called by the engine's background task for every event of
+//! the `ChannelManager` and the `ChainMonitor`, one at a time. It never waits on a plugin:
+//! anything that asks a plugin (an HTLC hook, `openchannel`) runs in its own task, so a slow
+//! plugin never stalls channel updates. Returning `Err(ReplayEvent)` makes LDK hand the event
+//! again later (used when the database is unavailable).
+
+use std::sync::Arc;
+
+use lightning::events::{Event, ReplayEvent};
+use serde_json::json;
+
+use super::{Lightning, hex};
+
+impl Lightning {
+    /// Handles one LDK event.
+    pub(crate) async fn handle_event(self: &Arc<Self>, ev: Event) -> Result<(), ReplayEvent> {
+        match ev {
+            Event::FundingGenerationReady {
+                temporary_channel_id,
+                counterparty_node_id,
+                channel_value_satoshis,
+                output_script,
+                user_channel_id,
+            } => {
+                self.on_funding_generation_ready(
+                    temporary_channel_id,
+                    counterparty_node_id,
+                    channel_value_satoshis,
+                    output_script,
+                    user_channel_id,
+                )
+                .await;
+            }
+            Event::ChannelPending {
+                channel_id,
+                counterparty_node_id,
+                funding_txo,
+                ..
+            } => {
+                self.log.info(&format!(
+                    "Channel {channel_id} with {counterparty_node_id} pending, funding {funding_txo}"
+                ));
+                self.plugins.notify(
+                    "channel_opened",
+                    json!({
+                        "id": counterparty_node_id.to_string(),
+                        "funding_msat": self.channel_value_sat(&channel_id).unwrap_or(0) * 1000,
+                        "funding_txid": funding_txo.txid.to_string(),
+                        "channel_ready": false,
+                    }),
+                );
+                self.channel_state_changed(
+                    &channel_id,
+                    &counterparty_node_id,
+                    None,
+                    "CHANNELD_AWAITING_LOCKIN",
+                    "user",
+                    "Channel funding broadcast",
+                );
+            }
+            Event::ChannelReady {
+                channel_id,
+                counterparty_node_id,
+                ..
+            } => {
+                self.log.info(&format!(
+                    "Channel {channel_id} with {counterparty_node_id} is ready"
+                ));
+                self.channel_state_changed(
+                    &channel_id,
+                    &counterparty_node_id,
+                    Some("CHANNELD_AWAITING_LOCKIN"),
+                    "CHANNELD_NORMAL",
+                    "user",
+                    "Lockin complete",
+                );
+            }
+            Event::ChannelClosed {
+                channel_id,
+                reason,
+                counterparty_node_id,
+                ..
+            } => {
+                self.log
+                    .info(&format!("Channel {channel_id} closed: {reason}"));
+                if let Some(peer) = counterparty_node_id {
+                    let cause = closure_cause(&reason);
+                    self.channel_state_changed(
+                        &channel_id,
+                        &peer,
+                        Some("CHANNELD_NORMAL"),
+                        "ONCHAIN",
+                        cause,
+                        &reason.to_string(),
+                    );
+                }
+            }
+            Event::DiscardFunding {
+                channel_id,
+                funding_info,
+            } => {
+                self.log
+                    .unusual(&format!("Funding of channel {channel_id} discarded"));
+                if let lightning::events::FundingInfo::Tx { transaction } = funding_info {
+                    let inputs: Vec<_> = transaction
+                        .input
+                        .iter()
+                        .map(|i| i.previous_output)
+                        .collect();
+                    self.wallet.release(&inputs);
+                }
+            }
+            Event::OpenChannelRequest {
+                temporary_channel_id,
+                counterparty_node_id,
+                funding_satoshis,
+                channel_negotiation_type,
+                is_announced,
+                params,
+                ..
+            } => {
+                let push_msat = match channel_negotiation_type {
+                    lightning::events::InboundChannelFunds::PushMsat(p) => p,
+                    _ => 0,
+                };
+                self.on_open_channel_request(
+                    temporary_channel_id,
+                    counterparty_node_id,
+                    funding_satoshis,
+                    push_msat,
+                    params,
+                    is_announced,
+                );
+            }
+            Event::SpendableOutputs {
+                outputs,
+                channel_id,
+                ..
+            } => {
+                self.on_spendable_outputs(outputs, channel_id).await?;
+            }
+            other => {
+                self.log.debug(&format!("LDK event: {other:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `channel_state_changed` (CLN's payload).
+    pub(crate) fn channel_state_changed(
+        &self,
+        channel_id: &lightning::ln::types::ChannelId,
+        peer: &bitcoin::secp256k1::PublicKey,
+        old: Option<&str>,
+        new: &str,
+        cause: &str,
+        message: &str,
+    ) {
+        let scid = self
+            .manager
+            .list_channels()
+            .into_iter()
+            .find(|c| c.channel_id == *channel_id)
+            .and_then(|c| c.short_channel_id)
+            .map(super::scid_string);
+        let mut p = json!({
+            "peer_id": peer.to_string(),
+            "channel_id": hex(&channel_id.0),
+            "timestamp": now_iso8601(),
+            "new_state": new,
+            "cause": cause,
+            "message": message,
+        });
+        if let Some(s) = scid {
+            p["short_channel_id"] = json!(s);
+        }
+        if let Some(o) = old {
+            p["old_state"] = json!(o);
+        }
+        self.plugins.notify("channel_state_changed", p);
+    }
+
+    fn channel_value_sat(&self, id: &lightning::ln::types::ChannelId) -> Option<u64> {
+        self.manager
+            .list_channels()
+            .into_iter()
+            .find(|c| c.channel_id == *id)
+            .map(|c| c.channel_value_satoshis)
+    }
+}
+
+/// CLN's `cause` for a closure.
+fn closure_cause(r: &lightning::events::ClosureReason) -> &'static str {
+    use lightning::events::ClosureReason as R;
+    match r {
+        R::CounterpartyForceClosed { .. } | R::CounterpartyInitiatedCooperativeClosure => "remote",
+        R::HolderForceClosed { .. } | R::LocallyInitiatedCooperativeClosure => "user",
+        R::CommitmentTxConfirmed | R::FundingTimedOut => "onchain",
+        _ => "protocol",
+    }
+}
+
+/// An ISO-8601 UTC timestamp with milliseconds, as CLN writes them.
+pub(crate) fn now_iso8601() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    crate::log::iso8601(now.as_secs(), now.subsec_millis())
+}
