@@ -6,6 +6,8 @@
 //! `<workspace>/target`, profile `debug` unless `FULGUR_PROFILE` says otherwise); build
 //! them first with `cargo build -j2 --workspace --bins --examples`.
 
+pub mod ln;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

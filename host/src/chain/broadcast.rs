@@ -19,6 +19,7 @@ pub struct Broadcaster {
     log: SourceLog,
     retry_timeout: Duration,
     runtime: Option<tokio::runtime::Handle>,
+    handed: tokio::sync::broadcast::Sender<Transaction>,
 }
 
 /// Errors worth retrying: unreachable backend (-1), missing inputs (-25: a parent may still
@@ -70,12 +71,22 @@ impl Broadcaster {
             log,
             retry_timeout,
             runtime: tokio::runtime::Handle::try_current().ok(),
+            handed: tokio::sync::broadcast::channel(64).0,
         }
+    }
+
+    /// Every transaction handed to [`Broadcaster::broadcast_background`] from now on (LDK's
+    /// funding, closing and sweeping transactions), so `close` can report its transaction.
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<Transaction> {
+        self.handed.subscribe()
     }
 
     /// Broadcasts `txs` in the background (parents first), retrying with backoff; logs the
     /// outcome. Never blocks; callable from any thread.
     pub fn broadcast_background(&self, txs: Vec<Transaction>) {
+        for t in &txs {
+            let _ = self.handed.send(t.clone());
+        }
         let Some(rt) = self.runtime.clone() else {
             self.log
                 .broken("cannot broadcast: no async runtime to run the broadcast on");

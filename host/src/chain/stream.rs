@@ -183,7 +183,7 @@ impl Chain {
 
     fn poll_interval(&self) -> Duration {
         if self.network == Network::Regtest {
-            Duration::from_secs(1)
+            Duration::from_millis(250)
         } else {
             Duration::from_secs(5)
         }

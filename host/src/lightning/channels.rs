@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::chain::FeeEstimates;
 use bitcoin::secp256k1::PublicKey;
 use bitcoin::{ScriptBuf, Transaction, TxOut};
 use lightning::events::ReplayEvent;
@@ -17,6 +16,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::Lightning;
+use fulgur_protocol::RpcError;
 use fulgur_protocol::hooks::Hook;
 
 /// A `fundchannel` waiting for LDK: first for the funding output, then for the channel to be
@@ -25,7 +25,7 @@ pub struct PendingOpen {
     /// Funding feerate, sat per 1000 weight.
     pub feerate_perkw: u32,
     /// Answers the caller once the funding transaction is handed to LDK, or with an error.
-    pub reply: Option<oneshot::Sender<Result<Opened, String>>>,
+    pub reply: Option<oneshot::Sender<Result<Opened, RpcError>>>,
 }
 
 /// What `fundchannel` returns.
@@ -63,7 +63,7 @@ impl Lightning {
         feerate_perkw: u32,
         announce: bool,
         minconf_depth: Option<u32>,
-    ) -> Result<Opened, String> {
+    ) -> Result<Opened, RpcError> {
         let user_channel_id = u128::from_be_bytes(
             lightning::sign::EntropySource::get_secure_random_bytes(&*self.keys)[..16]
                 .try_into()
@@ -94,20 +94,22 @@ impl Lightning {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&user_channel_id);
-            return Err(super::api_error(&e));
+            return Err(RpcError::new(-1, super::api_error(&e)));
         }
         self.peers.process_events();
-        match tokio::time::timeout(Duration::from_secs(60), rx).await {
+        let r = match tokio::time::timeout(Duration::from_secs(60), rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("The channel open was abandoned".into()),
-            Err(_) => {
-                self.opens
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&user_channel_id);
-                Err("Timed out waiting for the peer to accept the channel".into())
-            }
-        }
+            Ok(Err(_)) => Err(RpcError::new(-1, "The channel open was abandoned")),
+            Err(_) => Err(RpcError::new(
+                -1,
+                "Timed out waiting for the peer to accept the channel",
+            )),
+        };
+        self.opens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&user_channel_id);
+        r
     }
 
     pub(crate) async fn on_funding_generation_ready(
@@ -118,17 +120,21 @@ impl Lightning {
         script: ScriptBuf,
         user_channel_id: u128,
     ) {
-        let (feerate, reply) = {
-            let mut opens = self.opens.lock().unwrap_or_else(|p| p.into_inner());
-            match opens.get_mut(&user_channel_id) {
-                Some(p) => (p.feerate_perkw, p.reply.take()),
-                None => (
-                    self.chain
-                        .fees()
-                        .feerate_perkw(crate::chain::FeeTarget::Normal),
-                    None,
-                ),
-            }
+        let pending = self
+            .opens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&user_channel_id)
+            .and_then(|p| p.reply.take().map(|r| (p.feerate_perkw, r)));
+        let Some((feerate, reply)) = pending else {
+            // Not ours, or its caller gave up (timed out, or the node restarted): nothing
+            // will fund it.
+            let _ = self.manager.force_close_broadcasting_latest_txn(
+                &temporary_channel_id,
+                &peer,
+                "no funding for this channel".into(),
+            );
+            return;
         };
         let out = TxOut {
             value: bitcoin::Amount::from_sat(value_sat),
@@ -139,20 +145,21 @@ impl Lightning {
                 .wallet
                 .fund(vec![out], feerate)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(RpcError::from)?;
             let outnum = tx
                 .output
                 .iter()
                 .position(|o| o.script_pubkey == script && o.value.to_sat() == value_sat)
-                .ok_or("the funding transaction lacks the channel output")?
-                as u32;
+                .ok_or_else(|| {
+                    RpcError::new(-1, "the funding transaction lacks the channel output")
+                })? as u32;
             let inputs: Vec<_> = tx.input.iter().map(|i| i.previous_output).collect();
             if let Err(e) =
                 self.manager
                     .funding_transaction_generated(temporary_channel_id, peer, tx.clone())
             {
                 self.wallet.release(&inputs);
-                return Err(super::api_error(&e));
+                return Err(RpcError::new(-1, super::api_error(&e)));
             }
             if let Err(e) = self.wallet.mark_broadcast(&tx).await {
                 self.log
@@ -172,7 +179,7 @@ impl Lightning {
         .await;
         if let Err(e) = &result {
             self.log
-                .unusual(&format!("cannot fund channel with {peer}: {e}"));
+                .unusual(&format!("cannot fund channel with {peer}: {}", e.message));
             let _ = self.manager.force_close_broadcasting_latest_txn(
                 &temporary_channel_id,
                 &peer,
@@ -180,9 +187,7 @@ impl Lightning {
             );
         }
         self.peers.process_events();
-        if let Some(r) = reply {
-            let _ = r.send(result);
-        }
+        let _ = reply.send(result);
     }
 
     /// An inbound channel: asks the `openchannel` hook (CLN's payload), then accepts or

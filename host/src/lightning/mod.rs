@@ -431,6 +431,11 @@ impl Lightning {
         Ok(engine)
     }
 
+    /// Our node id.
+    pub fn keys_node_id(&self) -> PublicKey {
+        self.manager.get_our_node_id()
+    }
+
     /// Writes the channel manager if it asked to be (or always with `force`).
     pub fn persist_manager(&self, force: bool) {
         let _g = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,4 +1,4 @@
-//! `listfunds [spent]`: the wallet's outputs (channels come with the Lightning engine).
+//! `listfunds [spent]`: the wallet's outputs and our channels.
 
 use serde_json::json;
 
@@ -14,7 +14,7 @@ pub const LISTFUNDS: Command = Command {
     description: "Show available funds from the internal wallet",
     verbose: "Lists the wallet's outputs (status unconfirmed, confirmed, immature, or spent with \
               {spent}=true), whether they are reserved by a pending transaction and until which \
-              block, and the channels (none until the Lightning engine arrives).",
+              block, and our channels with their funding outputs and balances.",
     params: &[opt("spent")],
     extra_params: false,
     run,
@@ -33,6 +33,32 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
             .iter()
             .map(fund_json)
             .collect();
-        Reply::Ok(json!({"outputs": outputs, "channels": []}))
+        let channels: Vec<_> = match ctx.node.lightning.get() {
+            Some(e) => e
+                .manager
+                .list_channels()
+                .iter()
+                .filter(|c| c.funding_txo.is_some())
+                .map(|c| {
+                    let v = super::channels::channel_json(e, c);
+                    let mut o = json!({
+                        "peer_id": v["peer_id"],
+                        "connected": v["peer_connected"],
+                        "state": v["state"],
+                        "channel_id": v["channel_id"],
+                        "our_amount_msat": v["to_us_msat"],
+                        "amount_msat": v["total_msat"],
+                        "funding_txid": v["funding_txid"],
+                        "funding_output": v["funding_outnum"],
+                    });
+                    if let Some(s) = v.get("short_channel_id") {
+                        o["short_channel_id"] = s.clone();
+                    }
+                    o
+                })
+                .collect(),
+            None => vec![],
+        };
+        Reply::Ok(json!({"outputs": outputs, "channels": channels}))
     })
 }

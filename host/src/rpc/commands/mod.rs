@@ -1,6 +1,7 @@
 //! Built-in RPC commands: one file per command or family, one table to dispatch.
 //! Adding a command is adding a file and a line in [`COMMANDS`].
 
+mod channels;
 mod check;
 mod datastore;
 mod decode;
@@ -65,6 +66,7 @@ pub struct Command {
 /// Every built-in command, sorted by name.
 pub const COMMANDS: &[&Command] = &[
     &check::CHECK,
+    &channels::CLOSE,
     &peers::CONNECT,
     &datastore::DATASTORE,
     &decode::DECODE,
@@ -72,16 +74,19 @@ pub const COMMANDS: &[&Command] = &[
     &notifications::DEPRECATIONS,
     &peers::DISCONNECT,
     &feerates::FEERATES,
+    &channels::FUNDCHANNEL,
     &getinfo::GETINFO,
     &help::HELP,
     &listconfigs::LISTCONFIGS,
     &datastore::LISTDATASTORE,
     &listfunds::LISTFUNDS,
+    &channels::LISTPEERCHANNELS,
     &peers::LISTPEERS,
     &listtransactions::LISTTRANSACTIONS,
     &newaddr::NEWADDR,
     &notifications::NOTIFICATIONS,
     &plugin::PLUGIN,
+    &channels::SETCHANNEL,
     &setconfig::SETCONFIG,
     &stop::STOP,
     &txprepare::TXDISCARD,

@@ -1,0 +1,626 @@
+//! `fundchannel`, `close`, `listpeerchannels` and `setchannel`: channels through LDK's
+//! `ChannelManager`, funded from and closed into the on-chain wallet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bitcoin::secp256k1::PublicKey;
+use fulgur_protocol::RpcError;
+use lightning::ln::channel_state::{ChannelDetails, ChannelShutdownState};
+use serde_json::{Value, json};
+
+use super::{Command, CommandFuture, Ctx};
+use crate::lightning::{Lightning, hex, parse_scid, scid_string};
+use crate::node::Node;
+use crate::rpc::Reply;
+use crate::rpc::params::{Params, opt, req};
+
+pub const FUNDCHANNEL: Command = Command {
+    name: "fundchannel",
+    usage: "id amount [feerate] [announce] [minconf] [push_msat] [close_to] [request_amt] [compact_lease] [utxos] [mindepth] [reserve] [channel_type]",
+    category: "channels",
+    description: "Fund channel with {id} using {amount} (or 'all'), at optional {feerate}. Only use outputs that have {minconf} confirmations.",
+    verbose: "Opens a channel of {amount} satoshis with the connected peer {id}, funded from the \
+              on-chain wallet, and returns once the funding transaction is signed and handed to \
+              the Lightning engine, which broadcasts it. The channel is usable after {mindepth} \
+              confirmations (3 by default).",
+    params: &[
+        req("id"),
+        req("amount"),
+        opt("feerate"),
+        opt("announce"),
+        opt("minconf"),
+        opt("push_msat"),
+        opt("close_to"),
+        opt("request_amt"),
+        opt("compact_lease"),
+        opt("utxos"),
+        opt("mindepth"),
+        opt("reserve"),
+        opt("channel_type"),
+    ],
+    extra_params: false,
+    run: run_fundchannel,
+};
+
+pub const CLOSE: Command = Command {
+    name: "close",
+    usage: "id [unilateraltimeout] [destination] [fee_negotiation_step] [wrong_funding] [force_lease_closed] [feerange]",
+    category: "channels",
+    description: "Close the channel with {id} (either peer ID, channel ID, or short channel ID). Force a unilateral close after {unilateraltimeout} seconds (default 48h).",
+    verbose: "Negotiates a mutual close paying our side to {destination} (a fresh wallet address \
+              by default). If the peer does not cooperate within {unilateraltimeout} seconds (0 \
+              means at once), broadcasts our latest commitment transaction instead; the funds \
+              return to the wallet once its delay has passed.",
+    params: &[
+        req("id"),
+        opt("unilateraltimeout"),
+        opt("destination"),
+        opt("fee_negotiation_step"),
+        opt("wrong_funding"),
+        opt("force_lease_closed"),
+        opt("feerange"),
+    ],
+    extra_params: false,
+    run: run_close,
+};
+
+pub const LISTPEERCHANNELS: Command = Command {
+    name: "listpeerchannels",
+    usage: "[id] [short_channel_id] [channel_id]",
+    category: "network",
+    description: "Show current peer channels, optionally only those with peer {id}, or with {short_channel_id}, or {channel_id}.",
+    verbose: "Lists our channels with their state (CLN's state names), balances, limits, fees and \
+              pending HTLCs.",
+    params: &[opt("id"), opt("short_channel_id"), opt("channel_id")],
+    extra_params: false,
+    run: run_listpeerchannels,
+};
+
+pub const SETCHANNEL: Command = Command {
+    name: "setchannel",
+    usage: "id [feebase] [feeppm] [htlcmin] [htlcmax] [enforcedelay] [ignorefeelimits]",
+    category: "channels",
+    description: "Sets fees and htlc limits for channel(s) matching {id} (peer id, channel id, short channel id, or 'all').",
+    verbose: "Changes the forwarding fee (base in msat, proportional in millionths) of matching \
+              channels. HTLC limits other than the defaults are not adjustable in this version.",
+    params: &[
+        req("id"),
+        opt("feebase"),
+        opt("feeppm"),
+        opt("htlcmin"),
+        opt("htlcmax"),
+        opt("enforcedelay"),
+        opt("ignorefeelimits"),
+    ],
+    extra_params: false,
+    run: run_setchannel,
+};
+
+fn engine(node: &Node) -> Result<Arc<Lightning>, RpcError> {
+    node.lightning.get().cloned().ok_or_else(|| {
+        RpcError::new(
+            304,
+            "Still syncing with bitcoin network: the Lightning engine has not started",
+        )
+    })
+}
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Reply::Err(e),
+        }
+    };
+}
+
+fn u64_param(p: &Params, name: &str) -> Result<Option<u64>, RpcError> {
+    match p.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| bad(name, "an unsigned integer", &Value::Number(n.clone()))),
+        Some(Value::String(s)) => {
+            let t = s.strip_suffix("msat").unwrap_or(s);
+            t.parse::<u64>()
+                .map(Some)
+                .map_err(|_| bad(name, "an unsigned integer", &Value::String(s.clone())))
+        }
+        Some(v) => Err(bad(name, "an unsigned integer", v)),
+    }
+}
+
+fn bool_param(p: &Params, name: &str) -> Result<Option<bool>, RpcError> {
+    match p.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s == "true" => Ok(Some(true)),
+        Some(Value::String(s)) if s == "false" => Ok(Some(false)),
+        Some(v) => Err(bad(name, "'true' or 'false'", v)),
+    }
+}
+
+fn bad(name: &str, what: &str, v: &Value) -> RpcError {
+    let tok = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    RpcError::invalid_params(format!("{name}: should be {what}: invalid token '{tok}'"))
+}
+
+fn unsupported(p: &Params, names: &[&str]) -> Result<(), RpcError> {
+    for n in names {
+        if !matches!(p.get(n), None | Some(Value::Null)) {
+            return Err(RpcError::invalid_params(format!(
+                "{n}: not supported by this node"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Rough weight of a funding transaction spending `inputs` wallet outputs into one P2WSH
+/// output and no change, for `fundchannel all`.
+fn all_in_fee_sat(inputs: usize, feerate_perkw: u32) -> u64 {
+    let weight = 42 + 172 + 300 * inputs as u64;
+    (weight * u64::from(feerate_perkw)).div_ceil(1000)
+}
+
+fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let e = tri!(engine(&ctx.node));
+        tri!(unsupported(
+            &p,
+            &[
+                "close_to",
+                "request_amt",
+                "compact_lease",
+                "utxos",
+                "reserve",
+                "channel_type"
+            ]
+        ));
+        let id = tri!(p.str("id"));
+        let id: PublicKey = tri!(id.parse().map_err(|_| bad(
+            "id",
+            "a node id",
+            &Value::String(id.clone())
+        )));
+        let feerate = tri!(crate::wallet::parse::feerate(
+            p.get("feerate"),
+            &*e.chain.fees()
+        ));
+        let announce = tri!(bool_param(&p, "announce")).unwrap_or(true);
+        let push_msat = tri!(u64_param(&p, "push_msat")).unwrap_or(0);
+        let mindepth = tri!(u64_param(&p, "mindepth")).map(|d| d as u32);
+        let minconf = tri!(u64_param(&p, "minconf")).unwrap_or(1) as u32;
+        let amount_v = p.get("amount").cloned().unwrap_or(Value::Null);
+        let amount = match &amount_v {
+            Value::String(s) if s == "all" => {
+                let funds = e.wallet.list_funds(false);
+                let n = funds.len();
+                let have = e.wallet.spendable_sat(minconf.max(1));
+                let fee = all_in_fee_sat(n, feerate);
+                if have <= fee {
+                    return Reply::Err(RpcError::new(
+                        301,
+                        format!("Could not afford all using UTXOs totalling {have} sat"),
+                    ));
+                }
+                have - fee
+            }
+            v => tri!(
+                crate::wallet::parse::sat_or_all("amount", v).and_then(|a| match a {
+                    crate::wallet::Amt::Sat(s) => Ok(s),
+                    crate::wallet::Amt::All => unreachable_all(),
+                })
+            ),
+        };
+        if e.peers.peer_by_node_id(&id).is_none() {
+            return Reply::Err(RpcError::new(305, "Peer not connected"));
+        }
+        if amount > e.wallet.spendable_sat(minconf.max(1)) {
+            return Reply::Err(RpcError::new(
+                301,
+                format!(
+                    "Could not afford {amount}sat using all {} available UTXOs",
+                    e.wallet.list_funds(false).len()
+                ),
+            ));
+        }
+        let opened = tri!(
+            e.open_channel(id, amount, push_msat, feerate, announce, mindepth)
+                .await
+        );
+        let ty = e
+            .manager
+            .list_channels()
+            .into_iter()
+            .find(|c| c.channel_id == opened.channel_id)
+            .and_then(|c| c.channel_type);
+        Reply::Ok(json!({
+            "tx": bitcoin::consensus::encode::serialize_hex(&opened.tx),
+            "txid": opened.tx.compute_txid().to_string(),
+            "outnum": opened.outnum,
+            "channel_id": hex(&opened.channel_id.0),
+            "channel_type": channel_type_json(ty.as_ref()),
+            "mindepth": mindepth.unwrap_or(e.config.channel_handshake_config.minimum_depth),
+        }))
+    })
+}
+
+fn unreachable_all() -> Result<u64, RpcError> {
+    Err(RpcError::invalid_params("amount: 'all' handled above"))
+}
+
+fn channel_type_json(ty: Option<&lightning::types::features::ChannelTypeFeatures>) -> Value {
+    let mut bits = vec![];
+    let mut names = vec![];
+    if let Some(t) = ty {
+        if t.supports_static_remote_key() {
+            bits.push(12);
+            names.push("static_remotekey/even");
+        }
+        if t.supports_anchors_zero_fee_htlc_tx() {
+            bits.push(22);
+            names.push("anchors/even");
+        }
+        if t.supports_scid_privacy() {
+            bits.push(46);
+            names.push("scid_alias/even");
+        }
+        if t.supports_zero_conf() {
+            bits.push(50);
+            names.push("zeroconf/even");
+        }
+    }
+    json!({"bits": bits, "names": names})
+}
+
+/// Finds channels by peer id, channel id or short channel id.
+fn find_channels(e: &Lightning, id: &str) -> Vec<ChannelDetails> {
+    let all = e.manager.list_channels();
+    if let Ok(pk) = id.parse::<PublicKey>() {
+        return all
+            .into_iter()
+            .filter(|c| c.counterparty.node_id == pk)
+            .collect();
+    }
+    if let Some(scid) = parse_scid(id) {
+        return all
+            .into_iter()
+            .filter(|c| c.short_channel_id == Some(scid) || c.outbound_scid_alias == Some(scid))
+            .collect();
+    }
+    all.into_iter()
+        .filter(|c| hex(&c.channel_id.0) == id.to_lowercase())
+        .collect()
+}
+
+fn run_close(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let e = tri!(engine(&ctx.node));
+        tri!(unsupported(
+            &p,
+            &[
+                "fee_negotiation_step",
+                "wrong_funding",
+                "force_lease_closed",
+                "feerange"
+            ]
+        ));
+        let id = tri!(p.str("id"));
+        let timeout = tri!(u64_param(&p, "unilateraltimeout")).unwrap_or(172_800);
+        let destination = match p.opt_str("destination") {
+            Ok(Some(a)) => Some(
+                tri!(crate::wallet::parse::address("destination", &a, e.network)).script_pubkey(),
+            ),
+            Ok(None) => None,
+            Err(err) => return Reply::Err(err),
+        };
+        let chans = find_channels(&e, &id);
+        let chan = match chans.as_slice() {
+            [c] => c.clone(),
+            [] => {
+                return Reply::Err(RpcError::new(
+                    -1,
+                    format!("Short channel ID not found: '{id}'"),
+                ));
+            }
+            _ => {
+                return Reply::Err(RpcError::new(
+                    -1,
+                    "Peer has multiple channels: use channel_id or short_channel_id",
+                ));
+            }
+        };
+        let peer = chan.counterparty.node_id;
+        let Some(funding) = chan.funding_txo else {
+            tri!(
+                e.close_channel(&chan.channel_id, &peer, None, true)
+                    .map_err(|m| RpcError::new(-1, m))
+            );
+            return Reply::Ok(json!({"type": "unopened"}));
+        };
+        let mut seen = e.chain.broadcaster().watch();
+        let spends_funding = |tx: &bitcoin::Transaction| {
+            tx.input
+                .iter()
+                .any(|i| i.previous_output == funding.into_bitcoin_outpoint())
+        };
+        let force_now = timeout == 0 || e.peers.peer_by_node_id(&peer).is_none() && timeout == 0;
+        tri!(
+            e.close_channel(&chan.channel_id, &peer, destination, force_now)
+                .map_err(|m| RpcError::new(-1, m))
+        );
+        let mut kind = if force_now { "unilateral" } else { "mutual" };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+        loop {
+            tokio::select! {
+                r = seen.recv() => match r {
+                    Ok(tx) if spends_funding(&tx) => {
+                        return Reply::Ok(json!({
+                            "type": kind,
+                            "txs": [bitcoin::consensus::encode::serialize_hex(&tx)],
+                            "txids": [tx.compute_txid().to_string()],
+                        }));
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return Reply::Err(RpcError::new(-1, "node shutting down")),
+                },
+                _ = tokio::time::sleep_until(deadline), if kind == "mutual" => {
+                    kind = "unilateral";
+                    tri!(e.close_channel(&chan.channel_id, &peer, None, true)
+                        .map_err(|m| RpcError::new(-1, m)));
+                }
+            }
+        }
+    })
+}
+
+fn state_of(c: &ChannelDetails) -> &'static str {
+    if c.funding_txo.is_none() {
+        return "OPENINGD";
+    }
+    match c.channel_shutdown_state {
+        Some(ChannelShutdownState::ShutdownInitiated)
+        | Some(ChannelShutdownState::ResolvingHTLCs) => "CHANNELD_SHUTTING_DOWN",
+        Some(ChannelShutdownState::NegotiatingClosingFee) => "CLOSINGD_SIGEXCHANGE",
+        Some(ChannelShutdownState::ShutdownComplete) => "CLOSINGD_COMPLETE",
+        _ if !c.is_channel_ready => "CHANNELD_AWAITING_LOCKIN",
+        _ => "CHANNELD_NORMAL",
+    }
+}
+
+/// One channel as `listpeerchannels` shows it.
+pub fn channel_json(e: &Lightning, c: &ChannelDetails) -> Value {
+    let connected = e.peers.peer_by_node_id(&c.counterparty.node_id).is_some();
+    let total = c.channel_value_satoshis * 1000;
+    let to_us = c.outbound_capacity_msat + c.unspendable_punishment_reserve.unwrap_or(0) * 1000;
+    let mut features = vec![];
+    if let Some(t) = &c.channel_type {
+        if t.supports_static_remote_key() {
+            features.push("option_static_remotekey");
+        }
+        if t.supports_anchors_zero_fee_htlc_tx() {
+            features.push("option_anchors");
+        }
+        if t.supports_scid_privacy() {
+            features.push("option_scid_alias");
+        }
+        if t.supports_zero_conf() {
+            features.push("option_zeroconf");
+        }
+    }
+    let mut o = json!({
+        "peer_id": c.counterparty.node_id.to_string(),
+        "peer_connected": connected,
+        "state": state_of(c),
+        "opener": if c.is_outbound { "local" } else { "remote" },
+        "features": features,
+        "channel_id": hex(&c.channel_id.0),
+        "private": !c.is_announced,
+        "to_us_msat": to_us.min(total),
+        "total_msat": total,
+        "spendable_msat": c.next_outbound_htlc_limit_msat,
+        "receivable_msat": c.inbound_capacity_msat,
+        "their_reserve_msat": c.counterparty.unspendable_punishment_reserve * 1000,
+        "minimum_htlc_out_msat": c.next_outbound_htlc_minimum_msat,
+        "status": [],
+        "htlcs": htlcs_json(c),
+        "funding": {
+            "local_funds_msat": if c.is_outbound { total } else { 0 },
+            "remote_funds_msat": if c.is_outbound { 0 } else { total },
+        },
+    });
+    if let Some(ty) = &c.channel_type {
+        o["channel_type"] = channel_type_json(Some(ty));
+    }
+    if let Some(r) = c.unspendable_punishment_reserve {
+        o["our_reserve_msat"] = json!(r * 1000);
+    }
+    if let Some(f) = &c.funding_txo {
+        o["funding_txid"] = json!(f.txid.to_string());
+        o["funding_outnum"] = json!(f.index);
+    }
+    if let Some(s) = c.short_channel_id {
+        o["short_channel_id"] = json!(scid_string(s));
+        let ours = e.keys_node_id();
+        o["direction"] = json!(if ours < c.counterparty.node_id { 0 } else { 1 });
+    }
+    let mut alias = json!({});
+    if let Some(a) = c.outbound_scid_alias {
+        alias["local"] = json!(scid_string(a));
+    }
+    if let Some(a) = c.inbound_scid_alias {
+        alias["remote"] = json!(scid_string(a));
+    }
+    o["alias"] = alias;
+    if let Some(f) = c.feerate_sat_per_1000_weight {
+        o["feerate"] = json!({"perkw": f, "perkb": f * 4});
+    }
+    if let Some(cfg) = &c.config {
+        o["fee_base_msat"] = json!(cfg.forwarding_fee_base_msat);
+        o["fee_proportional_millionths"] = json!(cfg.forwarding_fee_proportional_millionths);
+        o["updates"] = json!({"local": {
+            "htlc_minimum_msat": c.inbound_htlc_minimum_msat.unwrap_or(0),
+            "htlc_maximum_msat": c.inbound_htlc_maximum_msat.unwrap_or(total),
+            "cltv_expiry_delta": cfg.cltv_expiry_delta,
+            "fee_base_msat": cfg.forwarding_fee_base_msat,
+            "fee_proportional_millionths": cfg.forwarding_fee_proportional_millionths,
+        }});
+        if let Some(fi) = &c.counterparty.forwarding_info {
+            o["updates"]["remote"] = json!({
+                "htlc_minimum_msat": c.counterparty.outbound_htlc_minimum_msat.unwrap_or(0),
+                "htlc_maximum_msat": c.counterparty.outbound_htlc_maximum_msat.unwrap_or(total),
+                "cltv_expiry_delta": fi.cltv_expiry_delta,
+                "fee_base_msat": fi.fee_base_msat,
+                "fee_proportional_millionths": fi.fee_proportional_millionths,
+            });
+        }
+    }
+    if let Some(d) = c.force_close_spend_delay {
+        o["our_to_self_delay"] = json!(d);
+    }
+    if let Some(m) = c.inbound_htlc_minimum_msat {
+        o["minimum_htlc_in_msat"] = json!(m);
+    }
+    if let Some(m) = c.counterparty.outbound_htlc_maximum_msat {
+        o["maximum_htlc_out_msat"] = json!(m);
+    }
+    o
+}
+
+fn htlcs_json(c: &ChannelDetails) -> Value {
+    let mut v = vec![];
+    for h in &c.pending_inbound_htlcs {
+        v.push(json!({
+            "direction": "in",
+            "id": h.htlc_id,
+            "amount_msat": h.amount_msat,
+            "expiry": h.cltv_expiry,
+            "payment_hash": hex(&h.payment_hash.0),
+            "state": "RCVD_ADD_ACK_REVOCATION",
+        }));
+    }
+    for h in &c.pending_outbound_htlcs {
+        let Some(id) = h.htlc_id else { continue };
+        v.push(json!({
+            "direction": "out",
+            "id": id,
+            "amount_msat": h.amount_msat,
+            "expiry": h.cltv_expiry,
+            "payment_hash": hex(&h.payment_hash.0),
+            "state": "SENT_ADD_ACK_REVOCATION",
+        }));
+    }
+    Value::Array(v)
+}
+
+fn run_listpeerchannels(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let Some(e) = ctx.node.lightning.get().cloned() else {
+            return Reply::Ok(json!({"channels": []}));
+        };
+        let id = tri!(p.opt_str("id"));
+        let scid = tri!(p.opt_str("short_channel_id"));
+        let cid = tri!(p.opt_str("channel_id"));
+        if [&id, &scid, &cid].iter().filter(|x| x.is_some()).count() > 1 {
+            return Reply::Err(RpcError::invalid_params(
+                "Can only specify one of id, short_channel_id or channel_id",
+            ));
+        }
+        let peer = match &id {
+            Some(s) => Some(tri!(s.parse::<PublicKey>().map_err(|_| bad(
+                "id",
+                "a node id",
+                &Value::String(s.clone())
+            )))),
+            None => None,
+        };
+        let scid = match &scid {
+            Some(s) => Some(tri!(parse_scid(s).ok_or_else(|| bad(
+                "short_channel_id",
+                "a short_channel_id of form NxNxN",
+                &Value::String(s.clone())
+            )))),
+            None => None,
+        };
+        let chans: Vec<Value> = e
+            .manager
+            .list_channels()
+            .iter()
+            .filter(|c| peer.is_none_or(|p| c.counterparty.node_id == p))
+            .filter(|c| {
+                scid.is_none_or(|s| {
+                    c.short_channel_id == Some(s) || c.outbound_scid_alias == Some(s)
+                })
+            })
+            .filter(|c| {
+                cid.as_ref()
+                    .is_none_or(|x| hex(&c.channel_id.0) == x.to_lowercase())
+            })
+            .map(|c| channel_json(&e, c))
+            .collect();
+        Reply::Ok(json!({"channels": chans}))
+    })
+}
+
+fn run_setchannel(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let e = tri!(engine(&ctx.node));
+        tri!(unsupported(&p, &["htlcmin", "htlcmax"]));
+        let id = tri!(p.str("id"));
+        let base = tri!(u64_param(&p, "feebase"));
+        let ppm = tri!(u64_param(&p, "feeppm"));
+        let chans = if id == "all" {
+            e.manager.list_channels()
+        } else {
+            find_channels(&e, &id)
+        };
+        if chans.is_empty() {
+            return Reply::Err(RpcError::new(
+                -1,
+                format!("Could not find any active channels of peer with that id: {id}"),
+            ));
+        }
+        let mut out = vec![];
+        for c in chans {
+            let update = lightning::util::config::ChannelConfigUpdate {
+                forwarding_fee_base_msat: base.map(|b| b as u32),
+                forwarding_fee_proportional_millionths: ppm.map(|b| b as u32),
+                ..Default::default()
+            };
+            if let Err(err) = e.manager.update_partial_channel_config(
+                &c.counterparty.node_id,
+                &[c.channel_id],
+                &update,
+            ) {
+                return Reply::Err(RpcError::new(-1, crate::lightning::api_error(&err)));
+            }
+            let now = e
+                .manager
+                .list_channels()
+                .into_iter()
+                .find(|x| x.channel_id == c.channel_id)
+                .unwrap_or(c);
+            let cfg = now.config.unwrap_or_default();
+            let mut o = json!({
+                "peer_id": now.counterparty.node_id.to_string(),
+                "channel_id": hex(&now.channel_id.0),
+                "fee_base_msat": cfg.forwarding_fee_base_msat,
+                "fee_proportional_millionths": cfg.forwarding_fee_proportional_millionths,
+                "minimum_htlc_out_msat": now.next_outbound_htlc_minimum_msat,
+                "maximum_htlc_out_msat": now.counterparty.outbound_htlc_maximum_msat.unwrap_or(now.channel_value_satoshis * 1000),
+                "ignore_fee_limits": false,
+            });
+            if let Some(s) = now.short_channel_id {
+                o["short_channel_id"] = json!(scid_string(s));
+            }
+            out.push(o);
+        }
+        Reply::Ok(json!({"channels": out}))
+    })
+}
