@@ -7,6 +7,7 @@ mod decode;
 mod feerates;
 mod getinfo;
 mod help;
+mod invoice;
 mod listconfigs;
 mod listfunds;
 mod listtransactions;
@@ -64,19 +65,24 @@ pub struct Command {
 
 /// Every built-in command, sorted by name.
 pub const COMMANDS: &[&Command] = &[
+    &invoice::AUTOCLEAN_ONCE,
     &check::CHECK,
     &peers::CONNECT,
     &datastore::DATASTORE,
     &decode::DECODE,
     &datastore::DELDATASTORE,
+    &invoice::DELEXPIREDINVOICE,
+    &invoice::DELINVOICE,
     &notifications::DEPRECATIONS,
     &peers::DISCONNECT,
     &feerates::FEERATES,
     &getinfo::GETINFO,
     &help::HELP,
+    &invoice::INVOICE,
     &listconfigs::LISTCONFIGS,
     &datastore::LISTDATASTORE,
     &listfunds::LISTFUNDS,
+    &invoice::LISTINVOICES,
     &peers::LISTPEERS,
     &listtransactions::LISTTRANSACTIONS,
     &newaddr::NEWADDR,
@@ -87,6 +93,8 @@ pub const COMMANDS: &[&Command] = &[
     &txprepare::TXDISCARD,
     &txprepare::TXPREPARE,
     &txprepare::TXSEND,
+    &invoice::WAITANYINVOICE,
+    &invoice::WAITINVOICE,
     &withdraw::WITHDRAW,
 ];
 
