@@ -14,6 +14,7 @@
 
 pub mod channels;
 pub mod events;
+pub mod invoices;
 pub mod net;
 
 use std::net::SocketAddr;

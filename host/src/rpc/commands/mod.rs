@@ -8,6 +8,7 @@ mod decode;
 mod feerates;
 mod getinfo;
 mod help;
+mod invoice;
 mod listconfigs;
 mod listfunds;
 mod listtransactions;
@@ -65,21 +66,26 @@ pub struct Command {
 
 /// Every built-in command, sorted by name.
 pub const COMMANDS: &[&Command] = &[
+    &invoice::AUTOCLEAN_ONCE,
     &check::CHECK,
     &channels::CLOSE,
     &peers::CONNECT,
     &datastore::DATASTORE,
     &decode::DECODE,
     &datastore::DELDATASTORE,
+    &invoice::DELEXPIREDINVOICE,
+    &invoice::DELINVOICE,
     &notifications::DEPRECATIONS,
     &peers::DISCONNECT,
     &feerates::FEERATES,
     &channels::FUNDCHANNEL,
     &getinfo::GETINFO,
     &help::HELP,
+    &invoice::INVOICE,
     &listconfigs::LISTCONFIGS,
     &datastore::LISTDATASTORE,
     &listfunds::LISTFUNDS,
+    &invoice::LISTINVOICES,
     &channels::LISTPEERCHANNELS,
     &peers::LISTPEERS,
     &listtransactions::LISTTRANSACTIONS,
@@ -92,6 +98,8 @@ pub const COMMANDS: &[&Command] = &[
     &txprepare::TXDISCARD,
     &txprepare::TXPREPARE,
     &txprepare::TXSEND,
+    &invoice::WAITANYINVOICE,
+    &invoice::WAITINVOICE,
     &withdraw::WITHDRAW,
 ];
 

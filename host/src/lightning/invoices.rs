@@ -1,0 +1,1408 @@
+//! Invoices (BOLT 11) with Core Lightning's semantics, kept in the `invoices` table
+//! (migration 5) beside LDK's state.
+//!
+//! - `created_index` is the table's AUTOINCREMENT key (never reused); `updated_index` comes from
+//!   the `invoices` row of `index_counters` (`updated`), bumped on every change after creation
+//!   (paid, expired, description removed); deletions bump its `deleted`.
+//! - `pay_index` is assigned in payment order from the `invoice_pay_index` row of
+//!   `index_counters` (its `updated` column holds the last one given), in the same transaction
+//!   that marks the invoice paid, so it is never reused, even after the last paid invoice is
+//!   deleted: `waitanyinvoice` is a reliable queue across restarts.
+//! - An unpaid invoice whose `expires_at` has passed is expired: every read first marks such
+//!   invoices `expired` (bumping their `updated_index`) in the transaction that reads, so what
+//!   a caller sees is always current and persisted.
+//! - The payment preimage is the caller's (`preimage`), LDK's (derived from the payment
+//!   secret, [`lightning::ln::channelmanager::ChannelManager::create_inbound_payment`]), or
+//!   unknown until paid (`payment_hash`, our extension for invoices settled by a plugin).
+//!
+//! The store functions work on a [`Connection`] and are tested here; the engine's methods add
+//! LDK (invoice creation), notifications (`invoice_creation`, `invoice_payment`) and the
+//! [`Lightning::invoices_changed`] signal waiters follow.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bitcoin::hashes::{Hash, sha256};
+use lightning::ln::channel_state::ChannelDetails;
+use lightning::ln::channelmanager::{Bolt11InvoiceParameters, MIN_FINAL_CLTV_EXPIRY_DELTA};
+use lightning::sign::{NodeSigner, Recipient};
+use lightning::types::payment::{PaymentHash, PaymentSecret};
+use lightning_invoice::{
+    Bolt11Invoice, Bolt11InvoiceDescription, Description, Fallback, PrivateRoute, RawTaggedField,
+    RouteHint, RouteHintHop, RoutingFees, TaggedField,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::{Map, Value, json};
+
+use super::{Lightning, hex};
+use crate::store::{Store, StoreError};
+
+/// `status` of an invoice not paid yet and not expired.
+pub const UNPAID: &str = "unpaid";
+/// `status` of a paid invoice.
+pub const PAID: &str = "paid";
+/// `status` of an invoice that expired unpaid.
+pub const EXPIRED: &str = "expired";
+
+/// CLN's default `expiry`: one week.
+pub const DEFAULT_EXPIRY_SECS: u64 = 7 * 24 * 3600;
+/// CLN's limit on labels, in bytes.
+pub const MAX_LABEL_LEN: usize = 128;
+
+const COUNTERS: &str = "invoices";
+const PAY_COUNTER: &str = "invoice_pay_index";
+const SELECT: &str = "SELECT created_index, updated_index, label, bolt11, payment_hash, \
+     payment_secret, preimage, amount_msat, description, expires_at, cltv, status, pay_index, \
+     amount_received_msat, paid_at FROM invoices";
+
+/// An invoice as stored, with its status as of the read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceRecord {
+    /// Creation order, from 1, never reused.
+    pub created_index: u64,
+    /// Order of its last change, if it changed since creation.
+    pub updated_index: Option<u64>,
+    /// The caller's unique label.
+    pub label: String,
+    /// The BOLT 11 string.
+    pub bolt11: String,
+    /// The payment hash.
+    pub payment_hash: [u8; 32],
+    /// The payment secret in the invoice.
+    pub payment_secret: [u8; 32],
+    /// The preimage, if known (always once paid).
+    pub preimage: Option<[u8; 32]>,
+    /// The amount asked; `None` for "any".
+    pub amount_msat: Option<u64>,
+    /// The description (also kept with `deschashonly`); `None` once removed by `delinvoice
+    /// desconly`.
+    pub description: Option<String>,
+    /// UNIX time it expires (expired) at.
+    pub expires_at: u64,
+    /// The invoice's `min_final_cltv_expiry`.
+    pub cltv: u32,
+    /// [`UNPAID`], [`PAID`] or [`EXPIRED`].
+    pub status: String,
+    /// Payment order (paid invoices).
+    pub pay_index: Option<u64>,
+    /// What was received (paid invoices).
+    pub amount_received_msat: Option<u64>,
+    /// UNIX time it was paid at.
+    pub paid_at: Option<u64>,
+}
+
+impl InvoiceRecord {
+    /// CLN's invoice object (listinvoices, waitinvoice, waitanyinvoice, delinvoice).
+    pub fn to_json(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("label".into(), json!(self.label));
+        m.insert("bolt11".into(), json!(self.bolt11));
+        m.insert("payment_hash".into(), json!(hex(&self.payment_hash)));
+        if let Some(a) = self.amount_msat {
+            m.insert("amount_msat".into(), json!(a));
+        }
+        m.insert("status".into(), json!(self.status));
+        if self.status == PAID {
+            if let Some(p) = self.pay_index {
+                m.insert("pay_index".into(), json!(p));
+            }
+            if let Some(a) = self.amount_received_msat {
+                m.insert("amount_received_msat".into(), json!(a));
+            }
+            if let Some(t) = self.paid_at {
+                m.insert("paid_at".into(), json!(t));
+            }
+            if let Some(p) = &self.preimage {
+                m.insert("payment_preimage".into(), json!(hex(p)));
+            }
+        }
+        if let Some(d) = &self.description {
+            m.insert("description".into(), json!(d));
+        }
+        m.insert("expires_at".into(), json!(self.expires_at));
+        m.insert("created_index".into(), json!(self.created_index));
+        if let Some(u) = self.updated_index {
+            m.insert("updated_index".into(), json!(u));
+        }
+        Value::Object(m)
+    }
+}
+
+/// Which invoices `listinvoices` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// All of them (in `index` order from `start`, at most `limit`).
+    All {
+        /// Order by `updated_index` (only invoices that changed) instead of `created_index`.
+        updated: bool,
+        /// First index shown.
+        start: u64,
+        /// How many at most.
+        limit: Option<u32>,
+    },
+    /// The one with this label.
+    Label(String),
+    /// The one with this payment hash.
+    Hash([u8; 32]),
+}
+
+/// What `invoice` asks for, checked by the RPC layer.
+#[derive(Debug, Clone)]
+pub struct InvoiceRequest {
+    /// Amount; `None` for "any".
+    pub amount_msat: Option<u64>,
+    /// Unique label.
+    pub label: String,
+    /// Description (in the invoice, or its hash with `deschashonly`).
+    pub description: String,
+    /// Seconds until it expires.
+    pub expiry_secs: u64,
+    /// On-chain fallback addresses, most preferred first.
+    pub fallbacks: Vec<Fallback>,
+    /// The caller's preimage.
+    pub preimage: Option<[u8; 32]>,
+    /// Our extension: a payment hash whose preimage the node does not know (it comes later,
+    /// from a plugin, at `invoice_paid`).
+    pub payment_hash: Option<[u8; 32]>,
+    /// Route hints (`exposeprivatechannels`).
+    pub expose: Expose,
+    /// Wanted `min_final_cltv_expiry`; raised to LDK's minimum when lower.
+    pub cltv: Option<u32>,
+    /// Put the description's SHA256 in the invoice instead of the description.
+    pub deschashonly: bool,
+}
+
+/// `exposeprivatechannels`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expose {
+    /// Not given: LDK's choice (unannounced channels only when there is no announced one).
+    Default,
+    /// `true`: unannounced channels are always candidates.
+    All,
+    /// `false`: never hint unannounced channels.
+    NoPrivate,
+    /// Only these channels (short channel ids or aliases), announced or not.
+    Only(Vec<u64>),
+}
+
+/// A created invoice.
+#[derive(Debug, Clone)]
+pub struct CreatedInvoice {
+    /// As stored.
+    pub record: InvoiceRecord,
+    /// CLN's `warning_*` fields: (name, text).
+    pub warnings: Vec<(&'static str, &'static str)>,
+}
+
+/// Why `invoice` failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateError {
+    /// 900: the label is taken.
+    DuplicateLabel(String),
+    /// 901: an invoice with this payment hash exists.
+    DuplicateHash,
+    /// 902: none of the `exposeprivatechannels` channels can be a route hint.
+    NoUsableHints,
+    /// -32602: a parameter LDK or BOLT 11 refuses.
+    Invalid(String),
+    /// -1: anything else (database, signing).
+    Failed(String),
+}
+
+/// Why `waitinvoice`/`waitanyinvoice` returned without a paid invoice.
+#[derive(Debug)]
+pub enum WaitError {
+    /// No invoice with that label.
+    NotFound,
+    /// The invoice was deleted while waited for.
+    Deleted,
+    /// The invoice expired (before or while waiting).
+    Expired(Box<InvoiceRecord>),
+    /// The timeout passed.
+    TimedOut,
+    /// The engine is stopping.
+    Stopped,
+    /// The database failed.
+    Store(StoreError),
+}
+
+/// Why `delinvoice` failed.
+#[derive(Debug)]
+pub enum DeleteError {
+    /// 905: no invoice with that label.
+    NotFound,
+    /// 906: its status is this one, not the one given.
+    Status(String),
+    /// 908: `desconly` but the description is already gone.
+    NoDescription,
+    /// The database failed.
+    Store(StoreError),
+}
+
+/// What [`mark_paid`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paid {
+    /// The invoice's pay index.
+    pub pay_index: u64,
+    /// Its label.
+    pub label: String,
+    /// Whether this call marked it (false: it was already paid, nothing changed).
+    pub newly: bool,
+}
+
+/// Seconds since the UNIX epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn to_sql(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn col_u64(r: &Row, i: usize) -> rusqlite::Result<u64> {
+    Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
+}
+
+fn col_opt_u64(r: &Row, i: usize) -> rusqlite::Result<Option<u64>> {
+    Ok(r.get::<_, Option<i64>>(i)?
+        .map(|v| u64::try_from(v).unwrap_or(0)))
+}
+
+fn col_32(r: &Row, i: usize) -> rusqlite::Result<[u8; 32]> {
+    let v: Vec<u8> = r.get(i)?;
+    v.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Blob,
+            "expected 32 bytes".into(),
+        )
+    })
+}
+
+fn read_row(r: &Row) -> rusqlite::Result<InvoiceRecord> {
+    let preimage = match r.get::<_, Option<Vec<u8>>>(6)? {
+        None => None,
+        Some(_) => Some(col_32(r, 6)?),
+    };
+    Ok(InvoiceRecord {
+        created_index: col_u64(r, 0)?,
+        updated_index: col_opt_u64(r, 1)?,
+        label: r.get(2)?,
+        bolt11: r.get(3)?,
+        payment_hash: col_32(r, 4)?,
+        payment_secret: col_32(r, 5)?,
+        preimage,
+        amount_msat: col_opt_u64(r, 7)?,
+        description: r.get(8)?,
+        expires_at: col_u64(r, 9)?,
+        cltv: u32::try_from(r.get::<_, i64>(10)?).unwrap_or(0),
+        status: r.get(11)?,
+        pay_index: col_opt_u64(r, 12)?,
+        amount_received_msat: col_opt_u64(r, 13)?,
+        paid_at: col_opt_u64(r, 14)?,
+    })
+}
+
+/// Bumps the `invoices` counters by (updated, deleted); returns their new values.
+fn bump(conn: &Connection, updated: u64, deleted: u64) -> rusqlite::Result<(u64, u64)> {
+    conn.query_row(
+        "INSERT INTO index_counters (subsystem, updated, deleted) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (subsystem) DO UPDATE SET updated = updated + ?2, deleted = deleted + ?3 \
+         RETURNING updated, deleted",
+        params![COUNTERS, to_sql(updated), to_sql(deleted)],
+        |r| Ok((col_u64(r, 0)?, col_u64(r, 1)?)),
+    )
+}
+
+/// The next `updated_index`.
+fn next_updated(conn: &Connection) -> rusqlite::Result<u64> {
+    Ok(bump(conn, 1, 0)?.0)
+}
+
+/// The next pay index: one more than any ever given (kept in `index_counters`, and never
+/// below the table's own maximum).
+fn next_pay_index(conn: &Connection) -> rusqlite::Result<u64> {
+    let max: Option<i64> =
+        conn.query_row("SELECT MAX(pay_index) FROM invoices", [], |r| r.get(0))?;
+    let last: Option<i64> = conn
+        .query_row(
+            "SELECT updated FROM index_counters WHERE subsystem = ?1",
+            [PAY_COUNTER],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let next = max.unwrap_or(0).max(last.unwrap_or(0)).saturating_add(1);
+    conn.execute(
+        "INSERT INTO index_counters (subsystem, updated, deleted) VALUES (?1, ?2, 0) \
+         ON CONFLICT (subsystem) DO UPDATE SET updated = excluded.updated",
+        params![PAY_COUNTER, next],
+    )?;
+    Ok(u64::try_from(next).unwrap_or(0))
+}
+
+/// The `invoices` counters: (updated, deleted).
+#[cfg(test)]
+pub fn counters(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+    Ok(conn
+        .query_row(
+            "SELECT updated, deleted FROM index_counters WHERE subsystem = ?1",
+            [COUNTERS],
+            |r| Ok((col_u64(r, 0)?, col_u64(r, 1)?)),
+        )
+        .optional()?
+        .unwrap_or((0, 0)))
+}
+
+/// Marks unpaid invoices expired at `now` (each gets its own `updated_index`); returns how many.
+pub fn expire_due(conn: &Connection, now: u64) -> rusqlite::Result<usize> {
+    let due: Vec<i64> = conn
+        .prepare(
+            "SELECT created_index FROM invoices WHERE status = ?1 AND expires_at <= ?2 \
+             ORDER BY created_index",
+        )?
+        .query_map(params![UNPAID, to_sql(now)], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in &due {
+        let u = next_updated(conn)?;
+        conn.execute(
+            "UPDATE invoices SET status = ?1, updated_index = ?2 WHERE created_index = ?3",
+            params![EXPIRED, to_sql(u), id],
+        )?;
+    }
+    Ok(due.len())
+}
+
+/// The invoice labelled `label`.
+pub fn by_label(conn: &Connection, label: &str) -> rusqlite::Result<Option<InvoiceRecord>> {
+    conn.query_row(&format!("{SELECT} WHERE label = ?1"), [label], read_row)
+        .optional()
+}
+
+/// The invoice for `hash`.
+pub fn by_hash(conn: &Connection, hash: &[u8; 32]) -> rusqlite::Result<Option<InvoiceRecord>> {
+    conn.query_row(
+        &format!("{SELECT} WHERE payment_hash = ?1"),
+        [&hash[..]],
+        read_row,
+    )
+    .optional()
+}
+
+/// The invoices `sel` designates, in index order.
+pub fn list(conn: &Connection, sel: &Selector) -> rusqlite::Result<Vec<InvoiceRecord>> {
+    match sel {
+        Selector::Label(l) => Ok(by_label(conn, l)?.into_iter().collect()),
+        Selector::Hash(h) => Ok(by_hash(conn, h)?.into_iter().collect()),
+        Selector::All {
+            updated,
+            start,
+            limit,
+        } => {
+            let col = if *updated {
+                "updated_index"
+            } else {
+                "created_index"
+            };
+            let limit = limit.map_or(-1, i64::from);
+            conn.prepare(&format!(
+                "{SELECT} WHERE {col} >= ?1 ORDER BY {col} LIMIT ?2"
+            ))?
+            .query_map(params![to_sql(*start), limit], read_row)?
+            .collect()
+        }
+    }
+}
+
+/// The paid invoice with the smallest pay index above `last`.
+pub fn first_paid_after(conn: &Connection, last: u64) -> rusqlite::Result<Option<InvoiceRecord>> {
+    conn.query_row(
+        &format!(
+            "{SELECT} WHERE pay_index IS NOT NULL AND pay_index > ?1 ORDER BY pay_index LIMIT 1"
+        ),
+        [to_sql(last)],
+        read_row,
+    )
+    .optional()
+}
+
+/// A new invoice's row.
+#[derive(Debug, Clone)]
+pub struct NewInvoice {
+    /// Label.
+    pub label: String,
+    /// BOLT 11 string.
+    pub bolt11: String,
+    /// Payment hash.
+    pub payment_hash: [u8; 32],
+    /// Payment secret.
+    pub payment_secret: [u8; 32],
+    /// Preimage, when known.
+    pub preimage: Option<[u8; 32]>,
+    /// Amount, `None` for any.
+    pub amount_msat: Option<u64>,
+    /// Description.
+    pub description: String,
+    /// UNIX expiry time.
+    pub expires_at: u64,
+    /// `min_final_cltv_expiry`.
+    pub cltv: u32,
+}
+
+/// Stores a new unpaid invoice; returns its `created_index`. Fails with
+/// [`CreateError::DuplicateHash`] or [`CreateError::DuplicateLabel`] (checked in that order,
+/// like CLN).
+pub fn insert(conn: &mut Connection, n: &NewInvoice) -> Result<u64, CreateError> {
+    let db = |e: rusqlite::Error| CreateError::Failed(format!("database error: {e}"));
+    let tx = conn.transaction().map_err(db)?;
+    if by_hash(&tx, &n.payment_hash).map_err(db)?.is_some() {
+        return Err(CreateError::DuplicateHash);
+    }
+    if by_label(&tx, &n.label).map_err(db)?.is_some() {
+        return Err(CreateError::DuplicateLabel(n.label.clone()));
+    }
+    tx.execute(
+        "INSERT INTO invoices (label, bolt11, payment_hash, payment_secret, preimage, amount_msat, \
+         description, expires_at, cltv, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'unpaid')",
+        params![
+            n.label,
+            n.bolt11,
+            &n.payment_hash[..],
+            &n.payment_secret[..],
+            n.preimage.as_ref().map(|p| &p[..]),
+            n.amount_msat.map(to_sql),
+            n.description,
+            to_sql(n.expires_at),
+            n.cltv,
+        ],
+    )
+    .map_err(db)?;
+    let id = tx.last_insert_rowid();
+    tx.commit().map_err(db)?;
+    Ok(u64::try_from(id).unwrap_or(0))
+}
+
+/// Marks the invoice for `hash` paid with `amount_msat` and `preimage` at `now`, assigning the
+/// next pay index, in one transaction. An invoice already paid is left as it is (its pay index
+/// is returned with `newly: false`). `None`: no invoice has this hash. Whether the invoice may
+/// still be paid (expired?) is the caller's decision, made before claiming the payment: this
+/// records what happened.
+pub fn mark_paid(
+    conn: &mut Connection,
+    hash: &[u8; 32],
+    amount_msat: u64,
+    preimage: &[u8; 32],
+    now: u64,
+) -> rusqlite::Result<Option<Paid>> {
+    let tx = conn.transaction()?;
+    let Some(inv) = by_hash(&tx, hash)? else {
+        return Ok(None);
+    };
+    if inv.status == PAID {
+        return Ok(Some(Paid {
+            pay_index: inv.pay_index.unwrap_or(0),
+            label: inv.label,
+            newly: false,
+        }));
+    }
+    let u = next_updated(&tx)?;
+    let p = next_pay_index(&tx)?;
+    tx.execute(
+        "UPDATE invoices SET status = 'paid', pay_index = ?1, amount_received_msat = ?2, \
+         paid_at = ?3, preimage = ?4, updated_index = ?5 WHERE created_index = ?6",
+        params![
+            to_sql(p),
+            to_sql(amount_msat),
+            to_sql(now),
+            &preimage[..],
+            to_sql(u),
+            to_sql(inv.created_index),
+        ],
+    )?;
+    tx.commit()?;
+    Ok(Some(Paid {
+        pay_index: p,
+        label: inv.label,
+        newly: true,
+    }))
+}
+
+/// `delinvoice`: deletes the invoice `label` if its status is `status` (or with `desconly`
+/// only removes its description). Returns the invoice as it was (without the description
+/// after `desconly`). Run after [`expire_due`].
+pub fn delete(
+    conn: &mut Connection,
+    label: &str,
+    status: &str,
+    desconly: bool,
+) -> Result<InvoiceRecord, DeleteError> {
+    let db = |e: rusqlite::Error| DeleteError::Store(e.into());
+    let tx = conn.transaction().map_err(db)?;
+    let mut inv = by_label(&tx, label)
+        .map_err(db)?
+        .ok_or(DeleteError::NotFound)?;
+    if inv.status != status {
+        return Err(DeleteError::Status(inv.status));
+    }
+    if desconly {
+        if inv.description.is_none() {
+            return Err(DeleteError::NoDescription);
+        }
+        let u = next_updated(&tx).map_err(db)?;
+        tx.execute(
+            "UPDATE invoices SET description = NULL, updated_index = ?1 WHERE created_index = ?2",
+            params![to_sql(u), to_sql(inv.created_index)],
+        )
+        .map_err(db)?;
+        inv.description = None;
+        inv.updated_index = Some(u);
+    } else {
+        tx.execute(
+            "DELETE FROM invoices WHERE created_index = ?1",
+            [to_sql(inv.created_index)],
+        )
+        .map_err(db)?;
+        bump(&tx, 0, 1).map_err(db)?;
+    }
+    tx.commit().map_err(db)?;
+    Ok(inv)
+}
+
+/// Deletes the invoices with `status` and `time_column <= cutoff`; returns how many.
+fn delete_where(
+    conn: &Connection,
+    status: &str,
+    time_column: &str,
+    cutoff: u64,
+) -> rusqlite::Result<u64> {
+    let n = conn.execute(
+        &format!("DELETE FROM invoices WHERE status = ?1 AND {time_column} <= ?2"),
+        params![status, to_sql(cutoff)],
+    )?;
+    let n = n as u64;
+    if n > 0 {
+        bump(conn, 0, n)?;
+    }
+    Ok(n)
+}
+
+/// `delexpiredinvoice`: deletes expired invoices that expired at or before `max_expiry`.
+/// Run after [`expire_due`].
+pub fn delete_expired(conn: &mut Connection, max_expiry: u64) -> rusqlite::Result<u64> {
+    let tx = conn.transaction()?;
+    let n = delete_where(&tx, EXPIRED, "expires_at", max_expiry)?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// `autoclean-once paidinvoices|expiredinvoices AGE` at `now`: deletes paid (by `paid_at`) or
+/// expired (by `expires_at`) invoices at least `age` seconds old; returns (cleaned, uncleaned:
+/// those of that status too recent). Run after [`expire_due`].
+pub fn autoclean(
+    conn: &mut Connection,
+    paid: bool,
+    age: u64,
+    now: u64,
+) -> rusqlite::Result<(u64, u64)> {
+    let (status, column) = if paid {
+        (PAID, "paid_at")
+    } else {
+        (EXPIRED, "expires_at")
+    };
+    let cutoff = now.saturating_sub(age);
+    let tx = conn.transaction()?;
+    let cleaned = delete_where(&tx, status, column, cutoff)?;
+    let left: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM invoices WHERE status = ?1",
+        [status],
+        |r| r.get(0),
+    )?;
+    tx.commit()?;
+    Ok((cleaned, u64::try_from(left).unwrap_or(0)))
+}
+
+/// Runs `f` on the invoices table at `now`, after marking what is due as expired, in one
+/// transaction. Returns `f`'s result and how many invoices just expired (a change waiters must
+/// hear of).
+pub async fn with_invoices<T, F>(store: &Store, f: F) -> Result<(T, usize), StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection, u64) -> Result<T, StoreError> + Send + 'static,
+{
+    store
+        .with(move |conn| {
+            let now = unix_now();
+            let expired = expire_due(conn, now)?;
+            Ok((f(conn, now)?, expired))
+        })
+        .await
+}
+
+/// A route hint through `c` (LDK's own recipe), if the channel can have one.
+fn route_hint(c: &ChannelDetails) -> Option<RouteHint> {
+    let f = c.counterparty.forwarding_info.as_ref()?;
+    Some(RouteHint(vec![RouteHintHop {
+        src_node_id: c.counterparty.node_id,
+        short_channel_id: c.get_inbound_payment_scid()?,
+        fees: RoutingFees {
+            base_msat: f.fee_base_msat,
+            proportional_millionths: f.fee_proportional_millionths,
+        },
+        cltv_expiry_delta: f.cltv_expiry_delta,
+        htlc_minimum_msat: c.inbound_htlc_minimum_msat,
+        htlc_maximum_msat: c.inbound_htlc_maximum_msat,
+    }]))
+}
+
+/// At most this many route hints, as LDK.
+const MAX_HINTS: usize = 3;
+
+/// CLN's capacity warnings for an invoice of `amount` over `channels`.
+fn warnings(channels: &[ChannelDetails], amount: Option<u64>) -> Vec<(&'static str, &'static str)> {
+    let needed = amount.unwrap_or(1);
+    let ready = channels.iter().filter(|c| c.is_channel_ready);
+    let (mut online, mut offline, mut best) = (0u64, 0u64, 0u64);
+    for c in ready {
+        if c.is_usable {
+            online = online.saturating_add(c.inbound_capacity_msat);
+            best = best.max(c.inbound_capacity_msat);
+        } else {
+            offline = offline.saturating_add(c.inbound_capacity_msat);
+        }
+    }
+    let mut w = vec![];
+    if online.saturating_add(offline) < needed {
+        w.push((
+            "warning_capacity",
+            "Insufficient incoming channel capacity to pay invoice",
+        ));
+    } else if online < needed {
+        w.push((
+            "warning_offline",
+            "Insufficient incoming capacity, once offline peers were excluded",
+        ));
+    } else if best < needed {
+        w.push((
+            "warning_mpp",
+            "The invoice is only payable by MPP-capable payers.",
+        ));
+    }
+    w
+}
+
+/// The `min_final_cltv_expiry_delta` to give LDK so that the invoice says `want` (LDK adds a
+/// 3-block buffer), and what the invoice will say: never below LDK's minimum.
+pub fn ldk_cltv(want: Option<u32>) -> Result<(u16, u32), String> {
+    let min = u32::from(MIN_FINAL_CLTV_EXPIRY_DELTA);
+    let says = want.unwrap_or(min).max(min);
+    let delta = u16::try_from(says - 3).map_err(|_| {
+        format!(
+            "cltv {says} is too large (at most {})",
+            u32::from(u16::MAX) + 3
+        )
+    })?;
+    Ok((delta, says))
+}
+
+impl Lightning {
+    /// Runs `f` through [`with_invoices`], signalling waiters when invoices expired.
+    async fn invoices_query<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, u64) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (v, expired) = with_invoices(&self.store, f).await?;
+        if expired > 0 {
+            self.invoices_changed.send_modify(|v| *v += 1);
+        }
+        Ok(v)
+    }
+
+    /// The invoice for `hash` with its current status (expiry applied); `None` if there is
+    /// none (or the database failed, which is logged).
+    // Called by the payment event handler (next slice).
+    #[allow(dead_code)]
+    pub async fn invoice_by_hash(&self, hash: [u8; 32]) -> Option<InvoiceRecord> {
+        match self
+            .invoices_query(move |c, _| Ok(by_hash(c, &hash)?))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.log
+                    .broken(&format!("reading invoice {}: {e}", hex(&hash)));
+                None
+            }
+        }
+    }
+
+    /// The invoice labelled `label`, with its current status.
+    pub async fn invoice_by_label(&self, label: &str) -> Result<Option<InvoiceRecord>, StoreError> {
+        let label = label.to_string();
+        self.invoices_query(move |c, _| Ok(by_label(c, &label)?))
+            .await
+    }
+
+    /// The invoices `sel` designates.
+    pub async fn list_invoices(&self, sel: Selector) -> Result<Vec<InvoiceRecord>, StoreError> {
+        self.invoices_query(move |c, _| Ok(list(c, &sel)?)).await
+    }
+
+    /// Records that the invoice for `hash` was paid `amount_msat` with `preimage` (which must
+    /// hash to `hash`): assigns its pay index, sets `amount_received_msat`, `paid_at`, the
+    /// preimage and a new `updated_index` in one transaction, wakes waiters and sends the
+    /// `invoice_payment` notification. Idempotent: an invoice already paid keeps its pay
+    /// index, which is returned, and nothing else happens. `None`: no invoice has this hash,
+    /// the preimage does not match, or the database failed (logged). Call it once the payment
+    /// is claimed; whether an expired invoice may be paid is decided before claiming.
+    // Called by the payment event handler (next slice).
+    #[allow(dead_code)]
+    pub async fn invoice_paid(
+        &self,
+        hash: [u8; 32],
+        amount_msat: u64,
+        preimage: [u8; 32],
+    ) -> Option<u64> {
+        if sha256::Hash::hash(&preimage).to_byte_array() != hash {
+            self.log.broken(&format!(
+                "invoice_paid: preimage {} does not match payment hash {}",
+                hex(&preimage),
+                hex(&hash)
+            ));
+            return None;
+        }
+        let r = self
+            .invoices_query(move |c, now| Ok(mark_paid(c, &hash, amount_msat, &preimage, now)?))
+            .await;
+        match r {
+            Ok(Some(p)) => {
+                if p.newly {
+                    self.log.info(&format!(
+                        "Resolved invoice '{}' with amount {amount_msat}msat (pay_index {})",
+                        p.label, p.pay_index
+                    ));
+                    self.invoices_changed.send_modify(|v| *v += 1);
+                    self.plugins.notify(
+                        "invoice_payment",
+                        json!({"label": p.label, "preimage": hex(&preimage), "msat": amount_msat}),
+                    );
+                }
+                Some(p.pay_index)
+            }
+            Ok(None) => {
+                self.log
+                    .unusual(&format!("invoice_paid: no invoice for {}", hex(&hash)));
+                None
+            }
+            Err(e) => {
+                self.log
+                    .broken(&format!("marking invoice {} paid: {e}", hex(&hash)));
+                None
+            }
+        }
+    }
+
+    /// `invoice`: asks LDK for the invoice (payment secret, signature, route hints), adds
+    /// fallbacks and the route hints `exposeprivatechannels` asks for, stores it and sends
+    /// `invoice_creation`.
+    pub async fn create_invoice(&self, req: InvoiceRequest) -> Result<CreatedInvoice, CreateError> {
+        let db = |e: StoreError| CreateError::Failed(e.to_string());
+        let hash = match (req.preimage, req.payment_hash) {
+            (Some(p), _) => Some(sha256::Hash::hash(&p).to_byte_array()),
+            (None, h) => h,
+        };
+        // Refuse duplicates before LDK does any work (and again when storing, atomically).
+        let label = req.label.clone();
+        let (dup_hash, dup_label) = self
+            .invoices_query(move |c, _| {
+                let dh = match &hash {
+                    Some(h) => by_hash(c, h)?.is_some(),
+                    None => false,
+                };
+                Ok((dh, by_label(c, &label)?.is_some()))
+            })
+            .await
+            .map_err(db)?;
+        if dup_hash {
+            return Err(CreateError::DuplicateHash);
+        }
+        if dup_label {
+            return Err(CreateError::DuplicateLabel(req.label));
+        }
+
+        let (delta, _) = ldk_cltv(req.cltv).map_err(CreateError::Invalid)?;
+        let expiry = u32::try_from(req.expiry_secs).map_err(|_| {
+            CreateError::Invalid(format!(
+                "expiry {} is too large (at most {})",
+                req.expiry_secs,
+                u32::MAX
+            ))
+        })?;
+        let description = if req.deschashonly {
+            Bolt11InvoiceDescription::Hash(lightning_invoice::Sha256(sha256::Hash::hash(
+                req.description.as_bytes(),
+            )))
+        } else {
+            Bolt11InvoiceDescription::Direct(Description::new(req.description.clone()).map_err(
+                |_| {
+                    CreateError::Invalid(format!(
+                        "Description greater than 639 bytes invalid (description length {})",
+                        req.description.len()
+                    ))
+                },
+            )?)
+        };
+        let params = Bolt11InvoiceParameters {
+            amount_msats: req.amount_msat,
+            description,
+            invoice_expiry_delta_secs: Some(expiry),
+            min_final_cltv_expiry_delta: Some(delta),
+            payment_hash: hash.map(PaymentHash),
+            payment_metadata: None,
+        };
+        let mut invoice = self.manager.create_bolt11_invoice(params).map_err(|e| {
+            use lightning_invoice::{CreationError as C, SignOrCreationError as S};
+            match e {
+                S::CreationError(C::InvalidAmount) => {
+                    CreateError::Invalid("amount_msat: amount is invalid for an invoice".into())
+                }
+                S::CreationError(e) => CreateError::Invalid(e.to_string()),
+                S::SignError(()) => CreateError::Failed("cannot sign the invoice".into()),
+            }
+        })?;
+
+        let channels = self.manager.list_channels();
+        let hints = match &req.expose {
+            Expose::Default => None,
+            Expose::NoPrivate => {
+                // Keep LDK's hints through announced channels only.
+                let public: Vec<u64> = channels
+                    .iter()
+                    .filter(|c| c.is_announced)
+                    .filter_map(|c| c.get_inbound_payment_scid())
+                    .collect();
+                let ldk = invoice.route_hints();
+                let kept: Vec<RouteHint> = ldk
+                    .iter()
+                    .filter(|h| h.0.iter().all(|hop| public.contains(&hop.short_channel_id)))
+                    .cloned()
+                    .collect();
+                (kept.len() != ldk.len()).then_some(kept)
+            }
+            Expose::All => {
+                let mut ready: Vec<&ChannelDetails> =
+                    channels.iter().filter(|c| c.is_channel_ready).collect();
+                let needed = req.amount_msat.unwrap_or(0);
+                ready.sort_by_key(|c| {
+                    (
+                        !(c.is_usable && c.inbound_capacity_msat >= needed),
+                        std::cmp::Reverse(c.inbound_capacity_msat),
+                    )
+                });
+                Some(
+                    ready
+                        .into_iter()
+                        .filter_map(route_hint)
+                        .take(MAX_HINTS)
+                        .collect(),
+                )
+            }
+            Expose::Only(scids) => {
+                let hs: Vec<RouteHint> = channels
+                    .iter()
+                    .filter(|c| c.is_channel_ready)
+                    .filter(|c| {
+                        [
+                            c.short_channel_id,
+                            c.inbound_scid_alias,
+                            c.outbound_scid_alias,
+                        ]
+                        .iter()
+                        .flatten()
+                        .any(|s| scids.contains(s))
+                    })
+                    .filter_map(route_hint)
+                    .collect();
+                if hs.is_empty() {
+                    return Err(CreateError::NoUsableHints);
+                }
+                Some(hs)
+            }
+        };
+        if hints.is_some() || !req.fallbacks.is_empty() {
+            invoice = self
+                .resign(invoice, hints, &req.fallbacks)
+                .map_err(CreateError::Failed)?;
+        }
+
+        let payment_hash = invoice.payment_hash().0;
+        let payment_secret = invoice.payment_secret().0;
+        let preimage = match (req.preimage, req.payment_hash) {
+            (Some(p), _) => Some(p),
+            (None, Some(_)) => None,
+            (None, None) => Some(
+                self.manager
+                    .get_payment_preimage_decrypt_metadata(
+                        PaymentHash(payment_hash),
+                        PaymentSecret(payment_secret),
+                        None,
+                    )
+                    .map_err(|e| CreateError::Failed(super::api_error(&e)))?
+                    .0,
+            ),
+        };
+        let expires_at = invoice
+            .expires_at()
+            .map_or(u64::MAX, |d| d.as_secs())
+            .min(i64::MAX as u64);
+        let row = NewInvoice {
+            label: req.label.clone(),
+            bolt11: invoice.to_string(),
+            payment_hash,
+            payment_secret,
+            preimage,
+            amount_msat: req.amount_msat,
+            description: req.description.clone(),
+            expires_at,
+            cltv: u32::try_from(invoice.min_final_cltv_expiry_delta()).unwrap_or(u32::MAX),
+        };
+        let stored = row.clone();
+        let record = self
+            .invoices_query(move |c, _| {
+                let r = insert(c, &stored);
+                match r {
+                    Ok(_) => Ok(Ok(by_label(c, &stored.label)?)),
+                    Err(e) => Ok(Err(e)),
+                }
+            })
+            .await
+            .map_err(db)??
+            .ok_or_else(|| CreateError::Failed("the new invoice vanished".into()))?;
+        self.invoices_changed.send_modify(|v| *v += 1);
+        let mut note = json!({"label": record.label});
+        if let Some(p) = &preimage {
+            note["preimage"] = json!(hex(p));
+        }
+        if let Some(a) = req.amount_msat {
+            note["msat"] = json!(a);
+        }
+        self.plugins.notify("invoice_creation", note);
+        Ok(CreatedInvoice {
+            warnings: warnings(&channels, req.amount_msat),
+            record,
+        })
+    }
+
+    /// Replaces `inv`'s route hints (when `hints` is given), adds `fallbacks`, and signs
+    /// again with the node key.
+    fn resign(
+        &self,
+        inv: Bolt11Invoice,
+        hints: Option<Vec<RouteHint>>,
+        fallbacks: &[Fallback],
+    ) -> Result<Bolt11Invoice, String> {
+        let (mut raw, _, _) = inv.into_signed_raw().into_parts();
+        if let Some(hints) = hints {
+            raw.data.tagged_fields.retain(|f| {
+                !matches!(
+                    f,
+                    RawTaggedField::KnownSemantics(TaggedField::PrivateRoute(_))
+                )
+            });
+            for h in hints {
+                let r = PrivateRoute::new(h).map_err(|e| e.to_string())?;
+                raw.data
+                    .tagged_fields
+                    .push(RawTaggedField::KnownSemantics(TaggedField::PrivateRoute(r)));
+            }
+        }
+        for f in fallbacks {
+            raw.data
+                .tagged_fields
+                .push(RawTaggedField::KnownSemantics(TaggedField::Fallback(
+                    f.clone(),
+                )));
+        }
+        let sig = self
+            .keys
+            .sign_invoice(&raw, Recipient::Node)
+            .map_err(|()| "cannot sign the invoice".to_string())?;
+        let signed = raw
+            .sign(|_| Ok::<_, ()>(sig))
+            .map_err(|()| "cannot sign the invoice".to_string())?;
+        Bolt11Invoice::from_signed(signed).map_err(|e| e.to_string())
+    }
+
+    /// `delinvoice`.
+    pub async fn delete_invoice(
+        &self,
+        label: &str,
+        status: &str,
+        desconly: bool,
+    ) -> Result<InvoiceRecord, DeleteError> {
+        let (label, status) = (label.to_string(), status.to_string());
+        let r = self
+            .invoices_query(move |c, _| Ok(delete(c, &label, &status, desconly)))
+            .await
+            .map_err(DeleteError::Store)?;
+        if r.is_ok() {
+            self.invoices_changed.send_modify(|v| *v += 1);
+        }
+        r
+    }
+
+    /// `delexpiredinvoice`: deletes expired invoices that expired at or before `max_expiry`
+    /// (default: now); returns how many.
+    pub async fn delete_expired_invoices(
+        &self,
+        max_expiry: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let n = self
+            .invoices_query(move |c, now| Ok(delete_expired(c, max_expiry.unwrap_or(now))?))
+            .await?;
+        if n > 0 {
+            self.invoices_changed.send_modify(|v| *v += 1);
+        }
+        Ok(n)
+    }
+
+    /// `autoclean-once paidinvoices|expiredinvoices AGE`: (cleaned, uncleaned).
+    pub async fn autoclean_invoices(&self, paid: bool, age: u64) -> Result<(u64, u64), StoreError> {
+        let r = self
+            .invoices_query(move |c, now| Ok(autoclean(c, paid, age, now)?))
+            .await?;
+        if r.0 > 0 {
+            self.invoices_changed.send_modify(|v| *v += 1);
+        }
+        Ok(r)
+    }
+
+    /// `waitinvoice`: the invoice `label` once paid; [`WaitError::Expired`] if it expires
+    /// first (or already has), [`WaitError::Deleted`] if it is deleted meanwhile.
+    pub async fn wait_invoice(&self, label: &str) -> Result<InvoiceRecord, WaitError> {
+        let mut rx = self.invoices_changed.subscribe();
+        let mut first = true;
+        loop {
+            rx.borrow_and_update();
+            let inv = self
+                .invoice_by_label(label)
+                .await
+                .map_err(WaitError::Store)?;
+            let inv = match inv {
+                None if first => return Err(WaitError::NotFound),
+                None => return Err(WaitError::Deleted),
+                Some(i) => i,
+            };
+            first = false;
+            match inv.status.as_str() {
+                PAID => return Ok(inv),
+                EXPIRED => return Err(WaitError::Expired(Box::new(inv))),
+                _ => {}
+            }
+            // Wake at the expiry (re-reading then marks it expired) or at any change.
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            let until = u128::from(inv.expires_at) * 1000;
+            let ms = until.saturating_sub(now_ms).clamp(1, 3_600_000);
+            let sleep = Duration::from_millis(u64::try_from(ms).unwrap_or(3_600_000));
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return Err(WaitError::Stopped) },
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    /// `waitanyinvoice`: the paid invoice with the smallest pay index above `lastpay_index`,
+    /// waiting for one at most `timeout` (forever without).
+    pub async fn wait_any_invoice(
+        &self,
+        lastpay_index: u64,
+        timeout: Option<Duration>,
+    ) -> Result<InvoiceRecord, WaitError> {
+        let mut rx = self.invoices_changed.subscribe();
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            rx.borrow_and_update();
+            let found = self
+                .invoices_query(move |c, _| Ok(first_paid_after(c, lastpay_index)?))
+                .await
+                .map_err(WaitError::Store)?;
+            if let Some(inv) = found {
+                return Ok(inv);
+            }
+            let changed = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, rx.changed()).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(WaitError::TimedOut),
+                },
+                None => rx.changed().await,
+            };
+            if changed.is_err() {
+                return Err(WaitError::Stopped);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
+        r.unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn preimage(n: u8) -> [u8; 32] {
+        [n; 32]
+    }
+
+    fn hash_of(p: &[u8; 32]) -> [u8; 32] {
+        sha256::Hash::hash(p).to_byte_array()
+    }
+
+    fn new(label: &str, n: u8, expires_at: u64) -> NewInvoice {
+        let p = preimage(n);
+        NewInvoice {
+            label: label.into(),
+            bolt11: format!("lnbcrt{label}"),
+            payment_hash: hash_of(&p),
+            payment_secret: [n ^ 0xff; 32],
+            preimage: Some(p),
+            amount_msat: Some(1000 * u64::from(n)),
+            description: format!("for {label}"),
+            expires_at,
+            cltv: 42,
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        store: &Store,
+        f: impl FnOnce(&mut Connection, u64) -> Result<T, StoreError> + Send + 'static,
+    ) -> T {
+        ok(with_invoices(store, f).await).0
+    }
+
+    const FAR: u64 = 4_000_000_000;
+
+    #[tokio::test]
+    async fn pay_order_and_idempotence() {
+        let store = ok(Store::in_memory());
+        let ids = run(&store, |c, _| {
+            let a = insert(c, &new("a", 1, FAR)).map_err(|e| StoreError::Task(format!("{e:?}")))?;
+            let b = insert(c, &new("b", 2, FAR)).map_err(|e| StoreError::Task(format!("{e:?}")))?;
+            let d = insert(c, &new("c", 3, FAR)).map_err(|e| StoreError::Task(format!("{e:?}")))?;
+            Ok((a, b, d))
+        })
+        .await;
+        assert_eq!(ids, (1, 2, 3));
+
+        // Paid in the order c, a: pay indexes 1, 2.
+        let (h1, h3) = (hash_of(&preimage(1)), hash_of(&preimage(3)));
+        let p = run(&store, move |c, now| {
+            Ok((
+                mark_paid(c, &h3, 3000, &preimage(3), now)?,
+                mark_paid(c, &h1, 1500, &preimage(1), now)?,
+            ))
+        })
+        .await;
+        assert_eq!(
+            p.0.as_ref()
+                .map(|p| (p.pay_index, p.label.as_str(), p.newly)),
+            Some((1, "c", true))
+        );
+        assert_eq!(
+            p.1.as_ref().map(|p| (p.pay_index, p.newly)),
+            Some((2, true))
+        );
+
+        // Again: same pay index, nothing changes.
+        let before = run(&store, move |c, _| Ok(by_hash(c, &h3)?)).await;
+        let again = run(&store, move |c, now| {
+            Ok(mark_paid(c, &h3, 9999, &preimage(3), now + 100)?)
+        })
+        .await;
+        assert_eq!(again.map(|p| (p.pay_index, p.newly)), Some((1, false)));
+        let after = run(&store, move |c, _| Ok(by_hash(c, &h3)?)).await;
+        assert_eq!(before, after);
+        let after = after.unwrap_or_else(|| panic!("c vanished"));
+        assert_eq!(after.status, PAID);
+        assert_eq!(after.amount_received_msat, Some(3000));
+        assert!(after.updated_index.is_some());
+        let j = after.to_json();
+        assert_eq!(j["payment_preimage"], json!(hex(&preimage(3))));
+        assert_eq!(j["pay_index"], json!(1));
+
+        // Unknown hash.
+        assert_eq!(
+            run(&store, |c, now| Ok(mark_paid(
+                c, &[9; 32], 1, &[0; 32], now
+            )?))
+            .await,
+            None
+        );
+
+        // The queue: after 0 comes c, after 1 comes a, after 2 nothing.
+        let q = run(&store, |c, _| {
+            Ok((
+                first_paid_after(c, 0)?.map(|i| i.label),
+                first_paid_after(c, 1)?.map(|i| i.label),
+                first_paid_after(c, 2)?.map(|i| i.label),
+            ))
+        })
+        .await;
+        assert_eq!(q, (Some("c".into()), Some("a".into()), None));
+
+        // Deleting the last paid invoice does not give its pay index again.
+        run(&store, |c, _| {
+            delete(c, "a", PAID, false).map_err(|e| StoreError::Task(format!("{e:?}")))
+        })
+        .await;
+        let h2 = hash_of(&preimage(2));
+        let p = run(&store, move |c, now| {
+            Ok(mark_paid(c, &h2, 2000, &preimage(2), now)?)
+        })
+        .await;
+        assert_eq!(p.map(|p| p.pay_index), Some(3));
+        assert_eq!(
+            run(&store, |c, _| Ok(counters(c)?)).await,
+            (3, 1),
+            "three payments and one deletion"
+        );
+    }
+
+    #[tokio::test]
+    async fn duplicates_expiry_and_lists() {
+        let store = ok(Store::in_memory());
+        let now = unix_now();
+        let r = run(&store, move |c, _| {
+            Ok((
+                insert(c, &new("old", 1, now - 10)),
+                insert(c, &new("new", 2, now + 3600)),
+                insert(c, &new("new", 3, now + 3600)),
+                insert(c, &new("other", 2, now + 3600)),
+            ))
+        })
+        .await;
+        assert_eq!(r.0, Ok(1));
+        assert_eq!(r.1, Ok(2));
+        assert_eq!(r.2, Err(CreateError::DuplicateLabel("new".into())));
+        assert_eq!(r.3, Err(CreateError::DuplicateHash));
+
+        // The expired one is marked (and persisted) at the next read.
+        let (all, expired) = ok(with_invoices(&store, |c, _| {
+            Ok(list(
+                c,
+                &Selector::All {
+                    updated: false,
+                    start: 0,
+                    limit: None,
+                },
+            )?)
+        })
+        .await);
+        assert_eq!(expired, 1);
+        let st: Vec<_> = all
+            .iter()
+            .map(|i| (i.label.as_str(), i.status.as_str()))
+            .collect();
+        assert_eq!(st, vec![("old", EXPIRED), ("new", UNPAID)]);
+        assert_eq!(all[0].updated_index, Some(1));
+        assert_eq!(all[1].updated_index, None);
+        let j = all[1].to_json();
+        assert!(j.get("payment_preimage").is_none(), "{j}");
+        assert!(j.get("updated_index").is_none(), "{j}");
+
+        let upd = run(&store, |c, _| {
+            Ok(list(
+                c,
+                &Selector::All {
+                    updated: true,
+                    start: 0,
+                    limit: None,
+                },
+            )?)
+        })
+        .await;
+        assert_eq!(
+            upd.iter().map(|i| i.label.as_str()).collect::<Vec<_>>(),
+            ["old"]
+        );
+        let page = run(&store, |c, _| {
+            Ok(list(
+                c,
+                &Selector::All {
+                    updated: false,
+                    start: 2,
+                    limit: Some(1),
+                },
+            )?)
+        })
+        .await;
+        assert_eq!(
+            page.iter().map(|i| i.label.as_str()).collect::<Vec<_>>(),
+            ["new"]
+        );
+
+        // delinvoice: status must match; desconly; delete.
+        let e = run(&store, |c, _| Ok(delete(c, "new", PAID, false))).await;
+        assert!(matches!(e, Err(DeleteError::Status(s)) if s == UNPAID));
+        let d = run(&store, |c, _| Ok(delete(c, "new", UNPAID, true))).await;
+        assert!(matches!(&d, Ok(i) if i.description.is_none() && i.updated_index == Some(2)));
+        let d = run(&store, |c, _| Ok(delete(c, "new", UNPAID, true))).await;
+        assert!(matches!(d, Err(DeleteError::NoDescription)));
+        let d = run(&store, |c, _| Ok(delete(c, "nope", UNPAID, false))).await;
+        assert!(matches!(d, Err(DeleteError::NotFound)));
+
+        // autoclean: the expired one is 10 s old.
+        let a = run(&store, |c, now| Ok(autoclean(c, false, 3600, now)?)).await;
+        assert_eq!(a, (0, 1));
+        let a = run(&store, |c, now| Ok(autoclean(c, false, 5, now)?)).await;
+        assert_eq!(a, (1, 0));
+        assert_eq!(run(&store, |c, _| Ok(counters(c)?)).await, (2, 1));
+        let n = run(&store, |c, now| Ok(delete_expired(c, now)?)).await;
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn paid_invoices_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("fulgur-invoices-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        ok(std::fs::create_dir_all(&dir));
+        let path = dir.join("db.sqlite3");
+        {
+            let store = ok(Store::open(&path));
+            let h = hash_of(&preimage(7));
+            let p = run(&store, move |c, now| {
+                insert(c, &new("x", 7, FAR)).map_err(|e| StoreError::Task(format!("{e:?}")))?;
+                insert(c, &new("y", 8, FAR)).map_err(|e| StoreError::Task(format!("{e:?}")))?;
+                Ok(mark_paid(c, &h, 7000, &preimage(7), now)?)
+            })
+            .await;
+            assert_eq!(p.map(|p| p.pay_index), Some(1));
+        }
+        let store = ok(Store::open(&path));
+        let x = run(&store, |c, _| Ok(first_paid_after(c, 0)?)).await;
+        let x = x.unwrap_or_else(|| panic!("the paid invoice is gone"));
+        assert_eq!((x.label.as_str(), x.pay_index), ("x", Some(1)));
+        assert_eq!(x.preimage, Some(preimage(7)));
+        let h = hash_of(&preimage(8));
+        let p = run(&store, move |c, now| {
+            Ok(mark_paid(c, &h, 8000, &preimage(8), now)?)
+        })
+        .await;
+        assert_eq!(p.map(|p| p.pay_index), Some(2));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn cltv_for_ldk() {
+        let min = u32::from(MIN_FINAL_CLTV_EXPIRY_DELTA);
+        assert_eq!(ldk_cltv(None), Ok(((min - 3) as u16, min)));
+        assert_eq!(ldk_cltv(Some(5)), Ok(((min - 3) as u16, min)));
+        assert_eq!(ldk_cltv(Some(1000)), Ok((997, 1000)));
+        assert!(ldk_cltv(Some(70_000)).is_err());
+    }
+}
