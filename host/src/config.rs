@@ -270,6 +270,12 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         "Seconds a broadcast keeps being retried while bitcoind is unreachable",
     ),
     opt(
+        "hold-safety-blocks",
+        CoreKind::Int,
+        Some("6"),
+        "Blocks before LDK's own claim deadline at which fulgurd fails back an HTLC a plugin still holds",
+    ),
+    opt(
         "bind-addr",
         CoreKind::Multi,
         None,
@@ -385,6 +391,8 @@ pub struct Config {
     pub bind_addrs: Vec<crate::lightning::net::NetAddr>,
     /// What to announce (`--addr`, `--announce-addr`).
     pub announce_addrs: Vec<crate::lightning::net::NetAddr>,
+    /// `--hold-safety-blocks`: margin before the claim deadline of a held HTLC.
+    pub hold_safety_blocks: u32,
 }
 
 /// What `fulgurd` was asked to do.
@@ -750,6 +758,11 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
             })
             .collect()
     };
+    let hold_safety_blocks = m.get_one::<i64>("hold-safety-blocks").copied().unwrap_or(6);
+    let hold_safety_blocks = u32::try_from(hold_safety_blocks)
+        .ok()
+        .filter(|b| *b <= 1000)
+        .ok_or_else(|| err("hold-safety-blocks: must be between 0 and 1000"))?;
     let both = addrs("addr")?;
     let mut bind_addrs = addrs("bind-addr")?;
     bind_addrs.extend(both.iter().cloned());
@@ -764,6 +777,7 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
     let config = Config {
         bind_addrs,
         announce_addrs,
+        hold_safety_blocks,
         network,
         lightning_dir,
         net_dir,

@@ -402,6 +402,9 @@ fn start_lightning(node: Arc<Node>, seed: [u8; 32], log: SourceLog) {
             log: log.clone(),
             announce: node.config.announce_addrs.clone(),
             wallet: node.wallet.clone(),
+            hold_safety_blocks: node.config.hold_safety_blocks,
+            alias: node.alias.clone(),
+            color: node.color.clone(),
         };
         let engine = match crate::lightning::Lightning::start(deps).await {
             Ok(e) => e,

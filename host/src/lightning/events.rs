@@ -76,6 +76,7 @@ impl Lightning {
                     "user",
                     "Lockin complete",
                 );
+                self.announce_node();
             }
             Event::ChannelClosed {
                 channel_id,
@@ -96,6 +97,72 @@ impl Lightning {
                         &reason.to_string(),
                     );
                 }
+            }
+            Event::HTLCIntercepted {
+                intercept_id,
+                requested_next_hop_scid,
+                payment_hash,
+                inbound_amount_msat,
+                expected_outbound_amount_msat,
+                outgoing_htlc_expiry_block_height,
+            } => {
+                self.on_htlc_intercepted(
+                    intercept_id,
+                    requested_next_hop_scid,
+                    payment_hash,
+                    inbound_amount_msat,
+                    expected_outbound_amount_msat,
+                    outgoing_htlc_expiry_block_height,
+                )
+                .await;
+            }
+            Event::PaymentClaimable {
+                payment_hash,
+                amount_msat,
+                purpose,
+                claim_deadline,
+                ..
+            } => {
+                let secret = match &purpose {
+                    lightning::events::PaymentPurpose::Bolt11InvoicePayment {
+                        payment_secret,
+                        ..
+                    } => Some(payment_secret.0),
+                    _ => None,
+                };
+                self.on_payment_claimable(
+                    payment_hash,
+                    amount_msat,
+                    purpose.preimage(),
+                    secret,
+                    claim_deadline,
+                )
+                .await;
+            }
+            Event::PaymentClaimed {
+                payment_hash,
+                amount_msat,
+                purpose,
+                ..
+            } => {
+                self.on_payment_claimed(payment_hash, amount_msat, purpose.preimage())
+                    .await;
+            }
+            Event::PaymentForwarded {
+                prev_htlcs,
+                outbound_amount_forwarded_msat,
+                ..
+            } => {
+                self.on_payment_forwarded(&prev_htlcs, outbound_amount_forwarded_msat)
+                    .await;
+            }
+            Event::HTLCHandlingFailed {
+                prev_channel_ids,
+                failure_type,
+                failure_reason,
+            } => {
+                self.on_forward_failed(&prev_channel_ids, &failure_type, failure_reason.as_ref())
+                    .await;
             }
             Event::DiscardFunding {
                 channel_id,

@@ -14,8 +14,11 @@
 
 pub mod channels;
 pub mod events;
+pub mod forwards;
+pub mod htlcs;
 pub mod invoices;
 pub mod net;
+pub mod receive;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
@@ -48,9 +51,9 @@ use lightning::util::config::UserConfig;
 use lightning::util::logger::{Level as LdkLevel, Logger as LdkLogger, Record as LdkRecord};
 use lightning::util::persist::{
     CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
-    CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, KVStoreSync, OUTPUT_SWEEPER_PERSISTENCE_KEY,
-    OUTPUT_SWEEPER_PERSISTENCE_PRIMARY_NAMESPACE, OUTPUT_SWEEPER_PERSISTENCE_SECONDARY_NAMESPACE,
-    read_channel_monitors,
+    CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, KVStoreSync, NETWORK_GRAPH_PERSISTENCE_KEY,
+    OUTPUT_SWEEPER_PERSISTENCE_KEY, OUTPUT_SWEEPER_PERSISTENCE_PRIMARY_NAMESPACE,
+    OUTPUT_SWEEPER_PERSISTENCE_SECONDARY_NAMESPACE, SCORER_PERSISTENCE_KEY, read_channel_monitors,
 };
 use lightning::util::ser::{ReadableArgs, Writeable};
 use lightning_net_tokio::SocketDescriptor;
@@ -162,6 +165,12 @@ pub struct Deps {
     pub announce: Vec<net::NetAddr>,
     /// The on-chain wallet (funding, closing and swept outputs).
     pub wallet: Arc<crate::wallet::Wallet>,
+    /// `--hold-safety-blocks`.
+    pub hold_safety_blocks: u32,
+    /// Our alias (`--alias`).
+    pub alias: String,
+    /// Our color, six hex digits (`--rgb`).
+    pub color: String,
 }
 
 /// The running engine.
@@ -203,8 +212,19 @@ pub struct Lightning {
     pub config: UserConfig,
     /// `fundchannel` calls waiting for LDK.
     pub opens: channels::Opens,
+    /// HTLCs waiting for `htlc_accepted`, with their deadline heights.
+    pub held: htlcs::HeldMap,
+    /// Preimages we claimed with, until LDK confirms the claim.
+    pub claimed: Mutex<std::collections::HashMap<[u8; 32], [u8; 32]>>,
+    /// `--hold-safety-blocks`.
+    pub hold_safety_blocks: u32,
+    alias: String,
+    color: String,
+    /// Peers we connected to: node id → address, for reconnecting channel peers.
+    peer_addrs: Mutex<std::collections::HashMap<PublicKey, SocketAddr>>,
     kv: Arc<SqliteKvStore>,
     outbox: Arc<Outbox>,
+    watcher: Arc<PeerWatcher>,
     log: SourceLog,
     /// Where peers can reach us (`--addr`, `--announce-addr`).
     pub announce: Vec<net::NetAddr>,
@@ -236,12 +256,31 @@ impl Lightning {
             peer_storage_key,
             false,
         ));
-        let graph = Arc::new(NetworkGraph::new(deps.network, log.clone()));
-        let scorer = Arc::new(RwLock::new(ProbabilisticScorer::new(
-            ProbabilisticScoringDecayParameters::default(),
-            graph.clone(),
-            log.clone(),
-        )));
+        let graph = match kv.read("", "", NETWORK_GRAPH_PERSISTENCE_KEY) {
+            Ok(bytes) => {
+                match NetworkGraph::read(&mut lightning::io::Cursor::new(&bytes), log.clone()) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        deps.log.unusual(&format!(
+                            "stored network graph unreadable ({e:?}); starting empty"
+                        ));
+                        NetworkGraph::new(deps.network, log.clone())
+                    }
+                }
+            }
+            Err(_) => NetworkGraph::new(deps.network, log.clone()),
+        };
+        let graph = Arc::new(graph);
+        let decay = ProbabilisticScoringDecayParameters::default();
+        let scorer = match kv.read("", "", SCORER_PERSISTENCE_KEY) {
+            Ok(bytes) => ProbabilisticScorer::read(
+                &mut lightning::io::Cursor::new(&bytes),
+                (decay, graph.clone(), log.clone()),
+            )
+            .unwrap_or_else(|_| ProbabilisticScorer::new(decay, graph.clone(), log.clone())),
+            Err(_) => ProbabilisticScorer::new(decay, graph.clone(), log.clone()),
+        };
+        let scorer = Arc::new(RwLock::new(scorer));
         let router = Arc::new(DefaultRouter::new(
             graph.clone(),
             log.clone(),
@@ -376,6 +415,7 @@ impl Lightning {
 
         let watcher = Arc::new(PeerWatcher {
             engine: OnceLock::new(),
+            outgoing: Mutex::new(vec![]),
             plugins: deps.plugins.clone(),
             log: deps.log.clone(),
             handle: tokio::runtime::Handle::current(),
@@ -420,14 +460,22 @@ impl Lightning {
             destination,
             config,
             opens: Mutex::new(Default::default()),
+            held: Mutex::new(Default::default()),
+            claimed: Mutex::new(Default::default()),
+            hold_safety_blocks: deps.hold_safety_blocks,
+            alias: deps.alias.clone(),
+            color: deps.color.clone(),
+            peer_addrs: Mutex::new(Default::default()),
             kv,
             outbox,
+            watcher: watcher.clone(),
             log: deps.log.clone(),
             announce: deps.announce,
             persist_lock: Mutex::new(()),
         });
         let _ = watcher.engine.set(Arc::downgrade(&engine));
         engine.persist_manager(true);
+        engine.replay_held().await;
         tokio::spawn(background(Arc::downgrade(&engine)));
         Ok(engine)
     }
@@ -495,6 +543,7 @@ impl Lightning {
             }
             if self.peers.peer_by_node_id(&id).is_some() {
                 tokio::spawn(conn);
+                self.remember_peer(id, addr);
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
@@ -526,10 +575,115 @@ impl Lightning {
         self.peers.process_events();
     }
 
+    /// `sendcustommsg`: queues a custom message (type and body) to a connected peer.
+    pub fn send_custom(&self, peer: PublicKey, ty: u16, body: Vec<u8>) {
+        self.watcher
+            .outgoing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((peer, CustomMsg { ty, body }));
+        self.peers.process_events();
+    }
+
     /// Stops the engine's network activity and persists the manager.
     pub fn stop(&self) {
         self.peers.disconnect_all_peers();
         self.persist_manager(true);
+        self.persist_gossip();
+    }
+
+    /// Writes the network graph and the scorer.
+    pub fn persist_gossip(&self) {
+        if let Err(e) = self
+            .kv
+            .write("", "", NETWORK_GRAPH_PERSISTENCE_KEY, self.graph.encode())
+        {
+            self.log
+                .unusual(&format!("cannot persist the network graph: {e}"));
+        }
+        let scorer = self
+            .scorer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .encode();
+        if let Err(e) = self.kv.write("", "", SCORER_PERSISTENCE_KEY, scorer) {
+            self.log.unusual(&format!("cannot persist the scorer: {e}"));
+        }
+    }
+
+    /// Announces our node (alias, color, addresses). LDK sends it once we have a public
+    /// channel; calling it again refreshes the announcement.
+    pub fn announce_node(&self) {
+        let mut alias = [0u8; 32];
+        let a = self.alias.as_bytes();
+        alias[..a.len().min(32)].copy_from_slice(&a[..a.len().min(32)]);
+        let mut rgb = [0u8; 3];
+        for (i, b) in rgb.iter_mut().enumerate() {
+            *b = u8::from_str_radix(self.color.get(2 * i..2 * i + 2).unwrap_or("00"), 16)
+                .unwrap_or(0);
+        }
+        let addrs = self
+            .announce
+            .iter()
+            .take(100)
+            .map(|a| a.to_socket_address())
+            .collect();
+        self.peers.broadcast_node_announcement(rgb, alias, addrs);
+    }
+
+    const PEERS_NAMESPACE: &'static str = "fulgur_peer_addresses";
+
+    /// Remembers where `id` was reached, for reconnecting after a restart.
+    pub fn remember_peer(&self, id: PublicKey, addr: SocketAddr) {
+        self.peer_addrs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, addr);
+        let _ = self.kv.write(
+            Self::PEERS_NAMESPACE,
+            "",
+            &id.to_string(),
+            addr.to_string().into_bytes(),
+        );
+    }
+
+    /// Connects to every channel peer we are not connected to and know an address of.
+    pub async fn reconnect_channel_peers(self: &Arc<Self>) {
+        let known: Vec<(PublicKey, SocketAddr)> = {
+            let mut m = self.peer_addrs.lock().unwrap_or_else(|p| p.into_inner());
+            if m.is_empty()
+                && let Ok(keys) = self.kv.list(Self::PEERS_NAMESPACE, "")
+            {
+                for k in keys {
+                    let (Ok(id), Ok(v)) = (
+                        k.parse::<PublicKey>(),
+                        self.kv.read(Self::PEERS_NAMESPACE, "", &k),
+                    ) else {
+                        continue;
+                    };
+                    if let Some(a) = String::from_utf8(v).ok().and_then(|s| s.parse().ok()) {
+                        m.insert(id, a);
+                    }
+                }
+            }
+            m.iter().map(|(k, v)| (*k, *v)).collect()
+        };
+        let channel_peers: std::collections::HashSet<PublicKey> = self
+            .manager
+            .list_channels()
+            .iter()
+            .map(|c| c.counterparty.node_id)
+            .collect();
+        for (id, addr) in known {
+            if channel_peers.contains(&id) && self.peers.peer_by_node_id(&id).is_none() {
+                let me = self.clone();
+                tokio::spawn(async move {
+                    if me.connect(id, addr).await.is_ok() {
+                        me.log.debug(&format!("Reconnected to channel peer {id}"));
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -558,6 +712,11 @@ async fn background(engine: Weak<Lightning>) {
         }
         if tick.is_multiple_of(600) {
             e.manager.timer_tick_occurred();
+            e.persist_gossip();
+            e.announce_node();
+        }
+        if tick.is_multiple_of(50) {
+            e.reconnect_channel_peers().await;
         }
         e.persist_manager(false);
     }
@@ -650,19 +809,52 @@ impl SendOnlyMessageHandler for Outbox {}
 /// Sees peers come and go (LDK's custom-message handler, handling no messages).
 pub struct PeerWatcher {
     engine: OnceLock<Weak<Lightning>>,
+    outgoing: Mutex<Vec<(PublicKey, CustomMsg)>>,
     plugins: Arc<PluginHost>,
     log: SourceLog,
     handle: tokio::runtime::Handle,
 }
 
+/// A custom peer message (BOLT 1 type outside LDK's, CLN's `sendcustommsg`/`custommsg`).
+#[derive(Debug, Clone)]
+pub struct CustomMsg {
+    /// Its type.
+    pub ty: u16,
+    /// Its body (after the type).
+    pub body: Vec<u8>,
+}
+
+impl lightning::ln::wire::Type for CustomMsg {
+    fn type_id(&self) -> u16 {
+        self.ty
+    }
+}
+
+impl Writeable for CustomMsg {
+    fn write<W: lightning::util::ser::Writer>(
+        &self,
+        w: &mut W,
+    ) -> Result<(), lightning::io::Error> {
+        w.write_all(&self.body)
+    }
+}
+
 impl CustomMessageReader for PeerWatcher {
-    type CustomMessage = std::convert::Infallible;
+    type CustomMessage = CustomMsg;
     fn read<R: lightning::util::ser::LengthLimitedRead>(
         &self,
-        _t: u16,
-        _b: &mut R,
+        ty: u16,
+        b: &mut R,
     ) -> Result<Option<Self::CustomMessage>, DecodeError> {
-        Ok(None)
+        // LDK hands us only types it does not handle itself; CLN forwards odd types and
+        // types >= 32768 to plugins.
+        if ty < 32768 && ty % 2 == 0 {
+            return Ok(None);
+        }
+        let mut body = vec![0u8; b.remaining_bytes().min(65_535) as usize];
+        b.read_exact(&mut body)
+            .map_err(|_| DecodeError::Io(lightning::io::ErrorKind::Other))?;
+        Ok(Some(CustomMsg { ty, body }))
     }
 }
 
@@ -670,13 +862,25 @@ impl CustomMessageHandler for PeerWatcher {
     fn handle_custom_message(
         &self,
         msg: Self::CustomMessage,
-        _from: PublicKey,
+        from: PublicKey,
     ) -> Result<(), LightningError> {
-        match msg {}
+        let mut payload = msg.ty.to_be_bytes().to_vec();
+        payload.extend_from_slice(&msg.body);
+        let payload = hex(&payload);
+        let plugins = self.plugins.clone();
+        self.handle.spawn(async move {
+            let p = json!({"peer_id": from.to_string(), "payload": payload});
+            plugins.notify("custommsg", p.clone());
+            let filter = json!(msg.ty);
+            let _ = plugins
+                .run_hook(Hook::Custommsg, p, None, Some(&filter), None, None)
+                .await;
+        });
+        Ok(())
     }
 
     fn get_and_clear_pending_msg(&self) -> Vec<(PublicKey, Self::CustomMessage)> {
-        vec![]
+        std::mem::take(&mut *self.outgoing.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn peer_disconnected(&self, id: PublicKey) {

@@ -58,6 +58,31 @@ impl NetAddr {
     }
 
     /// CLN's address object.
+    /// As LDK's announced address (IP addresses and DNS names).
+    pub fn to_socket_address(&self) -> lightning::ln::msgs::SocketAddress {
+        use lightning::ln::msgs::SocketAddress as S;
+        match self.host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => S::TcpIpV4 {
+                addr: a.octets(),
+                port: self.port,
+            },
+            Ok(std::net::IpAddr::V6(a)) => S::TcpIpV6 {
+                addr: a.octets(),
+                port: self.port,
+            },
+            Err(_) => match lightning::util::ser::Hostname::try_from(self.host.clone()) {
+                Ok(hostname) => S::Hostname {
+                    hostname,
+                    port: self.port,
+                },
+                Err(_) => S::TcpIpV4 {
+                    addr: [127, 0, 0, 1],
+                    port: self.port,
+                },
+            },
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         let kind = match self.host.parse::<IpAddr>() {
             Ok(IpAddr::V4(_)) => "ipv4",

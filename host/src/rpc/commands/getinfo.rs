@@ -23,6 +23,31 @@ pub const GETINFO: Command = Command {
 fn run(ctx: Ctx, _p: Params) -> CommandFuture {
     Box::pin(async move {
         let n = &ctx.node;
+        let mut counts = (0usize, 0usize, 0usize);
+        let mut fees_collected = 0u64;
+        if let Some(l) = n.lightning.get() {
+            for c in l.manager.list_channels() {
+                if !c.is_channel_ready {
+                    counts.0 += 1;
+                } else if c.is_usable {
+                    counts.1 += 1;
+                } else {
+                    counts.2 += 1;
+                }
+            }
+            fees_collected = n
+                .store
+                .with(|c| {
+                    Ok(c.query_row(
+                        "SELECT COALESCE(SUM(in_msat - out_msat), 0) FROM forwards WHERE status = 'settled'",
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )?)
+                })
+                .await
+                .unwrap_or(0)
+                .max(0) as u64;
+        }
         let (features, num_peers, address) = match n.lightning.get() {
             Some(l) => {
                 let m = &l.manager;
@@ -56,15 +81,15 @@ fn run(ctx: Ctx, _p: Params) -> CommandFuture {
             "alias": n.alias,
             "color": n.color,
             "num_peers": num_peers,
-            "num_pending_channels": 0,
-            "num_active_channels": 0,
-            "num_inactive_channels": 0,
+            "num_pending_channels": counts.0,
+            "num_active_channels": counts.1,
+            "num_inactive_channels": counts.2,
             "address": address,
             "binding": binding,
             "version": concat!("v", env!("CARGO_PKG_VERSION")),
             "blockheight": n.chain.height(),
             "network": n.config.network.as_str(),
-            "fees_collected_msat": 0,
+            "fees_collected_msat": fees_collected,
             "lightning-dir": n.config.net_dir.display().to_string(),
             "our_features": features,
         });

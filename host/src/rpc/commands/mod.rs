@@ -6,6 +6,7 @@ mod check;
 mod datastore;
 mod decode;
 mod feerates;
+mod forwards;
 mod getinfo;
 mod help;
 mod invoice;
@@ -84,7 +85,9 @@ pub const COMMANDS: &[&Command] = &[
     &invoice::INVOICE,
     &listconfigs::LISTCONFIGS,
     &datastore::LISTDATASTORE,
+    &forwards::LISTFORWARDS,
     &listfunds::LISTFUNDS,
+    &forwards::LISTHTLCS,
     &invoice::LISTINVOICES,
     &channels::LISTPEERCHANNELS,
     &peers::LISTPEERS,
@@ -92,6 +95,7 @@ pub const COMMANDS: &[&Command] = &[
     &newaddr::NEWADDR,
     &notifications::NOTIFICATIONS,
     &plugin::PLUGIN,
+    &peers::SENDCUSTOMMSG,
     &channels::SETCHANNEL,
     &setconfig::SETCONFIG,
     &stop::STOP,

@@ -239,3 +239,59 @@ fn run_listpeers(ctx: Ctx, p: Params) -> CommandFuture {
         Reply::Ok(json!({"peers": peers}))
     })
 }
+
+pub const SENDCUSTOMMSG: Command = Command {
+    name: "sendcustommsg",
+    usage: "node_id msg",
+    category: "utility",
+    description: "Send a custom message {msg} (hex, starting with its 2-byte type) to the peer {node_id}",
+    verbose: "Queues a custom BOLT 1 message for a connected peer. The type must be odd or at \
+              least 32768 (types the Lightning engine handles itself are refused).",
+    params: &[req("node_id"), req("msg")],
+    extra_params: false,
+    run: run_sendcustommsg,
+};
+
+fn run_sendcustommsg(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let e = match engine(&ctx.node) {
+            Ok(e) => e,
+            Err(e) => return Reply::Err(e),
+        };
+        let id = match p.str("node_id").and_then(|s| parse_id(&s)) {
+            Ok(i) => i,
+            Err(e) => return Reply::Err(e),
+        };
+        let msg = match p.str("msg") {
+            Ok(m) => m,
+            Err(e) => return Reply::Err(e),
+        };
+        let bytes: Option<Vec<u8>> = (msg.len() % 2 == 0)
+            .then(|| {
+                (0..msg.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&msg[i..i + 2], 16).ok())
+                    .collect()
+            })
+            .flatten();
+        let Some(bytes) = bytes.filter(|b| b.len() >= 2) else {
+            return Reply::Err(RpcError::invalid_params(format!(
+                "msg: should be a hex string of at least 2 bytes: invalid token '{msg}'"
+            )));
+        };
+        let ty = u16::from_be_bytes([bytes[0], bytes[1]]);
+        if ty < 32768 && ty % 2 == 0 {
+            return Reply::Err(RpcError::new(
+                -1,
+                format!(
+                    "Cannot send messages of type {ty} (<32768) that are handled internally; use an odd type or one >= 32768"
+                ),
+            ));
+        }
+        if e.peers.peer_by_node_id(&id).is_none() {
+            return Reply::Err(RpcError::new(-1, format!("No such peer: {id}")));
+        }
+        e.send_custom(id, ty, bytes[2..].to_vec());
+        Reply::Ok(json!({"status": "Message sent to connectd for delivery"}))
+    })
+}

@@ -1,0 +1,252 @@
+//! Forwards: a row per HTLC we were asked to forward (`listforwards`), kept up to date from
+//! LDK's events, with CLN's `forward_event` notification on every change.
+
+use lightning::events::{HTLCHandlingFailureReason, HTLCHandlingFailureType, InboundHTLCLocator};
+use lightning::ln::types::ChannelId;
+use lightning::types::payment::PaymentHash;
+use rusqlite::OptionalExtension;
+use serde_json::{Value, json};
+
+use super::{Lightning, hex, scid_string};
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Bumps the `updated` counter of `subsystem` and returns its new value.
+pub fn next_updated(c: &rusqlite::Connection, subsystem: &str) -> rusqlite::Result<i64> {
+    c.execute(
+        "INSERT INTO index_counters (subsystem, updated) VALUES (?1, 1)
+         ON CONFLICT(subsystem) DO UPDATE SET updated = updated + 1",
+        [subsystem],
+    )?;
+    c.query_row(
+        "SELECT updated FROM index_counters WHERE subsystem = ?1",
+        [subsystem],
+        |r| r.get(0),
+    )
+}
+
+const COLS: &str = "created_index, updated_index, payment_hash, in_channel, in_htlc_id, in_msat, out_channel, out_msat, status, failcode, failreason, received_time, resolved_time";
+
+/// A `listforwards` entry from a row.
+fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+    let mut o = json!({
+        "created_index": r.get::<_, i64>(0)?,
+        "in_channel": r.get::<_, String>(3)?,
+        "in_msat": r.get::<_, i64>(5)?,
+        "status": r.get::<_, String>(8)?,
+        "style": "tlv",
+        "received_time": r.get::<_, f64>(11)?,
+    });
+    if let Some(u) = r.get::<_, Option<i64>>(1)? {
+        o["updated_index"] = json!(u);
+    }
+    if let Some(h) = r.get::<_, Option<i64>>(4)? {
+        o["in_htlc_id"] = json!(h);
+    }
+    if let Some(c) = r.get::<_, Option<String>>(6)? {
+        o["out_channel"] = json!(c);
+    }
+    if let Some(m) = r.get::<_, Option<i64>>(7)? {
+        o["out_msat"] = json!(m);
+        o["fee_msat"] = json!((r.get::<_, i64>(5)? - m).max(0));
+    }
+    if let Some(f) = r.get::<_, Option<i64>>(9)? {
+        o["failcode"] = json!(f);
+    }
+    if let Some(f) = r.get::<_, Option<String>>(10)? {
+        o["failreason"] = json!(f);
+    }
+    if let Some(t) = r.get::<_, Option<f64>>(12)? {
+        o["resolved_time"] = json!(t);
+    }
+    Ok(o)
+}
+
+/// `listforwards [status] [in_channel] [out_channel] [index] [start] [limit]`.
+pub fn list(
+    c: &rusqlite::Connection,
+    status: Option<&str>,
+    in_channel: Option<&str>,
+    out_channel: Option<&str>,
+    index: Option<&str>,
+    start: Option<i64>,
+    limit: Option<i64>,
+) -> rusqlite::Result<Vec<Value>> {
+    let key = if index == Some("updated") {
+        "updated_index"
+    } else {
+        "created_index"
+    };
+    let sql = format!(
+        "SELECT {COLS} FROM forwards WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR in_channel = ?2)
+         AND (?3 IS NULL OR out_channel = ?3) AND (?4 IS NULL OR {key} >= ?4) ORDER BY {key} LIMIT ?5"
+    );
+    let mut st = c.prepare(&sql)?;
+    let rows = st
+        .query_map(
+            rusqlite::params![status, in_channel, out_channel, start, limit.unwrap_or(-1)],
+            row_json,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+impl Lightning {
+    fn scid_of(&self, id: &ChannelId) -> Option<String> {
+        self.manager
+            .list_channels()
+            .into_iter()
+            .find(|c| c.channel_id == *id)
+            .and_then(|c| c.short_channel_id.or(c.outbound_scid_alias))
+            .map(scid_string)
+    }
+
+    async fn notify_forward(&self, created_index: i64, hash: Option<Vec<u8>>) {
+        let row = self
+            .store
+            .with(move |c| {
+                Ok(c.query_row(
+                    &format!("SELECT {COLS} FROM forwards WHERE created_index = ?1"),
+                    [created_index],
+                    row_json,
+                )
+                .optional()?)
+            })
+            .await;
+        if let Ok(Some(mut o)) = row {
+            if let Some(h) = hash {
+                o["payment_hash"] = json!(hex(&h));
+            }
+            if let Some(m) = o.as_object_mut() {
+                m.remove("created_index");
+                m.remove("updated_index");
+                m.remove("in_htlc_id");
+            }
+            self.plugins.notify("forward_event", o);
+        }
+    }
+
+    /// An HTLC to forward arrived (status `offered`).
+    pub(crate) async fn forward_offered(
+        &self,
+        hash: &PaymentHash,
+        part: &(u64, u64, u64, u32, String),
+        next_scid: u64,
+        outbound_msat: u64,
+    ) {
+        let (hash_v, in_ch, in_id, in_msat, out_ch) = (
+            hash.0.to_vec(),
+            scid_string(part.0),
+            part.1 as i64,
+            part.2 as i64,
+            scid_string(next_scid),
+        );
+        let r = self
+            .store
+            .with(move |c| {
+                c.execute(
+                    "INSERT INTO forwards (payment_hash, in_channel, in_htlc_id, in_msat, out_channel, out_msat, status, received_time)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'offered', ?7)",
+                    rusqlite::params![hash_v, in_ch, in_id, in_msat, out_ch, outbound_msat as i64, now()],
+                )?;
+                Ok(c.last_insert_rowid())
+            })
+            .await;
+        match r {
+            Ok(id) => self.notify_forward(id, Some(hash.0.to_vec())).await,
+            Err(e) => self.log.broken(&format!("cannot record forward: {e}")),
+        }
+    }
+
+    /// Finds the offered forward that came in on `in_channel` (with `htlc_id` if known).
+    async fn resolve_forward(
+        &self,
+        in_channel: String,
+        htlc_id: Option<u64>,
+        status: &'static str,
+        out_msat: Option<u64>,
+        failcode: Option<u16>,
+        failreason: Option<String>,
+    ) {
+        let r = self
+            .store
+            .with(move |c| {
+                let tx = c.transaction()?;
+                let found: Option<(i64, Option<Vec<u8>>)> = tx
+                    .query_row(
+                        "SELECT created_index, payment_hash FROM forwards WHERE status = 'offered' AND in_channel = ?1
+                         AND (?2 IS NULL OR in_htlc_id = ?2) ORDER BY created_index LIMIT 1",
+                        rusqlite::params![in_channel, htlc_id.map(|h| h as i64)],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                let Some((id, hash)) = found else {
+                    return Ok(None);
+                };
+                let upd = next_updated(&tx, "forwards")?;
+                tx.execute(
+                    "UPDATE forwards SET status = ?2, updated_index = ?3, resolved_time = ?4,
+                     out_msat = COALESCE(?5, out_msat), failcode = ?6, failreason = ?7 WHERE created_index = ?1",
+                    rusqlite::params![id, status, upd, now(), out_msat.map(|m| m as i64), failcode, failreason],
+                )?;
+                tx.commit()?;
+                Ok(Some((id, hash)))
+            })
+            .await;
+        match r {
+            Ok(Some((id, hash))) => self.notify_forward(id, hash).await,
+            Ok(None) => {}
+            Err(e) => self.log.broken(&format!("cannot update forward: {e}")),
+        }
+    }
+
+    /// LDK's `PaymentForwarded`: the forward settled.
+    pub(crate) async fn on_payment_forwarded(
+        &self,
+        prev: &[InboundHTLCLocator],
+        outbound_msat: u64,
+    ) {
+        for p in prev {
+            let Some(ch) = self.scid_of(&p.channel_id) else {
+                continue;
+            };
+            self.resolve_forward(ch, p.htlc_id, "settled", Some(outbound_msat), None, None)
+                .await;
+        }
+    }
+
+    /// LDK's `HTLCHandlingFailed` for a forward.
+    pub(crate) async fn on_forward_failed(
+        &self,
+        prev_channel_ids: &[ChannelId],
+        ty: &HTLCHandlingFailureType,
+        reason: Option<&HTLCHandlingFailureReason>,
+    ) {
+        let is_forward = matches!(
+            ty,
+            HTLCHandlingFailureType::Forward { .. }
+                | HTLCHandlingFailureType::UnknownNextHop { .. }
+                | HTLCHandlingFailureType::InvalidForward { .. }
+        );
+        if !is_forward {
+            return;
+        }
+        let (status, code, why): (_, Option<u16>, _) = match reason {
+            Some(HTLCHandlingFailureReason::Downstream) => ("failed", None, None),
+            Some(HTLCHandlingFailureReason::Local { reason }) => {
+                ("local_failed", None, Some(format!("{reason:?}")))
+            }
+            None => ("local_failed", None, None),
+        };
+        for id in prev_channel_ids {
+            let Some(ch) = self.scid_of(id) else { continue };
+            self.resolve_forward(ch, None, status, None, code, why.clone())
+                .await;
+        }
+    }
+}

@@ -1,0 +1,629 @@
+//! The `htlc_accepted` hook, for every forward and every received payment, with the core
+//! owning the deadline.
+//!
+//! An HTLC that waits for plugins is *held*: it is recorded in the `held_htlcs` table (so a
+//! restart offers it to the hooks again once every plugin has answered `init`) and in memory
+//! with its deadline height. The deadline is LDK's own point of no return (the claim deadline
+//! of a received payment, the timeout of an intercepted forward) minus
+//! `--hold-safety-blocks`. If the plugins have not decided when the chain reaches it, fulgurd
+//! fails the HTLC back itself, logs it, and tells subscribers with the `htlc_deadline`
+//! notification (a Fulgur topic). An answer that comes later is logged and ignored: each held
+//! HTLC is decided exactly once, by whoever takes it out of the in-memory table first.
+//!
+//! The hook payload is CLN's, plus `deadline_blockheight` (a Fulgur extension). LDK does
+//! not expose the raw onion, so `onion.payload` and `onion.next_onion` are empty and
+//! `onion.shared_secret` is all zeros.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bitcoin::hashes::{Hash, sha256};
+use lightning::ln::channelmanager::{FailureCode, InterceptId};
+use lightning::types::payment::{PaymentHash, PaymentPreimage};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{Lightning, hex, scid_string};
+use fulgur_protocol::hooks::Hook;
+
+/// What to do once the plugins have decided.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HeldAction {
+    /// A forward intercepted by LDK.
+    Forward {
+        /// LDK's intercept id (hex).
+        intercept_id: String,
+        /// The channel the onion asks for.
+        next_scid: u64,
+        /// What the next hop should receive.
+        outbound_msat: u64,
+    },
+    /// A payment to us (all its parts), claimable in LDK.
+    Receive {
+        /// Total received.
+        amount_msat: u64,
+        /// The preimage when LDK knows it (an invoice it derived).
+        preimage: Option<String>,
+    },
+}
+
+/// A held HTLC (or set of parts) as stored for restart replay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeldRecord {
+    /// The action.
+    pub action: HeldAction,
+    /// One hook payload per HTLC part.
+    pub payloads: Vec<Value>,
+}
+
+/// Held HTLCs in memory: id → deadline height. Whoever removes an entry decides it.
+pub type HeldMap = Mutex<HashMap<String, u32>>;
+
+/// How plugins decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Continue as the node would.
+    Continue,
+    /// Fail with this BOLT 4 failure message (hex) if given.
+    Fail(Option<String>),
+    /// Settle with this preimage.
+    Resolve([u8; 32]),
+}
+
+/// Combines the answers for the parts of one payment: any failure fails it, else any
+/// resolve settles it, else it continues.
+pub fn combine(verdicts: &[Verdict]) -> Verdict {
+    if let Some(f) = verdicts.iter().find(|v| matches!(v, Verdict::Fail(_))) {
+        return f.clone();
+    }
+    if let Some(r) = verdicts.iter().find(|v| matches!(v, Verdict::Resolve(_))) {
+        return r.clone();
+    }
+    Verdict::Continue
+}
+
+/// A chain's end as a verdict (malformed answers were already replaced by the hook's safe
+/// default, `continue`).
+fn verdict(end: crate::hooks::ChainEnd) -> Verdict {
+    use crate::hooks::ChainEnd;
+    match end {
+        ChainEnd::Default(_) => Verdict::Continue,
+        ChainEnd::DeadlineExceeded { .. } => Verdict::Fail(None),
+        ChainEnd::Stopped { answer, .. } => match answer.get("result").and_then(Value::as_str) {
+            Some("resolve") => {
+                let key = answer
+                    .get("payment_key")
+                    .and_then(Value::as_str)
+                    .and_then(|k| parse_hash(k).ok());
+                match key {
+                    Some(k) => Verdict::Resolve(k),
+                    None => Verdict::Fail(None),
+                }
+            }
+            Some("fail") => Verdict::Fail(
+                answer
+                    .get("failure_message")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+            ),
+            _ => Verdict::Continue,
+        },
+    }
+}
+
+/// 32 bytes from 64 hex digits.
+pub fn parse_hash(s: &str) -> Result<[u8; 32], String> {
+    if s.len() != 64 {
+        return Err(format!("'{s}' is not 32 bytes of hex"));
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+            .map_err(|_| format!("'{s}' is not hex"))?;
+    }
+    Ok(out)
+}
+
+/// LDK's failure codes for a plugin's `failure_message`: LDK can only send four of BOLT 4's
+/// codes back for a received payment; others become `incorrect_or_unknown_payment_details`.
+pub fn failure_code(msg: Option<&str>) -> FailureCode {
+    let code = msg
+        .filter(|m| m.len() >= 4)
+        .and_then(|m| u16::from_str_radix(&m[..4], 16).ok());
+    match code {
+        Some(0x2002) => FailureCode::TemporaryNodeFailure,
+        Some(0x2003) => FailureCode::RequiredNodeFeatureMissing,
+        Some(0x4016) => FailureCode::InvalidOnionPayload(None),
+        _ => FailureCode::IncorrectOrUnknownPaymentDetails,
+    }
+}
+
+impl Lightning {
+    /// The inbound HTLCs carrying `hash`: (channel scid, htlc id, amount, cltv expiry, peer).
+    fn inbound_parts(&self, hash: &PaymentHash) -> Vec<(u64, u64, u64, u32, String)> {
+        let mut out = vec![];
+        for c in self.manager.list_channels() {
+            let scid = c.short_channel_id.or(c.inbound_scid_alias).unwrap_or(0);
+            for h in &c.pending_inbound_htlcs {
+                if h.payment_hash == *hash {
+                    out.push((
+                        scid,
+                        h.htlc_id,
+                        h.amount_msat,
+                        h.cltv_expiry,
+                        c.counterparty.node_id.to_string(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn htlc_payload(
+        &self,
+        part: &(u64, u64, u64, u32, String),
+        hash: &PaymentHash,
+        onion: Value,
+        deadline: u32,
+    ) -> Value {
+        let height = self.chain.height();
+        json!({
+            "peer_id": part.4,
+            "onion": onion,
+            "htlc": {
+                "short_channel_id": scid_string(part.0),
+                "id": part.1,
+                "amount_msat": part.2,
+                "cltv_expiry": part.3,
+                "cltv_expiry_relative": part.3.saturating_sub(height),
+                "payment_hash": hex(&hash.0),
+            },
+            "deadline_blockheight": deadline,
+        })
+    }
+
+    /// LDK intercepted a forward (all forwards are intercepted): ask `htlc_accepted`, or
+    /// forward at once when no plugin registered it.
+    pub(crate) async fn on_htlc_intercepted(
+        self: &Arc<Self>,
+        intercept_id: InterceptId,
+        next_scid: u64,
+        hash: PaymentHash,
+        inbound_msat: u64,
+        outbound_msat: u64,
+        outgoing_expiry: Option<u32>,
+    ) {
+        let parts = self.inbound_parts(&hash);
+        let part = parts
+            .iter()
+            .find(|p| p.2 == inbound_msat)
+            .cloned()
+            .unwrap_or((0, 0, inbound_msat, 0, String::new()));
+        self.forward_offered(&hash, &part, next_scid, outbound_msat)
+            .await;
+        let action = HeldAction::Forward {
+            intercept_id: hex(&intercept_id.0),
+            next_scid,
+            outbound_msat,
+        };
+        if !self.plugins.has_hook(Hook::HtlcAccepted) {
+            self.act(&hash, &action, Verdict::Continue).await;
+            return;
+        }
+        // LDK fails an intercepted HTLC itself 39 blocks before its outgoing expiry.
+        let ldk_deadline = outgoing_expiry
+            .map(|e| e.saturating_sub(39))
+            .unwrap_or_else(|| part.3.saturating_sub(39));
+        let deadline = ldk_deadline.saturating_sub(self.hold_safety_blocks);
+        let onion = json!({
+            "payload": "",
+            "type": "tlv",
+            "short_channel_id": scid_string(next_scid),
+            "forward_msat": outbound_msat,
+            "outgoing_cltv_value": outgoing_expiry.unwrap_or(0),
+            "next_onion": "",
+            "shared_secret": hex(&[0u8; 32]),
+        });
+        let mut payload = self.htlc_payload(&part, &hash, onion, deadline);
+        if let Some(c) = self
+            .manager
+            .list_channels()
+            .into_iter()
+            .find(|c| c.short_channel_id == Some(next_scid))
+        {
+            payload["forward_to"] = json!(hex(&c.channel_id.0));
+        }
+        let id = format!("fwd:{}", hex(&intercept_id.0));
+        self.hold(
+            id,
+            hash,
+            HeldRecord {
+                action,
+                payloads: vec![payload],
+            },
+            deadline,
+            true,
+        )
+        .await;
+    }
+
+    /// A payment to us is complete in LDK: ask `htlc_accepted` for each part, then settle or
+    /// fail it.
+    pub(crate) async fn on_payment_claimable(
+        self: &Arc<Self>,
+        hash: PaymentHash,
+        amount_msat: u64,
+        preimage: Option<PaymentPreimage>,
+        payment_secret: Option<[u8; 32]>,
+        claim_deadline: Option<u32>,
+    ) {
+        let id = format!("recv:{}", hex(&hash.0));
+        if self.held_contains(&id) {
+            return;
+        }
+        let parts = self.inbound_parts(&hash);
+        let earliest = parts.iter().map(|p| p.3).min().unwrap_or(0);
+        let ldk_deadline = claim_deadline.unwrap_or_else(|| earliest.saturating_sub(39));
+        let deadline = ldk_deadline.saturating_sub(self.hold_safety_blocks);
+        let payloads = parts
+            .iter()
+            .map(|p| {
+                let mut onion = json!({
+                    "payload": "",
+                    "type": "tlv",
+                    "forward_msat": p.2,
+                    "outgoing_cltv_value": p.3,
+                    "total_msat": amount_msat,
+                    "next_onion": "",
+                    "shared_secret": hex(&[0u8; 32]),
+                });
+                if let Some(s) = payment_secret {
+                    onion["payment_secret"] = json!(hex(&s));
+                }
+                self.htlc_payload(p, &hash, onion, deadline)
+            })
+            .collect();
+        let action = HeldAction::Receive {
+            amount_msat,
+            preimage: preimage.map(|p| hex(&p.0)),
+        };
+        let with_hook = self.plugins.has_hook(Hook::HtlcAccepted);
+        self.hold(
+            id,
+            hash,
+            HeldRecord { action, payloads },
+            deadline,
+            with_hook,
+        )
+        .await;
+    }
+
+    fn held_contains(&self, id: &str) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+    }
+
+    /// Records a held HTLC and decides it in a task (asking the hook when `ask`).
+    async fn hold(
+        self: &Arc<Self>,
+        id: String,
+        hash: PaymentHash,
+        rec: HeldRecord,
+        deadline: u32,
+        ask: bool,
+    ) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), deadline);
+        if ask {
+            let row = serde_json::to_string(&rec).unwrap_or_default();
+            let kind = match rec.action {
+                HeldAction::Forward { .. } => "forward",
+                HeldAction::Receive { .. } => "receive",
+            };
+            let (id2, hash2, kind) = (id.clone(), hash.0.to_vec(), kind.to_string());
+            let r = self
+                .store
+                .with(move |c| {
+                    c.execute(
+                        "INSERT OR REPLACE INTO held_htlcs (id, kind, payment_hash, payload, deadline_height, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, strftime('%s','now'))",
+                        rusqlite::params![id2, kind, hash2, row, deadline],
+                    )?;
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = r {
+                self.log
+                    .broken(&format!("cannot record held HTLC {id}: {e}"));
+            }
+        }
+        let me = self.clone();
+        tokio::spawn(async move { me.decide(id, hash, rec, deadline, ask).await });
+    }
+
+    /// Asks the hook (for every part at once), racing the deadline, and acts once.
+    async fn decide(
+        self: Arc<Self>,
+        id: String,
+        hash: PaymentHash,
+        rec: HeldRecord,
+        deadline: u32,
+        ask: bool,
+    ) {
+        let verdict = if ask {
+            let calls = rec.payloads.iter().cloned().map(|p| {
+                let plugins = self.plugins.clone();
+                async move {
+                    verdict(
+                        plugins
+                            .run_hook(Hook::HtlcAccepted, p, None, None, None, None)
+                            .await,
+                    )
+                }
+            });
+            let mut all = tokio::spawn(futures::future::join_all(calls));
+            loop {
+                tokio::select! {
+                    r = &mut all => break r.map(|v| combine(&v)).unwrap_or(Verdict::Fail(None)),
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                        if self.chain.height() >= deadline && self.take_held(&id) {
+                            self.deadline_reached(&id, &hash, &rec, deadline).await;
+                            let log = self.log.clone();
+                            let id = id.clone();
+                            tokio::spawn(async move {
+                                if let Ok(v) = all.await {
+                                    log.unusual(&format!(
+                                        "Late htlc_accepted answer for {id} ignored (already failed back at its deadline): {:?}",
+                                        combine(&v)
+                                    ));
+                                }
+                            });
+                            return;
+                        }
+                    }
+                }
+            }
+        } else {
+            Verdict::Continue
+        };
+        if !self.take_held(&id) {
+            self.log.unusual(&format!(
+                "htlc_accepted answer for {id} ignored: already decided ({verdict:?})"
+            ));
+            return;
+        }
+        self.act(&hash, &rec.action, verdict).await;
+        self.forget_held(&id).await;
+    }
+
+    fn take_held(&self, id: &str) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+            .is_some()
+    }
+
+    async fn forget_held(&self, id: &str) {
+        let id = id.to_string();
+        let _ = self
+            .store
+            .with(move |c| {
+                c.execute("DELETE FROM held_htlcs WHERE id = ?1", [id])?;
+                Ok(())
+            })
+            .await;
+    }
+
+    async fn deadline_reached(
+        &self,
+        id: &str,
+        hash: &PaymentHash,
+        rec: &HeldRecord,
+        deadline: u32,
+    ) {
+        self.log.unusual(&format!(
+            "HTLC {id} still held by a plugin at block {deadline} (its deadline): failing it back"
+        ));
+        self.plugins.notify(
+            "htlc_deadline",
+            json!({"id": id, "payment_hash": hex(&hash.0), "deadline_blockheight": deadline}),
+        );
+        self.act(hash, &rec.action, Verdict::Fail(Some("2002".into())))
+            .await;
+        self.forget_held(id).await;
+    }
+
+    /// Carries out a verdict.
+    async fn act(self: &Lightning, hash: &PaymentHash, action: &HeldAction, v: Verdict) {
+        match action {
+            HeldAction::Forward {
+                intercept_id,
+                next_scid,
+                outbound_msat,
+            } => {
+                let Ok(raw) = parse_hash(intercept_id) else {
+                    return;
+                };
+                let iid = InterceptId(raw);
+                let fail = |why: &str| {
+                    self.log
+                        .debug(&format!("Failing forward {intercept_id}: {why}"));
+                    if let Err(e) = self.manager.fail_intercepted_htlc(iid) {
+                        self.log.unusual(&format!(
+                            "cannot fail forward {intercept_id}: {}",
+                            super::api_error(&e)
+                        ));
+                    }
+                };
+                match v {
+                    Verdict::Continue => {
+                        let chan = self.manager.list_channels().into_iter().find(|c| {
+                            c.short_channel_id == Some(*next_scid)
+                                || c.outbound_scid_alias == Some(*next_scid)
+                                || c.inbound_scid_alias == Some(*next_scid)
+                        });
+                        match chan {
+                            Some(c) => {
+                                if let Err(e) = self.manager.forward_intercepted_htlc(
+                                    iid,
+                                    &c.channel_id,
+                                    c.counterparty.node_id,
+                                    *outbound_msat,
+                                ) {
+                                    fail(&super::api_error(&e));
+                                }
+                            }
+                            None => fail("unknown next channel"),
+                        }
+                    }
+                    Verdict::Fail(_) => fail("a plugin failed it"),
+                    Verdict::Resolve(_) => {
+                        self.log.unusual(&format!(
+                            "htlc_accepted answered resolve for forward {intercept_id}: LDK cannot settle an intercepted HTLC without forwarding it, failing it back"
+                        ));
+                        fail("resolve is not possible for forwards");
+                    }
+                }
+                self.peers.process_events();
+            }
+            HeldAction::Receive { preimage, .. } => {
+                match v {
+                    Verdict::Fail(msg) => {
+                        self.manager
+                            .fail_htlc_backwards_with_reason(hash, failure_code(msg.as_deref()));
+                    }
+                    Verdict::Resolve(key) => {
+                        if sha256::Hash::hash(&key).to_byte_array() == hash.0 {
+                            self.manager.claim_funds(PaymentPreimage(key));
+                        } else {
+                            self.log.unusual(&format!(
+                                "htlc_accepted resolved {} with a payment_key that does not match: failing it",
+                                hex(&hash.0)
+                            ));
+                            self.manager.fail_htlc_backwards(hash);
+                        }
+                    }
+                    Verdict::Continue => {
+                        let known = preimage.as_deref().and_then(|p| parse_hash(p).ok());
+                        self.receive_continue(hash, known).await;
+                    }
+                }
+                self.peers.process_events();
+            }
+        }
+    }
+
+    /// Offers the held HTLCs recorded before a restart to the hooks again (called once the
+    /// plugins have all answered `init`, which precedes the engine's start).
+    pub(crate) async fn replay_held(self: &Arc<Self>) {
+        let rows = self
+            .store
+            .with(|c| {
+                let mut st = c.prepare(
+                    "SELECT id, payment_hash, payload, deadline_height FROM held_htlcs ORDER BY created_at",
+                )?;
+                let rows = st
+                    .query_map([], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Vec<u8>>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, u32>(3)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(rows)
+            })
+            .await
+            .unwrap_or_default();
+        for (id, hash, payload, deadline) in rows {
+            let (Ok(rec), Ok(hash)) = (
+                serde_json::from_str::<HeldRecord>(&payload),
+                <[u8; 32]>::try_from(hash.as_slice()),
+            ) else {
+                self.log
+                    .broken(&format!("held HTLC {id}: unreadable record, dropped"));
+                self.forget_held(&id).await;
+                continue;
+            };
+            self.log
+                .info(&format!("Offering held HTLC {id} to htlc_accepted again"));
+            self.held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone(), deadline);
+            let me = self.clone();
+            tokio::spawn(
+                async move { me.decide(id, PaymentHash(hash), rec, deadline, true).await },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_failure_fails_the_payment_else_resolve_else_continue() {
+        use Verdict::*;
+        assert_eq!(combine(&[Continue, Continue]), Continue);
+        assert_eq!(combine(&[Continue, Resolve([1; 32])]), Resolve([1; 32]));
+        assert_eq!(
+            combine(&[Resolve([1; 32]), Fail(Some("2002".into()))]),
+            Fail(Some("2002".into()))
+        );
+        assert_eq!(combine(&[]), Continue);
+    }
+
+    #[test]
+    fn failure_messages_map_to_what_ldk_can_send() {
+        assert!(matches!(
+            failure_code(Some("2002")),
+            FailureCode::TemporaryNodeFailure
+        ));
+        assert!(matches!(
+            failure_code(Some("400f0000000000000001")),
+            FailureCode::IncorrectOrUnknownPaymentDetails
+        ));
+        assert!(matches!(
+            failure_code(Some("zz")),
+            FailureCode::IncorrectOrUnknownPaymentDetails
+        ));
+        assert!(matches!(
+            failure_code(None),
+            FailureCode::IncorrectOrUnknownPaymentDetails
+        ));
+    }
+
+    #[test]
+    fn answers_become_verdicts() {
+        use crate::hooks::ChainEnd;
+        let stop = |a: Value| ChainEnd::Stopped {
+            plugin: "p".into(),
+            answer: a,
+        };
+        assert_eq!(verdict(ChainEnd::Default(json!({}))), Verdict::Continue);
+        assert_eq!(
+            verdict(stop(json!({"result": "fail", "failure_message": "2002"}))),
+            Verdict::Fail(Some("2002".into()))
+        );
+        let key = "11".repeat(32);
+        assert_eq!(
+            verdict(stop(json!({"result": "resolve", "payment_key": key}))),
+            Verdict::Resolve([0x11; 32])
+        );
+        // A resolve without a usable key cannot settle anything: it fails.
+        assert_eq!(
+            verdict(stop(json!({"result": "resolve", "payment_key": "zz"}))),
+            Verdict::Fail(None)
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! `listforwards` (our `forwards` table) and `listhtlcs` (the HTLCs now in our channels).
+
+use fulgur_protocol::RpcError;
+use serde_json::{Value, json};
+
+use super::{Command, CommandFuture, Ctx};
+use crate::lightning::{hex, scid_string};
+use crate::rpc::Reply;
+use crate::rpc::params::{Params, opt};
+
+pub const LISTFORWARDS: Command = Command {
+    name: "listforwards",
+    usage: "[status] [in_channel] [out_channel] [index] [start] [limit]",
+    category: "channels",
+    description: "List all forwarded payments and their information optionally filtering by [status], [in_channel], [out_channel], [index], [start] and [limit]",
+    verbose: "Every HTLC this node was asked to forward, with its state (offered, settled, \
+              failed, local_failed), amounts, fee and times. {index} 'created' or 'updated' \
+              with {start} and {limit} pages through them as in CLN.",
+    params: &[
+        opt("status"),
+        opt("in_channel"),
+        opt("out_channel"),
+        opt("index"),
+        opt("start"),
+        opt("limit"),
+    ],
+    extra_params: false,
+    run: run_listforwards,
+};
+
+pub const LISTHTLCS: Command = Command {
+    name: "listhtlcs",
+    usage: "[id] [index] [start] [limit]",
+    category: "channels",
+    description: "List all the HTLCs in our channels, optionally only for channel {id} (short channel id or channel id).",
+    verbose: "The HTLCs currently pending in our channels, in and out, with their amounts, \
+              expiries and payment hashes.",
+    params: &[opt("id"), opt("index"), opt("start"), opt("limit")],
+    extra_params: false,
+    run: run_listhtlcs,
+};
+
+macro_rules! tri {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Reply::Err(e),
+        }
+    };
+}
+
+fn index_param(p: &Params) -> Result<Option<String>, RpcError> {
+    let idx = p.opt_str("index")?;
+    if let Some(i) = &idx
+        && i != "created"
+        && i != "updated"
+    {
+        return Err(RpcError::invalid_params(format!(
+            "index: should be 'created' or 'updated': invalid token '{i}'"
+        )));
+    }
+    if idx.is_none() && (p.get("start").is_some() || p.get("limit").is_some()) {
+        return Err(RpcError::invalid_params(
+            "Can only specify {start} or {limit} with {index}",
+        ));
+    }
+    Ok(idx)
+}
+
+fn run_listforwards(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let status = tri!(p.opt_str("status"));
+        if let Some(s) = &status
+            && !["offered", "settled", "failed", "local_failed"].contains(&s.as_str())
+        {
+            return Reply::Err(RpcError::invalid_params(format!(
+                "status: should be a forward status: invalid token '{s}'"
+            )));
+        }
+        let in_ch = tri!(p.opt_str("in_channel"));
+        let out_ch = tri!(p.opt_str("out_channel"));
+        let index = tri!(index_param(&p));
+        let start = tri!(p.opt_u64("start")).map(|v| v as i64);
+        let limit = tri!(p.opt_u64("limit")).map(|v| v as i64);
+        let r = ctx
+            .node
+            .store
+            .with(move |c| {
+                Ok(crate::lightning::forwards::list(
+                    c,
+                    status.as_deref(),
+                    in_ch.as_deref(),
+                    out_ch.as_deref(),
+                    index.as_deref(),
+                    start,
+                    limit,
+                )?)
+            })
+            .await;
+        match r {
+            Ok(v) => Reply::Ok(json!({"forwards": v})),
+            Err(e) => Reply::Err(RpcError::new(-1, e.to_string())),
+        }
+    })
+}
+
+fn run_listhtlcs(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let id = tri!(p.opt_str("id"));
+        let _ = tri!(index_param(&p));
+        let start = tri!(p.opt_u64("start")).unwrap_or(0);
+        let limit = tri!(p.opt_u64("limit")).unwrap_or(u64::MAX);
+        let Some(e) = ctx.node.lightning.get() else {
+            return Reply::Ok(json!({"htlcs": []}));
+        };
+        let mut out: Vec<Value> = vec![];
+        for c in e.manager.list_channels() {
+            let scid = c.short_channel_id.or(c.outbound_scid_alias).unwrap_or(0);
+            let scid_s = scid_string(scid);
+            if let Some(want) = &id
+                && *want != scid_s
+                && want.to_lowercase() != hex(&c.channel_id.0)
+            {
+                continue;
+            }
+            for h in &c.pending_inbound_htlcs {
+                out.push(json!({
+                    "short_channel_id": scid_s,
+                    "id": h.htlc_id,
+                    "expiry": h.cltv_expiry,
+                    "direction": "in",
+                    "amount_msat": h.amount_msat,
+                    "payment_hash": hex(&h.payment_hash.0),
+                    "state": "RCVD_ADD_ACK_REVOCATION",
+                }));
+            }
+            for h in &c.pending_outbound_htlcs {
+                let Some(hid) = h.htlc_id else { continue };
+                out.push(json!({
+                    "short_channel_id": scid_s,
+                    "id": hid,
+                    "expiry": h.cltv_expiry,
+                    "direction": "out",
+                    "amount_msat": h.amount_msat,
+                    "payment_hash": hex(&h.payment_hash.0),
+                    "state": "SENT_ADD_ACK_REVOCATION",
+                }));
+            }
+        }
+        for (i, h) in out.iter_mut().enumerate() {
+            h["created_index"] = json!(i as u64 + 1);
+        }
+        let out: Vec<Value> = out
+            .into_iter()
+            .filter(|h| h["created_index"].as_u64().unwrap_or(0) >= start)
+            .take(limit.min(usize::MAX as u64) as usize)
+            .collect();
+        Reply::Ok(json!({"htlcs": out}))
+    })
+}
