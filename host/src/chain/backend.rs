@@ -144,7 +144,7 @@ pub struct PluginCaller {
 }
 
 impl PluginCaller {
-    async fn call(&self, method: &str, params: Value) -> Result<Value, String> {
+    pub(crate) async fn call(&self, method: &str, params: Value) -> Result<Value, String> {
         let p = self
             .plugins
             .method_owner(method)
@@ -195,6 +195,53 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The output `vout` of transaction `txindex` in the block at `height`, if it exists and
+    /// is unspent (gossip validation of a channel's funding output).
+    pub async fn utxo(
+        &self,
+        height: u32,
+        txindex: usize,
+        vout: u32,
+    ) -> Result<Option<bitcoin::TxOut>, String> {
+        let block = match self {
+            Backend::Rpc(r) => {
+                let hash = r
+                    .call_json("getblockhash", &[json!(height)])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let hex = r
+                    .call_json("getblock", &[hash, json!(0)])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Some(super::plugin_source::decode_block(
+                    hex.as_str().unwrap_or_default(),
+                )?)
+            }
+            Backend::Plugins(p) => p.source().block_at(height).await?,
+        };
+        let Some(tx) = block.and_then(|b| b.txdata.into_iter().nth(txindex)) else {
+            return Ok(None);
+        };
+        let Some(out) = tx.output.get(vout as usize).cloned() else {
+            return Ok(None);
+        };
+        let txid = tx.compute_txid().to_string();
+        let unspent = match self {
+            Backend::Rpc(r) => !r
+                .call_json("gettxout", &[json!(txid), json!(vout), json!(false)])
+                .await
+                .map_err(|e| e.to_string())?
+                .is_null(),
+            Backend::Plugins(p) => p
+                .source()
+                .call("getutxout", json!({"txid": txid, "vout": vout}))
+                .await?
+                .get("script")
+                .is_some_and(|s| !s.is_null()),
+        };
+        Ok(unspent.then_some(out))
+    }
+
     /// The plugin backend over `plugins`.
     pub fn plugins(plugins: Arc<PluginHost>) -> Backend {
         Backend::Plugins(HeightBlockSource::new(PluginCaller { plugins }))

@@ -135,6 +135,11 @@ impl Chain {
         self.broadcaster.clone()
     }
 
+    /// The backend, once the stream has started.
+    pub fn backend(&self) -> Option<Arc<Backend>> {
+        self.backend.get().cloned()
+    }
+
     /// The stream's height (0 before the first sync).
     pub fn height(&self) -> u32 {
         self.status().tip.map(|t| t.1).unwrap_or(0)

@@ -216,7 +216,7 @@ impl Lightning {
         let ldk_deadline = outgoing_expiry
             .map(|e| e.saturating_sub(39))
             .unwrap_or_else(|| part.3.saturating_sub(39));
-        let deadline = ldk_deadline.saturating_sub(self.hold_safety_blocks);
+        let deadline = self.hold_deadline(ldk_deadline);
         let onion = json!({
             "payload": "",
             "type": "tlv",
@@ -266,7 +266,7 @@ impl Lightning {
         let parts = self.inbound_parts(&hash);
         let earliest = parts.iter().map(|p| p.3).min().unwrap_or(0);
         let ldk_deadline = claim_deadline.unwrap_or_else(|| earliest.saturating_sub(39));
-        let deadline = ldk_deadline.saturating_sub(self.hold_safety_blocks);
+        let deadline = self.hold_deadline(ldk_deadline);
         let payloads = parts
             .iter()
             .map(|p| {
@@ -298,6 +298,16 @@ impl Lightning {
             with_hook,
         )
         .await;
+    }
+
+    /// The height at which fulgurd decides by itself: `--hold-safety-blocks` before LDK's own
+    /// deadline, but at least the next block (an HTLC whose window is shorter than the margin
+    /// still gets one block), and never after LDK's deadline.
+    fn hold_deadline(&self, ldk_deadline: u32) -> u32 {
+        ldk_deadline
+            .saturating_sub(self.hold_safety_blocks)
+            .max(self.chain.height() + 1)
+            .min(ldk_deadline)
     }
 
     fn held_contains(&self, id: &str) -> bool {

@@ -15,6 +15,7 @@
 pub mod channels;
 pub mod events;
 pub mod forwards;
+pub mod gossip;
 pub mod htlcs;
 pub mod invoices;
 pub mod net;
@@ -89,7 +90,7 @@ impl LdkLogger for LdkLog {
 pub type Log = Arc<LdkLog>;
 /// The network graph.
 pub type Graph = NetworkGraph<Log>;
-/// Gossip: the graph fed by peers (no UTXO check yet).
+/// Gossip: the graph fed by peers, announcements checked against the chain.
 pub type Gossip = P2PGossipSync<Arc<Graph>, Arc<dyn UtxoLookup + Send + Sync>, Log>;
 /// The payment scorer.
 pub type Scorer = ProbabilisticScorer<Arc<Graph>, Log>;
@@ -185,8 +186,6 @@ pub struct Lightning {
     pub keys: Arc<KeysManager>,
     /// The network graph (gossip).
     pub graph: Arc<Graph>,
-    /// Gossip sync over peers.
-    pub gossip: Arc<Gossip>,
     /// The payment scorer.
     pub scorer: Arc<RwLock<Scorer>>,
     /// The database (our own tables beside LDK's key-value store).
@@ -288,7 +287,10 @@ impl Lightning {
             scorer.clone(),
             ProbabilisticScoringFeeParameters::default(),
         ));
-        let gossip: Arc<Gossip> = Arc::new(P2PGossipSync::new(graph.clone(), None, log.clone()));
+        let utxos: Arc<dyn UtxoLookup + Send + Sync> =
+            Arc::new(gossip::ChainUtxos::new(deps.chain.clone(), deps.network));
+        let gossip: Arc<Gossip> =
+            Arc::new(P2PGossipSync::new(graph.clone(), Some(utxos), log.clone()));
         let msg_router = Arc::new(DefaultMessageRouter::new(graph.clone(), keys.clone()));
         let config = user_config();
         let (dest, _) = deps
@@ -447,7 +449,6 @@ impl Lightning {
             peers,
             keys,
             graph,
-            gossip,
             scorer,
             store: deps.store.clone(),
             plugins: deps.plugins.clone(),
