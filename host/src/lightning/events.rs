@@ -42,6 +42,25 @@ impl Lightning {
                 self.log.info(&format!(
                     "Channel {channel_id} with {counterparty_node_id} pending, funding {funding_txo}"
                 ));
+                let value = self.channel_value_sat(&channel_id).unwrap_or(0);
+                let ours = self
+                    .manager
+                    .list_channels()
+                    .into_iter()
+                    .find(|c| c.channel_id == channel_id)
+                    .is_some_and(|c| c.is_outbound);
+                self.coin_movement(super::movements::Movement {
+                    kind: "chain_mvt",
+                    account: hex(&channel_id.0),
+                    credit_msat: if ours { value * 1000 } else { 0 },
+                    debit_msat: 0,
+                    tag: "channel_open",
+                    payment_hash: None,
+                    fees_msat: None,
+                    utxo: Some(format!("{}:{}", funding_txo.txid, funding_txo.vout)),
+                    peer_id: Some(counterparty_node_id.to_string()),
+                })
+                .await;
                 self.plugins.notify(
                     "channel_opened",
                     json!({
@@ -82,8 +101,24 @@ impl Lightning {
                 channel_id,
                 reason,
                 counterparty_node_id,
+                last_local_balance_msat,
+                channel_funding_txo,
                 ..
             } => {
+                if let Some(txo) = channel_funding_txo {
+                    self.coin_movement(super::movements::Movement {
+                        kind: "chain_mvt",
+                        account: hex(&channel_id.0),
+                        credit_msat: 0,
+                        debit_msat: last_local_balance_msat.unwrap_or(0),
+                        tag: "channel_close",
+                        payment_hash: None,
+                        fees_msat: None,
+                        utxo: Some(txo.to_string()),
+                        peer_id: counterparty_node_id.map(|p| p.to_string()),
+                    })
+                    .await;
+                }
                 self.log
                     .info(&format!("Channel {channel_id} closed: {reason}"));
                 if let Some(peer) = counterparty_node_id {
@@ -151,10 +186,15 @@ impl Lightning {
             Event::PaymentForwarded {
                 prev_htlcs,
                 outbound_amount_forwarded_msat,
+                total_fee_earned_msat,
                 ..
             } => {
-                self.on_payment_forwarded(&prev_htlcs, outbound_amount_forwarded_msat)
-                    .await;
+                self.on_payment_forwarded(
+                    &prev_htlcs,
+                    outbound_amount_forwarded_msat,
+                    total_fee_earned_msat,
+                )
+                .await;
             }
             Event::HTLCHandlingFailed {
                 prev_channel_ids,

@@ -210,7 +210,22 @@ impl Lightning {
         &self,
         prev: &[InboundHTLCLocator],
         outbound_msat: u64,
+        fee_msat: Option<u64>,
     ) {
+        if let Some(first) = prev.first() {
+            self.coin_movement(super::movements::Movement {
+                kind: "channel_mvt",
+                account: hex(&first.channel_id.0),
+                credit_msat: fee_msat.unwrap_or(0),
+                debit_msat: 0,
+                tag: "routed",
+                payment_hash: None,
+                fees_msat: fee_msat,
+                utxo: None,
+                peer_id: None,
+            })
+            .await;
+        }
         for p in prev {
             let Some(ch) = self.scid_of(&p.channel_id) else {
                 continue;

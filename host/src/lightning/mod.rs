@@ -18,6 +18,7 @@ pub mod forwards;
 pub mod gossip;
 pub mod htlcs;
 pub mod invoices;
+pub mod movements;
 pub mod net;
 pub mod receive;
 

@@ -1,0 +1,73 @@
+//! CLN's `coin_movement` notification: every finalized movement of our funds, numbered by
+//! a persistent `created_index` (the `coin_movements` counter).
+
+use serde_json::{Value, json};
+
+use super::{Lightning, hex};
+
+/// One movement.
+pub struct Movement<'a> {
+    /// `channel_mvt` or `chain_mvt`.
+    pub kind: &'static str,
+    /// The account: a channel id (hex) or `wallet`.
+    pub account: String,
+    /// Credited msat.
+    pub credit_msat: u64,
+    /// Debited msat.
+    pub debit_msat: u64,
+    /// CLN's primary tag (`invoice`, `routed`, `channel_open`, `channel_close`, ...).
+    pub tag: &'static str,
+    /// Payment hash for channel movements.
+    pub payment_hash: Option<&'a [u8; 32]>,
+    /// Fees for channel movements.
+    pub fees_msat: Option<u64>,
+    /// The outpoint for chain movements.
+    pub utxo: Option<String>,
+    /// The peer for chain movements.
+    pub peer_id: Option<String>,
+}
+
+impl Lightning {
+    /// Numbers `m` and notifies it.
+    pub(crate) async fn coin_movement(&self, m: Movement<'_>) {
+        let index = self
+            .store
+            .with(|c| Ok(super::forwards::next_updated(c, "coin_movements")?))
+            .await
+            .unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let coin = match self.network {
+            bitcoin::Network::Bitcoin => "bc",
+            bitcoin::Network::Regtest => "bcrt",
+            _ => "tb",
+        };
+        let mut o = serde_json::Map::new();
+        o.insert("version".into(), json!(2));
+        o.insert("coin_type".into(), json!(coin));
+        o.insert("node_id".into(), json!(self.keys_node_id().to_string()));
+        o.insert("type".into(), json!(m.kind));
+        o.insert("created_index".into(), json!(index));
+        o.insert("account_id".into(), json!(m.account));
+        o.insert("credit_msat".into(), json!(m.credit_msat));
+        o.insert("debit_msat".into(), json!(m.debit_msat));
+        o.insert("timestamp".into(), json!(now));
+        o.insert("primary_tag".into(), json!(m.tag));
+        if let Some(h) = m.payment_hash {
+            o.insert("payment_hash".into(), Value::String(hex(h)));
+        }
+        if let Some(f) = m.fees_msat {
+            o.insert("fees_msat".into(), json!(f));
+        }
+        if let Some(u) = m.utxo {
+            o.insert("utxo".into(), Value::String(u));
+        }
+        if let Some(peer) = m.peer_id {
+            o.insert("peer_id".into(), Value::String(peer));
+        }
+        let p = Value::Object(o);
+        self.plugins.notify("coin_movement", p);
+    }
+}
