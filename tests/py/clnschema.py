@@ -261,6 +261,12 @@ RPC_SCHEMAS = {
     "newaddr": "newaddr.json",
     "listfunds": "listfunds.json",
     "withdraw": "withdraw.json",
+    "invoice": "invoice.json",
+    "listinvoices": "listinvoices.json",
+    "waitinvoice": "waitinvoice.json",
+    "waitanyinvoice": "waitanyinvoice.json",
+    "delinvoice": "delinvoice.json",
+    "autoclean-once": "autoclean-once.json",
 }
 
 

@@ -467,6 +467,18 @@ fn expiry_waits_and_cleaning() {
     );
     assert_eq!(e["code"], json!(904), "{e}");
     assert!(t0.elapsed() >= Duration::from_millis(900));
+    // A timeout beyond the clock's range waits forever (it must not crash the node).
+    let mut forever = RpcConn::connect(&n.socket());
+    forever
+        .send_raw(
+            json!({"jsonrpc": "2.0", "id": "forever", "method": "waitanyinvoice", "params": {"timeout": u64::MAX}})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("send: {e}"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(n.alive());
+    drop(forever);
     let e = fails(&n, "waitanyinvoice", json!({"lastpay_index": -1}));
     assert_eq!(e["code"], json!(-32602), "{e}");
 

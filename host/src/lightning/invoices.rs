@@ -1122,7 +1122,8 @@ impl Lightning {
         timeout: Option<Duration>,
     ) -> Result<InvoiceRecord, WaitError> {
         let mut rx = self.invoices_changed.subscribe();
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        // A timeout too large for the clock is no timeout.
+        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
         loop {
             rx.borrow_and_update();
             let found = self

@@ -1,0 +1,129 @@
+"""Invoices through pyln-client's LightningRpc (results validated against CLN's schemas by
+the ValidatingRpc) and a pyln-client plugin receiving `invoice_creation`. The Lightning
+engine needs a Bitcoin backend: each test starts its own devchain. Paying invoices needs
+channels and is tested with them."""
+
+import hashlib
+import subprocess
+import time
+
+import pytest
+
+import clnschema
+from conftest import FULGURD, RpcError, plugin_path, wait_for
+
+DEVCHAIN = FULGURD.parent / "devchain"
+
+
+@pytest.fixture
+def devchain(test_dir):
+    if not DEVCHAIN.is_file():
+        pytest.skip(f"devchain binary not found at {DEVCHAIN}")
+    datadir = test_dir / "devchain"
+    datadir.mkdir()
+    proc = subprocess.Popen([str(DEVCHAIN), f"--datadir={datadir}", "--rpcport=0"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        port = wait_for(lambda: (datadir / "rpcport").is_file()
+                        and (datadir / "rpcport").read_text().strip(),
+                        what="devchain's rpcport")
+        yield {"bitcoin-rpcport": port, "bitcoin-datadir": str(datadir)}
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def engine_node(node_factory, devchain, plugins=()):
+    node = node_factory.get_node(plugins=plugins, options=dict(devchain))
+    node.wait_for_log("Lightning engine started")
+    return node
+
+
+def code(excinfo):
+    return excinfo.value.error["code"]
+
+
+def test_invoice_list_delete_with_pyln(node_factory, devchain):
+    node = engine_node(node_factory, devchain, plugins=[plugin_path("invoice_notes_plugin.py")])
+    rpc = node.rpc
+
+    inv = rpc.invoice(amount_msat=5000, label="pyln", description="from pyln", expiry=600)
+    dec = rpc.decode(inv["bolt11"])
+    assert dec["payment_hash"] == inv["payment_hash"]
+    assert dec["amount_msat"] == 5000
+    assert dec["description"] == "from pyln"
+    assert dec["expiry"] == 600
+    assert dec["min_final_cltv_expiry"] == 42
+    assert inv["expires_at"] == dec["created_at"] + 600
+
+    preimage = "42" * 32
+    inv2 = rpc.invoice(amount_msat="any", label=7, description="numeric label",
+                       preimage=preimage, cltv=500)
+    assert inv2["payment_hash"] == hashlib.sha256(bytes.fromhex(preimage)).hexdigest()
+    assert rpc.decode(inv2["bolt11"])["min_final_cltv_expiry"] == 500
+
+    listed = rpc.listinvoices()["invoices"]
+    assert [i["label"] for i in listed] == ["pyln", "7"]
+    assert [i["created_index"] for i in listed] == [1, 2]
+    assert rpc.listinvoices(label=7)["invoices"][0]["payment_hash"] == inv2["payment_hash"]
+    assert rpc.listinvoices(invstring=inv["bolt11"])["invoices"][0]["label"] == "pyln"
+    assert [i["label"] for i in rpc.listinvoices(index="created", start=2)["invoices"]] == ["7"]
+
+    with pytest.raises(RpcError) as e:
+        rpc.invoice(amount_msat=1, label="pyln", description="dup")
+    assert code(e) == 900
+    with pytest.raises(RpcError) as e:
+        rpc.invoice(amount_msat=1, label="other", description="dup", preimage=preimage)
+    assert code(e) == 901
+    with pytest.raises(RpcError) as e:
+        rpc.delinvoice("pyln", "paid")
+    assert code(e) == 906
+    assert e.value.error["data"] == {"current_status": "unpaid", "expected_status": "paid"}
+
+    # Our extension, through the generic call.
+    h = "cd" * 32
+    held = rpc.call("invoice", {"amount_msat": 1000, "label": "held", "description": "d",
+                                "payment_hash": h})
+    assert held["payment_hash"] == h
+
+    deleted = rpc.delinvoice("pyln", "unpaid")
+    assert deleted["label"] == "pyln" and deleted["bolt11"] == inv["bolt11"]
+    assert [i["label"] for i in rpc.listinvoices()["invoices"]] == ["7", "held"]
+
+    # The pyln plugin got invoice_creation for each, as its handlers' keyword argument.
+    notes = wait_for(lambda: len(rpc.call("invoicenotes")["notes"]) >= 3 and
+                     rpc.call("invoicenotes")["notes"])
+    payloads = {n["payload"]["label"]: n["payload"] for n in notes
+                if n["topic"] == "invoice_creation"}
+    assert payloads["pyln"]["msat"] == 5000
+    assert payloads["7"]["preimage"] == preimage and "msat" not in payloads["7"]
+    assert "preimage" not in payloads["held"]
+    if clnschema.schemas_available():
+        clnschema.validate("notification/invoice_creation.json", payloads["pyln"])
+        clnschema.validate("notification/invoice_creation.json", payloads["7"])
+    assert {m for m, _ in rpc.validated} >= {"invoice", "listinvoices", "delinvoice"}
+
+
+def test_waits_with_pyln(node_factory, devchain):
+    node = engine_node(node_factory, devchain)
+    rpc = node.rpc
+
+    with pytest.raises(RpcError) as e:
+        rpc.waitanyinvoice(timeout=0)
+    assert code(e) == 904
+
+    rpc.invoice(amount_msat=1000, label="short", description="d", expiry=2)
+    start = time.monotonic()
+    with pytest.raises(RpcError) as e:
+        rpc.waitinvoice("short")
+    assert code(e) == 903
+    assert time.monotonic() - start >= 0.9  # expiry 2 s, from a whole second
+    assert e.value.error["data"]["status"] == "expired"
+    assert rpc.listinvoices(label="short")["invoices"][0]["status"] == "expired"
+
+    time.sleep(1.5)
+    res = rpc.call("autoclean-once", {"subsystem": "expiredinvoices", "age": 1})
+    assert res == {"autoclean": {"expiredinvoices": {"cleaned": 1, "uncleaned": 0}}}
+    assert rpc.listinvoices()["invoices"] == []
+    assert {m for m, _ in rpc.validated} >= {"listinvoices", "autoclean-once"}
