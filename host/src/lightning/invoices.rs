@@ -722,7 +722,6 @@ impl Lightning {
     /// The invoice for `hash` with its current status (expiry applied); `None` if there is
     /// none (or the database failed, which is logged).
     // Called by the payment event handler (next slice).
-    #[allow(dead_code)]
     pub async fn invoice_by_hash(&self, hash: [u8; 32]) -> Option<InvoiceRecord> {
         match self
             .invoices_query(move |c, _| Ok(by_hash(c, &hash)?))
@@ -757,7 +756,6 @@ impl Lightning {
     /// the preimage does not match, or the database failed (logged). Call it once the payment
     /// is claimed; whether an expired invoice may be paid is decided before claiming.
     // Called by the payment event handler (next slice).
-    #[allow(dead_code)]
     pub async fn invoice_paid(
         &self,
         hash: [u8; 32],
