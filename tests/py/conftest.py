@@ -459,3 +459,17 @@ def node_factory(test_dir, request):
 def node(node_factory):
     """A node with no test plugins (built-ins only)."""
     return node_factory.get_node()
+
+
+@pytest.fixture
+def ln(node_factory, test_dir):
+    """A Lightning network on a fresh devchain (see lnnet.py)."""
+    import lnnet
+    if not lnnet.DEVCHAIN.is_file():
+        pytest.skip(f"devchain binary not found at {lnnet.DEVCHAIN}")
+    chain = lnnet.Devchain(test_dir / "devchain")
+    try:
+        yield lnnet.Network(node_factory, chain)
+    finally:
+        chain.stop()
+

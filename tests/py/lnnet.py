@@ -1,0 +1,142 @@
+"""Lightning networks for the pyln suite: a devchain (the project's regtest chain, spoken to
+with bitcoind's JSON-RPC), fulgurd nodes on it with peer ports, funded wallets, channels
+opened with `fundchannel` and confirmed, and waits for gossip. Used through the `ln`
+fixture in conftest.py."""
+
+import base64
+import json
+import socket
+import subprocess
+import urllib.request
+
+from conftest import FULGURD, wait_for
+
+DEVCHAIN = FULGURD.parent / "devchain"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Devchain:
+    def __init__(self, datadir):
+        self.datadir = datadir
+        datadir.mkdir(exist_ok=True)
+        self.proc = subprocess.Popen([str(DEVCHAIN), f"--datadir={datadir}", "--rpcport=0"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.port = int(wait_for(lambda: (datadir / "rpcport").is_file()
+                                 and (datadir / "rpcport").read_text().strip(),
+                                 what="devchain's rpcport"))
+        wait_for(lambda: (datadir / ".cookie").is_file(), what="devchain's cookie")
+
+    def call(self, method, *params):
+        auth = base64.b64encode((self.datadir / ".cookie").read_bytes().strip()).decode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/",
+            data=json.dumps({"jsonrpc": "1.0", "id": 1, "method": method,
+                             "params": list(params)}).encode(),
+            headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = json.loads(r.read())
+        if body.get("error"):
+            raise RuntimeError(f"{method}: {body['error']}")
+        return body["result"]
+
+    def height(self):
+        return self.call("getblockcount")
+
+    def mine(self, n):
+        addr = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"
+        return self.call("generatetoaddress", n, addr)
+
+    def options(self):
+        return {"bitcoin-rpcport": self.port, "bitcoin-datadir": str(self.datadir)}
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+class Network:
+    """Nodes on one devchain. `node()` starts one; `open()` makes a confirmed channel."""
+
+    def __init__(self, node_factory, chain):
+        self.factory = node_factory
+        self.chain = chain
+        self.nodes = []
+
+    def node(self, plugins=(), options=None):
+        port = free_port()
+        opts = dict(self.chain.options())
+        opts["bind-addr"] = f"127.0.0.1:{port}"
+        opts.update(options or {})
+        n = self.factory.get_node(plugins=plugins, options=opts)
+        n.port = port
+        n.wait_for_log("Lightning engine started")
+        n.id = n.rpc.getinfo()["id"]
+        self.nodes.append(n)
+        return n
+
+    def restart(self, n, kill=False):
+        if kill:
+            n.kill()
+        else:
+            n.stop()
+        mark = n.log_mark()
+        n.start()
+        n.wait_for_log("Lightning engine started", start=mark)
+
+    def sync(self, nodes=None):
+        h = self.chain.height()
+        for n in nodes or self.nodes:
+            if n.running():
+                wait_for(lambda: n.rpc.getinfo()["blockheight"] >= h, what=f"{n.name} at {h}")
+
+    def mine(self, blocks, nodes=None):
+        self.chain.mine(blocks)
+        self.sync(nodes)
+
+    def fund(self, n, btc=1.0):
+        addr = n.rpc.newaddr("bech32")["bech32"]
+        self.chain.call("sendtoaddress", addr, btc)
+        self.mine(1)
+        want = int(btc * 10**11)
+        wait_for(lambda: sum(o["amount_msat"] for o in n.rpc.listfunds()["outputs"]
+                             if o["status"] == "confirmed") >= want, what="deposit")
+
+    def connect(self, a, b):
+        a.rpc.connect(b.id, "127.0.0.1", b.port)
+
+    def open(self, a, b, sat=1_000_000, push_msat=0):
+        """Opens a channel a→b, confirms it (6 blocks, so it gets announced) and waits
+        until both sides are CHANNELD_NORMAL. Returns its short channel id."""
+        self.connect(a, b)
+        r = a.rpc.fundchannel(b.id, sat, push_msat=push_msat)
+        wait_for(lambda: r["txid"] in self.chain.call("getrawmempool"), what="funding tx")
+        self.mine(6)
+
+        def normal():
+            ca = [c for c in a.rpc.listpeerchannels(b.id)["channels"]
+                  if c["state"] == "CHANNELD_NORMAL"]
+            cb = [c for c in b.rpc.listpeerchannels(a.id)["channels"]
+                  if c["state"] == "CHANNELD_NORMAL"]
+            return ca and cb and ca[0].get("short_channel_id")
+        return wait_for(normal, what="channel normal")
+
+    def wait_gossip(self, n, scid):
+        wait_for(lambda: len(n.rpc.listchannels(scid)["channels"]) == 2,
+                 what=f"{scid} in {n.name}'s gossip")
+
+    def pay(self, payer, bolt11_or_inv, payee_id, amount_msat, wait=True, timeout=60):
+        """getroute + sendpay (+ waitsendpay): CLN's low-level payment flow."""
+        inv = payer.rpc.decode(bolt11_or_inv)
+        route = payer.rpc.getroute(payee_id, amount_msat, riskfactor=1,
+                                   cltv=inv.get("min_final_cltv_expiry", 18))["route"]
+        payer.rpc.sendpay(route, inv["payment_hash"], payment_secret=inv["payment_secret"],
+                          amount_msat=amount_msat, bolt11=bolt11_or_inv)
+        if wait:
+            return payer.rpc.waitsendpay(inv["payment_hash"], timeout=timeout)
+        return inv["payment_hash"]

@@ -1,0 +1,201 @@
+"""Payments end to end on devchain, driven by pyln-client's LightningRpc (every response is
+validated against CLN's schemas): getroute + sendpay + waitsendpay direct and through a
+hop, listforwards, waitanyinvoice as a queue across restarts, and pyln-client plugins
+answering `htlc_accepted`: holding then continuing, failing with a custom failure message,
+resolving with a payment_key for a hash-only invoice, failing small forwards, a plugin that
+never answers (the core fails the HTLC back at its deadline; no channel closes), and a held
+HTLC offered again after `kill -9` and restart."""
+
+import hashlib
+import time
+
+import pytest
+
+from conftest import RpcError, plugin_path, wait_for
+
+HOLD = plugin_path("hold_plugin.py")
+
+
+def paid_status(node, label):
+    return node.rpc.listinvoices(label)["invoices"][0]["status"]
+
+
+def test_pay_direct_and_through_a_hop(ln):
+    a, b, c = ln.node(), ln.node(), ln.node()
+    ln.fund(a)
+    ln.fund(b)
+    ab = ln.open(a, b)
+    bc = ln.open(b, c)
+    # Gossip converges: A learns the B–C channel from B.
+    ln.wait_gossip(a, bc)
+    ln.wait_gossip(c, ab)
+    assert {n["nodeid"] for n in a.rpc.listnodes()["nodes"]} >= {b.id, c.id}
+
+    inv = b.rpc.invoice(10_000, "direct", "A pays B")
+    done = ln.pay(a, inv["bolt11"], b.id, 10_000)
+    assert done["status"] == "complete"
+    pre = done["payment_preimage"]
+    assert hashlib.sha256(bytes.fromhex(pre)).hexdigest() == inv["payment_hash"]
+    assert paid_status(b, "direct") == "paid"
+    got = b.rpc.waitanyinvoice(0, 10)
+    assert got["label"] == "direct" and got["pay_index"] == 1
+
+    inv = c.rpc.invoice(50_000, "routed", "A pays C through B")
+    done = ln.pay(a, inv["bolt11"], c.id, 50_000)
+    assert done["status"] == "complete"
+    assert done["amount_sent_msat"] > 50_000  # B's fee
+    fw = wait_for(lambda: [f for f in b.rpc.listforwards()["forwards"]
+                           if f["status"] == "settled"], what="settled forward on B")
+    assert fw[0]["in_channel"] == ab and fw[0]["out_channel"] == bc
+    assert fw[0]["out_msat"] == 50_000 and fw[0]["fee_msat"] > 0
+    assert b.rpc.getinfo()["fees_collected_msat"] == fw[0]["fee_msat"]
+    sends = a.rpc.listsendpays()["payments"]
+    assert {p["status"] for p in sends} == {"complete"} and len(sends) == 2
+
+
+def test_waitanyinvoice_is_a_queue_across_restarts(ln):
+    a, c = ln.node(), ln.node()
+    ln.fund(a)
+    ln.open(a, c)
+    x = c.rpc.invoice(1000, "x", "x")
+    y = c.rpc.invoice(2000, "y", "y")
+    ln.pay(a, y["bolt11"], c.id, 2000)
+    ln.pay(a, x["bolt11"], c.id, 1000)
+    first = c.rpc.waitanyinvoice(0, 10)
+    assert (first["label"], first["pay_index"]) == ("y", 1)
+    second = c.rpc.waitanyinvoice(first["pay_index"], 10)
+    assert (second["label"], second["pay_index"]) == ("x", 2)
+    ln.restart(c)
+    with pytest.raises(RpcError) as e:
+        c.rpc.waitanyinvoice(2, 0)
+    assert e.value.error["code"] == 904
+    # Still the same queue after the restart: earlier payments come back by pay_index.
+    assert c.rpc.waitanyinvoice(1, 10)["label"] == "x"
+    ln.connect(a, c)
+    wait_for(lambda: a.rpc.listpeerchannels(c.id)["channels"][0]["peer_connected"])
+    wait_for(lambda: a.rpc.listpeerchannels(c.id)["channels"][0]["state"] == "CHANNELD_NORMAL")
+    z = c.rpc.invoice(3000, "z", "z")
+    wait_for(lambda: _usable(a, c))
+    ln.pay(a, z["bolt11"], c.id, 3000)
+    third = c.rpc.waitanyinvoice(2, 10)
+    assert (third["label"], third["pay_index"]) == ("z", 3)
+
+
+def _usable(a, c):
+    ch = a.rpc.listpeerchannels(c.id)["channels"]
+    return ch and ch[0]["peer_connected"] and ch[0]["spendable_msat"] > 0
+
+
+def test_plugin_holds_fails_and_resolves(ln):
+    a = ln.node()
+    c = ln.node(plugins=[HOLD])
+    ln.fund(a)
+    ln.open(a, c)
+
+    # Held for several seconds, then continued: the payment settles.
+    inv = c.rpc.invoice(5000, "held", "held", cltv=100)
+    h = ln.pay(a, inv["bolt11"], c.id, 5000, wait=False)
+    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"], what="HTLC held")
+    seen = c.rpc.call("hold-seen")["seen"][-1]
+    assert seen["kind"] == "receive" and seen["amount_msat"] == 5000
+    assert seen["deadline_blockheight"] > c.rpc.getinfo()["blockheight"]
+    time.sleep(3)
+    with pytest.raises(RpcError):
+        a.rpc.waitsendpay(h, timeout=1)  # still pending while held
+    assert c.rpc.call("hold-release", {"payment_hash": h, "result": "continue"})["released"]
+    assert a.rpc.waitsendpay(h, timeout=30)["status"] == "complete"
+    assert paid_status(c, "held") == "paid"
+
+    # Failed with a custom failure message: the payer sees a failure, nothing is paid.
+    inv = c.rpc.invoice(6000, "failed", "failed", cltv=100)
+    h = ln.pay(a, inv["bolt11"], c.id, 6000, wait=False)
+    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"])
+    c.rpc.call("hold-release", {"payment_hash": h, "result": "fail",
+                                "failure_message": "2002"})
+    with pytest.raises(RpcError) as e:
+        a.rpc.waitsendpay(h, timeout=30)
+    assert e.value.error["code"] in (203, 204)
+    assert paid_status(c, "failed") == "unpaid"
+
+    # Resolved with a payment_key for an invoice whose preimage fulgurd never knew.
+    key = "5a" * 32
+    hsh = hashlib.sha256(bytes.fromhex(key)).hexdigest()
+    inv = c.rpc.call("invoice", {"amount_msat": 7000, "label": "external",
+                                 "description": "preimage held by the plugin",
+                                 "payment_hash": hsh, "cltv": 100})
+    assert inv["payment_hash"] == hsh
+    h = ln.pay(a, inv["bolt11"], c.id, 7000, wait=False)
+    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"])
+    c.rpc.call("hold-release", {"payment_hash": h, "result": "resolve", "payment_key": key})
+    done = a.rpc.waitsendpay(h, timeout=30)
+    assert done["payment_preimage"] == key
+    wait_for(lambda: paid_status(c, "external") == "paid")
+    assert c.rpc.listinvoices("external")["invoices"][0]["payment_preimage"] == key
+
+
+def test_deadline_fails_back_a_held_htlc_without_closing(ln):
+    a = ln.node()
+    c = ln.node(plugins=[HOLD], options={"hold-safety-blocks": 10})
+    ln.fund(a)
+    ln.open(a, c)
+    inv = c.rpc.invoice(8000, "never", "never answered", cltv=80)
+    h = ln.pay(a, inv["bolt11"], c.id, 8000, wait=False)
+    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"])
+    deadline = c.rpc.call("hold-seen")["seen"][-1]["deadline_blockheight"]
+    expiry = [x for x in c.rpc.listhtlcs()["htlcs"] if x["payment_hash"] == h][0]["expiry"]
+    # The core decides 10 blocks before LDK's own deadline (39 before expiry).
+    assert deadline == expiry - 39 - 10
+    ln.mine(deadline - ln.chain.height() - 1)
+    with pytest.raises(RpcError):
+        a.rpc.waitsendpay(h, timeout=2)  # one block before: still held
+    ln.mine(1)
+    with pytest.raises(RpcError) as e:
+        a.rpc.waitsendpay(h, timeout=30)
+    assert e.value.error["code"] in (203, 204)
+    c.wait_for_log("failing it back")
+    # The plugin's late answer is ignored and logged.
+    c.rpc.call("hold-release", {"payment_hash": h, "result": "continue"})
+    c.wait_for_log("Late htlc_accepted answer")
+    assert paid_status(c, "never") == "unpaid"
+    for n, peer in ((a, c), (c, a)):
+        assert n.rpc.listpeerchannels(peer.id)["channels"][0]["state"] == "CHANNELD_NORMAL"
+
+
+def test_held_htlc_is_offered_again_after_kill_and_restart(ln):
+    a = ln.node()
+    c = ln.node(plugins=[HOLD])
+    ln.fund(a)
+    ln.open(a, c)
+    inv = c.rpc.invoice(9000, "crash", "held across a crash", cltv=200)
+    h = ln.pay(a, inv["bolt11"], c.id, 9000, wait=False)
+    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"])
+    ln.restart(c, kill=True)
+    # After every plugin's init, the HTLC is offered to the hook again.
+    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"], what="hook called again")
+    ln.connect(a, c)
+    c.rpc.call("hold-release", {"payment_hash": h, "result": "continue"})
+    assert a.rpc.waitsendpay(h, timeout=60)["status"] == "complete"
+    wait_for(lambda: paid_status(c, "crash") == "paid")
+
+
+def test_forwarding_plugin_fails_small_forwards(ln):
+    a = ln.node()
+    b = ln.node(plugins=[HOLD], options={"hold-mode": "min-forward",
+                                         "hold-min-msat": 20_000})
+    c = ln.node()
+    ln.fund(a)
+    ln.fund(b)
+    ln.open(a, b)
+    bc = ln.open(b, c)
+    ln.wait_gossip(a, bc)
+    small = c.rpc.invoice(10_000, "small", "below the minimum")
+    with pytest.raises(RpcError) as e:
+        ln.pay(a, small["bolt11"], c.id, 10_000)
+    assert e.value.error["code"] in (203, 204)
+    big = c.rpc.invoice(30_000, "big", "above the minimum")
+    assert ln.pay(a, big["bolt11"], c.id, 30_000)["status"] == "complete"
+    seen = b.rpc.call("hold-seen")["seen"]
+    assert [s["kind"] for s in seen] == ["forward", "forward"]
+    assert [s["forward_msat"] for s in seen] == [10_000, 30_000]
+    statuses = sorted(f["status"] for f in b.rpc.listforwards()["forwards"])
+    assert statuses == ["local_failed", "settled"]
