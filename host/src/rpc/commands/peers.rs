@@ -236,6 +236,23 @@ fn run_listpeers(ctx: Ctx, p: Params) -> CommandFuture {
                 })
             })
             .collect();
+        // Channel peers we are not connected to are listed too, as in CLN.
+        let mut peers = peers;
+        let mut offline: Vec<PublicKey> = channels
+            .iter()
+            .map(|c| c.counterparty.node_id)
+            .filter(|id| filter.is_none_or(|f| f == *id))
+            .filter(|id| l.peers.peer_by_node_id(id).is_none())
+            .collect();
+        offline.sort();
+        offline.dedup();
+        for id in offline {
+            let n = channels
+                .iter()
+                .filter(|c| c.counterparty.node_id == id)
+                .count();
+            peers.push(json!({"id": id.to_string(), "connected": false, "num_channels": n}));
+        }
         Reply::Ok(json!({"peers": peers}))
     })
 }
