@@ -690,11 +690,24 @@ impl Lightning {
 }
 
 async fn background(engine: Weak<Lightning>) {
-    let mut tick = 0u64;
+    // Woken by LDK as soon as it has events or needs persisting (so a payment's round trips
+    // do not wait for a poll), and at least every 100 ms for timers.
+    let start = tokio::time::Instant::now();
+    let (mut peer_tick, mut manager_tick, mut reconnect_tick) = (start, start, start);
     loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (manager_wake, monitor_wake) = {
+            let Some(e) = engine.upgrade() else { return };
+            (
+                e.manager.get_event_or_persistence_needed_future(),
+                e.monitor.get_update_future(),
+            )
+        };
+        tokio::select! {
+            _ = manager_wake => {}
+            _ = monitor_wake => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
         let Some(e) = engine.upgrade() else { return };
-        tick += 1;
         e.manager
             .process_pending_events_async(|ev| {
                 let e = e.clone();
@@ -708,19 +721,23 @@ async fn background(engine: Weak<Lightning>) {
             })
             .await;
         e.peers.process_events();
-        if tick.is_multiple_of(100) {
+        e.persist_manager(false);
+        let now = tokio::time::Instant::now();
+        if now - peer_tick >= Duration::from_secs(10) {
+            peer_tick = now;
             e.peers.timer_tick_occurred();
             let _ = e.sweeper.regenerate_and_broadcast_spend_if_necessary();
         }
-        if tick.is_multiple_of(600) {
+        if now - manager_tick >= Duration::from_secs(60) {
+            manager_tick = now;
             e.manager.timer_tick_occurred();
             e.persist_gossip();
             e.announce_node();
         }
-        if tick.is_multiple_of(50) {
+        if now - reconnect_tick >= Duration::from_secs(5) {
+            reconnect_tick = now;
             e.reconnect_channel_peers().await;
         }
-        e.persist_manager(false);
     }
 }
 
