@@ -15,6 +15,7 @@
 pub mod channels;
 pub mod events;
 pub mod net;
+pub mod payments;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
