@@ -14,6 +14,7 @@
 
 pub mod channels;
 pub mod events;
+pub mod graph;
 pub mod net;
 pub mod payments;
 
