@@ -6,15 +6,18 @@ mod datastore;
 mod decode;
 mod feerates;
 mod getinfo;
+mod graph;
 mod help;
 mod listconfigs;
 mod listfunds;
 mod listtransactions;
 mod newaddr;
 mod notifications;
+mod pay;
 mod peers;
 mod plugin;
 mod setconfig;
+mod sign;
 mod stop;
 mod txprepare;
 mod withdraw;
@@ -65,6 +68,7 @@ pub struct Command {
 /// Every built-in command, sorted by name.
 pub const COMMANDS: &[&Command] = &[
     &check::CHECK,
+    &sign::CHECKMESSAGE,
     &peers::CONNECT,
     &datastore::DATASTORE,
     &decode::DECODE,
@@ -73,20 +77,27 @@ pub const COMMANDS: &[&Command] = &[
     &peers::DISCONNECT,
     &feerates::FEERATES,
     &getinfo::GETINFO,
+    &graph::GETROUTE,
     &help::HELP,
+    &graph::LISTCHANNELS,
     &listconfigs::LISTCONFIGS,
     &datastore::LISTDATASTORE,
     &listfunds::LISTFUNDS,
+    &graph::LISTNODES,
     &peers::LISTPEERS,
+    &pay::LISTSENDPAYS,
     &listtransactions::LISTTRANSACTIONS,
     &newaddr::NEWADDR,
     &notifications::NOTIFICATIONS,
     &plugin::PLUGIN,
+    &pay::SENDPAY,
     &setconfig::SETCONFIG,
+    &sign::SIGNMESSAGE,
     &stop::STOP,
     &txprepare::TXDISCARD,
     &txprepare::TXPREPARE,
     &txprepare::TXSEND,
+    &pay::WAITSENDPAY,
     &withdraw::WITHDRAW,
 ];
 
