@@ -241,6 +241,12 @@ impl Lightning {
                     is_announced,
                 );
             }
+            ev @ (Event::PaymentSent { .. }
+            | Event::PaymentFailed { .. }
+            | Event::PaymentPathFailed { .. }
+            | Event::PaymentPathSuccessful { .. }) => {
+                self.handle_payment_event(ev).await?;
+            }
             Event::SpendableOutputs {
                 outputs,
                 channel_id,

@@ -16,10 +16,12 @@ pub mod channels;
 pub mod events;
 pub mod forwards;
 pub mod gossip;
+pub mod graph;
 pub mod htlcs;
 pub mod invoices;
 pub mod movements;
 pub mod net;
+pub mod payments;
 pub mod receive;
 
 use std::net::SocketAddr;

@@ -8,6 +8,7 @@ mod decode;
 mod feerates;
 mod forwards;
 mod getinfo;
+mod graph;
 mod help;
 mod invoice;
 mod listconfigs;
@@ -15,9 +16,11 @@ mod listfunds;
 mod listtransactions;
 mod newaddr;
 mod notifications;
+mod pay;
 mod peers;
 mod plugin;
 mod setconfig;
+mod sign;
 mod stop;
 mod txprepare;
 mod withdraw;
@@ -69,6 +72,7 @@ pub struct Command {
 pub const COMMANDS: &[&Command] = &[
     &invoice::AUTOCLEAN_ONCE,
     &check::CHECK,
+    &sign::CHECKMESSAGE,
     &channels::CLOSE,
     &peers::CONNECT,
     &datastore::DATASTORE,
@@ -81,29 +85,36 @@ pub const COMMANDS: &[&Command] = &[
     &feerates::FEERATES,
     &channels::FUNDCHANNEL,
     &getinfo::GETINFO,
+    &graph::GETROUTE,
     &help::HELP,
     &invoice::INVOICE,
+    &graph::LISTCHANNELS,
     &listconfigs::LISTCONFIGS,
     &datastore::LISTDATASTORE,
     &forwards::LISTFORWARDS,
     &listfunds::LISTFUNDS,
     &forwards::LISTHTLCS,
     &invoice::LISTINVOICES,
+    &graph::LISTNODES,
     &channels::LISTPEERCHANNELS,
     &peers::LISTPEERS,
+    &pay::LISTSENDPAYS,
     &listtransactions::LISTTRANSACTIONS,
     &newaddr::NEWADDR,
     &notifications::NOTIFICATIONS,
     &plugin::PLUGIN,
     &peers::SENDCUSTOMMSG,
+    &pay::SENDPAY,
     &channels::SETCHANNEL,
     &setconfig::SETCONFIG,
+    &sign::SIGNMESSAGE,
     &stop::STOP,
     &txprepare::TXDISCARD,
     &txprepare::TXPREPARE,
     &txprepare::TXSEND,
     &invoice::WAITANYINVOICE,
     &invoice::WAITINVOICE,
+    &pay::WAITSENDPAY,
     &withdraw::WITHDRAW,
 ];
 

@@ -1,0 +1,2339 @@
+//! Outgoing payments the CLN way: `sendpay` parts recorded in the `sendpays` table, sent over
+//! the exact route the caller gave through LDK's `send_payment_with_route`, and resolved by
+//! LDK's payment events (`sendpay_success` / `sendpay_failure` notifications, `waitsendpay`).
+//!
+//! Each CLN part (payment hash, groupid, partid) is its own LDK payment, whose [`PaymentId`] is
+//! derived from that triple ([`payment_id`]), so an event finds its row again. A part of a
+//! multi-part payment is sent with the whole payment's amount in the onion
+//! (`RecipientOnionFields::total_mpp_amount_msat`), which LDK 0.3 supports for payments split
+//! across senders: CLN's one-part-per-`sendpay` MPP works unchanged (docs/adr/0007).
+//!
+//! LDK's public events do not carry the BOLT 4 failure code, so the routing failure object of
+//! a failed part is derived from what they do carry ([`derive_failure`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bitcoin::hashes::{Hash, sha256};
+use bitcoin::secp256k1::PublicKey;
+use fulgur_protocol::RpcError;
+use fulgur_protocol::error::codes;
+use lightning::events::{Event, PathFailure, PaymentFailureReason, ReplayEvent};
+use lightning::ln::channelmanager::PaymentId;
+use lightning::ln::outbound_payment::{RecipientOnionFields, RetryableSendFailure};
+use lightning::routing::gossip::{NetworkUpdate, NodeId};
+use lightning::routing::router::{Path, PaymentParameters, Route, RouteHop, RouteParameters};
+use lightning::routing::scoring::ScoreUpdate;
+use lightning::types::features::{ChannelFeatures, NodeFeatures};
+use lightning::types::payment::{PaymentHash, PaymentSecret};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Map, Value, json};
+
+use super::{Lightning, hex};
+use crate::store::StoreError;
+
+/// What `sendpay` answers while a part is in flight (CLN's wording).
+pub const IN_PROGRESS_MESSAGE: &str = "Monitor status with listpays or waitsendpay";
+
+/// LDK refuses paths longer than this.
+pub const MAX_HOPS: usize = 20;
+
+// BOLT 4 failure codes we can name (CLN's `failcodename` is `onion_wire_name`).
+const UPDATE: u16 = 0x1000;
+const PERM: u16 = 0x4000;
+const NODE: u16 = 0x2000;
+/// `temporary_channel_failure`.
+pub const TEMPORARY_CHANNEL_FAILURE: u16 = UPDATE | 7;
+/// `permanent_channel_failure`.
+pub const PERMANENT_CHANNEL_FAILURE: u16 = PERM | 8;
+/// `temporary_node_failure`.
+pub const TEMPORARY_NODE_FAILURE: u16 = NODE | 2;
+/// `permanent_node_failure`.
+pub const PERMANENT_NODE_FAILURE: u16 = PERM | NODE | 2;
+/// `unknown_next_peer`.
+pub const UNKNOWN_NEXT_PEER: u16 = PERM | 10;
+/// `incorrect_or_unknown_payment_details`.
+pub const INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS: u16 = PERM | 15;
+/// `final_incorrect_cltv_expiry`.
+pub const FINAL_INCORRECT_CLTV_EXPIRY: u16 = 18;
+/// `mpp_timeout`.
+pub const MPP_TIMEOUT: u16 = 23;
+
+/// CLN's name for a failure code we produce.
+pub fn failcode_name(code: u16) -> Option<&'static str> {
+    Some(match code {
+        TEMPORARY_CHANNEL_FAILURE => "WIRE_TEMPORARY_CHANNEL_FAILURE",
+        PERMANENT_CHANNEL_FAILURE => "WIRE_PERMANENT_CHANNEL_FAILURE",
+        TEMPORARY_NODE_FAILURE => "WIRE_TEMPORARY_NODE_FAILURE",
+        PERMANENT_NODE_FAILURE => "WIRE_PERMANENT_NODE_FAILURE",
+        UNKNOWN_NEXT_PEER => "WIRE_UNKNOWN_NEXT_PEER",
+        INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS => "WIRE_INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS",
+        FINAL_INCORRECT_CLTV_EXPIRY => "WIRE_FINAL_INCORRECT_CLTV_EXPIRY",
+        MPP_TIMEOUT => "WIRE_MPP_TIMEOUT",
+        _ => return None,
+    })
+}
+
+/// The status of one part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayStatus {
+    /// In flight.
+    Pending,
+    /// Preimage received.
+    Complete,
+    /// Failed (the row's `error` says why).
+    Failed,
+}
+
+impl PayStatus {
+    /// CLN's word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayStatus::Pending => "pending",
+            PayStatus::Complete => "complete",
+            PayStatus::Failed => "failed",
+        }
+    }
+
+    /// From CLN's word.
+    pub fn parse(s: &str) -> Option<PayStatus> {
+        match s {
+            "pending" => Some(PayStatus::Pending),
+            "complete" => Some(PayStatus::Complete),
+            "failed" => Some(PayStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One row of `sendpays`: one part of one attempt (groupid) to pay a payment hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sendpay {
+    /// Creation order (CLN's `created_index`, also `id`).
+    pub created_index: u64,
+    /// Order of the last change, if it changed since creation.
+    pub updated_index: Option<u64>,
+    /// The payment hash.
+    pub payment_hash: [u8; 32],
+    /// The attempt.
+    pub groupid: u64,
+    /// The part (0: a single-part payment).
+    pub partid: u64,
+    /// The last hop of the route.
+    pub destination: Option<PublicKey>,
+    /// What this part delivers to the destination.
+    pub amount_msat: Option<u64>,
+    /// What this part sends into the first channel (fees included).
+    pub amount_sent_msat: u64,
+    /// UNIX time of the `sendpay`.
+    pub created_at: u64,
+    /// UNIX time it completed or failed.
+    pub completed_at: Option<u64>,
+    /// Status.
+    pub status: PayStatus,
+    /// The preimage, once complete.
+    pub preimage: Option<[u8; 32]>,
+    /// The caller's label.
+    pub label: Option<String>,
+    /// The invoice, if the caller gave it.
+    pub bolt11: Option<String>,
+    /// The invoice's description, if the caller gave it.
+    pub description: Option<String>,
+    /// Why it failed: `{"code", "message", "fail": {routing failure fields}}`.
+    pub error: Option<Value>,
+}
+
+impl Sendpay {
+    /// CLN's payment fields (`json_add_payment_fields`), without `description` unless asked
+    /// (the `sendpay` and `waitsendpay` result schemas have no `description`).
+    pub fn to_json(&self, with_description: bool) -> Value {
+        let mut m = Map::new();
+        m.insert("created_index".into(), json!(self.created_index));
+        m.insert("id".into(), json!(self.created_index));
+        m.insert("payment_hash".into(), json!(hex(&self.payment_hash)));
+        m.insert("groupid".into(), json!(self.groupid));
+        if let Some(u) = self.updated_index {
+            m.insert("updated_index".into(), json!(u));
+        }
+        if self.partid != 0 {
+            m.insert("partid".into(), json!(self.partid));
+        }
+        if let Some(d) = &self.destination {
+            m.insert("destination".into(), json!(d.to_string()));
+        }
+        if let Some(a) = self.amount_msat.filter(|a| *a > 0) {
+            m.insert("amount_msat".into(), json!(a));
+        }
+        m.insert("amount_sent_msat".into(), json!(self.amount_sent_msat));
+        m.insert("created_at".into(), json!(self.created_at));
+        if let Some(c) = self.completed_at {
+            m.insert("completed_at".into(), json!(c));
+        }
+        m.insert("status".into(), json!(self.status.as_str()));
+        if let Some(p) = &self.preimage {
+            m.insert("payment_preimage".into(), json!(hex(p)));
+        }
+        if let Some(l) = &self.label {
+            m.insert("label".into(), json!(l));
+        }
+        if let Some(b) = &self.bolt11 {
+            let key = if b.starts_with("lni") {
+                "bolt12"
+            } else {
+                "bolt11"
+            };
+            m.insert(key.into(), json!(b));
+        }
+        if with_description && let Some(d) = &self.description {
+            m.insert("description".into(), json!(d));
+        }
+        Value::Object(m)
+    }
+
+    /// `sendpay`'s answer for a part in flight: the fields plus CLN's message.
+    pub fn in_progress_json(&self) -> Value {
+        let mut v = self.to_json(false);
+        v["message"] = json!(IN_PROGRESS_MESSAGE);
+        v
+    }
+
+    /// The JSON-RPC error of a failed part (`waitsendpay`, `sendpay_failure`): CLN's code and
+    /// message, `data` = payment fields + routing failure fields.
+    pub fn failure(&self) -> RpcError {
+        let Some(err) = &self.error else {
+            return RpcError::new(
+                codes::PAY_UNSPECIFIED_ERROR,
+                "Payment failure reason unknown",
+            );
+        };
+        let code = err.get("code").and_then(Value::as_i64).unwrap_or(-1);
+        let message = err
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("Payment failed")
+            .to_string();
+        let mut data = self.to_json(true);
+        if let (Some(d), Some(Value::Object(f))) = (data.as_object_mut(), err.get("fail")) {
+            for (k, v) in f {
+                d.insert(k.clone(), v.clone());
+            }
+        }
+        RpcError::new(code, message).with_data(data)
+    }
+}
+
+/// A routing failure object (CLN's `struct routing_failure`) plus the RPC code it maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteFailure {
+    /// 203 (the destination refused) or 204 (try another route).
+    pub code: i64,
+    /// CLN's detail in parentheses (`reply from remote`, the local reason...).
+    pub detail: String,
+    /// 0 = us, 1 = the first hop's node, ...
+    pub erring_index: u32,
+    /// The BOLT 4 failure code (derived, see [`derive_failure`]).
+    pub failcode: u16,
+    /// The node that failed it.
+    pub erring_node: Option<PublicKey>,
+    /// The channel at fault, with the direction it was used in.
+    pub erring_channel: Option<(u64, u8)>,
+}
+
+impl RouteFailure {
+    /// CLN's message: `failed: WIRE_NAME (detail)`.
+    pub fn message(&self) -> String {
+        let name = failcode_name(self.failcode).unwrap_or("WIRE_UNKNOWN");
+        format!("failed: {name} ({})", self.detail)
+    }
+
+    /// The routing failure fields (`json_add_routefail_info`).
+    pub fn fields(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("erring_index".into(), json!(self.erring_index));
+        m.insert("failcode".into(), json!(self.failcode));
+        if let Some(n) = failcode_name(self.failcode) {
+            m.insert("failcodename".into(), json!(n));
+        }
+        if let Some(n) = &self.erring_node {
+            m.insert("erring_node".into(), json!(n.to_string()));
+        }
+        if let Some((scid, dir)) = self.erring_channel {
+            m.insert("erring_channel".into(), json!(super::scid_string(scid)));
+            m.insert("erring_direction".into(), json!(dir));
+        }
+        Value::Object(m)
+    }
+
+    /// What the `error` column keeps.
+    pub fn to_stored(&self) -> Value {
+        json!({"code": self.code, "message": self.message(), "fail": self.fields()})
+    }
+}
+
+/// BOLT 7 direction of a channel used from `from` to `to`: 0 if `from` is the lesser id.
+pub fn direction(from: &PublicKey, to: &PublicKey) -> u8 {
+    u8::from(from.serialize() >= to.serialize())
+}
+
+/// The LDK payment id of part (`payment_hash`, `groupid`, `partid`): a tagged hash, so ids
+/// never collide with other subsystems' and never repeat (CLN refuses reusing the triple).
+pub fn payment_id(payment_hash: &[u8; 32], groupid: u64, partid: u64) -> PaymentId {
+    let mut data = Vec::with_capacity(14 + 32 + 16);
+    data.extend_from_slice(b"fulgur/sendpay");
+    data.extend_from_slice(payment_hash);
+    data.extend_from_slice(&groupid.to_be_bytes());
+    data.extend_from_slice(&partid.to_be_bytes());
+    PaymentId(sha256::Hash::hash(&data).to_byte_array())
+}
+
+/// One hop of a CLN route: the node at the end of the hop, the channel leading to it, what it
+/// receives and the CLTV delay (relative to the current block) of the HTLC it receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClnHop {
+    /// The node at the end of this hop.
+    pub id: PublicKey,
+    /// The channel into it.
+    pub channel: u64,
+    /// What it receives (its own fee for the next hop included).
+    pub amount_msat: u64,
+    /// CLTV blocks from now of the HTLC it receives.
+    pub delay: u32,
+}
+
+/// What LDK needs to know about a hop beyond the route itself.
+#[derive(Debug, Clone)]
+pub struct HopInfo {
+    /// The node's announced features (empty when unknown).
+    pub node_features: NodeFeatures,
+    /// The channel's announced features (empty when unknown).
+    pub channel_features: ChannelFeatures,
+    /// Whether the channel may be announced.
+    pub maybe_announced: bool,
+}
+
+impl Default for HopInfo {
+    fn default() -> Self {
+        HopInfo {
+            node_features: NodeFeatures::empty(),
+            channel_features: ChannelFeatures::empty(),
+            maybe_announced: false,
+        }
+    }
+}
+
+/// A CLN route as an LDK path. LDK's convention differs from CLN's: a hop's `fee_msat` is its
+/// node's fee for the *next* channel (the last hop's is the amount delivered) and its
+/// `cltv_expiry_delta` likewise (the last hop's is the final CLTV), so
+/// `fee_msat[i] = amount[i] - amount[i+1]` and `cltv[i] = delay[i] - delay[i+1]`. LDK then puts
+/// `amount[0]` and `height + 1 + delay[0]` in the first HTLC, exactly as CLN does.
+pub fn cln_route_to_path(hops: &[ClnHop], info: &[HopInfo]) -> Result<Path, String> {
+    if hops.is_empty() {
+        return Err("route is empty".into());
+    }
+    if hops.len() > MAX_HOPS {
+        return Err(format!(
+            "route has {} hops, more than the {MAX_HOPS} an onion can carry",
+            hops.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(hops.len());
+    for (i, h) in hops.iter().enumerate() {
+        let (fee_msat, cltv_expiry_delta) = match hops.get(i + 1) {
+            Some(next) => {
+                let fee = h.amount_msat.checked_sub(next.amount_msat).ok_or_else(|| {
+                    format!(
+                        "route: hop {i} receives {}msat, less than hop {} ({}msat)",
+                        h.amount_msat,
+                        i + 1,
+                        next.amount_msat
+                    )
+                })?;
+                let cltv = h.delay.checked_sub(next.delay).ok_or_else(|| {
+                    format!(
+                        "route: hop {i} has delay {}, less than hop {} ({})",
+                        h.delay,
+                        i + 1,
+                        next.delay
+                    )
+                })?;
+                (fee, cltv)
+            }
+            None => (h.amount_msat, h.delay),
+        };
+        let extra = info.get(i).cloned().unwrap_or_default();
+        out.push(RouteHop {
+            pubkey: h.id,
+            node_features: extra.node_features,
+            short_channel_id: h.channel,
+            channel_features: extra.channel_features,
+            fee_msat,
+            cltv_expiry_delta,
+            maybe_announced_channel: extra.maybe_announced,
+        });
+    }
+    if hops.last().is_some_and(|h| h.amount_msat == 0) {
+        return Err("route: the last hop delivers 0msat".into());
+    }
+    Ok(Path {
+        hops: out,
+        blinded_tail: None,
+    })
+}
+
+/// An LDK path as a CLN route (`getroute`'s hops, without `direction`/`style`): the inverse of
+/// [`cln_route_to_path`].
+pub fn path_to_cln_route(path: &Path) -> Vec<ClnHop> {
+    let n = path.hops.len();
+    let mut out = vec![];
+    let (mut amount, mut delay) = (0u64, 0u32);
+    for i in (0..n).rev() {
+        let h = &path.hops[i];
+        amount = amount.saturating_add(h.fee_msat);
+        delay = delay.saturating_add(h.cltv_expiry_delta);
+        out.push(ClnHop {
+            id: h.pubkey,
+            channel: h.short_channel_id,
+            amount_msat: amount,
+            delay,
+        });
+    }
+    out.reverse();
+    out
+}
+
+/// The most hops an onion holds when the final payload carries a payment secret and
+/// `metadata_len` bytes of metadata. It over-estimates payload sizes compared to LDK's own
+/// estimate (`set_max_path_length`), so a route within it is never cut short by LDK.
+pub fn max_onion_hops(metadata_len: usize) -> usize {
+    // Intermediate payload: length, amount (tu64), cltv (tu32), scid, then the HMAC.
+    const HOP: usize = 1 + (2 + 7) + (2 + 4) + (2 + 8) + 32;
+    let metadata = if metadata_len > 0 {
+        1 + 3 + metadata_len
+    } else {
+        0
+    };
+    // Final payload: length, amount, cltv, payment_data (secret + total), metadata, HMAC.
+    let last = 3 + (2 + 4) + (2 + 4) + (2 + 32 + 4) + metadata + 32;
+    1300usize.checked_sub(last).map_or(0, |rest| rest / HOP + 1)
+}
+
+/// Derives CLN's routing failure object from what LDK's `PaymentPathFailed` exposes: the path,
+/// [`PathFailure`] (with LDK's `NetworkUpdate`), the blamed `short_channel_id` and
+/// `payment_failed_permanently`. LDK does not expose the BOLT 4 code itself, so `failcode` is
+/// the code consistent with what LDK concluded:
+/// - the destination rejected the payment → 203, `incorrect_or_unknown_payment_details`;
+/// - a node failure → `permanent_node_failure` / `temporary_node_failure` at that node;
+/// - a channel failure → `permanent_channel_failure` / `temporary_channel_failure`, blamed
+///   on the node before that channel (CLN reports the channel *after* the erring node);
+/// - a failure of our own first hop → index 0, `temporary_channel_failure`;
+/// - a non-permanent refusal by the destination without an update → `mpp_timeout`, or
+///   `final_incorrect_cltv_expiry` when LDK blamed the last channel.
+pub fn derive_failure(
+    path: &Path,
+    us: PublicKey,
+    failure: &PathFailure,
+    blamed_scid: Option<u64>,
+    permanently: bool,
+) -> RouteFailure {
+    let hops = &path.hops;
+    let n = hops.len();
+    let node_before = |j: usize| if j == 0 { us } else { hops[j - 1].pubkey };
+    let local = |detail: String| RouteFailure {
+        code: codes::PAY_TRY_OTHER_ROUTE,
+        detail,
+        erring_index: 0,
+        failcode: TEMPORARY_CHANNEL_FAILURE,
+        erring_node: Some(us),
+        erring_channel: hops
+            .first()
+            .map(|h| (h.short_channel_id, direction(&us, &h.pubkey))),
+    };
+    if n == 0 {
+        return local("empty path".into());
+    }
+    let at_destination = |code: i64, failcode: u16| RouteFailure {
+        code,
+        detail: "reply from remote".into(),
+        erring_index: n as u32,
+        failcode,
+        erring_node: Some(hops[n - 1].pubkey),
+        erring_channel: Some((
+            hops[n - 1].short_channel_id,
+            direction(&node_before(n - 1), &hops[n - 1].pubkey),
+        )),
+    };
+    let network_update = match failure {
+        PathFailure::InitialSend { err } => return local(super::api_error(err)),
+        PathFailure::OnPath { network_update } => network_update,
+    };
+    if permanently {
+        return at_destination(
+            codes::PAY_DESTINATION_PERM_FAIL,
+            INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS,
+        );
+    }
+    match network_update {
+        Some(NetworkUpdate::NodeFailure {
+            node_id,
+            is_permanent,
+        }) => {
+            let Some(k) = hops.iter().position(|h| h.pubkey == *node_id) else {
+                return local("failure from a node not on the route".into());
+            };
+            // CLN blames the channel after the erring node, or the last one at the destination.
+            let c = if k + 1 < n { k + 1 } else { k };
+            RouteFailure {
+                code: codes::PAY_TRY_OTHER_ROUTE,
+                detail: "reply from remote".into(),
+                erring_index: k as u32 + 1,
+                failcode: if *is_permanent {
+                    PERMANENT_NODE_FAILURE
+                } else {
+                    TEMPORARY_NODE_FAILURE
+                },
+                erring_node: Some(*node_id),
+                erring_channel: Some((
+                    hops[c].short_channel_id,
+                    direction(&node_before(c), &hops[c].pubkey),
+                )),
+            }
+        }
+        Some(NetworkUpdate::ChannelFailure {
+            short_channel_id,
+            is_permanent,
+        }) => {
+            let Some(j) = hops
+                .iter()
+                .position(|h| h.short_channel_id == *short_channel_id)
+            else {
+                return local("failure of a channel not on the route".into());
+            };
+            // The node before the channel failed to forward over it; a failure naming our
+            // own first channel can only come from the first hop's node (a 1-hop route).
+            let (index, node) = if j == 0 {
+                (1, hops[0].pubkey)
+            } else {
+                (j as u32, hops[j - 1].pubkey)
+            };
+            RouteFailure {
+                code: codes::PAY_TRY_OTHER_ROUTE,
+                detail: "reply from remote".into(),
+                erring_index: index,
+                failcode: if *is_permanent {
+                    PERMANENT_CHANNEL_FAILURE
+                } else {
+                    TEMPORARY_CHANNEL_FAILURE
+                },
+                erring_node: Some(node),
+                erring_channel: Some((
+                    *short_channel_id,
+                    direction(&node_before(j), &hops[j].pubkey),
+                )),
+            }
+        }
+        None => match blamed_scid {
+            Some(s) if n >= 2 && s == hops[n - 1].short_channel_id => {
+                at_destination(codes::PAY_TRY_OTHER_ROUTE, FINAL_INCORRECT_CLTV_EXPIRY)
+            }
+            Some(_) => local("local failure".into()),
+            None => at_destination(codes::PAY_TRY_OTHER_ROUTE, MPP_TIMEOUT),
+        },
+    }
+}
+
+/// The failure of a part whose LDK payment failed without a path failure for it (abandoned,
+/// or LDK gave up before sending).
+fn payment_failed_failure(reason: Option<PaymentFailureReason>) -> RouteFailure {
+    let detail = match reason {
+        Some(r) => format!("payment failed: {r:?}"),
+        None => "payment failed".into(),
+    };
+    RouteFailure {
+        code: codes::PAY_TRY_OTHER_ROUTE,
+        detail,
+        erring_index: 0,
+        failcode: TEMPORARY_CHANNEL_FAILURE,
+        erring_node: None,
+        erring_channel: None,
+    }
+}
+
+/// A part about to be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPart {
+    /// The payment hash.
+    pub payment_hash: [u8; 32],
+    /// The attempt.
+    pub groupid: u64,
+    /// The part.
+    pub partid: u64,
+    /// The last hop.
+    pub destination: PublicKey,
+    /// What it delivers.
+    pub amount_msat: u64,
+    /// What it sends into the first channel.
+    pub amount_sent_msat: u64,
+    /// The whole payment's amount (the onion's `total_msat`).
+    pub total_msat: u64,
+}
+
+/// What to do with a new part, given the rows of its payment hash.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// Record and send it.
+    Send,
+    /// Do not send: answer with this existing row (already complete, or the same part in
+    /// flight).
+    Existing(Box<Sendpay>),
+}
+
+fn msat(v: u64) -> String {
+    format!("{v}msat")
+}
+
+/// CLN's `check_progress`: reconciles a new part with the earlier parts of the same payment
+/// hash. `group_total` is the `total_msat` the pending parts of the part's group were sent
+/// with, when known.
+pub fn check_progress(
+    rows: &[Sendpay],
+    part: &NewPart,
+    group_total: Option<u64>,
+) -> Result<Progress, RpcError> {
+    let mut have_complete = false;
+    let mut pending = 0u64;
+    for row in rows {
+        let row_amount = row.amount_msat.unwrap_or(0);
+        match row.status {
+            PayStatus::Complete => {
+                have_complete = true;
+                if row.partid != part.partid {
+                    continue;
+                }
+                if row_amount != part.amount_msat {
+                    return Err(RpcError::new(
+                        codes::PAY_RHASH_ALREADY_USED,
+                        format!(
+                            "Already succeeded with amount {} (not {})",
+                            msat(row_amount),
+                            msat(part.amount_msat)
+                        ),
+                    ));
+                }
+                if let Some(d) = row.destination.filter(|d| *d != part.destination) {
+                    return Err(RpcError::new(
+                        codes::PAY_RHASH_ALREADY_USED,
+                        format!("Already succeeded to {d}"),
+                    ));
+                }
+                return Ok(Progress::Existing(Box::new(row.clone())));
+            }
+            PayStatus::Pending => {
+                if row.groupid != part.groupid {
+                    return Err(RpcError::new(
+                        codes::PAY_IN_PROGRESS,
+                        format!(
+                            "Payment with groupid={} still in progress, cannot retry before that completes.",
+                            row.groupid
+                        ),
+                    ));
+                }
+                if (row.partid == 0) != (part.partid == 0) {
+                    return Err(RpcError::new(
+                        codes::PAY_IN_PROGRESS,
+                        format!(
+                            "Already have {} payment in progress",
+                            if row.partid != 0 {
+                                "parallel"
+                            } else {
+                                "non-parallel"
+                            }
+                        ),
+                    ));
+                }
+                if row.partid == part.partid {
+                    if row_amount != part.amount_msat {
+                        return Err(RpcError::new(
+                            codes::PAY_RHASH_ALREADY_USED,
+                            format!(
+                                "Already pending with amount {} (not {})",
+                                msat(row_amount),
+                                msat(part.amount_msat)
+                            ),
+                        ));
+                    }
+                    if let Some(d) = row.destination.filter(|d| *d != part.destination) {
+                        return Err(RpcError::new(
+                            codes::PAY_RHASH_ALREADY_USED,
+                            format!("Already pending to {d}"),
+                        ));
+                    }
+                    return Ok(Progress::Existing(Box::new(row.clone())));
+                }
+                if let Some(t) = group_total.filter(|t| *t != part.total_msat) {
+                    return Err(RpcError::invalid_params(format!(
+                        "msatoshi was previously {}, now {}",
+                        msat(t),
+                        msat(part.total_msat)
+                    )));
+                }
+                pending = pending.saturating_add(row_amount);
+            }
+            PayStatus::Failed => {}
+        }
+        if row.partid == part.partid && row.groupid == part.groupid {
+            return Err(RpcError::new(
+                codes::PAY_RHASH_ALREADY_USED,
+                format!(
+                    "There already is a payment with payment_hash={}, groupid={}, partid={}. Either change the partid, or wait for the payment to complete and start a new group.",
+                    hex(&part.payment_hash),
+                    part.groupid,
+                    part.partid
+                ),
+            ));
+        }
+    }
+    if have_complete {
+        return Err(RpcError::new(
+            codes::PAY_RHASH_ALREADY_USED,
+            "Already succeeded other parts",
+        ));
+    }
+    if part.total_msat != 0 && pending >= part.total_msat {
+        return Err(RpcError::new(
+            codes::PAY_IN_PROGRESS,
+            format!(
+                "Already have {} of {} payments in progress",
+                msat(pending),
+                msat(part.total_msat)
+            ),
+        ));
+    }
+    Ok(Progress::Send)
+}
+
+/// Filters of `listsendpays`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this payment hash (all its parts, in creation order).
+    pub payment_hash: Option<[u8; 32]>,
+    /// Only this status.
+    pub status: Option<PayStatus>,
+    /// Order by `updated_index` instead of `created_index`.
+    pub by_updated: bool,
+    /// Smallest index to return.
+    pub start: u64,
+    /// At most this many.
+    pub limit: Option<u32>,
+}
+
+const COLUMNS: &str = "created_index, updated_index, payment_hash, groupid, partid, destination, \
+    amount_msat, amount_sent_msat, created_at, completed_at, status, preimage, label, bolt11, \
+    description, error";
+
+fn blob32(v: Option<Vec<u8>>) -> Option<[u8; 32]> {
+    v.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+}
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Sendpay> {
+    let status: String = r.get(10)?;
+    let error: Option<String> = r.get(15)?;
+    Ok(Sendpay {
+        created_index: r.get::<_, i64>(0)? as u64,
+        updated_index: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
+        payment_hash: blob32(r.get(2)?).unwrap_or([0; 32]),
+        groupid: r.get::<_, i64>(3)? as u64,
+        partid: r.get::<_, i64>(4)? as u64,
+        destination: r
+            .get::<_, Option<Vec<u8>>>(5)?
+            .and_then(|b| PublicKey::from_slice(&b).ok()),
+        amount_msat: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+        amount_sent_msat: r.get::<_, i64>(7)? as u64,
+        created_at: r.get::<_, i64>(8)? as u64,
+        completed_at: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
+        status: PayStatus::parse(&status).unwrap_or(PayStatus::Failed),
+        preimage: blob32(r.get(11)?),
+        label: r.get(12)?,
+        bolt11: r.get(13)?,
+        description: r.get(14)?,
+        error: error.and_then(|e| serde_json::from_str(&e).ok()),
+    })
+}
+
+/// Every part of `payment_hash`, in creation order.
+pub fn rows_by_hash(
+    conn: &Connection,
+    payment_hash: &[u8; 32],
+) -> Result<Vec<Sendpay>, StoreError> {
+    let mut st = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM sendpays WHERE payment_hash = ? ORDER BY created_index"
+    ))?;
+    let rows = st
+        .query_map([payment_hash.as_slice()], read_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// One part.
+pub fn row(
+    conn: &Connection,
+    payment_hash: &[u8; 32],
+    groupid: u64,
+    partid: u64,
+) -> Result<Option<Sendpay>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {COLUMNS} FROM sendpays WHERE payment_hash = ? AND groupid = ? AND partid = ?"
+            ),
+            params![payment_hash.as_slice(), groupid as i64, partid as i64],
+            read_row,
+        )
+        .optional()?)
+}
+
+/// The latest groupid used for `payment_hash`.
+pub fn max_groupid(conn: &Connection, payment_hash: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+    let g: Option<i64> = conn.query_row(
+        "SELECT MAX(groupid) FROM sendpays WHERE payment_hash = ?",
+        [payment_hash.as_slice()],
+        |r| r.get(0),
+    )?;
+    Ok(g.map(|g| g as u64))
+}
+
+/// Records a new pending part and returns its row.
+pub fn insert_pending(
+    conn: &Connection,
+    part: &NewPart,
+    created_at: u64,
+    label: Option<&str>,
+    bolt11: Option<&str>,
+    description: Option<&str>,
+) -> Result<Sendpay, StoreError> {
+    conn.execute(
+        "INSERT INTO sendpays (payment_hash, groupid, partid, destination, amount_msat, \
+         amount_sent_msat, created_at, status, label, bolt11, description) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+        params![
+            part.payment_hash.as_slice(),
+            part.groupid as i64,
+            part.partid as i64,
+            part.destination.serialize().as_slice(),
+            part.amount_msat as i64,
+            part.amount_sent_msat as i64,
+            created_at as i64,
+            label,
+            bolt11,
+            description,
+        ],
+    )?;
+    row(conn, &part.payment_hash, part.groupid, part.partid)?
+        .ok_or_else(|| StoreError::Task("sendpay row vanished after insert".into()))
+}
+
+/// The next `updated_index` of the sendpays subsystem.
+fn next_updated_index(conn: &Connection) -> Result<u64, StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO index_counters (subsystem, updated, deleted) VALUES ('sendpays', 0, 0)",
+        [],
+    )?;
+    conn.execute(
+        "UPDATE index_counters SET updated = updated + 1 WHERE subsystem = 'sendpays'",
+        [],
+    )?;
+    let v: i64 = conn.query_row(
+        "SELECT updated FROM index_counters WHERE subsystem = 'sendpays'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(v as u64)
+}
+
+/// Marks a part complete (from pending, or from failed: the preimage proves payment). Returns
+/// the new row, or `None` if there is no such part or it was already complete.
+pub fn mark_complete(
+    conn: &mut Connection,
+    payment_hash: &[u8; 32],
+    groupid: u64,
+    partid: u64,
+    preimage: &[u8; 32],
+    now: u64,
+) -> Result<Option<Sendpay>, StoreError> {
+    let tx = conn.transaction()?;
+    match row(&tx, payment_hash, groupid, partid)? {
+        Some(r) if r.status != PayStatus::Complete => {}
+        _ => return Ok(None),
+    }
+    let idx = next_updated_index(&tx)?;
+    tx.execute(
+        "UPDATE sendpays SET status = 'complete', preimage = ?, completed_at = ?, \
+         updated_index = ?, error = NULL WHERE payment_hash = ? AND groupid = ? AND partid = ?",
+        params![
+            preimage.as_slice(),
+            now as i64,
+            idx as i64,
+            payment_hash.as_slice(),
+            groupid as i64,
+            partid as i64
+        ],
+    )?;
+    let r = row(&tx, payment_hash, groupid, partid)?;
+    tx.commit()?;
+    Ok(r)
+}
+
+/// Marks a pending part failed with `error` (see [`RouteFailure::to_stored`]). Returns the new
+/// row, or `None` if there is no such part or it is not pending.
+pub fn mark_failed(
+    conn: &mut Connection,
+    payment_hash: &[u8; 32],
+    groupid: u64,
+    partid: u64,
+    error: &Value,
+    now: u64,
+) -> Result<Option<Sendpay>, StoreError> {
+    let tx = conn.transaction()?;
+    match row(&tx, payment_hash, groupid, partid)? {
+        Some(r) if r.status == PayStatus::Pending => {}
+        _ => return Ok(None),
+    }
+    let idx = next_updated_index(&tx)?;
+    tx.execute(
+        "UPDATE sendpays SET status = 'failed', error = ?, completed_at = ?, updated_index = ? \
+         WHERE payment_hash = ? AND groupid = ? AND partid = ?",
+        params![
+            error.to_string(),
+            now as i64,
+            idx as i64,
+            payment_hash.as_slice(),
+            groupid as i64,
+            partid as i64
+        ],
+    )?;
+    let r = row(&tx, payment_hash, groupid, partid)?;
+    tx.commit()?;
+    Ok(r)
+}
+
+/// `listsendpays`' query.
+pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<Sendpay>, StoreError> {
+    let mut sql = format!("SELECT {COLUMNS} FROM sendpays WHERE 1");
+    let mut args: Vec<rusqlite::types::Value> = vec![];
+    if let Some(h) = &f.payment_hash {
+        sql.push_str(" AND payment_hash = ?");
+        args.push(h.to_vec().into());
+    }
+    if let Some(s) = f.status {
+        sql.push_str(" AND status = ?");
+        args.push(s.as_str().to_string().into());
+    }
+    let col = if f.by_updated {
+        "updated_index"
+    } else {
+        "created_index"
+    };
+    if f.payment_hash.is_none() {
+        sql.push_str(&format!(" AND {col} >= ?"));
+        args.push((f.start.min(i64::MAX as u64) as i64).into());
+    }
+    sql.push_str(&format!(" ORDER BY {col}"));
+    if let Some(l) = f.limit {
+        sql.push_str(" LIMIT ?");
+        args.push(i64::from(l).into());
+    }
+    let mut st = conn.prepare(&sql)?;
+    let rows = st
+        .query_map(rusqlite::params_from_iter(args), read_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// The (groupid, partid) of the part sent as LDK payment `id`.
+fn part_of(
+    conn: &Connection,
+    payment_hash: &[u8; 32],
+    id: PaymentId,
+) -> Result<Option<(u64, u64)>, StoreError> {
+    Ok(rows_by_hash(conn, payment_hash)?
+        .into_iter()
+        .find(|r| payment_id(payment_hash, r.groupid, r.partid) == id)
+        .map(|r| (r.groupid, r.partid)))
+}
+
+/// The `total_msat` pending groups were sent with, per (node, payment hash, groupid). The
+/// table has no column for it (CLN's `total_msat`); after a restart the check that parts of
+/// a group agree on the total is skipped.
+type Totals = Mutex<HashMap<(PublicKey, [u8; 32], u64), u64>>;
+
+fn totals() -> &'static Totals {
+    static T: OnceLock<Totals> = OnceLock::new();
+    T.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The first `created_index` this process recorded (parts before it come from earlier runs).
+static FIRST_OWN_INDEX: AtomicU64 = AtomicU64::new(u64::MAX);
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn db_error(e: StoreError) -> RpcError {
+    RpcError::lightningd(format!("database error: {e}"))
+}
+
+/// What `sendpay` asks for. Several `routes` is Fulgur's extension: parts 1..N of one
+/// multi-part payment in one call (docs/adr/0007-mpp-sendpay.md).
+#[derive(Debug, Clone, Default)]
+pub struct SendpayRequest {
+    /// One route per part.
+    pub routes: Vec<Vec<ClnHop>>,
+    /// The payment hash.
+    pub payment_hash: [u8; 32],
+    /// Label kept with the payment.
+    pub label: Option<String>,
+    /// The whole payment's amount (required with `partid`).
+    pub amount_msat: Option<u64>,
+    /// The invoice, kept with the payment.
+    pub bolt11: Option<String>,
+    /// The invoice's payment secret.
+    pub payment_secret: Option<[u8; 32]>,
+    /// The part (single route only).
+    pub partid: Option<u64>,
+    /// The attempt (default: one more than the last for this hash).
+    pub groupid: Option<u64>,
+    /// The invoice's payment metadata, for the final onion payload.
+    pub payment_metadata: Option<Vec<u8>>,
+    /// The invoice's description, kept with the payment.
+    pub description: Option<String>,
+}
+
+/// A part ready to go.
+struct Prepared {
+    partid: u64,
+    path: Path,
+    destination: PublicKey,
+    amount_msat: u64,
+    sent_msat: u64,
+}
+
+impl Lightning {
+    fn hop_info(&self, hops: &[ClnHop]) -> Vec<HopInfo> {
+        let graph = self.graph.read_only();
+        hops.iter()
+            .map(|h| {
+                let node = graph.node(&NodeId::from_pubkey(&h.id));
+                let chan = graph.channel(h.channel);
+                HopInfo {
+                    node_features: node
+                        .and_then(|n| n.announcement_info.as_ref())
+                        .map(|a| a.features().clone())
+                        .unwrap_or_else(NodeFeatures::empty),
+                    channel_features: chan
+                        .map(|c| c.features.clone())
+                        .unwrap_or_else(ChannelFeatures::empty),
+                    maybe_announced: chan.is_some(),
+                }
+            })
+            .collect()
+    }
+
+    /// The channel the first hop goes out on, as CLN chooses it: the one named if it leads
+    /// to that peer and can send now, else another usable channel to the same peer.
+    fn first_channel(&self, hop: &ClnHop) -> Result<(u64, bool), RpcError> {
+        let ours: Vec<_> = self
+            .manager
+            .list_usable_channels()
+            .into_iter()
+            .filter(|c| c.counterparty.node_id == hop.id)
+            .collect();
+        let named = ours.iter().find(|c| {
+            [
+                c.short_channel_id,
+                c.outbound_scid_alias,
+                c.inbound_scid_alias,
+            ]
+            .contains(&Some(hop.channel))
+        });
+        let chosen = named.or_else(|| {
+            ours.iter()
+                .filter(|c| c.get_outbound_payment_scid().is_some())
+                .max_by_key(|c| c.next_outbound_htlc_limit_msat)
+        });
+        match chosen.and_then(|c| c.get_outbound_payment_scid().map(|s| (s, c.is_announced))) {
+            Some(found) => Ok(found),
+            None => {
+                let us = self.manager.get_our_node_id();
+                let fail = json!({
+                    "erring_index": 0,
+                    "failcode": UNKNOWN_NEXT_PEER,
+                    "failcodename": "WIRE_UNKNOWN_NEXT_PEER",
+                    "erring_node": us.to_string(),
+                });
+                Err(RpcError::new(
+                    codes::PAY_TRY_OTHER_ROUTE,
+                    "No connection to first peer found",
+                )
+                .with_data(fail))
+            }
+        }
+    }
+
+    /// `sendpay`: records each part as pending, then sends it over exactly its route. Returns
+    /// CLN's record of the part (status `pending` with CLN's message, or `complete` when that
+    /// part already succeeded); with several routes, `{"payments": [one per part]}`.
+    pub async fn sendpay(self: &Arc<Self>, req: SendpayRequest) -> Result<Value, RpcError> {
+        self.reconcile_once().await?;
+        let multi = req.routes.len() > 1;
+        if req.routes.is_empty() || req.routes.iter().any(Vec::is_empty) {
+            return Err(RpcError::invalid_params(
+                "route: an empty route pays ourselves, which is not supported yet",
+            ));
+        }
+        let finals: Vec<u64> = req
+            .routes
+            .iter()
+            .map(|r| r.last().map_or(0, |h| h.amount_msat))
+            .collect();
+        let destination = req.routes[0][req.routes[0].len() - 1].id;
+        if req
+            .routes
+            .iter()
+            .any(|r| r.last().is_some_and(|h| h.id != destination))
+        {
+            return Err(RpcError::invalid_params(
+                "route: all routes must end at the same destination",
+            ));
+        }
+        let partids: Vec<u64> = if multi {
+            if req.partid.is_some() {
+                return Err(RpcError::invalid_params(
+                    "partid: not allowed with several routes, whose parts are numbered 1..N",
+                ));
+            }
+            if req.payment_secret.is_none() {
+                return Err(RpcError::invalid_params(
+                    "several routes require payment_secret",
+                ));
+            }
+            (1..=req.routes.len() as u64).collect()
+        } else {
+            vec![req.partid.unwrap_or(0)]
+        };
+        let total = if multi {
+            req.amount_msat.unwrap_or_else(|| finals.iter().sum())
+        } else {
+            let partid = partids[0];
+            if partid != 0 && req.amount_msat.is_none() {
+                return Err(RpcError::invalid_params(
+                    "Must specify msatoshi with partid",
+                ));
+            }
+            if let Some(a) = req.amount_msat
+                && partid == 0
+                && a != finals[0]
+            {
+                return Err(RpcError::invalid_params(format!(
+                    "Do not specify msatoshi ({}) without partid: if you do, it must be exactly the final amount ({})",
+                    msat(a),
+                    msat(finals[0])
+                )));
+            }
+            if partid != 0 && req.payment_secret.is_none() {
+                return Err(RpcError::invalid_params("partid requires payment_secret"));
+            }
+            req.amount_msat.unwrap_or(finals[0])
+        };
+        for f in &finals {
+            if *f > total {
+                return Err(RpcError::invalid_params(format!(
+                    "Final amount {} is greater than {}, despite MPP",
+                    msat(*f),
+                    msat(total)
+                )));
+            }
+        }
+        let max_hops = max_onion_hops(req.payment_metadata.as_ref().map_or(0, Vec::len));
+
+        let mut prepared = vec![];
+        for (route, partid) in req.routes.iter().zip(&partids) {
+            if route.len() > max_hops {
+                return Err(RpcError::invalid_params(format!(
+                    "route: {} hops do not fit in an onion with this payment_metadata (at most {max_hops})",
+                    route.len()
+                )));
+            }
+            let (first_scid, announced) = self.first_channel(&route[0])?;
+            let mut hops = route.clone();
+            hops[0].channel = first_scid;
+            let mut info = self.hop_info(&hops);
+            if let Some(i) = info.first_mut() {
+                i.maybe_announced = announced;
+            }
+            let path = cln_route_to_path(&hops, &info).map_err(RpcError::invalid_params)?;
+            prepared.push(Prepared {
+                partid: *partid,
+                path,
+                destination,
+                amount_msat: route[route.len() - 1].amount_msat,
+                sent_msat: route[0].amount_msat,
+            });
+        }
+
+        // Reconcile with earlier parts and record the new ones, in one transaction.
+        let us = self.manager.get_our_node_id();
+        let hash = req.payment_hash;
+        let groupid = req.groupid;
+        let parts: Vec<NewPart> = prepared
+            .iter()
+            .map(|p| NewPart {
+                payment_hash: hash,
+                groupid: 0,
+                partid: p.partid,
+                destination: p.destination,
+                amount_msat: p.amount_msat,
+                amount_sent_msat: p.sent_msat,
+                total_msat: total,
+            })
+            .collect();
+        let (label, bolt11, description) = (
+            req.label.clone(),
+            req.bolt11.clone(),
+            req.description.clone(),
+        );
+        let now = unix_now();
+        let (groupid, outcomes) = self
+            .store
+            .with(move |conn| {
+                let tx = conn.transaction()?;
+                let groupid = match groupid {
+                    Some(g) => g,
+                    None => max_groupid(&tx, &hash)?.map_or(1, |g| g + 1),
+                };
+                let group_total = totals()
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&(us, hash, groupid))
+                    .copied();
+                let mut rows = rows_by_hash(&tx, &hash)?;
+                let mut outcomes = vec![];
+                for mut part in parts {
+                    part.groupid = groupid;
+                    let outcome = match check_progress(&rows, &part, group_total) {
+                        Ok(Progress::Send) => {
+                            let r = insert_pending(
+                                &tx,
+                                &part,
+                                now,
+                                label.as_deref(),
+                                bolt11.as_deref(),
+                                description.as_deref(),
+                            )?;
+                            FIRST_OWN_INDEX.fetch_min(r.created_index, Ordering::SeqCst);
+                            rows.push(r.clone());
+                            Ok((r, true))
+                        }
+                        Ok(Progress::Existing(r)) => Ok((*r, false)),
+                        Err(e) => Err(e),
+                    };
+                    if outcome.is_err() {
+                        return Ok((groupid, vec![outcome]));
+                    }
+                    outcomes.push(outcome);
+                }
+                tx.commit()?;
+                Ok((groupid, outcomes))
+            })
+            .await
+            .map_err(db_error)?;
+        let mut recorded = vec![];
+        for o in outcomes {
+            recorded.push(o?);
+        }
+        totals()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((us, hash, groupid), total);
+
+        let mut answers = vec![];
+        for ((row, new), prep) in recorded.into_iter().zip(prepared) {
+            if !new {
+                answers.push(match row.status {
+                    PayStatus::Pending => row.in_progress_json(),
+                    _ => row.to_json(false),
+                });
+                continue;
+            }
+            self.log.info(&format!(
+                "Sending {}msat over {} hops to deliver {}msat (payment {} part {}/{})",
+                prep.sent_msat,
+                prep.path.hops.len(),
+                prep.amount_msat,
+                hex(&hash),
+                groupid,
+                prep.partid
+            ));
+            match self.send_part(&req, &prep, hash, groupid, total) {
+                Ok(()) => answers.push(row.in_progress_json()),
+                Err(why) => {
+                    let fail = RouteFailure {
+                        code: codes::PAY_TRY_OTHER_ROUTE,
+                        detail: format!("First peer not ready: {why}"),
+                        erring_index: 0,
+                        failcode: TEMPORARY_CHANNEL_FAILURE,
+                        erring_node: Some(us),
+                        erring_channel: prep
+                            .path
+                            .hops
+                            .first()
+                            .map(|h| (h.short_channel_id, direction(&us, &h.pubkey))),
+                    };
+                    let failed = self
+                        .record_failure(hash, groupid, prep.partid, &fail)
+                        .await
+                        .map_err(db_error)?;
+                    let Some(failed) = failed else {
+                        // An event resolved it meanwhile: report what the table says.
+                        answers.push(row.in_progress_json());
+                        continue;
+                    };
+                    if multi {
+                        answers.push(failed.to_json(false));
+                    } else {
+                        return Err(failed.failure());
+                    }
+                }
+            }
+        }
+        self.sendpays_changed.send_modify(|v| *v += 1);
+        if multi {
+            Ok(json!({"payments": answers}))
+        } else {
+            Ok(answers.into_iter().next().unwrap_or(Value::Null))
+        }
+    }
+
+    fn send_part(
+        &self,
+        req: &SendpayRequest,
+        prep: &Prepared,
+        hash: [u8; 32],
+        groupid: u64,
+        total: u64,
+    ) -> Result<(), String> {
+        let mut onion = match req.payment_secret {
+            Some(s) => RecipientOnionFields::secret_only(PaymentSecret(s), total),
+            None => RecipientOnionFields::spontaneous_empty(total),
+        };
+        onion.payment_metadata = req.payment_metadata.clone();
+        let final_cltv = prep.path.hops.last().map_or(0, |h| h.cltv_expiry_delta);
+        let mut params = PaymentParameters::from_node_id(prep.destination, final_cltv);
+        // LDK checks the route against these (and asserts on them in debug builds): the
+        // caller's route is the limit.
+        params.max_total_cltv_expiry_delta = prep.path.total_cltv_expiry_delta();
+        params.max_path_count = 1;
+        params.max_path_length = prep.path.hops.len() as u8;
+        let route_params =
+            RouteParameters::from_payment_params_and_value(params, prep.path.final_value_msat());
+        let route = Route {
+            paths: vec![prep.path.clone()],
+            route_params: Some(route_params),
+        };
+        self.manager
+            .send_payment_with_route(
+                route,
+                PaymentHash(hash),
+                onion,
+                payment_id(&hash, groupid, prep.partid),
+            )
+            .map_err(|e| match e {
+                RetryableSendFailure::DuplicatePayment => "duplicate payment id".to_string(),
+                RetryableSendFailure::OnionPacketSizeExceeded => {
+                    "the onion is too large for this route".to_string()
+                }
+                other => format!("{other:?}"),
+            })
+    }
+
+    /// Marks a part failed, notifies `sendpay_failure` and wakes waiters. `None` if the part
+    /// was not pending.
+    async fn record_failure(
+        &self,
+        hash: [u8; 32],
+        groupid: u64,
+        partid: u64,
+        fail: &RouteFailure,
+    ) -> Result<Option<Sendpay>, StoreError> {
+        let stored = fail.to_stored();
+        let now = unix_now();
+        let r = self
+            .store
+            .with(move |c| mark_failed(c, &hash, groupid, partid, &stored, now))
+            .await?;
+        if let Some(row) = &r {
+            self.log.info(&format!(
+                "Payment {} part {}/{} failed: {}",
+                hex(&hash),
+                groupid,
+                partid,
+                fail.message()
+            ));
+            self.notify_failure(row);
+            self.sendpays_changed.send_modify(|v| *v += 1);
+        }
+        Ok(r)
+    }
+
+    fn notify_failure(&self, row: &Sendpay) {
+        let e = row.failure();
+        self.plugins.notify(
+            "sendpay_failure",
+            json!({"code": e.code, "message": e.message, "data": e.data}),
+        );
+    }
+
+    /// `waitsendpay`: waits until part (`payment_hash`, `groupid`, `partid`) completes (its
+    /// record) or fails (its error), or `timeout` seconds pass (200). `groupid` defaults to
+    /// the latest one.
+    pub async fn waitsendpay(
+        &self,
+        payment_hash: [u8; 32],
+        timeout: Option<u64>,
+        partid: u64,
+        groupid: Option<u64>,
+    ) -> Result<Value, RpcError> {
+        self.reconcile_once().await?;
+        let mut changed = self.sendpays_changed.subscribe();
+        let deadline =
+            timeout.map(|t| tokio::time::Instant::now() + Duration::from_secs(t.min(1 << 32)));
+        loop {
+            changed.borrow_and_update();
+            let r = self
+                .store
+                .with(move |c| {
+                    let g = match groupid {
+                        Some(g) => Some(g),
+                        None => max_groupid(c, &payment_hash)?,
+                    };
+                    match g {
+                        Some(g) => row(c, &payment_hash, g, partid),
+                        None => Ok(None),
+                    }
+                })
+                .await
+                .map_err(db_error)?;
+            let Some(r) = r else {
+                return Err(RpcError::new(
+                    codes::PAY_NO_SUCH_PAYMENT,
+                    format!(
+                        "Never attempted payment part {partid} for '{}'",
+                        hex(&payment_hash)
+                    ),
+                ));
+            };
+            match r.status {
+                PayStatus::Complete => return Ok(r.to_json(false)),
+                PayStatus::Failed => return Err(r.failure()),
+                PayStatus::Pending => {}
+            }
+            let timed_out = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = changed.changed() => {
+                    if r.is_err() {
+                        return Err(RpcError::lightningd("The Lightning engine stopped"));
+                    }
+                }
+                _ = timed_out => {
+                    return Err(RpcError::new(codes::PAY_IN_PROGRESS, "Timed out while waiting"));
+                }
+            }
+        }
+    }
+
+    /// Forgets the `total_msat` of group `groupid` once none of its parts is in flight.
+    async fn forget_total_if_idle(&self, hash: [u8; 32], groupid: u64) {
+        let busy = self
+            .store
+            .with(move |c| {
+                Ok(rows_by_hash(c, &hash)?
+                    .iter()
+                    .any(|r| r.groupid == groupid && r.status == PayStatus::Pending))
+            })
+            .await
+            .unwrap_or(true);
+        if !busy {
+            totals().lock().unwrap_or_else(|p| p.into_inner()).remove(&(
+                self.manager.get_our_node_id(),
+                hash,
+                groupid,
+            ));
+        }
+    }
+
+    /// `listsendpays`: CLN's records of the parts matching `f`.
+    pub async fn listsendpays(&self, f: ListFilter) -> Result<Vec<Value>, RpcError> {
+        self.reconcile_once().await?;
+        let rows = self
+            .store
+            .with(move |c| list(c, &f))
+            .await
+            .map_err(db_error)?;
+        Ok(rows.iter().map(|r| r.to_json(true)).collect())
+    }
+
+    /// Once per process, before the first `sendpay`, `waitsendpay` or `listsendpays` answers:
+    /// fails the parts an earlier run left pending that LDK does not know. A crash between
+    /// recording a part and LDK persisting its HTLC loses the payment (see
+    /// `ChannelManager::list_recent_payments`); without this its row would stay pending.
+    async fn reconcile_once(&self) -> Result<(), RpcError> {
+        static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+        DONE.get_or_try_init(|| async {
+            match self.reconcile_sendpays().await {
+                Ok(0) => Ok(()),
+                Ok(n) => {
+                    self.log.unusual(&format!(
+                        "{n} pending payment part(s) lost at restart, marked failed"
+                    ));
+                    Ok(())
+                }
+                Err(e) => Err(db_error(e)),
+            }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Fails the pending parts recorded before this process's first `sendpay` that LDK does
+    /// not know. Returns how many it failed.
+    async fn reconcile_sendpays(&self) -> Result<usize, StoreError> {
+        let known: Vec<PaymentId> = self
+            .manager
+            .list_recent_payments()
+            .into_iter()
+            .map(|p| {
+                use lightning::ln::channelmanager::RecentPaymentDetails as R;
+                match p {
+                    R::Pending { payment_id, .. }
+                    | R::Fulfilled { payment_id, .. }
+                    | R::Abandoned { payment_id, .. }
+                    | R::AwaitingInvoice { payment_id } => payment_id,
+                }
+            })
+            .collect();
+        let pending = self
+            .store
+            .with(|c| {
+                list(
+                    c,
+                    &ListFilter {
+                        status: Some(PayStatus::Pending),
+                        ..Default::default()
+                    },
+                )
+            })
+            .await?;
+        let mut n = 0;
+        let ours_from = FIRST_OWN_INDEX.load(Ordering::SeqCst);
+        for r in pending {
+            if r.created_index >= ours_from
+                || known.contains(&payment_id(&r.payment_hash, r.groupid, r.partid))
+            {
+                continue;
+            }
+            let fail = RouteFailure {
+                code: codes::PAY_TRY_OTHER_ROUTE,
+                detail: "lost at restart: never reached a channel".into(),
+                erring_index: 0,
+                failcode: TEMPORARY_CHANNEL_FAILURE,
+                erring_node: Some(self.manager.get_our_node_id()),
+                erring_channel: None,
+            };
+            if self
+                .record_failure(r.payment_hash, r.groupid, r.partid, &fail)
+                .await?
+                .is_some()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// LDK's payment events (`PaymentSent`, `PaymentPathFailed`, `PaymentFailed`,
+    /// `PaymentPathSuccessful`): resolve the part, notify, wake waiters, teach the scorer.
+    /// The database write comes first; if it fails the event is replayed.
+    pub(crate) async fn handle_payment_event(
+        self: &Arc<Self>,
+        ev: Event,
+    ) -> Result<(), ReplayEvent> {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        match ev {
+            Event::PaymentSent {
+                payment_id: Some(id),
+                payment_preimage,
+                payment_hash,
+                fee_paid_msat,
+                ..
+            } => {
+                let hash = payment_hash.0;
+                let preimage = payment_preimage.0;
+                let now = unix_now();
+                let r = self
+                    .store
+                    .with(move |c| match part_of(c, &hash, id)? {
+                        Some((g, p)) => mark_complete(c, &hash, g, p, &preimage, now),
+                        None => Ok(None),
+                    })
+                    .await;
+                match r {
+                    Err(e) => {
+                        self.log
+                            .broken(&format!("cannot record payment {}: {e}", hex(&hash)));
+                        return Err(ReplayEvent());
+                    }
+                    Ok(None) => {}
+                    Ok(Some(row)) => {
+                        self.log.info(&format!(
+                            "Payment {} part {}/{} complete (fee {}msat)",
+                            hex(&hash),
+                            row.groupid,
+                            row.partid,
+                            fee_paid_msat.unwrap_or(0)
+                        ));
+                        totals().lock().unwrap_or_else(|p| p.into_inner()).remove(&(
+                            self.manager.get_our_node_id(),
+                            hash,
+                            row.groupid,
+                        ));
+                        self.plugins.notify("sendpay_success", row.to_json(true));
+                        self.sendpays_changed.send_modify(|v| *v += 1);
+                    }
+                }
+            }
+            Event::PaymentPathFailed {
+                payment_id,
+                payment_hash,
+                payment_failed_permanently,
+                failure,
+                path,
+                short_channel_id,
+                ..
+            } => {
+                if let PathFailure::OnPath {
+                    network_update: Some(u),
+                } = &failure
+                {
+                    self.graph.handle_network_update(u);
+                }
+                {
+                    let mut s = self.scorer.write().unwrap_or_else(|p| p.into_inner());
+                    match short_channel_id {
+                        Some(scid) => s.payment_path_failed(&path, scid, since_epoch),
+                        None if payment_failed_permanently => {
+                            s.payment_path_successful(&path, since_epoch)
+                        }
+                        None => {}
+                    }
+                }
+                let Some(id) = payment_id else {
+                    return Ok(());
+                };
+                let us = self.manager.get_our_node_id();
+                let fail = derive_failure(
+                    &path,
+                    us,
+                    &failure,
+                    short_channel_id,
+                    payment_failed_permanently,
+                );
+                self.fail_part(payment_hash.0, id, &fail).await?;
+            }
+            Event::PaymentFailed {
+                payment_id,
+                payment_hash: Some(payment_hash),
+                reason,
+            } => {
+                // Normally the path failure came first and the part is no longer pending.
+                self.fail_part(payment_hash.0, payment_id, &payment_failed_failure(reason))
+                    .await?;
+            }
+            Event::PaymentPathSuccessful { path, .. } => {
+                self.scorer
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .payment_path_successful(&path, since_epoch);
+            }
+            other => self.log.debug(&format!("LDK payment event: {other:?}")),
+        }
+        Ok(())
+    }
+
+    async fn fail_part(
+        &self,
+        hash: [u8; 32],
+        id: PaymentId,
+        fail: &RouteFailure,
+    ) -> Result<(), ReplayEvent> {
+        let part = self.store.with(move |c| part_of(c, &hash, id)).await;
+        let (g, p) = match part {
+            Ok(Some(gp)) => gp,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.log
+                    .broken(&format!("cannot read payment {}: {e}", hex(&hash)));
+                return Err(ReplayEvent());
+            }
+        };
+        match self.record_failure(hash, g, p, fail).await {
+            Ok(Some(_)) => {
+                self.forget_total_if_idle(hash, g).await;
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                self.log
+                    .broken(&format!("cannot record payment {}: {e}", hex(&hash)));
+                Err(ReplayEvent())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+    use lightning::util::errors::APIError;
+
+    fn key(b: u8) -> PublicKey {
+        let sk = SecretKey::from_slice(&[b; 32]).unwrap_or_else(|e| panic!("{e}"));
+        PublicKey::from_secret_key(&Secp256k1::signing_only(), &sk)
+    }
+
+    fn hop(id: u8, scid: u64, amount_msat: u64, delay: u32) -> ClnHop {
+        ClnHop {
+            id: key(id),
+            channel: scid,
+            amount_msat,
+            delay,
+        }
+    }
+
+    fn path(hops: &[ClnHop]) -> Path {
+        cln_route_to_path(hops, &[]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn one_hop_route_delivers_everything_to_the_peer() {
+        let route = [hop(2, 1 << 40, 5000, 18)];
+        let p = path(&route);
+        assert_eq!(p.hops.len(), 1);
+        assert_eq!(
+            (p.hops[0].fee_msat, p.hops[0].cltv_expiry_delta),
+            (5000, 18)
+        );
+        assert_eq!(p.hops[0].short_channel_id, 1 << 40);
+        assert_eq!(p.fee_msat(), 0);
+        assert_eq!(p.final_value_msat(), 5000);
+        assert_eq!(p.total_cltv_expiry_delta(), 18);
+        assert_eq!(path_to_cln_route(&p), route.to_vec());
+    }
+
+    #[test]
+    fn three_hop_route_becomes_ldk_fees_and_cltv_deltas() {
+        // CLN's getroute shape: each hop says what its node receives and the delay of the
+        // HTLC it receives; B charges 11msat and 6 blocks for B->C, C 5msat and 40 blocks.
+        let route = [
+            hop(2, 101, 100_016, 55),
+            hop(3, 102, 100_005, 49),
+            hop(4, 103, 100_000, 9),
+        ];
+        let p = path(&route);
+        let got: Vec<(u64, u32)> = p
+            .hops
+            .iter()
+            .map(|h| (h.fee_msat, h.cltv_expiry_delta))
+            .collect();
+        assert_eq!(got, vec![(11, 6), (5, 40), (100_000, 9)]);
+        assert_eq!(p.fee_msat(), 16);
+        assert_eq!(p.final_value_msat(), 100_000);
+        // What LDK puts in the first HTLC: amount[0] and height + 1 + delay[0].
+        assert_eq!(p.final_value_msat() + p.fee_msat(), route[0].amount_msat);
+        assert_eq!(p.total_cltv_expiry_delta(), route[0].delay);
+        assert_eq!(path_to_cln_route(&p), route.to_vec());
+        let ids: Vec<PublicKey> = p.hops.iter().map(|h| h.pubkey).collect();
+        assert_eq!(ids, vec![key(2), key(3), key(4)]);
+    }
+
+    #[test]
+    fn impossible_routes_are_refused() {
+        let rising = [hop(2, 1, 100, 20), hop(3, 2, 101, 9)];
+        assert!(
+            cln_route_to_path(&rising, &[])
+                .err()
+                .is_some_and(|e| e.contains("less than hop 1"))
+        );
+        let later = [hop(2, 1, 101, 8), hop(3, 2, 100, 9)];
+        assert!(cln_route_to_path(&later, &[]).is_err());
+        assert!(cln_route_to_path(&[], &[]).is_err());
+        assert!(cln_route_to_path(&[hop(2, 1, 0, 9)], &[]).is_err());
+        let long: Vec<ClnHop> = (0..21)
+            .map(|i| hop(2 + i as u8, i + 1, 1000 + 21 - i, 9 + 21 - i as u32))
+            .collect();
+        assert!(cln_route_to_path(&long, &[]).is_err());
+        assert!(cln_route_to_path(&long[1..], &[]).is_ok());
+    }
+
+    #[test]
+    fn onion_limit_allows_twenty_hops_without_metadata() {
+        assert!(max_onion_hops(0) >= MAX_HOPS);
+        assert!(max_onion_hops(300) < max_onion_hops(0));
+        assert_eq!(max_onion_hops(5000), 0);
+    }
+
+    #[test]
+    fn payment_ids_are_deterministic_and_distinct() {
+        let h = [7u8; 32];
+        assert_eq!(payment_id(&h, 1, 0), payment_id(&h, 1, 0));
+        let ids = [
+            payment_id(&h, 1, 0),
+            payment_id(&h, 1, 1),
+            payment_id(&h, 2, 0),
+            payment_id(&h, 0, 1),
+            payment_id(&[8u8; 32], 1, 0),
+        ];
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        // Never the bare payment hash (what other senders use as id).
+        assert_ne!(payment_id(&h, 0, 0).0, h);
+    }
+
+    fn three_hop_path() -> Path {
+        path(&[
+            hop(2, 101, 1016, 55),
+            hop(3, 102, 1005, 49),
+            hop(4, 103, 1000, 9),
+        ])
+    }
+
+    #[test]
+    fn failures_at_the_destination_are_final() {
+        let p = three_hop_path();
+        let us = key(1);
+        let on_path = PathFailure::OnPath {
+            network_update: None,
+        };
+        let f = derive_failure(&p, us, &on_path, None, true);
+        assert_eq!(f.code, 203);
+        assert_eq!(f.erring_index, 3);
+        assert_eq!(f.failcode, INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS);
+        assert_eq!(f.erring_node, Some(key(4)));
+        assert_eq!(f.erring_channel, Some((103, direction(&key(3), &key(4)))));
+        assert_eq!(
+            f.message(),
+            "failed: WIRE_INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS (reply from remote)"
+        );
+        // Not permanent, no update, nothing blamed: the destination timed the set out.
+        let f = derive_failure(&p, us, &on_path, None, false);
+        assert_eq!((f.code, f.erring_index, f.failcode), (204, 3, MPP_TIMEOUT));
+        // LDK blamed the last channel without an update: the final CLTV did not match.
+        let f = derive_failure(&p, us, &on_path, Some(103), false);
+        assert_eq!(
+            (f.code, f.erring_index, f.failcode),
+            (204, 3, FINAL_INCORRECT_CLTV_EXPIRY)
+        );
+    }
+
+    #[test]
+    fn failures_along_the_route_blame_the_forwarding_node() {
+        let p = three_hop_path();
+        let us = key(1);
+        // C could not forward over 103 (temporary, with an update).
+        let chan = PathFailure::OnPath {
+            network_update: Some(NetworkUpdate::ChannelFailure {
+                short_channel_id: 103,
+                is_permanent: false,
+            }),
+        };
+        let f = derive_failure(&p, us, &chan, Some(103), false);
+        assert_eq!(f.code, 204);
+        assert_eq!(f.erring_index, 2);
+        assert_eq!(f.erring_node, Some(key(3)));
+        assert_eq!(f.failcode, TEMPORARY_CHANNEL_FAILURE);
+        assert_eq!(f.erring_channel, Some((103, direction(&key(3), &key(4)))));
+        let v = f.fields();
+        assert_eq!(v["failcodename"], json!("WIRE_TEMPORARY_CHANNEL_FAILURE"));
+        assert_eq!(v["erring_channel"], json!(super::super::scid_string(103)));
+        // B says 102 is gone for good.
+        let perm = PathFailure::OnPath {
+            network_update: Some(NetworkUpdate::ChannelFailure {
+                short_channel_id: 102,
+                is_permanent: true,
+            }),
+        };
+        let f = derive_failure(&p, us, &perm, Some(102), false);
+        assert_eq!(
+            (f.erring_index, f.erring_node, f.failcode),
+            (1, Some(key(2)), PERMANENT_CHANNEL_FAILURE)
+        );
+        // C itself failed: the channel after it is reported, as CLN does.
+        let node = PathFailure::OnPath {
+            network_update: Some(NetworkUpdate::NodeFailure {
+                node_id: key(3),
+                is_permanent: false,
+            }),
+        };
+        let f = derive_failure(&p, us, &node, Some(102), false);
+        assert_eq!(
+            (f.erring_index, f.erring_node, f.failcode),
+            (2, Some(key(3)), TEMPORARY_NODE_FAILURE)
+        );
+        assert_eq!(f.erring_channel.map(|c| c.0), Some(103));
+        let node = PathFailure::OnPath {
+            network_update: Some(NetworkUpdate::NodeFailure {
+                node_id: key(4),
+                is_permanent: true,
+            }),
+        };
+        let f = derive_failure(&p, us, &node, Some(103), false);
+        assert_eq!(
+            (f.erring_index, f.failcode, f.erring_channel.map(|c| c.0)),
+            (3, PERMANENT_NODE_FAILURE, Some(103))
+        );
+    }
+
+    #[test]
+    fn local_failures_are_ours() {
+        let p = three_hop_path();
+        let us = key(1);
+        let first = Some((101, direction(&us, &key(2))));
+        let sent = PathFailure::InitialSend {
+            err: APIError::ChannelUnavailable {
+                err: "peer offline".into(),
+            },
+        };
+        let f = derive_failure(&p, us, &sent, None, false);
+        assert_eq!(
+            (f.code, f.erring_index, f.erring_node, f.erring_channel),
+            (204, 0, Some(us), first)
+        );
+        assert_eq!(
+            f.message(),
+            "failed: WIRE_TEMPORARY_CHANNEL_FAILURE (peer offline)"
+        );
+        // A failure LDK decoded locally (malformed from the first peer) blames our channel.
+        let local = PathFailure::OnPath {
+            network_update: None,
+        };
+        let f = derive_failure(&p, us, &local, Some(101), false);
+        assert_eq!((f.erring_index, f.erring_channel), (0, first));
+    }
+
+    fn part(groupid: u64, partid: u64, amount: u64, total: u64) -> NewPart {
+        NewPart {
+            payment_hash: [5; 32],
+            groupid,
+            partid,
+            destination: key(4),
+            amount_msat: amount,
+            amount_sent_msat: amount + 10,
+            total_msat: total,
+        }
+    }
+
+    fn existing(p: &NewPart, status: PayStatus, created_index: u64) -> Sendpay {
+        Sendpay {
+            created_index,
+            updated_index: None,
+            payment_hash: p.payment_hash,
+            groupid: p.groupid,
+            partid: p.partid,
+            destination: Some(p.destination),
+            amount_msat: Some(p.amount_msat),
+            amount_sent_msat: p.amount_sent_msat,
+            created_at: 1,
+            completed_at: None,
+            status,
+            preimage: None,
+            label: None,
+            bolt11: None,
+            description: None,
+            error: None,
+        }
+    }
+
+    fn code(r: Result<Progress, RpcError>) -> Option<i64> {
+        r.err().map(|e| e.code)
+    }
+
+    #[test]
+    fn progress_checks_follow_cln() {
+        let single = part(1, 0, 1000, 1000);
+        assert_eq!(check_progress(&[], &single, None), Ok(Progress::Send));
+        // Already paid: idempotent for the same amount, 201 otherwise.
+        let done = existing(&single, PayStatus::Complete, 1);
+        let again = part(2, 0, 1000, 1000);
+        assert!(matches!(
+            check_progress(std::slice::from_ref(&done), &again, None),
+            Ok(Progress::Existing(_))
+        ));
+        assert_eq!(
+            code(check_progress(
+                std::slice::from_ref(&done),
+                &part(2, 0, 999, 999),
+                None
+            )),
+            Some(201)
+        );
+        let mut elsewhere = again.clone();
+        elsewhere.destination = key(9);
+        assert_eq!(
+            code(check_progress(
+                std::slice::from_ref(&done),
+                &elsewhere,
+                None
+            )),
+            Some(201)
+        );
+        assert_eq!(
+            code(check_progress(
+                std::slice::from_ref(&done),
+                &part(2, 1, 500, 1000),
+                None
+            )),
+            Some(201)
+        );
+        // In flight: same part answers with it, another group waits (200).
+        let flying = existing(&single, PayStatus::Pending, 1);
+        assert!(matches!(
+            check_progress(std::slice::from_ref(&flying), &single, None),
+            Ok(Progress::Existing(_))
+        ));
+        assert_eq!(
+            code(check_progress(
+                std::slice::from_ref(&flying),
+                &part(2, 0, 1000, 1000),
+                None
+            )),
+            Some(200)
+        );
+        assert_eq!(
+            code(check_progress(
+                std::slice::from_ref(&flying),
+                &part(1, 0, 900, 900),
+                None
+            )),
+            Some(201)
+        );
+        assert_eq!(
+            code(check_progress(
+                std::slice::from_ref(&flying),
+                &part(1, 2, 500, 1000),
+                None
+            )),
+            Some(200)
+        );
+        // A failed part cannot be resent under the same ids; a new group can.
+        let failed = existing(&single, PayStatus::Failed, 1);
+        assert_eq!(
+            code(check_progress(std::slice::from_ref(&failed), &single, None)),
+            Some(201)
+        );
+        assert_eq!(
+            check_progress(std::slice::from_ref(&failed), &again, None),
+            Ok(Progress::Send)
+        );
+    }
+
+    #[test]
+    fn parts_add_up_to_the_total() {
+        let p1 = part(3, 1, 600, 1000);
+        let rows = vec![existing(&p1, PayStatus::Pending, 1)];
+        assert_eq!(
+            check_progress(&rows, &part(3, 2, 400, 1000), Some(1000)),
+            Ok(Progress::Send)
+        );
+        assert_eq!(
+            code(check_progress(&rows, &part(3, 2, 400, 1200), Some(1000))),
+            Some(-32602)
+        );
+        let mut rows = rows;
+        rows.push(existing(&part(3, 2, 400, 1000), PayStatus::Pending, 2));
+        let e = check_progress(&rows, &part(3, 3, 1, 1000), Some(1000)).err();
+        assert_eq!(e.as_ref().map(|e| e.code), Some(200));
+        assert_eq!(
+            e.map(|e| e.message),
+            Some("Already have 1000msat of 1000msat payments in progress".into())
+        );
+    }
+
+    fn store() -> Store {
+        Store::in_memory().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    async fn db<T: Send + 'static>(
+        s: &Store,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> T {
+        s.with(f).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn table_keeps_clns_index_semantics_and_status_transitions() {
+        let s = store();
+        let a = part(1, 0, 1000, 1000);
+        let b = NewPart {
+            payment_hash: [6; 32],
+            ..part(1, 0, 2000, 2000)
+        };
+        let (ra, rb) = db(&s, move |c| {
+            let ra = insert_pending(c, &a, 100, Some("first"), Some("lnbcrt1x"), Some("coffee"))?;
+            let rb = insert_pending(c, &b, 101, None, None, None)?;
+            Ok((ra, rb))
+        })
+        .await;
+        assert_eq!((ra.created_index, rb.created_index), (1, 2));
+        assert_eq!((ra.updated_index, ra.status), (None, PayStatus::Pending));
+        let dup = db(&s, |c| {
+            Ok(insert_pending(c, &part(1, 0, 1000, 1000), 1, None, None, None).is_err())
+        })
+        .await;
+        assert!(dup, "the (hash, groupid, partid) triple is unique");
+
+        // b fails, then a completes: one updated counter for the subsystem.
+        let fail = RouteFailure {
+            code: 204,
+            detail: "reply from remote".into(),
+            erring_index: 1,
+            failcode: TEMPORARY_CHANNEL_FAILURE,
+            erring_node: Some(key(2)),
+            erring_channel: Some((101, 0)),
+        };
+        let stored = fail.to_stored();
+        let fb = db(&s, move |c| mark_failed(c, &[6; 32], 1, 0, &stored, 200)).await;
+        let fb = fb.unwrap_or_else(|| panic!("b was pending"));
+        assert_eq!(
+            (fb.status, fb.updated_index, fb.completed_at),
+            (PayStatus::Failed, Some(1), Some(200))
+        );
+        let ca = db(&s, |c| mark_complete(c, &[5; 32], 1, 0, &[9; 32], 300)).await;
+        let ca = ca.unwrap_or_else(|| panic!("a was pending"));
+        assert_eq!(
+            (ca.status, ca.updated_index, ca.preimage),
+            (PayStatus::Complete, Some(2), Some([9; 32]))
+        );
+        // Replayed events change nothing; a complete part never fails.
+        let again = db(&s, |c| mark_complete(c, &[5; 32], 1, 0, &[9; 32], 301)).await;
+        assert_eq!(again, None);
+        let stored = fail.to_stored();
+        let late = db(&s, move |c| mark_failed(c, &[5; 32], 1, 0, &stored, 302)).await;
+        assert_eq!(late, None);
+        // A failed part the preimage later proves paid becomes complete.
+        let fixed = db(&s, |c| mark_complete(c, &[6; 32], 1, 0, &[8; 32], 303)).await;
+        assert_eq!(
+            fixed.map(|r| (r.status, r.updated_index)),
+            Some((PayStatus::Complete, Some(3)))
+        );
+        let missing = db(&s, |c| mark_complete(c, &[7; 32], 1, 0, &[8; 32], 303)).await;
+        assert_eq!(missing, None);
+    }
+
+    #[tokio::test]
+    async fn listing_filters_orders_and_pages() {
+        let s = store();
+        db(&s, |c| {
+            for (i, h) in [[1u8; 32], [2; 32], [1; 32], [3; 32]].iter().enumerate() {
+                let p = NewPart {
+                    payment_hash: *h,
+                    ..part(i as u64 + 1, 0, 1000, 1000)
+                };
+                insert_pending(c, &p, 10, None, None, None)?;
+            }
+            // Updated in the order 4, 2.
+            mark_complete(c, &[3; 32], 4, 0, &[0; 32], 11)?;
+            mark_failed(c, &[2; 32], 2, 0, &json!({"code": 204}), 12)?;
+            Ok(())
+        })
+        .await;
+        let idx = |f: ListFilter| {
+            let s = s.clone();
+            async move {
+                db(&s, move |c| list(c, &f))
+                    .await
+                    .iter()
+                    .map(|r| r.created_index)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(idx(ListFilter::default()).await, vec![1, 2, 3, 4]);
+        let by_hash = ListFilter {
+            payment_hash: Some([1; 32]),
+            ..Default::default()
+        };
+        assert_eq!(idx(by_hash).await, vec![1, 3]);
+        let pending = ListFilter {
+            status: Some(PayStatus::Pending),
+            ..Default::default()
+        };
+        assert_eq!(idx(pending).await, vec![1, 3]);
+        let updated = ListFilter {
+            by_updated: true,
+            ..Default::default()
+        };
+        assert_eq!(idx(updated).await, vec![4, 2]);
+        let page = ListFilter {
+            start: 2,
+            limit: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(idx(page).await, vec![2, 3]);
+        let updated_from_2 = ListFilter {
+            by_updated: true,
+            start: 2,
+            ..Default::default()
+        };
+        assert_eq!(idx(updated_from_2).await, vec![2]);
+        let (g, none, found) = db(&s, |c| {
+            Ok((
+                max_groupid(c, &[1; 32])?,
+                max_groupid(c, &[9; 32])?,
+                part_of(c, &[1; 32], payment_id(&[1; 32], 3, 0))?,
+            ))
+        })
+        .await;
+        assert_eq!((g, none, found), (Some(3), None, Some((3, 0))));
+    }
+
+    fn sample(status: PayStatus) -> Sendpay {
+        let mut r = existing(&part(2, 1, 1000, 3000), status, 4);
+        r.label = Some("lbl".into());
+        r.bolt11 = Some("lnbcrt10n1xyz".into());
+        r.description = Some("coffee".into());
+        match status {
+            PayStatus::Pending => {}
+            PayStatus::Complete => {
+                r.updated_index = Some(7);
+                r.completed_at = Some(9);
+                r.preimage = Some([3; 32]);
+            }
+            PayStatus::Failed => {
+                r.updated_index = Some(8);
+                r.completed_at = Some(9);
+                let f = RouteFailure {
+                    code: 203,
+                    detail: "reply from remote".into(),
+                    erring_index: 2,
+                    failcode: INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS,
+                    erring_node: Some(key(4)),
+                    erring_channel: Some((0x0000_0100_0001_0000, 1)),
+                };
+                r.error = Some(f.to_stored());
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn records_carry_clns_fields() {
+        let p = sample(PayStatus::Pending).in_progress_json();
+        assert_eq!(p["message"], json!(IN_PROGRESS_MESSAGE));
+        assert_eq!(p["id"], p["created_index"]);
+        assert_eq!(p["partid"], json!(1));
+        assert!(p.get("completed_at").is_none() && p.get("description").is_none());
+        let c = sample(PayStatus::Complete).to_json(true);
+        assert_eq!(c["payment_preimage"], json!(hex(&[3; 32])));
+        assert_eq!(c["description"], json!("coffee"));
+        let e = sample(PayStatus::Failed).failure();
+        assert_eq!(e.code, 203);
+        assert_eq!(
+            e.message,
+            "failed: WIRE_INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS (reply from remote)"
+        );
+        let d = e.data.unwrap_or_default();
+        assert_eq!(d["status"], json!("failed"));
+        assert_eq!(d["erring_index"], json!(2));
+        assert_eq!(d["erring_channel"], json!("1x1x0"));
+        assert_eq!(d["failcode"], json!(16399));
+        let mut unknown = sample(PayStatus::Failed);
+        unknown.error = None;
+        assert_eq!(unknown.failure().code, 209);
+        let mut zero = sample(PayStatus::Pending);
+        zero.partid = 0;
+        zero.amount_msat = Some(0);
+        let z = zero.to_json(false);
+        assert!(z.get("partid").is_none() && z.get("amount_msat").is_none());
+    }
+
+    #[test]
+    fn records_validate_against_clns_schemas() {
+        let pending = sample(PayStatus::Pending);
+        let complete = sample(PayStatus::Complete);
+        let failed = sample(PayStatus::Failed);
+        let e = failed.failure();
+        let checks = [
+            ("sendpay.json", pending.in_progress_json()),
+            ("sendpay.json", complete.to_json(false)),
+            ("waitsendpay.json", complete.to_json(false)),
+            (
+                "listsendpays.json",
+                json!({"payments": [pending.to_json(true), complete.to_json(true), failed.to_json(true)]}),
+            ),
+            ("notification/sendpay_success.json", complete.to_json(true)),
+            (
+                "notification/sendpay_failure.json",
+                json!({"code": e.code, "message": e.message, "data": e.data}),
+            ),
+        ];
+        for (name, v) in checks {
+            assert_eq!(testutil::schema_errors(name, &v), None, "{name}: {v}");
+        }
+    }
+}
+
+/// Helpers for unit tests of the payment and graph views.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use serde_json::Value;
+
+    /// CLN's validator (tests/py/clnschema.py) on `value`, when the repository's venv exists.
+    pub fn schema_errors(name: &str, value: &Value) -> Option<String> {
+        use std::io::Write;
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let py = repo.join(".venv/bin/python");
+        if !py.exists() {
+            return None;
+        }
+        let mut child = std::process::Command::new(py)
+            .arg("-c")
+            .arg("import sys, json; sys.path.insert(0, sys.argv[1]); import clnschema; e = clnschema.errors(sys.argv[2], json.load(sys.stdin)); print(e or '')")
+            .arg(repo.join("tests/py"))
+            .arg(name)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        child
+            .stdin
+            .take()?
+            .write_all(value.to_string().as_bytes())
+            .ok()?;
+        let out = child.wait_with_output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!out.status.success() || (!text.is_empty() && text != "[]")).then_some(text)
+    }
+}

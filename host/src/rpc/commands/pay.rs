@@ -1,0 +1,445 @@
+//! `sendpay`, `waitsendpay` and `listsendpays`: outgoing payment parts over routes the caller
+//! chose (`lightning/payments.rs` does the work).
+
+use std::sync::Arc;
+
+use bitcoin::hex::FromHex;
+use bitcoin::secp256k1::PublicKey;
+use fulgur_protocol::RpcError;
+use fulgur_protocol::amount::Msat;
+use serde_json::{Value, json};
+
+use super::{Command, CommandFuture, Ctx};
+use crate::lightning::payments::{ClnHop, ListFilter, PayStatus, SendpayRequest};
+use crate::lightning::{Lightning, hex, parse_scid};
+use crate::node::Node;
+use crate::rpc::Reply;
+use crate::rpc::params::{Params, opt, req};
+
+pub const SENDPAY: Command = Command {
+    name: "sendpay",
+    usage: "route payment_hash [label] [amount_msat] [bolt11] [payment_secret] [partid] [localinvreqid] [groupid] [payment_metadata] [description]",
+    category: "payment",
+    description: "Send along {route} in return for preimage of {payment_hash}",
+    verbose: "Sends one part of a payment over exactly {route} (CLN's hops {id, channel, amount_msat, \
+              delay}, as getroute returns them) and returns at once with status pending; \
+              waitsendpay or listsendpays tell the outcome. Multi-part payments: one sendpay per \
+              part with {partid}, {amount_msat} (the whole amount) and {payment_secret}, or, as a \
+              Fulgur extension, {route} as an array of routes (parts 1..N of one group).",
+    params: &[
+        req("route"),
+        req("payment_hash"),
+        opt("label"),
+        opt("amount_msat"),
+        opt("bolt11"),
+        opt("payment_secret"),
+        opt("partid"),
+        opt("localinvreqid"),
+        opt("groupid"),
+        opt("payment_metadata"),
+        opt("description"),
+    ],
+    extra_params: false,
+    run: run_sendpay,
+};
+
+pub const WAITSENDPAY: Command = Command {
+    name: "waitsendpay",
+    usage: "payment_hash [timeout] [partid] [groupid]",
+    category: "payment",
+    description: "Wait for payment attempt on {payment_hash} to succeed or fail, but only up to {timeout} seconds.",
+    verbose: "Waits until part {partid} (default 0) of attempt {groupid} (default: the latest) of \
+              {payment_hash} completes, returning its record with the preimage, or fails, \
+              returning CLN's routing failure (203: the destination refused, 204: try another \
+              route). 200 after {timeout} seconds, 208 if it was never sent.",
+    params: &[
+        req("payment_hash"),
+        opt("timeout"),
+        opt("partid"),
+        opt("groupid"),
+    ],
+    extra_params: false,
+    run: run_waitsendpay,
+};
+
+pub const LISTSENDPAYS: Command = Command {
+    name: "listsendpays",
+    usage: "[bolt11] [payment_hash] [status] [index] [start] [limit]",
+    category: "payment",
+    description: "Show sendpay, old and current, optionally limiting to {bolt11} or {payment_hash}.",
+    verbose: "Lists every part sent with sendpay, or only those of {bolt11} or {payment_hash}, or \
+              with {status} (pending, complete, failed); {index} (created or updated) with \
+              {start} and {limit} pages through them in that order.",
+    params: &[
+        opt("bolt11"),
+        opt("payment_hash"),
+        opt("status"),
+        opt("index"),
+        opt("start"),
+        opt("limit"),
+    ],
+    extra_params: false,
+    run: run_listsendpays,
+};
+
+/// The running engine, or CLN's generic error while it waits for the Bitcoin backend.
+pub(super) fn engine(node: &Node) -> Result<Arc<Lightning>, RpcError> {
+    node.lightning.get().cloned().ok_or_else(|| {
+        RpcError::new(
+            -1,
+            "The Lightning engine has not started yet (waiting for the Bitcoin backend)",
+        )
+    })
+}
+
+/// `name: why: invalid token 'v'`, CLN's bad-parameter message.
+pub(super) fn bad_param(name: &str, why: &str, v: &Value) -> RpcError {
+    let tok = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    RpcError::invalid_params(format!("{name}: {why}: invalid token '{tok}'"))
+}
+
+/// A 32-byte hex parameter (hash, secret).
+pub(super) fn opt_hex32(p: &Params, name: &str) -> Result<Option<[u8; 32]>, RpcError> {
+    let Some(v) = p.get(name) else {
+        return Ok(None);
+    };
+    v.as_str()
+        .and_then(|s| <[u8; 32]>::from_hex(s).ok())
+        .map(Some)
+        .ok_or_else(|| bad_param(name, "should be a 32 byte hex value", v))
+}
+
+/// A node id parameter.
+pub(super) fn opt_pubkey(p: &Params, name: &str) -> Result<Option<PublicKey>, RpcError> {
+    let Some(v) = p.get(name) else {
+        return Ok(None);
+    };
+    v.as_str()
+        .and_then(|s| s.parse::<PublicKey>().ok())
+        .map(Some)
+        .ok_or_else(|| bad_param(name, "should be a node id", v))
+}
+
+fn opt_msat(p: &Params, name: &str) -> Result<Option<u64>, RpcError> {
+    match p.get(name) {
+        None => Ok(None),
+        Some(v) => Msat::from_json(v)
+            .map(|m| Some(m.0))
+            .map_err(|_| bad_param(name, "should be a millisatoshi amount", v)),
+    }
+}
+
+/// The first of `names` present in hop object `hop`.
+fn either<'a>(hop: &'a Value, names: [&str; 2]) -> Result<&'a Value, RpcError> {
+    names.iter().find_map(|n| hop.get(n)).ok_or_else(|| {
+        bad_param(
+            "route",
+            &format!("must have either {} or {}", names[0], names[1]),
+            hop,
+        )
+    })
+}
+
+/// One CLN route: hops `{id|node_id_out, channel|short_channel_id_dir,
+/// amount_msat|amount_out_msat, delay|cltv_out}`.
+fn parse_route(v: &Value) -> Result<Vec<ClnHop>, RpcError> {
+    let Some(items) = v.as_array() else {
+        return Err(bad_param("route", "must be an array", v));
+    };
+    let mut hops = vec![];
+    for hop in items {
+        let chan = either(hop, ["short_channel_id_dir", "channel"])?;
+        let channel = chan
+            .as_str()
+            .map(|s| s.split_once('/').map_or(s, |(scid, _)| scid))
+            .and_then(parse_scid)
+            .ok_or_else(|| bad_param("route", "bad short_channel_id", chan))?;
+        let idv = either(hop, ["node_id_out", "id"])?;
+        let id = idv
+            .as_str()
+            .and_then(|s| s.parse::<PublicKey>().ok())
+            .ok_or_else(|| bad_param("route", "bad node_id", idv))?;
+        let amt = either(hop, ["amount_out_msat", "amount_msat"])?;
+        let amount_msat = Msat::from_json(amt)
+            .map_err(|_| bad_param("route", "bad amount", amt))?
+            .0;
+        let d = either(hop, ["cltv_out", "delay"])?;
+        let delay = d
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| bad_param("route", "bad cltv_out/delay", d))?;
+        hops.push(ClnHop {
+            id,
+            channel,
+            amount_msat,
+            delay,
+        });
+    }
+    Ok(hops)
+}
+
+/// `route`: one route, or (Fulgur's extension) an array of routes, one per part.
+fn parse_routes(v: &Value) -> Result<Vec<Vec<ClnHop>>, RpcError> {
+    match v.as_array() {
+        Some(items) if items.first().is_some_and(Value::is_array) => {
+            items.iter().map(parse_route).collect()
+        }
+        _ => Ok(vec![parse_route(v)?]),
+    }
+}
+
+fn sendpay_request(p: &Params) -> Result<SendpayRequest, RpcError> {
+    let routes = parse_routes(p.get("route").unwrap_or(&Value::Null))?;
+    let payment_hash = opt_hex32(p, "payment_hash")?
+        .ok_or_else(|| RpcError::invalid_params("missing required parameter: payment_hash"))?;
+    let payment_metadata = match p.get("payment_metadata") {
+        None => None,
+        Some(v) => Some(
+            v.as_str()
+                .and_then(|s| Vec::<u8>::from_hex(s).ok())
+                .ok_or_else(|| bad_param("payment_metadata", "should be hex", v))?,
+        ),
+    };
+    if let Some(id) = opt_hex32(p, "localinvreqid")? {
+        // No invoice_request of ours exists (offers are not supported yet).
+        return Err(RpcError::new(
+            212,
+            format!("Unknown invoice_request {}", hex(&id)),
+        ));
+    }
+    Ok(SendpayRequest {
+        routes,
+        payment_hash,
+        label: p.opt_str("label")?,
+        amount_msat: opt_msat(p, "amount_msat")?,
+        bolt11: p.opt_str("bolt11")?,
+        payment_secret: opt_hex32(p, "payment_secret")?,
+        partid: p.opt_u64("partid")?,
+        groupid: p.opt_u64("groupid")?,
+        payment_metadata,
+        description: p.opt_str("description")?,
+    })
+}
+
+fn run_sendpay(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let req = match sendpay_request(&p) {
+            Ok(r) => r,
+            Err(e) => return Reply::Err(e),
+        };
+        let l = match engine(&ctx.node) {
+            Ok(l) => l,
+            Err(e) => return Reply::Err(e),
+        };
+        match l.sendpay(req).await {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => Reply::Err(e),
+        }
+    })
+}
+
+fn run_waitsendpay(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let parsed = (|| {
+            let hash = opt_hex32(&p, "payment_hash")?.ok_or_else(|| {
+                RpcError::invalid_params("missing required parameter: payment_hash")
+            })?;
+            Ok::<_, RpcError>((
+                hash,
+                p.opt_u64("timeout")?,
+                p.opt_u64("partid")?.unwrap_or(0),
+                p.opt_u64("groupid")?,
+            ))
+        })();
+        let (hash, timeout, partid, groupid) = match parsed {
+            Ok(v) => v,
+            Err(e) => return Reply::Err(e),
+        };
+        let l = match engine(&ctx.node) {
+            Ok(l) => l,
+            Err(e) => return Reply::Err(e),
+        };
+        match l.waitsendpay(hash, timeout, partid, groupid).await {
+            Ok(v) => Reply::Ok(v),
+            Err(e) => Reply::Err(e),
+        }
+    })
+}
+
+/// The payment hash of a BOLT 11 invoice, for `listsendpays bolt11=`.
+fn invoice_hash(s: &str) -> Result<[u8; 32], RpcError> {
+    let decoded = super::decode::decode(s)
+        .map_err(|e| RpcError::invalid_params(format!("Invalid invstring: {}", e.message)))?;
+    decoded
+        .get("payment_hash")
+        .and_then(Value::as_str)
+        .and_then(|h| <[u8; 32]>::from_hex(h).ok())
+        .ok_or_else(|| RpcError::invalid_params("Invalid invstring: not a bolt11 invoice"))
+}
+
+fn list_filter(p: &Params) -> Result<ListFilter, RpcError> {
+    let hash = opt_hex32(p, "payment_hash")?;
+    let bolt11 = p.opt_str("bolt11")?;
+    let status = match p.get("status") {
+        None => None,
+        Some(v) => Some(v.as_str().and_then(PayStatus::parse).ok_or_else(|| {
+            bad_param("status", "should be 'pending', 'complete' or 'failed'", v)
+        })?),
+    };
+    let by_updated = match p.get("index") {
+        None => None,
+        Some(Value::String(s)) if s == "created" => Some(false),
+        Some(Value::String(s)) if s == "updated" => Some(true),
+        Some(v) => return Err(bad_param("index", "should be 'created' or 'updated'", v)),
+    };
+    let start = p.opt_u64("start")?.unwrap_or(0);
+    let limit = match p.get("limit") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| bad_param("limit", "should be an unsigned 32 bit integer", v))?,
+        ),
+    };
+    if hash.is_some() && bolt11.is_some() {
+        return Err(RpcError::invalid_params(
+            "Can only specify one of {bolt11} or {payment_hash}",
+        ));
+    }
+    if start != 0 && by_updated.is_none() {
+        return Err(RpcError::invalid_params(
+            "Can only specify {start} with {index}",
+        ));
+    }
+    if limit.is_some() && by_updated.is_none() {
+        return Err(RpcError::invalid_params(
+            "Can only specify {limit} with {index}",
+        ));
+    }
+    if (hash.is_some() || bolt11.is_some()) && start != 0 {
+        return Err(RpcError::invalid_params(
+            "Cannot use start with bolt11 or payment_hash",
+        ));
+    }
+    let payment_hash = match bolt11 {
+        Some(b) => Some(invoice_hash(&b)?),
+        None => hash,
+    };
+    Ok(ListFilter {
+        payment_hash,
+        status,
+        by_updated: by_updated.unwrap_or(false),
+        start,
+        limit,
+    })
+}
+
+fn run_listsendpays(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let f = match list_filter(&p) {
+            Ok(f) => f,
+            Err(e) => return Reply::Err(e),
+        };
+        let Some(l) = ctx.node.lightning.get().cloned() else {
+            return Reply::Ok(json!({"payments": []}));
+        };
+        match l.listsendpays(f).await {
+            Ok(v) => Reply::Ok(json!({"payments": v})),
+            Err(e) => Reply::Err(e),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rpc::params::bind;
+
+    const ID: &str = "02eec7245d6b7d2ccb30380bfbe2a3648cd7a942653f5aa340edcea1f283686619";
+
+    fn params(spec: &Command, v: Value) -> Params {
+        bind(spec.params, &v, false).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn routes_parse_in_both_names_and_as_several_parts() {
+        let one = json!([{"id": ID, "channel": "103x1x0", "amount_msat": 1001, "delay": 15},
+                         {"node_id_out": ID, "short_channel_id_dir": "104x2x1/0", "amount_out_msat": "1000msat", "cltv_out": 9}]);
+        let r = parse_routes(&one).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].len(), 2);
+        assert_eq!(r[0][0].channel, parse_scid("103x1x0").unwrap_or(0));
+        assert_eq!((r[0][1].amount_msat, r[0][1].delay), (1000, 9));
+        let two = json!([one.clone(), one]);
+        assert_eq!(parse_routes(&two).map(|r| r.len()).ok(), Some(2));
+        for bad in [
+            json!([{"id": ID, "amount_msat": 1, "delay": 9}]),
+            json!([{"id": ID, "channel": "1x1", "amount_msat": 1, "delay": 9}]),
+            json!([{"id": "02zz", "channel": "1x1x1", "amount_msat": 1, "delay": 9}]),
+            json!([{"id": ID, "channel": "1x1x1", "amount_msat": "lots", "delay": 9}]),
+            json!([{"id": ID, "channel": "1x1x1", "amount_msat": 1, "delay": -1}]),
+            json!({"id": ID}),
+        ] {
+            let e = parse_routes(&bad).err().map(|e| e.code);
+            assert_eq!(e, Some(-32602), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sendpay_params_are_checked_before_the_engine() {
+        let h = "00".repeat(32);
+        let p = params(&SENDPAY, json!({"route": [], "payment_hash": "abcd"}));
+        assert_eq!(sendpay_request(&p).err().map(|e| e.code), Some(-32602));
+        let p = params(
+            &SENDPAY,
+            json!({"route": [], "payment_hash": h, "localinvreqid": "11".repeat(32)}),
+        );
+        assert_eq!(sendpay_request(&p).err().map(|e| e.code), Some(212));
+        let p = params(
+            &SENDPAY,
+            json!({"route": [], "payment_hash": h, "payment_metadata": "0x"}),
+        );
+        assert_eq!(sendpay_request(&p).err().map(|e| e.code), Some(-32602));
+        let p = params(
+            &SENDPAY,
+            json!({"route": [], "payment_hash": h, "amount_msat": "10sat", "partid": 2}),
+        );
+        let r = sendpay_request(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((r.amount_msat, r.partid), (Some(10_000), Some(2)));
+    }
+
+    #[test]
+    fn listsendpays_filters_follow_cln_rules() {
+        let h = "ab".repeat(32);
+        let f = list_filter(&params(&LISTSENDPAYS, json!({}))).unwrap_or_else(|e| panic!("{e}"));
+        assert!(f.payment_hash.is_none() && !f.by_updated && f.start == 0);
+        let f = list_filter(&params(
+            &LISTSENDPAYS,
+            json!({"index": "updated", "start": 3, "limit": 2, "status": "failed"}),
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(f.by_updated);
+        assert_eq!(
+            (f.start, f.limit, f.status),
+            (3, Some(2), Some(PayStatus::Failed))
+        );
+        for bad in [
+            json!({"payment_hash": h, "bolt11": "lnbc1"}),
+            json!({"start": 1}),
+            json!({"limit": 1}),
+            json!({"index": "created", "start": 1, "payment_hash": h}),
+            json!({"status": "done"}),
+            json!({"index": "paid"}),
+            json!({"bolt11": "lnbc1notaninvoice"}),
+        ] {
+            let e = list_filter(&params(&LISTSENDPAYS, bad.clone()))
+                .err()
+                .map(|e| e.code);
+            assert_eq!(e, Some(-32602), "{bad}");
+        }
+    }
+}
