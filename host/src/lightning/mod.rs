@@ -710,6 +710,11 @@ async fn background(engine: Weak<Lightning>) {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
         let Some(e) = engine.upgrade() else { return };
+        // HTLCs to forward or to receive: LDK leaves the delay to us. We process them at
+        // once (latency matters more here than the timing privacy a random delay adds).
+        if e.manager.needs_pending_htlc_processing() {
+            e.manager.process_pending_htlc_forwards();
+        }
         e.manager
             .process_pending_events_async(|ev| {
                 let e = e.clone();
