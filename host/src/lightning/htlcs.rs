@@ -511,7 +511,7 @@ impl Lightning {
                     }
                     Verdict::Resolve(key) => {
                         if sha256::Hash::hash(&key).to_byte_array() == hash.0 {
-                            self.manager.claim_funds(PaymentPreimage(key));
+                            self.claim(hash, key);
                         } else {
                             self.log.unusual(&format!(
                                 "htlc_accepted resolved {} with a payment_key that does not match: failing it",
