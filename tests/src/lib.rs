@@ -22,7 +22,22 @@ pub fn target_dir() -> PathBuf {
     let base = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    base.join(std::env::var("FULGUR_PROFILE").unwrap_or_else(|_| "debug".into()))
+    let profile = PROFILE
+        .get()
+        .cloned()
+        .or_else(|| std::env::var("FULGUR_PROFILE").ok())
+        .unwrap_or_else(|| "debug".into());
+    base.join(profile)
+}
+
+static PROFILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static LOG_LEVEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Benchmarks: start release binaries with `--log-level=info` (instead of the debug build
+/// logging at debug). Call before starting anything.
+pub fn use_release_quietly() {
+    let _ = PROFILE.set("release".into());
+    let _ = LOG_LEVEL.set("info".into());
 }
 
 /// A workspace binary (`fulgurd`, `fulgur-cli`, `cln-plugin-compat`, ...).
@@ -81,13 +96,30 @@ impl Node {
 
     /// Stops it with `stop` and starts it again in the same directory with `args`.
     pub fn restart(&mut self, args: &[String]) {
+        self.shutdown();
+        self.spawn(args);
+    }
+
+    /// Stops it with `stop` and waits for the process to exit (it can be started again
+    /// with [`Node::start_again`]).
+    pub fn shutdown(&mut self) {
         let r = self.call("stop", json!([]));
         assert_eq!(r, Ok(json!({"result": "Shutdown complete"})));
         assert!(
             self.wait_exit(Duration::from_secs(40)).is_some(),
             "fulgurd did not exit after stop"
         );
+    }
+
+    /// Starts it again in the same directory after [`Node::shutdown`]; returns once its RPC
+    /// socket answers.
+    pub fn start_again(&mut self, args: &[String]) {
         self.spawn(args);
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     fn spawn(&mut self, args: &[String]) {
@@ -96,7 +128,10 @@ impl Node {
         let mut cmd = Command::new(bin("fulgurd"));
         cmd.arg(format!("--lightning-dir={}", dir.display()))
             .arg("--network=regtest")
-            .arg("--log-level=debug")
+            .arg(format!(
+                "--log-level={}",
+                LOG_LEVEL.get().map(String::as_str).unwrap_or("debug")
+            ))
             .arg(format!("--log-file={}", dir.join("log").display()))
             .args(args)
             .stdin(Stdio::null())

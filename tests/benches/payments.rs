@@ -1,0 +1,238 @@
+//! Payment benchmark: real `fulgurd` processes (release build) on devchain, real channels,
+//! the real RPC socket. Run with `cargo bench -p fulgur-tests --bench payments` (it builds
+//! the release binaries first unless `FULGUR_BENCH_SKIP_BUILD=1`).
+//!
+//! Network: A–B, B–C and A–D channels; D runs the SDK example `htlc_gate` (an
+//! `htlc_accepted` hook that continues). Invoices are made before timing; a payment is timed
+//! from `sendpay` to `waitsendpay` returning `complete`, on the route `getroute` gave once.
+//! 1. sequential A→B (p50, p99, payments/s);
+//! 2. sequential A→B→C;
+//! 3. 16 payments in flight A→B (16 threads, payments/s);
+//! 4. sequential A→D: the same as 1 with a Rust plugin's hook in the path (p50 difference);
+//! 5. idle RSS of C (one channel) after the payments;
+//! 6. start-up of C to RPC ready on its existing database.
+//! Figures and how to read them: `docs/PERFORMANCE.md`.
+
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fulgur_tests::ln::{LnNode, fund_wallet, open_channel, wait_gossip};
+use fulgur_tests::{Bitcoind, arg, example, wait_for};
+use serde_json::{Value, json};
+
+const SEQUENTIAL: usize = 300;
+const PARALLEL: usize = 16;
+const PER_THREAD: usize = 40;
+const AMOUNT: u64 = 10_000;
+
+fn build() -> bool {
+    if std::env::var_os("FULGUR_BENCH_SKIP_BUILD").is_some() {
+        return true;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "-j2",
+            "-p",
+            "fulgur-host",
+            "-p",
+            "devchain",
+            "-p",
+            "fulgur-plugin-sdk",
+            "--bins",
+            "--examples",
+        ])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Bolt11 invoices from `payee`, made before timing: (payment_hash, payment_secret).
+fn invoices(payee: &LnNode, tag: &str, n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let inv = payee.ok(
+                "invoice",
+                json!({"amount_msat": AMOUNT, "label": format!("{tag}-{i}"), "description": "bench"}),
+            );
+            (
+                inv["payment_hash"].as_str().unwrap_or_default().to_string(),
+                inv["payment_secret"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// One payment on `route`: sendpay + waitsendpay; its duration.
+fn pay(payer: &LnNode, route: &Value, hash: &str, secret: &str) -> Result<Duration, String> {
+    let t = Instant::now();
+    payer
+        .call(
+            "sendpay",
+            json!({"route": route, "payment_hash": hash, "payment_secret": secret, "amount_msat": AMOUNT}),
+        )
+        .map_err(|e| format!("sendpay: {e}"))?;
+    let done = payer
+        .call("waitsendpay", json!({"payment_hash": hash, "timeout": 60}))
+        .map_err(|e| format!("waitsendpay: {e}"))?;
+    if done["status"] != "complete" {
+        return Err(format!("payment not complete: {done}"));
+    }
+    Ok(t.elapsed())
+}
+
+fn sequential(
+    name: &str,
+    payer: &LnNode,
+    payee: &LnNode,
+    route: &Value,
+) -> Result<Duration, String> {
+    let invs = invoices(payee, name, SEQUENTIAL);
+    let start = Instant::now();
+    let mut times = Vec::with_capacity(invs.len());
+    for (h, s) in &invs {
+        times.push(pay(payer, route, h, s)?);
+    }
+    let total = start.elapsed();
+    times.sort();
+    let p50 = percentile(&times, 0.5);
+    println!(
+        "{name:<34} {:>5} payments  p50 {:>9}  p99 {:>9}  {:>7.1} payments/s",
+        times.len(),
+        ms(p50),
+        ms(percentile(&times, 0.99)),
+        times.len() as f64 / total.as_secs_f64()
+    );
+    Ok(p50)
+}
+
+fn route(payer: &LnNode, payee: &LnNode) -> Value {
+    payer.ok(
+        "getroute",
+        json!({"id": payee.id, "amount_msat": AMOUNT, "riskfactor": 1, "cltv": 42}),
+    )["route"]
+        .clone()
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn run() -> Result<(), String> {
+    let chain = Bitcoind::start("bench-payments");
+    let gate = arg("plugin", example("htlc_gate").display());
+    let a = LnNode::start("bench-a", &chain, &[]);
+    let b = LnNode::start("bench-b", &chain, &[]);
+    let mut c = LnNode::start("bench-c", &chain, &[]);
+    let d = LnNode::start("bench-d", &chain, std::slice::from_ref(&gate));
+    fund_wallet(&chain, &a, 5.0);
+    fund_wallet(&chain, &b, 5.0);
+    open_channel(&chain, &a, &b, 10_000_000, &[&c, &d]);
+    let bc = open_channel(&chain, &b, &c, 10_000_000, &[&a, &d]);
+    open_channel(&chain, &a, &d, 10_000_000, &[&b, &c]);
+    wait_gossip(&a, &bc);
+
+    let ab = route(&a, &b);
+    let abc = route(&a, &c);
+    let ad = route(&a, &d);
+    let direct = sequential("A→B sendpay+waitsendpay", &a, &b, &ab)?;
+    sequential("A→B→C sendpay+waitsendpay", &a, &c, &abc)?;
+    let hooked = sequential("A→D (SDK htlc_accepted hook)", &a, &d, &ad)?;
+    println!(
+        "{:<34} p50 difference {}",
+        "htlc_accepted hook cost",
+        ms(hooked.saturating_sub(direct))
+    );
+
+    // 16 in flight.
+    let invs = invoices(&b, "par", PARALLEL * PER_THREAD);
+    let a = Arc::new(a);
+    let ab = Arc::new(ab);
+    let start = Instant::now();
+    let handles: Vec<_> = invs
+        .chunks(PER_THREAD)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            let (a, ab) = (a.clone(), ab.clone());
+            std::thread::spawn(move || -> Result<usize, String> {
+                for (h, s) in &chunk {
+                    pay(&a, &ab, h, s)?;
+                }
+                Ok(chunk.len())
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for h in handles {
+        done += h
+            .join()
+            .map_err(|_| "payment thread panicked".to_string())??;
+    }
+    let total = start.elapsed();
+    println!(
+        "{:<34} {done:>5} payments  {:>7.1} payments/s",
+        format!("A→B {PARALLEL} in flight"),
+        done as f64 / total.as_secs_f64()
+    );
+
+    std::thread::sleep(Duration::from_secs(3));
+    if let Some(kib) = c.pid().and_then(rss_kib) {
+        println!(
+            "{:<34} {:.1} MiB",
+            "idle fulgurd RSS (C, one channel)",
+            kib as f64 / 1024.0
+        );
+    }
+    let args = c.args.clone();
+    c.shutdown();
+    let t = Instant::now();
+    c.start_again(&args);
+    let ready = t.elapsed();
+    wait_for(Duration::from_secs(10), || {
+        c.call("getinfo", json!({})).ok()
+    })
+    .ok_or("C does not answer after restart")?;
+    println!(
+        "{:<34} {}",
+        "start-up to RPC ready (existing db)",
+        ms(ready)
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    if !build() {
+        eprintln!("release build failed");
+        return ExitCode::FAILURE;
+    }
+    fulgur_tests::use_release_quietly();
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
