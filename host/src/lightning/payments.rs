@@ -1167,14 +1167,13 @@ impl Lightning {
                     route.len()
                 )));
             }
+            let mut path = cln_route_to_path(route, &self.hop_info(route))
+                .map_err(RpcError::invalid_params)?;
             let (first_scid, announced) = self.first_channel(&route[0])?;
-            let mut hops = route.clone();
-            hops[0].channel = first_scid;
-            let mut info = self.hop_info(&hops);
-            if let Some(i) = info.first_mut() {
-                i.maybe_announced = announced;
+            if let Some(h) = path.hops.first_mut() {
+                h.short_channel_id = first_scid;
+                h.maybe_announced_channel = announced;
             }
-            let path = cln_route_to_path(&hops, &info).map_err(RpcError::invalid_params)?;
             prepared.push(Prepared {
                 partid: *partid,
                 path,
