@@ -459,7 +459,7 @@ mod tests {
             NodeId::from_pubkey(&two),
         );
         assert!(r.is_ok(), "{r:?}");
-        let mut upd = |src: &PublicKey, p: Policy| {
+        let upd = |src: &PublicKey, p: Policy| {
             let dir = u8::from(*src != one);
             let r = g.update_channel_unsigned(&UnsignedChannelUpdate {
                 chain_hash: ChainHash::using_genesis_block(bitcoin::Network::Regtest),

@@ -1012,6 +1012,38 @@ pub struct SendpayRequest {
     pub description: Option<String>,
 }
 
+/// What LDK's `send_payment_with_route` gets for one part: the route with parameters built
+/// from itself (LDK checks the route against them, with assertions in debug builds: the
+/// caller's fees, CLTV and length are the limits), and the onion fields with the whole
+/// payment's amount as its total.
+pub fn outgoing(
+    path: &Path,
+    destination: PublicKey,
+    secret: Option<[u8; 32]>,
+    metadata: Option<Vec<u8>>,
+    total_msat: u64,
+) -> (Route, RecipientOnionFields) {
+    let mut onion = match secret {
+        Some(s) => RecipientOnionFields::secret_only(PaymentSecret(s), total_msat),
+        None => RecipientOnionFields::spontaneous_empty(total_msat),
+    };
+    onion.payment_metadata = metadata;
+    let final_cltv = path.hops.last().map_or(0, |h| h.cltv_expiry_delta);
+    let mut params = PaymentParameters::from_node_id(destination, final_cltv);
+    params.max_total_cltv_expiry_delta = path.total_cltv_expiry_delta();
+    params.max_path_count = 1;
+    params.max_path_length = u8::try_from(path.hops.len()).unwrap_or(u8::MAX);
+    let mut route_params =
+        RouteParameters::from_payment_params_and_value(params, path.final_value_msat());
+    // The caller chose the fees (LDK's default budget is 1% + 50 sat).
+    route_params.max_total_routing_fee_msat = None;
+    let route = Route {
+        paths: vec![path.clone()],
+        route_params: Some(route_params),
+    };
+    (route, onion)
+}
+
 /// A part ready to go.
 struct Prepared {
     partid: u64,
@@ -1167,14 +1199,13 @@ impl Lightning {
                     route.len()
                 )));
             }
+            let mut path = cln_route_to_path(route, &self.hop_info(route))
+                .map_err(RpcError::invalid_params)?;
             let (first_scid, announced) = self.first_channel(&route[0])?;
-            let mut hops = route.clone();
-            hops[0].channel = first_scid;
-            let mut info = self.hop_info(&hops);
-            if let Some(i) = info.first_mut() {
-                i.maybe_announced = announced;
+            if let Some(h) = path.hops.first_mut() {
+                h.short_channel_id = first_scid;
+                h.maybe_announced_channel = announced;
             }
-            let path = cln_route_to_path(&hops, &info).map_err(RpcError::invalid_params)?;
             prepared.push(Prepared {
                 partid: *partid,
                 path,
@@ -1325,24 +1356,13 @@ impl Lightning {
         groupid: u64,
         total: u64,
     ) -> Result<(), String> {
-        let mut onion = match req.payment_secret {
-            Some(s) => RecipientOnionFields::secret_only(PaymentSecret(s), total),
-            None => RecipientOnionFields::spontaneous_empty(total),
-        };
-        onion.payment_metadata = req.payment_metadata.clone();
-        let final_cltv = prep.path.hops.last().map_or(0, |h| h.cltv_expiry_delta);
-        let mut params = PaymentParameters::from_node_id(prep.destination, final_cltv);
-        // LDK checks the route against these (and asserts on them in debug builds): the
-        // caller's route is the limit.
-        params.max_total_cltv_expiry_delta = prep.path.total_cltv_expiry_delta();
-        params.max_path_count = 1;
-        params.max_path_length = prep.path.hops.len() as u8;
-        let route_params =
-            RouteParameters::from_payment_params_and_value(params, prep.path.final_value_msat());
-        let route = Route {
-            paths: vec![prep.path.clone()],
-            route_params: Some(route_params),
-        };
+        let (route, onion) = outgoing(
+            &prep.path,
+            prep.destination,
+            req.payment_secret,
+            req.payment_metadata.clone(),
+            total,
+        );
         self.manager
             .send_payment_with_route(
                 route,
@@ -2277,6 +2297,201 @@ mod tests {
         zero.amount_msat = Some(0);
         let z = zero.to_json(false);
         assert!(z.get("partid").is_none() && z.get("amount_msat").is_none());
+    }
+
+    /// A real LDK `ChannelManager` (no channels) sends our routes: its debug assertions on the
+    /// route parameters hold even for a route with fees, CLTV and metadata beyond LDK's
+    /// defaults, and its failure events map back to the part.
+    mod with_ldk {
+        use std::sync::{Arc, Mutex, RwLock};
+
+        use bitcoin::Transaction;
+        use lightning::chain::chaininterface::{
+            BroadcasterInterface, ConfirmationTarget, FeeEstimator, TransactionType,
+        };
+        use lightning::chain::chainmonitor::ChainMonitor;
+        use lightning::chain::{BlockLocator, Filter};
+        use lightning::events::EventsProvider;
+        use lightning::ln::channelmanager::{ChainParameters, ChannelManager};
+        use lightning::onion_message::messenger::DefaultMessageRouter;
+        use lightning::routing::gossip::NetworkGraph;
+        use lightning::routing::router::DefaultRouter;
+        use lightning::routing::scoring::{
+            ProbabilisticScorer, ProbabilisticScoringDecayParameters,
+            ProbabilisticScoringFeeParameters,
+        };
+        use lightning::sign::{InMemorySigner, KeysManager, NodeSigner};
+        use lightning::util::logger::{Logger, Record};
+
+        use super::*;
+        use crate::ldk::kvstore::SqliteKvStore;
+
+        struct Quiet;
+        impl Logger for Quiet {
+            fn log(&self, _r: Record) {}
+        }
+        struct Fees;
+        impl FeeEstimator for Fees {
+            fn get_est_sat_per_1000_weight(&self, _t: ConfirmationTarget) -> u32 {
+                253
+            }
+        }
+        struct NoBroadcast;
+        impl BroadcasterInterface for NoBroadcast {
+            fn broadcast_transactions(&self, _txs: &[(&Transaction, TransactionType)]) {}
+        }
+        type L = Arc<Quiet>;
+        type G = NetworkGraph<L>;
+        type S = ProbabilisticScorer<Arc<G>, L>;
+        type M = ChainMonitor<
+            InMemorySigner,
+            Arc<dyn Filter + Send + Sync>,
+            Arc<NoBroadcast>,
+            Arc<Fees>,
+            L,
+            Arc<SqliteKvStore>,
+            Arc<KeysManager>,
+        >;
+        type R = DefaultRouter<
+            Arc<G>,
+            L,
+            Arc<KeysManager>,
+            Arc<RwLock<S>>,
+            ProbabilisticScoringFeeParameters,
+            S,
+        >;
+        type Mgr = ChannelManager<
+            Arc<M>,
+            Arc<NoBroadcast>,
+            Arc<KeysManager>,
+            Arc<KeysManager>,
+            Arc<KeysManager>,
+            Arc<Fees>,
+            Arc<R>,
+            Arc<DefaultMessageRouter<Arc<G>, L, Arc<KeysManager>>>,
+            L,
+        >;
+
+        fn manager() -> (Mgr, PublicKey) {
+            let log: L = Arc::new(Quiet);
+            let keys = Arc::new(
+                crate::ldk::keys::keys_manager(&[3; 32]).unwrap_or_else(|e| panic!("{e}")),
+            );
+            let kv = Arc::new(SqliteKvStore::new(
+                Store::in_memory().unwrap_or_else(|e| panic!("{e}")),
+            ));
+            let monitor: Arc<M> = Arc::new(ChainMonitor::new(
+                None,
+                Arc::new(NoBroadcast),
+                log.clone(),
+                Arc::new(Fees),
+                kv,
+                keys.clone(),
+                keys.get_peer_storage_key(),
+                false,
+            ));
+            let graph = Arc::new(NetworkGraph::new(bitcoin::Network::Regtest, log.clone()));
+            let scorer = Arc::new(RwLock::new(ProbabilisticScorer::new(
+                ProbabilisticScoringDecayParameters::default(),
+                graph.clone(),
+                log.clone(),
+            )));
+            let router = Arc::new(DefaultRouter::new(
+                graph.clone(),
+                log.clone(),
+                keys.clone(),
+                scorer,
+                ProbabilisticScoringFeeParameters::default(),
+            ));
+            let genesis = bitcoin::constants::genesis_block(bitcoin::Network::Regtest);
+            let mgr = ChannelManager::new(
+                Arc::new(Fees),
+                monitor,
+                Arc::new(NoBroadcast),
+                router,
+                Arc::new(DefaultMessageRouter::new(graph, keys.clone())),
+                log,
+                keys.clone(),
+                keys.clone(),
+                keys.clone(),
+                crate::lightning::user_config(),
+                ChainParameters {
+                    network: bitcoin::Network::Regtest,
+                    best_block: BlockLocator::new(genesis.block_hash(), 0),
+                },
+                0,
+            );
+            let us = mgr.get_our_node_id();
+            (mgr, us)
+        }
+
+        #[test]
+        fn ldk_accepts_our_routes_and_its_failure_maps_back() {
+            let (mgr, us) = manager();
+            // 50% fees, a 2000-block lock (LDK's default cap is 1008), 200 bytes of metadata
+            // (which lowers LDK's own path-length estimate below its default).
+            let p = path(&[
+                hop(2, 101, 2_000_000, 2000),
+                hop(3, 102, 1_000_000, 1500),
+                hop(4, 103, 500_000, 900),
+            ]);
+            let hash = [0x42; 32];
+            let (route, onion) = outgoing(&p, key(4), Some([7; 32]), Some(vec![1; 200]), 800_000);
+            assert_eq!(onion.total_mpp_amount_msat, 800_000);
+            let id = payment_id(&hash, 1, 1);
+            let sent = mgr.send_payment_with_route(route, PaymentHash(hash), onion, id);
+            assert!(sent.is_ok(), "{sent:?}");
+            // No channel to the first hop: LDK fails the part through its events.
+            let events = Mutex::new(vec![]);
+            mgr.process_pending_events(&|ev: Event| {
+                events.lock().unwrap_or_else(|p| p.into_inner()).push(ev);
+                Ok(())
+            });
+            let events = events.into_inner().unwrap_or_else(|p| p.into_inner());
+            let failed = events.iter().find_map(|e| match e {
+                Event::PaymentPathFailed {
+                    payment_id,
+                    payment_hash,
+                    payment_failed_permanently,
+                    failure,
+                    path,
+                    short_channel_id,
+                    ..
+                } => Some((
+                    *payment_id,
+                    *payment_hash,
+                    derive_failure(
+                        path,
+                        us,
+                        failure,
+                        *short_channel_id,
+                        *payment_failed_permanently,
+                    ),
+                )),
+                _ => None,
+            });
+            let (pid, phash, f) = failed.unwrap_or_else(|| panic!("no path failure: {events:?}"));
+            assert_eq!((pid, phash.0), (Some(id), hash));
+            assert_eq!((f.code, f.erring_index, f.erring_node), (204, 0, Some(us)));
+            assert_eq!(f.erring_channel.map(|c| c.0), Some(101));
+            assert!(
+                events.iter().any(
+                    |e| matches!(e, Event::PaymentFailed { payment_id, .. } if *payment_id == id)
+                ),
+                "{events:?}"
+            );
+            // The same part again is a new LDK payment only once the first one is gone.
+            let (route, onion) = outgoing(&p, key(4), Some([7; 32]), None, 800_000);
+            assert!(
+                mgr.send_payment_with_route(
+                    route,
+                    PaymentHash(hash),
+                    onion,
+                    payment_id(&hash, 1, 2)
+                )
+                .is_ok()
+            );
+        }
     }
 
     #[test]
