@@ -267,6 +267,14 @@ RPC_SCHEMAS = {
     "waitanyinvoice": "waitanyinvoice.json",
     "delinvoice": "delinvoice.json",
     "autoclean-once": "autoclean-once.json",
+    "sendpay": "sendpay.json",
+    "waitsendpay": "waitsendpay.json",
+    "listsendpays": "listsendpays.json",
+    "getroute": "getroute.json",
+    "listchannels": "listchannels.json",
+    "listnodes": "listnodes.json",
+    "signmessage": "signmessage.json",
+    "checkmessage": "checkmessage.json",
 }
 
 

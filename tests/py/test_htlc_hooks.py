@@ -49,6 +49,10 @@ def test_pay_direct_and_through_a_hop(ln):
     assert fw[0]["in_channel"] == ab and fw[0]["out_channel"] == bc
     assert fw[0]["out_msat"] == 50_000 and fw[0]["fee_msat"] > 0
     assert b.rpc.getinfo()["fees_collected_msat"] == fw[0]["fee_msat"]
+    # A message signed by A checks out on C, which knows A from gossip.
+    sig = a.rpc.signmessage("fulgur says hi")
+    chk = c.rpc.checkmessage("fulgur says hi", sig["zbase"])
+    assert chk["verified"] and chk["pubkey"] == a.id
     sends = a.rpc.listsendpays()["payments"]
     assert {p["status"] for p in sends} == {"complete"} and len(sends) == 2
 
