@@ -4,34 +4,24 @@ engine needs a Bitcoin backend: each test starts its own devchain. Paying invoic
 channels and is tested with them."""
 
 import hashlib
-import subprocess
 import time
 
 import pytest
 
 import clnschema
-from conftest import FULGURD, RpcError, plugin_path, wait_for
-
-DEVCHAIN = FULGURD.parent / "devchain"
+from conftest import RpcError, plugin_path, wait_for
 
 
 @pytest.fixture
 def devchain(test_dir):
-    if not DEVCHAIN.is_file():
-        pytest.skip(f"devchain binary not found at {DEVCHAIN}")
-    datadir = test_dir / "devchain"
-    datadir.mkdir()
-    proc = subprocess.Popen([str(DEVCHAIN), f"--datadir={datadir}", "--rpcport=0"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    import lnnet
+    if not lnnet.DEVCHAIN.is_file():
+        pytest.skip(f"devchain binary not found at {lnnet.DEVCHAIN}")
+    chain = lnnet.Devchain(test_dir / "devchain")
     try:
-        port = wait_for(lambda: (datadir / "rpcport").is_file()
-                        and (datadir / "rpcport").read_text().strip(),
-                        what="devchain's rpcport")
-        yield {"bitcoin-rpcport": port, "bitcoin-datadir": str(datadir)}
+        yield chain.options()
     finally:
-        proc.kill()
-        proc.wait(10)
+        chain.stop()
 
 
 def engine_node(node_factory, devchain, plugins=()):
