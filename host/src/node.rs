@@ -319,6 +319,48 @@ pub async fn run(config: Config) -> Result<i32, String> {
     )
     .await
     .map_err(|e| format!("wallet: {e}"))?;
+    {
+        // Confirmed deposits and withdrawals as CLN's `coin_movement` (account `wallet`).
+        let (plugins, store, node_id) = (plugins.clone(), store.clone(), id.clone());
+        let coin = match config.network {
+            crate::config::Network::Bitcoin => "bc",
+            crate::config::Network::Regtest => "bcrt",
+            _ => "tb",
+        };
+        wallet.on_movement(Box::new(move |m| {
+            let index = store
+                .with_sync(|c| {
+                    Ok(crate::lightning::forwards::next_updated(
+                        c,
+                        "coin_movements",
+                    )?)
+                })
+                .unwrap_or(0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let msat = m.amount_sat * 1000;
+            let mut p = json!({
+                "version": 2,
+                "coin_type": coin,
+                "node_id": node_id,
+                "type": "chain_mvt",
+                "created_index": index,
+                "account_id": "wallet",
+                "credit_msat": if m.deposit { msat } else { 0 },
+                "debit_msat": if m.deposit { 0 } else { msat },
+                "timestamp": now,
+                "primary_tag": if m.deposit { "deposit" } else { "withdrawal" },
+                "utxo": m.utxo.to_string(),
+                "blockheight": m.height,
+            });
+            if let Some(t) = m.spending_txid {
+                p["spending_txid"] = json!(t.to_string());
+            }
+            plugins.notify("coin_movement", p);
+        }));
+    }
     chain.add_listener("wallet", wallet.clone(), wallet.locator());
     chain.add_listener("block_added", Arc::new(BlockAdded(plugins.clone())), None);
     let alias = config

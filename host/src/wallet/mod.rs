@@ -396,8 +396,27 @@ pub struct Wallet {
     persist_lock: tokio::sync::Mutex<()>,
     fees: RwLock<Arc<dyn FeeEstimates>>,
     broadcaster: RwLock<Option<Arc<dyn TxBroadcaster>>>,
+    movements: std::sync::OnceLock<MovementSink>,
     me: Weak<Wallet>,
 }
+
+/// A confirmed movement of wallet funds: an output received (deposit) or spent (withdrawal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainMovement {
+    /// `true` for an output received, `false` for one spent.
+    pub deposit: bool,
+    /// The wallet output concerned.
+    pub utxo: OutPoint,
+    /// Its value.
+    pub amount_sat: u64,
+    /// The spending transaction (withdrawals).
+    pub spending_txid: Option<Txid>,
+    /// Block height.
+    pub height: u32,
+}
+
+/// Receives confirmed movements (the node turns them into `coin_movement`).
+pub type MovementSink = Box<dyn Fn(ChainMovement) + Send + Sync>;
 
 impl std::fmt::Debug for Wallet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -538,6 +557,7 @@ impl Wallet {
             persist_lock: tokio::sync::Mutex::new(()),
             fees: RwLock::new(fees),
             broadcaster: RwLock::new(broadcaster),
+            movements: std::sync::OnceLock::new(),
             me: me.clone(),
         });
         wallet.persist().await?;
@@ -1137,7 +1157,65 @@ impl Wallet {
         signed
     }
 
+    /// Where confirmed deposits and withdrawals are reported (set once).
+    pub fn on_movement(&self, sink: MovementSink) {
+        let _ = self.movements.set(sink);
+    }
+
+    /// Wallet outputs spent and received by `block`'s transactions (before the block is
+    /// applied, so spent outputs are still known).
+    fn movements_in(&self, st: &State, block: &Block, height: u32) -> Vec<ChainMovement> {
+        let mut out = vec![];
+        for tx in &block.txdata {
+            let txid = tx.compute_txid();
+            for i in &tx.input {
+                for k in Kind::ALL {
+                    let w = &st.slot(k).w;
+                    if let Some(prev) = w.tx_graph().get_txout(i.previous_output)
+                        && w.is_mine(prev.script_pubkey.clone())
+                    {
+                        out.push(ChainMovement {
+                            deposit: false,
+                            utxo: i.previous_output,
+                            amount_sat: prev.value.to_sat(),
+                            spending_txid: Some(txid),
+                            height,
+                        });
+                    }
+                }
+            }
+            for (vout, o) in tx.output.iter().enumerate() {
+                if Kind::ALL
+                    .iter()
+                    .any(|k| st.slot(*k).w.is_mine(o.script_pubkey.clone()))
+                {
+                    out.push(ChainMovement {
+                        deposit: true,
+                        utxo: OutPoint::new(txid, vout as u32),
+                        amount_sat: o.value.to_sat(),
+                        spending_txid: None,
+                        height,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     fn connect_block(&self, block: &Block, height: u32) {
+        let moved = {
+            let st = self.state();
+            if self.movements.get().is_some() {
+                self.movements_in(&st, block, height)
+            } else {
+                vec![]
+            }
+        };
+        if let Some(sink) = self.movements.get() {
+            for m in moved {
+                sink(m);
+            }
+        }
         {
             let mut st = self.state();
             for k in Kind::ALL {
