@@ -267,6 +267,12 @@ RPC_SCHEMAS = {
     "waitanyinvoice": "waitanyinvoice.json",
     "delinvoice": "delinvoice.json",
     "autoclean-once": "autoclean-once.json",
+    "fundchannel": "fundchannel.json",
+    "close": "close.json",
+    "listpeerchannels": "listpeerchannels.json",
+    "listforwards": "listforwards.json",
+    "listhtlcs": "listhtlcs.json",
+    "sendcustommsg": "sendcustommsg.json",
 }
 
 
