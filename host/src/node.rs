@@ -111,25 +111,6 @@ pub(crate) fn node_id(seed: &[u8; 32]) -> Result<String, String> {
     Ok(PublicKey::from_secret_key(&secp, &key.private_key).to_string())
 }
 
-/// Sends CLN's `block_added` notification for every block the stream connects.
-struct BlockAdded(Arc<PluginHost>);
-
-impl lightning::chain::Listen for BlockAdded {
-    fn filtered_block_connected(
-        &self,
-        header: &bitcoin::block::Header,
-        _txdata: &lightning::chain::transaction::TransactionData,
-        height: u32,
-    ) {
-        self.0.notify(
-            "block_added",
-            json!({"hash": header.block_hash().to_string(), "height": height}),
-        );
-    }
-
-    fn blocks_disconnected(&self, _fork_point: lightning::chain::BlockLocator) {}
-}
-
 /// Writes log lines to every configured destination.
 struct Tee(Vec<Box<dyn Write + Send>>);
 
@@ -362,7 +343,6 @@ pub async fn run(config: Config) -> Result<i32, String> {
         }));
     }
     chain.add_listener("wallet", wallet.clone(), wallet.locator());
-    chain.add_listener("block_added", Arc::new(BlockAdded(plugins.clone())), None);
     let alias = config
         .alias
         .clone()

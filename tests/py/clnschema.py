@@ -275,6 +275,12 @@ RPC_SCHEMAS = {
     "listnodes": "listnodes.json",
     "signmessage": "signmessage.json",
     "checkmessage": "checkmessage.json",
+    "fundchannel": "fundchannel.json",
+    "close": "close.json",
+    "listpeerchannels": "listpeerchannels.json",
+    "listforwards": "listforwards.json",
+    "listhtlcs": "listhtlcs.json",
+    "sendcustommsg": "sendcustommsg.json",
 }
 
 

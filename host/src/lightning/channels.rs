@@ -48,6 +48,17 @@ impl ChangeDestinationSourceSync for WalletDestination {
     }
 }
 
+/// An inbound channel request (LDK's `OpenChannelRequest`), for the `openchannel` hook.
+pub(crate) struct InboundOpen {
+    pub temporary_channel_id: ChannelId,
+    pub peer: PublicKey,
+    pub funding_sat: u64,
+    pub push_msat: u64,
+    pub params: lightning::ln::msgs::ChannelParameters,
+    pub is_announced: bool,
+    pub channel_type: lightning::types::features::ChannelTypeFeatures,
+}
+
 /// Pending opens by `user_channel_id`.
 pub type Opens = Mutex<HashMap<u128, PendingOpen>>;
 
@@ -192,15 +203,17 @@ impl Lightning {
 
     /// An inbound channel: asks the `openchannel` hook (CLN's payload), then accepts or
     /// rejects. Runs in its own task: a slow plugin stalls only this channel.
-    pub(crate) fn on_open_channel_request(
-        self: &Arc<Self>,
-        temporary_channel_id: ChannelId,
-        peer: PublicKey,
-        funding_sat: u64,
-        push_msat: u64,
-        params: lightning::ln::msgs::ChannelParameters,
-        is_announced: bool,
-    ) {
+    pub(crate) fn on_open_channel_request(self: &Arc<Self>, req: InboundOpen) {
+        let InboundOpen {
+            temporary_channel_id,
+            peer,
+            funding_sat,
+            push_msat,
+            params,
+            is_announced,
+            channel_type,
+        } = req;
+        let channel_type = channel_type_json(Some(&channel_type));
         let me = self.clone();
         tokio::spawn(async move {
             let mut reject: Option<String> = None;
@@ -217,6 +230,7 @@ impl Lightning {
                     "to_self_delay": params.to_self_delay,
                     "max_accepted_htlcs": params.max_accepted_htlcs,
                     "channel_flags": if is_announced { 1 } else { 0 },
+                    "channel_type": channel_type,
                 }});
                 let end = me
                     .plugins
@@ -313,4 +327,29 @@ impl Lightning {
         self.peers.process_events();
         Ok(())
     }
+}
+
+/// A channel type as CLN shows it: `{"bits": [...], "names": [...]}`.
+pub fn channel_type_json(ty: Option<&lightning::types::features::ChannelTypeFeatures>) -> Value {
+    let mut bits = vec![];
+    let mut names = vec![];
+    if let Some(t) = ty {
+        if t.supports_static_remote_key() {
+            bits.push(12);
+            names.push("static_remotekey/even");
+        }
+        if t.supports_anchors_zero_fee_htlc_tx() {
+            bits.push(22);
+            names.push("anchors/even");
+        }
+        if t.supports_scid_privacy() {
+            bits.push(46);
+            names.push("scid_alias/even");
+        }
+        if t.supports_zero_conf() {
+            bits.push(50);
+            names.push("zeroconf/even");
+        }
+    }
+    json!({"bits": bits, "names": names})
 }

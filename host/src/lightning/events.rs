@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use fulgur_protocol::RpcError;
 use lightning::events::{Event, ReplayEvent};
 use serde_json::json;
 
@@ -42,69 +43,100 @@ impl Lightning {
                 self.log.info(&format!(
                     "Channel {channel_id} with {counterparty_node_id} pending, funding {funding_txo}"
                 ));
-                let value = self.channel_value_sat(&channel_id).unwrap_or(0);
-                let ours = self
-                    .manager
-                    .list_channels()
-                    .into_iter()
-                    .find(|c| c.channel_id == channel_id)
-                    .is_some_and(|c| c.is_outbound);
-                self.coin_movement(super::movements::Movement {
-                    kind: "chain_mvt",
-                    account: hex(&channel_id.0),
-                    credit_msat: if ours { value * 1000 } else { 0 },
-                    debit_msat: 0,
-                    tag: "channel_open",
-                    payment_hash: None,
-                    fees_msat: None,
-                    utxo: Some(format!("{}:{}", funding_txo.txid, funding_txo.vout)),
-                    peer_id: Some(counterparty_node_id.to_string()),
-                })
-                .await;
-                self.plugins.notify(
-                    "channel_opened",
-                    json!({
-                        "id": counterparty_node_id.to_string(),
-                        "funding_msat": self.channel_value_sat(&channel_id).unwrap_or(0) * 1000,
-                        "funding_txid": funding_txo.txid.to_string(),
-                        "channel_ready": false,
-                    }),
-                );
+                let details = self.channel(&channel_id);
+                let ours = details.as_ref().is_some_and(|c| c.is_outbound);
+                let value_msat = details.map_or(0, |c| c.channel_value_satoshis) * 1000;
+                // As in CLN, only the fundee hears of a channel opened to it.
+                if !ours {
+                    self.plugins.notify(
+                        "channel_opened",
+                        json!({
+                            "id": counterparty_node_id.to_string(),
+                            "funding_msat": value_msat,
+                            "funding_txid": funding_txo.txid.to_string(),
+                            "channel_ready": false,
+                        }),
+                    );
+                }
                 self.channel_state_changed(
                     &channel_id,
                     &counterparty_node_id,
                     None,
                     "CHANNELD_AWAITING_LOCKIN",
-                    "user",
-                    "Channel funding broadcast",
+                    opener_cause(ours),
+                    "new channel opened",
                 );
             }
             Event::ChannelReady {
                 channel_id,
                 counterparty_node_id,
+                funding_txo,
                 ..
             } => {
                 self.log.info(&format!(
                     "Channel {channel_id} with {counterparty_node_id} is ready"
                 ));
+                let details = self.channel(&channel_id);
+                let ours = details.as_ref().is_some_and(|c| c.is_outbound);
                 self.channel_state_changed(
                     &channel_id,
                     &counterparty_node_id,
                     Some("CHANNELD_AWAITING_LOCKIN"),
                     "CHANNELD_NORMAL",
-                    "user",
+                    opener_cause(ours),
                     "Lockin complete",
                 );
+                // CLN records the opening once the channel is locked in, at the height the
+                // funding confirmed: the opener is credited the whole funding.
+                if let (Some(txo), Some(c)) = (funding_txo, details) {
+                    let value = c.channel_value_satoshis * 1000;
+                    let blockheight = c
+                        .short_channel_id
+                        .map(|s| (s >> 40) as u32)
+                        .unwrap_or_else(|| self.tip_height());
+                    self.coin_movement(super::movements::Movement {
+                        kind: "chain_mvt",
+                        account: hex(&channel_id.0),
+                        credit_msat: if ours { value } else { 0 },
+                        debit_msat: 0,
+                        tag: "channel_open",
+                        payment_hash: None,
+                        fees_msat: None,
+                        utxo: Some(super::movements::ChainOutput {
+                            outpoint: format!("{}:{}", txo.txid, txo.vout),
+                            output_msat: value,
+                            blockheight,
+                        }),
+                        peer_id: Some(counterparty_node_id.to_string()),
+                    })
+                    .await;
+                }
                 self.announce_node();
             }
             Event::ChannelClosed {
                 channel_id,
+                user_channel_id,
                 reason,
                 counterparty_node_id,
+                channel_capacity_sats,
                 last_local_balance_msat,
                 channel_funding_txo,
                 ..
             } => {
+                self.log
+                    .info(&format!("Channel {channel_id} closed: {reason}"));
+                // A `fundchannel` still waiting for this channel fails now, with the peer's
+                // reason (e.g. an `openchannel` hook's error_message), instead of timing out.
+                let waiting = self
+                    .opens
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_mut(&user_channel_id)
+                    .and_then(|p| p.reply.take());
+                if let Some(reply) = waiting {
+                    let _ = reply.send(Err(RpcError::new(-1, open_failure(&reason))));
+                }
+                // A channel that never got its funding was never announced to plugins.
                 if let Some(txo) = channel_funding_txo {
                     self.coin_movement(super::movements::Movement {
                         kind: "chain_mvt",
@@ -114,23 +146,25 @@ impl Lightning {
                         tag: "channel_close",
                         payment_hash: None,
                         fees_msat: None,
-                        utxo: Some(txo.to_string()),
+                        utxo: Some(super::movements::ChainOutput {
+                            outpoint: txo.to_string(),
+                            output_msat: channel_capacity_sats.unwrap_or(0) * 1000,
+                            blockheight: self.tip_height(),
+                        }),
                         peer_id: counterparty_node_id.map(|p| p.to_string()),
                     })
                     .await;
-                }
-                self.log
-                    .info(&format!("Channel {channel_id} closed: {reason}"));
-                if let Some(peer) = counterparty_node_id {
-                    let cause = closure_cause(&reason);
-                    self.channel_state_changed(
-                        &channel_id,
-                        &peer,
-                        Some("CHANNELD_NORMAL"),
-                        "ONCHAIN",
-                        cause,
-                        &reason.to_string(),
-                    );
+                    if let Some(peer) = counterparty_node_id {
+                        let cause = closure_cause(&reason);
+                        self.channel_state_changed(
+                            &channel_id,
+                            &peer,
+                            Some("CHANNELD_NORMAL"),
+                            "ONCHAIN",
+                            cause,
+                            &reason.to_string(),
+                        );
+                    }
                 }
             }
             Event::HTLCIntercepted {
@@ -226,20 +260,22 @@ impl Lightning {
                 channel_negotiation_type,
                 is_announced,
                 params,
+                channel_type,
                 ..
             } => {
                 let push_msat = match channel_negotiation_type {
                     lightning::events::InboundChannelFunds::PushMsat(p) => p,
                     _ => 0,
                 };
-                self.on_open_channel_request(
+                self.on_open_channel_request(super::channels::InboundOpen {
                     temporary_channel_id,
-                    counterparty_node_id,
-                    funding_satoshis,
+                    peer: counterparty_node_id,
+                    funding_sat: funding_satoshis,
                     push_msat,
                     params,
                     is_announced,
-                );
+                    channel_type,
+                });
             }
             ev @ (Event::PaymentSent { .. }
             | Event::PaymentFailed { .. }
@@ -295,12 +331,33 @@ impl Lightning {
         self.plugins.notify("channel_state_changed", p);
     }
 
-    fn channel_value_sat(&self, id: &lightning::ln::types::ChannelId) -> Option<u64> {
+    fn channel(
+        &self,
+        id: &lightning::ln::types::ChannelId,
+    ) -> Option<lightning::ln::channel_state::ChannelDetails> {
         self.manager
             .list_channels()
             .into_iter()
             .find(|c| c.channel_id == *id)
-            .map(|c| c.channel_value_satoshis)
+    }
+
+    fn tip_height(&self) -> u32 {
+        self.chain.tip().map_or(0, |(_, h)| h)
+    }
+}
+
+/// CLN's `cause` for a channel's opening states: `user` for the opener, `remote` for the
+/// fundee.
+fn opener_cause(ours: bool) -> &'static str {
+    if ours { "user" } else { "remote" }
+}
+
+/// Why `fundchannel` failed, from why LDK closed the channel before it was funded.
+fn open_failure(r: &lightning::events::ClosureReason) -> String {
+    use lightning::events::ClosureReason as R;
+    match r {
+        R::CounterpartyForceClosed { peer_msg } => format!("They sent error: {peer_msg}"),
+        other => format!("Channel open failed: {other}"),
     }
 }
 

@@ -874,7 +874,7 @@ impl CustomMessageReader for PeerWatcher {
     ) -> Result<Option<Self::CustomMessage>, DecodeError> {
         // LDK hands us only types it does not handle itself; CLN forwards odd types and
         // types >= 32768 to plugins.
-        if ty < 32768 && ty % 2 == 0 {
+        if ty < 32768 && ty.is_multiple_of(2) {
             return Ok(None);
         }
         let mut body = vec![0u8; b.remaining_bytes().min(65_535) as usize];

@@ -21,10 +21,20 @@ pub struct Movement<'a> {
     pub payment_hash: Option<&'a [u8; 32]>,
     /// Fees for channel movements.
     pub fees_msat: Option<u64>,
-    /// The outpoint for chain movements.
-    pub utxo: Option<String>,
+    /// The output a chain movement is about (CLN requires it for `chain_mvt`).
+    pub utxo: Option<ChainOutput>,
     /// The peer for chain movements.
     pub peer_id: Option<String>,
+}
+
+/// The on-chain side of a `chain_mvt`: CLN requires all three.
+pub struct ChainOutput {
+    /// `txid:vout`.
+    pub outpoint: String,
+    /// The output's whole value.
+    pub output_msat: u64,
+    /// The height of the block the movement happened in.
+    pub blockheight: u32,
 }
 
 impl Lightning {
@@ -58,11 +68,20 @@ impl Lightning {
         if let Some(h) = m.payment_hash {
             o.insert("payment_hash".into(), Value::String(hex(h)));
         }
-        if let Some(f) = m.fees_msat {
-            o.insert("fees_msat".into(), json!(f));
+        // CLN requires fees_msat on every channel movement (0 when there are none).
+        match m.fees_msat {
+            Some(f) => {
+                o.insert("fees_msat".into(), json!(f));
+            }
+            None if m.kind == "channel_mvt" => {
+                o.insert("fees_msat".into(), json!(0));
+            }
+            None => {}
         }
         if let Some(u) = m.utxo {
-            o.insert("utxo".into(), Value::String(u));
+            o.insert("utxo".into(), Value::String(u.outpoint));
+            o.insert("output_msat".into(), json!(u.output_msat));
+            o.insert("blockheight".into(), json!(u.blockheight));
         }
         if let Some(peer) = m.peer_id {
             o.insert("peer_id".into(), Value::String(peer));

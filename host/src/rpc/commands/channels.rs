@@ -10,6 +10,7 @@ use lightning::ln::channel_state::{ChannelDetails, ChannelShutdownState};
 use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx};
+use crate::lightning::channels::channel_type_json;
 use crate::lightning::{Lightning, hex, parse_scid, scid_string};
 use crate::node::Node;
 use crate::rpc::Reply;
@@ -255,30 +256,6 @@ fn unreachable_all() -> Result<u64, RpcError> {
     Err(RpcError::invalid_params("amount: 'all' handled above"))
 }
 
-fn channel_type_json(ty: Option<&lightning::types::features::ChannelTypeFeatures>) -> Value {
-    let mut bits = vec![];
-    let mut names = vec![];
-    if let Some(t) = ty {
-        if t.supports_static_remote_key() {
-            bits.push(12);
-            names.push("static_remotekey/even");
-        }
-        if t.supports_anchors_zero_fee_htlc_tx() {
-            bits.push(22);
-            names.push("anchors/even");
-        }
-        if t.supports_scid_privacy() {
-            bits.push(46);
-            names.push("scid_alias/even");
-        }
-        if t.supports_zero_conf() {
-            bits.push(50);
-            names.push("zeroconf/even");
-        }
-    }
-    json!({"bits": bits, "names": names})
-}
-
 /// Finds channels by peer id, channel id or short channel id.
 fn find_channels(e: &Lightning, id: &str) -> Vec<ChannelDetails> {
     let all = e.manager.list_channels();
@@ -350,7 +327,7 @@ fn run_close(ctx: Ctx, p: Params) -> CommandFuture {
                 .iter()
                 .any(|i| i.previous_output == funding.into_bitcoin_outpoint())
         };
-        let force_now = timeout == 0 || e.peers.peer_by_node_id(&peer).is_none() && timeout == 0;
+        let force_now = timeout == 0;
         tri!(
             e.close_channel(&chan.channel_id, &peer, destination, force_now)
                 .map_err(|m| RpcError::new(-1, m))

@@ -26,10 +26,14 @@ fn run(ctx: Ctx, _p: Params) -> CommandFuture {
         let mut counts = (0usize, 0usize, 0usize);
         let mut fees_collected = 0u64;
         if let Some(l) = n.lightning.get() {
+            // CLN's classes: awaiting lockin is pending; normal, shutting down and
+            // negotiating the closing fee are active whether or not the peer is connected.
             for c in l.manager.list_channels() {
                 if !c.is_channel_ready {
                     counts.0 += 1;
-                } else if c.is_usable {
+                } else if c.channel_shutdown_state
+                    != Some(lightning::ln::channel_state::ChannelShutdownState::ShutdownComplete)
+                {
                     counts.1 += 1;
                 } else {
                     counts.2 += 1;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bitcoin::secp256k1::PublicKey;
-use fulgur_protocol::RpcError;
+use fulgur_protocol::{RpcError, error::codes};
 use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx};
@@ -262,12 +262,70 @@ pub const SENDCUSTOMMSG: Command = Command {
     usage: "node_id msg",
     category: "utility",
     description: "Send a custom message {msg} (hex, starting with its 2-byte type) to the peer {node_id}",
-    verbose: "Queues a custom BOLT 1 message for a connected peer. The type must be odd or at \
-              least 32768 (types the Lightning engine handles itself are refused).",
+    verbose: "Queues a custom BOLT 1 message for a connected peer. The type must be odd and \
+              not one the Lightning engine handles itself (as in CLN).",
     params: &[req("node_id"), req("msg")],
     extra_params: false,
     run: run_sendcustommsg,
 };
+
+/// The peer messages LDK 0.3 reads itself (`lightning::ln::wire`), by BOLT name: sending one
+/// as a custom message would confuse the peer's state machine.
+fn engine_message_name(ty: u16) -> Option<&'static str> {
+    Some(match ty {
+        1 => "warning",
+        2 => "stfu",
+        7 => "peer_storage",
+        9 => "peer_storage_retrieval",
+        16 => "init",
+        17 => "error",
+        18 => "ping",
+        19 => "pong",
+        32 => "open_channel",
+        33 => "accept_channel",
+        34 => "funding_created",
+        35 => "funding_signed",
+        36 => "channel_ready",
+        38 => "shutdown",
+        39 => "closing_signed",
+        40 => "closing_complete",
+        41 => "closing_sig",
+        64 => "open_channel2",
+        65 => "accept_channel2",
+        66 => "tx_add_input",
+        67 => "tx_add_output",
+        68 => "tx_remove_input",
+        69 => "tx_remove_output",
+        70 => "tx_complete",
+        71 => "tx_signatures",
+        72 => "tx_init_rbf",
+        73 => "tx_ack_rbf",
+        74 => "tx_abort",
+        77 => "splice_locked",
+        80 => "splice_init",
+        81 => "splice_ack",
+        127 => "start_batch",
+        128 => "update_add_htlc",
+        130 => "update_fulfill_htlc",
+        131 => "update_fail_htlc",
+        132 => "commitment_signed",
+        133 => "revoke_and_ack",
+        134 => "update_fee",
+        135 => "update_fail_malformed_htlc",
+        136 => "channel_reestablish",
+        256 => "channel_announcement",
+        257 => "node_announcement",
+        258 => "channel_update",
+        259 => "announcement_signatures",
+        261 => "query_short_channel_ids",
+        262 => "reply_short_channel_ids_end",
+        263 => "query_channel_range",
+        264 => "reply_channel_range",
+        265 => "gossip_timestamp_filter",
+        513 => "onion_message",
+        _ => return None,
+    })
+}
 
 fn run_sendcustommsg(ctx: Ctx, p: Params) -> CommandFuture {
     Box::pin(async move {
@@ -296,17 +354,29 @@ fn run_sendcustommsg(ctx: Ctx, p: Params) -> CommandFuture {
                 "msg: should be a hex string of at least 2 bytes: invalid token '{msg}'"
             )));
         };
+        // CLN's checks, order, codes and messages.
         let ty = u16::from_be_bytes([bytes[0], bytes[1]]);
-        if ty < 32768 && ty % 2 == 0 {
+        if let Some(name) = engine_message_name(ty) {
             return Reply::Err(RpcError::new(
-                -1,
+                codes::INVALID_REQUEST,
                 format!(
-                    "Cannot send messages of type {ty} (<32768) that are handled internally; use an odd type or one >= 32768"
+                    "Cannot send messages of type {ty} ({name}). It is not possible to send messages that have a type managed internally since that might cause issues with the internal state tracking."
+                ),
+            ));
+        }
+        if ty % 2 == 0 {
+            return Reply::Err(RpcError::new(
+                codes::INVALID_REQUEST,
+                format!(
+                    "Cannot send even-typed {ty} custom message. Currently custom messages are limited to odd-numbered message types, as even-numbered types might result in disconnections."
                 ),
             ));
         }
         if e.peers.peer_by_node_id(&id).is_none() {
-            return Reply::Err(RpcError::new(-1, format!("No such peer: {id}")));
+            return Reply::Err(RpcError::new(
+                codes::INVALID_REQUEST,
+                format!("No such peer: {id}"),
+            ));
         }
         e.send_custom(id, ty, bytes[2..].to_vec());
         Reply::Ok(json!({"status": "Message sent to connectd for delivery"}))

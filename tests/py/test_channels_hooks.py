@@ -1,0 +1,321 @@
+"""The channel side of the plugin surface, end to end on devchain with pyln-client plugins
+and LightningRpc (fundchannel, close, listpeerchannels, listfunds, listforwards, listhtlcs
+and sendcustommsg results are checked against CLN's schemas by the RPC client):
+
+* the `openchannel` hook: a rejecting plugin makes the opener's `fundchannel` fail with the
+  plugin's message and leaves no channel and no reserved input; a continuing one lets the
+  channel open; the payload matches CLN's hook schema;
+* notifications, each validated against CLN's notification schema and checked for the
+  `{"<topic>": {...}}` envelope: channel_opened, channel_state_changed (both sides, open and
+  close), connect/disconnect, block_added (one per block, hash and height), coin_movement
+  (channel_open, channel_close);
+* `sendcustommsg` and the `custommsg` hook and notification, and the refused cases;
+* setchannel, getinfo's channel counts, mutual and unilateral `close`;
+* channel peers reconnecting by themselves after either side restarts."""
+
+import pytest
+
+import clnschema
+from conftest import RpcError, plugin_path, wait_for
+
+NOTES = plugin_path("chan_notes.py")
+OPENHOOK = plugin_path("chan_openchannel.py")
+# A valid node id (secp256k1's generator) that no test node has.
+UNKNOWN_ID = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
+
+pytestmark = pytest.mark.skipif(not clnschema.schemas_available(), reason=clnschema.skip_reason())
+
+# CLN's setchannel result (doc/schemas/setchannel.json, not in shared/reference), written out
+# here with the same types, so the result is checked as strictly as the others.
+SETCHANNEL_RESPONSE = {
+    "type": "object", "additionalProperties": False, "required": ["channels"],
+    "properties": {"channels": {"type": "array", "items": {
+        "type": "object", "additionalProperties": False,
+        "required": ["peer_id", "channel_id", "fee_base_msat", "fee_proportional_millionths",
+                     "minimum_htlc_out_msat", "maximum_htlc_out_msat", "ignore_fee_limits"],
+        "properties": {
+            "peer_id": {"type": "pubkey"},
+            "channel_id": {"type": "hash"},
+            "short_channel_id": {"type": "short_channel_id"},
+            "fee_base_msat": {"type": "msat"},
+            "fee_proportional_millionths": {"type": "u32"},
+            "ignore_fee_limits": {"type": "boolean"},
+            "minimum_htlc_out_msat": {"type": "msat"},
+            "warning_htlcmin_too_low": {"type": "string"},
+            "maximum_htlc_out_msat": {"type": "msat"},
+            "warning_htlcmax_too_high": {"type": "string"}}}}}}
+
+
+def calls(n, method, hook=False):
+    """Raw params of the notifications (or hook calls) `method` that n's chan_notes got."""
+    return [c["params"] for c in
+            n.rpc.call("chan-notes", {"method": method, "hook": hook})["calls"]]
+
+
+def notes(n, topic):
+    """Inner objects of n's `topic` notifications, each checked for CLN's envelope and
+    against CLN's notification schema."""
+    out = []
+    for params in calls(n, topic):
+        assert list(params) == [topic], f"{topic} not wrapped in {{{topic!r}: ...}}: {params}"
+        clnschema.validate(f"notification/{topic}.json", params[topic])
+        out.append(params[topic])
+    return out
+
+
+def states(n, peer):
+    return [(s.get("old_state"), s["new_state"], s["cause"])
+            for s in notes(n, "channel_state_changed") if s["peer_id"] == peer.id]
+
+
+def wait_state(n, peer, new_state):
+    return wait_for(lambda: [s for s in notes(n, "channel_state_changed")
+                             if s["peer_id"] == peer.id and s["new_state"] == new_state],
+                    what=f"{n.name}: channel_state_changed to {new_state}")
+
+
+def movements(n, tag):
+    return [m for m in notes(n, "coin_movement") if m["primary_tag"] == tag]
+
+
+def reserved(n):
+    return [o for o in n.rpc.listfunds()["outputs"] if o["reserved"]]
+
+
+def counts(n):
+    i = n.rpc.getinfo()
+    return i["num_pending_channels"], i["num_active_channels"], i["num_inactive_channels"]
+
+
+def test_openchannel_hook_and_channel_life(ln):
+    a = ln.node(plugins=[NOTES])
+    b = ln.node(plugins=[NOTES, OPENHOOK])
+    start_height = ln.chain.height()
+    ln.fund(a)
+    ln.connect(a, b)
+
+    # --- connect: both sides, with the direction each one sees.
+    wait_for(lambda: notes(b, "connect"), what="connect on b")
+    ca = [c for c in notes(a, "connect") if c["id"] == b.id]
+    cb = [c for c in notes(b, "connect") if c["id"] == a.id]
+    assert ca[-1]["direction"] == "out" and cb[-1]["direction"] == "in"
+    assert ca[-1]["address"] == {"type": "ipv4", "address": "127.0.0.1", "port": b.port}
+
+    # --- openchannel rejects: fundchannel fails with the plugin's message, nothing remains.
+    with pytest.raises(RpcError) as e:
+        a.rpc.fundchannel(b.id, 500_000)
+    assert "no thanks" in e.value.error["message"], e.value.error
+    seen = b.rpc.call("chan-open-seen")["seen"]
+    assert len(seen) == 1
+    clnschema.validate("hook/openchannel.json", seen[0], part="request")
+    p = seen[0]["openchannel"]
+    assert p["id"] == a.id
+    assert (p["funding_msat"], p["push_msat"], p["channel_flags"]) == (500_000_000, 0, 1)
+    assert p["channel_type"]["bits"] == [12]
+    assert p["channel_type"]["names"] == ["static_remotekey/even"]
+    assert p["feerate_per_kw"] >= 253 and p["to_self_delay"] > 0
+    for n in (a, b):
+        assert n.rpc.listpeerchannels()["channels"] == []
+        assert n.rpc.listfunds()["channels"] == []
+        assert counts(n) == (0, 0, 0)
+    assert reserved(a) == []
+    assert ln.chain.call("getrawmempool") == []
+    assert notes(b, "channel_opened") == [] and states(a, b) == [] and states(b, a) == []
+
+    # The peers stay connected (a BOLT 1 error about one channel does not drop them).
+    assert a.rpc.listpeers(b.id)["peers"] and b.rpc.listpeers(a.id)["peers"]
+
+    # --- openchannel continues: the channel opens.
+    b.rpc.call("chan-open-set", {"mode": "continue"})
+    r = a.rpc.fundchannel(b.id, 500_000, push_msat=10_000_000)
+    assert len(b.rpc.call("chan-open-seen")["seen"]) == 2
+    assert b.rpc.call("chan-open-seen")["seen"][1]["openchannel"]["push_msat"] == 10_000_000
+    wait_for(lambda: r["txid"] in ln.chain.call("getrawmempool"), what="funding tx")
+    assert r["channel_type"] == {"bits": [12], "names": ["static_remotekey/even"]}
+    for n, peer in ((a, b), (b, a)):
+        wait_for(lambda: counts(n) == (1, 0, 0), what=f"{n.name}: one pending channel")
+        ch = n.rpc.listpeerchannels(peer.id)["channels"]
+        assert [c["state"] for c in ch] == ["CHANNELD_AWAITING_LOCKIN"]
+        assert ch[0]["channel_id"] == r["channel_id"] and ch[0]["funding_txid"] == r["txid"]
+        assert ch[0]["opener"] == ("local" if n is a else "remote")
+        wait_state(n, peer, "CHANNELD_AWAITING_LOCKIN")
+    # channel_opened: only the fundee hears of it (CLN), once funding is signed.
+    wait_for(lambda: notes(b, "channel_opened"), what="channel_opened on b")
+    [op] = notes(b, "channel_opened")
+    assert op == {"id": a.id, "funding_msat": 500_000_000, "funding_txid": r["txid"],
+                  "channel_ready": False}
+    assert notes(a, "channel_opened") == []
+
+    ln.mine(6)
+    for n, peer in ((a, b), (b, a)):
+        wait_state(n, peer, "CHANNELD_NORMAL")
+        wait_for(lambda: counts(n) == (0, 1, 0), what=f"{n.name}: one active channel")
+    scid = wait_for(lambda: a.rpc.listpeerchannels(b.id)["channels"][0].get("short_channel_id"))
+    for n, peer in ((a, b), (b, a)):
+        cause = "user" if n is a else "remote"
+        assert states(n, peer) == [(None, "CHANNELD_AWAITING_LOCKIN", cause),
+                                   ("CHANNELD_AWAITING_LOCKIN", "CHANNELD_NORMAL", cause)]
+        st = [s for s in notes(n, "channel_state_changed") if s["peer_id"] == peer.id]
+        assert {s["channel_id"] for s in st} == {r["channel_id"]}
+        assert st[1]["short_channel_id"] == scid
+        # listpeerchannels and listfunds with a channel, on both sides (schemas checked).
+        [ch] = n.rpc.listpeerchannels()["channels"]
+        assert ch["state"] == "CHANNELD_NORMAL" and ch["peer_connected"]
+        assert ch["short_channel_id"] == scid and ch["total_msat"] == 500_000_000
+        [fc] = n.rpc.listfunds()["channels"]
+        assert fc["peer_id"] == peer.id and fc["short_channel_id"] == scid
+        assert fc["state"] == "CHANNELD_NORMAL" and fc["amount_msat"] == 500_000_000
+        assert fc["funding_txid"] == r["txid"] and fc["funding_output"] == r["outnum"]
+
+    # coin_movement channel_open on both sides, once the channel is locked in.
+    wait_for(lambda: movements(a, "channel_open") and movements(b, "channel_open"))
+    conf_height = int(scid.split("x")[0])
+    for n, peer, credit in ((a, b, 500_000_000), (b, a, 0)):
+        [m] = movements(n, "channel_open")
+        assert m["type"] == "chain_mvt" and m["account_id"] == r["channel_id"]
+        assert m["utxo"] == f"{r['txid']}:{r['outnum']}" and m["peer_id"] == peer.id
+        assert (m["credit_msat"], m["debit_msat"]) == (credit, 0)
+        assert m["output_msat"] == 500_000_000 and m["blockheight"] == conf_height
+        assert m["node_id"] == n.id and m["coin_type"] == "bcrt"
+
+    # block_added: every block since start, once each, with devchain's hashes.
+    tip = ln.chain.height()
+    wait_for(lambda: any(x["height"] == tip for x in notes(a, "block_added")))
+    got = [(x["height"], x["hash"]) for x in notes(a, "block_added")]
+    heights = [h for h, _ in got]
+    assert heights == list(range(heights[0], tip + 1)), heights
+    assert heights[0] <= start_height
+    for h, hsh in got:
+        assert ln.chain.call("getblockhash", h) == hsh
+
+    # --- setchannel (CLN's result shape), seen in listpeerchannels.
+    res = a.rpc.setchannel(scid, feebase=4000, feeppm=300)
+    errs = list(clnschema.ResponseValidator(SETCHANNEL_RESPONSE).iter_errors(res))
+    assert not errs, (errs, res)
+    [sc] = res["channels"]
+    assert (sc["peer_id"], sc["channel_id"], sc["short_channel_id"]) == (b.id, r["channel_id"], scid)
+    assert (sc["fee_base_msat"], sc["fee_proportional_millionths"]) == (4000, 300)
+    ch = a.rpc.listpeerchannels(b.id)["channels"][0]
+    assert (ch["fee_base_msat"], ch["fee_proportional_millionths"]) == (4000, 300)
+    assert a.rpc.setchannel("all", feeppm=10)["channels"][0]["fee_proportional_millionths"] == 10
+    with pytest.raises(RpcError):
+        a.rpc.setchannel("1x1x1", feebase=1)
+    a.rpc.listforwards()
+    a.rpc.listhtlcs()
+
+    # --- mutual close: both sides see the channel go on chain and the close movement.
+    cl = a.rpc.close(b.id)
+    assert cl["type"] == "mutual" and len(cl["txids"]) == 1
+    wait_for(lambda: cl["txids"][0] in ln.chain.call("getrawmempool"), what="closing tx")
+    for n, peer in ((a, b), (b, a)):
+        [last] = wait_state(n, peer, "ONCHAIN")
+        assert last["old_state"] == "CHANNELD_NORMAL"
+        assert last["cause"] == ("user" if n is a else "remote")
+        assert last["channel_id"] == r["channel_id"]
+    ln.mine(1)
+    for n, peer in ((a, b), (b, a)):
+        wait_for(lambda: movements(n, "channel_close"), what=f"{n.name}: channel_close")
+        [m] = movements(n, "channel_close")
+        assert m["account_id"] == r["channel_id"] and m["credit_msat"] == 0
+        assert m["utxo"] == f"{r['txid']}:{r['outnum']}" and m["output_msat"] == 500_000_000
+        wait_for(lambda: counts(n) == (0, 0, 0), what=f"{n.name}: no channel")
+    # Each side's balance in the channel (the commitment fee is not part of it, as in CLN).
+    [ma], [mb] = movements(a, "channel_close"), movements(b, "channel_close")
+    assert (ma["debit_msat"], mb["debit_msat"]) == (490_000_000, 10_000_000)
+
+    # --- disconnect: both sides (the first one since they connected).
+    assert notes(a, "disconnect") == [] and notes(b, "disconnect") == []
+    a.rpc.disconnect(b.id, force=True)
+    wait_for(lambda: [d for d in notes(a, "disconnect") if d["id"] == b.id], what="disconnect on a")
+    wait_for(lambda: [d for d in notes(b, "disconnect") if d["id"] == a.id], what="disconnect on b")
+
+    validated = {m for n in (a, b) for m, _ in n.rpc.validated}
+    assert validated >= {"fundchannel", "close", "listpeerchannels", "listfunds",
+                         "listforwards", "listhtlcs"}, validated
+
+
+def test_custommsg(ln):
+    a = ln.node()
+    b = ln.node(plugins=[NOTES])
+    ln.connect(a, b)
+    r = a.rpc.sendcustommsg(b.id, "ffff" + "cafe01")
+    assert r["status"]
+    a.rpc.sendcustommsg(b.id, "8001")           # 32769, empty body
+    a.rpc.sendcustommsg(b.id, "00ff" + "00")    # odd type below 32768, unknown to BOLTs
+    want = ["ffffcafe01", "8001", "00ff00"]
+    hooked = wait_for(lambda: len(calls(b, "custommsg", hook=True)) == 3
+                      and calls(b, "custommsg", hook=True), what="three custommsg hook calls")
+    for h in hooked:
+        clnschema.validate("hook/custommsg.json", h, part="request")
+    assert [h["payload"] for h in hooked] == want
+    assert {h["peer_id"] for h in hooked} == {a.id}
+    got = wait_for(lambda: len(notes(b, "custommsg")) == 3 and notes(b, "custommsg"))
+    assert [(x["peer_id"], x["payload"]) for x in got] == [(a.id, w) for w in want]
+
+    # Refused as CLN does (-32600): even types (below 32768 too: 34 is funding_created),
+    # odd types the engine handles itself (33 is accept_channel), unknown peers; bad hex.
+    for msg, why in (("0022aa", "type 34"), ("8000", "even-typed 32768"),
+                     ("0021" + "00" * 8, "type 33")):
+        with pytest.raises(RpcError) as e:
+            a.rpc.sendcustommsg(b.id, msg)
+        assert e.value.error["code"] == -32600 and why in e.value.error["message"], e.value.error
+    with pytest.raises(RpcError) as e:
+        a.rpc.sendcustommsg(UNKNOWN_ID, "ffff")
+    assert e.value.error["code"] == -32600 and "No such peer" in e.value.error["message"]
+    for bad in ("ff", "fffz", "fff"):
+        with pytest.raises(RpcError) as e:
+            a.rpc.sendcustommsg(b.id, bad)
+        assert e.value.error["code"] == -32602
+    # Still connected, and nothing else reached the plugin.
+    assert a.rpc.listpeers(b.id)["peers"][0]["connected"]
+    assert len(calls(b, "custommsg", hook=True)) == 3
+    assert a.rpc.call("sendcustommsg", {"node_id": b.id, "msg": "fffd"})["status"]
+    wait_for(lambda: len(notes(b, "custommsg")) == 4)
+    assert "sendcustommsg" in {m for m, _ in a.rpc.validated}
+
+
+def test_reconnect_after_restart_and_unilateral_close(ln):
+    a = ln.node()
+    b = ln.node(plugins=[NOTES])
+    ln.fund(a)
+    scid = ln.open(a, b, push_msat=20_000)
+
+    def usable(n, peer):
+        ch = n.rpc.listpeerchannels(peer.id)["channels"]
+        return (ch and ch[0]["peer_connected"] and ch[0]["state"] == "CHANNELD_NORMAL"
+                and n.rpc.listpeers(peer.id)["peers"])
+
+    # B stops: the channel stays active (CLN counts it so while the peer is away).
+    b.stop()
+    wait_for(lambda: not a.rpc.listpeerchannels(b.id)["channels"][0]["peer_connected"])
+    assert a.rpc.listpeerchannels(b.id)["channels"][0]["state"] == "CHANNELD_NORMAL"
+    assert counts(a) == (0, 1, 0) and a.rpc.listpeers(b.id)["peers"] == []
+    # B starts again: A (which knows B's address) reconnects within its 5 s retry period.
+    mark = b.log_mark()
+    b.start()
+    b.wait_for_log("Lightning engine started", start=mark)
+    assert wait_for(lambda: usable(a, b) and usable(b, a), timeout=12, interval=0.2,
+                    what="reconnected after B restarted")
+    assert [c["direction"] for c in notes(b, "connect") if c["id"] == a.id] == ["in"]
+    # A restarts: it reconnects from the address it persisted.
+    ln.restart(a)
+    assert wait_for(lambda: usable(a, b) and usable(b, a), timeout=12, interval=0.2,
+                    what="reconnected after A restarted")
+    assert counts(a) == (0, 1, 0) and counts(b) == (0, 1, 0)
+    assert a.rpc.listpeerchannels(b.id)["channels"][0]["spendable_msat"] > 0
+    assert a.rpc.listpeerchannels(b.id)["channels"][0]["short_channel_id"] == scid
+
+    # Unilateral close at once.
+    cl = a.rpc.close(scid, unilateraltimeout=0)
+    assert cl["type"] == "unilateral" and len(cl["txs"]) == len(cl["txids"]) == 1
+    wait_for(lambda: cl["txids"][0] in ln.chain.call("getrawmempool"), what="commitment tx")
+    [last] = wait_state(b, a, "ONCHAIN")
+    assert last["old_state"] == "CHANNELD_NORMAL" and last["cause"] in ("remote", "onchain")
+    assert states(b, a)[-1] == ("CHANNELD_NORMAL", "ONCHAIN", last["cause"])
+    ln.mine(1)
+    wait_for(lambda: counts(a) == (0, 0, 0) and counts(b) == (0, 0, 0))
+    wait_for(lambda: movements(b, "channel_close"), what="channel_close on b")
+    [m] = movements(b, "channel_close")
+    assert m["debit_msat"] == 20_000 and m["output_msat"] == 1_000_000_000
+    with pytest.raises(RpcError):
+        a.rpc.close(scid)
