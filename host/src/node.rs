@@ -334,6 +334,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
                 "timestamp": now,
                 "primary_tag": if m.deposit { "deposit" } else { "withdrawal" },
                 "utxo": m.utxo.to_string(),
+                "output_msat": msat,
                 "blockheight": m.height,
             });
             if let Some(t) = m.spending_txid {

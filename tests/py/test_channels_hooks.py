@@ -178,6 +178,17 @@ def test_openchannel_hook_and_channel_life(ln):
         assert m["output_msat"] == 500_000_000 and m["blockheight"] == conf_height
         assert m["node_id"] == n.id and m["coin_type"] == "bcrt"
 
+    # The wallet's confirmed deposit, the funding transaction spending it, and its change
+    # coming back as a deposit.
+    deposits = movements(a, "deposit")
+    dep = deposits[0]
+    assert dep["account_id"] == "wallet" and dep["credit_msat"] == 100_000_000_000
+    spent = movements(a, "withdrawal")
+    assert [w["utxo"] for w in spent] == [dep["utxo"]]
+    assert spent[0]["spending_txid"] == r["txid"]
+    assert all(d["utxo"].startswith(r["txid"] + ":") for d in deposits[1:])
+    assert sum(d["credit_msat"] for d in deposits[1:]) < dep["credit_msat"] - 500_000_000
+
     # block_added: every block since start, once each, with devchain's hashes.
     tip = ln.chain.height()
     wait_for(lambda: any(x["height"] == tip for x in notes(a, "block_added")))
@@ -289,7 +300,10 @@ def test_reconnect_after_restart_and_unilateral_close(ln):
     b.stop()
     wait_for(lambda: not a.rpc.listpeerchannels(b.id)["channels"][0]["peer_connected"])
     assert a.rpc.listpeerchannels(b.id)["channels"][0]["state"] == "CHANNELD_NORMAL"
-    assert counts(a) == (0, 1, 0) and a.rpc.listpeers(b.id)["peers"] == []
+    assert counts(a) == (0, 1, 0)
+    # A channel peer stays in listpeers while disconnected, as in CLN.
+    assert [(p["connected"], p["num_channels"]) for p in a.rpc.listpeers(b.id)["peers"]] \
+        == [(False, 1)]
     # B starts again: A (which knows B's address) reconnects within its 5 s retry period.
     mark = b.log_mark()
     b.start()

@@ -61,7 +61,12 @@ fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     if let Some(f) = r.get::<_, Option<String>>(10)? {
         o["failreason"] = json!(f);
     }
-    if let Some(t) = r.get::<_, Option<f64>>(12)? {
+    // CLN gives resolved_time for settled and failed forwards only (its schema forbids it
+    // for local_failed).
+    let status: String = r.get(8)?;
+    if let Some(t) = r.get::<_, Option<f64>>(12)?
+        && (status == "settled" || status == "failed")
+    {
         o["resolved_time"] = json!(t);
     }
     Ok(o)
@@ -94,6 +99,37 @@ pub fn list(
         )?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// BOLT 4's code for LDK's local failure reasons that have one CLN users know.
+fn wire_code(ldk_name: &str) -> Option<u16> {
+    Some(match ldk_name {
+        "TemporaryChannelFailure" => 0x1007,
+        "AmountBelowMinimum" => 0x100b,
+        "FeeInsufficient" => 0x100c,
+        "IncorrectCLTVExpiry" => 0x100d,
+        "CLTVExpiryTooSoon" => 0x100e,
+        "ChannelDisabled" => 0x1014,
+        "TemporaryNodeFailure" => 0x2002,
+        "PermanentChannelFailure" => 0x4008,
+        "UnknownNextPeer" => 0x400a,
+        _ => return None,
+    })
+}
+
+/// CLN's name for a failure: `WIRE_` and the reason in upper snake case.
+fn wire_name(ldk_name: &str) -> String {
+    let mut out = String::from("WIRE_");
+    for (i, c) in ldk_name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            let prev = ldk_name[..i].chars().last().unwrap_or('_');
+            if !prev.is_uppercase() {
+                out.push('_');
+            }
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
 }
 
 impl Lightning {
@@ -254,7 +290,9 @@ impl Lightning {
         let (status, code, why): (_, Option<u16>, _) = match reason {
             Some(HTLCHandlingFailureReason::Downstream) => ("failed", None, None),
             Some(HTLCHandlingFailureReason::Local { reason }) => {
-                ("local_failed", None, Some(format!("{reason:?}")))
+                let name = format!("{reason:?}");
+                let name = name.split([' ', '{', '(']).next().unwrap_or_default();
+                ("local_failed", wire_code(name), Some(wire_name(name)))
             }
             None => ("local_failed", None, None),
         };
@@ -263,5 +301,18 @@ impl Lightning {
             self.resolve_forward(ch, None, status, None, code, why.clone())
                 .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{wire_code, wire_name};
+
+    #[test]
+    fn failure_names_are_clns() {
+        assert_eq!(wire_name("UnknownNextPeer"), "WIRE_UNKNOWN_NEXT_PEER");
+        assert_eq!(wire_name("CLTVExpiryTooSoon"), "WIRE_CLTVEXPIRY_TOO_SOON");
+        assert_eq!(wire_code("UnknownNextPeer"), Some(16394));
+        assert_eq!(wire_code("Whatever"), None);
     }
 }
