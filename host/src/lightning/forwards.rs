@@ -185,12 +185,14 @@ impl Lightning {
         let r = self
             .store
             .with(move |c| {
+                crate::store::relaxed(c, |c| {
                 c.execute(
                     "INSERT INTO forwards (payment_hash, in_channel, in_htlc_id, in_msat, out_channel, out_msat, status, received_time)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'offered', ?7)",
                     rusqlite::params![hash_v, in_ch, in_id, in_msat, out_ch, outbound_msat as i64, now()],
                 )?;
                 Ok(c.last_insert_rowid())
+                })
             })
             .await;
         match r {
@@ -212,6 +214,7 @@ impl Lightning {
         let r = self
             .store
             .with(move |c| {
+                crate::store::relaxed(c, |c| {
                 let tx = c.transaction()?;
                 let found: Option<(i64, Option<Vec<u8>>)> = tx
                     .query_row(
@@ -232,6 +235,7 @@ impl Lightning {
                 )?;
                 tx.commit()?;
                 Ok(Some((id, hash)))
+                })
             })
             .await;
         match r {

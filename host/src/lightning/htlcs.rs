@@ -340,12 +340,14 @@ impl Lightning {
             let r = self
                 .store
                 .with(move |c| {
+                    crate::store::relaxed(c, |c| {
                     c.execute(
                         "INSERT OR REPLACE INTO held_htlcs (id, kind, payment_hash, payload, deadline_height, created_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, strftime('%s','now'))",
                         rusqlite::params![id2, kind, hash2, row, deadline],
                     )?;
                     Ok(())
+                    })
                 })
                 .await;
             if let Err(e) = r {
@@ -425,8 +427,10 @@ impl Lightning {
         let _ = self
             .store
             .with(move |c| {
-                c.execute("DELETE FROM held_htlcs WHERE id = ?1", [id])?;
-                Ok(())
+                crate::store::relaxed(c, |c| {
+                    c.execute("DELETE FROM held_htlcs WHERE id = ?1", [id])?;
+                    Ok(())
+                })
             })
             .await;
     }
@@ -481,13 +485,15 @@ impl Lightning {
                         });
                         match chan {
                             Some(c) => {
-                                if let Err(e) = self.manager.forward_intercepted_htlc(
+                                match self.manager.forward_intercepted_htlc(
                                     iid,
                                     &c.channel_id,
                                     c.counterparty.node_id,
                                     *outbound_msat,
                                 ) {
-                                    fail(&super::api_error(&e));
+                                    // Forward it now, not at the engine loop's next wake.
+                                    Ok(()) => self.manager.process_pending_htlc_forwards(),
+                                    Err(e) => fail(&super::api_error(&e)),
                                 }
                             }
                             None => fail("unknown next channel"),

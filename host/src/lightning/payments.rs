@@ -1363,20 +1363,23 @@ impl Lightning {
             req.payment_metadata.clone(),
             total,
         );
-        self.manager
-            .send_payment_with_route(
-                route,
-                PaymentHash(hash),
-                onion,
-                payment_id(&hash, groupid, prep.partid),
-            )
-            .map_err(|e| match e {
-                RetryableSendFailure::DuplicatePayment => "duplicate payment id".to_string(),
-                RetryableSendFailure::OnionPacketSizeExceeded => {
-                    "the onion is too large for this route".to_string()
-                }
-                other => format!("{other:?}"),
-            })
+        let sent = self.manager.send_payment_with_route(
+            route,
+            PaymentHash(hash),
+            onion,
+            payment_id(&hash, groupid, prep.partid),
+        );
+        if sent.is_ok() {
+            // Hand the HTLC to the peer now rather than at the engine loop's next wake.
+            self.peers.process_events();
+        }
+        sent.map_err(|e| match e {
+            RetryableSendFailure::DuplicatePayment => "duplicate payment id".to_string(),
+            RetryableSendFailure::OnionPacketSizeExceeded => {
+                "the onion is too large for this route".to_string()
+            }
+            other => format!("{other:?}"),
+        })
     }
 
     /// Marks a part failed, notifies `sendpay_failure` and wakes waiters. `None` if the part

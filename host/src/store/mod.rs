@@ -134,6 +134,20 @@ pub enum StoreError {
     Task(String),
 }
 
+/// Runs `f` with `synchronous=NORMAL`. In WAL mode its commit survives a crash or `kill -9`
+/// of fulgurd without waiting for an fsync (only a power loss can lose it, until the next
+/// `FULL` commit syncs the log). For bookkeeping whose loss costs no funds: forwards and the
+/// held-HTLC replay list.
+pub fn relaxed<T>(
+    c: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    c.execute_batch("PRAGMA synchronous=NORMAL")?;
+    let r = f(c);
+    c.execute_batch("PRAGMA synchronous=FULL")?;
+    r
+}
+
 /// A handle on the database, cheap to clone. Queries run on tokio's blocking pool.
 #[derive(Clone)]
 pub struct Store {
