@@ -57,7 +57,7 @@ use lightning::util::persist::{
     CHANNEL_MANAGER_PERSISTENCE_KEY, CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
     CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE, KVStoreSync, NETWORK_GRAPH_PERSISTENCE_KEY,
     OUTPUT_SWEEPER_PERSISTENCE_KEY, OUTPUT_SWEEPER_PERSISTENCE_PRIMARY_NAMESPACE,
-    OUTPUT_SWEEPER_PERSISTENCE_SECONDARY_NAMESPACE, SCORER_PERSISTENCE_KEY, read_channel_monitors,
+    OUTPUT_SWEEPER_PERSISTENCE_SECONDARY_NAMESPACE, SCORER_PERSISTENCE_KEY,
 };
 use lightning::util::ser::{ReadableArgs, Writeable};
 use lightning_net_tokio::SocketDescriptor;
@@ -114,9 +114,22 @@ pub type Monitor = ChainMonitor<
     Arc<Broadcaster>,
     Arc<FeeCache>,
     Log,
-    Arc<SqliteKvStore>,
+    Arc<MonitorPersister>,
     Arc<KeysManager>,
 >;
+/// Persists channel monitors as small updates on top of a full copy written every
+/// [`MONITOR_UPDATES_PER_FULL_WRITE`] updates (LDK's `MonitorUpdatingPersister`), so a payment
+/// writes a few hundred bytes per monitor update instead of the whole, ever-growing monitor.
+pub type MonitorPersister = lightning::util::persist::MonitorUpdatingPersister<
+    Arc<SqliteKvStore>,
+    Log,
+    Arc<KeysManager>,
+    Arc<KeysManager>,
+    Arc<Broadcaster>,
+    Arc<FeeCache>,
+>;
+/// How many monitor updates are kept before the full monitor is written again.
+pub const MONITOR_UPDATES_PER_FULL_WRITE: u64 = 100;
 /// The channel manager.
 pub type Manager = ChannelManager<
     Arc<Monitor>,
@@ -248,12 +261,21 @@ impl Lightning {
         let fees = deps.chain.fees();
         let broadcaster = deps.chain.broadcaster();
         let peer_storage_key = keys.get_peer_storage_key();
+        let persister = Arc::new(MonitorPersister::new(
+            kv.clone(),
+            log.clone(),
+            MONITOR_UPDATES_PER_FULL_WRITE,
+            keys.clone(),
+            keys.clone(),
+            broadcaster.clone(),
+            fees.clone(),
+        ));
         let monitor: Arc<Monitor> = Arc::new(ChainMonitor::new(
             None,
             broadcaster.clone(),
             log.clone(),
             fees.clone(),
-            kv.clone(),
+            persister.clone(),
             keys.clone(),
             peer_storage_key,
             false,
@@ -306,7 +328,8 @@ impl Lightning {
             dest.script_pubkey(),
         )));
 
-        let mut monitors = read_channel_monitors(kv.clone(), keys.clone(), keys.clone())
+        let mut monitors = persister
+            .read_all_channel_monitors_with_updates()
             .map_err(|e| format!("reading channel monitors: {e}"))?;
         let stored = match kv.read(
             CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
