@@ -120,14 +120,13 @@ fn wire_code(ldk_name: &str) -> Option<u16> {
 /// CLN's name for a failure: `WIRE_` and the reason in upper snake case.
 fn wire_name(ldk_name: &str) -> String {
     let mut out = String::from("WIRE_");
-    for (i, c) in ldk_name.chars().enumerate() {
-        if c.is_uppercase() && i > 0 {
-            let prev = ldk_name[..i].chars().last().unwrap_or('_');
-            if !prev.is_uppercase() {
-                out.push('_');
-            }
+    let mut prev: Option<char> = None;
+    for c in ldk_name.chars() {
+        if c.is_uppercase() && prev.is_some_and(|p| !p.is_uppercase()) {
+            out.push('_');
         }
         out.push(c.to_ascii_uppercase());
+        prev = Some(c);
     }
     out
 }
