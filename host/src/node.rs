@@ -309,12 +309,17 @@ pub async fn run(config: Config) -> Result<i32, String> {
             _ => "tb",
         };
         wallet.on_movement(Box::new(move |m| {
+            if !plugins.has_subscriber("coin_movement") {
+                return;
+            }
             let index = store
                 .with_sync(|c| {
-                    Ok(crate::lightning::forwards::next_updated(
-                        c,
-                        "coin_movements",
-                    )?)
+                    crate::store::relaxed(c, |c| {
+                        Ok(crate::lightning::forwards::next_updated(
+                            c,
+                            "coin_movements",
+                        )?)
+                    })
                 })
                 .unwrap_or(0);
             let now = std::time::SystemTime::now()

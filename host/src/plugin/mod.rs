@@ -643,6 +643,15 @@ impl PluginHost {
 
     /// Queues one frame, encoded only if somebody listens, to every active subscriber of
     /// `topic` (or of `*`).
+    /// Whether any running plugin subscribed to `topic` (so callers can skip building a
+    /// costly payload nobody reads).
+    pub fn has_subscriber(&self, topic: &str) -> bool {
+        self.reg()
+            .plugins
+            .iter()
+            .any(|p| p.is_active() && p.subscribed(topic))
+    }
+
     fn deliver(&self, topic: &str, frame: impl FnOnce() -> Bytes) {
         let targets: Vec<Arc<Plugin>> = self
             .reg()
