@@ -157,7 +157,7 @@ pub fn open_channel(
     let mut all = vec![a, b];
     all.extend_from_slice(others);
     mine_sync(chain, 6, &all);
-    let scid = wait_for(T, || {
+    wait_for(T, || {
         let ca = a.channel_with(&b.id)?;
         let cb = b.channel_with(&a.id)?;
         (ca["state"] == "CHANNELD_NORMAL" && cb["state"] == "CHANNELD_NORMAL")
@@ -171,8 +171,7 @@ pub fn open_channel(
             b.channel_with(&a.id),
             a.log()
         )
-    });
-    scid
+    })
 }
 
 /// Waits until `n`'s `listchannels` knows `scid` in both directions.
