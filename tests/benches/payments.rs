@@ -11,6 +11,7 @@
 //! 4. sequential A→D: the same as 1 with a Rust plugin's hook in the path (p50 difference);
 //! 5. idle RSS of C (one channel) after the payments;
 //! 6. start-up of C to RPC ready on its existing database.
+//!
 //! Figures and how to read them: `docs/PERFORMANCE.md`.
 
 use std::process::{Command, ExitCode};
