@@ -127,8 +127,20 @@ class Network:
         return wait_for(normal, what="channel normal")
 
     def wait_gossip(self, n, scid):
-        wait_for(lambda: len(n.rpc.listchannels(scid)["channels"]) == 2,
-                 what=f"{scid} in {n.name}'s gossip")
+        """Waits until `n` knows both directions of `scid`. A channel_update that reaches a
+        node before the channel's announcement is dropped (BOLT 7 allows it); as a real node
+        would, `n` then catches up at its next gossip sync, which a reconnection starts."""
+        def known():
+            return len(n.rpc.listchannels(scid)["channels"]) == 2
+        for _ in range(6):
+            try:
+                return wait_for(known, timeout=10, what=f"{scid} in {n.name}'s gossip")
+            except TimeoutError:
+                for peer in [p["id"] for p in n.rpc.listpeers()["peers"] if p["connected"]]:
+                    other = next(x for x in self.nodes if x.id == peer)
+                    n.rpc.disconnect(peer, force=True)
+                    self.connect(n, other)
+        raise TimeoutError(f"{scid} never reached {n.name}'s gossip")
 
     def pay(self, payer, bolt11_or_inv, payee_id, amount_msat, wait=True, timeout=60):
         """getroute + sendpay (+ waitsendpay): CLN's low-level payment flow."""
