@@ -593,6 +593,28 @@ fn msat(v: u64) -> String {
     format!("{v}msat")
 }
 
+/// A repeated `sendpay` of a part we already have must be the same payment: same amount,
+/// same destination (CLN's checks, code 201 otherwise). `state` is "succeeded" or "pending".
+fn same_part(row: &Sendpay, row_amount: u64, part: &NewPart, state: &str) -> Result<(), RpcError> {
+    if row_amount != part.amount_msat {
+        return Err(RpcError::new(
+            codes::PAY_RHASH_ALREADY_USED,
+            format!(
+                "Already {state} with amount {} (not {})",
+                msat(row_amount),
+                msat(part.amount_msat)
+            ),
+        ));
+    }
+    if let Some(d) = row.destination.filter(|d| *d != part.destination) {
+        return Err(RpcError::new(
+            codes::PAY_RHASH_ALREADY_USED,
+            format!("Already {state} to {d}"),
+        ));
+    }
+    Ok(())
+}
+
 /// CLN's `check_progress`: reconciles a new part with the earlier parts of the same payment
 /// hash. `group_total` is the `total_msat` the pending parts of the part's group were sent
 /// with, when known.
@@ -611,22 +633,7 @@ pub fn check_progress(
                 if row.partid != part.partid {
                     continue;
                 }
-                if row_amount != part.amount_msat {
-                    return Err(RpcError::new(
-                        codes::PAY_RHASH_ALREADY_USED,
-                        format!(
-                            "Already succeeded with amount {} (not {})",
-                            msat(row_amount),
-                            msat(part.amount_msat)
-                        ),
-                    ));
-                }
-                if let Some(d) = row.destination.filter(|d| *d != part.destination) {
-                    return Err(RpcError::new(
-                        codes::PAY_RHASH_ALREADY_USED,
-                        format!("Already succeeded to {d}"),
-                    ));
-                }
+                same_part(row, row_amount, part, "succeeded")?;
                 return Ok(Progress::Existing(Box::new(row.clone())));
             }
             PayStatus::Pending => {
@@ -653,22 +660,7 @@ pub fn check_progress(
                     ));
                 }
                 if row.partid == part.partid {
-                    if row_amount != part.amount_msat {
-                        return Err(RpcError::new(
-                            codes::PAY_RHASH_ALREADY_USED,
-                            format!(
-                                "Already pending with amount {} (not {})",
-                                msat(row_amount),
-                                msat(part.amount_msat)
-                            ),
-                        ));
-                    }
-                    if let Some(d) = row.destination.filter(|d| *d != part.destination) {
-                        return Err(RpcError::new(
-                            codes::PAY_RHASH_ALREADY_USED,
-                            format!("Already pending to {d}"),
-                        ));
-                    }
+                    same_part(row, row_amount, part, "pending")?;
                     return Ok(Progress::Existing(Box::new(row.clone())));
                 }
                 if let Some(t) = group_total.filter(|t| *t != part.total_msat) {
