@@ -28,7 +28,9 @@ def pid_alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # gone between the two checks (reading /proc/PID/stat of a vanishing process
+        # raises ESRCH)
         return False
 
 
