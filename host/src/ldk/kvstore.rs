@@ -171,19 +171,28 @@ impl KVStoreSync for SqliteKvStore {
         primary_namespace: &str,
         secondary_namespace: &str,
         key: &str,
-        _lazy: bool,
+        lazy: bool,
     ) -> Result<(), io::Error> {
         check(primary_namespace, secondary_namespace, Some(key), "remove")?;
+        let delete = |conn: &mut rusqlite::Connection| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "DELETE FROM ldk_kv
+                 WHERE primary_namespace = ?1 AND secondary_namespace = ?2 AND key = ?3",
+                params![primary_namespace, secondary_namespace, key],
+            )?;
+            tx.commit()?;
+            Ok(())
+        };
+        // LDK marks removals it can afford to see undone (stale monitor updates after a
+        // full monitor write) as lazy: those commit without an fsync.
         self.store
             .with_sync(|conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                tx.execute(
-                    "DELETE FROM ldk_kv
-                     WHERE primary_namespace = ?1 AND secondary_namespace = ?2 AND key = ?3",
-                    params![primary_namespace, secondary_namespace, key],
-                )?;
-                tx.commit()?;
-                Ok(())
+                if lazy {
+                    crate::store::relaxed(conn, delete)
+                } else {
+                    delete(conn)
+                }
             })
             .map_err(|e| db_error("remove", e))
     }

@@ -142,6 +142,9 @@ impl Lightning {
     }
 
     async fn notify_forward(&self, created_index: i64, hash: Option<Vec<u8>>) {
+        if !self.plugins.has_subscriber("forward_event") {
+            return;
+        }
         let row = self
             .store
             .with(move |c| {
