@@ -72,6 +72,16 @@ fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     Ok(o)
 }
 
+/// The fees earned by every settled forward.
+pub fn fees_collected(c: &rusqlite::Connection) -> rusqlite::Result<u64> {
+    c.query_row(
+        "SELECT COALESCE(SUM(in_msat - out_msat), 0) FROM forwards WHERE status = 'settled'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|v| v.max(0) as u64)
+}
+
 /// `listforwards [status] [in_channel] [out_channel] [index] [start] [limit]`.
 pub fn list(
     c: &rusqlite::Connection,
@@ -235,13 +245,24 @@ impl Lightning {
                      out_msat = COALESCE(?5, out_msat), failcode = ?6, failreason = ?7 WHERE created_index = ?1",
                     rusqlite::params![id, status, upd, now(), out_msat.map(|m| m as i64), failcode, failreason],
                 )?;
+                let fee: i64 = tx.query_row(
+                    "SELECT COALESCE(in_msat - out_msat, 0) FROM forwards WHERE created_index = ?1",
+                    [id],
+                    |r| r.get(0),
+                )?;
                 tx.commit()?;
-                Ok(Some((id, hash)))
+                Ok(Some((id, hash, fee)))
                 })
             })
             .await;
         match r {
-            Ok(Some((id, hash))) => self.notify_forward(id, hash).await,
+            Ok(Some((id, hash, fee))) => {
+                if status == "settled" {
+                    self.fees_collected_msat
+                        .fetch_add(fee.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.notify_forward(id, hash).await
+            }
             Ok(None) => {}
             Err(e) => self.log.broken(&format!("cannot update forward: {e}")),
         }

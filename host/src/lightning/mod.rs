@@ -233,6 +233,9 @@ pub struct Lightning {
     pub claimed: Mutex<std::collections::HashMap<[u8; 32], [u8; 32]>>,
     /// `--hold-safety-blocks`.
     pub hold_safety_blocks: u32,
+    /// Fees earned by settled forwards (`getinfo`): summed from the `forwards` table at
+    /// start, then kept up to date as forwards settle, so `getinfo` reads no table.
+    pub fees_collected_msat: std::sync::atomic::AtomicU64,
     alias: String,
     color: String,
     /// Peers we connected to: node id → address, for reconnecting channel peers.
@@ -469,6 +472,11 @@ impl Lightning {
             log.clone(),
             keys.clone(),
         ));
+        let fees_collected = deps
+            .store
+            .with(|c| Ok(forwards::fees_collected(c)?))
+            .await
+            .map_err(|e| format!("reading forwards: {e}"))?;
         let engine = Arc::new(Lightning {
             manager,
             monitor,
@@ -490,6 +498,7 @@ impl Lightning {
             held: Mutex::new(Default::default()),
             claimed: Mutex::new(Default::default()),
             hold_safety_blocks: deps.hold_safety_blocks,
+            fees_collected_msat: std::sync::atomic::AtomicU64::new(fees_collected),
             alias: deps.alias.clone(),
             color: deps.color.clone(),
             peer_addrs: Mutex::new(Default::default()),

@@ -38,6 +38,30 @@ pub struct ChainOutput {
 }
 
 impl Lightning {
+    /// The channel carrying an HTLC with `hash` (inbound or outbound), as a movement's
+    /// account; empty when nobody listens to `coin_movement` (the lookup is skipped).
+    pub(crate) fn htlc_account(&self, hash: &[u8; 32], inbound: bool) -> String {
+        if !self.plugins.has_subscriber("coin_movement") {
+            return String::new();
+        }
+        self.manager
+            .list_channels()
+            .into_iter()
+            .find(|c| {
+                if inbound {
+                    c.pending_inbound_htlcs
+                        .iter()
+                        .any(|h| h.payment_hash.0 == *hash)
+                } else {
+                    c.pending_outbound_htlcs
+                        .iter()
+                        .any(|h| h.payment_hash.0 == *hash)
+                }
+            })
+            .map(|c| hex(&c.channel_id.0))
+            .unwrap_or_else(|| "unknown".into())
+    }
+
     /// Numbers `m` and notifies it.
     pub(crate) async fn coin_movement(&self, m: Movement<'_>) {
         // Nobody listening: no numbering, no database write on the payment path.

@@ -1633,21 +1633,10 @@ impl Lightning {
                         ));
                         self.plugins.notify("sendpay_success", row.to_json(true));
                         self.sendpays_changed.send_modify(|v| *v += 1);
-                        let account = self
-                            .manager
-                            .list_channels()
-                            .into_iter()
-                            .find(|c| {
-                                c.pending_outbound_htlcs
-                                    .iter()
-                                    .any(|h| h.payment_hash.0 == hash)
-                            })
-                            .map(|c| hex(&c.channel_id.0))
-                            .unwrap_or_else(|| "unknown".into());
                         let fee = fee_paid_msat.unwrap_or(0);
                         self.coin_movement(super::movements::Movement {
                             kind: "channel_mvt",
-                            account,
+                            account: self.htlc_account(&hash, false),
                             credit_msat: 0,
                             debit_msat: row.amount_sent_msat,
                             tag: "invoice",

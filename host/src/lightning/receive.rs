@@ -102,17 +102,7 @@ impl Lightning {
             hex(&hash.0)
         ));
         self.invoice_paid(hash.0, amount_msat, pre).await;
-        let account = self
-            .manager
-            .list_channels()
-            .into_iter()
-            .find(|c| {
-                c.pending_inbound_htlcs
-                    .iter()
-                    .any(|h| h.payment_hash == hash)
-            })
-            .map(|c| hex(&c.channel_id.0))
-            .unwrap_or_else(|| "unknown".into());
+        let account = self.htlc_account(&hash.0, true);
         self.coin_movement(super::movements::Movement {
             kind: "channel_mvt",
             account,

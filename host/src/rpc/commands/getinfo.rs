@@ -39,18 +39,9 @@ fn run(ctx: Ctx, _p: Params) -> CommandFuture {
                     counts.2 += 1;
                 }
             }
-            fees_collected = n
-                .store
-                .with(|c| {
-                    Ok(c.query_row(
-                        "SELECT COALESCE(SUM(in_msat - out_msat), 0) FROM forwards WHERE status = 'settled'",
-                        [],
-                        |r| r.get::<_, i64>(0),
-                    )?)
-                })
-                .await
-                .unwrap_or(0)
-                .max(0) as u64;
+            fees_collected = l
+                .fees_collected_msat
+                .load(std::sync::atomic::Ordering::Relaxed);
         }
         let (features, num_peers, address) = match n.lightning.get() {
             Some(l) => {
