@@ -444,9 +444,25 @@ impl Lightning {
         deps.chain
             .add_listener("output_sweeper", sweeper.clone(), Some(sweeper_best));
 
+        let (custom_in, mut custom_rx) =
+            tokio::sync::mpsc::unbounded_channel::<(PublicKey, u16, String)>();
+        {
+            let plugins = deps.plugins.clone();
+            tokio::spawn(async move {
+                while let Some((from, ty, payload)) = custom_rx.recv().await {
+                    let p = json!({"peer_id": from.to_string(), "payload": payload});
+                    plugins.notify("custommsg", p.clone());
+                    let filter = json!(ty);
+                    let _ = plugins
+                        .run_hook(Hook::Custommsg, p, None, Some(&filter), None, None)
+                        .await;
+                }
+            });
+        }
         let watcher = Arc::new(PeerWatcher {
             engine: OnceLock::new(),
             outgoing: Mutex::new(vec![]),
+            custom_in,
             plugins: deps.plugins.clone(),
             log: deps.log.clone(),
             handle: tokio::runtime::Handle::current(),
@@ -868,6 +884,7 @@ impl SendOnlyMessageHandler for Outbox {}
 pub struct PeerWatcher {
     engine: OnceLock<Weak<Lightning>>,
     outgoing: Mutex<Vec<(PublicKey, CustomMsg)>>,
+    custom_in: tokio::sync::mpsc::UnboundedSender<(PublicKey, u16, String)>,
     plugins: Arc<PluginHost>,
     log: SourceLog,
     handle: tokio::runtime::Handle,
@@ -924,16 +941,8 @@ impl CustomMessageHandler for PeerWatcher {
     ) -> Result<(), LightningError> {
         let mut payload = msg.ty.to_be_bytes().to_vec();
         payload.extend_from_slice(&msg.body);
-        let payload = hex(&payload);
-        let plugins = self.plugins.clone();
-        self.handle.spawn(async move {
-            let p = json!({"peer_id": from.to_string(), "payload": payload});
-            plugins.notify("custommsg", p.clone());
-            let filter = json!(msg.ty);
-            let _ = plugins
-                .run_hook(Hook::Custommsg, p, None, Some(&filter), None, None)
-                .await;
-        });
+        // One queue, one consumer: plugins see a peer's messages in the order they came.
+        let _ = self.custom_in.send((from, msg.ty, hex(&payload)));
         Ok(())
     }
 
