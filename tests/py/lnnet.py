@@ -140,7 +140,12 @@ class Network:
                     other = next(x for x in self.nodes if x.id == peer)
                     n.rpc.disconnect(peer, force=True)
                     self.connect(n, other)
-        raise TimeoutError(f"{scid} never reached {n.name}'s gossip")
+        # What each node logged about this channel's gossip, to tell a lookup failure from a
+        # message never sent.
+        lines = [f"{x.name}: {line}" for x in self.nodes for line in x.log_lines()
+                 if scid in line or "gossip:" in line][-40:]
+        raise TimeoutError(f"{scid} never reached {n.name}'s gossip; gossip log lines:\n"
+                           + "\n".join(lines))
 
     def pay(self, payer, bolt11_or_inv, payee_id, amount_msat, wait=True, timeout=60):
         """getroute + sendpay (+ waitsendpay): CLN's low-level payment flow."""

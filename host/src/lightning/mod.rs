@@ -72,7 +72,7 @@ use crate::plugin::PluginHost;
 use fulgur_protocol::hooks::Hook;
 
 /// LDK's log lines, into ours under the `lightning` source.
-pub struct LdkLog(SourceLog);
+pub struct LdkLog(pub(crate) SourceLog);
 
 impl LdkLogger for LdkLog {
     fn log(&self, r: LdkRecord) {
@@ -315,8 +315,11 @@ impl Lightning {
             scorer.clone(),
             ProbabilisticScoringFeeParameters::default(),
         ));
-        let utxos: Arc<dyn UtxoLookup + Send + Sync> =
-            Arc::new(gossip::ChainUtxos::new(deps.chain.clone(), deps.network));
+        let utxos: Arc<dyn UtxoLookup + Send + Sync> = Arc::new(gossip::ChainUtxos::new(
+            deps.chain.clone(),
+            deps.network,
+            log.clone(),
+        ));
         let gossip: Arc<Gossip> =
             Arc::new(P2PGossipSync::new(graph.clone(), Some(utxos), log.clone()));
         let msg_router = Arc::new(DefaultMessageRouter::new(graph.clone(), keys.clone()));
