@@ -128,7 +128,10 @@ pub fn run(keep: bool) -> Result<()> {
         &format!("plugins running on carol: {}", names.join(", ")),
     )?;
 
-    say(&mut step, "Funding alice and bob, opening alice → bob → carol");
+    say(
+        &mut step,
+        "Funding alice and bob, opening alice → bob → carol",
+    );
     net.fund(ALICE, 1.0)?;
     net.fund(BOB, 1.0)?;
     let pairs = [(ALICE, BOB), (BOB, CAROL)];
@@ -137,7 +140,10 @@ pub fn run(keep: bool) -> Result<()> {
         net.fund_channel(BOB, CAROL, 2_000_000, 0)?,
     ];
     let scids = net.confirm_channels(&pairs, &txids)?;
-    ok(&format!("channels {} and {} are normal", scids[0], scids[1]));
+    ok(&format!(
+        "channels {} and {} are normal",
+        scids[0], scids[1]
+    ));
     net.wait_gossip(&scids)?;
     ok("alice's graph knows bob → carol (gossip)");
 
@@ -267,10 +273,7 @@ pub fn run(keep: bool) -> Result<()> {
                 "carol received nothing",
             )?;
             let settle = net.nodes[CAROL].call("settleholdinvoice", json!({"preimage": preimage}));
-            check(
-                settle.is_err(),
-                "settling the cancelled invoice is refused",
-            )?;
+            check(settle.is_err(), "settling the cancelled invoice is refused")?;
         }
     }
 

@@ -135,10 +135,7 @@ impl Chain {
 
     /// Mines `n` blocks to an address nobody can spend.
     pub fn mine(&self, n: u64) -> Result<()> {
-        self.call(
-            "generatetoaddress",
-            json!([n, BURN_ADDRESS]),
-        )?;
+        self.call("generatetoaddress", json!([n, BURN_ADDRESS]))?;
         Ok(())
     }
 }
