@@ -290,11 +290,18 @@ def test_pay_runs_alongside_a_held_payment(net):
     t = threading.Thread(target=run, daemon=True)
     t.start()
     wait_for(lambda: h in net.d.rpc.call("payrules-seen")["held"], what="HTLC held at D")
+    # A second pay of the same invoice waits for the first instead of paying again.
+    again = {}
+    t2 = threading.Thread(target=lambda: again.update(r=net.a.new_rpc().pay(held["bolt11"])),
+                          daemon=True)
+    t2.start()
     # While that pay waits: other commands answer, and another pay completes.
     t0 = time.time()
     assert net.a.rpc.getinfo()["id"] == net.a.id
     assert time.time() - t0 < 5
     assert listpays(net.a, payment_hash=h)[0]["status"] == "pending"
+    st = net.a.rpc.paystatus(held["bolt11"])["pay"][-1]
+    assert st["status"] == "pending" and st["attempts"][0]["state"] == "pending"
     other = net.b.rpc.invoice(4_000_000, "meanwhile", "meanwhile")
     assert pay(net.a, other["bolt11"])["status"] == "complete"
     assert t.is_alive()
@@ -302,5 +309,26 @@ def test_pay_runs_alongside_a_held_payment(net):
     t.join(60)
     assert "e" not in out, out.get("e")
     assert check("pay", out["r"])["status"] == "complete"
-    assert listpays(net.a, payment_hash=h)[0]["status"] == "complete"
+    t2.join(60)
+    assert again.get("r") == out["r"]
+    assert len(groups(net.a, h)) == 1
+    assert [p["status"] for p in listpays(net.a, payment_hash=h)] == ["complete"]
     assert {p["status"] for p in listpays(net.a)} <= {"complete", "failed"}
+
+
+def test_pay_learned_liquidity_survives_a_restart(net):
+    net.ln.restart(net.a)
+    # Channels come back once the peers reconnect.
+    for peer in (net.b, net.c):
+        net.ln.connect(net.a, peer)
+    wait_for(lambda: all(c["peer_connected"] and c["state"] == "CHANNELD_NORMAL"
+                         for c in net.a.rpc.listpeerchannels()["channels"]), what="peers back")
+    wait_for(lambda: any(c["short_channel_id"] == net.ce
+                         for c in net.a.rpc.listchannels()["channels"]), what="graph")
+    inv = net.e.rpc.invoice(20_000_000, "after-restart", "after restart")
+    r = pay(net.a, inv["bolt11"])
+    assert r["status"] == "complete"
+    assert net.a.is_in_log(r"loaded liquidity bounds of [1-9]")
+    # What was learned before the restart still steers around C–E: one part, no failure.
+    [parts] = groups(net.a, inv["payment_hash"]).values()
+    assert [p["status"] for p in parts] == ["complete"]

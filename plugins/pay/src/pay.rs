@@ -226,9 +226,14 @@ pub async fn pay(plugin: Plugin<Arc<State>>, params: Value) -> Result<Value, Rpc
     };
     crate::ensure_loaded(&plugin).await;
     let mut run = Run::new(&plugin, &req, &inv, amount, groupid);
+    run.publish("pending");
     let outcome = run.go(&rpc).await;
     crate::persist(&plugin).await;
-    run.publish(&outcome);
+    run.publish(if outcome.is_ok() {
+        "complete"
+    } else {
+        "failed"
+    });
     match outcome {
         Ok(()) => {
             let rows = sendpays(&rpc, &inv.payment_hash).await?;
@@ -447,11 +452,7 @@ impl<'a> Run<'a> {
     }
 
     /// Shows this payment in `paystatus`.
-    fn publish(&self, outcome: &Result<(), RpcError>) {
-        let status = match outcome {
-            Ok(()) => "complete",
-            Err(_) => "failed",
-        };
+    fn publish(&self, status: &str) {
         let entry = json!({
             "bolt11": self.req.bolt11,
             "payment_hash": self.inv.payment_hash,
@@ -510,15 +511,23 @@ impl<'a> Run<'a> {
                         RpcError::new(codes::PAY_STOPPED_RETRYING, "Too many attempts")
                     }));
                 } else {
-                    let local = rpc.call("listpeerchannels", json!({})).await?;
-                    graph.add_local(&our_id, &local);
-                    match self.plan(&graph, source, target, final_cltv, left) {
+                    let planned = match rpc.call("listpeerchannels", json!({})).await {
+                        Ok(local) => {
+                            graph.add_local(&our_id, &local);
+                            self.plan(&graph, source, target, final_cltv, left)
+                        }
+                        // Parts may be in flight: wait for them rather than leave them.
+                        Err(e) => Err(e.into()),
+                    };
+                    match planned {
                         Ok(routes) => {
+                            last_problem = None;
                             for r in routes {
                                 let partid = next_partid;
                                 next_partid += 1;
                                 self.send(rpc, r, partid, &mut waiters, &mut fatal).await;
                             }
+                            self.publish("pending");
                         }
                         Err(e) => last_problem = Some(e),
                     }
@@ -555,6 +564,7 @@ impl<'a> Run<'a> {
                 continue;
             };
             self.finish(partid, outcome, &mut fatal);
+            self.publish("pending");
         }
     }
 
