@@ -231,6 +231,24 @@ def test_pay_fee_limit(net):
     assert net.a.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"] == []
 
 
+def test_pay_exclude_leaves_no_route(net):
+    inv = net.d.rpc.invoice(1_000_000, "excluded", "excluded")
+    err = pay_error(net.a, inv["bolt11"], exclude=[net.b.id, net.c.id])
+    assert err["code"] == 205 and err["data"]["attempts"] == []
+    dirs = [f"{c['short_channel_id']}/{c['direction']}"
+            for c in net.a.rpc.listchannels()["channels"]
+            if c["short_channel_id"] in (net.bd, net.cd) and c["destination"] == net.d.id]
+    assert len(dirs) == 2
+    assert pay_error(net.a, inv["bolt11"], exclude=dirs)["code"] == 205
+    assert pay_error(net.a, inv["bolt11"], exclude=["nonsense"])["code"] == -32602
+    # Excluding one of the two ways in still pays, over the other.
+    r = pay(net.a, inv["bolt11"], exclude=[net.b.id])
+    assert r["status"] == "complete"
+    fw = [f for f in net.c.rpc.listforwards()["forwards"] if f["status"] == "settled"
+          and f["out_channel"] == net.cd and f["out_msat"] == 1_000_000]
+    assert fw
+
+
 def test_pay_expired_invoice(net):
     inv = net.d.rpc.invoice(1_000_000, "expired", "expired", expiry=1)
     time.sleep(2)

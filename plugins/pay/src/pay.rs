@@ -742,46 +742,149 @@ impl<'a> Run<'a> {
     }
 
     fn learn_failure(&mut self, e: &RpcError, hops: &[route::Hop], now: u64) {
-        let data = e.data.clone().unwrap_or(Value::Null);
-        let failcode = data.get("failcode").and_then(Value::as_u64).unwrap_or(0);
-        let Some(idx) = data
-            .get("erring_index")
-            .and_then(Value::as_u64)
-            .and_then(|i| usize::try_from(i).ok())
-        else {
-            return;
-        };
-        if failcode == MPP_TIMEOUT {
-            return;
-        }
-        let mut liq = crate::lock(&self.plugin.state().liquidity);
-        // Every channel before the failing node carried its amount.
-        for h in hops.iter().take(idx).skip(1) {
-            liq.carried(&h.key, h.amount_msat, now);
-        }
-        let Some(failed) = hops.get(idx) else {
-            // The destination refused without a permanent failure: stop using its last
-            // channel for this payment.
-            if let Some(last) = hops.last() {
-                self.excluded_chans.insert(last.key.clone());
-            }
-            return;
-        };
-        let erring_node = data
-            .get("erring_node")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if failcode & NODE != 0
-            && idx > 0
-            && let Some(n) = erring_node.filter(|n| *n != self.inv.destination)
+        let l = lesson(
+            e.data.as_ref().unwrap_or(&Value::Null),
+            hops,
+            &self.inv.destination,
+        );
         {
+            let mut liq = crate::lock(&self.plugin.state().liquidity);
+            for (k, amount) in &l.carried {
+                liq.carried(k, *amount, now);
+            }
+            if let Some((k, amount)) = &l.short {
+                liq.failed(k, *amount, now);
+            }
+        }
+        if let Some(k) = l.exclude_chan {
+            self.excluded_chans.insert(k);
+        }
+        if let Some(n) = l.exclude_node {
             self.excluded_nodes.insert(n);
-            return;
         }
-        if failcode == TEMPORARY_CHANNEL_FAILURE && idx > 0 {
-            liq.failed(&failed.key, failed.amount_msat, now);
-        } else {
-            self.excluded_chans.insert(failed.key.clone());
-        }
+    }
+}
+
+/// What a part that failed along the way teaches.
+#[derive(Debug, Default, PartialEq)]
+struct Lesson {
+    /// Channels that carried their amount (before the failing node).
+    carried: Vec<(ChanKey, u64)>,
+    /// A channel that lacked the liquidity for this amount.
+    short: Option<(ChanKey, u64)>,
+    /// A channel to leave out for the rest of the payment.
+    exclude_chan: Option<ChanKey>,
+    /// A node to leave out for the rest of the payment.
+    exclude_node: Option<String>,
+}
+
+/// Reads `waitsendpay`'s failure `data` (erring_index, erring_node, failcode) against the
+/// part's `hops`. Node `i` (0 = us) forwards over `hops[i]`.
+fn lesson(data: &Value, hops: &[route::Hop], destination: &str) -> Lesson {
+    let mut l = Lesson::default();
+    let failcode = data.get("failcode").and_then(Value::as_u64).unwrap_or(0);
+    let Some(idx) = data
+        .get("erring_index")
+        .and_then(Value::as_u64)
+        .and_then(|i| usize::try_from(i).ok())
+    else {
+        return l;
+    };
+    if failcode == MPP_TIMEOUT {
+        return l;
+    }
+    // Every channel before the failing node (but our own, known exactly) carried its amount.
+    l.carried = hops
+        .iter()
+        .take(idx)
+        .skip(1)
+        .map(|h| (h.key.clone(), h.amount_msat))
+        .collect();
+    let Some(failed) = hops.get(idx) else {
+        // The destination refused without a permanent failure: stop using its last channel
+        // for this payment.
+        l.exclude_chan = hops.last().map(|h| h.key.clone());
+        return l;
+    };
+    let erring_node = data.get("erring_node").and_then(Value::as_str);
+    if failcode & NODE != 0
+        && idx > 0
+        && let Some(n) = erring_node.filter(|n| *n != destination)
+    {
+        l.exclude_node = Some(n.to_string());
+        return l;
+    }
+    if failcode == TEMPORARY_CHANNEL_FAILURE && idx > 0 {
+        l.short = Some((failed.key.clone(), failed.amount_msat));
+    } else {
+        l.exclude_chan = Some(failed.key.clone());
+    }
+    l
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hops() -> Vec<route::Hop> {
+        ["1x1x0", "2x2x0", "3x3x0"]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| route::Hop {
+                id: format!("n{}", i + 1),
+                key: ChanKey::new(s, 0),
+                amount_msat: 3000 - i as u64 * 1000,
+                delay: 30 - i as u32 * 10,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn temporary_channel_failure_caps_that_channel_and_floors_the_ones_before() {
+        let l = lesson(
+            &json!({"erring_index": 2, "failcode": 0x1007, "erring_node": "n2"}),
+            &hops(),
+            "n3",
+        );
+        assert_eq!(l.carried, vec![(ChanKey::new("2x2x0", 0), 2000)]);
+        assert_eq!(l.short, Some((ChanKey::new("3x3x0", 0), 1000)));
+        assert_eq!(l.exclude_chan, None);
+    }
+
+    #[test]
+    fn other_failures_exclude_a_channel_or_node() {
+        let perm = lesson(
+            &json!({"erring_index": 1, "failcode": 0x4008}),
+            &hops(),
+            "n3",
+        );
+        assert_eq!(perm.exclude_chan, Some(ChanKey::new("2x2x0", 0)));
+        assert_eq!(perm.short, None);
+        let node = lesson(
+            &json!({"erring_index": 1, "failcode": 0x2002, "erring_node": "n1"}),
+            &hops(),
+            "n3",
+        );
+        assert_eq!(node.exclude_node.as_deref(), Some("n1"));
+        // Our own first channel refusing is not a liquidity lesson.
+        let local = lesson(
+            &json!({"erring_index": 0, "failcode": 0x1007}),
+            &hops(),
+            "n3",
+        );
+        assert_eq!(local.exclude_chan, Some(ChanKey::new("1x1x0", 0)));
+        let dest = lesson(
+            &json!({"erring_index": 3, "failcode": 0x2002, "erring_node": "n3"}),
+            &hops(),
+            "n3",
+        );
+        assert_eq!(dest.exclude_chan, Some(ChanKey::new("3x3x0", 0)));
+        assert_eq!(dest.exclude_node, None);
+        assert_eq!(dest.carried.len(), 2);
+        assert_eq!(
+            lesson(&json!({"erring_index": 2, "failcode": 23}), &hops(), "n3"),
+            Lesson::default()
+        );
+        assert_eq!(lesson(&json!({}), &hops(), "n3"), Lesson::default());
     }
 }
