@@ -226,6 +226,9 @@ def test_pay_fee_limit(net):
     assert err["data"]["fee"] > 1
     err = pay_error(net.a, inv["bolt11"], maxfeepercent=0, exemptfee=0)
     assert err["code"] == 206
+    # A delay limit below what the route needs is "too expensive" too, as in CLN.
+    err = pay_error(net.a, inv["bolt11"], maxdelay=5)
+    assert err["code"] == 206 and err["data"]["delay"] > 5
     err = pay_error(net.a, inv["bolt11"], maxfee=1, maxfeepercent=1)
     assert err["code"] == -32602
     assert net.a.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"] == []

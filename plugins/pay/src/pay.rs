@@ -623,8 +623,9 @@ impl<'a> Run<'a> {
             NoRoute::TooExpensive { fee, delay } => RpcError::new(
                 codes::PAY_ROUTE_TOO_EXPENSIVE,
                 format!(
-                    "Fee exceeds our fee budget: {fee}msat > {}msat",
-                    self.fee_limit.saturating_sub(self.fees_committed())
+                    "Route too expensive: the cheapest has fee {fee}msat (budget {}msat) and delay {delay} (maxdelay {})",
+                    self.fee_limit.saturating_sub(self.fees_committed()),
+                    self.req.maxdelay
                 ),
             )
             .with_data(json!({

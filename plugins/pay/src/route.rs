@@ -583,22 +583,27 @@ fn search(g: &Graph, q: &Query<'_>, fee_cap: Option<u64>) -> Option<Route> {
     })
 }
 
-/// The best route for `q`, or why there is none.
+/// The best route for `q`, or why there is none: [`NoRoute::TooExpensive`] when a route
+/// exists but only above the fee limit or `max_delay`.
 pub fn find_route(g: &Graph, q: &Query<'_>) -> Result<Route, NoRoute> {
     if let Some(r) = search(g, q, q.max_fee) {
         return Ok(r);
     }
-    let Some(cap) = q.max_fee else {
-        return Err(NoRoute::Unreachable);
-    };
     let cheap = Query {
         fee_only: true,
         ..q.clone()
     };
-    if let Some(r) = search(g, &cheap, Some(cap)) {
+    if q.max_fee.is_some()
+        && let Some(r) = search(g, &cheap, q.max_fee)
+    {
         return Ok(r);
     }
-    match search(g, &cheap, None) {
+    let unbounded = Query {
+        max_delay: u32::MAX,
+        ..cheap
+    };
+    match search(g, &unbounded, None) {
+        Some(r) if q.max_fee.is_none_or(|m| r.fee() <= m) && r.delay() <= q.max_delay => Ok(r),
         Some(r) => Err(NoRoute::TooExpensive {
             fee: r.fee(),
             delay: r.delay(),
@@ -717,6 +722,7 @@ mod tests {
     struct Ctx {
         ex_c: HashSet<ChanKey>,
         ex_n: HashSet<String>,
+        ex_c_nodes_all: HashSet<String>,
         res: HashMap<ChanKey, u64>,
         liq: Liquidity,
     }
@@ -726,6 +732,7 @@ mod tests {
             Ctx {
                 ex_c: HashSet::new(),
                 ex_n: HashSet::new(),
+                ex_c_nodes_all: [B, C].iter().map(|s| s.to_string()).collect(),
                 res: HashMap::new(),
                 liq: Liquidity::default(),
             }
@@ -819,6 +826,14 @@ mod tests {
         assert_eq!(find_route(&g, &q).expect("route").fee(), 1100);
         q.max_fee = None;
         q.max_delay = 25;
+        assert_eq!(
+            find_route(&g, &q),
+            Err(NoRoute::TooExpensive {
+                fee: 1100,
+                delay: 26
+            })
+        );
+        q.excluded_nodes = &ctx.ex_c_nodes_all;
         assert_eq!(find_route(&g, &q), Err(NoRoute::Unreachable));
     }
 
