@@ -1,13 +1,190 @@
-//! Built-in placeholder for the `pay` plugin: paying BOLT11 invoices (route finding, retries, MPP) through the node's sendpay/waitsendpay.
+//! Built-in `pay` plugin: pays BOLT 11 invoices through the node's `sendpay`/`waitsendpay`,
+//! finding routes itself, splitting payments into parts when one path is not enough, and
+//! learning channel liquidity from every attempt (kept in the datastore across restarts).
+//! Also serves `listpays` and `paystatus`. See `docs/PAY.md`.
 //!
-//! Its own issue will fill it in. Until then it is a minimal valid plugin so that `fulgurd`
-//! can load it as a built-in: an empty manifest (no options, methods or hooks) with
-//! `dynamic: true`, an answer to `init`, and a clean exit when the node closes stdin.
+//! Methods: `pay` (CLN's parameters and errors), `listpays [bolt11] [payment_hash] [status]`,
+//! `paystatus [bolt11]`.
+
+mod liquidity;
+mod listpays;
+mod params;
+mod pay;
+mod route;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use fulgur_plugin_sdk::{Builder, Plugin, RpcError, RpcMethod};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::liquidity::Liquidity;
+
+/// Datastore key of the learned liquidity.
+const DATASTORE_KEY: [&str; 2] = ["pay", "liquidity"];
+/// How many finished payments `paystatus` remembers.
+pub(crate) const MAX_STATUS_ENTRIES: usize = 1000;
+
+/// Shared by all requests; every lock is held only for a few statements, never across an
+/// await.
+#[derive(Default)]
+pub(crate) struct State {
+    /// What has been learned about channel liquidity.
+    pub liquidity: Mutex<Liquidity>,
+    /// Whether the datastore copy has been read.
+    loaded: AtomicBool,
+    /// Payment hashes being paid by a `pay` call, with a wake-up for the next caller.
+    pub turns: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// `paystatus` entries, oldest first.
+    pub status: Mutex<Vec<Value>>,
+}
+
+/// Locks `m`, recovering the data if a panic poisoned it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads the learned liquidity from the datastore, once.
+pub(crate) async fn ensure_loaded(plugin: &Plugin<Arc<State>>) {
+    let state = plugin.state();
+    if state.loaded.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    match plugin
+        .rpc()
+        .call("listdatastore", json!({"key": DATASTORE_KEY}))
+        .await
+    {
+        Ok(v) => {
+            let text = v
+                .pointer("/datastore/0/string")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if text.is_empty() {
+                return;
+            }
+            match serde_json::from_str::<Value>(text) {
+                Ok(stored) => {
+                    let n = lock(&state.liquidity).merge_json(&stored);
+                    plugin.info(format!("loaded liquidity bounds of {n} channel directions"));
+                }
+                Err(e) => plugin.warn(format!("ignoring unreadable stored liquidity: {e}")),
+            }
+        }
+        Err(e) => {
+            plugin.warn(format!("cannot read stored liquidity: {e}"));
+            state.loaded.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Writes the learned liquidity to the datastore.
+pub(crate) async fn persist(plugin: &Plugin<Arc<State>>) {
+    let text = {
+        let mut liq = lock(&plugin.state().liquidity);
+        liq.prune(pay::unix_now());
+        plugin.debug(format!(
+            "storing liquidity bounds of {} channel directions",
+            liq.len()
+        ));
+        liq.to_json().to_string()
+    };
+    let r = plugin
+        .rpc()
+        .call(
+            "datastore",
+            json!({"key": DATASTORE_KEY, "string": text, "mode": "create-or-replace"}),
+        )
+        .await;
+    if let Err(e) = r {
+        plugin.warn(format!("cannot store liquidity: {e}"));
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListpaysParams {
+    bolt11: Option<String>,
+    payment_hash: Option<String>,
+    status: Option<String>,
+}
+
+async fn listpays_cmd(plugin: Plugin<Arc<State>>, p: ListpaysParams) -> Result<Value, RpcError> {
+    if let Some(s) = p.status.as_deref()
+        && !matches!(s, "pending" | "complete" | "failed")
+    {
+        return Err(RpcError::invalid_params(format!(
+            "status: should be pending, complete or failed: invalid token '{s}'"
+        )));
+    }
+    let mut q = json!({});
+    if let Some(b) = &p.bolt11 {
+        q["bolt11"] = json!(b);
+    }
+    if let Some(h) = &p.payment_hash {
+        q["payment_hash"] = json!(h);
+    }
+    let v = plugin.rpc().call("listsendpays", q).await?;
+    let rows = v
+        .get("payments")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    Ok(listpays::listpays(&rows, p.status.as_deref()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaystatusParams {
+    bolt11: Option<String>,
+}
+
+async fn paystatus_cmd(plugin: Plugin<Arc<State>>, p: PaystatusParams) -> Result<Value, RpcError> {
+    let all = lock(&plugin.state().status);
+    let pays: Vec<Value> = all
+        .iter()
+        .filter(|e| {
+            p.bolt11
+                .as_deref()
+                .is_none_or(|b| e.get("bolt11").and_then(Value::as_str) == Some(b))
+        })
+        .cloned()
+        .collect();
+    Ok(json!({ "pay": pays }))
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), fulgur_plugin_sdk::RunError> {
-    fulgur_plugin_sdk::Builder::<()>::new()
+    Builder::<Arc<State>>::new()
         .dynamic(true)
-        .run(())
+        .rpcmethod(
+            RpcMethod::new("pay", pay::pay)
+                .usage(params::PAY_USAGE)
+                .description("Send payment specified by {bolt11}")
+                .long_description(
+                    "Pays a BOLT 11 invoice: finds routes (learning channel liquidity from \
+                     every attempt), splits the amount into parts when needed, and retries \
+                     for up to {retry_for} seconds within {maxfeepercent}/{exemptfee} or \
+                     {maxfee}. See docs/PAY.md.",
+                ),
+        )
+        .rpcmethod(
+            RpcMethod::typed("listpays", "[bolt11] [payment_hash] [status]", listpays_cmd)
+                .description("List result of payment {bolt11} or {payment_hash}, or all")
+                .long_description(
+                    "One entry per payment attempt (payment hash and group), from listsendpays, \
+                     optionally only those with {status} (pending, complete or failed).",
+                ),
+        )
+        .rpcmethod(
+            RpcMethod::typed("paystatus", "[bolt11]", paystatus_cmd)
+                .description("Detail status of attempts to pay {bolt11}, or all")
+                .long_description(
+                    "The parts each pay call of this run sent, their routes and outcomes.",
+                ),
+        )
+        .run(Arc::new(State::default()))
         .await
 }

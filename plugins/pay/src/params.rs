@@ -1,0 +1,303 @@
+//! `pay`'s parameters, by name or in CLN's positional order, checked into [`PayRequest`]:
+//! amounts in any of CLN's msat forms, `maxfee` exclusive with `maxfeepercent`/`exemptfee`,
+//! `exclude` entries as channel directions or node ids.
+
+use std::collections::HashSet;
+
+use fulgur_plugin_sdk::RpcError;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::liquidity::ChanKey;
+
+/// CLN's positional order for `pay`.
+pub const PAY_USAGE: &str = "bolt11 [amount_msat] [label] [riskfactor] [maxfeepercent] [retry_for] [maxdelay] [exemptfee] [localinvreqid] [exclude] [maxfee] [description] [partial_msat]";
+
+/// CLN's default `max-locktime-blocks`, used when `maxdelay` is not given.
+pub const DEFAULT_MAX_DELAY: u32 = 2016;
+
+/// A millisatoshi amount: a number, or a string with `msat`, `sat` or `btc`.
+pub fn parse_msat(v: &Value) -> Result<u64, String> {
+    if let Some(n) = v.as_u64() {
+        return Ok(n);
+    }
+    let Some(s) = v.as_str() else {
+        return Err(format!("not an amount: {v}"));
+    };
+    let bad = || format!("not an amount: {s}");
+    if let Some(n) = s.strip_suffix("msat") {
+        return n.parse::<u64>().map_err(|_| bad());
+    }
+    if let Some(n) = s.strip_suffix("sat") {
+        return match n.split_once('.') {
+            None => n
+                .parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(1000))
+                .ok_or_else(bad),
+            Some((whole, frac)) if frac.len() == 3 && frac.bytes().all(|b| b.is_ascii_digit()) => {
+                let w = whole.parse::<u64>().map_err(|_| bad())?;
+                let f = frac.parse::<u64>().map_err(|_| bad())?;
+                w.checked_mul(1000)
+                    .and_then(|w| w.checked_add(f))
+                    .ok_or_else(bad)
+            }
+            Some(_) => Err(bad()),
+        };
+    }
+    if let Some(n) = s.strip_suffix("btc") {
+        let (whole, frac) = n.split_once('.').unwrap_or((n, ""));
+        if frac.len() > 11 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let w = whole.parse::<u64>().map_err(|_| bad())?;
+        let padded = format!("{frac:0<11}");
+        let f = padded.parse::<u64>().map_err(|_| bad())?;
+        return w
+            .checked_mul(100_000_000_000)
+            .and_then(|w| w.checked_add(f))
+            .ok_or_else(bad);
+    }
+    s.parse::<u64>().map_err(|_| bad())
+}
+
+/// The raw params, as the caller sent them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPay {
+    #[serde(alias = "invstring")]
+    bolt11: String,
+    amount_msat: Option<Value>,
+    label: Option<String>,
+    riskfactor: Option<f64>,
+    maxfeepercent: Option<f64>,
+    retry_for: Option<u64>,
+    maxdelay: Option<u32>,
+    exemptfee: Option<Value>,
+    localinvreqid: Option<String>,
+    exclude: Option<Vec<String>>,
+    maxfee: Option<Value>,
+    description: Option<String>,
+    partial_msat: Option<Value>,
+}
+
+/// How the fee is limited.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FeeLimit {
+    /// `maxfee`: an absolute limit.
+    Absolute(u64),
+    /// `maxfeepercent` of the amount, but fees up to `exempt` msat are always fine.
+    Percent {
+        /// Percent of the amount.
+        percent: f64,
+        /// `exemptfee`.
+        exempt: u64,
+    },
+}
+
+impl FeeLimit {
+    /// The fee allowed for delivering `amount`.
+    pub fn for_amount(&self, amount: u64) -> u64 {
+        match *self {
+            FeeLimit::Absolute(m) => m,
+            FeeLimit::Percent { percent, exempt } => {
+                let pct = (amount as f64 * percent / 100.0).floor();
+                let pct = if pct.is_finite() && pct > 0.0 {
+                    pct.min(u64::MAX as f64) as u64
+                } else {
+                    0
+                };
+                pct.max(exempt)
+            }
+        }
+    }
+}
+
+/// A checked `pay` request.
+#[derive(Debug, Clone)]
+pub struct PayRequest {
+    /// The invoice.
+    pub bolt11: String,
+    /// `amount_msat`, for invoices without an amount.
+    pub amount_msat: Option<u64>,
+    /// Label for the sendpay records.
+    pub label: Option<String>,
+    /// CLN's riskfactor (yearly percent cost of locked funds).
+    pub riskfactor: f64,
+    /// Fee limit.
+    pub fee_limit: FeeLimit,
+    /// Seconds to keep trying.
+    pub retry_for: u64,
+    /// Largest total CLTV delay.
+    pub maxdelay: u32,
+    /// Channel directions not to use.
+    pub exclude_chans: HashSet<ChanKey>,
+    /// Nodes not to route through.
+    pub exclude_nodes: HashSet<String>,
+    /// Description for invoices that carry only its hash.
+    pub description: Option<String>,
+}
+
+fn is_node_id(s: &str) -> bool {
+    s.len() == 66
+        && (s.starts_with("02") || s.starts_with("03"))
+        && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn msat_param(name: &str, v: Option<Value>) -> Result<Option<u64>, RpcError> {
+    v.map(|v| {
+        parse_msat(&v).map_err(|_| {
+            RpcError::invalid_params(format!(
+                "{name}: should be a millisatoshi amount: invalid token '{v}'"
+            ))
+        })
+    })
+    .transpose()
+}
+
+/// Binds and checks `pay`'s params.
+pub fn pay_request(params: &Value) -> Result<PayRequest, RpcError> {
+    let names: Vec<String> = fulgur_plugin_sdk::usage_names(PAY_USAGE);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let raw: RawPay = fulgur_plugin_sdk::bind(params, &names)?;
+    if raw.localinvreqid.is_some() {
+        return Err(RpcError::invalid_params(
+            "localinvreqid: BOLT 12 payments are not supported",
+        ));
+    }
+    if raw.partial_msat.is_some() {
+        return Err(RpcError::invalid_params(
+            "partial_msat: paying part of an invoice is not supported",
+        ));
+    }
+    let amount_msat = msat_param("amount_msat", raw.amount_msat)?;
+    if amount_msat == Some(0) {
+        return Err(RpcError::invalid_params(
+            "amount_msat: must be positive: invalid token '0'",
+        ));
+    }
+    let exemptfee = msat_param("exemptfee", raw.exemptfee)?;
+    let maxfee = msat_param("maxfee", raw.maxfee)?;
+    let fee_limit = match maxfee {
+        Some(m) => {
+            if raw.maxfeepercent.is_some() || exemptfee.is_some() {
+                return Err(RpcError::invalid_params(
+                    "maxfee: Cannot specify maxfee with maxfeepercent or exemptfee",
+                ));
+            }
+            FeeLimit::Absolute(m)
+        }
+        None => {
+            let percent = raw.maxfeepercent.unwrap_or(0.5);
+            if !percent.is_finite() || percent < 0.0 {
+                return Err(RpcError::invalid_params(format!(
+                    "maxfeepercent: should be a non-negative number: invalid token '{percent}'"
+                )));
+            }
+            FeeLimit::Percent {
+                percent,
+                exempt: exemptfee.unwrap_or(5000),
+            }
+        }
+    };
+    let riskfactor = raw.riskfactor.unwrap_or(10.0);
+    if !riskfactor.is_finite() || riskfactor < 0.0 {
+        return Err(RpcError::invalid_params(format!(
+            "riskfactor: should be a non-negative number: invalid token '{riskfactor}'"
+        )));
+    }
+    let mut exclude_chans = HashSet::new();
+    let mut exclude_nodes = HashSet::new();
+    for e in raw.exclude.unwrap_or_default() {
+        if let Some(k) = ChanKey::parse(&e) {
+            exclude_chans.insert(k);
+        } else if is_node_id(&e) {
+            exclude_nodes.insert(e.to_ascii_lowercase());
+        } else {
+            return Err(RpcError::invalid_params(format!(
+                "exclude: should be a short_channel_id/direction or a node id: invalid token '{e}'"
+            )));
+        }
+    }
+    Ok(PayRequest {
+        bolt11: raw.bolt11,
+        amount_msat,
+        label: raw.label,
+        riskfactor,
+        fee_limit,
+        retry_for: raw.retry_for.unwrap_or(60),
+        maxdelay: raw.maxdelay.unwrap_or(DEFAULT_MAX_DELAY),
+        exclude_chans,
+        exclude_nodes,
+        description: raw.description,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ID: &str = "02eec7245d6b7d2ccb30380bfbe2a3648cd7a942653f5aa340edcea1f283686619";
+
+    #[test]
+    fn amounts_in_clns_forms() {
+        assert_eq!(parse_msat(&json!(5)), Ok(5));
+        assert_eq!(parse_msat(&json!("5msat")), Ok(5));
+        assert_eq!(parse_msat(&json!("5sat")), Ok(5000));
+        assert_eq!(parse_msat(&json!("5.123sat")), Ok(5123));
+        assert_eq!(parse_msat(&json!("0.001btc")), Ok(100_000_000));
+        assert_eq!(parse_msat(&json!("7")), Ok(7));
+        for bad in [
+            json!("5.1sat"),
+            json!(-1),
+            json!("x"),
+            json!(1.5),
+            json!(null),
+        ] {
+            assert!(parse_msat(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn named_and_positional_with_defaults() {
+        let r = pay_request(&json!({"bolt11": "lnbc1"})).expect("named");
+        assert_eq!(r.retry_for, 60);
+        assert_eq!(r.maxdelay, DEFAULT_MAX_DELAY);
+        assert_eq!(
+            r.fee_limit,
+            FeeLimit::Percent {
+                percent: 0.5,
+                exempt: 5000
+            }
+        );
+        let r = pay_request(&json!(["lnbc1", "1000sat", "lbl", 1, 2.0, 5])).expect("positional");
+        assert_eq!(r.amount_msat, Some(1_000_000));
+        assert_eq!(r.label.as_deref(), Some("lbl"));
+        assert_eq!(r.retry_for, 5);
+        assert_eq!(r.fee_limit.for_amount(1_000_000), 20_000);
+        assert_eq!(r.fee_limit.for_amount(1000), 5000);
+        let r = pay_request(&json!({"bolt11": "x", "maxfee": 7, "exclude": ["1x2x3/1", ID]}))
+            .expect("maxfee");
+        assert_eq!(r.fee_limit.for_amount(1 << 40), 7);
+        assert!(r.exclude_chans.contains(&ChanKey::new("1x2x3", 1)));
+        assert!(r.exclude_nodes.contains(ID));
+    }
+
+    #[test]
+    fn refuses_what_cln_refuses() {
+        for bad in [
+            json!({}),
+            json!({"bolt11": "x", "maxfee": 1, "maxfeepercent": 1}),
+            json!({"bolt11": "x", "maxfee": 1, "exemptfee": 1}),
+            json!({"bolt11": "x", "exclude": ["nope"]}),
+            json!({"bolt11": "x", "bogus": 1}),
+            json!({"bolt11": "x", "amount_msat": 0}),
+            json!({"bolt11": "x", "riskfactor": -1}),
+            json!({"bolt11": "x", "partial_msat": 1}),
+        ] {
+            let e = pay_request(&bad).expect_err("refused");
+            assert_eq!(e.code, -32602, "{bad}");
+        }
+    }
+}
