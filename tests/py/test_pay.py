@@ -3,7 +3,7 @@ once: the tests run in file order and each leaves the liquidity it used spent).
 
     A ──1M── B ──600k── D (payee, pay_rules plugin)
     │        │ ╲──300k── E
-    │        ╰──300k (unannounced)── G
+    │        ╰──300k (private)── G
     ╰──1M── C ──600k── D
             C ──1M (opened by E: C has nothing to send)── E
 
@@ -77,21 +77,19 @@ def net():
                                   if o["status"] == "confirmed"]) >= k, what="coins")
         opens = [(n.a, n.b, 1_000_000, True), (n.a, n.c, 1_000_000, True),
                  (n.b, n.d, 600_000, True), (n.c, n.d, 600_000, True),
-                 (n.e, n.c, 1_000_000, True), (n.b, n.e, 300_000, True)]
+                 (n.e, n.c, 1_000_000, True), (n.b, n.e, 300_000, True),
+                 # Private: A learns of it only from G's route hints.
+                 (n.b, n.g, 300_000, False)]
 
-        def fund(x, y, sat):
+        def fund(x, y, sat, public):
             ln.connect(x, y)
-            r = x.rpc.fundchannel(y.id, sat)
+            r = x.rpc.fundchannel(y.id, sat, announce=public)
             wait_for(lambda: r["txid"] in chain.call("getrawmempool"), what="funding tx")
         for x, y, sat, public in opens:
-            fund(x, y, sat)
-        ln.mine(6)
-        # B–G gets 3 confirmations: usable (minimum depth 3) but not announced (6), so A
-        # learns of it only from G's route hints. (A private channel cannot be opened
-        # between two fulgurd nodes: they refuse inbound channels whose announcement
-        # preference differs from theirs.)
-        fund(n.b, n.g, 300_000)
-        ln.mine(3)
+            fund(x, y, sat, public)
+        # Seven blocks: announced, and old enough that invoices carry no route hints for
+        # public channels (LDK adds them below 7 confirmations).
+        ln.mine(7)
 
         def scid(x, y):
             def normal():
@@ -154,7 +152,7 @@ def test_pay_through_private_channel_from_route_hints(net):
                 if c["short_channel_id"] == net.bg]
     inv = net.g.rpc.invoice(20_000_000, "hinted", "private", exposeprivatechannels=True)
     hints = net.a.rpc.decode(inv["bolt11"]).get("routes")
-    # The hint names B and (the channel not being announced) G's alias for it.
+    # The hint names B and (the channel being private) G's alias for it.
     assert hints and hints[0][-1]["pubkey"] == net.b.id
     hint_scid = hints[0][-1]["short_channel_id"]
     r = pay(net.a, inv["bolt11"])
@@ -167,12 +165,11 @@ def test_pay_through_private_channel_from_route_hints(net):
 
 
 def test_pay_splits_when_no_single_path_carries_it(net):
-    # Channels take HTLCs of at most a fraction of their capacity (htlc_maximum_msat, the
-    # in-flight limit): 1.5 times what B–D or C–D take needs both paths.
-    hmax = max(c["htlc_maximum_msat"] for c in net.a.rpc.listchannels()["channels"]
-               if c["short_channel_id"] in (net.bd, net.cd))
-    amount = hmax * 3 // 2
-    assert amount < 400_000_000
+    # More than either of D's channels (600k sat each) can carry: both paths are needed.
+    caps = [c["amount_msat"] for c in net.a.rpc.listchannels()["channels"]
+            if c["short_channel_id"] in (net.bd, net.cd)]
+    amount = 700_000_000
+    assert caps and all(amount > cap for cap in caps)
     inv = net.d.rpc.invoice(amount, "mpp", "needs parts")
     r = pay(net.a, inv["bolt11"])
     assert r["status"] == "complete" and r["parts"] >= 2

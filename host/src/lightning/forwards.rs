@@ -180,6 +180,17 @@ impl Lightning {
     }
 
     /// An HTLC to forward arrived (status `offered`).
+    /// The channel's real short channel id when `scid` is one of its aliases (an onion
+    /// built from an invoice's route hint names the alias); `scid` itself otherwise.
+    pub(crate) fn public_scid(&self, scid: u64) -> u64 {
+        self.manager
+            .list_channels()
+            .into_iter()
+            .find(|c| c.outbound_scid_alias == Some(scid) || c.inbound_scid_alias == Some(scid))
+            .and_then(|c| c.short_channel_id)
+            .unwrap_or(scid)
+    }
+
     pub(crate) async fn forward_offered(
         &self,
         hash: &PaymentHash,
@@ -192,7 +203,7 @@ impl Lightning {
             scid_string(part.0),
             part.1 as i64,
             part.2 as i64,
-            scid_string(next_scid),
+            scid_string(self.public_scid(next_scid)),
         );
         let r = self
             .store

@@ -821,6 +821,15 @@ pub fn user_config(max_concurrent_htlcs: u16) -> UserConfig {
     c.channel_handshake_config.minimum_depth = 3;
     // Every forward passes the `htlc_accepted` hook (LDK 0.3's all-HTLC interception).
     c.htlc_interception_flags = lightning::util::config::HTLCInterceptionFlags::AllValidHTLCs as u8;
+    // The opener chooses whether a channel is announced (`fundchannel announce=false`), as
+    // in CLN; LDK's default refuses an inbound channel whose preference differs from ours.
+    c.channel_handshake_limits
+        .force_announced_channel_preference = false;
+    // A peer may use the whole channel for HTLCs in flight to us, as with CLN (whose
+    // `max_htlc_value_in_flight_msat` is unlimited); LDK's default of 25 % for announced
+    // channels would stop a 1 M sat channel from receiving one 300 k sat payment.
+    c.channel_handshake_config
+        .announced_channel_max_inbound_htlc_value_in_flight_percentage = 100;
     // Route through private channels too, as CLN does.
     c.accept_forwards_to_priv_channels = true;
     c
