@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ HOLD_BIN = FULGURD.parent / "htlc-hold"
 
 # Error codes of htlc-hold (docs/HOLD.md).
 NOT_FOUND, DUPLICATE, WRONG_PREIMAGE, ALREADY_CANCELLED = 2301, 2302, 2303, 2304
-ALREADY_SETTLED, NOT_ACCEPTED, WAIT_TIMEOUT = 2305, 2306, 2308
+ALREADY_SETTLED, NOT_ACCEPTED, NOT_ATTACHED, WAIT_TIMEOUT = 2305, 2306, 2307, 2308
 INCORRECT_DETAILS = 16399  # 0x400F
 
 
@@ -276,6 +277,18 @@ def test_hold_survives_kill_and_restart(net):
     assert listed(m, h)["state"] == "SETTLED"
 
 
+def test_expired_unpaid_invoice_is_cancelled(net):
+    m, ln = net.m, net.ln
+    _, h, inv = hold(m, 5_000, expiry=1)
+    assert listed(m, h)["state"] == "UNPAID"
+    time.sleep(1.5)
+    assert listed(m, h)["expired"] is True
+    ln.mine(1)  # the plugin sweeps on every block (and every 15 s)
+    got = wait_state(m, h, "CANCELLED")
+    assert got["cancel_reason"] == "expired unpaid"
+    assert "settle_deadline_blockheight" not in got
+
+
 def test_auto_cancel_before_the_core_deadline(net):
     a, m, ln = net.a, net.m, net.ln
     pre, h, inv = hold(m, 40_000, cltv=60)
@@ -308,9 +321,13 @@ def test_hold_survives_plugin_restart(net):
     m.rpc.plugin_stop("htlc-hold")
     m.rpc.plugin_start(str(HOLD_BIN))
     assert listed(m, h)["state"] == "ACCEPTED"
-    # Either waits for the re-offered part or fails with a clear error; never cancels.
+    # Settle right after the restart: it waits (bounded) for the re-offered part; if the
+    # part does not come back it is a clear, retryable error, never a cancel.
     try:
-        m.rpc.call("settleholdinvoice", [pre])
-    finally:
-        assert listed(m, h)["state"] in ("ACCEPTED", "SETTLED")
+        done = m.rpc.call("settleholdinvoice", [pre])
+    except RpcError as e:
+        assert e.error["code"] == NOT_ATTACHED
+        assert e.error["data"]["missing"] and listed(m, h)["state"] == "ACCEPTED"
+        raise
+    assert done["state"] == "SETTLED"
     assert a.rpc.waitsendpay(h, timeout=60)["payment_preimage"] == pre

@@ -123,9 +123,29 @@ impl Entry {
     }
 }
 
+/// The invoices, read from the datastore on first need.
+#[derive(Default)]
+struct Table {
+    loaded: bool,
+    map: HashMap<String, Entry>,
+}
+
+impl std::ops::Deref for Table {
+    type Target = HashMap<String, Entry>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for Table {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
 /// The plugin's state.
 struct Hold {
-    table: Mutex<HashMap<String, Entry>>,
+    table: Mutex<Table>,
     height: AtomicU32,
     margin: u32,
     reattach_wait: Duration,
@@ -374,7 +394,9 @@ async fn sweep(plugin: &Plugin<Hold>) {
     let hold = plugin.state();
     let height = hold.height();
     let t = now();
-    let mut table = hold.table.lock().await;
+    let Ok(mut table) = load_table(plugin).await else {
+        return;
+    };
     for e in table.values_mut() {
         if e.inv.due_for_cancel(height, hold.margin) {
             let reason = format!(
@@ -442,7 +464,16 @@ async fn on_htlc(plugin: Plugin<Hold>, payload: Value) -> Result<Value, String> 
     {
         hold.see_height(h);
     }
-    let mut table = hold.table.lock().await;
+    let mut table = match load_table(&plugin).await {
+        Ok(t) => t,
+        Err(e) => {
+            plugin.error(format!(
+                "hold invoices unreadable ({}): letting HTLC {hash} through",
+                e.message
+            ));
+            return Ok(cont);
+        }
+    };
     let Some(e) = table.get_mut(&hash) else {
         return Ok(cont);
     };
@@ -529,7 +560,7 @@ async fn holdinvoice(plugin: Plugin<Hold>, p: CreateParams) -> Result<Value, Rpc
         ))
     })?;
     let hold = plugin.state();
-    let mut table = hold.table.lock().await;
+    let mut table = load_table(&plugin).await?;
     if let Some(e) = table.get(&hash) {
         return Err(err(
             errcode::DUPLICATE,
@@ -628,7 +659,7 @@ async fn settleholdinvoice(plugin: Plugin<Hold>, p: SettleParams) -> Result<Valu
     let hold = plugin.state();
     let give_up = Instant::now() + hold.reattach_wait;
     loop {
-        let mut table = hold.table.lock().await;
+        let mut table = load_table(&plugin).await?;
         let Some(e) = table.get_mut(&hash) else {
             return Err(err(
                 errcode::NOT_FOUND,
@@ -636,6 +667,17 @@ async fn settleholdinvoice(plugin: Plugin<Hold>, p: SettleParams) -> Result<Valu
             ));
         };
         if e.inv.state == State::Accepted && actual == e.inv.payment_hash {
+            // The block that passes the settle deadline may not have been swept yet: a
+            // settle this late could race the node's own fail-back, so cancel instead.
+            if e.inv.due_for_cancel(hold.height(), hold.margin) {
+                let reason = format!(
+                    "auto-cancelled at block {}: settle deadline {} reached",
+                    hold.height(),
+                    e.inv.cancel_height(hold.margin).unwrap_or(0)
+                );
+                let _ = cancel_entry(&plugin, e, &reason).await;
+                return Err(hold_error(HoldError::AlreadyCancelled, &e.inv));
+            }
             let missing = e.detached();
             if !missing.is_empty() {
                 if Instant::now() >= give_up {
@@ -684,7 +726,7 @@ struct HashParams {
 async fn cancelholdinvoice(plugin: Plugin<Hold>, p: HashParams) -> Result<Value, RpcError> {
     let hash = hex32("payment_hash", &p.payment_hash)?;
     let hold = plugin.state();
-    let mut table = hold.table.lock().await;
+    let mut table = load_table(&plugin).await?;
     let Some(e) = table.get_mut(&hash) else {
         return Err(err(
             errcode::NOT_FOUND,
@@ -720,7 +762,7 @@ async fn listholdinvoices(plugin: Plugin<Hold>, p: ListParams) -> Result<Value, 
         })
         .transpose()?;
     let hold = plugin.state();
-    let table = hold.table.lock().await;
+    let table = load_table(&plugin).await?;
     let mut rows: Vec<&Entry> = table
         .values()
         .filter(|e| hash.as_deref().is_none_or(|h| e.inv.payment_hash == h))
@@ -755,7 +797,7 @@ async fn waitholdinvoice(plugin: Plugin<Hold>, p: WaitParams) -> Result<Value, R
         .transpose()?;
     let hold = plugin.state();
     let mut rx = {
-        let table = hold.table.lock().await;
+        let table = load_table(&plugin).await?;
         let Some(e) = table.get(&hash) else {
             return Err(err(
                 errcode::NOT_FOUND,
@@ -789,7 +831,10 @@ async fn waitholdinvoice(plugin: Plugin<Hold>, p: WaitParams) -> Result<Value, R
     if !done {
         return Err(err(
             errcode::WAIT_TIMEOUT,
-            format!("timed out waiting for hold invoice {hash} to leave {known:?}"),
+            format!(
+                "timed out waiting for hold invoice {hash} to leave {}",
+                known.as_str()
+            ),
         )
         .with_data(json!({"payment_hash": hash, "state": known})));
     }
@@ -822,8 +867,18 @@ async fn on_htlc_deadline(plugin: Plugin<Hold>, ev: Event) {
     else {
         return;
     };
-    let mut table = plugin.state().table.lock().await;
+    let Ok(mut table) = load_table(&plugin).await else {
+        return;
+    };
     if let Some(e) = table.get_mut(&hash) {
+        if e.inv.state == State::Settled {
+            // Should not happen (settling stops `margin` blocks earlier), but never let
+            // the record claim money that was given back without saying so.
+            plugin.error(format!(
+                "hold invoice {hash} is SETTLED but the node failed HTLCs for it back at its deadline: the payment was not received"
+            ));
+            return;
+        }
         plugin.warn(format!(
             "hold invoice {hash}: the node failed its HTLCs back at its deadline"
         ));
@@ -836,18 +891,27 @@ async fn on_htlc_deadline(plugin: Plugin<Hold>, ev: Event) {
     }
 }
 
-/// Reads every stored invoice, retrying briefly: starting with an empty table would let
-/// replayed HTLCs of ACCEPTED invoices through as unknown.
-async fn load(c: &Configured<Hold>) -> Result<HashMap<String, Entry>, String> {
-    let mut last = String::new();
-    for _ in 0..20 {
-        match c
+/// The table, read from the datastore first if this is the first use. Reading on first
+/// need (the first hook call, RPC or block) rather than at `init` keeps a node that never
+/// uses hold invoices free of the plugin's datastore calls, and still comes before any
+/// replayed HTLC is answered (every entry point goes through here). A failed read is
+/// retried briefly and reported; the next use tries again.
+async fn load_table(plugin: &Plugin<Hold>) -> Result<tokio::sync::MutexGuard<'_, Table>, RpcError> {
+    let mut table = plugin.state().table.lock().await;
+    if table.loaded {
+        return Ok(table);
+    }
+    let mut last = None;
+    for attempt in 0..10 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        match plugin
             .rpc()
             .call("listdatastore", json!({"key": [DS_ROOT]}))
             .await
         {
             Ok(v) => {
-                let mut table = HashMap::new();
                 let rows = v
                     .get("datastore")
                     .and_then(Value::as_array)
@@ -861,21 +925,27 @@ async fn load(c: &Configured<Hold>) -> Result<HashMap<String, Entry>, String> {
                         Ok(inv) => {
                             table.insert(inv.payment_hash.clone(), Entry::new(inv));
                         }
-                        Err(e) => c.log(
-                            fulgur_plugin_sdk::Level::Error,
-                            format!("unreadable hold invoice record {}: {e}", row["key"]),
-                        ),
+                        Err(e) => plugin.error(format!(
+                            "unreadable hold invoice record {}: {e}",
+                            row["key"]
+                        )),
                     }
                 }
+                table.loaded = true;
+                plugin.debug(format!("loaded {} hold invoice(s)", table.len()));
                 return Ok(table);
             }
-            Err(e) => {
-                last = e.to_string();
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
+            Err(e) => last = Some(e),
         }
     }
-    Err(last)
+    let msg = last.map(|e| e.to_string()).unwrap_or_default();
+    plugin.error(format!(
+        "cannot read hold invoices from the datastore: {msg}"
+    ));
+    Err(err(
+        errcode::STORE_FAILED,
+        format!("cannot read hold invoices from the datastore: {msg}"),
+    ))
 }
 
 fn option_u32(c: &Configured<Hold>, name: &str, default: u32) -> u32 {
@@ -945,35 +1015,23 @@ async fn main() -> Result<(), fulgur_plugin_sdk::RunError> {
     let Some(configured) = builder().configure(Transport::stdio()).await? else {
         return Ok(());
     };
-    let table = match load(&configured).await {
-        Ok(t) => t,
-        Err(e) => {
-            let reason = format!("cannot read hold invoices from the datastore: {e}");
-            configured.log(fulgur_plugin_sdk::Level::Error, reason.clone());
-            return configured.disable(&reason).await;
-        }
-    };
-    let height = configured
-        .rpc()
-        .call("getinfo", json!({}))
-        .await
-        .ok()
-        .and_then(|v| v.get("blockheight").and_then(Value::as_u64))
-        .and_then(|h| u32::try_from(h).ok())
-        .unwrap_or(0);
     let hold = Hold {
         margin: option_u32(&configured, OPT_MARGIN, 10),
         reattach_wait: Duration::from_secs(u64::from(option_u32(&configured, OPT_REATTACH, 10))),
         default_cltv: option_u32(&configured, OPT_CLTV, 144),
-        height: AtomicU32::new(height),
-        table: Mutex::new(table),
+        height: AtomicU32::new(0),
+        table: Mutex::new(Table::default()),
     };
     let running = configured.start(hold)?;
     let plugin = running.plugin();
+    // Expiry of UNPAID invoices is a matter of time, not blocks: sweep now and then too
+    // (only once something loaded the table).
     tokio::spawn(async move {
         loop {
-            sweep(&plugin).await;
             tokio::time::sleep(Duration::from_secs(15)).await;
+            if plugin.state().table.lock().await.loaded {
+                sweep(&plugin).await;
+            }
         }
     });
     running.join().await
