@@ -1036,3 +1036,65 @@ async fn main() -> Result<(), fulgur_plugin_sdk::RunError> {
     });
     running.join().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_becomes_a_part() {
+        let payload = json!({
+            "onion": {"total_msat": 1000},
+            "htlc": {"short_channel_id": "103x1x0", "id": 7, "amount_msat": 400,
+                     "cltv_expiry": 300, "cltv_expiry_relative": 150, "payment_hash": "ab"},
+            "deadline_blockheight": 255,
+        });
+        let p = parse_part(&payload, 39).expect("part");
+        assert_eq!(p.key(), ("103x1x0".to_string(), 7));
+        assert_eq!((p.amount_msat, p.cltv_expiry), (400, 300));
+        assert_eq!(p.deadline_blockheight, 255);
+        // CLN sends no deadline: count back from the expiry.
+        let mut cln = payload.clone();
+        cln.as_object_mut()
+            .map(|m| m.remove("deadline_blockheight"));
+        cln["htlc"]["amount_msat"] = json!("400msat");
+        let p = parse_part(&cln, 39).expect("part");
+        assert_eq!((p.amount_msat, p.deadline_blockheight), (400, 261));
+        // Missing or ill-typed fields give no part instead of a panic.
+        assert_eq!(parse_part(&json!({}), 39), None);
+        let mut bad = payload;
+        bad["htlc"]["id"] = json!("seven");
+        assert_eq!(parse_part(&bad, 39), None);
+    }
+
+    #[test]
+    fn params_are_checked() {
+        assert_eq!(msat(&json!(5)), Some(5));
+        assert_eq!(msat(&json!("5msat")), Some(5));
+        assert_eq!(msat(&json!("5")), Some(5));
+        assert_eq!(msat(&json!("-5")), None);
+        assert_eq!(msat(&json!(1.5)), None);
+        assert_eq!(hex32("h", &"AB".repeat(32)).expect("hex"), "ab".repeat(32));
+        assert!(hex32("h", "ab").is_err());
+        assert!(hex32("h", &"zz".repeat(32)).is_err());
+        assert_eq!(unhex32(&"0".repeat(63)), None);
+        assert_eq!(unhex32(&"é".repeat(32)), None);
+    }
+
+    #[test]
+    fn preimage_hash_and_answers() {
+        let zero = unhex32(&"00".repeat(32)).expect("hex");
+        assert_eq!(
+            hash_of(&zero),
+            "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
+        );
+        assert_eq!(
+            Answer::Resolve("11".into()).to_json(),
+            json!({"result": "resolve", "payment_key": "11"})
+        );
+        assert_eq!(
+            Answer::Fail(INCORRECT_DETAILS).to_json(),
+            json!({"result": "fail", "failure_message": "400f"})
+        );
+    }
+}
