@@ -276,6 +276,12 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         "Blocks before LDK's own claim deadline at which fulgurd fails back an HTLC a plugin still holds",
     ),
     opt(
+        "max-concurrent-htlcs",
+        CoreKind::Int,
+        Some("483"),
+        "Most HTLCs a peer may have in flight to us on one channel (BOLT 2's maximum is 483)",
+    ),
+    opt(
         "bind-addr",
         CoreKind::Multi,
         None,
@@ -393,6 +399,8 @@ pub struct Config {
     pub announce_addrs: Vec<crate::lightning::net::NetAddr>,
     /// `--hold-safety-blocks`: margin before the claim deadline of a held HTLC.
     pub hold_safety_blocks: u32,
+    /// `--max-concurrent-htlcs`: HTLCs a peer may offer us at once on one channel.
+    pub max_concurrent_htlcs: u16,
 }
 
 /// What `fulgurd` was asked to do.
@@ -763,6 +771,14 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         .ok()
         .filter(|b| *b <= 1000)
         .ok_or_else(|| err("hold-safety-blocks: must be between 0 and 1000"))?;
+    let max_concurrent_htlcs = m
+        .get_one::<i64>("max-concurrent-htlcs")
+        .copied()
+        .unwrap_or(483);
+    let max_concurrent_htlcs = u16::try_from(max_concurrent_htlcs)
+        .ok()
+        .filter(|n| (1..=483).contains(n))
+        .ok_or_else(|| err("max-concurrent-htlcs: must be between 1 and 483"))?;
     let both = addrs("addr")?;
     let mut bind_addrs = addrs("bind-addr")?;
     bind_addrs.extend(both.iter().cloned());
@@ -778,6 +794,7 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         bind_addrs,
         announce_addrs,
         hold_safety_blocks,
+        max_concurrent_htlcs,
         network,
         lightning_dir,
         net_dir,

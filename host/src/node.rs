@@ -451,6 +451,7 @@ fn start_lightning(node: Arc<Node>, seed: [u8; 32], log: SourceLog) {
             announce: node.config.announce_addrs.clone(),
             wallet: node.wallet.clone(),
             hold_safety_blocks: node.config.hold_safety_blocks,
+            max_concurrent_htlcs: node.config.max_concurrent_htlcs,
             alias: node.alias.clone(),
             color: node.color.clone(),
         };

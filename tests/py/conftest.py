@@ -408,18 +408,26 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "watchdog(seconds): a longer watchdog for a test that builds a bigger network")
+
+
 @pytest.fixture(autouse=True)
-def _watchdog():
-    """Fail a test that runs longer than TEST_WATCHDOG seconds instead of hanging."""
+def _watchdog(request):
+    """Fail a test that runs longer than TEST_WATCHDOG seconds (or its `watchdog` mark)
+    instead of hanging."""
+    mark = request.node.get_closest_marker("watchdog")
+    limit = max(TEST_WATCHDOG, int(mark.args[0])) if mark else TEST_WATCHDOG
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
         yield
         return
 
     def on_alarm(signum, frame):
-        raise TimeoutError(f"test exceeded the {TEST_WATCHDOG}s watchdog")
+        raise TimeoutError(f"test exceeded the {limit}s watchdog")
 
     old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(TEST_WATCHDOG)
+    signal.alarm(limit)
     try:
         yield
     finally:

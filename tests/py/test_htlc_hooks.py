@@ -182,6 +182,32 @@ def test_held_htlc_is_offered_again_after_kill_and_restart(ln):
     wait_for(lambda: paid_status(c, "crash") == "paid")
 
 
+def test_htlc_only_a_plugin_can_settle_waits_for_the_plugin_to_return(ln):
+    """CLN continues when the holding plugin dies, which fails a payment whose preimage
+    only the plugin knows; fulgurd keeps it held and offers it again once a plugin with
+    `htlc_accepted` starts."""
+    a = ln.node()
+    c = ln.node(plugins=[HOLD])
+    ln.fund(a)
+    ln.open(a, c)
+    key = "7b" * 32
+    hsh = hashlib.sha256(bytes.fromhex(key)).hexdigest()
+    inv = c.rpc.call("invoice", {"amount_msat": 11_000, "label": "restart",
+                                 "description": "held across a plugin restart",
+                                 "payment_hash": hsh, "cltv": 100})
+    h = ln.pay(a, inv["bolt11"], c.id, 11_000, wait=False)
+    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"], what="HTLC held")
+    c.rpc.plugin_stop(HOLD)
+    c.wait_for_log("kept held until a plugin with htlc_accepted starts")
+    with pytest.raises(RpcError):
+        a.rpc.waitsendpay(h, timeout=2)  # not failed
+    c.rpc.plugin_start(HOLD)
+    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"], what="offered again")
+    c.rpc.call("hold-release", {"payment_hash": h, "result": "resolve", "payment_key": key})
+    assert a.rpc.waitsendpay(h, timeout=30)["payment_preimage"] == key
+    wait_for(lambda: paid_status(c, "restart") == "paid")
+
+
 def test_forwarding_plugin_fails_small_forwards(ln):
     a = ln.node()
     b = ln.node(plugins=[HOLD], options={"hold-mode": "min-forward",

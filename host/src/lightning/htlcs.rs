@@ -369,37 +369,35 @@ impl Lightning {
         ask: bool,
     ) {
         let verdict = if ask {
-            let calls = rec.payloads.iter().cloned().map(|p| {
-                let plugins = self.plugins.clone();
-                async move {
-                    verdict(
-                        plugins
-                            .run_hook(Hook::HtlcAccepted, p, None, None, None, None)
-                            .await,
-                    )
-                }
-            });
-            let mut all = tokio::spawn(futures::future::join_all(calls));
             loop {
-                tokio::select! {
-                    r = &mut all => break r.map(|v| combine(&v)).unwrap_or(Verdict::Fail(None)),
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {
-                        if self.chain.height() >= deadline && self.take_held(&id) {
-                            self.deadline_reached(&id, &hash, &rec, deadline).await;
-                            let log = self.log.clone();
-                            let id = id.clone();
-                            tokio::spawn(async move {
-                                if let Ok(v) = all.await {
-                                    log.unusual(&format!(
-                                        "Late htlc_accepted answer for {id} ignored (already failed back at its deadline): {:?}",
-                                        combine(&v)
-                                    ));
-                                }
-                            });
-                            return;
-                        }
-                    }
+                let mut activations = self.plugins.watch_activations();
+                activations.borrow_and_update();
+                let Some((verdict, abandoned_by)) =
+                    self.ask_parts(&id, &hash, &rec, deadline).await
+                else {
+                    return;
+                };
+                if abandoned_by.is_empty()
+                    || verdict != Verdict::Continue
+                    || !self.only_a_plugin_can_settle(&hash, &rec.action).await
+                {
+                    break verdict;
                 }
+                // Continuing could only fail this payment (the node does not know its
+                // preimage): the plugin that held it is gone, so keep it for the plugin's
+                // return, until the deadline at most.
+                self.log.info(&format!(
+                    "HTLC {id}: plugin {} went away while holding it; kept held until a plugin with htlc_accepted starts, at most until block {deadline}",
+                    abandoned_by.join(", ")
+                ));
+                if !self
+                    .wait_for_htlc_plugin(&id, &hash, &rec, deadline, activations)
+                    .await
+                {
+                    return;
+                }
+                self.log
+                    .info(&format!("HTLC {id}: offering it to htlc_accepted again"));
             }
         } else {
             Verdict::Continue
@@ -412,6 +410,106 @@ impl Lightning {
         }
         self.act(&hash, &rec.action, verdict).await;
         self.forget_held(&id).await;
+    }
+
+    /// Asks the hook for every part at once, racing the deadline: the combined verdict and
+    /// the plugins that died holding a part, or `None` once the deadline was reached (the
+    /// HTLC is then failed back here and a late answer only logged).
+    async fn ask_parts(
+        self: &Arc<Self>,
+        id: &str,
+        hash: &PaymentHash,
+        rec: &HeldRecord,
+        deadline: u32,
+    ) -> Option<(Verdict, Vec<String>)> {
+        let calls = rec.payloads.iter().cloned().map(|p| {
+            let plugins = self.plugins.clone();
+            async move {
+                let (end, died) = plugins
+                    .run_hook_noting_deaths(Hook::HtlcAccepted, p, None, None, None, None)
+                    .await;
+                (verdict(end), died)
+            }
+        });
+        let combined = |answers: Vec<(Verdict, Vec<String>)>| {
+            let (verdicts, died): (Vec<Verdict>, Vec<Vec<String>>) = answers.into_iter().unzip();
+            let mut died: Vec<String> = died.into_iter().flatten().collect();
+            died.sort();
+            died.dedup();
+            (combine(&verdicts), died)
+        };
+        let mut all = tokio::spawn(futures::future::join_all(calls));
+        loop {
+            tokio::select! {
+                r = &mut all => {
+                    return Some(r.map(combined).unwrap_or((Verdict::Fail(None), vec![])));
+                }
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                    if self.chain.height() >= deadline && self.take_held(id) {
+                        self.deadline_reached(id, hash, rec, deadline).await;
+                        let log = self.log.clone();
+                        let id = id.to_string();
+                        tokio::spawn(async move {
+                            if let Ok(v) = all.await {
+                                log.unusual(&format!(
+                                    "Late htlc_accepted answer for {id} ignored (already failed back at its deadline): {:?}",
+                                    combined(v).0
+                                ));
+                            }
+                        });
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether only a plugin can settle this: a payment to us whose preimage the node does
+    /// not know (an invoice made with `payment_hash`), so `continue` would fail it.
+    async fn only_a_plugin_can_settle(&self, hash: &PaymentHash, action: &HeldAction) -> bool {
+        match action {
+            HeldAction::Forward { .. } => false,
+            HeldAction::Receive { preimage, .. } => {
+                preimage.is_none()
+                    && !self
+                        .invoice_by_hash(hash.0)
+                        .await
+                        .is_some_and(|i| i.preimage.is_some())
+            }
+        }
+    }
+
+    /// Waits until a plugin becomes active while `htlc_accepted` has a registration (true),
+    /// or the deadline, where the HTLC is failed back (false).
+    async fn wait_for_htlc_plugin(
+        &self,
+        id: &str,
+        hash: &PaymentHash,
+        rec: &HeldRecord,
+        deadline: u32,
+        mut activations: tokio::sync::watch::Receiver<u64>,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                changed = activations.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                    if self.plugins.has_hook(Hook::HtlcAccepted) {
+                        return true;
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {
+                    if !self.held_contains(id) {
+                        return false;
+                    }
+                    if self.chain.height() >= deadline && self.take_held(id) {
+                        self.deadline_reached(id, hash, rec, deadline).await;
+                        return false;
+                    }
+                }
+            }
+        }
     }
 
     fn take_held(&self, id: &str) -> bool {

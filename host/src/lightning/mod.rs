@@ -184,6 +184,8 @@ pub struct Deps {
     pub wallet: Arc<crate::wallet::Wallet>,
     /// `--hold-safety-blocks`.
     pub hold_safety_blocks: u32,
+    /// `--max-concurrent-htlcs`.
+    pub max_concurrent_htlcs: u16,
     /// Our alias (`--alias`).
     pub alias: String,
     /// Our color, six hex digits (`--rgb`).
@@ -323,7 +325,7 @@ impl Lightning {
         let gossip: Arc<Gossip> =
             Arc::new(P2PGossipSync::new(graph.clone(), Some(utxos), log.clone()));
         let msg_router = Arc::new(DefaultMessageRouter::new(graph.clone(), keys.clone()));
-        let config = user_config();
+        let config = user_config(deps.max_concurrent_htlcs);
         let (dest, _) = deps
             .wallet
             .new_address(crate::wallet::AddrRequest::Bech32)
@@ -800,8 +802,12 @@ async fn background(engine: Weak<Lightning>) {
 }
 
 /// Our channel configuration: LDK's defaults, except where CLN users expect otherwise.
-pub fn user_config() -> UserConfig {
+pub fn user_config(max_concurrent_htlcs: u16) -> UserConfig {
     let mut c = UserConfig::default();
+    // HTLCs a peer may offer us at once on a channel: LDK's default is 50; a merchant holding
+    // payments until delivery needs more, so we take BOLT 2's maximum, as LND does (CLN's
+    // `max-concurrent-htlcs` option, whose default is 30).
+    c.channel_handshake_config.our_max_accepted_htlcs = max_concurrent_htlcs;
     // CLN announces channels by default (`announce` param of fundchannel).
     c.channel_handshake_config.announce_for_forwarding = true;
     // Cooperative closes pay to a fresh wallet address given at `close`, not one committed

@@ -2422,7 +2422,7 @@ mod tests {
                 keys.clone(),
                 keys.clone(),
                 keys.clone(),
-                crate::lightning::user_config(),
+                crate::lightning::user_config(483),
                 ChainParameters {
                     network: bitcoin::Network::Regtest,
                     best_block: BlockLocator::new(genesis.block_hash(), 0),

@@ -86,6 +86,9 @@ pub struct PluginHost {
     stop: StopRequest,
     shutting_down: AtomicBool,
     log_subscribers: AtomicBool,
+    /// Counts plugins that became active (answered `init`), so that work waiting for a
+    /// plugin to come back (an HTLC whose holder died) can wake up.
+    activations: tokio::sync::watch::Sender<u64>,
 }
 
 /// One help entry for a plugin method.
@@ -126,6 +129,7 @@ impl PluginHost {
             stop,
             shutting_down: AtomicBool::new(false),
             log_subscribers: AtomicBool::new(false),
+            activations: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -298,6 +302,7 @@ impl PluginHost {
             return Err("exited before replying to init".into());
         }
         p.set_state(State::Active);
+        self.activations.send_modify(|n| *n += 1);
         self.notify("plugin_started", lifecycle_payload(p));
         Ok(())
     }
@@ -699,7 +704,10 @@ impl PluginHost {
 
     /// Whether anybody registered `hook`.
     pub fn has_hook(&self, hook: Hook) -> bool {
-        self.reg().hooks.get(&hook).is_some_and(|v| !v.is_empty())
+        self.reg()
+            .hooks
+            .get(&hook)
+            .is_some_and(|v| v.iter().any(|e| !e.plugin.is_dead()))
     }
 
     /// Runs the chain of `hook`. `filter` is the method name (`rpc_command`) or message
@@ -710,12 +718,35 @@ impl PluginHost {
     pub async fn run_hook(
         &self,
         hook: Hook,
-        mut payload: Value,
+        payload: Value,
         parent: Option<&Value>,
         filter: Option<&Value>,
         skip: Option<&str>,
         deadline: Option<tokio::time::Instant>,
     ) -> ChainEnd {
+        self.run_hook_noting_deaths(hook, payload, parent, filter, skip, deadline)
+            .await
+            .0
+    }
+
+    /// A receiver that changes each time a plugin becomes active (has answered `init`).
+    pub fn watch_activations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.activations.subscribe()
+    }
+
+    /// [`Self::run_hook`], also naming the plugins that died (or were stopped) while they
+    /// had the call: CLN asks the next plugin then, but a caller may rather wait for the
+    /// plugin to come back (an HTLC only that plugin could settle).
+    pub async fn run_hook_noting_deaths(
+        &self,
+        hook: Hook,
+        mut payload: Value,
+        parent: Option<&Value>,
+        filter: Option<&Value>,
+        skip: Option<&str>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> (ChainEnd, Vec<String>) {
+        let mut died = vec![];
         let interpret = hooks::semantics(hook);
         let chain: Vec<Arc<Plugin>> = {
             let reg = self.reg();
@@ -742,9 +773,12 @@ impl PluginHost {
                 Some(d) => match tokio::time::timeout_at(d, call).await {
                     Ok(r) => r,
                     Err(_) => {
-                        return ChainEnd::DeadlineExceeded {
-                            plugin: p.name.clone(),
-                        };
+                        return (
+                            ChainEnd::DeadlineExceeded {
+                                plugin: p.name.clone(),
+                            },
+                            died,
+                        );
                     }
                 },
                 None => call.await,
@@ -756,6 +790,7 @@ impl PluginHost {
                         "plugin {} died during hook {hook}; asking the next one",
                         p.name
                     ));
+                    died.push(p.name.clone());
                     continue;
                 }
             };
@@ -778,14 +813,17 @@ impl PluginHost {
                 Step::Continue(Some(new)) => payload = new,
                 Step::Continue(None) => {}
                 Step::Stop(answer) => {
-                    return ChainEnd::Stopped {
-                        plugin: p.name.clone(),
-                        answer,
-                    };
+                    return (
+                        ChainEnd::Stopped {
+                            plugin: p.name.clone(),
+                            answer,
+                        },
+                        died,
+                    );
                 }
             }
         }
-        ChainEnd::Default(payload)
+        (ChainEnd::Default(payload), died)
     }
 
     // ----- shutdown -------------------------------------------------------------------
