@@ -6,7 +6,7 @@ payer fails with incorrect_or_unknown_payment_details), a wrong preimage refused
 errors (unknown, duplicate, settle UNPAID / cancelled, cancel settled), a two-part payment
 held and settled as one set, 20 holds at once, `holdinvoice_state` notifications seen by a
 pyln subscriber, a hold across `kill -9` of the merchant, a hold across a plugin restart
-(xfail until the core re-offers held HTLCs to a restarted plugin), and the plugin's own
+(the core offers held HTLCs again to the restarted plugin), and the plugin's own
 auto-cancel before the core's deadline with no channel closed."""
 
 import hashlib
@@ -312,7 +312,6 @@ def test_auto_cancel_before_the_core_deadline(net):
     assert rpc_error(m.rpc.call, "settleholdinvoice", [pre])["code"] == ALREADY_CANCELLED
 
 
-@pytest.mark.xfail(reason="needs core re-offer on plugin restart", strict=False)
 def test_hold_survives_plugin_restart(net):
     a, m = net.a, net.m
     pre, h, inv = hold(m, 31_000)
