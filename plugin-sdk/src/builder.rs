@@ -249,8 +249,9 @@ impl<S: Send + Sync + 'static> HookSpec<S> {
         self
     }
 
-    /// Only be called for these RPC method names (`rpc_command`) or peer message types
-    /// (`custommsg`). Other hooks refuse filters.
+    /// Only be called for these RPC method names (`rpc_command`), peer message types
+    /// (`custommsg`), or kinds of HTLC (`htlc_accepted`: `"receive"` for payments to this
+    /// node, `"forward"` for forwards; a Fulgur extension). Other hooks refuse filters.
     pub fn filters<I: IntoIterator<Item = T>, T: Into<Value>>(mut self, filters: I) -> Self {
         self.filters = Some(filters.into_iter().map(Into::into).collect());
         self

@@ -88,9 +88,13 @@ impl Hook {
         Hook::ALL.into_iter().find(|h| h.as_str() == name)
     }
 
-    /// Whether registrations may carry `filters` (CLN v25.12+).
+    /// Whether registrations may carry `filters` (CLN v25.12+ for `rpc_command` and
+    /// `custommsg`; for `htlc_accepted`, `"forward"` and `"receive"` are a Fulgur extension).
     pub fn accepts_filters(self) -> bool {
-        matches!(self, Hook::RpcCommand | Hook::Custommsg)
+        matches!(
+            self,
+            Hook::RpcCommand | Hook::Custommsg | Hook::HtlcAccepted
+        )
     }
 
     /// Whether an answer to this hook holds an HTLC, so that the call must carry a deadline

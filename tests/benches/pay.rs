@@ -383,6 +383,9 @@ fn holds(chain: &Bitcoind, seed: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// One part of the benchmark.
+type Part<'a> = dyn Fn() -> Result<(), String> + 'a;
+
 fn main() -> ExitCode {
     if !build() {
         eprintln!("release build failed");
@@ -400,7 +403,7 @@ fn main() -> ExitCode {
         .max(3);
     let only = std::env::var("FULGUR_BENCH_ONLY").unwrap_or_default();
     let chain = Bitcoind::start("bench-pay");
-    let parts: [(&str, Box<dyn Fn() -> Result<(), String>>); 3] = [
+    let parts: [(&str, Box<Part>); 3] = [
         ("rates", Box::new(|| success_rates(&chain, seed, count))),
         ("latency", Box::new(|| latency(&chain))),
         ("holds", Box::new(|| holds(&chain, seed))),

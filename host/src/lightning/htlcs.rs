@@ -113,6 +113,16 @@ fn verdict(end: crate::hooks::ChainEnd) -> Verdict {
     }
 }
 
+/// The `htlc_accepted` filter an HTLC matches (a Fulgur extension): a plugin that declares
+/// `filters: ["receive"]` is only asked about payments to this node (so forwards keep their
+/// fast path), `["forward"]` only about forwards; one without filters about both.
+fn kind_filter(action: &HeldAction) -> Value {
+    match action {
+        HeldAction::Forward { .. } => json!("forward"),
+        HeldAction::Receive { .. } => json!("receive"),
+    }
+}
+
 /// 32 bytes from 64 hex digits.
 pub fn parse_hash(s: &str) -> Result<[u8; 32], String> {
     if s.len() != 64 {
@@ -208,7 +218,10 @@ impl Lightning {
             next_scid,
             outbound_msat,
         };
-        if !self.plugins.has_hook(Hook::HtlcAccepted) {
+        if !self
+            .plugins
+            .has_hook_for(Hook::HtlcAccepted, Some(&kind_filter(&action)))
+        {
             self.act(&hash, &action, Verdict::Continue).await;
             return;
         }
@@ -289,7 +302,9 @@ impl Lightning {
             amount_msat,
             preimage: preimage.map(|p| hex(&p.0)),
         };
-        let with_hook = self.plugins.has_hook(Hook::HtlcAccepted);
+        let with_hook = self
+            .plugins
+            .has_hook_for(Hook::HtlcAccepted, Some(&kind_filter(&action)));
         self.hold(
             id,
             hash,
@@ -422,11 +437,13 @@ impl Lightning {
         rec: &HeldRecord,
         deadline: u32,
     ) -> Option<(Verdict, Vec<String>)> {
+        let kind = kind_filter(&rec.action);
         let calls = rec.payloads.iter().cloned().map(|p| {
             let plugins = self.plugins.clone();
+            let kind = kind.clone();
             async move {
                 let (end, died) = plugins
-                    .run_hook_noting_deaths(Hook::HtlcAccepted, p, None, None, None, None)
+                    .run_hook_noting_deaths(Hook::HtlcAccepted, p, None, Some(&kind), None, None)
                     .await;
                 (verdict(end), died)
             }
@@ -471,10 +488,10 @@ impl Lightning {
             HeldAction::Forward { .. } => false,
             HeldAction::Receive { preimage, .. } => {
                 preimage.is_none()
-                    && !self
+                    && self
                         .invoice_by_hash(hash.0)
                         .await
-                        .is_some_and(|i| i.preimage.is_some())
+                        .is_none_or(|i| i.preimage.is_none())
             }
         }
     }
@@ -495,7 +512,10 @@ impl Lightning {
                     if changed.is_err() {
                         return false;
                     }
-                    if self.plugins.has_hook(Hook::HtlcAccepted) {
+                    if self
+                        .plugins
+                        .has_hook_for(Hook::HtlcAccepted, Some(&kind_filter(&rec.action)))
+                    {
                         return true;
                     }
                 }

@@ -702,6 +702,19 @@ impl PluginHost {
         out
     }
 
+    /// Whether a live plugin registered `hook` with no filters or one matching `filter`.
+    pub fn has_hook_for(&self, hook: Hook, filter: Option<&Value>) -> bool {
+        self.reg().hooks.get(&hook).is_some_and(|v| {
+            v.iter().any(|e| {
+                !e.plugin.is_dead()
+                    && match (e.decl.filters(), filter) {
+                        (Some(fs), Some(f)) => fs.iter().any(|x| x == f),
+                        _ => true,
+                    }
+            })
+        })
+    }
+
     /// Whether anybody registered `hook`.
     pub fn has_hook(&self, hook: Hook) -> bool {
         self.reg()
@@ -930,7 +943,15 @@ mod tests {
             "error" => {
                 r#"send({"jsonrpc": "2.0", "id": obj["id"], "error": {"code": -1, "message": "boom"}})"#
             }
+            "fail-receives" => {
+                r#"send({"jsonrpc": "2.0", "id": obj["id"], "result": {"result": "fail", "failure_message": "2002"}})"#
+            }
             _ => r#"send({"jsonrpc": "2.0", "id": obj["id"], "result": {"result": "continue"}})"#,
+        };
+        let hooks = if mode == "fail-receives" {
+            r#"[{"name": "htlc_accepted", "filters": ["receive"]}]"#
+        } else {
+            r#"["htlc_accepted"]"#
         };
         let body = format!(
             r#"#!/usr/bin/env python3
@@ -950,7 +971,7 @@ for line in sys.stdin:
         data = data[end:]
         m = obj.get("method")
         if m == "getmanifest":
-            send({{"jsonrpc": "2.0", "id": obj["id"], "result": {{"options": [], "rpcmethods": [], "hooks": ["htlc_accepted"], "dynamic": True}}}})
+            send({{"jsonrpc": "2.0", "id": obj["id"], "result": {{"options": [], "rpcmethods": [], "hooks": {hooks}, "dynamic": True}}}})
         elif m == "init":
             send({{"jsonrpc": "2.0", "id": obj["id"], "result": {{}}}})
         elif m == "htlc_accepted":
@@ -993,6 +1014,42 @@ for line in sys.stdin:
         host.start_all(&c).await.unwrap_or_else(|e| panic!("{e}"));
         host.init_all().await.unwrap_or_else(|e| panic!("{e}"));
         host
+    }
+
+    #[tokio::test]
+    async fn htlc_accepted_filters_keep_forwards_away_from_a_receive_only_plugin() {
+        let dir = std::env::temp_dir().join(format!("fulgur-hookfilter-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let host = host_with(&dir, &[script(&dir, "recv.py", "fail-receives")]).await;
+        let (forward, receive) = (json!("forward"), json!("receive"));
+        assert!(!host.has_hook_for(Hook::HtlcAccepted, Some(&forward)));
+        assert!(host.has_hook_for(Hook::HtlcAccepted, Some(&receive)));
+        let payload = json!({"htlc": {"amount_msat": 1000}});
+        let end = host
+            .run_hook(
+                Hook::HtlcAccepted,
+                payload.clone(),
+                None,
+                Some(&forward),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(end, ChainEnd::Default(payload.clone()));
+        let end = host
+            .run_hook(
+                Hook::HtlcAccepted,
+                payload,
+                None,
+                Some(&receive),
+                None,
+                None,
+            )
+            .await;
+        assert!(matches!(end, ChainEnd::Stopped { ref answer, .. } if answer["result"] == "fail"));
+        host.shutdown_all().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

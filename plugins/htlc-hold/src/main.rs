@@ -977,7 +977,8 @@ fn builder() -> Builder<Hold> {
                 .default("144"),
         )
         .notification(TOPIC)
-        .hook(HookSpec::new(Hook::HtlcAccepted, on_htlc))
+        // Only payments to this node: forwards keep the core's fast path (no hook round trip).
+        .hook(HookSpec::new(Hook::HtlcAccepted, on_htlc).filters(["receive"]))
         .subscribe("block_added", on_block)
         .subscribe("htlc_deadline", on_htlc_deadline)
         .rpcmethod(
