@@ -186,8 +186,7 @@ pub fn run(keep: bool) -> Result<()> {
             true,
             &format!(
                 "carol's htlc-hold plugin holds the payment: ACCEPTED{}",
-                held.get("deadline_blockheight")
-                    .or_else(|| held.get("settle_deadline_blockheight"))
+                held.get("settle_deadline_blockheight")
                     .and_then(Value::as_u64)
                     .map(|h| format!(", to settle or cancel before block {h}"))
                     .unwrap_or_default()
@@ -210,7 +209,10 @@ pub fn run(keep: bool) -> Result<()> {
                 "Goods delivered: carol settles with the preimage",
             );
             let r = net.nodes[CAROL].call("settleholdinvoice", json!({"preimage": preimage}))?;
-            ok(&format!("settleholdinvoice: {r}"));
+            ok(&format!(
+                "settleholdinvoice answered: {}",
+                r["state"].as_str().unwrap_or("?")
+            ));
             let result = payment
                 .join()
                 .map_err(|_| anyhow!("alice's pay thread panicked"))??;

@@ -371,11 +371,40 @@ fn state_of(c: &ChannelDetails) -> &'static str {
     }
 }
 
+/// Our balance in the channel's latest commitment, from its monitor (0 if unknown).
+fn monitor_balance_msat(e: &Lightning, c: &ChannelDetails) -> u64 {
+    use lightning::chain::channelmonitor::Balance;
+    let Ok(monitor) = e.monitor.get_monitor(c.channel_id) else {
+        return 0;
+    };
+    monitor
+        .get_claimable_balances()
+        .iter()
+        .find_map(|b| match b {
+            Balance::ClaimableOnChannelClose {
+                balance_candidates,
+                confirmed_balance_candidate_index,
+                ..
+            } => balance_candidates
+                .get(*confirmed_balance_candidate_index)
+                .or(balance_candidates.last())
+                .map(|h| (h.amount_satoshis + h.transaction_fee_satoshis) * 1000),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
 /// One channel as `listpeerchannels` shows it.
 pub fn channel_json(e: &Lightning, c: &ChannelDetails) -> Value {
     let connected = e.peers.peer_by_node_id(&c.counterparty.node_id).is_some();
     let total = c.channel_value_satoshis * 1000;
-    let to_us = c.outbound_capacity_msat + c.unspendable_punishment_reserve.unwrap_or(0) * 1000;
+    let to_us = if c.outbound_capacity_msat > 0 {
+        c.outbound_capacity_msat + c.unspendable_punishment_reserve.unwrap_or(0) * 1000
+    } else {
+        // Below the reserve LDK reports no capacity at all: read the balance from the
+        // channel's monitor instead (whole satoshis, pending HTLCs not counted).
+        monitor_balance_msat(e, c)
+    };
     let mut features = vec![];
     if let Some(t) = &c.channel_type {
         if t.supports_static_remote_key() {
