@@ -5,7 +5,7 @@
 //! 1. **Success rate**: a generated network of `FULGUR_BENCH_NODES` (default 20) nodes, a
 //!    ring plus one random chord per node, random capacities (0.2–2 M sat) and random
 //!    balances (0–80 % pushed to the other side), seeded (`FULGUR_BENCH_SEED`, default 1).
-//!    For payments of increasing size, 20 `pay` calls each between random pairs: success
+//!    For payments of increasing size, 20 `pay` calls each (`FULGUR_BENCH_PER_SIZE`) between random pairs: success
 //!    rate, mean attempts (parts `sendpay` tried, from the payer's `listsendpays`), mean
 //!    parts of the successful ones, and p50 duration. Payments move liquidity as they would.
 //! 2. **Latency**: `pay` over two hops (A→B→C, ample liquidity), 200 in a row: p50 / p99.
@@ -23,10 +23,11 @@ use std::time::{Duration, Instant};
 
 use bitcoin_hashes::{Hash, sha256};
 use fulgur_tests::ln::{LnNode, T, fund_wallet, mine_sync, open_channel, wait_gossip};
-use fulgur_tests::{Bitcoind, wait_for};
+use fulgur_tests::{Bitcoind, RpcConn, wait_for};
 use serde_json::{Value, json};
 
 const SIZES_SAT: [u64; 7] = [1_000, 10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000];
+/// Payments per size (`FULGUR_BENCH_PER_SIZE` overrides).
 const PER_SIZE: usize = 20;
 const LATENCY_RUNS: usize = 200;
 const HOLDS: usize = 400;
@@ -112,7 +113,7 @@ fn secret(rng: &mut Rng) -> (String, String) {
 /// block), confirmed.
 fn fund_outputs(chain: &Bitcoind, n: &LnNode, outputs: usize, btc: f64) {
     for _ in 0..outputs {
-        let addr = n.ok("newaddr", json!({}))["bech32"]
+        let addr = n.ok("newaddr", json!({"addresstype": "bech32"}))["bech32"]
             .as_str()
             .unwrap_or_default()
             .to_string();
@@ -122,12 +123,17 @@ fn fund_outputs(chain: &Bitcoind, n: &LnNode, outputs: usize, btc: f64) {
 
 fn success_rates(chain: &Bitcoind, seed: u64, count: usize) -> Result<(), String> {
     let mut rng = Rng(seed.max(1));
+    let per_size = std::env::var("FULGUR_BENCH_PER_SIZE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(PER_SIZE)
+        .max(1);
     println!("-- success rate: {count} nodes, seed {seed}");
     let nodes: Vec<LnNode> = (0..count)
         .map(|i| LnNode::start(&format!("bench-net{i}"), chain, &[]))
         .collect();
     for n in &nodes {
-        fund_outputs(chain, n, 3, 1.0);
+        fund_outputs(chain, n, 3, 0.25);
     }
     let all: Vec<&LnNode> = nodes.iter().collect();
     mine_sync(chain, 1, &all);
@@ -195,7 +201,7 @@ fn success_rates(chain: &Bitcoind, seed: u64, count: usize) -> Result<(), String
     for sat in SIZES_SAT {
         let (mut ok, mut attempts, mut parts) = (0usize, 0usize, 0usize);
         let mut times = vec![];
-        for k in 0..PER_SIZE {
+        for k in 0..per_size {
             let payer = rng.below(count as u64) as usize;
             let mut payee = rng.below(count as u64) as usize;
             if payee == payer {
@@ -206,7 +212,11 @@ fn success_rates(chain: &Bitcoind, seed: u64, count: usize) -> Result<(), String
                 json!({"amount_msat": sat * 1000, "label": format!("rate-{sat}-{k}"), "description": "bench"}),
             );
             let t = Instant::now();
-            let r = nodes[payer].call(
+            // A payment whose last parts wait at the payee for the rest of the set only ends
+            // when the payee's multi-part timeout fails them: allow minutes.
+            let mut conn = RpcConn::connect(&nodes[payer].socket());
+            conn.set_timeout(Duration::from_secs(600));
+            let r = conn.call(
                 "pay",
                 json!({"bolt11": inv["bolt11"], "retry_for": 30, "maxfeepercent": 2.0}),
             );
@@ -223,8 +233,8 @@ fn success_rates(chain: &Bitcoind, seed: u64, count: usize) -> Result<(), String
         println!(
             "{:>8} sat {:>8.0}% {:>14.2} {:>11.2} {:>10}",
             sat,
-            100.0 * ok as f64 / PER_SIZE as f64,
-            attempts as f64 / PER_SIZE as f64,
+            100.0 * ok as f64 / per_size as f64,
+            attempts as f64 / per_size as f64,
             if ok > 0 {
                 parts as f64 / ok as f64
             } else {
@@ -240,8 +250,8 @@ fn latency(chain: &Bitcoind) -> Result<(), String> {
     let a = LnNode::start("bench-lat-a", chain, &[]);
     let b = LnNode::start("bench-lat-b", chain, &[]);
     let c = LnNode::start("bench-lat-c", chain, &[]);
-    fund_wallet(chain, &a, 5.0);
-    fund_wallet(chain, &b, 5.0);
+    fund_wallet(chain, &a, 2.0);
+    fund_wallet(chain, &b, 2.0);
     open_channel(chain, &a, &b, 10_000_000, &[&c]);
     let bc = open_channel(chain, &b, &c, 10_000_000, &[&a]);
     wait_gossip(&a, &bc);
@@ -279,8 +289,8 @@ fn holds(chain: &Bitcoind, seed: u64) -> Result<(), String> {
     let m = LnNode::start("bench-merchant", chain, &[]);
     let p1 = Arc::new(LnNode::start("bench-payer1", chain, &[]));
     let p2 = Arc::new(LnNode::start("bench-payer2", chain, &[]));
-    fund_wallet(chain, &p1, 5.0);
-    fund_wallet(chain, &p2, 5.0);
+    fund_wallet(chain, &p1, 2.0);
+    fund_wallet(chain, &p2, 2.0);
     open_channel(chain, &p1, &m, 16_000_000, &[&p2]);
     open_channel(chain, &p2, &m, 16_000_000, &[&p1]);
     let pid = m.pid().ok_or("merchant not running")?;

@@ -253,6 +253,11 @@ impl RpcConn {
         }
     }
 
+    /// Changes how long a reply may take (60 s by default).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.stream.set_read_timeout(Some(timeout)).ok();
+    }
+
     /// Sends raw bytes.
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes)
