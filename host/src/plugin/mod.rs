@@ -52,10 +52,12 @@ pub struct HostSettings {
     /// Method names of built-in commands (plugins cannot take them).
     pub reserved_methods: HashSet<&'static str>,
     /// `--wasm-sandbox` rules: what each WASM plugin may do.
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     pub wasm_sandbox: Vec<wasm::SandboxRule>,
 }
 
 /// The node's RPC, called in-process (for WASM plugins, which have no socket).
+#[cfg_attr(not(feature = "wasm"), allow(dead_code))]
 pub trait LocalRpc: Send + Sync {
     /// Runs one request object (`id`, `method`, `params`) as if it came over the socket;
     /// resolves to `{"result": ...}` or `{"error": ...}`.
@@ -151,12 +153,14 @@ impl PluginHost {
     }
 
     /// The in-process RPC dispatcher, waiting until the node installs it.
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     pub async fn local_rpc(&self) -> Option<Arc<dyn LocalRpc>> {
         let mut rx = self.local_rpc.subscribe();
         rx.wait_for(Option::is_some).await.ok()?.clone()
     }
 
     /// Tells waiters that a plugin became active again (a restarted WASM instance).
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     pub(crate) fn note_activation(&self) {
         self.activations.send_modify(|n| *n += 1);
     }

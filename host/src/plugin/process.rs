@@ -89,6 +89,7 @@ pub struct Plugin {
     /// Logs under `plugin-<name>`.
     pub log: SourceLog,
     /// For a WASM plugin, what it may do; `None` for a process.
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     pub(super) sandbox: Option<Arc<super::wasm::Sandbox>>,
 }
 
@@ -265,22 +266,26 @@ impl Plugin {
     }
 
     /// Whether this is a WASM plugin.
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     pub fn is_wasm(&self) -> bool {
         self.sandbox.is_some()
     }
 
     /// A fresh number for an id.
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     pub(super) fn next_call(&self) -> u64 {
         self.counter.fetch_add(1, Ordering::Relaxed)
     }
 
     /// A sender that does not keep the plugin's queue open (for answers delivered later).
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     pub(super) fn weak_sender(&self) -> Option<mpsc::WeakUnboundedSender<Bytes>> {
         self.tx.lock().ok()?.as_ref().map(|t| t.downgrade())
     }
 
     /// Answers every call still waiting for the plugin with an error (a WASM instance
     /// died and is being replaced; hook callers then take the hook's safe default).
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     pub(super) fn fail_pending(&self, reason: &str) {
         let pending: Vec<(String, Pending)> = match self.pending.lock() {
             Ok(mut p) => p.drain().collect(),

@@ -161,6 +161,7 @@ pub async fn serve(node: Arc<Node>, listener: UnixListener, mut stop: watch::Rec
 
 /// The RPC for WASM plugins, which have no socket: each request runs as if it came on a
 /// connection of its own whose notifications go nowhere.
+#[cfg_attr(not(feature = "wasm"), allow(dead_code))]
 struct InProcess(std::sync::Weak<Node>);
 
 impl crate::plugin::LocalRpc for InProcess {

@@ -251,3 +251,41 @@ async fn a_crash_loop_disables_the_plugin() {
     host.shutdown_all().await;
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Not a test but a measurement (`cargo test --release -p fulgur-host --bin fulgurd
+/// wasm_timings -- --ignored --nocapture`): an `htlc_accepted` round trip through the
+/// registry into a WASM guest and back, and the cost of a fresh instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn wasm_timings() {
+    let d = dir("timings");
+    let g = guest(&d, "g.wasm");
+    let (host, _log) = host(&d, std::slice::from_ref(&g), &[]).await;
+    let mut samples = vec![];
+    for _ in 0..2000 {
+        let t = std::time::Instant::now();
+        let end = htlc(&host, "answer_now").await;
+        samples.push(t.elapsed());
+        assert!(matches!(end, ChainEnd::Stopped { .. }));
+    }
+    samples.sort();
+    let p = |q: usize| samples[samples.len() * q / 100];
+    println!(
+        "wasm htlc_accepted round trip: p50 {:?} p90 {:?} p99 {:?}",
+        p(50),
+        p(90),
+        p(99)
+    );
+    let bytes = std::fs::read(&g).unwrap_or_else(|e| panic!("{e}"));
+    let log = host.log.source("timing");
+    let t = std::time::Instant::now();
+    let image = super::runtime::compile_for_timing(&bytes, &log);
+    println!("compile: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    for _ in 0..100 {
+        assert!(super::runtime::instantiate_for_timing(&image));
+    }
+    println!("instantiate: {:?} each", t.elapsed() / 100);
+    host.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(&d);
+}

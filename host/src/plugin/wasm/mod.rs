@@ -4,6 +4,9 @@
 //! (wasmtime) is in `runtime`, behind the `wasm` cargo feature; this is the only module
 //! that knows wasmtime.
 
+// Without the engine, only module detection and option parsing are used.
+#![cfg_attr(not(feature = "wasm"), allow(dead_code))]
+
 use std::path::Path;
 use std::time::Duration;
 

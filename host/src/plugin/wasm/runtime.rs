@@ -347,7 +347,7 @@ fn monotonic_start() -> Instant {
 }
 
 /// A compiled plugin: everything needed to make fresh instances of it.
-struct Image {
+pub(super) struct Image {
     pre: InstancePre<Guest>,
     sandbox: Arc<Sandbox>,
     log: SourceLog,
@@ -776,4 +776,19 @@ pub(in crate::plugin) fn guest_request(
         let body = rpc.call(request).await;
         deliver(frame_for(body));
     });
+}
+
+/// For the timing test: a compiled image of `bytes` with the default sandbox.
+#[cfg(test)]
+pub(super) fn compile_for_timing(bytes: &[u8], log: &SourceLog) -> Image {
+    match Image::compile(bytes, Sandbox::default(), log.clone()) {
+        Ok(i) => i,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// For the timing test: whether a fresh instance of `image` starts.
+#[cfg(test)]
+pub(super) fn instantiate_for_timing(image: &Image) -> bool {
+    image.instantiate().is_ok()
 }
