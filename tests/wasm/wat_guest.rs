@@ -13,7 +13,8 @@
 //   as "wasm guest: getinfo answered".
 // - notification `block_added`: logs "wasm guest: block_added seen".
 // - hook `htlc_accepted`: with `answer_now` in the payload answers at once with
-//   `fail 400f`; with `crash_now` traps; otherwise keeps the id, asks for a 100 ms timer,
+//   `fail 400f`; with `crash_now` traps; with `hold_forever` keeps the call unanswered
+//   (until the instance dies); otherwise keeps the id, asks for a 100 ms timer,
 //   and when the timer fires answers `resolve` with payment_key 11..11 (a late answer).
 
 /// The WAT text of the guest, with `manifest` (JSON) as its getmanifest answer.
@@ -49,6 +50,7 @@ pub fn guest_wat(manifest: &str) -> String {
     let m_block = lit("\"method\":\"block_added\"");
     let answer_now = lit("answer_now");
     let crash_now = lit("crash_now");
+    let hold_forever = lit("hold_forever");
     let id_timer = lit("\"id\":\"timer1\"");
     let id_g2 = lit("\"id\":\"g2\"");
     let has_result = lit("\"result\"");
@@ -164,6 +166,7 @@ pub fn guest_wat(manifest: &str) -> String {
       (then
         (if (call $has {answer_now}) (then (call $respond {fail_now}) (return)))
         (if (call $has {crash_now}) (then unreachable))
+        (if (call $has {hold_forever}) (then (return)))
         (global.set $held (call $id_to (i32.const 8192)))
         (call $send {timer_req})
         (return)))

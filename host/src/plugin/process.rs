@@ -283,24 +283,19 @@ impl Plugin {
         self.tx.lock().ok()?.as_ref().map(|t| t.downgrade())
     }
 
-    /// Answers every call still waiting for the plugin with an error (a WASM instance
-    /// died and is being replaced; hook callers then take the hook's safe default).
+    /// Ends every call still waiting for the plugin as if the plugin had died (its caller
+    /// gets [`Gone`]): a WASM instance failed and is being replaced. The registry treats
+    /// this exactly like a process plugin's death: a hook chain asks the next plugin (and
+    /// a payment only a plugin can settle stays held until a plugin is active again), an
+    /// RPC caller gets "plugin terminated".
     #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
-    pub(super) fn fail_pending(&self, reason: &str) {
+    pub(super) fn fail_pending(&self) {
+        // Dropping the senders wakes every waiter with `Gone`.
         let pending: Vec<(String, Pending)> = match self.pending.lock() {
             Ok(mut p) => p.drain().collect(),
             Err(_) => return,
         };
-        for (id, p) in pending {
-            let _ = p.tx.send(json!({
-                "jsonrpc": "2.0",
-                "id": id,
-                "error": {
-                    "code": fulgur_protocol::error::codes::PLUGIN_ERROR,
-                    "message": format!("plugin instance failed: {reason}"),
-                }
-            }));
-        }
+        drop(pending);
     }
 
     fn exit_reason(&self) -> String {

@@ -114,11 +114,33 @@ async fn call(host: &PluginHost, method: &str) -> Value {
         .unwrap_or_else(|_| panic!("plugin gone during {method}"))
 }
 
+/// Calls a method that may kill the instance: `None` when the call ended as a plugin's
+/// death does.
+async fn call_may_die(host: &PluginHost, method: &str) -> Option<Value> {
+    let p = host
+        .method_owner("hello")
+        .unwrap_or_else(|| panic!("no plugin serves hello"));
+    tokio::time::timeout(Duration::from_secs(20), p.request(method, &json!({}), None))
+        .await
+        .unwrap_or_else(|_| panic!("{method} timed out"))
+        .ok()
+}
+
 async fn htlc(host: &PluginHost, marker: &str) -> ChainEnd {
     let payload = json!({"htlc": {"amount_msat": 1000, "note": marker}});
     tokio::time::timeout(
         Duration::from_secs(20),
         host.run_hook(Hook::HtlcAccepted, payload, None, None, None, None),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("htlc_accepted timed out"))
+}
+
+async fn htlc_noting_deaths(host: &PluginHost, marker: &str) -> (ChainEnd, Vec<String>) {
+    let payload = json!({"htlc": {"amount_msat": 1000, "note": marker}});
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        host.run_hook_noting_deaths(Hook::HtlcAccepted, payload, None, None, None, None),
     )
     .await
     .unwrap_or_else(|_| panic!("htlc_accepted timed out"))
@@ -205,8 +227,9 @@ async fn loops_memory_hogs_and_garbage_kill_the_instance_only() {
         ("garbage", "not JSON"),
         ("crash", "trapped"),
     ] {
-        let r = call(&host, method).await;
-        assert!(r.get("error").is_some(), "{method}: {r}");
+        // The caller sees what a process plugin's death shows: the call ends unanswered.
+        let r = call_may_die(&host, method).await;
+        assert!(r.is_none(), "{method}: {r:?}");
         assert!(
             log.wait_for(trace).await,
             "{method}: no '{trace}' in the log"
@@ -219,9 +242,11 @@ async fn loops_memory_hogs_and_garbage_kill_the_instance_only() {
         );
     }
     assert!(log.text().contains("WASM instance restarted"));
-    // A hook call in flight when the instance dies gets the hook's safe default.
-    let end = htlc(&host, "crash_now").await;
-    assert_eq!(answer(&end), Hook::HtlcAccepted.safe_default());
+    // A hook call in flight when the instance dies ends as with a dead process plugin:
+    // the chain goes on without it (here: to its end, `continue`) and names it.
+    let (end, died) = htlc_noting_deaths(&host, "crash_now").await;
+    assert!(matches!(end, ChainEnd::Default(_)), "{end:?}");
+    assert_eq!(died, vec!["g.wasm".to_string()]);
     assert!(host.find("g.wasm").is_some_and(|p| p.is_active()));
     host.shutdown_all().await;
     let _ = std::fs::remove_dir_all(&d);
@@ -234,12 +259,12 @@ async fn a_crash_loop_disables_the_plugin() {
     let (host, log) = host(&d, &[g], &[]).await;
     let mut rx = host.watch_activations();
     rx.borrow_and_update();
-    let _ = call(&host, "crash").await;
+    assert!(call_may_die(&host, "crash").await.is_none());
     // The restarted instance counts as a plugin becoming active again.
     assert!(log.wait_for("WASM instance restarted").await);
     assert!(rx.has_changed().unwrap_or(false));
-    let _ = call(&host, "crash").await;
-    let _ = call(&host, "crash").await;
+    assert!(call_may_die(&host, "crash").await.is_none());
+    assert!(call_may_die(&host, "crash").await.is_none());
     assert!(
         log.wait_for("disabled after 3 failures").await,
         "{}",
@@ -248,6 +273,37 @@ async fn a_crash_loop_disables_the_plugin() {
     assert!(host.find("g.wasm").is_none());
     assert!(host.method_owner("hello").is_none());
     assert!(!host.has_hook(Hook::HtlcAccepted));
+    host.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_hook_call_ends_like_a_dead_process_plugin_when_the_instance_crashes() {
+    let d = dir("heldcrash");
+    let g = guest(&d, "g.wasm");
+    let (host, log) = host(&d, &[g], &["g.wasm:hold=true"]).await;
+    let mut rx = host.watch_activations();
+    rx.borrow_and_update();
+    // The guest holds this call (hold grant) and never answers it by itself.
+    let h = host.clone();
+    let held = tokio::spawn(async move { htlc_noting_deaths(&h, "hold_forever").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!held.is_finished(), "the held call was answered");
+    // Another call traps the instance: the held call ends as if its plugin had died (not
+    // with the safe default `fail`), so the HTLC code keeps a payment only a plugin can
+    // settle and offers it again once a plugin is active.
+    assert!(call_may_die(&host, "crash").await.is_none());
+    let (end, died) = tokio::time::timeout(Duration::from_secs(20), held)
+        .await
+        .unwrap_or_else(|_| panic!("held call never ended"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(end, ChainEnd::Default(_)), "{end:?}");
+    assert_eq!(died, vec!["g.wasm".to_string()]);
+    assert!(log.wait_for("WASM instance restarted").await);
+    assert!(rx.has_changed().unwrap_or(false), "no activation noted");
+    // The restarted instance takes the hook again.
+    let end = htlc(&host, "answer_now").await;
+    assert_eq!(answer(&end)["failure_message"], "400f");
     host.shutdown_all().await;
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -3,8 +3,9 @@
 //! into it one at a time. The ABI is in docs/WASM.md.
 //!
 //! Failure policy: a trap, a budget overrun (fuel, memory) or a message that is not
-//! JSON-RPC kills the instance only. Calls waiting for it are answered with an error (so a
-//! hook takes its safe default), a fresh instance is started and replayed the original
+//! JSON-RPC kills the instance only. Calls waiting for it end as they would if a process
+//! plugin died ([`crate::plugin::Gone`]: a hook chain asks the next plugin, a payment only
+//! a plugin can settle stays held for the restarted instance), a fresh instance is started and replayed the original
 //! `getmanifest` and `init`, and after [`Sandbox::max_failures`] failures within
 //! [`Sandbox::failure_window`] the plugin is disabled (killed and unregistered).
 
@@ -637,12 +638,12 @@ impl Actor {
         }
     }
 
-    /// The instance failed: answer its callers, then restart it or give up.
+    /// The instance failed: end its callers' calls (as a death), then restart it or give up.
     fn failed(&mut self, reason: &str) -> Next {
         let mut reason = reason.to_string();
         loop {
             self.plugin.log.broken(&format!("WASM instance {reason}"));
-            self.plugin.fail_pending(&reason);
+            self.plugin.fail_pending();
             if self.plugin.is_dead() {
                 return Next::Stop;
             }
