@@ -362,15 +362,29 @@ struct Instance {
     on_message: TypedFunc<(i32, i32), ()>,
 }
 
-/// Why a call into the guest failed, in words for the log.
+/// Why a call into the guest failed, in words for the log (one line: the cause, then
+/// wasmtime's backtrace if any).
 fn describe(e: &wasmtime::Error, sandbox: &Sandbox) -> String {
+    let backtrace = e
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|b| {
+            let frames: Vec<String> = b
+                .to_string()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.ends_with("backtrace:"))
+                .map(String::from)
+                .collect();
+            format!(" [{}]", frames.join("; "))
+        })
+        .unwrap_or_default();
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => format!(
             "ran out of fuel (budget {} per call): endless loop?",
             sandbox.fuel
         ),
-        Some(t) => format!("trapped: {t} ({e})"),
-        None => format!("failed: {e}"),
+        Some(t) => format!("trapped: {t}{backtrace}"),
+        None => format!("failed: {}{backtrace}", e.root_cause()),
     }
 }
 
