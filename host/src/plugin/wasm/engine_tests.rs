@@ -308,40 +308,156 @@ async fn a_held_hook_call_ends_like_a_dead_process_plugin_when_the_instance_cras
     let _ = std::fs::remove_dir_all(&d);
 }
 
-/// Not a test but a measurement (`cargo test --release -p fulgur-host --bin fulgurd
-/// wasm_timings -- --ignored --nocapture`): an `htlc_accepted` round trip through the
-/// registry into a WASM guest and back, and the cost of a fresh instance.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn wasm_timings() {
-    let d = dir("timings");
-    let g = guest(&d, "g.wasm");
-    let (host, _log) = host(&d, std::slice::from_ref(&g), &[]).await;
-    let mut samples = vec![];
-    for _ in 0..2000 {
+/// Resident set size of this process, bytes (Linux).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// `n` round trips of `htlc_accepted` through the registry: p50 and p99.
+async fn hook_round_trips(host: &PluginHost, n: usize) -> (Duration, Duration) {
+    // A forward above every minimum: every plugin measured answers at once (`continue` or
+    // the WAT guest's `fail`), none holds it.
+    let payload = json!({
+        "onion": {"short_channel_id": "1x1x1", "forward_msat": 1_000_000, "payload": ""},
+        "htlc": {"amount_msat": 1_000_000, "payment_hash": "00".repeat(32), "note": "answer_now"},
+    });
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
         let t = std::time::Instant::now();
-        let end = htlc(&host, "answer_now").await;
-        samples.push(t.elapsed());
-        assert!(matches!(end, ChainEnd::Stopped { .. }));
+        let end = host
+            .run_hook(Hook::HtlcAccepted, payload.clone(), None, None, None, None)
+            .await;
+        let took = t.elapsed();
+        assert!(matches!(
+            end,
+            ChainEnd::Stopped { .. } | ChainEnd::Default(_)
+        ));
+        // The first tenth warms up.
+        if i >= n / 10 {
+            samples.push(took);
+        }
     }
     samples.sort();
-    let p = |q: usize| samples[samples.len() * q / 100];
-    println!(
-        "wasm htlc_accepted round trip: p50 {:?} p90 {:?} p99 {:?}",
-        p(50),
-        p(90),
-        p(99)
-    );
+    let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
+    (at(50), at(99))
+}
+
+/// Not a test but a measurement, run in release by `cargo bench -p fulgur-tests --bench
+/// wasm_hooks` (or `cargo test --release -p fulgur-host --bin fulgurd wasm_hook_bench --
+/// --ignored --nocapture`): the `htlc_accepted` round trip through the registry into a
+/// WASM guest (WAT, and the AssemblyScript guest when built), an SDK process plugin
+/// (`htlc_gate` example) and a pyln-client plugin (`tests/py/plugins/pay_rules.py`, with
+/// the repository's `.venv`); compile and instantiate time, and RSS per WASM instance.
+/// Lines start with `BENCH` for the bench driver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn wasm_hook_bench() {
+    let n: usize = std::env::var("FULGUR_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let d = dir("bench");
+    let mut subjects: Vec<(&str, PathBuf)> = vec![("wasm-wat", guest(&d, "g.wasm"))];
+    let asguest = repo.join("target/wasm/asguest.wasm");
+    if asguest.is_file() {
+        let p = d.join("asguest.wasm");
+        std::fs::copy(&asguest, &p).unwrap_or_else(|e| panic!("{e}"));
+        subjects.push(("wasm-assemblyscript", p));
+    } else {
+        println!("BENCH skip wasm-assemblyscript: run tests/wasm/build.sh first");
+    }
+    let gate = repo.join("target").join(profile).join("examples/htlc_gate");
+    if gate.is_file() {
+        subjects.push(("sdk-process", gate));
+    } else {
+        println!(
+            "BENCH skip sdk-process: build it with cargo build --{profile} -p fulgur-plugin-sdk --examples"
+        );
+    }
+    let python = repo.join(".venv/bin/python");
+    if python.is_file() {
+        let script = d.join("pyln_rules");
+        let body = format!(
+            "#!/bin/sh\nexec {} {}\n",
+            python.display(),
+            repo.join("tests/py/plugins/pay_rules.py").display()
+        );
+        std::fs::write(&script, body).unwrap_or_else(|e| panic!("{e}"));
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        subjects.push(("pyln-client", script));
+    } else {
+        println!("BENCH skip pyln-client: no .venv (tests/run-all makes it)");
+    }
+    for (label, path) in &subjects {
+        let (host, _log) = host(&d, std::slice::from_ref(path), &[]).await;
+        let (p50, p99) = hook_round_trips(&host, n).await;
+        println!(
+            "BENCH htlc_accepted round trip {label}: p50 {:.1} us, p99 {:.1} us ({n} calls)",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
+        host.shutdown_all().await;
+    }
+
+    // Compile and instantiate cost, and memory per live instance (WAT guest).
+    let g = d.join("g.wasm");
     let bytes = std::fs::read(&g).unwrap_or_else(|e| panic!("{e}"));
-    let log = host.log.source("timing");
+    let (host0, _log) = host(&d, &[], &[]).await;
+    let log = host0.log.source("timing");
     let t = std::time::Instant::now();
     let image = super::runtime::compile_for_timing(&bytes, &log);
-    println!("compile: {:?}", t.elapsed());
+    println!("BENCH wasm compile (WAT guest): {:?}", t.elapsed());
     let t = std::time::Instant::now();
     for _ in 0..100 {
         assert!(super::runtime::instantiate_for_timing(&image));
     }
-    println!("instantiate: {:?} each", t.elapsed() / 100);
-    host.shutdown_all().await;
+    println!(
+        "BENCH wasm instantiate (WAT guest): {:.1} us each",
+        t.elapsed().as_secs_f64() * 1e6 / 100.0
+    );
+    for (label, src) in [("wasm-wat", g.clone()), ("wasm-assemblyscript", asguest)] {
+        if !src.is_file() {
+            continue;
+        }
+        let many = d.join(format!("many-{label}"));
+        let _ = std::fs::create_dir_all(&many);
+        let copies: Vec<PathBuf> = (0..20)
+            .map(|i| {
+                let p = many.join(format!("m{i}.wasm"));
+                std::fs::copy(&src, &p).unwrap_or_else(|e| panic!("{e}"));
+                p
+            })
+            .collect();
+        let before = rss_bytes();
+        let (host20, _log) = host(&many, &copies, &[]).await;
+        let after = rss_bytes();
+        println!(
+            "BENCH wasm RSS per plugin ({label}, 20 loaded and active): {:.0} KiB",
+            after.saturating_sub(before) as f64 / 20.0 / 1024.0
+        );
+        host20.shutdown_all().await;
+    }
+    host0.shutdown_all().await;
     let _ = std::fs::remove_dir_all(&d);
 }
