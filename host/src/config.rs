@@ -299,6 +299,12 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         None,
         "Announce host:port to the network without listening on it",
     ),
+    opt(
+        "wasm-sandbox",
+        CoreKind::Multi,
+        None,
+        "PLUGIN:KEY=VALUE for a WASM plugin (or * for all): memory-mb, fuel, allow-rpc, add-rpc, hold, max-failures, failure-window-secs (docs/WASM.md)",
+    ),
 ];
 
 /// Where a value came from, as `listconfigs` reports it.
@@ -401,6 +407,8 @@ pub struct Config {
     pub hold_safety_blocks: u32,
     /// `--max-concurrent-htlcs`: HTLCs a peer may offer us at once on one channel.
     pub max_concurrent_htlcs: u16,
+    /// `--wasm-sandbox` rules, in the order given.
+    pub wasm_sandbox: Vec<crate::plugin::wasm::SandboxRule>,
 }
 
 /// What `fulgurd` was asked to do.
@@ -790,7 +798,14 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
             port: crate::lightning::net::DEFAULT_PORT,
         });
     }
+    let wasm_sandbox = m
+        .get_many::<String>("wasm-sandbox")
+        .into_iter()
+        .flatten()
+        .map(|r| crate::plugin::wasm::SandboxRule::parse(r).map_err(err))
+        .collect::<Result<Vec<_>, _>>()?;
     let config = Config {
+        wasm_sandbox,
         bind_addrs,
         announce_addrs,
         hold_safety_blocks,

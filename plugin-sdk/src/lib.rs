@@ -54,6 +54,7 @@ mod params;
 mod plugin;
 mod rpc;
 mod transport;
+pub mod wasm;
 
 pub use builder::{Builder, Continue, HookAnswer, HookSpec, RpcMethod};
 pub use dispatch::{Configured, Running};
@@ -63,6 +64,7 @@ pub use params::{bind, usage_names};
 pub use plugin::{Event, Level, Plugin};
 pub use rpc::RpcClient;
 pub use transport::Transport;
+pub use wasm::WasmGuest;
 
 pub use fulgur_protocol;
 pub use fulgur_protocol::RpcError;

@@ -35,7 +35,8 @@ pub fn builtin_dir() -> Option<PathBuf> {
 }
 
 /// Whether `path` may be a plugin: a regular file (links followed) with an execute bit,
-/// a name of letters, digits, `-`, `_` and `.`, and not `README.md`.
+/// or a wasm module (by its magic bytes; no execute bit needed), a name of letters,
+/// digits, `-`, `_` and `.`, and not `README.md`.
 pub fn eligible(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -49,7 +50,9 @@ pub fn eligible(path: &Path) -> bool {
     {
         return false;
     }
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    std::fs::metadata(path).is_ok_and(|m| {
+        m.is_file() && (m.permissions().mode() & 0o111 != 0 || super::wasm::is_wasm(path))
+    })
 }
 
 /// Eligible files in `dir`, sorted by name; with `depth` 1 also those one level down.

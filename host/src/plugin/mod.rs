@@ -10,6 +10,7 @@
 
 pub mod discovery;
 pub mod process;
+pub mod wasm;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,17 @@ pub struct HostSettings {
     pub default_dir: PathBuf,
     /// Method names of built-in commands (plugins cannot take them).
     pub reserved_methods: HashSet<&'static str>,
+    /// `--wasm-sandbox` rules: what each WASM plugin may do.
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
+    pub wasm_sandbox: Vec<wasm::SandboxRule>,
+}
+
+/// The node's RPC, called in-process (for WASM plugins, which have no socket).
+#[cfg_attr(not(feature = "wasm"), allow(dead_code))]
+pub trait LocalRpc: Send + Sync {
+    /// Runs one request object (`id`, `method`, `params`) as if it came over the socket;
+    /// resolves to `{"result": ...}` or `{"error": ...}`.
+    fn call(&self, request: Value) -> futures::future::BoxFuture<'static, Value>;
 }
 
 /// Why the node cannot start.
@@ -89,6 +101,7 @@ pub struct PluginHost {
     /// Counts plugins that became active (answered `init`), so that work waiting for a
     /// plugin to come back (an HTLC whose holder died) can wake up.
     activations: tokio::sync::watch::Sender<u64>,
+    local_rpc: tokio::sync::watch::Sender<Option<Arc<dyn LocalRpc>>>,
 }
 
 /// One help entry for a plugin method.
@@ -130,7 +143,26 @@ impl PluginHost {
             shutting_down: AtomicBool::new(false),
             log_subscribers: AtomicBool::new(false),
             activations: tokio::sync::watch::Sender::new(0),
+            local_rpc: tokio::sync::watch::Sender::new(None),
         })
+    }
+
+    /// Installs the in-process RPC dispatcher (once the RPC server runs).
+    pub fn set_local_rpc(&self, rpc: Arc<dyn LocalRpc>) {
+        self.local_rpc.send_replace(Some(rpc));
+    }
+
+    /// The in-process RPC dispatcher, waiting until the node installs it.
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
+    pub async fn local_rpc(&self) -> Option<Arc<dyn LocalRpc>> {
+        let mut rx = self.local_rpc.subscribe();
+        rx.wait_for(Option::is_some).await.ok()?.clone()
+    }
+
+    /// Tells waiters that a plugin became active again (a restarted WASM instance).
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
+    pub(crate) fn note_activation(&self) {
+        self.activations.send_modify(|n| *n += 1);
     }
 
     fn reg(&self) -> MutexGuard<'_, Registry> {
@@ -995,6 +1027,7 @@ for line in sys.stdin:
             shutdown_grace: Duration::from_secs(1),
             default_dir: dir.join("plugins"),
             reserved_methods: HashSet::new(),
+            wasm_sandbox: vec![],
         };
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let host = PluginHost::new(

@@ -1,5 +1,9 @@
 //! A plugin as a child process: CLN's framing on its stdin and stdout, its stderr into the
 //! node's log. This is the only module that knows about pipes.
+//!
+//! The same `Plugin` is the registry's unit for WASM plugins too (`super::wasm`): frames
+//! queued on `tx` are then delivered into the guest by its actor thread instead of being
+//! written to a pipe, and what the guest sends comes back through [`Plugin::incoming`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -84,6 +88,16 @@ pub struct Plugin {
     kill_tx: Mutex<Option<oneshot::Sender<()>>>,
     /// Logs under `plugin-<name>`.
     pub log: SourceLog,
+    /// For a WASM plugin, what it may do; `None` for a process.
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
+    pub(super) sandbox: Option<Arc<super::wasm::Sandbox>>,
+}
+
+/// The channels a transport hands to [`Plugin::assemble`].
+pub(super) struct Wiring {
+    pub tx: mpsc::UnboundedSender<Bytes>,
+    pub exited: watch::Receiver<bool>,
+    pub kill_tx: oneshot::Sender<()>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -111,7 +125,14 @@ impl Plugin {
         startup: bool,
         important: bool,
     ) -> Result<Arc<Plugin>, String> {
-        let name = short_name(path);
+        if super::wasm::is_wasm(path) {
+            #[cfg(feature = "wasm")]
+            return super::wasm::runtime::spawn(host, path, order, startup, important);
+            #[cfg(not(feature = "wasm"))]
+            return Err(
+                "WASM plugins are not supported by this build (cargo feature `wasm` is off)".into(),
+            );
+        }
         let mut cmd = tokio::process::Command::new(path);
         cmd.current_dir(&host.settings.net_dir)
             .env("LIGHTNINGD_PLUGIN", "1")
@@ -132,22 +153,19 @@ impl Plugin {
         let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
         let (exited_tx, exited) = watch::channel(false);
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
-        let plugin = Arc::new(Plugin {
-            log: host.log.source(format!("plugin-{name}")),
-            name,
-            path: path.to_path_buf(),
+        let plugin = Plugin::assemble(
+            host,
+            path,
             order,
             startup,
-            important: AtomicBool::new(important),
-            state: Mutex::new(State::AwaitingManifest),
-            manifest: OnceLock::new(),
-            tx: Mutex::new(Some(tx)),
-            pending: Mutex::new(HashMap::new()),
-            counter: AtomicU64::new(0),
-            dead: AtomicBool::new(false),
-            exited,
-            kill_tx: Mutex::new(Some(kill_tx)),
-        });
+            important,
+            Wiring {
+                tx,
+                exited,
+                kill_tx,
+            },
+            None,
+        );
 
         // Writer: frames to stdin; dropping the channel closes stdin (EOF for the plugin).
         tokio::spawn(async move {
@@ -217,6 +235,69 @@ impl Plugin {
         Ok(plugin)
     }
 
+    /// A plugin on a transport's channels (`sandbox` only for WASM).
+    pub(super) fn assemble(
+        host: &Arc<PluginHost>,
+        path: &Path,
+        order: u64,
+        startup: bool,
+        important: bool,
+        wiring: Wiring,
+        sandbox: Option<Arc<super::wasm::Sandbox>>,
+    ) -> Arc<Plugin> {
+        let name = short_name(path);
+        Arc::new(Plugin {
+            log: host.log.source(format!("plugin-{name}")),
+            name,
+            path: path.to_path_buf(),
+            order,
+            startup,
+            important: AtomicBool::new(important),
+            state: Mutex::new(State::AwaitingManifest),
+            manifest: OnceLock::new(),
+            tx: Mutex::new(Some(wiring.tx)),
+            pending: Mutex::new(HashMap::new()),
+            counter: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
+            exited: wiring.exited,
+            kill_tx: Mutex::new(Some(wiring.kill_tx)),
+            sandbox,
+        })
+    }
+
+    /// Whether this is a WASM plugin.
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
+    pub fn is_wasm(&self) -> bool {
+        self.sandbox.is_some()
+    }
+
+    /// A fresh number for an id.
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
+    pub(super) fn next_call(&self) -> u64 {
+        self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A sender that does not keep the plugin's queue open (for answers delivered later).
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
+    pub(super) fn weak_sender(&self) -> Option<mpsc::WeakUnboundedSender<Bytes>> {
+        self.tx.lock().ok()?.as_ref().map(|t| t.downgrade())
+    }
+
+    /// Ends every call still waiting for the plugin as if the plugin had died (its caller
+    /// gets [`Gone`]): a WASM instance failed and is being replaced. The registry treats
+    /// this exactly like a process plugin's death: a hook chain asks the next plugin (and
+    /// a payment only a plugin can settle stays held until a plugin is active again), an
+    /// RPC caller gets "plugin terminated".
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
+    pub(super) fn fail_pending(&self) {
+        // Dropping the senders wakes every waiter with `Gone`.
+        let pending: Vec<(String, Pending)> = match self.pending.lock() {
+            Ok(mut p) => p.drain().collect(),
+            Err(_) => return,
+        };
+        drop(pending);
+    }
+
     fn exit_reason(&self) -> String {
         match self.state() {
             State::AwaitingManifest => "exited before replying to getmanifest".into(),
@@ -227,7 +308,7 @@ impl Plugin {
     }
 
     /// Handles one message from the plugin; `Err` is a reason to kill it.
-    fn incoming(&self, host: &Weak<PluginHost>, v: Value) -> Result<(), String> {
+    pub(super) fn incoming(&self, host: &Weak<PluginHost>, v: Value) -> Result<(), String> {
         let Some(obj) = v.as_object() else {
             return Err("JSON-RPC message is not an object".into());
         };
@@ -255,6 +336,12 @@ impl Plugin {
             (None, Some(Value::String(method))) => {
                 let params = obj.get("params").cloned().unwrap_or(Value::Null);
                 self.notification(host, method, params);
+                Ok(())
+            }
+            #[cfg(feature = "wasm")]
+            (Some(id), Some(Value::String(method))) if self.is_wasm() => {
+                // A WASM guest has no socket: its calls to the node go through the host.
+                super::wasm::runtime::guest_request(self, host, id, method, obj.get("params"));
                 Ok(())
             }
             (Some(id), Some(_)) => {

@@ -143,6 +143,8 @@ pub async fn listen(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
 
 /// Accepts connections until `stop` turns true.
 pub async fn serve(node: Arc<Node>, listener: UnixListener, mut stop: watch::Receiver<bool>) {
+    node.plugins
+        .set_local_rpc(Arc::new(InProcess(Arc::downgrade(&node))));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -154,6 +156,45 @@ pub async fn serve(node: Arc<Node>, listener: UnixListener, mut stop: watch::Rec
             },
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
         }
+    }
+}
+
+/// The RPC for WASM plugins, which have no socket: each request runs as if it came on a
+/// connection of its own whose notifications go nowhere.
+#[cfg_attr(not(feature = "wasm"), allow(dead_code))]
+struct InProcess(std::sync::Weak<Node>);
+
+impl crate::plugin::LocalRpc for InProcess {
+    fn call(&self, request: Value) -> futures::future::BoxFuture<'static, Value> {
+        let node = self.0.upgrade();
+        Box::pin(async move {
+            let Some(node) = node else {
+                return json!({"error": RpcError::new(codes::LIGHTNINGD_SHUTDOWN, "lightningd is shutting down")});
+            };
+            let (tx, _discarded) = mpsc::unbounded_channel::<Out>();
+            let conn = Arc::new(Conn {
+                tx,
+                notifications: AtomicBool::new(false),
+                deprecated_ok: AtomicBool::new(node.config.allow_deprecated_apis),
+            });
+            let id = request.get("id").cloned().unwrap_or(Value::Null);
+            let method = request
+                .get("method")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            match execute(&node, &conn, &request, &id, &method, true).await {
+                Reply::Ok(v) => json!({ "result": v }),
+                Reply::Err(e) => json!({ "error": e }),
+                Reply::Raw(r) => match (r.get("result"), r.get("error")) {
+                    (Some(v), _) => json!({ "result": v }),
+                    (None, Some(e)) => json!({ "error": e }),
+                    (None, None) => {
+                        json!({"error": {"code": codes::PLUGIN_ERROR, "message": "plugin returned neither result nor error"}})
+                    }
+                },
+            }
+        })
     }
 }
 

@@ -1,0 +1,463 @@
+//! WASM plugins through the real registry: WAT guests (tests/wasm/wat_guest.rs) loaded
+//! by `PluginHost`, hooks run with `run_hook`, failures provoked on purpose.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fulgur_protocol::hooks::Hook;
+use serde_json::{Value, json};
+
+use super::SandboxRule;
+use crate::hooks::ChainEnd;
+use crate::log::{Level, LevelFilter, Logger};
+use crate::plugin::discovery::Candidate;
+use crate::plugin::{HostSettings, PluginHost};
+
+include!("../../../../tests/wasm/wat_guest.rs");
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default()
+    }
+
+    async fn wait_for(&self, needle: &str) -> bool {
+        for _ in 0..200 {
+            if self.text().contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+}
+
+fn dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fulgur-wasm-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+    d
+}
+
+/// The guest compiled to a module, written without an execute bit.
+fn guest(dir: &Path, name: &str) -> PathBuf {
+    let bytes = wat::parse_str(guest_wat(&guest_manifest())).unwrap_or_else(|e| panic!("{e}"));
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap_or_else(|e| panic!("{e}"));
+    p
+}
+
+async fn host(dir: &Path, plugins: &[PathBuf], rules: &[&str]) -> (Arc<PluginHost>, Captured) {
+    let settings = HostSettings {
+        net_dir: dir.to_path_buf(),
+        rpc_file: "lightning-rpc".into(),
+        network: "regtest".into(),
+        allow_deprecated_apis: false,
+        timeout: Duration::from_secs(20),
+        shutdown_grace: Duration::from_secs(1),
+        default_dir: dir.join("plugins"),
+        reserved_methods: HashSet::new(),
+        wasm_sandbox: rules
+            .iter()
+            .map(|r| SandboxRule::parse(r).unwrap_or_else(|e| panic!("{e}")))
+            .collect(),
+    };
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let out = Captured::default();
+    let log = Logger::new(
+        vec![LevelFilter {
+            level: Level::Debug,
+            prefix: None,
+        }],
+        Box::new(out.clone()),
+    );
+    let host = PluginHost::new(log, settings, &[], vec![], tx);
+    let c: Vec<Candidate> = plugins
+        .iter()
+        .map(|p| Candidate {
+            path: p.clone(),
+            important: false,
+        })
+        .collect();
+    host.start_all(&c).await.unwrap_or_else(|e| panic!("{e}"));
+    host.init_all().await.unwrap_or_else(|e| panic!("{e}"));
+    (host, out)
+}
+
+async fn call(host: &PluginHost, method: &str) -> Value {
+    let p = host
+        .method_owner("hello")
+        .unwrap_or_else(|| panic!("no plugin serves hello"));
+    tokio::time::timeout(Duration::from_secs(20), p.request(method, &json!({}), None))
+        .await
+        .unwrap_or_else(|_| panic!("{method} timed out"))
+        .unwrap_or_else(|_| panic!("plugin gone during {method}"))
+}
+
+/// Calls a method that may kill the instance: `None` when the call ended as a plugin's
+/// death does.
+async fn call_may_die(host: &PluginHost, method: &str) -> Option<Value> {
+    let p = host
+        .method_owner("hello")
+        .unwrap_or_else(|| panic!("no plugin serves hello"));
+    tokio::time::timeout(Duration::from_secs(20), p.request(method, &json!({}), None))
+        .await
+        .unwrap_or_else(|_| panic!("{method} timed out"))
+        .ok()
+}
+
+async fn htlc(host: &PluginHost, marker: &str) -> ChainEnd {
+    let payload = json!({"htlc": {"amount_msat": 1000, "note": marker}});
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        host.run_hook(Hook::HtlcAccepted, payload, None, None, None, None),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("htlc_accepted timed out"))
+}
+
+async fn htlc_noting_deaths(host: &PluginHost, marker: &str) -> (ChainEnd, Vec<String>) {
+    let payload = json!({"htlc": {"amount_msat": 1000, "note": marker}});
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        host.run_hook_noting_deaths(Hook::HtlcAccepted, payload, None, None, None, None),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("htlc_accepted timed out"))
+}
+
+fn answer(end: &ChainEnd) -> Value {
+    match end {
+        ChainEnd::Stopped { answer, .. } => answer.clone(),
+        other => panic!("expected an answer, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_method_notification_and_hooks() {
+    let d = dir("basic");
+    let g = guest(&d, "g.wasm");
+    assert!(
+        crate::plugin::discovery::eligible(&g),
+        "a module needs no execute bit"
+    );
+    let (host, log) = host(&d, &[g], &["g.wasm:hold=true"]).await;
+    let p = host
+        .find("g.wasm")
+        .unwrap_or_else(|| panic!("not registered"));
+    assert!(p.is_active() && p.is_wasm());
+    assert_eq!(
+        call(&host, "hello").await["result"],
+        json!({"greeting": "hi"})
+    );
+
+    host.notify("block_added", json!({"hash": "00", "height": 1}));
+    assert!(log.wait_for("wasm guest: block_added seen").await);
+
+    // Answered within the call.
+    let end = htlc(&host, "answer_now").await;
+    assert_eq!(answer(&end)["failure_message"], "400f");
+    // Held: answered from a later call (the timer the host offers).
+    let start = std::time::Instant::now();
+    let end = htlc(&host, "hold").await;
+    assert_eq!(answer(&end)["result"], "resolve");
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    host.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holding_needs_the_grant_and_rpc_needs_the_allow_list() {
+    let d = dir("grants");
+    let g = guest(&d, "g.wasm");
+    let (host, log) = host(&d, &[g], &[]).await;
+    // Without `hold`, an unanswered htlc_accepted gets the safe default at once.
+    let end = htlc(&host, "hold").await;
+    assert_eq!(answer(&end), Hook::HtlcAccepted.safe_default());
+    assert!(log.wait_for("without the hold grant").await);
+    // `withdraw` is not on the default list: the guest gets an error message, no trap.
+    assert_eq!(call(&host, "callrpc").await["result"], json!({}));
+    assert!(log.wait_for("wasm guest: rpc denied").await);
+    assert!(!log.text().contains("WASM instance"), "{}", log.text());
+    assert_eq!(
+        call(&host, "hello").await["result"],
+        json!({"greeting": "hi"})
+    );
+    host.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loops_memory_hogs_and_garbage_kill_the_instance_only() {
+    let d = dir("limits");
+    let g = guest(&d, "g.wasm");
+    let (host, log) = host(
+        &d,
+        &[g],
+        &[
+            "g.wasm:fuel=5000000",
+            "g.wasm:memory-mb=4",
+            "g.wasm:max-failures=10",
+        ],
+    )
+    .await;
+    for (method, trace) in [
+        ("spin", "ran out of fuel"),
+        ("grow", "WASM instance"),
+        ("garbage", "not JSON"),
+        ("crash", "trapped"),
+    ] {
+        // The caller sees what a process plugin's death shows: the call ends unanswered.
+        let r = call_may_die(&host, method).await;
+        assert!(r.is_none(), "{method}: {r:?}");
+        assert!(
+            log.wait_for(trace).await,
+            "{method}: no '{trace}' in the log"
+        );
+        // A fresh instance answers.
+        assert_eq!(
+            call(&host, "hello").await["result"],
+            json!({"greeting": "hi"}),
+            "after {method}"
+        );
+    }
+    assert!(log.text().contains("WASM instance restarted"));
+    // A hook call in flight when the instance dies ends as with a dead process plugin:
+    // the chain goes on without it (here: to its end, `continue`) and names it.
+    let (end, died) = htlc_noting_deaths(&host, "crash_now").await;
+    assert!(matches!(end, ChainEnd::Default(_)), "{end:?}");
+    assert_eq!(died, vec!["g.wasm".to_string()]);
+    assert!(host.find("g.wasm").is_some_and(|p| p.is_active()));
+    host.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loop_disables_the_plugin() {
+    let d = dir("crashloop");
+    let g = guest(&d, "g.wasm");
+    let (host, log) = host(&d, &[g], &[]).await;
+    let mut rx = host.watch_activations();
+    rx.borrow_and_update();
+    assert!(call_may_die(&host, "crash").await.is_none());
+    // The restarted instance counts as a plugin becoming active again.
+    assert!(log.wait_for("WASM instance restarted").await);
+    assert!(rx.has_changed().unwrap_or(false));
+    assert!(call_may_die(&host, "crash").await.is_none());
+    assert!(call_may_die(&host, "crash").await.is_none());
+    assert!(
+        log.wait_for("disabled after 3 failures").await,
+        "{}",
+        log.text()
+    );
+    assert!(host.find("g.wasm").is_none());
+    assert!(host.method_owner("hello").is_none());
+    assert!(!host.has_hook(Hook::HtlcAccepted));
+    host.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_hook_call_ends_like_a_dead_process_plugin_when_the_instance_crashes() {
+    let d = dir("heldcrash");
+    let g = guest(&d, "g.wasm");
+    let (host, log) = host(&d, &[g], &["g.wasm:hold=true"]).await;
+    let mut rx = host.watch_activations();
+    rx.borrow_and_update();
+    // The guest holds this call (hold grant) and never answers it by itself.
+    let h = host.clone();
+    let held = tokio::spawn(async move { htlc_noting_deaths(&h, "hold_forever").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!held.is_finished(), "the held call was answered");
+    // Another call traps the instance: the held call ends as if its plugin had died (not
+    // with the safe default `fail`), so the HTLC code keeps a payment only a plugin can
+    // settle and offers it again once a plugin is active.
+    assert!(call_may_die(&host, "crash").await.is_none());
+    let (end, died) = tokio::time::timeout(Duration::from_secs(20), held)
+        .await
+        .unwrap_or_else(|_| panic!("held call never ended"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(end, ChainEnd::Default(_)), "{end:?}");
+    assert_eq!(died, vec!["g.wasm".to_string()]);
+    assert!(log.wait_for("WASM instance restarted").await);
+    assert!(rx.has_changed().unwrap_or(false), "no activation noted");
+    // The restarted instance takes the hook again.
+    let end = htlc(&host, "answer_now").await;
+    assert_eq!(answer(&end)["failure_message"], "400f");
+    host.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Resident set size of this process, bytes (Linux).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// `n` round trips of `htlc_accepted` through the registry: p50 and p99.
+async fn hook_round_trips(host: &PluginHost, n: usize) -> (Duration, Duration) {
+    // A forward above every minimum: every plugin measured answers at once (`continue` or
+    // the WAT guest's `fail`), none holds it.
+    let payload = json!({
+        "onion": {"short_channel_id": "1x1x1", "forward_msat": 1_000_000, "payload": ""},
+        "htlc": {"amount_msat": 1_000_000, "payment_hash": "00".repeat(32), "note": "answer_now"},
+    });
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let t = std::time::Instant::now();
+        let end = host
+            .run_hook(Hook::HtlcAccepted, payload.clone(), None, None, None, None)
+            .await;
+        let took = t.elapsed();
+        assert!(matches!(
+            end,
+            ChainEnd::Stopped { .. } | ChainEnd::Default(_)
+        ));
+        // The first tenth warms up.
+        if i >= n / 10 {
+            samples.push(took);
+        }
+    }
+    samples.sort();
+    let at = |q: usize| samples[(samples.len() * q / 100).min(samples.len() - 1)];
+    (at(50), at(99))
+}
+
+/// Not a test but a measurement, run in release by `cargo bench -p fulgur-tests --bench
+/// wasm_hooks` (or `cargo test --release -p fulgur-host --bin fulgurd wasm_hook_bench --
+/// --ignored --nocapture`): the `htlc_accepted` round trip through the registry into a
+/// WASM guest (WAT, and the AssemblyScript guest when built), an SDK process plugin
+/// (`htlc_gate` example) and a pyln-client plugin (`tests/py/plugins/pay_rules.py`, with
+/// the repository's `.venv`); compile and instantiate time, and RSS per WASM instance.
+/// Lines start with `BENCH` for the bench driver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn wasm_hook_bench() {
+    let n: usize = std::env::var("FULGUR_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let d = dir("bench");
+    let mut subjects: Vec<(&str, PathBuf)> = vec![("wasm-wat", guest(&d, "g.wasm"))];
+    let asguest = repo.join("target/wasm/asguest.wasm");
+    if asguest.is_file() {
+        let p = d.join("asguest.wasm");
+        std::fs::copy(&asguest, &p).unwrap_or_else(|e| panic!("{e}"));
+        subjects.push(("wasm-assemblyscript", p));
+    } else {
+        println!("BENCH skip wasm-assemblyscript: run tests/wasm/build.sh first");
+    }
+    let gate = repo.join("target").join(profile).join("examples/htlc_gate");
+    if gate.is_file() {
+        subjects.push(("sdk-process", gate));
+    } else {
+        println!(
+            "BENCH skip sdk-process: build it with cargo build --{profile} -p fulgur-plugin-sdk --examples"
+        );
+    }
+    let python = repo.join(".venv/bin/python");
+    if python.is_file() {
+        let script = d.join("pyln_rules");
+        let body = format!(
+            "#!/bin/sh\nexec {} {}\n",
+            python.display(),
+            repo.join("tests/py/plugins/pay_rules.py").display()
+        );
+        std::fs::write(&script, body).unwrap_or_else(|e| panic!("{e}"));
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        subjects.push(("pyln-client", script));
+    } else {
+        println!("BENCH skip pyln-client: no .venv (tests/run-all makes it)");
+    }
+    for (label, path) in &subjects {
+        let (host, _log) = host(&d, std::slice::from_ref(path), &[]).await;
+        let (p50, p99) = hook_round_trips(&host, n).await;
+        println!(
+            "BENCH htlc_accepted round trip {label}: p50 {:.1} us, p99 {:.1} us ({n} calls)",
+            p50.as_secs_f64() * 1e6,
+            p99.as_secs_f64() * 1e6
+        );
+        host.shutdown_all().await;
+    }
+
+    // Compile and instantiate cost, and memory per live instance (WAT guest).
+    let g = d.join("g.wasm");
+    let bytes = std::fs::read(&g).unwrap_or_else(|e| panic!("{e}"));
+    let (host0, _log) = host(&d, &[], &[]).await;
+    let log = host0.log.source("timing");
+    let t = std::time::Instant::now();
+    let image = super::runtime::compile_for_timing(&bytes, &log);
+    println!("BENCH wasm compile (WAT guest): {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    for _ in 0..100 {
+        assert!(super::runtime::instantiate_for_timing(&image));
+    }
+    println!(
+        "BENCH wasm instantiate (WAT guest): {:.1} us each",
+        t.elapsed().as_secs_f64() * 1e6 / 100.0
+    );
+    for (label, src) in [("wasm-wat", g.clone()), ("wasm-assemblyscript", asguest)] {
+        if !src.is_file() {
+            continue;
+        }
+        let many = d.join(format!("many-{label}"));
+        let _ = std::fs::create_dir_all(&many);
+        let copies: Vec<PathBuf> = (0..20)
+            .map(|i| {
+                let p = many.join(format!("m{i}.wasm"));
+                std::fs::copy(&src, &p).unwrap_or_else(|e| panic!("{e}"));
+                p
+            })
+            .collect();
+        let before = rss_bytes();
+        let (host20, _log) = host(&many, &copies, &[]).await;
+        let after = rss_bytes();
+        println!(
+            "BENCH wasm RSS per plugin ({label}, 20 loaded and active): {:.0} KiB",
+            after.saturating_sub(before) as f64 / 20.0 / 1024.0
+        );
+        host20.shutdown_all().await;
+    }
+    host0.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
