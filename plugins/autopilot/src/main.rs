@@ -7,8 +7,11 @@
 //! when the graph, the heuristic or the external scores changed, or at
 //! `autopilot-interval`), picks candidates and opens channels one after the other.
 //! Rounds run at `autopilot-interval`, shortly after `connect`, `disconnect`,
-//! `channel_state_changed`, `block_added` and deposits, and on `autopilot-run`; they never
-//! overlap, so no two opens to one peer are ever in flight.
+//! `channel_state_changed` and `block_added`, and on `autopilot-run`; they never overlap,
+//! so no two opens to one peer are ever in flight. Funds arriving are seen at the
+//! `block_added` that confirms them: the budget counts confirmed funds only, and not
+//! subscribing to `coin_movement` spares the core from indexing every wallet movement on
+//! nodes where autopilot is off.
 //!
 //! Methods: `autopilot-status [limit]`, `autopilot-run`, `autopilot-unmanage id [undo]`,
 //! `autopilot-setscore id score`.
@@ -324,6 +327,14 @@ fn sum_sat(outputs: &[Value]) -> u64 {
         / 1000
 }
 
+/// Moves an array out of an answer (no copy of a large `listchannels`).
+fn take_array(mut v: Value, key: &str) -> Vec<Value> {
+    match v.get_mut(key).map(Value::take) {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    }
+}
+
 fn array(v: &Value, key: &str) -> Vec<Value> {
     match v.get(key) {
         Some(Value::Array(a)) => a.clone(),
@@ -438,8 +449,7 @@ async fn scored_graph(
     let interval = Duration::from_secs(cfg.interval_secs);
     // Parsing, fingerprinting and scoring are CPU work: off the task serving RPC calls.
     let job = tokio::task::spawn_blocking(move || {
-        let rows = array(&chans, "channels");
-        drop(chans);
+        let rows = take_array(chans, "channels");
         let edges = graph::edges_from_listchannels(&rows);
         drop(rows);
         let fp = fingerprint(&edges);
@@ -453,7 +463,7 @@ async fn scored_graph(
                 (Arc::new(graph::score(&g, heuristic, &external)), true)
             }
         };
-        let addrs = addresses(&array(&nodes, "nodes"));
+        let addrs = addresses(&take_array(nodes, "nodes"));
         (fp, scores, rescored, addrs)
     });
     let (fp, scores, rescored, addrs) = job
@@ -778,13 +788,6 @@ async fn on_event(plugin: P, event: Event) {
                 lock(&plugin.state().inner).connected.remove(id);
             }
         }
-        "coin_movement" => {
-            let deposit = p.get("type").and_then(Value::as_str) == Some("chain_mvt")
-                && p.get("credit_msat").and_then(graph::msat_of).unwrap_or(0) > 0;
-            if !deposit {
-                return;
-            }
-        }
         _ => {}
     }
     if !plugin.option_bool(OPT_ENABLE) || !plugin.state().started.load(Ordering::SeqCst) {
@@ -1042,7 +1045,6 @@ fn builder() -> Builder<Arc<State>> {
         .subscribe("disconnect", on_event)
         .subscribe("channel_state_changed", on_event)
         .subscribe("block_added", on_event)
-        .subscribe("coin_movement", on_event)
         .rpcmethod(
             RpcMethod::typed("autopilot-status", "[limit]", status)
                 .description("What autopilot wants, its budget, each candidate's score and why it was or was not chosen, and its last actions"),
