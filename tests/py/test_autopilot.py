@@ -210,6 +210,11 @@ def test_heuristics(net):
         p.rpc.call("autopilot-setscore", {"id": g[6].id, "score": 2})
     with pytest.raises(RpcError):
         p.rpc.setconfig("autopilot-heuristic", "astrology")
+    with pytest.raises(RpcError):
+        p.rpc.setconfig("autopilot-budget-percent", "150")
+    with pytest.raises(RpcError):
+        p.rpc.setconfig("autopilot-interval", "0")
+    assert status(p)["options"]["budget_percent"] == 50
     p.rpc.setconfig("autopilot-heuristic", "preferential")
 
 

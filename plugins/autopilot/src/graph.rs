@@ -315,6 +315,9 @@ fn betweenness(g: &Graph, samples: usize) -> Vec<f64> {
 /// `channels` channels, attached preferentially (a few hubs, a long tail) like the real
 /// network.
 pub fn generate(nodes: usize, channels: usize, seed: u64) -> Vec<Edge> {
+    if nodes < 2 {
+        return Vec::new();
+    }
     let mut x = seed | 1;
     let mut rnd = move || {
         // xorshift64*
@@ -457,6 +460,7 @@ mod tests {
 
     #[test]
     fn empty_and_tiny_graphs_do_not_panic() {
+        assert!(generate(0, 10, 1).is_empty() && generate(1, 10, 1).is_empty());
         let g = Graph::build(&[]);
         assert!(g.is_empty());
         assert!(score(&g, Heuristic::Centrality, &HashMap::new()).is_empty());

@@ -46,14 +46,24 @@ const DEBOUNCE: Duration = Duration::from_secs(2);
 const MIN_EVENT_GAP: Duration = Duration::from_secs(10);
 /// Candidates `autopilot-status` lists by default.
 const DEFAULT_STATUS_LIMIT: usize = 50;
+/// Rounds started by events re-read the gossip graph at most this often (and at most
+/// every `autopilot-interval`): on a large graph `listchannels` is the expensive part, and
+/// peers connecting or blocks arriving do not change it.
+const GRAPH_REFRESH_ON_EVENTS: Duration = Duration::from_secs(300);
+
+type Addrs = Arc<HashMap<String, (String, u16)>>;
 
 /// Scores kept between rounds (the graph itself is dropped after scoring).
 struct ScoreCache {
     fingerprint: u64,
     heuristic: Heuristic,
     external_version: u64,
+    /// When the scores were computed.
     at: Instant,
+    /// When the graph was last read.
+    fetched: Instant,
     scores: Arc<Vec<Scored>>,
+    addrs: Addrs,
 }
 
 /// What the last round saw and decided.
@@ -102,11 +112,27 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn opt_u64(plugin: &P, name: &str, default: u64) -> u64 {
-    plugin
-        .option_i64(name)
-        .and_then(|v| u64::try_from(v).ok())
-        .unwrap_or(default)
+fn opt_u64(plugin: &P, name: &str, default: u64) -> Result<u64, String> {
+    match plugin.option_i64(name) {
+        None => Ok(default),
+        Some(v) => u64::try_from(v).map_err(|_| format!("{name}: must not be negative, got {v}")),
+    }
+}
+
+/// `setconfig` check for an int option: `min..=max`.
+fn int_in_range(
+    name: &'static str,
+    min: i64,
+    max: i64,
+) -> impl Fn(P, Value) -> std::future::Ready<Result<(), RpcError>> + Send + Sync + 'static {
+    move |_p, v| {
+        std::future::ready(match v.as_i64() {
+            Some(n) if (min..=max).contains(&n) => Ok(()),
+            _ => Err(RpcError::invalid_params(format!(
+                "{name}: should be an integer between {min} and {max}, not {v}"
+            ))),
+        })
+    }
 }
 
 /// The options as they are now (`setconfig` may have changed them).
@@ -118,16 +144,17 @@ fn config(plugin: &P) -> Result<Config, String> {
     let heuristic = Heuristic::parse(&heuristic).ok_or_else(|| {
         format!("{OPT_HEURISTIC}: '{heuristic}' is not preferential, centrality or external")
     })?;
+    let max_channels = opt_u64(plugin, OPT_MAX_CHANNELS, u64::from(d.max_channels))?;
     let c = Config {
         enable: plugin.option_bool(OPT_ENABLE),
-        budget_percent: opt_u64(plugin, OPT_BUDGET, d.budget_percent),
-        reserve_sat: opt_u64(plugin, OPT_RESERVE, d.reserve_sat),
-        max_channels: u32::try_from(opt_u64(plugin, OPT_MAX_CHANNELS, 5)).unwrap_or(u32::MAX),
-        min_channel_sat: opt_u64(plugin, OPT_MIN_CHANNEL, d.min_channel_sat),
-        max_channel_sat: opt_u64(plugin, OPT_MAX_CHANNEL, d.max_channel_sat),
-        max_feerate_perkw: opt_u64(plugin, OPT_MAX_FEERATE, d.max_feerate_perkw),
+        budget_percent: opt_u64(plugin, OPT_BUDGET, d.budget_percent)?,
+        reserve_sat: opt_u64(plugin, OPT_RESERVE, d.reserve_sat)?,
+        max_channels: u32::try_from(max_channels).unwrap_or(u32::MAX),
+        min_channel_sat: opt_u64(plugin, OPT_MIN_CHANNEL, d.min_channel_sat)?,
+        max_channel_sat: opt_u64(plugin, OPT_MAX_CHANNEL, d.max_channel_sat)?,
+        max_feerate_perkw: opt_u64(plugin, OPT_MAX_FEERATE, d.max_feerate_perkw)?,
         heuristic,
-        interval_secs: opt_u64(plugin, OPT_INTERVAL, d.interval_secs),
+        interval_secs: opt_u64(plugin, OPT_INTERVAL, d.interval_secs)?,
         dry_run: plugin.option_bool(OPT_DRY_RUN),
     };
     c.check()?;
@@ -412,72 +439,79 @@ async fn snapshot(plugin: &P) -> Result<(Snapshot, Vec<Value>), RpcError> {
     Ok((s, channels))
 }
 
-/// The graph's candidates, scored (re-using the last scores when nothing changed), and
-/// the nodes with an address we can connect to.
+/// The graph's candidates, scored, and the nodes with an address we can connect to.
+/// Re-uses the last scores while the graph, the heuristic and the external scores are
+/// unchanged and they are younger than the interval; rounds started by events (`by_event`)
+/// do not even re-read the graph while the last reading is recent.
 async fn scored_graph(
     plugin: &P,
     cfg: &Config,
-) -> Result<(Arc<Vec<Scored>>, HashMap<String, (String, u16)>, bool), RpcError> {
-    let rpc = plugin.rpc();
-    let (chans, nodes) = tokio::join!(
-        rpc.call("listchannels", json!({})),
-        rpc.call("listnodes", json!({})),
-    );
-    let (chans, nodes) = (chans.map_err(rpc_err)?, nodes.map_err(rpc_err)?);
+    by_event: bool,
+) -> Result<(Arc<Vec<Scored>>, Addrs, bool), RpcError> {
     let state = plugin.state();
     let ext_version = state.external_version.load(Ordering::SeqCst);
+    let heuristic = cfg.heuristic;
+    let interval = Duration::from_secs(cfg.interval_secs);
+    let refresh = GRAPH_REFRESH_ON_EVENTS.min(interval);
     let (external, cached) = {
         let inner = lock(&state.inner);
+        if let Some(c) = &inner.cache
+            && by_event
+            && c.fetched.elapsed() < refresh
+            && c.heuristic == heuristic
+            && c.external_version == ext_version
+        {
+            return Ok((c.scores.clone(), c.addrs.clone(), false));
+        }
         let external: HashMap<String, f64> = inner
             .stored
             .scores
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect();
-        let cached = inner.cache.as_ref().map(|c| {
-            (
-                c.fingerprint,
-                c.heuristic,
-                c.external_version,
-                c.at,
-                c.scores.clone(),
-            )
+        let cached = inner.cache.as_ref().and_then(|c| {
+            (c.heuristic == heuristic
+                && c.external_version == ext_version
+                && c.at.elapsed() < interval)
+                .then(|| (c.fingerprint, c.at, c.scores.clone()))
         });
         (external, cached)
     };
-    let heuristic = cfg.heuristic;
-    let interval = Duration::from_secs(cfg.interval_secs);
+    let rpc = plugin.rpc();
+    let (chans, nodes) = tokio::join!(
+        rpc.call("listchannels", json!({})),
+        rpc.call("listnodes", json!({})),
+    );
+    let (chans, nodes) = (chans.map_err(rpc_err)?, nodes.map_err(rpc_err)?);
     // Parsing, fingerprinting and scoring are CPU work: off the task serving RPC calls.
     let job = tokio::task::spawn_blocking(move || {
         let rows = take_array(chans, "channels");
         let edges = graph::edges_from_listchannels(&rows);
         drop(rows);
         let fp = fingerprint(&edges);
-        let reuse = cached.filter(|(f, h, e, at, _)| {
-            *f == fp && *h == heuristic && *e == ext_version && at.elapsed() < interval
-        });
-        let (scores, rescored) = match reuse {
-            Some((_, _, _, _, s)) => (s, false),
+        let (scores, at, rescored) = match cached.filter(|(f, _, _)| *f == fp) {
+            Some((_, at, s)) => (s, at, false),
             None => {
                 let g = graph::Graph::build(&edges);
-                (Arc::new(graph::score(&g, heuristic, &external)), true)
+                let s = Arc::new(graph::score(&g, heuristic, &external));
+                (s, Instant::now(), true)
             }
         };
-        let addrs = addresses(&take_array(nodes, "nodes"));
-        (fp, scores, rescored, addrs)
+        let addrs = Arc::new(addresses(&take_array(nodes, "nodes")));
+        (fp, scores, at, rescored, addrs)
     });
-    let (fp, scores, rescored, addrs) = job
+    let (fp, scores, at, rescored, addrs) = job
         .await
         .map_err(|e| rpc_err(format!("scoring failed: {e}")))?;
-    if rescored {
-        lock(&state.inner).cache = Some(ScoreCache {
-            fingerprint: fp,
-            heuristic,
-            external_version: ext_version,
-            at: Instant::now(),
-            scores: scores.clone(),
-        });
-    }
+    lock(&state.inner).cache = Some(ScoreCache {
+        fingerprint: fp,
+        heuristic,
+        external_version: ext_version,
+        at,
+        fetched: Instant::now(),
+        scores: scores.clone(),
+        addrs: addrs.clone(),
+    });
     Ok((scores, addrs, rescored))
 }
 
@@ -521,8 +555,9 @@ fn addresses(nodes: &[Value]) -> HashMap<String, (String, u16)> {
     out
 }
 
-/// One round: decide, and act unless dry-run. Returns the round's report.
-async fn round(plugin: &P, trigger: &str) -> Result<Value, RpcError> {
+/// One round: decide, and act unless dry-run. Returns the round's report. `by_event`:
+/// started by a notification rather than the interval, a restart or `autopilot-run`.
+async fn round(plugin: &P, trigger: &str, by_event: bool) -> Result<Value, RpcError> {
     let state = plugin.state().clone();
     let _turn = state.round.lock().await;
     let started = Instant::now();
@@ -538,9 +573,9 @@ async fn round(plugin: &P, trigger: &str) -> Result<Value, RpcError> {
                 .as_ref()
                 .map(|c| c.scores.clone())
                 .unwrap_or_default();
-            (last, HashMap::new(), false)
+            (last, Addrs::default(), false)
         }
-        None => scored_graph(plugin, &cfg).await?,
+        None => scored_graph(plugin, &cfg, by_event).await?,
     };
     let facts = {
         let inner = lock(&state.inner);
@@ -742,19 +777,28 @@ async fn scheduler(plugin: P) {
     let state = plugin.state().clone();
     // A first round soon after start (it loads the state and explains itself).
     let mut trigger = "startup".to_string();
+    let mut by_event = false;
     tokio::time::sleep(DEBOUNCE).await;
     loop {
         if plugin.option_bool(OPT_ENABLE) {
-            match round(&plugin, &trigger).await {
+            match round(&plugin, &trigger, by_event).await {
                 Ok(r) => plugin.debug(format!("autopilot round ({trigger}): {r}")),
                 Err(e) => plugin.warn(format!("autopilot round ({trigger}) failed: {e}")),
             }
         }
-        let interval = Duration::from_secs(opt_u64(&plugin, OPT_INTERVAL, 600).max(1));
+        let interval = Duration::from_secs(
+            opt_u64(&plugin, OPT_INTERVAL, Config::default().interval_secs)
+                .unwrap_or(600)
+                .max(1),
+        );
         tokio::select! {
-            _ = tokio::time::sleep(interval) => trigger = "interval".into(),
+            _ = tokio::time::sleep(interval) => {
+                trigger = "interval".into();
+                by_event = false;
+            }
             _ = state.wake.notified() => {
                 trigger = std::mem::take(&mut *lock(&state.woken_by));
+                by_event = true;
                 tokio::time::sleep(DEBOUNCE).await;
                 let since = lock(&state.last_round_end).map(|t| t.elapsed());
                 if let Some(gap) = since.and_then(|s| MIN_EVENT_GAP.checked_sub(s)) {
@@ -885,7 +929,7 @@ async fn status(plugin: P, p: StatusParams) -> Result<Value, RpcError> {
 struct NoParams {}
 
 async fn run_cmd(plugin: P, _p: NoParams) -> Result<Value, RpcError> {
-    round(&plugin, "autopilot-run").await
+    round(&plugin, "autopilot-run", false).await
 }
 
 fn check_id(id: &str) -> Result<String, RpcError> {
@@ -1033,6 +1077,13 @@ fn builder() -> Builder<Arc<State>> {
                 .default(false)
                 .dynamic(),
         )
+        .on_change(OPT_BUDGET, int_in_range(OPT_BUDGET, 0, 100))
+        .on_change(OPT_RESERVE, int_in_range(OPT_RESERVE, 0, i64::MAX))
+        .on_change(OPT_MAX_CHANNELS, int_in_range(OPT_MAX_CHANNELS, 0, 10_000))
+        .on_change(OPT_MIN_CHANNEL, int_in_range(OPT_MIN_CHANNEL, 1, i64::MAX))
+        .on_change(OPT_MAX_CHANNEL, int_in_range(OPT_MAX_CHANNEL, 1, i64::MAX))
+        .on_change(OPT_MAX_FEERATE, int_in_range(OPT_MAX_FEERATE, 0, i64::MAX))
+        .on_change(OPT_INTERVAL, int_in_range(OPT_INTERVAL, 1, 7 * 24 * 3600))
         .on_change(OPT_HEURISTIC, |_p: P, v: Value| async move {
             match v.as_str().and_then(Heuristic::parse) {
                 Some(_) => Ok(()),
@@ -1082,4 +1133,63 @@ async fn main() -> Result<(), fulgur_plugin_sdk::RunError> {
     plugin.state().started.store(true, Ordering::SeqCst);
     tokio::spawn(scheduler(plugin));
     running.join().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_take_the_first_reachable_one() {
+        let nodes = vec![
+            json!({"nodeid": "A", "addresses": [
+                {"type": "torv3", "address": "x.onion", "port": 9735},
+                {"type": "ipv4", "address": "10.0.0.1", "port": 9736}]}),
+            json!({"nodeid": "B", "addresses": [{"type": "dns", "address": "b.example", "port": 70000}]}),
+            json!({"nodeid": "C"}),
+            json!({"addresses": []}),
+        ];
+        let a = addresses(&nodes);
+        assert_eq!(a.get("A"), Some(&("10.0.0.1".to_string(), 9736)));
+        assert!(!a.contains_key("B"), "port out of range");
+        assert!(!a.contains_key("C"));
+        assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn fingerprint_ignores_order_but_sees_changes() {
+        let e = graph::generate(50, 200, 3);
+        let mut rev = e.clone();
+        rev.reverse();
+        assert_eq!(fingerprint(&e), fingerprint(&rev));
+        let mut fewer = e.clone();
+        fewer.pop();
+        assert_ne!(fingerprint(&e), fingerprint(&fewer));
+        let mut bigger = e.clone();
+        bigger[0].capacity_sat += 1;
+        assert_ne!(fingerprint(&e), fingerprint(&bigger));
+    }
+
+    #[test]
+    fn only_confirmed_unreserved_outputs_count() {
+        let outs = vec![
+            json!({"status": "confirmed", "reserved": false, "amount_msat": 5_000_000}),
+            json!({"status": "confirmed", "reserved": true, "amount_msat": 7_000_000}),
+            json!({"status": "unconfirmed", "reserved": false, "amount_msat": 9_000_000}),
+            json!({"status": "confirmed", "amount_msat": "2000000msat"}),
+            json!({"status": "confirmed", "amount_msat": "junk"}),
+        ];
+        assert_eq!(sum_sat(&outs), 7000);
+        assert!(is_closing("ONCHAIN") && !is_closing("CHANNELD_NORMAL"));
+        assert!(!is_closing("CHANNELD_AWAITING_LOCKIN"));
+    }
+
+    #[test]
+    fn node_ids_are_checked() {
+        let id = format!("02{}", "ab".repeat(32));
+        assert_eq!(check_id(&id.to_uppercase()).ok(), Some(id));
+        assert!(check_id("02").is_err());
+        assert!(check_id(&format!("04{}", "ab".repeat(32))).is_err());
+        assert!(check_id(&format!("02{}", "zz".repeat(32))).is_err());
+    }
 }
