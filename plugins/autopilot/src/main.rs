@@ -27,7 +27,9 @@ use serde_json::{Value, json};
 
 use fulgur_plugin_autopilot::graph::{self, Heuristic, Scored};
 use fulgur_plugin_autopilot::policy::{self, Config, PeerFacts, Plan, Snapshot};
-use fulgur_plugin_autopilot::store::{self, Action, Failure, OpenRecord, OpenStatus, Stored};
+use fulgur_plugin_autopilot::store::{
+    self, Action, Failure, OpenRecord, OpenStatus, Stored, is_closing,
+};
 
 const OPT_ENABLE: &str = "autopilot-enable";
 const OPT_BUDGET: &str = "autopilot-budget-percent";
@@ -247,97 +249,11 @@ fn record(plugin: &P, action: &str, peer: Option<&str>, amount: Option<u64>, rea
     lock(&plugin.state().inner).stored.push_action(a);
 }
 
-/// States in which a channel no longer holds funds for routing.
-fn is_closing(state: &str) -> bool {
-    matches!(
-        state,
-        "CHANNELD_SHUTTING_DOWN"
-            | "CLOSINGD_SIGEXCHANGE"
-            | "CLOSINGD_COMPLETE"
-            | "AWAITING_UNILATERAL"
-            | "FUNDING_SPEND_SEEN"
-            | "ONCHAIN"
-            | "CLOSED"
-    )
-}
-
-/// Matches our open records against the node's channels: fills in channel ids, adopts a
-/// channel an interrupted open created, and marks closed what is gone. Returns whether the
-/// records changed.
+/// Matches our open records against the node's channels (see [`store::reconcile`]) and
+/// records what changed. Returns whether anything did.
 fn reconcile(plugin: &P, channels: &[Value]) -> bool {
-    let mut changed = false;
-    let mut notes = Vec::new();
-    {
-        let mut inner = lock(&plugin.state().inner);
-        let live: HashMap<&str, &Value> = channels
-            .iter()
-            .filter_map(|c| Some((c.get("channel_id")?.as_str()?, c)))
-            .collect();
-        let claimed: HashSet<String> = inner
-            .stored
-            .opens
-            .iter()
-            .filter_map(|o| o.channel_id.clone())
-            .collect();
-        for o in inner.stored.opens.iter_mut().filter(|o| o.is_live()) {
-            match o.channel_id.as_deref() {
-                Some(id) => {
-                    let gone = live
-                        .get(id)
-                        .and_then(|c| c.get("state"))
-                        .and_then(Value::as_str)
-                        .is_none_or(is_closing);
-                    if gone && o.status == OpenStatus::Open {
-                        o.status = OpenStatus::Closed;
-                        changed = true;
-                        notes.push((
-                            "closed",
-                            o.peer_id.clone(),
-                            format!(
-                                "channel {id} opened by autopilot is closing or closed (not by autopilot: it never closes channels); its slot and budget are free again"
-                            ),
-                        ));
-                    }
-                }
-                // Reconciling runs at the start of a round, under the round lock, when no open
-                // of ours is in flight: an `opening` record here was interrupted by a restart.
-                None if o.status == OpenStatus::Opening => {
-                    // Adopt the channel it made, if any.
-                    let made = channels.iter().find(|c| {
-                        c.get("peer_id").and_then(Value::as_str) == Some(o.peer_id.as_str())
-                            && c.get("opener").and_then(Value::as_str) == Some("local")
-                            && c.get("channel_id")
-                                .and_then(Value::as_str)
-                                .is_some_and(|id| !claimed.contains(id))
-                    });
-                    changed = true;
-                    match made
-                        .and_then(|c| c.get("channel_id"))
-                        .and_then(Value::as_str)
-                    {
-                        Some(id) => {
-                            o.channel_id = Some(id.to_string());
-                            o.status = OpenStatus::Open;
-                            notes.push((
-                                "adopted",
-                                o.peer_id.clone(),
-                                format!("open interrupted by a restart did create channel {id}"),
-                            ));
-                        }
-                        None => {
-                            o.status = OpenStatus::Failed;
-                            notes.push((
-                                "open_failed",
-                                o.peer_id.clone(),
-                                "open interrupted by a restart left no channel".to_string(),
-                            ));
-                        }
-                    }
-                }
-                None => {}
-            }
-        }
-    }
+    let notes = store::reconcile(&mut lock(&plugin.state().inner).stored, channels);
+    let changed = !notes.is_empty();
     for (action, peer, reason) in notes {
         record(plugin, action, Some(&peer), None, reason);
     }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// Datastore key of the state.
 pub const KEY: [&str; 2] = ["autopilot", "state"];
@@ -137,6 +138,95 @@ impl Stored {
     }
 }
 
+/// States in which a channel no longer holds funds for routing.
+pub fn is_closing(state: &str) -> bool {
+    matches!(
+        state,
+        "CHANNELD_SHUTTING_DOWN"
+            | "CLOSINGD_SIGEXCHANGE"
+            | "CLOSINGD_COMPLETE"
+            | "AWAITING_UNILATERAL"
+            | "FUNDING_SPEND_SEEN"
+            | "ONCHAIN"
+            | "CLOSED"
+    )
+}
+
+/// Matches the open records against the node's channels (`listpeerchannels` rows): an open
+/// channel that is closing or gone becomes `closed`; an `opening` record (which, at the
+/// start of a round, means an open interrupted by a restart) adopts the outbound channel to
+/// its peer that no other record claims, or becomes `failed`. Returns the actions to
+/// record: `(action, peer, reason)`.
+pub fn reconcile(stored: &mut Stored, channels: &[Value]) -> Vec<(&'static str, String, String)> {
+    let mut notes = Vec::new();
+    let live: std::collections::HashMap<&str, &Value> = channels
+        .iter()
+        .filter_map(|c| Some((c.get("channel_id")?.as_str()?, c)))
+        .collect();
+    let mut claimed: BTreeSet<String> = stored
+        .opens
+        .iter()
+        .filter_map(|o| o.channel_id.clone())
+        .collect();
+    for o in stored.opens.iter_mut().filter(|o| o.is_live()) {
+        match (o.channel_id.clone(), o.status) {
+            (Some(id), OpenStatus::Open) => {
+                let gone = live
+                    .get(id.as_str())
+                    .and_then(|c| c.get("state"))
+                    .and_then(Value::as_str)
+                    .is_none_or(is_closing);
+                if gone {
+                    o.status = OpenStatus::Closed;
+                    notes.push((
+                        "closed",
+                        o.peer_id.clone(),
+                        format!(
+                            "channel {id} opened by autopilot is closing or closed (not by autopilot: it never closes channels); its slot and budget are free again"
+                        ),
+                    ));
+                }
+            }
+            (None, OpenStatus::Opening) => {
+                let made = channels
+                    .iter()
+                    .filter(|c| {
+                        c.get("peer_id").and_then(Value::as_str) == Some(o.peer_id.as_str())
+                            && c.get("opener").and_then(Value::as_str) == Some("local")
+                            && !c
+                                .get("state")
+                                .and_then(Value::as_str)
+                                .is_none_or(is_closing)
+                    })
+                    .filter_map(|c| c.get("channel_id").and_then(Value::as_str))
+                    .find(|id| !claimed.contains(*id));
+                match made {
+                    Some(id) => {
+                        o.channel_id = Some(id.to_string());
+                        o.status = OpenStatus::Open;
+                        claimed.insert(id.to_string());
+                        notes.push((
+                            "adopted",
+                            o.peer_id.clone(),
+                            format!("open interrupted by a restart did create channel {id}"),
+                        ));
+                    }
+                    None => {
+                        o.status = OpenStatus::Failed;
+                        notes.push((
+                            "open_failed",
+                            o.peer_id.clone(),
+                            "open interrupted by a restart left no channel".to_string(),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    notes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +254,60 @@ mod tests {
         assert_eq!(back, s);
         let partial: Stored = serde_json::from_str(r#"{"unmanaged":["X"]}"#).unwrap_or_default();
         assert!(partial.unmanaged.contains("X") && partial.opens.is_empty());
+    }
+
+    fn chan(peer: &str, id: &str, state: &str, opener: &str) -> Value {
+        serde_json::json!({"peer_id": peer, "channel_id": id, "state": state, "opener": opener})
+    }
+
+    #[test]
+    fn reconcile_closes_adopts_and_fails() {
+        let mut s = Stored::default();
+        let mut open = rec("A", OpenStatus::Open);
+        open.channel_id = Some("ca".into());
+        let mut gone = rec("B", OpenStatus::Open);
+        gone.channel_id = Some("cb".into());
+        s.opens = vec![
+            open,
+            gone,
+            rec("C", OpenStatus::Opening),
+            rec("D", OpenStatus::Opening),
+            rec("E", OpenStatus::Opening),
+        ];
+        let channels = vec![
+            chan("A", "ca", "CHANNELD_NORMAL", "local"),
+            chan("C", "cc", "CHANNELD_AWAITING_LOCKIN", "local"),
+            // D's channel was opened by D, not by us: not ours to adopt.
+            chan("D", "cd", "CHANNELD_NORMAL", "remote"),
+            // E's only channel is closing.
+            chan("E", "ce", "ONCHAIN", "local"),
+        ];
+        let notes = reconcile(&mut s, &channels);
+        let by_peer: Vec<(&str, &str)> = notes.iter().map(|(a, p, _)| (p.as_str(), *a)).collect();
+        assert_eq!(
+            by_peer,
+            [
+                ("B", "closed"),
+                ("C", "adopted"),
+                ("D", "open_failed"),
+                ("E", "open_failed")
+            ]
+        );
+        let status: Vec<OpenStatus> = s.opens.iter().map(|o| o.status).collect();
+        use OpenStatus::*;
+        assert_eq!(status, [Open, Closed, Open, Failed, Failed]);
+        assert_eq!(s.opens[2].channel_id.as_deref(), Some("cc"));
+        // Nothing left to do: a second pass changes nothing.
+        assert!(reconcile(&mut s, &channels).is_empty());
+        // A's channel starts closing: its slot is freed.
+        let closing = vec![chan("A", "ca", "CHANNELD_SHUTTING_DOWN", "local")];
+        let notes = reconcile(&mut s, &closing);
+        assert_eq!(
+            notes.len(),
+            2,
+            "A closing, and C's channel is no longer listed"
+        );
+        assert!(notes[0].2.contains("never closes"));
     }
 
     #[test]
