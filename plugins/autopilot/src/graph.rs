@@ -97,6 +97,10 @@ pub struct Graph {
     pub ids: Vec<String>,
     /// Distinct channels per node.
     pub degree: Vec<u32>,
+    /// Channels per node of at least a quarter of the median capacity: the degree
+    /// preferential attachment counts, so a node cannot look like a hub by opening many
+    /// tiny channels.
+    pub strong_degree: Vec<u32>,
     /// Total capacity of each node's channels, in satoshis.
     pub capacity_sat: Vec<u64>,
     /// Neighbours of node `i` are `adj[start[i]..start[i + 1]]`.
@@ -126,11 +130,24 @@ impl Graph {
             ends.push((ends_of[0], ends_of[1], e.capacity_sat));
         }
         let n = ids.len();
+        let mut caps: Vec<u64> = ends.iter().map(|e| e.2).collect();
+        let strong = if caps.is_empty() {
+            0
+        } else {
+            let mid = caps.len() / 2;
+            *caps.select_nth_unstable(mid).1 / 4
+        };
+        drop(caps);
         let mut degree = vec![0u32; n];
+        let mut strong_degree = vec![0u32; n];
         let mut capacity_sat = vec![0u64; n];
         for &(a, b, cap) in &ends {
             degree[a as usize] += 1;
             degree[b as usize] += 1;
+            if cap >= strong {
+                strong_degree[a as usize] += 1;
+                strong_degree[b as usize] += 1;
+            }
             capacity_sat[a as usize] = capacity_sat[a as usize].saturating_add(cap);
             capacity_sat[b as usize] = capacity_sat[b as usize].saturating_add(cap);
         }
@@ -149,6 +166,7 @@ impl Graph {
         Graph {
             ids,
             degree,
+            strong_degree,
             capacity_sat,
             start,
             adj,
@@ -235,14 +253,17 @@ pub fn score(g: &Graph, heuristic: Heuristic, external: &HashMap<String, f64>) -
 }
 
 /// Half degree, half capacity, each relative to the graph's largest: attaching to hubs
-/// keeps routes short, and capacity rewards hubs that can actually carry payments.
+/// keeps routes short, and capacity rewards hubs that can actually carry payments. Only
+/// channels of at least a quarter of the median capacity count towards the degree.
 fn preferential(g: &Graph) -> Vec<f64> {
-    let max_deg = g.degree.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let max_deg = g.strong_degree.iter().copied().max().unwrap_or(0).max(1) as f64;
     // Logarithmic in capacity so one whale does not flatten everyone else to zero.
     let lcap = |c: u64| ((c as f64) + 1.0).ln();
     let max_cap = g.capacity_sat.iter().map(|&c| lcap(c)).fold(1.0, f64::max);
     (0..g.len())
-        .map(|i| 0.5 * f64::from(g.degree[i]) / max_deg + 0.5 * lcap(g.capacity_sat[i]) / max_cap)
+        .map(|i| {
+            0.5 * f64::from(g.strong_degree[i]) / max_deg + 0.5 * lcap(g.capacity_sat[i]) / max_cap
+        })
         .collect()
 }
 
@@ -420,6 +441,30 @@ mod tests {
         assert_eq!(s[1].id, "C", "second most connected and funded");
         assert!(s.iter().all(|x| (0.0..=1.0).contains(&x.score)));
         assert!(s[0].score > s[1].score);
+    }
+
+    #[test]
+    fn many_tiny_channels_do_not_make_a_hub() {
+        // S has six 1-sat channels, H three of 1M; seven of the thirteen are 1M, so the
+        // median is 1M and S's channels count for nothing.
+        let mut e = vec![
+            edge("1", "H", "A", 1_000_000),
+            edge("2", "H", "B", 1_000_000),
+            edge("3", "H", "C", 1_000_000),
+            edge("4", "A", "B", 1_000_000),
+            edge("5", "B", "C", 1_000_000),
+            edge("6", "C", "A", 1_000_000),
+            edge("7", "A", "D", 1_000_000),
+        ];
+        for i in 0..6 {
+            e.push(edge(&format!("t{i}"), "S", &format!("T{i}"), 1));
+        }
+        let g = Graph::build(&e);
+        let s_idx = g.ids.iter().position(|i| i == "S").unwrap_or(usize::MAX);
+        assert_eq!((g.degree[s_idx], g.strong_degree[s_idx]), (6, 0));
+        let s = score(&g, Heuristic::Preferential, &HashMap::new());
+        let rank = |id: &str| s.iter().position(|x| x.id == id).unwrap_or(usize::MAX);
+        assert!(rank("H") < rank("S") && rank("D") < rank("S"), "{s:?}");
     }
 
     #[test]
