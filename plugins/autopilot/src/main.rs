@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fulgur_plugin_sdk::{Builder, Event, OptionSpec, Plugin, RpcError, RpcMethod, Transport};
+use fulgur_plugin_sdk::{
+    Builder, CallError, Event, OptionSpec, Plugin, RpcError, RpcMethod, Transport,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -542,10 +544,14 @@ async fn round(plugin: &P, trigger: &str, by_event: bool) -> Result<Value, RpcEr
         for (peer, amount) in &opens {
             let addr = addrs.get(peer).cloned();
             let r = open_one(plugin, &snap, peer, *amount, addr, &reason_of(&plan, peer)).await;
+            let stop = matches!(r, Err(OpenFailure::Funds(_) | OpenFailure::Unknown(_)));
             results.push(match r {
                 Ok(v) => json!({"peer_id": peer, "amount_sat": amount, "result": "opened", "txid": v.get("txid"), "channel_id": v.get("channel_id")}),
-                Err(e) => json!({"peer_id": peer, "amount_sat": amount, "result": "failed", "error": e}),
+                Err(e) => json!({"peer_id": peer, "amount_sat": amount, "result": "failed", "error": e.message()}),
             });
+            if stop {
+                break;
+            }
         }
     }
     let report = json!({
@@ -577,6 +583,30 @@ fn reason_of(plan: &Plan, peer: &str) -> String {
         .unwrap_or_default()
 }
 
+/// How an open attempt failed, which decides what happens next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum OpenFailure {
+    /// The peer could not be reached or refused: back off from this peer.
+    Peer(String),
+    /// Our wallet could not fund it now (typically: the rest is unconfirmed change). Not
+    /// the peer's fault: no back-off, and the round stops opening.
+    Funds(String),
+    /// The connection to the node broke while `fundchannel` ran: it may or may not have
+    /// opened. The record stays `opening`; the next round adopts the channel or fails it.
+    Unknown(String),
+}
+
+impl OpenFailure {
+    fn message(&self) -> &str {
+        match self {
+            OpenFailure::Peer(m) | OpenFailure::Funds(m) | OpenFailure::Unknown(m) => m,
+        }
+    }
+}
+
+/// `fundchannel` errors that are about our wallet, not the peer (CLN's `FUND_CANNOT_AFFORD`).
+const FUND_CANNOT_AFFORD: i64 = 301;
+
 /// Connects if needed and funds one channel, recording the intent before and the outcome
 /// after, so a restart in between is recognised.
 async fn open_one(
@@ -586,12 +616,14 @@ async fn open_one(
     amount: u64,
     addr: Option<(String, u16)>,
     reason: &str,
-) -> Result<Value, String> {
+) -> Result<Value, OpenFailure> {
     let state = plugin.state();
     {
         let mut inner = lock(&state.inner);
         if !inner.in_flight.insert(peer.to_string()) {
-            return Err("an open to this peer is already in flight".into());
+            return Err(OpenFailure::Unknown(
+                "an open to this peer is already in flight".into(),
+            ));
         }
         inner.stored.opens.push(OpenRecord {
             peer_id: peer.to_string(),
@@ -612,8 +644,10 @@ async fn open_one(
                 .rpc()
                 .call("connect", json!({"id": peer, "host": host, "port": port}))
                 .await
-                .map_err(|e| format!("connect to {host}:{port} failed: {e}")),
-            None => Err("not connected and no known address".into()),
+                .map_err(|e| OpenFailure::Peer(format!("connect to {host}:{port} failed: {e}"))),
+            None => Err(OpenFailure::Peer(
+                "not connected and no known address".into(),
+            )),
         };
     }
     if result.is_ok() {
@@ -625,7 +659,14 @@ async fn open_one(
                 json!({"id": peer, "amount": amount, "feerate": feerate, "announce": true}),
             )
             .await
-            .map_err(|e| format!("fundchannel failed: {e}"));
+            .map_err(|e| {
+                let msg = format!("fundchannel failed: {e}");
+                match e {
+                    CallError::Rpc(r) if r.code == FUND_CANNOT_AFFORD => OpenFailure::Funds(msg),
+                    CallError::Closed | CallError::Io(_) => OpenFailure::Unknown(msg),
+                    _ => OpenFailure::Peer(msg),
+                }
+            });
     }
     {
         let mut inner = lock(&state.inner);
@@ -645,6 +686,7 @@ async fn open_one(
                     .map(str::to_string);
                 r.txid = v.get("txid").and_then(Value::as_str).map(str::to_string);
             }
+            (Err(OpenFailure::Unknown(_)), Some(_)) => {}
             (Err(_), Some(r)) => r.status = OpenStatus::Failed,
             (_, None) => {}
         }
@@ -652,7 +694,7 @@ async fn open_one(
             Ok(_) => {
                 inner.stored.failures.remove(peer);
             }
-            Err(e) => {
+            Err(OpenFailure::Peer(e)) => {
                 let count = inner.stored.failures.get(peer).map_or(0, |f| f.count) + 1;
                 inner.stored.failures.insert(
                     peer.to_string(),
@@ -663,6 +705,7 @@ async fn open_one(
                     },
                 );
             }
+            Err(_) => {}
         }
     }
     match &result {
@@ -676,13 +719,24 @@ async fn open_one(
                 v.get("txid").and_then(Value::as_str).unwrap_or("?")
             ),
         ),
-        Err(e) => record(
-            plugin,
-            "open_failed",
-            Some(peer),
-            Some(amount),
-            format!("{e}; backing off before retrying this peer"),
-        ),
+        Err(f) => {
+            let next = match f {
+                OpenFailure::Peer(_) => "backing off before retrying this peer",
+                OpenFailure::Funds(_) => {
+                    "the wallet cannot fund it now (unconfirmed change?): no more opens this round, no back-off for the peer"
+                }
+                OpenFailure::Unknown(_) => {
+                    "outcome unknown: the next round adopts the channel if it was made"
+                }
+            };
+            record(
+                plugin,
+                "open_failed",
+                Some(peer),
+                Some(amount),
+                format!("{}; {next}", f.message()),
+            );
+        }
     }
     persist(plugin).await;
     result
