@@ -1,0 +1,7 @@
+//! The parts of the `autopilot` plugin that need no node: the graph and its scoring, the
+//! budget and decision logic, and the persisted state. The binary (`src/main.rs`) wires
+//! them to the node; the scoring benchmark uses them directly.
+
+pub mod graph;
+pub mod policy;
+pub mod store;
