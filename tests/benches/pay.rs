@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bitcoin_hashes::{Hash, sha256};
 use fulgur_tests::ln::{LnNode, T, fund_wallet, mine_sync, open_channel, wait_gossip};
-use fulgur_tests::{Bitcoind, RpcConn, wait_for};
+use fulgur_tests::{Bitcoind, RpcConn, percentile, rss_kib, wait_for};
 use serde_json::{Value, json};
 
 const SIZES_SAT: [u64; 7] = [1_000, 10_000, 50_000, 100_000, 250_000, 500_000, 1_000_000];
@@ -59,27 +59,8 @@ impl Rng {
     }
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// The pid of `parent`'s child process whose command line contains `name`.

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fulgur_tests::ln::{LnNode, fund_wallet, open_channel, wait_gossip};
-use fulgur_tests::{Bitcoind, arg, example, wait_for};
+use fulgur_tests::{Bitcoind, arg, example, percentile, rss_kib, wait_for};
 use serde_json::{Value, json};
 
 const SEQUENTIAL: usize = 300;
@@ -49,14 +49,6 @@ fn build() -> bool {
         ])
         .status()
         .is_ok_and(|s| s.success())
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn ms(d: Duration) -> String {
@@ -128,17 +120,6 @@ fn route(payer: &LnNode, payee: &LnNode) -> Value {
         json!({"id": payee.id, "amount_msat": AMOUNT, "riskfactor": 1, "cltv": 42}),
     )["route"]
         .clone()
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 fn run() -> Result<(), String> {

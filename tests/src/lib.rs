@@ -595,3 +595,24 @@ pub fn cln_schema_errors(name: &str, result: &Value) -> Option<String> {
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
     (!text.is_empty() && text != "[]").then_some(text)
 }
+
+/// For benchmarks: the `p` quantile (0..=1) of `sorted` durations (zero when empty).
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// For benchmarks: a process's resident memory (VmRSS) in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
