@@ -127,15 +127,22 @@ class Network:
         return wait_for(normal, what="channel normal")
 
     def wait_gossip(self, n, scid):
-        """Waits until `n` knows both directions of `scid`. A channel_update that reaches a
-        node before the channel's announcement is dropped (BOLT 7 allows it); as a real node
-        would, `n` then catches up at its next gossip sync, which a reconnection starts."""
+        """Waits until `n` knows both directions of `scid`. Gossip is best effort: a
+        channel_update that reaches a node before the channel's announcement is dropped
+        (BOLT 7 allows it), and LDK drops broadcasts to a peer whose send buffer is full. As
+        a real node would, `n` catches up at its next gossip sync, which a reconnection
+        starts (LDK asks for full syncs from its first five connections only), or when the
+        channel's ends rebroadcast their announcement and update, which LDK does every six
+        blocks: after two reconnections, six blocks are mined."""
         def known():
             return len(n.rpc.listchannels(scid)["channels"]) == 2
-        for _ in range(6):
+        for attempt in range(6):
             try:
                 return wait_for(known, timeout=10, what=f"{scid} in {n.name}'s gossip")
             except TimeoutError:
+                if attempt in (2, 4):
+                    self.mine(6)
+                    continue
                 for peer in [p["id"] for p in n.rpc.listpeers()["peers"] if p["connected"]]:
                     other = next(x for x in self.nodes if x.id == peer)
                     n.rpc.disconnect(peer, force=True)

@@ -451,7 +451,8 @@ impl Devnet {
 
     /// Waits until every node knows every channel in `scids` in both directions. A node
     /// that missed an update (gossip is best effort) catches up at its next gossip sync,
-    /// which a reconnection starts.
+    /// which a reconnection starts, or when the channel's ends rebroadcast (every six
+    /// blocks): after two reconnections, six blocks are mined.
     pub fn wait_gossip(&self, scids: &[String]) -> Result<()> {
         for (i, n) in self.nodes.iter().enumerate() {
             for scid in scids {
@@ -462,10 +463,14 @@ impl Devnet {
                     (r["channels"].as_array()?.len() == 2).then_some(())
                 };
                 let mut done = false;
-                for _ in 0..6 {
+                for attempt in 0..6 {
                     if wait_for(Duration::from_secs(15), "gossip", known).is_ok() {
                         done = true;
                         break;
+                    }
+                    if attempt == 2 || attempt == 4 {
+                        self.mine(6)?;
+                        continue;
                     }
                     let peers = n.call("listpeers", json!({}))?;
                     for p in peers["peers"].as_array().into_iter().flatten() {
