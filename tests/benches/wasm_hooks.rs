@@ -70,7 +70,11 @@ fn main() -> ExitCode {
     ])) else {
         return ExitCode::FAILURE;
     };
-    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("BENCH")).collect();
+    // The test harness prints its own "test ... " prefix before the first line.
+    let lines: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.find("BENCH ").map(|at| &l[at..]))
+        .collect();
     if lines.is_empty() {
         eprintln!("no measurements in the output:\n{out}");
         return ExitCode::FAILURE;

@@ -58,6 +58,20 @@ pub struct CallerLink {
     pub sink: Arc<dyn CallerSink>,
 }
 
+/// A transport that can deliver a frame on the caller's own thread (a WASM instance that
+/// is idle), sparing the hand-off to its actor thread and back. Frames it does not take go
+/// through the plugin's queue, which the transport is told about so that a frame never
+/// overtakes one queued before it.
+pub(super) trait InlineDelivery: Send + Sync {
+    /// Delivers `frame` now if nothing is queued and the instance is idle; else gives it
+    /// back.
+    fn try_deliver(&self, frame: Bytes) -> Result<(), Bytes>;
+    /// A frame was queued (`+1`) or failed to queue (`-1`).
+    fn note_queued(&self, delta: isize);
+    /// Queues a frame for later delivery (answers to the guest's own requests, timers).
+    fn queue(&self, frame: Bytes);
+}
+
 /// The plugin died before answering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gone;
@@ -91,6 +105,8 @@ pub struct Plugin {
     /// For a WASM plugin, what it may do; `None` for a process.
     #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     pub(super) sandbox: Option<Arc<super::wasm::Sandbox>>,
+    /// For a WASM plugin, delivery on the caller's thread.
+    inline: Option<Arc<dyn InlineDelivery>>,
 }
 
 /// The channels a transport hands to [`Plugin::assemble`].
@@ -98,6 +114,8 @@ pub(super) struct Wiring {
     pub tx: mpsc::UnboundedSender<Bytes>,
     pub exited: watch::Receiver<bool>,
     pub kill_tx: oneshot::Sender<()>,
+    /// Delivery on the caller's thread, if the transport has it.
+    pub inline: Option<Arc<dyn InlineDelivery>>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -163,6 +181,7 @@ impl Plugin {
                 tx,
                 exited,
                 kill_tx,
+                inline: None,
             },
             None,
         );
@@ -262,6 +281,7 @@ impl Plugin {
             exited: wiring.exited,
             kill_tx: Mutex::new(Some(wiring.kill_tx)),
             sandbox,
+            inline: wiring.inline,
         })
     }
 
@@ -277,10 +297,10 @@ impl Plugin {
         self.counter.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// A sender that does not keep the plugin's queue open (for answers delivered later).
+    /// The inline transport, without keeping it alive (for answers delivered later).
     #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
-    pub(super) fn weak_sender(&self) -> Option<mpsc::WeakUnboundedSender<Bytes>> {
-        self.tx.lock().ok()?.as_ref().map(|t| t.downgrade())
+    pub(super) fn weak_inline(&self) -> Option<Weak<dyn InlineDelivery>> {
+        self.inline.as_ref().map(Arc::downgrade)
     }
 
     /// Ends every call still waiting for the plugin as if the plugin had died (its caller
@@ -487,10 +507,32 @@ impl Plugin {
     }
 
     fn send(&self, frame: Bytes) -> bool {
-        match self.tx.lock() {
-            Ok(tx) => tx.as_ref().is_some_and(|t| t.send(frame).is_ok()),
-            Err(_) => false,
+        let Ok(tx) = self.tx.lock() else {
+            return false;
+        };
+        let Some(t) = tx.as_ref() else {
+            return false;
+        };
+        if let Some(i) = &self.inline {
+            i.note_queued(1);
         }
+        let sent = t.send(frame).is_ok();
+        if !sent && let Some(i) = &self.inline {
+            i.note_queued(-1);
+        }
+        sent
+    }
+
+    /// Sends a frame, delivered on this thread when the transport can.
+    fn send_or_deliver(&self, frame: Bytes) -> bool {
+        let frame = match &self.inline {
+            Some(i) if self.tx.lock().is_ok_and(|t| t.is_some()) => match i.try_deliver(frame) {
+                Ok(()) => return true,
+                Err(f) => f,
+            },
+            _ => frame,
+        };
+        self.send(frame)
     }
 
     fn next_id(&self, parent: Option<&Value>, method: &str) -> String {
@@ -518,7 +560,7 @@ impl Plugin {
             }
             p.insert(id.clone(), Pending { tx, caller });
         }
-        if !self.send(Bytes::from(frame)) {
+        if !self.send_or_deliver(Bytes::from(frame)) {
             if let Ok(mut p) = self.pending.lock() {
                 p.remove(&id);
             }

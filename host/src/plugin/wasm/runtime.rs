@@ -2,6 +2,12 @@
 //! gets, and the actor thread that owns one instance and delivers the plugin's frames
 //! into it one at a time. The ABI is in docs/WASM.md.
 //!
+//! Fast path: a request (hook call, method call) to an idle instance with nothing queued
+//! before it is delivered on the caller's own thread ([`Mailbox`]), so its answer is
+//! ready when the caller awaits it: no hand-off to the actor thread and back. A guest
+//! whose calls are not cheap (more than [`INLINE_MAX_FUEL`] in one call) is moved to its
+//! actor thread for good, so that it never holds up the node's async workers.
+//!
 //! Failure policy: a trap, a budget overrun (fuel, memory) or a message that is not
 //! JSON-RPC kills the instance only. Calls waiting for it end as they would if a process
 //! plugin died ([`crate::plugin::Gone`]: a hook chain asks the next plugin, a payment only
@@ -11,7 +17,8 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,7 +34,11 @@ use wasmtime::{
 use super::{MAX_TIMER, Sandbox, TIMER_METHOD, sandbox_for};
 use crate::log::SourceLog;
 use crate::plugin::PluginHost;
-use crate::plugin::process::{Plugin, State, Wiring};
+use crate::plugin::process::{InlineDelivery, Plugin, State, Wiring};
+
+/// Fuel one call may use and still be delivered on the caller's thread next time (about a
+/// millisecond of guest code).
+const INLINE_MAX_FUEL: u64 = 2_000_000;
 
 /// Most bytes a guest may send during one call (all messages together).
 const MAX_OUTPUT_PER_CALL: usize = 64 << 20;
@@ -459,8 +470,9 @@ impl Image {
 }
 
 impl Instance {
-    /// Delivers one message; returns what the guest sent during the call.
-    fn deliver(&mut self, msg: &[u8], sandbox: &Sandbox) -> Result<Vec<Vec<u8>>, String> {
+    /// Delivers one message; returns what the guest sent during the call and the fuel it
+    /// used.
+    fn deliver(&mut self, msg: &[u8], sandbox: &Sandbox) -> Result<(Vec<Vec<u8>>, u64), String> {
         let g = self.store.data_mut();
         g.out.clear();
         g.out_bytes = 0;
@@ -483,7 +495,10 @@ impl Instance {
             });
         self.store.data_mut().flush_line();
         let out = std::mem::take(&mut self.store.data_mut().out);
-        r.map(|()| out)
+        let used = sandbox
+            .fuel
+            .saturating_sub(self.store.get_fuel().unwrap_or(0));
+        r.map(|()| (out, used))
     }
 }
 
@@ -498,6 +513,104 @@ struct Head {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The instance and what delivering into it needs. Whoever holds the lock delivers: the
+/// actor thread for queued frames, a caller's thread on the fast path.
+struct Core {
+    actor: Actor,
+    /// `None` until the actor thread has instantiated the module, and after it gave up.
+    inst: Option<Instance>,
+}
+
+impl Core {
+    /// Delivers one frame, replacing a failed instance (or giving up: `inst` becomes
+    /// `None`). Returns the fuel the call used.
+    fn deliver(&mut self, frame: Bytes) -> u64 {
+        let Some(inst) = self.inst.as_mut() else {
+            return 0;
+        };
+        match self.actor.one(inst, frame) {
+            Ok(used) => used,
+            Err(reason) => {
+                self.inst = match self.actor.failed(&reason) {
+                    Next::Go(fresh) => Some(*fresh),
+                    Next::Stop => None,
+                };
+                u64::MAX
+            }
+        }
+    }
+}
+
+/// What the plugin and the actor thread share: the instance behind a lock, how many frames
+/// wait in the queue, and whether this guest may still run on callers' threads.
+pub(in crate::plugin) struct Mailbox {
+    core: Mutex<Option<Core>>,
+    /// Frames queued for the actor thread and not yet delivered.
+    queued: AtomicIsize,
+    inline: AtomicBool,
+    tx: mpsc::WeakUnboundedSender<Bytes>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Mailbox {
+    /// Queues a frame for the actor thread.
+    fn push(&self, frame: Bytes) {
+        if let Some(tx) = self.tx.upgrade() {
+            self.note_queued(1);
+            if tx.send(frame).is_err() {
+                self.note_queued(-1);
+            }
+        }
+    }
+
+    fn deliver_and_watch(&self, core: &mut Core, frame: Bytes) {
+        let used = core.deliver(frame);
+        if used > INLINE_MAX_FUEL && self.inline.swap(false, Ordering::Relaxed) {
+            core.actor.plugin.log.debug(&format!(
+                "a call used {} fuel: delivering on the plugin's own thread from now on",
+                if used == u64::MAX {
+                    "all its".to_string()
+                } else {
+                    used.to_string()
+                }
+            ));
+        }
+    }
+}
+
+impl InlineDelivery for Mailbox {
+    fn try_deliver(&self, frame: Bytes) -> Result<(), Bytes> {
+        if !self.inline.load(Ordering::Relaxed) {
+            return Err(frame);
+        }
+        let Ok(mut guard) = self.core.try_lock() else {
+            return Err(frame);
+        };
+        // Checked under the lock: the actor thread counts a frame down only after
+        // delivering it, so nothing queued earlier can still be on its way.
+        if self.queued.load(Ordering::SeqCst) != 0 {
+            return Err(frame);
+        }
+        let Some(core) = guard.as_mut().filter(|c| c.inst.is_some()) else {
+            return Err(frame);
+        };
+        if core.actor.plugin.is_dead() {
+            return Err(frame);
+        }
+        let _entered = self.runtime.enter();
+        self.deliver_and_watch(core, frame);
+        Ok(())
+    }
+
+    fn note_queued(&self, delta: isize) {
+        self.queued.fetch_add(delta, Ordering::SeqCst);
+    }
+
+    fn queue(&self, frame: Bytes) {
+        self.push(frame);
+    }
 }
 
 /// Compiles the module and starts the instance's actor thread.
@@ -518,7 +631,14 @@ pub(in crate::plugin) fn spawn(
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
     let (exited_tx, exited) = watch::channel(false);
     let (kill_tx, kill_rx) = oneshot::channel::<()>();
-    let weak_tx = tx.downgrade();
+    let mailbox = Arc::new(Mailbox {
+        core: Mutex::new(None),
+        queued: AtomicIsize::new(0),
+        inline: AtomicBool::new(true),
+        tx: tx.downgrade(),
+        runtime: runtime.clone(),
+    });
+    let sandbox = image.sandbox.clone();
     let plugin = Plugin::assemble(
         host,
         path,
@@ -529,14 +649,16 @@ pub(in crate::plugin) fn spawn(
             tx,
             exited,
             kill_tx,
+            inline: Some(mailbox.clone()),
         },
-        Some(image.sandbox.clone()),
+        Some(sandbox),
     );
     // A kill wakes the actor with an empty frame (it checks `is_dead` first anyway).
+    let waker = Arc::downgrade(&mailbox);
     runtime.spawn(async move {
         let _ = kill_rx.await;
-        if let Some(tx) = weak_tx.upgrade() {
-            let _ = tx.send(Bytes::new());
+        if let Some(m) = waker.upgrade() {
+            m.push(Bytes::new());
         }
     });
     let actor = Actor {
@@ -550,11 +672,52 @@ pub(in crate::plugin) fn spawn(
         .name(format!("wasm-{}", plugin.name))
         .spawn(move || {
             let _entered = runtime.enter();
-            actor.run(rx);
+            run(&mailbox, actor, rx);
+            // Drops the instance and the actor's hold on the plugin.
+            if let Ok(mut core) = mailbox.core.lock() {
+                core.take();
+            }
             let _ = exited_tx.send(true);
         })
         .map_err(|e| format!("opening pipe: cannot start a thread: {e}"))?;
     Ok(plugin)
+}
+
+/// The actor thread: instantiates the module, then delivers queued frames in order.
+fn run(mailbox: &Mailbox, actor: Actor, mut rx: mpsc::UnboundedReceiver<Bytes>) {
+    let first = actor.image.instantiate();
+    let inst = match first {
+        Ok(i) => i,
+        Err(reason) => return actor.gone(&reason),
+    };
+    let plugin = actor.plugin.clone();
+    match mailbox.core.lock() {
+        Ok(mut core) => {
+            *core = Some(Core {
+                actor,
+                inst: Some(inst),
+            })
+        }
+        Err(_) => return,
+    }
+    while let Some(frame) = rx.blocking_recv() {
+        let stop = frame.is_empty()
+            || plugin.is_dead()
+            || match mailbox.core.lock() {
+                Ok(mut guard) => match guard.as_mut() {
+                    Some(core) => {
+                        mailbox.deliver_and_watch(core, frame);
+                        core.inst.is_none()
+                    }
+                    None => true,
+                },
+                Err(_) => true,
+            };
+        mailbox.note_queued(-1);
+        if stop {
+            break;
+        }
+    }
 }
 
 /// Owns one plugin's instance; delivers its frames one at a time.
@@ -573,27 +736,9 @@ enum Next {
 }
 
 impl Actor {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Bytes>) {
-        let mut inst = match self.image.instantiate() {
-            Ok(i) => i,
-            Err(reason) => return self.gone(&reason),
-        };
-        while let Some(frame) = rx.blocking_recv() {
-            if frame.is_empty() || self.plugin.is_dead() {
-                break;
-            }
-            match self.one(&mut inst, frame) {
-                Ok(()) => {}
-                Err(reason) => match self.failed(&reason) {
-                    Next::Go(fresh) => inst = *fresh,
-                    Next::Stop => break,
-                },
-            }
-        }
-    }
-
-    /// Delivers one frame and routes what the guest sent; `Err` means the instance failed.
-    fn one(&mut self, inst: &mut Instance, frame: Bytes) -> Result<(), String> {
+    /// Delivers one frame and routes what the guest sent; returns the fuel it used. `Err`
+    /// means the instance failed.
+    fn one(&mut self, inst: &mut Instance, frame: Bytes) -> Result<u64, String> {
         let msg = frame.trim_ascii_end();
         let active = self.plugin.state() == State::Active;
         let watch_hold = !self.image.sandbox.hold && contains(msg, b"\"method\":\"htlc_accepted\"");
@@ -610,7 +755,7 @@ impl Actor {
         {
             self.handshake.push(frame.clone());
         }
-        let out = inst.deliver(msg, &self.image.sandbox)?;
+        let (out, used) = inst.deliver(msg, &self.image.sandbox)?;
         let hold_id = head
             .filter(|h| watch_hold && h.method.as_deref() == Some(Hook::HtlcAccepted.as_str()))
             .and_then(|h| h.id);
@@ -640,7 +785,7 @@ impl Actor {
                 json!({"jsonrpc": "2.0", "id": id, "result": Hook::HtlcAccepted.safe_default()});
             self.plugin.incoming(&self.host, v)?;
         }
-        Ok(())
+        Ok(used)
     }
 
     /// The plugin is finished: unregister it.
@@ -705,7 +850,7 @@ impl Actor {
     fn restart(&mut self) -> Result<Instance, String> {
         let mut inst = self.image.instantiate()?;
         for frame in self.handshake.clone() {
-            let out = inst.deliver(frame.trim_ascii_end(), &self.image.sandbox)?;
+            let (out, _) = inst.deliver(frame.trim_ascii_end(), &self.image.sandbox)?;
             for o in out {
                 let v: Value = serde_json::from_slice(&o)
                     .map_err(|e| format!("sent a message that is not JSON ({e})"))?;
@@ -725,7 +870,7 @@ pub(in crate::plugin) fn guest_request(
     method: &str,
     params: Option<&Value>,
 ) {
-    let Some(tx) = plugin.weak_sender() else {
+    let Some(mailbox) = plugin.weak_inline() else {
         return;
     };
     let id = id.clone();
@@ -737,8 +882,8 @@ pub(in crate::plugin) fn guest_request(
         Bytes::from(encode_frame(&v))
     };
     let deliver = move |frame: Bytes| {
-        if let Some(tx) = tx.upgrade() {
-            let _ = tx.send(frame);
+        if let Some(m) = mailbox.upgrade() {
+            m.queue(frame);
         }
     };
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
