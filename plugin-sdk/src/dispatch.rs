@@ -24,7 +24,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::builder::{BoxFut, Builder, Spec};
 use crate::error::RunError;
 use crate::plugin::{Event, Level, Plugin, Shared, send_log};
-use crate::rpc::RpcClient;
+use crate::rpc::{Routed, RpcClient};
 use crate::transport::Transport;
 
 impl<S: Send + Sync + 'static> Builder<S> {
@@ -101,7 +101,12 @@ impl<S: Send + Sync + 'static> Builder<S> {
         };
         let configuration = init_req.configuration;
         let socket = Path::new(&configuration.lightning_dir).join(&configuration.rpc_file);
-        let rpc = RpcClient::new(socket, spec.name.clone());
+        let rpc = RpcClient::for_plugin(
+            socket,
+            spec.name.clone(),
+            &transport.outgoing,
+            transport.rpc_through,
+        );
         Ok(Some(Configured {
             spec,
             transport,
@@ -114,7 +119,9 @@ impl<S: Send + Sync + 'static> Builder<S> {
     }
 
     /// Configures on stdin/stdout, starts with `state` and runs until the node closes the
-    /// input or sends `shutdown`. The whole life of a typical plugin binary.
+    /// input or sends `shutdown`. The whole life of a typical plugin binary. Not on wasm32
+    /// (a guest is driven by [`crate::WasmGuest`]).
+    #[cfg(not(target_arch = "wasm32"))]
     pub async fn run(self, state: S) -> Result<(), RunError> {
         match self.configure(Transport::stdio()).await? {
             Some(configured) => configured.start(state)?.join().await,
@@ -156,7 +163,9 @@ impl<S: Send + Sync + 'static> Configured<S> {
         &self.configuration
     }
 
-    /// The RPC client (the node's socket is up once `init` arrived).
+    /// The RPC client (the node's socket is up once `init` arrived). Through the transport
+    /// ([`Transport::rpc_through_transport`]) answers are only read once the plugin is
+    /// started, so do not wait for a call before [`Configured::start`].
     pub fn rpc(&self) -> &RpcClient {
         &self.rpc
     }
@@ -300,16 +309,29 @@ async fn run_loop<S: Send + Sync + 'static>(
                             break Ok(());
                         }
                     }
-                    Ok(Message::Response(_)) => {}
+                    Ok(Message::Response(resp)) => route_response(&plugin, resp),
                     Err(e) => plugin.warn(format!("ignoring malformed message: {e}")),
                 },
             },
         }
     };
+    // No answer can come any more: calls still waiting through the transport end now.
+    plugin.shared.rpc.close();
     tasks.abort_all();
     worker.abort();
     transport.finish().await;
     result
+}
+
+/// A response on our input: the answer to a call made through the transport, or stray.
+fn route_response<S>(plugin: &Plugin<S>, resp: Response) {
+    let id = resp.id.clone();
+    match plugin.shared.rpc.route_response(resp) {
+        Routed::Delivered | Routed::NotOurs => {}
+        Routed::UnknownId => plugin.debug(format!(
+            "ignoring a response to {id}: no call is waiting for it"
+        )),
+    }
 }
 
 /// Runs `make` and the future it returns, turning a panic in either into `None`.

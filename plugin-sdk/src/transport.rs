@@ -18,30 +18,35 @@ use tokio_util::codec::FramedRead;
 
 type Incoming = Pin<Box<dyn Stream<Item = Result<Value, FrameError>> + Send>>;
 
-/// A bidirectional message channel to the node. Create one with [`Transport::stdio`],
-/// [`Transport::from_io`] or [`Transport::from_channels`] and hand it to
+/// A bidirectional message channel to the node. Create one with `Transport::stdio` (not on
+/// wasm32), [`Transport::from_io`] or [`Transport::from_channels`] and hand it to
 /// [`crate::Builder::configure`].
 pub struct Transport {
     pub(crate) incoming: Incoming,
     pub(crate) outgoing: mpsc::UnboundedSender<Value>,
     writer: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
+    /// Whether the plugin's calls to the node go out on this transport (see
+    /// [`Transport::rpc_through_transport`]).
+    pub(crate) rpc_through: bool,
 }
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transport")
             .field("has_writer_task", &self.writer.is_some())
+            .field("rpc_through", &self.rpc_through)
             .finish()
     }
 }
 
 impl Transport {
     /// The plugin's stdin and stdout, as the node runs it. Must be called inside a tokio
-    /// runtime.
+    /// runtime. Not on wasm32 (a guest is driven by [`crate::WasmGuest`]).
     ///
     /// When they are pipes (always, under a node), they are driven by the runtime's
     /// reactor directly; tokio's `stdin()`/`stdout()` would hand every read and write to
     /// the blocking thread pool and back, which costs a thread switch per message.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn stdio() -> Self {
         match pipes() {
             Ok((rx, tx)) => Self::from_io(rx, tx),
@@ -64,6 +69,7 @@ impl Transport {
             incoming: Box::pin(incoming),
             outgoing: tx,
             writer: Some((task, finish_tx)),
+            rpc_through: false,
         }
     }
 
@@ -81,7 +87,18 @@ impl Transport {
             incoming: Box::pin(stream),
             outgoing,
             writer: None,
+            rpc_through: false,
         }
+    }
+
+    /// Makes [`crate::Plugin::rpc`] send the plugin's calls to the node as requests on this
+    /// transport instead of over the node's RPC socket: the node's responses (messages with
+    /// the request's id and a `result` or an `error`, no `method`) arrive on the input and
+    /// are handed to the waiting callers once the plugin is started. This is what a WASM
+    /// guest does ([`crate::WasmGuest`] sets it; on wasm32 it is always on).
+    pub fn rpc_through_transport(mut self) -> Self {
+        self.rpc_through = true;
+        self
     }
 
     /// The next message from the node; `None` at end of input.
@@ -99,6 +116,7 @@ impl Transport {
 }
 
 /// Non-blocking handles on duplicates of fd 0 and 1, if both are pipes.
+#[cfg(not(target_arch = "wasm32"))]
 fn pipes() -> std::io::Result<(
     tokio::net::unix::pipe::Receiver,
     tokio::net::unix::pipe::Sender,
