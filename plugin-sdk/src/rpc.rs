@@ -139,7 +139,16 @@ impl RpcClient {
 
     /// Whether calls go through the plugin's transport rather than the socket.
     pub fn is_through_transport(&self) -> bool {
-        matches!(self.inner.backend, Backend::Transport { .. })
+        self.transport_waiters().is_some()
+    }
+
+    /// The callers waiting through the transport; `None` for the socket.
+    fn transport_waiters(&self) -> Option<&Waiters> {
+        match &self.inner.backend {
+            #[cfg(not(target_arch = "wasm32"))]
+            Backend::Socket(_) => None,
+            Backend::Transport { waiters, .. } => Some(waiters),
+        }
     }
 
     /// Calls `method` with `params` (an object for named params, an array for positional
@@ -172,7 +181,7 @@ impl RpcClient {
 
     /// Hands a response that arrived on the plugin's input to the call waiting for it.
     pub(crate) fn route_response(&self, response: Response) -> Routed {
-        let Backend::Transport { waiters, .. } = &self.inner.backend else {
+        let Some(waiters) = self.transport_waiters() else {
             return Routed::NotOurs;
         };
         let Some(id) = response.id.as_str() else {
@@ -192,7 +201,7 @@ impl RpcClient {
     /// The plugin's input ended: through the transport, every waiting call ends with
     /// [`CallError::Closed`] and later calls fail at once. No effect on the socket.
     pub(crate) fn close(&self) {
-        if let Backend::Transport { waiters, .. } = &self.inner.backend {
+        if let Some(waiters) = self.transport_waiters() {
             lock(waiters).take();
         }
     }
