@@ -18,7 +18,7 @@
 //! The host's timer is such a call too: `plugin.rpc().call("wasm_timer", json!({"ms": N}))`
 //! completes after `N` ms.
 //!
-//! On `wasm32` the [`wasm_plugin!`](crate::wasm_plugin) macro adds the exports (`alloc`,
+//! On `wasm32` the `wasm_plugin!` macro adds the exports (`alloc`,
 //! `on_message`) and calls the host's `fulgur.send` import with each message. That glue is
 //! compiled only for wasm32; what it does besides calling the import is in [`abi`], which
 //! is plain Rust and tested natively.
