@@ -217,6 +217,14 @@ pub struct SourceLog {
 }
 
 impl SourceLog {
+    /// Whether a record at `level` would go anywhere (the log file or the `log`
+    /// notification feed), so callers can skip formatting it.
+    pub fn wants(&self, level: Level) -> bool {
+        self.logger.enabled(level, &self.source)
+            || level >= Level::Unusual
+            || self.logger.inner.feed_all.load(Ordering::Relaxed)
+    }
+
     /// Logs at `level`.
     pub fn log(&self, level: Level, message: &str) {
         self.logger.log(level, &self.source, message);

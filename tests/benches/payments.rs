@@ -103,7 +103,10 @@ fn sequential(
     }
     let total = start.elapsed();
     if let Ok(f) = std::env::var("FULGUR_BENCH_DUMP") {
-        let lines: Vec<String> = times.iter().map(|t| format!("{:.2}", t.as_secs_f64() * 1e3)).collect();
+        let lines: Vec<String> = times
+            .iter()
+            .map(|t| format!("{:.2}", t.as_secs_f64() * 1e3))
+            .collect();
         let _ = std::fs::write(format!("{f}-{}", name.len()), lines.join("\n"));
     }
     times.sort();

@@ -62,6 +62,47 @@ impl SqliteKvStore {
     pub fn into_async(self) -> AsyncKvStore {
         KVStoreSyncWrapper(Arc::new(self))
     }
+
+    /// Like `write`, but committed without waiting for the fsync (`synchronous=NORMAL`):
+    /// it survives a crash of the process, and the next synced commit makes it durable
+    /// against power loss too. Only for state LDK allows to lag (the channel manager),
+    /// never for monitors.
+    pub fn write_relaxed(
+        &self,
+        primary_namespace: &str,
+        secondary_namespace: &str,
+        key: &str,
+        buf: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        check(primary_namespace, secondary_namespace, Some(key), "write")?;
+        self.store
+            .with_sync(|conn| {
+                crate::store::relaxed(conn, |c| {
+                    upsert(c, primary_namespace, secondary_namespace, key, &buf)
+                })
+            })
+            .map_err(|e| db_error("write", e))
+    }
+}
+
+/// One durable insert-or-replace, in its own transaction.
+fn upsert(
+    conn: &mut rusqlite::Connection,
+    primary_namespace: &str,
+    secondary_namespace: &str,
+    key: &str,
+    buf: &[u8],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.prepare_cached(
+        "INSERT INTO ldk_kv (primary_namespace, secondary_namespace, key, value)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (primary_namespace, secondary_namespace, key)
+         DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![primary_namespace, secondary_namespace, key, buf])?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// Whether `s` is a valid LDK namespace or key (the empty string passes; callers check that
@@ -150,18 +191,7 @@ impl KVStoreSync for SqliteKvStore {
     ) -> Result<(), io::Error> {
         check(primary_namespace, secondary_namespace, Some(key), "write")?;
         self.store
-            .with_sync(|conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                tx.execute(
-                    "INSERT INTO ldk_kv (primary_namespace, secondary_namespace, key, value)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (primary_namespace, secondary_namespace, key)
-                     DO UPDATE SET value = excluded.value",
-                    params![primary_namespace, secondary_namespace, key, buf],
-                )?;
-                tx.commit()?;
-                Ok(())
-            })
+            .with_sync(|conn| upsert(conn, primary_namespace, secondary_namespace, key, &buf))
             .map_err(|e| db_error("write", e))
     }
 
@@ -176,11 +206,11 @@ impl KVStoreSync for SqliteKvStore {
         check(primary_namespace, secondary_namespace, Some(key), "remove")?;
         let delete = |conn: &mut rusqlite::Connection| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
+            tx.prepare_cached(
                 "DELETE FROM ldk_kv
                  WHERE primary_namespace = ?1 AND secondary_namespace = ?2 AND key = ?3",
-                params![primary_namespace, secondary_namespace, key],
-            )?;
+            )?
+            .execute(params![primary_namespace, secondary_namespace, key])?;
             tx.commit()?;
             Ok(())
         };

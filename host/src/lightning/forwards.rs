@@ -18,16 +18,13 @@ fn now() -> f64 {
 
 /// Bumps the `updated` counter of `subsystem` and returns its new value.
 pub fn next_updated(c: &rusqlite::Connection, subsystem: &str) -> rusqlite::Result<i64> {
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO index_counters (subsystem, updated) VALUES (?1, 1)
          ON CONFLICT(subsystem) DO UPDATE SET updated = updated + 1",
-        [subsystem],
-    )?;
-    c.query_row(
-        "SELECT updated FROM index_counters WHERE subsystem = ?1",
-        [subsystem],
-        |r| r.get(0),
-    )
+    )?
+    .execute([subsystem])?;
+    c.prepare_cached("SELECT updated FROM index_counters WHERE subsystem = ?1")?
+        .query_row([subsystem], |r| r.get(0))
 }
 
 const COLS: &str = "created_index, updated_index, payment_hash, in_channel, in_htlc_id, in_msat, out_channel, out_msat, status, failcode, failreason, received_time, resolved_time";
@@ -74,11 +71,10 @@ fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
 
 /// The fees earned by every settled forward.
 pub fn fees_collected(c: &rusqlite::Connection) -> rusqlite::Result<u64> {
-    c.query_row(
+    c.prepare_cached(
         "SELECT COALESCE(SUM(in_msat - out_msat), 0) FROM forwards WHERE status = 'settled'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
+    )?
+    .query_row([], |r| r.get::<_, i64>(0))
     .map(|v| v.max(0) as u64)
 }
 
@@ -209,9 +205,8 @@ impl Lightning {
             .store
             .with(move |c| {
                 crate::store::relaxed(c, |c| {
-                c.execute(
-                    "INSERT INTO forwards (payment_hash, in_channel, in_htlc_id, in_msat, out_channel, out_msat, status, received_time)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'offered', ?7)",
+                c.prepare_cached("INSERT INTO forwards (payment_hash, in_channel, in_htlc_id, in_msat, out_channel, out_msat, status, received_time)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'offered', ?7)")?.execute(
                     rusqlite::params![hash_v, in_ch, in_id, in_msat, out_ch, outbound_msat as i64, now()],
                 )?;
                 Ok(c.last_insert_rowid())
@@ -251,13 +246,11 @@ impl Lightning {
                     return Ok(None);
                 };
                 let upd = next_updated(&tx, "forwards")?;
-                tx.execute(
-                    "UPDATE forwards SET status = ?2, updated_index = ?3, resolved_time = ?4,
-                     out_msat = COALESCE(?5, out_msat), failcode = ?6, failreason = ?7 WHERE created_index = ?1",
+                tx.prepare_cached("UPDATE forwards SET status = ?2, updated_index = ?3, resolved_time = ?4,
+                     out_msat = COALESCE(?5, out_msat), failcode = ?6, failreason = ?7 WHERE created_index = ?1")?.execute(
                     rusqlite::params![id, status, upd, now(), out_msat.map(|m| m as i64), failcode, failreason],
                 )?;
-                let fee: i64 = tx.query_row(
-                    "SELECT COALESCE(in_msat - out_msat, 0) FROM forwards WHERE created_index = ?1",
+                let fee: i64 = tx.prepare_cached("SELECT COALESCE(in_msat - out_msat, 0) FROM forwards WHERE created_index = ?1")?.query_row(
                     [id],
                     |r| r.get(0),
                 )?;

@@ -356,9 +356,8 @@ impl Lightning {
                 .store
                 .with(move |c| {
                     crate::store::relaxed(c, |c| {
-                    c.execute(
-                        "INSERT OR REPLACE INTO held_htlcs (id, kind, payment_hash, payload, deadline_height, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, strftime('%s','now'))",
+                    c.prepare_cached("INSERT OR REPLACE INTO held_htlcs (id, kind, payment_hash, payload, deadline_height, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, strftime('%s','now'))")?.execute(
                         rusqlite::params![id2, kind, hash2, row, deadline],
                     )?;
                     Ok(())
@@ -546,7 +545,8 @@ impl Lightning {
             .store
             .with(move |c| {
                 crate::store::relaxed(c, |c| {
-                    c.execute("DELETE FROM held_htlcs WHERE id = ?1", [id])?;
+                    c.prepare_cached("DELETE FROM held_htlcs WHERE id = ?1")?
+                        .execute([id])?;
                     Ok(())
                 })
             })

@@ -307,13 +307,14 @@ fn read_row(r: &Row) -> rusqlite::Result<InvoiceRecord> {
 
 /// Bumps the `invoices` counters by (updated, deleted); returns their new values.
 fn bump(conn: &Connection, updated: u64, deleted: u64) -> rusqlite::Result<(u64, u64)> {
-    conn.query_row(
+    conn.prepare_cached(
         "INSERT INTO index_counters (subsystem, updated, deleted) VALUES (?1, ?2, ?3) \
          ON CONFLICT (subsystem) DO UPDATE SET updated = updated + ?2, deleted = deleted + ?3 \
          RETURNING updated, deleted",
-        params![COUNTERS, to_sql(updated), to_sql(deleted)],
-        |r| Ok((col_u64(r, 0)?, col_u64(r, 1)?)),
-    )
+    )?
+    .query_row(params![COUNTERS, to_sql(updated), to_sql(deleted)], |r| {
+        Ok((col_u64(r, 0)?, col_u64(r, 1)?))
+    })
 }
 
 /// The next `updated_index`.
@@ -324,8 +325,9 @@ fn next_updated(conn: &Connection) -> rusqlite::Result<u64> {
 /// The next pay index: one more than any ever given (kept in `index_counters`, and never
 /// below the table's own maximum).
 fn next_pay_index(conn: &Connection) -> rusqlite::Result<u64> {
-    let max: Option<i64> =
-        conn.query_row("SELECT MAX(pay_index) FROM invoices", [], |r| r.get(0))?;
+    let max: Option<i64> = conn
+        .prepare_cached("SELECT MAX(pay_index) FROM invoices")?
+        .query_row([], |r| r.get(0))?;
     let last: Option<i64> = conn
         .query_row(
             "SELECT updated FROM index_counters WHERE subsystem = ?1",
@@ -334,11 +336,11 @@ fn next_pay_index(conn: &Connection) -> rusqlite::Result<u64> {
         )
         .optional()?;
     let next = max.unwrap_or(0).max(last.unwrap_or(0)).saturating_add(1);
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO index_counters (subsystem, updated, deleted) VALUES (?1, ?2, 0) \
          ON CONFLICT (subsystem) DO UPDATE SET updated = excluded.updated",
-        params![PAY_COUNTER, next],
-    )?;
+    )?
+    .execute(params![PAY_COUNTER, next])?;
     Ok(u64::try_from(next).unwrap_or(0))
 }
 
@@ -366,10 +368,10 @@ pub fn expire_due(conn: &Connection, now: u64) -> rusqlite::Result<usize> {
         .collect::<rusqlite::Result<_>>()?;
     for id in &due {
         let u = next_updated(conn)?;
-        conn.execute(
+        conn.prepare_cached(
             "UPDATE invoices SET status = ?1, updated_index = ?2 WHERE created_index = ?3",
-            params![EXPIRED, to_sql(u), id],
-        )?;
+        )?
+        .execute(params![EXPIRED, to_sql(u), id])?;
     }
     Ok(due.len())
 }
@@ -462,8 +464,7 @@ pub fn insert(conn: &mut Connection, n: &NewInvoice) -> Result<u64, CreateError>
     if by_label(&tx, &n.label).map_err(db)?.is_some() {
         return Err(CreateError::DuplicateLabel(n.label.clone()));
     }
-    tx.execute(
-        "INSERT INTO invoices (label, bolt11, payment_hash, payment_secret, preimage, amount_msat, \
+    tx.execute("INSERT INTO invoices (label, bolt11, payment_hash, payment_secret, preimage, amount_msat, \
          description, expires_at, cltv, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'unpaid')",
         params![
             n.label,
@@ -508,18 +509,18 @@ pub fn mark_paid(
     }
     let u = next_updated(&tx)?;
     let p = next_pay_index(&tx)?;
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE invoices SET status = 'paid', pay_index = ?1, amount_received_msat = ?2, \
          paid_at = ?3, preimage = ?4, updated_index = ?5 WHERE created_index = ?6",
-        params![
-            to_sql(p),
-            to_sql(amount_msat),
-            to_sql(now),
-            &preimage[..],
-            to_sql(u),
-            to_sql(inv.created_index),
-        ],
-    )?;
+    )?
+    .execute(params![
+        to_sql(p),
+        to_sql(amount_msat),
+        to_sql(now),
+        &preimage[..],
+        to_sql(u),
+        to_sql(inv.created_index),
+    ])?;
     tx.commit()?;
     Ok(Some(Paid {
         pay_index: p,
@@ -613,11 +614,9 @@ pub fn autoclean(
     let cutoff = now.saturating_sub(age);
     let tx = conn.transaction()?;
     let cleaned = delete_where(&tx, status, column, cutoff)?;
-    let left: i64 = tx.query_row(
-        "SELECT COUNT(*) FROM invoices WHERE status = ?1",
-        [status],
-        |r| r.get(0),
-    )?;
+    let left: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM invoices WHERE status = ?1")?
+        .query_row([status], |r| r.get(0))?;
     tx.commit()?;
     Ok((cleaned, u64::try_from(left).unwrap_or(0)))
 }

@@ -787,11 +787,9 @@ pub fn row(
 
 /// The latest groupid used for `payment_hash`.
 pub fn max_groupid(conn: &Connection, payment_hash: &[u8; 32]) -> Result<Option<u64>, StoreError> {
-    let g: Option<i64> = conn.query_row(
-        "SELECT MAX(groupid) FROM sendpays WHERE payment_hash = ?",
-        [payment_hash.as_slice()],
-        |r| r.get(0),
-    )?;
+    let g: Option<i64> = conn
+        .prepare_cached("SELECT MAX(groupid) FROM sendpays WHERE payment_hash = ?")?
+        .query_row([payment_hash.as_slice()], |r| r.get(0))?;
     Ok(g.map(|g| g as u64))
 }
 
@@ -804,42 +802,39 @@ pub fn insert_pending(
     bolt11: Option<&str>,
     description: Option<&str>,
 ) -> Result<Sendpay, StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO sendpays (payment_hash, groupid, partid, destination, amount_msat, \
          amount_sent_msat, created_at, status, label, bolt11, description) \
          VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-        params![
-            part.payment_hash.as_slice(),
-            part.groupid as i64,
-            part.partid as i64,
-            part.destination.serialize().as_slice(),
-            part.amount_msat as i64,
-            part.amount_sent_msat as i64,
-            created_at as i64,
-            label,
-            bolt11,
-            description,
-        ],
-    )?;
+    )?
+    .execute(params![
+        part.payment_hash.as_slice(),
+        part.groupid as i64,
+        part.partid as i64,
+        part.destination.serialize().as_slice(),
+        part.amount_msat as i64,
+        part.amount_sent_msat as i64,
+        created_at as i64,
+        label,
+        bolt11,
+        description,
+    ])?;
     row(conn, &part.payment_hash, part.groupid, part.partid)?
         .ok_or_else(|| StoreError::Task("sendpay row vanished after insert".into()))
 }
 
 /// The next `updated_index` of the sendpays subsystem.
 fn next_updated_index(conn: &Connection) -> Result<u64, StoreError> {
-    conn.execute(
-        "INSERT OR IGNORE INTO index_counters (subsystem, updated, deleted) VALUES ('sendpays', 0, 0)",
+    conn.prepare_cached("INSERT OR IGNORE INTO index_counters (subsystem, updated, deleted) VALUES ('sendpays', 0, 0)")?.execute(
         [],
     )?;
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE index_counters SET updated = updated + 1 WHERE subsystem = 'sendpays'",
-        [],
-    )?;
-    let v: i64 = conn.query_row(
-        "SELECT updated FROM index_counters WHERE subsystem = 'sendpays'",
-        [],
-        |r| r.get(0),
-    )?;
+    )?
+    .execute([])?;
+    let v: i64 = conn
+        .prepare_cached("SELECT updated FROM index_counters WHERE subsystem = 'sendpays'")?
+        .query_row([], |r| r.get(0))?;
     Ok(v as u64)
 }
 
@@ -859,18 +854,18 @@ pub fn mark_complete(
         _ => return Ok(None),
     }
     let idx = next_updated_index(&tx)?;
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE sendpays SET status = 'complete', preimage = ?, completed_at = ?, \
          updated_index = ?, error = NULL WHERE payment_hash = ? AND groupid = ? AND partid = ?",
-        params![
-            preimage.as_slice(),
-            now as i64,
-            idx as i64,
-            payment_hash.as_slice(),
-            groupid as i64,
-            partid as i64
-        ],
-    )?;
+    )?
+    .execute(params![
+        preimage.as_slice(),
+        now as i64,
+        idx as i64,
+        payment_hash.as_slice(),
+        groupid as i64,
+        partid as i64
+    ])?;
     let r = row(&tx, payment_hash, groupid, partid)?;
     tx.commit()?;
     Ok(r)
@@ -892,18 +887,18 @@ pub fn mark_failed(
         _ => return Ok(None),
     }
     let idx = next_updated_index(&tx)?;
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE sendpays SET status = 'failed', error = ?, completed_at = ?, updated_index = ? \
          WHERE payment_hash = ? AND groupid = ? AND partid = ?",
-        params![
-            error.to_string(),
-            now as i64,
-            idx as i64,
-            payment_hash.as_slice(),
-            groupid as i64,
-            partid as i64
-        ],
-    )?;
+    )?
+    .execute(params![
+        error.to_string(),
+        now as i64,
+        idx as i64,
+        payment_hash.as_slice(),
+        groupid as i64,
+        partid as i64
+    ])?;
     let r = row(&tx, payment_hash, groupid, partid)?;
     tx.commit()?;
     Ok(r)

@@ -1315,10 +1315,5 @@ pub fn tx_json(t: &TxEntry) -> serde_json::Value {
 
 /// Lowercase hex.
 pub fn hex(b: &[u8]) -> String {
-    use std::fmt::Write;
-    b.iter()
-        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
-            let _ = write!(s, "{x:02x}");
-            s
-        })
+    crate::store::datastore::hex(b)
 }
