@@ -90,9 +90,22 @@ impl LdkLogger for LdkLog {
             Some(p) => format!("{p}: {}", r.args),
             None => format!("{}", r.args),
         };
+        // Races LDK reports as errors but resolves by itself: not for `broken`, which
+        // operators watch for real faults.
+        let level = if level == Level::Broken && BENIGN_LDK_ERRORS.iter().any(|b| msg.contains(b)) {
+            Level::Unusual
+        } else {
+            level
+        };
         self.0.log(level, &msg);
     }
 }
+
+/// LDK error messages that describe a harmless race (logged as `unusual`).
+const BENIGN_LDK_ERRORS: &[&str] = &[
+    // The peer saw the sixth confirmation before us; it sends the signatures again.
+    "announcement_signatures prior to the required six confirmations",
+];
 
 /// LDK's logger.
 pub type Log = Arc<LdkLog>;
@@ -1129,4 +1142,68 @@ pub fn invoice_features() -> lightning::types::features::Bolt11InvoiceFeatures {
 /// Lower-case hex.
 pub fn hex(b: &[u8]) -> String {
     crate::store::datastore::hex(b)
+}
+
+#[cfg(test)]
+mod log_tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use lightning::util::logger::{Level as LdkLevel, Logger as _, Record};
+
+    use super::LdkLog;
+    use crate::log::{Level, LevelFilter, Logger};
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(buf);
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn record(log: &LdkLog, level: LdkLevel, text: &str) {
+        log.log(Record::new(
+            level,
+            format_args!("{text}"),
+            "test",
+            "test.rs",
+            1,
+        ));
+    }
+
+    #[test]
+    fn ldk_records_keep_their_level_and_benign_races_are_not_broken() {
+        let sink = Sink::default();
+        let logger = Logger::new(
+            vec![LevelFilter {
+                level: Level::Info,
+                prefix: None,
+            }],
+            Box::new(sink.clone()),
+        );
+        let log = LdkLog(logger.source("lightning"));
+        record(&log, LdkLevel::Trace, "handled a ping");
+        record(&log, LdkLevel::Info, "applied an update");
+        record(&log, LdkLevel::Error, "Bad commitment_signed");
+        record(
+            &log,
+            LdkLevel::Error,
+            "Got announcement_signatures prior to the required six confirmations - we may not have received a block yet that our peer has",
+        );
+        let text = String::from_utf8_lossy(&sink.0.lock().map(|v| v.clone()).unwrap_or_default())
+            .into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].contains("INFO") && lines[0].contains("applied an update"));
+        assert!(lines[1].contains("**BROKEN**") && lines[1].contains("Bad commitment_signed"));
+        assert!(lines[2].contains("UNUSUAL") && lines[2].contains("six confirmations"));
+    }
 }
