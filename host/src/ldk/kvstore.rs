@@ -69,17 +69,29 @@ impl SqliteKvStore {
     /// never for monitors.
     pub fn write_relaxed(
         &self,
-        primary_namespace: &str,
-        secondary_namespace: &str,
+        namespace: (&str, &str),
         key: &str,
         buf: Vec<u8>,
     ) -> Result<(), io::Error> {
-        check(primary_namespace, secondary_namespace, Some(key), "write")?;
+        self.put(namespace, key, &buf, true)
+    }
+
+    /// One insert-or-replace in its own transaction, synced unless `relaxed`.
+    fn put(
+        &self,
+        (primary, secondary): (&str, &str),
+        key: &str,
+        buf: &[u8],
+        relaxed: bool,
+    ) -> Result<(), io::Error> {
+        check(primary, secondary, Some(key), "write")?;
         self.store
             .with_sync(|conn| {
-                crate::store::relaxed(conn, |c| {
-                    upsert(c, primary_namespace, secondary_namespace, key, &buf)
-                })
+                if relaxed {
+                    crate::store::relaxed(conn, |c| upsert(c, primary, secondary, key, buf))
+                } else {
+                    upsert(conn, primary, secondary, key, buf)
+                }
             })
             .map_err(|e| db_error("write", e))
     }
@@ -189,10 +201,7 @@ impl KVStoreSync for SqliteKvStore {
         key: &str,
         buf: Vec<u8>,
     ) -> Result<(), io::Error> {
-        check(primary_namespace, secondary_namespace, Some(key), "write")?;
-        self.store
-            .with_sync(|conn| upsert(conn, primary_namespace, secondary_namespace, key, &buf))
-            .map_err(|e| db_error("write", e))
+        self.put((primary_namespace, secondary_namespace), key, &buf, false)
     }
 
     /// Removes eagerly whatever `lazy` says: one durable transaction either way.

@@ -585,8 +585,10 @@ impl Lightning {
                 buf,
             ),
             Durability::Relaxed => self.kv.write_relaxed(
-                CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
-                CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE,
+                (
+                    CHANNEL_MANAGER_PERSISTENCE_PRIMARY_NAMESPACE,
+                    CHANNEL_MANAGER_PERSISTENCE_SECONDARY_NAMESPACE,
+                ),
                 CHANNEL_MANAGER_PERSISTENCE_KEY,
                 buf,
             ),
@@ -1148,28 +1150,10 @@ pub fn hex(b: &[u8]) -> String {
 
 #[cfg(test)]
 mod log_tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
     use lightning::util::logger::{Level as LdkLevel, Logger as _, Record};
 
     use super::LdkLog;
-    use crate::log::{Level, LevelFilter, Logger};
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            if let Ok(mut v) = self.0.lock() {
-                v.extend_from_slice(buf);
-            }
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::log::{Level, LevelFilter, Logger, MemoryLog};
 
     fn record(log: &LdkLog, level: LdkLevel, text: &str) {
         log.log(Record::new(
@@ -1183,7 +1167,7 @@ mod log_tests {
 
     #[test]
     fn ldk_records_keep_their_level_and_benign_races_are_not_broken() {
-        let sink = Sink::default();
+        let sink = MemoryLog::default();
         let logger = Logger::new(
             vec![LevelFilter {
                 level: Level::Info,
@@ -1200,8 +1184,7 @@ mod log_tests {
             LdkLevel::Error,
             "Got announcement_signatures prior to the required six confirmations - we may not have received a block yet that our peer has",
         );
-        let text = String::from_utf8_lossy(&sink.0.lock().map(|v| v.clone()).unwrap_or_default())
-            .into_owned();
+        let text = sink.text();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].contains("INFO") && lines[0].contains("applied an update"));

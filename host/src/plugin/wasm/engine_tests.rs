@@ -2,9 +2,8 @@
 //! by `PluginHost`, hooks run with `run_hook`, failures provoked on purpose.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fulgur_protocol::hooks::Hook;
@@ -18,29 +17,9 @@ use crate::plugin::{HostSettings, PluginHost};
 
 include!("../../../../tests/wasm/wat_guest.rs");
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut v) = self.0.lock() {
-            v.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+type Captured = crate::log::MemoryLog;
 
 impl Captured {
-    fn text(&self) -> String {
-        self.0
-            .lock()
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-            .unwrap_or_default()
-    }
-
     async fn wait_for(&self, needle: &str) -> bool {
         for _ in 0..200 {
             if self.text().contains(needle) {
