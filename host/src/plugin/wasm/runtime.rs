@@ -555,16 +555,6 @@ pub(in crate::plugin) struct Mailbox {
 }
 
 impl Mailbox {
-    /// Queues a frame for the actor thread.
-    fn push(&self, frame: Bytes) {
-        if let Some(tx) = self.tx.upgrade() {
-            self.note_queued(1);
-            if tx.send(frame).is_err() {
-                self.note_queued(-1);
-            }
-        }
-    }
-
     fn deliver_and_watch(&self, core: &mut Core, frame: Bytes) {
         let used = core.deliver(frame);
         if used > INLINE_MAX_FUEL && self.inline.swap(false, Ordering::Relaxed) {
@@ -609,7 +599,12 @@ impl InlineDelivery for Mailbox {
     }
 
     fn queue(&self, frame: Bytes) {
-        self.push(frame);
+        if let Some(tx) = self.tx.upgrade() {
+            self.note_queued(1);
+            if tx.send(frame).is_err() {
+                self.note_queued(-1);
+            }
+        }
     }
 }
 
@@ -658,7 +653,7 @@ pub(in crate::plugin) fn spawn(
     runtime.spawn(async move {
         let _ = kill_rx.await;
         if let Some(m) = waker.upgrade() {
-            m.push(Bytes::new());
+            m.queue(Bytes::new());
         }
     });
     let actor = Actor {
