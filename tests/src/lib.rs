@@ -35,9 +35,17 @@ static LOG_LEVEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// Benchmarks: start release binaries with `--log-level=info` (instead of the debug build
 /// logging at debug). Call before starting anything.
+/// `FULGUR_BENCH_LOG_LEVEL` overrides the level (e.g. `debug`, to see where time goes), and
+/// `FULGUR_KEEP_DIRS=1` keeps the nodes' directories (and their logs) afterwards.
 pub fn use_release_quietly() {
     let _ = PROFILE.set("release".into());
-    let _ = LOG_LEVEL.set("info".into());
+    let level = std::env::var("FULGUR_BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+    let _ = LOG_LEVEL.set(level);
+}
+
+/// Whether to keep test directories (`FULGUR_KEEP_DIRS=1`).
+fn keep_dirs() -> bool {
+    std::env::var_os("FULGUR_KEEP_DIRS").is_some_and(|v| v == "1")
 }
 
 /// A workspace binary (`fulgurd`, `fulgur-cli`, `cln-plugin-compat`, ...).
@@ -227,7 +235,7 @@ impl Drop for Node {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && !keep_dirs() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
@@ -519,6 +527,7 @@ impl Drop for Bitcoind {
         self.kill();
         if let Some(d) = &self.datadir
             && !std::thread::panicking()
+            && !keep_dirs()
         {
             let _ = std::fs::remove_dir_all(d);
         }
