@@ -563,10 +563,12 @@ impl Lightning {
         engine.snapshot_channels();
         engine.watch_closing_broadcasts();
         engine.closed_catch_up();
+        // From the manager's best block, so blocks mined while we were down (or before the
+        // listener joins the stream) still move closed channels on and forget them.
         deps.chain.add_listener(
             "closed_channels",
             Arc::new(closed::ClosedWatch(Arc::downgrade(&engine))),
-            None,
+            Some(best),
         );
         tokio::spawn(background(Arc::downgrade(&engine)));
         Ok(engine)
@@ -854,7 +856,18 @@ async fn background(engine: Weak<Lightning>) {
         e.manager
             .process_pending_events_async(|ev| {
                 let e = e.clone();
-                async move { e.handle_event(ev).await }
+                async move {
+                    // A closed channel's record is made from these snapshots (closed.rs):
+                    // take one as soon as the channel has its funding and its scid.
+                    if matches!(
+                        ev,
+                        lightning::events::Event::ChannelPending { .. }
+                            | lightning::events::Event::ChannelReady { .. }
+                    ) {
+                        e.snapshot_channels();
+                    }
+                    e.handle_event(ev).await
+                }
             })
             .await;
         e.monitor
