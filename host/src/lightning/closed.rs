@@ -9,8 +9,8 @@
 //!
 //! So that the record is complete although LDK has already dropped the channel, the engine
 //! keeps a snapshot of every open channel's `listpeerchannels` entry ([`ClosedTracker`],
-//! refreshed at start, every second by the engine loop and before `close`), together with
-//! the least and most we ever had in it. `Event::ChannelClosed` turns the snapshot into a row
+//! refreshed at start, at `ChannelPending`/`ChannelReady`, every second by the engine loop
+//! and before `close`), together with the least and most we ever had in it. `Event::ChannelClosed` turns the snapshot into a row
 //! of the `closed_channels` table; [`ClosedWatch`], a block listener, moves rows to `ONCHAIN`
 //! when a block spends their funding output and forgets them when their monitor reports no
 //! claimable balance 100 blocks after that. Closing transactions we broadcast are taken from
