@@ -11,6 +11,9 @@ and sendcustommsg results are checked against CLN's schemas by the RPC client):
   (channel_open, channel_close);
 * `sendcustommsg` and the `custommsg` hook and notification, and the refused cases;
 * setchannel, getinfo's channel counts, mutual and unilateral `close`;
+* closed channels as CLN keeps them: in listpeerchannels/listfunds/listpeers (CLOSINGD_COMPLETE
+  or AWAITING_UNILATERAL, then ONCHAIN once the spend confirms) until resolved and 100 blocks
+  deep, then in `listclosedchannels` (checked against CLN's result schema), across restarts;
 * channel peers reconnecting by themselves after either side restarts."""
 
 import pytest
@@ -44,6 +47,61 @@ SETCHANNEL_RESPONSE = {
             "warning_htlcmin_too_low": {"type": "string"},
             "maximum_htlc_out_msat": {"type": "msat"},
             "warning_htlcmax_too_high": {"type": "string"}}}}}}
+
+
+# CLN's listclosedchannels result (doc/schemas/listclosedchannels.json, not in
+# shared/reference), written out with the same required fields and types.
+_SCID_ALIAS = {"type": "object", "additionalProperties": False, "required": [],
+               "properties": {"local": {"type": "short_channel_id"},
+                              "remote": {"type": "short_channel_id"}}}
+LISTCLOSEDCHANNELS_RESPONSE = {
+    "type": "object", "additionalProperties": False, "required": ["closedchannels"],
+    "properties": {"closedchannels": {"type": "array", "items": {
+        "type": "object", "additionalProperties": True,
+        "required": ["channel_id", "opener", "private", "total_msat", "total_local_commitments",
+                     "total_remote_commitments", "total_htlcs_sent", "funding_txid",
+                     "funding_outnum", "funding_withheld", "leased", "final_to_us_msat",
+                     "min_to_us_msat", "max_to_us_msat", "close_cause"],
+        "properties": {
+            "peer_id": {"type": "pubkey"},
+            "channel_id": {"type": "hash"},
+            "short_channel_id": {"type": "short_channel_id"},
+            "alias": _SCID_ALIAS,
+            "opener": {"type": "string", "enum": ["local", "remote"]},
+            "closer": {"type": "string", "enum": ["local", "remote"]},
+            "private": {"type": "boolean"},
+            "channel_type": {"type": "object", "additionalProperties": False,
+                             "required": ["bits", "names"],
+                             "properties": {"bits": {"type": "array", "items": {"type": "u32"}},
+                                            "names": {"type": "array",
+                                                      "items": {"type": "string"}}}},
+            "total_local_commitments": {"type": "u64"},
+            "total_remote_commitments": {"type": "u64"},
+            "total_htlcs_sent": {"type": "u64"},
+            "funding_txid": {"type": "txid"},
+            "funding_outnum": {"type": "u32"},
+            "funding_withheld": {"type": "boolean"},
+            "leased": {"type": "boolean"},
+            "funding_fee_paid_msat": {"type": "msat"},
+            "funding_fee_rcvd_msat": {"type": "msat"},
+            "funding_pushed_msat": {"type": "msat"},
+            "total_msat": {"type": "msat"},
+            "final_to_us_msat": {"type": "msat"},
+            "min_to_us_msat": {"type": "msat"},
+            "max_to_us_msat": {"type": "msat"},
+            "last_commitment_txid": {"type": "hash"},
+            "last_commitment_fee_msat": {"type": "msat"},
+            "close_cause": {"type": "string", "enum": ["unknown", "local", "user", "remote",
+                                                      "protocol", "onchain"]},
+            "last_stable_connection": {"type": "u64"}}}}}}
+
+
+def closed(n, peer=None):
+    """n's listclosedchannels (of `peer`), checked against CLN's result schema."""
+    res = n.rpc.call("listclosedchannels", {"id": peer.id} if peer else {})
+    errs = list(clnschema.ResponseValidator(LISTCLOSEDCHANNELS_RESPONSE).iter_errors(res))
+    assert not errs, (errs, res)
+    return res["closedchannels"]
 
 
 def calls(n, method, hook=False):
@@ -214,22 +272,51 @@ def test_openchannel_hook_and_channel_life(ln):
     a.rpc.listforwards()
     a.rpc.listhtlcs()
 
-    # --- mutual close: both sides see the channel go on chain and the close movement.
+    # --- mutual close: both sides keep showing the channel, CLOSINGD_COMPLETE until the
+    # closing transaction confirms (CLN's states, notifications and fields).
     cl = a.rpc.close(b.id)
     assert cl["type"] == "mutual" and len(cl["txids"]) == 1
-    wait_for(lambda: cl["txids"][0] in ln.chain.call("getrawmempool"), what="closing tx")
+    closing_txid = cl["txids"][0]
+    wait_for(lambda: closing_txid in ln.chain.call("getrawmempool"), what="closing tx")
+    to_us = {a: 490_000_000, b: 10_000_000}
     for n, peer in ((a, b), (b, a)):
-        [last] = wait_state(n, peer, "ONCHAIN")
+        [last] = wait_state(n, peer, "CLOSINGD_COMPLETE")
         assert last["old_state"] == "CHANNELD_NORMAL"
         assert last["cause"] == ("user" if n is a else "remote")
-        assert last["channel_id"] == r["channel_id"]
+        assert last["channel_id"] == r["channel_id"] and last.get("short_channel_id") == scid, (n.name, last, n.rpc.listpeerchannels())
+        assert not [s for s in notes(n, "channel_state_changed") if s["new_state"] == "ONCHAIN"]
+        [ch] = n.rpc.listpeerchannels(peer.id)["channels"]
+        assert ch["state"] == "CLOSINGD_COMPLETE" and ch["closer"] == ("local" if n is a else "remote")
+        assert ch["opener"] == ("local" if n is a else "remote")
+        assert (ch["channel_id"], ch["short_channel_id"]) == (r["channel_id"], scid)
+        assert (ch["funding_txid"], ch["funding_outnum"]) == (r["txid"], r["outnum"])
+        assert ch["to_us_msat"] == to_us[n] and ch["total_msat"] == 500_000_000
+        assert ch["spendable_msat"] == 0 and ch["htlcs"] == []
+        assert ch["channel_type"] == {"bits": [12], "names": ["static_remotekey/even"]}
+        assert ch["status"] and ch["status"][0].startswith("CLOSINGD_COMPLETE:")
+        # The same through the filters, in listfunds and listpeers; inactive in getinfo.
+        assert n.rpc.call("listpeerchannels", {"short_channel_id": scid})["channels"] == [ch]
+        assert n.rpc.call("listpeerchannels", {"channel_id": r["channel_id"]})["channels"] == [ch]
+        [fc] = n.rpc.listfunds()["channels"]
+        assert (fc["state"], fc["our_amount_msat"], fc["short_channel_id"]) == \
+            ("CLOSINGD_COMPLETE", to_us[n], scid)
+        assert [p["num_channels"] for p in n.rpc.listpeers(peer.id)["peers"]] == [1]
+        assert counts(n) == (0, 0, 1)
+        # Not forgotten: not in listclosedchannels yet (CLN lists only forgotten channels).
+        assert closed(n) == []
     ln.mine(1)
     for n, peer in ((a, b), (b, a)):
+        [last] = wait_state(n, peer, "ONCHAIN")
+        assert (last["old_state"], last["cause"]) == ("CLOSINGD_COMPLETE", "onchain")
+        assert closing_txid in last["message"]
+        [ch] = n.rpc.listpeerchannels(peer.id)["channels"]
+        assert ch["state"] == "ONCHAIN" and ch["to_us_msat"] == to_us[n]
+        assert n.rpc.listfunds()["channels"][0]["state"] == "ONCHAIN"
         wait_for(lambda: movements(n, "channel_close"), what=f"{n.name}: channel_close")
         [m] = movements(n, "channel_close")
         assert m["account_id"] == r["channel_id"] and m["credit_msat"] == 0
         assert m["utxo"] == f"{r['txid']}:{r['outnum']}" and m["output_msat"] == 500_000_000
-        wait_for(lambda: counts(n) == (0, 0, 0), what=f"{n.name}: no channel")
+        assert counts(n) == (0, 0, 1)
     # Each side's balance in the channel (the commitment fee is not part of it, as in CLN).
     [ma], [mb] = movements(a, "channel_close"), movements(b, "channel_close")
     assert (ma["debit_msat"], mb["debit_msat"]) == (490_000_000, 10_000_000)
@@ -239,6 +326,43 @@ def test_openchannel_hook_and_channel_life(ln):
     a.rpc.disconnect(b.id, force=True)
     wait_for(lambda: [d for d in notes(a, "disconnect") if d["id"] == b.id], what="disconnect on a")
     wait_for(lambda: [d for d in notes(b, "disconnect") if d["id"] == a.id], what="disconnect on b")
+
+    # --- 100 blocks after the spend, with nothing left to claim, both sides forget the
+    # channel (CLN's rule): it leaves listpeerchannels, listfunds, listpeers and getinfo and
+    # is listed by listclosedchannels from then on.
+    ln.mine(99)
+    for n, peer in ((a, b), (b, a)):
+        assert [c["state"] for c in n.rpc.listpeerchannels()["channels"]] == ["ONCHAIN"]
+    ln.mine(1)
+    for n, peer in ((a, b), (b, a)):
+        wait_for(lambda: n.rpc.listpeerchannels()["channels"] == [], what=f"{n.name}: forgotten")
+        [last] = wait_state(n, peer, "CLOSED")
+        assert (last["old_state"], last["cause"]) == ("ONCHAIN", "onchain")
+        assert n.rpc.listfunds()["channels"] == [] and counts(n) == (0, 0, 0)
+        assert n.rpc.listpeers(peer.id)["peers"] == []
+        [cc] = closed(n)
+        assert closed(n, peer) == [cc]
+        assert n.rpc.call("listclosedchannels", {"id": UNKNOWN_ID})["closedchannels"] == []
+        assert (cc["channel_id"], cc["peer_id"], cc["short_channel_id"]) == \
+            (r["channel_id"], peer.id, scid)
+        assert cc["opener"] == ("local" if n is a else "remote")
+        assert cc["closer"] == ("local" if n is a else "remote")
+        assert cc["close_cause"] == ("user" if n is a else "remote")
+        assert (cc["funding_txid"], cc["funding_outnum"]) == (r["txid"], r["outnum"])
+        assert cc["total_msat"] == 500_000_000 and cc["final_to_us_msat"] == to_us[n]
+        assert cc["min_to_us_msat"] <= to_us[n] <= cc["max_to_us_msat"]
+        assert cc["last_commitment_txid"] == closing_txid
+        assert 0 < cc["last_commitment_fee_msat"] < 10_000_000
+        assert cc["private"] is False and cc["leased"] is False
+        assert cc["channel_type"] == {"bits": [12], "names": ["static_remotekey/even"]}
+    assert closed(a)[0]["last_commitment_fee_msat"] == closed(b)[0]["last_commitment_fee_msat"]
+    # Forgotten channels stay in listclosedchannels across a restart.
+    before = closed(a)
+    ln.restart(a)
+    assert closed(a) == before and a.rpc.listpeerchannels()["channels"] == []
+    with pytest.raises(RpcError) as e:
+        a.rpc.call("listclosedchannels", {"id": "nonsense"})
+    assert e.value.error["code"] == -32602
 
     validated = {m for n in (a, b) for m, _ in n.rpc.validated}
     assert validated >= {"fundchannel", "close", "listpeerchannels", "listfunds",
@@ -319,17 +443,51 @@ def test_reconnect_after_restart_and_unilateral_close(ln):
     assert a.rpc.listpeerchannels(b.id)["channels"][0]["spendable_msat"] > 0
     assert a.rpc.listpeerchannels(b.id)["channels"][0]["short_channel_id"] == scid
 
-    # Unilateral close at once.
+    # Unilateral close at once: A broadcast its commitment (AWAITING_UNILATERAL until it
+    # confirms); B hears of it from A's error and broadcasts its own, as CLN does.
     cl = a.rpc.close(scid, unilateraltimeout=0)
     assert cl["type"] == "unilateral" and len(cl["txs"]) == len(cl["txids"]) == 1
-    wait_for(lambda: cl["txids"][0] in ln.chain.call("getrawmempool"), what="commitment tx")
-    [last] = wait_state(b, a, "ONCHAIN")
-    assert last["old_state"] == "CHANNELD_NORMAL" and last["cause"] in ("remote", "onchain")
-    assert states(b, a)[-1] == ("CHANNELD_NORMAL", "ONCHAIN", last["cause"])
+    commitment = cl["txids"][0]
+    wait_for(lambda: commitment in ln.chain.call("getrawmempool"), what="commitment tx")
+    # (close returns once the commitment is broadcast; the close event follows.)
+    [ca] = wait_for(lambda: [c for c in a.rpc.listpeerchannels(b.id)["channels"]
+                             if c["state"] != "CHANNELD_NORMAL"], what="a: closed channel")
+    assert (ca["state"], ca["closer"], ca["opener"]) == ("AWAITING_UNILATERAL", "local", "local")
+    assert ca["short_channel_id"] == scid and ca["status"][0].startswith("AWAITING_UNILATERAL:")
+    assert counts(a) == (0, 0, 1)
+    [last] = wait_state(b, a, "AWAITING_UNILATERAL")
+    assert last["old_state"] == "CHANNELD_NORMAL" and last["cause"] == "remote"
+    [cb] = b.rpc.listpeerchannels(a.id)["channels"]
+    assert (cb["state"], cb["closer"], cb["opener"]) == ("AWAITING_UNILATERAL", "remote", "remote")
+    assert cb["to_us_msat"] == 20_000
     ln.mine(1)
-    wait_for(lambda: counts(a) == (0, 0, 0) and counts(b) == (0, 0, 0))
+    for n, peer in ((a, b), (b, a)):
+        wait_for(lambda: n.rpc.listpeerchannels(peer.id)["channels"][0]["state"] == "ONCHAIN",
+                 what=f"{n.name}: ONCHAIN")
+        assert counts(n) == (0, 0, 1)
+        assert n.rpc.listfunds()["channels"][0]["state"] == "ONCHAIN"
+    [last] = wait_state(b, a, "ONCHAIN")
+    assert (last["old_state"], last["cause"]) == ("AWAITING_UNILATERAL", "onchain")
+    assert commitment in last["message"]
     wait_for(lambda: movements(b, "channel_close"), what="channel_close on b")
     [m] = movements(b, "channel_close")
     assert m["debit_msat"] == 20_000 and m["output_msat"] == 1_000_000_000
     with pytest.raises(RpcError):
         a.rpc.close(scid)
+    # The record survives a restart.
+    ln.restart(b)
+    [cb] = b.rpc.listpeerchannels(a.id)["channels"]
+    assert (cb["state"], cb["closer"], cb["short_channel_id"]) == ("ONCHAIN", "remote", scid)
+    assert closed(b) == []
+    # 100 blocks later B, with nothing to claim (its 20 sat were below dust), forgets the
+    # channel; A still waits for its delayed output (to_self_delay 144), so keeps it.
+    ln.mine(100)
+    wait_for(lambda: b.rpc.listpeerchannels()["channels"] == [], what="b forgets the channel")
+    [cc] = closed(b)
+    assert (cc["opener"], cc["closer"], cc["close_cause"]) == ("remote", "remote", "remote")
+    assert cc["final_to_us_msat"] == 20_000 and cc["short_channel_id"] == scid
+    assert cc["last_commitment_txid"] == commitment
+    assert counts(b) == (0, 0, 0)
+    [ca] = a.rpc.listpeerchannels(b.id)["channels"]
+    assert ca["state"] == "ONCHAIN" and "resolving" in ca["status"][0]
+    assert closed(a) == [] and counts(a) == (0, 0, 1)

@@ -138,6 +138,25 @@ impl Lightning {
                 }
                 // A channel that never got its funding was never announced to plugins.
                 if let Some(txo) = channel_funding_txo {
+                    // Kept in listpeerchannels while it resolves, then in listclosedchannels;
+                    // this also sends its channel_state_changed.
+                    let cause = closure_cause(&reason);
+                    if let Err(err) = self
+                        .record_closed(
+                            &channel_id,
+                            counterparty_node_id,
+                            &reason,
+                            cause,
+                            channel_capacity_sats,
+                            last_local_balance_msat,
+                            txo.into_bitcoin_outpoint(),
+                        )
+                        .await
+                    {
+                        self.log
+                            .broken(&format!("cannot record closed channel {channel_id}: {err}"));
+                        return Err(ReplayEvent());
+                    }
                     self.coin_movement(super::movements::Movement {
                         kind: "chain_mvt",
                         account: hex(&channel_id.0),
@@ -154,17 +173,6 @@ impl Lightning {
                         peer_id: counterparty_node_id.map(|p| p.to_string()),
                     })
                     .await;
-                    if let Some(peer) = counterparty_node_id {
-                        let cause = closure_cause(&reason);
-                        self.channel_state_changed(
-                            &channel_id,
-                            &peer,
-                            Some("CHANNELD_NORMAL"),
-                            "ONCHAIN",
-                            cause,
-                            &reason.to_string(),
-                        );
-                    }
                 }
             }
             Event::HTLCIntercepted {

@@ -13,6 +13,7 @@
 //! notifications and the `peer_connected` hook (a `disconnect` answer drops the peer).
 
 pub mod channels;
+pub mod closed;
 pub mod events;
 pub mod forwards;
 pub mod gossip;
@@ -253,6 +254,8 @@ pub struct Lightning {
     pub claimed: Mutex<std::collections::HashMap<[u8; 32], [u8; 32]>>,
     /// `--hold-safety-blocks`.
     pub hold_safety_blocks: u32,
+    /// Closed channels still resolving, and snapshots of open ones (`closed.rs`).
+    pub closed: closed::ClosedTracker,
     /// Fees earned by settled forwards (`getinfo`): summed from the `forwards` table at
     /// start, then kept up to date as forwards settle, so `getinfo` reads no table.
     pub fees_collected_msat: std::sync::atomic::AtomicU64,
@@ -516,6 +519,11 @@ impl Lightning {
             .with(|c| Ok(forwards::fees_collected(c)?))
             .await
             .map_err(|e| format!("reading forwards: {e}"))?;
+        let closed_active = deps
+            .store
+            .with(|c| closed::list(c, false, None))
+            .await
+            .map_err(|e| format!("reading closed channels: {e}"))?;
         let engine = Arc::new(Lightning {
             manager,
             monitor,
@@ -538,6 +546,7 @@ impl Lightning {
             claimed: Mutex::new(Default::default()),
             hold_safety_blocks: deps.hold_safety_blocks,
             fees_collected_msat: std::sync::atomic::AtomicU64::new(fees_collected),
+            closed: closed::ClosedTracker::new(closed_active),
             alias: deps.alias.clone(),
             color: deps.color.clone(),
             peer_addrs: Mutex::new(Default::default()),
@@ -551,6 +560,16 @@ impl Lightning {
         let _ = watcher.engine.set(Arc::downgrade(&engine));
         engine.persist_manager(Durability::Synced);
         engine.replay_held().await;
+        engine.snapshot_channels();
+        engine.watch_closing_broadcasts();
+        engine.closed_catch_up();
+        // From the manager's best block, so blocks mined while we were down (or before the
+        // listener joins the stream) still move closed channels on and forget them.
+        deps.chain.add_listener(
+            "closed_channels",
+            Arc::new(closed::ClosedWatch(Arc::downgrade(&engine))),
+            Some(best),
+        );
         tokio::spawn(background(Arc::downgrade(&engine)));
         Ok(engine)
     }
@@ -801,6 +820,7 @@ async fn background(engine: Weak<Lightning>) {
     // do not wait for a poll), and at least every 100 ms for timers.
     let start = tokio::time::Instant::now();
     let (mut peer_tick, mut manager_tick, mut reconnect_tick) = (start, start, start);
+    let mut snapshot_tick = start;
     // Since when the manager's last write has been waiting for an fsync (see
     // `Lightning::persist_manager`).
     let mut unsynced_since: Option<tokio::time::Instant> = None;
@@ -836,7 +856,18 @@ async fn background(engine: Weak<Lightning>) {
         e.manager
             .process_pending_events_async(|ev| {
                 let e = e.clone();
-                async move { e.handle_event(ev).await }
+                async move {
+                    // A closed channel's record is made from these snapshots (closed.rs):
+                    // take one as soon as the channel has its funding and its scid.
+                    if matches!(
+                        ev,
+                        lightning::events::Event::ChannelPending { .. }
+                            | lightning::events::Event::ChannelReady { .. }
+                    ) {
+                        e.snapshot_channels();
+                    }
+                    e.handle_event(ev).await
+                }
             })
             .await;
         e.monitor
@@ -868,6 +899,11 @@ async fn background(engine: Weak<Lightning>) {
             e.manager.timer_tick_occurred();
             e.persist_gossip();
             e.announce_node();
+        }
+        // What a closed channel's record is made of (LDK forgets the channel at its close).
+        if now - snapshot_tick >= Duration::from_secs(1) {
+            snapshot_tick = now;
+            e.snapshot_channels();
         }
         if now - reconnect_tick >= Duration::from_secs(5) {
             reconnect_tick = now;

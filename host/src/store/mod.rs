@@ -113,6 +113,31 @@ const MIGRATIONS: &[&str] = &[
         deadline_height INTEGER NOT NULL,
         created_at INTEGER NOT NULL
     );",
+    // 6: closed channels (`lightning::closed`), kept forever: shown by `listpeerchannels`
+    // until forgotten (resolved and 100 blocks deep), then by `listclosedchannels`.
+    "CREATE TABLE closed_channels (
+        channel_id TEXT PRIMARY KEY,
+        peer_id TEXT,
+        short_channel_id TEXT,
+        funding_txid TEXT NOT NULL,
+        funding_outnum INTEGER NOT NULL,
+        opener TEXT NOT NULL,
+        closer TEXT,
+        close_cause TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        state TEXT NOT NULL,
+        total_msat INTEGER NOT NULL,
+        final_to_us_msat INTEGER NOT NULL,
+        min_to_us_msat INTEGER NOT NULL,
+        max_to_us_msat INTEGER NOT NULL,
+        closing_txid TEXT,
+        closing_fee_msat INTEGER,
+        closed_height INTEGER NOT NULL,
+        spend_height INTEGER,
+        forgotten_height INTEGER,
+        closed_at INTEGER NOT NULL,
+        snapshot TEXT NOT NULL
+    );",
 ];
 
 /// Why the database could not be used.

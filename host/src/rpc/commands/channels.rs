@@ -1,5 +1,6 @@
-//! `fundchannel`, `close`, `listpeerchannels` and `setchannel`: channels through LDK's
-//! `ChannelManager`, funded from and closed into the on-chain wallet.
+//! `fundchannel`, `close`, `listpeerchannels`, `listclosedchannels` and `setchannel`: channels
+//! through LDK's `ChannelManager`, funded from and closed into the on-chain wallet. Closed
+//! channels come from `lightning::closed`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -321,6 +322,8 @@ fn run_close(ctx: Ctx, p: Params) -> CommandFuture {
             );
             return Reply::Ok(json!({"type": "unopened"}));
         };
+        // The closed channel's record is made from this snapshot.
+        e.snapshot_channels();
         let mut seen = e.chain.broadcaster().watch();
         let spends_funding = |tx: &bitcoin::Transaction| {
             tx.input
@@ -570,7 +573,66 @@ fn run_listpeerchannels(ctx: Ctx, p: Params) -> CommandFuture {
             })
             .map(|c| channel_json(&e, c))
             .collect();
+        // Closed channels stay listed while they resolve on chain, as in CLN.
+        let mut chans = chans;
+        chans.extend(
+            e.closed
+                .active()
+                .iter()
+                .filter(|r| peer.is_none_or(|p| r.peer_id == Some(p.to_string())))
+                .filter(|r| {
+                    scid.is_none_or(|s| {
+                        let s = scid_string(s);
+                        r.short_channel_id.as_ref() == Some(&s)
+                            || r.snapshot["alias"]["local"].as_str() == Some(s.as_str())
+                    })
+                })
+                .filter(|r| {
+                    cid.as_ref()
+                        .is_none_or(|x| r.channel_id == x.to_lowercase())
+                })
+                .map(|r| e.closed_peerchannel_json(r)),
+        );
         Reply::Ok(json!({"channels": chans}))
+    })
+}
+
+pub const LISTCLOSEDCHANNELS: Command = Command {
+    name: "listclosedchannels",
+    usage: "[id]",
+    category: "network",
+    description: "Show historical (dead) channels, optionally only those with peer {id}.",
+    verbose: "Lists the channels this node has forgotten: closed, every output resolved on \
+              chain, and 100 blocks deep. Until then a closed channel is shown by \
+              listpeerchannels (CLOSINGD_COMPLETE, AWAITING_UNILATERAL, then ONCHAIN). Each entry \
+              gives the opener and closer, close_cause, capacity, our final, least and most \
+              balance, and the transaction that closed it. Commitment and HTLC counters are not \
+              tracked by this node and are 0.",
+    params: &[opt("id")],
+    extra_params: false,
+    run: run_listclosedchannels,
+};
+
+fn run_listclosedchannels(ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let id = tri!(p.opt_str("id"));
+        if let Some(s) = &id
+            && s.parse::<PublicKey>().is_err()
+        {
+            return Reply::Err(bad("id", "a node id", &Value::String(s.clone())));
+        }
+        let peer = id.map(|s| s.to_lowercase());
+        let rows = ctx
+            .node
+            .store
+            .with(move |c| crate::lightning::closed::list(c, true, peer.as_deref()))
+            .await;
+        match rows {
+            Ok(rows) => Reply::Ok(json!({
+                "closedchannels": rows.iter().map(|r| r.closedchannel_json()).collect::<Vec<_>>(),
+            })),
+            Err(err) => Reply::Err(RpcError::new(-1, err.to_string())),
+        }
     })
 }
 

@@ -39,6 +39,9 @@ fn run(ctx: Ctx, _p: Params) -> CommandFuture {
                     counts.2 += 1;
                 }
             }
+            // Closed channels not forgotten yet (CLOSINGD_COMPLETE, AWAITING_UNILATERAL,
+            // ONCHAIN) are inactive in CLN.
+            counts.2 += l.closed.active().len();
             fees_collected = l
                 .fees_collected_msat
                 .load(std::sync::atomic::Ordering::Relaxed);

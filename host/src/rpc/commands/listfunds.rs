@@ -14,7 +14,8 @@ pub const LISTFUNDS: Command = Command {
     description: "Show available funds from the internal wallet",
     verbose: "Lists the wallet's outputs (status unconfirmed, confirmed, immature, or spent with \
               {spent}=true), whether they are reserved by a pending transaction and until which \
-              block, and our channels with their funding outputs and balances.",
+              block, and our channels with their funding outputs and balances (closed channels \
+              too, with their on-chain state, until they are forgotten).",
     params: &[opt("spent")],
     extra_params: false,
     run,
@@ -39,8 +40,15 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
                 .list_channels()
                 .iter()
                 .filter(|c| c.funding_txo.is_some())
-                .map(|c| {
-                    let v = super::channels::channel_json(e, c);
+                .map(|c| super::channels::channel_json(e, c))
+                // Closed channels still resolving on chain, as in CLN.
+                .chain(
+                    e.closed
+                        .active()
+                        .iter()
+                        .map(|r| e.closed_peerchannel_json(r)),
+                )
+                .map(|v| {
                     let mut o = json!({
                         "peer_id": v["peer_id"],
                         "connected": v["peer_connected"],

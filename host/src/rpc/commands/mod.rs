@@ -25,6 +25,8 @@ mod stop;
 mod txprepare;
 mod withdraw;
 
+pub use channels::channel_json;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -94,6 +96,7 @@ pub const COMMANDS: &[&Command] = &[
     &forwards::LISTFORWARDS,
     &listfunds::LISTFUNDS,
     &forwards::LISTHTLCS,
+    &channels::LISTCLOSEDCHANNELS,
     &invoice::LISTINVOICES,
     &graph::LISTNODES,
     &channels::LISTPEERCHANNELS,

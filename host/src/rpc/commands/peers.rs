@@ -215,7 +215,19 @@ fn run_listpeers(ctx: Ctx, p: Params) -> CommandFuture {
         let Some(l) = ctx.node.lightning.get().cloned() else {
             return Reply::Ok(json!({"peers": []}));
         };
-        let channels = l.manager.list_channels();
+        // Peers of open channels and of closed ones not forgotten yet (as in CLN).
+        let channels: Vec<PublicKey> = l
+            .manager
+            .list_channels()
+            .iter()
+            .map(|c| c.counterparty.node_id)
+            .chain(
+                l.closed
+                    .active()
+                    .iter()
+                    .filter_map(|r| r.peer_id.as_ref()?.parse().ok()),
+            )
+            .collect();
         let peers: Vec<Value> = l
             .peers
             .list_peers()
@@ -224,7 +236,7 @@ fn run_listpeers(ctx: Ctx, p: Params) -> CommandFuture {
             .map(|d| {
                 let n = channels
                     .iter()
-                    .filter(|c| c.counterparty.node_id == d.counterparty_node_id)
+                    .filter(|c| **c == d.counterparty_node_id)
                     .count();
                 let netaddr: Vec<String> = d.socket_address.iter().map(|a| a.to_string()).collect();
                 json!({
@@ -240,17 +252,14 @@ fn run_listpeers(ctx: Ctx, p: Params) -> CommandFuture {
         let mut peers = peers;
         let mut offline: Vec<PublicKey> = channels
             .iter()
-            .map(|c| c.counterparty.node_id)
+            .copied()
             .filter(|id| filter.is_none_or(|f| f == *id))
             .filter(|id| l.peers.peer_by_node_id(id).is_none())
             .collect();
         offline.sort();
         offline.dedup();
         for id in offline {
-            let n = channels
-                .iter()
-                .filter(|c| c.counterparty.node_id == id)
-                .count();
+            let n = channels.iter().filter(|c| **c == id).count();
             peers.push(json!({"id": id.to_string(), "connected": false, "num_channels": n}));
         }
         Reply::Ok(json!({"peers": peers}))

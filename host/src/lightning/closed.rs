@@ -1,0 +1,859 @@
+//! Closed channels, kept visible the way CLN keeps them.
+//!
+//! LDK drops a channel from `list_channels()` the moment it closes, but CLN keeps showing it
+//! in `listpeerchannels` (and `listpeers`, `listfunds`, `getinfo`'s inactive count) while it
+//! resolves on chain: `CLOSINGD_COMPLETE` after a mutual close until the closing transaction
+//! confirms, `AWAITING_UNILATERAL` after we broadcast our commitment until it confirms, then
+//! `ONCHAIN`. It forgets the channel once nothing is left to claim and 100 blocks have passed;
+//! from then on the channel is listed by `listclosedchannels` only.
+//!
+//! So that the record is complete although LDK has already dropped the channel, the engine
+//! keeps a snapshot of every open channel's `listpeerchannels` entry ([`ClosedTracker`],
+//! refreshed at start, at `ChannelPending`/`ChannelReady`, every second by the engine loop
+//! and before `close`), together with the least and most we ever had in it. `Event::ChannelClosed` turns the snapshot into a row
+//! of the `closed_channels` table; [`ClosedWatch`], a block listener, moves rows to `ONCHAIN`
+//! when a block spends their funding output and forgets them when their monitor reports no
+//! claimable balance 100 blocks after that. Closing transactions we broadcast are taken from
+//! the broadcaster's feed as soon as they are handed to it (txid and fee before any block).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use bitcoin::block::Header;
+use bitcoin::secp256k1::PublicKey;
+use lightning::chain::Listen;
+use lightning::chain::transaction::TransactionData;
+use lightning::events::ClosureReason;
+use lightning::ln::types::ChannelId;
+use rusqlite::{Connection, params};
+use serde_json::{Value, json};
+
+use super::{Lightning, hex};
+use crate::store::StoreError;
+
+/// CLN forgets a resolved channel this many blocks after its close.
+pub const FORGET_AFTER_BLOCKS: u32 = 100;
+
+/// CLN's states for a closed channel still shown by `listpeerchannels`.
+pub const CLOSINGD_COMPLETE: &str = "CLOSINGD_COMPLETE";
+/// We broadcast our commitment; it has not confirmed yet.
+pub const AWAITING_UNILATERAL: &str = "AWAITING_UNILATERAL";
+/// The funding output is spent in a block; outputs are resolving.
+pub const ONCHAIN: &str = "ONCHAIN";
+/// Forgotten (only in `listclosedchannels`); the state `channel_state_changed` ends with.
+pub const CLOSED: &str = "CLOSED";
+
+/// One row of `closed_channels`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosedChannel {
+    /// Hex channel id.
+    pub channel_id: String,
+    /// The peer (unknown only for channels LDK serialized before 0.0.117).
+    pub peer_id: Option<String>,
+    /// `BLOCKxTXxOUT`, if the channel was confirmed.
+    pub short_channel_id: Option<String>,
+    /// Funding transaction.
+    pub funding_txid: String,
+    /// Funding output.
+    pub funding_outnum: u32,
+    /// Whether we opened it.
+    pub opener_local: bool,
+    /// `local` or `remote`, when known.
+    pub closer: Option<String>,
+    /// CLN's `close_cause`.
+    pub close_cause: String,
+    /// LDK's reason, as text.
+    pub reason: String,
+    /// CLN state: `CLOSINGD_COMPLETE`, `AWAITING_UNILATERAL`, `ONCHAIN`, or `CLOSED` once
+    /// forgotten.
+    pub state: String,
+    /// Capacity.
+    pub total_msat: u64,
+    /// Our balance when it closed.
+    pub final_to_us_msat: u64,
+    /// Least we ever had (as far as the snapshots saw).
+    pub min_to_us_msat: u64,
+    /// Most we ever had (as far as the snapshots saw).
+    pub max_to_us_msat: u64,
+    /// The transaction that spent the funding output (closing or commitment), once known.
+    pub closing_txid: Option<String>,
+    /// Its fee, when we saw the whole transaction.
+    pub closing_fee_msat: Option<u64>,
+    /// Our height when LDK closed it.
+    pub closed_height: u32,
+    /// Height of the block that spent the funding output.
+    pub spend_height: Option<u32>,
+    /// Height at which it was forgotten (moved to `listclosedchannels`).
+    pub forgotten_height: Option<u32>,
+    /// Unix time of the close.
+    pub closed_at: u64,
+    /// Its `listpeerchannels` entry before the close (`{}` if none was taken).
+    pub snapshot: Value,
+}
+
+impl ClosedChannel {
+    /// The height forgetting counts from: the spend's block, else the close.
+    pub fn resolved_from(&self) -> u32 {
+        self.spend_height.unwrap_or(self.closed_height)
+    }
+
+    /// CLN's rule: forgotten once nothing is left to claim and 100 blocks have passed.
+    pub fn should_forget(&self, tip: u32, balances_left: bool) -> bool {
+        self.forgotten_height.is_none()
+            && !balances_left
+            && tip >= self.resolved_from().saturating_add(FORGET_AFTER_BLOCKS)
+    }
+
+    /// The funding outpoint.
+    pub fn funding_outpoint(&self) -> Option<bitcoin::OutPoint> {
+        Some(bitcoin::OutPoint {
+            txid: self.funding_txid.parse().ok()?,
+            vout: self.funding_outnum,
+        })
+    }
+
+    fn ldk_channel_id(&self) -> Option<ChannelId> {
+        let b = crate::store::datastore::unhex(&self.channel_id)?;
+        Some(ChannelId(b.try_into().ok()?))
+    }
+
+    /// Its `listclosedchannels` entry (CLN's fields; commitment and HTLC counters are not
+    /// tracked by LDK and are reported as 0).
+    pub fn closedchannel_json(&self) -> Value {
+        let s = &self.snapshot;
+        let mut o = json!({
+            "channel_id": self.channel_id,
+            "opener": if self.opener_local { "local" } else { "remote" },
+            "private": s.get("private").and_then(Value::as_bool).unwrap_or(false),
+            "total_local_commitments": 0,
+            "total_remote_commitments": 0,
+            "total_htlcs_sent": 0,
+            "funding_txid": self.funding_txid,
+            "funding_outnum": self.funding_outnum,
+            "funding_withheld": false,
+            "leased": false,
+            "total_msat": self.total_msat,
+            "final_to_us_msat": self.final_to_us_msat,
+            "min_to_us_msat": self.min_to_us_msat,
+            "max_to_us_msat": self.max_to_us_msat,
+            "close_cause": self.close_cause,
+        });
+        if let Some(p) = &self.peer_id {
+            o["peer_id"] = json!(p);
+        }
+        if let Some(x) = &self.short_channel_id {
+            o["short_channel_id"] = json!(x);
+        }
+        if let Some(a) = s.get("alias").filter(|a| a.is_object()) {
+            o["alias"] = a.clone();
+        }
+        if let Some(c) = &self.closer {
+            o["closer"] = json!(c);
+        }
+        if let Some(t) = s.get("channel_type").filter(|t| t.is_object()) {
+            o["channel_type"] = t.clone();
+        }
+        if let Some(t) = &self.closing_txid {
+            o["last_commitment_txid"] = json!(t);
+        }
+        if let Some(f) = self.closing_fee_msat {
+            o["last_commitment_fee_msat"] = json!(f);
+        }
+        o
+    }
+}
+
+const COLUMNS: &str = "channel_id, peer_id, short_channel_id, funding_txid, funding_outnum, \
+    opener, closer, close_cause, reason, state, total_msat, final_to_us_msat, min_to_us_msat, \
+    max_to_us_msat, closing_txid, closing_fee_msat, closed_height, spend_height, \
+    forgotten_height, closed_at, snapshot";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClosedChannel> {
+    let opener: String = r.get(5)?;
+    let snapshot: String = r.get(20)?;
+    Ok(ClosedChannel {
+        channel_id: r.get(0)?,
+        peer_id: r.get(1)?,
+        short_channel_id: r.get(2)?,
+        funding_txid: r.get(3)?,
+        funding_outnum: r.get(4)?,
+        opener_local: opener == "local",
+        closer: r.get(6)?,
+        close_cause: r.get(7)?,
+        reason: r.get(8)?,
+        state: r.get(9)?,
+        total_msat: r.get::<_, i64>(10)? as u64,
+        final_to_us_msat: r.get::<_, i64>(11)? as u64,
+        min_to_us_msat: r.get::<_, i64>(12)? as u64,
+        max_to_us_msat: r.get::<_, i64>(13)? as u64,
+        closing_txid: r.get(14)?,
+        closing_fee_msat: r.get::<_, Option<i64>>(15)?.map(|v| v as u64),
+        closed_height: r.get(16)?,
+        spend_height: r.get(17)?,
+        forgotten_height: r.get(18)?,
+        closed_at: r.get::<_, i64>(19)? as u64,
+        snapshot: serde_json::from_str(&snapshot).unwrap_or_else(|_| json!({})),
+    })
+}
+
+/// Records a closed channel; a second record of the same channel (LDK replaying the event)
+/// is ignored. Returns whether a row was written.
+pub fn insert(c: &Connection, r: &ClosedChannel) -> Result<bool, StoreError> {
+    let n = c
+        .prepare_cached(&format!(
+            "INSERT INTO closed_channels ({COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+              ?19, ?20, ?21) ON CONFLICT (channel_id) DO NOTHING"
+        ))?
+        .execute(params![
+            r.channel_id,
+            r.peer_id,
+            r.short_channel_id,
+            r.funding_txid,
+            r.funding_outnum,
+            if r.opener_local { "local" } else { "remote" },
+            r.closer,
+            r.close_cause,
+            r.reason,
+            r.state,
+            r.total_msat as i64,
+            r.final_to_us_msat as i64,
+            r.min_to_us_msat as i64,
+            r.max_to_us_msat as i64,
+            r.closing_txid,
+            r.closing_fee_msat.map(|v| v as i64),
+            r.closed_height,
+            r.spend_height,
+            r.forgotten_height,
+            r.closed_at as i64,
+            r.snapshot.to_string(),
+        ])?;
+    Ok(n == 1)
+}
+
+/// Writes the fields that change after the close (state, closing transaction, heights).
+pub fn update(c: &Connection, r: &ClosedChannel) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE closed_channels SET state = ?2, closing_txid = ?3, closing_fee_msat = ?4, \
+         spend_height = ?5, forgotten_height = ?6 WHERE channel_id = ?1",
+    )?
+    .execute(params![
+        r.channel_id,
+        r.state,
+        r.closing_txid,
+        r.closing_fee_msat.map(|v| v as i64),
+        r.spend_height,
+        r.forgotten_height,
+    ])?;
+    Ok(())
+}
+
+/// Closed channels, oldest close first: those not forgotten yet (`forgotten == false`, shown
+/// by `listpeerchannels`) or forgotten ones (`listclosedchannels`), optionally of one peer.
+pub fn list(
+    c: &Connection,
+    forgotten: bool,
+    peer: Option<&str>,
+) -> Result<Vec<ClosedChannel>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM closed_channels WHERE (forgotten_height IS NOT NULL) = ?1 \
+         AND (?2 IS NULL OR peer_id = ?2) ORDER BY closed_at, rowid"
+    );
+    let mut st = c.prepare_cached(&sql)?;
+    let rows = st.query_map(params![forgotten, peer], from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What kind of close LDK's reason describes: (state shown after it, closer).
+pub fn close_kind(r: &ClosureReason) -> (&'static str, Option<&'static str>) {
+    use ClosureReason as R;
+    match r {
+        R::LocallyInitiatedCooperativeClosure => (CLOSINGD_COMPLETE, Some("local")),
+        R::CounterpartyInitiatedCooperativeClosure => (CLOSINGD_COMPLETE, Some("remote")),
+        R::LegacyCooperativeClosure => (CLOSINGD_COMPLETE, None),
+        // A commitment transaction confirmed without our asking: the peer's, as ours would
+        // have been broadcast after a HolderForceClosed first.
+        R::CommitmentTxConfirmed => (ONCHAIN, Some("remote")),
+        // The funding never confirmed or was never broadcast: nothing to resolve on chain.
+        R::FundingTimedOut
+        | R::FundingBatchClosure
+        | R::CounterpartyCoopClosedUnfundedChannel
+        | R::LocallyCoopClosedUnfundedChannel
+        | R::DisconnectedPeer
+        | R::HolderForceClosed {
+            broadcasted_latest_txn: Some(false),
+            ..
+        } => (CLOSED, None),
+        // The peer sent an error: LDK broadcasts our commitment in answer.
+        R::CounterpartyForceClosed { .. } => (AWAITING_UNILATERAL, Some("remote")),
+        // We (the user, or LDK protecting us) broadcast our commitment.
+        _ => (AWAITING_UNILATERAL, Some("local")),
+    }
+}
+
+/// The fee of `tx`, a transaction spending only the funding output of `total_msat`.
+fn closing_fee_msat(tx: &bitcoin::Transaction, total_msat: u64) -> Option<u64> {
+    if tx.input.len() != 1 {
+        return None;
+    }
+    let out: u64 = tx.output.iter().map(|o| o.value.to_sat()).sum();
+    (total_msat / 1000).checked_sub(out).map(|f| f * 1000)
+}
+
+/// A snapshot of an open channel.
+struct Snap {
+    json: Value,
+    min: u64,
+    max: u64,
+}
+
+/// In-memory state for closed channels (see the module's documentation).
+#[derive(Default)]
+pub struct ClosedTracker {
+    snapshots: Mutex<HashMap<ChannelId, Snap>>,
+    /// Closing transactions handed to the broadcaster: funding outpoint → (txid, fee).
+    spends: Mutex<HashMap<bitcoin::OutPoint, (String, Option<u64>)>>,
+    /// Records not forgotten yet (what `listpeerchannels` shows), oldest first.
+    active: Mutex<Vec<ClosedChannel>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ClosedTracker {
+    /// A tracker showing `active` (the records not forgotten, from the store).
+    pub fn new(active: Vec<ClosedChannel>) -> ClosedTracker {
+        ClosedTracker {
+            active: Mutex::new(active),
+            ..Default::default()
+        }
+    }
+
+    /// The records `listpeerchannels` shows.
+    pub fn active(&self) -> Vec<ClosedChannel> {
+        lock(&self.active).clone()
+    }
+}
+
+/// Block listener: spends of closed channels' funding outputs, and forgetting.
+pub struct ClosedWatch(pub Weak<Lightning>);
+
+impl Listen for ClosedWatch {
+    fn filtered_block_connected(&self, _header: &Header, txdata: &TransactionData, height: u32) {
+        if let Some(e) = self.0.upgrade() {
+            e.closed_block(txdata, height);
+        }
+    }
+
+    fn blocks_disconnected(&self, _fork_point: lightning::chain::BlockLocator) {
+        // A reorganisation that unconfirms a closing transaction is not undone here: the
+        // state stays ONCHAIN (the monitor still resolves the channel correctly).
+    }
+}
+
+impl Lightning {
+    /// Refreshes the snapshots of open channels (their `listpeerchannels` entries).
+    pub fn snapshot_channels(&self) {
+        let chans = self.manager.list_channels();
+        let views: Vec<(ChannelId, Value)> = chans
+            .iter()
+            .filter(|c| c.funding_txo.is_some())
+            .map(|c| (c.channel_id, crate::rpc::commands::channel_json(self, c)))
+            .collect();
+        // A channel that left the list keeps its snapshot until its `ChannelClosed` takes
+        // it: LDK may close it between this refresh and the event.
+        let mut snaps = lock(&self.closed.snapshots);
+        for (id, json) in views {
+            let to_us = json["to_us_msat"].as_u64().unwrap_or(0);
+            let s = snaps.entry(id).or_insert(Snap {
+                json: Value::Null,
+                min: to_us,
+                max: to_us,
+            });
+            s.min = s.min.min(to_us);
+            s.max = s.max.max(to_us);
+            s.json = json;
+        }
+    }
+
+    /// Starts following the broadcaster's feed for closing transactions.
+    pub fn watch_closing_broadcasts(self: &Arc<Self>) {
+        let mut feed = self.chain.broadcaster().watch();
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let tx = match feed.recv().await {
+                    Ok(tx) => tx,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                };
+                let Some(e) = me.upgrade() else { return };
+                e.closing_broadcast(&tx);
+            }
+        });
+    }
+
+    fn closing_broadcast(&self, tx: &bitcoin::Transaction) {
+        let [input] = tx.input.as_slice() else {
+            return;
+        };
+        let op = input.previous_output;
+        let txid = tx.compute_txid().to_string();
+        // Our open channels' funding outputs (the close may not be recorded yet) ...
+        let total = lock(&self.closed.snapshots).values().find_map(|s| {
+            (s.json["funding_txid"].as_str() == Some(&op.txid.to_string())
+                && s.json["funding_outnum"].as_u64() == Some(u64::from(op.vout)))
+            .then(|| s.json["total_msat"].as_u64().unwrap_or(0))
+        });
+        // ... and closed ones still waiting for their closing transaction.
+        let mut changed = None;
+        {
+            let mut active = lock(&self.closed.active);
+            if let Some(r) = active
+                .iter_mut()
+                .find(|r| r.funding_outpoint() == Some(op) && r.spend_height.is_none())
+            {
+                r.closing_txid = Some(txid.clone());
+                r.closing_fee_msat = closing_fee_msat(tx, r.total_msat);
+                changed = Some(r.clone());
+            }
+        }
+        if let Some(r) = changed {
+            self.closed_update(&r);
+        } else if let Some(total) = total {
+            lock(&self.closed.spends).insert(op, (txid, closing_fee_msat(tx, total)));
+        }
+    }
+
+    fn closed_update(&self, r: &ClosedChannel) {
+        if let Err(err) = self.store.with_sync(|c| update(c, r)) {
+            self.log.broken(&format!(
+                "cannot update closed channel {}: {err}",
+                r.channel_id
+            ));
+        }
+    }
+
+    /// Records a channel LDK closed (`Event::ChannelClosed` with a funding output) and sends
+    /// the `channel_state_changed` CLN would. Err: the database failed (replay the event).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn record_closed(
+        &self,
+        channel_id: &ChannelId,
+        peer: Option<PublicKey>,
+        reason: &ClosureReason,
+        cause: &str,
+        capacity_sats: Option<u64>,
+        balance_msat: Option<u64>,
+        funding: bitcoin::OutPoint,
+    ) -> Result<(), StoreError> {
+        let snap = lock(&self.closed.snapshots).remove(channel_id);
+        let tip = self.chain.tip().map_or(0, |(_, h)| h);
+        let (state, closer) = close_kind(reason);
+        let snapshot = snap.as_ref().map_or_else(|| json!({}), |s| s.json.clone());
+        let total_msat = capacity_sats
+            .map(|s| s * 1000)
+            .or_else(|| snapshot["total_msat"].as_u64())
+            .unwrap_or(0);
+        let final_to_us = balance_msat
+            .or_else(|| snapshot["to_us_msat"].as_u64())
+            .unwrap_or(0)
+            .min(total_msat);
+        let opener_local = match snapshot["opener"].as_str() {
+            Some(o) => o == "local",
+            None => false,
+        };
+        let spent = lock(&self.closed.spends).remove(&funding);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let r = ClosedChannel {
+            channel_id: hex(&channel_id.0),
+            peer_id: peer.map(|p| p.to_string()),
+            short_channel_id: snapshot["short_channel_id"].as_str().map(str::to_string),
+            funding_txid: funding.txid.to_string(),
+            funding_outnum: funding.vout,
+            opener_local,
+            closer: closer.map(str::to_string),
+            close_cause: cause.to_string(),
+            reason: reason.to_string(),
+            state: state.to_string(),
+            total_msat,
+            final_to_us_msat: final_to_us,
+            min_to_us_msat: snap
+                .as_ref()
+                .map_or(final_to_us, |s| s.min.min(final_to_us)),
+            max_to_us_msat: snap
+                .as_ref()
+                .map_or(final_to_us, |s| s.max.max(final_to_us)),
+            closing_txid: spent.as_ref().map(|s| s.0.clone()),
+            closing_fee_msat: spent.and_then(|s| s.1),
+            closed_height: tip,
+            spend_height: (state == ONCHAIN).then_some(tip),
+            forgotten_height: (state == CLOSED).then_some(tip),
+            closed_at: now,
+            snapshot,
+        };
+        let row = r.clone();
+        let fresh = self.store.with(move |c| insert(c, &row)).await?;
+        if !fresh {
+            return Ok(());
+        }
+        if state != CLOSED {
+            lock(&self.closed.active).push(r.clone());
+        }
+        // The state we last announced: lock-in, or normal (LDK's shutdown steps are not
+        // announced).
+        let old = match r.snapshot["state"].as_str() {
+            Some("CHANNELD_AWAITING_LOCKIN") => "CHANNELD_AWAITING_LOCKIN",
+            _ => "CHANNELD_NORMAL",
+        };
+        self.notify_closed_state(&r, old, state, cause, &reason.to_string());
+        Ok(())
+    }
+
+    /// `channel_state_changed` for a closed channel (CLN's payload).
+    fn notify_closed_state(&self, r: &ClosedChannel, old: &str, new: &str, cause: &str, msg: &str) {
+        let Some(peer) = &r.peer_id else { return };
+        let mut p = json!({
+            "peer_id": peer,
+            "channel_id": r.channel_id,
+            "timestamp": super::events::now_iso8601(),
+            "old_state": old,
+            "new_state": new,
+            "cause": cause,
+            "message": msg,
+        });
+        if let Some(s) = &r.short_channel_id {
+            p["short_channel_id"] = json!(s);
+        }
+        self.plugins.notify("channel_state_changed", p);
+    }
+
+    /// Whether the channel's monitor still reports anything to claim.
+    fn balances_left(&self, r: &ClosedChannel) -> bool {
+        let Some(id) = r.ldk_channel_id() else {
+            return false;
+        };
+        self.monitor
+            .get_monitor(id)
+            .is_ok_and(|m| !m.get_claimable_balances().is_empty())
+    }
+
+    /// Whether the channel's funding spend has confirmed, as its monitor sees it: balances
+    /// of the resolution, none of the "if it closed now" kind. (Used at start, for spends
+    /// confirmed while we were down; `None` when the monitor cannot tell.)
+    fn monitor_saw_spend(&self, r: &ClosedChannel) -> Option<bool> {
+        use lightning::chain::channelmonitor::Balance;
+        let m = self.monitor.get_monitor(r.ldk_channel_id()?).ok()?;
+        let b = m.get_claimable_balances();
+        if b.is_empty() {
+            return None;
+        }
+        Some(
+            !b.iter()
+                .any(|b| matches!(b, Balance::ClaimableOnChannelClose { .. })),
+        )
+    }
+
+    /// At start: closes whose funding spend confirmed while the node was down.
+    pub fn closed_catch_up(&self) {
+        let tip = self.chain.tip().map_or(0, |(_, h)| h);
+        let pending: Vec<ClosedChannel> = self
+            .closed
+            .active()
+            .into_iter()
+            .filter(|r| r.spend_height.is_none())
+            .collect();
+        for r in pending {
+            if self.monitor_saw_spend(&r) == Some(true) {
+                self.mark_onchain(&r.channel_id, None, tip);
+            }
+        }
+    }
+
+    fn mark_onchain(&self, channel_id: &str, tx: Option<&bitcoin::Transaction>, height: u32) {
+        let changed = {
+            let mut active = lock(&self.closed.active);
+            let Some(r) = active.iter_mut().find(|r| r.channel_id == channel_id) else {
+                return;
+            };
+            if r.spend_height.is_some() {
+                return;
+            }
+            let old = std::mem::replace(&mut r.state, ONCHAIN.to_string());
+            r.spend_height = Some(height);
+            if let Some(tx) = tx {
+                r.closing_txid = Some(tx.compute_txid().to_string());
+                r.closing_fee_msat = closing_fee_msat(tx, r.total_msat);
+            }
+            (r.clone(), old)
+        };
+        let (r, old) = changed;
+        self.closed_update(&r);
+        if old != ONCHAIN {
+            let msg = match &r.closing_txid {
+                Some(t) => format!("Funding output spent by {t} at block {height}"),
+                None => format!("Funding output spent (seen at block {height})"),
+            };
+            self.notify_closed_state(&r, &old, ONCHAIN, "onchain", &msg);
+        }
+    }
+
+    /// A block: funding spends of closed channels, then channels to forget.
+    fn closed_block(&self, txdata: &TransactionData, height: u32) {
+        let waiting: Vec<(String, bitcoin::OutPoint)> = lock(&self.closed.active)
+            .iter()
+            .filter(|r| r.spend_height.is_none())
+            .filter_map(|r| Some((r.channel_id.clone(), r.funding_outpoint()?)))
+            .collect();
+        for (id, op) in waiting {
+            if let Some((_, tx)) = txdata
+                .iter()
+                .find(|(_, tx)| tx.input.iter().any(|i| i.previous_output == op))
+            {
+                self.mark_onchain(&id, Some(tx), height);
+            }
+        }
+        let due: Vec<ClosedChannel> = self
+            .closed
+            .active()
+            .into_iter()
+            .filter(|r| r.should_forget(height, false))
+            .filter(|r| !self.balances_left(r))
+            .collect();
+        for mut r in due {
+            let old = std::mem::replace(&mut r.state, CLOSED.to_string());
+            r.forgotten_height = Some(height);
+            lock(&self.closed.active).retain(|x| x.channel_id != r.channel_id);
+            self.closed_update(&r);
+            self.log.info(&format!(
+                "Channel {} resolved {} blocks ago: forgotten (now in listclosedchannels)",
+                r.channel_id,
+                height - r.resolved_from()
+            ));
+            self.notify_closed_state(&r, &old, CLOSED, "onchain", "Forgetting channel");
+        }
+    }
+
+    /// A closed channel not yet forgotten, as `listpeerchannels` shows it.
+    pub fn closed_peerchannel_json(&self, r: &ClosedChannel) -> Value {
+        let mut o = match &r.snapshot {
+            Value::Object(_) => r.snapshot.clone(),
+            _ => json!({}),
+        };
+        let peer = r.peer_id.clone().unwrap_or_default();
+        let connected = peer
+            .parse::<PublicKey>()
+            .is_ok_and(|p| self.peers.peer_by_node_id(&p).is_some());
+        let tip = self.chain.tip().map_or(0, |(_, h)| h);
+        let left = self.balances_left(r);
+        let status = match r.state.as_str() {
+            CLOSINGD_COMPLETE => match &r.closing_txid {
+                Some(t) => format!(
+                    "{CLOSINGD_COMPLETE}:Mutual close transaction {t} broadcast, waiting for it to confirm"
+                ),
+                None => format!(
+                    "{CLOSINGD_COMPLETE}:Mutual close agreed, waiting for the closing transaction to confirm"
+                ),
+            },
+            AWAITING_UNILATERAL => match &r.closing_txid {
+                Some(t) => format!(
+                    "{AWAITING_UNILATERAL}:Our commitment transaction {t} broadcast ({})",
+                    r.reason
+                ),
+                None => format!(
+                    "{AWAITING_UNILATERAL}:Our commitment transaction broadcast ({})",
+                    r.reason
+                ),
+            },
+            _ if left => format!("{ONCHAIN}:Funding output spent; outputs resolving"),
+            _ => {
+                let due = r.resolved_from() + FORGET_AFTER_BLOCKS;
+                format!(
+                    "{ONCHAIN}:All outputs resolved: forgetting the channel in {} blocks",
+                    due.saturating_sub(tip)
+                )
+            }
+        };
+        o["peer_id"] = json!(peer);
+        o["peer_connected"] = json!(connected);
+        o["state"] = json!(r.state);
+        o["opener"] = json!(if r.opener_local { "local" } else { "remote" });
+        if let Some(c) = &r.closer {
+            o["closer"] = json!(c);
+        }
+        if o.get("features").is_none() {
+            o["features"] = json!([]);
+        }
+        o["channel_id"] = json!(r.channel_id);
+        o["funding_txid"] = json!(r.funding_txid);
+        o["funding_outnum"] = json!(r.funding_outnum);
+        if let Some(s) = &r.short_channel_id {
+            o["short_channel_id"] = json!(s);
+        }
+        o["to_us_msat"] = json!(r.final_to_us_msat);
+        o["min_to_us_msat"] = json!(r.min_to_us_msat);
+        o["max_to_us_msat"] = json!(r.max_to_us_msat);
+        o["total_msat"] = json!(r.total_msat);
+        o["spendable_msat"] = json!(0);
+        o["receivable_msat"] = json!(0);
+        o["htlcs"] = json!([]);
+        o["status"] = json!([status]);
+        if o.get("funding").is_none() {
+            let t = r.total_msat;
+            o["funding"] = json!({
+                "local_funds_msat": if r.opener_local { t } else { 0 },
+                "remote_funds_msat": if r.opener_local { 0 } else { t },
+            });
+        }
+        if let Some(m) = o.as_object_mut() {
+            // Nothing can be sent or negotiated any more.
+            m.remove("minimum_htlc_out_msat");
+            m.remove("scratch_txid");
+            m.remove("last_tx_fee_msat");
+        }
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn record(id: u8, peer: &str) -> ClosedChannel {
+        ClosedChannel {
+            channel_id: hex(&[id; 32]),
+            peer_id: Some(peer.to_string()),
+            short_channel_id: Some("103x1x0".into()),
+            funding_txid: hex(&[0xab; 32]),
+            funding_outnum: 1,
+            opener_local: true,
+            closer: Some("local".into()),
+            close_cause: "user".into(),
+            reason: "Locally initiated cooperative closure".into(),
+            state: CLOSINGD_COMPLETE.into(),
+            total_msat: 500_000_000,
+            final_to_us_msat: 490_000_000,
+            min_to_us_msat: 490_000_000,
+            max_to_us_msat: 500_000_000,
+            closing_txid: None,
+            closing_fee_msat: None,
+            closed_height: 120,
+            spend_height: None,
+            forgotten_height: None,
+            closed_at: 1_700_000_000 + u64::from(id),
+            snapshot: json!({"private": true, "alias": {"local": "1x2x3"}}),
+        }
+    }
+
+    const PEER_A: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+    const PEER_B: &str = "02c6047f9441ed7d6d3045406e95c07cd85c778e4b8cef3ca7abac09b95c709ee5";
+
+    #[tokio::test]
+    async fn insert_update_list_and_reload_after_reopen() {
+        let path = std::env::temp_dir().join(format!(
+            "fulgur-closed-{}-{}.sqlite3",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let a = record(1, PEER_A);
+        let b = record(2, PEER_B);
+        {
+            let store = Store::open(&path).unwrap();
+            let (a2, b2) = (a.clone(), b.clone());
+            let fresh = store
+                .with(move |c| Ok((insert(c, &a2)?, insert(c, &b2)?, insert(c, &a2)?)))
+                .await
+                .unwrap();
+            // A replayed ChannelClosed writes nothing the second time.
+            assert_eq!(fresh, (true, true, false));
+            let mut a3 = a.clone();
+            a3.state = ONCHAIN.into();
+            a3.spend_height = Some(121);
+            a3.closing_txid = Some(hex(&[0xcd; 32]));
+            a3.closing_fee_msat = Some(183_000);
+            a3.forgotten_height = Some(221);
+            store.with(move |c| update(c, &a3)).await.unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let (active, gone, of_b, of_a) = store
+            .with(|c| {
+                Ok((
+                    list(c, false, None)?,
+                    list(c, true, None)?,
+                    list(c, false, Some(PEER_B))?,
+                    list(c, false, Some(PEER_A))?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(active, vec![b.clone()]);
+        assert_eq!(of_b, vec![b]);
+        let mut want = a.clone();
+        want.state = ONCHAIN.into();
+        want.spend_height = Some(121);
+        want.closing_txid = Some(hex(&[0xcd; 32]));
+        want.closing_fee_msat = Some(183_000);
+        want.forgotten_height = Some(221);
+        assert_eq!(gone, vec![want]);
+        assert_eq!(of_a, vec![], "A's channel is forgotten");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn forget_rule_needs_resolution_and_100_blocks() {
+        let mut r = record(3, PEER_A);
+        // Counted from the close while the funding spend is unseen ...
+        assert!(!r.should_forget(219, false));
+        assert!(r.should_forget(220, false));
+        assert!(!r.should_forget(400, true), "balances left: kept");
+        // ... then from the block that spent the funding output.
+        r.spend_height = Some(130);
+        assert!(!r.should_forget(229, false));
+        assert!(r.should_forget(230, false));
+        r.forgotten_height = Some(230);
+        assert!(!r.should_forget(500, false), "forgotten once");
+    }
+
+    #[test]
+    fn close_kinds_and_listclosedchannels_fields() {
+        use ClosureReason as R;
+        assert_eq!(
+            close_kind(&R::LocallyInitiatedCooperativeClosure),
+            (CLOSINGD_COMPLETE, Some("local"))
+        );
+        assert_eq!(
+            close_kind(&R::CounterpartyInitiatedCooperativeClosure),
+            (CLOSINGD_COMPLETE, Some("remote"))
+        );
+        assert_eq!(
+            close_kind(&R::CommitmentTxConfirmed),
+            (ONCHAIN, Some("remote"))
+        );
+        assert_eq!(close_kind(&R::FundingTimedOut), (CLOSED, None));
+        let held = R::HolderForceClosed {
+            broadcasted_latest_txn: Some(true),
+            message: "user".into(),
+        };
+        assert_eq!(close_kind(&held), (AWAITING_UNILATERAL, Some("local")));
+
+        let mut r = record(4, PEER_A);
+        r.closing_txid = Some(hex(&[0xcd; 32]));
+        r.closing_fee_msat = Some(183_000);
+        let j = r.closedchannel_json();
+        assert_eq!(j["opener"], "local");
+        assert_eq!(j["closer"], "local");
+        assert_eq!(j["private"], true);
+        assert_eq!(j["alias"], json!({"local": "1x2x3"}));
+        assert_eq!(j["last_commitment_txid"], hex(&[0xcd; 32]));
+        assert_eq!(j["last_commitment_fee_msat"], 183_000);
+        assert_eq!(j["final_to_us_msat"], 490_000_000);
+        assert!(j.get("channel_type").is_none());
+    }
+}
