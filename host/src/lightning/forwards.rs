@@ -175,23 +175,13 @@ impl Lightning {
         }
     }
 
-    /// An HTLC to forward arrived (status `offered`).
-    /// The channel's real short channel id when `scid` is one of its aliases (an onion
-    /// built from an invoice's route hint names the alias); `scid` itself otherwise.
-    pub(crate) fn public_scid(&self, scid: u64) -> u64 {
-        self.manager
-            .list_channels()
-            .into_iter()
-            .find(|c| c.outbound_scid_alias == Some(scid) || c.inbound_scid_alias == Some(scid))
-            .and_then(|c| c.short_channel_id)
-            .unwrap_or(scid)
-    }
-
+    /// An HTLC to forward arrived (status `offered`), to go out on `out_scid` (the next
+    /// channel's real scid when the onion named one of its aliases).
     pub(crate) async fn forward_offered(
         &self,
         hash: &PaymentHash,
         part: &(u64, u64, u64, u32, String),
-        next_scid: u64,
+        out_scid: u64,
         outbound_msat: u64,
     ) {
         let (hash_v, in_ch, in_id, in_msat, out_ch) = (
@@ -199,7 +189,7 @@ impl Lightning {
             scid_string(part.0),
             part.1 as i64,
             part.2 as i64,
-            scid_string(self.public_scid(next_scid)),
+            scid_string(out_scid),
         );
         let r = self
             .store

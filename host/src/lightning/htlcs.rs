@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bitcoin::hashes::{Hash, sha256};
+use lightning::ln::channel_state::ChannelDetails;
 use lightning::ln::channelmanager::{FailureCode, InterceptId};
 use lightning::types::payment::{PaymentHash, PaymentPreimage};
 use serde::{Deserialize, Serialize};
@@ -150,30 +151,83 @@ pub fn failure_code(msg: Option<&str>) -> FailureCode {
     }
 }
 
-impl Lightning {
-    /// The inbound HTLCs carrying `hash`: (channel scid, htlc id, amount, cltv expiry, peer).
-    fn inbound_parts(&self, hash: &PaymentHash) -> Vec<(u64, u64, u64, u32, String)> {
-        let mut out = vec![];
-        for c in self.manager.list_channels() {
-            let scid = c.short_channel_id.or(c.inbound_scid_alias).unwrap_or(0);
-            for h in &c.pending_inbound_htlcs {
-                if h.payment_hash == *hash {
-                    out.push((
-                        scid,
-                        h.htlc_id,
-                        h.amount_msat,
-                        h.cltv_expiry,
-                        c.counterparty.node_id.to_string(),
-                    ));
-                }
+/// The inbound HTLCs carrying `hash` in `chans`.
+fn inbound_parts_in(chans: &[ChannelDetails], hash: &PaymentHash) -> Vec<InboundPart> {
+    let mut out = vec![];
+    for c in chans {
+        let scid = c.short_channel_id.or(c.inbound_scid_alias).unwrap_or(0);
+        for h in &c.pending_inbound_htlcs {
+            if h.payment_hash == *hash {
+                out.push((
+                    scid,
+                    h.htlc_id,
+                    h.amount_msat,
+                    h.cltv_expiry,
+                    c.counterparty.node_id.to_string(),
+                ));
             }
         }
-        out
+    }
+    out
+}
+
+/// The channel an onion's `short_channel_id` names: by its real scid or one of its aliases
+/// (an onion built from an invoice's route hint names the alias).
+fn next_channel(chans: &[ChannelDetails], scid: u64) -> Option<&ChannelDetails> {
+    chans.iter().find(|c| {
+        c.short_channel_id == Some(scid)
+            || c.outbound_scid_alias == Some(scid)
+            || c.inbound_scid_alias == Some(scid)
+    })
+}
+
+/// An inbound HTLC: (channel scid, htlc id, amount, cltv expiry, peer).
+type InboundPart = (u64, u64, u64, u32, String);
+
+impl Lightning {
+    /// The inbound HTLCs carrying `hash`.
+    fn inbound_parts(&self, hash: &PaymentHash) -> Vec<InboundPart> {
+        inbound_parts_in(&self.manager.list_channels(), hash)
+    }
+
+    /// Forwards an intercepted HTLC on `next` (failing it back when there is no such
+    /// channel or LDK refuses), and sends at once rather than at the engine loop's next wake.
+    fn forward_intercepted(
+        &self,
+        intercept_id: &str,
+        iid: InterceptId,
+        next: Option<&ChannelDetails>,
+        outbound_msat: u64,
+    ) {
+        match next {
+            Some(c) => match self.manager.forward_intercepted_htlc(
+                iid,
+                &c.channel_id,
+                c.counterparty.node_id,
+                outbound_msat,
+            ) {
+                Ok(()) => self.manager.process_pending_htlc_forwards(),
+                Err(e) => self.fail_intercepted(intercept_id, iid, &super::api_error(&e)),
+            },
+            None => self.fail_intercepted(intercept_id, iid, "unknown next channel"),
+        }
+        self.peers.process_events();
+    }
+
+    fn fail_intercepted(&self, intercept_id: &str, iid: InterceptId, why: &str) {
+        self.log
+            .debug(&format!("Failing forward {intercept_id}: {why}"));
+        if let Err(e) = self.manager.fail_intercepted_htlc(iid) {
+            self.log.unusual(&format!(
+                "cannot fail forward {intercept_id}: {}",
+                super::api_error(&e)
+            ));
+        }
     }
 
     fn htlc_payload(
         &self,
-        part: &(u64, u64, u64, u32, String),
+        part: &InboundPart,
         hash: &PaymentHash,
         onion: Value,
         deadline: u32,
@@ -205,13 +259,16 @@ impl Lightning {
         outbound_msat: u64,
         outgoing_expiry: Option<u32>,
     ) {
-        let parts = self.inbound_parts(&hash);
-        let part = parts
-            .iter()
+        // One copy of the channels serves the whole decision (each copy costs a node with
+        // many channels and HTLCs).
+        let chans = self.manager.list_channels();
+        let part = inbound_parts_in(&chans, &hash)
+            .into_iter()
             .find(|p| p.2 == inbound_msat)
-            .cloned()
             .unwrap_or((0, 0, inbound_msat, 0, String::new()));
-        self.forward_offered(&hash, &part, next_scid, outbound_msat)
+        let next = next_channel(&chans, next_scid);
+        let out_scid = next.and_then(|c| c.short_channel_id).unwrap_or(next_scid);
+        self.forward_offered(&hash, &part, out_scid, outbound_msat)
             .await;
         let action = HeldAction::Forward {
             intercept_id: hex(&intercept_id.0),
@@ -222,7 +279,7 @@ impl Lightning {
             .plugins
             .has_hook_for(Hook::HtlcAccepted, Some(&kind_filter(&action)))
         {
-            self.act(&hash, &action, Verdict::Continue).await;
+            self.forward_intercepted(&hex(&intercept_id.0), intercept_id, next, outbound_msat);
             return;
         }
         // LDK fails an intercepted HTLC itself 39 blocks before its outgoing expiry.
@@ -240,12 +297,7 @@ impl Lightning {
             "shared_secret": hex(&[0u8; 32]),
         });
         let mut payload = self.htlc_payload(&part, &hash, onion, deadline);
-        if let Some(c) = self
-            .manager
-            .list_channels()
-            .into_iter()
-            .find(|c| c.short_channel_id == Some(next_scid))
-        {
+        if let Some(c) = next {
             payload["forward_to"] = json!(hex(&c.channel_id.0));
         }
         let id = format!("fwd:{}", hex(&intercept_id.0));
@@ -584,48 +636,28 @@ impl Lightning {
                     return;
                 };
                 let iid = InterceptId(raw);
-                let fail = |why: &str| {
-                    self.log
-                        .debug(&format!("Failing forward {intercept_id}: {why}"));
-                    if let Err(e) = self.manager.fail_intercepted_htlc(iid) {
-                        self.log.unusual(&format!(
-                            "cannot fail forward {intercept_id}: {}",
-                            super::api_error(&e)
-                        ));
-                    }
-                };
                 match v {
                     Verdict::Continue => {
-                        let chan = self.manager.list_channels().into_iter().find(|c| {
-                            c.short_channel_id == Some(*next_scid)
-                                || c.outbound_scid_alias == Some(*next_scid)
-                                || c.inbound_scid_alias == Some(*next_scid)
-                        });
-                        match chan {
-                            Some(c) => {
-                                match self.manager.forward_intercepted_htlc(
-                                    iid,
-                                    &c.channel_id,
-                                    c.counterparty.node_id,
-                                    *outbound_msat,
-                                ) {
-                                    // Forward it now, not at the engine loop's next wake.
-                                    Ok(()) => self.manager.process_pending_htlc_forwards(),
-                                    Err(e) => fail(&super::api_error(&e)),
-                                }
-                            }
-                            None => fail("unknown next channel"),
-                        }
+                        let chans = self.manager.list_channels();
+                        let next = next_channel(&chans, *next_scid);
+                        self.forward_intercepted(intercept_id, iid, next, *outbound_msat);
                     }
-                    Verdict::Fail(_) => fail("a plugin failed it"),
+                    Verdict::Fail(_) => {
+                        self.fail_intercepted(intercept_id, iid, "a plugin failed it");
+                        self.peers.process_events();
+                    }
                     Verdict::Resolve(_) => {
                         self.log.unusual(&format!(
                             "htlc_accepted answered resolve for forward {intercept_id}: LDK cannot settle an intercepted HTLC without forwarding it, failing it back"
                         ));
-                        fail("resolve is not possible for forwards");
+                        self.fail_intercepted(
+                            intercept_id,
+                            iid,
+                            "resolve is not possible for forwards",
+                        );
+                        self.peers.process_events();
                     }
                 }
-                self.peers.process_events();
             }
             HeldAction::Receive { preimage, .. } => {
                 match v {
