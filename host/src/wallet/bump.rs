@@ -234,7 +234,19 @@ impl<L: Logger + Send + Sync> CoinSelectionSourceSync for BumpCoins<L> {
             .map(|i| i.previous_output)
             .collect();
         match self.wallet.sign_ours(psbt) {
-            Ok(tx) => Ok(tx),
+            Ok(tx) => {
+                let ours: Vec<String> = inputs
+                    .iter()
+                    .filter(|op| self.wallet.state().bumps.contains(op))
+                    .map(|op| op.to_string())
+                    .collect();
+                self.log.info(&format!(
+                    "Fee bump: wallet input(s) {} signed for {}",
+                    ours.join(", "),
+                    tx.compute_txid()
+                ));
+                Ok(tx)
+            }
             Err(e) => {
                 self.log
                     .broken(&format!("Fee bump: cannot sign the wallet's inputs: {e}"));
