@@ -970,6 +970,37 @@ mod tests {
     }
 
     #[test]
+    fn min_emergency_msat_from_file_and_cmdline_shown_as_value_msat() {
+        let d = tmpdir("emergency");
+        let dir = format!("--lightning-dir={}", d.display());
+        let c = run(load(&args(&[&dir, "--network=regtest"])).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(c.min_emergency_msat, 25_000_000);
+        let shown = crate::options::render_core(&c);
+        assert_eq!(
+            shown["min-emergency-msat"],
+            serde_json::json!({"value_msat": 25_000_000, "source": "default"})
+        );
+        std::fs::write(d.join("config"), "min-emergency-msat=30000sat\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = run(load(&args(&[&dir, "--network=regtest"])).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(c.min_emergency_msat, 30_000_000);
+        assert_eq!(
+            crate::options::render_core(&c)["min-emergency-msat"]["value_msat"],
+            30_000_000
+        );
+        let c = run(load(&args(&[
+            &dir,
+            "--network=regtest",
+            "--min-emergency-msat=40000000msat",
+        ]))
+        .unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(c.min_emergency_msat, 40_000_000);
+        assert!(load(&args(&[&dir, "--min-emergency-msat=lots"])).is_err());
+        assert_eq!(parse_msat("7"), Ok(7));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn peer_addresses_and_their_defaults() {
         use crate::lightning::net::NetAddr;
         let d = tmpdir("addrs");
