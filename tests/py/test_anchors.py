@@ -139,3 +139,24 @@ def test_anchor_force_close_cpfp_htlc_timeout_and_sweep(ln):
     assert not spent, spent
     # The HTLC is failed back to the payer (on chain), so the payment is not complete.
     assert a.rpc.listsendpays(payment_hash=h)["payments"][0]["status"] != "complete"
+
+
+def test_fundchannel_all_leaves_the_emergency_reserve(ln):
+    a = ln.node()
+    b = ln.node()
+    ln.fund(a, 0.01)
+    ln.connect(a, b)
+    # The peer supports anchors, so the channel will be one: 'all' keeps 25,000 sat back as
+    # change for its fee bumps (CLN's behaviour), the rest (minus fees) funds the channel.
+    r = a.rpc.fundchannel(b.id, "all")
+    wait_for(lambda: r["txid"] in ln.chain.call("getrawmempool"), what="funding tx")
+    assert r["channel_type"]["names"] == ["static_remotekey/even", "anchors/even"]
+    ln.mine(1)
+    [ch] = a.rpc.listpeerchannels(b.id)["channels"]
+    assert 970_000_000 < ch["total_msat"] < 975_000_000, ch["total_msat"]
+    left = wait_for(lambda: wallet_sat(a) or None, what="change confirmed")
+    assert 25_000 <= left < 26_000, left
+    # And nothing more may leave the wallet now.
+    with pytest.raises(RpcError) as e:
+        a.rpc.withdraw(b.rpc.newaddr("bech32")["bech32"], 2_000)
+    assert e.value.error["code"] == 313
