@@ -237,7 +237,9 @@ def test_openchannel_hook_and_channel_life(ln):
         assert m["account_id"] == r["channel_id"] and m["credit_msat"] == 0
         assert m["utxo"] == f"{r['txid']}:{r['outnum']}" and m["output_msat"] == 500_000_000
         wait_for(lambda: counts(n) == (0, 0, 0), what=f"{n.name}: no channel")
-    # Each side's balance in the channel (the commitment fee is not part of it, as in CLN).
+    # Each side's balance in the channel (the commitment fee is not part of it, as in CLN;
+    # nor are the two 330 sat anchor outputs of this anchor channel, which the opener pays
+    # on chain out of its side: the debits are the same as for a static_remotekey channel).
     [ma], [mb] = movements(a, "channel_close"), movements(b, "channel_close")
     assert (ma["debit_msat"], mb["debit_msat"]) == (490_000_000, 10_000_000)
 
