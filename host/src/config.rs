@@ -71,6 +71,8 @@ pub enum CoreKind {
     /// Several values allowed, but shown as one (the last) in `listconfigs`, as CLN does
     /// for `log-level`.
     Levels,
+    /// An amount in msat (`NNN`, `NNNmsat`, `NNNsat`), shown as `value_msat`.
+    Msat,
 }
 
 /// A core (non-plugin) option.
@@ -282,6 +284,12 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         "Most HTLCs a peer may have in flight to us on one channel (BOLT 2's maximum is 483)",
     ),
     opt(
+        "min-emergency-msat",
+        CoreKind::Msat,
+        Some("25000000"),
+        "Amount to leave in the wallet for spending anchor closes",
+    ),
+    opt(
         "bind-addr",
         CoreKind::Multi,
         None,
@@ -407,6 +415,8 @@ pub struct Config {
     pub hold_safety_blocks: u32,
     /// `--max-concurrent-htlcs`: HTLCs a peer may offer us at once on one channel.
     pub max_concurrent_htlcs: u16,
+    /// `--min-emergency-msat`: what the wallet keeps for anchor fee bumps (CLN's option).
+    pub min_emergency_msat: u64,
     /// `--wasm-sandbox` rules, in the order given.
     pub wasm_sandbox: Vec<crate::plugin::wasm::SandboxRule>,
 }
@@ -454,6 +464,10 @@ pub fn command() -> Command {
                 .action(ArgAction::Set)
                 .num_args(1)
                 .value_parser(parse_bool),
+            CoreKind::Msat => arg
+                .action(ArgAction::Set)
+                .num_args(1)
+                .value_parser(parse_msat),
         };
         if o.name == "network" {
             arg = arg.value_parser([
@@ -483,6 +497,21 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "true" | "yes" => Ok(true),
         "false" | "no" => Ok(false),
         _ => Err(format!("'{s}' is not a bool, must be true or false")),
+    }
+}
+
+/// An amount as CLN takes it for msat options: `NNN` or `NNNmsat` (msat), `NNNsat`.
+pub fn parse_msat(s: &str) -> Result<u64, String> {
+    let bad = || format!("'{s}' should be a millisatoshi amount");
+    if let Some(n) = s.strip_suffix("msat") {
+        n.parse::<u64>().map_err(|_| bad())
+    } else if let Some(n) = s.strip_suffix("sat") {
+        n.parse::<u64>()
+            .ok()
+            .and_then(|v| v.checked_mul(1000))
+            .ok_or_else(bad)
+    } else {
+        s.parse::<u64>().map_err(|_| bad())
     }
 }
 
@@ -787,6 +816,10 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         .ok()
         .filter(|n| (1..=483).contains(n))
         .ok_or_else(|| err("max-concurrent-htlcs: must be between 1 and 483"))?;
+    let min_emergency_msat = m
+        .get_one::<u64>("min-emergency-msat")
+        .copied()
+        .unwrap_or(crate::wallet::DEFAULT_MIN_EMERGENCY_SAT * 1000);
     let both = addrs("addr")?;
     let mut bind_addrs = addrs("bind-addr")?;
     bind_addrs.extend(both.iter().cloned());
@@ -810,6 +843,7 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         announce_addrs,
         hold_safety_blocks,
         max_concurrent_htlcs,
+        min_emergency_msat,
         network,
         lightning_dir,
         net_dir,
@@ -932,6 +966,37 @@ mod tests {
             .collect();
         assert_eq!(names, vec![("greeting", Some("hi")), ("flag-opt", None)]);
         assert!(matches!(c.plugin_opts[0].source, Source::File(_, 4)));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn min_emergency_msat_from_file_and_cmdline_shown_as_value_msat() {
+        let d = tmpdir("emergency");
+        let dir = format!("--lightning-dir={}", d.display());
+        let c = run(load(&args(&[&dir, "--network=regtest"])).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(c.min_emergency_msat, 25_000_000);
+        let shown = crate::options::render_core(&c);
+        assert_eq!(
+            shown["min-emergency-msat"],
+            serde_json::json!({"value_msat": 25_000_000, "source": "default"})
+        );
+        std::fs::write(d.join("config"), "min-emergency-msat=30000sat\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = run(load(&args(&[&dir, "--network=regtest"])).unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(c.min_emergency_msat, 30_000_000);
+        assert_eq!(
+            crate::options::render_core(&c)["min-emergency-msat"]["value_msat"],
+            30_000_000
+        );
+        let c = run(load(&args(&[
+            &dir,
+            "--network=regtest",
+            "--min-emergency-msat=40000000msat",
+        ]))
+        .unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(c.min_emergency_msat, 40_000_000);
+        assert!(load(&args(&[&dir, "--min-emergency-msat=lots"])).is_err());
+        assert_eq!(parse_msat("7"), Ok(7));
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -301,6 +301,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
     )
     .await
     .map_err(|e| format!("wallet: {e}"))?;
+    wallet.set_min_emergency_sat(config.min_emergency_msat / 1000);
     {
         // Confirmed deposits and withdrawals as CLN's `coin_movement` (account `wallet`).
         let (plugins, store, node_id) = (plugins.clone(), store.clone(), id.clone());

@@ -424,6 +424,12 @@ pub fn render_core(config: &Config) -> Map<String, Value> {
                         "value_bool",
                         Value::Bool(matches!(text.as_str(), "true" | "yes")),
                     ),
+                    CoreKind::Msat => (
+                        "value_msat",
+                        crate::config::parse_msat(&text)
+                            .map(Value::from)
+                            .unwrap_or(Value::Null),
+                    ),
                     _ => ("value_str", Value::from(text)),
                 };
                 obj.insert(value.0.into(), value.1);

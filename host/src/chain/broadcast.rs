@@ -2,6 +2,13 @@
 //! wallet's `withdraw`), and a fire-and-forget path with retries for LDK's
 //! `BroadcasterInterface` (parents first, each retried with exponential backoff while the
 //! backend is unreachable or lacks the inputs, up to `--bitcoin-retry-timeout`).
+//!
+//! Packages: LDK hands an anchor channel's commitment and its CPFP child together. They go
+//! out one `sendrawtransaction` at a time, parent first; a child whose parent is not known
+//! yet (-25) is retried like any other. If the backend refuses the parent for good (e.g. below
+//! its mempool minimum fee, which only `submitpackage` could get past), the children are not
+//! sent (they could only fail) and that is logged; LDK hands the whole package again, with a
+//! higher fee, at the next block.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -96,32 +103,77 @@ impl Broadcaster {
         let log = self.log.clone();
         let limit = self.retry_timeout;
         rt.spawn(async move {
-            for tx in parents_first(txs) {
-                let txid = tx.compute_txid();
-                let start = tokio::time::Instant::now();
-                let mut delay = Duration::from_millis(500);
-                loop {
-                    match send_once(&backend, &tx).await {
-                        Ok(_) => {
-                            log.debug(&format!("Broadcast {txid}"));
-                            break;
-                        }
-                        Err(e) if retryable(e.code) && start.elapsed() + delay < limit => {
-                            log.debug(&format!(
-                                "Broadcast of {txid} failed ({e}); retrying in {delay:?}"
-                            ));
-                            tokio::time::sleep(delay).await;
-                            delay = (delay * 2).min(Duration::from_secs(30));
-                        }
-                        Err(e) => {
-                            log.unusual(&format!("Broadcast of {txid} failed: {e}"));
-                            break;
-                        }
-                    }
-                }
-            }
+            let send = |tx: &Transaction| {
+                let (b, tx) = (backend.clone(), tx.clone());
+                async move { send_once(&b, &tx).await }
+            };
+            send_package(txs, send, &log, limit).await;
         });
     }
+}
+
+/// Sends `txs` parents first, each retried with backoff on [`retryable`] errors for up to
+/// `limit`; a transaction spending one the backend refused for good is not sent. Returns
+/// the transactions sent.
+async fn send_package<F, Fut>(
+    txs: Vec<Transaction>,
+    mut send: F,
+    log: &SourceLog,
+    limit: Duration,
+) -> Vec<Txid>
+where
+    F: FnMut(&Transaction) -> Fut,
+    Fut: std::future::Future<Output = Result<Txid, BroadcastError>>,
+{
+    let mut sent = vec![];
+    let mut refused: Vec<Txid> = vec![];
+    for tx in parents_first(txs) {
+        let txid = tx.compute_txid();
+        if let Some(parent) = tx
+            .input
+            .iter()
+            .map(|i| i.previous_output.txid)
+            .find(|p| refused.contains(p))
+        {
+            log.unusual(&format!(
+                "Not broadcasting {txid}: its parent {parent} was refused (sent again with the package later)"
+            ));
+            refused.push(txid);
+            continue;
+        }
+        let start = tokio::time::Instant::now();
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match send(&tx).await {
+                Ok(_) => {
+                    log.debug(&format!("Broadcast {txid}"));
+                    sent.push(txid);
+                    break;
+                }
+                Err(e) if retryable(e.code) && start.elapsed() + delay < limit => {
+                    log.debug(&format!(
+                        "Broadcast of {txid} failed ({e}); retrying in {delay:?}"
+                    ));
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => {
+                    log.unusual(&format!("Broadcast of {txid} failed: {e}"));
+                    // Already in the chain (-27) or in the mempool (bitcoind's
+                    // txn-already-known, or the same transaction with another witness):
+                    // its children can still go.
+                    let known = e.code == -27
+                        || e.message.contains("already")
+                        || e.message.contains("same-nonwitness-data");
+                    if !known {
+                        refused.push(txid);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    sent
 }
 
 impl TxBroadcaster for Broadcaster {
@@ -170,6 +222,86 @@ mod tests {
         let order = parents_first(vec![grandchild.clone(), child.clone(), parent.clone()]);
         assert_eq!(order, vec![parent, child, grandchild]);
         assert!(retryable(-25) && retryable(-1) && !retryable(-26) && !retryable(-27));
+    }
+
+    fn quiet() -> SourceLog {
+        crate::log::Logger::new(vec![], Box::new(std::io::sink())).source("chain")
+    }
+
+    /// A backend that knows which transactions it has: a child is refused (-25) until its
+    /// parent was accepted; `refuse` are rejected for good (-26, below the minimum fee).
+    fn fake(
+        known: &std::sync::Mutex<Vec<Txid>>,
+        refuse: Vec<Txid>,
+        tx: &Transaction,
+    ) -> Result<Txid, BroadcastError> {
+        let txid = tx.compute_txid();
+        let mut known = known.lock().unwrap_or_else(|p| p.into_inner());
+        if refuse.contains(&txid) {
+            return Err(BroadcastError {
+                code: -26,
+                message: "mempool min fee not met".into(),
+            });
+        }
+        let parent = tx.input[0].previous_output.txid;
+        if tx.input[0].previous_output != OutPoint::null() && !known.contains(&parent) {
+            return Err(BroadcastError {
+                code: -25,
+                message: "bad-txns-inputs-missingorspent".into(),
+            });
+        }
+        known.push(txid);
+        Ok(txid)
+    }
+
+    #[tokio::test]
+    async fn a_package_goes_parent_first_and_a_refused_parent_stops_its_child() {
+        let parent = tx(None, 1);
+        let child = tx(Some(parent.compute_txid()), 2);
+        let (p, c) = (parent.compute_txid(), child.compute_txid());
+        // Handed child first (as any order LDK might use): the parent goes first, both sent.
+        let known = std::sync::Mutex::new(vec![]);
+        let sent = send_package(
+            vec![child.clone(), parent.clone()],
+            |t| std::future::ready(fake(&known, vec![], t)),
+            &quiet(),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_eq!(sent, vec![p, c]);
+        // The child alone while its parent is unknown: retried until the parent arrives
+        // (another package, or the next block's rebroadcast), then sent.
+        let known = std::sync::Mutex::new(vec![]);
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let sent = send_package(
+            vec![child.clone()],
+            |t| {
+                if attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 2 {
+                    known.lock().unwrap_or_else(|p| p.into_inner()).push(p);
+                }
+                std::future::ready(fake(&known, vec![], t))
+            },
+            &quiet(),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_eq!(sent, vec![c]);
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // A parent refused for good: its child is not sent (it could only fail).
+        let known = std::sync::Mutex::new(vec![]);
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let sent = send_package(
+            vec![parent, child],
+            |t| {
+                tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::future::ready(fake(&known, vec![p], t))
+            },
+            &quiet(),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(sent.is_empty());
+        assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

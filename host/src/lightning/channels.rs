@@ -151,10 +151,21 @@ impl Lightning {
             value: bitcoin::Amount::from_sat(value_sat),
             script_pubkey: script.clone(),
         };
+        // An anchor channel's closes need wallet coins: its funding keeps the reserve.
+        let anchor = self
+            .manager
+            .list_channels_with_counterparty(&peer)
+            .iter()
+            .any(|c| {
+                c.channel_id == temporary_channel_id
+                    && c.channel_type
+                        .as_ref()
+                        .is_some_and(|t| t.supports_anchors_zero_fee_htlc_tx())
+            });
         let result = async {
             let tx = self
                 .wallet
-                .fund(vec![out], feerate)
+                .fund(vec![out], feerate, anchor)
                 .await
                 .map_err(RpcError::from)?;
             let outnum = tx

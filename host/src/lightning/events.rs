@@ -298,11 +298,66 @@ impl Lightning {
             } => {
                 self.on_spendable_outputs(outputs, channel_id).await?;
             }
+            Event::BumpTransaction(bump) => self.on_bump_transaction(bump),
             other => {
                 self.log.debug(&format!("LDK event: {other:?}"));
             }
         }
         Ok(())
+    }
+
+    /// An anchor channel's transaction needs fees from the wallet: the commitment we are
+    /// closing with (CPFP through our anchor, unless it already pays the target), or our
+    /// zero-fee HTLC transactions. LDK's handler picks confirmed wallet coins, signs and
+    /// broadcasts (commitment first); it logs the transactions it sends. A failure (no
+    /// coins) is logged and tried again at the next block, when LDK asks again.
+    fn on_bump_transaction(&self, bump: lightning::events::bump_transaction::BumpTransactionEvent) {
+        use lightning::events::bump_transaction::BumpTransactionEvent as B;
+        match &bump {
+            B::ChannelClose {
+                channel_id,
+                package_target_feerate_sat_per_1000_weight,
+                commitment_tx,
+                commitment_tx_fee_satoshis,
+                pending_htlcs,
+                ..
+            } => {
+                let weight = commitment_tx.weight().to_wu().max(1);
+                self.log.info(&format!(
+                    "Fee bump: commitment {} of channel {channel_id} pays {commitment_tx_fee_satoshis} sat ({} sat/kW) for a target of {package_target_feerate_sat_per_1000_weight} sat/kW, {} HTLC(s) pending; CPFP through our anchor if needed",
+                    commitment_tx.compute_txid(),
+                    commitment_tx_fee_satoshis * 1000 / weight,
+                    pending_htlcs.len()
+                ));
+            }
+            B::HTLCResolution {
+                channel_id,
+                target_feerate_sat_per_1000_weight,
+                htlc_descriptors,
+                tx_lock_time,
+                ..
+            } => {
+                let timeouts = htlc_descriptors
+                    .iter()
+                    .filter(|d| d.preimage.is_none())
+                    .count();
+                self.log.info(&format!(
+                    "Fee bump: HTLC resolution of channel {channel_id}: {} HTLC(s) ({timeouts} by timeout, {} by preimage), fee from wallet inputs at {target_feerate_sat_per_1000_weight} sat/kW, locktime {tx_lock_time}",
+                    htlc_descriptors.len(),
+                    htlc_descriptors.len() - timeouts
+                ));
+            }
+        }
+        // LDK's handler never blocks (our coin source is synchronous); it must not take the
+        // engine down either.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.bumper.handle_event(&bump)
+        }));
+        if r.is_err() {
+            self.log.broken(
+                "Fee bump: LDK's bump handler panicked; the bump is retried at the next block",
+            );
+        }
     }
 
     /// Sends `channel_state_changed` (CLN's payload).

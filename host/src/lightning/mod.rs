@@ -171,6 +171,14 @@ pub type Sweeper = lightning::util::sweep::OutputSweeperSync<
     Log,
     Arc<KeysManager>,
 >;
+/// Fee bumps of anchor channels (CPFP of commitments, fees of zero-fee HTLC transactions)
+/// from the wallet's confirmed coins.
+pub type Bumper = lightning::events::bump_transaction::sync::BumpTransactionEventHandlerSync<
+    Arc<Broadcaster>,
+    Arc<crate::wallet::bump::BumpCoins<Log>>,
+    Arc<KeysManager>,
+    Log,
+>;
 /// The peer manager.
 pub type Peers = PeerManager<
     SocketDescriptor,
@@ -242,6 +250,8 @@ pub struct Lightning {
     pub sendpays_changed: tokio::sync::watch::Sender<u64>,
     /// Spends closed channels' outputs into the wallet.
     pub sweeper: Arc<Sweeper>,
+    /// Handles `Event::BumpTransaction` with wallet coins.
+    pub bumper: Bumper,
     /// The wallet address sweeps and cooperative closes pay to.
     pub destination: Arc<channels::WalletDestination>,
     /// Our channel configuration (CLN's defaults where LDK's differ).
@@ -524,6 +534,16 @@ impl Lightning {
             .with(|c| closed::list(c, false, None))
             .await
             .map_err(|e| format!("reading closed channels: {e}"))?;
+        let bumper = Bumper::new(
+            broadcaster.clone(),
+            Arc::new(crate::wallet::bump::BumpCoins::new(
+                deps.wallet.clone(),
+                log.clone(),
+                deps.log.clone(),
+            )),
+            keys.clone(),
+            log.clone(),
+        );
         let engine = Arc::new(Lightning {
             manager,
             monitor,
@@ -539,6 +559,7 @@ impl Lightning {
             invoices_changed: tokio::sync::watch::channel(0).0,
             sendpays_changed: tokio::sync::watch::channel(0).0,
             sweeper,
+            bumper,
             destination,
             config,
             opens: Mutex::new(Default::default()),
@@ -558,6 +579,12 @@ impl Lightning {
             persist_lock: Mutex::new(()),
         });
         let _ = watcher.engine.set(Arc::downgrade(&engine));
+        // While an anchor channel exists (or still has funds to claim on chain), wallet
+        // spends leave `--min-emergency-msat` for its fee bumps.
+        let weak = Arc::downgrade(&engine);
+        deps.wallet.on_anchor_channels(Box::new(move || {
+            weak.upgrade().is_some_and(|e| e.has_anchor_channels())
+        }));
         engine.persist_manager(Durability::Synced);
         engine.replay_held().await;
         engine.snapshot_channels();
@@ -572,6 +599,23 @@ impl Lightning {
         );
         tokio::spawn(background(Arc::downgrade(&engine)));
         Ok(engine)
+    }
+
+    /// Whether an anchor channel is open or opening, or a closed one still has outputs to
+    /// claim on chain (its HTLC transactions and commitment may need wallet fees).
+    pub fn has_anchor_channels(&self) -> bool {
+        let anchors = |t: &lightning::types::features::ChannelTypeFeatures| {
+            t.supports_anchors_zero_fee_htlc_tx()
+        };
+        self.manager
+            .list_channels()
+            .iter()
+            .any(|c| c.channel_type.as_ref().is_some_and(anchors))
+            || self.monitor.list_monitors().into_iter().any(|id| {
+                self.monitor.get_monitor(id).is_ok_and(|m| {
+                    anchors(&m.channel_type_features()) && !m.get_claimable_balances().is_empty()
+                })
+            })
     }
 
     /// Our node id.
@@ -947,10 +991,13 @@ pub fn user_config(max_concurrent_htlcs: u16) -> UserConfig {
     // Cooperative closes pay to a fresh wallet address given at `close`, not one committed
     // at open (which would come from LDK's keys, outside the wallet).
     c.channel_handshake_config.commit_upfront_shutdown_pubkey = false;
-    // Anchor channels need fee bumping from wallet inputs (BumpTransaction); until that is
-    // wired, channels use static_remote_key commitments, which carry their own fee.
+    // Anchor channels (option_anchors_zero_fee_htlc_tx), as CLN and LND open by default: the
+    // commitment pays a low fee and is bumped at close time by CPFP through its anchor, and
+    // HTLC transactions get their fee from wallet inputs (`Event::BumpTransaction`, handled
+    // with the wallet's coins; the wallet keeps `--min-emergency-msat` for them). Peers
+    // without anchors get static_remote_key channels.
     c.channel_handshake_config
-        .negotiate_anchors_zero_fee_htlc_tx = false;
+        .negotiate_anchors_zero_fee_htlc_tx = true;
     // CLN's default minimum depth is 3 blocks.
     c.channel_handshake_config.minimum_depth = 3;
     // Every forward passes the `htlc_accepted` hook (LDK 0.3's all-HTLC interception).

@@ -12,6 +12,7 @@
 //! reserved until the broadcast succeeded (then they are spent) or failed (then released),
 //! or for 72 blocks for `txprepare`.
 
+pub mod bump;
 pub mod parse;
 mod persist;
 #[cfg(test)]
@@ -40,6 +41,8 @@ use crate::store::{Store, StoreError};
 
 /// How long `txprepare` and `fund` keep coins reserved, in blocks (CLN's default).
 pub const RESERVE_BLOCKS: u32 = 72;
+/// CLN's default `min-emergency-msat`, in sat.
+pub const DEFAULT_MIN_EMERGENCY_SAT: u64 = 25_000;
 /// Confirmations before a coinbase output can be spent.
 const COINBASE_MATURITY: u32 = 100;
 
@@ -52,6 +55,10 @@ pub enum WalletError {
     /// Not enough funds (`301`).
     #[error("{0}")]
     CannotAfford(String),
+    /// Affordable, but only by spending the emergency reserve kept for anchor channels
+    /// (`313`, CLN's `FUND_CANNOT_AFFORD_WITH_EMERGENCY`).
+    #[error("{0}")]
+    Emergency(String),
     /// An output would be dust (`302`).
     #[error("{0}")]
     Dust(String),
@@ -71,6 +78,7 @@ impl From<WalletError> for RpcError {
         let code = match &e {
             WalletError::InvalidParams(_) => -32602,
             WalletError::CannotAfford(_) => 301,
+            WalletError::Emergency(_) => 313,
             WalletError::Dust(_) => 302,
             WalletError::Broadcast(_) | WalletError::Other(_) | WalletError::Store(_) => -1,
         };
@@ -310,6 +318,10 @@ struct State {
     /// Reserved coins and the height their reservation ends.
     reserved: HashMap<OutPoint, u32>,
     prepared: HashMap<Txid, Prepared>,
+    /// Reserved coins that fee bumps of anchor channels spend (see [`bump`]): reserved for
+    /// every other spend, but offered again to LDK's bump coin selection, which keeps them
+    /// with the claim they were picked for.
+    bumps: HashSet<OutPoint>,
     txindex: HashMap<Txid, u32>,
     txindex_pending: Vec<(Txid, u32)>,
 }
@@ -341,6 +353,7 @@ impl State {
     fn release(&mut self, ops: &[OutPoint]) {
         for op in ops {
             self.reserved.remove(op);
+            self.bumps.remove(op);
         }
     }
 
@@ -397,8 +410,16 @@ pub struct Wallet {
     fees: RwLock<Arc<dyn FeeEstimates>>,
     broadcaster: RwLock<Option<Arc<dyn TxBroadcaster>>>,
     movements: std::sync::OnceLock<MovementSink>,
+    /// `--min-emergency-msat`, in sat: what spends must leave while anchor channels need it.
+    min_emergency_sat: std::sync::atomic::AtomicU64,
+    /// Whether the node has anchor channels now (set by the Lightning engine).
+    anchor_channels: std::sync::OnceLock<AnchorCheck>,
     me: Weak<Wallet>,
 }
+
+/// Says whether the node has (or is closing) an anchor channel, whose fee bumps need the
+/// emergency reserve.
+pub type AnchorCheck = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// A confirmed movement of wallet funds: an output received (deposit) or spent (withdrawal).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -551,6 +572,7 @@ impl Wallet {
                 wpkh,
                 reserved: HashMap::new(),
                 prepared: HashMap::new(),
+                bumps: HashSet::new(),
                 txindex: loaded.txindex,
                 txindex_pending: vec![],
             }),
@@ -558,6 +580,8 @@ impl Wallet {
             fees: RwLock::new(fees),
             broadcaster: RwLock::new(broadcaster),
             movements: std::sync::OnceLock::new(),
+            min_emergency_sat: std::sync::atomic::AtomicU64::new(DEFAULT_MIN_EMERGENCY_SAT),
+            anchor_channels: std::sync::OnceLock::new(),
             me: me.clone(),
         });
         wallet.persist().await?;
@@ -575,6 +599,29 @@ impl Wallet {
     /// The network.
     pub fn network(&self) -> Network {
         self.network
+    }
+
+    /// Sets `--min-emergency-msat` (in sat).
+    pub fn set_min_emergency_sat(&self, sat: u64) {
+        self.min_emergency_sat
+            .store(sat, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Tells the wallet how to learn whether anchor channels exist (set once).
+    pub fn on_anchor_channels(&self, check: AnchorCheck) {
+        let _ = self.anchor_channels.set(check);
+    }
+
+    /// The emergency reserve a spend must leave now: `--min-emergency-msat` while the node
+    /// has an anchor channel or `opening_anchor` (as CLN), else nothing.
+    pub fn emergency_sat(&self, opening_anchor: bool) -> u64 {
+        let has = opening_anchor || self.anchor_channels.get().is_some_and(|f| f());
+        if has {
+            self.min_emergency_sat
+                .load(std::sync::atomic::Ordering::Relaxed)
+        } else {
+            0
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -754,7 +801,8 @@ impl Wallet {
 
     /// Picks coins, builds the unsigned transaction and reserves its inputs, all under the
     /// state lock so that concurrent callers never pick the same coin.
-    fn build_and_reserve(&self, req: &SpendRequest) -> Result<Prepared, WalletError> {
+    /// `keep` is the emergency reserve to leave (0 for none).
+    fn build_and_reserve(&self, req: &SpendRequest, keep: u64) -> Result<Prepared, WalletError> {
         let alls = req.outputs.iter().filter(|(_, a)| *a == Amt::All).count();
         if alls > 1 {
             return Err(WalletError::InvalidParams(
@@ -885,6 +933,34 @@ impl Wallet {
             o
         };
 
+        // The emergency reserve (anchor channels): confirmed coins this spend leaves
+        // untouched, plus its change, must add up to `keep`; the change grows to make up
+        // the difference, as CLN's `change_for_emergency`.
+        let eligible: HashMap<OutPoint, u64> = if keep > 0 {
+            self.candidates(&st, 1)
+                .into_iter()
+                .map(|(_, o)| (o.outpoint, o.txout.value.to_sat()))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let eligible_total: u64 = eligible.values().sum();
+        let need_change = |sel: &[(Kind, LocalOutput)]| -> u64 {
+            let used: u64 = sel
+                .iter()
+                .filter_map(|(_, o)| eligible.get(&o.outpoint))
+                .sum();
+            match keep.saturating_sub(eligible_total - used) {
+                0 => 0,
+                n => n.max(change_dust),
+            }
+        };
+        let short_of_reserve = || {
+            WalletError::Emergency(format!(
+                "We would not have enough left for min-emergency-msat {keep}sat"
+            ))
+        };
+
         let (selected, mut outputs, change) = if use_all {
             let total: u64 = pool.iter().map(|(_, o)| o.txout.value.to_sat()).sum();
             if pool.is_empty() {
@@ -892,6 +968,7 @@ impl Wallet {
                     "Could not afford all: no available UTXOs".into(),
                 ));
             }
+            let need = need_change(&pool);
             if alls == 1 {
                 let fee = fee_for(
                     req.feerate_perkw,
@@ -912,13 +989,27 @@ impl Wallet {
                     .find(|(_, (_, a))| *a == Amt::All)
                     .ok_or_else(|| other("no 'all' output"))?;
                 let min = outs[i].script_pubkey.minimal_non_dust().to_sat();
+                // 'all' leaves the reserve behind as change.
+                let (rest, change) = if need > 0 {
+                    let fee_c = fee_for(
+                        req.feerate_perkw,
+                        build(&pool, with_change(&base_outputs), true).weight(),
+                    );
+                    let rest = total
+                        .checked_sub(fixed + fee_c + need)
+                        .filter(|r| *r >= min)
+                        .ok_or_else(short_of_reserve)?;
+                    (rest, Some(need))
+                } else {
+                    (rest, None)
+                };
                 if rest < min {
                     return Err(WalletError::Dust(format!(
                         "Output {i} would be dust: {rest}sat left after fees is below the dust limit of {min}sat"
                     )));
                 }
                 outs[i].value = Amount::from_sat(rest);
-                (pool, outs, None)
+                (pool, outs, change)
             } else {
                 // Exactly the given coins; change if worth it.
                 let fee_nc = fee_for(
@@ -937,6 +1028,9 @@ impl Wallet {
                     build(&pool, with_change(&base_outputs), true).weight(),
                 );
                 let change = total.saturating_sub(fixed + fee_c);
+                if need > 0 && (total < fixed + fee_c || change < need) {
+                    return Err(short_of_reserve());
+                }
                 let change = (total >= fixed + fee_c && change >= change_dust).then_some(change);
                 (pool, base_outputs.clone(), change)
             }
@@ -944,6 +1038,8 @@ impl Wallet {
             let mut sel: Vec<(Kind, LocalOutput)> = vec![];
             let mut total = 0u64;
             let mut done = None;
+            // Affordable when the reserve is ignored (tells 313 from 301).
+            let mut affordable = false;
             for c in pool.drain(..) {
                 total += c.1.txout.value.to_sat();
                 sel.push(c);
@@ -954,15 +1050,28 @@ impl Wallet {
                 if total < fixed + fee_nc {
                     continue;
                 }
+                affordable = true;
                 let fee_c = fee_for(
                     req.feerate_perkw,
                     build(&sel, with_change(&base_outputs), true).weight(),
                 );
                 let change = total.saturating_sub(fixed + fee_c);
+                let need = need_change(&sel);
+                if need > 0 {
+                    // Take more coins until the change keeps the reserve.
+                    if total < fixed + fee_c || change < need {
+                        continue;
+                    }
+                    done = Some(Some(change));
+                    break;
+                }
                 done = Some((total >= fixed + fee_c && change >= change_dust).then_some(change));
                 break;
             }
             let Some(change) = done else {
+                if affordable {
+                    return Err(short_of_reserve());
+                }
                 let fee = fee_for(
                     req.feerate_perkw,
                     build(&sel, base_outputs.clone(), true).weight(),
@@ -1079,7 +1188,7 @@ impl Wallet {
 
     /// `withdraw`: build, sign, broadcast. Nothing stays reserved if it fails.
     pub async fn withdraw(&self, req: &SpendRequest) -> Result<(Psbt, Transaction), WalletError> {
-        let mut p = self.build_and_reserve(req)?;
+        let mut p = self.build_and_reserve(req, self.emergency_sat(false))?;
         let tx = match self.sign(&mut p.psbt) {
             Ok(tx) => tx,
             Err(e) => {
@@ -1093,7 +1202,7 @@ impl Wallet {
 
     /// `txprepare`: build and reserve (72 blocks) without signing.
     pub async fn prepare(&self, req: &SpendRequest) -> Result<Prepared, WalletError> {
-        let p = self.build_and_reserve(req)?;
+        let p = self.build_and_reserve(req, self.emergency_sat(false))?;
         let txid = p.psbt.unsigned_tx.compute_txid();
         self.state().prepared.insert(txid, p.clone());
         // The revealed change address must survive a restart.
@@ -1132,12 +1241,13 @@ impl Wallet {
 
     /// For channel funding: a signed transaction paying `outputs` at `feerate_perkw`, its
     /// inputs reserved for 72 blocks. The caller broadcasts it (or hands it to LDK) and then
-    /// calls [`Wallet::mark_broadcast`], or [`Wallet::release`] with its inputs.
-    #[allow(dead_code)] // For channel funding (next issue) and the tests.
+    /// calls [`Wallet::mark_broadcast`], or [`Wallet::release`] with its inputs. An anchor
+    /// channel (`anchor`) keeps the emergency reserve, as any spend while one exists.
     pub async fn fund(
         &self,
         outputs: Vec<TxOut>,
         feerate_perkw: u32,
+        anchor: bool,
     ) -> Result<Transaction, WalletError> {
         let req = SpendRequest {
             outputs: outputs
@@ -1148,7 +1258,7 @@ impl Wallet {
             minconf: 1,
             utxos: None,
         };
-        let mut p = self.build_and_reserve(&req)?;
+        let mut p = self.build_and_reserve(&req, self.emergency_sat(anchor))?;
         let signed = self.sign(&mut p.psbt);
         if signed.is_err() {
             self.release(&p.inputs);

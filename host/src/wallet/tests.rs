@@ -206,9 +206,18 @@ fn req(script: ScriptBuf, amt: Amt) -> SpendRequest {
 
 /// Checks every input's signature against the output it spends.
 fn verify(tx: &Transaction, prevouts: &[TxOut]) {
+    let all: Vec<usize> = (0..prevouts.len()).collect();
+    verify_inputs(tx, prevouts, &all);
+}
+
+/// Checks the signatures of inputs `only` (`prevouts` has every input's output).
+fn verify_inputs(tx: &Transaction, prevouts: &[TxOut], only: &[usize]) {
     let secp = Secp256k1::verification_only();
     let mut cache = SighashCache::new(tx);
     for (i, p) in prevouts.iter().enumerate() {
+        if !only.contains(&i) {
+            continue;
+        }
         let w = &tx.input[i].witness;
         if p.script_pubkey.is_p2tr() {
             assert_eq!(w.len(), 1);
@@ -508,7 +517,7 @@ async fn fund_builds_a_signed_transaction_and_keeps_inputs_reserved() {
         value: Amount::from_sat(500_000),
         script_pubkey: ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([3; 32])),
     };
-    let tx = ok(h.wallet.fund(vec![funding.clone()], FEERATE).await);
+    let tx = ok(h.wallet.fund(vec![funding.clone()], FEERATE, false).await);
     verify(&tx, &[a.output[0].clone()]);
     assert_eq!(tx.output[0], funding);
     assert_eq!(h.reserved(), 1);
@@ -661,4 +670,241 @@ async fn a_fresh_wallet_joins_the_stream_at_any_height() {
     let loc = h.wallet.locator().unwrap_or_else(|| panic!("no locator"));
     assert_eq!(loc.height, 500);
     assert_eq!(loc.previous_blocks[0], Some(h.chain[499]));
+}
+
+/// A wallet whose spends must keep `min` sat while `anchors` says anchor channels exist.
+fn with_reserve(h: &Harness, min: u64) -> Arc<AtomicBool> {
+    let anchors = Arc::new(AtomicBool::new(true));
+    let a = anchors.clone();
+    h.wallet.set_min_emergency_sat(min);
+    h.wallet
+        .on_anchor_channels(Box::new(move || a.load(Ordering::SeqCst)));
+    anchors
+}
+
+#[tokio::test]
+async fn the_emergency_reserve_refuses_spends_below_it_with_code_313() {
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    let a = h.pay(&tr, 100_000);
+    h.mine(vec![a]);
+    let anchors = with_reserve(&h, 25_000);
+
+    // 90,000 sat plus fees would leave less than 25,000 sat: CLN's error, nothing reserved.
+    let e = h.wallet.withdraw(&req(external(), Amt::Sat(90_000))).await;
+    let Err(e @ WalletError::Emergency(_)) = e else {
+        panic!("expected the emergency reserve error, got {e:?}")
+    };
+    let rpc = RpcError::from(e);
+    assert_eq!(rpc.code, 313);
+    assert_eq!(
+        rpc.message,
+        "We would not have enough left for min-emergency-msat 25000sat"
+    );
+    assert_eq!(h.reserved(), 0);
+    // txprepare and channel funding too.
+    assert!(matches!(
+        h.wallet.prepare(&req(external(), Amt::Sat(90_000))).await,
+        Err(WalletError::Emergency(_))
+    ));
+    let out = TxOut {
+        value: Amount::from_sat(90_000),
+        script_pubkey: external(),
+    };
+    assert!(matches!(
+        h.wallet.fund(vec![out.clone()], FEERATE, false).await,
+        Err(WalletError::Emergency(_))
+    ));
+    // More than the wallet holds is still plain 301.
+    assert!(matches!(
+        h.wallet.withdraw(&req(external(), Amt::Sat(200_000))).await,
+        Err(WalletError::CannotAfford(_))
+    ));
+
+    // 'all' leaves exactly the reserve as change.
+    let (_, tx) = ok(h.wallet.withdraw(&req(external(), Amt::All)).await);
+    assert_eq!(tx.output.len(), 2);
+    let change: Vec<u64> = tx
+        .output
+        .iter()
+        .filter(|o| o.script_pubkey != external())
+        .map(|o| o.value.to_sat())
+        .collect();
+    assert_eq!(change, vec![25_000]);
+    let sent = tx.output.iter().find(|o| o.script_pubkey == external());
+    assert!(sent.is_some_and(|o| o.value.to_sat() > 70_000 && o.value.to_sat() < 75_000));
+
+    // Without anchor channels the same 90,000 sat spend goes through (a fresh coin).
+    let mut h2 = Harness::new().await;
+    let tr2 = h2.addr(AddrRequest::P2tr).await;
+    let b = h2.pay(&tr2, 100_000);
+    h2.mine(vec![b]);
+    let none = with_reserve(&h2, 25_000);
+    none.store(false, Ordering::SeqCst);
+    ok(h2.wallet.withdraw(&req(external(), Amt::Sat(90_000))).await);
+    // ... but funding an anchor channel keeps it even before the channel exists.
+    let c = h2.pay(&tr2, 100_000);
+    h2.mine(vec![c]);
+    assert!(matches!(
+        h2.wallet.fund(vec![out], FEERATE, true).await,
+        Err(WalletError::Emergency(_))
+    ));
+    anchors.store(false, Ordering::SeqCst);
+}
+
+#[tokio::test]
+async fn coins_left_untouched_count_towards_the_reserve() {
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    let a = h.pay(&tr, 100_000);
+    let b = h.pay(&tr, 30_000);
+    h.mine(vec![a, b]);
+    with_reserve(&h, 25_000);
+    // The 100,000 sat coin pays; the 30,000 sat one stays and covers the reserve.
+    let (_, tx) = ok(h.wallet.withdraw(&req(external(), Amt::Sat(90_000))).await);
+    assert_eq!(tx.input.len(), 1);
+    ok(h.wallet.mark_broadcast(&tx).await);
+    h.mine(vec![tx]);
+    // Now 30,000 sat and some change: 20,000 sat more would go below 25,000.
+    assert!(matches!(
+        h.wallet.withdraw(&req(external(), Amt::Sat(20_000))).await,
+        Err(WalletError::Emergency(_))
+    ));
+    ok(h.wallet.withdraw(&req(external(), Amt::Sat(5_000))).await);
+}
+
+#[tokio::test]
+async fn bump_source_lists_signs_only_our_inputs_and_reserves_coins() {
+    use lightning::util::wallet_utils::WalletSourceSync;
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    let wpkh = h.addr(AddrRequest::Bech32).await;
+    let a = h.pay(&tr, 100_000);
+    let b = h.pay(&wpkh, 50_000);
+    let src = bump::BumpSource(h.wallet.clone());
+    // Unconfirmed coins are not offered.
+    h.wallet
+        .state()
+        .tr
+        .w
+        .apply_unconfirmed_txs([(a.clone(), 1)]);
+    assert!(ok(src.list_confirmed_utxos()).is_empty());
+    h.mine(vec![a.clone(), b.clone()]);
+    let utxos = ok(src.list_confirmed_utxos());
+    assert_eq!(utxos.len(), 2);
+    let w = |spk: &ScriptBuf| {
+        utxos
+            .iter()
+            .find(|u| &u.output.script_pubkey == spk)
+            .map(|u| u.satisfaction_weight)
+    };
+    // Empty script_sig (4 WU) plus the witness: 64-byte Schnorr signature; DER signature of
+    // at most 72 bytes with its sighash byte and a 33-byte key (LDK's own figures).
+    assert_eq!(w(&tr), Some(4 + 66));
+    assert_eq!(w(&wpkh), Some(4 + 108));
+    assert_eq!(ok(src.get_prevtx(OutPoint::new(a.compute_txid(), 0))), a);
+    assert!(
+        src.get_prevtx(OutPoint::new(Txid::from_byte_array([3; 32]), 0))
+            .is_err()
+    );
+    let change = ok(src.get_change_script());
+    assert!(change.is_p2tr() && h.wallet.state().tr.w.is_mine(change.clone()));
+
+    // A transaction as LDK builds it: a foreign input first (an anchor), then our coins.
+    let foreign = TxOut {
+        value: Amount::from_sat(330),
+        script_pubkey: ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([5; 32])),
+    };
+    let ours_a = OutPoint::new(a.compute_txid(), 0);
+    let ours_b = OutPoint::new(b.compute_txid(), 0);
+    let unsigned = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: [
+            OutPoint::new(Txid::from_byte_array([4; 32]), 1),
+            ours_a,
+            ours_b,
+        ]
+        .into_iter()
+        .map(|op| TxIn {
+            previous_output: op,
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            ..Default::default()
+        })
+        .collect(),
+        output: vec![TxOut {
+            value: Amount::from_sat(140_000),
+            script_pubkey: change,
+        }],
+    };
+    let prevouts = vec![foreign, a.output[0].clone(), b.output[0].clone()];
+    let mut psbt = ok(Psbt::from_unsigned_tx(unsigned));
+    for (i, p) in prevouts.iter().enumerate() {
+        psbt.inputs[i].witness_utxo = Some(p.clone());
+    }
+    let tx = ok(src.sign_psbt(psbt.clone()).map_err(|()| "sign"));
+    assert!(
+        tx.input[0].witness.is_empty(),
+        "the anchor is LDK's to sign"
+    );
+    verify_inputs(&tx, &prevouts, &[1, 2]);
+    // The witnesses fit the announced satisfaction weights (what LDK's fee maths used).
+    assert!(tx.input[1].witness.size() as u64 <= 66);
+    assert!(tx.input[2].witness.size() as u64 <= 108);
+    // Nothing of ours: refused.
+    let mut only_foreign = psbt.clone();
+    only_foreign.unsigned_tx.input.truncate(1);
+    only_foreign.inputs.truncate(1);
+    assert!(src.sign_psbt(only_foreign).is_err());
+
+    // Coins picked for a bump are reserved for every other spend, but LDK still sees them
+    // (a later, higher-fee bump of the same claim reuses them).
+    ok(h.wallet.reserve_for_bump(&[ours_a]));
+    assert_eq!(ok(src.list_confirmed_utxos()).len(), 2);
+    assert!(
+        h.funds()
+            .iter()
+            .any(|f| f.outpoint == ours_a && f.reserved_to.is_some())
+    );
+    let (_, wtx) = ok(h.wallet.withdraw(&req(external(), Amt::All)).await);
+    assert_eq!(
+        wtx.input
+            .iter()
+            .map(|i| i.previous_output)
+            .collect::<Vec<_>>(),
+        vec![ours_b],
+        "withdraw must not take the bump's coin"
+    );
+    ok(h.wallet.reserve_for_bump(&[ours_a]));
+    // A coin another spend reserved cannot be taken by a bump (the race LDK's listing
+    // cannot see), and one that is not ours neither.
+    let c = h.pay(&tr, 70_000);
+    h.mine(vec![c.clone()]);
+    let ours_c = OutPoint::new(c.compute_txid(), 0);
+    let p = ok(h
+        .wallet
+        .prepare(&SpendRequest {
+            utxos: Some(vec![ours_c]),
+            ..req(external(), Amt::Sat(10_000))
+        })
+        .await);
+    assert!(h.wallet.reserve_for_bump(&[ours_c]).is_err());
+    assert!(
+        h.wallet
+            .reserve_for_bump(&[OutPoint::new(Txid::from_byte_array([4; 32]), 1)])
+            .is_err()
+    );
+    assert!(
+        !ok(src.list_confirmed_utxos())
+            .iter()
+            .any(|u| u.outpoint == ours_c)
+    );
+    ok(h.wallet.discard(p.psbt.unsigned_tx.compute_txid()));
+    // A bump that will not be sent gives its coins back.
+    h.wallet.release_bump(&[ours_a]);
+    assert!(
+        h.funds()
+            .iter()
+            .all(|f| f.reserved_to.is_none() || f.outpoint != ours_a)
+    );
 }

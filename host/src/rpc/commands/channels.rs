@@ -211,7 +211,30 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
                         format!("Could not afford all using UTXOs totalling {have} sat"),
                     ));
                 }
-                have - fee
+                // An anchor channel (the peer supports them, so we will negotiate one) or
+                // existing ones: 'all' leaves the emergency reserve as change, as CLN does.
+                let anchors = e
+                    .peers
+                    .peer_by_node_id(&id)
+                    .is_some_and(|p| p.init_features.supports_anchors_zero_fee_htlc_tx());
+                let keep = e.wallet.emergency_sat(anchors);
+                if keep == 0 {
+                    have - fee
+                } else {
+                    // One more output (taproot change, 172 WU) for the reserve.
+                    let fee = fee + (172 * u64::from(feerate)).div_ceil(1000);
+                    match have.checked_sub(fee + keep) {
+                        Some(rest) if rest > 0 => rest,
+                        _ => {
+                            return Reply::Err(RpcError::new(
+                                313,
+                                format!(
+                                    "We would not have enough left for min-emergency-msat {keep}sat"
+                                ),
+                            ));
+                        }
+                    }
+                }
             }
             v => tri!(
                 crate::wallet::parse::sat_or_all("amount", v).and_then(|a| match a {
