@@ -104,7 +104,9 @@ def test_anchor_force_close_cpfp_htlc_timeout_and_sweep(ln):
     ln.mine(1)
     assert tx(ln, commitment).get("confirmations", 0) >= 1
     assert tx(ln, child).get("confirmations", 0) >= 1
-    wait_for(lambda: not a.rpc.listpeerchannels(b.id)["channels"], what="channel gone on A")
+    # Closed, and kept in listpeerchannels (as CLN does) while its outputs resolve.
+    wait_for(lambda: [c["state"] for c in a.rpc.listpeerchannels(b.id)["channels"]]
+             == ["ONCHAIN"], what="channel ONCHAIN on A")
 
     # --- At the HTLC's expiry: the zero-fee HTLC-timeout transaction with a wallet input.
     ln.mine(max(0, expiry - ln.chain.height() - 1))

@@ -299,7 +299,7 @@ def test_openchannel_hook_and_channel_life(ln):
         assert (ch["funding_txid"], ch["funding_outnum"]) == (r["txid"], r["outnum"])
         assert ch["to_us_msat"] == to_us[n] and ch["total_msat"] == 500_000_000
         assert ch["spendable_msat"] == 0 and ch["htlcs"] == []
-        assert ch["channel_type"] == {"bits": [12], "names": ["static_remotekey/even"]}
+        assert ch["channel_type"] == {"bits": [12, 22], "names": ["static_remotekey/even", "anchors/even"]}
         assert ch["status"] and ch["status"][0].startswith("CLOSINGD_COMPLETE:")
         # The same through the filters, in listfunds and listpeers; inactive in getinfo.
         assert n.rpc.call("listpeerchannels", {"short_channel_id": scid})["channels"] == [ch]
@@ -364,7 +364,7 @@ def test_openchannel_hook_and_channel_life(ln):
         assert cc["last_commitment_txid"] == closing_txid
         assert 0 < cc["last_commitment_fee_msat"] < 10_000_000
         assert cc["private"] is False and cc["leased"] is False
-        assert cc["channel_type"] == {"bits": [12], "names": ["static_remotekey/even"]}
+        assert cc["channel_type"] == {"bits": [12, 22], "names": ["static_remotekey/even", "anchors/even"]}
     assert closed(a)[0]["last_commitment_fee_msat"] == closed(b)[0]["last_commitment_fee_msat"]
     # Forgotten channels stay in listclosedchannels across a restart.
     before = closed(a)
