@@ -33,6 +33,7 @@ pub const DEFAULT_ALLOWED_RPC: &[&str] = &[
     "getinfo",
     "listpeers",
     "listpeerchannels",
+    "listclosedchannels",
     "listchannels",
     "listnodes",
     "listfunds",
