@@ -4,6 +4,8 @@
 //! back in each wallet after the delays. Build first:
 //! `cargo build -j2 --workspace --bins --examples`.
 
+use std::time::Duration;
+
 use fulgur_tests::ln::{LnNode, T, fund_wallet, mine_sync, open_channel};
 use fulgur_tests::{Bitcoind, cln_schema_errors, wait_for};
 use serde_json::{Value, json};
@@ -89,15 +91,31 @@ fn open_use_and_close_channels() {
     let closed = a.ok("close", json!({"id": bn.id}));
     schema_ok("close", &closed);
     assert_eq!(closed["type"], "mutual");
-    mine_sync(&b, 1, &[&a, &bn]);
-    wait_for(T, || a.channels().is_empty().then_some(()))
-        .unwrap_or_else(|| panic!("channel still listed: {:?}", a.channels()));
+    onchain(&b, &a, &bn);
     let after = wait_for(T, || {
         let w = wallet_msat(&a);
         (w > before + 900_000_000).then_some(w)
     })
     .unwrap_or_else(|| panic!("closing output never reached A's wallet"));
     assert!(after < before + 1_000_000_000);
+}
+
+/// Mines until A's channel with `peer` is `ONCHAIN`: its closing or commitment transaction
+/// confirmed (it may reach the mempool just after a block). A closed channel stays listed,
+/// as in CLN, until it is resolved and 100 blocks deep.
+fn onchain(b: &Bitcoind, a: &LnNode, peer: &LnNode) {
+    let state = || a.channel_with(&peer.id).map(|c| c["state"].clone());
+    for _ in 0..20 {
+        mine_sync(b, 1, &[a, peer]);
+        if wait_for(Duration::from_secs(2), || {
+            (state() == Some(json!("ONCHAIN"))).then_some(())
+        })
+        .is_some()
+        {
+            return;
+        }
+    }
+    panic!("channel never ONCHAIN: {:?}", a.channels());
 }
 
 #[test]
@@ -129,9 +147,7 @@ fn force_close_returns_funds_after_the_delay() {
     );
     // The commitment confirms; our output waits for the peer's to_self_delay (144 by
     // default) and then the sweeper spends it into the wallet.
-    mine_sync(&b, 1, &[&a, &bn]);
-    wait_for(T, || a.channels().is_empty().then_some(()))
-        .unwrap_or_else(|| panic!("channel still listed: {:?}", a.channels()));
+    onchain(&b, &a, &bn);
     for _ in 0..16 {
         mine_sync(&b, 10, &[&a, &bn]);
     }

@@ -770,7 +770,11 @@ impl Lightning {
             return None;
         }
         let r = self
-            .invoices_query(move |c, now| Ok(mark_paid(c, &hash, amount_msat, &preimage, now)?))
+            .invoices_query(move |c, now| {
+                super::payments::payment_path_write(c, |c| {
+                    Ok(mark_paid(c, &hash, amount_msat, &preimage, now)?)
+                })
+            })
             .await;
         match r {
             Ok(Some(p)) => {
