@@ -8,7 +8,8 @@
 //! 1. sequential A→B (p50, p99, payments/s);
 //! 2. sequential A→B→C;
 //! 3. 16 payments in flight A→B (16 threads, payments/s);
-//! 4. sequential A→D: the same as 1 with a Rust plugin's hook in the path (p50 difference);
+//! 4. A→B and A→D in turn (D has a Rust plugin's hook in the path): the p50 difference,
+//!    taken in the same minutes so that the machine's noise cancels out;
 //! 5. idle RSS of C (one channel) after the payments;
 //! 6. start-up of C to RPC ready on its existing database.
 //!
@@ -121,6 +122,26 @@ fn sequential(
     Ok(p50)
 }
 
+/// A→B and A→D payments taken in turn (one each, alternately), so that both see the same
+/// moments of a noisy machine: their p50 difference is the hook's cost, not the noise
+/// between two phases. Returns (A→B p50, A→D p50).
+fn paired(
+    payer: &LnNode,
+    plain: (&LnNode, &Value),
+    hooked: (&LnNode, &Value),
+) -> Result<(Duration, Duration), String> {
+    let plain_invs = invoices(plain.0, "pair-plain", SEQUENTIAL);
+    let hooked_invs = invoices(hooked.0, "pair-hooked", SEQUENTIAL);
+    let (mut p, mut h) = (Vec::new(), Vec::new());
+    for ((ph, ps), (hh, hs)) in plain_invs.iter().zip(&hooked_invs) {
+        p.push(pay(payer, plain.1, ph, ps)?);
+        h.push(pay(payer, hooked.1, hh, hs)?);
+    }
+    p.sort();
+    h.sort();
+    Ok((percentile(&p, 0.5), percentile(&h, 0.5)))
+}
+
 fn route(payer: &LnNode, payee: &LnNode) -> Value {
     payer.ok(
         "getroute",
@@ -146,22 +167,34 @@ fn run() -> Result<(), String> {
     let ab = route(&a, &b);
     let abc = route(&a, &c);
     let ad = route(&a, &d);
-    let direct = sequential("A→B sendpay+waitsendpay", &a, &b, &ab)?;
+    sequential("A→B sendpay+waitsendpay", &a, &b, &ab)?;
     sequential("A→B→C sendpay+waitsendpay", &a, &c, &abc)?;
-    let hooked = sequential("A→D (SDK htlc_accepted hook)", &a, &d, &ad)?;
+    let (direct, hooked) = paired(&a, (&b, &ab), (&d, &ad))?;
     println!(
-        "{:<34} p50 difference {}",
+        "{:<34} {:>5} pairs     A→B p50 {:>9}  A→D p50 {:>9}",
+        "A→B / A→D (SDK hook) in turn",
+        SEQUENTIAL,
+        ms(direct),
+        ms(hooked)
+    );
+    let cost = hooked.as_secs_f64() - direct.as_secs_f64();
+    println!(
+        "{:<34} p50 difference {:+.2} ms",
         "htlc_accepted hook cost",
-        ms(hooked.saturating_sub(direct))
+        cost * 1000.0
     );
 
-    // 16 in flight.
-    let invs = invoices(&b, "par", PARALLEL * PER_THREAD);
+    // 16 in flight (`FULGUR_BENCH_PER_THREAD` payments per thread, to profile a longer run).
+    let per_thread = std::env::var("FULGUR_BENCH_PER_THREAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PER_THREAD);
+    let invs = invoices(&b, "par", PARALLEL * per_thread);
     let a = Arc::new(a);
     let ab = Arc::new(ab);
     let start = Instant::now();
     let handles: Vec<_> = invs
-        .chunks(PER_THREAD)
+        .chunks(per_thread)
         .map(|chunk| {
             let chunk = chunk.to_vec();
             let (a, ab) = (a.clone(), ab.clone());

@@ -1188,6 +1188,52 @@ mod tests {
 
     const FAR: u64 = 4_000_000_000;
 
+    /// SQLite's plan for `sql`, one line per step.
+    fn plan(c: &Connection, sql: &str) -> String {
+        let mut st = ok(c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")));
+        let rows = ok(st.query_map([], |r| r.get::<_, String>(3)));
+        rows.map(ok).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    async fn payment_path_queries_use_an_index_not_a_scan() {
+        let store = ok(Store::in_memory());
+        let plans = ok(store
+            .with(|c| {
+                Ok([
+                    plan(
+                        c,
+                        "SELECT created_index FROM invoices WHERE status = 'unpaid' \
+                         AND expires_at <= 5 ORDER BY created_index",
+                    ),
+                    plan(c, "SELECT COUNT(*) FROM invoices WHERE status = 'paid'"),
+                    plan(
+                        c,
+                        "SELECT created_index FROM forwards WHERE status = 'offered' \
+                         AND in_channel = '1x1x1' ORDER BY created_index LIMIT 1",
+                    ),
+                ])
+            })
+            .await);
+        assert!(
+            plans[0].contains("invoices_by_status_expiry"),
+            "{}",
+            plans[0]
+        );
+        assert!(
+            plans[1].contains("invoices_by_status_expiry"),
+            "{}",
+            plans[1]
+        );
+        assert!(plans[2].contains("forwards_by_in_channel"), "{}", plans[2]);
+        for p in &plans {
+            assert!(
+                !p.contains("SCAN invoices") && !p.contains("SCAN forwards"),
+                "{p}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn pay_order_and_idempotence() {
         let store = ok(Store::in_memory());

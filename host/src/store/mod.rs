@@ -138,6 +138,11 @@ const MIGRATIONS: &[&str] = &[
         closed_at INTEGER NOT NULL,
         snapshot TEXT NOT NULL
     );",
+    // 7: indexes for queries on the payment path that scanned their whole table: expiring
+    // invoices runs before every invoice read, and a settled or failed forward finds its
+    // `offered` row by incoming channel. Both grew linearly with the node's history.
+    "CREATE INDEX invoices_by_status_expiry ON invoices (status, expires_at);
+     CREATE INDEX forwards_by_in_channel ON forwards (in_channel, status);",
 ];
 
 /// Why the database could not be used.
