@@ -360,7 +360,7 @@ pub fn counters(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
 /// Marks unpaid invoices expired at `now` (each gets its own `updated_index`); returns how many.
 pub fn expire_due(conn: &Connection, now: u64) -> rusqlite::Result<usize> {
     let due: Vec<i64> = conn
-        .prepare(
+        .prepare_cached(
             "SELECT created_index FROM invoices WHERE status = ?1 AND expires_at <= ?2 \
              ORDER BY created_index",
         )?
