@@ -454,11 +454,17 @@ def test_reconnect_after_restart_and_unilateral_close(ln):
     assert a.rpc.listpeerchannels(b.id)["channels"][0]["short_channel_id"] == scid
 
     # Unilateral close at once: A broadcast its commitment (AWAITING_UNILATERAL until it
-    # confirms); B hears of it from A's error and broadcasts its own, as CLN does.
+    # confirms); B hears of it from A's error and broadcasts its own, as CLN does. The two
+    # conflict and the mempool keeps whichever came first: A's goes out through LDK's
+    # fee-bump event for anchor channels, so either may win.
+    [before] = a.rpc.listpeerchannels(b.id)["channels"]
+    funding = (before["funding_txid"], before["funding_outnum"])
     cl = a.rpc.close(scid, unilateraltimeout=0)
     assert cl["type"] == "unilateral" and len(cl["txs"]) == len(cl["txids"]) == 1
-    commitment = cl["txids"][0]
-    wait_for(lambda: commitment in ln.chain.call("getrawmempool"), what="commitment tx")
+    ours = cl["txids"][0]
+    [commitment] = wait_for(lambda: ln.chain.call("getrawmempool"), what="a commitment tx")
+    spent = ln.chain.call("getrawtransaction", commitment, True)["vin"]
+    assert [(i["txid"], i["vout"]) for i in spent] == [funding], spent
     # (close returns once the commitment is broadcast; the close event follows.)
     [ca] = wait_for(lambda: [c for c in a.rpc.listpeerchannels(b.id)["channels"]
                              if c["state"] != "CHANNELD_NORMAL"], what="a: closed channel")
@@ -498,6 +504,15 @@ def test_reconnect_after_restart_and_unilateral_close(ln):
     assert cc["final_to_us_msat"] == 20_000 and cc["short_channel_id"] == scid
     assert cc["last_commitment_txid"] == commitment
     assert counts(b) == (0, 0, 0)
-    [ca] = a.rpc.listpeerchannels(b.id)["channels"]
-    assert ca["state"] == "ONCHAIN" and "resolving" in ca["status"][0]
-    assert closed(a) == [] and counts(a) == (0, 0, 1)
+    if commitment == ours:
+        # A's commitment: its output waits for B's to_self_delay (144), so A keeps it.
+        [ca] = a.rpc.listpeerchannels(b.id)["channels"]
+        assert ca["state"] == "ONCHAIN" and "resolving" in ca["status"][0]
+        assert closed(a) == [] and counts(a) == (0, 0, 1)
+    else:
+        # B's commitment: A's output there is spendable after one block and swept, so A
+        # forgets the channel too.
+        wait_for(lambda: a.rpc.listpeerchannels()["channels"] == [], what="a forgets it")
+        [cc] = closed(a)
+        assert (cc["opener"], cc["closer"]) == ("local", "local")
+        assert cc["last_commitment_txid"] == commitment and counts(a) == (0, 0, 0)
