@@ -86,6 +86,10 @@ def test_anchor_force_close_cpfp_htlc_timeout_and_sweep(ln):
     before = wallet_sat(a)
 
     # --- Force close from A: the commitment goes out with a CPFP child through A's anchor.
+    # B is offline (a usual reason to force-close): online, it would answer A's error by
+    # broadcasting its own commitment, and whichever reached the mempool first would win.
+    b.stop()
+    wait_for(lambda: not a.rpc.listpeers(b.id)["peers"][0]["connected"], what="B gone")
     mark = a.log_mark()
     cl = a.rpc.close(b.id, unilateraltimeout=0)
     assert cl["type"] == "unilateral"
