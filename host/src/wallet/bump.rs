@@ -91,7 +91,6 @@ impl Wallet {
     /// outputs, are left for LDK to sign) and returns the transaction. Every input needs its
     /// `witness_utxo` (LDK sets them all; taproot signatures commit to every prevout).
     pub fn sign_ours(&self, mut psbt: Psbt) -> Result<Transaction, WalletError> {
-        use bdk_wallet::miniscript::psbt::PsbtExt;
         let ours: Vec<usize> = {
             let st = self.state();
             let mut ours = vec![];
@@ -107,26 +106,7 @@ impl Wallet {
         if ours.is_empty() {
             return Err(other("no input of this transaction is ours"));
         }
-        let signed = match psbt.sign(&self.master, &self.secp) {
-            Ok(keys) => keys,
-            Err((keys, errors)) => {
-                if let Some(e) = ours.iter().find_map(|i| errors.get(i)) {
-                    return Err(other(format!("signing failed: {e}")));
-                }
-                keys
-            }
-        };
-        for i in &ours {
-            if signed.get(i).is_none_or(|k| match k {
-                bitcoin::psbt::SigningKeys::Ecdsa(v) => v.is_empty(),
-                bitcoin::psbt::SigningKeys::Schnorr(v) => v.is_empty(),
-            }) {
-                return Err(other(format!("no key for input {i}")));
-            }
-            psbt.finalize_inp_mut(&self.secp, *i)
-                .map_err(|e| other(format!("cannot finalize input {i}: {e:?}")))?;
-        }
-        Ok(psbt.extract_tx_unchecked_fee_rate())
+        self.sign_inputs(&mut psbt, &ours)
     }
 
     /// A fresh taproot change address, persisted in the background.

@@ -1125,19 +1125,38 @@ impl Wallet {
 
     /// Signs every input with the master key and finalizes the PSBT.
     fn sign(&self, psbt: &mut Psbt) -> Result<Transaction, WalletError> {
+        let all: Vec<usize> = (0..psbt.inputs.len()).collect();
+        self.sign_inputs(psbt, &all)
+    }
+
+    /// Signs the inputs `which` with the master key, finalizes them and extracts the
+    /// transaction (other inputs are left as they are; `psbt` keeps the signatures). Fails unless every one of `which`
+    /// got a signature.
+    pub(super) fn sign_inputs(
+        &self,
+        psbt: &mut Psbt,
+        which: &[usize],
+    ) -> Result<Transaction, WalletError> {
         use bdk_wallet::miniscript::psbt::PsbtExt;
-        let n = psbt.inputs.len();
         let signed = match psbt.sign(&self.master, &self.secp) {
             Ok(keys) => keys,
-            Err((_, errors)) => {
-                return Err(other(format!("signing failed: {errors:?}")));
+            Err((keys, errors)) => {
+                if let Some(e) = which.iter().find_map(|i| errors.get(i)) {
+                    return Err(other(format!("signing failed: {e}")));
+                }
+                keys
             }
         };
-        if signed.len() != n {
-            return Err(other(format!("signed {} of {n} inputs", signed.len())));
+        for i in which {
+            if signed.get(i).is_none_or(|k| match k {
+                bitcoin::psbt::SigningKeys::Ecdsa(v) => v.is_empty(),
+                bitcoin::psbt::SigningKeys::Schnorr(v) => v.is_empty(),
+            }) {
+                return Err(other(format!("no key for input {i}")));
+            }
+            psbt.finalize_inp_mut(&self.secp, *i)
+                .map_err(|e| other(format!("cannot finalize input {i}: {e:?}")))?;
         }
-        psbt.finalize_mut(&self.secp)
-            .map_err(|e| other(format!("cannot finalize: {e:?}")))?;
         Ok(psbt.clone().extract_tx_unchecked_fee_rate())
     }
 
