@@ -43,6 +43,9 @@ impl Lightning {
                 self.log.info(&format!(
                     "Channel {channel_id} with {counterparty_node_id} pending, funding {funding_txo}"
                 ));
+                // A closed channel's record is made from snapshots (closed.rs): take one as
+                // soon as the channel has its funding, and again with its scid (below).
+                self.snapshot_channels();
                 let details = self.channel(&channel_id);
                 let ours = details.as_ref().is_some_and(|c| c.is_outbound);
                 let value_msat = details.map_or(0, |c| c.channel_value_satoshis) * 1000;
@@ -76,6 +79,7 @@ impl Lightning {
                 self.log.info(&format!(
                     "Channel {channel_id} with {counterparty_node_id} is ready"
                 ));
+                self.snapshot_channels();
                 let details = self.channel(&channel_id);
                 let ours = details.as_ref().is_some_and(|c| c.is_outbound);
                 self.channel_state_changed(

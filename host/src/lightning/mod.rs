@@ -900,18 +900,7 @@ async fn background(engine: Weak<Lightning>) {
         e.manager
             .process_pending_events_async(|ev| {
                 let e = e.clone();
-                async move {
-                    // A closed channel's record is made from these snapshots (closed.rs):
-                    // take one as soon as the channel has its funding and its scid.
-                    if matches!(
-                        ev,
-                        lightning::events::Event::ChannelPending { .. }
-                            | lightning::events::Event::ChannelReady { .. }
-                    ) {
-                        e.snapshot_channels();
-                    }
-                    e.handle_event(ev).await
-                }
+                async move { e.handle_event(ev).await }
             })
             .await;
         e.monitor
