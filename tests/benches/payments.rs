@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fulgur_tests::ln::{LnNode, fund_wallet, open_channel, wait_gossip};
-use fulgur_tests::{Bitcoind, arg, example, percentile, rss_kib, wait_for};
+use fulgur_tests::{
+    Bitcoind, arg, cpu_ticks, cpu_ticks_with_children, example, percentile, rss_kib, wait_for,
+};
 use serde_json::{Value, json};
 
 const SEQUENTIAL: usize = 300;
@@ -190,6 +192,30 @@ fn run() -> Result<(), String> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(PER_THREAD);
     let invs = invoices(&b, "par", PARALLEL * per_thread);
+    let who: Vec<(&str, Option<u32>)> = vec![
+        ("client", Some(std::process::id())),
+        ("A", a.pid()),
+        ("B", b.pid()),
+        ("devchain", chain.pid()),
+        ("C+D", None),
+    ];
+    let others = [c.pid(), d.pid()];
+    let cpu = |pid: Option<u32>| match pid {
+        Some(p) if p == std::process::id() => cpu_ticks(p).map_or(0, |(t, _)| t),
+        Some(p) => cpu_ticks_with_children(p),
+        None => others
+            .iter()
+            .flatten()
+            .map(|&p| cpu_ticks_with_children(p))
+            .sum(),
+    };
+    let before: Vec<u64> = who.iter().map(|(_, p)| cpu(*p)).collect();
+    // A mark for profilers (`perf record -p <A>` from here on).
+    eprintln!(
+        "{PARALLEL} in flight: starting (A pid {:?}, B pid {:?})",
+        a.pid(),
+        b.pid()
+    );
     let a = Arc::new(a);
     let ab = Arc::new(ab);
     let start = Instant::now();
@@ -218,6 +244,23 @@ fn run() -> Result<(), String> {
         format!("A→B {PARALLEL} in flight"),
         done as f64 / total.as_secs_f64()
     );
+    // Where the two cores went during that phase: CPU ms per payment for each process (a
+    // node's figure includes its plugins), and how busy the machine was.
+    let tck = clock_ticks_per_second();
+    let mut busy = 0.0;
+    let mut parts = Vec::new();
+    for ((name, pid), b0) in who.iter().zip(&before) {
+        let ms = (cpu(*pid).saturating_sub(*b0)) as f64 * 1000.0 / tck;
+        busy += ms;
+        parts.push(format!("{name} {:.2}", ms / done.max(1) as f64));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    println!(
+        "{:<34} {} ms/payment; {:.0} % of {cores} cores busy",
+        "  CPU per payment",
+        parts.join(", "),
+        busy / (total.as_secs_f64() * 1000.0 * cores) * 100.0
+    );
 
     std::thread::sleep(Duration::from_secs(3));
     if let Some(kib) = c.pid().and_then(rss_kib) {
@@ -242,6 +285,16 @@ fn run() -> Result<(), String> {
         ms(ready)
     );
     Ok(())
+}
+
+/// `getconf CLK_TCK` (the unit of `/proc/<pid>/stat`'s CPU times); 100 if it cannot be read.
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn main() -> ExitCode {

@@ -412,6 +412,11 @@ impl Bitcoind {
         b
     }
 
+    /// devchain's process id (`None` for an external bitcoind).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// fulgurd's options to use this backend.
     pub fn fulgurd_args(&self) -> Vec<String> {
         let mut a = vec![arg("bitcoin-rpcport", self.port)];
@@ -612,6 +617,41 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+/// For benchmarks: a process's CPU time so far (user + system, all its threads), in clock
+/// ticks (`getconf CLK_TCK`, 100 on Linux), and its parent's pid; from `/proc/<pid>/stat`.
+pub fn cpu_ticks(pid: u32) -> Option<(u64, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let ppid = rest.get(1)?.parse().ok()?;
+    let utime: u64 = rest.get(11)?.parse().ok()?;
+    let stime: u64 = rest.get(12)?.parse().ok()?;
+    Some((utime + stime, ppid))
+}
+
+/// For benchmarks: the CPU ticks of `pid` and of its direct children (a node's plugins).
+pub fn cpu_ticks_with_children(pid: u32) -> u64 {
+    let own = cpu_ticks(pid).map_or(0, |(t, _)| t);
+    let children: u64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(cpu_ticks_of_child(pid))
+        .sum();
+    own + children
+}
+
+fn cpu_ticks_of_child(parent: u32) -> impl Fn(u32) -> Option<u64> {
+    move |pid| match cpu_ticks(pid) {
+        Some((t, ppid)) if ppid == parent => Some(t),
+        _ => None,
+    }
 }
 
 /// For benchmarks: a process's resident memory (VmRSS) in KiB.

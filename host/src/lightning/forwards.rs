@@ -154,11 +154,10 @@ impl Lightning {
         let row = self
             .store
             .with(move |c| {
-                Ok(c.query_row(
-                    &format!("SELECT {COLS} FROM forwards WHERE created_index = ?1"),
-                    [created_index],
-                    row_json,
-                )
+                Ok(c.prepare_cached(&format!(
+                    "SELECT {COLS} FROM forwards WHERE created_index = ?1"
+                ))?
+                .query_row([created_index], row_json)
                 .optional()?)
             })
             .await;
@@ -225,9 +224,11 @@ impl Lightning {
                 crate::store::relaxed(c, |c| {
                 let tx = c.transaction()?;
                 let found: Option<(i64, Option<Vec<u8>>)> = tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT created_index, payment_hash FROM forwards WHERE status = 'offered' AND in_channel = ?1
                          AND (?2 IS NULL OR in_htlc_id = ?2) ORDER BY created_index LIMIT 1",
+                    )?
+                    .query_row(
                         rusqlite::params![in_channel, htlc_id.map(|h| h as i64)],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )

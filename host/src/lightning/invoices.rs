@@ -329,11 +329,8 @@ fn next_pay_index(conn: &Connection) -> rusqlite::Result<u64> {
         .prepare_cached("SELECT MAX(pay_index) FROM invoices")?
         .query_row([], |r| r.get(0))?;
     let last: Option<i64> = conn
-        .query_row(
-            "SELECT updated FROM index_counters WHERE subsystem = ?1",
-            [PAY_COUNTER],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT updated FROM index_counters WHERE subsystem = ?1")?
+        .query_row([PAY_COUNTER], |r| r.get(0))
         .optional()?;
     let next = max.unwrap_or(0).max(last.unwrap_or(0)).saturating_add(1);
     conn.prepare_cached(
@@ -378,18 +375,16 @@ pub fn expire_due(conn: &Connection, now: u64) -> rusqlite::Result<usize> {
 
 /// The invoice labelled `label`.
 pub fn by_label(conn: &Connection, label: &str) -> rusqlite::Result<Option<InvoiceRecord>> {
-    conn.query_row(&format!("{SELECT} WHERE label = ?1"), [label], read_row)
+    conn.prepare_cached(&format!("{SELECT} WHERE label = ?1"))?
+        .query_row([label], read_row)
         .optional()
 }
 
 /// The invoice for `hash`.
 pub fn by_hash(conn: &Connection, hash: &[u8; 32]) -> rusqlite::Result<Option<InvoiceRecord>> {
-    conn.query_row(
-        &format!("{SELECT} WHERE payment_hash = ?1"),
-        [&hash[..]],
-        read_row,
-    )
-    .optional()
+    conn.prepare_cached(&format!("{SELECT} WHERE payment_hash = ?1"))?
+        .query_row([&hash[..]], read_row)
+        .optional()
 }
 
 /// The invoices `sel` designates, in index order.
@@ -419,13 +414,10 @@ pub fn list(conn: &Connection, sel: &Selector) -> rusqlite::Result<Vec<InvoiceRe
 
 /// The paid invoice with the smallest pay index above `last`.
 pub fn first_paid_after(conn: &Connection, last: u64) -> rusqlite::Result<Option<InvoiceRecord>> {
-    conn.query_row(
-        &format!(
-            "{SELECT} WHERE pay_index IS NOT NULL AND pay_index > ?1 ORDER BY pay_index LIMIT 1"
-        ),
-        [to_sql(last)],
-        read_row,
-    )
+    conn.prepare_cached(&format!(
+        "{SELECT} WHERE pay_index IS NOT NULL AND pay_index > ?1 ORDER BY pay_index LIMIT 1"
+    ))?
+    .query_row([to_sql(last)], read_row)
     .optional()
 }
 

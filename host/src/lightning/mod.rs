@@ -246,8 +246,10 @@ pub struct Lightning {
     /// Bumped whenever an invoice changes (created, paid, deleted, expired): waiters re-read
     /// the table (`waitinvoice`, `waitanyinvoice`).
     pub invoices_changed: tokio::sync::watch::Sender<u64>,
-    /// Bumped whenever a sendpay changes (`waitsendpay`).
-    pub sendpays_changed: tokio::sync::watch::Sender<u64>,
+    /// The payment hash of every sendpay part that changed (`waitsendpay`). Waiters re-read
+    /// the table only for their own payment, so that a completion does not make every
+    /// payment in flight query the database (a lagging waiter re-reads once).
+    pub sendpays_changed: tokio::sync::broadcast::Sender<[u8; 32]>,
     /// Spends closed channels' outputs into the wallet.
     pub sweeper: Arc<Sweeper>,
     /// Handles `Event::BumpTransaction` with wallet coins.
@@ -557,7 +559,7 @@ impl Lightning {
             wallet: deps.wallet.clone(),
             network: deps.network,
             invoices_changed: tokio::sync::watch::channel(0).0,
-            sendpays_changed: tokio::sync::watch::channel(0).0,
+            sendpays_changed: tokio::sync::broadcast::channel(SENDPAY_CHANGES_BUFFERED).0,
             sweeper,
             bumper,
             destination,
@@ -961,6 +963,10 @@ pub enum Durability {
 /// about as long), so a crash right after a payment finds the manager as current as
 /// before.
 const MANAGER_WRITE_GAP: Duration = Duration::from_millis(10);
+
+/// How many sendpay changes a `waitsendpay` can fall behind before it re-reads its row
+/// (a waiter that lags loses nothing, it only queries once more).
+const SENDPAY_CHANGES_BUFFERED: usize = 1024;
 
 /// Longest a relaxed manager write waits for a synced one while the node is busy.
 const MANAGER_SYNC_WITHIN: Duration = Duration::from_secs(1);

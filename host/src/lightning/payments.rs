@@ -758,7 +758,7 @@ pub fn rows_by_hash(
     conn: &Connection,
     payment_hash: &[u8; 32],
 ) -> Result<Vec<Sendpay>, StoreError> {
-    let mut st = conn.prepare(&format!(
+    let mut st = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM sendpays WHERE payment_hash = ? ORDER BY created_index"
     ))?;
     let rows = st
@@ -775,10 +775,10 @@ pub fn row(
     partid: u64,
 ) -> Result<Option<Sendpay>, StoreError> {
     Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM sendpays WHERE payment_hash = ? AND groupid = ? AND partid = ?"
+        ))?
         .query_row(
-            &format!(
-                "SELECT {COLUMNS} FROM sendpays WHERE payment_hash = ? AND groupid = ? AND partid = ?"
-            ),
             params![payment_hash.as_slice(), groupid as i64, partid as i64],
             read_row,
         )
@@ -1349,7 +1349,8 @@ impl Lightning {
                 }
             }
         }
-        self.sendpays_changed.send_modify(|v| *v += 1);
+        // No receiver (no `waitsendpay` running) is not an error.
+        let _ = self.sendpays_changed.send(hash);
         if multi {
             Ok(json!({"payments": answers}))
         } else {
@@ -1417,7 +1418,7 @@ impl Lightning {
                 fail.message()
             ));
             self.notify_failure(row);
-            self.sendpays_changed.send_modify(|v| *v += 1);
+            let _ = self.sendpays_changed.send(hash);
         }
         Ok(r)
     }
@@ -1445,7 +1446,6 @@ impl Lightning {
         let deadline =
             timeout.map(|t| tokio::time::Instant::now() + Duration::from_secs(t.min(1 << 32)));
         loop {
-            changed.borrow_and_update();
             let r = self
                 .store
                 .with(move |c| {
@@ -1480,8 +1480,19 @@ impl Lightning {
                     None => std::future::pending().await,
                 }
             };
+            // Wait for a change of this payment (or a lag, after which we cannot tell).
+            let ours = async {
+                loop {
+                    match changed.recv().await {
+                        Ok(h) if h == payment_hash => return Ok(()),
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return Ok(()),
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err(()),
+                    }
+                }
+            };
             tokio::select! {
-                r = changed.changed() => {
+                r = ours => {
                     if r.is_err() {
                         return Err(RpcError::lightningd("The Lightning engine stopped"));
                     }
@@ -1653,7 +1664,7 @@ impl Lightning {
                             row.groupid,
                         ));
                         self.plugins.notify("sendpay_success", row.to_json(true));
-                        self.sendpays_changed.send_modify(|v| *v += 1);
+                        let _ = self.sendpays_changed.send(hash);
                         let fee = fee_paid_msat.unwrap_or(0);
                         self.coin_movement(super::movements::Movement {
                             kind: "channel_mvt",
