@@ -873,6 +873,9 @@ async fn background(engine: Weak<Lightning>) {
     // Whether the manager changed since its last write, and when that was.
     let mut manager_dirty = false;
     let mut manager_written = start.checked_sub(MANAGER_WRITE_GAP).unwrap_or(start);
+    // The gap before the next write: grows with what the last write cost (see
+    // `manager_write_gap`).
+    let mut write_gap = MANAGER_WRITE_GAP;
     loop {
         let (manager_wake, monitor_wake) = {
             let Some(e) = engine.upgrade() else { return };
@@ -887,7 +890,7 @@ async fn background(engine: Weak<Lightning>) {
             _ = manager_wake => false,
             _ = monitor_wake => false,
             _ = tokio::time::sleep(if gap {
-                (manager_written + MANAGER_WRITE_GAP)
+                (manager_written + write_gap)
                     .saturating_duration_since(tokio::time::Instant::now())
             } else {
                 Duration::from_millis(100)
@@ -914,10 +917,11 @@ async fn background(engine: Weak<Lightning>) {
         e.peers.process_events();
         let now = tokio::time::Instant::now();
         manager_dirty |= e.manager.get_and_clear_needs_persistence();
-        if manager_dirty && now - manager_written >= MANAGER_WRITE_GAP {
+        if manager_dirty && now - manager_written >= write_gap {
             e.persist_manager(Durability::Relaxed);
             manager_dirty = false;
             manager_written = now;
+            write_gap = manager_write_gap(now.elapsed());
             unsynced_since.get_or_insert(now);
         }
         if unsynced_since.is_some_and(|t| idle || now - t >= MANAGER_SYNC_WITHIN) {
@@ -967,6 +971,20 @@ const MANAGER_WRITE_GAP: Duration = Duration::from_millis(10);
 /// How many sendpay changes a `waitsendpay` can fall behind before it re-reads its row
 /// (a waiter that lags loses nothing, it only queries once more).
 const SENDPAY_CHANGES_BUFFERED: usize = 1024;
+
+/// Longest gap between two manager writes under load.
+const MANAGER_WRITE_GAP_MAX: Duration = Duration::from_millis(50);
+
+/// The gap before the next manager write, from how long the last one took: at least
+/// [`MANAGER_WRITE_GAP`], and long enough that writing the manager takes at most about 5 %
+/// of the engine loop's time under load (it holds every payment of the last minutes, so a
+/// busy payer's manager grows to hundreds of KB). Capped at [`MANAGER_WRITE_GAP_MAX`].
+/// Under sustained load some monitor update is nearly always more recent than the last
+/// manager write, whatever the gap, so a longer gap barely changes what a crash of
+/// fulgurd finds stale; an isolated change is still written at once.
+fn manager_write_gap(last_write: Duration) -> Duration {
+    (last_write * 20).clamp(MANAGER_WRITE_GAP, MANAGER_WRITE_GAP_MAX)
+}
 
 /// Longest a relaxed manager write waits for a synced one while the node is busy.
 const MANAGER_SYNC_WITHIN: Duration = Duration::from_secs(1);
@@ -1227,10 +1245,12 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod log_tests {
+mod tests {
     use lightning::util::logger::{Level as LdkLevel, Logger as _, Record};
 
-    use super::LdkLog;
+    use std::time::Duration;
+
+    use super::{LdkLog, MANAGER_WRITE_GAP, MANAGER_WRITE_GAP_MAX, manager_write_gap};
     use crate::log::{Level, LevelFilter, Logger, MemoryLog};
 
     fn record(log: &LdkLog, level: LdkLevel, text: &str) {
@@ -1241,6 +1261,23 @@ mod log_tests {
             "test.rs",
             1,
         ));
+    }
+
+    #[test]
+    fn manager_write_gap_grows_with_the_write_cost_within_bounds() {
+        assert_eq!(manager_write_gap(Duration::ZERO), MANAGER_WRITE_GAP);
+        assert_eq!(
+            manager_write_gap(Duration::from_micros(300)),
+            MANAGER_WRITE_GAP
+        );
+        assert_eq!(
+            manager_write_gap(Duration::from_micros(1500)),
+            Duration::from_millis(30)
+        );
+        assert_eq!(
+            manager_write_gap(Duration::from_millis(40)),
+            MANAGER_WRITE_GAP_MAX
+        );
     }
 
     #[test]
