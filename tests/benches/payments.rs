@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use fulgur_tests::ln::{LnNode, fund_wallet, open_channel, wait_gossip};
 use fulgur_tests::{
-    Bitcoind, arg, cpu_ticks, cpu_ticks_with_children, example, percentile, rss_kib, wait_for,
+    Bitcoind, arg, children_cpu_ticks, cpu_ticks, example, percentile, rss_kib, steal_ticks,
+    wait_for,
 };
 use serde_json::{Value, json};
 
@@ -99,6 +100,7 @@ fn sequential(
     route: &Value,
 ) -> Result<Duration, String> {
     let invs = invoices(payee, name, SEQUENTIAL);
+    let steal = steal_ticks();
     let start = Instant::now();
     let mut times = Vec::with_capacity(invs.len());
     for (h, s) in &invs {
@@ -115,11 +117,12 @@ fn sequential(
     times.sort();
     let p50 = percentile(&times, 0.5);
     println!(
-        "{name:<34} {:>5} payments  p50 {:>9}  p99 {:>9}  {:>7.1} payments/s",
+        "{name:<34} {:>5} payments  p50 {:>9}  p99 {:>9}  {:>7.1} payments/s  (host steal {})",
         times.len(),
         ms(p50),
         ms(percentile(&times, 0.99)),
-        times.len() as f64 / total.as_secs_f64()
+        times.len() as f64 / total.as_secs_f64(),
+        steal_since(steal)
     );
     Ok(p50)
 }
@@ -192,24 +195,25 @@ fn run() -> Result<(), String> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(PER_THREAD);
     let invs = invoices(&b, "par", PARALLEL * per_thread);
-    let who: Vec<(&str, Option<u32>)> = vec![
-        ("client", Some(std::process::id())),
-        ("A", a.pid()),
-        ("B", b.pid()),
-        ("devchain", chain.pid()),
-        ("C+D", None),
+    // Whose CPU time to count: a process, or the plugins a node started.
+    enum Who {
+        Process(Option<u32>),
+        Plugins(Option<u32>),
+    }
+    let who = [
+        ("client", Who::Process(Some(std::process::id()))),
+        ("A", Who::Process(a.pid())),
+        ("A's plugins", Who::Plugins(a.pid())),
+        ("B", Who::Process(b.pid())),
+        ("B's plugins", Who::Plugins(b.pid())),
+        ("devchain", Who::Process(chain.pid())),
     ];
-    let others = [c.pid(), d.pid()];
-    let cpu = |pid: Option<u32>| match pid {
-        Some(p) if p == std::process::id() => cpu_ticks(p).map_or(0, |(t, _)| t),
-        Some(p) => cpu_ticks_with_children(p),
-        None => others
-            .iter()
-            .flatten()
-            .map(|&p| cpu_ticks_with_children(p))
-            .sum(),
+    let cpu = |w: &Who| match *w {
+        Who::Process(p) => p.and_then(cpu_ticks).map_or(0, |(t, _)| t),
+        Who::Plugins(p) => p.map_or(0, children_cpu_ticks),
     };
-    let before: Vec<u64> = who.iter().map(|(_, p)| cpu(*p)).collect();
+    let before: Vec<u64> = who.iter().map(|(_, w)| cpu(w)).collect();
+    let steal_before = steal_ticks();
     // A mark for profilers (`perf record -p <A>` from here on).
     eprintln!(
         "{PARALLEL} in flight: starting (A pid {:?}, B pid {:?})",
@@ -244,19 +248,20 @@ fn run() -> Result<(), String> {
         format!("A→B {PARALLEL} in flight"),
         done as f64 / total.as_secs_f64()
     );
-    // Where the two cores went during that phase: CPU ms per payment for each process (a
-    // node's figure includes its plugins), and how busy the machine was.
+    // Where the two cores went during that phase: CPU ms per payment for each process,
+    // and how busy the machine was (C and D, idle here, are left out).
     let tck = clock_ticks_per_second();
     let mut busy = 0.0;
     let mut parts = Vec::new();
-    for ((name, pid), b0) in who.iter().zip(&before) {
-        let ms = (cpu(*pid).saturating_sub(*b0)) as f64 * 1000.0 / tck;
+    for ((name, w), b0) in who.iter().zip(&before) {
+        let ms = (cpu(w).saturating_sub(*b0)) as f64 * 1000.0 / tck;
         busy += ms;
         parts.push(format!("{name} {:.2}", ms / done.max(1) as f64));
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let steal = steal_since(steal_before);
     println!(
-        "{:<34} {} ms/payment; {:.0} % of {cores} cores busy",
+        "{:<34} {} ms/payment; {:.0} % of {cores} cores busy, host steal {steal}",
         "  CPU per payment",
         parts.join(", "),
         busy / (total.as_secs_f64() * 1000.0 * cores) * 100.0
@@ -285,6 +290,17 @@ fn run() -> Result<(), String> {
         ms(ready)
     );
     Ok(())
+}
+
+/// On a VM, the share of the CPUs its host took away since `before` ("st" in vmstat): a
+/// slow run with a high steal says the machine, not fulgurd, was slow.
+fn steal_since(before: Option<(u64, u64)>) -> String {
+    match (before, steal_ticks()) {
+        (Some((s0, t0)), Some((s1, t1))) if t1 > t0 => {
+            format!("{:.0} %", (s1 - s0) as f64 * 100.0 / (t1 - t0) as f64)
+        }
+        _ => "unknown".into(),
+    }
 }
 
 /// `getconf CLK_TCK` (the unit of `/proc/<pid>/stat`'s CPU times); 100 if it cannot be read.

@@ -634,24 +634,32 @@ pub fn cpu_ticks(pid: u32) -> Option<(u64, u32)> {
     Some((utime + stime, ppid))
 }
 
-/// For benchmarks: the CPU ticks of `pid` and of its direct children (a node's plugins).
-pub fn cpu_ticks_with_children(pid: u32) -> u64 {
-    let own = cpu_ticks(pid).map_or(0, |(t, _)| t);
-    let children: u64 = std::fs::read_dir("/proc")
+/// For benchmarks: (steal, total) ticks of all CPUs so far, from `/proc/stat`. Steal is
+/// the time a virtual machine's host gave this machine's CPUs to someone else.
+pub fn steal_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let v: Vec<u64> = cpu
+        .split_whitespace()
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    Some((*v.get(7)?, v.iter().sum()))
+}
+
+/// For benchmarks: the CPU ticks of the direct children of `pid` (a node's plugins).
+pub fn children_cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(cpu_ticks_of_child(pid))
-        .sum();
-    own + children
-}
-
-fn cpu_ticks_of_child(parent: u32) -> impl Fn(u32) -> Option<u64> {
-    move |pid| match cpu_ticks(pid) {
-        Some((t, ppid)) if ppid == parent => Some(t),
-        _ => None,
-    }
+        .filter_map(|child| match cpu_ticks(child) {
+            Some((t, parent)) if parent == pid => Some(t),
+            _ => None,
+        })
+        .sum()
 }
 
 /// For benchmarks: a process's resident memory (VmRSS) in KiB.
