@@ -271,9 +271,11 @@ fn restart_keeps_the_id_and_the_channel_manager() {
         n.log()
     );
     assert_eq!(id(&n), before);
-    // The engine runs again: it listens on the same socket.
-    assert_eq!(
-        n.ok("getinfo", json!({}))["binding"][0]["port"],
-        json!(port)
-    );
+    // The engine runs again: it listens on the same socket (bound once the channel manager
+    // is read, so it may come a moment after RPC answers).
+    let bound = wait_for(T, || {
+        let b = n.ok("getinfo", json!({}))["binding"][0]["port"].clone();
+        (!b.is_null()).then_some(b)
+    });
+    assert_eq!(bound, Some(json!(port)), "log:\n{}", n.log());
 }
