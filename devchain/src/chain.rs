@@ -13,7 +13,7 @@ use bitcoin::script::Builder;
 use bitcoin::transaction::Version as TxVersion;
 use bitcoin::{
     Amount, Block, BlockHash, CompactTarget, Network, OutPoint, ScriptBuf, Sequence, Transaction,
-    TxIn, TxMerkleNode, TxOut, Txid, Witness, absolute,
+    TxIn, TxMerkleNode, TxOut, Txid, Witness, Wtxid, absolute,
 };
 
 use crate::RpcError;
@@ -98,7 +98,7 @@ impl MempoolEntry {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Mempool {
     entries: HashMap<Txid, MempoolEntry>,
     spent_by: HashMap<OutPoint, Txid>,
@@ -244,6 +244,9 @@ pub struct Chain {
     mock_time: Option<u64>,
     /// conf_target -> sat/vB, set by tests through `setfeerate`.
     fee_rates: BTreeMap<u16, f64>,
+    /// The mempool's minimum feerate (sat/kvB), at least the minimum relay fee: raised by tests
+    /// through `setmempoolminfee` to play a full mempool.
+    mempool_min_fee: u64,
     store: Option<BlockStore>,
     faucet: Faucet,
 }
@@ -253,6 +256,55 @@ fn wall_clock() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// bitcoind's refusal of a transaction under the mempool's minimum feerate (a child can pay
+/// for it in a package).
+pub const MEMPOOL_MIN_FEE_NOT_MET: &str = "mempool min fee not met";
+
+/// How `submitpackage` treated one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PackageTxResult {
+    /// Was in the mempool already.
+    InMempool {
+        vsize: u64,
+        fee: Amount,
+    },
+    /// Accepted now, at `effective_kvb` (sat/kvB) over the transactions `includes`.
+    Accepted {
+        vsize: u64,
+        fee: Amount,
+        effective_kvb: u64,
+        includes: Vec<Wtxid>,
+    },
+    Rejected(String),
+}
+
+/// `submitpackage`'s outcome: `msg` is "success" when every transaction is in the mempool.
+#[derive(Debug, Clone)]
+pub struct PackageOutcome {
+    pub msg: String,
+    pub results: Vec<(Txid, Wtxid, PackageTxResult)>,
+    pub replaced: Vec<Txid>,
+}
+
+/// bitcoind's `IsChildWithParentsTree`: the last transaction spends an output of each of the
+/// others, none of which spends another, and no transaction appears twice.
+fn is_child_with_parents_tree(txs: &[Transaction]) -> bool {
+    let Some((child, parents)) = txs.split_last() else {
+        return false;
+    };
+    let ids: BTreeSet<Txid> = parents.iter().map(Transaction::compute_txid).collect();
+    if ids.len() != parents.len() || ids.contains(&child.compute_txid()) {
+        return false;
+    }
+    let spent: BTreeSet<Txid> = child.input.iter().map(|i| i.previous_output.txid).collect();
+    ids.is_subset(&spent)
+        && parents.iter().all(|p| {
+            p.input
+                .iter()
+                .all(|i| !ids.contains(&i.previous_output.txid))
+        })
 }
 
 fn reject(reason: impl Into<String>) -> RpcError {
@@ -357,6 +409,7 @@ impl Chain {
             next_seq: 0,
             mock_time: None,
             fee_rates: BTreeMap::new(),
+            mempool_min_fee: MIN_RELAY_FEE_SAT_PER_KVB,
             store: None,
             faucet,
         };
@@ -721,7 +774,8 @@ impl Chain {
 
     fn resubmit(&mut self, txs: Vec<(Transaction, u64)>) {
         for (tx, time) in txs {
-            let _ = self.accept_inner(tx, None, Some(time), false);
+            // Like bitcoind after a block or a reorganisation: no mempool-minimum check.
+            let _ = self.accept_inner(tx, None, Some(time), false, false);
         }
     }
 
@@ -902,7 +956,7 @@ impl Chain {
         tx: Transaction,
         max_feerate: Option<u64>,
     ) -> Result<Txid, RpcError> {
-        self.accept_inner(tx, max_feerate, None, false)
+        self.accept_inner(tx, max_feerate, None, false, true)
             .map(|e| e.txid)
     }
 
@@ -912,15 +966,183 @@ impl Chain {
         tx: Transaction,
         max_feerate: Option<u64>,
     ) -> Result<MempoolEntry, RpcError> {
-        self.accept_inner(tx, max_feerate, None, true)
+        self.accept_inner(tx, max_feerate, None, true, true)
     }
 
+    /// The mempool's minimum feerate, sat/kvB (`getmempoolinfo`'s `mempoolminfee`).
+    pub fn mempool_min_fee(&self) -> u64 {
+        self.mempool_min_fee
+    }
+
+    /// Raises (or lowers, never under the minimum relay fee) the mempool's minimum feerate,
+    /// as a full mempool would. Transactions already in stay.
+    pub fn set_mempool_min_fee(&mut self, sat_per_kvb: u64) {
+        self.mempool_min_fee = sat_per_kvb.max(MIN_RELAY_FEE_SAT_PER_KVB);
+    }
+
+    /// bitcoind's `submitpackage` for a child with its unconfirmed parents (or one
+    /// transaction): each transaction is tried alone first, in order; those refused only for
+    /// the mempool's minimum fee (and their descendants in the package) are then evaluated
+    /// together, where the package's feerate must meet that minimum and each its minimum relay
+    /// fee (package CPFP). What was accepted stays even if the rest is refused.
+    pub fn submit_package(
+        &mut self,
+        txs: Vec<Transaction>,
+        max_feerate: Option<u64>,
+    ) -> Result<PackageOutcome, RpcError> {
+        if txs.len() > 1 && !is_child_with_parents_tree(&txs) {
+            return Err(RpcError::new(
+                codes::VERIFY_ERROR,
+                "package topology disallowed. not child-with-parents or parents depend on each other.",
+            ));
+        }
+        let before: BTreeSet<Txid> = self.mempool.entries.keys().copied().collect();
+        let mut results: Vec<Option<PackageTxResult>> = vec![None; txs.len()];
+        let mut deferred: Vec<(usize, String)> = vec![];
+        for (i, tx) in txs.iter().enumerate() {
+            let txid = tx.compute_txid();
+            if let Some(e) = self.mempool.get(&txid) {
+                results[i] = Some(PackageTxResult::InMempool {
+                    vsize: e.vsize,
+                    fee: e.fee,
+                });
+                continue;
+            }
+            let waits_for_deferred = tx.input.iter().any(|i| {
+                deferred
+                    .iter()
+                    .any(|(d, _)| txs[*d].compute_txid() == i.previous_output.txid)
+            });
+            match self.accept_inner(tx.clone(), max_feerate, None, false, true) {
+                Ok(e) => {
+                    results[i] = Some(PackageTxResult::Accepted {
+                        vsize: e.vsize,
+                        fee: e.fee,
+                        effective_kvb: e.feerate_kvb() as u64,
+                        includes: vec![tx.compute_wtxid()],
+                    })
+                }
+                Err(e)
+                    if e.message.starts_with(MEMPOOL_MIN_FEE_NOT_MET)
+                        || (waits_for_deferred && e.code == codes::VERIFY_ERROR) =>
+                {
+                    deferred.push((i, e.message))
+                }
+                Err(e) => results[i] = Some(PackageTxResult::Rejected(e.message)),
+            }
+        }
+        let failed_alone = results
+            .iter()
+            .any(|r| matches!(r, Some(PackageTxResult::Rejected(_))));
+        let mut msg = "success".to_string();
+        if failed_alone {
+            msg = "transaction failed".into();
+            for (i, why) in deferred {
+                results[i] = Some(PackageTxResult::Rejected(why));
+            }
+        } else if !deferred.is_empty() {
+            if let Err((i, why)) = self.accept_together(&txs, &deferred, max_feerate) {
+                msg = "transaction failed".into();
+                for (d, first) in &deferred {
+                    let reason = match i {
+                        Some(i) if i != *d => first.clone(),
+                        _ => why.clone(),
+                    };
+                    results[*d] = Some(PackageTxResult::Rejected(reason));
+                }
+            } else {
+                let (fee, vsize) = deferred.iter().fold((0u64, 0u64), |(f, v), (d, _)| {
+                    let e = &self.mempool.entries[&txs[*d].compute_txid()];
+                    (f + e.fee.to_sat(), v + e.vsize)
+                });
+                let includes: Vec<Wtxid> = deferred
+                    .iter()
+                    .map(|(d, _)| txs[*d].compute_wtxid())
+                    .collect();
+                for (d, _) in &deferred {
+                    let e = &self.mempool.entries[&txs[*d].compute_txid()];
+                    results[*d] = Some(PackageTxResult::Accepted {
+                        vsize: e.vsize,
+                        fee: e.fee,
+                        effective_kvb: fee * 1000 / vsize.max(1),
+                        includes: includes.clone(),
+                    });
+                }
+            }
+        }
+        let after: BTreeSet<Txid> = self.mempool.entries.keys().copied().collect();
+        Ok(PackageOutcome {
+            msg,
+            results: txs
+                .iter()
+                .zip(results)
+                .map(|(t, r)| {
+                    (
+                        t.compute_txid(),
+                        t.compute_wtxid(),
+                        r.unwrap_or_else(|| {
+                            PackageTxResult::Rejected("package-not-validated".into())
+                        }),
+                    )
+                })
+                .collect(),
+            replaced: before.difference(&after).copied().collect(),
+        })
+    }
+
+    /// Adds `deferred` (indices into `txs`, parents first) to the mempool as one package:
+    /// each without the mempool-minimum check, then their total feerate against it and
+    /// `max_feerate`. On a refusal the mempool is restored; the error names the transaction
+    /// (`None`: the package as a whole).
+    fn accept_together(
+        &mut self,
+        txs: &[Transaction],
+        deferred: &[(usize, String)],
+        max_feerate: Option<u64>,
+    ) -> Result<(), (Option<usize>, String)> {
+        let saved = self.mempool.clone();
+        let (mut fee, mut vsize) = (0u64, 0u64);
+        for (d, _) in deferred {
+            match self.accept_inner(txs[*d].clone(), None, None, false, false) {
+                Ok(e) => {
+                    fee += e.fee.to_sat();
+                    vsize += e.vsize;
+                }
+                Err(e) => {
+                    self.mempool = saved;
+                    return Err((Some(*d), e.message));
+                }
+            }
+        }
+        let needed = self.mempool_min_fee * vsize / 1000;
+        let refusal = if fee < needed {
+            Some(format!("{MEMPOOL_MIN_FEE_NOT_MET}, {fee} < {needed}"))
+        } else if max_feerate
+            .is_some_and(|m| m > 0 && fee as u128 * 1000 > m as u128 * vsize as u128)
+        {
+            Some("max feerate exceeded".to_string())
+        } else {
+            None
+        };
+        match refusal {
+            Some(why) => {
+                self.mempool = saved;
+                Err((None, why))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Mempool acceptance of one transaction. `mempool_minimum`: also check the mempool's
+    /// minimum feerate (not for a package's members nor for transactions coming back after a
+    /// block, as in bitcoind); the minimum relay fee is always checked.
     fn accept_inner(
         &mut self,
         tx: Transaction,
         max_feerate: Option<u64>,
         time: Option<u64>,
         test_only: bool,
+        mempool_minimum: bool,
     ) -> Result<MempoolEntry, RpcError> {
         let txid = tx.compute_txid();
         if let Some(e) = self.mempool.get(&txid) {
@@ -983,6 +1205,13 @@ impl Chain {
                 "min relay fee not met, {} < {}",
                 fee.to_sat(),
                 min_fee
+            )));
+        }
+        let pool_min = self.mempool_min_fee * vsize / 1000;
+        if mempool_minimum && fee.to_sat() < pool_min {
+            return Err(reject(format!(
+                "{MEMPOOL_MIN_FEE_NOT_MET}, {} < {pool_min}",
+                fee.to_sat()
             )));
         }
         let mut all_conflicts: BTreeSet<Txid> = BTreeSet::new();
@@ -1349,7 +1578,7 @@ impl Chain {
         let rate = sat_per_vb
             .or_else(|| self.estimate_fee(6))
             .unwrap_or(FAUCET_DEFAULT_SAT_PER_VB)
-            .max(1.0);
+            .max(self.mempool_min_fee as f64 / 1000.0);
         let change_script = self.faucet.script_pubkey().clone();
         let coins = self.faucet_coins();
         let mut selected: Vec<(OutPoint, Coin)> = Vec::new();

@@ -13,7 +13,8 @@ use serde_json::{Map, Value, json};
 
 use crate::RpcError;
 use crate::chain::{
-    BlockEntry, Chain, DEFAULT_MAX_FEERATE_SAT_PER_KVB, MIN_RELAY_FEE_SAT_PER_KVB, TxLocation,
+    BlockEntry, Chain, DEFAULT_MAX_FEERATE_SAT_PER_KVB, MIN_RELAY_FEE_SAT_PER_KVB, PackageOutcome,
+    PackageTxResult, TxLocation,
 };
 use crate::codes;
 use crate::util::{
@@ -25,6 +26,9 @@ use crate::util::{
 /// follows).
 pub const VERSION: u64 = 270000;
 pub const SUBVERSION: &str = concat!("/devchain:", env!("CARGO_PKG_VERSION"), "/");
+
+/// bitcoind's `MAX_PACKAGE_COUNT`.
+const MAX_PACKAGE_COUNT: usize = 25;
 
 /// Methods and their parameter names, in bitcoind's order (named parameters map onto these).
 const METHODS: &[(&str, &[&str])] = &[
@@ -47,11 +51,13 @@ const METHODS: &[(&str, &[&str])] = &[
         &["hexstring", "maxfeerate", "maxburnamount"],
     ),
     ("testmempoolaccept", &["rawtxs", "maxfeerate"]),
+    ("submitpackage", &["package", "maxfeerate", "maxburnamount"]),
     ("getrawmempool", &["verbose", "mempool_sequence"]),
     ("getmempoolinfo", &[]),
     ("getmempoolentry", &["txid"]),
     ("estimatesmartfee", &["conf_target", "estimate_mode"]),
     ("setfeerate", &["feerate"]),
+    ("setmempoolminfee", &["feerate"]),
     ("generatetoaddress", &["nblocks", "address", "maxtries"]),
     ("generateblock", &["output", "transactions", "submit"]),
     (
@@ -592,6 +598,49 @@ impl Rpc {
                 }
                 Ok(Value::Array(out))
             }
+            "submitpackage" => {
+                let raw = p.required(0)?;
+                let raw = raw.as_array().ok_or_else(|| type_error(raw, "array"))?;
+                if raw.is_empty() || raw.len() > MAX_PACKAGE_COUNT {
+                    return Err(RpcError::new(
+                        codes::INVALID_PARAMETER,
+                        format!(
+                            "Array must contain between 1 and {MAX_PACKAGE_COUNT} transactions."
+                        ),
+                    ));
+                }
+                let max = match p.get(1) {
+                    None => DEFAULT_MAX_FEERATE_SAT_PER_KVB,
+                    Some(v) => parse_feerate_btc_kvb(v)?,
+                };
+                let mut txs = Vec::with_capacity(raw.len());
+                for (i, r) in raw.iter().enumerate() {
+                    let s = r.as_str().ok_or_else(|| type_error(r, "string"))?;
+                    txs.push(decode_tx(s).ok_or_else(|| {
+                        RpcError::new(
+                            codes::DESERIALIZATION_ERROR,
+                            format!("TX decode failed for tx {i}. Make sure the tx has at least one input."),
+                        )
+                    })?);
+                }
+                let out = self.chain().submit_package(txs, Some(max))?;
+                Ok(package_outcome_json(&out))
+            }
+            "setmempoolminfee" => {
+                let rate = p.required(0)?;
+                let sat_vb = rate
+                    .as_f64()
+                    .filter(|r| *r >= 0.0 && r.is_finite())
+                    .ok_or_else(|| {
+                        RpcError::new(
+                            codes::INVALID_PARAMETER,
+                            "feerate must be a non-negative number of sat/vB",
+                        )
+                    })?;
+                let mut chain = self.chain();
+                chain.set_mempool_min_fee((sat_vb * 1000.0).round() as u64);
+                Ok(json!({"mempoolminfee": sat_to_btc_value(chain.mempool_min_fee() as i64)}))
+            }
             "getrawmempool" => {
                 let verbose = p.opt_bool(0)?.unwrap_or(false);
                 let chain = self.chain();
@@ -621,7 +670,7 @@ impl Rpc {
                     "usage": bytes * 4,
                     "total_fee": btc_value(fees),
                     "maxmempool": 300_000_000u64,
-                    "mempoolminfee": min,
+                    "mempoolminfee": sat_to_btc_value(chain.mempool_min_fee() as i64),
                     "minrelaytxfee": min,
                     "incrementalrelayfee": min,
                     "unbroadcastcount": 0,
@@ -879,6 +928,46 @@ fn reply(id: Value, result: Result<Value, RpcError>) -> Vec<u8> {
     let mut v = serde_json::to_vec(&reply_value(id, result)).unwrap_or_default();
     v.push(b'\n');
     v
+}
+
+/// bitcoind's `submitpackage` result.
+fn package_outcome_json(out: &PackageOutcome) -> Value {
+    let mut results = Map::new();
+    for (txid, wtxid, r) in &out.results {
+        let mut o = Map::new();
+        o.insert("txid".into(), json!(txid.to_string()));
+        match r {
+            PackageTxResult::InMempool { vsize, fee } => {
+                o.insert("vsize".into(), json!(vsize));
+                o.insert("fees".into(), json!({"base": btc_value(*fee)}));
+            }
+            PackageTxResult::Accepted {
+                vsize,
+                fee,
+                effective_kvb,
+                includes,
+            } => {
+                o.insert("vsize".into(), json!(vsize));
+                o.insert(
+                    "fees".into(),
+                    json!({
+                        "base": btc_value(*fee),
+                        "effective-feerate": sat_to_btc_value(*effective_kvb as i64),
+                        "effective-includes": includes.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+                    }),
+                );
+            }
+            PackageTxResult::Rejected(why) => {
+                o.insert("error".into(), json!(why));
+            }
+        }
+        results.insert(wtxid.to_string(), Value::Object(o));
+    }
+    json!({
+        "package_msg": out.msg,
+        "tx-results": results,
+        "replaced-transactions": out.replaced.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+    })
 }
 
 fn fee_rates_json(rates: &BTreeMap<u16, f64>) -> Value {

@@ -449,3 +449,142 @@ fn http_statuses_and_envelopes() {
     assert_eq!(v[1]["error"]["code"], -32601);
     assert_eq!(v[1]["id"], 2);
 }
+
+/// A P2WPKH spend by `key(1)` of `parent`'s output 0 (worth `value`), paying `fee`.
+fn child_of(parent: &bitcoin::Transaction, fee: u64) -> bitcoin::Transaction {
+    let value = parent.output[0].value;
+    let mut tx = unsigned(
+        &[Spend {
+            outpoint: bitcoin::OutPoint {
+                txid: parent.compute_txid(),
+                vout: 0,
+            },
+            value,
+            sequence: Sequence::MAX,
+        }],
+        vec![bitcoin::TxOut {
+            value: value - Amount::from_sat(fee),
+            script_pubkey: p2wpkh(&key(2)),
+        }],
+        bitcoin::absolute::LockTime::ZERO,
+    );
+    sign_p2wpkh(&mut tx, &[value], &key(1));
+    tx
+}
+
+#[test]
+fn submitpackage_lets_a_child_pay_for_a_parent_under_the_mempool_minimum() {
+    let rpc = rpc();
+    let raw = |t: &bitcoin::Transaction| hex(&serialize(t));
+    // Coinbases 1 to 3 mature.
+    rpc.call("generatetoaddress", json!([2, faucet_addr(&rpc)]))
+        .unwrap();
+    // A full mempool, played: 10 sat/vB to get in alone; the relay minimum stays 1 sat/vB.
+    let set = rpc.call("setmempoolminfee", json!([10])).unwrap();
+    assert_eq!(set["mempoolminfee"], 0.0001);
+    let info = rpc.call("getmempoolinfo", json!([])).unwrap();
+    assert_eq!(info["mempoolminfee"], 0.0001);
+    assert_eq!(info["minrelaytxfee"], 0.00001);
+
+    let parent = spend_coinbase(&rpc.chain(), 1, p2wpkh(&key(1)), 200, Sequence::MAX);
+    let (c, m) = code(rpc.call("sendrawtransaction", json!([raw(&parent)])));
+    assert_eq!(c, codes::VERIFY_REJECTED);
+    assert!(m.starts_with("mempool min fee not met, 200 < "), "{m}");
+    let child = child_of(&parent, 5_000);
+    let (c, _) = code(rpc.call("sendrawtransaction", json!([raw(&child)])));
+    assert_eq!(c, codes::VERIFY_ERROR, "the child alone lacks its parent");
+
+    // Bad packages.
+    let (c, m) = code(rpc.call("submitpackage", json!([[raw(&child), raw(&parent)]])));
+    assert_eq!(c, codes::VERIFY_ERROR);
+    assert!(m.starts_with("package topology disallowed"), "{m}");
+    let (c, _) = code(rpc.call("submitpackage", json!([[]])));
+    assert_eq!(c, codes::INVALID_PARAMETER);
+    let (c, m) = code(rpc.call("submitpackage", json!([["00"]])));
+    assert_eq!(c, codes::DESERIALIZATION_ERROR);
+    assert!(m.starts_with("TX decode failed for tx 0."), "{m}");
+
+    // Together: the package's feerate counts.
+    let r = rpc
+        .call(
+            "submitpackage",
+            json!({"package": [raw(&parent), raw(&child)]}),
+        )
+        .unwrap();
+    assert_eq!(r["package_msg"], "success", "{r}");
+    let (pw, cw) = (
+        parent.compute_wtxid().to_string(),
+        child.compute_wtxid().to_string(),
+    );
+    let pr = &r["tx-results"][&pw];
+    assert_eq!(pr["txid"], parent.compute_txid().to_string());
+    assert_eq!(pr["fees"]["base"], 0.000002);
+    let vsize = pr["vsize"].as_u64().unwrap() + r["tx-results"][&cw]["vsize"].as_u64().unwrap();
+    let rate = pr["fees"]["effective-feerate"].as_f64().unwrap();
+    assert!(
+        (rate * 1e8 - 5_200_000.0 / vsize as f64).abs() < 1.0,
+        "{rate}"
+    );
+    assert_eq!(pr["fees"]["effective-includes"], json!([pw, cw]));
+    assert_eq!(r["replaced-transactions"], json!([]));
+    let pool = rpc.call("getrawmempool", json!([])).unwrap();
+    assert_eq!(pool.as_array().unwrap().len(), 2);
+    // Again: already there, no effective feerate.
+    let r = rpc
+        .call("submitpackage", json!([[raw(&parent), raw(&child)]]))
+        .unwrap();
+    assert_eq!(r["package_msg"], "success");
+    assert!(
+        r["tx-results"][&pw]["fees"]
+            .get("effective-feerate")
+            .is_none()
+    );
+
+    // A child that does not pay enough for both: nothing gets in.
+    let poor_parent = spend_coinbase(&rpc.chain(), 2, p2wpkh(&key(1)), 200, Sequence::MAX);
+    let poor_child = child_of(&poor_parent, 300);
+    let r = rpc
+        .call(
+            "submitpackage",
+            json!([[raw(&poor_parent), raw(&poor_child)]]),
+        )
+        .unwrap();
+    assert_eq!(r["package_msg"], "transaction failed");
+    let e = r["tx-results"][poor_parent.compute_wtxid().to_string()]["error"]
+        .as_str()
+        .unwrap();
+    assert!(e.starts_with("mempool min fee not met, 500 < "), "{e}");
+    // Under the relay minimum: no child helps (not a TRUC package).
+    let cheap_parent = spend_coinbase(&rpc.chain(), 3, p2wpkh(&key(1)), 50, Sequence::MAX);
+    let rich_child = child_of(&cheap_parent, 50_000);
+    let r = rpc
+        .call(
+            "submitpackage",
+            json!([[raw(&cheap_parent), raw(&rich_child)]]),
+        )
+        .unwrap();
+    assert_eq!(r["package_msg"], "transaction failed");
+    let e = r["tx-results"][cheap_parent.compute_wtxid().to_string()]["error"]
+        .as_str()
+        .unwrap();
+    assert!(e.starts_with("min relay fee not met"), "{e}");
+    assert_eq!(
+        rpc.call("getrawmempool", json!([]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Mined together; a new block does not re-check the mempool minimum.
+    rpc.call("generatetoaddress", json!([1, faucet_addr(&rpc)]))
+        .unwrap();
+    assert_eq!(rpc.call("getrawmempool", json!([])).unwrap(), json!([]));
+    let v = rpc
+        .call(
+            "getrawtransaction",
+            json!([parent.compute_txid().to_string(), true]),
+        )
+        .unwrap();
+    assert_eq!(v["confirmations"], 1);
+}

@@ -166,3 +166,43 @@ def test_fundchannel_all_leaves_the_emergency_reserve(ln):
     with pytest.raises(RpcError) as e:
         a.rpc.withdraw(b.rpc.newaddr("bech32")["bech32"], 2_000)
     assert e.value.error["code"] == 313
+
+
+@pytest.mark.watchdog(300)
+def test_force_close_under_a_risen_mempool_minimum_goes_in_as_a_package(ln):
+    """The mempool filled since the channel last set its commitment feerate: the commitment
+    alone is refused ("mempool min fee not met"), so it goes with its CPFP child through
+    `submitpackage`, where the child's fee counts for both."""
+    ln.chain.call("setfeerate", {"2": 3, "6": 2, "12": 2, "100": 1})
+    a = ln.node()
+    b = ln.node()
+    ln.fund(a)
+    ln.open(a, b, sat=CHANNEL_SAT)
+    b.stop()
+    wait_for(lambda: not a.rpc.listpeers(b.id)["peers"][0]["connected"], what="B gone")
+    # B is offline, so the channel cannot update its feerate (update_fee) any more.
+    ln.chain.call("setmempoolminfee", 20)
+    ln.chain.call("setfeerate", {"2": 30, "6": 25, "12": 22, "100": 21})
+    wait_for(lambda: a.rpc.feerates("perkw")["perkw"]["floor"] >= 5_000, what="A sees the fees")
+    mark = a.log_mark()
+    cl = a.rpc.close(b.id, unilateraltimeout=0)
+    assert cl["type"] == "unilateral"
+    commitment = cl["txids"][0]
+    child = log_value(a, rf"Broadcasting anchor transaction (\w+) to bump channel close with "
+                         rf"txid {commitment}", start=mark)
+    a.wait_for_log(rf"Broadcast of {commitment} failed: .*mempool min fee not met", start=mark)
+    a.wait_for_log(rf"Broadcast {commitment} with its child {child} as a package \(submitpackage\)",
+                   start=mark)
+    wait_for(lambda: {commitment, child} <= set(mempool(ln)), what="commitment + CPFP child")
+    # The commitment alone is under the mempool's minimum; with its child, above it.
+    c_entry = ln.chain.call("getmempoolentry", commitment)
+    k_entry = ln.chain.call("getmempoolentry", child)
+    assert c_entry["fees"]["base"] * 1e8 / c_entry["vsize"] < 20, c_entry
+    package = (c_entry["fees"]["base"] + k_entry["fees"]["base"]) * 1e8 / (
+        c_entry["vsize"] + k_entry["vsize"])
+    assert package >= 20, (c_entry, k_entry)
+    ln.mine(1)
+    assert tx(ln, commitment).get("confirmations", 0) >= 1
+    assert tx(ln, child).get("confirmations", 0) >= 1
+    wait_for(lambda: [c["state"] for c in a.rpc.listpeerchannels(b.id)["channels"]]
+             == ["ONCHAIN"], what="channel ONCHAIN on A")

@@ -362,6 +362,63 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Sends a child with its unconfirmed parents (parents first) through bitcoind's
+    /// `submitpackage`, where the child's fee counts for a parent under the mempool's minimum
+    /// fee. Ok when every transaction is in the mempool (or was already). Backend plugins
+    /// have no such method (CLN's interface), nor has a bitcoind before 26: `-32601`.
+    pub async fn submit_package(&self, txs: &[Transaction]) -> Result<(), BroadcastError> {
+        let hex: Vec<String> = txs
+            .iter()
+            .map(bitcoin::consensus::encode::serialize_hex)
+            .collect();
+        match self {
+            Backend::Rpc(r) => match r.call_json("submitpackage", &[json!(hex)]).await {
+                Ok(v) => package_verdict(&v),
+                Err(CallError::Rpc { code, message }) => Err(BroadcastError { code, message }),
+                Err(e) => Err(BroadcastError {
+                    code: -1,
+                    message: e.to_string(),
+                }),
+            },
+            Backend::Plugins(_) => Err(BroadcastError {
+                code: -32601,
+                message: "the Bitcoin backend plugins' interface has no submitpackage".into(),
+            }),
+        }
+    }
+}
+
+/// `submitpackage`'s result: `package_msg` "success", or the refusal with each transaction's
+/// error.
+fn package_verdict(v: &Value) -> Result<(), BroadcastError> {
+    let msg = v.get("package_msg").and_then(Value::as_str).unwrap_or("");
+    if msg == "success" {
+        return Ok(());
+    }
+    let errors: Vec<String> = v
+        .get("tx-results")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.values()
+                .filter_map(|r| {
+                    let txid = r.get("txid").and_then(Value::as_str)?;
+                    let e = r.get("error").and_then(Value::as_str)?;
+                    Some(format!("{txid}: {e}"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Err(BroadcastError {
+        code: -26,
+        message: if errors.is_empty() {
+            msg.to_string()
+        } else {
+            format!("{msg} ({})", errors.join("; "))
+        },
+    })
+}
+
 impl BlockSource for Backend {
     async fn get_header<'a>(
         &'a self,
@@ -404,6 +461,24 @@ mod tests {
             e,
             "Could not access the plugin for getutxout, is a Bitcoin plugin (by default plugins/bcli) registered ?"
         );
+    }
+
+    #[test]
+    fn submitpackage_verdicts() {
+        assert!(package_verdict(&json!({"package_msg": "success", "tx-results": {}})).is_ok());
+        let e = package_verdict(&json!({
+            "package_msg": "transaction failed",
+            "tx-results": {"w1": {"txid": "aa", "error": "min relay fee not met, 100 < 150"},
+                           "w2": {"txid": "bb", "vsize": 150, "fees": {"base": 0.0001}}}
+        }))
+        .err()
+        .unwrap_or_else(|| panic!("a failed package is an error"));
+        assert_eq!(e.code, -26);
+        assert_eq!(
+            e.message,
+            "transaction failed (aa: min relay fee not met, 100 < 150)"
+        );
+        assert!(package_verdict(&json!({})).is_err());
     }
 
     #[test]

@@ -5,10 +5,13 @@
 //!
 //! Packages: LDK hands an anchor channel's commitment and its CPFP child together. They go
 //! out one `sendrawtransaction` at a time, parent first; a child whose parent is not known
-//! yet (-25) is retried like any other. If the backend refuses the parent for good (e.g. below
-//! its mempool minimum fee, which only `submitpackage` could get past), the children are not
-//! sent (they could only fail) and that is logged; LDK hands the whole package again, with a
-//! higher fee, at the next block.
+//! yet (-25) is retried like any other. If the backend refuses a parent below its mempool
+//! minimum fee (-26 "mempool min fee not met": the commitment's feerate was fixed when the
+//! channel last updated it, and the mempool filled since), the parent and the child spending
+//! it go together through `submitpackage` (bitcoind's package CPFP: the child's fee counts for
+//! both). If that is refused too, or the backend has no `submitpackage` (older bitcoind,
+//! backend plugins), the child is not sent (it could only fail) and that is logged; LDK hands
+//! the whole package again, with a higher fee, at the next block.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -51,6 +54,25 @@ pub fn parents_first(mut txs: Vec<Transaction>) -> Vec<Transaction> {
         out.push(txs.remove(pos));
     }
     out
+}
+
+/// bitcoind's refusal of a transaction whose feerate is under the mempool's current minimum,
+/// which a child paying for it can overcome in a package (not the fixed minimum relay fee).
+pub fn below_mempool_minimum(e: &BroadcastError) -> bool {
+    e.code == -26 && e.message.contains("mempool min fee not met")
+}
+
+async fn submit_package_once(
+    backend: &Arc<OnceLock<Arc<Backend>>>,
+    txs: &[Transaction],
+) -> Result<(), BroadcastError> {
+    match backend.get() {
+        Some(b) => b.submit_package(txs).await,
+        None => Err(BroadcastError {
+            code: -1,
+            message: "the Bitcoin backend is not ready yet".into(),
+        }),
+    }
 }
 
 async fn send_once(
@@ -107,34 +129,71 @@ impl Broadcaster {
                 let (b, tx) = (backend.clone(), tx.clone());
                 async move { send_once(&b, &tx).await }
             };
-            send_package(txs, send, &log, limit).await;
+            let submit = |txs: Vec<Transaction>| {
+                let b = backend.clone();
+                async move { submit_package_once(&b, &txs).await }
+            };
+            send_package(txs, send, submit, &log, limit).await;
         });
     }
 }
 
 /// Sends `txs` parents first, each retried with backoff on [`retryable`] errors for up to
-/// `limit`; a transaction spending one the backend refused for good is not sent. Returns
-/// the transactions sent.
-async fn send_package<F, Fut>(
+/// `limit`. A transaction spending parents refused only for being under the mempool's
+/// minimum fee goes with them through `submit` (one package: those parents, then it); a
+/// transaction spending one refused for good (or whose package was refused) is not sent.
+/// Returns the transactions sent.
+async fn send_package<F, Fut, P, PFut>(
     txs: Vec<Transaction>,
     mut send: F,
+    mut submit: P,
     log: &SourceLog,
     limit: Duration,
 ) -> Vec<Txid>
 where
     F: FnMut(&Transaction) -> Fut,
     Fut: std::future::Future<Output = Result<Txid, BroadcastError>>,
+    P: FnMut(Vec<Transaction>) -> PFut,
+    PFut: std::future::Future<Output = Result<(), BroadcastError>>,
 {
     let mut sent = vec![];
     let mut refused: Vec<Txid> = vec![];
+    // Refused for their feerate only: a child may still carry them in a package.
+    let mut below_minimum: Vec<Transaction> = vec![];
     for tx in parents_first(txs) {
         let txid = tx.compute_txid();
-        if let Some(parent) = tx
-            .input
+        let spent: Vec<Txid> = tx.input.iter().map(|i| i.previous_output.txid).collect();
+        let parents: Vec<Transaction> = below_minimum
             .iter()
-            .map(|i| i.previous_output.txid)
-            .find(|p| refused.contains(p))
-        {
+            .filter(|p| spent.contains(&p.compute_txid()))
+            .cloned()
+            .collect();
+        let blocked = spent
+            .iter()
+            .any(|p| refused.contains(p) && !parents.iter().any(|b| b.compute_txid() == *p));
+        if !parents.is_empty() && !blocked {
+            let ids: Vec<Txid> = parents.iter().map(Transaction::compute_txid).collect();
+            let mut package = parents;
+            package.push(tx.clone());
+            match submit(package).await {
+                Ok(()) => {
+                    log.info(&format!(
+                        "Broadcast {} with its child {txid} as a package (submitpackage): alone it was under the mempool minimum fee",
+                        join(&ids)
+                    ));
+                    refused.retain(|r| !ids.contains(r));
+                    below_minimum.retain(|b| !ids.contains(&b.compute_txid()));
+                    sent.extend(ids);
+                    sent.push(txid);
+                    continue;
+                }
+                Err(e) => log.unusual(&format!(
+                    "Package of {} and its child {txid} refused ({e}); LDK hands it again, with a higher fee, at the next block",
+                    join(&ids)
+                )),
+            }
+        }
+        if let Some(parent) = spent.iter().find(|p| refused.contains(p)) {
             log.unusual(&format!(
                 "Not broadcasting {txid}: its parent {parent} was refused (sent again with the package later)"
             ));
@@ -167,6 +226,9 @@ where
                         || e.message.contains("same-nonwitness-data");
                     if !known {
                         refused.push(txid);
+                        if below_mempool_minimum(&e) {
+                            below_minimum.push(tx.clone());
+                        }
                     }
                     break;
                 }
@@ -174,6 +236,13 @@ where
         }
     }
     sent
+}
+
+fn join(ids: &[Txid]) -> String {
+    ids.iter()
+        .map(Txid::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl TxBroadcaster for Broadcaster {
@@ -254,6 +323,80 @@ mod tests {
         Ok(txid)
     }
 
+    fn no_packages(_: Vec<Transaction>) -> std::future::Ready<Result<(), BroadcastError>> {
+        std::future::ready(Err(BroadcastError {
+            code: -32601,
+            message: "Method not found".into(),
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_parent_under_the_mempool_minimum_goes_with_its_child_as_a_package() {
+        let parent = tx(None, 1);
+        let child = tx(Some(parent.compute_txid()), 2);
+        let unrelated = tx(None, 3);
+        let (p, c, u) = (
+            parent.compute_txid(),
+            child.compute_txid(),
+            unrelated.compute_txid(),
+        );
+        let known = std::sync::Mutex::new(vec![]);
+        let packages = std::sync::Mutex::new(vec![]);
+        let sent = send_package(
+            vec![child.clone(), unrelated.clone(), parent.clone()],
+            |t| std::future::ready(fake(&known, vec![p], t)),
+            |txs: Vec<Transaction>| {
+                packages.lock().unwrap_or_else(|p| p.into_inner()).push(
+                    txs.iter()
+                        .map(Transaction::compute_txid)
+                        .collect::<Vec<_>>(),
+                );
+                std::future::ready(Ok(()))
+            },
+            &quiet(),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_eq!(sent, vec![u, p, c]);
+        assert_eq!(
+            packages.into_inner().unwrap_or_else(|p| p.into_inner()),
+            vec![vec![p, c]]
+        );
+        // Refused for good (not the mempool minimum): no package is tried, the child stays.
+        let known = std::sync::Mutex::new(vec![]);
+        let tried = std::sync::atomic::AtomicU32::new(0);
+        let sent = send_package(
+            vec![parent.clone(), child.clone()],
+            |t| {
+                let r = fake(&known, vec![p], t).map_err(|e| BroadcastError {
+                    message: "min relay fee not met, 100 < 200".into(),
+                    ..e
+                });
+                std::future::ready(r)
+            },
+            |_| {
+                tried.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                std::future::ready(Ok(()))
+            },
+            &quiet(),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(sent.is_empty());
+        assert_eq!(tried.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // A backend without submitpackage: the child is held back as before.
+        let known = std::sync::Mutex::new(vec![]);
+        let sent = send_package(
+            vec![parent, child],
+            |t| std::future::ready(fake(&known, vec![p], t)),
+            no_packages,
+            &quiet(),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(sent.is_empty());
+    }
+
     #[tokio::test]
     async fn a_package_goes_parent_first_and_a_refused_parent_stops_its_child() {
         let parent = tx(None, 1);
@@ -264,6 +407,7 @@ mod tests {
         let sent = send_package(
             vec![child.clone(), parent.clone()],
             |t| std::future::ready(fake(&known, vec![], t)),
+            no_packages,
             &quiet(),
             Duration::from_secs(60),
         )
@@ -281,6 +425,7 @@ mod tests {
                 }
                 std::future::ready(fake(&known, vec![], t))
             },
+            no_packages,
             &quiet(),
             Duration::from_secs(60),
         )
@@ -296,6 +441,7 @@ mod tests {
                 tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 std::future::ready(fake(&known, vec![p], t))
             },
+            no_packages,
             &quiet(),
             Duration::from_secs(60),
         )
