@@ -52,6 +52,8 @@ def test_anchor_force_close_cpfp_htlc_timeout_and_sweep(ln):
     a = ln.node()
     b = ln.node()
     ln.fund(a)
+    # B holds the emergency reserve, so it takes anchor channels.
+    ln.fund(b, 0.001)
     ln.open(a, b, sat=CHANNEL_SAT)
 
     # --- The channel is an anchor channel on both sides (CLN's names, schema-checked).
@@ -147,12 +149,35 @@ def test_anchor_force_close_cpfp_htlc_timeout_and_sweep(ln):
     assert a.rpc.listsendpays(payment_hash=h)["payments"][0]["status"] != "complete"
 
 
+def test_an_anchor_channel_needs_the_acceptors_emergency_reserve(ln):
+    """A node whose wallet lacks min-emergency-msat could not fee-bump an anchor channel's
+    force close: it refuses inbound anchor channels (as LND and ldk-node do), and the LDK
+    opener retries with a static_remote_key channel, whose commitment carries its fee."""
+    a = ln.node()
+    b = ln.node()
+    ln.fund(a)
+    ln.connect(a, b)
+    r = a.rpc.fundchannel(b.id, 500_000)
+    assert r["channel_type"] == {"bits": [12], "names": ["static_remotekey/even"]}
+    b.wait_for_log(r"Channel from \w+ rejected: anchor channels need min-emergency-msat "
+                   r"25000sat confirmed in our wallet to fee-bump a force close; we have 0sat")
+    wait_for(lambda: r["txid"] in mempool(ln), what="funding tx")
+    ln.mine(1)
+    [ch] = b.rpc.listpeerchannels(a.id)["channels"]
+    assert "option_anchors" not in ch["features"], ch["features"]
+    # With its reserve confirmed, B takes the next one as an anchor channel.
+    ln.fund(b, 0.0003)
+    r = a.rpc.fundchannel(b.id, 400_000)
+    assert r["channel_type"]["names"] == ["static_remotekey/even", "anchors/even"]
+
+
 def test_fundchannel_all_leaves_the_emergency_reserve(ln):
     a = ln.node()
     b = ln.node()
     ln.fund(a, 0.01)
+    ln.fund(b, 0.001)
     ln.connect(a, b)
-    # The peer supports anchors, so the channel will be one: 'all' keeps 25,000 sat back as
+    # The peer supports anchors (and holds its emergency reserve), so the channel will be one: 'all' keeps 25,000 sat back as
     # change for its fee bumps (CLN's behaviour), the rest (minus fees) funds the channel.
     r = a.rpc.fundchannel(b.id, "all")
     wait_for(lambda: r["txid"] in ln.chain.call("getrawmempool"), what="funding tx")
@@ -177,6 +202,8 @@ def test_force_close_under_a_risen_mempool_minimum_goes_in_as_a_package(ln):
     a = ln.node()
     b = ln.node()
     ln.fund(a)
+    # B holds the emergency reserve, so it takes anchor channels.
+    ln.fund(b, 0.001)
     ln.open(a, b, sat=CHANNEL_SAT)
     b.stop()
     wait_for(lambda: not a.rpc.listpeers(b.id)["peers"][0]["connected"], what="B gone")

@@ -150,6 +150,8 @@ def test_openchannel_hook_and_channel_life(ln):
     b = ln.node(plugins=[NOTES, OPENHOOK])
     start_height = ln.chain.height()
     ln.fund(a)
+    # B holds the emergency reserve, so it takes anchor channels.
+    ln.fund(b, 0.001)
     ln.connect(a, b)
 
     # --- connect: both sides, with the direction each one sees.

@@ -124,6 +124,8 @@ fn force_close_returns_funds_after_the_delay() {
     let a = LnNode::start("force-a", &b, &[]);
     let bn = LnNode::start("force-b", &b, &[]);
     fund_wallet(&b, &a, 1.0);
+    // B holds the emergency reserve, so it takes anchor channels.
+    fund_wallet(&b, &bn, 0.001);
     open_channel(&b, &a, &bn, 500_000, &[]);
     // An anchor channel (both ends negotiate option_anchors_zero_fee_htlc_tx).
     let ca = a.channel_with(&bn.id).unwrap_or_default();

@@ -224,11 +224,15 @@ impl Lightning {
             is_announced,
             channel_type,
         } = req;
+        let anchors = channel_type.supports_anchors_zero_fee_htlc_tx();
         let channel_type = channel_type_json(Some(&channel_type));
         let me = self.clone();
         tokio::spawn(async move {
-            let mut reject: Option<String> = None;
-            if me.plugins.has_hook(Hook::Openchannel) {
+            let mut reject = anchors.then(|| me.short_of_emergency_reserve()).flatten();
+            if let Some(why) = &reject {
+                me.log.info(&format!("Channel from {peer} rejected: {why}"));
+            }
+            if reject.is_none() && me.plugins.has_hook(Hook::Openchannel) {
                 let payload = json!({"openchannel": {
                     "id": peer.to_string(),
                     "funding_msat": funding_sat * 1000,
@@ -286,6 +290,21 @@ impl Lightning {
             }
             me.peers.process_events();
         });
+    }
+
+    /// Why an inbound anchor channel must be refused now, if it must: a force close of it
+    /// needs wallet coins for its fees (CPFP through the anchor, HTLC transactions), so the
+    /// confirmed wallet must hold `--min-emergency-msat` (as LND and ldk-node refuse such
+    /// channels without their reserve). An LDK opener then retries without anchors
+    /// (static_remote_key: the commitment carries its own fee).
+    fn short_of_emergency_reserve(&self) -> Option<String> {
+        let need = self.wallet.emergency_sat(true);
+        let have = self.wallet.spendable_sat(1);
+        (have < need).then(|| {
+            format!(
+                "anchor channels need min-emergency-msat {need}sat confirmed in our wallet to fee-bump a force close; we have {have}sat"
+            )
+        })
     }
 
     /// Outputs of a closed channel that are ours: LDK's sweeper spends them into the wallet

@@ -739,7 +739,6 @@ impl Wallet {
     }
 
     /// Confirmed, spendable (mature, unreserved, unspent) balance.
-    #[allow(dead_code)] // For channel funding (next issue) and the tests.
     pub fn spendable_sat(&self, minconf: u32) -> u64 {
         let st = self.state();
         self.candidates(&st, minconf)
