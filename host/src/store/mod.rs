@@ -143,6 +143,14 @@ const MIGRATIONS: &[&str] = &[
     // `offered` row by incoming channel. Both grew linearly with the node's history.
     "CREATE INDEX invoices_by_status_expiry ON invoices (status, expires_at);
      CREATE INDEX forwards_by_in_channel ON forwards (in_channel, status);",
+    // 8: wallet coins reserved by a spend not confirmed yet (txprepare, channel funding, an
+    // anchor channel's fee bump), until a block height, as CLN's `reserved_til`: a restart
+    // must not offer a coin that a fee bump in the mempool spends to another spend.
+    "CREATE TABLE wallet_reservations (
+        outpoint TEXT PRIMARY KEY,
+        until_height INTEGER NOT NULL,
+        fee_bump INTEGER NOT NULL
+    );",
 ];
 
 /// Why the database could not be used.

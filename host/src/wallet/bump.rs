@@ -80,10 +80,10 @@ impl Wallet {
             }
         }
         let until = st.tip().height + RESERVE_BLOCKS;
-        for op in coins {
-            st.reserved.insert(*op, until);
-            st.bumps.insert(*op);
-        }
+        st.reserve(coins, until, true);
+        drop(st);
+        // Kept across a restart: the bump may sit in the mempool for many blocks.
+        self.persist_soon();
         Ok(())
     }
 
@@ -247,5 +247,7 @@ impl Wallet {
             .copied()
             .collect();
         st.release(&ours);
+        drop(st);
+        self.persist_soon();
     }
 }

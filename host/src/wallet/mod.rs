@@ -324,9 +324,36 @@ struct State {
     bumps: HashSet<OutPoint>,
     txindex: HashMap<Txid, u32>,
     txindex_pending: Vec<(Txid, u32)>,
+    /// `reserved` changed since it was last written.
+    reservations_dirty: bool,
 }
 
 impl State {
+    /// Reserves `ops` until `until` (`bump`: for an anchor channel's fee bump).
+    fn reserve(&mut self, ops: &[OutPoint], until: u32, bump: bool) {
+        for op in ops {
+            self.reserved.insert(*op, until);
+            if bump {
+                self.bumps.insert(*op);
+            }
+        }
+        self.reservations_dirty |= !ops.is_empty();
+    }
+
+    /// The reservations as stored, when they changed since last written.
+    fn take_reservations(&mut self) -> Option<Vec<persist::Reservation>> {
+        if !std::mem::take(&mut self.reservations_dirty) {
+            return None;
+        }
+        let mut all: Vec<persist::Reservation> = self
+            .reserved
+            .iter()
+            .map(|(op, until)| (*op, *until, self.bumps.contains(op)))
+            .collect();
+        all.sort();
+        Some(all)
+    }
+
     fn slot(&self, k: Kind) -> &Slot {
         match k {
             Kind::P2tr => &self.tr,
@@ -352,7 +379,7 @@ impl State {
 
     fn release(&mut self, ops: &[OutPoint]) {
         for op in ops {
-            self.reserved.remove(op);
+            self.reservations_dirty |= self.reserved.remove(op).is_some();
             self.bumps.remove(op);
         }
     }
@@ -562,6 +589,14 @@ impl Wallet {
                 })
                 .await?;
         }
+        let mut reserved = HashMap::new();
+        let mut bumps = HashSet::new();
+        for (op, until, bump) in &loaded.reservations {
+            reserved.insert(*op, *until);
+            if *bump {
+                bumps.insert(*op);
+            }
+        }
         let wallet = Arc::new_cyclic(|me| Wallet {
             network,
             master,
@@ -570,11 +605,12 @@ impl Wallet {
             state: Mutex::new(State {
                 tr,
                 wpkh,
-                reserved: HashMap::new(),
+                reserved,
                 prepared: HashMap::new(),
-                bumps: HashSet::new(),
+                bumps,
                 txindex: loaded.txindex,
                 txindex_pending: vec![],
+                reservations_dirty: false,
             }),
             persist_lock: tokio::sync::Mutex::new(()),
             fees: RwLock::new(fees),
@@ -651,7 +687,7 @@ impl Wallet {
     /// Writes every staged change to the database, in order.
     pub async fn persist(&self) -> Result<(), WalletError> {
         let _order = self.persist_lock.lock().await;
-        let (sets, txindex) = {
+        let (sets, txindex, reservations) = {
             let mut st = self.state();
             st.tr.drain();
             st.wpkh.drain();
@@ -659,19 +695,26 @@ impl Wallet {
                 ("p2tr", std::mem::take(&mut st.tr.pending)),
                 ("p2wpkh", std::mem::take(&mut st.wpkh.pending)),
             ];
-            (sets, std::mem::take(&mut st.txindex_pending))
+            (
+                sets,
+                std::mem::take(&mut st.txindex_pending),
+                st.take_reservations(),
+            )
         };
-        if sets.iter().all(|(_, cs)| cs.is_empty()) && txindex.is_empty() {
+        if sets.iter().all(|(_, cs)| cs.is_empty()) && txindex.is_empty() && reservations.is_none()
+        {
             return Ok(());
         }
+        let wrote_reservations = reservations.is_some();
         let r = self
             .store
-            .with(move |c| persist::append(c, &sets, &txindex).map(|()| (sets, txindex)))
+            .with(move |c| persist::append(c, &sets, &txindex, reservations.as_deref()))
             .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.into()),
+        if r.is_err() && wrote_reservations {
+            // Written again with the next change.
+            self.state().reservations_dirty = true;
         }
+        Ok(r?)
     }
 
     /// Persists in the background (from the synchronous [`Listen`] callbacks); without a
@@ -1114,10 +1157,7 @@ impl Wallet {
             }
         }
         let inputs: Vec<OutPoint> = selected.iter().map(|(_, o)| o.outpoint).collect();
-        let until = tip.height + RESERVE_BLOCKS;
-        for op in &inputs {
-            st.reserved.insert(*op, until);
-        }
+        st.reserve(&inputs, tip.height + RESERVE_BLOCKS, false);
         drop(st);
         Ok(Prepared { psbt, inputs })
     }
@@ -1183,6 +1223,7 @@ impl Wallet {
     /// Releases the reservation of coins picked for a transaction that will not be sent.
     pub fn release(&self, inputs: &[OutPoint]) {
         self.state().release(inputs);
+        self.persist_soon();
     }
 
     async fn send_signed(&self, inputs: &[OutPoint], tx: Transaction) -> Result<Txid, WalletError> {
@@ -1254,6 +1295,8 @@ impl Wallet {
             .remove(&txid)
             .ok_or_else(|| WalletError::Other(format!("{txid} not an unreleased txid")))?;
         st.release(&p.inputs);
+        drop(st);
+        self.persist_soon();
         Ok(p.psbt.unsigned_tx)
     }
 

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use bdk_wallet::ChangeSet;
 use bdk_wallet::chain::Merge;
-use bitcoin::Txid;
+use bitcoin::{OutPoint, Txid};
 use rusqlite::{Connection, params};
 
 use crate::store::StoreError;
@@ -19,7 +19,13 @@ pub struct Loaded {
     pub changesets: HashMap<String, (ChangeSet, usize)>,
     /// Position of known transactions in their block.
     pub txindex: HashMap<Txid, u32>,
+    /// Reserved coins: until which height, and whether a fee bump spends them.
+    pub reservations: Vec<Reservation>,
 }
+
+/// A reserved coin, the height its reservation ends, and whether an anchor channel's fee
+/// bump spends it.
+pub type Reservation = (OutPoint, u32, bool);
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Task(format!("wallet data is corrupt: {what}"))
@@ -44,6 +50,20 @@ pub fn load(conn: &Connection) -> Result<Loaded, StoreError> {
         out.txindex
             .insert(Txid::from_str(&txid).map_err(corrupt)?, idx);
     }
+    let mut stmt =
+        conn.prepare("SELECT outpoint, until_height, fee_bump FROM wallet_reservations")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, u32>(1)?,
+            r.get::<_, bool>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (op, until, bump) = row?;
+        out.reservations
+            .push((OutPoint::from_str(&op).map_err(corrupt)?, until, bump));
+    }
     Ok(out)
 }
 
@@ -63,13 +83,24 @@ pub fn compact(conn: &mut Connection, name: &str, cs: &ChangeSet) -> Result<(), 
     Ok(())
 }
 
-/// Appends changesets (in order) and transaction positions, atomically.
+/// Appends changesets (in order) and transaction positions, and replaces the reserved coins
+/// when `reservations` is given, atomically.
 pub fn append(
     conn: &mut Connection,
     sets: &[(&'static str, ChangeSet)],
     txindex: &[(Txid, u32)],
+    reservations: Option<&[Reservation]>,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
+    if let Some(all) = reservations {
+        tx.execute("DELETE FROM wallet_reservations", [])?;
+        for (op, until, bump) in all {
+            tx.execute(
+                "INSERT INTO wallet_reservations (outpoint, until_height, fee_bump) VALUES (?1, ?2, ?3)",
+                params![op.to_string(), until, bump],
+            )?;
+        }
+    }
     for (name, cs) in sets {
         if cs.is_empty() {
             continue;

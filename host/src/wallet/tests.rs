@@ -908,3 +908,49 @@ async fn bump_source_lists_signs_only_our_inputs_and_reserves_coins() {
             .all(|f| f.reserved_to.is_none() || f.outpoint != ours_a)
     );
 }
+
+#[tokio::test]
+async fn reservations_survive_a_restart_and_so_does_their_release() {
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    let a = h.pay(&tr, 100_000);
+    let b = h.pay(&tr, 100_000);
+    let c = h.pay(&tr, 100_000);
+    h.mine(vec![a, b, c]);
+    // One coin for txprepare, one for a fee bump.
+    let p = ok(h.wallet.prepare(&req(external(), Amt::Sat(50_000))).await);
+    let bump_coin = h
+        .wallet
+        .list_funds(false)
+        .iter()
+        .map(|f| f.outpoint)
+        .find(|op| !p.inputs.contains(op))
+        .unwrap_or_else(|| panic!("a free coin"));
+    ok(h.wallet.reserve_for_bump(&[bump_coin]));
+    ok(h.wallet.persist().await);
+    let reserved = |w: &Wallet| -> Vec<(OutPoint, Option<u32>)> {
+        let mut v: Vec<_> = w
+            .list_funds(false)
+            .iter()
+            .filter(|f| f.reserved_to.is_some())
+            .map(|f| (f.outpoint, f.reserved_to))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = reserved(&h.wallet);
+    assert_eq!(before.len(), 2);
+    let wallet = open(&h.store, &h.bc).await;
+    assert_eq!(reserved(&wallet), before);
+    // The bump coin is still offered to LDK's bump selection (for a re-bump of its claim),
+    // and to nothing else.
+    assert!(wallet.bump_utxos().iter().any(|u| u.outpoint == bump_coin));
+    let e = wallet.withdraw(&req(external(), Amt::Sat(150_000))).await;
+    assert!(matches!(e, Err(WalletError::CannotAfford(_))));
+    // Releasing is written too.
+    wallet.release_bump(&[bump_coin]);
+    ok(wallet.persist().await);
+    let again = open(&h.store, &h.bc).await;
+    assert_eq!(reserved(&again).len(), 1);
+    assert!(reserved(&again).iter().all(|(op, _)| p.inputs.contains(op)));
+}
