@@ -287,9 +287,12 @@ def test_restart_does_not_reopen(net):
     p, g = net.p, net.g
     before = set(channel_peers(p))
     # Confirm the funding transactions (and their change), then restart with room for more.
-    net.ln.mine(1)
-    wait_for(lambda: all(o["status"] == "confirmed" for o in p.rpc.listfunds()["outputs"]),
-             what="change confirmed")
+    # Each spends the previous one's change, and the last may reach the mempool only after
+    # fundchannel answered: mine until everything is confirmed.
+    def confirmed():
+        net.ln.mine(1)
+        return all(o["status"] == "confirmed" for o in p.rpc.listfunds()["outputs"])
+    wait_for(confirmed, interval=0.5, what="change confirmed")
     # Command-line options win over setconfig's saved values: restart as configured now.
     p.options["autopilot-max-channels"] = 5
     p.options["autopilot-dry-run"] = "false"

@@ -30,6 +30,9 @@ pub struct Broadcaster {
     retry_timeout: Duration,
     runtime: Option<tokio::runtime::Handle>,
     handed: tokio::sync::broadcast::Sender<Transaction>,
+    /// Woken whenever the backend accepts a transaction: a child waiting for its parent
+    /// (-25) tries again at once instead of at the end of its backoff.
+    accepted: Arc<tokio::sync::Notify>,
 }
 
 /// Errors worth retrying: unreachable backend (-1), missing inputs (-25: a parent may still
@@ -101,6 +104,7 @@ impl Broadcaster {
             retry_timeout,
             runtime: tokio::runtime::Handle::try_current().ok(),
             handed: tokio::sync::broadcast::channel(64).0,
+            accepted: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -124,6 +128,7 @@ impl Broadcaster {
         let backend = self.backend.clone();
         let log = self.log.clone();
         let limit = self.retry_timeout;
+        let accepted = self.accepted.clone();
         rt.spawn(async move {
             let send = |tx: &Transaction| {
                 let (b, tx) = (backend.clone(), tx.clone());
@@ -133,7 +138,7 @@ impl Broadcaster {
                 let b = backend.clone();
                 async move { submit_package_once(&b, &txs).await }
             };
-            send_package(txs, send, submit, &log, limit).await;
+            send_package(txs, send, submit, &accepted, &log, limit).await;
         });
     }
 }
@@ -147,6 +152,7 @@ async fn send_package<F, Fut, P, PFut>(
     txs: Vec<Transaction>,
     mut send: F,
     mut submit: P,
+    accepted: &tokio::sync::Notify,
     log: &SourceLog,
     limit: Duration,
 ) -> Vec<Txid>
@@ -181,6 +187,7 @@ where
                         "Broadcast {} with its child {txid} as a package (submitpackage): alone it was under the mempool minimum fee",
                         join(&ids)
                     ));
+                    accepted.notify_waiters();
                     refused.retain(|r| !ids.contains(r));
                     below_minimum.retain(|b| !ids.contains(&b.compute_txid()));
                     sent.extend(ids);
@@ -205,6 +212,7 @@ where
         loop {
             match send(&tx).await {
                 Ok(_) => {
+                    accepted.notify_waiters();
                     log.debug(&format!("Broadcast {txid}"));
                     sent.push(txid);
                     break;
@@ -213,7 +221,17 @@ where
                     log.debug(&format!(
                         "Broadcast of {txid} failed ({e}); retrying in {delay:?}"
                     ));
-                    tokio::time::sleep(delay).await;
+                    // A missing parent may be on its way in another broadcast (LDK hands
+                    // funding transactions one at a time, each spending the last one's
+                    // change): try again as soon as the backend accepts something.
+                    if e.code == -25 {
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = accepted.notified() => {}
+                        }
+                    } else {
+                        tokio::time::sleep(delay).await;
+                    }
                     delay = (delay * 2).min(Duration::from_secs(30));
                 }
                 Err(e) => {
@@ -353,6 +371,7 @@ mod tests {
                 );
                 std::future::ready(Ok(()))
             },
+            &tokio::sync::Notify::new(),
             &quiet(),
             Duration::from_secs(60),
         )
@@ -378,6 +397,7 @@ mod tests {
                 tried.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 std::future::ready(Ok(()))
             },
+            &tokio::sync::Notify::new(),
             &quiet(),
             Duration::from_secs(60),
         )
@@ -390,11 +410,62 @@ mod tests {
             vec![parent, child],
             |t| std::future::ready(fake(&known, vec![p], t)),
             no_packages,
+            &tokio::sync::Notify::new(),
             &quiet(),
             Duration::from_secs(60),
         )
         .await;
         assert!(sent.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_child_waiting_for_its_parent_goes_as_soon_as_the_parent_is_accepted() {
+        let parent = tx(None, 1);
+        let child = tx(Some(parent.compute_txid()), 2);
+        let known = std::sync::Mutex::new(vec![]);
+        let accepted = tokio::sync::Notify::new();
+        let (first_try, tried) = tokio::sync::oneshot::channel::<()>();
+        let first_try = std::sync::Mutex::new(Some(first_try));
+        let log = quiet();
+        let start = std::time::Instant::now();
+        // The child is handed first (its parent in another broadcast, as LDK hands funding
+        // transactions that chain on each other's change); the parent follows once the child
+        // was refused for lack of it.
+        let child_sent = send_package(
+            vec![child.clone()],
+            |t| {
+                let r = fake(&known, vec![], t);
+                if let Some(f) = first_try.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = f.send(());
+                }
+                std::future::ready(r)
+            },
+            no_packages,
+            &accepted,
+            &log,
+            Duration::from_secs(60),
+        );
+        let parent_sent = async {
+            let _ = tried.await;
+            send_package(
+                vec![parent.clone()],
+                |t| std::future::ready(fake(&known, vec![], t)),
+                no_packages,
+                &accepted,
+                &log,
+                Duration::from_secs(60),
+            )
+            .await
+        };
+        let (c, p) = tokio::join!(child_sent, parent_sent);
+        assert_eq!(p, vec![parent.compute_txid()]);
+        assert_eq!(c, vec![child.compute_txid()]);
+        // Woken by the parent's acceptance, not at the end of its first backoff (500 ms).
+        assert!(
+            start.elapsed() < Duration::from_millis(450),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test]
@@ -408,6 +479,7 @@ mod tests {
             vec![child.clone(), parent.clone()],
             |t| std::future::ready(fake(&known, vec![], t)),
             no_packages,
+            &tokio::sync::Notify::new(),
             &quiet(),
             Duration::from_secs(60),
         )
@@ -426,6 +498,7 @@ mod tests {
                 std::future::ready(fake(&known, vec![], t))
             },
             no_packages,
+            &tokio::sync::Notify::new(),
             &quiet(),
             Duration::from_secs(60),
         )
@@ -442,6 +515,7 @@ mod tests {
                 std::future::ready(fake(&known, vec![p], t))
             },
             no_packages,
+            &tokio::sync::Notify::new(),
             &quiet(),
             Duration::from_secs(60),
         )
