@@ -164,6 +164,10 @@ fn run() -> Result<(), String> {
     let d = LnNode::start("bench-d", &chain, std::slice::from_ref(&gate));
     fund_wallet(&chain, &a, 5.0);
     fund_wallet(&chain, &b, 5.0);
+    // C and D hold the emergency reserve, so every channel is an anchor channel (an
+    // acceptor without it takes static_remote_key ones).
+    fund_wallet(&chain, &c, 0.001);
+    fund_wallet(&chain, &d, 0.001);
     open_channel(&chain, &a, &b, 10_000_000, &[&c, &d]);
     let bc = open_channel(&chain, &b, &c, 10_000_000, &[&a, &d]);
     open_channel(&chain, &a, &d, 10_000_000, &[&b, &c]);
