@@ -65,30 +65,27 @@ pub fn below_mempool_minimum(e: &BroadcastError) -> bool {
     e.code == -26 && e.message.contains("mempool min fee not met")
 }
 
+/// The backend once the chain has started; before, an unreachable-backend error (-1,
+/// retried like any other).
+fn ready(backend: &OnceLock<Arc<Backend>>) -> Result<&Arc<Backend>, BroadcastError> {
+    backend.get().ok_or_else(|| BroadcastError {
+        code: -1,
+        message: "the Bitcoin backend is not ready yet".into(),
+    })
+}
+
 async fn submit_package_once(
     backend: &Arc<OnceLock<Arc<Backend>>>,
     txs: &[Transaction],
 ) -> Result<(), BroadcastError> {
-    match backend.get() {
-        Some(b) => b.submit_package(txs).await,
-        None => Err(BroadcastError {
-            code: -1,
-            message: "the Bitcoin backend is not ready yet".into(),
-        }),
-    }
+    ready(backend)?.submit_package(txs).await
 }
 
 async fn send_once(
     backend: &Arc<OnceLock<Arc<Backend>>>,
     tx: &Transaction,
 ) -> Result<Txid, BroadcastError> {
-    match backend.get() {
-        Some(b) => b.send_raw(tx).await,
-        None => Err(BroadcastError {
-            code: -1,
-            message: "the Bitcoin backend is not ready yet".into(),
-        }),
-    }
+    ready(backend)?.send_raw(tx).await
 }
 
 impl Broadcaster {
@@ -165,21 +162,19 @@ where
     let mut sent = vec![];
     let mut refused: Vec<Txid> = vec![];
     // Refused for their feerate only: a child may still carry them in a package.
-    let mut below_minimum: Vec<Transaction> = vec![];
+    let mut below_minimum: Vec<(Txid, Transaction)> = vec![];
     for tx in parents_first(txs) {
         let txid = tx.compute_txid();
         let spent: Vec<Txid> = tx.input.iter().map(|i| i.previous_output.txid).collect();
-        let parents: Vec<Transaction> = below_minimum
+        let (ids, mut package): (Vec<Txid>, Vec<Transaction>) = below_minimum
             .iter()
-            .filter(|p| spent.contains(&p.compute_txid()))
+            .filter(|(id, _)| spent.contains(id))
             .cloned()
-            .collect();
+            .unzip();
         let blocked = spent
             .iter()
-            .any(|p| refused.contains(p) && !parents.iter().any(|b| b.compute_txid() == *p));
-        if !parents.is_empty() && !blocked {
-            let ids: Vec<Txid> = parents.iter().map(Transaction::compute_txid).collect();
-            let mut package = parents;
+            .any(|p| refused.contains(p) && !ids.contains(p));
+        if !ids.is_empty() && !blocked {
             package.push(tx.clone());
             match submit(package).await {
                 Ok(()) => {
@@ -189,7 +184,7 @@ where
                     ));
                     accepted.notify_waiters();
                     refused.retain(|r| !ids.contains(r));
-                    below_minimum.retain(|b| !ids.contains(&b.compute_txid()));
+                    below_minimum.retain(|(id, _)| !ids.contains(id));
                     sent.extend(ids);
                     sent.push(txid);
                     continue;
@@ -245,7 +240,7 @@ where
                     if !known {
                         refused.push(txid);
                         if below_mempool_minimum(&e) {
-                            below_minimum.push(tx.clone());
+                            below_minimum.push((txid, tx.clone()));
                         }
                     }
                     break;
