@@ -245,9 +245,15 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        if let Ok(mut guard) = self.conn.try_lock() {
-            return f(&mut guard);
-        }
+        let f = match self.try_in_place(f) {
+            Ok(result) => {
+                // A loop of queries must still let the worker's other tasks run, as the
+                // trip through the pool did: this yields once the task's budget is spent.
+                tokio::task::coop::consume_budget().await;
+                return result;
+            }
+            Err(f) => f,
+        };
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn
@@ -257,6 +263,17 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs `f` here if the connection is free (`Ok` with its result), else gives it back.
+    fn try_in_place<T, F>(&self, f: F) -> Result<Result<T, StoreError>, F>
+    where
+        F: FnOnce(&mut Connection) -> Result<T, StoreError>,
+    {
+        match self.conn.try_lock() {
+            Ok(mut guard) => Ok(f(&mut guard)),
+            Err(_) => Err(f),
+        }
     }
 
     /// Runs `f` with the connection on the calling thread, for callers that cannot await
@@ -306,5 +323,59 @@ mod tests {
         assert_eq!(synchronous(&conn), 2);
         drop(conn);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn queries_in_place_still_let_other_tasks_run() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let store = Store::in_memory().expect("store");
+        // A loop of queries with no other await, on one thread: the task it spawns first
+        // runs only if the queries yield now and then.
+        let looped = tokio::spawn(async move {
+            let other_ran = Arc::new(AtomicBool::new(false));
+            let flag = other_ran.clone();
+            let other = tokio::spawn(async move { flag.store(true, Ordering::SeqCst) });
+            let mut ran_during_loop = false;
+            for _ in 0..2_000 {
+                store
+                    .with(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+                    .await
+                    .expect("query");
+                if other_ran.load(Ordering::SeqCst) {
+                    ran_during_loop = true;
+                    break;
+                }
+            }
+            other.await.expect("other task");
+            ran_during_loop
+        });
+        assert!(
+            looped.await.expect("loop"),
+            "the other task never ran during the loop"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_query_waits_for_a_busy_connection_on_the_pool() {
+        let store = Store::in_memory().expect("store");
+        let conn = store.conn.clone();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            let _g = conn.lock().expect("lock");
+            locked_tx.send(()).expect("signal");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        });
+        locked_rx.recv().expect("held");
+        let t = std::time::Instant::now();
+        let v = store
+            .with(|c| Ok(c.query_row("SELECT 41 + 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .expect("query");
+        assert_eq!(v, 42);
+        assert!(
+            t.elapsed() >= std::time::Duration::from_millis(50),
+            "ran while the connection was held"
+        );
+        holder.join().expect("holder");
     }
 }
