@@ -188,6 +188,12 @@ pub fn relaxed<T>(
     r
 }
 
+/// Waits for the connection.
+fn lock(conn: &Mutex<Connection>) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+    conn.lock()
+        .map_err(|_| StoreError::Task("database lock poisoned".into()))
+}
+
 /// A handle on the database, cheap to clone. See [`Store::with`] for where queries run.
 #[derive(Clone)]
 pub struct Store {
@@ -255,14 +261,9 @@ impl Store {
             Err(f) => f,
         };
         let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StoreError::Task("database lock poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || f(&mut *lock(&conn)?))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
     /// Runs `f` here if the connection is free (`Ok` with its result), else gives it back.
@@ -284,11 +285,7 @@ impl Store {
     where
         F: FnOnce(&mut Connection) -> Result<T, StoreError>,
     {
-        let mut guard = self
-            .conn
-            .lock()
-            .map_err(|_| StoreError::Task("database lock poisoned".into()))?;
-        f(&mut guard)
+        f(&mut *lock(&self.conn)?)
     }
 }
 
@@ -357,25 +354,29 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_query_waits_for_a_busy_connection_on_the_pool() {
+        use std::sync::atomic::{AtomicBool, Ordering};
         let store = Store::in_memory().expect("store");
         let conn = store.conn.clone();
+        let released = Arc::new(AtomicBool::new(false));
+        let released_by_holder = released.clone();
         let (locked_tx, locked_rx) = std::sync::mpsc::channel();
         let holder = std::thread::spawn(move || {
-            let _g = conn.lock().expect("lock");
+            let g = conn.lock().expect("lock");
             locked_tx.send(()).expect("signal");
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            released_by_holder.store(true, Ordering::SeqCst);
+            drop(g);
         });
         locked_rx.recv().expect("held");
-        let t = std::time::Instant::now();
-        let v = store
-            .with(|c| Ok(c.query_row("SELECT 41 + 1", [], |r| r.get::<_, i64>(0))?))
+        let (v, after_release) = store
+            .with(move |c| {
+                let v = c.query_row("SELECT 41 + 1", [], |r| r.get::<_, i64>(0))?;
+                Ok((v, released.load(Ordering::SeqCst)))
+            })
             .await
             .expect("query");
         assert_eq!(v, 42);
-        assert!(
-            t.elapsed() >= std::time::Duration::from_millis(50),
-            "ran while the connection was held"
-        );
+        assert!(after_release, "ran while the connection was held");
         holder.join().expect("holder");
     }
 }
