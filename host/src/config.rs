@@ -530,7 +530,7 @@ pub fn split_cmdline(args: &[String]) -> Result<Vec<RawOpt>, ConfigError> {
         let body = match a.as_str() {
             "-h" => "help",
             "-V" => "version",
-            s if s.starts_with("--") && s.len() > 2 => &s[2..],
+            s if s.starts_with("--") && s.len() > 2 => s.trim_start_matches("--"),
             s => {
                 return Err(err(format!(
                     "unexpected argument '{s}': options look like --name=value"

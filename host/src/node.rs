@@ -354,8 +354,11 @@ pub async fn run(config: Config) -> Result<i32, String> {
     let alias = config
         .alias
         .clone()
-        .unwrap_or_else(|| format!("fulgur-{}", &id[2..10]));
-    let color = config.rgb.clone().unwrap_or_else(|| id[2..8].to_string());
+        .unwrap_or_else(|| format!("fulgur-{}", id.get(2..10).unwrap_or_default()));
+    let color = config
+        .rgb
+        .clone()
+        .unwrap_or_else(|| id.get(2..8).unwrap_or("000000").to_string());
     let node = Arc::new(Node {
         config,
         main: main.clone(),

@@ -246,6 +246,11 @@ pub(crate) mod tests {
     use lightning_block_sync::{SpvClient, init};
     use std::sync::Arc;
 
+    /// The first 8 characters of a block hash, as the listener records them.
+    fn short(hash: &str) -> String {
+        hash.chars().take(8).collect()
+    }
+
     /// A regtest block on `prev` at `height`; `tag` makes competing branches differ.
     pub fn mine(prev: BlockHash, height: u32, tag: u8) -> Block {
         let mut script = vec![0x03];
@@ -344,7 +349,7 @@ pub(crate) mod tests {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(format!(
                     "+{height}:{}",
-                    &header.block_hash().to_string()[..8]
+                    short(&header.block_hash().to_string())
                 ));
         }
         fn blocks_disconnected(&self, fork: BlockLocator) {
@@ -429,9 +434,9 @@ pub(crate) mod tests {
             .collect();
         let want = vec![
             "-1".to_string(),
-            format!("+2:{}", &chain.hash(2).to_string()[..8]),
-            format!("+3:{}", &chain.hash(3).to_string()[..8]),
-            format!("+4:{}", &chain.hash(4).to_string()[..8]),
+            format!("+2:{}", short(&chain.hash(2).to_string())),
+            format!("+3:{}", short(&chain.hash(3).to_string())),
+            format!("+4:{}", short(&chain.hash(4).to_string())),
         ];
         assert_eq!(seen, want);
         // A shorter competing branch is not followed.

@@ -94,7 +94,11 @@ fn flat(out: &mut impl Write, prefix: &mut String, v: &Value) -> io::Result<()> 
         }
         Value::String(s) => {
             let quoted = serde_json::to_string(s).map_err(io::Error::other)?;
-            writeln!(out, "{prefix}={}", &quoted[1..quoted.len() - 1])?;
+            // The JSON string without its quotes.
+            let inner = quoted
+                .get(1..quoted.len().saturating_sub(1))
+                .unwrap_or_default();
+            writeln!(out, "{prefix}={inner}")?;
         }
         scalar => writeln!(out, "{prefix}={scalar}")?,
     }
