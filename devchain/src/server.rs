@@ -44,7 +44,8 @@ pub async fn serve(
     }
 }
 
-struct Head {
+/// A request head: what the server needs of the request line and headers.
+pub struct Head {
     method: String,
     http10: bool,
     content_length: usize,
@@ -58,7 +59,9 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n")
 }
 
-fn parse_head(text: &str) -> Option<Head> {
+/// Parses a request head (request line and headers, without the blank line); `None` when
+/// it is malformed.
+pub fn parse_head(text: &str) -> Option<Head> {
     let mut lines = text.split("\r\n");
     let request_line = lines.next()?;
     let mut parts = request_line.split_whitespace();

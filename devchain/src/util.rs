@@ -165,7 +165,13 @@ fn parse_fixed_point_8(text: &str) -> Option<i64> {
     let digits: String = format!("{int_part}{frac_part}");
     let digits = digits.trim_start_matches('0');
     // value = digits * 10^(exp - frac_len); we want value * 1e8.
-    let scale = exp + 8 - frac_part.len() as i32;
+    // An exponent or a fraction this large can only be out of range or too precise.
+    let scale = exp
+        .checked_add(8)?
+        .checked_sub(i32::try_from(frac_part.len()).ok()?)?;
+    if !(-64..=64).contains(&scale) {
+        return digits.is_empty().then_some(0);
+    }
     let mut value: i128 = if digits.is_empty() {
         0
     } else {
@@ -211,6 +217,11 @@ mod tests {
         assert!(parse_btc_amount(&serde_json::json!("0.000000001")).is_err());
         assert!(parse_btc_amount(&serde_json::json!("abc")).is_err());
         assert!(parse_btc_amount(&serde_json::json!(true)).is_err());
+        // Exponents that overflowed (a panic with overflow checks) or looped for seconds.
+        assert!(parse_btc_amount(&serde_json::json!("1e2147483647")).is_err());
+        assert!(parse_btc_amount(&serde_json::json!("1e-2147483648")).is_err());
+        assert_eq!(parse_btc_amount(&serde_json::json!("0e-2000000000")), Ok(0));
+        assert_eq!(parse_btc_amount(&serde_json::json!("0e99")), Ok(0));
     }
 
     #[test]

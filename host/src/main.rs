@@ -1,61 +1,6 @@
-//! `fulgurd`, the Fulgur Lightning node.
-//!
-//! Entry points: [`config::load`] turns the command line and config files into a
-//! [`config::Config`]; [`node::run`] builds the node (store, plugin host, RPC server) and
-//! runs it until `stop`, a signal, or the death of an important plugin. The RPC command
-//! table is [`rpc::commands::COMMANDS`]; hooks run through
-//! [`plugin::PluginHost::run_hook`].
+//! `fulgurd`, the Fulgur Lightning node. Everything is in the library (`lib.rs`), so that
+//! the fuzz targets in `fuzz/` reach the same parsers the daemon runs.
 
-mod chain;
-mod config;
-mod hooks;
-// Groundwork only: the LDK engine wiring comes with the LDK issue.
-#[allow(dead_code)]
-mod ldk;
-mod lightning;
-mod log;
-mod node;
-mod options;
-mod plugin;
-mod rpc;
-mod store;
-mod wallet;
-
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let invocation = match config::load(&args) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("fulgurd: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("fulgurd: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let result = match invocation {
-        config::Invocation::Version => {
-            println!("v{}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        config::Invocation::Help(c) => runtime.block_on(node::print_help(*c)).map(|()| 0),
-        config::Invocation::Run(c) => runtime.block_on(node::run(*c)),
-    };
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    match result {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        Err(e) => {
-            eprintln!("fulgurd: {e}");
-            ExitCode::from(1)
-        }
-    }
+fn main() -> std::process::ExitCode {
+    fulgur_host::fulgurd()
 }

@@ -87,7 +87,7 @@ pub fn combine(verdicts: &[Verdict]) -> Verdict {
 
 /// A chain's end as a verdict (malformed answers were already replaced by the hook's safe
 /// default, `continue`).
-fn verdict(end: crate::hooks::ChainEnd) -> Verdict {
+pub(crate) fn verdict(end: crate::hooks::ChainEnd) -> Verdict {
     use crate::hooks::ChainEnd;
     match end {
         ChainEnd::Default(_) => Verdict::Continue,
@@ -131,8 +131,10 @@ pub fn parse_hash(s: &str) -> Result<[u8; 32], String> {
     }
     let mut out = [0u8; 32];
     for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
-            .map_err(|_| format!("'{s}' is not hex"))?;
+        *b = s
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .ok_or_else(|| format!("'{s}' is not hex"))?;
     }
     Ok(out)
 }
@@ -141,8 +143,8 @@ pub fn parse_hash(s: &str) -> Result<[u8; 32], String> {
 /// codes back for a received payment; others become `incorrect_or_unknown_payment_details`.
 pub fn failure_code(msg: Option<&str>) -> FailureCode {
     let code = msg
-        .filter(|m| m.len() >= 4)
-        .and_then(|m| u16::from_str_radix(&m[..4], 16).ok());
+        .and_then(|m| m.get(..4))
+        .and_then(|m| u16::from_str_radix(m, 16).ok());
     match code {
         Some(0x2002) => FailureCode::TemporaryNodeFailure,
         Some(0x2003) => FailureCode::RequiredNodeFeatureMissing,
@@ -761,6 +763,12 @@ mod tests {
         ));
         assert!(matches!(
             failure_code(Some("zz")),
+            FailureCode::IncorrectOrUnknownPaymentDetails
+        ));
+        // A plugin's non-ASCII failure_message (invoice_payment takes any string) must not
+        // panic the payment path (seen while writing the fuzz targets).
+        assert!(matches!(
+            failure_code(Some("ab\u{20ac}cd")),
             FailureCode::IncorrectOrUnknownPaymentDetails
         ));
         assert!(matches!(

@@ -94,7 +94,7 @@ struct Response<'a> {
     error: Option<&'a Value>,
 }
 
-fn response_frame(id: &Value, reply: &Reply) -> Bytes {
+pub(crate) fn response_frame(id: &Value, reply: &Reply) -> Bytes {
     let err_value;
     let (result, error) = match reply {
         Reply::Ok(v) => (Some(v), None),
@@ -265,45 +265,42 @@ fn invalid(id: &Value, msg: &str) -> Bytes {
     response_frame(id, &Reply::Err(RpcError::invalid_request(msg)))
 }
 
-/// Validates one request as CLN does, runs it, and queues the reply.
-async fn handle(node: Arc<Node>, conn: Arc<Conn>, v: Value) {
-    let Value::Object(obj) = &v else {
-        let _ = conn.tx.send(Out::Frame(invalid(
-            &Value::Null,
-            "Expected {} for json command",
-        )));
-        return;
+/// CLN's checks on one request, in CLN's order: its id and method, or the id to answer
+/// with and why the request is invalid.
+pub(crate) fn check_request(v: &Value) -> Result<(Value, String), (Value, &'static str)> {
+    let Value::Object(obj) = v else {
+        return Err((Value::Null, "Expected {} for json command"));
     };
     let id = match obj.get("id") {
-        None => return send(&conn, invalid(&Value::Null, "No id")),
+        None => return Err((Value::Null, "No id")),
         Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
-        Some(_) => {
-            return send(
-                &conn,
-                invalid(&Value::Null, "Expected string/primitive for id"),
-            );
-        }
+        Some(_) => return Err((Value::Null, "Expected string/primitive for id")),
     };
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return send(
-            &conn,
-            invalid(
-                &Value::Null,
-                "jsonrpc: \"2.0\" must be specified in the request",
-            ),
-        );
+        return Err((
+            Value::Null,
+            "jsonrpc: \"2.0\" must be specified in the request",
+        ));
     }
     let method = match obj.get("method") {
-        None => return send(&conn, invalid(&id, "No method")),
+        None => return Err((id, "No method")),
         Some(Value::String(m)) => m.clone(),
-        Some(_) => return send(&conn, invalid(&id, "Expected string for method")),
+        Some(_) => return Err((id, "Expected string for method")),
     };
     match obj.get("params") {
-        None => return send(&conn, invalid(&id, "No params")),
-        Some(Value::Object(_) | Value::Array(_)) => {}
-        Some(_) => return send(&conn, invalid(&id, "Expected array or object for params")),
+        None => Err((id, "No params")),
+        Some(Value::Object(_) | Value::Array(_)) => Ok((id, method)),
+        Some(_) => Err((id, "Expected array or object for params")),
     }
-    let filter = obj.get("filter").cloned();
+}
+
+/// Validates one request as CLN does, runs it, and queues the reply.
+async fn handle(node: Arc<Node>, conn: Arc<Conn>, v: Value) {
+    let (id, method) = match check_request(&v) {
+        Ok(checked) => checked,
+        Err((id, why)) => return send(&conn, invalid(&id, why)),
+    };
+    let filter = v.get("filter").cloned();
     let reply = execute(&node, &conn, &v, &id, &method, true).await;
     let reply = match (reply, filter) {
         (Reply::Ok(r), Some(f)) => Reply::Ok(apply_filter(&r, &f)),
@@ -326,7 +323,7 @@ fn send(conn: &Conn, frame: Bytes) {
 }
 
 /// The plugin that made a call, read from a CLN-style id chain (`.../NAME:method#n`).
-fn calling_plugin(id: &Value) -> Option<&str> {
+pub(crate) fn calling_plugin(id: &Value) -> Option<&str> {
     let last = id.as_str()?.rsplit('/').next()?;
     let (prefix, _) = last.split_once(':')?;
     (prefix != "cli" && prefix != "cln").then_some(prefix)

@@ -55,7 +55,7 @@ pub const DELDATASTORE: Command = Command {
     run: run_del,
 };
 
-fn key(p: &Params, required: bool) -> Result<Vec<String>, RpcError> {
+pub(super) fn key(p: &Params, required: bool) -> Result<Vec<String>, RpcError> {
     let bad = || RpcError::invalid_params("key: should be a string or an array of strings");
     let k: Vec<String> = match p.get("key") {
         None if required => {

@@ -49,7 +49,7 @@ macro_rules! tri {
     };
 }
 
-fn index_param(p: &Params) -> Result<Option<String>, RpcError> {
+pub(super) fn index_param(p: &Params) -> Result<Option<String>, RpcError> {
     let idx = p.opt_str("index")?;
     if let Some(i) = &idx
         && i != "created"

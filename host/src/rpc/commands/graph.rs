@@ -62,7 +62,7 @@ pub const GETROUTE: Command = Command {
     run: run_getroute,
 };
 
-fn channel_filter(p: &Params) -> Result<ChannelFilter, RpcError> {
+pub(super) fn channel_filter(p: &Params) -> Result<ChannelFilter, RpcError> {
     let scid = match p.get("short_channel_id") {
         None => None,
         Some(v) => Some(
@@ -149,7 +149,7 @@ fn opt_u32(p: &Params, name: &str) -> Result<Option<u32>, RpcError> {
     }
 }
 
-fn getroute_request(p: &Params) -> Result<GetrouteRequest, RpcError> {
+pub(super) fn getroute_request(p: &Params) -> Result<GetrouteRequest, RpcError> {
     let id = opt_pubkey(p, "id")?
         .ok_or_else(|| RpcError::invalid_params("missing required parameter: id"))?;
     let amount = p.get("amount_msat").unwrap_or(&Value::Null);

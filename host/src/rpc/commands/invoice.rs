@@ -285,7 +285,10 @@ fn expose_param(p: &Params) -> Result<Expose, RpcError> {
     }
 }
 
-fn parse_invoice_request(p: &Params, network: ConfigNetwork) -> Result<InvoiceRequest, RpcError> {
+pub(super) fn parse_invoice_request(
+    p: &Params,
+    network: ConfigNetwork,
+) -> Result<InvoiceRequest, RpcError> {
     let amount_msat = amount_param(p)?;
     let label = req_label(p)?;
     let description = p.str("description")?;

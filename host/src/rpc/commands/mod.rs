@@ -4,7 +4,7 @@
 mod channels;
 mod check;
 mod datastore;
-mod decode;
+pub(crate) mod decode;
 mod feerates;
 mod forwards;
 mod getinfo;
@@ -20,7 +20,7 @@ mod pay;
 mod peers;
 mod plugin;
 mod setconfig;
-mod sign;
+pub(crate) mod sign;
 mod stop;
 mod txprepare;
 mod withdraw;
@@ -129,4 +129,50 @@ pub fn find(name: &str) -> Option<&'static Command> {
 /// Names of every built-in command (plugins cannot register these).
 pub fn names() -> impl Iterator<Item = &'static str> {
     COMMANDS.iter().map(|c| c.name)
+}
+
+/// Runs the parameter checks `method` makes before it touches the node, for the fuzz
+/// targets (`crate::fuzzing`); `None` for commands without such checks.
+pub fn check_params(
+    method: &str,
+    p: &Params,
+    network: crate::config::Network,
+) -> Option<Result<(), fulgur_protocol::RpcError>> {
+    use fulgur_protocol::RpcError;
+    Some(match method {
+        "invoice" => invoice::parse_invoice_request(p, network).map(drop),
+        "sendpay" => pay::sendpay_request(p).map(drop),
+        "listsendpays" => pay::list_filter(p).map(drop),
+        "getroute" => graph::getroute_request(p).map(drop),
+        "listchannels" => graph::channel_filter(p).map(drop),
+        "plugin" => plugin::start_options(p).map(drop),
+        "datastore" => datastore::key(p, true).and_then(|_| match p.opt_str("hex")? {
+            Some(h) if crate::store::datastore::unhex(&h).is_none() => {
+                Err(RpcError::invalid_params("hex: should be hex"))
+            }
+            _ => Ok(()),
+        }),
+        "listdatastore" => datastore::key(p, false).map(drop),
+        "deldatastore" => datastore::key(p, true).and_then(|_| p.opt_u64("generation").map(drop)),
+        "txsend" | "txdiscard" => txprepare::txid(p).map(drop),
+        "withdraw" | "txprepare" => withdraw::minconf(p).map(drop),
+        "connect" => p.str("id").and_then(|raw| {
+            let id = raw.split_once('@').map_or(raw.as_str(), |(i, _)| i);
+            peers::parse_id(id)?;
+            p.opt_str("host")?;
+            peers::port_param(p).map(drop)
+        }),
+        "disconnect" => p.str("id").and_then(|s| peers::parse_id(&s)).map(drop),
+        "listforwards" | "listhtlcs" => forwards::index_param(p).map(drop),
+        "notifications" | "deprecations" => notifications::enable(p).map(drop),
+        "decode" => p.str("string").and_then(|s| decode::decode(&s)).map(drop),
+        "checkmessage" => p.str("zbase").and_then(|z| {
+            p.str("message")?;
+            pay::opt_pubkey(p, "pubkey")?;
+            sign::parse_zbase(&z)
+                .map(drop)
+                .map_err(RpcError::invalid_params)
+        }),
+        _ => return None,
+    })
 }

@@ -33,7 +33,7 @@ pub const DEPRECATIONS: Command = Command {
     run: run_deprecations,
 };
 
-fn enable(p: &Params) -> Result<bool, RpcError> {
+pub(super) fn enable(p: &Params) -> Result<bool, RpcError> {
     p.opt_bool("enable")?
         .ok_or_else(|| RpcError::invalid_params("missing required parameter: enable"))
 }

@@ -191,7 +191,7 @@ fn parse_routes(v: &Value) -> Result<Vec<Vec<ClnHop>>, RpcError> {
     }
 }
 
-fn sendpay_request(p: &Params) -> Result<SendpayRequest, RpcError> {
+pub(super) fn sendpay_request(p: &Params) -> Result<SendpayRequest, RpcError> {
     let routes = parse_routes(p.get("route").unwrap_or(&Value::Null))?;
     let payment_hash = opt_hex32(p, "payment_hash")?
         .ok_or_else(|| RpcError::invalid_params("missing required parameter: payment_hash"))?;
@@ -280,7 +280,7 @@ fn invoice_hash(s: &str) -> Result<[u8; 32], RpcError> {
         .ok_or_else(|| RpcError::invalid_params("Invalid invstring: not a bolt11 invoice"))
 }
 
-fn list_filter(p: &Params) -> Result<ListFilter, RpcError> {
+pub(super) fn list_filter(p: &Params) -> Result<ListFilter, RpcError> {
     let hash = opt_hex32(p, "payment_hash")?;
     let bolt11 = p.opt_str("bolt11")?;
     let status = match p.get("status") {

@@ -57,13 +57,13 @@ fn engine(node: &Node) -> Result<Arc<Lightning>, RpcError> {
     })
 }
 
-fn parse_id(s: &str) -> Result<PublicKey, RpcError> {
+pub(super) fn parse_id(s: &str) -> Result<PublicKey, RpcError> {
     s.parse::<PublicKey>().map_err(|_| {
         RpcError::invalid_params(format!("id: should be a node id: invalid token '{s}'"))
     })
 }
 
-fn port_param(p: &Params) -> Result<Option<u16>, RpcError> {
+pub(super) fn port_param(p: &Params) -> Result<Option<u16>, RpcError> {
     let bad = |v: &Value| {
         RpcError::invalid_params(format!(
             "port: should be a 16-bit integer: invalid token '{v}'"
@@ -354,7 +354,10 @@ fn run_sendcustommsg(ctx: Ctx, p: Params) -> CommandFuture {
             .then(|| {
                 (0..msg.len())
                     .step_by(2)
-                    .map(|i| u8::from_str_radix(&msg[i..i + 2], 16).ok())
+                    .map(|i| {
+                        msg.get(i..i + 2)
+                            .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    })
                     .collect()
             })
             .flatten();

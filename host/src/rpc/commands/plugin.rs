@@ -74,7 +74,7 @@ fn resolve(ctx: &Ctx, s: &str) -> PathBuf {
     }
 }
 
-fn start_options(p: &Params) -> Result<Vec<RawOpt>, RpcError> {
+pub(super) fn start_options(p: &Params) -> Result<Vec<RawOpt>, RpcError> {
     if !p.extra_positional.is_empty() {
         return Err(RpcError::invalid_params(
             "Extra parameters must be in object",

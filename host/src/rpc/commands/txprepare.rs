@@ -99,7 +99,7 @@ fn run_prepare(ctx: Ctx, p: Params) -> CommandFuture {
     })
 }
 
-fn txid(p: &Params) -> Result<Txid, RpcError> {
+pub(super) fn txid(p: &Params) -> Result<Txid, RpcError> {
     let s = p.str("txid")?;
     Txid::from_str(&s).map_err(|_| {
         RpcError::invalid_params(format!("txid: should be a txid: invalid token '{s}'"))

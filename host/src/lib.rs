@@ -1,0 +1,68 @@
+//! `fulgurd`, the Fulgur Lightning node, as a library: the binary (`main.rs`) only calls
+//! [`fulgurd`]. The modules stay private; [`fuzzing`] exposes the parsers to the fuzz
+//! targets in `fuzz/` and nothing else is public.
+//!
+//! Entry points: [`config::load`] turns the command line and config files into a
+//! [`config::Config`]; [`node::run`] builds the node (store, plugin host, RPC server) and
+//! runs it until `stop`, a signal, or the death of an important plugin. The RPC command
+//! table is [`rpc::commands::COMMANDS`]; hooks run through
+//! [`plugin::PluginHost::run_hook`].
+
+mod chain;
+mod config;
+mod hooks;
+// Groundwork only: the LDK engine wiring comes with the LDK issue.
+#[allow(dead_code)]
+mod ldk;
+mod lightning;
+mod log;
+mod node;
+mod options;
+mod plugin;
+mod rpc;
+mod store;
+mod wallet;
+
+#[doc(hidden)]
+pub mod fuzzing;
+
+use std::process::ExitCode;
+
+/// `fulgurd`'s `main`: reads the configuration, then runs the node (or prints help or the
+/// version) and turns the outcome into the exit code.
+pub fn fulgurd() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let invocation = match config::load(&args) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("fulgurd: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fulgurd: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match invocation {
+        config::Invocation::Version => {
+            println!("v{}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        config::Invocation::Help(c) => runtime.block_on(node::print_help(*c)).map(|()| 0),
+        config::Invocation::Run(c) => runtime.block_on(node::run(*c)),
+    };
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("fulgurd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
