@@ -219,7 +219,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
     let _dir_lock = match crate::lifecycle::DirLock::acquire(&config.pid_file, &config.net_dir) {
         Ok(l) => l,
         Err(e @ crate::lifecycle::LockError::Held { .. }) => {
-            eprintln!("fulgurd: {e}");
+            eprintln!("{e}");
             return Ok(e.exit_code());
         }
         Err(e) => return Err(e.to_string()),
