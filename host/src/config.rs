@@ -308,6 +308,36 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         "Announce host:port to the network without listening on it",
     ),
     opt(
+        "pid-file",
+        CoreKind::Str,
+        None,
+        "Specify pid file (default <lightning-dir>/lightningd-<network>.pid; relative to the network directory unless absolute)",
+    ),
+    opt(
+        "developer",
+        CoreKind::Flag,
+        None,
+        "Enable developer commands (dev)",
+    ),
+    opt(
+        "fulgur-rpc-max-connections",
+        CoreKind::Int,
+        Some("256"),
+        "Most RPC connections open at once; more are answered with an error and closed (Fulgur extension)",
+    ),
+    opt(
+        "fulgur-rpc-max-request",
+        CoreKind::Int,
+        Some("16777216"),
+        "Largest RPC request in bytes; a bigger one is answered with an error and its connection closed (Fulgur extension)",
+    ),
+    opt(
+        "fulgur-rpc-request-timeout",
+        CoreKind::Int,
+        Some("30"),
+        "Seconds an RPC request may take to arrive once its first byte has; then its connection is closed (Fulgur extension)",
+    ),
+    opt(
         "wasm-sandbox",
         CoreKind::Multi,
         None,
@@ -419,6 +449,34 @@ pub struct Config {
     pub min_emergency_msat: u64,
     /// `--wasm-sandbox` rules, in the order given.
     pub wasm_sandbox: Vec<crate::plugin::wasm::SandboxRule>,
+    /// `--pid-file`, absolute (default `<lightning-dir>/lightningd-<network>.pid`).
+    pub pid_file: PathBuf,
+    /// `--developer`: the `dev` command is available.
+    pub developer: bool,
+    /// The RPC server's limits (`--fulgur-rpc-*`).
+    pub rpc_limits: RpcLimits,
+}
+
+/// Limits on RPC clients, so that a buggy or hostile one cannot exhaust the node's memory
+/// or file descriptors (CLN has none of these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcLimits {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Largest request, in bytes.
+    pub max_request: usize,
+    /// Time a request may take to arrive, from its first byte.
+    pub request_timeout: Duration,
+}
+
+impl Default for RpcLimits {
+    fn default() -> Self {
+        RpcLimits {
+            max_connections: 256,
+            max_request: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// What `fulgurd` was asked to do.
@@ -837,7 +895,33 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         .flatten()
         .map(|r| crate::plugin::wasm::SandboxRule::parse(r).map_err(err))
         .collect::<Result<Vec<_>, _>>()?;
+    let pid_file = match m.get_one::<String>("pid-file") {
+        Some(p) if Path::new(p).is_absolute() => PathBuf::from(p),
+        Some(p) => net_dir.join(p),
+        None => lightning_dir.join(format!("lightningd-{}.pid", network.as_str())),
+    };
+    let positive = |name: &str, default: i64, max: i64| -> Result<u64, ConfigError> {
+        let v = m.get_one::<i64>(name).copied().unwrap_or(default);
+        u64::try_from(v)
+            .ok()
+            .filter(|v| (1..=max.unsigned_abs()).contains(v))
+            .ok_or_else(|| err(format!("{name}: must be between 1 and {max}")))
+    };
+    let rpc_limits = RpcLimits {
+        max_connections: usize::try_from(positive("fulgur-rpc-max-connections", 256, 65_536)?)
+            .unwrap_or(256),
+        max_request: usize::try_from(positive(
+            "fulgur-rpc-max-request",
+            16 * 1024 * 1024,
+            1 << 30,
+        )?)
+        .unwrap_or(16 * 1024 * 1024),
+        request_timeout: Duration::from_secs(positive("fulgur-rpc-request-timeout", 30, 86_400)?),
+    };
     let config = Config {
+        pid_file,
+        developer: m.get_flag("developer"),
+        rpc_limits,
         wasm_sandbox,
         bind_addrs,
         announce_addrs,
@@ -928,6 +1012,54 @@ mod tests {
             Invocation::Run(c) => *c,
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn pid_file_developer_and_rpc_limits() {
+        let d = tmpdir("pidfile");
+        let dir = d.to_str().unwrap_or("");
+        let c =
+            run(load(&args(&["--lightning-dir", dir, "--regtest"]))
+                .unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(c.pid_file, d.join("lightningd-regtest.pid"));
+        assert!(!c.developer);
+        assert_eq!(c.rpc_limits, RpcLimits::default());
+        let c = run(load(&args(&[
+            "--lightning-dir",
+            dir,
+            "--regtest",
+            "--pid-file=my.pid",
+            "--developer",
+            "--fulgur-rpc-max-connections=3",
+            "--fulgur-rpc-max-request=1000",
+            "--fulgur-rpc-request-timeout=2",
+        ]))
+        .unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(c.pid_file, d.join("regtest/my.pid"));
+        assert!(c.developer);
+        assert_eq!(
+            c.rpc_limits,
+            RpcLimits {
+                max_connections: 3,
+                max_request: 1000,
+                request_timeout: Duration::from_secs(2),
+            }
+        );
+        let c = run(
+            load(&args(&["--lightning-dir", dir, "--pid-file=/tmp/x.pid"]))
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_eq!(c.pid_file, PathBuf::from("/tmp/x.pid"));
+        for bad in [
+            "--fulgur-rpc-max-connections=0",
+            "--fulgur-rpc-request-timeout=-1",
+        ] {
+            assert!(
+                load(&args(&["--lightning-dir", dir, bad])).is_err(),
+                "{bad}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

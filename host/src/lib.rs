@@ -14,6 +14,7 @@ mod hooks;
 // Groundwork only: the LDK engine wiring comes with the LDK issue.
 #[allow(dead_code)]
 mod ldk;
+mod lifecycle;
 mod lightning;
 mod log;
 mod node;

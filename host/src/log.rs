@@ -3,8 +3,12 @@
 //!
 //! Line format (as CLN, so tools that grep CLN logs work):
 //! `2026-11-23T21:23:00.123Z INFO    plugin-hello: message`.
+//!
+//! Log files are opened in append mode and reopened by [`Logger::reopen`] (on SIGHUP, for
+//! logrotate), as CLN does.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -109,6 +113,8 @@ struct Inner {
     default: Level,
     filters: Vec<LevelFilter>,
     out: Mutex<Box<dyn Write + Send>>,
+    /// The `--log-file` destinations, for [`Logger::reopen`] (empty for other loggers).
+    files: Vec<PathBuf>,
     feed: Mutex<Option<mpsc::UnboundedSender<Record>>>,
     feed_all: AtomicBool,
 }
@@ -123,6 +129,34 @@ impl Logger {
     /// A logger writing to `out`, with the given level filters (the last filter without a
     /// prefix sets the default; `info` otherwise).
     pub fn new(filters: Vec<LevelFilter>, out: Box<dyn Write + Send>) -> Logger {
+        Self::build(filters, out, vec![])
+    }
+
+    /// A logger writing to every file in `files` (`-` is stdout; none means stdout),
+    /// appending; [`Logger::reopen`] opens them again.
+    pub fn to_files(filters: Vec<LevelFilter>, files: &[PathBuf]) -> Result<Logger, String> {
+        let out = open_files(files)?;
+        Ok(Self::build(filters, Box::new(out), files.to_vec()))
+    }
+
+    /// Closes and reopens the log files, so that a rotated file (renamed away) is replaced
+    /// by a new one: the last line of the old file and the first of the new say so, as in
+    /// CLN. If a file cannot be opened the old destinations are kept and the error returned.
+    pub fn reopen(&self) -> Result<(), String> {
+        if self.inner.files.iter().all(|f| f.as_os_str() == "-") {
+            return Ok(());
+        }
+        self.log(Level::Info, "lightningd", "Ending log due to SIGHUP");
+        let fresh = open_files(&self.inner.files)?;
+        if let Ok(mut out) = self.inner.out.lock() {
+            let _ = out.flush();
+            *out = Box::new(fresh);
+        }
+        self.log(Level::Info, "lightningd", "Started log due to SIGHUP");
+        Ok(())
+    }
+
+    fn build(filters: Vec<LevelFilter>, out: Box<dyn Write + Send>, files: Vec<PathBuf>) -> Logger {
         let default = filters
             .iter()
             .rev()
@@ -135,6 +169,7 @@ impl Logger {
                 default,
                 filters,
                 out: Mutex::new(out),
+                files,
                 feed: Mutex::new(None),
                 feed_all: AtomicBool::new(false),
             }),
@@ -200,6 +235,33 @@ impl Logger {
         }
     }
 
+    /// Writes one message at `level` without waiting for the log: for the panic hook, which
+    /// may run on a thread that already holds it (then the message goes only to stderr,
+    /// which the hook writes anyway). Not fed to notifications: the process is ending.
+    pub fn log_if_free(&self, level: Level, source: &str, message: &str) {
+        if !self.enabled(level, source) {
+            return;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let timestamp = iso8601(now.as_secs(), now.subsec_millis());
+        // Another thread holds the lock only for one line's write: retry a little.
+        for _ in 0..1000 {
+            match self.inner.out.try_lock() {
+                Ok(mut out) => {
+                    for line in message.split('\n') {
+                        let _ = writeln!(out, "{timestamp} {}{source}: {line}", level.padded());
+                    }
+                    let _ = out.flush();
+                    return;
+                }
+                Err(std::sync::TryLockError::WouldBlock) => std::thread::yield_now(),
+                Err(std::sync::TryLockError::Poisoned(_)) => return,
+            }
+        }
+    }
+
     /// A handle that logs under a fixed source name.
     pub fn source(&self, source: impl Into<String>) -> SourceLog {
         SourceLog {
@@ -245,6 +307,44 @@ impl SourceLog {
     pub fn broken(&self, message: &str) {
         self.log(Level::Broken, message);
     }
+}
+
+/// Writes log lines to every configured destination.
+struct Tee(Vec<Box<dyn Write + Send>>);
+
+impl Write for Tee {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for w in &mut self.0 {
+            w.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        for w in &mut self.0 {
+            w.flush()?;
+        }
+        Ok(())
+    }
+}
+
+fn open_files(files: &[PathBuf]) -> Result<Tee, String> {
+    let mut outs: Vec<Box<dyn Write + Send>> = vec![];
+    for f in files {
+        if f.as_os_str() == "-" {
+            outs.push(Box::new(std::io::stdout()));
+        } else {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(f)
+                .map_err(|e| format!("cannot open log file {}: {e}", f.display()))?;
+            outs.push(Box::new(file));
+        }
+    }
+    if outs.is_empty() {
+        outs.push(Box::new(std::io::stdout()));
+    }
+    Ok(Tee(outs))
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for a Unix time.
@@ -325,5 +425,43 @@ mod tests {
         assert!(!log.enabled(Level::Debug, "lightningd"));
         assert!(LevelFilter::parse("loud").is_err());
         assert_eq!(Level::parse("WARN"), Some(Level::Unusual));
+    }
+
+    #[test]
+    fn reopen_starts_a_new_file_after_rotation() {
+        let d = std::env::temp_dir().join(format!("fulgur-log-reopen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+        let path = d.join("log");
+        let log =
+            Logger::to_files(vec![], std::slice::from_ref(&path)).unwrap_or_else(|e| panic!("{e}"));
+        log.log(Level::Info, "lightningd", "before");
+        std::fs::rename(&path, d.join("log.1")).unwrap_or_else(|e| panic!("{e}"));
+        log.log(Level::Info, "lightningd", "still old");
+        log.reopen().unwrap_or_else(|e| panic!("{e}"));
+        log.log(Level::Info, "lightningd", "after");
+        let old = std::fs::read_to_string(d.join("log.1")).unwrap_or_default();
+        let new = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(old.contains("before") && old.contains("still old"), "{old}");
+        assert!(old.contains("Ending log due to SIGHUP"), "{old}");
+        assert!(!old.contains("after"), "{old}");
+        assert!(
+            new.contains("Started log due to SIGHUP") && new.contains("after"),
+            "{new}"
+        );
+        assert!(!new.contains("before"), "{new}");
+        // A destination that cannot be opened keeps the old one.
+        std::fs::remove_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+        assert!(log.reopen().is_err());
+    }
+
+    #[test]
+    fn log_if_free_writes_when_the_log_is_free() {
+        let mem = MemoryLog::default();
+        let log = Logger::new(vec![], Box::new(mem.clone()));
+        log.log_if_free(Level::Broken, "lightningd", "FATAL: x\ny");
+        let text = mem.text();
+        assert!(text.contains("**BROKEN** lightningd: FATAL: x"), "{text}");
+        assert!(text.contains("**BROKEN** lightningd: y"), "{text}");
     }
 }

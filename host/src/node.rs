@@ -111,44 +111,6 @@ pub(crate) fn node_id(seed: &[u8; 32]) -> Result<String, String> {
     Ok(PublicKey::from_secret_key(&secp, &key.private_key).to_string())
 }
 
-/// Writes log lines to every configured destination.
-struct Tee(Vec<Box<dyn Write + Send>>);
-
-impl Write for Tee {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        for w in &mut self.0 {
-            w.write_all(buf)?;
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        for w in &mut self.0 {
-            w.flush()?;
-        }
-        Ok(())
-    }
-}
-
-fn open_log(config: &Config) -> Result<Logger, String> {
-    let mut outs: Vec<Box<dyn Write + Send>> = vec![];
-    for f in &config.log_files {
-        if f.as_os_str() == "-" {
-            outs.push(Box::new(std::io::stdout()));
-        } else {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(f)
-                .map_err(|e| format!("cannot open log file {}: {e}", f.display()))?;
-            outs.push(Box::new(file));
-        }
-    }
-    if outs.is_empty() {
-        outs.push(Box::new(std::io::stdout()));
-    }
-    Ok(Logger::new(config.log_filters.clone(), Box::new(Tee(outs))))
-}
-
 fn settings(config: &Config) -> HostSettings {
     HostSettings {
         net_dir: config.net_dir.clone(),
@@ -253,8 +215,19 @@ pub async fn print_help(config: Config) -> Result<(), String> {
 /// Runs the node until it is stopped; returns the process exit code.
 pub async fn run(config: Config) -> Result<i32, String> {
     create_dirs(&config)?;
-    let log = open_log(&config)?;
+    // One node per directory: before touching anything in it (CLN exits 11 here).
+    let _dir_lock = match crate::lifecycle::DirLock::acquire(&config.pid_file, &config.net_dir) {
+        Ok(l) => l,
+        Err(e @ crate::lifecycle::LockError::Held { .. }) => {
+            eprintln!("{e}");
+            return Ok(e.exit_code());
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let log = Logger::to_files(config.log_filters.clone(), &config.log_files)?;
+    crate::lifecycle::install_panic_hook(&log);
     let main = log.source("lightningd");
+    reopen_log_on_sighup(&log, &main);
     let found = discover(&config, &main)?;
 
     let seed = hsm_secret(&config.net_dir).map_err(|e| format!("hsm_secret: {e}"))?;
@@ -495,6 +468,27 @@ fn start_lightning(node: Arc<Node>, seed: [u8; 32], log: SourceLog) {
             }
         }
         log.info("Lightning engine started");
+    });
+}
+
+/// SIGHUP reopens the log files (for logrotate), as in CLN; it never stops the node, even
+/// without a log file (the signal's default action would).
+fn reopen_log_on_sighup(log: &Logger, main: &SourceLog) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            main.unusual(&format!("cannot handle SIGHUP (log rotation): {e}"));
+            return;
+        }
+    };
+    let (log, main) = (log.clone(), main.clone());
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            if let Err(e) = log.reopen() {
+                main.unusual(&format!("SIGHUP: {e}; still logging to the old file"));
+            }
+        }
     });
 }
 

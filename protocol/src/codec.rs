@@ -64,6 +64,12 @@ impl JsonCodec {
     }
 
     fn finish(&mut self, src: &mut BytesMut, end: usize) -> Result<Option<Value>, FrameError> {
+        // A message that arrived whole in one read is held to the limit too.
+        if end > self.max_len {
+            return Err(FrameError::TooLarge {
+                limit: self.max_len,
+            });
+        }
         let frame = src.split_to(end);
         self.reset();
         serde_json::from_slice(&frame)
@@ -236,6 +242,19 @@ mod tests {
             out.push(v.expect("valid"));
         }
         out
+    }
+
+    #[test]
+    fn limit_applies_to_a_message_read_whole() {
+        let mut d = FrameDecoder::new(10);
+        d.extend(br#"{"a":"0123456789"}"#);
+        assert!(matches!(
+            d.next_value(),
+            Some(Err(FrameError::TooLarge { limit: 10 }))
+        ));
+        let mut d = FrameDecoder::new(10);
+        d.extend(br#"{"a":1}{"b":2}"#);
+        assert_eq!(drain(&mut d), vec![json!({"a":1}), json!({"b":2})]);
     }
 
     #[test]

@@ -447,3 +447,84 @@ def test_socket_is_replaced_on_restart(node_factory):
     node.start()
     wait_for(lambda: node.rpc_path.exists())
     assert_alive(node)
+
+
+# ------------------------------------------------------------------ limits (--fulgur-rpc-*)
+
+def test_request_stalled_after_its_first_byte_is_closed(node_factory):
+    """The request timeout starts with a request's first byte, even on a fresh connection
+    (it used to apply only when bytes were already buffered); an idle connection is kept."""
+    node = node_factory.get_node(options={"fulgur-rpc-request-timeout": 1})
+    idle = node.raw()
+    stalled = node.raw()
+    stalled.send(b"{")
+    assert stalled.closed_by_peer(timeout=30), "stalled request not closed"
+    node.wait_for_log(r"did not arrive within 1s of its first byte")
+    half = node.raw()
+    half.send(b'{"jsonrpc": "2.0", "id": 1, "meth')
+    assert half.closed_by_peer(timeout=30)
+    assert_alive(node)
+    # The idle connection outlived both and still works.
+    resp = idle.call(req("getinfo", {}, id="idle"))
+    assert resp["id"] == "idle" and "result" in resp, resp
+    for c in (idle, stalled, half):
+        c.close()
+
+
+def test_too_many_connections_get_an_error(node_factory):
+    node = node_factory.get_node(options={"fulgur-rpc-max-connections": 3})
+    held = [node.raw() for _ in range(3)]
+    for h in held:  # all three are served: they hold the slots
+        assert "result" in h.call(req("getinfo", {}, id="h"))
+    extra = node.raw()
+    resp = extra.read()
+    assert resp is not None and resp["error"]["code"] == -1, resp
+    assert "Too many RPC connections (limit 3)" in resp["error"]["message"], resp
+    assert extra.closed_by_peer(timeout=30)
+    extra.close()
+    assert "result" in held[0].call(req("getinfo", {}, id="still"))
+    held.pop().close()
+
+    def served():
+        r = node.raw()
+        try:
+            resp = r.call(req("getinfo", {}, id="again"))
+            return resp is not None and "result" in resp
+        except OSError:
+            return False
+        finally:
+            r.close()
+    wait_for(served, what="a freed slot serves a new connection")
+    for h in held:
+        h.close()
+
+
+def test_request_over_max_size_is_refused(node_factory):
+    node = node_factory.get_node(options={"fulgur-rpc-max-request": 1000})
+    r = node.raw()
+    small = r.call(req("getinfo", {"x": "a" * 100}, id="small"))
+    assert small["error"]["code"] == -32602, small  # parsed: a params error, not a size one
+    big = node.raw()
+    big.send(json.dumps(req("getinfo", {"x": "a" * 2000}, id="big")))
+    resp = big.read()
+    assert resp is not None and resp["error"]["code"] == -32600, resp
+    assert "larger than 1000 bytes" in resp["error"]["message"], resp
+    assert big.closed_by_peer(timeout=30)
+    big.close()
+    r.close()
+    assert_alive(node)
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["bare", "in-params"])
+def test_deep_nesting_is_a_parse_error(node, wrap):
+    depth = 100_000
+    nested = "[" * depth + "]" * depth
+    body = (f'{{"jsonrpc": "2.0", "id": "deep", "method": "getinfo", "params": {nested}}}'
+            if wrap else nested)
+    r = node.raw()
+    r.send(body)
+    resp = r.read()
+    assert resp is not None and resp["error"]["code"] == -32700, resp
+    assert "recursion limit" in resp["error"]["message"], resp
+    r.close()
+    assert_alive(node)

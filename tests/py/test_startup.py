@@ -252,3 +252,76 @@ def test_plugins_and_their_options_in_config_file(node_factory):
 def test_unknown_key_in_config_file_exits_1(node_factory):
     node = node_factory.get_node(start=False, config="# ok\nno-such-config-key=1\n")
     _expect_startup_failure(node, r"no-such-config-key")
+
+
+# ------------------------------------------------------------------ one node per directory
+
+def test_second_node_on_same_dir_refused_whatever_its_rpc_file(node_factory):
+    """CLN's pid-file lock: exit 11 and a clear message, even with another --rpc-file or
+    --pid-file; the first node keeps running."""
+    first = node_factory.get_node()
+    pid_file = first.lightning_dir / "lightningd-regtest.pid"
+    assert pid_file.read_text() == f"{first.proc.pid}\n"
+    for extra in (["--rpc-file=other-rpc"], ["--rpc-file=other-rpc", "--pid-file=other.pid"]):
+        second = node_factory.get_node(start=False)
+        second.lightning_dir = first.lightning_dir  # same data
+        second.log_path = first.lightning_dir / "log2"
+        second.extra_args = extra
+        rc, err = second.start_expect_exit()
+        assert rc == 11, (rc, err)
+        assert err.startswith("fulgurd already running? Error locking"), err
+        if "--pid-file=other.pid" not in extra:
+            assert f"held by pid {first.proc.pid}" in err, err
+    assert first.rpc.getinfo()["id"]
+    assert not (first.net_dir / "other.pid").exists()
+    _, rc = first.stop()
+    assert rc == 0
+    assert not pid_file.exists(), "a clean stop removes the pid file"
+
+
+def test_stale_pid_file_does_not_block_a_restart(node_factory):
+    node = node_factory.get_node()
+    node.kill()  # SIGKILL: the pid file stays, its lock goes with the process
+    assert (node.lightning_dir / "lightningd-regtest.pid").exists()
+    node.start()
+    assert node.rpc.getinfo()["id"]
+
+
+# ------------------------------------------------------------------ panics, SIGHUP
+
+def test_panic_stops_the_node_with_a_broken_line(node_factory):
+    node = node_factory.get_node(options={"developer": None})
+    node.expect_panic = True
+    with pytest.raises(Exception):
+        node.rpc.call("dev", ["crash"])
+    rc = node.wait_exit()
+    assert rc == 1, rc
+    line = node.wait_for_log(r"FATAL: .*panicked at .*Crash at user request")
+    assert log_level(line) == "BROKEN", line
+    assert "Crash at user request" in node.stderr()
+    assert not node.running()
+
+
+def test_dev_commands_need_developer(node):
+    from pyln.client import RpcError
+    with pytest.raises(RpcError) as e:
+        node.rpc.call("dev", ["crash"])
+    assert e.value.error["code"] == -32601
+    assert "developer-only" in e.value.error["message"]
+    assert "dev" not in [c["command"].split()[0] for c in node.rpc.help()["help"]]
+    assert node.rpc.getinfo()["id"]
+
+
+def test_sighup_reopens_the_log_file(node_factory):
+    import signal
+    node = node_factory.get_node()
+    rotated = node.lightning_dir / "log.1"
+    os.rename(node.log_path, rotated)
+    os.kill(node.proc.pid, signal.SIGHUP)
+    node.wait_for_log(r"Started log due to SIGHUP")
+    assert "Ending log due to SIGHUP" in rotated.read_text()
+    assert node.rpc.getinfo()["id"]
+    node.rpc.call("datastore", {"key": ["after-hup"], "string": "x"})
+    assert node.running()
+    assert "Server started" not in node.log(), "the new file starts at the rotation"
+

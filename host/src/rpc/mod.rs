@@ -4,8 +4,13 @@
 //! CLN's codes. Every request runs in its own task, so a long-polling call never blocks
 //! the connection it came on, let alone others.
 //!
-//! Limits: a request may be at most [`MAX_REQUEST`] bytes; a connection that stops in the
-//! middle of a request for [`PARTIAL_TIMEOUT`] is closed. Neither affects other clients.
+//! Limits ([`crate::config::RpcLimits`], `--fulgur-rpc-*`; CLN has none): at most
+//! `max_connections` connections at once (one more is answered with an error and closed);
+//! a request may be at most `max_request` bytes (16 MiB; a bigger one is answered and its
+//! connection closed); a request must arrive whole within `request_timeout` (30 s) of its
+//! first byte, or its connection is closed. A connection idle between requests is kept:
+//! `cln-rpc` clients and plugins hold theirs open. JSON nested deeper than 128 levels is a
+//! parse error (`-32700`, serde_json's limit). None of this affects other clients.
 
 pub mod commands;
 pub mod params;
@@ -19,24 +24,15 @@ use bytes::Bytes;
 use fulgur_protocol::codec::{FrameError, JsonCodec, encode_frame};
 use fulgur_protocol::hooks::{Hook, RpcCommandAction};
 use fulgur_protocol::{RpcError, error::codes};
-use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::codec::FramedRead;
 
 use crate::hooks::ChainEnd;
 use crate::node::Node;
 use crate::plugin::{CallerLink, CallerSink, Gone};
-
-/// Largest request accepted: 16 MiB (CLN sets none; a bigger one is answered with an
-/// error and the connection closed).
-pub const MAX_REQUEST: usize = 16 * 1024 * 1024;
-
-/// How long a connection may sit in the middle of a request.
-pub const PARTIAL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a connection's writer sends.
 pub enum Out {
@@ -145,10 +141,28 @@ pub async fn listen(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
 pub async fn serve(node: Arc<Node>, listener: UnixListener, mut stop: watch::Receiver<bool>) {
     node.plugins
         .set_local_rpc(Arc::new(InProcess(Arc::downgrade(&node))));
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        node.config.rpc_limits.max_connections,
+    ));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(connection(node.clone(), stream)); }
+                Ok((stream, _)) => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let node = node.clone();
+                        tokio::spawn(async move {
+                            connection(node, stream).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(_) => {
+                        let limit = node.config.rpc_limits.max_connections;
+                        node.main.unusual(&format!(
+                            "refusing an RPC connection: {limit} already open (--fulgur-rpc-max-connections)"
+                        ));
+                        tokio::spawn(refuse(stream, limit));
+                    }
+                },
                 Err(e) => {
                     node.main.unusual(&format!("RPC accept failed: {e}"));
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -198,6 +212,63 @@ impl crate::plugin::LocalRpc for InProcess {
     }
 }
 
+/// Answers a connection over the limit with an error (id `null`) and closes it.
+async fn refuse(mut stream: UnixStream, limit: usize) {
+    let err = RpcError::new(
+        codes::LIGHTNINGD,
+        format!("Too many RPC connections (limit {limit}); try again later"),
+    );
+    let frame = response_frame(&Value::Null, &Reply::Err(err));
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(&frame).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Reads the next request: `None` at the end of the stream, or when the request that has
+/// begun does not arrive whole by `deadline` (counted from its first byte).
+async fn next_request(
+    rd: &mut tokio::net::unix::OwnedReadHalf,
+    codec: &mut JsonCodec,
+    buf: &mut bytes::BytesMut,
+    timeout: Duration,
+) -> Option<Result<Value, FrameError>> {
+    use tokio::io::AsyncReadExt;
+    use tokio_util::codec::Decoder;
+    let mut deadline = None;
+    loop {
+        match codec.decode(buf) {
+            Ok(Some(v)) => return Some(Ok(v)),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        // Whitespace between requests is dropped by the codec: bytes left are a request.
+        if deadline.is_none() && !buf.is_empty() {
+            deadline = Some(tokio::time::Instant::now() + timeout);
+        }
+        buf.reserve(64 * 1024);
+        let read = match deadline {
+            None => rd.read_buf(buf).await,
+            Some(d) => match tokio::time::timeout_at(d, rd.read_buf(buf)).await {
+                Ok(r) => r,
+                Err(_) => return None,
+            },
+        };
+        match read {
+            Ok(0) => {
+                return match codec.decode_eof(buf) {
+                    Ok(Some(v)) => Some(Ok(v)),
+                    Ok(None) => None,
+                    Err(e) => Some(Err(e)),
+                };
+            }
+            Ok(_) => {}
+            Err(e) => return Some(Err(FrameError::Io(e))),
+        }
+    }
+}
+
 async fn connection(node: Arc<Node>, stream: UnixStream) {
     let (rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
@@ -222,20 +293,18 @@ async fn connection(node: Arc<Node>, stream: UnixStream) {
         notifications: AtomicBool::new(false),
         deprecated_ok: AtomicBool::new(node.config.allow_deprecated_apis),
     });
-    let mut frames = FramedRead::new(rd, JsonCodec::new(MAX_REQUEST));
+    let limits = node.config.rpc_limits;
+    let mut rd = rd;
+    let mut codec = JsonCodec::new(limits.max_request);
+    let mut buf = bytes::BytesMut::new();
     loop {
-        let next = if frames.read_buffer().iter().all(|b| b.is_ascii_whitespace()) {
-            frames.next().await
-        } else {
-            match tokio::time::timeout(PARTIAL_TIMEOUT, frames.next()).await {
-                Ok(n) => n,
-                Err(_) => {
-                    node.main
-                        .debug("closing RPC connection stalled in the middle of a request");
-                    break;
-                }
-            }
-        };
+        let next = next_request(&mut rd, &mut codec, &mut buf, limits.request_timeout).await;
+        if next.is_none() && !buf.iter().all(u8::is_ascii_whitespace) {
+            node.main.unusual(&format!(
+                "closing an RPC connection whose request did not arrive within {}s of its first byte",
+                limits.request_timeout.as_secs()
+            ));
+        }
         match next {
             Some(Ok(v)) => {
                 tokio::spawn(handle(node.clone(), conn.clone(), v));
@@ -346,6 +415,12 @@ pub async fn execute(
     };
     if builtin.is_none() && owner.is_none() {
         return Reply::Err(RpcError::unknown_method(method));
+    }
+    if builtin.is_some() && commands::is_dev_only(method) && !node.config.developer {
+        return Reply::Err(RpcError::new(
+            codes::METHOD_NOT_FOUND,
+            format!("Command {method} is developer-only"),
+        ));
     }
     if let Some(p) = &owner {
         let deprecated = p.manifest().is_some_and(|m| {

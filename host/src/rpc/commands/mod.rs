@@ -5,6 +5,7 @@ mod channels;
 mod check;
 mod datastore;
 pub(crate) mod decode;
+mod dev;
 mod feerates;
 mod forwards;
 mod getinfo;
@@ -121,14 +122,26 @@ pub const COMMANDS: &[&Command] = &[
     &withdraw::WITHDRAW,
 ];
 
-/// The built-in command named `name`.
+/// Developer-only commands: refused without `--developer`, never listed by `help`.
+pub const DEV_COMMANDS: &[&Command] = &[&dev::DEV];
+
+/// The built-in command named `name` (developer-only ones included: see [`is_dev_only`]).
 pub fn find(name: &str) -> Option<&'static Command> {
-    COMMANDS.iter().copied().find(|c| c.name == name)
+    COMMANDS
+        .iter()
+        .chain(DEV_COMMANDS)
+        .copied()
+        .find(|c| c.name == name)
+}
+
+/// Whether `name` is a developer-only command.
+pub fn is_dev_only(name: &str) -> bool {
+    DEV_COMMANDS.iter().any(|c| c.name == name)
 }
 
 /// Names of every built-in command (plugins cannot register these).
 pub fn names() -> impl Iterator<Item = &'static str> {
-    COMMANDS.iter().map(|c| c.name)
+    COMMANDS.iter().chain(DEV_COMMANDS).map(|c| c.name)
 }
 
 /// Runs the parameter checks `method` makes before it touches the node, for the fuzz

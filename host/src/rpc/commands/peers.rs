@@ -336,12 +336,19 @@ fn engine_message_name(ty: u16) -> Option<&'static str> {
     })
 }
 
+/// `msg` as its type and body: hex (any case) of at least the 2-byte type; `None` for
+/// anything else, non-ASCII text included (slicing such a string by byte pairs used to
+/// panic).
+fn custom_msg_bytes(msg: &str) -> Option<(u16, Vec<u8>)> {
+    use bitcoin::hex::FromHex;
+    let all = Vec::<u8>::from_hex(msg).ok()?;
+    let (ty, body) = all.split_first_chunk::<2>()?;
+    Some((u16::from_be_bytes(*ty), body.to_vec()))
+}
+
 fn run_sendcustommsg(ctx: Ctx, p: Params) -> CommandFuture {
     Box::pin(async move {
-        let e = match engine(&ctx.node) {
-            Ok(e) => e,
-            Err(e) => return Reply::Err(e),
-        };
+        // Parameters first, as CLN: a bad one is reported whatever the engine's state.
         let id = match p.str("node_id").and_then(|s| parse_id(&s)) {
             Ok(i) => i,
             Err(e) => return Reply::Err(e),
@@ -350,24 +357,16 @@ fn run_sendcustommsg(ctx: Ctx, p: Params) -> CommandFuture {
             Ok(m) => m,
             Err(e) => return Reply::Err(e),
         };
-        let bytes: Option<Vec<u8>> = (msg.len() % 2 == 0)
-            .then(|| {
-                (0..msg.len())
-                    .step_by(2)
-                    .map(|i| {
-                        msg.get(i..i + 2)
-                            .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    })
-                    .collect()
-            })
-            .flatten();
-        let Some(bytes) = bytes.filter(|b| b.len() >= 2) else {
+        let Some((ty, bytes)) = custom_msg_bytes(&msg) else {
             return Reply::Err(RpcError::invalid_params(format!(
                 "msg: should be a hex string of at least 2 bytes: invalid token '{msg}'"
             )));
         };
+        let e = match engine(&ctx.node) {
+            Ok(e) => e,
+            Err(e) => return Reply::Err(e),
+        };
         // CLN's checks, order, codes and messages.
-        let ty = u16::from_be_bytes([bytes[0], bytes[1]]);
         if let Some(name) = engine_message_name(ty) {
             return Reply::Err(RpcError::new(
                 codes::INVALID_REQUEST,
@@ -390,7 +389,25 @@ fn run_sendcustommsg(ctx: Ctx, p: Params) -> CommandFuture {
                 format!("No such peer: {id}"),
             ));
         }
-        e.send_custom(id, ty, bytes[2..].to_vec());
+        e.send_custom(id, ty, bytes);
         Reply::Ok(json!({"status": "Message sent to connectd for delivery"}))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::custom_msg_bytes;
+
+    #[test]
+    fn custom_msg_hex_is_checked_without_panicking() {
+        assert_eq!(
+            custom_msg_bytes("8001aBcd"),
+            Some((0x8001, vec![0xab, 0xcd]))
+        );
+        assert_eq!(custom_msg_bytes("8001"), Some((0x8001, vec![])));
+        // Regression: multi-byte characters at an even length used to panic the daemon.
+        for bad in ["€a", "éé", "80€1", "zz01", "800", "80", ""] {
+            assert_eq!(custom_msg_bytes(bad), None, "{bad}");
+        }
+    }
 }

@@ -1,0 +1,38 @@
+//! `dev`: developer-only commands, available with `--developer` (as CLN's `dev`). Hidden
+//! from `help`; without `--developer` it is "developer-only" (`-32601`), as in CLN.
+//!
+//! `dev crash` panics inside the command's task, on a tokio worker thread: the test that
+//! a panic anywhere stops the node (`lifecycle::install_panic_hook`) instead of leaving its
+//! RPC answering. (CLN's `dev crash` calls `fatal()`.)
+
+use fulgur_protocol::RpcError;
+
+use super::{Command, CommandFuture, Ctx};
+use crate::rpc::Reply;
+use crate::rpc::params::{Params, req};
+
+pub const DEV: Command = Command {
+    name: "dev",
+    usage: "subcommand",
+    category: "developer",
+    description: "Developer-only commands (needs --developer): crash",
+    verbose: "dev crash: panics, to check that a panic stops the node.",
+    params: &[req("subcommand")],
+    extra_params: false,
+    run,
+};
+
+fn run(_ctx: Ctx, p: Params) -> CommandFuture {
+    Box::pin(async move {
+        let sub = match p.str("subcommand") {
+            Ok(s) => s,
+            Err(e) => return Reply::Err(e),
+        };
+        match sub.as_str() {
+            "crash" => panic!("Crash at user request"),
+            other => Reply::Err(RpcError::invalid_params(format!(
+                "subcommand: should be one of crash: invalid token '{other}'"
+            ))),
+        }
+    })
+}
