@@ -29,7 +29,9 @@
 //! keys follow LDK's rules: at most [`KVSTORE_NAMESPACE_KEY_MAX_LEN`] characters from
 //! [`KVSTORE_NAMESPACE_KEY_ALPHABET`], keys non-empty, and a secondary namespace only under a
 //! primary one; anything else is `ErrorKind::InvalidInput` and touches nothing. A missing key
-//! is `ErrorKind::NotFound`; database failures are `ErrorKind::Other`.
+//! is `ErrorKind::NotFound`; database failures are `ErrorKind::Other`, except that a write or
+//! removal the disk cannot take (full, I/O error) stops the node ([`Store::fatal`]): LDK
+//! would otherwise carry on with its state unsaved.
 
 use std::sync::Arc;
 
@@ -93,7 +95,27 @@ impl SqliteKvStore {
                     upsert(conn, primary, secondary, key, buf)
                 }
             })
-            .map_err(|e| db_error("write", e))
+            .map_err(|e| self.write_failed("write", primary, secondary, key, e))
+    }
+
+    /// A write or removal the database refused: LDK's state would go unsaved (and LDK
+    /// treats a failed monitor write as unrecoverable), so the node stops here
+    /// ([`Store::fatal`]) for a storage failure; other errors go back to LDK.
+    fn write_failed(
+        &self,
+        op: &str,
+        primary: &str,
+        secondary: &str,
+        key: &str,
+        e: StoreError,
+    ) -> io::Error {
+        if e.is_storage_failure() {
+            self.store.fatal(
+                &format!("cannot {op} LDK's {primary}/{secondary}/{key}"),
+                &e,
+            );
+        }
+        db_error(op, e)
     }
 }
 
@@ -233,7 +255,9 @@ impl KVStoreSync for SqliteKvStore {
                     delete(conn)
                 }
             })
-            .map_err(|e| db_error("remove", e))
+            .map_err(|e| {
+                self.write_failed("remove", primary_namespace, secondary_namespace, key, e)
+            })
     }
 
     fn list(

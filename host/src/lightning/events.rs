@@ -227,7 +227,7 @@ impl Lightning {
                 ..
             } => {
                 self.on_payment_claimed(payment_hash, amount_msat, purpose.preimage())
-                    .await;
+                    .await?;
             }
             Event::PaymentForwarded {
                 prev_htlcs,

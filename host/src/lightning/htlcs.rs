@@ -47,6 +47,10 @@ pub enum HeldAction {
         amount_msat: u64,
         /// The preimage when LDK knows it (an invoice it derived).
         preimage: Option<String>,
+        /// The onion's payment secret (hex), for a BOLT 11 payment: checked against the
+        /// invoice's before claiming. Absent in records written before it was kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        payment_secret: Option<String>,
     },
 }
 
@@ -126,29 +130,54 @@ fn kind_filter(action: &HeldAction) -> Value {
 
 /// 32 bytes from 64 hex digits.
 pub fn parse_hash(s: &str) -> Result<[u8; 32], String> {
-    if s.len() != 64 {
+    let mut out = [0u8; 32];
+    let bytes = s.as_bytes();
+    if bytes.len() != 64 {
         return Err(format!("'{s}' is not 32 bytes of hex"));
     }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = s
-            .get(2 * i..2 * i + 2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .ok_or_else(|| format!("'{s}' is not hex"))?;
+    // Byte-wise: slicing the string could split a multi-byte character and panic.
+    for (b, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *b = hex_byte(pair).ok_or_else(|| format!("'{s}' is not hex"))?;
     }
     Ok(out)
 }
 
+/// One byte from two ASCII hex digits.
+fn hex_byte(pair: &[u8]) -> Option<u8> {
+    let digit = |c: &u8| {
+        char::from(*c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    match pair {
+        [hi, lo] => Some(digit(hi)? << 4 | digit(lo)?),
+        _ => None,
+    }
+}
+
+/// A plugin's `failure_message` (BOLT 4, hex) checked: at least its two-byte code, all hex.
+pub fn parse_failure_message(msg: &str) -> Result<u16, String> {
+    let b = msg.as_bytes();
+    if b.len() < 4 || !b.len().is_multiple_of(2) || !b.iter().all(u8::is_ascii_hexdigit) {
+        return Err(format!(
+            "failure_message '{msg}' is not a hex BOLT 4 message (an even number of hex digits, at least 4)"
+        ));
+    }
+    let code = b
+        .get(..4)
+        .and_then(|c| Some([hex_byte(c.get(..2)?)?, hex_byte(c.get(2..)?)?]));
+    code.map(u16::from_be_bytes)
+        .ok_or_else(|| format!("failure_message '{msg}' is not hex"))
+}
+
 /// LDK's failure codes for a plugin's `failure_message`: LDK can only send four of BOLT 4's
-/// codes back for a received payment; others become `incorrect_or_unknown_payment_details`.
+/// codes back for a received payment; others (and messages that are not hex, which callers
+/// log) become `incorrect_or_unknown_payment_details`.
 pub fn failure_code(msg: Option<&str>) -> FailureCode {
-    let code = msg
-        .and_then(|m| m.get(..4))
-        .and_then(|m| u16::from_str_radix(m, 16).ok());
-    match code {
-        Some(0x2002) => FailureCode::TemporaryNodeFailure,
-        Some(0x2003) => FailureCode::RequiredNodeFeatureMissing,
-        Some(0x4016) => FailureCode::InvalidOnionPayload(None),
+    match msg.map(parse_failure_message) {
+        Some(Ok(0x2002)) => FailureCode::TemporaryNodeFailure,
+        Some(Ok(0x2003)) => FailureCode::RequiredNodeFeatureMissing,
+        Some(Ok(0x4016)) => FailureCode::InvalidOnionPayload(None),
         _ => FailureCode::IncorrectOrUnknownPaymentDetails,
     }
 }
@@ -355,6 +384,7 @@ impl Lightning {
         let action = HeldAction::Receive {
             amount_msat,
             preimage: preimage.map(|p| hex(&p.0)),
+            payment_secret: payment_secret.map(|s| hex(&s)),
         };
         let with_hook = self
             .plugins
@@ -661,7 +691,15 @@ impl Lightning {
                     }
                 }
             }
-            HeldAction::Receive { preimage, .. } => {
+            HeldAction::Receive {
+                preimage,
+                amount_msat,
+                payment_secret,
+            } => {
+                let received = super::receive::Received {
+                    amount_msat: *amount_msat,
+                    payment_secret: payment_secret.as_deref().and_then(|s| parse_hash(s).ok()),
+                };
                 match v {
                     Verdict::Fail(msg) => {
                         self.manager
@@ -669,7 +707,13 @@ impl Lightning {
                     }
                     Verdict::Resolve(key) => {
                         if sha256::Hash::hash(&key).to_byte_array() == hash.0 {
-                            self.claim(hash, key);
+                            self.claim(super::invoices::Claim {
+                                hash: hash.0,
+                                preimage: key,
+                                amount_msat: received.amount_msat,
+                                payment_secret: received.payment_secret,
+                            })
+                            .await;
                         } else {
                             self.log.unusual(&format!(
                                 "htlc_accepted resolved {} with a payment_key that does not match: failing it",
@@ -680,7 +724,7 @@ impl Lightning {
                     }
                     Verdict::Continue => {
                         let known = preimage.as_deref().and_then(|p| parse_hash(p).ok());
-                        self.receive_continue(hash, known).await;
+                        self.receive_continue(hash, known, received).await;
                     }
                 }
                 self.peers.process_events();
@@ -775,6 +819,33 @@ mod tests {
             failure_code(None),
             FailureCode::IncorrectOrUnknownPaymentDetails
         ));
+    }
+
+    #[test]
+    fn non_hex_failure_messages_are_errors_not_panics() {
+        // Regression: a plugin's invoice_payment answer whose failure_message is not hex
+        // reached a string slice that split a multi-byte character and panicked.
+        for bad in [
+            "a\u{e9}\u{20ac}x",
+            "\u{20ac}\u{20ac}",
+            "zz",
+            "20",
+            "2002z",
+            "",
+        ] {
+            assert!(parse_failure_message(bad).is_err(), "{bad:?}");
+            assert!(matches!(
+                failure_code(Some(bad)),
+                FailureCode::IncorrectOrUnknownPaymentDetails
+            ));
+        }
+        assert_eq!(parse_failure_message("2002"), Ok(0x2002));
+        assert_eq!(parse_failure_message("400F0000"), Ok(0x400f));
+        // 64 bytes that are not 64 ASCII hex digits.
+        let wide = "\u{20ac}".repeat(21) + "a";
+        assert_eq!(wide.len(), 64);
+        assert!(parse_hash(&wide).is_err());
+        assert_eq!(parse_hash(&"ab".repeat(32)), Ok([0xab; 32]));
     }
 
     #[test]

@@ -521,6 +521,115 @@ pub fn mark_paid(
     }))
 }
 
+/// A payment to us about to be claimed: what the checks before a claim look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Its payment hash.
+    pub hash: [u8; 32],
+    /// The preimage it would be claimed with (hashes to `hash`).
+    pub preimage: [u8; 32],
+    /// What its HTLCs carry in all.
+    pub amount_msat: u64,
+    /// The payment secret of its onion (a BOLT 11 payment); `None` for a keysend.
+    pub payment_secret: Option<[u8; 32]>,
+}
+
+/// Why a payment to us is failed back instead of claimed. Every case fails with BOLT 4's
+/// `incorrect_or_unknown_payment_details`, as CLN does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimRefusal {
+    /// A BOLT 11 payment for which no invoice exists (never made, or deleted).
+    NoInvoice,
+    /// The invoice was already paid: a second payer would lose the money.
+    AlreadyPaid,
+    /// The invoice expired unpaid.
+    Expired,
+    /// Less than the invoice asks (BOLT 4: MUST fail).
+    Amount {
+        /// The invoice's amount.
+        asked_msat: u64,
+        /// What the HTLCs carry.
+        got_msat: u64,
+    },
+    /// The onion's payment secret is not the invoice's (an invoice deleted and made again
+    /// with the same payment hash).
+    WrongSecret,
+    /// A claim of this payment hash is already under way.
+    ClaimUnderWay,
+}
+
+impl std::fmt::Display for ClaimRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClaimRefusal::NoInvoice => write!(f, "no invoice for this payment hash"),
+            ClaimRefusal::AlreadyPaid => write!(f, "the invoice is already paid"),
+            ClaimRefusal::Expired => write!(f, "the invoice has expired"),
+            ClaimRefusal::Amount {
+                asked_msat,
+                got_msat,
+            } => write!(
+                f,
+                "{got_msat}msat received for an invoice of {asked_msat}msat"
+            ),
+            ClaimRefusal::WrongSecret => write!(f, "the payment secret is not the invoice's"),
+            ClaimRefusal::ClaimUnderWay => {
+                write!(f, "a payment of this invoice is already being claimed")
+            }
+        }
+    }
+}
+
+/// Whether `claim` may be claimed against `inv` (its invoice as read now, expiry applied):
+/// CLN's checks (state, amount, payment secret) before every claim. A payment without a
+/// payment secret and without an invoice is a keysend, which has none to check.
+pub fn claim_refusal(inv: Option<&InvoiceRecord>, claim: &Claim) -> Option<ClaimRefusal> {
+    let Some(inv) = inv else {
+        return claim.payment_secret.map(|_| ClaimRefusal::NoInvoice);
+    };
+    match inv.status.as_str() {
+        PAID => return Some(ClaimRefusal::AlreadyPaid),
+        EXPIRED => return Some(ClaimRefusal::Expired),
+        _ => {}
+    }
+    if let Some(asked) = inv.amount_msat
+        && claim.amount_msat < asked
+    {
+        return Some(ClaimRefusal::Amount {
+            asked_msat: asked,
+            got_msat: claim.amount_msat,
+        });
+    }
+    if claim
+        .payment_secret
+        .is_some_and(|s| s != inv.payment_secret)
+    {
+        return Some(ClaimRefusal::WrongSecret);
+    }
+    None
+}
+
+/// Checks `claim` against its invoice and, when it may be claimed, stores its preimage in
+/// the invoice (one synced transaction) so that `PaymentClaimed` can mark the invoice paid
+/// even after a `kill -9` between the claim and that event. Run after [`expire_due`].
+pub fn record_claim(
+    conn: &mut Connection,
+    claim: &Claim,
+) -> rusqlite::Result<Option<ClaimRefusal>> {
+    let tx = conn.transaction()?;
+    let inv = by_hash(&tx, &claim.hash)?;
+    if let Some(refusal) = claim_refusal(inv.as_ref(), claim) {
+        return Ok(Some(refusal));
+    }
+    if let Some(inv) = inv
+        && inv.preimage.is_none()
+    {
+        tx.prepare_cached("UPDATE invoices SET preimage = ?1 WHERE created_index = ?2")?
+            .execute(params![&claim.preimage[..], to_sql(inv.created_index)])?;
+    }
+    tx.commit()?;
+    Ok(None)
+}
+
 /// `delinvoice`: deletes the invoice `label` if its status is `status` (or with `desconly`
 /// only removes its description). Returns the invoice as it was (without the description
 /// after `desconly`). Run after [`expire_due`].
@@ -743,23 +852,23 @@ impl Lightning {
     /// hash to `hash`): assigns its pay index, sets `amount_received_msat`, `paid_at`, the
     /// preimage and a new `updated_index` in one transaction, wakes waiters and sends the
     /// `invoice_payment` notification. Idempotent: an invoice already paid keeps its pay
-    /// index, which is returned, and nothing else happens. `None`: no invoice has this hash,
-    /// the preimage does not match, or the database failed (logged). Call it once the payment
-    /// is claimed; whether an expired invoice may be paid is decided before claiming.
-    // Called by the payment event handler (next slice).
+    /// index, which is returned, and nothing else happens. `Ok(None)`: no invoice has this
+    /// hash or the preimage does not match (logged). `Err`: the database failed; the caller
+    /// tries again (the funds are claimed, the invoice must not stay unpaid). Call it once
+    /// the payment is claimed; whether it may be claimed is [`claim_refusal`]'s decision.
     pub async fn invoice_paid(
         &self,
         hash: [u8; 32],
         amount_msat: u64,
         preimage: [u8; 32],
-    ) -> Option<u64> {
+    ) -> Result<Option<u64>, StoreError> {
         if sha256::Hash::hash(&preimage).to_byte_array() != hash {
             self.log.broken(&format!(
                 "invoice_paid: preimage {} does not match payment hash {}",
                 hex(&preimage),
                 hex(&hash)
             ));
-            return None;
+            return Ok(None);
         }
         let r = self
             .invoices_query(move |c, now| {
@@ -767,33 +876,31 @@ impl Lightning {
                     Ok(mark_paid(c, &hash, amount_msat, &preimage, now)?)
                 })
             })
-            .await;
-        match r {
-            Ok(Some(p)) => {
-                if p.newly {
-                    self.log.info(&format!(
-                        "Resolved invoice '{}' with amount {amount_msat}msat (pay_index {})",
-                        p.label, p.pay_index
-                    ));
-                    self.invoices_changed.send_modify(|v| *v += 1);
-                    self.plugins.notify(
-                        "invoice_payment",
-                        json!({"label": p.label, "preimage": hex(&preimage), "msat": amount_msat}),
-                    );
-                }
-                Some(p.pay_index)
-            }
-            Ok(None) => {
-                self.log
-                    .unusual(&format!("invoice_paid: no invoice for {}", hex(&hash)));
-                None
-            }
-            Err(e) => {
-                self.log
-                    .broken(&format!("marking invoice {} paid: {e}", hex(&hash)));
-                None
-            }
+            .await?;
+        let Some(p) = r else {
+            self.log
+                .unusual(&format!("invoice_paid: no invoice for {}", hex(&hash)));
+            return Ok(None);
+        };
+        if p.newly {
+            self.log.info(&format!(
+                "Resolved invoice '{}' with amount {amount_msat}msat (pay_index {})",
+                p.label, p.pay_index
+            ));
+            self.invoices_changed.send_modify(|v| *v += 1);
+            self.plugins.notify(
+                "invoice_payment",
+                json!({"label": p.label, "preimage": hex(&preimage), "msat": amount_msat}),
+            );
         }
+        Ok(Some(p.pay_index))
+    }
+
+    /// Checks a payment against its invoice before it is claimed and stores the preimage
+    /// it will be claimed with ([`record_claim`]): `Ok(Some(refusal))` means fail it back.
+    pub async fn record_claim(&self, claim: Claim) -> Result<Option<ClaimRefusal>, StoreError> {
+        self.invoices_query(move |c, _| Ok(record_claim(c, &claim)?))
+            .await
     }
 
     /// `invoice`: asks LDK for the invoice (payment secret, signature, route hints), adds
@@ -1435,6 +1542,72 @@ mod tests {
         assert_eq!(p.map(|p| p.pay_index), Some(2));
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn claims_are_checked_against_the_invoice_and_keep_the_preimage() {
+        let store = ok(Store::in_memory());
+        let now = unix_now();
+        // "hold": made with a payment hash only (no preimage yet), 2000 msat.
+        let mut hold = new("hold", 2, now + 3600);
+        hold.preimage = None;
+        let h2 = hash_of(&preimage(2));
+        let claim = |n: u8, amount: u64, secret: Option<[u8; 32]>| Claim {
+            hash: hash_of(&preimage(n)),
+            preimage: preimage(n),
+            amount_msat: amount,
+            payment_secret: secret,
+        };
+        let r = run(&store, move |c, _| {
+            insert(c, &hold).map_err(|e| StoreError::Task(format!("{e:?}")))?;
+            insert(c, &new("old", 1, now - 10)).map_err(|e| StoreError::Task(format!("{e:?}")))?;
+            expire_due(c, now)?;
+            Ok((
+                record_claim(c, &claim(2, 1999, Some([2 ^ 0xff; 32])))?,
+                record_claim(c, &claim(2, 2000, Some([7; 32])))?,
+                record_claim(c, &claim(1, 1000, Some([1 ^ 0xff; 32])))?,
+                record_claim(c, &claim(3, 3000, Some([3 ^ 0xff; 32])))?,
+                // A keysend (no payment secret, no invoice) has nothing to check.
+                record_claim(c, &claim(5, 1, None))?,
+                by_hash(c, &h2)?.and_then(|i| i.preimage),
+            ))
+        })
+        .await;
+        assert_eq!(
+            r.0,
+            Some(ClaimRefusal::Amount {
+                asked_msat: 2000,
+                got_msat: 1999
+            })
+        );
+        assert_eq!(r.1, Some(ClaimRefusal::WrongSecret));
+        assert_eq!(r.2, Some(ClaimRefusal::Expired));
+        assert_eq!(r.3, Some(ClaimRefusal::NoInvoice));
+        assert_eq!(r.4, None);
+        assert_eq!(r.5, None, "a refused claim stores nothing");
+
+        // Accepted: the preimage is stored before the claim, the invoice still unpaid.
+        let r = run(&store, move |c, _| {
+            Ok((
+                record_claim(c, &claim(2, 2500, Some([2 ^ 0xff; 32])))?,
+                by_hash(c, &h2)?,
+            ))
+        })
+        .await;
+        assert_eq!(r.0, None);
+        let inv = r.1.unwrap_or_else(|| panic!("hold vanished"));
+        assert_eq!(
+            (inv.preimage, inv.status.as_str()),
+            (Some(preimage(2)), UNPAID)
+        );
+
+        // Once paid, a second payment of the same invoice is refused.
+        let r = run(&store, move |c, now| {
+            mark_paid(c, &h2, 2500, &preimage(2), now)?;
+            Ok(record_claim(c, &claim(2, 2500, Some([2 ^ 0xff; 32])))?)
+        })
+        .await;
+        assert_eq!(r, Some(ClaimRefusal::AlreadyPaid));
     }
 
     #[test]

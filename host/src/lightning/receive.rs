@@ -1,21 +1,57 @@
 //! Settling received payments: after `htlc_accepted` continued, the invoice's preimage and
 //! the `invoice_payment` hook decide; `PaymentClaimed` marks the invoice paid.
+//!
+//! Every claim (continued by the plugins, or resolved by one with a `payment_key`, as hold
+//! invoices are) first passes CLN's checks against the invoice as it is now: not paid
+//! already, not expired, not deleted, enough paid, the invoice's payment secret
+//! ([`invoices::claim_refusal`]). LDK itself would accept a second payment of a paid
+//! invoice (its payment secrets are stateless), so without them a second payer loses the
+//! money. The preimage is stored in the invoice before LDK is asked to claim, so that
+//! `PaymentClaimed` finds it after a `kill -9` in between; while a claim is under way (until
+//! `PaymentClaimed`) another payment of the same hash is refused. Marking the invoice paid
+//! is retried (LDK hands the event again) until the database takes it.
 
 use std::sync::Arc;
 
+use lightning::events::ReplayEvent;
 use lightning::ln::channelmanager::FailureCode;
 use lightning::types::payment::{PaymentHash, PaymentPreimage};
 use serde_json::{Value, json};
 
-use super::htlcs::failure_code;
+use super::htlcs::{failure_code, parse_failure_message};
+use super::invoices::{self, Claim, ClaimRefusal};
 use super::{Lightning, hex};
 use fulgur_protocol::hooks::Hook;
 
+/// What is known of a payment to us when it is settled.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received {
+    /// What its HTLCs carry in all (LDK's `PaymentClaimable`).
+    pub amount_msat: u64,
+    /// The payment secret of its onion, for a BOLT 11 payment.
+    pub payment_secret: Option<[u8; 32]>,
+}
+
 impl Lightning {
-    /// `htlc_accepted` let the payment through: find its preimage, ask `invoice_payment`,
-    /// then claim or fail.
-    pub(crate) async fn receive_continue(&self, hash: &PaymentHash, known: Option<[u8; 32]>) {
-        let inv = self.invoice_by_hash(hash.0).await;
+    /// `htlc_accepted` let the payment through: find its preimage, check the invoice, ask
+    /// `invoice_payment`, then claim or fail.
+    pub(crate) async fn receive_continue(
+        &self,
+        hash: &PaymentHash,
+        known: Option<[u8; 32]>,
+        received: Received,
+    ) {
+        let inv = match self.invoice_by_hash_checked(hash.0).await {
+            Ok(inv) => inv,
+            Err(e) => crate::store::fatal(
+                &self.log,
+                &format!(
+                    "cannot read the invoice of payment {} to check it",
+                    hex(&hash.0)
+                ),
+                &e,
+            ),
+        };
         let Some(preimage) = known.or_else(|| inv.as_ref().and_then(|i| i.preimage)) else {
             self.log.info(&format!(
                 "Payment {} continued by the plugins but its preimage is unknown: failing it",
@@ -27,6 +63,18 @@ impl Lightning {
             );
             return;
         };
+        let claim = Claim {
+            hash: hash.0,
+            preimage,
+            amount_msat: received.amount_msat,
+            payment_secret: received.payment_secret,
+        };
+        // Refused before asking `invoice_payment`, as CLN does (and checked again, with the
+        // preimage stored, when claiming).
+        if let Some(refusal) = invoices::claim_refusal(inv.as_ref(), &claim) {
+            self.refuse(hash, &refusal);
+            return;
+        }
         if let Some(inv) = &inv
             && self.plugins.has_hook(Hook::InvoicePayment)
         {
@@ -44,6 +92,12 @@ impl Lightning {
                 .await;
             if let crate::hooks::ChainEnd::Stopped { plugin, answer } = end {
                 let msg = answer.get("failure_message").and_then(Value::as_str);
+                if let Some(Err(e)) = msg.map(parse_failure_message) {
+                    self.log.broken(&format!(
+                        "Plugin {plugin} answered invoice_payment for invoice {} with an invalid {e}: failing the payment with incorrect_or_unknown_payment_details",
+                        inv.label
+                    ));
+                }
                 self.log.info(&format!(
                     "Payment for invoice {} rejected by plugin {plugin} (invoice_payment)",
                     inv.label
@@ -53,16 +107,68 @@ impl Lightning {
                 return;
             }
         }
-        self.claim(hash, preimage);
+        self.claim(claim).await;
     }
 
-    /// Claims a payment with its preimage, remembering it for `PaymentClaimed`.
-    pub(crate) fn claim(&self, hash: &PaymentHash, preimage: [u8; 32]) {
-        self.claimed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(hash.0, preimage);
-        self.manager.claim_funds(PaymentPreimage(preimage));
+    /// The invoice for `hash` (expiry applied), telling a database failure from no invoice.
+    async fn invoice_by_hash_checked(
+        &self,
+        hash: [u8; 32],
+    ) -> Result<Option<invoices::InvoiceRecord>, crate::store::StoreError> {
+        self.list_invoices(invoices::Selector::Hash(hash))
+            .await
+            .map(|v| v.into_iter().next())
+    }
+
+    /// Fails a payment back with `incorrect_or_unknown_payment_details`, saying why.
+    fn refuse(&self, hash: &PaymentHash, why: &ClaimRefusal) {
+        self.log.info(&format!(
+            "Refusing payment {}: {why}; failing it back with incorrect_or_unknown_payment_details",
+            hex(&hash.0)
+        ));
+        self.manager
+            .fail_htlc_backwards_with_reason(hash, FailureCode::IncorrectOrUnknownPaymentDetails);
+    }
+
+    /// Claims a payment after checking its invoice once more and storing the preimage
+    /// (durably) for `PaymentClaimed`. A database that cannot take that write stops the node
+    /// ([`crate::store::fatal`]): the HTLC stays held in LDK and in `held_htlcs`, and is
+    /// offered to the hooks again at the next start.
+    pub(crate) async fn claim(&self, claim: Claim) {
+        let hash = PaymentHash(claim.hash);
+        let fresh = {
+            let mut under_way = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+            match under_way.entry(claim.hash) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(claim.preimage);
+                    true
+                }
+            }
+        };
+        if !fresh {
+            self.refuse(&hash, &ClaimRefusal::ClaimUnderWay);
+            return;
+        }
+        let preimage = claim.preimage;
+        match self.record_claim(claim).await {
+            Ok(None) => self.manager.claim_funds(PaymentPreimage(preimage)),
+            Ok(Some(refusal)) => {
+                self.claimed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&hash.0);
+                self.refuse(&hash, &refusal);
+            }
+            Err(e) => crate::store::fatal(
+                &self.log,
+                &format!(
+                    "cannot save the preimage of payment {} before claiming it",
+                    hex(&hash.0)
+                ),
+                &e,
+            ),
+        }
     }
 
     fn claimable_amount(&self, hash: &PaymentHash) -> Option<u64> {
@@ -77,31 +183,46 @@ impl Lightning {
         (total > 0).then_some(total)
     }
 
-    /// LDK's `PaymentClaimed`: the invoice is paid.
+    /// LDK's `PaymentClaimed`: the invoice is paid. The preimage comes from LDK (payments it
+    /// derived), the claim under way, or the invoice (stored before claiming). A database
+    /// error makes LDK hand the event again (`Err`), so the invoice never stays unpaid.
     pub(crate) async fn on_payment_claimed(
         self: &Arc<Self>,
         hash: PaymentHash,
         amount_msat: u64,
         preimage: Option<PaymentPreimage>,
-    ) {
-        let pre = preimage.map(|p| p.0).or_else(|| {
+    ) -> Result<(), ReplayEvent> {
+        let mut pre = preimage.map(|p| p.0).or_else(|| {
             self.claimed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&hash.0)
+                .get(&hash.0)
+                .copied()
         });
+        if pre.is_none() {
+            match self.invoice_by_hash_checked(hash.0).await {
+                Ok(inv) => pre = inv.and_then(|i| i.preimage),
+                Err(e) => return Err(self.replay(&hash, "reading its invoice", &e)),
+            }
+        }
         let Some(pre) = pre else {
             self.log.unusual(&format!(
                 "Payment {} claimed but its preimage is not known here",
                 hex(&hash.0)
             ));
-            return;
+            return Ok(());
         };
         self.log.info(&format!(
             "Payment {} of {amount_msat}msat received",
             hex(&hash.0)
         ));
-        self.invoice_paid(hash.0, amount_msat, pre).await;
+        if let Err(e) = self.invoice_paid(hash.0, amount_msat, pre).await {
+            return Err(self.replay(&hash, "marking its invoice paid", &e));
+        }
+        self.claimed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&hash.0);
         let account = self.htlc_account(&hash.0, true);
         self.coin_movement(super::movements::Movement {
             kind: "channel_mvt",
@@ -115,5 +236,18 @@ impl Lightning {
             peer_id: None,
         })
         .await;
+        Ok(())
+    }
+
+    /// A database error while handling `PaymentClaimed`: a storage failure (full disk, I/O)
+    /// stops the node; anything else is logged and LDK hands the event again.
+    fn replay(&self, hash: &PaymentHash, doing: &str, e: &crate::store::StoreError) -> ReplayEvent {
+        let what = format!("payment {} claimed, but {doing} failed", hex(&hash.0));
+        if e.is_storage_failure() {
+            crate::store::fatal(&self.log, &what, e);
+        }
+        self.log
+            .broken(&format!("{what}: {e}; LDK hands the event again"));
+        ReplayEvent()
     }
 }

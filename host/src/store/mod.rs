@@ -7,9 +7,11 @@
 pub mod datastore;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rusqlite::Connection;
+
+use crate::log::SourceLog;
 
 /// Migrations, applied in order; the index + 1 is the schema version.
 const MIGRATIONS: &[&str] = &[
@@ -172,6 +174,48 @@ pub enum StoreError {
     Task(String),
 }
 
+impl StoreError {
+    /// Whether the database or the disk under it failed (full, I/O error, read-only,
+    /// corrupt), rather than a query: carrying on would leave state unsaved, so callers
+    /// that cannot hand the error to a client stop the node ([`fatal`]).
+    pub fn is_storage_failure(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                C::DiskFull
+                    | C::SystemIoFailure
+                    | C::ReadOnly
+                    | C::CannotOpen
+                    | C::DatabaseCorrupt
+                    | C::NotADatabase
+                    | C::PermissionDenied
+                    | C::OutOfMemory
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// The exit code of a node stopped by [`fatal`] (CLN's `fatal()` exits with 1 too).
+pub const FATAL_EXIT_CODE: i32 = 1;
+
+/// Stops fulgurd at once because `what` failed (say what could not be saved) (a full disk, an I/O error):
+/// logs one BROKEN line (also on stderr, in case the log file is on the full disk) and
+/// exits with [`FATAL_EXIT_CODE`]. Nothing after a failed write may act as if it had been
+/// saved: LDK's state, a claim's preimage, a spend. SQLite rolls the failed transaction
+/// back, and what was committed before is intact, so the next start resumes from there
+/// (LDK hands unprocessed events again, held HTLCs are offered to the hooks again).
+pub fn fatal(log: &SourceLog, what: &str, err: &dyn std::fmt::Display) -> ! {
+    let line = format!(
+        "FATAL: {what}: {err}. Stopping now rather than carry on with state unsaved (is the \
+         disk full?); what was saved before is intact"
+    );
+    log.broken(&line);
+    eprintln!("{line}");
+    std::process::exit(FATAL_EXIT_CODE)
+}
+
 /// Runs `f` with `synchronous=NORMAL`. In WAL mode its commit survives a crash or `kill -9`
 /// of fulgurd without waiting for an fsync (only a power loss can lose it, until the next
 /// `FULL` commit syncs the log). For bookkeeping whose loss costs no funds: forwards and the
@@ -198,6 +242,8 @@ fn lock(conn: &Mutex<Connection>) -> Result<std::sync::MutexGuard<'_, Connection
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// Where [`Store::fatal`] logs (set once by the node; unset in unit tests).
+    fatal_log: Arc<OnceLock<SourceLog>>,
 }
 
 impl Store {
@@ -234,6 +280,7 @@ impl Store {
         }
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
+            fatal_log: Arc::new(OnceLock::new()),
         })
     }
 
@@ -274,6 +321,23 @@ impl Store {
         match self.conn.try_lock() {
             Ok(mut guard) => Ok(f(&mut guard)),
             Err(_) => Err(f),
+        }
+    }
+
+    /// The log [`Store::fatal`] writes to (the node's `lightningd` source). Set once.
+    pub fn set_fatal_log(&self, log: SourceLog) {
+        let _ = self.fatal_log.set(log);
+    }
+
+    /// [`fatal`] for holders of the store that have no log of their own (LDK's key-value
+    /// store): stops the node because `what` failed.
+    pub fn fatal(&self, what: &str, err: &dyn std::fmt::Display) -> ! {
+        match self.fatal_log.get() {
+            Some(log) => fatal(log, what, err),
+            None => {
+                eprintln!("FATAL: {what}: {err}");
+                std::process::exit(FATAL_EXIT_CODE)
+            }
         }
     }
 

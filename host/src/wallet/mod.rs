@@ -1233,6 +1233,14 @@ impl Wallet {
                 "Cannot broadcast: the chain backend is not running".into(),
             ));
         };
+        // The reservation of the inputs (and the change address revealed) is saved before
+        // the transaction leaves: after a kill -9 between the broadcast and
+        // `mark_broadcast`, a restart must not offer these coins to a second, conflicting
+        // spend (they stay reserved until the spend confirms or the reservation ends).
+        if let Err(e) = self.persist().await {
+            self.release(inputs);
+            return Err(e);
+        }
         match b.send(tx.clone()).await {
             Ok(txid) => {
                 self.mark_broadcast(&tx).await?;

@@ -954,3 +954,55 @@ async fn reservations_survive_a_restart_and_so_does_their_release() {
     assert_eq!(reserved(&again).len(), 1);
     assert!(reserved(&again).iter().all(|(op, _)| p.inputs.contains(op)));
 }
+
+/// Takes a transaction and never answers: the node is killed while broadcasting.
+#[derive(Default)]
+struct Hang {
+    got: tokio::sync::Notify,
+}
+
+impl TxBroadcaster for Hang {
+    fn send(&self, _tx: Transaction) -> BoxFuture<'static, Result<Txid, BroadcastError>> {
+        self.got.notify_one();
+        Box::pin(futures::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_kill_during_the_broadcast_leaves_the_coins_reserved_after_a_restart() {
+    let mut h = Harness::new().await;
+    let tr = h.addr(AddrRequest::P2tr).await;
+    let a = h.pay(&tr, 100_000);
+    h.mine(vec![a]);
+    ok(h.wallet.persist().await);
+    let hang = Arc::new(Hang::default());
+    let wallet = ok(Wallet::open(
+        h.store.clone(),
+        &[7u8; 32],
+        Network::Regtest,
+        Arc::new(Fixed),
+        Some(hang.clone() as Arc<dyn TxBroadcaster>),
+    )
+    .await);
+    let mut spend = tokio::spawn({
+        let wallet = wallet.clone();
+        async move { wallet.withdraw(&req(external(), Amt::Sat(50_000))).await }
+    });
+    // The transaction is out; the node dies before hearing back (kill -9).
+    tokio::select! {
+        _ = hang.got.notified() => {}
+        r = &mut spend => panic!("withdraw ended before broadcasting: {r:?}"),
+    }
+    spend.abort();
+    let _ = spend.await;
+    drop(wallet);
+    // Restarted from the database alone: the only coin is reserved, so a second spend,
+    // which would conflict with the first, is refused.
+    let restarted = open(&h.store, &h.bc).await;
+    let funds = restarted.list_funds(false);
+    assert_eq!(funds.len(), 1);
+    assert!(funds[0].reserved_to.is_some(), "{:?}", funds[0].reserved_to);
+    let e = restarted.withdraw(&req(external(), Amt::Sat(50_000))).await;
+    assert!(matches!(e, Err(WalletError::CannotAfford(_))), "{e:?}");
+    assert!(h.bc.sent.lock().map(|s| s.is_empty()).unwrap_or(false));
+}

@@ -1,0 +1,111 @@
+"""A paid invoice refuses a second payment (issue 16): three nodes on a devchain, payers A
+and B each with a channel to merchant M. A pays an invoice, then B pays the same invoice:
+M must fail B's HTLC back with incorrect_or_unknown_payment_details (CLN's behaviour), B's
+funds come back, and the invoice keeps A's payment only. The same for a hold invoice
+(built-in `htlc-hold`) settled for A."""
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import lnnet
+from conftest import FULGURD, NodeFactory, RpcError, _ensure_plugins_executable, wait_for
+
+INCORRECT_DETAILS = 16399  # 0x400F
+
+
+class Net:
+    pass
+
+
+@pytest.fixture(scope="module")
+def net():
+    if not lnnet.DEVCHAIN.is_file() or not FULGURD.is_file():
+        pytest.skip("fulgurd or devchain not built")
+    _ensure_plugins_executable()
+    d = Path(tempfile.mkdtemp(prefix="fulgur-claims-"))
+    nf = NodeFactory(d)
+    chain = lnnet.Devchain(d / "devchain")
+    ok = False
+    try:
+        ln = lnnet.Network(nf, chain)
+        n = Net()
+        n.ln = ln
+        n.a, n.b, n.m = ln.node(), ln.node(), ln.node()
+        ln.fund(n.a)
+        ln.fund(n.b)
+        ln.open(n.a, n.m)
+        ln.open(n.b, n.m)
+        yield n
+        problems = nf.unexpected_deaths() + nf.panics()
+        assert not problems, "\n".join(problems)
+        ok = True
+    finally:
+        nf.teardown()
+        chain.stop()
+        if ok and not os.environ.get("FULGUR_KEEP_DIRS"):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def to_us(payer, m):
+    return payer.rpc.listpeerchannels(m.id)["channels"][0]["to_us_msat"]
+
+
+def no_htlcs(payer, m):
+    return not payer.rpc.listpeerchannels(m.id)["channels"][0]["htlcs"]
+
+
+def second_payment_fails(net, bolt11, h, amount):
+    """B pays an invoice A already paid: refused, and B keeps its money."""
+    b, m = net.b, net.m
+    before = to_us(b, m)
+    mark = m.log_mark()
+    net.ln.pay(b, bolt11, m.id, amount, wait=False)
+    with pytest.raises(RpcError) as e:
+        b.rpc.waitsendpay(h, timeout=60)
+    err = e.value.error
+    assert err["code"] == 204 or err["code"] == 203, err
+    assert err["data"]["failcode"] == INCORRECT_DETAILS, err
+    m.wait_for_log("Refusing payment .*already paid", start=mark)
+    wait_for(lambda: no_htlcs(b, m), what="B's HTLC resolved")
+    assert to_us(b, m) == before
+    assert b.rpc.listsendpays(payment_hash=h)["payments"][-1]["status"] == "failed"
+
+
+def test_paid_invoice_refuses_a_second_payment(net):
+    a, m = net.a, net.m
+    pre = os.urandom(32).hex()
+    inv = m.rpc.invoice(amount_msat=40_000, label="twice", description="pay me once",
+                        preimage=pre)
+    h = inv["payment_hash"]
+    sent = net.ln.pay(a, inv["bolt11"], m.id, 40_000)
+    assert sent["status"] == "complete" and sent["payment_preimage"] == pre
+    paid = wait_for(lambda: [i for i in m.rpc.listinvoices(label="twice")["invoices"]
+                             if i["status"] == "paid"], what="paid")[0]
+
+    second_payment_fails(net, inv["bolt11"], h, 40_000)
+    after = m.rpc.listinvoices(label="twice")["invoices"][0]
+    assert after["amount_received_msat"] == 40_000
+    assert after["pay_index"] == paid["pay_index"]
+    assert len(m.log_lines()) and sum(
+        f"Payment {h} of" in line for line in m.log_lines()) == 1
+
+
+def test_settled_hold_invoice_refuses_a_second_payment(net):
+    a, m = net.a, net.m
+    pre = os.urandom(32).hex()
+    h = hashlib.sha256(bytes.fromhex(pre)).hexdigest()
+    inv = m.rpc.call("holdinvoice", {"amount_msat": 30_000, "description": "hold once",
+                                     "payment_hash": h})
+    net.ln.pay(a, inv["bolt11"], m.id, 30_000, wait=False)
+    m.rpc.call("waitholdinvoice", {"payment_hash": h, "state": "UNPAID", "timeout": 30})
+    assert m.rpc.call("settleholdinvoice", {"preimage": pre})["state"] == "SETTLED"
+    assert a.rpc.waitsendpay(h, timeout=30)["status"] == "complete"
+    wait_for(lambda: m.rpc.listinvoices(payment_hash=h)["invoices"][0]["status"] == "paid")
+
+    second_payment_fails(net, inv["bolt11"], h, 30_000)
+    assert m.rpc.listinvoices(payment_hash=h)["invoices"][0]["amount_received_msat"] == 30_000
