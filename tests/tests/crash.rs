@@ -4,7 +4,6 @@
 //! sides. Build first: `cargo build -j2 --workspace --bins --examples`.
 
 use std::process::Command;
-use std::time::Duration;
 
 use fulgur_tests::ln::{LnNode, T, fund_wallet, open_channel, wait_engine};
 use fulgur_tests::{Bitcoind, wait_for};
