@@ -98,6 +98,19 @@ fn open_use_and_close_channels() {
     })
     .unwrap_or_else(|| panic!("closing output never reached A's wallet"));
     assert!(after < before + 1_000_000_000);
+    // LDK reports the closing output (it pays the shutdown script) as spendable once six
+    // blocks deep; it is the wallet's already, so nothing is swept and nothing fails.
+    mine_sync(&b, 7, &[&a, &bn]);
+    assert!(
+        a.wait_log("pays to our wallet already: nothing to sweep", T),
+        "the closing output was not recognised as the wallet's\n{}",
+        a.log()
+    );
+    assert!(
+        !a.log().contains("Error spending outputs"),
+        "the sweeper tried to spend a wallet output\n{}",
+        a.log()
+    );
 }
 
 /// Mines until A's channel with `peer` is `ONCHAIN`: its closing or commitment transaction

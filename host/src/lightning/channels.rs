@@ -314,6 +314,22 @@ impl Lightning {
         outputs: Vec<SpendableOutputDescriptor>,
         channel_id: Option<ChannelId>,
     ) -> Result<(), ReplayEvent> {
+        // A cooperative close's output to a wallet address is the wallet's already: LDK
+        // reports it, but cannot sign it (see `sweep.rs`).
+        let owns = |s: &bitcoin::Script| self.wallet.owns_script(s);
+        let (wallets, outputs): (Vec<_>, Vec<_>) = outputs
+            .into_iter()
+            .partition(|d| super::sweep::wallet_owned(d, &owns));
+        for d in &wallets {
+            self.log.info(&format!(
+                "Output {} of channel {} pays to our wallet already: nothing to sweep",
+                d.spendable_outpoint(),
+                channel_id.map_or_else(|| "?".to_string(), |c| c.to_string())
+            ));
+        }
+        if outputs.is_empty() {
+            return Ok(());
+        }
         self.sweeper
             .track_spendable_outputs(outputs, channel_id, None, false, None)
             .map_err(|()| {

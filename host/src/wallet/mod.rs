@@ -1220,6 +1220,15 @@ impl Wallet {
         self.persist().await
     }
 
+    /// Whether `script` pays to one of the wallet's own addresses (the sweeper leaves such
+    /// outputs to the wallet, which already has them).
+    pub fn owns_script(&self, script: &bitcoin::Script) -> bool {
+        let st = self.state();
+        Kind::ALL
+            .iter()
+            .any(|k| st.slot(*k).w.is_mine(script.to_owned()))
+    }
+
     /// Releases the reservation of coins picked for a transaction that will not be sent.
     pub fn release(&self, inputs: &[OutPoint]) {
         self.state().release(inputs);
