@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Test plugin that floods: `flood count size` emits `count` custom notifications `flood`
+with a `size`-byte payload each; `stderr_flood mb` writes `mb` megabytes and invalid UTF-8
+to stderr without a newline (then ends the line); `stderr_line text` writes one stderr line
+that starts with invalid UTF-8. The daemon must stay responsive and keep logging stderr."""
+import sys
+
+from pyln.client import Plugin
+
+plugin = Plugin()
+plugin.add_notification_topic("flood")
+
+
+@plugin.method("flood")
+def flood(plugin, count, size):
+    payload = "x" * int(size)
+    for i in range(int(count)):
+        plugin.notify("flood", {"seq": i, "payload": payload})
+    return {"emitted": int(count)}
+
+
+@plugin.method("stderr_flood")
+def stderr_flood(plugin, mb):
+    chunk = b"\xff\xfe\xc3" + b"z" * (1 << 20)
+    out = sys.stderr.buffer
+    written = 0
+    for _ in range(int(mb)):
+        out.write(chunk)
+        written += len(chunk)
+    out.write(b"\n")
+    out.flush()
+    return {"written": written}
+
+
+@plugin.method("stderr_line")
+def stderr_line(plugin, text):
+    sys.stderr.buffer.write(b"\xc3\x28 " + text.encode() + b"\n")
+    sys.stderr.flush()
+    return {"written": True}
+
+
+plugin.run()
