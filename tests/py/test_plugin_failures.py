@@ -271,4 +271,7 @@ def test_hooks_held_forever_block_neither_clients_nor_plugin_stop_nor_stop(ln):
     # The held channel was never accepted: the opener failed and has no channel.
     kind, result = opener.wait("fundchannel to end")
     assert kind == "error", (kind, result)
-    assert b.rpc.listpeerchannels(a.id)["channels"] == []
+    assert a.is_in_log(r"Channel from \w+ rejected by plugin holder_plugin.py \(openchannel\)",
+                       start=mark)
+    states = [c["state"] for c in b.rpc.listpeerchannels(a.id)["channels"]]
+    assert not {"CHANNELD_AWAITING_LOCKIN", "CHANNELD_NORMAL"} & set(states), states
