@@ -216,7 +216,7 @@ impl OutQueue {
     /// Counts a dropped notification; logs the 1st, 10th, 100th... of an episode.
     fn note_drop(&self, queued: usize, log: &SourceLog) {
         let n = self.dropped.fetch_add(1, Ordering::AcqRel) + 1;
-        if n == 1 || (n % 10 == 0 && is_power_of_ten(n)) {
+        if is_power_of_ten(n) {
             log.unusual(&format!(
                 "not reading its stdin: {queued} bytes queued (notification limit {NOTIFICATION_QUEUE_LIMIT}); dropped {n} notification(s) so far"
             ));
@@ -225,7 +225,7 @@ impl OutQueue {
 }
 
 fn is_power_of_ten(mut n: u64) -> bool {
-    while n >= 10 && n % 10 == 0 {
+    while n >= 10 && n.is_multiple_of(10) {
         n /= 10;
     }
     n == 1
