@@ -159,6 +159,23 @@ pub fn semantics(hook: Hook) -> Interpret {
     }
 }
 
+/// How a chain ends when its plugin is stopped with the call while the node shuts down,
+/// instead of asking the next plugin (which is being stopped too) and letting the event
+/// through: `rpc_command` answers CLN's "shutting down" error, so a held command never
+/// runs on the way out; the others take their safe default (channel opens rejected,
+/// `peer_connected`, `custommsg` and `invoice_payment` continue). `None` for
+/// `htlc_accepted`, whose caller keeps a held HTLC for the next start.
+pub fn shutdown_answer(hook: Hook) -> Option<Value> {
+    match hook {
+        Hook::HtlcAccepted => None,
+        Hook::RpcCommand => Some(serde_json::json!({"return": {"error": {
+            "code": fulgur_protocol::error::codes::LIGHTNINGD_SHUTDOWN,
+            "message": "lightningd is shutting down",
+        }}})),
+        h => Some(h.safe_default()),
+    }
+}
+
 /// One registration as the sorter sees it.
 #[derive(Debug, Clone)]
 pub struct Registration<'a> {
@@ -317,6 +334,18 @@ mod tests {
                 safe.is_ok(),
                 "safe default of {h} must satisfy its own rules"
             );
+            if let Some(answer) = shutdown_answer(h) {
+                assert!(
+                    semantics(h)(&answer).is_ok(),
+                    "shutdown answer of {h} must satisfy its own rules"
+                );
+            }
         }
+        // A command held by a plugin stopped at shutdown is answered, not run.
+        assert!(matches!(
+            rpc_command(&shutdown_answer(Hook::RpcCommand).unwrap_or_default()),
+            Ok(Step::Stop(_))
+        ));
+        assert_eq!(shutdown_answer(Hook::HtlcAccepted), None);
     }
 }

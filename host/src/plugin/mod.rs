@@ -831,11 +831,28 @@ impl PluginHost {
             let resp = match resp {
                 Ok(r) => r,
                 Err(Gone) => {
+                    died.push(p.name.clone());
+                    if self.shutting_down.load(Ordering::Acquire)
+                        && let Some(answer) = hooks::shutdown_answer(hook)
+                    {
+                        // Stopped with the call on the way out: nothing it held is let
+                        // through (a held command does not run during shutdown).
+                        self.main.debug(&format!(
+                            "plugin {} stopped at shutdown during hook {hook}: {answer}",
+                            p.name
+                        ));
+                        return (
+                            ChainEnd::Stopped {
+                                plugin: p.name.clone(),
+                                answer,
+                            },
+                            died,
+                        );
+                    }
                     self.main.debug(&format!(
                         "plugin {} died during hook {hook}; asking the next one",
                         p.name
                     ));
-                    died.push(p.name.clone());
                     continue;
                 }
             };

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use fulgur_protocol::jsonrpc::child_id;
 use fulgur_protocol::manifest::Manifest;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::FramedRead;
 
@@ -26,6 +26,20 @@ use crate::log::{Level, SourceLog};
 
 /// Largest message a plugin may write (room for blocks passed by a Bitcoin backend).
 pub const MAX_PLUGIN_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// Bytes queued for a process plugin's stdin beyond which notifications to it are
+/// dropped (counted and logged) until it reads again.
+pub const NOTIFICATION_QUEUE_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Bytes queued for a process plugin's stdin beyond which a request (a hook or method
+/// call) is not queued: the plugin has stopped reading, so it is killed as hung.
+pub const QUEUE_LIMIT: usize = 32 * 1024 * 1024;
+
+/// The longest stderr line logged whole: the rest of a longer line is counted, not kept.
+pub const MAX_STDERR_LINE: usize = 16 * 1024;
+
+/// Frames joined into one write to a plugin's stdin, at most.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// Where a plugin is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +95,20 @@ struct Pending {
     caller: Option<CallerLink>,
 }
 
+/// Removes a call's pending entry when its caller is done with it, answered or not.
+struct ForgetPending<'a> {
+    plugin: &'a Plugin,
+    id: String,
+}
+
+impl Drop for ForgetPending<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.plugin.pending.lock() {
+            p.remove(&self.id);
+        }
+    }
+}
+
 /// One running plugin process.
 pub struct Plugin {
     /// The file name, used in logs, `plugin stop` and hook ordering.
@@ -107,6 +135,203 @@ pub struct Plugin {
     pub(super) sandbox: Option<Arc<super::wasm::Sandbox>>,
     /// For a WASM plugin, delivery on the caller's thread.
     inline: Option<Arc<dyn InlineDelivery>>,
+    /// For a process plugin, what its stdin queue holds (bounded).
+    queue: OnceLock<Arc<OutQueue>>,
+    /// Why the host killed the plugin itself, reported when its stdout closes.
+    killed_because: Mutex<Option<String>>,
+}
+
+/// What a frame is, for the queue's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// No answer awaited: may be dropped when the queue is full.
+    Notification,
+    /// A hook or method call: never dropped silently.
+    Request,
+}
+
+/// What to do with a frame, given the bytes already queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    Queue,
+    /// A notification over [`NOTIFICATION_QUEUE_LIMIT`].
+    Drop,
+    /// A request over [`QUEUE_LIMIT`].
+    Overflow,
+}
+
+fn admit(queued: usize, len: usize, kind: Kind) -> Admit {
+    // An empty queue always takes one frame, however large (the reader's limit applies).
+    if queued == 0 {
+        return Admit::Queue;
+    }
+    let total = queued.saturating_add(len);
+    match kind {
+        Kind::Notification if total > NOTIFICATION_QUEUE_LIMIT => Admit::Drop,
+        Kind::Request if total > QUEUE_LIMIT => Admit::Overflow,
+        _ => Admit::Queue,
+    }
+}
+
+/// The accounting of a process plugin's stdin queue: bytes handed to the writer and not
+/// yet written, and notifications dropped because the plugin did not read them.
+#[derive(Default)]
+struct OutQueue {
+    bytes: AtomicUsize,
+    /// Dropped since the queue was last below half of its notification limit.
+    dropped: AtomicU64,
+}
+
+impl OutQueue {
+    /// Counts `len` bytes in if `kind` may be queued.
+    fn reserve(&self, len: usize, kind: Kind) -> Result<(), (Admit, usize)> {
+        let mut refused = None;
+        self.bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                match admit(q, len, kind) {
+                    Admit::Queue => Some(q.saturating_add(len)),
+                    other => {
+                        refused = Some((other, q));
+                        None
+                    }
+                }
+            })
+            .map(|_| ())
+            .map_err(|q| refused.unwrap_or((Admit::Drop, q)))
+    }
+
+    /// `len` bytes left the queue (written, or never sent).
+    fn release(&self, len: usize, log: &SourceLog) {
+        let before = self.bytes.fetch_sub(len, Ordering::AcqRel);
+        if before.saturating_sub(len) < NOTIFICATION_QUEUE_LIMIT / 2 {
+            let dropped = self.dropped.swap(0, Ordering::AcqRel);
+            if dropped > 0 {
+                log.unusual(&format!(
+                    "reads its stdin again: {dropped} notification(s) to it were dropped while its queue was full"
+                ));
+            }
+        }
+    }
+
+    /// Counts a dropped notification; logs the 1st, 10th, 100th... of an episode.
+    fn note_drop(&self, queued: usize, log: &SourceLog) {
+        let n = self.dropped.fetch_add(1, Ordering::AcqRel) + 1;
+        if is_power_of_ten(n) {
+            log.unusual(&format!(
+                "not reading its stdin: {queued} bytes queued (notification limit {NOTIFICATION_QUEUE_LIMIT}); dropped {n} notification(s) so far"
+            ));
+        }
+    }
+}
+
+fn is_power_of_ten(mut n: u64) -> bool {
+    while n >= 10 && n.is_multiple_of(10) {
+        n /= 10;
+    }
+    n == 1
+}
+
+/// Cuts a plugin's stderr into log lines: any bytes (invalid UTF-8 is replaced, not an
+/// error) and at most [`MAX_STDERR_LINE`] bytes of one line kept, however long it is.
+struct StderrLines {
+    line: Vec<u8>,
+    /// Bytes of the current line dropped past the limit.
+    dropped: u64,
+    max: usize,
+}
+
+impl StderrLines {
+    fn new(max: usize) -> Self {
+        StderrLines {
+            line: Vec::new(),
+            dropped: 0,
+            max,
+        }
+    }
+
+    /// Takes a chunk; returns the messages to log.
+    fn feed(&mut self, mut chunk: &[u8]) -> Vec<String> {
+        let mut out = vec![];
+        loop {
+            let (part, rest) = match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => (&chunk[..i], Some(&chunk[i + 1..])),
+                None => (chunk, None),
+            };
+            self.take(part, &mut out);
+            match rest {
+                Some(r) => {
+                    out.extend(self.end_line());
+                    chunk = r;
+                }
+                None => return out,
+            }
+        }
+    }
+
+    fn take(&mut self, part: &[u8], out: &mut Vec<String>) {
+        let room = self.max.saturating_sub(self.line.len());
+        if self.dropped == 0 && part.len() <= room {
+            self.line.extend_from_slice(part);
+            return;
+        }
+        if self.dropped == 0 {
+            // The line just outgrew the limit: log its head now, count the rest.
+            self.line.extend_from_slice(&part[..room]);
+            out.push(format!(
+                "{} [stderr line longer than {} bytes: the rest is dropped]",
+                String::from_utf8_lossy(&self.line),
+                self.max
+            ));
+            self.line.clear();
+            self.dropped = (part.len() - room) as u64;
+        } else {
+            self.dropped = self.dropped.saturating_add(part.len() as u64);
+        }
+    }
+
+    /// A newline (or the end of the stream) ends the current line.
+    fn end_line(&mut self) -> Option<String> {
+        if self.dropped > 0 {
+            let msg = format!(
+                "[end of an overlong stderr line: {} bytes of it dropped]",
+                self.dropped
+            );
+            self.dropped = 0;
+            self.line.clear();
+            return Some(msg);
+        }
+        let text = String::from_utf8_lossy(&self.line).into_owned();
+        self.line.clear();
+        Some(text)
+    }
+
+    /// The stream ended: whatever is left of a line.
+    fn finish(&mut self) -> Option<String> {
+        if self.line.is_empty() && self.dropped == 0 {
+            return None;
+        }
+        self.end_line()
+    }
+}
+
+/// Logs a plugin's stderr line by line until it closes.
+async fn pump_stderr(mut stderr: impl AsyncRead + Unpin, log: SourceLog) {
+    let mut lines = StderrLines::new(MAX_STDERR_LINE);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match stderr.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        for msg in lines.feed(&buf[..n]) {
+            log.info(&msg);
+        }
+    }
+    if let Some(msg) = lines.finish() {
+        log.info(&msg);
+    }
 }
 
 /// The channels a transport hands to [`Plugin::assemble`].
@@ -187,31 +412,38 @@ impl Plugin {
         );
 
         // Writer: frames to stdin; dropping the channel closes stdin (EOF for the plugin).
+        // The queue's accounting counts a frame until it has been written.
+        let queue = Arc::new(OutQueue::default());
+        let _ = plugin.queue.set(queue.clone());
+        let log = plugin.log.clone();
         tokio::spawn(async move {
             let mut stdin = stdin;
-            let mut buf = Vec::with_capacity(4096);
+            let mut buf = Vec::with_capacity(WRITE_BATCH);
             while let Some(frame) = rx.recv().await {
-                // Everything already queued goes out in one write.
-                buf.extend_from_slice(&frame);
-                while let Ok(more) = rx.try_recv() {
-                    buf.extend_from_slice(&more);
-                }
-                let ok = stdin.write_all(&buf).await.is_ok();
-                buf.clear();
+                let mut batch = frame.len();
+                let ok = if frame.len() >= WRITE_BATCH {
+                    stdin.write_all(&frame).await.is_ok()
+                } else {
+                    // Small frames already queued go out in one write.
+                    buf.extend_from_slice(&frame);
+                    while buf.len() < WRITE_BATCH {
+                        let Ok(more) = rx.try_recv() else { break };
+                        batch += more.len();
+                        buf.extend_from_slice(&more);
+                    }
+                    let ok = stdin.write_all(&buf).await.is_ok();
+                    buf.clear();
+                    ok
+                };
+                queue.release(batch, &log);
                 if !ok {
                     break;
                 }
             }
         });
 
-        // Stderr: each line into the log.
-        let log = plugin.log.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                log.info(&line);
-            }
-        });
+        // Stderr: each line into the log, bounded and lossy.
+        tokio::spawn(pump_stderr(stderr, plugin.log.clone()));
 
         // Reader: messages from stdout.
         let weak_host = Arc::downgrade(host);
@@ -282,6 +514,8 @@ impl Plugin {
             kill_tx: Mutex::new(Some(wiring.kill_tx)),
             sandbox,
             inline: wiring.inline,
+            queue: OnceLock::new(),
+            killed_because: Mutex::new(None),
         })
     }
 
@@ -319,6 +553,9 @@ impl Plugin {
     }
 
     fn exit_reason(&self) -> String {
+        if let Some(why) = self.killed_because.lock().ok().and_then(|mut k| k.take()) {
+            return why;
+        }
         match self.state() {
             State::AwaitingManifest => "exited before replying to getmanifest".into(),
             State::Configured => "exited before we sent init".into(),
@@ -369,7 +606,7 @@ impl Plugin {
                     "sent a request on stdout: plugins call the node through the RPC socket",
                 );
                 let err = json!({"jsonrpc":"2.0","id":id,"error":{"code":-32601,"message":"plugins call the node through the RPC socket (rpc-file)"}});
-                let _ = self.send(Bytes::from(encode_frame(&err)));
+                let _ = self.send(Bytes::from(encode_frame(&err)), Kind::Notification);
                 Ok(())
             }
             _ => Err("JSON-RPC message has neither method nor id".into()),
@@ -506,21 +743,55 @@ impl Plugin {
         }
     }
 
-    fn send(&self, frame: Bytes) -> bool {
+    fn send(&self, frame: Bytes, kind: Kind) -> bool {
         let Ok(tx) = self.tx.lock() else {
             return false;
         };
         let Some(t) = tx.as_ref() else {
             return false;
         };
+        let len = frame.len();
+        let queue = self.queue.get();
+        if let Some(q) = queue
+            && let Err((why, queued)) = q.reserve(len, kind)
+        {
+            drop(tx);
+            match why {
+                Admit::Overflow => self.kill_hung(queued),
+                _ => q.note_drop(queued, &self.log),
+            }
+            return false;
+        }
         if let Some(i) = &self.inline {
             i.note_queued(1);
         }
         let sent = t.send(frame).is_ok();
-        if !sent && let Some(i) = &self.inline {
-            i.note_queued(-1);
+        if !sent {
+            if let Some(i) = &self.inline {
+                i.note_queued(-1);
+            }
+            if let Some(q) = queue {
+                q.release(len, &self.log);
+            }
         }
         sent
+    }
+
+    /// The plugin stopped reading while requests for it pile up: kill the process; its
+    /// stdout closing then runs the usual death path with this reason.
+    fn kill_hung(&self, queued: usize) {
+        let why = format!(
+            "stopped reading its stdin: {queued} bytes queued, a request would pass the limit of {QUEUE_LIMIT}"
+        );
+        self.log.unusual(&why);
+        if let Ok(mut k) = self.killed_because.lock()
+            && k.is_none()
+        {
+            *k = Some(why);
+        }
+        if let Some(k) = self.kill_tx.lock().ok().and_then(|mut k| k.take()) {
+            let _ = k.send(());
+        }
     }
 
     /// Sends a frame, delivered on this thread when the transport can.
@@ -532,7 +803,7 @@ impl Plugin {
             },
             _ => frame,
         };
-        self.send(frame)
+        self.send(frame, Kind::Request)
     }
 
     fn next_id(&self, parent: Option<&Value>, method: &str) -> String {
@@ -560,10 +831,10 @@ impl Plugin {
             }
             p.insert(id.clone(), Pending { tx, caller });
         }
+        // A caller that stops waiting (a deadline passed) takes its entry with it, so
+        // calls a plugin never answers do not pile up.
+        let _forget = ForgetPending { plugin: self, id };
         if !self.send_or_deliver(Bytes::from(frame)) {
-            if let Ok(mut p) = self.pending.lock() {
-                p.remove(&id);
-            }
             return Err(Gone);
         }
         rx.await.map_err(|_| Gone)
@@ -611,7 +882,88 @@ impl Plugin {
     /// Queues an already-encoded notification frame.
     pub fn send_frame(&self, frame: Bytes) {
         if !self.is_dead() {
-            self.send(frame);
+            self.send(frame, Kind::Notification);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_drops_notifications_first_and_refuses_requests_at_its_limit() {
+        // An empty queue takes any frame, so one huge message still gets through.
+        assert_eq!(admit(0, QUEUE_LIMIT * 2, Kind::Notification), Admit::Queue);
+        assert_eq!(admit(0, QUEUE_LIMIT * 2, Kind::Request), Admit::Queue);
+        let near = NOTIFICATION_QUEUE_LIMIT - 10;
+        assert_eq!(admit(near, 10, Kind::Notification), Admit::Queue);
+        assert_eq!(admit(near, 11, Kind::Notification), Admit::Drop);
+        // Requests have room past the notifications' limit, up to the hard one.
+        assert_eq!(admit(near, 11, Kind::Request), Admit::Queue);
+        assert_eq!(admit(QUEUE_LIMIT - 1, 1, Kind::Request), Admit::Queue);
+        assert_eq!(admit(QUEUE_LIMIT - 1, 2, Kind::Request), Admit::Overflow);
+        assert_eq!(admit(usize::MAX, 2, Kind::Request), Admit::Overflow);
+    }
+
+    #[test]
+    fn queue_accounting_counts_until_released() {
+        let log = crate::log::Logger::new(vec![], Box::new(std::io::sink())).source("t");
+        let q = OutQueue::default();
+        assert!(
+            q.reserve(NOTIFICATION_QUEUE_LIMIT, Kind::Notification)
+                .is_ok()
+        );
+        assert_eq!(
+            q.reserve(1, Kind::Notification),
+            Err((Admit::Drop, NOTIFICATION_QUEUE_LIMIT))
+        );
+        q.note_drop(NOTIFICATION_QUEUE_LIMIT, &log);
+        assert_eq!(q.dropped.load(Ordering::Acquire), 1);
+        assert!(q.reserve(1, Kind::Request).is_ok());
+        q.release(NOTIFICATION_QUEUE_LIMIT, &log);
+        // Below half the limit again: the episode's drop count is reported and reset.
+        assert_eq!(q.dropped.load(Ordering::Acquire), 0);
+        assert_eq!(q.bytes.load(Ordering::Acquire), 1);
+        assert!(q.reserve(1, Kind::Notification).is_ok());
+    }
+
+    #[test]
+    fn powers_of_ten() {
+        let got: Vec<u64> = (1..=1000).filter(|n| is_power_of_ten(*n)).collect();
+        assert_eq!(got, vec![1, 10, 100, 1000]);
+    }
+
+    #[test]
+    fn stderr_lines_survive_invalid_utf8_and_endless_lines() {
+        let mut s = StderrLines::new(8);
+        assert_eq!(s.feed(b"ab\ncd"), vec!["ab".to_string()]);
+        assert_eq!(
+            s.feed(b"\xff\xfe\n"),
+            vec!["cd\u{fffd}\u{fffd}".to_string()]
+        );
+        // A line over the limit: its head is logged at once, the rest only counted,
+        // however many chunks it spans.
+        let out = s.feed(b"0123456789");
+        assert_eq!(out.len(), 1);
+        assert!(
+            out[0].starts_with("01234567 [stderr line longer than 8"),
+            "{out:?}"
+        );
+        assert!(s.feed(&[b'x'; 1000]).is_empty());
+        assert!(s.line.len() <= 8);
+        let out = s.feed(b"yy\nnext\n");
+        assert_eq!(
+            out,
+            vec![
+                "[end of an overlong stderr line: 1004 bytes of it dropped]".to_string(),
+                "next".to_string()
+            ]
+        );
+        assert_eq!(s.feed(b"tail"), Vec::<String>::new());
+        assert_eq!(s.finish(), Some("tail".to_string()));
+        assert_eq!(s.finish(), None);
+        // Blank lines are kept as lines.
+        assert_eq!(s.feed(b"\n"), vec![String::new()]);
     }
 }

@@ -437,6 +437,11 @@ pub async fn execute(
     }
     if run_hook && node.plugins.has_hook(Hook::RpcCommand) {
         let payload = json!({"rpc_command": request});
+        // `stop` and `plugin` are how an operator takes back control from a plugin: a
+        // plugin may still refuse or rewrite them, but one that holds them past
+        // --plugin-timeout is passed over (CLN would wait forever).
+        let deadline = matches!(method, "stop" | "plugin")
+            .then(|| tokio::time::Instant::now() + node.plugins.settings.timeout);
         let end = node
             .plugins
             .run_hook(
@@ -445,9 +450,14 @@ pub async fn execute(
                 Some(id),
                 Some(&Value::from(method)),
                 calling_plugin(id),
-                None,
+                deadline,
             )
             .await;
+        if let ChainEnd::DeadlineExceeded { plugin } = &end {
+            node.main.unusual(&format!(
+                "plugin {plugin} held the rpc_command hook for {method} longer than --plugin-timeout: running {method} without its answer"
+            ));
+        }
         if let ChainEnd::Stopped { plugin, answer } = end {
             match RpcCommandAction::from_answer(&answer) {
                 Ok(RpcCommandAction::ReturnResult(r)) => return Reply::Ok(r),
