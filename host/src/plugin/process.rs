@@ -69,6 +69,7 @@ pub(super) trait InlineDelivery: Send + Sync {
     /// A frame was queued (`+1`) or failed to queue (`-1`).
     fn note_queued(&self, delta: isize);
     /// Queues a frame for later delivery (answers to the guest's own requests, timers).
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     fn queue(&self, frame: Bytes);
 }
 
