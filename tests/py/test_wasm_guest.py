@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO_ROOT, RpcError, wait_for
 
 GUEST = REPO_ROOT / "target" / "wasm" / "asguest.wasm"
-HOLD = {"wasm-sandbox": "asguest.wasm:hold=true"}
+HOLD = {"wasm-sandbox": ["asguest.wasm:hold=true", "asguest.wasm:add-hooks=htlc_accepted"]}
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,10 @@ fn wasm_plugin_serves_methods_calls_the_node_and_survives_a_loop() {
         "wasm",
         &[
             arg("plugin", g.display()),
+            arg("bitcoin-rpcpassword", "hunter2"),
+            arg("wasm-sandbox", "*:add-hooks=htlc_accepted"),
             arg("wasm-sandbox", "g.wasm:fuel=20000000"),
+            arg("wasm-sandbox", "g.wasm:add-rpc=datastore"),
         ],
     );
     assert_eq!(node.ok("hello", json!({})), json!({"greeting": "hi"}));
@@ -46,6 +49,17 @@ fn wasm_plugin_serves_methods_calls_the_node_and_survives_a_loop() {
     assert_eq!(node.ok("callrpc", json!({})), json!({}));
     assert!(node.wait_log("wasm guest: rpc denied", Duration::from_secs(20)));
     assert!(node.wait_log("wasm guest: getinfo answered", Duration::from_secs(20)));
+
+    // Secrets: listconfigs without bitcoin-rpcpassword, listdatastore with its own keys only.
+    node.ok(
+        "datastore",
+        json!({"key": ["other", "othersecret"], "string": "s3cret"}),
+    );
+    node.ok("datastore", json!({"key": ["g", "mine"], "string": "ok"}));
+    assert_eq!(node.ok("leak", json!({})), json!({}));
+    assert!(node.wait_log("wasm guest: listconfigs clean", Duration::from_secs(20)));
+    assert!(node.wait_log("wasm guest: listdatastore clean", Duration::from_secs(20)));
+    assert!(!node.log().contains("wasm guest: saw"));
 
     // An endless loop: the instance is cut off, the caller sees what a process plugin's
     // death shows, the node and then the plugin go on.

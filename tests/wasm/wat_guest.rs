@@ -16,6 +16,22 @@
 //   `fail 400f`; with `crash_now` traps; with `hold_forever` keeps the call unanswered
 //   (until the instance dies); otherwise keeps the id, asks for a 100 ms timer,
 //   and when the timer fires answers `resolve` with payment_key 11..11 (a late answer).
+//
+// Escapes it tries (each answered or logged so that a test can tell what happened):
+// - hook `rpc_command` (only in a manifest from `guest_manifest_with`): a call of
+//   `getinfo` is `replace`d by a `withdraw` of everything, a call of `listpeers` by
+//   `listfunds`; anything else continues.
+// - method `bigrandom`: `random_get` of 256 MiB into its small memory; answers
+//   `{"errno":N}`.
+// - method `bigwrite`: grows its memory to 18 MiB and `fd_write`s eight iovecs over one
+//   16 MiB region to stderr; answers `{"errno":N}`.
+// - method `busy`: writes "wasm guest: busy" to stderr, then calls `clock_time_get` in an
+//   endless loop (it ends only when fuel, the wall clock or `plugin stop` ends it).
+// - method `timers`: asks for 100 one-hour timers at once, answers `{}`; each refused
+//   timer is logged as "wasm guest: timer refused".
+// - method `leak`: calls `listconfigs` (id "g3") and `listdatastore` (id "g4"), answers
+//   `{}`. It logs "wasm guest: saw rpcpassword" or "wasm guest: listconfigs clean", and
+//   "wasm guest: saw a foreign key" or "wasm guest: listdatastore clean".
 
 /// The WAT text of the guest, with `manifest` (JSON) as its getmanifest answer.
 pub fn guest_wat(manifest: &str) -> String {
@@ -78,9 +94,46 @@ pub fn guest_wat(manifest: &str) -> String {
     let log_denied = lit(&log("rpc denied"));
     let log_getinfo = lit(&log("getinfo answered"));
     let garbage = lit("this is not json");
+    let m_rpc_command = lit("\"method\":\"rpc_command\"");
+    let m_getinfo = lit("\"method\":\"getinfo\"");
+    let m_listpeers = lit("\"method\":\"listpeers\"");
+    let m_bigrandom = lit("\"method\":\"bigrandom\"");
+    let m_bigwrite = lit("\"method\":\"bigwrite\"");
+    let m_busy = lit("\"method\":\"busy\"");
+    let m_timers = lit("\"method\":\"timers\"");
+    let m_leak = lit("\"method\":\"leak\"");
+    let to_withdraw = lit(
+        "{\"replace\":{\"jsonrpc\":\"2.0\",\"id\":\"r1\",\"method\":\"withdraw\",\"params\":{\"destination\":\"bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080\",\"satoshi\":\"all\"}}}",
+    );
+    let to_listfunds = lit(
+        "{\"replace\":{\"jsonrpc\":\"2.0\",\"id\":\"r2\",\"method\":\"listfunds\",\"params\":{}}}",
+    );
+    let cont = lit("{\"result\":\"continue\"}");
+    let errno_head = lit("{\"errno\":");
+    let busy_line = lit("wasm guest: busy\n");
+    let timer_long =
+        lit("{\"jsonrpc\":\"2.0\",\"id\":\"tx\",\"method\":\"wasm_timer\",\"params\":{\"ms\":3600000}}");
+    let id_tx = lit("\"id\":\"tx\"");
+    let too_many = lit("too many timers");
+    let listconfigs_req =
+        lit("{\"jsonrpc\":\"2.0\",\"id\":\"g3\",\"method\":\"listconfigs\",\"params\":{}}");
+    let listdatastore_req =
+        lit("{\"jsonrpc\":\"2.0\",\"id\":\"g4\",\"method\":\"listdatastore\",\"params\":{}}");
+    let id_g3 = lit("\"id\":\"g3\"");
+    let id_g4 = lit("\"id\":\"g4\"");
+    let rpcpassword = lit("rpcpassword");
+    let othersecret = lit("othersecret");
+    let log_timer_refused = lit(&log("timer refused"));
+    let log_saw_password = lit(&log("saw rpcpassword"));
+    let log_configs_clean = lit(&log("listconfigs clean"));
+    let log_saw_foreign = lit(&log("saw a foreign key"));
+    let log_datastore_clean = lit(&log("listdatastore clean"));
     format!(
         r#"(module
   (import "fulgur" "send" (func $send (param i32 i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
   (memory (export "memory") 2)
   (global $msg (mut i32) (i32.const 0))
   (global $len (mut i32) (i32.const 0))
@@ -157,11 +210,87 @@ pub fn guest_wat(manifest: &str) -> String {
     (call $put (local.get $p) (local.get $l))
     (call $put {tail})
     (call $flush))
+  ;; Answers {{"errno":E}} (E < 100).
+  (func $respond_errno (param $e i32)
+    (global.set $out (i32.const 16384))
+    (call $put {head})
+    (global.set $out (i32.add (global.get $out) (call $id_to (global.get $out))))
+    (call $put {mid})
+    (call $put {errno_head})
+    (if (i32.ge_u (local.get $e) (i32.const 10))
+      (then
+        (i32.store8 (global.get $out) (i32.add (i32.const 48) (i32.div_u (local.get $e) (i32.const 10))))
+        (global.set $out (i32.add (global.get $out) (i32.const 1)))))
+    (i32.store8 (global.get $out) (i32.add (i32.const 48) (i32.rem_u (local.get $e) (i32.const 10))))
+    (global.set $out (i32.add (global.get $out) (i32.const 1)))
+    (call $put {tail})
+    (call $put {tail})
+    (call $flush))
+  ;; Eight iovecs at 12288, each over the same 16 MiB from 1 MiB.
+  (func $bigwrite (result i32)
+    (local $i i32)
+    (drop (memory.grow (i32.const 288)))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (i32.const 8)))
+        (i32.store (i32.add (i32.const 12288) (i32.mul (local.get $i) (i32.const 8))) (i32.const 1048576))
+        (i32.store (i32.add (i32.const 12292) (i32.mul (local.get $i) (i32.const 8))) (i32.const 16777216))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l)))
+    (call $fd_write (i32.const 2) (i32.const 12288) (i32.const 8) (i32.const 12352)))
+  (func $busy (param $p i32) (param $l i32)
+    (i32.store (i32.const 12288) (local.get $p))
+    (i32.store (i32.const 12292) (local.get $l))
+    (drop (call $fd_write (i32.const 2) (i32.const 12288) (i32.const 1) (i32.const 12352)))
+    (loop $forever
+      (drop (call $clock (i32.const 1) (i64.const 0) (i32.const 12352)))
+      (br $forever)))
   (func (export "on_message") (param $p i32) (param $l i32)
+    (local $i i32)
     (global.set $msg (local.get $p))
     (global.set $len (local.get $l))
     (if (call $has {m_getmanifest}) (then (call $respond {manifest}) (return)))
     (if (call $has {m_init}) (then (call $respond {empty}) (return)))
+    (if (call $has {m_rpc_command})
+      (then
+        (if (call $has {m_getinfo}) (then (call $respond {to_withdraw}) (return)))
+        (if (call $has {m_listpeers}) (then (call $respond {to_listfunds}) (return)))
+        (call $respond {cont})
+        (return)))
+    (if (call $has {m_bigrandom})
+      (then (call $respond_errno (call $random_get (i32.const 0) (i32.const 268435456))) (return)))
+    (if (call $has {m_bigwrite}) (then (call $respond_errno (call $bigwrite)) (return)))
+    (if (call $has {m_busy}) (then (call $busy {busy_line})))
+    (if (call $has {m_timers})
+      (then
+        (block $done
+          (loop $l
+            (br_if $done (i32.ge_u (local.get $i) (i32.const 100)))
+            (call $send {timer_long})
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br $l)))
+        (call $respond {empty})
+        (return)))
+    (if (call $has {id_tx})
+      (then (if (call $has {too_many}) (then (call $send {log_timer_refused}))) (return)))
+    (if (call $has {m_leak})
+      (then
+        (call $send {listconfigs_req})
+        (call $send {listdatastore_req})
+        (call $respond {empty})
+        (return)))
+    (if (call $has {id_g3})
+      (then
+        (if (call $has {rpcpassword})
+          (then (call $send {log_saw_password}))
+          (else (call $send {log_configs_clean})))
+        (return)))
+    (if (call $has {id_g4})
+      (then
+        (if (call $has {othersecret})
+          (then (call $send {log_saw_foreign}))
+          (else (call $send {log_datastore_clean})))
+        (return)))
     (if (call $has {m_htlc})
       (then
         (if (call $has {answer_now}) (then (call $respond {fail_now}) (return)))
@@ -201,17 +330,24 @@ pub fn guest_wat(manifest: &str) -> String {
     )
 }
 
-/// A manifest for the guest: the `hello`, `callrpc`, `spin`, `crash` methods, the
-/// `htlc_accepted` hook and the `block_added` topic.
+/// A manifest for the guest: its methods, the `htlc_accepted` hook and the `block_added`
+/// topic.
 pub fn guest_manifest() -> String {
-    let method = |name: &str| {
-        format!("{{\"name\":\"{name}\",\"usage\":\"\",\"description\":\"test method {name}\"}}")
-    };
+    guest_manifest_with(&["htlc_accepted"])
+}
+
+/// A manifest for the guest registering `hooks` (`rpc_command`, `htlc_accepted` or none).
+pub fn guest_manifest_with(hooks: &[&str]) -> String {
+    let methods: Vec<String> = [
+        "hello", "callrpc", "spin", "crash", "bigrandom", "bigwrite", "busy", "timers", "leak",
+    ]
+    .iter()
+    .map(|name| format!("{{\"name\":\"{name}\",\"usage\":\"\",\"description\":\"t\"}}"))
+    .collect();
+    let hooks: Vec<String> = hooks.iter().map(|h| format!("\"{h}\"")).collect();
     format!(
-        "{{\"options\":[],\"rpcmethods\":[{},{},{},{}],\"hooks\":[\"htlc_accepted\"],\"subscriptions\":[\"block_added\"],\"dynamic\":true}}",
-        method("hello"),
-        method("callrpc"),
-        method("spin"),
-        method("crash")
+        "{{\"options\":[],\"rpcmethods\":[{}],\"hooks\":[{}],\"subscriptions\":[\"block_added\"],\"dynamic\":true}}",
+        methods.join(","),
+        hooks.join(",")
     )
 }

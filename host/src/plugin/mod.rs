@@ -387,6 +387,16 @@ impl PluginHost {
                     h.name()
                 )));
             }
+            if let Some(s) = &p.sandbox
+                && !s.may_hook(h.name())
+            {
+                return Err(Reject::Plugin(format!(
+                    "WASM plugin may not register hook {} (grant it with --wasm-sandbox={}:add-hooks={})",
+                    h.name(),
+                    p.name,
+                    h.name()
+                )));
+            }
             if h.filters().is_some() && !hook.accepts_filters() {
                 return Err(Reject::Plugin(format!(
                     "Hook {} does not accept filters",

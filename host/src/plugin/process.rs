@@ -83,6 +83,7 @@ pub(super) trait InlineDelivery: Send + Sync {
     /// A frame was queued (`+1`) or failed to queue (`-1`).
     fn note_queued(&self, delta: isize);
     /// Queues a frame for later delivery (answers to the guest's own requests, timers).
+    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     fn queue(&self, frame: Bytes);
 }
 
@@ -519,12 +520,6 @@ impl Plugin {
         })
     }
 
-    /// Whether this is a WASM plugin.
-    #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
-    pub fn is_wasm(&self) -> bool {
-        self.sandbox.is_some()
-    }
-
     /// A fresh number for an id.
     #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     pub(super) fn next_call(&self) -> u64 {
@@ -593,12 +588,6 @@ impl Plugin {
             (None, Some(Value::String(method))) => {
                 let params = obj.get("params").cloned().unwrap_or(Value::Null);
                 self.notification(host, method, params);
-                Ok(())
-            }
-            #[cfg(feature = "wasm")]
-            (Some(id), Some(Value::String(method))) if self.is_wasm() => {
-                // A WASM guest has no socket: its calls to the node go through the host.
-                super::wasm::runtime::guest_request(self, host, id, method, obj.get("params"));
                 Ok(())
             }
             (Some(id), Some(_)) => {

@@ -56,8 +56,11 @@ async fn host(dir: &Path, plugins: &[PathBuf], rules: &[&str]) -> (Arc<PluginHos
         shutdown_grace: Duration::from_secs(1),
         default_dir: dir.join("plugins"),
         reserved_methods: HashSet::new(),
-        wasm_sandbox: rules
+        // The guest registers `htlc_accepted`, which needs a grant; a test's own rules
+        // come after this one and may take it back.
+        wasm_sandbox: ["*:add-hooks=htlc_accepted"]
             .iter()
+            .chain(rules)
             .map(|r| SandboxRule::parse(r).unwrap_or_else(|e| panic!("{e}")))
             .collect(),
     };
@@ -144,7 +147,7 @@ async fn handshake_method_notification_and_hooks() {
     let p = host
         .find("g.wasm")
         .unwrap_or_else(|| panic!("not registered"));
-    assert!(p.is_active() && p.is_wasm());
+    assert!(p.is_active() && p.sandbox.is_some());
     assert_eq!(
         call(&host, "hello").await["result"],
         json!({"greeting": "hi"})
@@ -443,4 +446,219 @@ async fn wasm_hook_bench() {
     }
     host0.shutdown_all().await;
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// Calls `method` of the guest and returns the whole response, `None` if the call ended as
+/// a plugin's death does.
+async fn call_plugin(p: &crate::plugin::Plugin, method: &str) -> Option<Value> {
+    tokio::time::timeout(Duration::from_secs(60), p.request(method, &json!({}), None))
+        .await
+        .unwrap_or_else(|_| panic!("{method} timed out"))
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_registers_only_the_hooks_its_grant_allows() {
+    let d = dir("hookgrant");
+    // rpc_command under the default grant: refused, the node goes on without the plugin.
+    let wat = guest_wat(&guest_manifest_with(&["rpc_command"]));
+    let bytes = wat::parse_str(wat).unwrap_or_else(|e| panic!("{e}"));
+    let r = d.join("r.wasm");
+    std::fs::write(&r, bytes).unwrap_or_else(|e| panic!("{e}"));
+    // htlc_accepted with the grant taken back.
+    let g = guest(&d, "g.wasm");
+    let (host, log) = host(&d, &[r, g], &["g.wasm:hooks=custommsg"]).await;
+    assert!(host.find("r.wasm").is_none() && host.find("g.wasm").is_none());
+    assert!(log.text().contains("may not register hook rpc_command"));
+    assert!(log.text().contains("may not register hook htlc_accepted"));
+    assert!(!host.has_hook(Hook::RpcCommand) && !host.has_hook(Hook::HtlcAccepted));
+    host.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_rpc_command_may_replace_only_by_an_allowed_method_and_is_logged() {
+    let d = dir("replace");
+    let wat = guest_wat(&guest_manifest_with(&["rpc_command"]));
+    let bytes = wat::parse_str(wat).unwrap_or_else(|e| panic!("{e}"));
+    let r = d.join("r.wasm");
+    std::fs::write(&r, bytes).unwrap_or_else(|e| panic!("{e}"));
+    let (host, log) = host(&d, &[r], &["r.wasm:add-hooks=rpc_command"]).await;
+    let run = |method: &str| {
+        let payload =
+            json!({"rpc_command": {"jsonrpc": "2.0", "id": 1, "method": method, "params": {}}});
+        let filter = Value::from(method);
+        let host = host.clone();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                host.run_hook(Hook::RpcCommand, payload, None, Some(&filter), None, None),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("rpc_command timed out"))
+        }
+    };
+    // getinfo → withdraw of everything: withdraw is not in its allow-list.
+    let a = answer(&run("getinfo").await);
+    assert!(a.get("replace").is_none(), "{a}");
+    assert_eq!(a["return"]["error"]["code"], -32600, "{a}");
+    assert!(
+        log.wait_for("refused to replace a call of getinfo by withdraw")
+            .await
+    );
+    // listpeers → listfunds: allowed, and logged.
+    let a = answer(&run("listpeers").await);
+    assert_eq!(a["replace"]["method"], "listfunds", "{a}");
+    assert!(
+        log.wait_for("replaced a call of listpeers by listfunds")
+            .await
+    );
+    host.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_calls_are_bounded_random_get_and_fd_write() {
+    let d = dir("hostcalls");
+    let g = guest(&d, "g.wasm");
+    let (host, log) = host(&d, &[g], &[]).await;
+    let p = host
+        .find("g.wasm")
+        .unwrap_or_else(|| panic!("not registered"));
+    // 256 MiB of randomness: refused (EINVAL) before anything is allocated.
+    let r = call_plugin(&p, "bigrandom")
+        .await
+        .unwrap_or_else(|| panic!("died"));
+    assert_eq!(r["result"]["errno"], 28, "{r}");
+    // Eight iovecs over one 16 MiB region: over the per-call log budget (ENOSPC), nothing
+    // is logged, the guest lives on.
+    let r = call_plugin(&p, "bigwrite")
+        .await
+        .unwrap_or_else(|| panic!("died"));
+    assert_eq!(r["result"]["errno"], 51, "{r}");
+    assert_eq!(
+        call_plugin(&p, "hello").await.map(|r| r["result"].clone()),
+        Some(json!({"greeting": "hi"}))
+    );
+    assert!(!log.text().contains("WASM instance"));
+    host.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_per_guest_are_bounded() {
+    let d = dir("timers");
+    let g = guest(&d, "g.wasm");
+    let (host, log) = host(&d, &[g], &[]).await;
+    let p = host
+        .find("g.wasm")
+        .unwrap_or_else(|| panic!("not registered"));
+    assert!(call_plugin(&p, "timers").await.is_some());
+    // 100 asked, 64 granted: the rest are refused with an error the guest sees.
+    assert!(log.wait_for("wasm guest: timer refused").await);
+    let refused = log.text().matches("wasm guest: timer refused").count();
+    assert!(refused <= 100 - super::runtime::MAX_TIMERS, "{refused}");
+    host.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_busy_in_host_calls_is_cut_off_by_the_wall_clock() {
+    let d = dir("wall");
+    let g = guest(&d, "g.wasm");
+    // Fuel enough for hours: only the wall clock can end the call.
+    let (host, log) = host(
+        &d,
+        &[g],
+        &["g.wasm:fuel=100000000000000", "g.wasm:wall-ms=200"],
+    )
+    .await;
+    let p = host
+        .find("g.wasm")
+        .unwrap_or_else(|| panic!("not registered"));
+    assert!(call_plugin(&p, "busy").await.is_none());
+    assert!(
+        log.wait_for("ran past its wall-clock limit (200 ms per call)")
+            .await
+    );
+    assert!(log.wait_for("WASM instance restarted").await);
+    host.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// One worker thread: a guest call run on it (the inline fast path) would leave no thread
+/// for anything else. The other task completes while the guest is still busy, and the busy
+/// call ends only when the plugin is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_busy_guest_does_not_hold_up_the_nodes_other_work() {
+    let d = dir("busy");
+    let g = guest(&d, "g.wasm");
+    let (host, log) = host(
+        &d,
+        &[g],
+        &["g.wasm:fuel=100000000000000", "g.wasm:wall-ms=3600000"],
+    )
+    .await;
+    let p = host
+        .find("g.wasm")
+        .unwrap_or_else(|| panic!("not registered"));
+    let busy = {
+        let p = p.clone();
+        tokio::spawn(async move { p.request("busy", &json!({}), None).await.is_ok() })
+    };
+    assert!(log.wait_for("wasm guest: busy").await);
+    // Other work on the runtime (a task of its own, a timer) goes on.
+    let other = tokio::spawn(async {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        42
+    });
+    let got = tokio::time::timeout(Duration::from_secs(60), other).await;
+    assert!(
+        matches!(got, Ok(Ok(42))),
+        "the runtime was held up: {got:?}"
+    );
+    assert!(!busy.is_finished(), "the guest was not busy any more");
+    // Stopping the plugin ends the busy call at the next tick.
+    host.stop_plugin(&p).await;
+    let ended = tokio::time::timeout(Duration::from_secs(60), busy).await;
+    assert!(matches!(ended, Ok(Ok(false))), "{ended:?}");
+    assert!(log.wait_for("stopped while busy").await);
+    host.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn listconfigs_and_listdatastore_show_a_guest_no_secrets_and_no_foreign_keys() {
+    use super::runtime::{check_datastore_write, datastore_namespace, redact};
+    let mut configs = json!({"result": {"configs": {
+        "bitcoin-rpcpassword": {"value_str": "hunter2", "source": "cmdline"},
+        "bitcoin-rpcuser": {"value_str": "me", "source": "cmdline"},
+        "network": {"value_str": "regtest", "source": "cmdline"},
+        "mine-opt": {"value_str": "a", "plugin": "/p/g.wasm"},
+        "other-api-key": {"value_str": "b", "plugin": "/p/other.py"},
+    }}});
+    redact("listconfigs", "g", "/p/g.wasm", &mut configs);
+    let mut names: Vec<&String> = configs["result"]["configs"]
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    names.sort();
+    assert_eq!(names, vec!["mine-opt", "network"]);
+    let mut ds = json!({"result": {"datastore": [
+        {"key": ["other", "othersecret"], "string": "x"},
+        {"key": ["g", "mine"], "string": "y"},
+    ]}});
+    redact("listdatastore", "g", "/p/g.wasm", &mut ds);
+    assert_eq!(
+        ds["result"]["datastore"],
+        json!([{"key": ["g", "mine"], "string": "y"}])
+    );
+    assert_eq!(datastore_namespace("g.wasm"), "g");
+    let ok = json!({"key": ["g", "k"], "string": "v"});
+    let foreign = json!({"key": ["other", "k"], "string": "v"});
+    assert!(check_datastore_write("datastore", Some(&ok), "g").is_ok());
+    assert!(check_datastore_write("datastore", Some(&foreign), "g").is_err());
+    assert!(check_datastore_write("deldatastore", Some(&json!(["other"])), "g").is_err());
+    assert!(check_datastore_write("deldatastore", Some(&json!({"key": "g"})), "g").is_ok());
+    assert!(check_datastore_write("listdatastore", Some(&foreign), "g").is_ok());
 }

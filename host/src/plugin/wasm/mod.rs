@@ -49,8 +49,20 @@ pub const DEFAULT_ALLOWED_RPC: &[&str] = &[
     "help",
 ];
 
+/// Hooks a WASM plugin may register unless the operator grants more: those whose answer
+/// can only be `continue` (or is ignored), so that a guest can watch but never move money,
+/// change or answer a request, refuse a payment, a channel or a peer, or stop the node.
+/// Everything else (`rpc_command`, `htlc_accepted`, `invoice_payment`, `peer_connected`,
+/// `openchannel`, `openchannel2`, `openchannel2_changed`, `openchannel2_sign`,
+/// `rbf_channel`, `db_write`, `onion_message_recv`, `onion_message_recv_secret`) needs
+/// `--wasm-sandbox=PLUGIN:hooks=...` or `add-hooks=...`.
+pub const DEFAULT_ALLOWED_HOOKS: &[&str] = &["custommsg", "commitment_revocation", "recover"];
+
 /// Failures of one plugin within [`Sandbox::failure_window`] that disable it.
 pub const DEFAULT_MAX_FAILURES: u32 = 3;
+
+/// Default wall-clock limit of one call into a guest (beside its fuel).
+pub const DEFAULT_WALL: Duration = Duration::from_secs(2);
 
 /// What one WASM plugin may do: resolved from the `--wasm-sandbox` rules for its name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +71,14 @@ pub struct Sandbox {
     pub memory_bytes: usize,
     /// Fuel (roughly, wasm instructions) for each call into the guest.
     pub fuel: u64,
-    /// Node RPC methods it may call; anything else is answered with an error.
+    /// Wall-clock time one call into the guest may take (checked about every
+    /// [`runtime`]'s tick while guest code runs); past it the call traps.
+    pub wall: Duration,
+    /// Node RPC methods it may call; anything else is answered with an error. A `replace`
+    /// answer to `rpc_command` must name one of them too.
     pub allow_rpc: Vec<String>,
+    /// Hooks it may register; a manifest with any other hook is refused.
+    pub hooks: Vec<String>,
     /// Whether it may leave an `htlc_accepted` call unanswered when the call returns (hold
     /// the HTLC and answer later). Without it the host answers with the safe default.
     pub hold: bool,
@@ -75,7 +93,12 @@ impl Default for Sandbox {
         Sandbox {
             memory_bytes: 64 << 20,
             fuel: 500_000_000,
+            wall: DEFAULT_WALL,
             allow_rpc: DEFAULT_ALLOWED_RPC.iter().map(|s| s.to_string()).collect(),
+            hooks: DEFAULT_ALLOWED_HOOKS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             hold: false,
             max_failures: DEFAULT_MAX_FAILURES,
             failure_window: Duration::from_secs(60),
@@ -87,6 +110,11 @@ impl Sandbox {
     /// Whether the plugin may call `method` on the node.
     pub fn may_call(&self, method: &str) -> bool {
         self.allow_rpc.iter().any(|m| m == method || m == "*")
+    }
+
+    /// Whether the plugin may register `hook`.
+    pub fn may_hook(&self, hook: &str) -> bool {
+        self.hooks.iter().any(|h| h == hook || h == "*")
     }
 }
 
@@ -102,16 +130,20 @@ pub struct SandboxRule {
 enum Key {
     MemoryMb(usize),
     Fuel(u64),
+    WallMs(u64),
     AllowRpc(Vec<String>),
     AddRpc(Vec<String>),
+    Hooks(Vec<String>),
+    AddHooks(Vec<String>),
     Hold(bool),
     MaxFailures(u32),
     FailureWindow(Duration),
 }
 
 impl SandboxRule {
-    /// Parses `PLUGIN:KEY=VALUE`. Keys: `memory-mb`, `fuel`, `allow-rpc` (a comma list
-    /// replacing the defaults; empty: none), `add-rpc` (a comma list added), `hold`
+    /// Parses `PLUGIN:KEY=VALUE`. Keys: `memory-mb`, `fuel`, `wall-ms`, `allow-rpc` (a
+    /// comma list replacing the defaults; empty: none), `add-rpc` (a comma list added),
+    /// `hooks` and `add-hooks` (the same for hooks; names are checked), `hold`
     /// (`true`/`false`), `max-failures`, `failure-window-secs`.
     pub fn parse(s: &str) -> Result<SandboxRule, String> {
         let bad = |why: &str| format!("wasm-sandbox: '{s}': {why}");
@@ -146,8 +178,28 @@ impl SandboxRule {
                     .filter(|n| *n > 0)
                     .ok_or_else(|| bad("fuel must be a positive integer"))?,
             ),
+            "wall-ms" => Key::WallMs(
+                value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=3_600_000).contains(n))
+                    .ok_or_else(|| bad("wall-ms must be 1..3600000"))?,
+            ),
             "allow-rpc" => Key::AllowRpc(list(value)),
             "add-rpc" => Key::AddRpc(list(value)),
+            "hooks" | "add-hooks" => {
+                let hooks = list(value);
+                if let Some(h) = hooks.iter().find(|h| {
+                    h.as_str() != "*" && fulgur_protocol::hooks::Hook::from_name(h).is_none()
+                }) {
+                    return Err(bad(&format!("unknown hook '{h}'")));
+                }
+                if key == "hooks" {
+                    Key::Hooks(hooks)
+                } else {
+                    Key::AddHooks(hooks)
+                }
+            }
             "hold" => Key::Hold(match value {
                 "true" | "1" | "yes" => true,
                 "false" | "0" | "no" => false,
@@ -184,8 +236,11 @@ pub fn sandbox_for(rules: &[SandboxRule], name: &str) -> Sandbox {
         match &r.key {
             Key::MemoryMb(m) => s.memory_bytes = m << 20,
             Key::Fuel(f) => s.fuel = *f,
+            Key::WallMs(ms) => s.wall = Duration::from_millis(*ms),
             Key::AllowRpc(l) => s.allow_rpc = l.clone(),
             Key::AddRpc(l) => s.allow_rpc.extend(l.iter().cloned()),
+            Key::Hooks(l) => s.hooks = l.clone(),
+            Key::AddHooks(l) => s.hooks.extend(l.iter().cloned()),
             Key::Hold(h) => s.hold = *h,
             Key::MaxFailures(n) => s.max_failures = *n,
             Key::FailureWindow(w) => s.failure_window = *w,
@@ -212,7 +267,10 @@ mod tests {
             "policy.wasm:hold=true",
             "policy.wasm:allow-rpc=getinfo",
             "policy.wasm:add-rpc=datastore, deldatastore",
+            "policy.wasm:add-hooks=htlc_accepted",
             "other.wasm:fuel=5",
+            "other.wasm:hooks=",
+            "other.wasm:wall-ms=250",
         ]
         .iter()
         .map(|r| SandboxRule::parse(r).unwrap_or_else(|e| panic!("{e}")))
@@ -226,6 +284,36 @@ mod tests {
         let o = sandbox_for(&rules, "other.wasm");
         assert_eq!(o.fuel, 5);
         assert!(!o.hold && o.may_call("getinfo") && !o.may_call("withdraw"));
+        assert_eq!(o.wall, Duration::from_millis(250));
+        assert_eq!(p.wall, DEFAULT_WALL);
+        // Hooks: the default grant lets a guest watch, not decide; grants add to it.
+        assert!(p.may_hook("htlc_accepted") && p.may_hook("custommsg"));
+        assert!(!p.may_hook("rpc_command"));
+        assert!(o.hooks.is_empty() && !o.may_hook("custommsg"));
+    }
+
+    #[test]
+    fn no_hook_that_moves_money_or_changes_a_request_is_granted_by_default() {
+        let s = Sandbox::default();
+        for h in [
+            "rpc_command",
+            "htlc_accepted",
+            "invoice_payment",
+            "peer_connected",
+            "openchannel",
+            "openchannel2",
+            "openchannel2_changed",
+            "openchannel2_sign",
+            "rbf_channel",
+            "db_write",
+            "onion_message_recv",
+            "onion_message_recv_secret",
+        ] {
+            assert!(!s.may_hook(h), "{h} granted by default");
+        }
+        for h in DEFAULT_ALLOWED_HOOKS {
+            assert!(fulgur_protocol::hooks::Hook::from_name(h).is_some(), "{h}");
+        }
     }
 
     #[test]
@@ -237,6 +325,8 @@ mod tests {
             "x.wasm:fuel=-1",
             "x.wasm:hold=maybe",
             "x.wasm:sockets=true",
+            "x.wasm:hooks=htlc_accepted,not_a_hook",
+            "x.wasm:wall-ms=0",
             ":fuel=1",
         ] {
             assert!(SandboxRule::parse(r).is_err(), "{r} accepted");

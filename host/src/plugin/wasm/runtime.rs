@@ -15,9 +15,9 @@
 //! `getmanifest` and `init`, and after [`Sandbox::max_failures`] failures within
 //! [`Sandbox::failure_window`] the plugin is disabled (killed and unregistered).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use wasmtime::{
     Caller, Config, Engine, Extern, InstancePre, Linker, Memory, Module, Store, StoreLimits,
-    StoreLimitsBuilder, Trap, TypedFunc,
+    StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline,
 };
 
 use super::{MAX_TIMER, Sandbox, TIMER_METHOD, sandbox_for};
@@ -46,6 +46,24 @@ const MAX_OUTPUT_PER_CALL: usize = 64 << 20;
 const MAX_MESSAGES_PER_CALL: usize = 10_000;
 /// Longest line a guest may write to stdout/stderr before it is cut.
 const MAX_LOG_LINE: usize = 8192;
+/// Most bytes a guest may write to stdout/stderr during one call; past it `fd_write`
+/// writes nothing and returns `ERRNO_NOSPC`.
+const MAX_LOG_PER_CALL: usize = 1 << 20;
+/// Most iovecs in one `fd_write` (POSIX's usual `IOV_MAX`); more is `ERRNO_INVAL`.
+const MAX_IOVS: usize = 1024;
+/// Most random bytes a guest may ask for during one call (in any number of `random_get`
+/// calls); past it `random_get` returns `ERRNO_INVAL`.
+const MAX_RANDOM_PER_CALL: usize = 1 << 20;
+/// Fuel charged for every host call, on top of one unit per byte it copies, so that a guest
+/// busy in host calls runs out of fuel as one busy in its own code does.
+const HOST_CALL_FUEL: u64 = 1_000;
+/// Timers one guest may have waiting at once; more are answered with an error.
+pub(super) const MAX_TIMERS: usize = 64;
+/// Node RPC calls one guest may have in flight at once; more are answered with an error.
+pub(super) const MAX_RPC_IN_FLIGHT: usize = 16;
+/// How often the engine's epoch advances: how late the wall-clock limit of a call, or a
+/// `plugin stop` of a busy guest, may take effect.
+const TICK: Duration = Duration::from_millis(10);
 
 /// The import module of the plugin ABI.
 const ABI_MODULE: &str = "fulgur";
@@ -57,28 +75,54 @@ const ERRNO_SUCCESS: i32 = 0;
 const ERRNO_BADF: i32 = 8;
 const ERRNO_FAULT: i32 = 21;
 const ERRNO_INVAL: i32 = 28;
+const ERRNO_NOSPC: i32 = 51;
 const ERRNO_NOSYS: i32 = 52;
 
-/// One engine for every WASM plugin: Cranelift, fuel metering, default stack limit.
+/// One engine for every WASM plugin: Cranelift, fuel metering, epoch interruption (the
+/// wall-clock limit), default stack limit. Its epoch advances every [`TICK`] on a thread of
+/// its own.
 fn engine() -> Result<&'static Engine, String> {
     static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
             let mut c = Config::new();
             c.consume_fuel(true);
-            Engine::new(&c).map_err(|e| format!("cannot start the WASM engine: {e}"))
+            c.epoch_interruption(true);
+            let engine =
+                Engine::new(&c).map_err(|e| format!("cannot start the WASM engine: {e}"))?;
+            let ticking = engine.clone();
+            std::thread::Builder::new()
+                .name("wasm-epoch".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(TICK);
+                        ticking.increment_epoch();
+                    }
+                })
+                .map_err(|e| format!("cannot start the WASM epoch thread: {e}"))?;
+            Ok(engine)
         })
         .as_ref()
         .map_err(Clone::clone)
 }
 
-/// What a store carries: limits and the messages the guest sent during the current call.
+/// What a store carries: limits, the messages the guest sent during the current call and
+/// what its host calls used of their budgets.
 struct Guest {
     limits: StoreLimits,
     out: Vec<Vec<u8>>,
     out_bytes: usize,
     log: SourceLog,
     line: Vec<u8>,
+    /// Bytes written to stdout/stderr during the current call.
+    log_bytes: usize,
+    /// Random bytes handed out during the current call.
+    random_bytes: usize,
+    /// When the current call must end (the sandbox's `wall-ms`).
+    deadline: Instant,
+    wall: Duration,
+    /// Set when the plugin is stopped: a busy call ends at the next tick.
+    stop: Arc<AtomicBool>,
 }
 
 impl Guest {
@@ -93,6 +137,15 @@ impl Guest {
         }
     }
 
+    /// A new call starts: fresh per-call budgets and deadline.
+    fn begin_call(&mut self) {
+        self.out.clear();
+        self.out_bytes = 0;
+        self.log_bytes = 0;
+        self.random_bytes = 0;
+        self.deadline = Instant::now() + self.wall;
+    }
+
     fn flush_line(&mut self) {
         if !self.line.is_empty() {
             let line = String::from_utf8_lossy(&self.line).into_owned();
@@ -100,6 +153,34 @@ impl Guest {
             self.line.clear();
         }
     }
+}
+
+/// Charges a host call's cost to the guest's fuel: running out traps as in guest code.
+fn charge(caller: &mut Caller<'_, Guest>, units: u64) -> wasmtime::Result<()> {
+    let left = caller.get_fuel()?;
+    if left < units {
+        caller.set_fuel(0)?;
+        return Err(Trap::OutOfFuel.into());
+    }
+    caller.set_fuel(left - units)
+}
+
+fn bytes_fuel(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// The epoch check of a running call: past its deadline, or its plugin stopped, it ends.
+fn on_tick(g: &Guest) -> wasmtime::Result<UpdateDeadline> {
+    if g.stop.load(Ordering::Relaxed) {
+        wasmtime::bail!("stopped while busy");
+    }
+    if Instant::now() >= g.deadline {
+        wasmtime::bail!(
+            "ran past its wall-clock limit ({} ms per call)",
+            g.wall.as_millis()
+        );
+    }
+    Ok(UpdateDeadline::Continue(1))
 }
 
 fn memory_of(caller: &mut Caller<'_, Guest>) -> Option<Memory> {
@@ -144,6 +225,10 @@ fn linker(engine: &Engine, module: &Module) -> Result<Linker<Guest>, String> {
         ABI_MODULE,
         "send",
         |mut caller: Caller<'_, Guest>, ptr: i32, len: i32| -> wasmtime::Result<()> {
+            charge(
+                &mut caller,
+                HOST_CALL_FUEL.saturating_add(u64::try_from(len.max(0)).unwrap_or(0)),
+            )?;
             let Some(mem) = memory_of(&mut caller) else {
                 wasmtime::bail!("send: the module exports no memory");
             };
@@ -182,37 +267,61 @@ fn linker(engine: &Engine, module: &Module) -> Result<Linker<Guest>, String> {
     l.func_wrap(
         WASI,
         "fd_write",
-        |mut caller: Caller<'_, Guest>, fd: i32, iovs: i32, n: i32, written: i32| -> i32 {
+        |mut caller: Caller<'_, Guest>,
+         fd: i32,
+         iovs: i32,
+         n: i32,
+         written: i32|
+         -> wasmtime::Result<i32> {
+            charge(&mut caller, HOST_CALL_FUEL)?;
             if fd != 1 && fd != 2 {
-                return ERRNO_BADF;
+                return Ok(ERRNO_BADF);
             }
-            let Some(mem) = memory_of(&mut caller) else {
-                return ERRNO_FAULT;
+            let Some(n) = usize::try_from(n).ok().filter(|n| *n <= MAX_IOVS) else {
+                return Ok(ERRNO_INVAL);
             };
-            let mut bytes = vec![];
+            let Some(mem) = memory_of(&mut caller) else {
+                return Ok(ERRNO_FAULT);
+            };
+            // Checked and counted first, copied nowhere: the bytes go from the guest's
+            // memory to the log line by line.
+            let mut spans = Vec::with_capacity(n);
+            let mut total = 0usize;
             {
                 let data = mem.data(&caller);
-                for i in 0..n.max(0) {
-                    let Some(iov) = iovs
-                        .checked_add(i.saturating_mul(8))
+                for i in 0..n {
+                    let Some(iov) = i32::try_from(i * 8)
+                        .ok()
+                        .and_then(|off| iovs.checked_add(off))
                         .and_then(|p| slice(data, p, 8))
                     else {
-                        return ERRNO_FAULT;
+                        return Ok(ERRNO_FAULT);
                     };
                     let ptr = i32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
                     let len = i32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
-                    match slice(data, ptr, len) {
-                        Some(b) => bytes.extend_from_slice(b),
-                        None => return ERRNO_FAULT,
-                    }
+                    let Some(b) = slice(data, ptr, len) else {
+                        return Ok(ERRNO_FAULT);
+                    };
+                    total = total.saturating_add(b.len());
+                    spans.push((ptr, len));
                 }
             }
-            let total = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-            caller.data_mut().write_log(&bytes);
-            if !write_u32(mem.data_mut(&mut caller), written, total) {
-                return ERRNO_FAULT;
+            if caller.data().log_bytes.saturating_add(total) > MAX_LOG_PER_CALL {
+                return Ok(ERRNO_NOSPC);
             }
-            ERRNO_SUCCESS
+            charge(&mut caller, bytes_fuel(total))?;
+            let (data, g) = mem.data_and_store_mut(&mut caller);
+            g.log_bytes += total;
+            for (ptr, len) in spans {
+                if let Some(b) = slice(data, ptr, len) {
+                    g.write_log(b);
+                }
+            }
+            let total = u32::try_from(total).unwrap_or(u32::MAX);
+            if !write_u32(data, written, total) {
+                return Ok(ERRNO_FAULT);
+            }
+            Ok(ERRNO_SUCCESS)
         },
     )
     .map_err(e)?;
@@ -227,46 +336,67 @@ fn linker(engine: &Engine, module: &Module) -> Result<Linker<Guest>, String> {
     l.func_wrap(
         WASI,
         "random_get",
-        |mut caller: Caller<'_, Guest>, buf: i32, len: i32| -> i32 {
+        |mut caller: Caller<'_, Guest>, buf: i32, len: i32| -> wasmtime::Result<i32> {
+            charge(&mut caller, HOST_CALL_FUEL)?;
+            let Some(n) = usize::try_from(len)
+                .ok()
+                .filter(|n| caller.data().random_bytes.saturating_add(*n) <= MAX_RANDOM_PER_CALL)
+            else {
+                return Ok(ERRNO_INVAL);
+            };
             let Some(mem) = memory_of(&mut caller) else {
-                return ERRNO_FAULT;
+                return Ok(ERRNO_FAULT);
             };
-            let Ok(n) = usize::try_from(len) else {
-                return ERRNO_INVAL;
-            };
-            let mut bytes = vec![0u8; n];
-            if random_bytes(&mut bytes).is_err() {
-                return ERRNO_NOSYS;
+            // Written straight into the guest's memory, after the bounds check: the host
+            // allocates nothing.
+            if slice(mem.data(&caller), buf, len).is_none() {
+                return Ok(ERRNO_FAULT);
             }
-            if write_bytes(mem.data_mut(&mut caller), buf, &bytes) {
+            charge(&mut caller, bytes_fuel(n))?;
+            let (data, g) = mem.data_and_store_mut(&mut caller);
+            g.random_bytes += n;
+            let Some(dst) = usize::try_from(buf)
+                .ok()
+                .and_then(|start| data.get_mut(start..start.checked_add(n)?))
+            else {
+                return Ok(ERRNO_FAULT);
+            };
+            Ok(if random_bytes(dst).is_ok() {
                 ERRNO_SUCCESS
             } else {
-                ERRNO_FAULT
-            }
+                ERRNO_NOSYS
+            })
         },
     )
     .map_err(e)?;
     l.func_wrap(
         WASI,
         "clock_time_get",
-        |mut caller: Caller<'_, Guest>, id: i32, _precision: i64, out: i32| -> i32 {
+        |mut caller: Caller<'_, Guest>,
+         id: i32,
+         _precision: i64,
+         out: i32|
+         -> wasmtime::Result<i32> {
+            charge(&mut caller, HOST_CALL_FUEL)?;
             let nanos = match id {
                 0 => std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_nanos())
                     .unwrap_or(0),
                 1 => monotonic_start().elapsed().as_nanos(),
-                _ => return ERRNO_INVAL,
+                _ => return Ok(ERRNO_INVAL),
             };
             let Some(mem) = memory_of(&mut caller) else {
-                return ERRNO_FAULT;
+                return Ok(ERRNO_FAULT);
             };
             let v = u64::try_from(nanos).unwrap_or(u64::MAX);
-            if write_bytes(mem.data_mut(&mut caller), out, &v.to_le_bytes()) {
-                ERRNO_SUCCESS
-            } else {
-                ERRNO_FAULT
-            }
+            Ok(
+                if write_bytes(mem.data_mut(&mut caller), out, &v.to_le_bytes()) {
+                    ERRNO_SUCCESS
+                } else {
+                    ERRNO_FAULT
+                },
+            )
         },
     )
     .map_err(e)?;
@@ -275,58 +405,79 @@ fn linker(engine: &Engine, module: &Module) -> Result<Linker<Guest>, String> {
         l.func_wrap(
             WASI,
             name,
-            |mut caller: Caller<'_, Guest>, count: i32, size: i32| -> i32 {
+            |mut caller: Caller<'_, Guest>, count: i32, size: i32| -> wasmtime::Result<i32> {
+                charge(&mut caller, HOST_CALL_FUEL)?;
                 let Some(mem) = memory_of(&mut caller) else {
-                    return ERRNO_FAULT;
+                    return Ok(ERRNO_FAULT);
                 };
                 let data = mem.data_mut(&mut caller);
-                if write_u32(data, count, 0) && write_u32(data, size, 0) {
+                Ok(if write_u32(data, count, 0) && write_u32(data, size, 0) {
                     ERRNO_SUCCESS
                 } else {
                     ERRNO_FAULT
-                }
+                })
             },
         )
         .map_err(e)?;
     }
     for name in ["environ_get", "args_get"] {
-        l.func_wrap(WASI, name, |_: Caller<'_, Guest>, _: i32, _: i32| -> i32 {
-            ERRNO_SUCCESS
-        })
+        l.func_wrap(
+            WASI,
+            name,
+            |mut caller: Caller<'_, Guest>, _: i32, _: i32| -> wasmtime::Result<i32> {
+                charge(&mut caller, HOST_CALL_FUEL)?;
+                Ok(ERRNO_SUCCESS)
+            },
+        )
         .map_err(e)?;
     }
     // No files: no preopened directories, every descriptor is bad.
-    l.func_wrap(WASI, "fd_close", |_: Caller<'_, Guest>, _: i32| -> i32 {
-        ERRNO_BADF
-    })
-    .map_err(e)?;
     l.func_wrap(
         WASI,
-        "fd_fdstat_get",
-        |_: Caller<'_, Guest>, _: i32, _: i32| -> i32 { ERRNO_BADF },
+        "fd_close",
+        |mut caller: Caller<'_, Guest>, _: i32| -> wasmtime::Result<i32> {
+            charge(&mut caller, HOST_CALL_FUEL)?;
+            Ok(ERRNO_BADF)
+        },
     )
     .map_err(e)?;
-    l.func_wrap(
-        WASI,
-        "fd_prestat_get",
-        |_: Caller<'_, Guest>, _: i32, _: i32| -> i32 { ERRNO_BADF },
-    )
-    .map_err(e)?;
+    for name in ["fd_fdstat_get", "fd_prestat_get"] {
+        l.func_wrap(
+            WASI,
+            name,
+            |mut caller: Caller<'_, Guest>, _: i32, _: i32| -> wasmtime::Result<i32> {
+                charge(&mut caller, HOST_CALL_FUEL)?;
+                Ok(ERRNO_BADF)
+            },
+        )
+        .map_err(e)?;
+    }
     l.func_wrap(
         WASI,
         "fd_seek",
-        |_: Caller<'_, Guest>, _: i32, _: i64, _: i32, _: i32| -> i32 { ERRNO_BADF },
+        |mut caller: Caller<'_, Guest>, _: i32, _: i64, _: i32, _: i32| -> wasmtime::Result<i32> {
+            charge(&mut caller, HOST_CALL_FUEL)?;
+            Ok(ERRNO_BADF)
+        },
     )
     .map_err(e)?;
     l.func_wrap(
         WASI,
         "fd_read",
-        |_: Caller<'_, Guest>, _: i32, _: i32, _: i32, _: i32| -> i32 { ERRNO_BADF },
+        |mut caller: Caller<'_, Guest>, _: i32, _: i32, _: i32, _: i32| -> wasmtime::Result<i32> {
+            charge(&mut caller, HOST_CALL_FUEL)?;
+            Ok(ERRNO_BADF)
+        },
     )
     .map_err(e)?;
-    l.func_wrap(WASI, "sched_yield", |_: Caller<'_, Guest>| -> i32 {
-        ERRNO_SUCCESS
-    })
+    l.func_wrap(
+        WASI,
+        "sched_yield",
+        |mut caller: Caller<'_, Guest>| -> wasmtime::Result<i32> {
+            charge(&mut caller, HOST_CALL_FUEL)?;
+            Ok(ERRNO_SUCCESS)
+        },
+    )
     .map_err(e)?;
     l.define_unknown_imports_as_traps(module).map_err(e)?;
     Ok(l)
@@ -363,6 +514,8 @@ pub(super) struct Image {
     pre: InstancePre<Guest>,
     sandbox: Arc<Sandbox>,
     log: SourceLog,
+    /// Set when the plugin is stopped (shared by all its instances).
+    stop: Arc<AtomicBool>,
 }
 
 /// One live instance.
@@ -411,6 +564,7 @@ impl Image {
             pre,
             sandbox: Arc::new(sandbox),
             log,
+            stop: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -432,12 +586,22 @@ impl Image {
                 out_bytes: 0,
                 log: self.log.clone(),
                 line: vec![],
+                log_bytes: 0,
+                random_bytes: 0,
+                deadline: Instant::now() + self.sandbox.wall,
+                wall: self.sandbox.wall,
+                stop: self.stop.clone(),
             },
         );
         store.limiter(|g| &mut g.limits);
+        store.epoch_deadline_callback(|ctx| on_tick(ctx.data()));
         store
             .set_fuel(self.sandbox.fuel)
             .map_err(|e| format!("fuel: {e}"))?;
+        // Instantiation (a start function) and `_initialize` together get one call's
+        // budgets.
+        store.data_mut().begin_call();
+        store.set_epoch_deadline(1);
         let instance = self
             .pre
             .instantiate(&mut store)
@@ -473,9 +637,8 @@ impl Instance {
     /// Delivers one message; returns what the guest sent during the call and the fuel it
     /// used.
     fn deliver(&mut self, msg: &[u8], sandbox: &Sandbox) -> Result<(Vec<Vec<u8>>, u64), String> {
-        let g = self.store.data_mut();
-        g.out.clear();
-        g.out_bytes = 0;
+        self.store.data_mut().begin_call();
+        self.store.set_epoch_deadline(1);
         self.store
             .set_fuel(sandbox.fuel)
             .map_err(|e| format!("fuel: {e}"))?;
@@ -509,6 +672,22 @@ struct Head {
     id: Option<Value>,
     #[serde(default)]
     method: Option<String>,
+}
+
+/// The method of the caller's request in an `rpc_command` call.
+#[derive(serde::Deserialize)]
+struct RpcCommandHead {
+    params: RpcCommandParams,
+}
+
+#[derive(serde::Deserialize)]
+struct RpcCommandParams {
+    rpc_command: MethodOnly,
+}
+
+#[derive(serde::Deserialize)]
+struct MethodOnly {
+    method: String,
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -572,7 +751,11 @@ impl Mailbox {
 
 impl InlineDelivery for Mailbox {
     fn try_deliver(&self, frame: Bytes) -> Result<(), Bytes> {
-        if !self.inline.load(Ordering::Relaxed) {
+        // `block_in_place` needs a multi-thread runtime (fulgurd's); anywhere else the
+        // frame goes to the actor thread.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !multi_thread || !self.inline.load(Ordering::Relaxed) {
             return Err(frame);
         }
         let Ok(mut guard) = self.core.try_lock() else {
@@ -589,8 +772,13 @@ impl InlineDelivery for Mailbox {
         if core.actor.plugin.is_dead() {
             return Err(frame);
         }
-        let _entered = self.runtime.enter();
-        self.deliver_and_watch(core, frame);
+        // The caller is an async task on one of the runtime's workers: the worker's other
+        // tasks are handed to another thread for as long as the guest runs, so that a guest
+        // busy for its whole budget holds up nothing but its caller.
+        tokio::task::block_in_place(|| {
+            let _entered = self.runtime.enter();
+            self.deliver_and_watch(core, frame);
+        });
         Ok(())
     }
 
@@ -648,10 +836,13 @@ pub(in crate::plugin) fn spawn(
         },
         Some(sandbox),
     );
-    // A kill wakes the actor with an empty frame (it checks `is_dead` first anyway).
+    // A kill ends a busy call at the next tick and wakes the actor with an empty frame (it
+    // checks `is_dead` first anyway).
     let waker = Arc::downgrade(&mailbox);
+    let stop = image.stop.clone();
     runtime.spawn(async move {
         let _ = kill_rx.await;
+        stop.store(true, Ordering::Relaxed);
         if let Some(m) = waker.upgrade() {
             m.queue(Bytes::new());
         }
@@ -662,6 +853,8 @@ pub(in crate::plugin) fn spawn(
         image,
         handshake: vec![],
         failures: VecDeque::new(),
+        budget: Budget::default(),
+        rpc_commands: HashMap::new(),
     };
     std::thread::Builder::new()
         .name(format!("wasm-{}", plugin.name))
@@ -723,6 +916,46 @@ struct Actor {
     /// `getmanifest` and `init` as first delivered, replayed into a restarted instance.
     handshake: Vec<Bytes>,
     failures: VecDeque<Instant>,
+    /// Its timers and RPC calls under way.
+    budget: Budget,
+    /// `rpc_command` calls it has not answered yet: id → the method of the caller's request.
+    rpc_commands: HashMap<String, String>,
+}
+
+/// What a guest has under way outside its calls: timers and RPC calls, each bounded.
+#[derive(Default, Clone)]
+struct Budget {
+    timers: Arc<AtomicUsize>,
+    rpcs: Arc<AtomicUsize>,
+}
+
+/// One unit of a [`Budget`] counter, given back when dropped (the timer fired, the RPC call
+/// was answered, or the task was dropped at shutdown).
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(counter: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(counter.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The key of a response id, as the plugin's pending table spells it.
+fn id_key(id: &Value) -> String {
+    match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 enum Next {
@@ -737,11 +970,25 @@ impl Actor {
         let msg = frame.trim_ascii_end();
         let active = self.plugin.state() == State::Active;
         let watch_hold = !self.image.sandbox.hold && contains(msg, b"\"method\":\"htlc_accepted\"");
-        let head = if !active || watch_hold {
+        let watch_rpc = self.image.sandbox.may_hook(Hook::RpcCommand.as_str())
+            && contains(msg, b"\"method\":\"rpc_command\"");
+        let head = if !active || watch_hold || watch_rpc {
             serde_json::from_slice::<Head>(msg).ok()
         } else {
             None
         };
+        if watch_rpc
+            && let Some(Head {
+                id: Some(id),
+                method: Some(m),
+            }) = &head
+            && m == Hook::RpcCommand.as_str()
+        {
+            let inner = serde_json::from_slice::<RpcCommandHead>(msg)
+                .map(|h| h.params.rpc_command.method)
+                .unwrap_or_else(|_| "?".into());
+            self.rpc_commands.insert(id_key(id), inner);
+        }
         if !active
             && let Some(Head {
                 method: Some(m), ..
@@ -768,7 +1015,7 @@ impl Actor {
             {
                 answered = true;
             }
-            self.plugin.incoming(&self.host, v)?;
+            self.route(v)?;
         }
         if let Some(id) = hold_id
             && !answered
@@ -781,6 +1028,64 @@ impl Actor {
             self.plugin.incoming(&self.host, v)?;
         }
         Ok(used)
+    }
+
+    /// One message the guest sent: its requests go to the node (through its sandbox), an
+    /// answer to `rpc_command` is checked against its allow-list, the rest is the
+    /// registry's.
+    fn route(&mut self, mut v: Value) -> Result<(), String> {
+        if v.get("jsonrpc").and_then(Value::as_str) == Some("2.0") {
+            match (v.get("id"), v.get("method")) {
+                (Some(id), Some(Value::String(method))) => {
+                    guest_request(
+                        &self.plugin,
+                        &self.host,
+                        &self.budget,
+                        id,
+                        method,
+                        v.get("params"),
+                    );
+                    return Ok(());
+                }
+                (Some(id), None) if !self.rpc_commands.is_empty() => {
+                    if let Some(orig) = self.rpc_commands.remove(&id_key(id)) {
+                        self.check_rpc_command(&orig, &mut v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.plugin.incoming(&self.host, v)
+    }
+
+    /// An answer to `rpc_command`: a `replace` must name a method the guest may call
+    /// itself (else the caller gets an error), and whatever the guest did to a request is
+    /// logged.
+    fn check_rpc_command(&self, orig: &str, v: &mut Value) {
+        let Some(result) = v.get_mut("result") else {
+            return;
+        };
+        let log = &self.plugin.log;
+        if let Some(new) = result
+            .get("replace")
+            .and_then(|r| r.get("method"))
+            .and_then(Value::as_str)
+            .map(String::from)
+        {
+            if self.image.sandbox.may_call(&new) {
+                log.info(&format!("rpc_command: replaced a call of {orig} by {new}"));
+            } else {
+                log.unusual(&format!(
+                    "rpc_command: refused to replace a call of {orig} by {new} (not in its allow-rpc list)"
+                ));
+                *result = json!({"return": {"error": {
+                    "code": fulgur_protocol::error::codes::INVALID_REQUEST,
+                    "message": format!("WASM plugin {} may not call {new} (not in its allow-rpc list)", self.plugin.name),
+                }}});
+            }
+        } else if result.get("return").is_some() {
+            log.info(&format!("rpc_command: answered a call of {orig} itself"));
+        }
     }
 
     /// The plugin is finished: unregister it.
@@ -798,6 +1103,7 @@ impl Actor {
         loop {
             self.plugin.log.broken(&format!("WASM instance {reason}"));
             self.plugin.fail_pending();
+            self.rpc_commands.clear();
             if self.plugin.is_dead() {
                 return Next::Stop;
             }
@@ -849,7 +1155,7 @@ impl Actor {
             for o in out {
                 let v: Value = serde_json::from_slice(&o)
                     .map_err(|e| format!("sent a message that is not JSON ({e})"))?;
-                self.plugin.incoming(&self.host, v)?;
+                self.route(v)?;
             }
         }
         Ok(inst)
@@ -857,10 +1163,13 @@ impl Actor {
 }
 
 /// A request from a guest: a timer, or a call to the node's RPC if its sandbox allows it.
-/// The answer is queued as a message for a later call.
-pub(in crate::plugin) fn guest_request(
+/// The answer is queued as a message for a later call. Timers and calls under way are
+/// bounded ([`MAX_TIMERS`], [`MAX_RPC_IN_FLIGHT`]); what the node answers is
+/// [`redact`]ed.
+fn guest_request(
     plugin: &Plugin,
     host: &Weak<PluginHost>,
+    budget: &Budget,
     id: &Value,
     method: &str,
     params: Option<&Value>,
@@ -881,6 +1190,7 @@ pub(in crate::plugin) fn guest_request(
             m.queue(frame);
         }
     };
+    let refuse = |message: String| json!({"error": {"code": fulgur_protocol::error::codes::INVALID_REQUEST, "message": message}});
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return deliver(answer(
             json!({"error": {"code": fulgur_protocol::error::codes::LIGHTNINGD, "message": "no runtime"}}),
@@ -897,9 +1207,15 @@ pub(in crate::plugin) fn guest_request(
                 "message": format!("{TIMER_METHOD} needs params.ms, at most {} ms", MAX_TIMER.as_millis()),
             }})));
         };
+        let Some(slot) = Slot::take(&budget.timers, MAX_TIMERS) else {
+            return deliver(answer(refuse(format!(
+                "too many timers waiting (at most {MAX_TIMERS})"
+            ))));
+        };
         let frame = answer(json!({"result": {}}));
         rt.spawn(async move {
             tokio::time::sleep(delay).await;
+            drop(slot);
             deliver(frame);
         });
         return;
@@ -907,11 +1223,23 @@ pub(in crate::plugin) fn guest_request(
     let allowed = plugin.sandbox.as_ref().is_some_and(|s| s.may_call(method));
     if !allowed {
         plugin.log.debug(&format!("RPC call to {method} denied"));
-        return deliver(answer(json!({"error": {
-            "code": fulgur_protocol::error::codes::INVALID_REQUEST,
-            "message": format!("WASM plugin {} may not call {method} (not in its allow-rpc list)", plugin.name),
-        }})));
+        return deliver(answer(refuse(format!(
+            "WASM plugin {} may not call {method} (not in its allow-rpc list)",
+            plugin.name
+        ))));
     }
+    let namespace = datastore_namespace(&plugin.name).to_string();
+    if let Err(why) = check_datastore_write(method, params, &namespace) {
+        plugin
+            .log
+            .debug(&format!("RPC call to {method} denied: {why}"));
+        return deliver(answer(refuse(format!("WASM plugin {} {why}", plugin.name))));
+    }
+    let Some(slot) = Slot::take(&budget.rpcs, MAX_RPC_IN_FLIGHT) else {
+        return deliver(answer(refuse(format!(
+            "too many RPC calls under way (at most {MAX_RPC_IN_FLIGHT})"
+        ))));
+    };
     let inner_id = format!("{}:{method}#{}", plugin.name, plugin.next_call());
     let request = json!({
         "jsonrpc": "2.0",
@@ -921,16 +1249,92 @@ pub(in crate::plugin) fn guest_request(
     });
     let host = host.clone();
     let frame_for = answer;
+    let method = method.to_string();
+    let own_path = plugin.path.display().to_string();
     rt.spawn(async move {
+        let _slot = slot;
         let Some(rpc) = (match host.upgrade() {
             Some(h) => h.local_rpc().await,
             None => None,
         }) else {
             return;
         };
-        let body = rpc.call(request).await;
+        let mut body = rpc.call(request).await;
+        redact(&method, &namespace, &own_path, &mut body);
         deliver(frame_for(body));
     });
+}
+
+/// The first element of the datastore keys a guest may see and write: its file name without
+/// `.wasm` (`policy.wasm` → `["policy", ...]`).
+pub(super) fn datastore_namespace(name: &str) -> &str {
+    name.strip_suffix(".wasm").unwrap_or(name)
+}
+
+/// Substrings of option names whose values a guest never sees in `listconfigs`.
+const SECRET_OPTION_WORDS: &[&str] = &["password", "rpcuser", "secret", "token", "seed", "cookie"];
+
+/// Whether `listconfigs` hides option `name` from guests.
+pub(super) fn is_secret_option(name: &str) -> bool {
+    SECRET_OPTION_WORDS.iter().any(|w| name.contains(w))
+}
+
+/// The first element of a datastore call's `key` (by name or first positional parameter;
+/// a string key is its own first element).
+fn datastore_key_head(params: Option<&Value>) -> Option<String> {
+    let key = match params? {
+        Value::Object(o) => o.get("key")?,
+        Value::Array(a) => a.first()?,
+        _ => return None,
+    };
+    match key {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(a) => a.first().and_then(Value::as_str).map(String::from),
+        _ => None,
+    }
+}
+
+/// A guest may change only its own datastore keys (when its allow-list has the methods at
+/// all): `Err` says why not.
+pub(super) fn check_datastore_write(
+    method: &str,
+    params: Option<&Value>,
+    namespace: &str,
+) -> Result<(), String> {
+    if !matches!(method, "datastore" | "deldatastore") {
+        return Ok(());
+    }
+    match datastore_key_head(params) {
+        Some(head) if head == namespace => Ok(()),
+        _ => Err(format!(
+            "may only use datastore keys under [\"{namespace}\", ...]"
+        )),
+    }
+}
+
+/// What a guest may see of a node answer: `listconfigs` without secret options or other
+/// plugins' options, `listdatastore` with only its own keys.
+pub(super) fn redact(method: &str, namespace: &str, own_path: &str, body: &mut Value) {
+    match method {
+        "listconfigs" => {
+            if let Some(Value::Object(configs)) = body.pointer_mut("/result/configs") {
+                configs.retain(|name, entry| {
+                    !is_secret_option(name)
+                        && entry
+                            .get("plugin")
+                            .is_none_or(|p| p.as_str() == Some(own_path))
+                });
+            }
+        }
+        "listdatastore" => {
+            if let Some(Value::Array(entries)) = body.pointer_mut("/result/datastore") {
+                entries.retain(|e| {
+                    e.get("key").and_then(|k| k.get(0)).and_then(Value::as_str) == Some(namespace)
+                });
+            }
+        }
+        _ => {}
+    }
 }
 
 /// For the timing test: a compiled image of `bytes` with the default sandbox.
