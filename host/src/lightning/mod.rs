@@ -111,6 +111,9 @@ const BENIGN_LDK_ERRORS: &[&str] = &[
     // request, no channel ever existed. A real channel's force-close logs "Force-closing
     // channel" and stays broken.
     "Force-closing inbound channel request",
+    // A cooperative close, logged on both peers as "Closed channel due to close-required
+    // error: Coop Closed" and "Closing channel: Coop Closed".
+    ": Coop Closed",
 ];
 
 /// LDK's logger.
@@ -1310,14 +1313,26 @@ mod tests {
             "Force-closing inbound channel request",
         );
         record(&log, LdkLevel::Error, "Force-closing channel");
+        record(
+            &log,
+            LdkLevel::Error,
+            "Closed channel due to close-required error: Coop Closed",
+        );
+        record(&log, LdkLevel::Error, "Closing channel: Coop Closed");
         let text = sink.text();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 5, "{text}");
+        assert_eq!(lines.len(), 7, "{text}");
         assert!(lines[0].contains("INFO") && lines[0].contains("applied an update"));
         assert!(lines[1].contains("**BROKEN**") && lines[1].contains("Bad commitment_signed"));
         assert!(lines[2].contains("UNUSUAL") && lines[2].contains("six confirmations"));
         assert!(lines[3].contains("UNUSUAL") && lines[3].contains("inbound channel request"));
         // A real channel's force-close stays broken.
         assert!(lines[4].contains("**BROKEN**") && lines[4].ends_with("Force-closing channel"));
+        for coop in &lines[5..] {
+            assert!(
+                coop.contains("UNUSUAL") && coop.ends_with("Coop Closed"),
+                "{coop}"
+            );
+        }
     }
 }
