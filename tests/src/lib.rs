@@ -207,6 +207,14 @@ impl Node {
         self
     }
 
+    /// Declares the BROKEN lines of a force-close the test asks for with `close` and
+    /// `unilateraltimeout` (on the closer and on its peer: LDK logs every force-close at
+    /// error).
+    pub fn allow_asked_force_close(&self) -> &Self {
+        self.allow_broken("Force-closing channel")
+            .allow_broken("Forcibly closed by `close` command timeout")
+    }
+
     /// BROKEN lines of the log that contain none of the declared substrings.
     pub fn unexpected_broken(&self) -> Vec<String> {
         let ok = self
