@@ -9,6 +9,10 @@
   `python3` is the interpreter running the tests (the venv with pyln-client).
 * `node.rpc` is a pyln `LightningRpc` whose results are validated against CLN's schemas
   (clnschema.RPC_SCHEMAS) for the methods that have one.
+* BROKEN gate (as pyln-testing's `broken_log`): a test fails at teardown if a node logged a
+  BROKEN line that does not match a regex declared for that node, with
+  `get_node(broken_log=r"...")` or `node.allow_broken(r"...")`. A BROKEN line means a real
+  fault an operator must look at; a test that provokes one on purpose declares it.
 """
 
 import json
@@ -49,6 +53,12 @@ socket.setdefaulttimeout(DEFAULT_TIMEOUT)
 LOG_LINE_RE = re.compile(
     r"^(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) "
     r"(?P<level>IO|TRACE|DEBUG|INFO|UNUSUAL|\*\*BROKEN\*\*|BROKEN)\s+(?P<source>[^ :]+): (?P<msg>.*)$")
+
+
+# The BROKEN lines of a force-close a test asks for with `close(..., unilateraltimeout=0)`,
+# on the closer and on its peer (LDK logs every force-close at error).
+ASKED_FORCE_CLOSE = (r"lightning: [0-9a-f]{66}: (Force-closing channel$"
+                     r"|.*Forcibly closed by `close` command timeout$)")
 
 
 def log_level(line):
@@ -107,7 +117,7 @@ class ValidatingRpc(LightningRpc):
 
 class Node:
     def __init__(self, factory, name, plugins=(), options=None, extra_args=(), config=None,
-                 network_config=None, may_fail=False, important_plugins=()):
+                 network_config=None, may_fail=False, important_plugins=(), broken_log=None):
         self.factory = factory
         self.name = name
         self.lightning_dir = factory.base_dir / name
@@ -126,6 +136,10 @@ class Node:
         self.proc = None
         self._rpc = None
         self.start_mark = 0
+        # Regexes of the BROKEN lines this node may log (see `unexpected_broken`).
+        self.broken_ok = []
+        if broken_log is not None:
+            self.allow_broken(broken_log)
         if config is not None:
             (self.lightning_dir / "config").write_text(config)
         if network_config is not None:
@@ -264,6 +278,20 @@ class Node:
         """Line count now: pass as `start=` to only look at later lines."""
         return len(self.log_lines())
 
+    def allow_broken(self, regex):
+        """Declares BROKEN lines matching `regex` (searched in the whole line) expected."""
+        self.broken_ok.append(re.compile(regex))
+        return self
+
+    def broken_lines(self):
+        """Every BROKEN line of the log."""
+        return [line for line in self.log_lines() if log_level(line) == "BROKEN"]
+
+    def unexpected_broken(self):
+        """BROKEN lines that no declared regex matches."""
+        return [line for line in self.broken_lines()
+                if not any(r.search(line) for r in self.broken_ok)]
+
 
 class RawRpc:
     """Raw UNIX-socket client for protocol-level tests."""
@@ -399,6 +427,21 @@ class NodeFactory:
                 out.append(f"{n.name}: daemon panicked: {text[max(0, i - 200):i + 800]}")
         return out
 
+    def unexpected_broken(self):
+        """One problem per node that logged BROKEN lines it did not declare expected."""
+        out = []
+        for n in self.nodes:
+            lines = n.unexpected_broken()
+            if lines:
+                out.append(f"{n.name} logged {len(lines)} unexpected BROKEN line(s) (declare "
+                           f"expected ones with broken_log= / allow_broken()):\n  "
+                           + "\n  ".join(lines[:20]))
+        return out
+
+    def problems(self):
+        """Unexpected deaths, panics and BROKEN lines: what fails a test at teardown."""
+        return self.unexpected_deaths() + self.panics() + self.unexpected_broken()
+
     def teardown(self):
         for n in self.nodes:
             kill_process_tree(n.proc, n.lightning_dir)
@@ -456,11 +499,9 @@ def node_factory(test_dir, request):
     nf = NodeFactory(test_dir)
     try:
         yield nf
-        deaths = nf.unexpected_deaths()
-        panics = nf.panics()
+        problems = nf.problems()
     finally:
         nf.teardown()
-    problems = deaths + panics
     rep = getattr(request.node, "rep_call", None)
     if problems and (rep is None or rep.passed):
         pytest.fail("after the test:\n" + "\n".join(problems), pytrace=False)

@@ -68,12 +68,13 @@ class Network:
         self.chain = chain
         self.nodes = []
 
-    def node(self, plugins=(), options=None):
+    def node(self, plugins=(), options=None, **kw):
+        """Starts a node on this chain; `kw` goes to Node (e.g. `broken_log=`)."""
         port = free_port()
         opts = dict(self.chain.options())
         opts["bind-addr"] = f"127.0.0.1:{port}"
         opts.update(options or {})
-        n = self.factory.get_node(plugins=plugins, options=opts)
+        n = self.factory.get_node(plugins=plugins, options=opts, **kw)
         n.port = port
         n.wait_for_log("Lightning engine started")
         n.id = n.rpc.getinfo()["id"]

@@ -16,7 +16,7 @@ import re
 import pytest
 
 import clnschema
-from conftest import RpcError, wait_for
+from conftest import ASKED_FORCE_CLOSE, RpcError, wait_for
 
 pytestmark = pytest.mark.skipif(not clnschema.schemas_available(), reason=clnschema.skip_reason())
 
@@ -49,8 +49,8 @@ def test_anchor_force_close_cpfp_htlc_timeout_and_sweep(ln):
     # Urgent fees well above the commitment's anchor feerate (the 1 sat/vB floor), so the
     # close needs a CPFP; funding and sweeps at modest rates.
     ln.chain.call("setfeerate", {"2": 10, "6": 5, "12": 3, "100": 2})
-    a = ln.node()
-    b = ln.node()
+    a = ln.node(broken_log=ASKED_FORCE_CLOSE)
+    b = ln.node(broken_log=ASKED_FORCE_CLOSE)
     ln.fund(a)
     # B holds the emergency reserve, so it takes anchor channels.
     ln.fund(b, 0.001)
@@ -199,8 +199,8 @@ def test_force_close_under_a_risen_mempool_minimum_goes_in_as_a_package(ln):
     alone is refused ("mempool min fee not met"), so it goes with its CPFP child through
     `submitpackage`, where the child's fee counts for both."""
     ln.chain.call("setfeerate", {"2": 3, "6": 2, "12": 2, "100": 1})
-    a = ln.node()
-    b = ln.node()
+    a = ln.node(broken_log=ASKED_FORCE_CLOSE)
+    b = ln.node(broken_log=ASKED_FORCE_CLOSE)
     ln.fund(a)
     # B holds the emergency reserve, so it takes anchor channels.
     ln.fund(b, 0.001)

@@ -123,7 +123,7 @@ def net():
         yield n
         ok = True
     finally:
-        problems = nf.unexpected_deaths() + nf.panics()
+        problems = nf.problems()
         nf.teardown()
         chain.stop()
         if ok and not problems and not os.environ.get("FULGUR_KEEP_DIRS"):

@@ -55,7 +55,7 @@ def net():
         ln.fund(n.a)
         n.scid = ln.open(n.a, n.m)
         yield n
-        problems = nf.unexpected_deaths() + nf.panics()
+        problems = nf.problems()
         assert not problems, "\n".join(problems)
         ok = True
     finally:

@@ -107,7 +107,7 @@ def net():
         yield n
         ok = True
     finally:
-        problems = nf.unexpected_deaths() + nf.panics()
+        problems = nf.problems()
         nf.teardown()
         chain.stop()
         if ok and not problems:

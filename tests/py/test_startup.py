@@ -50,8 +50,10 @@ def test_start_ready_line_log_format_and_socket(node_factory):
 
 
 def test_plugin_log_and_stderr_are_in_the_log(node_factory):
+    # The plugin logs at every level, broken included: its probes are expected.
     node = node_factory.get_node(plugins=[plugin_path("options_plugin.py"),
-                                          plugin_path("methods_plugin.py")])
+                                          plugin_path("methods_plugin.py")],
+                                 broken_log=r"plugin-methods_plugin\.py: level-probe-")
     # pyln's plugin.log() notification -> source plugin-<basename>
     line = node.wait_for_log(r"plugin-options_plugin\.py: options_plugin initialised")
     assert LOG_LINE_RE.match(line).group("level") == "INFO", line
@@ -213,7 +215,8 @@ def test_important_plugin_missing_exits_1(node_factory, test_dir):
 
 
 def test_important_plugin_failing_at_start_exits_1(node_factory):
-    node = node_factory.get_node(start=False, important_plugins=[plugin_path("exit_plugin.py")])
+    node = node_factory.get_node(start=False, important_plugins=[plugin_path("exit_plugin.py")],
+                                 broken_log=r"Plugin marked as important, shutting down")
     _expect_startup_failure(node, r"exit_plugin\.py")
 
 

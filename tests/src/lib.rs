@@ -2,6 +2,11 @@
 //! directories, talks to them over their RPC socket, waits for log lines, and kills
 //! everything it started when dropped (also when a test fails).
 //!
+//! BROKEN gate (as pyln-testing's `broken_log`): when a [`Node`] is dropped at the end of a
+//! test that otherwise passed, the test fails if the node's log holds a `**BROKEN**` line
+//! that contains none of the substrings declared with [`Node::allow_broken`]. BROKEN means a
+//! fault an operator must look at; a test that provokes one on purpose declares it.
+//!
 //! Binaries are taken from the workspace's target directory (`CARGO_TARGET_DIR` or
 //! `<workspace>/target`, profile `debug` unless `FULGUR_PROFILE` says otherwise); build
 //! them first with `cargo build -j2 --workspace --bins --examples`.
@@ -88,6 +93,8 @@ pub struct Node {
     /// Its `--lightning-dir`.
     pub dir: PathBuf,
     child: Option<Child>,
+    /// Substrings of the BROKEN lines this node may log.
+    broken_ok: std::sync::Mutex<Vec<String>>,
 }
 
 impl Node {
@@ -97,7 +104,11 @@ impl Node {
     }
 
     fn start_in(dir: PathBuf, args: &[String]) -> Node {
-        let mut node = Node { dir, child: None };
+        let mut node = Node {
+            dir,
+            child: None,
+            broken_ok: std::sync::Mutex::new(vec![]),
+        };
         node.spawn(args);
         node
     }
@@ -187,6 +198,37 @@ impl Node {
         false
     }
 
+    /// Declares BROKEN lines containing `needle` expected: they do not fail the test.
+    pub fn allow_broken(&self, needle: &str) -> &Self {
+        self.broken_ok
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(needle.to_string());
+        self
+    }
+
+    /// Declares the BROKEN lines of a force-close the test asks for with `close` and
+    /// `unilateraltimeout` (on the closer and on its peer: LDK logs every force-close at
+    /// error).
+    pub fn allow_asked_force_close(&self) -> &Self {
+        self.allow_broken("Force-closing channel")
+            .allow_broken("Forcibly closed by `close` command timeout")
+    }
+
+    /// BROKEN lines of the log that contain none of the declared substrings.
+    pub fn unexpected_broken(&self) -> Vec<String> {
+        let ok = self
+            .broken_ok
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        broken_lines(&self.log())
+            .into_iter()
+            .filter(|l| !ok.iter().any(|n| l.contains(n.as_str())))
+            .map(String::from)
+            .collect()
+    }
+
     /// One call on a new connection: `Ok(result)` or `Err(error object)`.
     pub fn call(&self, method: &str, params: Value) -> Result<Value, Value> {
         let mut conn = RpcConn::connect(&self.socket());
@@ -235,10 +277,30 @@ impl Drop for Node {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if !std::thread::panicking() && !keep_dirs() {
+        if std::thread::panicking() {
+            return;
+        }
+        let broken = self.unexpected_broken();
+        if !broken.is_empty() {
+            panic!(
+                "{} logged {} unexpected BROKEN line(s) (declare expected ones with \
+                 Node::allow_broken); directory kept:\n  {}",
+                self.dir.display(),
+                broken.len(),
+                broken.join("\n  ")
+            );
+        }
+        if !keep_dirs() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The BROKEN lines of a log (CLN's `**BROKEN**` level).
+pub fn broken_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("**BROKEN**"))
+        .collect()
 }
 
 /// A client connection that reads replies terminated by a blank line.
@@ -672,4 +734,33 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Node, broken_lines, temp_dir};
+
+    const LOG: &str = "2026-12-05T09:00:00.000Z INFO    lightningd: Server started\n\
+2026-12-05T09:00:00.001Z **BROKEN** lightning: Force-closing channel\n\
+2026-12-05T09:00:00.002Z UNUSUAL lightning: a BROKEN word in an unusual line\n\
+2026-12-05T09:00:00.003Z **BROKEN** plugin-bad: hook answered garbage\n";
+
+    #[test]
+    fn broken_gate_reports_only_undeclared_broken_lines() {
+        assert_eq!(broken_lines(LOG).len(), 2);
+        let dir = temp_dir("broken-gate");
+        std::fs::write(dir.join("log"), LOG).unwrap();
+        let node = Node {
+            dir,
+            child: None,
+            broken_ok: std::sync::Mutex::new(vec![]),
+        };
+        assert_eq!(node.unexpected_broken().len(), 2);
+        node.allow_broken("hook answered garbage");
+        let left = node.unexpected_broken();
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].contains("Force-closing channel"));
+        node.allow_broken("Force-closing");
+        assert!(node.unexpected_broken().is_empty());
+    }
 }

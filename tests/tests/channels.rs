@@ -136,6 +136,8 @@ fn force_close_returns_funds_after_the_delay() {
     let b = Bitcoind::start("chan-force");
     let a = LnNode::start("force-a", &b, &[]);
     let bn = LnNode::start("force-b", &b, &[]);
+    a.allow_asked_force_close();
+    bn.allow_asked_force_close();
     fund_wallet(&b, &a, 1.0);
     // B holds the emergency reserve, so it takes anchor channels.
     fund_wallet(&b, &bn, 0.001);

@@ -111,10 +111,18 @@ impl LdkLogger for LdkLog {
     }
 }
 
-/// LDK error messages that describe a harmless race (logged as `unusual`).
+/// LDK error messages that describe a harmless race or an ordinary decision (logged as
+/// `unusual`).
 const BENIGN_LDK_ERRORS: &[&str] = &[
     // The peer saw the sixth confirmation before us; it sends the signatures again.
     "announcement_signatures prior to the required six confirmations",
+    // Fulgurd refused an inbound channel (plugin veto, reserve): LDK drops the unaccepted
+    // request, no channel ever existed. A real channel's force-close logs "Force-closing
+    // channel" and stays broken.
+    "Force-closing inbound channel request",
+    // A cooperative close, logged on both peers as "Closed channel due to close-required
+    // error: Coop Closed" and "Closing channel: Coop Closed".
+    ": Coop Closed",
 ];
 
 /// LDK's logger.
@@ -1360,11 +1368,32 @@ mod tests {
             LdkLevel::Error,
             "Got announcement_signatures prior to the required six confirmations - we may not have received a block yet that our peer has",
         );
+        record(
+            &log,
+            LdkLevel::Error,
+            "Force-closing inbound channel request",
+        );
+        record(&log, LdkLevel::Error, "Force-closing channel");
+        record(
+            &log,
+            LdkLevel::Error,
+            "Closed channel due to close-required error: Coop Closed",
+        );
+        record(&log, LdkLevel::Error, "Closing channel: Coop Closed");
         let text = sink.text();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines.len(), 7, "{text}");
         assert!(lines[0].contains("INFO") && lines[0].contains("applied an update"));
         assert!(lines[1].contains("**BROKEN**") && lines[1].contains("Bad commitment_signed"));
         assert!(lines[2].contains("UNUSUAL") && lines[2].contains("six confirmations"));
+        assert!(lines[3].contains("UNUSUAL") && lines[3].contains("inbound channel request"));
+        // A real channel's force-close stays broken.
+        assert!(lines[4].contains("**BROKEN**") && lines[4].ends_with("Force-closing channel"));
+        for coop in &lines[5..] {
+            assert!(
+                coop.contains("UNUSUAL") && coop.ends_with("Coop Closed"),
+                "{coop}"
+            );
+        }
     }
 }
