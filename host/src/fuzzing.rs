@@ -53,7 +53,7 @@ fn check_frame(id: &Value, reply: &Reply) {
 /// params by name or position to a built-in command and the command's own parameter
 /// checks (everything a request meets before it reaches the node's state).
 pub fn rpc_requests(data: &[u8]) {
-    let (values, err) = frames(data, crate::rpc::MAX_REQUEST);
+    let (values, err) = frames(data, crate::config::RpcLimits::default().max_request);
     if let Some(e) = err {
         let code = match e {
             FrameError::TooLarge { .. } => fulgur_protocol::error::codes::INVALID_REQUEST,

@@ -8,6 +8,10 @@
 //! table is [`rpc::commands::COMMANDS`]; hooks run through
 //! [`plugin::PluginHost::run_hook`].
 
+// Daemon code returns errors; a panic here would stop the process (tests may unwrap:
+// clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
+
 mod chain;
 mod config;
 mod hooks;

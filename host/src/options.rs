@@ -229,6 +229,13 @@ impl OptionTable {
         }
         let as_text = |v: &Value| -> Result<String, RpcError> {
             match v {
+                // config.setconfig is read back line by line, trimmed: a line break would
+                // smuggle other options into it, surrounding blanks would be lost.
+                Value::String(s) if s.contains(['\n', '\r']) || s.trim() != s => {
+                    Err(RpcError::invalid_params(format!(
+                        "{name}: value must be one line without surrounding blanks"
+                    )))
+                }
                 Value::String(s) => Ok(s.clone()),
                 Value::Number(_) | Value::Bool(_) => Ok(v.to_string()),
                 _ => Err(RpcError::invalid_params(format!(
@@ -579,5 +586,10 @@ mod tests {
             .check_set("d", Some(&json!(7)))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((typed, sent), (vec![json!(7)], Some(json!("7"))));
+        // A value that config.setconfig cannot hold as given (what fuzz/'s plugin_options
+        // checks): a line break would add options, blanks would be trimmed away.
+        for bad in ["7\nplugin=/tmp/x", " 7", "7\r"] {
+            assert!(t.check_set("d", Some(&json!(bad))).is_err(), "{bad:?}");
+        }
     }
 }

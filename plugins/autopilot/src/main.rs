@@ -16,6 +16,10 @@
 //! Methods: `autopilot-status [limit]`, `autopilot-run`, `autopilot-unmanage id [undo]`,
 //! `autopilot-setscore id score`.
 
+// Daemon code returns errors; a panic here would stop the process (tests may unwrap:
+// clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

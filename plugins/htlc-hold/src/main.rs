@@ -11,6 +11,10 @@
 //! and they re-attach by `(short_channel_id, id)`. Every state change is sent as the custom
 //! notification `holdinvoice_state`. See `docs/HOLD.md`.
 
+// Daemon code returns errors; a panic here would stop the process (tests may unwrap:
+// clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
+
 mod state;
 
 use std::collections::HashMap;

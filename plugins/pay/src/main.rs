@@ -6,6 +6,10 @@
 //! Methods: `pay` (CLN's parameters and errors), `listpays [bolt11] [payment_hash] [status]`,
 //! `paystatus [bolt11]`.
 
+// Daemon code returns errors; a panic here would stop the process (tests may unwrap:
+// clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
+
 mod liquidity;
 mod listpays;
 mod params;

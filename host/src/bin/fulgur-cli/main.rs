@@ -2,6 +2,10 @@
 //! answer. Options, parameter handling, output formats and exit codes follow CLN's
 //! `lightning-cli`, so scripts written for it work with this one.
 
+// Daemon code returns errors; a panic here would stop the process (tests may unwrap:
+// clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
+
 mod args;
 mod config;
 mod output;
