@@ -33,6 +33,8 @@ fn wasm_plugin_serves_methods_calls_the_node_and_survives_a_loop() {
             arg("wasm-sandbox", "g.wasm:add-rpc=datastore"),
         ],
     );
+    // The test runs the guest into an endless loop: its fuel runs out, on purpose.
+    node.allow_broken("ran out of fuel");
     assert_eq!(node.ok("hello", json!({})), json!({"greeting": "hi"}));
     let listed = node.ok("plugin", json!({"subcommand": "list"}));
     assert!(
