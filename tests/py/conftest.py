@@ -170,7 +170,7 @@ class Node:
 
     def start(self, wait_ready=True, timeout=DEFAULT_TIMEOUT):
         if not fulgurd_available():
-            pytest.skip(f"fulgurd binary not found at {FULGURD} (build it or set FULGURD)")
+            pytest.fail(f"fulgurd binary not found at {FULGURD} (build it or set FULGURD)")
         self.start_mark = self.log_mark()
         self.proc = subprocess.Popen(
             self.cmdline(), env=self.env(), cwd=str(self.lightning_dir),
@@ -518,7 +518,7 @@ def ln(node_factory, test_dir):
     """A Lightning network on a fresh devchain (see lnnet.py)."""
     import lnnet
     if not lnnet.DEVCHAIN.is_file():
-        pytest.skip(f"devchain binary not found at {lnnet.DEVCHAIN}")
+        pytest.fail(f"devchain binary not found at {lnnet.DEVCHAIN}: run cargo build first")
     chain = lnnet.Devchain(test_dir / "devchain")
     try:
         yield lnnet.Network(node_factory, chain)

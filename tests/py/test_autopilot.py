@@ -54,7 +54,7 @@ def confirmed_coins(node):
 @pytest.fixture(scope="module")
 def net():
     if not lnnet.DEVCHAIN.is_file():
-        pytest.skip(f"devchain binary not found at {lnnet.DEVCHAIN}")
+        pytest.fail(f"devchain binary not found at {lnnet.DEVCHAIN}: run cargo build first")
     _ensure_plugins_executable()
     d = Path(tempfile.mkdtemp(prefix="fulgur-ap-"))
     nf = NodeFactory(d)

@@ -25,7 +25,7 @@ class Net:
 @pytest.fixture(scope="module")
 def net():
     if not lnnet.DEVCHAIN.is_file() or not FULGURD.is_file():
-        pytest.skip("fulgurd or devchain not built")
+        pytest.fail("fulgurd or devchain not built: run cargo build first")
     _ensure_plugins_executable()
     d = Path(tempfile.mkdtemp(prefix="fulgur-claims-"))
     nf = NodeFactory(d)

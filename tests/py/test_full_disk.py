@@ -14,7 +14,7 @@ from conftest import wait_for
 def devchain(test_dir):
     import lnnet
     if not lnnet.DEVCHAIN.is_file():
-        pytest.skip(f"devchain binary not found at {lnnet.DEVCHAIN}")
+        pytest.fail(f"devchain binary not found at {lnnet.DEVCHAIN}: run cargo build first")
     chain = lnnet.Devchain(test_dir / "devchain")
     try:
         yield chain

@@ -53,7 +53,7 @@ class Net:
 @pytest.fixture(scope="module")
 def net():
     if not lnnet.DEVCHAIN.is_file():
-        pytest.skip(f"devchain binary not found at {lnnet.DEVCHAIN}")
+        pytest.fail(f"devchain binary not found at {lnnet.DEVCHAIN}: run cargo build first")
     _ensure_plugins_executable()
     d = Path(tempfile.mkdtemp(prefix="fulgur-pay-"))
     nf = NodeFactory(d)

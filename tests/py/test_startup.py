@@ -15,7 +15,7 @@ PUBKEY_RE = r"0[23][0-9a-f]{64}"
 
 def test_version_flag():
     if not fulgurd_available():
-        pytest.skip(f"fulgurd binary not found at {FULGURD}")
+        pytest.fail(f"fulgurd binary not found at {FULGURD}: run cargo build first")
     import subprocess
     out = subprocess.run([str(FULGURD), "--version"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
