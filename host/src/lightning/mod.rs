@@ -123,6 +123,12 @@ const BENIGN_LDK_ERRORS: &[&str] = &[
     // A cooperative close, logged on both peers as "Closed channel due to close-required
     // error: Coop Closed" and "Closing channel: Coop Closed".
     ": Coop Closed",
+    // A payment sent while its first hop's peer is away (a restart, a crash): LDK fails
+    // that path, and `waitsendpay`/`pay` report the failure to their caller.
+    "Peer for first hop currently disconnected",
+    // `sendpay` pays its caller's route once; LDK's retry finds no other and abandons the
+    // payment, which is reported as failed. Nothing is wrong with the node.
+    "Can't use this router to return multiple routes",
 ];
 
 /// LDK's logger.
@@ -1380,20 +1386,34 @@ mod tests {
             "Closed channel due to close-required error: Coop Closed",
         );
         record(&log, LdkLevel::Error, "Closing channel: Coop Closed");
+        record(
+            &log,
+            LdkLevel::Error,
+            "Failed to send along path due to error: Channel unavailable: Peer for first hop currently disconnected",
+        );
+        record(
+            &log,
+            LdkLevel::Error,
+            "Failed to find a route on retry, abandoning payment 00: \"Can't use this router to return multiple routes\"",
+        );
         let text = sink.text();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 7, "{text}");
+        assert_eq!(lines.len(), 9, "{text}");
         assert!(lines[0].contains("INFO") && lines[0].contains("applied an update"));
         assert!(lines[1].contains("**BROKEN**") && lines[1].contains("Bad commitment_signed"));
         assert!(lines[2].contains("UNUSUAL") && lines[2].contains("six confirmations"));
         assert!(lines[3].contains("UNUSUAL") && lines[3].contains("inbound channel request"));
         // A real channel's force-close stays broken.
         assert!(lines[4].contains("**BROKEN**") && lines[4].ends_with("Force-closing channel"));
-        for coop in &lines[5..] {
+        for coop in &lines[5..7] {
             assert!(
                 coop.contains("UNUSUAL") && coop.ends_with("Coop Closed"),
                 "{coop}"
             );
+        }
+        // A payment failed because its peer is away, or not retried: reported to its caller.
+        for failed in &lines[7..] {
+            assert!(failed.contains("UNUSUAL"), "{failed}");
         }
     }
 }
