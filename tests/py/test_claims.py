@@ -2,7 +2,9 @@
 and B each with a channel to merchant M. A pays an invoice, then B pays the same invoice:
 M must fail B's HTLC back with incorrect_or_unknown_payment_details (CLN's behaviour), B's
 funds come back, and the invoice keeps A's payment only. The same for a hold invoice
-(built-in `htlc-hold`) settled for A."""
+(built-in `htlc-hold`) settled for A. And a payment whose claim was still being decided when
+the payee was killed (LDK had handed its `PaymentClaimable` already) is decided again at the
+restart and settles."""
 
 import hashlib
 import os
@@ -13,7 +15,8 @@ from pathlib import Path
 import pytest
 
 import lnnet
-from conftest import FULGURD, NodeFactory, RpcError, _ensure_plugins_executable, wait_for
+from conftest import (FULGURD, NodeFactory, RpcError, _ensure_plugins_executable, plugin_path,
+                      wait_for)
 
 INCORRECT_DETAILS = 16399  # 0x400F
 
@@ -113,3 +116,31 @@ def test_settled_hold_invoice_refuses_a_second_payment(net):
     # here: the payer's side is what must hold.
     second_payment_fails(net, inv["bolt11"], h, 30_000, core_refuses=False)
     assert m.rpc.listinvoices(payment_hash=h)["invoices"][0]["amount_received_msat"] == 30_000
+
+
+def test_claim_decided_again_after_kill(net):
+    """The payee sits on `invoice_payment` (LDK's event is handled, the claim not yet made);
+    kill -9 once a channel manager without the event is stored; at the restart the payment
+    is decided again and claimed. Without the held-HTLC record LDK never hands the event
+    again and the HTLC stays in the channel until its deadline. The payee runs without
+    `htlc-hold`, so no `htlc_accepted` hook records it for its own reasons."""
+    ln, a = net.ln, net.a
+    p = ln.node(options={"disable-plugin": "htlc-hold"})
+    ln.open(a, p)
+    p.rpc.plugin("start", plugin_path("sitting_plugin.py"))
+    inv = p.rpc.invoice(amount_msat=25_000, label="sat-on", description="decided twice")
+    h = inv["payment_hash"]
+    ln.pay(a, inv["bolt11"], p.id, 25_000, wait=False)
+    p.wait_for_log(r"sitting on invoice_payment for sat-on")
+    handled = max(i for i, line in enumerate(p.log_lines())
+                  if "Handling event PaymentClaimable" in line and h in line)
+    p.wait_for_log(r"Channel manager stored and synced", start=handled + 1)
+    assert p.rpc.listinvoices(label="sat-on")["invoices"][0]["status"] == "unpaid"
+
+    mark = p.log_mark()
+    ln.restart(p, kill=True)
+    assert a.rpc.waitsendpay(h, timeout=60)["status"] == "complete"
+    assert p.is_in_log(rf"Deciding HTLC recv:{h} again after the restart", start=mark)
+    wait_for(lambda: p.rpc.listinvoices(label="sat-on")["invoices"][0]["status"] == "paid",
+             what="invoice paid after the restart")
+    wait_for(lambda: no_htlcs(a, p), what="the HTLC settled")

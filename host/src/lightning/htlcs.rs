@@ -417,6 +417,14 @@ impl Lightning {
     }
 
     /// Records a held HTLC and decides it in a task (asking the hook when `ask`).
+    ///
+    /// The record is written whether or not a hook is asked, before LDK's event is marked
+    /// handled: LDK does not hand `PaymentClaimable` or `HTLCIntercepted` again once a
+    /// stored channel manager no longer holds the event, so after a `kill -9` between that
+    /// write and the claim (or forward, or failure) only this record brings the HTLC back
+    /// ([`Lightning::replay_held`]); without it the HTLC stayed in the channel, neither
+    /// claimed nor failed, until its deadline. The record is removed once a channel manager
+    /// that knows the decision is stored ([`Lightning::resolved_held`]).
     async fn hold(
         self: &Arc<Self>,
         id: String,
@@ -429,29 +437,32 @@ impl Lightning {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), deadline);
-        if ask {
-            let row = serde_json::to_string(&rec).unwrap_or_default();
-            let kind = match rec.action {
-                HeldAction::Forward { .. } => "forward",
-                HeldAction::Receive { .. } => "receive",
-            };
-            let (id2, hash2, kind) = (id.clone(), hash.0.to_vec(), kind.to_string());
-            let r = self
-                .store
-                .with(move |c| {
-                    crate::store::relaxed(c, |c| {
+        let row = serde_json::to_string(&rec).unwrap_or_default();
+        let kind = match rec.action {
+            HeldAction::Forward { .. } => "forward",
+            HeldAction::Receive { .. } => "receive",
+        };
+        let (id2, hash2, kind) = (id.clone(), hash.0.to_vec(), kind.to_string());
+        let r = self
+            .store
+            .with(move |c| {
+                crate::store::relaxed(c, |c| {
                     c.prepare_cached("INSERT OR REPLACE INTO held_htlcs (id, kind, payment_hash, payload, deadline_height, created_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, strftime('%s','now'))")?.execute(
                         rusqlite::params![id2, kind, hash2, row, deadline],
                     )?;
                     Ok(())
-                    })
                 })
-                .await;
-            if let Err(e) = r {
-                self.log
-                    .broken(&format!("cannot record held HTLC {id}: {e}"));
-            }
+            })
+            .await;
+        if let Err(e) = r {
+            // Without the record a crash before the decision is stored would strand the
+            // HTLC until its deadline: stop instead (`store::fatal`).
+            crate::store::fatal(
+                &self.log,
+                &format!("cannot record held HTLC {id} for replay"),
+                &e,
+            );
         }
         let me = self.clone();
         tokio::spawn(async move { me.decide(id, hash, rec, deadline, ask).await });
@@ -507,7 +518,7 @@ impl Lightning {
             return;
         }
         self.act(&hash, &rec.action, verdict).await;
-        self.forget_held(&id).await;
+        self.resolved_held(&id);
     }
 
     /// Asks the hook for every part at once, racing the deadline: the combined verdict and
@@ -623,7 +634,47 @@ impl Lightning {
             .is_some()
     }
 
-    async fn forget_held(&self, id: &str) {
+    /// A held HTLC was decided: its record goes once a stored channel manager knows the
+    /// decision (LDK's claim, failure or forward is in the manager's memory only until the
+    /// engine loop writes it; see [`Lightning::forget_resolved_held`]).
+    fn resolved_held(&self, id: &str) {
+        self.held_resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id.to_string());
+    }
+
+    /// Removes the records of held HTLCs decided before the channel manager write that just
+    /// succeeded (`ids`, taken before the manager was encoded). Called with the persist lock
+    /// held. A failure only leaves records that the next start offers again, where deciding
+    /// an HTLC already settled does nothing.
+    pub(crate) fn forget_resolved_held(&self, ids: Vec<String>) {
+        if ids.is_empty() {
+            return;
+        }
+        let r = self.store.with_sync(|c| {
+            crate::store::relaxed(c, |c| {
+                let tx = c.transaction()?;
+                {
+                    let mut st = tx.prepare_cached("DELETE FROM held_htlcs WHERE id = ?1")?;
+                    for id in &ids {
+                        st.execute([id])?;
+                    }
+                }
+                tx.commit()?;
+                Ok(())
+            })
+        });
+        if let Err(e) = r {
+            self.log.unusual(&format!(
+                "cannot remove {} decided held HTLC record(s); they are offered again at the next start: {e}",
+                ids.len()
+            ));
+        }
+    }
+
+    /// Removes a record that cannot be replayed.
+    async fn drop_held_record(&self, id: &str) {
         let id = id.to_string();
         let _ = self
             .store
@@ -653,7 +704,7 @@ impl Lightning {
         );
         self.act(hash, &rec.action, Verdict::Fail(Some("2002".into())))
             .await;
-        self.forget_held(id).await;
+        self.resolved_held(id);
     }
 
     /// Carries out a verdict.
@@ -732,7 +783,8 @@ impl Lightning {
         }
     }
 
-    /// Offers the held HTLCs recorded before a restart to the hooks again (called once the
+    /// Decides again the HTLCs recorded before a restart and not known to be decided
+    /// (offering them to `htlc_accepted` when a plugin registered it; called once the
     /// plugins have all answered `init`, which precedes the engine's start).
     pub(crate) async fn replay_held(self: &Arc<Self>) {
         let rows = self
@@ -762,19 +814,35 @@ impl Lightning {
             ) else {
                 self.log
                     .broken(&format!("held HTLC {id}: unreadable record, dropped"));
-                self.forget_held(&id).await;
+                self.drop_held_record(&id).await;
                 continue;
             };
-            self.log
-                .info(&format!("Offering held HTLC {id} to htlc_accepted again"));
+            let hash = PaymentHash(hash);
+            // Decided and stored just before the stop, with the record still there: the
+            // HTLC has left the channels, nothing to do.
+            if matches!(rec.action, HeldAction::Receive { .. })
+                && self.inbound_parts(&hash).is_empty()
+            {
+                self.drop_held_record(&id).await;
+                continue;
+            }
+            let ask = self
+                .plugins
+                .has_hook_for(Hook::HtlcAccepted, Some(&kind_filter(&rec.action)));
+            self.log.info(&format!(
+                "Deciding HTLC {id} again after the restart{}",
+                if ask {
+                    " (offered to htlc_accepted)"
+                } else {
+                    ""
+                }
+            ));
             self.held
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(id.clone(), deadline);
             let me = self.clone();
-            tokio::spawn(
-                async move { me.decide(id, PaymentHash(hash), rec, deadline, true).await },
-            );
+            tokio::spawn(async move { me.decide(id, hash, rec, deadline, ask).await });
         }
     }
 }

@@ -285,6 +285,9 @@ pub struct Lightning {
     pub opens: channels::Opens,
     /// HTLCs waiting for `htlc_accepted`, with their deadline heights.
     pub held: htlcs::HeldMap,
+    /// Held HTLCs decided since the last channel manager write: their replay records go
+    /// once a manager that knows the decision is stored (`htlcs.rs`).
+    held_resolved: Mutex<Vec<String>>,
     /// Preimages we claimed with, until LDK confirms the claim.
     pub claimed: Mutex<std::collections::HashMap<[u8; 32], [u8; 32]>>,
     /// `--hold-safety-blocks`.
@@ -594,6 +597,7 @@ impl Lightning {
             config,
             opens: Mutex::new(Default::default()),
             held: Mutex::new(Default::default()),
+            held_resolved: Mutex::new(Vec::new()),
             claimed: Mutex::new(Default::default()),
             hold_safety_blocks: deps.hold_safety_blocks,
             fees_collected_msat: std::sync::atomic::AtomicU64::new(fees_collected),
@@ -670,12 +674,20 @@ impl Lightning {
         // One writer at a time (the loop, `stop`): the count and the flush belong together.
         let _g = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());
         let queued = self.monitor.pending_operation_count();
+        // Decided before the manager is encoded, so the manager written knows them.
+        let resolved =
+            std::mem::take(&mut *self.held_resolved.lock().unwrap_or_else(|p| p.into_inner()));
         if !self.write_manager(durability) {
+            self.held_resolved
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(resolved);
             return false;
         }
         if queued > 0 {
             self.monitor.flush(queued, &self.ldk_log);
         }
+        self.forget_resolved_held(resolved);
         true
     }
 
@@ -709,7 +721,12 @@ impl Lightning {
             ),
         };
         match written {
-            Ok(()) => true,
+            Ok(()) => {
+                if durability == Durability::Synced {
+                    self.log.debug("Channel manager stored and synced");
+                }
+                true
+            }
             Err(e) => {
                 self.log.broken(&format!(
                     "cannot persist the channel manager (monitor updates wait for it): {e}"
