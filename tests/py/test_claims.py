@@ -144,3 +144,28 @@ def test_claim_decided_again_after_kill(net):
     wait_for(lambda: p.rpc.listinvoices(label="sat-on")["invoices"][0]["status"] == "paid",
              what="invoice paid after the restart")
     wait_for(lambda: no_htlcs(a, p), what="the HTLC settled")
+
+
+def test_invoice_payment_held_at_stop(net):
+    """`stop` while a plugin sits on `invoice_payment`: the stop completes (the held call
+    takes its safe default, continue, as in CLN) and the payment settles, before the stop or
+    at the next start: never stranded, never lost."""
+    ln, a = net.ln, net.a
+    p = ln.node(options={"disable-plugin": "htlc-hold"})
+    ln.open(a, p)
+    p.rpc.plugin("start", plugin_path("sitting_plugin.py"))
+    inv = p.rpc.invoice(amount_msat=26_000, label="at-stop", description="stopped on")
+    h = inv["payment_hash"]
+    ln.pay(a, inv["bolt11"], p.id, 26_000, wait=False)
+    p.wait_for_log(r"sitting on invoice_payment for at-stop")
+    res, rc = p.stop()
+    assert rc == 0
+    # The safe default is the chain's default, not the plugin refusing the payment.
+    assert not p.is_in_log(r"rejected by plugin sitting_plugin.py")
+    mark = p.log_mark()
+    p.start()
+    p.wait_for_log("Lightning engine started", start=mark)
+    assert a.rpc.waitsendpay(h, timeout=60)["status"] == "complete"
+    wait_for(lambda: p.rpc.listinvoices(label="at-stop")["invoices"][0]["status"] == "paid",
+             what="invoice paid")
+    wait_for(lambda: no_htlcs(a, p), what="the HTLC settled")

@@ -300,8 +300,12 @@ impl Chain {
                 Ok(())
             })
             .await;
-        if let Err(e) = r {
-            self.log.broken(&format!("cannot save the chain tip: {e}"));
+        match r {
+            Err(e) if e.is_storage_failure() => {
+                crate::store::fatal(&self.log, "cannot save the chain tip", &e)
+            }
+            Err(e) => self.log.broken(&format!("cannot save the chain tip: {e}")),
+            Ok(()) => {}
         }
     }
 

@@ -851,13 +851,17 @@ impl PluginHost {
                             "plugin {} stopped at shutdown during hook {hook}: {answer}",
                             p.name
                         ));
-                        return (
-                            ChainEnd::Stopped {
+                        // A safe default that continues (`invoice_payment`,
+                        // `peer_connected`, `custommsg`) is the chain's default, not a
+                        // plugin's decision: the caller must not read it as a refusal.
+                        let end = match interpret(&answer) {
+                            Ok(Step::Continue(_)) => ChainEnd::Default(payload),
+                            _ => ChainEnd::Stopped {
                                 plugin: p.name.clone(),
                                 answer,
                             },
-                            died,
-                        );
+                        };
+                        return (end, died);
                     }
                     self.main.debug(&format!(
                         "plugin {} died during hook {hook}; asking the next one",

@@ -710,9 +710,17 @@ impl Wallet {
             .store
             .with(move |c| persist::append(c, &sets, &txindex, reservations.as_deref()))
             .await;
-        if r.is_err() && wrote_reservations {
-            // Written again with the next change.
-            self.state().reservations_dirty = true;
+        if let Err(e) = &r {
+            // The changes were taken from memory for this write: with the disk failing they
+            // cannot be kept, so stop rather than go on with a wallet the store does not
+            // have (addresses handed out twice, spends forgotten).
+            if e.is_storage_failure() {
+                self.store.fatal("cannot save the wallet", e);
+            }
+            if wrote_reservations {
+                // Written again with the next change.
+                self.state().reservations_dirty = true;
+            }
         }
         Ok(r?)
     }
