@@ -528,3 +528,34 @@ def test_deep_nesting_is_a_parse_error(node, wrap):
     assert "recursion limit" in resp["error"]["message"], resp
     r.close()
     assert_alive(node)
+
+
+def test_client_not_reading_its_replies_is_paused_not_buffered(node):
+    """A client pipelining requests without reading the replies: once 32 MiB of replies wait
+    for it, fulgurd stops reading its requests (its writes then block) instead of queueing
+    replies without bound; other clients are served meanwhile; when it reads, every reply
+    arrives and the rest of its requests are served."""
+    import threading
+    r = node.raw()
+    mark = node.log_mark()
+    sent = []
+    stop = threading.Event()
+
+    def sender():
+        i = 0
+        while not stop.is_set():
+            r.send(json.dumps(req("help", {}, id=i)))
+            sent.append(i)
+            i += 1
+    t = threading.Thread(target=sender, daemon=True)
+    t.start()
+    node.wait_for_log(r"RPC client not reading its replies", start=mark)
+    stop.set()
+    assert_alive(node)
+    ids = set()
+    while t.is_alive() or len(ids) < len(sent):
+        resp = r.read()
+        assert resp is not None and "result" in resp, resp
+        ids.add(resp["id"])
+    assert ids == set(sent)
+    r.close()

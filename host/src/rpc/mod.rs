@@ -11,13 +11,19 @@
 //! first byte, or its connection is closed. A connection idle between requests is kept:
 //! `cln-rpc` clients and plugins hold theirs open. JSON nested deeper than 128 levels is a
 //! parse error (`-32700`, serde_json's limit). None of this affects other clients.
+//!
+//! Back-pressure per connection: a client that sends requests without reading the replies
+//! stops being read once [`MAX_UNREAD_BYTES`] of replies wait for it, or once
+//! [`MAX_IN_FLIGHT`] of its requests are running; notifications for it are dropped while
+//! its replies are over the limit. Its socket buffer then fills and its writes block, and
+//! fulgurd's memory stays bounded.
 
 pub mod commands;
 pub mod params;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +34,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
 use crate::hooks::ChainEnd;
 use crate::node::Node;
@@ -42,9 +48,21 @@ pub enum Out {
     FrameAck(Bytes, oneshot::Sender<()>),
 }
 
+/// Replies (and notifications) queued for one connection beyond which its requests are no
+/// longer read, until it reads.
+pub const MAX_UNREAD_BYTES: usize = 32 * 1024 * 1024;
+
+/// Requests of one connection running at once beyond which the next is not read until one
+/// finishes (long-polling calls such as `waitanyinvoice` count).
+pub const MAX_IN_FLIGHT: usize = 1024;
+
 /// Per-connection state.
 pub struct Conn {
     tx: mpsc::UnboundedSender<Out>,
+    /// Bytes queued for the writer and not yet written.
+    queued: AtomicUsize,
+    /// Signalled when the writer wrote (or gave up).
+    drained: Notify,
     /// `notifications {enable}` was called.
     pub notifications: AtomicBool,
     /// `deprecations {enable}` setting for this connection.
@@ -53,10 +71,46 @@ pub struct Conn {
 
 impl CallerSink for Conn {
     fn forward(&self, method: &str, params: Value) {
-        if self.notifications.load(Ordering::Relaxed) {
-            let _ = self.tx.send(Out::Frame(Bytes::from(encode_frame(
+        if self.notifications.load(Ordering::Relaxed)
+            && self.queued.load(Ordering::Acquire) <= MAX_UNREAD_BYTES
+        {
+            self.queue(Out::Frame(Bytes::from(encode_frame(
                 &json!({"jsonrpc":"2.0","method":method,"params":params}),
             ))));
+        }
+    }
+}
+
+impl Conn {
+    fn new(tx: mpsc::UnboundedSender<Out>, deprecated_ok: bool) -> Conn {
+        Conn {
+            tx,
+            queued: AtomicUsize::new(0),
+            drained: Notify::new(),
+            notifications: AtomicBool::new(false),
+            deprecated_ok: AtomicBool::new(deprecated_ok),
+        }
+    }
+
+    /// Queues `out` for the writer, counting its bytes until they are written.
+    fn queue(&self, out: Out) -> bool {
+        let len = match &out {
+            Out::Frame(f) | Out::FrameAck(f, _) => f.len(),
+        };
+        self.queued.fetch_add(len, Ordering::AcqRel);
+        self.tx.send(out).is_ok()
+    }
+
+    /// Waits while more than [`MAX_UNREAD_BYTES`] wait for the client to read them.
+    async fn wait_until_read(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.queued.load(Ordering::Acquire) <= MAX_UNREAD_BYTES {
+                return;
+            }
+            drained.await;
         }
     }
 }
@@ -186,11 +240,7 @@ impl crate::plugin::LocalRpc for InProcess {
                 return json!({"error": RpcError::new(codes::LIGHTNINGD_SHUTDOWN, "lightningd is shutting down")});
             };
             let (tx, _discarded) = mpsc::unbounded_channel::<Out>();
-            let conn = Arc::new(Conn {
-                tx,
-                notifications: AtomicBool::new(false),
-                deprecated_ok: AtomicBool::new(node.config.allow_deprecated_apis),
-            });
+            let conn = Arc::new(Conn::new(tx, node.config.allow_deprecated_apis));
             let id = request.get("id").cloned().unwrap_or(Value::Null);
             let method = request
                 .get("method")
@@ -272,6 +322,8 @@ async fn next_request(
 async fn connection(node: Arc<Node>, stream: UnixStream) {
     let (rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Out>();
+    let conn = Arc::new(Conn::new(tx, node.config.allow_deprecated_apis));
+    let weak = Arc::downgrade(&conn);
     let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
             let (frame, ack) = match out {
@@ -283,21 +335,36 @@ async fn connection(node: Arc<Node>, stream: UnixStream) {
                 let _ = wr.flush().await;
                 let _ = a.send(());
             }
+            if let Some(c) = weak.upgrade() {
+                c.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+                c.drained.notify_waiters();
+            }
             if !ok {
                 break;
             }
         }
+        // Gone: nothing queued will be written, so nothing holds the reader back.
+        if let Some(c) = weak.upgrade() {
+            c.queued.store(0, Ordering::Release);
+            c.drained.notify_waiters();
+        }
     });
-    let conn = Arc::new(Conn {
-        tx,
-        notifications: AtomicBool::new(false),
-        deprecated_ok: AtomicBool::new(node.config.allow_deprecated_apis),
-    });
+    let running = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let limits = node.config.rpc_limits;
     let mut rd = rd;
     let mut codec = JsonCodec::new(limits.max_request);
     let mut buf = bytes::BytesMut::new();
     loop {
+        let unread = conn.queued.load(Ordering::Acquire);
+        if unread > MAX_UNREAD_BYTES {
+            node.main.debug(&format!(
+                "RPC client not reading its replies ({unread} bytes wait for it): its next request is read once it reads"
+            ));
+            conn.wait_until_read().await;
+        }
+        let Ok(slot) = running.clone().acquire_owned().await else {
+            break;
+        };
         let next = next_request(&mut rd, &mut codec, &mut buf, limits.request_timeout).await;
         if next.is_none() && !buf.iter().all(u8::is_ascii_whitespace) {
             node.main.unusual(&format!(
@@ -307,20 +374,20 @@ async fn connection(node: Arc<Node>, stream: UnixStream) {
         }
         match next {
             Some(Ok(v)) => {
-                tokio::spawn(handle(node.clone(), conn.clone(), v));
+                let (node, conn) = (node.clone(), conn.clone());
+                tokio::spawn(async move {
+                    handle(node, conn, v).await;
+                    drop(slot);
+                });
             }
             Some(Err(FrameError::Invalid(e))) => {
                 let err = RpcError::new(codes::PARSE_ERROR, format!("Invalid JSON: {e}"));
-                let _ = conn
-                    .tx
-                    .send(Out::Frame(response_frame(&Value::Null, &Reply::Err(err))));
+                conn.queue(Out::Frame(response_frame(&Value::Null, &Reply::Err(err))));
                 break;
             }
             Some(Err(FrameError::TooLarge { limit })) => {
                 let err = RpcError::invalid_request(format!("Request larger than {limit} bytes"));
-                let _ = conn
-                    .tx
-                    .send(Out::Frame(response_frame(&Value::Null, &Reply::Err(err))));
+                conn.queue(Out::Frame(response_frame(&Value::Null, &Reply::Err(err))));
                 break;
             }
             Some(Err(FrameError::Io(_))) | None => break,
@@ -378,7 +445,7 @@ async fn handle(node: Arc<Node>, conn: Arc<Conn>, v: Value) {
     let frame = response_frame(&id, &reply);
     if method == "stop" && matches!(reply, Reply::Ok(_)) {
         let (ack_tx, ack_rx) = oneshot::channel();
-        if conn.tx.send(Out::FrameAck(frame, ack_tx)).is_ok() {
+        if conn.queue(Out::FrameAck(frame, ack_tx)) {
             let _ = ack_rx.await;
         }
         node.stop_replied();
@@ -388,7 +455,7 @@ async fn handle(node: Arc<Node>, conn: Arc<Conn>, v: Value) {
 }
 
 fn send(conn: &Conn, frame: Bytes) {
-    let _ = conn.tx.send(Out::Frame(frame));
+    conn.queue(Out::Frame(frame));
 }
 
 /// The plugin that made a call, read from a CLN-style id chain (`.../NAME:method#n`).
