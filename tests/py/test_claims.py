@@ -118,46 +118,50 @@ def test_settled_hold_invoice_refuses_a_second_payment(net):
     assert m.rpc.listinvoices(payment_hash=h)["invoices"][0]["amount_received_msat"] == 30_000
 
 
-def test_claim_decided_again_after_kill(net):
-    """The payee sits on `invoice_payment` (LDK's event is handled, the claim not yet made);
-    kill -9 once a channel manager without the event is stored; at the restart the payment
-    is decided again and claimed. Without the held-HTLC record LDK never hands the event
-    again and the HTLC stays in the channel until its deadline. The payee runs without
-    `htlc-hold`, so no `htlc_accepted` hook records it for its own reasons."""
+def sat_on_payment(net, label, amount):
+    """A new payee P (without `htlc-hold`, so no `htlc_accepted` hook records the HTLC for
+    its own reasons) with a channel from A and a plugin sitting on `invoice_payment`; A pays
+    one of P's invoices. Returns P and the payment hash once the plugin sits on it."""
     ln, a = net.ln, net.a
     p = ln.node(options={"disable-plugin": "htlc-hold"})
     ln.open(a, p)
     p.rpc.plugin("start", plugin_path("sitting_plugin.py"))
-    inv = p.rpc.invoice(amount_msat=25_000, label="sat-on", description="decided twice")
-    h = inv["payment_hash"]
-    ln.pay(a, inv["bolt11"], p.id, 25_000, wait=False)
-    p.wait_for_log(r"sitting on invoice_payment for sat-on")
+    inv = p.rpc.invoice(amount_msat=amount, label=label, description=label)
+    ln.pay(a, inv["bolt11"], p.id, amount, wait=False)
+    p.wait_for_log(rf"sitting on invoice_payment for {label}")
+    return p, inv["payment_hash"]
+
+
+def settles(net, p, h, label):
+    """A's payment to P completes, P's invoice is paid and no HTLC is left."""
+    assert net.a.rpc.waitsendpay(h, timeout=60)["status"] == "complete"
+    wait_for(lambda: p.rpc.listinvoices(label=label)["invoices"][0]["status"] == "paid",
+             what=f"invoice {label} paid")
+    wait_for(lambda: no_htlcs(net.a, p), what="the HTLC settled")
+
+
+def test_claim_decided_again_after_kill(net):
+    """The payee sits on `invoice_payment` (LDK's event is handled, the claim not yet made);
+    kill -9 once a channel manager without the event is stored; at the restart the payment
+    is decided again and claimed. Without the held-HTLC record LDK never hands the event
+    again and the HTLC stays in the channel until its deadline."""
+    p, h = sat_on_payment(net, "sat-on", 25_000)
     handled = max(i for i, line in enumerate(p.log_lines())
                   if "Handling event PaymentClaimable" in line and h in line)
     p.wait_for_log(r"Channel manager stored and synced", start=handled + 1)
     assert p.rpc.listinvoices(label="sat-on")["invoices"][0]["status"] == "unpaid"
 
     mark = p.log_mark()
-    ln.restart(p, kill=True)
-    assert a.rpc.waitsendpay(h, timeout=60)["status"] == "complete"
+    net.ln.restart(p, kill=True)
+    settles(net, p, h, "sat-on")
     assert p.is_in_log(rf"Deciding HTLC recv:{h} again after the restart", start=mark)
-    wait_for(lambda: p.rpc.listinvoices(label="sat-on")["invoices"][0]["status"] == "paid",
-             what="invoice paid after the restart")
-    wait_for(lambda: no_htlcs(a, p), what="the HTLC settled")
 
 
 def test_invoice_payment_held_at_stop(net):
     """`stop` while a plugin sits on `invoice_payment`: the stop completes (the held call
     takes its safe default, continue, as in CLN) and the payment settles, before the stop or
     at the next start: never stranded, never lost."""
-    ln, a = net.ln, net.a
-    p = ln.node(options={"disable-plugin": "htlc-hold"})
-    ln.open(a, p)
-    p.rpc.plugin("start", plugin_path("sitting_plugin.py"))
-    inv = p.rpc.invoice(amount_msat=26_000, label="at-stop", description="stopped on")
-    h = inv["payment_hash"]
-    ln.pay(a, inv["bolt11"], p.id, 26_000, wait=False)
-    p.wait_for_log(r"sitting on invoice_payment for at-stop")
+    p, h = sat_on_payment(net, "at-stop", 26_000)
     res, rc = p.stop()
     assert rc == 0
     # The safe default is the chain's default, not the plugin refusing the payment.
@@ -165,7 +169,4 @@ def test_invoice_payment_held_at_stop(net):
     mark = p.log_mark()
     p.start()
     p.wait_for_log("Lightning engine started", start=mark)
-    assert a.rpc.waitsendpay(h, timeout=60)["status"] == "complete"
-    wait_for(lambda: p.rpc.listinvoices(label="at-stop")["invoices"][0]["status"] == "paid",
-             what="invoice paid")
-    wait_for(lambda: no_htlcs(a, p), what="the HTLC settled")
+    settles(net, p, h, "at-stop")
