@@ -514,14 +514,21 @@ def node(node_factory):
 
 
 @pytest.fixture
-def ln(node_factory, test_dir):
-    """A Lightning network on a fresh devchain (see lnnet.py)."""
+def devchain(test_dir):
+    """A fresh devchain (see lnnet.py), stopped after the test."""
     import lnnet
     if not lnnet.DEVCHAIN.is_file():
         pytest.fail(f"devchain binary not found at {lnnet.DEVCHAIN}: run cargo build first")
     chain = lnnet.Devchain(test_dir / "devchain")
     try:
-        yield lnnet.Network(node_factory, chain)
+        yield chain
     finally:
         chain.stop()
+
+
+@pytest.fixture
+def ln(node_factory, devchain):
+    """A Lightning network on a fresh devchain (see lnnet.py)."""
+    import lnnet
+    return lnnet.Network(node_factory, devchain)
 

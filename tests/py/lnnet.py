@@ -4,12 +4,19 @@ opened with `fundchannel` and confirmed, and waits for gossip. Used through the 
 fixture in conftest.py."""
 
 import base64
+import contextlib
 import json
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 import urllib.request
+from pathlib import Path
 
-from conftest import FULGURD, wait_for
+import pytest
+
+from conftest import FULGURD, NodeFactory, _ensure_plugins_executable, wait_for
 
 DEVCHAIN = FULGURD.parent / "devchain"
 
@@ -165,3 +172,32 @@ class Network:
         if wait:
             return payer.rpc.waitsendpay(inv["payment_hash"], timeout=timeout)
         return inv["payment_hash"]
+
+
+@contextlib.contextmanager
+def module_network(prefix):
+    """A Network on its own devchain in a new directory, for a module-scoped fixture. At the
+    end it fails on any node's unexpected death, panic or undeclared BROKEN line, stops
+    every process, and removes the directory unless something failed or FULGUR_KEEP_DIRS
+    is set."""
+    if not DEVCHAIN.is_file() or not FULGURD.is_file():
+        pytest.fail(f"fulgurd or devchain not built (looked in {FULGURD.parent}): "
+                    "run cargo build first")
+    _ensure_plugins_executable()
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    nf = NodeFactory(d)
+    chain = Devchain(d / "devchain")
+    ok = False
+    problems = []
+    try:
+        yield Network(nf, chain)
+        ok = True
+    finally:
+        problems = nf.problems()
+        nf.teardown()
+        chain.stop()
+        if ok and not problems and not os.environ.get("FULGUR_KEEP_DIRS"):
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            print(f"\n[fulgur] test directory kept: {d}")
+    assert not problems, "\n".join(problems)

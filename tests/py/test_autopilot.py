@@ -11,15 +11,11 @@ Preferential scores rank N0 (degree 5), N1 (4), N2 (3), N3 (2), then the leaves.
 five 400k-sat coins (2M sat); with budget 50 % and reserve 300k it may put 1M into
 channels, 150k..250k each, at most 3 channels: three opens of 250k."""
 
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
 import lnnet
-from conftest import NodeFactory, RpcError, _ensure_plugins_executable, wait_for
+from conftest import RpcError, wait_for
 
 COIN_SAT = 400_000
 OPTIONS = {
@@ -53,15 +49,8 @@ def confirmed_coins(node):
 
 @pytest.fixture(scope="module")
 def net():
-    if not lnnet.DEVCHAIN.is_file():
-        pytest.fail(f"devchain binary not found at {lnnet.DEVCHAIN}: run cargo build first")
-    _ensure_plugins_executable()
-    d = Path(tempfile.mkdtemp(prefix="fulgur-ap-"))
-    nf = NodeFactory(d)
-    chain = lnnet.Devchain(d / "devchain")
-    ln = lnnet.Network(nf, chain)
-    ok = False
-    try:
+    with lnnet.module_network("fulgur-ap-") as ln:
+        chain = ln.chain
         n = Net()
         n.ln, n.chain = ln, chain
         n.g = [announced_node(ln) for _ in range(8)]
@@ -121,16 +110,7 @@ def net():
         wait_for(addresses, timeout=60, what="node announcements with addresses at P")
         n.funds_before = sum(o["amount_msat"] for o in confirmed_coins(n.p)) // 1000
         yield n
-        ok = True
-    finally:
-        problems = nf.problems()
-        nf.teardown()
-        chain.stop()
-        if ok and not problems and not os.environ.get("FULGUR_KEEP_DIRS"):
-            shutil.rmtree(d, ignore_errors=True)
-        else:
-            print(f"\n[fulgur] test directory kept: {d}")
-    assert not problems, "\n".join(problems)
+
 
 
 def status(node, limit=None):

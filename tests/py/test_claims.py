@@ -8,15 +8,11 @@ restart and settles."""
 
 import hashlib
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
 import lnnet
-from conftest import (FULGURD, NodeFactory, RpcError, _ensure_plugins_executable, plugin_path,
-                      wait_for)
+from conftest import RpcError, plugin_path, wait_for
 
 INCORRECT_DETAILS = 16399  # 0x400F
 
@@ -27,15 +23,7 @@ class Net:
 
 @pytest.fixture(scope="module")
 def net():
-    if not lnnet.DEVCHAIN.is_file() or not FULGURD.is_file():
-        pytest.fail("fulgurd or devchain not built: run cargo build first")
-    _ensure_plugins_executable()
-    d = Path(tempfile.mkdtemp(prefix="fulgur-claims-"))
-    nf = NodeFactory(d)
-    chain = lnnet.Devchain(d / "devchain")
-    ok = False
-    try:
-        ln = lnnet.Network(nf, chain)
+    with lnnet.module_network("fulgur-claims-") as ln:
         n = Net()
         n.ln = ln
         n.a, n.b, n.m = ln.node(), ln.node(), ln.node()
@@ -44,14 +32,7 @@ def net():
         ln.open(n.a, n.m)
         ln.open(n.b, n.m)
         yield n
-        problems = nf.unexpected_deaths() + nf.panics()
-        assert not problems, "\n".join(problems)
-        ok = True
-    finally:
-        nf.teardown()
-        chain.stop()
-        if ok and not os.environ.get("FULGUR_KEEP_DIRS"):
-            shutil.rmtree(d, ignore_errors=True)
+
 
 
 def to_us(payer, m):

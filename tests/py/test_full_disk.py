@@ -5,21 +5,7 @@ state unsaved. Needs root (mount); a machine where mounting fails fails this tes
 
 import subprocess
 
-import pytest
-
 from conftest import wait_for
-
-
-@pytest.fixture
-def devchain(test_dir):
-    import lnnet
-    if not lnnet.DEVCHAIN.is_file():
-        pytest.fail(f"devchain binary not found at {lnnet.DEVCHAIN}: run cargo build first")
-    chain = lnnet.Devchain(test_dir / "devchain")
-    try:
-        yield chain
-    finally:
-        chain.stop()
 
 
 def test_full_disk_stops_the_node_with_a_broken_line(node_factory, devchain):

@@ -11,17 +11,13 @@ auto-cancel before the core's deadline with no channel closed."""
 
 import hashlib
 import os
-import shutil
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 import lnnet
-from conftest import (FULGURD, NodeFactory, RpcError, _ensure_plugins_executable,
-                      plugin_path, wait_for)
+from conftest import FULGURD, RpcError, plugin_path, wait_for
 
 LISTENER = plugin_path("hold_listener.py")
 HOLD_BIN = FULGURD.parent / "htlc-hold"
@@ -38,15 +34,7 @@ class Net:
 
 @pytest.fixture(scope="module")
 def net():
-    if not lnnet.DEVCHAIN.is_file() or not FULGURD.is_file():
-        pytest.fail("fulgurd or devchain not built: run cargo build first")
-    _ensure_plugins_executable()
-    d = Path(tempfile.mkdtemp(prefix="fulgur-hold-"))
-    nf = NodeFactory(d)
-    chain = lnnet.Devchain(d / "devchain")
-    ok = False
-    try:
-        ln = lnnet.Network(nf, chain)
+    with lnnet.module_network("fulgur-hold-") as ln:
         n = Net()
         n.ln = ln
         n.a = ln.node()
@@ -55,14 +43,7 @@ def net():
         ln.fund(n.a)
         n.scid = ln.open(n.a, n.m)
         yield n
-        problems = nf.problems()
-        assert not problems, "\n".join(problems)
-        ok = True
-    finally:
-        nf.teardown()
-        chain.stop()
-        if ok and not os.environ.get("FULGUR_KEEP_DIRS"):
-            shutil.rmtree(d, ignore_errors=True)
+
 
 
 def secret():

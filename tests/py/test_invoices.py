@@ -12,20 +12,8 @@ import clnschema
 from conftest import RpcError, plugin_path, wait_for
 
 
-@pytest.fixture
-def devchain(test_dir):
-    import lnnet
-    if not lnnet.DEVCHAIN.is_file():
-        pytest.fail(f"devchain binary not found at {lnnet.DEVCHAIN}: run cargo build first")
-    chain = lnnet.Devchain(test_dir / "devchain")
-    try:
-        yield chain.options()
-    finally:
-        chain.stop()
-
-
 def engine_node(node_factory, devchain, plugins=()):
-    node = node_factory.get_node(plugins=plugins, options=dict(devchain))
+    node = node_factory.get_node(plugins=plugins, options=devchain.options())
     node.wait_for_log("Lightning engine started")
     return node
 

@@ -11,17 +11,14 @@ Channels are opened by the node named first, so all their funds start on that si
 `pay`/`listpays` result is validated against CLN's schemas."""
 
 import hashlib
-import shutil
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 import clnschema
 import lnnet
-from conftest import NodeFactory, RpcError, _ensure_plugins_executable, plugin_path, wait_for
+from conftest import RpcError, plugin_path, wait_for
 
 RULES = plugin_path("pay_rules.py")
 
@@ -52,15 +49,8 @@ class Net:
 
 @pytest.fixture(scope="module")
 def net():
-    if not lnnet.DEVCHAIN.is_file():
-        pytest.fail(f"devchain binary not found at {lnnet.DEVCHAIN}: run cargo build first")
-    _ensure_plugins_executable()
-    d = Path(tempfile.mkdtemp(prefix="fulgur-pay-"))
-    nf = NodeFactory(d)
-    chain = lnnet.Devchain(d / "devchain")
-    ln = lnnet.Network(nf, chain)
-    ok = False
-    try:
+    with lnnet.module_network("fulgur-pay-") as ln:
+        chain = ln.chain
         n = Net()
         n.ln = ln
         n.a, n.b, n.c = ln.node(), ln.node(), ln.node()
@@ -105,16 +95,7 @@ def net():
         for s in (n.bd, n.cd, n.ce, n.be):
             ln.wait_gossip(n.a, s)
         yield n
-        ok = True
-    finally:
-        problems = nf.problems()
-        nf.teardown()
-        chain.stop()
-        if ok and not problems:
-            shutil.rmtree(d, ignore_errors=True)
-        else:
-            print(f"\n[fulgur] test directory kept: {d}")
-    assert not problems, "\n".join(problems)
+
 
 
 def groups(node, payment_hash):
