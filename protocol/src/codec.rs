@@ -317,6 +317,21 @@ mod tests {
     }
 
     #[test]
+    fn relays_numbers_unchanged() {
+        // Found by fuzz/frame_codec: without serde_json's `float_roundtrip` this long decimal
+        // was read one ULP off the nearest double, and its re-encoding read back another
+        // ULP off, so a number passed on from a plugin or a client changed on the way.
+        let text = "33333333333333333333333333333333";
+        let mut d = FrameDecoder::new(1024);
+        d.extend(format!("[{text}]").as_bytes());
+        let v = drain(&mut d);
+        assert_eq!(v[0][0].as_f64(), text.parse::<f64>().ok());
+        let mut again = FrameDecoder::new(1024);
+        again.extend(&encode_frame(&v[0]));
+        assert_eq!(drain(&mut again), v);
+    }
+
+    #[test]
     fn encodes_compact_with_terminator() {
         let out = encode_frame(&json!({"a":{"b":[1,2]}}));
         assert_eq!(out, b"{\"a\":{\"b\":[1,2]}}\n\n");
