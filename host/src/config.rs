@@ -15,45 +15,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::log::LevelFilter;
 
-/// The Bitcoin network, with CLN's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Network {
-    /// Mainnet (directory `bitcoin`).
-    Bitcoin,
-    /// testnet3.
-    Testnet,
-    /// testnet4.
-    Testnet4,
-    /// signet.
-    Signet,
-    /// regtest.
-    Regtest,
-}
-
-impl Network {
-    /// Parses CLN's network names (`mainnet` is accepted for `bitcoin`).
-    pub fn parse(s: &str) -> Option<Network> {
-        match s {
-            "bitcoin" | "mainnet" => Some(Network::Bitcoin),
-            "testnet" => Some(Network::Testnet),
-            "testnet4" => Some(Network::Testnet4),
-            "signet" => Some(Network::Signet),
-            "regtest" => Some(Network::Regtest),
-            _ => None,
-        }
-    }
-
-    /// The name used in directories, `getinfo` and `init`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Network::Bitcoin => "bitcoin",
-            Network::Testnet => "testnet",
-            Network::Testnet4 => "testnet4",
-            Network::Signet => "signet",
-            Network::Regtest => "regtest",
-        }
-    }
-}
+pub use fulgur_base::Network;
 
 /// How a core option takes values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -484,7 +484,7 @@ pub fn values(data: &[u8]) {
             let _ = crate::lightning::htlcs::failure_code(Some(s));
         }
         10 => {
-            if let Some(b) = crate::store::datastore::unhex(s) {
+            if let Some(b) = fulgur_base::unhex(s) {
                 assert_eq!(b.len() * 2, s.len());
             }
         }

@@ -15,17 +15,16 @@
 mod chain;
 mod config;
 mod hooks;
-// Groundwork only: the LDK engine wiring comes with the LDK issue.
-#[allow(dead_code)]
-mod ldk;
 mod lifecycle;
 mod lightning;
-mod log;
+// The log lives in fulgur-base (docs/adr/0009-host-crates.md); `crate::log` names it.
+use fulgur_base::log;
+// The database is fulgur-store; `crate::store` names it.
+use fulgur_store as store;
 mod node;
 mod options;
 mod plugin;
 mod rpc;
-mod store;
 mod wallet;
 
 #[doc(hidden)]

@@ -16,6 +16,7 @@
 //! claimable balance 100 blocks after that. Closing transactions we broadcast are taken from
 //! the broadcaster's feed as soon as they are handed to it (txid and fee before any block).
 
+use fulgur_base::hex;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -28,7 +29,7 @@ use lightning::ln::types::ChannelId;
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
-use super::{Lightning, hex};
+use super::Lightning;
 use crate::store::StoreError;
 
 /// CLN forgets a resolved channel this many blocks after its close.
@@ -113,7 +114,7 @@ impl ClosedChannel {
     }
 
     fn ldk_channel_id(&self) -> Option<ChannelId> {
-        let b = crate::store::datastore::unhex(&self.channel_id)?;
+        let b = fulgur_base::unhex(&self.channel_id)?;
         Some(ChannelId(b.try_into().ok()?))
     }
 

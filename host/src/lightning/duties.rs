@@ -29,8 +29,8 @@ use lightning::util::persist::{
 use lightning::util::ser::{ReadableArgs, Writeable};
 
 use super::{Graph, Lightning, Log, Scorer};
-use crate::ldk::kvstore::SqliteKvStore;
 use crate::log::SourceLog;
+use crate::store::kv::SqliteKvStore;
 
 /// One periodic duty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

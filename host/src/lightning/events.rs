@@ -6,13 +6,14 @@
 //! plugin never stalls channel updates. Returning `Err(ReplayEvent)` makes LDK hand the event
 //! again later (used when the database is unavailable).
 
+use fulgur_base::hex;
 use std::sync::Arc;
 
 use fulgur_protocol::RpcError;
 use lightning::events::{Event, ReplayEvent};
 use serde_json::json;
 
-use super::{Lightning, hex};
+use super::Lightning;
 
 impl Lightning {
     /// Handles one LDK event.

@@ -1,13 +1,14 @@
 //! Forwards: a row per HTLC we were asked to forward (`listforwards`), kept up to date from
 //! LDK's events, with CLN's `forward_event` notification on every change.
 
+use fulgur_base::hex;
 use lightning::events::{HTLCHandlingFailureReason, HTLCHandlingFailureType, InboundHTLCLocator};
 use lightning::ln::types::ChannelId;
 use lightning::types::payment::PaymentHash;
 use rusqlite::OptionalExtension;
 use serde_json::{Value, json};
 
-use super::{Lightning, hex, scid_string};
+use super::{Lightning, scid_string};
 
 fn now() -> f64 {
     std::time::SystemTime::now()

@@ -163,7 +163,7 @@ pub fn nodes_json<L: Logger>(graph: &NetworkGraph<L>, id: Option<PublicKey>) -> 
                 .collect();
             v["last_timestamp"] = json!(a.last_update());
             v["alias"] = json!(String::from_utf8_lossy(&alias_bytes[..end]));
-            v["color"] = json!(super::hex(&a.rgb()));
+            v["color"] = json!(fulgur_base::hex(&a.rgb()));
             v["features"] = json!(features_hex(a.features().le_flags()));
             v["addresses"] = json!(addresses);
         }

@@ -14,6 +14,7 @@
 //! not expose the raw onion, so `onion.payload` and `onion.next_onion` are empty and
 //! `onion.shared_secret` is all zeros.
 
+use fulgur_base::hex;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +26,7 @@ use lightning::types::payment::{PaymentHash, PaymentPreimage};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{Lightning, hex, scid_string};
+use super::{Lightning, scid_string};
 use fulgur_protocol::hooks::Hook;
 
 /// What to do once the plugins have decided.

@@ -19,6 +19,8 @@
 //! LDK (invoice creation), notifications (`invoice_creation`, `invoice_payment`) and the
 //! [`Lightning::invoices_changed`] signal waiters follow.
 
+use fulgur_base::hex;
+use fulgur_base::unix_now;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::hashes::{Hash, sha256};
@@ -33,7 +35,7 @@ use lightning_invoice::{
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value, json};
 
-use super::{Lightning, hex};
+use super::Lightning;
 use crate::store::{Store, StoreError};
 
 /// `status` of an invoice not paid yet and not expired.
@@ -247,14 +249,6 @@ pub struct Paid {
     pub label: String,
     /// Whether this call marked it (false: it was already paid, nothing changed).
     pub newly: bool,
-}
-
-/// Seconds since the UNIX epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn to_sql(v: u64) -> i64 {

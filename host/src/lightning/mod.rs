@@ -21,12 +21,14 @@ pub mod gossip;
 pub mod graph;
 pub mod htlcs;
 pub mod invoices;
+pub mod keys;
 pub mod movements;
 pub mod net;
 pub mod payments;
 pub mod receive;
 pub mod sweep;
 
+use fulgur_base::hex;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
@@ -66,9 +68,9 @@ use serde_json::{Value, json};
 use crate::chain::Chain;
 use crate::chain::broadcast::Broadcaster;
 use crate::chain::fees::FeeCache;
-use crate::ldk::kvstore::SqliteKvStore;
 use crate::log::{Level, SourceLog};
 use crate::plugin::PluginHost;
+use crate::store::kv::SqliteKvStore;
 use fulgur_protocol::hooks::Hook;
 
 /// LDK's log lines, into ours under the `lightning` source.
@@ -322,7 +324,7 @@ impl Lightning {
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         let log = Arc::new(LdkLog(deps.log.clone()));
-        let keys = Arc::new(crate::ldk::keys::keys_manager(&deps.seed).map_err(|e| e.to_string())?);
+        let keys = Arc::new(keys::keys_manager(&deps.seed).map_err(|e| e.to_string())?);
         let kv = Arc::new(SqliteKvStore::new(deps.store.clone()));
         let fees = deps.chain.fees();
         let broadcaster = deps.chain.broadcaster();
@@ -1324,11 +1326,6 @@ pub fn invoice_features() -> lightning::types::features::Bolt11InvoiceFeatures {
     f.set_payment_secret_required();
     f.set_basic_mpp_optional();
     f
-}
-
-/// Lower-case hex.
-pub fn hex(b: &[u8]) -> String {
-    crate::store::datastore::hex(b)
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! CLN's `coin_movement` notification: every finalized movement of our funds, numbered by
 //! a persistent `created_index` (the `coin_movements` counter).
 
+use fulgur_base::hex;
 use serde_json::{Value, json};
 
-use super::{Lightning, hex};
+use super::Lightning;
 
 /// One movement.
 pub struct Movement<'a> {

@@ -11,6 +11,7 @@
 //! LDK's public events do not carry the BOLT 4 failure code, so the routing failure object of
 //! a failed part is derived from what they do carry ([`derive_failure`]).
 
+use fulgur_base::hex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -31,7 +32,7 @@ use lightning::types::payment::{PaymentHash, PaymentSecret};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::{Map, Value, json};
 
-use super::{Lightning, hex};
+use super::Lightning;
 use crate::store::StoreError;
 
 /// What `sendpay` answers while a part is in flight (CLN's wording).
@@ -982,13 +983,6 @@ fn totals() -> &'static Totals {
 /// The first `created_index` this process recorded (parts before it come from earlier runs).
 static FIRST_OWN_INDEX: AtomicU64 = AtomicU64::new(u64::MAX);
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn db_error(e: StoreError) -> RpcError {
     RpcError::lightningd(format!("database error: {e}"))
 }
@@ -1243,7 +1237,7 @@ impl Lightning {
             req.bolt11.clone(),
             req.description.clone(),
         );
-        let now = unix_now();
+        let now = fulgur_base::unix_now();
         let (groupid, outcomes) = self
             .store
             .with(move |conn| {
@@ -1402,7 +1396,7 @@ impl Lightning {
         fail: &RouteFailure,
     ) -> Result<Option<Sendpay>, StoreError> {
         let stored = fail.to_stored();
-        let now = unix_now();
+        let now = fulgur_base::unix_now();
         let r = self
             .store
             .with(move |c| {
@@ -1633,7 +1627,7 @@ impl Lightning {
             } => {
                 let hash = payment_hash.0;
                 let preimage = payment_preimage.0;
-                let now = unix_now();
+                let now = fulgur_base::unix_now();
                 let r = self
                     .store
                     .with(move |c| {
@@ -2364,7 +2358,7 @@ mod tests {
         use lightning::util::logger::{Logger, Record};
 
         use super::*;
-        use crate::ldk::kvstore::SqliteKvStore;
+        use crate::store::kv::SqliteKvStore;
 
         struct Quiet;
         impl Logger for Quiet {
@@ -2414,9 +2408,8 @@ mod tests {
 
         fn manager() -> (Mgr, PublicKey) {
             let log: L = Arc::new(Quiet);
-            let keys = Arc::new(
-                crate::ldk::keys::keys_manager(&[3; 32]).unwrap_or_else(|e| panic!("{e}")),
-            );
+            let keys =
+                Arc::new(crate::lightning::keys::keys_manager(&[3; 32]).unwrap_or_else(|e| panic!("{e}")));
             let kv = Arc::new(SqliteKvStore::new(
                 Store::in_memory().unwrap_or_else(|e| panic!("{e}")),
             ));

@@ -11,6 +11,7 @@
 //! `PaymentClaimed`) another payment of the same hash is refused. Marking the invoice paid
 //! is retried (LDK hands the event again) until the database takes it.
 
+use fulgur_base::hex;
 use std::sync::Arc;
 
 use lightning::events::ReplayEvent;
@@ -18,9 +19,9 @@ use lightning::ln::channelmanager::FailureCode;
 use lightning::types::payment::{PaymentHash, PaymentPreimage};
 use serde_json::{Value, json};
 
+use super::Lightning;
 use super::htlcs::{failure_code, parse_failure_message};
 use super::invoices::{self, Claim, ClaimRefusal};
-use super::{Lightning, hex};
 use fulgur_protocol::hooks::Hook;
 
 /// What is known of a payment to us when it is settled.

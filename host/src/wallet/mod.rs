@@ -18,7 +18,9 @@ mod persist;
 #[cfg(test)]
 mod tests;
 
+use fulgur_base::hex;
 use std::collections::{HashMap, HashSet};
+
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use bdk_wallet::chain::{BlockId, ChainPosition, Merge};
@@ -489,13 +491,6 @@ fn account_xpub(
         .into();
     let xprv = master.derive_priv(secp, &path).map_err(other)?;
     Ok(Xpub::from_priv(secp, &xprv))
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn fee_for(perkw: u32, w: Weight) -> u64 {
@@ -1219,7 +1214,7 @@ impl Wallet {
     pub async fn mark_broadcast(&self, tx: &Transaction) -> Result<(), WalletError> {
         {
             let mut st = self.state();
-            let now = now_secs();
+            let now = fulgur_base::unix_now();
             st.tr.w.apply_unconfirmed_txs([(tx.clone(), now)]);
             st.wpkh.w.apply_unconfirmed_txs([(tx.clone(), now)]);
             let ins: Vec<OutPoint> = tx.input.iter().map(|i| i.previous_output).collect();
@@ -1507,9 +1502,4 @@ pub fn tx_json(t: &TxEntry) -> serde_json::Value {
             "scriptPubKey": hex(o.script_pubkey.as_bytes()),
         })).collect::<Vec<_>>(),
     })
-}
-
-/// Lowercase hex.
-pub fn hex(b: &[u8]) -> String {
-    crate::store::datastore::hex(b)
 }

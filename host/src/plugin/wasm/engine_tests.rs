@@ -19,17 +19,8 @@ include!("../../../../tests/wasm/wat_guest.rs");
 
 type Captured = crate::log::MemoryLog;
 
-impl Captured {
-    async fn wait_for(&self, needle: &str) -> bool {
-        for _ in 0..200 {
-            if self.text().contains(needle) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        false
-    }
-}
+/// How long a test waits for a log line before it fails.
+const LOG_WAIT: Duration = Duration::from_secs(30);
 
 fn dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("fulgur-wasm-{tag}-{}", std::process::id()));
@@ -154,7 +145,7 @@ async fn handshake_method_notification_and_hooks() {
     );
 
     host.notify("block_added", json!({"hash": "00", "height": 1}));
-    assert!(log.wait_for("wasm guest: block_added seen").await);
+    assert!(log.wait_for("wasm guest: block_added seen", LOG_WAIT).await);
 
     // Answered within the call.
     let end = htlc(&host, "answer_now").await;
@@ -176,10 +167,10 @@ async fn holding_needs_the_grant_and_rpc_needs_the_allow_list() {
     // Without `hold`, an unanswered htlc_accepted gets the safe default at once.
     let end = htlc(&host, "hold").await;
     assert_eq!(answer(&end), Hook::HtlcAccepted.safe_default());
-    assert!(log.wait_for("without the hold grant").await);
+    assert!(log.wait_for("without the hold grant", LOG_WAIT).await);
     // `withdraw` is not on the default list: the guest gets an error message, no trap.
     assert_eq!(call(&host, "callrpc").await["result"], json!({}));
-    assert!(log.wait_for("wasm guest: rpc denied").await);
+    assert!(log.wait_for("wasm guest: rpc denied", LOG_WAIT).await);
     assert!(!log.text().contains("WASM instance"), "{}", log.text());
     assert_eq!(
         call(&host, "hello").await["result"],
@@ -213,12 +204,12 @@ async fn loops_memory_hogs_and_garbage_kill_the_instance_only() {
         let r = call_may_die(&host, method).await;
         assert!(r.is_none(), "{method}: {r:?}");
         assert!(
-            log.wait_for(trace).await,
+            log.wait_for(trace, LOG_WAIT).await,
             "{method}: no '{trace}' in the log"
         );
         if method == "spin" {
             // A guest that burnt its fuel is no longer run on the callers' threads.
-            assert!(log.wait_for("on the plugin's own thread").await);
+            assert!(log.wait_for("on the plugin's own thread", LOG_WAIT).await);
         }
         // A fresh instance answers.
         assert_eq!(
@@ -247,12 +238,12 @@ async fn a_crash_loop_disables_the_plugin() {
     rx.borrow_and_update();
     assert!(call_may_die(&host, "crash").await.is_none());
     // The restarted instance counts as a plugin becoming active again.
-    assert!(log.wait_for("WASM instance restarted").await);
+    assert!(log.wait_for("WASM instance restarted", LOG_WAIT).await);
     assert!(rx.has_changed().unwrap_or(false));
     assert!(call_may_die(&host, "crash").await.is_none());
     assert!(call_may_die(&host, "crash").await.is_none());
     assert!(
-        log.wait_for("disabled after 3 failures").await,
+        log.wait_for("disabled after 3 failures", LOG_WAIT).await,
         "{}",
         log.text()
     );
@@ -285,7 +276,7 @@ async fn a_held_hook_call_ends_like_a_dead_process_plugin_when_the_instance_cras
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(matches!(end, ChainEnd::Default(_)), "{end:?}");
     assert_eq!(died, vec!["g.wasm".to_string()]);
-    assert!(log.wait_for("WASM instance restarted").await);
+    assert!(log.wait_for("WASM instance restarted", LOG_WAIT).await);
     assert!(rx.has_changed().unwrap_or(false), "no activation noted");
     // The restarted instance takes the hook again.
     let end = htlc(&host, "answer_now").await;
@@ -503,14 +494,14 @@ async fn a_granted_rpc_command_may_replace_only_by_an_allowed_method_and_is_logg
     assert!(a.get("replace").is_none(), "{a}");
     assert_eq!(a["return"]["error"]["code"], -32600, "{a}");
     assert!(
-        log.wait_for("refused to replace a call of getinfo by withdraw")
+        log.wait_for("refused to replace a call of getinfo by withdraw", LOG_WAIT)
             .await
     );
     // listpeers → listfunds: allowed, and logged.
     let a = answer(&run("listpeers").await);
     assert_eq!(a["replace"]["method"], "listfunds", "{a}");
     assert!(
-        log.wait_for("replaced a call of listpeers by listfunds")
+        log.wait_for("replaced a call of listpeers by listfunds", LOG_WAIT)
             .await
     );
     host.shutdown_all().await;
@@ -555,7 +546,7 @@ async fn timers_per_guest_are_bounded() {
         .unwrap_or_else(|| panic!("not registered"));
     assert!(call_plugin(&p, "timers").await.is_some());
     // 100 asked, 64 granted: the rest are refused with an error the guest sees.
-    assert!(log.wait_for("wasm guest: timer refused").await);
+    assert!(log.wait_for("wasm guest: timer refused", LOG_WAIT).await);
     let refused = log.text().matches("wasm guest: timer refused").count();
     assert!(refused <= 100 - super::runtime::MAX_TIMERS, "{refused}");
     host.shutdown_all().await;
@@ -578,10 +569,10 @@ async fn a_guest_busy_in_host_calls_is_cut_off_by_the_wall_clock() {
         .unwrap_or_else(|| panic!("not registered"));
     assert!(call_plugin(&p, "busy").await.is_none());
     assert!(
-        log.wait_for("ran past its wall-clock limit (200 ms per call)")
+        log.wait_for("ran past its wall-clock limit (200 ms per call)", LOG_WAIT)
             .await
     );
-    assert!(log.wait_for("WASM instance restarted").await);
+    assert!(log.wait_for("WASM instance restarted", LOG_WAIT).await);
     host.shutdown_all().await;
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -606,7 +597,7 @@ async fn a_busy_guest_does_not_hold_up_the_nodes_other_work() {
         let p = p.clone();
         tokio::spawn(async move { p.request("busy", &json!({}), None).await.is_ok() })
     };
-    assert!(log.wait_for("wasm guest: busy").await);
+    assert!(log.wait_for("wasm guest: busy", LOG_WAIT).await);
     // Other work on the runtime (a task of its own, a timer) goes on.
     let other = tokio::spawn(async {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -622,7 +613,7 @@ async fn a_busy_guest_does_not_hold_up_the_nodes_other_work() {
     host.stop_plugin(&p).await;
     let ended = tokio::time::timeout(Duration::from_secs(60), busy).await;
     assert!(matches!(ended, Ok(Ok(false))), "{ended:?}");
-    assert!(log.wait_for("stopped while busy").await);
+    assert!(log.wait_for("stopped while busy", LOG_WAIT).await);
     host.shutdown_all().await;
     let _ = std::fs::remove_dir_all(&d);
 }

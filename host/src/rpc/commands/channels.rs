@@ -2,6 +2,7 @@
 //! through LDK's `ChannelManager`, funded from and closed into the on-chain wallet. Closed
 //! channels come from `lightning::closed`.
 
+use fulgur_base::hex;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx};
 use crate::lightning::channels::channel_type_json;
-use crate::lightning::{Lightning, hex, parse_scid, scid_string};
+use crate::lightning::{Lightning, parse_scid, scid_string};
 use crate::node::Node;
 use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt, req};

@@ -2,13 +2,14 @@
 //! in the node's SQLite database, with CLN's modes, generations and error codes.
 
 use fulgur_protocol::RpcError;
-use serde_json::{Value, json};
+use fulgur_protocol::error::codes;
+use serde_json::{Map, Value, json};
 
 use super::{Command, CommandFuture, Ctx};
 use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt, req};
 use crate::store::StoreError;
-use crate::store::datastore::{self, DsError, Mode};
+use crate::store::datastore::{self, DsError, Entry, Mode};
 
 pub const DATASTORE: Command = Command {
     name: "datastore",
@@ -83,9 +84,59 @@ pub(super) fn key(p: &Params, required: bool) -> Result<Vec<String>, RpcError> {
 fn finish(r: Result<Result<Value, DsError>, StoreError>) -> Reply {
     match r {
         Ok(Ok(v)) => Reply::Ok(v),
-        Ok(Err(DsError::Rpc(e))) => Reply::Err(e),
-        Ok(Err(DsError::Store(e))) | Err(e) => Reply::Err(RpcError::lightningd(e.to_string())),
+        Ok(Err(e)) => Reply::Err(refusal(e)),
+        Err(e) => Reply::Err(RpcError::lightningd(e.to_string())),
     }
+}
+
+/// CLN's code and message for each refusal.
+fn refusal(e: DsError) -> RpcError {
+    let (code, msg) = match e {
+        DsError::ParentHasData(parent) => (
+            codes::DATASTORE_UPDATE_NO_CHILDREN,
+            format!("Parent key {} exists", json!(parent)),
+        ),
+        DsError::HasChildren => (
+            codes::DATASTORE_UPDATE_HAS_CHILDREN,
+            "Key has children".into(),
+        ),
+        DsError::AlreadyExists => (
+            codes::DATASTORE_UPDATE_ALREADY_EXISTS,
+            "Key already exists".into(),
+        ),
+        DsError::DoesNotExist => (
+            codes::DATASTORE_UPDATE_DOES_NOT_EXIST,
+            "Key does not exist".into(),
+        ),
+        DsError::WrongGeneration => (
+            codes::DATASTORE_UPDATE_WRONG_GENERATION,
+            "generation is different".into(),
+        ),
+        DsError::DelDoesNotExist => (
+            codes::DATASTORE_DEL_DOES_NOT_EXIST,
+            "Key does not exist".into(),
+        ),
+        DsError::DelWrongGeneration => (
+            codes::DATASTORE_DEL_WRONG_GENERATION,
+            "generation is different".into(),
+        ),
+        DsError::Store(e) => return RpcError::lightningd(e.to_string()),
+    };
+    RpcError::new(code, msg)
+}
+
+/// CLN's form of an entry: `key`, and with data `generation`, `hex` and `string` (if UTF-8).
+fn entry_json(e: &Entry) -> Value {
+    let mut m = Map::new();
+    m.insert("key".into(), json!(e.key));
+    if let Some((data, generation)) = &e.data {
+        m.insert("generation".into(), json!(generation));
+        m.insert("hex".into(), json!(fulgur_base::hex(data)));
+        if let Ok(s) = std::str::from_utf8(data) {
+            m.insert("string".into(), json!(s));
+        }
+    }
+    Value::Object(m)
 }
 
 fn run_datastore(ctx: Ctx, p: Params) -> CommandFuture {
@@ -97,7 +148,7 @@ fn run_datastore(ctx: Ctx, p: Params) -> CommandFuture {
                     return Err(RpcError::invalid_params("Cannot have both hex and string"));
                 }
                 (Some(s), None) => s.into_bytes(),
-                (None, Some(h)) => datastore::unhex(&h)
+                (None, Some(h)) => fulgur_base::unhex(&h)
                     .ok_or_else(|| RpcError::invalid_params("hex: should be a hex string"))?,
                 (None, None) => {
                     return Err(RpcError::invalid_params("Must have either hex or string"));
@@ -123,7 +174,7 @@ fn run_datastore(ctx: Ctx, p: Params) -> CommandFuture {
             ctx.node
                 .store
                 .with(move |c| {
-                    Ok(datastore::put(c, &key, &data, mode, generation).map(|e| e.to_json()))
+                    Ok(datastore::put(c, &key, &data, mode, generation).map(|e| entry_json(&e)))
                 })
                 .await,
         )
@@ -139,7 +190,7 @@ fn run_list(ctx: Ctx, p: Params) -> CommandFuture {
         finish(
             ctx.node
                 .store
-                .with(move |c| Ok(datastore::list(c, &key).map(|es| json!({"datastore": es.iter().map(|e| e.to_json()).collect::<Vec<_>>()}))))
+                .with(move |c| Ok(datastore::list(c, &key).map(|es| json!({"datastore": es.iter().map(entry_json).collect::<Vec<_>>()}))))
                 .await,
         )
     })
@@ -155,8 +206,32 @@ fn run_del(ctx: Ctx, p: Params) -> CommandFuture {
         finish(
             ctx.node
                 .store
-                .with(move |c| Ok(datastore::delete(c, &key, generation).map(|e| e.to_json())))
+                .with(move |c| Ok(datastore::delete(c, &key, generation).map(|e| entry_json(&e))))
                 .await,
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_and_refusals_in_clns_form() {
+        let e = Entry {
+            key: vec!["p".into(), "q".into()],
+            data: Some((vec![0xff, 0x00], 3)),
+        };
+        assert_eq!(
+            entry_json(&e),
+            json!({"key": ["p", "q"], "generation": 3, "hex": "ff00"})
+        );
+        let r = refusal(DsError::ParentHasData(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            (r.code, r.message.as_str()),
+            (1206, r#"Parent key ["a","b"] exists"#)
+        );
+        assert_eq!(refusal(DsError::DelDoesNotExist).code, 1200);
+        assert_eq!(refusal(DsError::WrongGeneration).code, 1204);
+    }
 }

@@ -1,10 +1,11 @@
 //! `listforwards` (our `forwards` table) and `listhtlcs` (the HTLCs now in our channels).
 
+use fulgur_base::hex;
 use fulgur_protocol::RpcError;
 use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx};
-use crate::lightning::{hex, scid_string};
+use crate::lightning::scid_string;
 use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt};
 

@@ -175,7 +175,7 @@ fn req_label(p: &Params) -> Result<String, RpcError> {
 fn hex32(p: &Params, name: &str, why: &str) -> Result<Option<[u8; 32]>, RpcError> {
     match p.get(name) {
         None => Ok(None),
-        Some(v @ Value::String(s)) => crate::store::datastore::unhex(s)
+        Some(v @ Value::String(s)) => fulgur_base::unhex(s)
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .map(Some)
             .ok_or_else(|| badparam(name, v, why)),
@@ -349,13 +349,13 @@ fn run_invoice(ctx: Ctx, p: Params) -> CommandFuture {
             let mut out = Map::new();
             out.insert(
                 "payment_hash".into(),
-                json!(crate::lightning::hex(&r.payment_hash)),
+                json!(fulgur_base::hex(&r.payment_hash)),
             );
             out.insert("expires_at".into(), json!(r.expires_at));
             out.insert("bolt11".into(), json!(r.bolt11));
             out.insert(
                 "payment_secret".into(),
-                json!(crate::lightning::hex(&r.payment_secret)),
+                json!(fulgur_base::hex(&r.payment_secret)),
             );
             out.insert("created_index".into(), json!(r.created_index));
             for (k, v) in created.warnings {

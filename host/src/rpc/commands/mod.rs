@@ -160,7 +160,7 @@ pub fn check_params(
         "listchannels" => graph::channel_filter(p).map(drop),
         "plugin" => plugin::start_options(p).map(drop),
         "datastore" => datastore::key(p, true).and_then(|_| match p.opt_str("hex")? {
-            Some(h) if crate::store::datastore::unhex(&h).is_none() => {
+            Some(h) if fulgur_base::unhex(&h).is_none() => {
                 Err(RpcError::invalid_params("hex: should be hex"))
             }
             _ => Ok(()),

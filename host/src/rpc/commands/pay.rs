@@ -1,6 +1,7 @@
 //! `sendpay`, `waitsendpay` and `listsendpays`: outgoing payment parts over routes the caller
 //! chose (`lightning/payments.rs` does the work).
 
+use fulgur_base::hex;
 use std::sync::Arc;
 
 use bitcoin::hex::FromHex;
@@ -11,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx};
 use crate::lightning::payments::{ClnHop, ListFilter, PayStatus, SendpayRequest};
-use crate::lightning::{Lightning, hex, parse_scid};
+use crate::lightning::{Lightning, parse_scid};
 use crate::node::Node;
 use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt, req};

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 
 use super::pay::{engine, opt_pubkey};
 use super::{Command, CommandFuture, Ctx};
-use crate::lightning::hex;
 use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt, req};
+use fulgur_base::hex;
 
 pub const SIGNMESSAGE: Command = Command {
     name: "signmessage",

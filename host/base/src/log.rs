@@ -374,17 +374,19 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// A log destination in memory, for tests that read what was logged.
-#[cfg(test)]
+/// A log destination in memory, for tests that read what was logged or wait for a line.
 #[derive(Clone, Default)]
-pub struct MemoryLog(pub Arc<Mutex<Vec<u8>>>);
+pub struct MemoryLog {
+    text: Arc<Mutex<Vec<u8>>>,
+    written: Arc<tokio::sync::Notify>,
+}
 
-#[cfg(test)]
 impl Write for MemoryLog {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut v) = self.0.lock() {
+        if let Ok(mut v) = self.text.lock() {
             v.extend_from_slice(buf);
         }
+        self.written.notify_waiters();
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -392,14 +394,29 @@ impl Write for MemoryLog {
     }
 }
 
-#[cfg(test)]
 impl MemoryLog {
     /// Everything logged so far.
     pub fn text(&self) -> String {
-        self.0
+        self.text
             .lock()
             .map(|v| String::from_utf8_lossy(&v).into_owned())
             .unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`, woken by each write; `false` if it did not
+    /// appear within `limit` (a bound against hanging, not a measurement).
+    pub async fn wait_for(&self, needle: &str, limit: std::time::Duration) -> bool {
+        let seen = async {
+            loop {
+                // Registered before the check, so a write between the two is not missed.
+                let next = self.written.notified();
+                if self.text().contains(needle) {
+                    return;
+                }
+                next.await;
+            }
+        };
+        tokio::time::timeout(limit, seen).await.is_ok()
     }
 }
 

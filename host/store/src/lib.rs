@@ -1,17 +1,22 @@
 //! The node's SQLite database: one file per node (`<network-dir>/fulgur.sqlite3`),
 //! WAL journal and `synchronous=FULL`, so what a call writes is durable before it returns.
 //!
-//! Schema changes are numbered migrations run at start; later issues add LDK's key-value
-//! store, invoices, payments and forwards as further migrations.
+//! Schema changes are numbered migrations run at start. [`kv`] is LDK's key-value store on
+//! this database; [`datastore`] the plugins' datastore. This crate knows SQLite and LDK's
+//! storage traits, not the RPC or CLN's JSON (docs/adr/0009-host-crates.md).
+
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
 
 pub mod datastore;
+pub mod kv;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rusqlite::Connection;
 
-use crate::log::SourceLog;
+use fulgur_base::log::SourceLog;
 
 /// Migrations, applied in order; the index + 1 is the schema version.
 const MIGRATIONS: &[&str] = &[
@@ -39,7 +44,7 @@ const MIGRATIONS: &[&str] = &[
         hash TEXT NOT NULL,
         height INTEGER NOT NULL
     );",
-    // 4: LDK's key-value store (`ldk::kvstore::SqliteKvStore`): channel manager, monitors,
+    // 4: LDK's key-value store (`kv::SqliteKvStore`): channel manager, monitors,
     // monitor updates, graph, scorer, sweeper. A rowid table, as values can be megabytes.
     "CREATE TABLE ldk_kv (
         primary_namespace TEXT NOT NULL,
@@ -254,7 +259,6 @@ impl Store {
     }
 
     /// An in-memory database, for tests.
-    #[cfg(test)]
     pub fn in_memory() -> Result<Store, StoreError> {
         Self::setup(Connection::open_in_memory()?)
     }
@@ -342,7 +346,7 @@ impl Store {
     }
 
     /// Runs `f` with the connection on the calling thread, for callers that cannot await
-    /// (LDK's synchronous `KVStoreSync`, see `ldk::kvstore`). It blocks while another query
+    /// (LDK's synchronous `KVStoreSync`, see [`kv`]). It blocks while another query
     /// holds the connection, so keep `f` short, and never call it from inside [`Store::with`]
     /// (the lock is not re-entrant).
     pub fn with_sync<T, F>(&self, f: F) -> Result<T, StoreError>

@@ -1,5 +1,5 @@
 //! LDK's key-value store on the node's SQLite database: table `ldk_kv` (migration 4 in
-//! `store/mod.rs`), one row per `(primary_namespace, secondary_namespace, key)`.
+//! `lib.rs`), one row per `(primary_namespace, secondary_namespace, key)`.
 //!
 //! [`SqliteKvStore`] implements LDK's synchronous [`KVStoreSync`], which is all LDK 0.3 needs:
 //! `ChainMonitor` persists monitors through the blanket `Persist` impl for any `KVStoreSync`,
@@ -42,7 +42,7 @@ use lightning::util::persist::{
 };
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
-use crate::store::{Store, StoreError};
+use crate::{Store, StoreError};
 
 /// LDK's async `KVStore` over [`SqliteKvStore`], for LDK's async call sites.
 pub type AsyncKvStore = KVStoreSyncWrapper<Arc<SqliteKvStore>>;
@@ -90,7 +90,7 @@ impl SqliteKvStore {
         self.store
             .with_sync(|conn| {
                 if relaxed {
-                    crate::store::relaxed(conn, |c| upsert(c, primary, secondary, key, buf))
+                    crate::relaxed(conn, |c| upsert(c, primary, secondary, key, buf))
                 } else {
                     upsert(conn, primary, secondary, key, buf)
                 }
@@ -250,7 +250,7 @@ impl KVStoreSync for SqliteKvStore {
         self.store
             .with_sync(|conn| {
                 if lazy {
-                    crate::store::relaxed(conn, delete)
+                    crate::relaxed(conn, delete)
                 } else {
                     delete(conn)
                 }

@@ -2,10 +2,7 @@
 //! either data or children, never both), write modes, and generations for
 //! compare-and-swap.
 
-use fulgur_protocol::RpcError;
-use fulgur_protocol::error::codes;
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Map, Value};
 
 use super::StoreError;
 
@@ -47,47 +44,6 @@ pub struct Entry {
     pub data: Option<(Vec<u8>, u64)>,
 }
 
-impl Entry {
-    /// CLN's JSON form: `key`, and with data `generation`, `hex` and `string` (if UTF-8).
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert(
-            "key".into(),
-            Value::Array(self.key.iter().cloned().map(Value::from).collect()),
-        );
-        if let Some((data, generation)) = &self.data {
-            m.insert("generation".into(), Value::from(*generation));
-            m.insert("hex".into(), Value::from(hex(data)));
-            if let Ok(s) = std::str::from_utf8(data) {
-                m.insert("string".into(), Value::from(s));
-            }
-        }
-        Value::Object(m)
-    }
-}
-
-/// Lower-case hex.
-pub fn hex(data: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(data.len() * 2);
-    for b in data {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
-
-/// Parses hex (either case).
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 fn encode(key: &[String]) -> Vec<u8> {
     let mut out = Vec::new();
     for part in key {
@@ -104,11 +60,23 @@ fn decode(raw: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// Errors are either an RPC answer or a database failure.
+/// Why a datastore write or delete was refused, or the database failure.
 #[derive(Debug)]
 pub enum DsError {
-    /// Answer the caller with this.
-    Rpc(RpcError),
+    /// `datastore`: a parent of the key holds data (the key given is that parent).
+    ParentHasData(Vec<String>),
+    /// `datastore`: the key has children, so it cannot hold data.
+    HasChildren,
+    /// `datastore` with `must-create`: the key exists.
+    AlreadyExists,
+    /// `datastore` with `must-replace` or `must-append`: the key does not exist.
+    DoesNotExist,
+    /// `datastore`: the key's generation is not the one given.
+    WrongGeneration,
+    /// `deldatastore`: the key does not exist.
+    DelDoesNotExist,
+    /// `deldatastore`: the key's generation is not the one given.
+    DelWrongGeneration,
     /// The database failed.
     Store(StoreError),
 }
@@ -117,10 +85,6 @@ impl From<rusqlite::Error> for DsError {
     fn from(e: rusqlite::Error) -> Self {
         DsError::Store(StoreError::Sqlite(e))
     }
-}
-
-fn rpc(code: i64, msg: impl Into<String>) -> DsError {
-    DsError::Rpc(RpcError::new(code, msg))
 }
 
 fn get(conn: &Connection, key: &[String]) -> Result<Option<(Vec<u8>, u64)>, DsError> {
@@ -157,34 +121,19 @@ pub fn put(
     let tx = conn.transaction()?;
     for i in 1..key.len() {
         if get(&tx, &key[..i])?.is_some() {
-            return Err(rpc(
-                codes::DATASTORE_UPDATE_NO_CHILDREN,
-                format!(
-                    "Parent key {} exists",
-                    serde_json::to_string(&key[..i]).unwrap_or_default()
-                ),
-            ));
+            return Err(DsError::ParentHasData(key[..i].to_vec()));
         }
     }
     if has_children(&tx, key)? {
-        return Err(rpc(
-            codes::DATASTORE_UPDATE_HAS_CHILDREN,
-            "Key has children",
-        ));
+        return Err(DsError::HasChildren);
     }
     let old = get(&tx, key)?;
     let (new_data, new_gen) = match (mode, &old) {
         (Mode::MustCreate, Some(_)) => {
-            return Err(rpc(
-                codes::DATASTORE_UPDATE_ALREADY_EXISTS,
-                "Key already exists",
-            ));
+            return Err(DsError::AlreadyExists);
         }
         (Mode::MustReplace | Mode::MustAppend, None) => {
-            return Err(rpc(
-                codes::DATASTORE_UPDATE_DOES_NOT_EXIST,
-                "Key does not exist",
-            ));
+            return Err(DsError::DoesNotExist);
         }
         (_, None) => (data.to_vec(), 0),
         (Mode::MustAppend | Mode::CreateOrAppend, Some((d, g))) => {
@@ -197,10 +146,7 @@ pub fn put(
     if let (Some(want), Some((_, have))) = (generation, &old)
         && want != *have
     {
-        return Err(rpc(
-            codes::DATASTORE_UPDATE_WRONG_GENERATION,
-            "generation is different",
-        ));
+        return Err(DsError::WrongGeneration);
     }
     tx.execute(
         "INSERT INTO datastore (key, data, generation) VALUES (?1, ?2, ?3)
@@ -222,16 +168,10 @@ pub fn delete(
 ) -> Result<Entry, DsError> {
     let tx = conn.transaction()?;
     let Some((data, g)) = get(&tx, key)? else {
-        return Err(rpc(
-            codes::DATASTORE_DEL_DOES_NOT_EXIST,
-            "Key does not exist",
-        ));
+        return Err(DsError::DelDoesNotExist);
     };
     if generation.is_some_and(|want| want != g) {
-        return Err(rpc(
-            codes::DATASTORE_DEL_WRONG_GENERATION,
-            "generation is different",
-        ));
+        return Err(DsError::DelWrongGeneration);
     }
     tx.execute("DELETE FROM datastore WHERE key = ?1", params![encode(key)])?;
     tx.commit()?;
@@ -283,16 +223,18 @@ pub fn list(conn: &Connection, key: &[String]) -> Result<Vec<Entry>, DsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
+    use crate::Store;
 
     fn k(parts: &[&str]) -> Vec<String> {
         parts.iter().map(|s| s.to_string()).collect()
     }
 
-    fn code(r: Result<Entry, DsError>) -> i64 {
+    /// The refusal, as its variant's name.
+    fn code(r: Result<Entry, DsError>) -> String {
         match r {
-            Err(DsError::Rpc(e)) => e.code,
-            other => panic!("expected an RPC error, got {other:?}"),
+            Err(DsError::Store(e)) => panic!("expected a refusal, got {e}"),
+            Err(e) => format!("{e:?}"),
+            Ok(e) => panic!("expected a refusal, got {e:?}"),
         }
     }
 
@@ -306,23 +248,23 @@ mod tests {
                 assert_eq!(e.data, Some((b"x".to_vec(), 0)));
                 assert_eq!(
                     code(put(c, &k(&["a", "b"]), b"y", Mode::MustCreate, None)),
-                    1202
+                    "AlreadyExists"
                 );
                 assert_eq!(
                     code(put(c, &k(&["a", "c"]), b"y", Mode::MustReplace, None)),
-                    1203
+                    "DoesNotExist"
                 );
                 assert_eq!(
                     code(put(c, &k(&["a", "b"]), b"y", Mode::MustReplace, Some(5))),
-                    1204
+                    "WrongGeneration"
                 );
                 assert_eq!(
                     code(put(c, &k(&["a"]), b"y", Mode::CreateOrReplace, None)),
-                    1205
+                    "HasChildren"
                 );
                 assert_eq!(
                     code(put(c, &k(&["a", "b", "c"]), b"y", Mode::MustCreate, None)),
-                    1206
+                    "ParentHasData([\"a\", \"b\"])"
                 );
                 let e = put(c, &k(&["a", "b"]), b"yz", Mode::MustAppend, Some(0))
                     .map_err(|_| StoreError::Task("append".into()))?;
@@ -347,26 +289,15 @@ mod tests {
                         data: None
                     }
                 );
-                assert_eq!(code(delete(c, &k(&["a", "b"]), Some(0))), 1201);
-                assert_eq!(code(delete(c, &k(&["zz"]), None)), 1200);
+                assert_eq!(
+                    code(delete(c, &k(&["a", "b"]), Some(0))),
+                    "DelWrongGeneration"
+                );
+                assert_eq!(code(delete(c, &k(&["zz"]), None)), "DelDoesNotExist");
                 delete(c, &k(&["a", "b"]), Some(1)).map_err(|_| StoreError::Task("del".into()))?;
                 Ok(())
             })
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    #[test]
-    fn json_form() {
-        let e = Entry {
-            key: k(&["p", "q"]),
-            data: Some((vec![0xff, 0x00], 3)),
-        };
-        assert_eq!(
-            e.to_json(),
-            serde_json::json!({"key":["p","q"],"generation":3,"hex":"ff00"})
-        );
-        assert_eq!(unhex("FF00"), Some(vec![0xff, 0]));
-        assert_eq!(unhex("f"), None);
     }
 }

@@ -1,0 +1,93 @@
+//! What every crate of `fulgurd` shares, and nothing else: the node's log, the Bitcoin
+//! network with CLN's names, hex and the wall clock. It depends on no crate of ours
+//! (docs/adr/0009-host-crates.md).
+
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
+
+pub mod log;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The Bitcoin network, with CLN's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Mainnet (directory `bitcoin`).
+    Bitcoin,
+    /// testnet3.
+    Testnet,
+    /// testnet4.
+    Testnet4,
+    /// signet.
+    Signet,
+    /// regtest.
+    Regtest,
+}
+
+impl Network {
+    /// Parses CLN's network names (`mainnet` is accepted for `bitcoin`).
+    pub fn parse(s: &str) -> Option<Network> {
+        match s {
+            "bitcoin" | "mainnet" => Some(Network::Bitcoin),
+            "testnet" => Some(Network::Testnet),
+            "testnet4" => Some(Network::Testnet4),
+            "signet" => Some(Network::Signet),
+            "regtest" => Some(Network::Regtest),
+            _ => None,
+        }
+    }
+
+    /// The name used in directories, `getinfo` and `init`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Bitcoin => "bitcoin",
+            Network::Testnet => "testnet",
+            Network::Testnet4 => "testnet4",
+            Network::Signet => "signet",
+            Network::Regtest => "regtest",
+        }
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(data: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(data.len() * 2);
+    for b in data {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+/// Parses hex (either case); `None` for an odd length or a non-hex digit.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Seconds since the UNIX epoch by the wall clock (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_lower_case_and_two_digits_a_byte() {
+        assert_eq!(super::hex(&[0, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(super::hex(&[]), "");
+        assert_eq!(super::unhex("000FabfF"), Some(vec![0, 0x0f, 0xab, 0xff]));
+        assert_eq!(super::unhex("abc"), None);
+        assert_eq!(super::unhex("zz"), None);
+        assert_eq!(super::unhex("é0"), None);
+    }
+}
