@@ -12,7 +12,6 @@
 // clippy.toml).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
 
-mod chain;
 mod config;
 mod hooks;
 mod lifecycle;
@@ -21,11 +20,14 @@ mod lightning;
 use fulgur_base::log;
 // The database is fulgur-store; `crate::store` names it.
 use fulgur_store as store;
+// The chain is fulgur-chain; `crate::chain` names it.
+use fulgur_chain as chain;
+// The on-chain wallet is fulgur-wallet; `crate::wallet` names it.
+use fulgur_wallet as wallet;
 mod node;
 mod options;
 mod plugin;
 mod rpc;
-mod wallet;
 
 #[doc(hidden)]
 pub mod fuzzing;

@@ -111,6 +111,43 @@ pub(crate) fn node_id(seed: &[u8; 32]) -> Result<String, String> {
     Ok(PublicKey::from_secret_key(&secp, &key.private_key).to_string())
 }
 
+/// The chain's view of the plugin host: CLN's backend methods and `block_added`.
+struct ChainPluginHost(Arc<PluginHost>);
+
+impl crate::chain::ChainPlugins for ChainPluginHost {
+    fn serves(&self, method: &str) -> bool {
+        self.0.method_owner(method).is_some()
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> crate::chain::BoxFuture<'_, Result<serde_json::Value, String>> {
+        let method = method.to_string();
+        Box::pin(async move {
+            let p = self
+                .0
+                .method_owner(&method)
+                .ok_or_else(|| format!("no plugin serves {method}"))?;
+            let resp = p
+                .request(&method, &params, None)
+                .await
+                .map_err(|_| format!("plugin {} died during {method}", p.name))?;
+            crate::plugin::outcome(&resp)
+                .cloned()
+                .map_err(|e| format!("{} error: bad response to {method}: {}", p.name, e.message))
+        })
+    }
+
+    fn block_added(&self, hash: bitcoin::BlockHash, height: u32) {
+        self.0.notify(
+            "block_added",
+            json!({"hash": hash.to_string(), "height": height}),
+        );
+    }
+}
+
 fn settings(config: &Config) -> HostSettings {
     HostSettings {
         net_dir: config.net_dir.clone(),
@@ -261,7 +298,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
         config.network,
         config.bitcoin.clone(),
         store.clone(),
-        plugins.clone(),
+        Arc::new(ChainPluginHost(plugins.clone())),
         log.source("chain"),
     );
     // The on-chain wallet: keys from the seed, state in the store, blocks from the stream

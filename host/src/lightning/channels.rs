@@ -167,7 +167,7 @@ impl Lightning {
                 .wallet
                 .fund(vec![out], feerate, anchor)
                 .await
-                .map_err(RpcError::from)?;
+                .map_err(crate::rpc::onchain::wallet_error)?;
             let outnum = tx
                 .output
                 .iter()

@@ -2408,8 +2408,9 @@ mod tests {
 
         fn manager() -> (Mgr, PublicKey) {
             let log: L = Arc::new(Quiet);
-            let keys =
-                Arc::new(crate::lightning::keys::keys_manager(&[3; 32]).unwrap_or_else(|e| panic!("{e}")));
+            let keys = Arc::new(
+                crate::lightning::keys::keys_manager(&[3; 32]).unwrap_or_else(|e| panic!("{e}")),
+            );
             let kv = Arc::new(SqliteKvStore::new(
                 Store::in_memory().unwrap_or_else(|e| panic!("{e}")),
             ));

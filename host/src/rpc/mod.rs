@@ -19,6 +19,7 @@
 //! fulgurd's memory stays bounded.
 
 pub mod commands;
+pub mod onchain;
 pub mod params;
 
 use std::path::Path;

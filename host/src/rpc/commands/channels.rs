@@ -191,7 +191,7 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
             "a node id",
             &Value::String(id.clone())
         )));
-        let feerate = tri!(crate::wallet::parse::feerate(
+        let feerate = tri!(crate::rpc::onchain::feerate(
             p.get("feerate"),
             &*e.chain.fees()
         ));
@@ -238,7 +238,7 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
                 }
             }
             v => tri!(
-                crate::wallet::parse::sat_or_all("amount", v).and_then(|a| match a {
+                crate::rpc::onchain::sat_or_all("amount", v).and_then(|a| match a {
                     crate::wallet::Amt::Sat(s) => Ok(s),
                     crate::wallet::Amt::All => unreachable_all(),
                 })
@@ -317,7 +317,7 @@ fn run_close(ctx: Ctx, p: Params) -> CommandFuture {
         let timeout = tri!(u64_param(&p, "unilateraltimeout")).unwrap_or(172_800);
         let destination = match p.opt_str("destination") {
             Ok(Some(a)) => Some(
-                tri!(crate::wallet::parse::address("destination", &a, e.network)).script_pubkey(),
+                tri!(crate::rpc::onchain::address("destination", &a, e.network)).script_pubkey(),
             ),
             Ok(None) => None,
             Err(err) => return Reply::Err(err),

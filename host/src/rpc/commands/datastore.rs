@@ -190,7 +190,11 @@ fn run_list(ctx: Ctx, p: Params) -> CommandFuture {
         finish(
             ctx.node
                 .store
-                .with(move |c| Ok(datastore::list(c, &key).map(|es| json!({"datastore": es.iter().map(entry_json).collect::<Vec<_>>()}))))
+                .with(move |c| {
+                    Ok(datastore::list(c, &key).map(
+                        |es| json!({"datastore": es.iter().map(entry_json).collect::<Vec<_>>()}),
+                    ))
+                })
                 .await,
         )
     })

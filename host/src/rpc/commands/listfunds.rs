@@ -5,7 +5,7 @@ use serde_json::json;
 use super::{Command, CommandFuture, Ctx};
 use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt};
-use crate::wallet::fund_json;
+use crate::wallet::{Fund, Status};
 
 pub const LISTFUNDS: Command = Command {
     name: "listfunds",
@@ -69,4 +69,26 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
         };
         Reply::Ok(json!({"outputs": outputs, "channels": channels}))
     })
+}
+
+/// A JSON-friendly view of `listfunds` outputs.
+pub fn fund_json(f: &Fund) -> serde_json::Value {
+    let mut o = json!({
+        "txid": f.outpoint.txid.to_string(),
+        "output": f.outpoint.vout,
+        "amount_msat": f.value.to_sat() * 1000,
+        "scriptpubkey": fulgur_base::hex(f.script.as_bytes()),
+        "status": f.status.as_str(),
+        "reserved": f.reserved_to.is_some(),
+    });
+    if let Some(a) = &f.address {
+        o["address"] = a.clone().into();
+    }
+    if let (Some(h), Status::Confirmed) = (f.blockheight, f.status) {
+        o["blockheight"] = h.into();
+    }
+    if let Some(r) = f.reserved_to {
+        o["reserved_to_block"] = r.into();
+    }
+    o
 }

@@ -5,7 +5,7 @@ use serde_json::json;
 use super::{Command, CommandFuture, Ctx};
 use crate::rpc::Reply;
 use crate::rpc::params::Params;
-use crate::wallet::tx_json;
+use crate::wallet::TxEntry;
 
 pub const LISTTRANSACTIONS: Command = Command {
     name: "listtransactions",
@@ -29,5 +29,28 @@ fn run(ctx: Ctx, _p: Params) -> CommandFuture {
             .map(tx_json)
             .collect();
         Reply::Ok(json!({"transactions": txs}))
+    })
+}
+
+/// A `listtransactions` entry.
+pub fn tx_json(t: &TxEntry) -> serde_json::Value {
+    let tx = &t.tx;
+    serde_json::json!({
+        "hash": tx.compute_txid().to_string(),
+        "rawtx": bitcoin::consensus::encode::serialize_hex(tx.as_ref()),
+        "blockheight": t.blockheight.unwrap_or(0),
+        "txindex": t.txindex.unwrap_or(0),
+        "locktime": tx.lock_time.to_consensus_u32(),
+        "version": tx.version.0,
+        "inputs": tx.input.iter().map(|i| serde_json::json!({
+            "txid": i.previous_output.txid.to_string(),
+            "index": i.previous_output.vout,
+            "sequence": i.sequence.0,
+        })).collect::<Vec<_>>(),
+        "outputs": tx.output.iter().enumerate().map(|(n, o)| serde_json::json!({
+            "index": n,
+            "amount_msat": o.value.to_sat() * 1000,
+            "scriptPubKey": fulgur_base::hex(o.script_pubkey.as_bytes()),
+        })).collect::<Vec<_>>(),
     })
 }

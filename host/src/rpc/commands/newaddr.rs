@@ -48,7 +48,7 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
                 }
                 Reply::Ok(r)
             }
-            Err(e) => Reply::Err(e.into()),
+            Err(e) => Reply::Err(crate::rpc::onchain::wallet_error(e)),
         }
     })
 }

@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use super::withdraw::minconf;
 use super::{Command, CommandFuture, Ctx};
 use crate::rpc::Reply;
+use crate::rpc::onchain::{self, wallet_error};
 use crate::rpc::params::{Params, opt, req};
-use crate::wallet::{SpendRequest, parse};
+use crate::wallet::SpendRequest;
 
 pub const TXPREPARE: Command = Command {
     name: "txprepare",
@@ -73,15 +74,15 @@ fn run_prepare(ctx: Ctx, p: Params) -> CommandFuture {
                     return Err(bad_outputs());
                 }
                 for (addr, amount) in m {
-                    let a = parse::address("outputs", addr, wallet.network())?;
-                    outputs.push((a.script_pubkey(), parse::sat_or_all("outputs", amount)?));
+                    let a = onchain::address("outputs", addr, wallet.network())?;
+                    outputs.push((a.script_pubkey(), onchain::sat_or_all("outputs", amount)?));
                 }
             }
             Ok(SpendRequest {
                 outputs,
-                feerate_perkw: parse::feerate(p.get("feerate"), wallet.fees().as_ref())?,
+                feerate_perkw: onchain::feerate(p.get("feerate"), wallet.fees().as_ref())?,
                 minconf: minconf(&p)?,
-                utxos: parse::utxos(p.get("utxos"))?,
+                utxos: onchain::utxos(p.get("utxos"))?,
             })
         })();
         let req = match parsed {
@@ -94,7 +95,7 @@ fn run_prepare(ctx: Ctx, p: Params) -> CommandFuture {
                 "unsigned_tx": bitcoin::consensus::encode::serialize_hex(&prep.psbt.unsigned_tx),
                 "txid": prep.psbt.unsigned_tx.compute_txid().to_string(),
             })),
-            Err(e) => Reply::Err(e.into()),
+            Err(e) => Reply::Err(wallet_error(e)),
         }
     })
 }
@@ -118,7 +119,7 @@ fn run_send(ctx: Ctx, p: Params) -> CommandFuture {
                 "tx": bitcoin::consensus::encode::serialize_hex(&tx),
                 "txid": tx.compute_txid().to_string(),
             })),
-            Err(e) => Reply::Err(e.into()),
+            Err(e) => Reply::Err(wallet_error(e)),
         }
     })
 }
@@ -134,7 +135,7 @@ fn run_discard(ctx: Ctx, p: Params) -> CommandFuture {
                 "unsigned_tx": bitcoin::consensus::encode::serialize_hex(&tx),
                 "txid": id.to_string(),
             })),
-            Err(e) => Reply::Err(e.into()),
+            Err(e) => Reply::Err(wallet_error(e)),
         }
     })
 }

@@ -5,8 +5,9 @@ use serde_json::json;
 
 use super::{Command, CommandFuture, Ctx};
 use crate::rpc::Reply;
+use crate::rpc::onchain::{self, wallet_error};
 use crate::rpc::params::{Params, opt, req};
-use crate::wallet::{SpendRequest, parse};
+use crate::wallet::SpendRequest;
 
 pub const WITHDRAW: Command = Command {
     name: "withdraw",
@@ -44,8 +45,8 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
     Box::pin(async move {
         let wallet = ctx.node.wallet.clone();
         let parsed = (|| -> Result<SpendRequest, RpcError> {
-            let dest = parse::address("destination", &p.str("destination")?, wallet.network())?;
-            let amount = parse::sat_or_all(
+            let dest = onchain::address("destination", &p.str("destination")?, wallet.network())?;
+            let amount = onchain::sat_or_all(
                 "satoshi",
                 p.get("satoshi").ok_or_else(|| {
                     RpcError::invalid_params("missing required parameter: satoshi")
@@ -53,9 +54,9 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
             )?;
             Ok(SpendRequest {
                 outputs: vec![(dest.script_pubkey(), amount)],
-                feerate_perkw: parse::feerate(p.get("feerate"), wallet.fees().as_ref())?,
+                feerate_perkw: onchain::feerate(p.get("feerate"), wallet.fees().as_ref())?,
                 minconf: minconf(&p)?,
-                utxos: parse::utxos(p.get("utxos"))?,
+                utxos: onchain::utxos(p.get("utxos"))?,
             })
         })();
         let req = match parsed {
@@ -68,7 +69,7 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
                 "txid": tx.compute_txid().to_string(),
                 "psbt": psbt.to_string(),
             })),
-            Err(e) => Reply::Err(e.into()),
+            Err(e) => Reply::Err(wallet_error(e)),
         }
     })
 }

@@ -158,12 +158,12 @@ impl WalletSourceSync for BumpSource {
 pub struct BumpCoins<L: Logger + Send + Sync> {
     wallet: Arc<Wallet>,
     inner: WalletSync<Arc<BumpSource>, L>,
-    log: crate::log::SourceLog,
+    log: fulgur_base::log::SourceLog,
 }
 
 impl<L: Logger + Send + Sync> BumpCoins<L> {
     /// Coin selection for fee bumps from `wallet`; `ldk_log` is LDK's logger, `log` ours.
-    pub fn new(wallet: Arc<Wallet>, ldk_log: L, log: crate::log::SourceLog) -> Self {
+    pub fn new(wallet: Arc<Wallet>, ldk_log: L, log: fulgur_base::log::SourceLog) -> Self {
         BumpCoins {
             inner: WalletSync::new(Arc::new(BumpSource(wallet.clone())), ldk_log),
             wallet,

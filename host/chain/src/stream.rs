@@ -18,17 +18,16 @@ use bitcoin::hash_types::BlockHash;
 use lightning::chain::{BlockLocator, Listen};
 use lightning_block_sync::poll::{ChainPoller, ValidatedBlockHeader};
 use lightning_block_sync::{HeaderCache, SpvClient, init};
-use serde_json::json;
 
 use super::backend::{Backend, plugins_choose};
 use super::broadcast::Broadcaster;
 use super::fees::FeeCache;
 use super::rpc::BitcoindRpc;
 use super::settings::{self, BitcoinOptions, bitcoind_chain_name};
-use crate::config::Network;
-use crate::log::SourceLog;
-use crate::plugin::{PluginHost, StopRequest};
-use crate::store::{Store, StoreError};
+use super::{ChainPlugins, StopRequest};
+use fulgur_base::Network;
+use fulgur_base::log::SourceLog;
+use fulgur_store::{Store, StoreError};
 
 /// A chain listener as the stream sees it.
 pub type SharedListener = Arc<dyn Listen + Send + Sync>;
@@ -58,7 +57,7 @@ pub struct Chain {
     options: BitcoinOptions,
     log: SourceLog,
     store: Store,
-    plugins: Arc<PluginHost>,
+    plugins: Arc<dyn ChainPlugins>,
     backend: Arc<OnceLock<Arc<Backend>>>,
     fees: Arc<FeeCache>,
     broadcaster: Arc<Broadcaster>,
@@ -73,7 +72,7 @@ impl Chain {
         network: Network,
         options: BitcoinOptions,
         store: Store,
-        plugins: Arc<PluginHost>,
+        plugins: Arc<dyn ChainPlugins>,
         log: SourceLog,
     ) -> Arc<Chain> {
         let backend = Arc::new(OnceLock::new());
@@ -162,7 +161,7 @@ impl Chain {
         if self.started.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let use_plugins = plugins_choose(|m| self.plugins.method_owner(m).is_some())?;
+        let use_plugins = plugins_choose(|m| self.plugins.serves(m))?;
         let backend = if use_plugins {
             Backend::plugins(self.plugins.clone())
         } else {
@@ -302,7 +301,7 @@ impl Chain {
             .await;
         match r {
             Err(e) if e.is_storage_failure() => {
-                crate::store::fatal(&self.log, "cannot save the chain tip", &e)
+                fulgur_store::fatal(&self.log, "cannot save the chain tip", &e)
             }
             Err(e) => self.log.broken(&format!("cannot save the chain tip: {e}")),
             Ok(()) => {}
@@ -378,10 +377,7 @@ impl Chain {
             }
             s.last_notified = Some(hash);
         }
-        self.plugins.notify(
-            "block_added",
-            json!({"hash": hash.to_string(), "height": height}),
-        );
+        self.plugins.block_added(hash, height);
     }
 
     async fn run(self: Arc<Self>, backend: Arc<Backend>, stop: StopRequest) {

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::Network;
+use fulgur_base::Network;
 
 /// The `--bitcoin-*` options as given.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -78,12 +78,12 @@ fn transient(msg: impl Into<String>) -> BlockSourceError {
 }
 
 impl<S: HeightSource> HeightBlockSource<S> {
-    /// Wraps `source`.
     /// The height-indexed source underneath.
     pub fn source(&self) -> &S {
         &self.source
     }
 
+    /// Wraps `source`.
     pub fn new(source: S) -> Self {
         HeightBlockSource {
             source,

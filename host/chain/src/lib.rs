@@ -3,9 +3,15 @@
 //! LDK's ChannelManager and ChainMonitor later), a fee-estimate cache that never blocks,
 //! and a broadcaster with retries.
 //!
+//! A crate of its own (docs/adr/0009-host-crates.md): it knows bitcoind's JSON-RPC and the
+//! store, and reaches backend plugins only through [`ChainPlugins`].
+//!
 //! This file holds the contracts other modules rely on; the implementation lives in the
 //! submodules. Listeners implement LDK's [`lightning::chain::Listen`] (full blocks, and
 //! `blocks_disconnected` on reorgs), so the same stream can feed LDK unchanged.
+
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
 
 pub mod backend;
 pub mod broadcast;
@@ -57,6 +63,27 @@ pub struct BroadcastError {
 
 /// A boxed future, for object-safe async methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the chain needs from the plugin host, which it does not know: CLN's Bitcoin
+/// backend methods (`getchaininfo`, `estimatefees`, `getrawblockbyheight`, `getutxout`,
+/// `sendrawtransaction`) when plugins serve them, and the `block_added` notification.
+/// `fulgurd` implements it over its plugin host.
+pub trait ChainPlugins: Send + Sync {
+    /// Whether a plugin registered `method`.
+    fn serves(&self, method: &str) -> bool;
+    /// Calls `method` on the plugin that registered it: its `result`, or why there is none
+    /// (no such plugin, it died, it answered with an error).
+    fn call(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> BoxFuture<'_, Result<serde_json::Value, String>>;
+    /// Tells the plugins that the stream reached block `hash` at `height`.
+    fn block_added(&self, hash: bitcoin::BlockHash, height: u32);
+}
+
+/// Asks the node to stop with an exit code (the backend never answered, say).
+pub type StopRequest = tokio::sync::mpsc::UnboundedSender<i32>;
 
 /// Sends transactions to the network and reports the backend's verdict.
 pub trait TxBroadcaster: Send + Sync {

@@ -10,7 +10,7 @@ use bdk_wallet::chain::Merge;
 use bitcoin::{OutPoint, Txid};
 use rusqlite::{Connection, params};
 
-use crate::store::StoreError;
+use fulgur_store::StoreError;
 
 /// What the database holds for the wallet.
 #[derive(Default)]

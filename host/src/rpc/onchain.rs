@@ -1,5 +1,6 @@
-//! CLN's parameter forms for the wallet commands: feerates, `sat_or_all` amounts,
-//! outpoints and destination addresses. Every failure is `-32602` with CLN's wording.
+//! The on-chain commands' side of the RPC: CLN's parameter forms (feerates, `sat_or_all`
+//! amounts, outpoints, destination addresses; every failure is `-32602` with CLN's wording),
+//! and the wallet's errors as CLN's codes.
 
 use std::str::FromStr;
 
@@ -9,8 +10,27 @@ use fulgur_protocol::RpcError;
 use fulgur_protocol::amount::Msat;
 use serde_json::Value;
 
-use super::Amt;
 use crate::chain::{FeeEstimates, FeeTarget};
+use crate::wallet::{Amt, WalletError};
+
+/// CLN's code for each wallet error; a refused broadcast carries bitcoind's verdict as
+/// `data`.
+pub fn wallet_error(e: WalletError) -> RpcError {
+    let code = match &e {
+        WalletError::InvalidParams(_) => -32602,
+        WalletError::CannotAfford(_) => 301,
+        WalletError::Emergency(_) => 313,
+        WalletError::Dust(_) => 302,
+        WalletError::Broadcast(_) | WalletError::Other(_) | WalletError::Store(_) => -1,
+    };
+    let r = RpcError::new(code, e.to_string());
+    match e {
+        WalletError::Broadcast(b) => {
+            r.with_data(serde_json::json!({"code": b.code, "message": b.message}))
+        }
+        _ => r,
+    }
+}
 
 /// The lowest feerate anything relays (sat per 1000 weight units).
 pub const FEERATE_FLOOR: u32 = 253;
@@ -150,6 +170,29 @@ pub fn address(name: &str, s: &str, network: Network) -> Result<Address, RpcErro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wallet_errors_get_clns_codes() {
+        let code = |e| wallet_error(e).code;
+        assert_eq!(code(WalletError::InvalidParams("x".into())), -32602);
+        assert_eq!(code(WalletError::CannotAfford("x".into())), 301);
+        assert_eq!(code(WalletError::Dust("x".into())), 302);
+        assert_eq!(code(WalletError::Emergency("x".into())), 313);
+        assert_eq!(code(WalletError::Other("x".into())), -1);
+        let refused = wallet_error(WalletError::Broadcast(crate::chain::BroadcastError {
+            code: -26,
+            message: "min relay fee not met".into(),
+        }));
+        assert_eq!(refused.code, -1);
+        assert_eq!(
+            refused.message,
+            "Error broadcasting transaction: min relay fee not met (code -26). Unsent tx discarded"
+        );
+        assert_eq!(
+            refused.data,
+            Some(serde_json::json!({"code": -26, "message": "min relay fee not met"}))
+        );
+    }
     use serde_json::json;
 
     struct Fixed;

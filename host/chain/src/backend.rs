@@ -10,10 +10,10 @@ use lightning_block_sync::{BlockData, BlockHeaderData, BlockSource, BlockSourceR
 use serde_json::{Value, json};
 
 use super::BroadcastError;
+use super::ChainPlugins;
 use super::fees::{FeeSample, TARGETS, btc_per_kvb_to_perkw};
 use super::plugin_source::{HeightBlockSource, HeightSource, decode_block};
 use super::rpc::{BitcoindRpc, CallError};
-use crate::plugin::{PluginHost, outcome};
 
 /// The five methods a backend plugin set must register.
 pub const BACKEND_METHODS: [&str; 5] = [
@@ -140,22 +140,12 @@ pub fn errmsg_code(msg: &str) -> Option<i64> {
 
 /// Calls into backend plugins.
 pub struct PluginCaller {
-    plugins: Arc<PluginHost>,
+    plugins: Arc<dyn ChainPlugins>,
 }
 
 impl PluginCaller {
     pub(crate) async fn call(&self, method: &str, params: Value) -> Result<Value, String> {
-        let p = self
-            .plugins
-            .method_owner(method)
-            .ok_or_else(|| format!("no plugin serves {method}"))?;
-        let resp = p
-            .request(method, &params, None)
-            .await
-            .map_err(|_| format!("plugin {} died during {method}", p.name))?;
-        outcome(&resp)
-            .cloned()
-            .map_err(|e| format!("{} error: bad response to {method}: {}", p.name, e.message))
+        self.plugins.call(method, params).await
     }
 }
 
@@ -243,7 +233,7 @@ impl Backend {
     }
 
     /// The plugin backend over `plugins`.
-    pub fn plugins(plugins: Arc<PluginHost>) -> Backend {
+    pub fn plugins(plugins: Arc<dyn ChainPlugins>) -> Backend {
         Backend::Plugins(HeightBlockSource::new(PluginCaller { plugins }))
     }
 

@@ -11,14 +11,18 @@
 //! are reserved under the state lock in the same critical section that picks them, and stay
 //! reserved until the broadcast succeeded (then they are spent) or failed (then released),
 //! or for 72 blocks for `txprepare`.
+//!
+//! A crate of its own (docs/adr/0009-host-crates.md): errors are typed ([`WalletError`]);
+//! the RPC turns them and the wallet's values into CLN's codes and JSON.
+
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
 
 pub mod bump;
-pub mod parse;
 mod persist;
 #[cfg(test)]
 mod tests;
 
-use fulgur_base::hex;
 use std::collections::{HashMap, HashSet};
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
@@ -34,12 +38,11 @@ use bitcoin::{
     Address, Amount, Block, Network, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid,
     Weight, Witness, absolute::LockTime, transaction::Version,
 };
-use fulgur_protocol::RpcError;
 use lightning::chain::transaction::TransactionData;
 use lightning::chain::{BlockLocator, Listen};
 
-use crate::chain::{BroadcastError, FeeEstimates, TxBroadcaster};
-use crate::store::{Store, StoreError};
+use fulgur_chain::{BroadcastError, FeeEstimates, TxBroadcaster};
+use fulgur_store::{Store, StoreError};
 
 /// How long `txprepare` and `fund` keep coins reserved, in blocks (CLN's default).
 pub const RESERVE_BLOCKS: u32 = 72;
@@ -73,25 +76,6 @@ pub enum WalletError {
     /// The database failed (`-1`).
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl From<WalletError> for RpcError {
-    fn from(e: WalletError) -> RpcError {
-        let code = match &e {
-            WalletError::InvalidParams(_) => -32602,
-            WalletError::CannotAfford(_) => 301,
-            WalletError::Emergency(_) => 313,
-            WalletError::Dust(_) => 302,
-            WalletError::Broadcast(_) | WalletError::Other(_) | WalletError::Store(_) => -1,
-        };
-        let r = RpcError::new(code, e.to_string());
-        match e {
-            WalletError::Broadcast(b) => {
-                r.with_data(serde_json::json!({"code": b.code, "message": b.message}))
-            }
-            _ => r,
-        }
-    }
 }
 
 fn other(e: impl std::fmt::Display) -> WalletError {
@@ -1174,7 +1158,7 @@ impl Wallet {
     /// Signs the inputs `which` with the master key, finalizes them and extracts the
     /// transaction (other inputs are left as they are; `psbt` keeps the signatures). Fails unless every one of `which`
     /// got a signature.
-    pub(super) fn sign_inputs(
+    pub(crate) fn sign_inputs(
         &self,
         psbt: &mut Psbt,
         which: &[usize],
@@ -1457,49 +1441,4 @@ impl Listen for Wallet {
         }
         self.persist_soon();
     }
-}
-
-/// A JSON-friendly view of `listfunds` outputs.
-pub fn fund_json(f: &Fund) -> serde_json::Value {
-    let mut o = serde_json::json!({
-        "txid": f.outpoint.txid.to_string(),
-        "output": f.outpoint.vout,
-        "amount_msat": f.value.to_sat() * 1000,
-        "scriptpubkey": hex(f.script.as_bytes()),
-        "status": f.status.as_str(),
-        "reserved": f.reserved_to.is_some(),
-    });
-    if let Some(a) = &f.address {
-        o["address"] = a.clone().into();
-    }
-    if let (Some(h), Status::Confirmed) = (f.blockheight, f.status) {
-        o["blockheight"] = h.into();
-    }
-    if let Some(r) = f.reserved_to {
-        o["reserved_to_block"] = r.into();
-    }
-    o
-}
-
-/// A `listtransactions` entry.
-pub fn tx_json(t: &TxEntry) -> serde_json::Value {
-    let tx = &t.tx;
-    serde_json::json!({
-        "hash": tx.compute_txid().to_string(),
-        "rawtx": bitcoin::consensus::encode::serialize_hex(tx.as_ref()),
-        "blockheight": t.blockheight.unwrap_or(0),
-        "txindex": t.txindex.unwrap_or(0),
-        "locktime": tx.lock_time.to_consensus_u32(),
-        "version": tx.version.0,
-        "inputs": tx.input.iter().map(|i| serde_json::json!({
-            "txid": i.previous_output.txid.to_string(),
-            "index": i.previous_output.vout,
-            "sequence": i.sequence.0,
-        })).collect::<Vec<_>>(),
-        "outputs": tx.output.iter().enumerate().map(|(n, o)| serde_json::json!({
-            "index": n,
-            "amount_msat": o.value.to_sat() * 1000,
-            "scriptPubKey": hex(o.script_pubkey.as_bytes()),
-        })).collect::<Vec<_>>(),
-    })
 }
