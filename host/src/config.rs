@@ -5,7 +5,7 @@
 //! `<lightning-dir>/<network>/config.setconfig` (written by `setconfig`), then the command
 //! line. Core options are parsed and validated by clap; options that clap does not know
 //! are kept aside as [`RawOpt`]s until plugins have declared theirs in their manifests
-//! (see [`crate::options`]), because `--greeting=hi` only means something once a plugin
+//! (see `fulgur_plugins::options`), because `--greeting=hi` only means something once a plugin
 //! registered `greeting`.
 
 use std::path::{Path, PathBuf};
@@ -307,58 +307,8 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
     ),
 ];
 
-/// Where a value came from, as `listconfigs` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// The built-in default.
-    Default,
-    /// The command line.
-    Cmdline,
-    /// A config file and line number.
-    File(PathBuf, usize),
-    /// A `plugin start` parameter.
-    PluginStart,
-    /// A transient `setconfig`.
-    SetConfig,
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Default => f.write_str("default"),
-            Source::Cmdline => f.write_str("cmdline"),
-            Source::File(p, line) => write!(f, "{}:{line}", p.display()),
-            Source::PluginStart => f.write_str("pluginstart"),
-            Source::SetConfig => f.write_str("setconfig"),
-        }
-    }
-}
-
-/// One option occurrence before interpretation: `--name[=value]` or a config line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawOpt {
-    /// The option name without dashes.
-    pub name: String,
-    /// The value, `None` for a bare `--name`.
-    pub value: Option<String>,
-    /// Where it came from.
-    pub source: Source,
-}
-
-/// A plugin-related option, in the order given (`--clear-plugins` forgets what came before).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PluginDirective {
-    /// `--plugin=PATH`.
-    Plugin(PathBuf),
-    /// `--plugin-dir=DIR`.
-    Dir(PathBuf),
-    /// `--important-plugin=PATH`.
-    Important(PathBuf),
-    /// `--disable-plugin=NAME`.
-    Disable(String),
-    /// `--clear-plugins`.
-    Clear,
-}
+pub use fulgur_plugins::discovery::PluginDirective;
+pub use fulgur_plugins::options::{RawOpt, Source};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -1069,7 +1019,7 @@ mod tests {
         let dir = format!("--lightning-dir={}", d.display());
         let c = run(load(&args(&[&dir, "--network=regtest"])).unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(c.min_emergency_msat, 25_000_000);
-        let shown = crate::options::render_core(&c);
+        let shown = crate::core_options::render_core(&c);
         assert_eq!(
             shown["min-emergency-msat"],
             serde_json::json!({"value_msat": 25_000_000, "source": "default"})
@@ -1079,7 +1029,7 @@ mod tests {
         let c = run(load(&args(&[&dir, "--network=regtest"])).unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(c.min_emergency_msat, 30_000_000);
         assert_eq!(
-            crate::options::render_core(&c)["min-emergency-msat"]["value_msat"],
+            crate::core_options::render_core(&c)["min-emergency-msat"]["value_msat"],
             30_000_000
         );
         let c = run(load(&args(&[

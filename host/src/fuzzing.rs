@@ -130,6 +130,11 @@ pub fn plugin_messages(data: &[u8]) {
     }
 }
 
+/// The node's own option names, as `fulgurd` gives them to the plugin host.
+fn core_names() -> Vec<&'static str> {
+    crate::config::CORE_OPTIONS.iter().map(|o| o.name).collect()
+}
+
 /// Registers a manifest's options in a fresh table (the host's own checks), with `raw`
 /// values as if from the config files; then `init` values and `listconfigs` entries.
 fn manifest(m: &Manifest, raw: &[RawOpt]) -> Option<crate::options::OptionTable> {
@@ -139,7 +144,7 @@ fn manifest(m: &Manifest, raw: &[RawOpt]) -> Option<crate::options::OptionTable>
         }
     }
     let path = Path::new("/fuzz/plugin");
-    let mut table = crate::options::OptionTable::new(raw);
+    let mut table = crate::options::OptionTable::new(raw, &core_names());
     table.register(path, &m.options, &[]).ok()?;
     let _ = table.init_options(path);
     for name in table.plugin_names() {
@@ -298,8 +303,8 @@ pub fn config(data: &[u8]) {
     else {
         return;
     };
-    let _ = crate::options::render_core(&c);
-    let table = crate::options::OptionTable::new(&c.plugin_opts);
+    let _ = crate::core_options::render_core(&c);
+    let table = crate::options::OptionTable::new(&c.plugin_opts, &core_names());
     let _ = table.unclaimed();
 }
 
@@ -357,7 +362,7 @@ pub fn plugin_options(data: &[u8]) {
             Some(v) => vec![Some(fulgur_protocol::options::value_to_text(v))],
         };
         let _ = std::fs::remove_file(&setconfig);
-        let Ok(source) = crate::options::persist_setconfig(&setconfig, name, &texts) else {
+        let Ok(source) = crate::core_options::persist_setconfig(&setconfig, name, &texts) else {
             continue;
         };
         // What the next start reads must be what was set.

@@ -13,7 +13,6 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
 
 mod config;
-mod hooks;
 mod lifecycle;
 mod lightning;
 // The log lives in fulgur-base (docs/adr/0009-host-crates.md); `crate::log` names it.
@@ -24,9 +23,12 @@ use fulgur_store as store;
 use fulgur_chain as chain;
 // The on-chain wallet is fulgur-wallet; `crate::wallet` names it.
 use fulgur_wallet as wallet;
+// The plugin host is fulgur-plugins; `crate::plugin`, `crate::hooks` and `crate::options`
+// name it and its modules.
+use fulgur_plugins as plugin;
+use fulgur_plugins::{hooks, options};
+mod core_options;
 mod node;
-mod options;
-mod plugin;
 mod rpc;
 
 #[doc(hidden)]

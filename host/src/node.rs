@@ -158,6 +158,7 @@ fn settings(config: &Config) -> HostSettings {
         shutdown_grace: config.plugin_shutdown_grace,
         default_dir: config.lightning_dir.join("plugins"),
         reserved_methods: rpc::commands::names().collect(),
+        reserved_options: crate::config::CORE_OPTIONS.iter().map(|o| o.name).collect(),
         wasm_sandbox: config.wasm_sandbox.clone(),
     }
 }

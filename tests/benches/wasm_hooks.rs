@@ -3,9 +3,8 @@
 //! plugin measured in the same run (p50/p99), plus WASM compile and instantiate time and
 //! RSS per WASM plugin.
 //!
-//! The registry lives in the `fulgurd` binary crate, which a bench cannot link against, so
-//! the measurement itself is an ignored test of the host (`wasm_hook_bench` in
-//! host/src/plugin/wasm/engine_tests.rs); this driver builds what it needs in release (the
+//! The measurement itself is an ignored test of the plugin host (`wasm_hook_bench` in
+//! host/plugins/src/wasm/engine_tests.rs); this driver builds what it needs in release (the
 //! SDK's `htlc_gate` example and, when npm is there, the AssemblyScript guest), runs it
 //! and prints its `BENCH` lines. `FULGUR_BENCH_N` sets the number of calls (default 2000).
 
@@ -59,9 +58,8 @@ fn main() -> ExitCode {
         "test",
         "--release",
         "-p",
-        "fulgur-host",
-        "--bin",
-        "fulgurd",
+        "fulgur-plugins",
+        "--lib",
         "wasm_hook_bench",
         "--",
         "--ignored",

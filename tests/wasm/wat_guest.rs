@@ -1,5 +1,5 @@
 // A WASM plugin written in WAT, shared by the host's unit tests
-// (host/src/plugin/wasm/tests.rs) and the end-to-end tests (tests/tests/wasm_plugins.rs)
+// (host/plugins/src/wasm/engine_tests.rs) and the end-to-end tests (tests/tests/wasm_plugins.rs)
 // through `include!`. It speaks the plugin ABI of docs/WASM.md with no JSON library: it
 // recognises messages by substrings of the host's compact JSON and copies the request id.
 //

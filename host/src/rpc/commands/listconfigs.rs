@@ -5,7 +5,7 @@ use fulgur_protocol::RpcError;
 use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx};
-use crate::options::render_core;
+use crate::core_options::render_core;
 use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt};
 

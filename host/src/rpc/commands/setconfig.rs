@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::{Command, CommandFuture, Ctx};
 use crate::config::Source;
-use crate::options::persist_setconfig;
+use crate::core_options::persist_setconfig;
 use crate::plugin::outcome;
 use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt, req};

@@ -7,8 +7,17 @@
 //! out during start-up is dropped (CLN aborts); plugin stderr goes to the node's log; a
 //! plugin's own RPC calls skip its own `rpc_command` hook (the classic re-entrancy
 //! deadlock of single-threaded plugins).
+//!
+//! A crate of its own (docs/adr/0009-host-crates.md): with the RPC, the only one that
+//! speaks CLN's JSON. It knows neither LDK nor SQLite; what it needs from the node comes
+//! through [`LocalRpc`] and [`HostSettings`].
+
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
 
 pub mod discovery;
+pub mod hooks;
+pub mod options;
 pub mod process;
 pub mod wasm;
 
@@ -27,10 +36,10 @@ use serde_json::{Map, Value, json};
 
 pub use process::{CallerLink, CallerSink, Gone, Plugin, State};
 
-use crate::config::RawOpt;
-use crate::hooks::{self, ChainEnd, Interpret, Step};
-use crate::log::{Logger, SourceLog};
+use crate::hooks::{ChainEnd, Interpret, Step};
+use crate::options::RawOpt;
 use crate::options::{OptionError, OptionTable};
+use fulgur_base::log::{Logger, SourceLog};
 
 /// What the host needs to know about the node.
 #[derive(Debug, Clone)]
@@ -51,6 +60,8 @@ pub struct HostSettings {
     pub default_dir: PathBuf,
     /// Method names of built-in commands (plugins cannot take them).
     pub reserved_methods: HashSet<&'static str>,
+    /// The node's own option names (plugins cannot declare them).
+    pub reserved_options: Vec<&'static str>,
     /// `--wasm-sandbox` rules: what each WASM plugin may do.
     #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     pub wasm_sandbox: Vec<wasm::SandboxRule>,
@@ -130,12 +141,13 @@ impl PluginHost {
         disabled: Vec<String>,
         stop: StopRequest,
     ) -> Arc<PluginHost> {
+        let options = OptionTable::new(plugin_opts, &settings.reserved_options);
         Arc::new(PluginHost {
             main: log.source("lightningd"),
             log,
             settings,
             reg: Mutex::new(Registry {
-                options: OptionTable::new(plugin_opts),
+                options,
                 disabled,
                 ..Default::default()
             }),
@@ -993,7 +1005,7 @@ pub fn outcome(resp: &Value) -> Result<&Value, fulgur_protocol::RpcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugin::discovery::Candidate;
+    use crate::discovery::Candidate;
 
     /// A dependency-free plugin that registers `htlc_accepted` and answers it per `mode`.
     fn script(dir: &Path, name: &str, mode: &str) -> PathBuf {
@@ -1058,6 +1070,7 @@ for line in sys.stdin:
             shutdown_grace: Duration::from_secs(1),
             default_dir: dir.join("plugins"),
             reserved_methods: HashSet::new(),
+            reserved_options: vec![],
             wasm_sandbox: vec![],
         };
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();

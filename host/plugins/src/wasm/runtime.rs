@@ -10,7 +10,7 @@
 //!
 //! Failure policy: a trap, a budget overrun (fuel, memory) or a message that is not
 //! JSON-RPC kills the instance only. Calls waiting for it end as they would if a process
-//! plugin died ([`crate::plugin::Gone`]: a hook chain asks the next plugin, a payment only
+//! plugin died ([`crate::Gone`]: a hook chain asks the next plugin, a payment only
 //! a plugin can settle stays held for the restarted instance), a fresh instance is started and replayed the original
 //! `getmanifest` and `init`, and after [`Sandbox::max_failures`] failures within
 //! [`Sandbox::failure_window`] the plugin is disabled (killed and unregistered).
@@ -32,9 +32,9 @@ use wasmtime::{
 };
 
 use super::{MAX_TIMER, Sandbox, TIMER_METHOD, sandbox_for};
-use crate::log::SourceLog;
-use crate::plugin::PluginHost;
-use crate::plugin::process::{InlineDelivery, Plugin, State, Wiring};
+use crate::PluginHost;
+use crate::process::{InlineDelivery, Plugin, State, Wiring};
+use fulgur_base::log::SourceLog;
 
 /// Fuel one call may use and still be delivered on the caller's thread next time (about a
 /// millisecond of guest code).
@@ -724,7 +724,7 @@ impl Core {
 
 /// What the plugin and the actor thread share: the instance behind a lock, how many frames
 /// wait in the queue, and whether this guest may still run on callers' threads.
-pub(in crate::plugin) struct Mailbox {
+pub(crate) struct Mailbox {
     core: Mutex<Option<Core>>,
     /// Frames queued for the actor thread and not yet delivered.
     queued: AtomicIsize,
@@ -797,7 +797,7 @@ impl InlineDelivery for Mailbox {
 }
 
 /// Compiles the module and starts the instance's actor thread.
-pub(in crate::plugin) fn spawn(
+pub(crate) fn spawn(
     host: &Arc<PluginHost>,
     path: &Path,
     order: u64,
@@ -805,7 +805,7 @@ pub(in crate::plugin) fn spawn(
     important: bool,
 ) -> Result<Arc<Plugin>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("opening pipe: {e}"))?;
-    let name = crate::plugin::process::short_name(path);
+    let name = crate::process::short_name(path);
     let sandbox = sandbox_for(&host.settings.wasm_sandbox, &name);
     let log = host.log.source(format!("plugin-{name}"));
     let image = Image::compile(&bytes, sandbox, log)?;

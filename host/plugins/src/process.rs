@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::FramedRead;
 
 use super::PluginHost;
-use crate::log::{Level, SourceLog};
+use fulgur_base::log::{Level, SourceLog};
 
 /// Largest message a plugin may write (room for blocks passed by a Bitcoin backend).
 pub const MAX_PLUGIN_MESSAGE: usize = 256 * 1024 * 1024;
@@ -897,7 +897,7 @@ mod tests {
 
     #[test]
     fn queue_accounting_counts_until_released() {
-        let log = crate::log::Logger::new(vec![], Box::new(std::io::sink())).source("t");
+        let log = fulgur_base::log::Logger::new(vec![], Box::new(std::io::sink())).source("t");
         let q = OutQueue::default();
         assert!(
             q.reserve(NOTIFICATION_QUEUE_LIMIT, Kind::Notification)

@@ -1,11 +1,12 @@
-//! The run-time option table: core options as configured, plugin options as declared in
-//! manifests with their values, `listconfigs` rendering, and `setconfig` bookkeeping.
+//! The run-time table of plugin options: as declared in manifests, with their values and
+//! where each came from, their `listconfigs` entries and `setconfig` checks. (The core
+//! options' entries and the `config.setconfig` file are `fulgurd`'s: `core_options.rs`.)
 //!
 //! Plugin option values are kept as typed JSON with their [`Source`]; a plugin that is
 //! stopped loses its `plugin start` overrides but keeps its command-line and config-file
 //! values for its next start, as in CLN.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use fulgur_protocol::RpcError;
@@ -13,7 +14,43 @@ use fulgur_protocol::manifest::OptionDecl;
 use fulgur_protocol::options::OptionType;
 use serde_json::{Map, Value, json};
 
-use crate::config::{CORE_OPTIONS, Config, CoreKind, RawOpt, Source};
+/// Where a value came from, as `listconfigs` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The built-in default.
+    Default,
+    /// The command line.
+    Cmdline,
+    /// A config file and line number.
+    File(PathBuf, usize),
+    /// A `plugin start` parameter.
+    PluginStart,
+    /// A transient `setconfig`.
+    SetConfig,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::Cmdline => f.write_str("cmdline"),
+            Source::File(p, line) => write!(f, "{}:{line}", p.display()),
+            Source::PluginStart => f.write_str("pluginstart"),
+            Source::SetConfig => f.write_str("setconfig"),
+        }
+    }
+}
+
+/// One option occurrence before interpretation: `--name[=value]` or a config line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawOpt {
+    /// The option name without dashes.
+    pub name: String,
+    /// The value, `None` for a bare `--name`.
+    pub value: Option<String>,
+    /// Where it came from.
+    pub source: Source,
+}
 
 /// An option a running plugin declared.
 #[derive(Debug, Clone)]
@@ -72,6 +109,8 @@ pub struct OptionTable {
     /// Values from the command line and config files for plugin options, by name, kept
     /// across plugin restarts.
     static_values: HashMap<String, Vec<RawOpt>>,
+    /// The node's own option names (`--help` and `--version` too), which no plugin may take.
+    core: HashSet<&'static str>,
 }
 
 fn valid_name(n: &str) -> bool {
@@ -81,8 +120,9 @@ fn valid_name(n: &str) -> bool {
 }
 
 impl OptionTable {
-    /// A table holding the command-line and config-file values meant for plugins.
-    pub fn new(plugin_raw: &[RawOpt]) -> Self {
+    /// A table holding the command-line and config-file values meant for plugins; `core`
+    /// names the node's own options.
+    pub fn new(plugin_raw: &[RawOpt], core: &[&'static str]) -> Self {
         let mut static_values: HashMap<String, Vec<RawOpt>> = HashMap::new();
         for r in plugin_raw {
             static_values
@@ -93,6 +133,7 @@ impl OptionTable {
         OptionTable {
             plugin: BTreeMap::new(),
             static_values,
+            core: core.iter().copied().collect(),
         }
     }
 
@@ -112,7 +153,7 @@ impl OptionTable {
                     "name must be lower-case letters, digits, '-' or '_'".into(),
                 ));
             }
-            if CORE_OPTIONS.iter().any(|o| o.name == d.name)
+            if self.core.contains(d.name.as_str())
                 || matches!(d.name.as_str(), "help" | "version")
                 || self.plugin.contains_key(&d.name)
                 || added.iter().any(|a| a.decl.name == d.name)
@@ -216,7 +257,7 @@ impl OptionTable {
         val: Option<&Value>,
     ) -> Result<(&PluginOption, Vec<Value>, Option<Value>), RpcError> {
         let opt = self.plugin.get(name).ok_or_else(|| {
-            if CORE_OPTIONS.iter().any(|o| o.name == name) {
+            if self.core.contains(name) {
                 RpcError::invalid_params(format!("{name} is not a dynamic option"))
             } else {
                 RpcError::invalid_params(format!("Unknown config option {name}"))
@@ -355,140 +396,11 @@ impl OptionTable {
     }
 }
 
-/// The `listconfigs` entries of the core options.
-pub fn render_core(config: &Config) -> Map<String, Value> {
-    let mut out = Map::new();
-    for o in CORE_OPTIONS {
-        let given: Vec<&RawOpt> = config
-            .core_given
-            .iter()
-            .filter(|r| r.name == o.name)
-            .collect();
-        let mut obj = Map::new();
-        match o.kind {
-            CoreKind::Multi => {
-                if given.is_empty() {
-                    continue;
-                }
-                obj.insert(
-                    "values_str".into(),
-                    given
-                        .iter()
-                        .map(|r| Value::from(r.value.clone().unwrap_or_default()))
-                        .collect(),
-                );
-                obj.insert(
-                    "sources".into(),
-                    given
-                        .iter()
-                        .map(|r| Value::from(r.source.to_string()))
-                        .collect(),
-                );
-            }
-            CoreKind::Flag => {
-                let Some(r) = given.last() else { continue };
-                obj.insert("set".into(), Value::Bool(true));
-                obj.insert("source".into(), Value::from(r.source.to_string()));
-            }
-            kind => {
-                let (text, source) = match (o.name, given.last()) {
-                    ("network", _) => {
-                        let src = config
-                            .core_given
-                            .iter()
-                            .rev()
-                            .find(|r| {
-                                matches!(
-                                    r.name.as_str(),
-                                    "network"
-                                        | "mainnet"
-                                        | "testnet"
-                                        | "testnet4"
-                                        | "signet"
-                                        | "regtest"
-                                )
-                            })
-                            .map(|r| r.source.to_string())
-                            .unwrap_or_else(|| "default".into());
-                        (config.network.as_str().to_string(), src)
-                    }
-                    ("lightning-dir", None) => {
-                        (config.lightning_dir.display().to_string(), "default".into())
-                    }
-                    (_, Some(r)) => (r.value.clone().unwrap_or_default(), r.source.to_string()),
-                    (_, None) => match o.default {
-                        Some(d) => (d.to_string(), "default".into()),
-                        None => continue,
-                    },
-                };
-                let value = match kind {
-                    CoreKind::Levels => ("value_str", Value::from(text)),
-                    CoreKind::Int => (
-                        "value_int",
-                        text.parse::<i64>().map(Value::from).unwrap_or(Value::Null),
-                    ),
-                    CoreKind::Bool => (
-                        "value_bool",
-                        Value::Bool(matches!(text.as_str(), "true" | "yes")),
-                    ),
-                    CoreKind::Msat => (
-                        "value_msat",
-                        crate::config::parse_msat(&text)
-                            .map(Value::from)
-                            .unwrap_or(Value::Null),
-                    ),
-                    _ => ("value_str", Value::from(text)),
-                };
-                obj.insert(value.0.into(), value.1);
-                obj.insert("source".into(), Value::from(source));
-            }
-        }
-        out.insert(o.name.into(), Value::Object(obj));
-    }
-    out
-}
-
-/// Persists a non-transient `setconfig` to `config.setconfig`, replacing earlier lines for
-/// the same option; returns the source (file and line) of the new value.
-pub fn persist_setconfig(
-    file: &Path,
-    name: &str,
-    texts: &[Option<String>],
-) -> std::io::Result<Source> {
-    let old = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e),
-    };
-    let mut lines: Vec<String> = old
-        .lines()
-        .filter(|l| {
-            let key = l.split('=').next().unwrap_or("").trim();
-            key != name
-        })
-        .map(String::from)
-        .collect();
-    if lines.is_empty() {
-        lines.push(
-            "# Written by fulgurd's setconfig: values here override the config files.".into(),
-        );
-    }
-    for t in texts {
-        lines.push(match t {
-            Some(v) => format!("{name}={v}"),
-            None => name.to_string(),
-        });
-    }
-    let line = lines.len();
-    let tmp = file.with_extension("setconfig.tmp");
-    std::fs::write(&tmp, lines.join("\n") + "\n")?;
-    std::fs::rename(&tmp, file)?;
-    Ok(Source::File(file.to_path_buf(), line))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TEST_CORE: &[&str] = &["log-level", "network"];
 
     fn decl(v: Value) -> OptionDecl {
         serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}"))
@@ -518,7 +430,7 @@ mod tests {
                 source: Source::Cmdline,
             },
         ];
-        let mut t = OptionTable::new(&raw);
+        let mut t = OptionTable::new(&raw, TEST_CORE);
         let p = Path::new("/p");
         t.register(
             p,
@@ -548,7 +460,7 @@ mod tests {
             value: Some("x".into()),
             source: Source::Cmdline,
         }];
-        let mut t = OptionTable::new(&raw);
+        let mut t = OptionTable::new(&raw, TEST_CORE);
         assert!(matches!(
             t.register(
                 Path::new("/p"),
@@ -570,7 +482,7 @@ mod tests {
 
     #[test]
     fn setconfig_checks() {
-        let mut t = OptionTable::new(&[]);
+        let mut t = OptionTable::new(&[], TEST_CORE);
         t.register(
             Path::new("/p"),
             &[

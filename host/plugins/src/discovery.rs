@@ -3,7 +3,20 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::PluginDirective;
+/// A plugin-related option, in the order given (`--clear-plugins` forgets what came before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginDirective {
+    /// `--plugin=PATH`.
+    Plugin(PathBuf),
+    /// `--plugin-dir=DIR`.
+    Dir(PathBuf),
+    /// `--important-plugin=PATH`.
+    Important(PathBuf),
+    /// `--disable-plugin=NAME`.
+    Disable(String),
+    /// `--clear-plugins`.
+    Clear,
+}
 
 /// The plugins shipped with fulgurd, started by default and important.
 pub const BUILTIN_PLUGINS: &[&str] = &["pay", "htlc-hold", "autopilot"];

@@ -10,14 +10,14 @@ use fulgur_protocol::hooks::Hook;
 use serde_json::{Value, json};
 
 use super::SandboxRule;
+use crate::discovery::Candidate;
 use crate::hooks::ChainEnd;
-use crate::log::{Level, LevelFilter, Logger};
-use crate::plugin::discovery::Candidate;
-use crate::plugin::{HostSettings, PluginHost};
+use crate::{HostSettings, PluginHost};
+use fulgur_base::log::{Level, LevelFilter, Logger};
 
 include!("../../../../tests/wasm/wat_guest.rs");
 
-type Captured = crate::log::MemoryLog;
+type Captured = fulgur_base::log::MemoryLog;
 
 /// How long a test waits for a log line before it fails.
 const LOG_WAIT: Duration = Duration::from_secs(30);
@@ -47,6 +47,7 @@ async fn host(dir: &Path, plugins: &[PathBuf], rules: &[&str]) -> (Arc<PluginHos
         shutdown_grace: Duration::from_secs(1),
         default_dir: dir.join("plugins"),
         reserved_methods: HashSet::new(),
+        reserved_options: vec![],
         // The guest registers `htlc_accepted`, which needs a grant; a test's own rules
         // come after this one and may take it back.
         wasm_sandbox: ["*:add-hooks=htlc_accepted"]
@@ -131,7 +132,7 @@ async fn handshake_method_notification_and_hooks() {
     let d = dir("basic");
     let g = guest(&d, "g.wasm");
     assert!(
-        crate::plugin::discovery::eligible(&g),
+        crate::discovery::eligible(&g),
         "a module needs no execute bit"
     );
     let (host, log) = host(&d, &[g], &["g.wasm:hold=true"]).await;
@@ -342,7 +343,8 @@ async fn wasm_hook_bench() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let profile = if cfg!(debug_assertions) {
@@ -441,7 +443,7 @@ async fn wasm_hook_bench() {
 
 /// Calls `method` of the guest and returns the whole response, `None` if the call ended as
 /// a plugin's death does.
-async fn call_plugin(p: &crate::plugin::Plugin, method: &str) -> Option<Value> {
+async fn call_plugin(p: &crate::Plugin, method: &str) -> Option<Value> {
     tokio::time::timeout(Duration::from_secs(60), p.request(method, &json!({}), None))
         .await
         .unwrap_or_else(|_| panic!("{method} timed out"))
