@@ -1,5 +1,5 @@
-//! The network graph as CLN shows it (`listchannels`, `listnodes`) and CLN's `getroute` on
-//! LDK's router.
+//! The network graph as CLN's `listchannels` and `listnodes` see it, and CLN's `getroute` on
+//! LDK's router, as typed values (`rpc/commands/graph.rs` shows them in CLN's JSON).
 //!
 //! `listchannels` gives one entry per channel direction that has a `channel_update`. Gossip
 //! here is not checked against the chain (no UTXO lookup), so LDK rarely knows a channel's
@@ -14,8 +14,6 @@
 //! channel direction or node.
 
 use bitcoin::secp256k1::PublicKey;
-use fulgur_protocol::RpcError;
-use fulgur_protocol::error::codes;
 use lightning::ln::channel_state::ChannelDetails;
 use lightning::routing::gossip::{ChannelUpdateInfo, NetworkGraph, NodeId};
 use lightning::routing::router::{
@@ -24,10 +22,9 @@ use lightning::routing::router::{
 use lightning::routing::scoring::{ChannelUsage, ProbabilisticScoringFeeParameters, ScoreLookUp};
 use lightning::sign::EntropySource;
 use lightning::util::logger::Logger;
-use serde_json::{Value, json};
 
 use super::payments::{direction, path_to_cln_route};
-use super::{Lightning, features_hex, scid_string};
+use super::{Lightning, features_be};
 
 /// CLN's default final CLTV for `getroute`.
 pub const DEFAULT_CLTV: u32 = 9;
@@ -54,15 +51,51 @@ fn pubkey_of(id: &NodeId) -> Option<PublicKey> {
     id.as_pubkey().ok()
 }
 
-fn half_json(
+/// One direction of a channel that has a `channel_update` (a `listchannels` entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphChannel {
+    /// The node this direction leaves.
+    pub source: PublicKey,
+    /// The node it reaches.
+    pub destination: PublicKey,
+    /// The short channel id.
+    pub scid: u64,
+    /// 0 from the lesser node id, 1 from the greater.
+    pub direction: u8,
+    /// The capacity; the direction's `htlc_maximum_msat` (in whole satoshis) when the
+    /// capacity is unknown.
+    pub capacity_msat: u64,
+    /// The update's `message_flags`.
+    pub message_flags: u8,
+    /// The update's `channel_flags` (bit 0 the direction, bit 1 disabled).
+    pub channel_flags: u8,
+    /// Enabled by its latest update.
+    pub active: bool,
+    /// The update's timestamp.
+    pub last_update: u32,
+    /// The base fee.
+    pub base_fee_msat: u32,
+    /// The proportional fee, in millionths.
+    pub fee_ppm: u32,
+    /// `cltv_expiry_delta`.
+    pub delay: u16,
+    /// The smallest HTLC it forwards.
+    pub htlc_minimum_msat: u64,
+    /// The largest HTLC it forwards.
+    pub htlc_maximum_msat: u64,
+    /// The channel's features, big-endian.
+    pub features: Vec<u8>,
+}
+
+fn half(
     scid: u64,
-    features: &str,
+    features: &[u8],
     capacity_sats: Option<u64>,
     from: &PublicKey,
     to: &PublicKey,
     dir: u8,
     u: &ChannelUpdateInfo,
-) -> Value {
+) -> GraphChannel {
     let (message_flags, channel_flags) = match &u.last_update_message {
         Some(m) => (m.contents.message_flags, m.contents.channel_flags),
         // BOLT 7: message_flags bit 0 (must_be_one); channel_flags bit 0 the direction,
@@ -73,35 +106,34 @@ fn half_json(
         Some(sat) => sat.saturating_mul(1000),
         None => u.htlc_maximum_msat / 1000 * 1000,
     };
-    json!({
-        "source": from.to_string(),
-        "destination": to.to_string(),
-        "short_channel_id": scid_string(scid),
-        "direction": dir,
-        "public": true,
-        "amount_msat": capacity_msat,
-        "message_flags": message_flags,
-        "channel_flags": channel_flags,
-        "active": u.enabled,
-        "last_update": u.last_update,
-        "base_fee_millisatoshi": u.fees.base_msat,
-        "fee_per_millionth": u.fees.proportional_millionths,
-        "delay": u.cltv_expiry_delta,
-        "htlc_minimum_msat": u.htlc_minimum_msat,
-        "htlc_maximum_msat": u.htlc_maximum_msat,
-        "features": features,
-    })
+    GraphChannel {
+        source: *from,
+        destination: *to,
+        scid,
+        direction: dir,
+        capacity_msat,
+        message_flags,
+        channel_flags,
+        active: u.enabled,
+        last_update: u.last_update,
+        base_fee_msat: u.fees.base_msat,
+        fee_ppm: u.fees.proportional_millionths,
+        delay: u.cltv_expiry_delta,
+        htlc_minimum_msat: u.htlc_minimum_msat,
+        htlc_maximum_msat: u.htlc_maximum_msat,
+        features: features.to_vec(),
+    }
 }
 
-/// `listchannels`' entries.
-pub fn channels_json<L: Logger>(graph: &NetworkGraph<L>, filter: ChannelFilter) -> Vec<Value> {
+/// `listchannels`' entries, by short channel id and direction.
+pub fn channels<L: Logger>(graph: &NetworkGraph<L>, filter: ChannelFilter) -> Vec<GraphChannel> {
     let g = graph.read_only();
     let mut out = vec![];
     for (scid, c) in g.channels().unordered_iter() {
         let (Some(one), Some(two)) = (pubkey_of(&c.node_one), pubkey_of(&c.node_two)) else {
             continue;
         };
-        let features = features_hex(c.features.le_flags());
+        let features = features_be(c.features.le_flags());
         let halves = [
             (0u8, one, two, c.one_to_two.as_ref()),
             (1u8, two, one, c.two_to_one.as_ref()),
@@ -115,33 +147,41 @@ pub fn channels_json<L: Logger>(graph: &NetworkGraph<L>, filter: ChannelFilter) 
                 ChannelFilter::Destination(d) => d == to,
             };
             if wanted {
-                out.push(half_json(
-                    *scid,
-                    &features,
-                    c.capacity_sats,
-                    &from,
-                    &to,
-                    dir,
-                    u,
-                ));
+                out.push(half(*scid, &features, c.capacity_sats, &from, &to, dir, u));
             }
         }
     }
-    out.sort_by(|a, b| {
-        let key = |v: &Value| {
-            (
-                super::parse_scid(v["short_channel_id"].as_str().unwrap_or("")),
-                v["direction"].as_u64(),
-            )
-        };
-        key(a).cmp(&key(b))
-    });
+    out.sort_by_key(|c| (c.scid, c.direction));
     out
 }
 
-/// `listnodes`' entries: every node of the graph; the announcement's fields only for nodes
-/// that sent one (as CLN does).
-pub fn nodes_json<L: Logger>(graph: &NetworkGraph<L>, id: Option<PublicKey>) -> Vec<Value> {
+/// A node of the graph (a `listnodes` entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphNode {
+    /// Its id.
+    pub id: PublicKey,
+    /// What its `node_announcement` said, if it sent one.
+    pub announced: Option<Announced>,
+}
+
+/// The fields of a `node_announcement`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    /// Its timestamp.
+    pub last_timestamp: u32,
+    /// The alias, up to its first NUL byte (invalid UTF-8 replaced).
+    pub alias: String,
+    /// RGB.
+    pub color: [u8; 3],
+    /// The node's features, big-endian.
+    pub features: Vec<u8>,
+    /// Its addresses, as LDK renders them (`1.2.3.4:9735`, `host.onion:9735`, ...).
+    pub addresses: Vec<String>,
+}
+
+/// `listnodes`' entries by node id: every node of the graph (or only `id`); the
+/// announcement's fields only for nodes that sent one (as CLN does).
+pub fn nodes<L: Logger>(graph: &NetworkGraph<L>, id: Option<PublicKey>) -> Vec<GraphNode> {
     let g = graph.read_only();
     let mut out = vec![];
     for (node_id, n) in g.nodes().unordered_iter() {
@@ -151,25 +191,20 @@ pub fn nodes_json<L: Logger>(graph: &NetworkGraph<L>, id: Option<PublicKey>) -> 
         if id.is_some_and(|i| i != pk) {
             continue;
         }
-        let mut v = json!({"nodeid": pk.to_string()});
-        if let Some(a) = &n.announcement_info {
+        let announced = n.announcement_info.as_ref().map(|a| {
             let alias_bytes = &a.alias().0;
             let end = alias_bytes.iter().position(|b| *b == 0).unwrap_or(32);
-            let addresses: Vec<Value> = a
-                .addresses()
-                .iter()
-                .map(|s| super::net::address_json(&s.to_string()))
-                .filter(|v| !v.is_null())
-                .collect();
-            v["last_timestamp"] = json!(a.last_update());
-            v["alias"] = json!(String::from_utf8_lossy(&alias_bytes[..end]));
-            v["color"] = json!(fulgur_base::hex(&a.rgb()));
-            v["features"] = json!(features_hex(a.features().le_flags()));
-            v["addresses"] = json!(addresses);
-        }
-        out.push(v);
+            Announced {
+                last_timestamp: a.last_update(),
+                alias: String::from_utf8_lossy(&alias_bytes[..end]).into_owned(),
+                color: a.rgb(),
+                features: features_be(a.features().le_flags()),
+                addresses: a.addresses().iter().map(ToString::to_string).collect(),
+            }
+        });
+        out.push(GraphNode { id: pk, announced });
     }
-    out.sort_by(|a, b| a["nodeid"].as_str().cmp(&b["nodeid"].as_str()));
+    out.sort_by_key(|n| n.id.to_string());
     out
 }
 
@@ -245,15 +280,42 @@ impl<S: ScoreLookUp> ScoreLookUp for Excluding<'_, S> {
     }
 }
 
-fn no_route() -> RpcError {
-    RpcError::new(codes::PAY_ROUTE_NOT_FOUND, "Could not find a route")
+/// One hop of a route, as CLN's `getroute` gives it (and `sendpay` takes it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteHop {
+    /// The node at the end of this hop.
+    pub id: PublicKey,
+    /// The channel into it.
+    pub channel: u64,
+    /// The direction of that channel this hop uses.
+    pub direction: u8,
+    /// What it receives (its own fee for the next hop included).
+    pub amount_msat: u64,
+    /// CLTV blocks from now of the HTLC it receives.
+    pub delay: u32,
+}
+
+/// Why `getroute` has no route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The graph does not know the source, and it has no channels of its own.
+    #[error("{0}: unknown source node_id (no public channels?)")]
+    UnknownSource(PublicKey),
+    /// Neither the graph nor the source's channels know the destination.
+    #[error("{0}: unknown destination node_id (no public channels?)")]
+    UnknownDestination(PublicKey),
+    /// No route fits the amount, the exclusions and the limits.
+    #[error("Could not find a route")]
+    NotFound,
+    /// The route found has more hops than `maxhops`.
+    #[error("Shortest route was {0}")]
+    TooLong(usize),
 }
 
 /// CLN's `getroute` over `graph`: `source` pays, `first_hops` are its channels (ours, when
-/// routing from us). Errors as CLN: -32602 for a source or destination the graph does not
-/// know, 205 when no route fits.
+/// routing from us).
 #[allow(clippy::too_many_arguments)]
-pub fn getroute_json<L: Logger, S: ScoreLookUp<ScoreParams = ProbabilisticScoringFeeParameters>>(
+pub fn getroute<L: Logger, S: ScoreLookUp<ScoreParams = ProbabilisticScoringFeeParameters>>(
     graph: &NetworkGraph<L>,
     source: PublicKey,
     first_hops: Option<&[&ChannelDetails]>,
@@ -261,7 +323,7 @@ pub fn getroute_json<L: Logger, S: ScoreLookUp<ScoreParams = ProbabilisticScorin
     req: &GetrouteRequest,
     random: &[u8; 32],
     logger: L,
-) -> Result<Value, RpcError> {
+) -> Result<Vec<RouteHop>, RouteError> {
     {
         let g = graph.read_only();
         let peers = |id: &PublicKey| {
@@ -269,19 +331,14 @@ pub fn getroute_json<L: Logger, S: ScoreLookUp<ScoreParams = ProbabilisticScorin
         };
         let known = |id: &PublicKey| g.node(&NodeId::from_pubkey(id)).is_some();
         if !(known(&source) || first_hops.is_some_and(|f| !f.is_empty())) {
-            return Err(RpcError::invalid_params(format!(
-                "{source}: unknown source node_id (no public channels?)"
-            )));
+            return Err(RouteError::UnknownSource(source));
         }
         if !(known(&req.id) || peers(&req.id)) {
-            return Err(RpcError::invalid_params(format!(
-                "{}: unknown destination node_id (no public channels?)",
-                req.id
-            )));
+            return Err(RouteError::UnknownDestination(req.id));
         }
     }
     if req.maxhops == 0 {
-        return Err(no_route());
+        return Err(RouteError::NotFound);
     }
     let mut params = PaymentParameters::from_node_id(req.id, req.cltv);
     params.max_total_cltv_expiry_delta = MAX_LOCKTIME_BLOCKS;
@@ -306,52 +363,47 @@ pub fn getroute_json<L: Logger, S: ScoreLookUp<ScoreParams = ProbabilisticScorin
         &score_params,
         random,
     )
-    .map_err(|_| no_route())?;
+    .map_err(|_| RouteError::NotFound)?;
     let Some(mut path) = route.paths.into_iter().next() else {
-        return Err(no_route());
+        return Err(RouteError::NotFound);
     };
     if path.hops.len() > req.maxhops as usize {
-        return Err(RpcError::new(
-            codes::PAY_ROUTE_NOT_FOUND,
-            format!("Shortest route was {}", path.hops.len()),
-        ));
+        return Err(RouteError::TooLong(path.hops.len()));
     }
     // Remove LDK's random shadow offset: the final delay is what the caller asked for.
     if let Some(last) = path.hops.last_mut() {
         last.cltv_expiry_delta = req.cltv;
     }
     let mut prev = source;
-    let hops: Vec<Value> = path_to_cln_route(&path)
+    Ok(path_to_cln_route(&path)
         .into_iter()
         .map(|h| {
             let dir = direction(&prev, &h.id);
             prev = h.id;
-            json!({
-                "id": h.id.to_string(),
-                "channel": scid_string(h.channel),
-                "direction": dir,
-                "amount_msat": h.amount_msat,
-                "delay": h.delay,
-                "style": "tlv",
-            })
+            RouteHop {
+                id: h.id,
+                channel: h.channel,
+                direction: dir,
+                amount_msat: h.amount_msat,
+                delay: h.delay,
+            }
         })
-        .collect();
-    Ok(json!({"route": hops}))
+        .collect())
 }
 
 impl Lightning {
     /// `listchannels`.
-    pub fn listchannels(&self, filter: ChannelFilter) -> Vec<Value> {
-        channels_json(&self.graph, filter)
+    pub fn listchannels(&self, filter: ChannelFilter) -> Vec<GraphChannel> {
+        channels(&self.graph, filter)
     }
 
     /// `listnodes`.
-    pub fn listnodes(&self, id: Option<PublicKey>) -> Vec<Value> {
-        nodes_json(&self.graph, id)
+    pub fn listnodes(&self, id: Option<PublicKey>) -> Vec<GraphNode> {
+        nodes(&self.graph, id)
     }
 
-    /// `getroute`: a route from us (or `fromid`) in CLN's form, usable as `sendpay`'s route.
-    pub fn getroute(&self, req: &GetrouteRequest) -> Result<Value, RpcError> {
+    /// `getroute`: a route from us (or `fromid`), usable as `sendpay`'s route.
+    pub fn getroute(&self, req: &GetrouteRequest) -> Result<Vec<RouteHop>, RouteError> {
         let us = self.manager.get_our_node_id();
         let source = req.fromid.unwrap_or(us);
         let channels = self.manager.list_usable_channels();
@@ -359,7 +411,7 @@ impl Lightning {
         let first_hops = (source == us).then_some(first.as_slice());
         let random = self.keys.get_secure_random_bytes();
         let scorer = self.scorer.read().unwrap_or_else(|p| p.into_inner());
-        getroute_json(
+        getroute(
             &self.graph,
             source,
             first_hops,
@@ -389,7 +441,6 @@ mod tests {
     use lightning::util::logger::Record;
 
     use super::*;
-    use crate::lightning::payments::testutil::schema_errors;
     use crate::lightning::payments::{ClnHop, cln_route_to_path};
 
     struct Quiet;
@@ -515,13 +566,13 @@ mod tests {
         g
     }
 
-    fn route(g: &NetworkGraph<Log>, req: &GetrouteRequest) -> Result<Value, RpcError> {
+    fn route(g: &NetworkGraph<Log>, req: &GetrouteRequest) -> Result<Vec<RouteHop>, RouteError> {
         let scorer = ProbabilisticScorer::new(
             ProbabilisticScoringDecayParameters::default(),
             g,
             Arc::new(Quiet),
         );
-        getroute_json(g, key(1), None, &scorer, req, &[42; 32], Arc::new(Quiet))
+        getroute(g, key(1), None, &scorer, req, &[42; 32], Arc::new(Quiet))
     }
 
     fn to(id: u8, amount_msat: u64) -> GetrouteRequest {
@@ -535,51 +586,45 @@ mod tests {
         }
     }
 
-    fn via(v: &Value) -> Vec<String> {
-        v["route"]
-            .as_array()
-            .map(|r| {
-                r.iter()
-                    .map(|h| h["id"].as_str().unwrap_or("").to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+    fn via(r: &[RouteHop]) -> Vec<PublicKey> {
+        r.iter().map(|h| h.id).collect()
+    }
+
+    fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+        r.unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
     fn getroute_gives_clns_amounts_and_delays() {
         let g = graph();
-        let r = route(&g, &to(4, 100_000)).unwrap_or_else(|e| panic!("{e}"));
+        let r = ok(route(&g, &to(4, 100_000)));
         // C charges 10 + 1ppm on 100000 for C->D; B 1000 + 100ppm on 100010 for B->C.
-        let expect = json!({"route": [
-            {"id": key(2).to_string(), "channel": "1x1x0", "direction": direction(&key(1), &key(2)),
-             "amount_msat": 101_020, "delay": 55, "style": "tlv"},
-            {"id": key(3).to_string(), "channel": "2x1x0", "direction": direction(&key(2), &key(3)),
-             "amount_msat": 100_010, "delay": 15, "style": "tlv"},
-            {"id": key(4).to_string(), "channel": "3x1x0", "direction": direction(&key(3), &key(4)),
-             "amount_msat": 100_000, "delay": 9, "style": "tlv"},
-        ]});
-        assert_eq!(r, expect);
-        assert_eq!(schema_errors("getroute.json", &r), None);
+        let hop = |id: u8, from: u8, block, amount_msat, delay| RouteHop {
+            id: key(id),
+            channel: scid(block),
+            direction: direction(&key(from), &key(id)),
+            amount_msat,
+            delay,
+        };
+        assert_eq!(
+            r,
+            vec![
+                hop(2, 1, 1, 101_020, 55),
+                hop(3, 2, 2, 100_010, 15),
+                hop(4, 3, 3, 100_000, 9)
+            ]
+        );
         // The same route, read back as sendpay reads it, gives LDK's per-hop fees and deltas.
-        let hops: Vec<ClnHop> = r["route"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|h| ClnHop {
-                        id: h["id"]
-                            .as_str()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(key(1)),
-                        channel: crate::lightning::parse_scid(h["channel"].as_str().unwrap_or(""))
-                            .unwrap_or(0),
-                        amount_msat: h["amount_msat"].as_u64().unwrap_or(0),
-                        delay: h["delay"].as_u64().unwrap_or(0) as u32,
-                    })
-                    .collect()
+        let hops: Vec<ClnHop> = r
+            .iter()
+            .map(|h| ClnHop {
+                id: h.id,
+                channel: h.channel,
+                amount_msat: h.amount_msat,
+                delay: h.delay,
             })
-            .unwrap_or_default();
-        let p = cln_route_to_path(&hops, &[]).unwrap_or_else(|e| panic!("{e}"));
+            .collect();
+        let p = ok(cln_route_to_path(&hops, &[]));
         let fees: Vec<(u64, u32)> = p
             .hops
             .iter()
@@ -589,9 +634,8 @@ mod tests {
         // The final delay is exactly cltv (LDK's random shadow offset removed).
         let mut req = to(4, 100_000);
         req.cltv = 40;
-        let r = route(&g, &req).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r["route"][2]["delay"], json!(40));
-        assert_eq!(r["route"][0]["delay"], json!(86));
+        let r = ok(route(&g, &req));
+        assert_eq!((r[2].delay, r[0].delay), (40, 86));
     }
 
     #[test]
@@ -601,31 +645,26 @@ mod tests {
         let bc = Exclusion::Channel(scid(2), direction(&b, &c));
         let mut req = to(4, 100_000);
         req.exclude = vec![bc];
-        let r = route(&g, &req).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(via(&r), vec![b.to_string(), e.to_string(), d.to_string()]);
+        assert_eq!(via(&ok(route(&g, &req))), vec![b, e, d]);
         // The other direction of B-C is not what the route uses.
         req.exclude = vec![Exclusion::Channel(scid(2), 1 - direction(&b, &c))];
-        let r = route(&g, &req).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(via(&r)[1], c.to_string());
+        assert_eq!(via(&ok(route(&g, &req)))[1], c);
         req.exclude = vec![Exclusion::Node(c)];
-        let r = route(&g, &req).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(via(&r)[1], e.to_string());
+        assert_eq!(via(&ok(route(&g, &req)))[1], e);
         req.exclude = vec![Exclusion::Node(c), Exclusion::Node(e)];
-        let r = route(&g, &req);
-        assert_eq!(
-            r.err().map(|e| (e.code, e.message)),
-            Some((205, "Could not find a route".into()))
-        );
+        assert_eq!(route(&g, &req), Err(RouteError::NotFound));
     }
 
     #[test]
-    fn getroute_errors_are_clns() {
+    fn getroute_refuses_unknown_ends_and_routes_that_do_not_fit() {
         let g = graph();
-        let e = route(&g, &to(9, 1000)).err().map(|e| e.code);
-        assert_eq!(e, Some(-32602), "unknown destination");
+        assert_eq!(
+            route(&g, &to(9, 1000)),
+            Err(RouteError::UnknownDestination(key(9)))
+        );
         let mut req = to(4, 1000);
         req.fromid = Some(key(9));
-        let e = getroute_json(
+        let e = getroute(
             &g,
             key(9),
             None,
@@ -638,98 +677,95 @@ mod tests {
             &[1; 32],
             Arc::new(Quiet),
         );
-        assert!(
-            e.err()
-                .is_some_and(|e| e.code == -32602 && e.message.contains("unknown source"))
-        );
+        assert_eq!(e, Err(RouteError::UnknownSource(key(9))));
         // More than any channel carries.
-        assert_eq!(
-            route(&g, &to(4, 600_000_000)).err().map(|e| e.code),
-            Some(205)
-        );
+        assert_eq!(route(&g, &to(4, 600_000_000)), Err(RouteError::NotFound));
         let mut short = to(4, 1000);
         short.maxhops = 2;
-        assert_eq!(route(&g, &short).err().map(|e| e.code), Some(205));
+        assert!(matches!(
+            route(&g, &short),
+            Err(RouteError::NotFound | RouteError::TooLong(3))
+        ));
         short.maxhops = 0;
-        assert_eq!(route(&g, &short).err().map(|e| e.code), Some(205));
+        assert_eq!(route(&g, &short), Err(RouteError::NotFound));
         // Probing amount 0 still finds the route.
-        assert_eq!(via(&route(&g, &to(4, 0)).unwrap_or_default()).len(), 3);
+        assert_eq!(via(&ok(route(&g, &to(4, 0)))).len(), 3);
     }
 
     #[test]
     fn listchannels_shows_each_direction_with_an_update() {
         let g = graph();
-        let all = channels_json(&g, ChannelFilter::All);
+        let all = channels(&g, ChannelFilter::All);
         assert_eq!(all.len(), 11);
-        assert_eq!(
-            schema_errors("listchannels.json", &json!({"channels": all})),
-            None
-        );
-        let ab = channels_json(&g, ChannelFilter::Scid(scid(1)));
+        let ab = channels(&g, ChannelFilter::Scid(scid(1)));
         assert_eq!(ab.len(), 2);
         let from_a = ab
             .iter()
-            .find(|c| c["source"] == json!(key(1).to_string()))
+            .find(|c| c.source == key(1))
             .cloned()
-            .unwrap_or_default();
+            .unwrap_or_else(|| panic!("no A->B"));
         let dir = direction(&key(1), &key(2));
-        assert_eq!(from_a["destination"], json!(key(2).to_string()));
-        assert_eq!(from_a["direction"], json!(dir));
-        assert_eq!(from_a["short_channel_id"], json!("1x1x0"));
-        assert_eq!(from_a["amount_msat"], json!(1_000_000_000u64));
-        assert_eq!(from_a["delay"], json!(144));
-        assert_eq!(from_a["channel_flags"], json!(dir));
-        assert_eq!(from_a["message_flags"], json!(1));
-        assert_eq!(from_a["htlc_maximum_msat"], json!(500_000_000u64));
-        assert_eq!(from_a["active"], json!(true));
-        assert_eq!(from_a["public"], json!(true));
-        assert_eq!(from_a["features"], json!(""));
+        assert_eq!(from_a.destination, key(2));
+        assert_eq!(from_a.direction, dir);
+        assert_eq!(from_a.scid, scid(1));
+        assert_eq!(from_a.capacity_msat, 1_000_000_000);
+        assert_eq!(from_a.delay, 144);
+        assert_eq!(from_a.channel_flags, dir);
+        assert_eq!(from_a.message_flags, 1);
+        assert_eq!(from_a.htlc_maximum_msat, 500_000_000);
+        assert!(from_a.active);
+        assert!(from_a.features.is_empty());
         // Unknown capacity: the update's htlc_maximum_msat.
-        let be = channels_json(&g, ChannelFilter::Scid(scid(4)));
+        let be = channels(&g, ChannelFilter::Scid(scid(4)));
         assert_eq!(be.len(), 2);
         let b_to_e = be
             .iter()
-            .find(|c| c["source"] == json!(key(2).to_string()))
+            .find(|c| c.source == key(2))
             .cloned()
-            .unwrap_or_default();
-        assert_eq!(b_to_e["amount_msat"], json!(500_000_000u64));
-        assert_eq!(b_to_e["base_fee_millisatoshi"], json!(50_000));
+            .unwrap_or_else(|| panic!("no B->E"));
+        assert_eq!(b_to_e.capacity_msat, 500_000_000);
+        assert_eq!(b_to_e.base_fee_msat, 50_000);
         // A disabled direction, with no update the other way.
-        let ce = channels_json(&g, ChannelFilter::Scid(scid(6)));
+        let ce = channels(&g, ChannelFilter::Scid(scid(6)));
         assert_eq!(ce.len(), 1);
-        assert_eq!(ce[0]["active"], json!(false));
-        let dir = direction(&key(3), &key(5));
-        assert_eq!(ce[0]["channel_flags"], json!(dir | 2));
-        let from_b = channels_json(&g, ChannelFilter::Source(key(2)));
+        assert!(!ce[0].active);
+        assert_eq!(ce[0].channel_flags, direction(&key(3), &key(5)) | 2);
+        let from_b = channels(&g, ChannelFilter::Source(key(2)));
         assert_eq!(from_b.len(), 3, "B->A, B->C, B->E");
-        let into_d = channels_json(&g, ChannelFilter::Destination(key(4)));
-        let srcs: Vec<&Value> = into_d.iter().map(|c| &c["source"]).collect();
+        let into_d = channels(&g, ChannelFilter::Destination(key(4)));
+        let srcs: Vec<PublicKey> = into_d.iter().map(|c| c.source).collect();
         assert_eq!(srcs.len(), 2);
-        assert!(srcs.contains(&&json!(key(3).to_string())));
-        assert!(channels_json(&g, ChannelFilter::Scid(scid(9))).is_empty());
+        assert!(srcs.contains(&key(3)));
+        assert!(channels(&g, ChannelFilter::Scid(scid(9))).is_empty());
+        // Sorted by channel, then direction.
+        let order: Vec<(u64, u8)> = all.iter().map(|c| (c.scid, c.direction)).collect();
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(order, sorted);
     }
 
     #[test]
     fn listnodes_gives_announced_fields_only_to_announced_nodes() {
         let g = graph();
-        let all = nodes_json(&g, None);
-        assert_eq!(all.len(), 5);
-        assert_eq!(
-            schema_errors("listnodes.json", &json!({"nodes": all})),
-            None
-        );
-        let b = nodes_json(&g, Some(key(2)));
+        assert_eq!(nodes(&g, None).len(), 5);
+        let b = nodes(&g, Some(key(2)));
         assert_eq!(b.len(), 1);
-        assert_eq!(b[0]["alias"], json!("bravo"));
-        assert_eq!(b[0]["color"], json!("010203"));
+        let a = b[0]
+            .announced
+            .clone()
+            .unwrap_or_else(|| panic!("B announced"));
+        assert_eq!(a.alias, "bravo");
+        assert_eq!(a.color, [1, 2, 3]);
+        assert_eq!(a.addresses, vec!["127.0.0.1:9735".to_string()]);
+        assert!(a.last_timestamp > 0);
         assert_eq!(
-            b[0]["addresses"],
-            json!([{"type": "ipv4", "address": "127.0.0.1", "port": 9735}])
+            nodes(&g, Some(key(3))),
+            vec![GraphNode {
+                id: key(3),
+                announced: None
+            }]
         );
-        assert!(b[0]["last_timestamp"].is_u64());
-        let c = nodes_json(&g, Some(key(3)));
-        assert_eq!(c, vec![json!({"nodeid": key(3).to_string()})]);
-        assert!(nodes_json(&g, Some(key(9))).is_empty());
+        assert!(nodes(&g, Some(key(9))).is_empty());
     }
 
     #[test]

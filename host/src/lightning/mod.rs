@@ -1311,11 +1311,17 @@ impl CustomMessageHandler for PeerWatcher {
 
 /// Feature bits as CLN shows them: big-endian hex of LDK's little-endian flags.
 pub fn features_hex(le: &[u8]) -> String {
+    hex(&features_be(le))
+}
+
+/// LDK's little-endian feature flags as BOLT 9 writes them: big-endian, without leading zero
+/// bytes.
+pub fn features_be(le: &[u8]) -> Vec<u8> {
     let mut be: Vec<u8> = le.iter().rev().copied().collect();
     while be.first() == Some(&0) {
         be.remove(0);
     }
-    hex(&be)
+    be
 }
 
 /// The BOLT 11 features our invoices carry (LDK's own choice, which it does not export):

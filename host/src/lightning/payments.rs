@@ -2549,40 +2549,7 @@ mod tests {
             ),
         ];
         for (name, v) in checks {
-            assert_eq!(testutil::schema_errors(name, &v), None, "{name}: {v}");
+            assert_eq!(crate::rpc::schema::errors(name, &v), None, "{name}: {v}");
         }
-    }
-}
-
-/// Helpers for unit tests of the payment and graph views.
-#[cfg(test)]
-pub(crate) mod testutil {
-    use serde_json::Value;
-
-    /// CLN's validator (tests/py/clnschema.py) on `value`, when the repository's venv exists.
-    pub fn schema_errors(name: &str, value: &Value) -> Option<String> {
-        use std::io::Write;
-        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let py = repo.join(".venv/bin/python");
-        if !py.exists() {
-            return None;
-        }
-        let mut child = std::process::Command::new(py)
-            .arg("-c")
-            .arg("import sys, json; sys.path.insert(0, sys.argv[1]); import clnschema; e = clnschema.errors(sys.argv[2], json.load(sys.stdin)); print(e or '')")
-            .arg(repo.join("tests/py"))
-            .arg(name)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .ok()?;
-        child
-            .stdin
-            .take()?
-            .write_all(value.to_string().as_bytes())
-            .ok()?;
-        let out = child.wait_with_output().ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        (!out.status.success() || (!text.is_empty() && text != "[]")).then_some(text)
     }
 }

@@ -21,6 +21,8 @@
 pub mod commands;
 pub mod onchain;
 pub mod params;
+#[cfg(test)]
+pub mod schema;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,16 +1,19 @@
-//! `listchannels`, `listnodes` and `getroute`: the gossip graph and routes over it
-//! (`lightning/graph.rs` does the work).
+//! `listchannels`, `listnodes` and `getroute`: the gossip graph and routes over it in CLN's
+//! JSON (`lightning/graph.rs` does the work and returns typed values).
 
+use fulgur_base::hex;
 use fulgur_protocol::RpcError;
 use fulgur_protocol::amount::Msat;
+use fulgur_protocol::error::codes;
 use serde_json::{Value, json};
 
 use super::pay::{bad_param, engine, opt_pubkey};
 use super::{Command, CommandFuture, Ctx};
 use crate::lightning::graph::{
-    ChannelFilter, DEFAULT_CLTV, DEFAULT_MAXHOPS, GetrouteRequest, parse_exclusion,
+    ChannelFilter, DEFAULT_CLTV, DEFAULT_MAXHOPS, GetrouteRequest, GraphChannel, GraphNode,
+    RouteError, RouteHop, parse_exclusion,
 };
-use crate::lightning::parse_scid;
+use crate::lightning::{parse_scid, scid_string};
 use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt, req};
 
@@ -95,8 +98,8 @@ fn run_listchannels(ctx: Ctx, p: Params) -> CommandFuture {
             Ok(f) => f,
             Err(e) => return Reply::Err(e),
         };
-        let channels = match ctx.node.lightning.get() {
-            Some(l) => l.listchannels(f),
+        let channels: Vec<Value> = match ctx.node.lightning.get() {
+            Some(l) => l.listchannels(f).iter().map(channel_json).collect(),
             None => vec![],
         };
         Reply::Ok(json!({"channels": channels}))
@@ -109,8 +112,8 @@ fn run_listnodes(ctx: Ctx, p: Params) -> CommandFuture {
             Ok(i) => i,
             Err(e) => return Reply::Err(e),
         };
-        let nodes = match ctx.node.lightning.get() {
-            Some(l) => l.listnodes(id),
+        let nodes: Vec<Value> = match ctx.node.lightning.get() {
+            Some(l) => l.listnodes(id).iter().map(node_json).collect(),
             None => vec![],
         };
         Reply::Ok(json!({"nodes": nodes}))
@@ -196,19 +199,193 @@ fn run_getroute(ctx: Ctx, p: Params) -> CommandFuture {
             Err(e) => return Reply::Err(e),
         };
         match l.getroute(&req) {
-            Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Err(e),
+            Ok(hops) => Reply::Ok(route_json(&hops)),
+            Err(e) => Reply::Err(route_error(&e)),
         }
     })
+}
+
+/// One `listchannels` entry.
+fn channel_json(c: &GraphChannel) -> Value {
+    json!({
+        "source": c.source.to_string(),
+        "destination": c.destination.to_string(),
+        "short_channel_id": scid_string(c.scid),
+        "direction": c.direction,
+        "public": true,
+        "amount_msat": c.capacity_msat,
+        "message_flags": c.message_flags,
+        "channel_flags": c.channel_flags,
+        "active": c.active,
+        "last_update": c.last_update,
+        "base_fee_millisatoshi": c.base_fee_msat,
+        "fee_per_millionth": c.fee_ppm,
+        "delay": c.delay,
+        "htlc_minimum_msat": c.htlc_minimum_msat,
+        "htlc_maximum_msat": c.htlc_maximum_msat,
+        "features": hex(&c.features),
+    })
+}
+
+/// One `listnodes` entry: the announcement's fields only for a node that sent one.
+fn node_json(n: &GraphNode) -> Value {
+    let mut v = json!({"nodeid": n.id.to_string()});
+    if let Some(a) = &n.announced {
+        let addresses: Vec<Value> = a
+            .addresses
+            .iter()
+            .map(|s| crate::lightning::net::address_json(s))
+            .filter(|v| !v.is_null())
+            .collect();
+        v["last_timestamp"] = json!(a.last_timestamp);
+        v["alias"] = json!(a.alias);
+        v["color"] = json!(hex(&a.color));
+        v["features"] = json!(hex(&a.features));
+        v["addresses"] = json!(addresses);
+    }
+    v
+}
+
+/// `getroute`'s result.
+fn route_json(hops: &[RouteHop]) -> Value {
+    let route: Vec<Value> = hops
+        .iter()
+        .map(|h| {
+            json!({
+                "id": h.id.to_string(),
+                "channel": scid_string(h.channel),
+                "direction": h.direction,
+                "amount_msat": h.amount_msat,
+                "delay": h.delay,
+                "style": "tlv",
+            })
+        })
+        .collect();
+    json!({"route": route})
+}
+
+/// CLN's codes: -32602 for an end the graph does not know, 205 when no route fits.
+fn route_error(e: &RouteError) -> RpcError {
+    match e {
+        RouteError::UnknownSource(_) | RouteError::UnknownDestination(_) => {
+            RpcError::invalid_params(e.to_string())
+        }
+        RouteError::NotFound | RouteError::TooLong(_) => {
+            RpcError::new(codes::PAY_ROUTE_NOT_FOUND, e.to_string())
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lightning::graph::Exclusion;
+    use crate::lightning::graph::{Announced, Exclusion};
     use crate::rpc::params::bind;
+    use crate::rpc::schema;
 
     const ID: &str = "02eec7245d6b7d2ccb30380bfbe2a3648cd7a942653f5aa340edcea1f283686619";
+    const ID2: &str = "0324653eac434488002cc06bbfb7f10fe18991e35f9fe4302dbea6d2353dc0ab1c";
+
+    fn key(s: &str) -> bitcoin::secp256k1::PublicKey {
+        s.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn graph_views_are_clns() {
+        let c = GraphChannel {
+            source: key(ID),
+            destination: key(ID2),
+            scid: 1 << 40 | 1 << 16,
+            direction: 0,
+            capacity_msat: 1_000_000_000,
+            message_flags: 1,
+            channel_flags: 2,
+            active: false,
+            last_update: 1_700_000_000,
+            base_fee_msat: 1000,
+            fee_ppm: 10,
+            delay: 144,
+            htlc_minimum_msat: 1,
+            htlc_maximum_msat: 500_000_000,
+            features: vec![],
+        };
+        let v = channel_json(&c);
+        assert_eq!(v["short_channel_id"], "1x1x0");
+        assert_eq!(v["amount_msat"], 1_000_000_000u64);
+        assert_eq!(v["base_fee_millisatoshi"], 1000);
+        assert_eq!(v["fee_per_millionth"], 10);
+        assert_eq!(
+            (v["active"].as_bool(), v["features"].as_str()),
+            (Some(false), Some(""))
+        );
+        assert_eq!(
+            schema::errors("listchannels.json", &json!({"channels": [v]})),
+            None
+        );
+        let bare = GraphNode {
+            id: key(ID),
+            announced: None,
+        };
+        assert_eq!(node_json(&bare), json!({"nodeid": ID}));
+        let announced = GraphNode {
+            id: key(ID2),
+            announced: Some(Announced {
+                last_timestamp: 1_700_000_000,
+                alias: "bravo".into(),
+                color: [1, 2, 3],
+                features: vec![0x08, 0x80],
+                addresses: vec!["127.0.0.1:9735".into(), "node.example:9736".into()],
+            }),
+        };
+        let v = node_json(&announced);
+        assert_eq!(v["alias"], "bravo");
+        assert_eq!(v["color"], "010203");
+        assert_eq!(v["features"], "0880");
+        assert_eq!(
+            v["addresses"],
+            json!([{"type": "ipv4", "address": "127.0.0.1", "port": 9735},
+                   {"type": "dns", "address": "node.example", "port": 9736}])
+        );
+        assert_eq!(
+            schema::errors("listnodes.json", &json!({"nodes": [node_json(&bare), v]})),
+            None
+        );
+        let hop = RouteHop {
+            id: key(ID2),
+            channel: 2 << 40 | 1 << 16,
+            direction: 1,
+            amount_msat: 100_010,
+            delay: 15,
+        };
+        let r = route_json(&[hop]);
+        assert_eq!(
+            r,
+            json!({"route": [{"id": ID2, "channel": "2x1x0", "direction": 1,
+                              "amount_msat": 100_010, "delay": 15, "style": "tlv"}]})
+        );
+        assert_eq!(schema::errors("getroute.json", &r), None);
+    }
+
+    #[test]
+    fn route_errors_get_clns_codes() {
+        let e = route_error(&RouteError::UnknownSource(key(ID)));
+        assert_eq!(e.code, -32602);
+        assert_eq!(
+            e.message,
+            format!("{ID}: unknown source node_id (no public channels?)")
+        );
+        assert_eq!(
+            route_error(&RouteError::UnknownDestination(key(ID))).code,
+            -32602
+        );
+        let e = route_error(&RouteError::NotFound);
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (205, "Could not find a route")
+        );
+        let e = route_error(&RouteError::TooLong(3));
+        assert_eq!((e.code, e.message.as_str()), (205, "Shortest route was 3"));
+    }
 
     fn params(spec: &Command, v: Value) -> Params {
         bind(spec.params, &v, false).unwrap_or_else(|e| panic!("{e}"))
