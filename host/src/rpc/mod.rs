@@ -571,7 +571,7 @@ pub async fn execute(
             conn: conn.clone(),
             id: id.clone(),
         };
-        return (cmd.run)(ctx, bound).await;
+        return (cmd.run)(ctx, bound).await.into();
     }
     let Some(p) = owner else {
         return Reply::Err(RpcError::unknown_method(method));

@@ -11,11 +11,10 @@ use fulgur_protocol::RpcError;
 use lightning::ln::channel_state::{ChannelDetails, ChannelShutdownState};
 use serde_json::{Value, json};
 
-use super::{Command, CommandFuture, Ctx};
+use super::{Command, CommandFuture, Ctx, command};
 use crate::lightning::channels::channel_type_json;
 use crate::lightning::{Lightning, parse_scid, scid_string};
 use crate::node::Node;
-use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt, req};
 
 pub const FUNDCHANNEL: Command = Command {
@@ -109,15 +108,6 @@ fn engine(node: &Node) -> Result<Arc<Lightning>, RpcError> {
     })
 }
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return Reply::Err(e),
-        }
-    };
-}
-
 fn u64_param(p: &Params, name: &str) -> Result<Option<u64>, RpcError> {
     match p.get(name) {
         None | Some(Value::Null) => Ok(None),
@@ -172,9 +162,9 @@ fn all_in_fee_sat(inputs: usize, feerate_perkw: u32) -> u64 {
 }
 
 fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let e = tri!(engine(&ctx.node));
-        tri!(unsupported(
+    command(async move {
+        let e = engine(&ctx.node)?;
+        unsupported(
             &p,
             &[
                 "close_to",
@@ -182,23 +172,18 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
                 "compact_lease",
                 "utxos",
                 "reserve",
-                "channel_type"
-            ]
-        ));
-        let id = tri!(p.str("id"));
-        let id: PublicKey = tri!(id.parse().map_err(|_| bad(
-            "id",
-            "a node id",
-            &Value::String(id.clone())
-        )));
-        let feerate = tri!(crate::rpc::onchain::feerate(
-            p.get("feerate"),
-            &*e.chain.fees()
-        ));
-        let announce = tri!(bool_param(&p, "announce")).unwrap_or(true);
-        let push_msat = tri!(u64_param(&p, "push_msat")).unwrap_or(0);
-        let mindepth = tri!(u64_param(&p, "mindepth")).map(|d| d as u32);
-        let minconf = tri!(u64_param(&p, "minconf")).unwrap_or(1) as u32;
+                "channel_type",
+            ],
+        )?;
+        let id = p.str("id")?;
+        let id: PublicKey = id
+            .parse()
+            .map_err(|_| bad("id", "a node id", &Value::String(id.clone())))?;
+        let feerate = crate::rpc::onchain::feerate(p.get("feerate"), &*e.chain.fees())?;
+        let announce = bool_param(&p, "announce")?.unwrap_or(true);
+        let push_msat = u64_param(&p, "push_msat")?.unwrap_or(0);
+        let mindepth = u64_param(&p, "mindepth")?.map(|d| d as u32);
+        let minconf = u64_param(&p, "minconf")?.unwrap_or(1) as u32;
         let amount_v = p.get("amount").cloned().unwrap_or(Value::Null);
         let amount = match &amount_v {
             Value::String(s) if s == "all" => {
@@ -207,7 +192,7 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
                 let have = e.wallet.spendable_sat(minconf.max(1));
                 let fee = all_in_fee_sat(n, feerate);
                 if have <= fee {
-                    return Reply::Err(RpcError::new(
+                    return Err(RpcError::new(
                         301,
                         format!("Could not afford all using UTXOs totalling {have} sat"),
                     ));
@@ -227,7 +212,7 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
                     match have.checked_sub(fee + keep) {
                         Some(rest) if rest > 0 => rest,
                         _ => {
-                            return Reply::Err(RpcError::new(
+                            return Err(RpcError::new(
                                 313,
                                 format!(
                                     "We would not have enough left for min-emergency-msat {keep}sat"
@@ -237,18 +222,16 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
                     }
                 }
             }
-            v => tri!(
-                crate::rpc::onchain::sat_or_all("amount", v).and_then(|a| match a {
-                    crate::wallet::Amt::Sat(s) => Ok(s),
-                    crate::wallet::Amt::All => unreachable_all(),
-                })
-            ),
+            v => crate::rpc::onchain::sat_or_all("amount", v).and_then(|a| match a {
+                crate::wallet::Amt::Sat(s) => Ok(s),
+                crate::wallet::Amt::All => unreachable_all(),
+            })?,
         };
         if e.peers.peer_by_node_id(&id).is_none() {
-            return Reply::Err(RpcError::new(305, "Peer not connected"));
+            return Err(RpcError::new(305, "Peer not connected"));
         }
         if amount > e.wallet.spendable_sat(minconf.max(1)) {
-            return Reply::Err(RpcError::new(
+            return Err(RpcError::new(
                 301,
                 format!(
                     "Could not afford {amount}sat using all {} available UTXOs",
@@ -256,17 +239,16 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
                 ),
             ));
         }
-        let opened = tri!(
-            e.open_channel(id, amount, push_msat, feerate, announce, mindepth)
-                .await
-        );
+        let opened = e
+            .open_channel(id, amount, push_msat, feerate, announce, mindepth)
+            .await?;
         let ty = e
             .manager
             .list_channels()
             .into_iter()
             .find(|c| c.channel_id == opened.channel_id)
             .and_then(|c| c.channel_type);
-        Reply::Ok(json!({
+        Ok(json!({
             "tx": bitcoin::consensus::encode::serialize_hex(&opened.tx),
             "txid": opened.tx.compute_txid().to_string(),
             "outnum": opened.outnum,
@@ -302,37 +284,37 @@ fn find_channels(e: &Lightning, id: &str) -> Vec<ChannelDetails> {
 }
 
 fn run_close(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let e = tri!(engine(&ctx.node));
-        tri!(unsupported(
+    command(async move {
+        let e = engine(&ctx.node)?;
+        unsupported(
             &p,
             &[
                 "fee_negotiation_step",
                 "wrong_funding",
                 "force_lease_closed",
-                "feerange"
-            ]
-        ));
-        let id = tri!(p.str("id"));
-        let timeout = tri!(u64_param(&p, "unilateraltimeout")).unwrap_or(172_800);
+                "feerange",
+            ],
+        )?;
+        let id = p.str("id")?;
+        let timeout = u64_param(&p, "unilateraltimeout")?.unwrap_or(172_800);
         let destination = match p.opt_str("destination") {
-            Ok(Some(a)) => Some(
-                tri!(crate::rpc::onchain::address("destination", &a, e.network)).script_pubkey(),
-            ),
+            Ok(Some(a)) => {
+                Some(crate::rpc::onchain::address("destination", &a, e.network)?.script_pubkey())
+            }
             Ok(None) => None,
-            Err(err) => return Reply::Err(err),
+            Err(err) => return Err(err),
         };
         let chans = find_channels(&e, &id);
         let chan = match chans.as_slice() {
             [c] => c.clone(),
             [] => {
-                return Reply::Err(RpcError::new(
+                return Err(RpcError::new(
                     -1,
                     format!("Short channel ID not found: '{id}'"),
                 ));
             }
             _ => {
-                return Reply::Err(RpcError::new(
+                return Err(RpcError::new(
                     -1,
                     "Peer has multiple channels: use channel_id or short_channel_id",
                 ));
@@ -340,11 +322,9 @@ fn run_close(ctx: Ctx, p: Params) -> CommandFuture {
         };
         let peer = chan.counterparty.node_id;
         let Some(funding) = chan.funding_txo else {
-            tri!(
-                e.close_channel(&chan.channel_id, &peer, None, true)
-                    .map_err(|m| RpcError::new(-1, m))
-            );
-            return Reply::Ok(json!({"type": "unopened"}));
+            e.close_channel(&chan.channel_id, &peer, None, true)
+                .map_err(|m| RpcError::new(-1, m))?;
+            return Ok(json!({"type": "unopened"}));
         };
         // The closed channel's record is made from this snapshot.
         e.snapshot_channels();
@@ -355,29 +335,28 @@ fn run_close(ctx: Ctx, p: Params) -> CommandFuture {
                 .any(|i| i.previous_output == funding.into_bitcoin_outpoint())
         };
         let force_now = timeout == 0;
-        tri!(
-            e.close_channel(&chan.channel_id, &peer, destination, force_now)
-                .map_err(|m| RpcError::new(-1, m))
-        );
+
+        e.close_channel(&chan.channel_id, &peer, destination, force_now)
+            .map_err(|m| RpcError::new(-1, m))?;
         let mut kind = if force_now { "unilateral" } else { "mutual" };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
         loop {
             tokio::select! {
                 r = seen.recv() => match r {
                     Ok(tx) if spends_funding(&tx) => {
-                        return Reply::Ok(json!({
+                        return Ok(json!({
                             "type": kind,
                             "txs": [bitcoin::consensus::encode::serialize_hex(&tx)],
                             "txids": [tx.compute_txid().to_string()],
                         }));
                     }
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(_) => return Reply::Err(RpcError::new(-1, "node shutting down")),
+                    Err(_) => return Err(RpcError::new(-1, "node shutting down")),
                 },
                 _ = tokio::time::sleep_until(deadline), if kind == "mutual" => {
                     kind = "unilateral";
-                    tri!(e.close_channel(&chan.channel_id, &peer, None, true)
-                        .map_err(|m| RpcError::new(-1, m)));
+                    e.close_channel(&chan.channel_id, &peer, None, true)
+                        .map_err(|m| RpcError::new(-1, m))?;
                 }
             }
         }
@@ -553,32 +532,33 @@ fn htlcs_json(c: &ChannelDetails) -> Value {
 }
 
 fn run_listpeerchannels(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
+    command(async move {
         let Some(e) = ctx.node.lightning.get().cloned() else {
-            return Reply::Ok(json!({"channels": []}));
+            return Ok(json!({"channels": []}));
         };
-        let id = tri!(p.opt_str("id"));
-        let scid = tri!(p.opt_str("short_channel_id"));
-        let cid = tri!(p.opt_str("channel_id"));
+        let id = p.opt_str("id")?;
+        let scid = p.opt_str("short_channel_id")?;
+        let cid = p.opt_str("channel_id")?;
         if [&id, &scid, &cid].iter().filter(|x| x.is_some()).count() > 1 {
-            return Reply::Err(RpcError::invalid_params(
+            return Err(RpcError::invalid_params(
                 "Can only specify one of id, short_channel_id or channel_id",
             ));
         }
         let peer = match &id {
-            Some(s) => Some(tri!(s.parse::<PublicKey>().map_err(|_| bad(
-                "id",
-                "a node id",
-                &Value::String(s.clone())
-            )))),
+            Some(s) => Some(
+                s.parse::<PublicKey>()
+                    .map_err(|_| bad("id", "a node id", &Value::String(s.clone())))?,
+            ),
             None => None,
         };
         let scid = match &scid {
-            Some(s) => Some(tri!(parse_scid(s).ok_or_else(|| bad(
-                "short_channel_id",
-                "a short_channel_id of form NxNxN",
-                &Value::String(s.clone())
-            )))),
+            Some(s) => Some(parse_scid(s).ok_or_else(|| {
+                bad(
+                    "short_channel_id",
+                    "a short_channel_id of form NxNxN",
+                    &Value::String(s.clone()),
+                )
+            })?),
             None => None,
         };
         let chans: Vec<Value> = e
@@ -617,7 +597,7 @@ fn run_listpeerchannels(ctx: Ctx, p: Params) -> CommandFuture {
                 })
                 .map(|r| e.closed_peerchannel_json(r)),
         );
-        Reply::Ok(json!({"channels": chans}))
+        Ok(json!({"channels": chans}))
     })
 }
 
@@ -638,12 +618,12 @@ pub const LISTCLOSEDCHANNELS: Command = Command {
 };
 
 fn run_listclosedchannels(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let id = tri!(p.opt_str("id"));
+    command(async move {
+        let id = p.opt_str("id")?;
         if let Some(s) = &id
             && s.parse::<PublicKey>().is_err()
         {
-            return Reply::Err(bad("id", "a node id", &Value::String(s.clone())));
+            return Err(bad("id", "a node id", &Value::String(s.clone())));
         }
         let peer = id.map(|s| s.to_lowercase());
         let rows = ctx
@@ -652,28 +632,28 @@ fn run_listclosedchannels(ctx: Ctx, p: Params) -> CommandFuture {
             .with(move |c| crate::lightning::closed::list(c, true, peer.as_deref()))
             .await;
         match rows {
-            Ok(rows) => Reply::Ok(json!({
+            Ok(rows) => Ok(json!({
                 "closedchannels": rows.iter().map(|r| r.closedchannel_json()).collect::<Vec<_>>(),
             })),
-            Err(err) => Reply::Err(RpcError::new(-1, err.to_string())),
+            Err(err) => Err(RpcError::new(-1, err.to_string())),
         }
     })
 }
 
 fn run_setchannel(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let e = tri!(engine(&ctx.node));
-        tri!(unsupported(&p, &["htlcmin", "htlcmax"]));
-        let id = tri!(p.str("id"));
-        let base = tri!(u64_param(&p, "feebase"));
-        let ppm = tri!(u64_param(&p, "feeppm"));
+    command(async move {
+        let e = engine(&ctx.node)?;
+        unsupported(&p, &["htlcmin", "htlcmax"])?;
+        let id = p.str("id")?;
+        let base = u64_param(&p, "feebase")?;
+        let ppm = u64_param(&p, "feeppm")?;
         let chans = if id == "all" {
             e.manager.list_channels()
         } else {
             find_channels(&e, &id)
         };
         if chans.is_empty() {
-            return Reply::Err(RpcError::new(
+            return Err(RpcError::new(
                 -1,
                 format!("Could not find any active channels of peer with that id: {id}"),
             ));
@@ -690,7 +670,7 @@ fn run_setchannel(ctx: Ctx, p: Params) -> CommandFuture {
                 &[c.channel_id],
                 &update,
             ) {
-                return Reply::Err(RpcError::new(-1, crate::lightning::api_error(&err)));
+                return Err(RpcError::new(-1, crate::lightning::api_error(&err)));
             }
             let now = e
                 .manager
@@ -713,6 +693,6 @@ fn run_setchannel(ctx: Ctx, p: Params) -> CommandFuture {
             }
             out.push(o);
         }
-        Reply::Ok(json!({"channels": out}))
+        Ok(json!({"channels": out}))
     })
 }

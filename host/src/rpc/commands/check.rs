@@ -5,9 +5,8 @@
 use fulgur_protocol::RpcError;
 use serde_json::{Map, Value, json};
 
-use super::{Command, CommandFuture, Ctx, find};
+use super::{Command, CommandFuture, Ctx, command, find};
 use crate::plugin::outcome;
-use crate::rpc::Reply;
 use crate::rpc::params::{Params, bind, req};
 
 pub const CHECK: Command = Command {
@@ -24,12 +23,7 @@ pub const CHECK: Command = Command {
 };
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        match check(&ctx, &p).await {
-            Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Err(e),
-        }
-    })
+    command(async move { check(&ctx, &p).await })
 }
 
 async fn check(ctx: &Ctx, p: &Params) -> Result<Value, RpcError> {

@@ -5,8 +5,7 @@ use fulgur_protocol::RpcError;
 use fulgur_protocol::error::codes;
 use serde_json::{Map, Value, json};
 
-use super::{Command, CommandFuture, Ctx};
-use crate::rpc::Reply;
+use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, opt, req};
 use crate::store::StoreError;
 use crate::store::datastore::{self, DsError, Entry, Mode};
@@ -81,11 +80,11 @@ pub(super) fn key(p: &Params, required: bool) -> Result<Vec<String>, RpcError> {
     Ok(k)
 }
 
-fn finish(r: Result<Result<Value, DsError>, StoreError>) -> Reply {
+fn finish(r: Result<Result<Value, DsError>, StoreError>) -> Result<Value, RpcError> {
     match r {
-        Ok(Ok(v)) => Reply::Ok(v),
-        Ok(Err(e)) => Reply::Err(refusal(e)),
-        Err(e) => Reply::Err(RpcError::lightningd(e.to_string())),
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(refusal(e)),
+        Err(e) => Err(RpcError::lightningd(e.to_string())),
     }
 }
 
@@ -140,7 +139,7 @@ fn entry_json(e: &Entry) -> Value {
 }
 
 fn run_datastore(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
+    command(async move {
         let parsed = (|| -> Result<_, RpcError> {
             let key = key(&p, true)?;
             let data = match (p.opt_str("string")?, p.opt_str("hex")?) {
@@ -166,10 +165,7 @@ fn run_datastore(ctx: Ctx, p: Params) -> CommandFuture {
             }
             Ok((key, data, mode, generation))
         })();
-        let (key, data, mode, generation) = match parsed {
-            Ok(x) => x,
-            Err(e) => return Reply::Err(e),
-        };
+        let (key, data, mode, generation) = parsed?;
         finish(
             ctx.node
                 .store
@@ -182,11 +178,8 @@ fn run_datastore(ctx: Ctx, p: Params) -> CommandFuture {
 }
 
 fn run_list(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let key = match key(&p, false) {
-            Ok(k) => k,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let key = key(&p, false)?;
         finish(
             ctx.node
                 .store
@@ -201,12 +194,8 @@ fn run_list(ctx: Ctx, p: Params) -> CommandFuture {
 }
 
 fn run_del(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let (key, generation) = match key(&p, true).and_then(|k| Ok((k, p.opt_u64("generation")?)))
-        {
-            Ok(x) => x,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let (key, generation) = key(&p, true).and_then(|k| Ok((k, p.opt_u64("generation")?)))?;
         finish(
             ctx.node
                 .store

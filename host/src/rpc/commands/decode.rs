@@ -18,8 +18,7 @@ use fulgur_protocol::RpcError;
 use lightning_invoice::{Currency, Fallback, RawTaggedField, SignedRawBolt11Invoice};
 use serde_json::{Map, Value, json};
 
-use super::{Command, CommandFuture, Ctx};
-use crate::rpc::Reply;
+use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, req};
 
 pub const DECODE: Command = Command {
@@ -44,12 +43,7 @@ const DEFAULT_EXPIRY: u64 = 3600;
 const DEFAULT_MIN_FINAL_CLTV: u64 = 18;
 
 fn run_decode(_ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        match p.str("string").and_then(|s| decode(&s)) {
-            Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Err(e),
-        }
-    })
+    command(async move { p.str("string").and_then(|s| decode(&s)) })
 }
 
 /// CLN's `command_fail_badparam` shape for the `string` parameter.

@@ -7,8 +7,7 @@
 
 use fulgur_protocol::RpcError;
 
-use super::{Command, CommandFuture, Ctx};
-use crate::rpc::Reply;
+use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, req};
 
 pub const DEV: Command = Command {
@@ -23,14 +22,11 @@ pub const DEV: Command = Command {
 };
 
 fn run(_ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let sub = match p.str("subcommand") {
-            Ok(s) => s,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let sub = p.str("subcommand")?;
         match sub.as_str() {
             "crash" => panic!("Crash at user request"),
-            other => Reply::Err(RpcError::invalid_params(format!(
+            other => Err(RpcError::invalid_params(format!(
                 "subcommand: should be one of crash: invalid token '{other}'"
             ))),
         }

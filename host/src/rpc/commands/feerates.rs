@@ -2,8 +2,7 @@
 
 use fulgur_protocol::RpcError;
 
-use super::{Command, CommandFuture, Ctx};
-use crate::rpc::Reply;
+use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, req};
 
 pub const FEERATES: Command = Command {
@@ -22,16 +21,13 @@ pub const FEERATES: Command = Command {
 };
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let style = match p.str("style") {
-            Ok(s) => s,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let style = p.str("style")?;
         if style != "perkw" && style != "perkb" {
-            return Reply::Err(RpcError::invalid_params(format!(
+            return Err(RpcError::invalid_params(format!(
                 "style: should be 'perkw' or 'perkb', not '{style}'"
             )));
         }
-        Reply::Ok(ctx.node.chain.fees().render(&style))
+        Ok(ctx.node.chain.fees().render(&style))
     })
 }

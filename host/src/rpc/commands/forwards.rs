@@ -4,9 +4,8 @@ use fulgur_base::hex;
 use fulgur_protocol::RpcError;
 use serde_json::{Value, json};
 
-use super::{Command, CommandFuture, Ctx};
+use super::{Command, CommandFuture, Ctx, command};
 use crate::lightning::scid_string;
-use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt};
 
 pub const LISTFORWARDS: Command = Command {
@@ -41,15 +40,6 @@ pub const LISTHTLCS: Command = Command {
     run: run_listhtlcs,
 };
 
-macro_rules! tri {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return Reply::Err(e),
-        }
-    };
-}
-
 pub(super) fn index_param(p: &Params) -> Result<Option<String>, RpcError> {
     let idx = p.opt_str("index")?;
     if let Some(i) = &idx
@@ -69,20 +59,20 @@ pub(super) fn index_param(p: &Params) -> Result<Option<String>, RpcError> {
 }
 
 fn run_listforwards(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let status = tri!(p.opt_str("status"));
+    command(async move {
+        let status = p.opt_str("status")?;
         if let Some(s) = &status
             && !["offered", "settled", "failed", "local_failed"].contains(&s.as_str())
         {
-            return Reply::Err(RpcError::invalid_params(format!(
+            return Err(RpcError::invalid_params(format!(
                 "status: should be a forward status: invalid token '{s}'"
             )));
         }
-        let in_ch = tri!(p.opt_str("in_channel"));
-        let out_ch = tri!(p.opt_str("out_channel"));
-        let index = tri!(index_param(&p));
-        let start = tri!(p.opt_u64("start")).map(|v| v as i64);
-        let limit = tri!(p.opt_u64("limit")).map(|v| v as i64);
+        let in_ch = p.opt_str("in_channel")?;
+        let out_ch = p.opt_str("out_channel")?;
+        let index = index_param(&p)?;
+        let start = p.opt_u64("start")?.map(|v| v as i64);
+        let limit = p.opt_u64("limit")?.map(|v| v as i64);
         let r = ctx
             .node
             .store
@@ -99,20 +89,20 @@ fn run_listforwards(ctx: Ctx, p: Params) -> CommandFuture {
             })
             .await;
         match r {
-            Ok(v) => Reply::Ok(json!({"forwards": v})),
-            Err(e) => Reply::Err(RpcError::new(-1, e.to_string())),
+            Ok(v) => Ok(json!({"forwards": v})),
+            Err(e) => Err(RpcError::new(-1, e.to_string())),
         }
     })
 }
 
 fn run_listhtlcs(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let id = tri!(p.opt_str("id"));
-        let _ = tri!(index_param(&p));
-        let start = tri!(p.opt_u64("start")).unwrap_or(0);
-        let limit = tri!(p.opt_u64("limit")).unwrap_or(u64::MAX);
+    command(async move {
+        let id = p.opt_str("id")?;
+        let _ = index_param(&p)?;
+        let start = p.opt_u64("start")?.unwrap_or(0);
+        let limit = p.opt_u64("limit")?.unwrap_or(u64::MAX);
         let Some(e) = ctx.node.lightning.get() else {
-            return Reply::Ok(json!({"htlcs": []}));
+            return Ok(json!({"htlcs": []}));
         };
         let mut out: Vec<Value> = vec![];
         for c in e.manager.list_channels() {
@@ -156,6 +146,6 @@ fn run_listhtlcs(ctx: Ctx, p: Params) -> CommandFuture {
             .filter(|h| h["created_index"].as_u64().unwrap_or(0) >= start)
             .take(limit.min(usize::MAX as u64) as usize)
             .collect();
-        Reply::Ok(json!({"htlcs": out}))
+        Ok(json!({"htlcs": out}))
     })
 }

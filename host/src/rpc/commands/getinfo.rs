@@ -3,8 +3,7 @@
 
 use serde_json::json;
 
-use super::{Command, CommandFuture, Ctx};
-use crate::rpc::Reply;
+use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::Params;
 
 pub const GETINFO: Command = Command {
@@ -21,7 +20,7 @@ pub const GETINFO: Command = Command {
 };
 
 fn run(ctx: Ctx, _p: Params) -> CommandFuture {
-    Box::pin(async move {
+    command(async move {
         let n = &ctx.node;
         let mut counts = (0usize, 0usize, 0usize);
         let mut fees_collected = 0u64;
@@ -97,6 +96,6 @@ fn run(ctx: Ctx, _p: Params) -> CommandFuture {
         if let Some(w) = lightningd_sync {
             info["warning_lightningd_sync"] = json!(w);
         }
-        Reply::Ok(info)
+        Ok(info)
     })
 }

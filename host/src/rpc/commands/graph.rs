@@ -8,13 +8,12 @@ use fulgur_protocol::error::codes;
 use serde_json::{Value, json};
 
 use super::pay::{bad_param, engine, opt_pubkey};
-use super::{Command, CommandFuture, Ctx};
+use super::{Command, CommandFuture, Ctx, command};
 use crate::lightning::graph::{
     ChannelFilter, DEFAULT_CLTV, DEFAULT_MAXHOPS, GetrouteRequest, GraphChannel, GraphNode,
     RouteError, RouteHop, parse_exclusion,
 };
 use crate::lightning::{parse_scid, scid_string};
-use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt, req};
 
 pub const LISTCHANNELS: Command = Command {
@@ -93,30 +92,24 @@ pub(super) fn channel_filter(p: &Params) -> Result<ChannelFilter, RpcError> {
 }
 
 fn run_listchannels(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let f = match channel_filter(&p) {
-            Ok(f) => f,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let f = channel_filter(&p)?;
         let channels: Vec<Value> = match ctx.node.lightning.get() {
             Some(l) => l.listchannels(f).iter().map(channel_json).collect(),
             None => vec![],
         };
-        Reply::Ok(json!({"channels": channels}))
+        Ok(json!({"channels": channels}))
     })
 }
 
 fn run_listnodes(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let id = match opt_pubkey(&p, "id") {
-            Ok(i) => i,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let id = opt_pubkey(&p, "id")?;
         let nodes: Vec<Value> = match ctx.node.lightning.get() {
             Some(l) => l.listnodes(id).iter().map(node_json).collect(),
             None => vec![],
         };
-        Reply::Ok(json!({"nodes": nodes}))
+        Ok(json!({"nodes": nodes}))
     })
 }
 
@@ -189,18 +182,12 @@ pub(super) fn getroute_request(p: &Params) -> Result<GetrouteRequest, RpcError> 
 }
 
 fn run_getroute(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let req = match getroute_request(&p) {
-            Ok(r) => r,
-            Err(e) => return Reply::Err(e),
-        };
-        let l = match engine(&ctx.node) {
-            Ok(l) => l,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let req = getroute_request(&p)?;
+        let l = engine(&ctx.node)?;
         match l.getroute(&req) {
-            Ok(hops) => Reply::Ok(route_json(&hops)),
-            Err(e) => Reply::Err(route_error(&e)),
+            Ok(hops) => Ok(route_json(&hops)),
+            Err(e) => Err(route_error(&e)),
         }
     })
 }

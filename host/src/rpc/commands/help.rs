@@ -4,8 +4,7 @@
 use fulgur_protocol::RpcError;
 use serde_json::{Map, Value, json};
 
-use super::{COMMANDS, Command, CommandFuture, Ctx};
-use crate::rpc::Reply;
+use super::{COMMANDS, Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, opt};
 
 pub const HELP: Command = Command {
@@ -46,11 +45,8 @@ fn entry(
 }
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let want = match p.opt_str("command") {
-            Ok(w) => w,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let want = p.opt_str("command")?;
         let deprecated_ok = ctx
             .conn
             .deprecated_ok
@@ -90,12 +86,12 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
         }
         match want {
             Some(name) => match entries.into_iter().find(|(n, _)| *n == name) {
-                Some((_, e)) => Reply::Ok(json!({"help": [e], "format-hint": "simple"})),
-                None => Reply::Err(RpcError::unknown_method(&name)),
+                Some((_, e)) => Ok(json!({"help": [e], "format-hint": "simple"})),
+                None => Err(RpcError::unknown_method(&name)),
             },
             None => {
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
-                Reply::Ok(
+                Ok(
                     json!({"help": entries.into_iter().map(|(_, e)| e).collect::<Vec<_>>(), "format-hint": "simple"}),
                 )
             }

@@ -15,7 +15,7 @@ use fulgur_protocol::error::codes;
 use lightning_invoice::Fallback;
 use serde_json::{Map, Value, json};
 
-use super::{Command, CommandFuture, Ctx};
+use super::{Command, CommandFuture, Ctx, command};
 use crate::chain::settings::bitcoin_network;
 use crate::config::Network as ConfigNetwork;
 use crate::lightning::Lightning;
@@ -324,47 +324,43 @@ pub(super) fn parse_invoice_request(
 }
 
 fn run_invoice(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let r: Result<Value, RpcError> = async {
-            let network = ctx.node.config.network;
-            let request = parse_invoice_request(&p, network)?;
-            let l = engine(&ctx.node)?;
-            let created = l.create_invoice(request).await.map_err(|e| match e {
-                CreateError::DuplicateLabel(label) => RpcError::new(
-                    codes::INVOICE_LABEL_ALREADY_EXISTS,
-                    format!("Duplicate label '{label}'"),
-                ),
-                CreateError::DuplicateHash => RpcError::new(
-                    codes::INVOICE_PREIMAGE_ALREADY_EXISTS,
-                    "preimage already used",
-                ),
-                CreateError::NoUsableHints => RpcError::new(
-                    codes::INVOICE_HINTS_GAVE_NO_ROUTES,
-                    "None of those hints were suitable local channels",
-                ),
-                CreateError::Invalid(m) => RpcError::invalid_params(m),
-                CreateError::Failed(m) => RpcError::new(codes::LIGHTNINGD, m),
-            })?;
-            let r = &created.record;
-            let mut out = Map::new();
-            out.insert(
-                "payment_hash".into(),
-                json!(fulgur_base::hex(&r.payment_hash)),
-            );
-            out.insert("expires_at".into(), json!(r.expires_at));
-            out.insert("bolt11".into(), json!(r.bolt11));
-            out.insert(
-                "payment_secret".into(),
-                json!(fulgur_base::hex(&r.payment_secret)),
-            );
-            out.insert("created_index".into(), json!(r.created_index));
-            for (k, v) in created.warnings {
-                out.insert(k.into(), json!(v));
-            }
-            Ok(Value::Object(out))
+    command(async move {
+        let network = ctx.node.config.network;
+        let request = parse_invoice_request(&p, network)?;
+        let l = engine(&ctx.node)?;
+        let created = l.create_invoice(request).await.map_err(|e| match e {
+            CreateError::DuplicateLabel(label) => RpcError::new(
+                codes::INVOICE_LABEL_ALREADY_EXISTS,
+                format!("Duplicate label '{label}'"),
+            ),
+            CreateError::DuplicateHash => RpcError::new(
+                codes::INVOICE_PREIMAGE_ALREADY_EXISTS,
+                "preimage already used",
+            ),
+            CreateError::NoUsableHints => RpcError::new(
+                codes::INVOICE_HINTS_GAVE_NO_ROUTES,
+                "None of those hints were suitable local channels",
+            ),
+            CreateError::Invalid(m) => RpcError::invalid_params(m),
+            CreateError::Failed(m) => RpcError::new(codes::LIGHTNINGD, m),
+        })?;
+        let r = &created.record;
+        let mut out = Map::new();
+        out.insert(
+            "payment_hash".into(),
+            json!(fulgur_base::hex(&r.payment_hash)),
+        );
+        out.insert("expires_at".into(), json!(r.expires_at));
+        out.insert("bolt11".into(), json!(r.bolt11));
+        out.insert(
+            "payment_secret".into(),
+            json!(fulgur_base::hex(&r.payment_secret)),
+        );
+        out.insert("created_index".into(), json!(r.created_index));
+        for (k, v) in created.warnings {
+            out.insert(k.into(), json!(v));
         }
-        .await;
-        r.into()
+        Ok(Value::Object(out))
     })
 }
 
@@ -373,77 +369,73 @@ fn list_json(v: Vec<InvoiceRecord>) -> Value {
 }
 
 fn run_listinvoices(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let r: Result<Value, RpcError> = async {
-            let label = label_param(&p, "label")?;
-            let invstring = p.opt_str("invstring")?;
-            let hash = hex32(&p, "payment_hash", "should be a 32 byte hex value")?;
-            let offer = hex32(&p, "offer_id", "should be a 32 byte hex value")?;
-            let index = match p.opt_str("index")?.as_deref() {
-                None => None,
-                Some("created") => Some(false),
-                Some("updated") => Some(true),
-                Some(_) => {
-                    return Err(badparam(
-                        "index",
-                        p.get("index").unwrap_or(&Value::Null),
-                        "unknown index",
-                    ));
-                }
-            };
-            let start = u64_param(&p, "start")?.unwrap_or(0);
-            let limit = u32_param(&p, "limit")?;
-            let given = [
-                label.is_some(),
-                invstring.is_some(),
-                hash.is_some(),
-                offer.is_some(),
-            ];
-            if given.iter().filter(|g| **g).count() > 1 {
-                return Err(RpcError::invalid_params(
-                    "Can only specify one of {label}, {invstring}, {payment_hash} or {offer_id}",
+    command(async move {
+        let label = label_param(&p, "label")?;
+        let invstring = p.opt_str("invstring")?;
+        let hash = hex32(&p, "payment_hash", "should be a 32 byte hex value")?;
+        let offer = hex32(&p, "offer_id", "should be a 32 byte hex value")?;
+        let index = match p.opt_str("index")?.as_deref() {
+            None => None,
+            Some("created") => Some(false),
+            Some("updated") => Some(true),
+            Some(_) => {
+                return Err(badparam(
+                    "index",
+                    p.get("index").unwrap_or(&Value::Null),
+                    "unknown index",
                 ));
             }
-            if start != 0 && index.is_none() {
-                return Err(RpcError::invalid_params(
-                    "Can only specify {start} with {index}",
-                ));
-            }
-            if limit.is_some() && index.is_none() {
-                return Err(RpcError::invalid_params(
-                    "Can only specify {limit} with {index}",
-                ));
-            }
-            let sel = if let Some(l) = label {
-                Selector::Label(l)
-            } else if let Some(s) = invstring {
-                Selector::Hash(invstring_hash(&s)?)
-            } else if let Some(h) = hash {
-                Selector::Hash(h)
-            } else if offer.is_some() {
-                // No BOLT 12 invoices (yet): none belongs to an offer.
-                return Ok(list_json(vec![]));
-            } else {
-                Selector::All {
-                    updated: index.unwrap_or(false),
-                    start,
-                    limit,
-                }
-            };
-            let found = match ctx.node.lightning.get() {
-                Some(l) => l.list_invoices(sel).await,
-                // Without the engine the table still answers (nobody can be waiting).
-                None => invoices::with_invoices(&ctx.node.store, move |c, _| {
-                    Ok(invoices::list(c, &sel)?)
-                })
-                .await
-                .map(|(v, _)| v),
-            }
-            .map_err(db_error)?;
-            Ok(list_json(found))
+        };
+        let start = u64_param(&p, "start")?.unwrap_or(0);
+        let limit = u32_param(&p, "limit")?;
+        let given = [
+            label.is_some(),
+            invstring.is_some(),
+            hash.is_some(),
+            offer.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(RpcError::invalid_params(
+                "Can only specify one of {label}, {invstring}, {payment_hash} or {offer_id}",
+            ));
         }
-        .await;
-        r.into()
+        if start != 0 && index.is_none() {
+            return Err(RpcError::invalid_params(
+                "Can only specify {start} with {index}",
+            ));
+        }
+        if limit.is_some() && index.is_none() {
+            return Err(RpcError::invalid_params(
+                "Can only specify {limit} with {index}",
+            ));
+        }
+        let sel = if let Some(l) = label {
+            Selector::Label(l)
+        } else if let Some(s) = invstring {
+            Selector::Hash(invstring_hash(&s)?)
+        } else if let Some(h) = hash {
+            Selector::Hash(h)
+        } else if offer.is_some() {
+            // No BOLT 12 invoices (yet): none belongs to an offer.
+            return Ok(list_json(vec![]));
+        } else {
+            Selector::All {
+                updated: index.unwrap_or(false),
+                start,
+                limit,
+            }
+        };
+        let found = match ctx.node.lightning.get() {
+            Some(l) => l.list_invoices(sel).await,
+            // Without the engine the table still answers (nobody can be waiting).
+            None => {
+                invoices::with_invoices(&ctx.node.store, move |c, _| Ok(invoices::list(c, &sel)?))
+                    .await
+                    .map(|(v, _)| v)
+            }
+        }
+        .map_err(db_error)?;
+        Ok(list_json(found))
     })
 }
 
@@ -462,17 +454,13 @@ fn invstring_hash(s: &str) -> Result<[u8; 32], RpcError> {
 }
 
 fn run_waitinvoice(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let r: Result<Value, RpcError> = async {
-            let label = req_label(&p)?;
-            let l = engine(&ctx.node)?;
-            match l.wait_invoice(&label).await {
-                Ok(inv) => Ok(inv.to_json()),
-                Err(e) => Err(wait_error(e)),
-            }
+    command(async move {
+        let label = req_label(&p)?;
+        let l = engine(&ctx.node)?;
+        match l.wait_invoice(&label).await {
+            Ok(inv) => Ok(inv.to_json()),
+            Err(e) => Err(wait_error(e)),
         }
-        .await;
-        r.into()
     })
 }
 
@@ -495,47 +483,39 @@ fn wait_error(e: WaitError) -> RpcError {
 }
 
 fn run_waitanyinvoice(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let r: Result<Value, RpcError> = async {
-            let last = u64_param(&p, "lastpay_index")?.unwrap_or(0);
-            let timeout = u64_param(&p, "timeout")?.map(Duration::from_secs);
-            let l = engine(&ctx.node)?;
-            match l.wait_any_invoice(last, timeout).await {
-                Ok(inv) => Ok(inv.to_json()),
-                Err(e) => Err(wait_error(e)),
-            }
+    command(async move {
+        let last = u64_param(&p, "lastpay_index")?.unwrap_or(0);
+        let timeout = u64_param(&p, "timeout")?.map(Duration::from_secs);
+        let l = engine(&ctx.node)?;
+        match l.wait_any_invoice(last, timeout).await {
+            Ok(inv) => Ok(inv.to_json()),
+            Err(e) => Err(wait_error(e)),
         }
-        .await;
-        r.into()
     })
 }
 
 fn run_delinvoice(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let r: Result<Value, RpcError> = async {
-            let label = req_label(&p)?;
-            let status = p.str("status")?;
-            let desconly = p.opt_bool("desconly")?.unwrap_or(false);
-            let l = engine(&ctx.node)?;
-            match l.delete_invoice(&label, &status, desconly).await {
-                Ok(inv) => Ok(inv.to_json()),
-                Err(DeleteError::NotFound) => {
-                    Err(RpcError::new(codes::INVOICE_NOT_FOUND, "Unknown invoice"))
-                }
-                Err(DeleteError::Status(current)) => Err(RpcError::new(
-                    codes::INVOICE_STATUS_UNEXPECTED,
-                    format!("Invoice status is {current} not {status}"),
-                )
-                .with_data(json!({"current_status": current, "expected_status": status}))),
-                Err(DeleteError::NoDescription) => Err(RpcError::new(
-                    INVOICE_NO_DESCRIPTION,
-                    "Invoice description already removed",
-                )),
-                Err(DeleteError::Store(e)) => Err(db_error(e)),
+    command(async move {
+        let label = req_label(&p)?;
+        let status = p.str("status")?;
+        let desconly = p.opt_bool("desconly")?.unwrap_or(false);
+        let l = engine(&ctx.node)?;
+        match l.delete_invoice(&label, &status, desconly).await {
+            Ok(inv) => Ok(inv.to_json()),
+            Err(DeleteError::NotFound) => {
+                Err(RpcError::new(codes::INVOICE_NOT_FOUND, "Unknown invoice"))
             }
+            Err(DeleteError::Status(current)) => Err(RpcError::new(
+                codes::INVOICE_STATUS_UNEXPECTED,
+                format!("Invoice status is {current} not {status}"),
+            )
+            .with_data(json!({"current_status": current, "expected_status": status}))),
+            Err(DeleteError::NoDescription) => Err(RpcError::new(
+                INVOICE_NO_DESCRIPTION,
+                "Invoice description already removed",
+            )),
+            Err(DeleteError::Store(e)) => Err(db_error(e)),
         }
-        .await;
-        r.into()
     })
 }
 
@@ -543,54 +523,46 @@ fn run_delinvoice(ctx: Ctx, p: Params) -> CommandFuture {
 const INVOICE_NO_DESCRIPTION: i64 = 908;
 
 fn run_delexpiredinvoice(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let r: Result<Value, RpcError> = async {
-            let max = u64_param(&p, "maxexpirytime")?;
-            let l = engine(&ctx.node)?;
-            l.delete_expired_invoices(max).await.map_err(db_error)?;
-            Ok(json!({}))
-        }
-        .await;
-        r.into()
+    command(async move {
+        let max = u64_param(&p, "maxexpirytime")?;
+        let l = engine(&ctx.node)?;
+        l.delete_expired_invoices(max).await.map_err(db_error)?;
+        Ok(json!({}))
     })
 }
 
 fn run_autoclean_once(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let r: Result<Value, RpcError> = async {
-            let subsystem = p.str("subsystem")?;
-            let age = u64_param(&p, "age")?.unwrap_or(0);
-            if age == 0 {
+    command(async move {
+        let subsystem = p.str("subsystem")?;
+        let age = u64_param(&p, "age")?.unwrap_or(0);
+        if age == 0 {
+            return Err(badparam(
+                "age",
+                p.get("age").unwrap_or(&Value::Null),
+                "should be a non-zero 64 bit integer",
+            ));
+        }
+        let paid = match subsystem.as_str() {
+            "paidinvoices" => true,
+            "expiredinvoices" => false,
+            "succeededforwards" | "failedforwards" | "succeededpays" | "failedpays"
+            | "networkevents" => {
                 return Err(badparam(
-                    "age",
-                    p.get("age").unwrap_or(&Value::Null),
-                    "should be a non-zero 64 bit integer",
+                    "subsystem",
+                    p.get("subsystem").unwrap_or(&Value::Null),
+                    "cleaning this subsystem is not supported yet",
                 ));
             }
-            let paid = match subsystem.as_str() {
-                "paidinvoices" => true,
-                "expiredinvoices" => false,
-                "succeededforwards" | "failedforwards" | "succeededpays" | "failedpays"
-                | "networkevents" => {
-                    return Err(badparam(
-                        "subsystem",
-                        p.get("subsystem").unwrap_or(&Value::Null),
-                        "cleaning this subsystem is not supported yet",
-                    ));
-                }
-                _ => {
-                    return Err(badparam(
-                        "subsystem",
-                        p.get("subsystem").unwrap_or(&Value::Null),
-                        "should be a valid subsystem",
-                    ));
-                }
-            };
-            let l = engine(&ctx.node)?;
-            let (cleaned, uncleaned) = l.autoclean_invoices(paid, age).await.map_err(db_error)?;
-            Ok(json!({"autoclean": {subsystem: {"cleaned": cleaned, "uncleaned": uncleaned}}}))
-        }
-        .await;
-        r.into()
+            _ => {
+                return Err(badparam(
+                    "subsystem",
+                    p.get("subsystem").unwrap_or(&Value::Null),
+                    "should be a valid subsystem",
+                ));
+            }
+        };
+        let l = engine(&ctx.node)?;
+        let (cleaned, uncleaned) = l.autoclean_invoices(paid, age).await.map_err(db_error)?;
+        Ok(json!({"autoclean": {subsystem: {"cleaned": cleaned, "uncleaned": uncleaned}}}))
     })
 }

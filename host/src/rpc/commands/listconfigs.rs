@@ -4,9 +4,8 @@
 use fulgur_protocol::RpcError;
 use serde_json::{Value, json};
 
-use super::{Command, CommandFuture, Ctx};
+use super::{Command, CommandFuture, Ctx, command};
 use crate::core_options::render_core;
-use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt};
 
 pub const LISTCONFIGS: Command = Command {
@@ -24,11 +23,8 @@ pub const LISTCONFIGS: Command = Command {
 };
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let want = match p.opt_str("config") {
-            Ok(w) => w,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let want = p.opt_str("config")?;
         let mut configs = render_core(&ctx.node.config);
         ctx.node.plugins.with_options(|t| {
             for name in t.plugin_names() {
@@ -39,12 +35,12 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
         });
         if let Some(name) = want {
             return match configs.remove(&name) {
-                Some(v) => Reply::Ok(json!({"configs": {name: v}})),
-                None => Reply::Err(RpcError::invalid_params(format!(
+                Some(v) => Ok(json!({"configs": {name: v}})),
+                None => Err(RpcError::invalid_params(format!(
                     "Unknown config option {name}"
                 ))),
             };
         }
-        Reply::Ok(json!({"configs": Value::Object(configs)}))
+        Ok(json!({"configs": Value::Object(configs)}))
     })
 }

@@ -2,8 +2,7 @@
 
 use serde_json::json;
 
-use super::{Command, CommandFuture, Ctx};
-use crate::rpc::Reply;
+use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, opt};
 use crate::wallet::{Fund, Status};
 
@@ -22,11 +21,8 @@ pub const LISTFUNDS: Command = Command {
 };
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let spent = match p.opt_bool("spent") {
-            Ok(s) => s.unwrap_or(false),
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let spent = p.opt_bool("spent")?.unwrap_or(false);
         let outputs: Vec<_> = ctx
             .node
             .wallet
@@ -67,7 +63,7 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
                 .collect(),
             None => vec![],
         };
-        Reply::Ok(json!({"outputs": outputs, "channels": channels}))
+        Ok(json!({"outputs": outputs, "channels": channels}))
     })
 }
 

@@ -2,8 +2,7 @@
 
 use serde_json::json;
 
-use super::{Command, CommandFuture, Ctx};
-use crate::rpc::Reply;
+use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::Params;
 use crate::wallet::TxEntry;
 
@@ -20,7 +19,7 @@ pub const LISTTRANSACTIONS: Command = Command {
 };
 
 fn run(ctx: Ctx, _p: Params) -> CommandFuture {
-    Box::pin(async move {
+    command(async move {
         let txs: Vec<_> = ctx
             .node
             .wallet
@@ -28,7 +27,7 @@ fn run(ctx: Ctx, _p: Params) -> CommandFuture {
             .iter()
             .map(tx_json)
             .collect();
-        Reply::Ok(json!({"transactions": txs}))
+        Ok(json!({"transactions": txs}))
     })
 }
 

@@ -32,10 +32,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use fulgur_protocol::RpcError;
 use serde_json::Value;
 
+use super::Conn;
 use super::params::{ParamSpec, Params};
-use super::{Conn, Reply};
 use crate::node::Node;
 
 /// What a command gets.
@@ -48,8 +49,15 @@ pub struct Ctx {
     pub id: Value,
 }
 
-/// A command's future.
-pub type CommandFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
+/// A command's future: its result, or the error with CLN's code.
+pub type CommandFuture = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
+
+/// A command's body as its future (`?` works inside: the error type is fixed here).
+pub fn command(
+    body: impl Future<Output = Result<Value, RpcError>> + Send + 'static,
+) -> CommandFuture {
+    Box::pin(body)
+}
 
 /// A built-in command.
 pub struct Command {

@@ -3,8 +3,7 @@
 use fulgur_protocol::RpcError;
 use serde_json::json;
 
-use super::{Command, CommandFuture, Ctx};
-use crate::rpc::Reply;
+use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, opt};
 use crate::wallet::AddrRequest;
 
@@ -22,20 +21,19 @@ pub const NEWADDR: Command = Command {
 };
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let req = match p.opt_str("addresstype") {
-            Ok(None) => AddrRequest::P2tr,
-            Ok(Some(s)) => match s.as_str() {
+    command(async move {
+        let req = match p.opt_str("addresstype")? {
+            None => AddrRequest::P2tr,
+            Some(s) => match s.as_str() {
                 "p2tr" => AddrRequest::P2tr,
                 "bech32" => AddrRequest::Bech32,
                 "all" => AddrRequest::All,
                 _ => {
-                    return Reply::Err(RpcError::invalid_params(format!(
+                    return Err(RpcError::invalid_params(format!(
                         "addresstype: should be one of \"bech32\", \"p2tr\" or \"all\": invalid token '{s}'"
                     )));
                 }
             },
-            Err(e) => return Reply::Err(e),
         };
         match ctx.node.wallet.new_address(req).await {
             Ok((bech32, p2tr)) => {
@@ -46,9 +44,9 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
                 if let Some(a) = bech32 {
                     r["bech32"] = a.to_string().into();
                 }
-                Reply::Ok(r)
+                Ok(r)
             }
-            Err(e) => Reply::Err(crate::rpc::onchain::wallet_error(e)),
+            Err(e) => Err(crate::rpc::onchain::wallet_error(e)),
         }
     })
 }

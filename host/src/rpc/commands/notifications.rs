@@ -6,8 +6,7 @@ use std::sync::atomic::Ordering;
 use fulgur_protocol::RpcError;
 use serde_json::json;
 
-use super::{Command, CommandFuture, Ctx};
-use crate::rpc::Reply;
+use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, req};
 
 pub const NOTIFICATIONS: Command = Command {
@@ -39,25 +38,17 @@ pub(super) fn enable(p: &Params) -> Result<bool, RpcError> {
 }
 
 fn run_notifications(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        match enable(&p) {
-            Ok(on) => {
-                ctx.conn.notifications.store(on, Ordering::Relaxed);
-                Reply::Ok(json!({}))
-            }
-            Err(e) => Reply::Err(e),
-        }
+    command(async move {
+        let on = enable(&p)?;
+        ctx.conn.notifications.store(on, Ordering::Relaxed);
+        Ok(json!({}))
     })
 }
 
 fn run_deprecations(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        match enable(&p) {
-            Ok(on) => {
-                ctx.conn.deprecated_ok.store(on, Ordering::Relaxed);
-                Reply::Ok(json!({}))
-            }
-            Err(e) => Reply::Err(e),
-        }
+    command(async move {
+        let on = enable(&p)?;
+        ctx.conn.deprecated_ok.store(on, Ordering::Relaxed);
+        Ok(json!({}))
     })
 }

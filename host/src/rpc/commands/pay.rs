@@ -10,11 +10,10 @@ use fulgur_protocol::RpcError;
 use fulgur_protocol::amount::Msat;
 use serde_json::{Value, json};
 
-use super::{Command, CommandFuture, Ctx};
+use super::{Command, CommandFuture, Ctx, command};
 use crate::lightning::payments::{ClnHop, ListFilter, PayStatus, SendpayRequest};
 use crate::lightning::{Lightning, parse_scid};
 use crate::node::Node;
-use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt, req};
 
 pub const SENDPAY: Command = Command {
@@ -226,24 +225,15 @@ pub(super) fn sendpay_request(p: &Params) -> Result<SendpayRequest, RpcError> {
 }
 
 fn run_sendpay(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let req = match sendpay_request(&p) {
-            Ok(r) => r,
-            Err(e) => return Reply::Err(e),
-        };
-        let l = match engine(&ctx.node) {
-            Ok(l) => l,
-            Err(e) => return Reply::Err(e),
-        };
-        match l.sendpay(req).await {
-            Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Err(e),
-        }
+    command(async move {
+        let req = sendpay_request(&p)?;
+        let l = engine(&ctx.node)?;
+        l.sendpay(req).await
     })
 }
 
 fn run_waitsendpay(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
+    command(async move {
         let parsed = (|| {
             let hash = opt_hex32(&p, "payment_hash")?.ok_or_else(|| {
                 RpcError::invalid_params("missing required parameter: payment_hash")
@@ -255,18 +245,9 @@ fn run_waitsendpay(ctx: Ctx, p: Params) -> CommandFuture {
                 p.opt_u64("groupid")?,
             ))
         })();
-        let (hash, timeout, partid, groupid) = match parsed {
-            Ok(v) => v,
-            Err(e) => return Reply::Err(e),
-        };
-        let l = match engine(&ctx.node) {
-            Ok(l) => l,
-            Err(e) => return Reply::Err(e),
-        };
-        match l.waitsendpay(hash, timeout, partid, groupid).await {
-            Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Err(e),
-        }
+        let (hash, timeout, partid, groupid) = parsed?;
+        let l = engine(&ctx.node)?;
+        l.waitsendpay(hash, timeout, partid, groupid).await
     })
 }
 
@@ -340,17 +321,14 @@ pub(super) fn list_filter(p: &Params) -> Result<ListFilter, RpcError> {
 }
 
 fn run_listsendpays(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let f = match list_filter(&p) {
-            Ok(f) => f,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let f = list_filter(&p)?;
         let Some(l) = ctx.node.lightning.get().cloned() else {
-            return Reply::Ok(json!({"payments": []}));
+            return Ok(json!({"payments": []}));
         };
         match l.listsendpays(f).await {
-            Ok(v) => Reply::Ok(json!({"payments": v})),
-            Err(e) => Reply::Err(e),
+            Ok(v) => Ok(json!({"payments": v})),
+            Err(e) => Err(e),
         }
     })
 }

@@ -6,11 +6,10 @@ use bitcoin::secp256k1::PublicKey;
 use fulgur_protocol::{RpcError, error::codes};
 use serde_json::{Value, json};
 
-use super::{Command, CommandFuture, Ctx};
+use super::{Command, CommandFuture, Ctx, command};
 use crate::lightning::Lightning;
 use crate::lightning::net::{DEFAULT_PORT, NetAddr, address_json};
 use crate::node::Node;
-use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt, req};
 
 pub const CONNECT: Command = Command {
@@ -86,34 +85,22 @@ fn features_hex(f: &lightning::types::features::InitFeatures) -> String {
 }
 
 fn run_connect(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let raw = match p.str("id") {
-            Ok(s) => s,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let raw = p.str("id")?;
         let (id_s, inline) = match raw.split_once('@') {
             Some((i, h)) => (i.to_string(), Some(h.to_string())),
             None => (raw.clone(), None),
         };
-        let id = match parse_id(&id_s) {
-            Ok(i) => i,
-            Err(e) => return Reply::Err(e),
-        };
-        let host = match p.opt_str("host") {
-            Ok(h) => h,
-            Err(e) => return Reply::Err(e),
-        };
-        let port = match port_param(&p) {
-            Ok(p) => p,
-            Err(e) => return Reply::Err(e),
-        };
+        let id = parse_id(&id_s)?;
+        let host = p.opt_str("host")?;
+        let port = port_param(&p)?;
         if inline.is_some() && (host.is_some() || port.is_some()) {
-            return Reply::Err(RpcError::invalid_params(
+            return Err(RpcError::invalid_params(
                 "Can't specify host as both xxx@yyy and separate argument",
             ));
         }
         if host.is_none() && port.is_some() {
-            return Reply::Err(RpcError::invalid_params("Can't specify port without host"));
+            return Err(RpcError::invalid_params("Can't specify port without host"));
         }
         let target = match (inline, host) {
             (Some(h), _) => NetAddr::parse(&h, DEFAULT_PORT),
@@ -124,7 +111,7 @@ fn run_connect(ctx: Ctx, p: Params) -> CommandFuture {
                 a
             }),
             (None, None) => {
-                return Reply::Err(RpcError::new(
+                return Err(RpcError::new(
                     400,
                     "Unable to connect, no address known for peer",
                 ));
@@ -132,12 +119,9 @@ fn run_connect(ctx: Ctx, p: Params) -> CommandFuture {
         };
         let target = match target {
             Ok(t) => t,
-            Err(e) => return Reply::Err(RpcError::invalid_params(format!("host: {e}"))),
+            Err(e) => return Err(RpcError::invalid_params(format!("host: {e}"))),
         };
-        let l = match engine(&ctx.node) {
-            Ok(l) => l,
-            Err(e) => return Reply::Err(e),
-        };
+        let l = engine(&ctx.node)?;
         let lookup = if target.host.contains(':') {
             format!("[{}]:{}", target.host, target.port)
         } else {
@@ -146,7 +130,7 @@ fn run_connect(ctx: Ctx, p: Params) -> CommandFuture {
         let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(&lookup).await {
             Ok(a) => a.collect(),
             Err(e) => {
-                return Reply::Err(RpcError::new(
+                return Err(RpcError::new(
                     401,
                     format!("Unable to connect, could not resolve {lookup}: {e}"),
                 ));
@@ -164,7 +148,7 @@ fn run_connect(ctx: Ctx, p: Params) -> CommandFuture {
                         Some(s) => address_json(&s.to_string()),
                         None => target.to_json(),
                     };
-                    return Reply::Ok(json!({
+                    return Ok(json!({
                         "id": id.to_string(),
                         "features": features_hex(&peer.init_features),
                         "direction": if peer.is_inbound_connection { "in" } else { "out" },
@@ -174,46 +158,29 @@ fn run_connect(ctx: Ctx, p: Params) -> CommandFuture {
                 Err(e) => last = e,
             }
         }
-        Reply::Err(RpcError::new(401, format!("Unable to connect: {last}")))
+        Err(RpcError::new(401, format!("Unable to connect: {last}")))
     })
 }
 
 fn run_disconnect(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let id = match p.str("id").and_then(|s| parse_id(&s)) {
-            Ok(i) => i,
-            Err(e) => return Reply::Err(e),
-        };
-        if let Err(e) = p.opt_bool("force") {
-            return Reply::Err(e);
-        }
-        let l = match engine(&ctx.node) {
-            Ok(l) => l,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let id = p.str("id").and_then(|s| parse_id(&s))?;
+        p.opt_bool("force")?;
+        let l = engine(&ctx.node)?;
         if l.peers.peer_by_node_id(&id).is_none() {
-            return Reply::Err(RpcError::new(-1, "Peer not connected"));
+            return Err(RpcError::new(-1, "Peer not connected"));
         }
         l.peers.disconnect_by_node_id(id);
-        Reply::Ok(json!({}))
+        Ok(json!({}))
     })
 }
 
 fn run_listpeers(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let filter = match p.opt_str("id") {
-            Ok(None) => None,
-            Ok(Some(s)) => match parse_id(&s) {
-                Ok(i) => Some(i),
-                Err(e) => return Reply::Err(e),
-            },
-            Err(e) => return Reply::Err(e),
-        };
-        if let Err(e) = p.opt_str("level") {
-            return Reply::Err(e);
-        }
+    command(async move {
+        let filter = p.opt_str("id")?.map(|s| parse_id(&s)).transpose()?;
+        p.opt_str("level")?;
         let Some(l) = ctx.node.lightning.get().cloned() else {
-            return Reply::Ok(json!({"peers": []}));
+            return Ok(json!({"peers": []}));
         };
         // Peers of open channels and of closed ones not forgotten yet (as in CLN).
         let channels: Vec<PublicKey> = l
@@ -262,7 +229,7 @@ fn run_listpeers(ctx: Ctx, p: Params) -> CommandFuture {
             let n = channels.iter().filter(|c| **c == id).count();
             peers.push(json!({"id": id.to_string(), "connected": false, "num_channels": n}));
         }
-        Reply::Ok(json!({"peers": peers}))
+        Ok(json!({"peers": peers}))
     })
 }
 
@@ -347,28 +314,19 @@ fn custom_msg_bytes(msg: &str) -> Option<(u16, Vec<u8>)> {
 }
 
 fn run_sendcustommsg(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
+    command(async move {
         // Parameters first, as CLN: a bad one is reported whatever the engine's state.
-        let id = match p.str("node_id").and_then(|s| parse_id(&s)) {
-            Ok(i) => i,
-            Err(e) => return Reply::Err(e),
-        };
-        let msg = match p.str("msg") {
-            Ok(m) => m,
-            Err(e) => return Reply::Err(e),
-        };
+        let id = p.str("node_id").and_then(|s| parse_id(&s))?;
+        let msg = p.str("msg")?;
         let Some((ty, bytes)) = custom_msg_bytes(&msg) else {
-            return Reply::Err(RpcError::invalid_params(format!(
+            return Err(RpcError::invalid_params(format!(
                 "msg: should be a hex string of at least 2 bytes: invalid token '{msg}'"
             )));
         };
-        let e = match engine(&ctx.node) {
-            Ok(e) => e,
-            Err(e) => return Reply::Err(e),
-        };
+        let e = engine(&ctx.node)?;
         // CLN's checks, order, codes and messages.
         if let Some(name) = engine_message_name(ty) {
-            return Reply::Err(RpcError::new(
+            return Err(RpcError::new(
                 codes::INVALID_REQUEST,
                 format!(
                     "Cannot send messages of type {ty} ({name}). It is not possible to send messages that have a type managed internally since that might cause issues with the internal state tracking."
@@ -376,7 +334,7 @@ fn run_sendcustommsg(ctx: Ctx, p: Params) -> CommandFuture {
             ));
         }
         if ty % 2 == 0 {
-            return Reply::Err(RpcError::new(
+            return Err(RpcError::new(
                 codes::INVALID_REQUEST,
                 format!(
                     "Cannot send even-typed {ty} custom message. Currently custom messages are limited to odd-numbered message types, as even-numbered types might result in disconnections."
@@ -384,13 +342,13 @@ fn run_sendcustommsg(ctx: Ctx, p: Params) -> CommandFuture {
             ));
         }
         if e.peers.peer_by_node_id(&id).is_none() {
-            return Reply::Err(RpcError::new(
+            return Err(RpcError::new(
                 codes::INVALID_REQUEST,
                 format!("No such peer: {id}"),
             ));
         }
         e.send_custom(id, ty, bytes);
-        Reply::Ok(json!({"status": "Message sent to connectd for delivery"}))
+        Ok(json!({"status": "Message sent to connectd for delivery"}))
     })
 }
 

@@ -8,10 +8,9 @@ use fulgur_protocol::RpcError;
 use fulgur_protocol::error::codes;
 use serde_json::{Value, json};
 
-use super::{Command, CommandFuture, Ctx};
+use super::{Command, CommandFuture, Ctx, command};
 use crate::config::{RawOpt, Source};
 use crate::plugin::discovery;
-use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt, req};
 
 pub const PLUGIN: Command = Command {
@@ -32,12 +31,7 @@ pub const PLUGIN: Command = Command {
 };
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        match plugin(&ctx, p).await {
-            Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Err(e),
-        }
-    })
+    command(async move { plugin(&ctx, p).await })
 }
 
 fn list(ctx: &Ctx, command: &str) -> Value {

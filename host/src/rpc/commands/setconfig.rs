@@ -6,11 +6,10 @@ use fulgur_protocol::RpcError;
 use fulgur_protocol::options::value_to_text;
 use serde_json::{Map, Value, json};
 
-use super::{Command, CommandFuture, Ctx};
+use super::{Command, CommandFuture, Ctx, command};
 use crate::config::Source;
 use crate::core_options::persist_setconfig;
 use crate::plugin::outcome;
-use crate::rpc::Reply;
 use crate::rpc::params::{Params, opt, req};
 
 pub const SETCONFIG: Command = Command {
@@ -28,12 +27,7 @@ pub const SETCONFIG: Command = Command {
 };
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        match set(&ctx, &p).await {
-            Ok(v) => Reply::Ok(v),
-            Err(e) => Reply::Err(e),
-        }
-    })
+    command(async move { set(&ctx, &p).await })
 }
 
 /// Validates a setconfig without applying it (for `check`): the option, the value, and

@@ -9,8 +9,7 @@ use lightning::routing::gossip::NodeId;
 use serde_json::{Value, json};
 
 use super::pay::{engine, opt_pubkey};
-use super::{Command, CommandFuture, Ctx};
-use crate::rpc::Reply;
+use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, opt, req};
 use fulgur_base::hex;
 
@@ -118,24 +117,18 @@ pub fn recover(message: &str, sig: &RecoverableSignature) -> Option<PublicKey> {
 }
 
 fn run_signmessage(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let message = match p.str("message") {
-            Ok(m) => m,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let message = p.str("message")?;
         if message.len() > 65535 {
-            return Reply::Err(RpcError::invalid_params("Message must be < 64k"));
+            return Err(RpcError::invalid_params("Message must be < 64k"));
         }
-        let l = match engine(&ctx.node) {
-            Ok(l) => l,
-            Err(e) => return Reply::Err(e),
-        };
-        Reply::Ok(sign_message(&message, &l.keys.get_node_secret_key()))
+        let l = engine(&ctx.node)?;
+        Ok(sign_message(&message, &l.keys.get_node_secret_key()))
     })
 }
 
 fn run_checkmessage(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
+    command(async move {
         let parsed = (|| {
             let message = p.str("message")?;
             let zbase = p.str("zbase")?;
@@ -143,15 +136,12 @@ fn run_checkmessage(ctx: Ctx, p: Params) -> CommandFuture {
             let sig = parse_zbase(&zbase).map_err(RpcError::invalid_params)?;
             Ok::<_, RpcError>((message, pubkey, sig))
         })();
-        let (message, pubkey, sig) = match parsed {
-            Ok(v) => v,
-            Err(e) => return Reply::Err(e),
-        };
+        let (message, pubkey, sig) = parsed?;
         let Some(key) = recover(&message, &sig) else {
-            return Reply::Ok(json!({"verified": false}));
+            return Ok(json!({"verified": false}));
         };
         if let Some(given) = pubkey {
-            return Reply::Ok(json!({"pubkey": key.to_string(), "verified": given == key}));
+            return Ok(json!({"pubkey": key.to_string(), "verified": given == key}));
         }
         // Without a pubkey, only a key of the graph counts (it signed gossip), as in CLN.
         let known = ctx.node.lightning.get().is_some_and(|l| {
@@ -161,12 +151,10 @@ fn run_checkmessage(ctx: Ctx, p: Params) -> CommandFuture {
                 .is_some()
         });
         if known {
-            Reply::Ok(json!({"pubkey": key.to_string(), "verified": true}))
+            Ok(json!({"pubkey": key.to_string(), "verified": true}))
         } else {
-            Reply::Err(
-                RpcError::new(1301, "pubkey not found in the graph")
-                    .with_data(json!({"claimed_key": key.to_string()})),
-            )
+            Err(RpcError::new(1301, "pubkey not found in the graph")
+                .with_data(json!({"claimed_key": key.to_string()})))
         }
     })
 }

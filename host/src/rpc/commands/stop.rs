@@ -2,8 +2,7 @@
 
 use serde_json::json;
 
-use super::{Command, CommandFuture, Ctx};
-use crate::rpc::Reply;
+use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::Params;
 
 pub const STOP: Command = Command {
@@ -20,9 +19,9 @@ pub const STOP: Command = Command {
 };
 
 fn run(ctx: Ctx, _p: Params) -> CommandFuture {
-    Box::pin(async move {
+    command(async move {
         ctx.node.request_stop(0);
         ctx.node.wait_shutdown().await;
-        Reply::Ok(json!({"result": "Shutdown complete"}))
+        Ok(json!({"result": "Shutdown complete"}))
     })
 }

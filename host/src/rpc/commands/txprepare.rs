@@ -8,8 +8,7 @@ use fulgur_protocol::RpcError;
 use serde_json::{Value, json};
 
 use super::withdraw::minconf;
-use super::{Command, CommandFuture, Ctx};
-use crate::rpc::Reply;
+use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::onchain::{self, wallet_error};
 use crate::rpc::params::{Params, opt, req};
 use crate::wallet::SpendRequest;
@@ -56,7 +55,7 @@ fn bad_outputs() -> RpcError {
 }
 
 fn run_prepare(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
+    command(async move {
         let wallet = ctx.node.wallet.clone();
         let parsed = (|| -> Result<SpendRequest, RpcError> {
             let Some(Value::Array(items)) = p.get("outputs") else {
@@ -85,17 +84,14 @@ fn run_prepare(ctx: Ctx, p: Params) -> CommandFuture {
                 utxos: onchain::utxos(p.get("utxos"))?,
             })
         })();
-        let req = match parsed {
-            Ok(r) => r,
-            Err(e) => return Reply::Err(e),
-        };
+        let req = parsed?;
         match wallet.prepare(&req).await {
-            Ok(prep) => Reply::Ok(json!({
+            Ok(prep) => Ok(json!({
                 "psbt": prep.psbt.to_string(),
                 "unsigned_tx": bitcoin::consensus::encode::serialize_hex(&prep.psbt.unsigned_tx),
                 "txid": prep.psbt.unsigned_tx.compute_txid().to_string(),
             })),
-            Err(e) => Reply::Err(wallet_error(e)),
+            Err(e) => Err(wallet_error(e)),
         }
     })
 }
@@ -108,34 +104,28 @@ pub(super) fn txid(p: &Params) -> Result<Txid, RpcError> {
 }
 
 fn run_send(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let id = match txid(&p) {
-            Ok(t) => t,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let id = txid(&p)?;
         match ctx.node.wallet.send_prepared(id).await {
-            Ok((psbt, tx)) => Reply::Ok(json!({
+            Ok((psbt, tx)) => Ok(json!({
                 "psbt": psbt.to_string(),
                 "tx": bitcoin::consensus::encode::serialize_hex(&tx),
                 "txid": tx.compute_txid().to_string(),
             })),
-            Err(e) => Reply::Err(wallet_error(e)),
+            Err(e) => Err(wallet_error(e)),
         }
     })
 }
 
 fn run_discard(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
-        let id = match txid(&p) {
-            Ok(t) => t,
-            Err(e) => return Reply::Err(e),
-        };
+    command(async move {
+        let id = txid(&p)?;
         match ctx.node.wallet.discard(id) {
-            Ok(tx) => Reply::Ok(json!({
+            Ok(tx) => Ok(json!({
                 "unsigned_tx": bitcoin::consensus::encode::serialize_hex(&tx),
                 "txid": id.to_string(),
             })),
-            Err(e) => Reply::Err(wallet_error(e)),
+            Err(e) => Err(wallet_error(e)),
         }
     })
 }

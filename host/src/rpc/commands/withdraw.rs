@@ -3,8 +3,7 @@
 use fulgur_protocol::RpcError;
 use serde_json::json;
 
-use super::{Command, CommandFuture, Ctx};
-use crate::rpc::Reply;
+use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::onchain::{self, wallet_error};
 use crate::rpc::params::{Params, opt, req};
 use crate::wallet::SpendRequest;
@@ -42,7 +41,7 @@ pub fn minconf(p: &Params) -> Result<u32, RpcError> {
 }
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
-    Box::pin(async move {
+    command(async move {
         let wallet = ctx.node.wallet.clone();
         let parsed = (|| -> Result<SpendRequest, RpcError> {
             let dest = onchain::address("destination", &p.str("destination")?, wallet.network())?;
@@ -59,17 +58,14 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
                 utxos: onchain::utxos(p.get("utxos"))?,
             })
         })();
-        let req = match parsed {
-            Ok(r) => r,
-            Err(e) => return Reply::Err(e),
-        };
+        let req = parsed?;
         match wallet.withdraw(&req).await {
-            Ok((psbt, tx)) => Reply::Ok(json!({
+            Ok((psbt, tx)) => Ok(json!({
                 "tx": bitcoin::consensus::encode::serialize_hex(&tx),
                 "txid": tx.compute_txid().to_string(),
                 "psbt": psbt.to_string(),
             })),
-            Err(e) => Reply::Err(wallet_error(e)),
+            Err(e) => Err(wallet_error(e)),
         }
     })
 }
