@@ -638,15 +638,20 @@ pub fn base64(data: &[u8]) -> String {
 }
 
 /// Checks `result` against CLN's schema file `name` (e.g. `feerates.json`) with the pyln
-/// suite's validator (`tests/py/clnschema.py`), when the venv exists. `None` means valid,
-/// or no validator available; `Some(problems)` otherwise.
+/// suite's validator (`tests/py/clnschema.py`). `None` means valid; `Some(problems)`
+/// otherwise, including when the validator is missing (`tests/run-all` creates `.venv`
+/// before `cargo test`): a check that cannot run does not pass.
 pub fn cln_schema_errors(name: &str, result: &Value) -> Option<String> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let py = repo.join(".venv/bin/python");
     if !py.exists() {
-        return None;
+        return Some(format!(
+            "no schema validator at {} (run tests/run-all once, or create .venv with \
+             tests/requirements.txt)",
+            py.display()
+        ));
     }
-    let mut child = Command::new(py)
+    let child = Command::new(py)
         .arg("-c")
         .arg("import sys, json; sys.path.insert(0, sys.argv[1]); import clnschema; e = clnschema.errors(sys.argv[2], json.load(sys.stdin)); print(e or '')")
         .arg(repo.join("tests/py"))
@@ -654,14 +659,22 @@ pub fn cln_schema_errors(name: &str, result: &Value) -> Option<String> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    child
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return Some(format!("cannot run the schema validator: {e}")),
+    };
+    let sent = child
         .stdin
-        .take()?
-        .write_all(result.to_string().as_bytes())
-        .ok()?;
-    let out = child.wait_with_output().ok()?;
+        .take()
+        .map(|mut i| i.write_all(result.to_string().as_bytes()));
+    if !matches!(sent, Some(Ok(()))) {
+        return Some("cannot send the value to the schema validator".into());
+    }
+    let out = match child.wait_with_output() {
+        Ok(o) => o,
+        Err(e) => return Some(format!("schema validator: {e}")),
+    };
     if !out.status.success() {
         return Some(format!(
             "validator failed: {}",
