@@ -397,13 +397,12 @@ fn expiry_waits_and_cleaning() {
         "invoice",
         json!({"amount_msat": 1000, "label": "brief", "description": "d", "expiry": 2}),
     );
-    let t0 = Instant::now();
     let e = fails(&n, "waitinvoice", json!({"label": "brief"}));
+    // Not before the expiry (the node's clock is this one).
     assert!(
-        t0.elapsed() >= Duration::from_millis(900),
-        "returned too early"
+        now() >= e["data"]["expires_at"].as_u64().unwrap_or(u64::MAX),
+        "returned before the expiry: {e}"
     );
-    assert!(t0.elapsed() < Duration::from_secs(20), "returned too late");
     assert_eq!(e["code"], json!(903), "{e}");
     assert_eq!(e["message"], json!("invoice expired during wait"));
     assert_eq!(e["data"]["label"], json!("brief"));
@@ -442,7 +441,11 @@ fn expiry_waits_and_cleaning() {
         let mut c = RpcConn::connect(&sock);
         c.call("waitinvoice", json!({"label": "doomed"}))
     });
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        n.wait_log("waitinvoice: waiting for invoice doomed", T),
+        "the waiter never waited; log:\n{}",
+        n.log()
+    );
     n.ok("delinvoice", json!({"label": "doomed", "status": "unpaid"}));
     let e = waiter
         .join()
@@ -476,14 +479,31 @@ fn expiry_waits_and_cleaning() {
                 .as_bytes(),
         )
         .unwrap_or_else(|e| panic!("send: {e}"));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        n.wait_log(
+            "waitanyinvoice: waiting for a payment after pay index 0 without a timeout",
+            T
+        ),
+        "the endless waitanyinvoice never waited; log:\n{}",
+        n.log()
+    );
     assert!(n.alive());
     drop(forever);
     let e = fails(&n, "waitanyinvoice", json!({"lastpay_index": -1}));
     assert_eq!(e["code"], json!(-32602), "{e}");
 
-    // autoclean-once: expired invoices by age, paid ones (none).
-    std::thread::sleep(Duration::from_secs(2));
+    // autoclean-once: expired invoices by age, paid ones (none). Age 1 cleans those whose
+    // expiry is a second old on the node's clock (this machine's): wait until both are.
+    let last_expiry = invoices(&n, json!({}))
+        .iter()
+        .filter(|i| i["status"] == "expired")
+        .filter_map(|i| i["expires_at"].as_u64())
+        .max()
+        .unwrap_or(u64::MAX);
+    assert!(
+        wait_for(T, || (now() > last_expiry).then_some(())).is_some(),
+        "the clock never passed {last_expiry} + 1 s"
+    );
     let a = n.ok(
         "autoclean-once",
         json!({"subsystem": "expiredinvoices", "age": 3600}),
@@ -524,7 +544,10 @@ fn expiry_waits_and_cleaning() {
         "invoice",
         json!({"amount_msat": 1000, "label": "keep", "description": "d"}),
     );
-    std::thread::sleep(Duration::from_millis(2100));
+    let old_expired = wait_for(T, || {
+        (invoices(&n, json!({"label": "old"}))[0]["status"] == "expired").then_some(())
+    });
+    assert!(old_expired.is_some(), "old never expired");
     assert_eq!(
         n.ok("delexpiredinvoice", json!({"maxexpirytime": 1000})),
         json!({})

@@ -1188,12 +1188,17 @@ impl Lightning {
                 None => return Err(WaitError::Deleted),
                 Some(i) => i,
             };
-            first = false;
             match inv.status.as_str() {
                 PAID => return Ok(inv),
                 EXPIRED => return Err(WaitError::Expired(Box::new(inv))),
                 _ => {}
             }
+            if first {
+                // From here any change wakes this waiter: callers (and tests) can act on it.
+                self.log
+                    .debug(&format!("waitinvoice: waiting for invoice {label}"));
+            }
+            first = false;
             // Wake at the expiry (re-reading then marks it expired) or at any change.
             let now_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -1218,6 +1223,7 @@ impl Lightning {
         let mut rx = self.invoices_changed.subscribe();
         // A timeout too large for the clock is no timeout.
         let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
+        let mut first = true;
         loop {
             rx.borrow_and_update();
             let found = self
@@ -1226,6 +1232,17 @@ impl Lightning {
                 .map_err(WaitError::Store)?;
             if let Some(inv) = found {
                 return Ok(inv);
+            }
+            if first {
+                // From here any change wakes this waiter: callers (and tests) can act on it.
+                let until = match (timeout, deadline) {
+                    (Some(t), Some(_)) => format!("for up to {}s", t.as_secs()),
+                    _ => "without a timeout".to_string(),
+                };
+                self.log.debug(&format!(
+                    "waitanyinvoice: waiting for a payment after pay index {lastpay_index} {until}"
+                ));
+                first = false;
             }
             let changed = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, rx.changed()).await {
