@@ -274,7 +274,7 @@ def test_raw_request_split_across_writes(node):
     data = json.dumps(req("getinfo", {}, id="split")).encode()
     for i in range(0, len(data), 7):
         r.send(data[i:i + 7])
-        time.sleep(0.005)
+        time.sleep(0.005)  # pacing the client, not synchronisation: pieces in separate reads
     resp = r.read()
     assert resp["id"] == "split" and "result" in resp
     r.close()
@@ -338,8 +338,11 @@ def test_raw_client_disconnects_before_plugin_replies(node_factory):
     node = node_factory.get_node(plugins=[plugin_path("methods_plugin.py")])
     r = node.raw()
     r.send(req("slow", {"seconds": 1}, id="gone"))
+    # The plugin has the call: the caller goes away before the answer.
+    node.wait_for_log(r"plugin-methods_plugin\.py: slow: holding the call")
     r.close()
-    time.sleep(1.5)  # let the plugin answer a caller that is gone
+    # The plugin answers one request at a time, so this answer comes after the one for the
+    # caller that is gone: the node has handled that one when this returns.
     assert node.rpc.call("hello", {"name": "after"}) == {"greeting": "hello after"}
     assert_alive(node)
 

@@ -9,6 +9,9 @@ use std::time::Duration;
 use fulgur_tests::{Node, RpcConn, arg, bin, example};
 use serde_json::json;
 
+/// How long to wait for what a test waits for (generous: the machine may be busy).
+const WAIT: Duration = Duration::from_secs(30);
+
 fn bare() -> Vec<String> {
     ["pay", "htlc-hold", "autopilot"]
         .iter()
@@ -78,13 +81,17 @@ fn oversized_stalled_and_vanishing_clients_do_not_hurt_others() {
     stall
         .send_raw(br#"{"jsonrpc":"2.0","id":1,"meth"#)
         .unwrap_or_else(|e| panic!("{e}"));
-    // A client that disconnects while its call is held by a plugin.
+    // A client that disconnects while its call is held by a plugin; the plugin then answers.
     let mut gone = RpcConn::connect(&node.socket());
     gone.send_raw(br#"{"jsonrpc":"2.0","id":"x","method":"hooksheld","params":{}}"#)
         .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        node.wait_log("holding a hooksheld call until hooksrelease", WAIT),
+        "the plugin never held the call; log:\n{}",
+        node.log()
+    );
     drop(gone);
-    std::thread::sleep(Duration::from_millis(200));
-    node.ok("hooksrelease", json!({}));
+    assert_eq!(node.ok("hooksrelease", json!({})), json!({"released": 1}));
     // Many clients at once.
     let sock = node.socket();
     let threads: Vec<_> = (0..16)

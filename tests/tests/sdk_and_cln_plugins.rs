@@ -7,6 +7,9 @@ use std::time::Duration;
 use fulgur_tests::{Node, RpcConn, arg, bin, example, wait_for};
 use serde_json::{Value, json};
 
+/// How long to wait for what a test waits for (generous: the machine may be busy).
+const WAIT: Duration = Duration::from_secs(30);
+
 fn path(p: std::path::PathBuf) -> String {
     p.display().to_string()
 }
@@ -135,12 +138,16 @@ fn rpc_command_hook_blocks_rewrites_and_holds() {
     // A held call does not block other calls, even on the same connection.
     let sock = node.socket();
     let held = std::thread::spawn(move || RpcConn::connect(&sock).call("hooksheld", json!({})));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        node.wait_log("holding a hooksheld call until hooksrelease", WAIT),
+        "the plugin never held the call; log:\n{}",
+        node.log()
+    );
     let mut conn = RpcConn::connect(&node.socket());
     for _ in 0..20 {
         assert!(conn.call("getinfo", json!([])).is_ok());
     }
-    node.ok("hooksrelease", json!({}));
+    assert_eq!(node.ok("hooksrelease", json!({})), json!({"released": 1}));
     let r = held
         .join()
         .unwrap_or_else(|_| panic!("held thread panicked"));

@@ -27,18 +27,19 @@ impl FeeEstimates for Fixed {
     }
 }
 
-/// Records what it is asked to send; fails when told to; can be slow.
+/// Records what it is asked to send; fails when told to; can hold broadcasts until as many
+/// are in flight as its barrier counts.
 #[derive(Default)]
 struct Recorder {
     sent: Mutex<Vec<Transaction>>,
     fail: AtomicBool,
-    slow: AtomicBool,
+    meet: Mutex<Option<Arc<tokio::sync::Barrier>>>,
 }
 
 impl TxBroadcaster for Recorder {
     fn send(&self, tx: Transaction) -> BoxFuture<'static, Result<Txid, BroadcastError>> {
         let fail = self.fail.load(Ordering::SeqCst);
-        let slow = self.slow.load(Ordering::SeqCst);
+        let meet = self.meet.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if !fail {
             self.sent
                 .lock()
@@ -46,8 +47,8 @@ impl TxBroadcaster for Recorder {
                 .push(tx.clone());
         }
         Box::pin(async move {
-            if slow {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Some(b) = meet {
+                b.wait().await;
             }
             if fail {
                 Err(BroadcastError {
@@ -468,20 +469,27 @@ async fn reservations_prevent_double_use() {
     ));
     let e = h.wallet.withdraw(&req(external(), Amt::Sat(150_000))).await;
     assert!(matches!(e, Err(WalletError::CannotAfford(_))));
-    // Two concurrent withdraws with a slow broadcaster take different coins... after
-    // txdiscard frees the first one.
+    // Two withdraws in flight at once (each broadcast waits for the other's) take different
+    // coins... after txdiscard frees the first one.
     let txid = p.psbt.unsigned_tx.compute_txid();
     let unsigned = ok(h.wallet.discard(txid));
     assert_eq!(unsigned.compute_txid(), txid);
     assert!(h.wallet.discard(txid).is_err());
     assert_eq!(h.reserved(), 0);
-    h.bc.slow.store(true, Ordering::SeqCst);
+    *h.bc.meet.lock().unwrap_or_else(|p| p.into_inner()) =
+        Some(Arc::new(tokio::sync::Barrier::new(2)));
     let w1 = h.wallet.clone();
     let w2 = h.wallet.clone();
-    let (r1, r2) = tokio::join!(
-        tokio::spawn(async move { w1.withdraw(&req(external(), Amt::Sat(60_000))).await }),
-        tokio::spawn(async move { w2.withdraw(&req(external(), Amt::Sat(60_000))).await }),
-    );
+    let both = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(
+            tokio::spawn(async move { w1.withdraw(&req(external(), Amt::Sat(60_000))).await }),
+            tokio::spawn(async move { w2.withdraw(&req(external(), Amt::Sat(60_000))).await }),
+        )
+    });
+    let (r1, r2) = both.await.unwrap_or_else(|_| {
+        panic!("the two withdraws never had their broadcasts in flight at once")
+    });
+    *h.bc.meet.lock().unwrap_or_else(|p| p.into_inner()) = None;
     let (_, t1) = ok(ok(r1));
     let (_, t2) = ok(ok(r2));
     let i1: HashSet<_> = t1.input.iter().map(|i| i.previous_output).collect();

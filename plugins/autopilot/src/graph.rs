@@ -517,15 +517,14 @@ mod tests {
     }
 
     #[test]
-    fn generated_graph_has_the_asked_size_and_scores_quickly() {
+    fn generated_graph_has_the_asked_size_and_scores_every_node() {
+        // How fast: `cargo bench -p fulgur-plugin-autopilot --bench scoring`
+        // (docs/PERFORMANCE.md), not a timed assertion here.
         let edges = generate(2000, 10_000, 7);
         assert!(edges.len() > 9_000);
         let g = Graph::build(&edges);
         assert!(g.len() <= 2000 && g.len() > 1900);
-        let t = std::time::Instant::now();
         let s = score(&g, Heuristic::Centrality, &HashMap::new());
         assert_eq!(s.len(), g.len());
-        // Generous even for an unoptimised build on a busy machine.
-        assert!(t.elapsed() < std::time::Duration::from_secs(20));
     }
 }

@@ -73,6 +73,7 @@ def progress_me(plugin, request):
 
 @plugin.method("slow")
 def slow(plugin, seconds=1.0):
+    plugin.log(f"slow: holding the call for {seconds}s")  # tests wait for this line
     time.sleep(float(seconds))
     return {"slept": seconds}
 
