@@ -200,12 +200,14 @@ class Background:
 
     def __init__(self, node, method, params=None):
         self.outcome = None
+        self.message = None
         rpc = node.new_rpc()
 
         def run():
             try:
                 self.outcome = ("ok", rpc.call(method, params or {}))
             except RpcError as e:
+                self.message = e.error.get("message")
                 self.outcome = ("error", e.error["code"])
             except (OSError, ValueError) as e:
                 self.outcome = ("closed", str(e))
@@ -275,3 +277,24 @@ def test_hooks_held_forever_block_neither_clients_nor_plugin_stop_nor_stop(ln):
                        start=mark)
     states = [c["state"] for c in b.rpc.listpeerchannels(a.id)["channels"]]
     assert not {"CHANNELD_AWAITING_LOCKIN", "CHANNELD_NORMAL"} & set(states), states
+
+
+def test_fundchannel_fails_when_the_peer_disconnects_before_accepting(ln):
+    """As CLN kills an uncommitted channel when its peer goes away, a `fundchannel` waiting
+    for the peer's accept_channel fails at the disconnect (not at its timeout), and the
+    unfunded channel is not re-offered when the peer comes back."""
+    a = ln.node(plugins=[plugin_path("holder_plugin.py")])
+    b = ln.node()
+    ln.connect(b, a)
+    ln.fund(b)
+    opener = Background(b, "fundchannel", {"id": a.id, "amount": 200_000})
+    a.wait_for_log(r"plugin-holder_plugin.py.*holding openchannel 200000000")
+    b.rpc.disconnect(a.id, force=True)
+    kind, code = opener.wait("fundchannel to fail")
+    assert (kind, code) == ("error", -1), (kind, code)
+    assert opener.message == "Disconnected during the channel open", opener.message
+    assert b.is_in_log(r"Channel open to \w+ abandoned: peer disconnected before accepting")
+    wait_for(lambda: b.rpc.listpeerchannels(a.id)["channels"] == [], what="no channel left")
+    ln.connect(b, a)
+    assert b.rpc.listpeerchannels(a.id)["channels"] == []
+    assert a.rpc.listpeerchannels(b.id)["channels"] == []

@@ -22,6 +22,8 @@ use fulgur_protocol::hooks::Hook;
 /// A `fundchannel` waiting for LDK: first for the funding output, then for the channel to be
 /// pending (funding signed and handed to LDK).
 pub struct PendingOpen {
+    /// The peer the channel is opened to.
+    pub peer: PublicKey,
     /// Funding feerate, sat per 1000 weight.
     pub feerate_perkw: u32,
     /// Answers the caller once the funding transaction is handed to LDK, or with an error.
@@ -84,6 +86,7 @@ impl Lightning {
         self.opens.lock().unwrap_or_else(|p| p.into_inner()).insert(
             user_channel_id,
             PendingOpen {
+                peer,
                 feerate_perkw,
                 reply: Some(tx),
             },
@@ -123,6 +126,45 @@ impl Lightning {
         r
     }
 
+    /// The peer went away while `fundchannel` waited for it to accept: as CLN, the open
+    /// fails now ("the uncommitted channel is killed") instead of at the timeout, and the
+    /// unfunded channel is dropped rather than re-offered when the peer comes back.
+    /// Opens whose funding is already being built are left to finish.
+    pub(crate) fn abandon_opens_to(&self, peer: PublicKey) {
+        let waiting: Vec<(u128, oneshot::Sender<_>)> = self
+            .opens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter_mut()
+            .filter(|(_, o)| o.peer == peer)
+            .filter_map(|(id, o)| o.reply.take().map(|r| (*id, r)))
+            .collect();
+        for (user_channel_id, reply) in waiting {
+            for c in self.manager.list_channels_with_counterparty(&peer) {
+                if c.user_channel_id == user_channel_id && c.funding_txo.is_none() {
+                    self.drop_unfunded(c.channel_id, peer, "peer disconnected during the open");
+                }
+            }
+            self.log.info(&format!(
+                "Channel open to {peer} abandoned: peer disconnected before accepting"
+            ));
+            let _ = reply.send(Err(RpcError::new(
+                -1,
+                "Disconnected during the channel open",
+            )));
+        }
+    }
+
+    /// Removes an unfunded channel (nothing to broadcast, nothing at stake), telling the
+    /// peer `why` if it is connected.
+    fn drop_unfunded(&self, channel_id: ChannelId, peer: PublicKey, why: &str) {
+        self.ldk_log.dropping_unfunded(channel_id, || {
+            let _ =
+                self.manager
+                    .force_close_broadcasting_latest_txn(&channel_id, &peer, why.into());
+        });
+    }
+
     pub(crate) async fn on_funding_generation_ready(
         self: &Arc<Self>,
         temporary_channel_id: ChannelId,
@@ -140,11 +182,7 @@ impl Lightning {
         let Some((feerate, reply)) = pending else {
             // Not ours, or its caller gave up (timed out, or the node restarted): nothing
             // will fund it.
-            let _ = self.manager.force_close_broadcasting_latest_txn(
-                &temporary_channel_id,
-                &peer,
-                "no funding for this channel".into(),
-            );
+            self.drop_unfunded(temporary_channel_id, peer, "no funding for this channel");
             return;
         };
         let out = TxOut {
@@ -202,11 +240,7 @@ impl Lightning {
         if let Err(e) = &result {
             self.log
                 .unusual(&format!("cannot fund channel with {peer}: {}", e.message));
-            let _ = self.manager.force_close_broadcasting_latest_txn(
-                &temporary_channel_id,
-                &peer,
-                format!("funding failed: {e}"),
-            );
+            self.drop_unfunded(temporary_channel_id, peer, &format!("funding failed: {e}"));
         }
         self.peers.process_events();
         let _ = reply.send(result);

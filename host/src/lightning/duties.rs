@@ -397,7 +397,7 @@ mod tests {
                 }],
                 Box::new(MemoryLog::default()),
             );
-            Arc::new(LdkLog(logger.source("lightning")))
+            Arc::new(LdkLog::new(logger.source("lightning")))
         }
 
         fn key(b: u8) -> PublicKey {

@@ -81,7 +81,7 @@ async fn lookup_with_retries(
         match tokio::time::timeout(ATTEMPT_TIMEOUT, backend.utxo(height, txindex, vout)).await {
             Ok(Ok(Some(out))) => return Ok(out),
             Ok(Ok(None)) => {
-                log.0.debug(&format!(
+                log.log.debug(&format!(
                     "gossip: {scid_text} has no unspent funding output; announcement refused"
                 ));
                 return Err(UtxoLookupError::UnknownTx);
@@ -90,9 +90,9 @@ async fn lookup_with_retries(
             Err(_) => last_error = format!("no answer within {ATTEMPT_TIMEOUT:?}"),
         }
         let Some(ms) = delay else { break };
-        log.0.debug(&format!("gossip: looking up {scid_text}'s funding output failed ({last_error}); retrying in {ms} ms"));
+        log.log.debug(&format!("gossip: looking up {scid_text}'s funding output failed ({last_error}); retrying in {ms} ms"));
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    log.0.unusual(&format!("gossip: could not look up {scid_text}'s funding output ({last_error}); announcement dropped until it is sent again"));
+    log.log.unusual(&format!("gossip: could not look up {scid_text}'s funding output ({last_error}); announcement dropped until it is sent again"));
     Err(UtxoLookupError::UnknownTx)
 }

@@ -423,7 +423,7 @@ impl Lightning {
     }
 
     fn graph_logger(&self) -> super::Log {
-        std::sync::Arc::new(super::LdkLog(self.log.clone()))
+        std::sync::Arc::new(super::LdkLog::new(self.log.clone()))
     }
 }
 

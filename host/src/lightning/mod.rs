@@ -29,6 +29,7 @@ pub mod receive;
 pub mod sweep;
 
 use fulgur_base::hex;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
@@ -74,7 +75,38 @@ use crate::store::kv::SqliteKvStore;
 use fulgur_protocol::hooks::Hook;
 
 /// LDK's log lines, into ours under the `lightning` source.
-pub struct LdkLog(pub(crate) SourceLog);
+pub struct LdkLog {
+    pub(crate) log: SourceLog,
+    /// Unfunded channels the engine is dropping on purpose (their peer left before
+    /// accepting, or no funding will come): LDK logs their removal as an error
+    /// ("Force-closing channel"), but nothing was ever at stake.
+    dropping: Mutex<HashSet<ChannelId>>,
+}
+
+impl LdkLog {
+    /// LDK's lines into `log`.
+    pub fn new(log: SourceLog) -> Self {
+        LdkLog {
+            log,
+            dropping: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Runs `drop` (which removes the unfunded channel `id`) with its LDK error lines
+    /// logged at info.
+    pub(crate) fn dropping_unfunded<T>(&self, id: ChannelId, drop: impl FnOnce() -> T) -> T {
+        self.dropping
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+        let out = drop();
+        self.dropping
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        out
+    }
+}
 
 impl LdkLogger for LdkLog {
     fn log(&self, r: LdkRecord) {
@@ -94,8 +126,19 @@ impl LdkLogger for LdkLog {
         } else {
             level
         };
+        let level = if level == Level::Broken
+            && r.channel_id.is_some_and(|c| {
+                self.dropping
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&c)
+            }) {
+            Level::Info
+        } else {
+            level
+        };
         // LDK logs every message it handles: format only what is kept.
-        if !self.0.wants(level) {
+        if !self.log.wants(level) {
             return;
         }
         let msg = match r.peer_id {
@@ -109,7 +152,7 @@ impl LdkLogger for LdkLog {
         } else {
             level
         };
-        self.0.log(level, &msg);
+        self.log.log(level, &msg);
     }
 }
 
@@ -323,7 +366,7 @@ impl Lightning {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        let log = Arc::new(LdkLog(deps.log.clone()));
+        let log = Arc::new(LdkLog::new(deps.log.clone()));
         let keys = Arc::new(keys::keys_manager(&deps.seed).map_err(|e| e.to_string())?);
         let kv = Arc::new(SqliteKvStore::new(deps.store.clone()));
         let fees = deps.chain.fees();
@@ -1255,6 +1298,11 @@ impl CustomMessageHandler for PeerWatcher {
         self.log.debug(&format!("Peer {id} disconnected"));
         self.plugins
             .notify("disconnect", json!({"id": id.to_string()}));
+        // LDK holds its peer lock here: the engine is asked in a task.
+        if let Some(engine) = self.engine.get().and_then(Weak::upgrade) {
+            self.handle
+                .spawn(async move { engine.abandon_opens_to(id) });
+        }
     }
 
     fn peer_connected(&self, id: PublicKey, msg: &Init, inbound: bool) -> Result<(), ()> {
@@ -1340,7 +1388,7 @@ mod tests {
 
     use std::time::Duration;
 
-    use super::{LdkLog, MANAGER_WRITE_GAP, MANAGER_WRITE_GAP_MAX, manager_write_gap};
+    use super::{ChannelId, LdkLog, MANAGER_WRITE_GAP, MANAGER_WRITE_GAP_MAX, manager_write_gap};
     use crate::log::{Level, LevelFilter, Logger, MemoryLog};
 
     fn record(log: &LdkLog, level: LdkLevel, text: &str) {
@@ -1380,7 +1428,7 @@ mod tests {
             }],
             Box::new(sink.clone()),
         );
-        let log = LdkLog(logger.source("lightning"));
+        let log = LdkLog::new(logger.source("lightning"));
         record(&log, LdkLevel::Trace, "handled a ping");
         log.log(Record::new(
             LdkLevel::Info,
@@ -1437,5 +1485,43 @@ mod tests {
         for failed in &lines[7..] {
             assert!(failed.contains("UNUSUAL"), "{failed}");
         }
+    }
+    #[test]
+    fn dropping_an_unfunded_channel_is_not_broken_but_other_channels_still_are() {
+        let sink = MemoryLog::default();
+        let logger = Logger::new(
+            vec![LevelFilter {
+                level: Level::Info,
+                prefix: None,
+            }],
+            Box::new(sink.clone()),
+        );
+        let log = LdkLog::new(logger.source("lightning"));
+        let dropped = ChannelId([1; 32]);
+        let other = ChannelId([2; 32]);
+        let force_close = |id: ChannelId| {
+            let mut r = Record::new(
+                LdkLevel::Error,
+                format_args!("Force-closing channel"),
+                "test",
+                "test.rs",
+                1,
+            );
+            r.channel_id = Some(id);
+            log.log(r)
+        };
+        log.dropping_unfunded(dropped, || {
+            force_close(dropped);
+            force_close(other);
+        });
+        force_close(dropped);
+        let text = sink.text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].contains("INFO"), "{text}");
+        assert!(
+            lines[1].contains("**BROKEN**") && lines[2].contains("**BROKEN**"),
+            "{text}"
+        );
     }
 }
