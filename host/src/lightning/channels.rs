@@ -2,6 +2,7 @@
 //! `openchannel` hook on inbound requests, cooperative and forced closes paying back into
 //! the wallet, and LDK's output sweeper for what a closed channel leaves on chain.
 
+use lightning::ln::channel_state::ChannelDetails;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -153,6 +154,34 @@ impl Lightning {
                 "Disconnected during the channel open",
             )));
         }
+    }
+
+    /// Our balance in an open channel: LDK's outbound capacity plus our reserve; below the
+    /// reserve LDK reports no capacity at all, so the channel's monitor says it (whole
+    /// satoshis, pending HTLCs not counted).
+    pub fn to_us_msat(&self, c: &ChannelDetails) -> u64 {
+        use lightning::chain::channelmonitor::Balance;
+        if c.outbound_capacity_msat > 0 {
+            return c.outbound_capacity_msat + c.unspendable_punishment_reserve.unwrap_or(0) * 1000;
+        }
+        let Ok(monitor) = self.monitor.get_monitor(c.channel_id) else {
+            return 0;
+        };
+        monitor
+            .get_claimable_balances()
+            .iter()
+            .find_map(|b| match b {
+                Balance::ClaimableOnChannelClose {
+                    balance_candidates,
+                    confirmed_balance_candidate_index,
+                    ..
+                } => balance_candidates
+                    .get(*confirmed_balance_candidate_index)
+                    .or(balance_candidates.last())
+                    .map(|h| (h.amount_satoshis + h.transaction_fee_satoshis) * 1000),
+                _ => None,
+            })
+            .unwrap_or(0)
     }
 
     /// Removes an unfunded channel (nothing to broadcast, nothing at stake), telling the

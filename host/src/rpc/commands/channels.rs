@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx, command};
 use crate::lightning::channels::channel_type_json;
+use crate::lightning::closed::{
+    AWAITING_UNILATERAL, CLOSINGD_COMPLETE, ClosedChannel, FORGET_AFTER_BLOCKS, ONCHAIN, OpenView,
+};
 use crate::lightning::{Lightning, parse_scid, scid_string};
 use crate::node::Node;
 use crate::rpc::params::{Params, opt, req};
@@ -378,39 +381,11 @@ fn state_of(c: &ChannelDetails) -> &'static str {
 }
 
 /// Our balance in the channel's latest commitment, from its monitor (0 if unknown).
-fn monitor_balance_msat(e: &Lightning, c: &ChannelDetails) -> u64 {
-    use lightning::chain::channelmonitor::Balance;
-    let Ok(monitor) = e.monitor.get_monitor(c.channel_id) else {
-        return 0;
-    };
-    monitor
-        .get_claimable_balances()
-        .iter()
-        .find_map(|b| match b {
-            Balance::ClaimableOnChannelClose {
-                balance_candidates,
-                confirmed_balance_candidate_index,
-                ..
-            } => balance_candidates
-                .get(*confirmed_balance_candidate_index)
-                .or(balance_candidates.last())
-                .map(|h| (h.amount_satoshis + h.transaction_fee_satoshis) * 1000),
-            _ => None,
-        })
-        .unwrap_or(0)
-}
-
 /// One channel as `listpeerchannels` shows it.
 pub fn channel_json(e: &Lightning, c: &ChannelDetails) -> Value {
     let connected = e.peers.peer_by_node_id(&c.counterparty.node_id).is_some();
     let total = c.channel_value_satoshis * 1000;
-    let to_us = if c.outbound_capacity_msat > 0 {
-        c.outbound_capacity_msat + c.unspendable_punishment_reserve.unwrap_or(0) * 1000
-    } else {
-        // Below the reserve LDK reports no capacity at all: read the balance from the
-        // channel's monitor instead (whole satoshis, pending HTLCs not counted).
-        monitor_balance_msat(e, c)
-    };
+    let to_us = e.to_us_msat(c);
     let mut features = vec![];
     if let Some(t) = &c.channel_type {
         if t.supports_static_remote_key() {
@@ -505,6 +480,175 @@ pub fn channel_json(e: &Lightning, c: &ChannelDetails) -> Value {
     o
 }
 
+/// What a closed channel showed while open, as its `listpeerchannels` entry.
+fn open_view_json(e: &Lightning, v: &OpenView) -> Value {
+    match v {
+        OpenView::Details(d) => channel_json(e, d),
+        OpenView::Legacy(s) => serde_json::from_str(s).unwrap_or_else(|_| json!({})),
+        OpenView::None => json!({}),
+    }
+}
+
+/// The local alias a closed channel had, for a `short_channel_id` filter.
+fn local_alias(v: &OpenView) -> Option<String> {
+    match v {
+        OpenView::Details(d) => d.outbound_scid_alias.map(scid_string),
+        OpenView::Legacy(s) => serde_json::from_str::<Value>(s).ok()?["alias"]["local"]
+            .as_str()
+            .map(str::to_string),
+        OpenView::None => None,
+    }
+}
+
+/// A closed channel not yet forgotten, as `listpeerchannels` (and `listfunds`) show it.
+pub(super) fn closed_peerchannel_json(e: &Lightning, r: &ClosedChannel) -> Value {
+    let mut o = match open_view_json(e, &r.snapshot) {
+        o @ Value::Object(_) => o,
+        _ => json!({}),
+    };
+    let peer = r.peer_id.clone().unwrap_or_default();
+    let connected = peer
+        .parse::<PublicKey>()
+        .is_ok_and(|p| e.peers.peer_by_node_id(&p).is_some());
+    let tip = e.chain.tip().map_or(0, |(_, h)| h);
+    let left = e.balances_left(r);
+    let status = match r.state.as_str() {
+        CLOSINGD_COMPLETE => match &r.closing_txid {
+            Some(t) => format!(
+                "{CLOSINGD_COMPLETE}:Mutual close transaction {t} broadcast, waiting for it to confirm"
+            ),
+            None => format!(
+                "{CLOSINGD_COMPLETE}:Mutual close agreed, waiting for the closing transaction to confirm"
+            ),
+        },
+        AWAITING_UNILATERAL => match &r.closing_txid {
+            Some(t) => format!(
+                "{AWAITING_UNILATERAL}:Our commitment transaction {t} broadcast ({})",
+                r.reason
+            ),
+            None => format!(
+                "{AWAITING_UNILATERAL}:Our commitment transaction broadcast ({})",
+                r.reason
+            ),
+        },
+        _ if left => format!("{ONCHAIN}:Funding output spent; outputs resolving"),
+        _ => {
+            let due = r.resolved_from() + FORGET_AFTER_BLOCKS;
+            format!(
+                "{ONCHAIN}:All outputs resolved: forgetting the channel in {} blocks",
+                due.saturating_sub(tip)
+            )
+        }
+    };
+    o["peer_id"] = json!(peer);
+    o["peer_connected"] = json!(connected);
+    o["state"] = json!(r.state);
+    o["opener"] = json!(if r.opener_local { "local" } else { "remote" });
+    if let Some(c) = &r.closer {
+        o["closer"] = json!(c);
+    }
+    if o.get("features").is_none() {
+        o["features"] = json!([]);
+    }
+    o["channel_id"] = json!(r.channel_id);
+    o["funding_txid"] = json!(r.funding_txid);
+    o["funding_outnum"] = json!(r.funding_outnum);
+    if let Some(s) = &r.short_channel_id {
+        o["short_channel_id"] = json!(s);
+    }
+    o["to_us_msat"] = json!(r.final_to_us_msat);
+    o["min_to_us_msat"] = json!(r.min_to_us_msat);
+    o["max_to_us_msat"] = json!(r.max_to_us_msat);
+    o["total_msat"] = json!(r.total_msat);
+    o["spendable_msat"] = json!(0);
+    o["receivable_msat"] = json!(0);
+    o["htlcs"] = json!([]);
+    o["status"] = json!([status]);
+    if o.get("funding").is_none() {
+        let t = r.total_msat;
+        o["funding"] = json!({
+            "local_funds_msat": if r.opener_local { t } else { 0 },
+            "remote_funds_msat": if r.opener_local { 0 } else { t },
+        });
+    }
+    if let Some(m) = o.as_object_mut() {
+        // Nothing can be sent or negotiated any more.
+        m.remove("minimum_htlc_out_msat");
+        m.remove("scratch_txid");
+        m.remove("last_tx_fee_msat");
+    }
+    o
+}
+
+/// A forgotten channel's `listclosedchannels` entry (CLN's fields; commitment and HTLC
+/// counters are not tracked by LDK and are reported as 0).
+fn closedchannel_json(r: &ClosedChannel) -> Value {
+    let (private, alias, channel_type) = match &r.snapshot {
+        OpenView::Details(d) => {
+            let mut alias = json!({});
+            if let Some(a) = d.outbound_scid_alias {
+                alias["local"] = json!(scid_string(a));
+            }
+            if let Some(a) = d.inbound_scid_alias {
+                alias["remote"] = json!(scid_string(a));
+            }
+            (
+                !d.is_announced,
+                Some(alias),
+                d.channel_type.as_ref().map(|t| channel_type_json(Some(t))),
+            )
+        }
+        OpenView::Legacy(s) => {
+            let v: Value = serde_json::from_str(s).unwrap_or_else(|_| json!({}));
+            (
+                v.get("private").and_then(Value::as_bool).unwrap_or(false),
+                v.get("alias").filter(|a| a.is_object()).cloned(),
+                v.get("channel_type").filter(|t| t.is_object()).cloned(),
+            )
+        }
+        OpenView::None => (false, None, None),
+    };
+    let mut o = json!({
+        "channel_id": r.channel_id,
+        "opener": if r.opener_local { "local" } else { "remote" },
+        "private": private,
+        "total_local_commitments": 0,
+        "total_remote_commitments": 0,
+        "total_htlcs_sent": 0,
+        "funding_txid": r.funding_txid,
+        "funding_outnum": r.funding_outnum,
+        "funding_withheld": false,
+        "leased": false,
+        "total_msat": r.total_msat,
+        "final_to_us_msat": r.final_to_us_msat,
+        "min_to_us_msat": r.min_to_us_msat,
+        "max_to_us_msat": r.max_to_us_msat,
+        "close_cause": r.close_cause,
+    });
+    if let Some(p) = &r.peer_id {
+        o["peer_id"] = json!(p);
+    }
+    if let Some(x) = &r.short_channel_id {
+        o["short_channel_id"] = json!(x);
+    }
+    if let Some(a) = alias {
+        o["alias"] = a;
+    }
+    if let Some(c) = &r.closer {
+        o["closer"] = json!(c);
+    }
+    if let Some(t) = channel_type {
+        o["channel_type"] = t;
+    }
+    if let Some(t) = &r.closing_txid {
+        o["last_commitment_txid"] = json!(t);
+    }
+    if let Some(f) = r.closing_fee_msat {
+        o["last_commitment_fee_msat"] = json!(f);
+    }
+    o
+}
+
 fn htlcs_json(c: &ChannelDetails) -> Value {
     let mut v = vec![];
     for h in &c.pending_inbound_htlcs {
@@ -588,14 +732,14 @@ fn run_listpeerchannels(ctx: Ctx, p: Params) -> CommandFuture {
                     scid.is_none_or(|s| {
                         let s = scid_string(s);
                         r.short_channel_id.as_ref() == Some(&s)
-                            || r.snapshot["alias"]["local"].as_str() == Some(s.as_str())
+                            || local_alias(&r.snapshot).as_deref() == Some(s.as_str())
                     })
                 })
                 .filter(|r| {
                     cid.as_ref()
                         .is_none_or(|x| r.channel_id == x.to_lowercase())
                 })
-                .map(|r| e.closed_peerchannel_json(r)),
+                .map(|r| closed_peerchannel_json(&e, r)),
         );
         Ok(json!({"channels": chans}))
     })
@@ -633,7 +777,7 @@ fn run_listclosedchannels(ctx: Ctx, p: Params) -> CommandFuture {
             .await;
         match rows {
             Ok(rows) => Ok(json!({
-                "closedchannels": rows.iter().map(|r| r.closedchannel_json()).collect::<Vec<_>>(),
+                "closedchannels": rows.iter().map(closedchannel_json).collect::<Vec<_>>(),
             })),
             Err(err) => Err(RpcError::new(-1, err.to_string())),
         }
@@ -695,4 +839,30 @@ fn run_setchannel(ctx: Ctx, p: Params) -> CommandFuture {
         }
         Ok(json!({"channels": out}))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lightning::closed::record;
+
+    #[test]
+    fn listclosedchannels_fields_from_an_old_json_snapshot() {
+        let mut r = record(
+            4,
+            "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798",
+        );
+        r.closing_txid = Some(hex(&[0xcd; 32]));
+        r.closing_fee_msat = Some(183_000);
+        let j = closedchannel_json(&r);
+        assert_eq!(j["opener"], "local");
+        assert_eq!(j["closer"], "local");
+        assert_eq!(j["private"], true);
+        assert_eq!(j["alias"], json!({"local": "1x2x3"}));
+        assert_eq!(j["last_commitment_txid"], hex(&[0xcd; 32]));
+        assert_eq!(j["last_commitment_fee_msat"], 183_000);
+        assert_eq!(j["final_to_us_msat"], 490_000_000);
+        assert!(j.get("channel_type").is_none());
+        assert_eq!(local_alias(&r.snapshot).as_deref(), Some("1x2x3"));
+    }
 }

@@ -42,7 +42,7 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
                     e.closed
                         .active()
                         .iter()
-                        .map(|r| e.closed_peerchannel_json(r)),
+                        .map(|r| super::channels::closed_peerchannel_json(e, r)),
                 )
                 .map(|v| {
                     let mut o = json!({

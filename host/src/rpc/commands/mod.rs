@@ -26,8 +26,6 @@ mod stop;
 mod txprepare;
 mod withdraw;
 
-pub use channels::channel_json;
-
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
