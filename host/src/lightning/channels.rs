@@ -17,7 +17,6 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::Lightning;
-use fulgur_protocol::RpcError;
 use fulgur_protocol::hooks::Hook;
 
 /// A `fundchannel` waiting for LDK: first for the funding output, then for the channel to be
@@ -28,7 +27,30 @@ pub struct PendingOpen {
     /// Funding feerate, sat per 1000 weight.
     pub feerate_perkw: u32,
     /// Answers the caller once the funding transaction is handed to LDK, or with an error.
-    pub reply: Option<oneshot::Sender<Result<Opened, RpcError>>>,
+    pub reply: Option<oneshot::Sender<Result<Opened, OpenError>>>,
+}
+
+/// Why a channel open failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// LDK refused the open, or the funding transaction (its message).
+    #[error("{0}")]
+    Refused(String),
+    /// The wallet could not fund it.
+    #[error(transparent)]
+    Wallet(#[from] crate::wallet::WalletError),
+    /// The channel closed before it was funded (the peer's error, or LDK's reason).
+    #[error("{0}")]
+    Closed(String),
+    /// The peer disconnected before accepting.
+    #[error("Disconnected during the channel open")]
+    Disconnected,
+    /// The peer did not accept within the time allowed.
+    #[error("Timed out waiting for the peer to accept the channel")]
+    TimedOut,
+    /// Nothing answers for it any more (the engine is stopping).
+    #[error("The channel open was abandoned")]
+    Abandoned,
 }
 
 /// What `fundchannel` returns.
@@ -77,7 +99,7 @@ impl Lightning {
         feerate_perkw: u32,
         announce: bool,
         minconf_depth: Option<u32>,
-    ) -> Result<Opened, RpcError> {
+    ) -> Result<Opened, OpenError> {
         let user_channel_id = u128::from_be_bytes(
             lightning::sign::EntropySource::get_secure_random_bytes(&*self.keys)[..16]
                 .try_into()
@@ -109,16 +131,13 @@ impl Lightning {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&user_channel_id);
-            return Err(RpcError::new(-1, super::api_error(&e)));
+            return Err(OpenError::Refused(super::api_error(&e)));
         }
         self.peers.process_events();
         let r = match tokio::time::timeout(Duration::from_secs(60), rx).await {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(RpcError::new(-1, "The channel open was abandoned")),
-            Err(_) => Err(RpcError::new(
-                -1,
-                "Timed out waiting for the peer to accept the channel",
-            )),
+            Ok(Err(_)) => Err(OpenError::Abandoned),
+            Err(_) => Err(OpenError::TimedOut),
         };
         self.opens
             .lock()
@@ -149,10 +168,7 @@ impl Lightning {
             self.log.info(&format!(
                 "Channel open to {peer} abandoned: peer disconnected before accepting"
             ));
-            let _ = reply.send(Err(RpcError::new(
-                -1,
-                "Disconnected during the channel open",
-            )));
+            let _ = reply.send(Err(OpenError::Disconnected));
         }
     }
 
@@ -230,17 +246,13 @@ impl Lightning {
                         .is_some_and(|t| t.supports_anchors_zero_fee_htlc_tx())
             });
         let result = async {
-            let tx = self
-                .wallet
-                .fund(vec![out], feerate, anchor)
-                .await
-                .map_err(crate::rpc::onchain::wallet_error)?;
+            let tx = self.wallet.fund(vec![out], feerate, anchor).await?;
             let outnum = tx
                 .output
                 .iter()
                 .position(|o| o.script_pubkey == script && o.value.to_sat() == value_sat)
                 .ok_or_else(|| {
-                    RpcError::new(-1, "the funding transaction lacks the channel output")
+                    OpenError::Refused("the funding transaction lacks the channel output".into())
                 })? as u32;
             let inputs: Vec<_> = tx.input.iter().map(|i| i.previous_output).collect();
             if let Err(e) =
@@ -248,7 +260,7 @@ impl Lightning {
                     .funding_transaction_generated(temporary_channel_id, peer, tx.clone())
             {
                 self.wallet.release(&inputs);
-                return Err(RpcError::new(-1, super::api_error(&e)));
+                return Err(OpenError::Refused(super::api_error(&e)));
             }
             if let Err(e) = self.wallet.mark_broadcast(&tx).await {
                 self.log
@@ -268,7 +280,7 @@ impl Lightning {
         .await;
         if let Err(e) = &result {
             self.log
-                .unusual(&format!("cannot fund channel with {peer}: {}", e.message));
+                .unusual(&format!("cannot fund channel with {peer}: {e}"));
             self.drop_unfunded(temporary_channel_id, peer, &format!("funding failed: {e}"));
         }
         self.peers.process_events();

@@ -9,7 +9,6 @@
 use fulgur_base::hex;
 use std::sync::Arc;
 
-use fulgur_protocol::RpcError;
 use lightning::events::{Event, ReplayEvent};
 use serde_json::json;
 
@@ -139,7 +138,9 @@ impl Lightning {
                     .get_mut(&user_channel_id)
                     .and_then(|p| p.reply.take());
                 if let Some(reply) = waiting {
-                    let _ = reply.send(Err(RpcError::new(-1, open_failure(&reason))));
+                    let _ = reply.send(Err(super::channels::OpenError::Closed(open_failure(
+                        &reason,
+                    ))));
                 }
                 // A channel that never got its funding was never announced to plugins.
                 if let Some(txo) = channel_funding_txo {

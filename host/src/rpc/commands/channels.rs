@@ -12,7 +12,7 @@ use lightning::ln::channel_state::{ChannelDetails, ChannelShutdownState};
 use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx, command};
-use crate::lightning::channels::channel_type_json;
+use crate::lightning::channels::{OpenError, channel_type_json};
 use crate::lightning::closed::{
     AWAITING_UNILATERAL, CLOSINGD_COMPLETE, ClosedChannel, FORGET_AFTER_BLOCKS, ONCHAIN, OpenView,
 };
@@ -244,7 +244,8 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
         }
         let opened = e
             .open_channel(id, amount, push_msat, feerate, announce, mindepth)
-            .await?;
+            .await
+            .map_err(open_error)?;
         let ty = e
             .manager
             .list_channels()
@@ -478,6 +479,14 @@ pub fn channel_json(e: &Lightning, c: &ChannelDetails) -> Value {
         o["maximum_htlc_out_msat"] = json!(m);
     }
     o
+}
+
+/// `fundchannel`'s errors: the wallet's with their codes, the rest as CLN's `LIGHTNINGD` (-1).
+fn open_error(e: OpenError) -> RpcError {
+    match e {
+        OpenError::Wallet(w) => crate::rpc::onchain::wallet_error(w),
+        other => RpcError::new(-1, other.to_string()),
+    }
 }
 
 /// What a closed channel showed while open, as its `listpeerchannels` entry.
