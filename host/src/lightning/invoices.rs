@@ -33,17 +33,64 @@ use lightning_invoice::{
     RouteHint, RouteHintHop, RoutingFees, TaggedField,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::Lightning;
 use crate::store::{Store, StoreError};
 
-/// `status` of an invoice not paid yet and not expired.
-pub const UNPAID: &str = "unpaid";
-/// `status` of a paid invoice.
-pub const PAID: &str = "paid";
-/// `status` of an invoice that expired unpaid.
-pub const EXPIRED: &str = "expired";
+/// An invoice's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvoiceStatus {
+    /// Not paid yet and not expired.
+    Unpaid,
+    /// Paid.
+    Paid,
+    /// Expired unpaid.
+    Expired,
+}
+
+impl InvoiceStatus {
+    /// Its name, as stored and as CLN shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvoiceStatus::Unpaid => "unpaid",
+            InvoiceStatus::Paid => "paid",
+            InvoiceStatus::Expired => "expired",
+        }
+    }
+
+    /// The status named `s`.
+    pub fn parse(s: &str) -> Option<InvoiceStatus> {
+        [
+            InvoiceStatus::Unpaid,
+            InvoiceStatus::Paid,
+            InvoiceStatus::Expired,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for InvoiceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl rusqlite::ToSql for InvoiceStatus {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for InvoiceStatus {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let s = v.as_str()?;
+        InvoiceStatus::parse(s).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("invoice status {s:?}").into())
+        })
+    }
+}
 
 /// CLN's default `expiry`: one week.
 pub const DEFAULT_EXPIRY_SECS: u64 = 7 * 24 * 3600;
@@ -82,51 +129,14 @@ pub struct InvoiceRecord {
     pub expires_at: u64,
     /// The invoice's `min_final_cltv_expiry`.
     pub cltv: u32,
-    /// [`UNPAID`], [`PAID`] or [`EXPIRED`].
-    pub status: String,
+    /// Unpaid, paid or expired.
+    pub status: InvoiceStatus,
     /// Payment order (paid invoices).
     pub pay_index: Option<u64>,
     /// What was received (paid invoices).
     pub amount_received_msat: Option<u64>,
     /// UNIX time it was paid at.
     pub paid_at: Option<u64>,
-}
-
-impl InvoiceRecord {
-    /// CLN's invoice object (listinvoices, waitinvoice, waitanyinvoice, delinvoice).
-    pub fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("label".into(), json!(self.label));
-        m.insert("bolt11".into(), json!(self.bolt11));
-        m.insert("payment_hash".into(), json!(hex(&self.payment_hash)));
-        if let Some(a) = self.amount_msat {
-            m.insert("amount_msat".into(), json!(a));
-        }
-        m.insert("status".into(), json!(self.status));
-        if self.status == PAID {
-            if let Some(p) = self.pay_index {
-                m.insert("pay_index".into(), json!(p));
-            }
-            if let Some(a) = self.amount_received_msat {
-                m.insert("amount_received_msat".into(), json!(a));
-            }
-            if let Some(t) = self.paid_at {
-                m.insert("paid_at".into(), json!(t));
-            }
-            if let Some(p) = &self.preimage {
-                m.insert("payment_preimage".into(), json!(hex(p)));
-            }
-        }
-        if let Some(d) = &self.description {
-            m.insert("description".into(), json!(d));
-        }
-        m.insert("expires_at".into(), json!(self.expires_at));
-        m.insert("created_index".into(), json!(self.created_index));
-        if let Some(u) = self.updated_index {
-            m.insert("updated_index".into(), json!(u));
-        }
-        Value::Object(m)
-    }
 }
 
 /// Which invoices `listinvoices` shows.
@@ -233,7 +243,7 @@ pub enum DeleteError {
     /// 905: no invoice with that label.
     NotFound,
     /// 906: its status is this one, not the one given.
-    Status(String),
+    Status(InvoiceStatus),
     /// 908: `desconly` but the description is already gone.
     NoDescription,
     /// The database failed.
@@ -355,14 +365,14 @@ pub fn expire_due(conn: &Connection, now: u64) -> rusqlite::Result<usize> {
             "SELECT created_index FROM invoices WHERE status = ?1 AND expires_at <= ?2 \
              ORDER BY created_index",
         )?
-        .query_map(params![UNPAID, to_sql(now)], |r| r.get(0))?
+        .query_map(params![InvoiceStatus::Unpaid, to_sql(now)], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for id in &due {
         let u = next_updated(conn)?;
         conn.prepare_cached(
             "UPDATE invoices SET status = ?1, updated_index = ?2 WHERE created_index = ?3",
         )?
-        .execute(params![EXPIRED, to_sql(u), id])?;
+        .execute(params![InvoiceStatus::Expired, to_sql(u), id])?;
     }
     Ok(due.len())
 }
@@ -486,7 +496,7 @@ pub fn mark_paid(
     let Some(inv) = by_hash(&tx, hash)? else {
         return Ok(None);
     };
-    if inv.status == PAID {
+    if inv.status == InvoiceStatus::Paid {
         return Ok(Some(Paid {
             pay_index: inv.pay_index.unwrap_or(0),
             label: inv.label,
@@ -580,9 +590,9 @@ pub fn claim_refusal(inv: Option<&InvoiceRecord>, claim: &Claim) -> Option<Claim
     let Some(inv) = inv else {
         return claim.payment_secret.map(|_| ClaimRefusal::NoInvoice);
     };
-    match inv.status.as_str() {
-        PAID => return Some(ClaimRefusal::AlreadyPaid),
-        EXPIRED => return Some(ClaimRefusal::Expired),
+    match inv.status {
+        InvoiceStatus::Paid => return Some(ClaimRefusal::AlreadyPaid),
+        InvoiceStatus::Expired => return Some(ClaimRefusal::Expired),
         _ => {}
     }
     if let Some(asked) = inv.amount_msat
@@ -630,7 +640,7 @@ pub fn record_claim(
 pub fn delete(
     conn: &mut Connection,
     label: &str,
-    status: &str,
+    status: Option<InvoiceStatus>,
     desconly: bool,
 ) -> Result<InvoiceRecord, DeleteError> {
     let db = |e: rusqlite::Error| DeleteError::Store(e.into());
@@ -638,7 +648,7 @@ pub fn delete(
     let mut inv = by_label(&tx, label)
         .map_err(db)?
         .ok_or(DeleteError::NotFound)?;
-    if inv.status != status {
+    if Some(inv.status) != status {
         return Err(DeleteError::Status(inv.status));
     }
     if desconly {
@@ -668,7 +678,7 @@ pub fn delete(
 /// Deletes the invoices with `status` and `time_column <= cutoff`; returns how many.
 fn delete_where(
     conn: &Connection,
-    status: &str,
+    status: InvoiceStatus,
     time_column: &str,
     cutoff: u64,
 ) -> rusqlite::Result<u64> {
@@ -687,7 +697,7 @@ fn delete_where(
 /// Run after [`expire_due`].
 pub fn delete_expired(conn: &mut Connection, max_expiry: u64) -> rusqlite::Result<u64> {
     let tx = conn.transaction()?;
-    let n = delete_where(&tx, EXPIRED, "expires_at", max_expiry)?;
+    let n = delete_where(&tx, InvoiceStatus::Expired, "expires_at", max_expiry)?;
     tx.commit()?;
     Ok(n)
 }
@@ -702,9 +712,9 @@ pub fn autoclean(
     now: u64,
 ) -> rusqlite::Result<(u64, u64)> {
     let (status, column) = if paid {
-        (PAID, "paid_at")
+        (InvoiceStatus::Paid, "paid_at")
     } else {
-        (EXPIRED, "expires_at")
+        (InvoiceStatus::Expired, "expires_at")
     };
     let cutoff = now.saturating_sub(age);
     let tx = conn.transaction()?;
@@ -1132,12 +1142,12 @@ impl Lightning {
     pub async fn delete_invoice(
         &self,
         label: &str,
-        status: &str,
+        status: Option<InvoiceStatus>,
         desconly: bool,
     ) -> Result<InvoiceRecord, DeleteError> {
-        let (label, status) = (label.to_string(), status.to_string());
+        let label = label.to_string();
         let r = self
-            .invoices_query(move |c, _| Ok(delete(c, &label, &status, desconly)))
+            .invoices_query(move |c, _| Ok(delete(c, &label, status, desconly)))
             .await
             .map_err(DeleteError::Store)?;
         if r.is_ok() {
@@ -1188,9 +1198,9 @@ impl Lightning {
                 None => return Err(WaitError::Deleted),
                 Some(i) => i,
             };
-            match inv.status.as_str() {
-                PAID => return Ok(inv),
-                EXPIRED => return Err(WaitError::Expired(Box::new(inv))),
+            match inv.status {
+                InvoiceStatus::Paid => return Ok(inv),
+                InvoiceStatus::Expired => return Err(WaitError::Expired(Box::new(inv))),
                 _ => {}
             }
             if first {
@@ -1385,12 +1395,11 @@ mod tests {
         let after = run(&store, move |c, _| Ok(by_hash(c, &h3)?)).await;
         assert_eq!(before, after);
         let after = after.unwrap_or_else(|| panic!("c vanished"));
-        assert_eq!(after.status, PAID);
+        assert_eq!(after.status, InvoiceStatus::Paid);
         assert_eq!(after.amount_received_msat, Some(3000));
         assert!(after.updated_index.is_some());
-        let j = after.to_json();
-        assert_eq!(j["payment_preimage"], json!(hex(&preimage(3))));
-        assert_eq!(j["pay_index"], json!(1));
+        assert_eq!(after.preimage, Some(preimage(3)));
+        assert_eq!(after.pay_index, Some(1));
 
         // Unknown hash.
         assert_eq!(
@@ -1414,7 +1423,8 @@ mod tests {
 
         // Deleting the last paid invoice does not give its pay index again.
         run(&store, |c, _| {
-            delete(c, "a", PAID, false).map_err(|e| StoreError::Task(format!("{e:?}")))
+            delete(c, "a", Some(InvoiceStatus::Paid), false)
+                .map_err(|e| StoreError::Task(format!("{e:?}")))
         })
         .await;
         let h2 = hash_of(&preimage(2));
@@ -1461,16 +1471,16 @@ mod tests {
         })
         .await);
         assert_eq!(expired, 1);
-        let st: Vec<_> = all
-            .iter()
-            .map(|i| (i.label.as_str(), i.status.as_str()))
-            .collect();
-        assert_eq!(st, vec![("old", EXPIRED), ("new", UNPAID)]);
+        let st: Vec<_> = all.iter().map(|i| (i.label.as_str(), i.status)).collect();
+        assert_eq!(
+            st,
+            vec![
+                ("old", InvoiceStatus::Expired),
+                ("new", InvoiceStatus::Unpaid)
+            ]
+        );
         assert_eq!(all[0].updated_index, Some(1));
         assert_eq!(all[1].updated_index, None);
-        let j = all[1].to_json();
-        assert!(j.get("payment_preimage").is_none(), "{j}");
-        assert!(j.get("updated_index").is_none(), "{j}");
 
         let upd = run(&store, |c, _| {
             Ok(list(
@@ -1504,13 +1514,25 @@ mod tests {
         );
 
         // delinvoice: status must match; desconly; delete.
-        let e = run(&store, |c, _| Ok(delete(c, "new", PAID, false))).await;
-        assert!(matches!(e, Err(DeleteError::Status(s)) if s == UNPAID));
-        let d = run(&store, |c, _| Ok(delete(c, "new", UNPAID, true))).await;
+        let e = run(&store, |c, _| {
+            Ok(delete(c, "new", Some(InvoiceStatus::Paid), false))
+        })
+        .await;
+        assert!(matches!(e, Err(DeleteError::Status(s)) if s == InvoiceStatus::Unpaid));
+        let d = run(&store, |c, _| {
+            Ok(delete(c, "new", Some(InvoiceStatus::Unpaid), true))
+        })
+        .await;
         assert!(matches!(&d, Ok(i) if i.description.is_none() && i.updated_index == Some(2)));
-        let d = run(&store, |c, _| Ok(delete(c, "new", UNPAID, true))).await;
+        let d = run(&store, |c, _| {
+            Ok(delete(c, "new", Some(InvoiceStatus::Unpaid), true))
+        })
+        .await;
         assert!(matches!(d, Err(DeleteError::NoDescription)));
-        let d = run(&store, |c, _| Ok(delete(c, "nope", UNPAID, false))).await;
+        let d = run(&store, |c, _| {
+            Ok(delete(c, "nope", Some(InvoiceStatus::Unpaid), false))
+        })
+        .await;
         assert!(matches!(d, Err(DeleteError::NotFound)));
 
         // autoclean: the expired one is 10 s old.
@@ -1608,8 +1630,8 @@ mod tests {
         assert_eq!(r.0, None);
         let inv = r.1.unwrap_or_else(|| panic!("hold vanished"));
         assert_eq!(
-            (inv.preimage, inv.status.as_str()),
-            (Some(preimage(2)), UNPAID)
+            (inv.preimage, inv.status),
+            (Some(preimage(2)), InvoiceStatus::Unpaid)
         );
 
         // Once paid, a second payment of the same invoice is refused.

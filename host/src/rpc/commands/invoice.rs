@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bitcoin::Address;
 use bitcoin::address::AddressData;
+use fulgur_base::hex;
 use fulgur_protocol::RpcError;
 use fulgur_protocol::amount::Msat;
 use fulgur_protocol::error::codes;
@@ -21,7 +22,7 @@ use crate::config::Network as ConfigNetwork;
 use crate::lightning::Lightning;
 use crate::lightning::invoices::{
     self, CreateError, DEFAULT_EXPIRY_SECS, DeleteError, Expose, InvoiceRecord, InvoiceRequest,
-    MAX_LABEL_LEN, Selector, WaitError,
+    InvoiceStatus, MAX_LABEL_LEN, Selector, WaitError,
 };
 use crate::node::Node;
 use crate::rpc::params::{Params, opt, req};
@@ -365,7 +366,7 @@ fn run_invoice(ctx: Ctx, p: Params) -> CommandFuture {
 }
 
 fn list_json(v: Vec<InvoiceRecord>) -> Value {
-    json!({"invoices": v.iter().map(InvoiceRecord::to_json).collect::<Vec<_>>()})
+    json!({"invoices": v.iter().map(invoice_json).collect::<Vec<_>>()})
 }
 
 fn run_listinvoices(ctx: Ctx, p: Params) -> CommandFuture {
@@ -458,10 +459,45 @@ fn run_waitinvoice(ctx: Ctx, p: Params) -> CommandFuture {
         let label = req_label(&p)?;
         let l = engine(&ctx.node)?;
         match l.wait_invoice(&label).await {
-            Ok(inv) => Ok(inv.to_json()),
+            Ok(inv) => Ok(invoice_json(&inv)),
             Err(e) => Err(wait_error(e)),
         }
     })
+}
+
+/// CLN's invoice object (listinvoices, waitinvoice, waitanyinvoice, delinvoice).
+pub(crate) fn invoice_json(inv: &InvoiceRecord) -> Value {
+    let mut m = Map::new();
+    m.insert("label".into(), json!(inv.label));
+    m.insert("bolt11".into(), json!(inv.bolt11));
+    m.insert("payment_hash".into(), json!(hex(&inv.payment_hash)));
+    if let Some(a) = inv.amount_msat {
+        m.insert("amount_msat".into(), json!(a));
+    }
+    m.insert("status".into(), json!(inv.status.as_str()));
+    if inv.status == InvoiceStatus::Paid {
+        if let Some(p) = inv.pay_index {
+            m.insert("pay_index".into(), json!(p));
+        }
+        if let Some(a) = inv.amount_received_msat {
+            m.insert("amount_received_msat".into(), json!(a));
+        }
+        if let Some(t) = inv.paid_at {
+            m.insert("paid_at".into(), json!(t));
+        }
+        if let Some(p) = &inv.preimage {
+            m.insert("payment_preimage".into(), json!(hex(p)));
+        }
+    }
+    if let Some(d) = &inv.description {
+        m.insert("description".into(), json!(d));
+    }
+    m.insert("expires_at".into(), json!(inv.expires_at));
+    m.insert("created_index".into(), json!(inv.created_index));
+    if let Some(u) = inv.updated_index {
+        m.insert("updated_index".into(), json!(u));
+    }
+    Value::Object(m)
 }
 
 fn wait_error(e: WaitError) -> RpcError {
@@ -472,7 +508,7 @@ fn wait_error(e: WaitError) -> RpcError {
             codes::INVOICE_EXPIRED_DURING_WAIT,
             "invoice expired during wait",
         )
-        .with_data(inv.to_json()),
+        .with_data(invoice_json(&inv)),
         WaitError::TimedOut => RpcError::new(
             codes::INVOICE_WAIT_TIMED_OUT,
             "Timed out while waiting for invoice to be paid",
@@ -488,7 +524,7 @@ fn run_waitanyinvoice(ctx: Ctx, p: Params) -> CommandFuture {
         let timeout = u64_param(&p, "timeout")?.map(Duration::from_secs);
         let l = engine(&ctx.node)?;
         match l.wait_any_invoice(last, timeout).await {
-            Ok(inv) => Ok(inv.to_json()),
+            Ok(inv) => Ok(invoice_json(&inv)),
             Err(e) => Err(wait_error(e)),
         }
     })
@@ -500,8 +536,12 @@ fn run_delinvoice(ctx: Ctx, p: Params) -> CommandFuture {
         let status = p.str("status")?;
         let desconly = p.opt_bool("desconly")?.unwrap_or(false);
         let l = engine(&ctx.node)?;
-        match l.delete_invoice(&label, &status, desconly).await {
-            Ok(inv) => Ok(inv.to_json()),
+        // CLN takes any string: one that names no status matches no invoice.
+        match l
+            .delete_invoice(&label, InvoiceStatus::parse(&status), desconly)
+            .await
+        {
+            Ok(inv) => Ok(invoice_json(&inv)),
             Err(DeleteError::NotFound) => {
                 Err(RpcError::new(codes::INVOICE_NOT_FOUND, "Unknown invoice"))
             }
@@ -509,7 +549,7 @@ fn run_delinvoice(ctx: Ctx, p: Params) -> CommandFuture {
                 codes::INVOICE_STATUS_UNEXPECTED,
                 format!("Invoice status is {current} not {status}"),
             )
-            .with_data(json!({"current_status": current, "expected_status": status}))),
+            .with_data(json!({"current_status": current.as_str(), "expected_status": status}))),
             Err(DeleteError::NoDescription) => Err(RpcError::new(
                 INVOICE_NO_DESCRIPTION,
                 "Invoice description already removed",
@@ -565,4 +605,48 @@ fn run_autoclean_once(ctx: Ctx, p: Params) -> CommandFuture {
         let (cleaned, uncleaned) = l.autoclean_invoices(paid, age).await.map_err(db_error)?;
         Ok(json!({"autoclean": {subsystem: {"cleaned": cleaned, "uncleaned": uncleaned}}}))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoice_json_shows_payment_fields_only_once_paid() {
+        let mut inv = InvoiceRecord {
+            created_index: 2,
+            updated_index: None,
+            label: "l".into(),
+            bolt11: "lnbcrt1".into(),
+            payment_hash: [1; 32],
+            payment_secret: [2; 32],
+            preimage: Some([3; 32]),
+            amount_msat: Some(1000),
+            description: Some("d".into()),
+            expires_at: 99,
+            cltv: 18,
+            status: InvoiceStatus::Unpaid,
+            pay_index: None,
+            amount_received_msat: None,
+            paid_at: None,
+        };
+        let j = invoice_json(&inv);
+        assert_eq!(j["status"], "unpaid");
+        assert!(j.get("payment_preimage").is_none(), "{j}");
+        assert!(j.get("updated_index").is_none(), "{j}");
+        inv.status = InvoiceStatus::Paid;
+        inv.pay_index = Some(1);
+        inv.amount_received_msat = Some(1000);
+        inv.paid_at = Some(50);
+        inv.updated_index = Some(3);
+        let j = invoice_json(&inv);
+        assert_eq!(j["status"], "paid");
+        assert_eq!(j["payment_preimage"], hex(&[3; 32]));
+        assert_eq!(j["pay_index"], 1);
+        assert_eq!(j["updated_index"], 3);
+        assert_eq!(
+            crate::rpc::schema::errors("listinvoices.json", &json!({"invoices": [j]})),
+            None
+        );
+    }
 }
