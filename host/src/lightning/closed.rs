@@ -37,14 +37,55 @@ use crate::store::StoreError;
 /// CLN forgets a resolved channel this many blocks after its close.
 pub const FORGET_AFTER_BLOCKS: u32 = 100;
 
-/// CLN's states for a closed channel still shown by `listpeerchannels`.
-pub const CLOSINGD_COMPLETE: &str = "CLOSINGD_COMPLETE";
-/// We broadcast our commitment; it has not confirmed yet.
-pub const AWAITING_UNILATERAL: &str = "AWAITING_UNILATERAL";
-/// The funding output is spent in a block; outputs are resolving.
-pub const ONCHAIN: &str = "ONCHAIN";
-/// Forgotten (only in `listclosedchannels`); the state `channel_state_changed` ends with.
-pub const CLOSED: &str = "CLOSED";
+/// The state of a closed channel, with CLN's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedState {
+    /// Closed cooperatively; the closing transaction has not confirmed yet.
+    ClosingdComplete,
+    /// We broadcast our commitment; it has not confirmed yet.
+    AwaitingUnilateral,
+    /// The funding output is spent in a block; outputs are resolving.
+    Onchain,
+    /// Forgotten (only in `listclosedchannels`); the state `channel_state_changed` ends with.
+    Closed,
+}
+
+impl ClosedState {
+    const ALL: [ClosedState; 4] = [
+        ClosedState::ClosingdComplete,
+        ClosedState::AwaitingUnilateral,
+        ClosedState::Onchain,
+        ClosedState::Closed,
+    ];
+
+    /// CLN's name (as stored, and in `listpeerchannels` and `channel_state_changed`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClosedState::ClosingdComplete => "CLOSINGD_COMPLETE",
+            ClosedState::AwaitingUnilateral => "AWAITING_UNILATERAL",
+            ClosedState::Onchain => "ONCHAIN",
+            ClosedState::Closed => "CLOSED",
+        }
+    }
+}
+
+impl rusqlite::ToSql for ClosedState {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for ClosedState {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let s = v.as_str()?;
+        ClosedState::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| {
+                rusqlite::types::FromSqlError::Other(format!("closed channel state {s:?}").into())
+            })
+    }
+}
 
 /// One row of `closed_channels`.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,9 +108,8 @@ pub struct ClosedChannel {
     pub close_cause: String,
     /// LDK's reason, as text.
     pub reason: String,
-    /// CLN state: `CLOSINGD_COMPLETE`, `AWAITING_UNILATERAL`, `ONCHAIN`, or `CLOSED` once
-    /// forgotten.
-    pub state: String,
+    /// Where it is in its resolution.
+    pub state: ClosedState,
     /// Capacity.
     pub total_msat: u64,
     /// Our balance when it closed.
@@ -263,15 +303,17 @@ pub fn list(
 }
 
 /// What kind of close LDK's reason describes: (state shown after it, closer).
-pub fn close_kind(r: &ClosureReason) -> (&'static str, Option<&'static str>) {
+pub fn close_kind(r: &ClosureReason) -> (ClosedState, Option<&'static str>) {
     use ClosureReason as R;
     match r {
-        R::LocallyInitiatedCooperativeClosure => (CLOSINGD_COMPLETE, Some("local")),
-        R::CounterpartyInitiatedCooperativeClosure => (CLOSINGD_COMPLETE, Some("remote")),
-        R::LegacyCooperativeClosure => (CLOSINGD_COMPLETE, None),
+        R::LocallyInitiatedCooperativeClosure => (ClosedState::ClosingdComplete, Some("local")),
+        R::CounterpartyInitiatedCooperativeClosure => {
+            (ClosedState::ClosingdComplete, Some("remote"))
+        }
+        R::LegacyCooperativeClosure => (ClosedState::ClosingdComplete, None),
         // A commitment transaction confirmed without our asking: the peer's, as ours would
         // have been broadcast after a HolderForceClosed first.
-        R::CommitmentTxConfirmed => (ONCHAIN, Some("remote")),
+        R::CommitmentTxConfirmed => (ClosedState::Onchain, Some("remote")),
         // The funding never confirmed or was never broadcast: nothing to resolve on chain.
         R::FundingTimedOut
         | R::FundingBatchClosure
@@ -281,11 +323,11 @@ pub fn close_kind(r: &ClosureReason) -> (&'static str, Option<&'static str>) {
         | R::HolderForceClosed {
             broadcasted_latest_txn: Some(false),
             ..
-        } => (CLOSED, None),
+        } => (ClosedState::Closed, None),
         // The peer sent an error: LDK broadcasts our commitment in answer.
-        R::CounterpartyForceClosed { .. } => (AWAITING_UNILATERAL, Some("remote")),
+        R::CounterpartyForceClosed { .. } => (ClosedState::AwaitingUnilateral, Some("remote")),
         // We (the user, or LDK protecting us) broadcast our commitment.
-        _ => (AWAITING_UNILATERAL, Some("local")),
+        _ => (ClosedState::AwaitingUnilateral, Some("local")),
     }
 }
 
@@ -489,7 +531,7 @@ impl Lightning {
             closer: closer.map(str::to_string),
             close_cause: cause.to_string(),
             reason: reason.to_string(),
-            state: state.to_string(),
+            state,
             total_msat,
             final_to_us_msat: final_to_us,
             min_to_us_msat: snap
@@ -501,8 +543,8 @@ impl Lightning {
             closing_txid: spent.as_ref().map(|s| s.0.clone()),
             closing_fee_msat: spent.and_then(|s| s.1),
             closed_height: tip,
-            spend_height: (state == ONCHAIN).then_some(tip),
-            forgotten_height: (state == CLOSED).then_some(tip),
+            spend_height: (state == ClosedState::Onchain).then_some(tip),
+            forgotten_height: (state == ClosedState::Closed).then_some(tip),
             closed_at: now,
             snapshot: snap.as_ref().map_or(OpenView::None, |s| {
                 OpenView::Details(Box::new(s.details.clone()))
@@ -513,10 +555,10 @@ impl Lightning {
         if !fresh {
             return Ok(());
         }
-        if state != CLOSED {
+        if state != ClosedState::Closed {
             lock(&self.closed.active).push(r.clone());
         }
-        self.notify_closed_state(&r, old, state, cause, &reason.to_string());
+        self.notify_closed_state(&r, old, state.as_str(), cause, &reason.to_string());
         Ok(())
     }
 
@@ -589,7 +631,7 @@ impl Lightning {
             if r.spend_height.is_some() {
                 return;
             }
-            let old = std::mem::replace(&mut r.state, ONCHAIN.to_string());
+            let old = std::mem::replace(&mut r.state, ClosedState::Onchain);
             r.spend_height = Some(height);
             if let Some(tx) = tx {
                 r.closing_txid = Some(tx.compute_txid().to_string());
@@ -599,12 +641,12 @@ impl Lightning {
         };
         let (r, old) = changed;
         self.closed_update(&r);
-        if old != ONCHAIN {
+        if old != ClosedState::Onchain {
             let msg = match &r.closing_txid {
                 Some(t) => format!("Funding output spent by {t} at block {height}"),
                 None => format!("Funding output spent (seen at block {height})"),
             };
-            self.notify_closed_state(&r, &old, ONCHAIN, "onchain", &msg);
+            self.notify_closed_state(&r, old.as_str(), "ONCHAIN", "onchain", &msg);
         }
     }
 
@@ -631,7 +673,7 @@ impl Lightning {
             .filter(|r| !self.balances_left(r))
             .collect();
         for mut r in due {
-            let old = std::mem::replace(&mut r.state, CLOSED.to_string());
+            let old = std::mem::replace(&mut r.state, ClosedState::Closed);
             r.forgotten_height = Some(height);
             lock(&self.closed.active).retain(|x| x.channel_id != r.channel_id);
             self.closed_update(&r);
@@ -640,7 +682,7 @@ impl Lightning {
                 r.channel_id,
                 height - r.resolved_from()
             ));
-            self.notify_closed_state(&r, &old, CLOSED, "onchain", "Forgetting channel");
+            self.notify_closed_state(&r, old.as_str(), "CLOSED", "onchain", "Forgetting channel");
         }
     }
 }
@@ -658,7 +700,7 @@ pub(crate) fn record(id: u8, peer: &str) -> ClosedChannel {
         closer: Some("local".into()),
         close_cause: "user".into(),
         reason: "Locally initiated cooperative closure".into(),
-        state: CLOSINGD_COMPLETE.into(),
+        state: ClosedState::ClosingdComplete,
         total_msat: 500_000_000,
         final_to_us_msat: 490_000_000,
         min_to_us_msat: 490_000_000,
@@ -703,7 +745,7 @@ mod tests {
             // A replayed ChannelClosed writes nothing the second time.
             assert_eq!(fresh, (true, true, false));
             let mut a3 = a.clone();
-            a3.state = ONCHAIN.into();
+            a3.state = ClosedState::Onchain;
             a3.spend_height = Some(121);
             a3.closing_txid = Some(hex(&[0xcd; 32]));
             a3.closing_fee_msat = Some(183_000);
@@ -725,7 +767,7 @@ mod tests {
         assert_eq!(active, vec![b.clone()]);
         assert_eq!(of_b, vec![b]);
         let mut want = a.clone();
-        want.state = ONCHAIN.into();
+        want.state = ClosedState::Onchain;
         want.spend_height = Some(121);
         want.closing_txid = Some(hex(&[0xcd; 32]));
         want.closing_fee_msat = Some(183_000);
@@ -769,21 +811,24 @@ mod tests {
         use ClosureReason as R;
         assert_eq!(
             close_kind(&R::LocallyInitiatedCooperativeClosure),
-            (CLOSINGD_COMPLETE, Some("local"))
+            (ClosedState::ClosingdComplete, Some("local"))
         );
         assert_eq!(
             close_kind(&R::CounterpartyInitiatedCooperativeClosure),
-            (CLOSINGD_COMPLETE, Some("remote"))
+            (ClosedState::ClosingdComplete, Some("remote"))
         );
         assert_eq!(
             close_kind(&R::CommitmentTxConfirmed),
-            (ONCHAIN, Some("remote"))
+            (ClosedState::Onchain, Some("remote"))
         );
-        assert_eq!(close_kind(&R::FundingTimedOut), (CLOSED, None));
+        assert_eq!(close_kind(&R::FundingTimedOut), (ClosedState::Closed, None));
         let held = R::HolderForceClosed {
             broadcasted_latest_txn: Some(true),
             message: "user".into(),
         };
-        assert_eq!(close_kind(&held), (AWAITING_UNILATERAL, Some("local")));
+        assert_eq!(
+            close_kind(&held),
+            (ClosedState::AwaitingUnilateral, Some("local"))
+        );
     }
 }

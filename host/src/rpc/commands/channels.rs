@@ -13,9 +13,7 @@ use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx, command};
 use crate::lightning::channels::{OpenError, channel_type_json};
-use crate::lightning::closed::{
-    AWAITING_UNILATERAL, CLOSINGD_COMPLETE, ClosedChannel, FORGET_AFTER_BLOCKS, ONCHAIN, OpenView,
-};
+use crate::lightning::closed::{ClosedChannel, ClosedState, FORGET_AFTER_BLOCKS, OpenView};
 use crate::lightning::{Lightning, parse_scid, scid_string};
 use crate::node::Node;
 use crate::rpc::params::{Params, opt, req};
@@ -521,37 +519,38 @@ pub(super) fn closed_peerchannel_json(e: &Lightning, r: &ClosedChannel) -> Value
         .is_ok_and(|p| e.peers.peer_by_node_id(&p).is_some());
     let tip = e.chain.tip().map_or(0, |(_, h)| h);
     let left = e.balances_left(r);
-    let status = match r.state.as_str() {
-        CLOSINGD_COMPLETE => match &r.closing_txid {
-            Some(t) => format!(
-                "{CLOSINGD_COMPLETE}:Mutual close transaction {t} broadcast, waiting for it to confirm"
-            ),
+    let state = r.state.as_str();
+    let status = match r.state {
+        ClosedState::ClosingdComplete => match &r.closing_txid {
+            Some(t) => {
+                format!("{state}:Mutual close transaction {t} broadcast, waiting for it to confirm")
+            }
             None => format!(
-                "{CLOSINGD_COMPLETE}:Mutual close agreed, waiting for the closing transaction to confirm"
+                "{state}:Mutual close agreed, waiting for the closing transaction to confirm"
             ),
         },
-        AWAITING_UNILATERAL => match &r.closing_txid {
+        ClosedState::AwaitingUnilateral => match &r.closing_txid {
             Some(t) => format!(
-                "{AWAITING_UNILATERAL}:Our commitment transaction {t} broadcast ({})",
+                "{state}:Our commitment transaction {t} broadcast ({})",
                 r.reason
             ),
             None => format!(
-                "{AWAITING_UNILATERAL}:Our commitment transaction broadcast ({})",
+                "{state}:Our commitment transaction broadcast ({})",
                 r.reason
             ),
         },
-        _ if left => format!("{ONCHAIN}:Funding output spent; outputs resolving"),
+        _ if left => format!("{state}:Funding output spent; outputs resolving"),
         _ => {
             let due = r.resolved_from() + FORGET_AFTER_BLOCKS;
             format!(
-                "{ONCHAIN}:All outputs resolved: forgetting the channel in {} blocks",
+                "{state}:All outputs resolved: forgetting the channel in {} blocks",
                 due.saturating_sub(tip)
             )
         }
     };
     o["peer_id"] = json!(peer);
     o["peer_connected"] = json!(connected);
-    o["state"] = json!(r.state);
+    o["state"] = json!(state);
     o["opener"] = json!(if r.opener_local { "local" } else { "remote" });
     if let Some(c) = &r.closer {
         o["closer"] = json!(c);
