@@ -12,6 +12,7 @@
 // clippy.toml).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
 
+mod cln_json;
 mod config;
 mod lifecycle;
 mod lightning;

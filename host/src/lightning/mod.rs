@@ -1323,7 +1323,7 @@ impl CustomMessageHandler for PeerWatcher {
             log.debug(&format!("Peer {id} connected ({direction}, {addr})"));
             plugins.notify(
                 "connect",
-                json!({"id": id.to_string(), "direction": direction, "address": net::address_json(&addr)}),
+                json!({"id": id.to_string(), "direction": direction, "address": crate::cln_json::address_json(&addr)}),
             );
             if !plugins.has_hook(Hook::PeerConnected) {
                 return;

@@ -1,9 +1,7 @@
 //! Network addresses: `--bind-addr`, `--addr`, `--announce-addr` values and CLN's address
 //! objects (`{"type": "ipv4", "address": "127.0.0.1", "port": 9735}`).
 
-use std::net::{IpAddr, SocketAddr};
-
-use serde_json::{Value, json};
+use std::net::IpAddr;
 
 /// The default Lightning port.
 pub const DEFAULT_PORT: u16 = 9735;
@@ -57,7 +55,6 @@ impl NetAddr {
         }
     }
 
-    /// CLN's address object.
     /// As LDK's announced address (IP addresses and DNS names).
     pub fn to_socket_address(&self) -> lightning::ln::msgs::SocketAddress {
         use lightning::ln::msgs::SocketAddress as S;
@@ -83,14 +80,14 @@ impl NetAddr {
         }
     }
 
-    pub fn to_json(&self) -> Value {
-        let kind = match self.host.parse::<IpAddr>() {
+    /// Its kind, with CLN's names: `ipv4`, `ipv6`, `torv3` or `dns`.
+    pub fn kind(&self) -> &'static str {
+        match self.host.parse::<IpAddr>() {
             Ok(IpAddr::V4(_)) => "ipv4",
             Ok(IpAddr::V6(_)) => "ipv6",
             Err(_) if self.host.ends_with(".onion") => "torv3",
             Err(_) => "dns",
-        };
-        json!({"type": kind, "address": self.host, "port": self.port})
+        }
     }
 }
 
@@ -99,23 +96,6 @@ fn parse_port(p: &str) -> Result<u16, String> {
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("'{p}' is not a port"))
-}
-
-/// CLN's address object for a socket address.
-pub fn socket_json(a: &SocketAddr) -> Value {
-    let kind = if a.is_ipv4() { "ipv4" } else { "ipv6" };
-    json!({"type": kind, "address": a.ip().to_string(), "port": a.port()})
-}
-
-/// CLN's address object for LDK's rendering of a peer address (`1.2.3.4:9735`), or null.
-pub fn address_json(s: &str) -> Value {
-    match s.parse::<SocketAddr>() {
-        Ok(a) => socket_json(&a),
-        Err(_) => match NetAddr::parse(s, DEFAULT_PORT) {
-            Ok(n) if !s.is_empty() => n.to_json(),
-            _ => Value::Null,
-        },
-    }
 }
 
 #[cfg(test)]
@@ -139,9 +119,6 @@ mod tests {
         assert!(p("1.2.3.4:x").is_err());
         assert!(p(":5").is_err());
         assert!(p("").is_err());
-        assert_eq!(
-            p("10.0.0.1:5").map(|a| a.to_json()["type"].clone()),
-            Ok(json!("ipv4"))
-        );
+        assert_eq!(p("10.0.0.1:5").map(|a| a.kind()), Ok("ipv4"));
     }
 }

@@ -56,7 +56,10 @@ fn run(ctx: Ctx, _p: Params) -> CommandFuture {
                         "invoice": crate::lightning::features_hex(crate::lightning::invoice_features().le_flags()),
                     }),
                     l.peers.list_peers().len(),
-                    l.announce.iter().map(|a| a.to_json()).collect::<Vec<_>>(),
+                    l.announce
+                        .iter()
+                        .map(crate::cln_json::netaddr_json)
+                        .collect::<Vec<_>>(),
                 )
             }
             None => (
@@ -70,7 +73,7 @@ fn run(ctx: Ctx, _p: Params) -> CommandFuture {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(crate::lightning::net::socket_json)
+            .map(crate::cln_json::socket_json)
             .collect();
         let (bitcoind_sync, lightningd_sync) = n.chain.warnings();
         let mut info = json!({

@@ -221,7 +221,7 @@ fn node_json(n: &GraphNode) -> Value {
         let addresses: Vec<Value> = a
             .addresses
             .iter()
-            .map(|s| crate::lightning::net::address_json(s))
+            .map(|s| crate::cln_json::address_json(s))
             .filter(|v| !v.is_null())
             .collect();
         v["last_timestamp"] = json!(a.last_timestamp);

@@ -7,8 +7,9 @@ use fulgur_protocol::{RpcError, error::codes};
 use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx, command};
+use crate::cln_json::{address_json, netaddr_json};
 use crate::lightning::Lightning;
-use crate::lightning::net::{DEFAULT_PORT, NetAddr, address_json};
+use crate::lightning::net::{DEFAULT_PORT, NetAddr};
 use crate::node::Node;
 use crate::rpc::params::{Params, opt, req};
 
@@ -146,7 +147,7 @@ fn run_connect(ctx: Ctx, p: Params) -> CommandFuture {
                     };
                     let address = match &peer.socket_address {
                         Some(s) => address_json(&s.to_string()),
-                        None => target.to_json(),
+                        None => netaddr_json(&target),
                     };
                     return Ok(json!({
                         "id": id.to_string(),
