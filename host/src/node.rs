@@ -192,13 +192,7 @@ fn create_dirs(config: &Config) -> Result<(), String> {
 /// manifests, so plugins are started and stopped again without `init`).
 pub async fn print_help(config: Config) -> Result<(), String> {
     let mut text = crate::config::command().render_help().to_string();
-    let log = Logger::new(
-        vec![crate::log::LevelFilter {
-            level: Level::Broken,
-            prefix: None,
-        }],
-        Box::new(std::io::stderr()),
-    );
+    let log = Logger::at(Level::Broken, Box::new(std::io::stderr()));
     let found = discover(&config, &log.source("lightningd"))?;
     if !found.plugins.is_empty() {
         create_dirs(&config)?;

@@ -132,6 +132,17 @@ impl Logger {
         Self::build(filters, out, vec![])
     }
 
+    /// Everything at `level` and above, from every source, to `out`.
+    pub fn at(level: Level, out: Box<dyn Write + Send>) -> Logger {
+        Logger::new(
+            vec![LevelFilter {
+                level,
+                prefix: None,
+            }],
+            out,
+        )
+    }
+
     /// A logger writing to every file in `files` (`-` is stdout; none means stdout),
     /// appending; [`Logger::reopen`] opens them again.
     pub fn to_files(filters: Vec<LevelFilter>, files: &[PathBuf]) -> Result<Logger, String> {

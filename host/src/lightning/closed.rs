@@ -67,25 +67,14 @@ impl ClosedState {
             ClosedState::Closed => "CLOSED",
         }
     }
-}
 
-impl rusqlite::ToSql for ClosedState {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
+    /// The state named `s`.
+    pub fn parse(s: &str) -> Option<ClosedState> {
+        ClosedState::ALL.into_iter().find(|c| c.as_str() == s)
     }
 }
 
-impl rusqlite::types::FromSql for ClosedState {
-    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let s = v.as_str()?;
-        ClosedState::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| {
-                rusqlite::types::FromSqlError::Other(format!("closed channel state {s:?}").into())
-            })
-    }
-}
+fulgur_store::text_enum!(ClosedState);
 
 /// One row of `closed_channels`.
 #[derive(Debug, Clone, PartialEq)]

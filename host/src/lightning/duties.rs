@@ -384,19 +384,13 @@ mod tests {
 
         use super::super::*;
         use crate::lightning::LdkLog;
-        use crate::log::{Level, LevelFilter, Logger, MemoryLog};
+        use crate::log::{Level, Logger, MemoryLog};
         use crate::store::Store;
 
         const SCID: u64 = 101 << 40 | 1 << 16;
 
         fn log() -> Log {
-            let logger = Logger::new(
-                vec![LevelFilter {
-                    level: Level::Info,
-                    prefix: None,
-                }],
-                Box::new(MemoryLog::default()),
-            );
+            let logger = Logger::at(Level::Info, Box::new(MemoryLog::default()));
             Arc::new(LdkLog::new(logger.source("lightning")))
         }
 

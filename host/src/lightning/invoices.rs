@@ -77,20 +77,7 @@ impl std::fmt::Display for InvoiceStatus {
     }
 }
 
-impl rusqlite::ToSql for InvoiceStatus {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl rusqlite::types::FromSql for InvoiceStatus {
-    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let s = v.as_str()?;
-        InvoiceStatus::parse(s).ok_or_else(|| {
-            rusqlite::types::FromSqlError::Other(format!("invoice status {s:?}").into())
-        })
-    }
-}
+fulgur_store::text_enum!(InvoiceStatus);
 
 /// CLN's default `expiry`: one week.
 pub const DEFAULT_EXPIRY_SECS: u64 = 7 * 24 * 3600;

@@ -1389,7 +1389,7 @@ mod tests {
     use std::time::Duration;
 
     use super::{ChannelId, LdkLog, MANAGER_WRITE_GAP, MANAGER_WRITE_GAP_MAX, manager_write_gap};
-    use crate::log::{Level, LevelFilter, Logger, MemoryLog};
+    use crate::log::{Level, Logger, MemoryLog};
 
     fn record(log: &LdkLog, level: LdkLevel, text: &str) {
         log.log(Record::new(
@@ -1399,6 +1399,13 @@ mod tests {
             "test.rs",
             1,
         ));
+    }
+
+    /// LDK's lines at info and above, kept in memory.
+    fn info_log() -> (MemoryLog, LdkLog) {
+        let sink = MemoryLog::default();
+        let logger = Logger::at(Level::Info, Box::new(sink.clone()));
+        (sink, LdkLog::new(logger.source("lightning")))
     }
 
     #[test]
@@ -1420,15 +1427,7 @@ mod tests {
 
     #[test]
     fn ldk_records_keep_their_level_and_benign_races_are_not_broken() {
-        let sink = MemoryLog::default();
-        let logger = Logger::new(
-            vec![LevelFilter {
-                level: Level::Info,
-                prefix: None,
-            }],
-            Box::new(sink.clone()),
-        );
-        let log = LdkLog::new(logger.source("lightning"));
+        let (sink, log) = info_log();
         record(&log, LdkLevel::Trace, "handled a ping");
         log.log(Record::new(
             LdkLevel::Info,
@@ -1488,15 +1487,7 @@ mod tests {
     }
     #[test]
     fn dropping_an_unfunded_channel_is_not_broken_but_other_channels_still_are() {
-        let sink = MemoryLog::default();
-        let logger = Logger::new(
-            vec![LevelFilter {
-                level: Level::Info,
-                prefix: None,
-            }],
-            Box::new(sink.clone()),
-        );
-        let log = LdkLog::new(logger.source("lightning"));
+        let (sink, log) = info_log();
         let dropped = ChannelId([1; 32]);
         let other = ChannelId([2; 32]);
         let force_close = |id: ChannelId| {

@@ -9,6 +9,33 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
 
 pub mod datastore;
+
+/// Stores a fieldless enum as its name: `text_enum!(Type)` implements rusqlite's `ToSql`
+/// and `FromSql` for a `Type` with `fn as_str(self) -> &'static str` and
+/// `fn parse(&str) -> Option<Type>`. A name the type does not know is a conversion error.
+#[macro_export]
+macro_rules! text_enum {
+    ($t:ty) => {
+        impl rusqlite::ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                Ok(self.as_str().into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $t {
+            fn column_result(
+                v: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                let s = v.as_str()?;
+                <$t>::parse(s).ok_or_else(|| {
+                    rusqlite::types::FromSqlError::Other(
+                        format!("{}: unknown value {s:?}", stringify!($t)).into(),
+                    )
+                })
+            }
+        }
+    };
+}
 pub mod kv;
 
 use std::path::Path;

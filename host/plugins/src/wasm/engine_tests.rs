@@ -13,7 +13,7 @@ use super::SandboxRule;
 use crate::discovery::Candidate;
 use crate::hooks::ChainEnd;
 use crate::{HostSettings, PluginHost};
-use fulgur_base::log::{Level, LevelFilter, Logger};
+use fulgur_base::log::{Level, Logger};
 
 include!("../../../../tests/wasm/wat_guest.rs");
 
@@ -58,13 +58,7 @@ async fn host(dir: &Path, plugins: &[PathBuf], rules: &[&str]) -> (Arc<PluginHos
     };
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let out = Captured::default();
-    let log = Logger::new(
-        vec![LevelFilter {
-            level: Level::Debug,
-            prefix: None,
-        }],
-        Box::new(out.clone()),
-    );
+    let log = Logger::at(Level::Debug, Box::new(out.clone()));
     let host = PluginHost::new(log, settings, &[], vec![], tx);
     let c: Vec<Candidate> = plugins
         .iter()
