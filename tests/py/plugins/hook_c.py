@@ -1,38 +1,18 @@
 #!/usr/bin/env python3
 """Test plugin on the rpc_command hook. First in the chain (before=[hook_a.py]).
-Replaces `listdatastore hookreplace` by `listdatastore hookreplaced`.
-
-Every call is appended as one JSON line to <cwd>/rpc_command_order.jsonl (plugin name,
-request id, method, full hook payload) before answering, so a test can read the order in
-which the chain called the plugins and validate the payloads."""
-import json
-import os
-
+Replaces `listdatastore hookreplace` by `listdatastore hookreplaced`. Every call is recorded
+(`rpc_command_chain.record`) before it answers."""
 from pyln.client import Plugin
+
+from rpc_command_chain import key_of, record
 
 NAME = "hook_c.py"
 plugin = Plugin()
 
 
-def record(payload):
-    with open(os.path.join(os.getcwd(), "rpc_command_order.jsonl"), "a") as f:
-        f.write(json.dumps({"plugin": NAME, "payload": payload}) + "\n")
-        f.flush()
-
-
-def key_of(params):
-    if isinstance(params, dict):
-        key = params.get("key")
-    elif isinstance(params, list) and params:
-        key = params[0]
-    else:
-        key = None
-    return [key] if isinstance(key, str) else key
-
-
 @plugin.hook("rpc_command", before=["hook_a.py"])
 def on_rpc_command(plugin, rpc_command, **kwargs):
-    record({"rpc_command": rpc_command, **kwargs})
+    record(NAME, {"rpc_command": rpc_command, **kwargs})
     method = rpc_command.get("method")
     key = key_of(rpc_command.get("params"))
     if method == "listdatastore" and key == ["hookreplace"]:
