@@ -72,14 +72,39 @@ async fn host(dir: &Path, plugins: &[PathBuf], rules: &[&str]) -> (Arc<PluginHos
     (host, out)
 }
 
+/// A test's directory and a host running the guest as `g.wasm` under `rules`.
+async fn one_guest(tag: &str, rules: &[&str]) -> (PathBuf, Arc<PluginHost>, Captured) {
+    let d = dir(tag);
+    let g = guest(&d, "g.wasm");
+    let (host, log) = host(&d, &[g], rules).await;
+    (d, host, log)
+}
+
+/// The guest `g.wasm`, which must be registered.
+fn g_plugin(host: &PluginHost) -> Arc<crate::Plugin> {
+    host.find("g.wasm")
+        .unwrap_or_else(|| panic!("g.wasm is not registered"))
+}
+
+/// Stops the host and removes the test's directory.
+async fn finish(host: &PluginHost, d: &Path) {
+    host.shutdown_all().await;
+    let _ = std::fs::remove_dir_all(d);
+}
+
+/// The guest compiled with a manifest registering `hooks`, written as `name`.
+fn guest_with_hooks(dir: &Path, name: &str, hooks: &[&str]) -> PathBuf {
+    let bytes =
+        wat::parse_str(guest_wat(&guest_manifest_with(hooks))).unwrap_or_else(|e| panic!("{e}"));
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap_or_else(|e| panic!("{e}"));
+    p
+}
+
 async fn call(host: &PluginHost, method: &str) -> Value {
-    let p = host
-        .method_owner("hello")
-        .unwrap_or_else(|| panic!("no plugin serves hello"));
-    tokio::time::timeout(Duration::from_secs(20), p.request(method, &json!({}), None))
+    call_may_die(host, method)
         .await
-        .unwrap_or_else(|_| panic!("{method} timed out"))
-        .unwrap_or_else(|_| panic!("plugin gone during {method}"))
+        .unwrap_or_else(|| panic!("plugin gone during {method}"))
 }
 
 /// Calls a method that may kill the instance: `None` when the call ended as a plugin's
@@ -130,9 +155,7 @@ async fn handshake_method_notification_and_hooks() {
         "a module needs no execute bit"
     );
     let (host, log) = host(&d, &[g], &["g.wasm:hold=true"]).await;
-    let p = host
-        .find("g.wasm")
-        .unwrap_or_else(|| panic!("not registered"));
+    let p = g_plugin(&host);
     assert!(p.is_active() && p.sandbox.is_some());
     assert_eq!(
         call(&host, "hello").await["result"],
@@ -150,15 +173,12 @@ async fn handshake_method_notification_and_hooks() {
     let end = htlc(&host, "hold").await;
     assert_eq!(answer(&end)["result"], "resolve");
     assert!(start.elapsed() >= Duration::from_millis(100));
-    host.shutdown_all().await;
-    let _ = std::fs::remove_dir_all(&d);
+    finish(&host, &d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holding_needs_the_grant_and_rpc_needs_the_allow_list() {
-    let d = dir("grants");
-    let g = guest(&d, "g.wasm");
-    let (host, log) = host(&d, &[g], &[]).await;
+    let (d, host, log) = one_guest("grants", &[]).await;
     // Without `hold`, an unanswered htlc_accepted gets the safe default at once.
     let end = htlc(&host, "hold").await;
     assert_eq!(answer(&end), Hook::HtlcAccepted.safe_default());
@@ -171,17 +191,13 @@ async fn holding_needs_the_grant_and_rpc_needs_the_allow_list() {
         call(&host, "hello").await["result"],
         json!({"greeting": "hi"})
     );
-    host.shutdown_all().await;
-    let _ = std::fs::remove_dir_all(&d);
+    finish(&host, &d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loops_memory_hogs_and_garbage_kill_the_instance_only() {
-    let d = dir("limits");
-    let g = guest(&d, "g.wasm");
-    let (host, log) = host(
-        &d,
-        &[g],
+    let (d, host, log) = one_guest(
+        "limits",
         &[
             "g.wasm:fuel=5000000",
             "g.wasm:memory-mb=4",
@@ -220,15 +236,12 @@ async fn loops_memory_hogs_and_garbage_kill_the_instance_only() {
     assert!(matches!(end, ChainEnd::Default(_)), "{end:?}");
     assert_eq!(died, vec!["g.wasm".to_string()]);
     assert!(host.find("g.wasm").is_some_and(|p| p.is_active()));
-    host.shutdown_all().await;
-    let _ = std::fs::remove_dir_all(&d);
+    finish(&host, &d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_loop_disables_the_plugin() {
-    let d = dir("crashloop");
-    let g = guest(&d, "g.wasm");
-    let (host, log) = host(&d, &[g], &[]).await;
+    let (d, host, log) = one_guest("crashloop", &[]).await;
     let mut rx = host.watch_activations();
     rx.borrow_and_update();
     assert!(call_may_die(&host, "crash").await.is_none());
@@ -245,15 +258,12 @@ async fn a_crash_loop_disables_the_plugin() {
     assert!(host.find("g.wasm").is_none());
     assert!(host.method_owner("hello").is_none());
     assert!(!host.has_hook(Hook::HtlcAccepted));
-    host.shutdown_all().await;
-    let _ = std::fs::remove_dir_all(&d);
+    finish(&host, &d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_hook_call_ends_like_a_dead_process_plugin_when_the_instance_crashes() {
-    let d = dir("heldcrash");
-    let g = guest(&d, "g.wasm");
-    let (host, log) = host(&d, &[g], &["g.wasm:hold=true"]).await;
+    let (d, host, log) = one_guest("heldcrash", &["g.wasm:hold=true"]).await;
     let mut rx = host.watch_activations();
     rx.borrow_and_update();
     // The guest holds this call (hold grant) and never answers it by itself.
@@ -276,8 +286,7 @@ async fn a_held_hook_call_ends_like_a_dead_process_plugin_when_the_instance_cras
     // The restarted instance takes the hook again.
     let end = htlc(&host, "answer_now").await;
     assert_eq!(answer(&end)["failure_message"], "400f");
-    host.shutdown_all().await;
-    let _ = std::fs::remove_dir_all(&d);
+    finish(&host, &d).await;
 }
 
 /// Resident set size of this process, bytes (Linux).
@@ -448,10 +457,7 @@ async fn call_plugin(p: &crate::Plugin, method: &str) -> Option<Value> {
 async fn a_guest_registers_only_the_hooks_its_grant_allows() {
     let d = dir("hookgrant");
     // rpc_command under the default grant: refused, the node goes on without the plugin.
-    let wat = guest_wat(&guest_manifest_with(&["rpc_command"]));
-    let bytes = wat::parse_str(wat).unwrap_or_else(|e| panic!("{e}"));
-    let r = d.join("r.wasm");
-    std::fs::write(&r, bytes).unwrap_or_else(|e| panic!("{e}"));
+    let r = guest_with_hooks(&d, "r.wasm", &["rpc_command"]);
     // htlc_accepted with the grant taken back.
     let g = guest(&d, "g.wasm");
     let (host, log) = host(&d, &[r, g], &["g.wasm:hooks=custommsg"]).await;
@@ -459,17 +465,13 @@ async fn a_guest_registers_only_the_hooks_its_grant_allows() {
     assert!(log.text().contains("may not register hook rpc_command"));
     assert!(log.text().contains("may not register hook htlc_accepted"));
     assert!(!host.has_hook(Hook::RpcCommand) && !host.has_hook(Hook::HtlcAccepted));
-    host.shutdown_all().await;
-    let _ = std::fs::remove_dir_all(&d);
+    finish(&host, &d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_granted_rpc_command_may_replace_only_by_an_allowed_method_and_is_logged() {
     let d = dir("replace");
-    let wat = guest_wat(&guest_manifest_with(&["rpc_command"]));
-    let bytes = wat::parse_str(wat).unwrap_or_else(|e| panic!("{e}"));
-    let r = d.join("r.wasm");
-    std::fs::write(&r, bytes).unwrap_or_else(|e| panic!("{e}"));
+    let r = guest_with_hooks(&d, "r.wasm", &["rpc_command"]);
     let (host, log) = host(&d, &[r], &["r.wasm:add-hooks=rpc_command"]).await;
     let run = |method: &str| {
         let payload =
@@ -500,18 +502,13 @@ async fn a_granted_rpc_command_may_replace_only_by_an_allowed_method_and_is_logg
         log.wait_for("replaced a call of listpeers by listfunds", LOG_WAIT)
             .await
     );
-    host.shutdown_all().await;
-    let _ = std::fs::remove_dir_all(&d);
+    finish(&host, &d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_calls_are_bounded_random_get_and_fd_write() {
-    let d = dir("hostcalls");
-    let g = guest(&d, "g.wasm");
-    let (host, log) = host(&d, &[g], &[]).await;
-    let p = host
-        .find("g.wasm")
-        .unwrap_or_else(|| panic!("not registered"));
+    let (d, host, log) = one_guest("hostcalls", &[]).await;
+    let p = g_plugin(&host);
     // 256 MiB of randomness: refused (EINVAL) before anything is allocated.
     let r = call_plugin(&p, "bigrandom")
         .await
@@ -528,49 +525,37 @@ async fn host_calls_are_bounded_random_get_and_fd_write() {
         Some(json!({"greeting": "hi"}))
     );
     assert!(!log.text().contains("WASM instance"));
-    host.shutdown_all().await;
-    let _ = std::fs::remove_dir_all(&d);
+    finish(&host, &d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timers_per_guest_are_bounded() {
-    let d = dir("timers");
-    let g = guest(&d, "g.wasm");
-    let (host, log) = host(&d, &[g], &[]).await;
-    let p = host
-        .find("g.wasm")
-        .unwrap_or_else(|| panic!("not registered"));
+    let (d, host, log) = one_guest("timers", &[]).await;
+    let p = g_plugin(&host);
     assert!(call_plugin(&p, "timers").await.is_some());
     // 100 asked, 64 granted: the rest are refused with an error the guest sees.
     assert!(log.wait_for("wasm guest: timer refused", LOG_WAIT).await);
     let refused = log.text().matches("wasm guest: timer refused").count();
     assert!(refused <= 100 - super::runtime::MAX_TIMERS, "{refused}");
-    host.shutdown_all().await;
-    let _ = std::fs::remove_dir_all(&d);
+    finish(&host, &d).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_busy_in_host_calls_is_cut_off_by_the_wall_clock() {
-    let d = dir("wall");
-    let g = guest(&d, "g.wasm");
     // Fuel enough for hours: only the wall clock can end the call.
-    let (host, log) = host(
-        &d,
-        &[g],
+    let (d, host, log) = one_guest(
+        "wall",
         &["g.wasm:fuel=100000000000000", "g.wasm:wall-ms=200"],
     )
     .await;
-    let p = host
-        .find("g.wasm")
-        .unwrap_or_else(|| panic!("not registered"));
+    let p = g_plugin(&host);
     assert!(call_plugin(&p, "busy").await.is_none());
     assert!(
         log.wait_for("ran past its wall-clock limit (200 ms per call)", LOG_WAIT)
             .await
     );
     assert!(log.wait_for("WASM instance restarted", LOG_WAIT).await);
-    host.shutdown_all().await;
-    let _ = std::fs::remove_dir_all(&d);
+    finish(&host, &d).await;
 }
 
 /// One worker thread: a guest call run on it (the inline fast path) would leave no thread
@@ -578,17 +563,12 @@ async fn a_guest_busy_in_host_calls_is_cut_off_by_the_wall_clock() {
 /// call ends only when the plugin is stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_busy_guest_does_not_hold_up_the_nodes_other_work() {
-    let d = dir("busy");
-    let g = guest(&d, "g.wasm");
-    let (host, log) = host(
-        &d,
-        &[g],
+    let (d, host, log) = one_guest(
+        "busy",
         &["g.wasm:fuel=100000000000000", "g.wasm:wall-ms=3600000"],
     )
     .await;
-    let p = host
-        .find("g.wasm")
-        .unwrap_or_else(|| panic!("not registered"));
+    let p = g_plugin(&host);
     let busy = {
         let p = p.clone();
         tokio::spawn(async move { p.request("busy", &json!({}), None).await.is_ok() })
@@ -610,8 +590,7 @@ async fn a_busy_guest_does_not_hold_up_the_nodes_other_work() {
     let ended = tokio::time::timeout(Duration::from_secs(60), busy).await;
     assert!(matches!(ended, Ok(Ok(false))), "{ended:?}");
     assert!(log.wait_for("stopped while busy", LOG_WAIT).await);
-    host.shutdown_all().await;
-    let _ = std::fs::remove_dir_all(&d);
+    finish(&host, &d).await;
 }
 
 #[test]
