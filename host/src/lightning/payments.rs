@@ -2031,6 +2031,11 @@ mod tests {
         }
     }
 
+    /// The error code of `p` sent while `row` exists (no total given).
+    fn against(row: &Sendpay, p: &NewPart) -> Option<i64> {
+        code(check_progress(std::slice::from_ref(row), p, None))
+    }
+
     fn code(r: Result<Progress, RpcError>) -> Option<i64> {
         r.err().map(|e| e.code)
     }
@@ -2046,68 +2051,23 @@ mod tests {
             check_progress(std::slice::from_ref(&done), &again, None),
             Ok(Progress::Existing(_))
         ));
-        assert_eq!(
-            code(check_progress(
-                std::slice::from_ref(&done),
-                &part(2, 0, 999, 999),
-                None
-            )),
-            Some(201)
-        );
+        assert_eq!(against(&done, &part(2, 0, 999, 999)), Some(201));
         let mut elsewhere = again.clone();
         elsewhere.destination = key(9);
-        assert_eq!(
-            code(check_progress(
-                std::slice::from_ref(&done),
-                &elsewhere,
-                None
-            )),
-            Some(201)
-        );
-        assert_eq!(
-            code(check_progress(
-                std::slice::from_ref(&done),
-                &part(2, 1, 500, 1000),
-                None
-            )),
-            Some(201)
-        );
+        assert_eq!(against(&done, &elsewhere), Some(201));
+        assert_eq!(against(&done, &part(2, 1, 500, 1000)), Some(201));
         // In flight: same part answers with it, another group waits (200).
         let flying = existing(&single, PayStatus::Pending, 1);
         assert!(matches!(
             check_progress(std::slice::from_ref(&flying), &single, None),
             Ok(Progress::Existing(_))
         ));
-        assert_eq!(
-            code(check_progress(
-                std::slice::from_ref(&flying),
-                &part(2, 0, 1000, 1000),
-                None
-            )),
-            Some(200)
-        );
-        assert_eq!(
-            code(check_progress(
-                std::slice::from_ref(&flying),
-                &part(1, 0, 900, 900),
-                None
-            )),
-            Some(201)
-        );
-        assert_eq!(
-            code(check_progress(
-                std::slice::from_ref(&flying),
-                &part(1, 2, 500, 1000),
-                None
-            )),
-            Some(200)
-        );
+        assert_eq!(against(&flying, &part(2, 0, 1000, 1000)), Some(200));
+        assert_eq!(against(&flying, &part(1, 0, 900, 900)), Some(201));
+        assert_eq!(against(&flying, &part(1, 2, 500, 1000)), Some(200));
         // A failed part cannot be resent under the same ids; a new group can.
         let failed = existing(&single, PayStatus::Failed, 1);
-        assert_eq!(
-            code(check_progress(std::slice::from_ref(&failed), &single, None)),
-            Some(201)
-        );
+        assert_eq!(against(&failed, &single), Some(201));
         assert_eq!(
             check_progress(std::slice::from_ref(&failed), &again, None),
             Ok(Progress::Send)

@@ -98,6 +98,16 @@ impl Harness {
     }
 
     /// A transaction from nowhere paying `value` to `script`.
+    /// A wallet with one confirmed coin of `sat` paid to a new address of `kind`: the
+    /// harness, that address and the paying transaction.
+    async fn funded(kind: AddrRequest, sat: u64) -> (Harness, ScriptBuf, Transaction) {
+        let mut h = Harness::new().await;
+        let script = h.addr(kind).await;
+        let tx = h.pay(&script, sat);
+        h.mine(vec![tx.clone()]);
+        (h, script, tx)
+    }
+
     fn pay(&mut self, script: &ScriptBuf, value: u64) -> Transaction {
         self.n += 1;
         Transaction {
@@ -395,10 +405,7 @@ async fn withdraw_all_leaves_no_change() {
 
 #[tokio::test]
 async fn bad_inputs_give_cln_codes_and_reserve_nothing() {
-    let mut h = Harness::new().await;
-    let tr = h.addr(AddrRequest::P2tr).await;
-    let a = h.pay(&tr, 100_000);
-    h.mine(vec![a.clone()]);
+    let (h, _, _) = Harness::funded(AddrRequest::P2tr, 100_000).await;
     // The variant, which the RPC turns into CLN's code (rpc::onchain::wallet_error).
     let code = |r: Result<(Psbt, Transaction), WalletError>| {
         r.err().map(|e| match e {
@@ -503,10 +510,7 @@ async fn reservations_prevent_double_use() {
 
 #[tokio::test]
 async fn txprepare_then_txsend_signs_and_broadcasts() {
-    let mut h = Harness::new().await;
-    let wpkh = h.addr(AddrRequest::Bech32).await;
-    let a = h.pay(&wpkh, 100_000);
-    h.mine(vec![a.clone()]);
+    let (h, _, a) = Harness::funded(AddrRequest::Bech32, 100_000).await;
     let p = ok(h.wallet.prepare(&req(external(), Amt::Sat(40_000))).await);
     let txid = p.psbt.unsigned_tx.compute_txid();
     let (_, tx) = ok(h.wallet.send_prepared(txid).await);
@@ -518,10 +522,7 @@ async fn txprepare_then_txsend_signs_and_broadcasts() {
 
 #[tokio::test]
 async fn fund_builds_a_signed_transaction_and_keeps_inputs_reserved() {
-    let mut h = Harness::new().await;
-    let tr = h.addr(AddrRequest::P2tr).await;
-    let a = h.pay(&tr, 1_000_000);
-    h.mine(vec![a.clone()]);
+    let (h, _, a) = Harness::funded(AddrRequest::P2tr, 1_000_000).await;
     let funding = TxOut {
         value: Amount::from_sat(500_000),
         script_pubkey: ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([3; 32])),
@@ -693,10 +694,7 @@ fn with_reserve(h: &Harness, min: u64) -> Arc<AtomicBool> {
 
 #[tokio::test]
 async fn the_emergency_reserve_refuses_spends_below_it_with_code_313() {
-    let mut h = Harness::new().await;
-    let tr = h.addr(AddrRequest::P2tr).await;
-    let a = h.pay(&tr, 100_000);
-    h.mine(vec![a]);
+    let (h, _, _) = Harness::funded(AddrRequest::P2tr, 100_000).await;
     let anchors = with_reserve(&h, 25_000);
 
     // 90,000 sat plus fees would leave less than 25,000 sat: CLN's error, nothing reserved.
@@ -977,10 +975,7 @@ impl TxBroadcaster for Hang {
 
 #[tokio::test]
 async fn a_kill_during_the_broadcast_leaves_the_coins_reserved_after_a_restart() {
-    let mut h = Harness::new().await;
-    let tr = h.addr(AddrRequest::P2tr).await;
-    let a = h.pay(&tr, 100_000);
-    h.mine(vec![a]);
+    let (h, _, _) = Harness::funded(AddrRequest::P2tr, 100_000).await;
     ok(h.wallet.persist().await);
     let hang = Arc::new(Hang::default());
     let wallet = ok(Wallet::open(
