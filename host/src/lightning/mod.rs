@@ -807,38 +807,93 @@ impl Lightning {
         });
     }
 
+    /// Whether `id` is connected, or becomes so within `limit` (checked every 20 ms).
+    async fn peer_connected_within(&self, id: &PublicKey, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.peers.peer_by_node_id(id).is_some() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Connects to `id` at `addr` and waits until the peer is connected (init exchanged).
+    ///
+    /// A connection dropped before init is tried again a few times: LDK keeps the first of
+    /// two connections from one node and drops the second, so a peer that has not yet seen
+    /// our previous connection die (we restarted a moment ago) drops the new one until it
+    /// reads the old one's end. CLN replaces the old connection instead; either way the
+    /// caller should end up connected. The same happens when our own reconnection and a
+    /// `connect` race: the peer counts as connected whichever connection won.
     pub async fn connect(&self, id: PublicKey, addr: SocketAddr) -> Result<(), String> {
+        const ATTEMPTS: u32 = 5;
+        for attempt in 1..=ATTEMPTS {
+            match self.connect_once(id, addr).await {
+                Err(ConnectFail::Dropped)
+                    if attempt < ATTEMPTS
+                        && !self
+                            .peer_connected_within(&id, Duration::from_millis(250))
+                            .await =>
+                {
+                    self.log.debug(&format!(
+                        "connect {id}: dropped before init (attempt {attempt}), trying again"
+                    ));
+                }
+                Err(ConnectFail::Dropped) if self.peers.peer_by_node_id(&id).is_some() => {
+                    self.remember_peer(id, addr);
+                    return Ok(());
+                }
+                Err(ConnectFail::Dropped) => {
+                    return Err(format!("{addr}: peer disconnected during the handshake"));
+                }
+                Err(ConnectFail::Refused) => {
+                    return Err(format!("All addresses failed: {addr}: Connection refused"));
+                }
+                Err(ConnectFail::TimedOut) => {
+                    return Err(format!("{addr}: timed out during the handshake"));
+                }
+                Ok(()) => {
+                    self.remember_peer(id, addr);
+                    return Ok(());
+                }
+            }
+        }
+        Err(format!("{addr}: peer disconnected during the handshake"))
+    }
+
+    /// One connection attempt: Ok once the peer is connected (by this connection or
+    /// another one).
+    async fn connect_once(&self, id: PublicKey, addr: SocketAddr) -> Result<(), ConnectFail> {
         if self.peers.peer_by_node_id(&id).is_some() {
             return Ok(());
         }
-        let refused = || format!("All addresses failed: {addr}: Connection refused");
         let stream = tokio::time::timeout(
             Duration::from_secs(CONNECT_TIMEOUT_SECS),
             tokio::net::TcpStream::connect(addr),
         )
         .await
-        .map_err(|_| refused())?
-        .map_err(|_| refused())?;
+        .map_err(|_| ConnectFail::Refused)?
+        .map_err(|_| ConnectFail::Refused)?;
         let _ = stream.set_nodelay(true);
-        let stream = stream.into_std().map_err(|_| refused())?;
+        let stream = stream.into_std().map_err(|_| ConnectFail::Refused)?;
         let fut = lightning_net_tokio::setup_outbound(self.peers.clone(), id, stream);
         let mut conn = Box::pin(fut);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             tokio::select! {
-                _ = &mut conn => {
-                    return Err(format!("{addr}: peer disconnected during the handshake"));
-                }
+                _ = &mut conn => return Err(ConnectFail::Dropped),
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
             if self.peers.peer_by_node_id(&id).is_some() {
                 tokio::spawn(conn);
-                self.remember_peer(id, addr);
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                return Err(format!("{addr}: timed out during the handshake"));
+                return Err(ConnectFail::TimedOut);
             }
         }
     }
@@ -1123,6 +1178,16 @@ const MANAGER_SYNC_WITHIN: Duration = Duration::from_secs(1);
 
 /// How long `connect` waits for the TCP connection (as lightning-net-tokio's own connect).
 const CONNECT_TIMEOUT_SECS: u64 = 10;
+
+/// Why one connection attempt failed.
+enum ConnectFail {
+    /// No TCP connection.
+    Refused,
+    /// The peer closed it before init.
+    Dropped,
+    /// No init within the handshake's time.
+    TimedOut,
+}
 
 /// Our channel configuration: LDK's defaults, except where CLN users expect otherwise.
 pub fn user_config(max_concurrent_htlcs: u16) -> UserConfig {
