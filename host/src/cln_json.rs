@@ -3,6 +3,8 @@
 //! neither `lightning` nor `rpc` reaches into the other for them.
 //!
 //! Addresses: `{"type", "address", "port"}`, as `getinfo`, `listnodes` and `connect` show them.
+//! Channel types: `{"bits", "names"}`, as `fundchannel`, `listpeerchannels` and the
+//! `openchannel` hook show them.
 
 use std::net::SocketAddr;
 
@@ -30,6 +32,31 @@ pub fn address_json(s: &str) -> Value {
             _ => Value::Null,
         },
     }
+}
+
+/// A channel type as CLN shows it: `{"bits": [...], "names": [...]}`.
+pub fn channel_type_json(ty: Option<&lightning::types::features::ChannelTypeFeatures>) -> Value {
+    let mut bits = vec![];
+    let mut names = vec![];
+    if let Some(t) = ty {
+        if t.supports_static_remote_key() {
+            bits.push(12);
+            names.push("static_remotekey/even");
+        }
+        if t.supports_anchors_zero_fee_htlc_tx() {
+            bits.push(22);
+            names.push("anchors/even");
+        }
+        if t.supports_scid_privacy() {
+            bits.push(46);
+            names.push("scid_alias/even");
+        }
+        if t.supports_zero_conf() {
+            bits.push(50);
+            names.push("zeroconf/even");
+        }
+    }
+    json!({"bits": bits, "names": names})
 }
 
 #[cfg(test)]

@@ -159,8 +159,12 @@ impl Lightning {
             .filter(|(_, o)| o.peer == peer)
             .filter_map(|(id, o)| o.reply.take().map(|r| (*id, r)))
             .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let channels = self.manager.list_channels_with_counterparty(&peer);
         for (user_channel_id, reply) in waiting {
-            for c in self.manager.list_channels_with_counterparty(&peer) {
+            for c in &channels {
                 if c.user_channel_id == user_channel_id && c.funding_txo.is_none() {
                     self.drop_unfunded(c.channel_id, peer, "peer disconnected during the open");
                 }
@@ -300,7 +304,7 @@ impl Lightning {
             channel_type,
         } = req;
         let anchors = channel_type.supports_anchors_zero_fee_htlc_tx();
-        let channel_type = channel_type_json(Some(&channel_type));
+        let channel_type = crate::cln_json::channel_type_json(Some(&channel_type));
         let me = self.clone();
         tokio::spawn(async move {
             let mut reject = anchors.then(|| me.short_of_emergency_reserve()).flatten();
@@ -448,29 +452,4 @@ impl Lightning {
         self.peers.process_events();
         Ok(())
     }
-}
-
-/// A channel type as CLN shows it: `{"bits": [...], "names": [...]}`.
-pub fn channel_type_json(ty: Option<&lightning::types::features::ChannelTypeFeatures>) -> Value {
-    let mut bits = vec![];
-    let mut names = vec![];
-    if let Some(t) = ty {
-        if t.supports_static_remote_key() {
-            bits.push(12);
-            names.push("static_remotekey/even");
-        }
-        if t.supports_anchors_zero_fee_htlc_tx() {
-            bits.push(22);
-            names.push("anchors/even");
-        }
-        if t.supports_scid_privacy() {
-            bits.push(46);
-            names.push("scid_alias/even");
-        }
-        if t.supports_zero_conf() {
-            bits.push(50);
-            names.push("zeroconf/even");
-        }
-    }
-    json!({"bits": bits, "names": names})
 }

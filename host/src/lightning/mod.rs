@@ -831,38 +831,33 @@ impl Lightning {
     /// `connect` race: the peer counts as connected whichever connection won.
     pub async fn connect(&self, id: PublicKey, addr: SocketAddr) -> Result<(), String> {
         const ATTEMPTS: u32 = 5;
-        for attempt in 1..=ATTEMPTS {
-            match self.connect_once(id, addr).await {
-                Err(ConnectFail::Dropped)
-                    if attempt < ATTEMPTS
-                        && !self
-                            .peer_connected_within(&id, Duration::from_millis(250))
-                            .await =>
+        let mut attempt = 1;
+        loop {
+            let fail = match self.connect_once(id, addr).await {
+                Ok(()) => break,
+                Err(fail) => fail,
+            };
+            if !matches!(fail, ConnectFail::Dropped) || attempt == ATTEMPTS {
+                // A last dropped attempt may still have lost to a connection that won.
+                if matches!(fail, ConnectFail::Dropped) && self.peers.peer_by_node_id(&id).is_some()
                 {
-                    self.log.debug(&format!(
-                        "connect {id}: dropped before init (attempt {attempt}), trying again"
-                    ));
+                    break;
                 }
-                Err(ConnectFail::Dropped) if self.peers.peer_by_node_id(&id).is_some() => {
-                    self.remember_peer(id, addr);
-                    return Ok(());
-                }
-                Err(ConnectFail::Dropped) => {
-                    return Err(format!("{addr}: peer disconnected during the handshake"));
-                }
-                Err(ConnectFail::Refused) => {
-                    return Err(format!("All addresses failed: {addr}: Connection refused"));
-                }
-                Err(ConnectFail::TimedOut) => {
-                    return Err(format!("{addr}: timed out during the handshake"));
-                }
-                Ok(()) => {
-                    self.remember_peer(id, addr);
-                    return Ok(());
-                }
+                return Err(fail.message(addr));
             }
+            if self
+                .peer_connected_within(&id, Duration::from_millis(250))
+                .await
+            {
+                break;
+            }
+            self.log.debug(&format!(
+                "connect {id}: dropped before init (attempt {attempt}), trying again"
+            ));
+            attempt += 1;
         }
-        Err(format!("{addr}: peer disconnected during the handshake"))
+        self.remember_peer(id, addr);
+        Ok(())
     }
 
     /// One connection attempt: Ok once the peer is connected (by this connection or
@@ -1187,6 +1182,17 @@ enum ConnectFail {
     Dropped,
     /// No init within the handshake's time.
     TimedOut,
+}
+
+impl ConnectFail {
+    /// What `connect` answers, with CLN's wording where it has one.
+    fn message(&self, addr: SocketAddr) -> String {
+        match self {
+            ConnectFail::Refused => format!("All addresses failed: {addr}: Connection refused"),
+            ConnectFail::Dropped => format!("{addr}: peer disconnected during the handshake"),
+            ConnectFail::TimedOut => format!("{addr}: timed out during the handshake"),
+        }
+    }
 }
 
 /// Our channel configuration: LDK's defaults, except where CLN users expect otherwise.

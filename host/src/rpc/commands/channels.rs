@@ -12,7 +12,8 @@ use lightning::ln::channel_state::{ChannelDetails, ChannelShutdownState};
 use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx, command};
-use crate::lightning::channels::{OpenError, channel_type_json};
+use crate::cln_json::channel_type_json;
+use crate::lightning::channels::OpenError;
 use crate::lightning::closed::{ClosedChannel, ClosedState, FORGET_AFTER_BLOCKS, OpenView};
 use crate::lightning::{Lightning, parse_scid, scid_string};
 use crate::node::Node;
@@ -436,14 +437,7 @@ pub fn channel_json(e: &Lightning, c: &ChannelDetails) -> Value {
         let ours = e.keys_node_id();
         o["direction"] = json!(if ours < c.counterparty.node_id { 0 } else { 1 });
     }
-    let mut alias = json!({});
-    if let Some(a) = c.outbound_scid_alias {
-        alias["local"] = json!(scid_string(a));
-    }
-    if let Some(a) = c.inbound_scid_alias {
-        alias["remote"] = json!(scid_string(a));
-    }
-    o["alias"] = alias;
+    o["alias"] = alias_json(c);
     if let Some(f) = c.feerate_sat_per_1000_weight {
         o["feerate"] = json!({"perkw": f, "perkb": f * 4});
     }
@@ -592,20 +586,11 @@ pub(super) fn closed_peerchannel_json(e: &Lightning, r: &ClosedChannel) -> Value
 /// counters are not tracked by LDK and are reported as 0).
 fn closedchannel_json(r: &ClosedChannel) -> Value {
     let (private, alias, channel_type) = match &r.snapshot {
-        OpenView::Details(d) => {
-            let mut alias = json!({});
-            if let Some(a) = d.outbound_scid_alias {
-                alias["local"] = json!(scid_string(a));
-            }
-            if let Some(a) = d.inbound_scid_alias {
-                alias["remote"] = json!(scid_string(a));
-            }
-            (
-                !d.is_announced,
-                Some(alias),
-                d.channel_type.as_ref().map(|t| channel_type_json(Some(t))),
-            )
-        }
+        OpenView::Details(d) => (
+            !d.is_announced,
+            Some(alias_json(d)),
+            d.channel_type.as_ref().map(|t| channel_type_json(Some(t))),
+        ),
         OpenView::Legacy(s) => {
             let v: Value = serde_json::from_str(s).unwrap_or_else(|_| json!({}));
             (
@@ -655,6 +640,18 @@ fn closedchannel_json(r: &ClosedChannel) -> Value {
         o["last_commitment_fee_msat"] = json!(f);
     }
     o
+}
+
+/// A channel's `alias` object: the scid aliases we and the peer use for it.
+fn alias_json(c: &ChannelDetails) -> Value {
+    let mut alias = json!({});
+    if let Some(a) = c.outbound_scid_alias {
+        alias["local"] = json!(scid_string(a));
+    }
+    if let Some(a) = c.inbound_scid_alias {
+        alias["remote"] = json!(scid_string(a));
+    }
+    alias
 }
 
 fn htlcs_json(c: &ChannelDetails) -> Value {
