@@ -175,7 +175,7 @@ fn hook_answer_value(answer: &Value) {
                     answer: answer.clone(),
                 };
                 if let crate::lightning::htlcs::Verdict::Fail(msg) =
-                    crate::lightning::htlcs::verdict(end)
+                    crate::plugin_port::htlc_verdict(end)
                 {
                     let _ = crate::lightning::htlcs::failure_code(msg.as_deref());
                 }

@@ -30,6 +30,7 @@ use fulgur_plugins as plugin;
 use fulgur_plugins::{hooks, options};
 mod core_options;
 mod node;
+mod plugin_port;
 mod rpc;
 
 #[doc(hidden)]

@@ -457,7 +457,7 @@ fn start_lightning(node: Arc<Node>, seed: [u8; 32], log: SourceLog) {
             network: crate::chain::settings::bitcoin_network(node.config.network),
             chain: node.chain.clone(),
             store: node.store.clone(),
-            plugins: node.plugins.clone(),
+            port: crate::plugin_port::PluginPort::new(node.plugins.clone()),
             log: log.clone(),
             announce: node.config.announce_addrs.clone(),
             wallet: node.wallet.clone(),

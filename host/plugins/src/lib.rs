@@ -796,6 +796,20 @@ impl PluginHost {
             .0
     }
 
+    /// A call of `hook`'s chain with `payload`, to refine and then `run`:
+    /// `host.hook(Hook::Custommsg, p).filter(&ty).run().await`.
+    pub fn hook(&self, hook: Hook, payload: Value) -> HookCall<'_> {
+        HookCall {
+            host: self,
+            hook,
+            payload,
+            parent: None,
+            filter: None,
+            skip: None,
+            deadline: None,
+        }
+    }
+
     /// A receiver that changes each time a plugin becomes active (has answered `init`).
     pub fn watch_activations(&self) -> tokio::sync::watch::Receiver<u64> {
         self.activations.subscribe()
@@ -973,6 +987,66 @@ fn lifecycle_payload(p: &Plugin) -> Value {
 fn safe_step(hook: Hook, interpret: Interpret) -> Step {
     let safe = hook.safe_default();
     interpret(&safe).unwrap_or(Step::Continue(None))
+}
+
+/// One call of a hook's chain being described ([`PluginHost::hook`]); nothing runs until
+/// [`HookCall::run`].
+pub struct HookCall<'a> {
+    host: &'a PluginHost,
+    hook: Hook,
+    payload: Value,
+    parent: Option<&'a Value>,
+    filter: Option<&'a Value>,
+    skip: Option<&'a str>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl<'a> HookCall<'a> {
+    /// Only plugins whose registration has no filters or one matching `filter` (the
+    /// method name for `rpc_command`, the message type for `custommsg`).
+    pub fn filter(mut self, filter: &'a Value) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// The id of the request that caused the call (the plugins see it as their parent).
+    pub fn parent(mut self, id: &'a Value) -> Self {
+        self.parent = Some(id);
+        self
+    }
+
+    /// Not the plugin named `name` (the caller of an RPC: a re-entrant call would deadlock).
+    pub fn skip(mut self, name: Option<&'a str>) -> Self {
+        self.skip = name;
+        self
+    }
+
+    /// A plugin still thinking at `deadline` ends the chain with
+    /// [`ChainEnd::DeadlineExceeded`].
+    pub fn deadline(mut self, deadline: Option<tokio::time::Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Runs the chain.
+    pub async fn run(self) -> ChainEnd {
+        self.run_noting_deaths().await.0
+    }
+
+    /// Runs the chain, also naming the plugins that died while they had the call
+    /// ([`PluginHost::run_hook_noting_deaths`]).
+    pub async fn run_noting_deaths(self) -> (ChainEnd, Vec<String>) {
+        self.host
+            .run_hook_noting_deaths(
+                self.hook,
+                self.payload,
+                self.parent,
+                self.filter,
+                self.skip,
+                self.deadline,
+            )
+            .await
+    }
 }
 
 /// `{"jsonrpc":"2.0","method":topic,"params":{topic: inner}}` encoded once.

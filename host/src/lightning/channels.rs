@@ -13,11 +13,10 @@ use lightning::events::ReplayEvent;
 use lightning::ln::types::ChannelId;
 use lightning::sign::ChangeDestinationSourceSync;
 use lightning::sign::SpendableOutputDescriptor;
-use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::Lightning;
-use fulgur_protocol::hooks::Hook;
+use super::port::{OpenOffer, Question};
 
 /// A `fundchannel` waiting for LDK: first for the funding output, then for the channel to be
 /// pending (funding signed and handed to LDK).
@@ -304,40 +303,31 @@ impl Lightning {
             channel_type,
         } = req;
         let anchors = channel_type.supports_anchors_zero_fee_htlc_tx();
-        let channel_type = crate::cln_json::channel_type_json(Some(&channel_type));
         let me = self.clone();
         tokio::spawn(async move {
             let mut reject = anchors.then(|| me.short_of_emergency_reserve()).flatten();
             if let Some(why) = &reject {
                 me.log.info(&format!("Channel from {peer} rejected: {why}"));
             }
-            if reject.is_none() && me.plugins.has_hook(Hook::Openchannel) {
-                let payload = json!({"openchannel": {
-                    "id": peer.to_string(),
-                    "funding_msat": funding_sat * 1000,
-                    "push_msat": push_msat,
-                    "dust_limit_msat": params.dust_limit_satoshis * 1000,
-                    "max_htlc_value_in_flight_msat": params.max_htlc_value_in_flight_msat,
-                    "channel_reserve_msat": 0,
-                    "htlc_minimum_msat": params.htlc_minimum_msat,
-                    "feerate_per_kw": params.commitment_feerate_sat_per_1000_weight,
-                    "to_self_delay": params.to_self_delay,
-                    "max_accepted_htlcs": params.max_accepted_htlcs,
-                    "channel_flags": if is_announced { 1 } else { 0 },
-                    "channel_type": channel_type,
-                }});
-                let end = me
-                    .plugins
-                    .run_hook(Hook::Openchannel, payload, None, None, None, None)
-                    .await;
-                if let crate::hooks::ChainEnd::Stopped { plugin, answer } = end {
-                    let why = answer
-                        .get("error_message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("Rejected by plugin")
-                        .to_string();
+            if reject.is_none() && me.port.asks(Question::Openchannel) {
+                let offer = OpenOffer {
+                    peer,
+                    funding_msat: funding_sat * 1000,
+                    push_msat,
+                    dust_limit_msat: params.dust_limit_satoshis * 1000,
+                    max_htlc_value_in_flight_msat: params.max_htlc_value_in_flight_msat,
+                    htlc_minimum_msat: params.htlc_minimum_msat,
+                    feerate_per_kw: params.commitment_feerate_sat_per_1000_weight,
+                    to_self_delay: params.to_self_delay,
+                    max_accepted_htlcs: params.max_accepted_htlcs,
+                    announced: is_announced,
+                    channel_type,
+                };
+                if let Some(no) = me.port.openchannel(offer).await {
+                    let why = no.message.unwrap_or_else(|| "Rejected by plugin".into());
                     me.log.info(&format!(
-                        "Channel from {peer} rejected by plugin {plugin} (openchannel): {why}"
+                        "Channel from {peer} rejected by plugin {} (openchannel): {why}",
+                        no.plugin
                     ));
                     reject = Some(why);
                 }

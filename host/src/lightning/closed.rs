@@ -29,9 +29,9 @@ use lightning::ln::channel_state::ChannelDetails;
 use lightning::ln::types::ChannelId;
 use lightning::util::ser::{Readable, Writeable};
 use rusqlite::{Connection, params};
-use serde_json::json;
 
 use super::Lightning;
+use super::port::{Notice, StateChange};
 use crate::store::StoreError;
 
 /// CLN forgets a resolved channel this many blocks after its close.
@@ -554,19 +554,15 @@ impl Lightning {
     /// `channel_state_changed` for a closed channel (CLN's payload).
     fn notify_closed_state(&self, r: &ClosedChannel, old: &str, new: &str, cause: &str, msg: &str) {
         let Some(peer) = &r.peer_id else { return };
-        let mut p = json!({
-            "peer_id": peer,
-            "channel_id": r.channel_id,
-            "timestamp": super::events::now_iso8601(),
-            "old_state": old,
-            "new_state": new,
-            "cause": cause,
-            "message": msg,
-        });
-        if let Some(s) = &r.short_channel_id {
-            p["short_channel_id"] = json!(s);
-        }
-        self.plugins.notify("channel_state_changed", p);
+        self.port.tell(Notice::ChannelStateChanged(StateChange {
+            peer_id: peer.clone(),
+            channel_id: r.channel_id.clone(),
+            short_channel_id: r.short_channel_id.clone(),
+            old_state: Some(old.into()),
+            new_state: new.into(),
+            cause: cause.into(),
+            message: msg.into(),
+        }));
     }
 
     /// Whether the channel's monitor still reports anything to claim.

@@ -10,9 +10,9 @@ use fulgur_base::hex;
 use std::sync::Arc;
 
 use lightning::events::{Event, ReplayEvent};
-use serde_json::json;
 
 use super::Lightning;
+use super::port::{Notice, StateChange};
 
 impl Lightning {
     /// Handles one LDK event.
@@ -51,15 +51,11 @@ impl Lightning {
                 let value_msat = details.map_or(0, |c| c.channel_value_satoshis) * 1000;
                 // As in CLN, only the fundee hears of a channel opened to it.
                 if !ours {
-                    self.plugins.notify(
-                        "channel_opened",
-                        json!({
-                            "id": counterparty_node_id.to_string(),
-                            "funding_msat": value_msat,
-                            "funding_txid": funding_txo.txid.to_string(),
-                            "channel_ready": false,
-                        }),
-                    );
+                    self.port.tell(Notice::ChannelOpened {
+                        peer: counterparty_node_id,
+                        funding_msat: value_msat,
+                        funding_txid: funding_txo.txid,
+                    });
                 }
                 self.channel_state_changed(
                     &channel_id,
@@ -381,21 +377,15 @@ impl Lightning {
             .find(|c| c.channel_id == *channel_id)
             .and_then(|c| c.short_channel_id)
             .map(super::scid_string);
-        let mut p = json!({
-            "peer_id": peer.to_string(),
-            "channel_id": hex(&channel_id.0),
-            "timestamp": now_iso8601(),
-            "new_state": new,
-            "cause": cause,
-            "message": message,
-        });
-        if let Some(s) = scid {
-            p["short_channel_id"] = json!(s);
-        }
-        if let Some(o) = old {
-            p["old_state"] = json!(o);
-        }
-        self.plugins.notify("channel_state_changed", p);
+        self.port.tell(Notice::ChannelStateChanged(StateChange {
+            peer_id: peer.to_string(),
+            channel_id: hex(&channel_id.0),
+            short_channel_id: scid,
+            old_state: old.map(String::from),
+            new_state: new.into(),
+            cause: cause.into(),
+            message: message.into(),
+        }));
     }
 
     fn channel(
@@ -437,12 +427,4 @@ fn closure_cause(r: &lightning::events::ClosureReason) -> &'static str {
         R::CommitmentTxConfirmed | R::FundingTimedOut => "onchain",
         _ => "protocol",
     }
-}
-
-/// An ISO-8601 UTC timestamp with milliseconds, as CLN writes them.
-pub(crate) fn now_iso8601() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    crate::log::iso8601(now.as_secs(), now.subsec_millis())
 }

@@ -1,14 +1,13 @@
 //! Forwards: a row per HTLC we were asked to forward (`listforwards`), kept up to date from
 //! LDK's events, with CLN's `forward_event` notification on every change.
 
+use super::port::{Notice, Topic};
+use super::{Lightning, scid_string};
 use fulgur_base::hex;
 use lightning::events::{HTLCHandlingFailureReason, HTLCHandlingFailureType, InboundHTLCLocator};
 use lightning::ln::types::ChannelId;
 use lightning::types::payment::PaymentHash;
 use rusqlite::OptionalExtension;
-use serde_json::{Value, json};
-
-use super::{Lightning, scid_string};
 
 fn now() -> f64 {
     std::time::SystemTime::now()
@@ -30,44 +29,58 @@ pub fn next_updated(c: &rusqlite::Connection, subsystem: &str) -> rusqlite::Resu
 
 const COLS: &str = "created_index, updated_index, payment_hash, in_channel, in_htlc_id, in_msat, out_channel, out_msat, status, failcode, failreason, received_time, resolved_time";
 
-/// A `listforwards` entry from a row.
-fn row_json(r: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
-    let mut o = json!({
-        "created_index": r.get::<_, i64>(0)?,
-        "in_channel": r.get::<_, String>(3)?,
-        "in_msat": r.get::<_, i64>(5)?,
-        "status": r.get::<_, String>(8)?,
-        "style": "tlv",
-        "received_time": r.get::<_, f64>(11)?,
-    });
-    if let Some(u) = r.get::<_, Option<i64>>(1)? {
-        o["updated_index"] = json!(u);
+/// A forward as recorded (a `listforwards` entry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forward {
+    /// Its number in the `forwards` subsystem.
+    pub created_index: i64,
+    /// Bumped at each change after its creation.
+    pub updated_index: Option<i64>,
+    /// The incoming channel.
+    pub in_channel: String,
+    /// The incoming HTLC's id.
+    pub in_htlc_id: Option<i64>,
+    /// What came in.
+    pub in_msat: i64,
+    /// The outgoing channel, once known.
+    pub out_channel: Option<String>,
+    /// What went out, once known.
+    pub out_msat: Option<i64>,
+    /// `offered`, `settled`, `failed` or `local_failed`.
+    pub status: String,
+    /// BOLT 4's failure code, for a local failure.
+    pub failcode: Option<i64>,
+    /// CLN's name for it.
+    pub failreason: Option<String>,
+    /// When it came in (seconds, fractional).
+    pub received_time: f64,
+    /// When it was resolved.
+    pub resolved_time: Option<f64>,
+}
+
+impl Forward {
+    /// The fee earned (or that would be), once the outgoing amount is known.
+    pub fn fee_msat(&self) -> Option<i64> {
+        self.out_msat.map(|m| (self.in_msat - m).max(0))
     }
-    if let Some(h) = r.get::<_, Option<i64>>(4)? {
-        o["in_htlc_id"] = json!(h);
-    }
-    if let Some(c) = r.get::<_, Option<String>>(6)? {
-        o["out_channel"] = json!(c);
-    }
-    if let Some(m) = r.get::<_, Option<i64>>(7)? {
-        o["out_msat"] = json!(m);
-        o["fee_msat"] = json!((r.get::<_, i64>(5)? - m).max(0));
-    }
-    if let Some(f) = r.get::<_, Option<i64>>(9)? {
-        o["failcode"] = json!(f);
-    }
-    if let Some(f) = r.get::<_, Option<String>>(10)? {
-        o["failreason"] = json!(f);
-    }
-    // CLN gives resolved_time for settled and failed forwards only (its schema forbids it
-    // for local_failed).
-    let status: String = r.get(8)?;
-    if let Some(t) = r.get::<_, Option<f64>>(12)?
-        && (status == "settled" || status == "failed")
-    {
-        o["resolved_time"] = json!(t);
-    }
-    Ok(o)
+}
+
+/// A forward from a row of [`COLS`].
+fn row_forward(r: &rusqlite::Row<'_>) -> rusqlite::Result<Forward> {
+    Ok(Forward {
+        created_index: r.get(0)?,
+        updated_index: r.get(1)?,
+        in_channel: r.get(3)?,
+        in_htlc_id: r.get(4)?,
+        in_msat: r.get(5)?,
+        out_channel: r.get(6)?,
+        out_msat: r.get(7)?,
+        status: r.get(8)?,
+        failcode: r.get(9)?,
+        failreason: r.get(10)?,
+        received_time: r.get(11)?,
+        resolved_time: r.get(12)?,
+    })
 }
 
 /// The fees earned by every settled forward.
@@ -88,7 +101,7 @@ pub fn list(
     index: Option<&str>,
     start: Option<i64>,
     limit: Option<i64>,
-) -> rusqlite::Result<Vec<Value>> {
+) -> rusqlite::Result<Vec<Forward>> {
     let key = if index == Some("updated") {
         "updated_index"
     } else {
@@ -102,7 +115,7 @@ pub fn list(
     let rows = st
         .query_map(
             rusqlite::params![status, in_channel, out_channel, start, limit.unwrap_or(-1)],
-            row_json,
+            row_forward,
         )?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
@@ -149,7 +162,7 @@ impl Lightning {
     }
 
     async fn notify_forward(&self, created_index: i64, hash: Option<Vec<u8>>) {
-        if !self.plugins.has_subscriber("forward_event") {
+        if !self.port.listens(Topic::ForwardEvent) {
             return;
         }
         let row = self
@@ -158,20 +171,13 @@ impl Lightning {
                 Ok(c.prepare_cached(&format!(
                     "SELECT {COLS} FROM forwards WHERE created_index = ?1"
                 ))?
-                .query_row([created_index], row_json)
+                .query_row([created_index], row_forward)
                 .optional()?)
             })
             .await;
-        if let Ok(Some(mut o)) = row {
-            if let Some(h) = hash {
-                o["payment_hash"] = json!(hex(&h));
-            }
-            if let Some(m) = o.as_object_mut() {
-                m.remove("created_index");
-                m.remove("updated_index");
-                m.remove("in_htlc_id");
-            }
-            self.plugins.notify("forward_event", o);
+        if let Ok(Some(f)) = row {
+            let hash = hash.and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok());
+            self.port.tell(Notice::Forward(f, hash));
         }
     }
 

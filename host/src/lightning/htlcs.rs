@@ -24,10 +24,9 @@ use lightning::ln::channel_state::ChannelDetails;
 use lightning::ln::channelmanager::{FailureCode, InterceptId};
 use lightning::types::payment::{PaymentHash, PaymentPreimage};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
+use super::port::{HtlcAsk, HtlcKind, HtlcOnion, HtlcPart, Notice, Question};
 use super::{Lightning, scid_string};
-use fulgur_protocol::hooks::Hook;
 
 /// What to do once the plugins have decided.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,8 +59,8 @@ pub enum HeldAction {
 pub struct HeldRecord {
     /// The action.
     pub action: HeldAction,
-    /// One hook payload per HTLC part.
-    pub payloads: Vec<Value>,
+    /// What `htlc_accepted` is asked, one per HTLC part.
+    pub payloads: Vec<HtlcAsk>,
 }
 
 /// Held HTLCs in memory: id → deadline height. Whoever removes an entry decides it.
@@ -90,42 +89,13 @@ pub fn combine(verdicts: &[Verdict]) -> Verdict {
     Verdict::Continue
 }
 
-/// A chain's end as a verdict (malformed answers were already replaced by the hook's safe
-/// default, `continue`).
-pub(crate) fn verdict(end: crate::hooks::ChainEnd) -> Verdict {
-    use crate::hooks::ChainEnd;
-    match end {
-        ChainEnd::Default(_) => Verdict::Continue,
-        ChainEnd::DeadlineExceeded { .. } => Verdict::Fail(None),
-        ChainEnd::Stopped { answer, .. } => match answer.get("result").and_then(Value::as_str) {
-            Some("resolve") => {
-                let key = answer
-                    .get("payment_key")
-                    .and_then(Value::as_str)
-                    .and_then(|k| parse_hash(k).ok());
-                match key {
-                    Some(k) => Verdict::Resolve(k),
-                    None => Verdict::Fail(None),
-                }
-            }
-            Some("fail") => Verdict::Fail(
-                answer
-                    .get("failure_message")
-                    .and_then(Value::as_str)
-                    .map(String::from),
-            ),
-            _ => Verdict::Continue,
-        },
-    }
-}
-
-/// The `htlc_accepted` filter an HTLC matches (a Fulgur extension): a plugin that declares
-/// `filters: ["receive"]` is only asked about payments to this node (so forwards keep their
-/// fast path), `["forward"]` only about forwards; one without filters about both.
-fn kind_filter(action: &HeldAction) -> Value {
-    match action {
-        HeldAction::Forward { .. } => json!("forward"),
-        HeldAction::Receive { .. } => json!("receive"),
+impl HeldAction {
+    /// What the HTLC is, for `htlc_accepted`'s filters.
+    pub fn kind(&self) -> HtlcKind {
+        match self {
+            HeldAction::Forward { .. } => HtlcKind::Forward,
+            HeldAction::Receive { .. } => HtlcKind::Receive,
+        }
     }
 }
 
@@ -257,27 +227,27 @@ impl Lightning {
         }
     }
 
-    fn htlc_payload(
+    fn htlc_ask(
         &self,
         part: &InboundPart,
         hash: &PaymentHash,
-        onion: Value,
+        onion: HtlcOnion,
         deadline: u32,
-    ) -> Value {
-        let height = self.chain.height();
-        json!({
-            "peer_id": part.4,
-            "onion": onion,
-            "htlc": {
-                "short_channel_id": scid_string(part.0),
-                "id": part.1,
-                "amount_msat": part.2,
-                "cltv_expiry": part.3,
-                "cltv_expiry_relative": part.3.saturating_sub(height),
-                "payment_hash": hex(&hash.0),
+    ) -> HtlcAsk {
+        HtlcAsk {
+            peer_id: part.4.clone(),
+            onion,
+            htlc: HtlcPart {
+                short_channel_id: scid_string(part.0),
+                id: part.1,
+                amount_msat: part.2,
+                cltv_expiry: part.3,
+                cltv_expiry_relative: part.3.saturating_sub(self.chain.height()),
+                payment_hash: hex(&hash.0),
             },
-            "deadline_blockheight": deadline,
-        })
+            deadline_blockheight: deadline,
+            forward_to: None,
+        }
     }
 
     /// LDK intercepted a forward (all forwards are intercepted): ask `htlc_accepted`, or
@@ -307,10 +277,7 @@ impl Lightning {
             next_scid,
             outbound_msat,
         };
-        if !self
-            .plugins
-            .has_hook_for(Hook::HtlcAccepted, Some(&kind_filter(&action)))
-        {
+        if !self.port.asks(Question::HtlcAccepted(action.kind())) {
             self.forward_intercepted(&hex(&intercept_id.0), intercept_id, next, outbound_msat);
             return;
         }
@@ -319,19 +286,12 @@ impl Lightning {
             .map(|e| e.saturating_sub(39))
             .unwrap_or_else(|| part.3.saturating_sub(39));
         let deadline = self.hold_deadline(ldk_deadline);
-        let onion = json!({
-            "payload": "",
-            "type": "tlv",
-            "short_channel_id": scid_string(next_scid),
-            "forward_msat": outbound_msat,
-            "outgoing_cltv_value": outgoing_expiry.unwrap_or(0),
-            "next_onion": "",
-            "shared_secret": hex(&[0u8; 32]),
-        });
-        let mut payload = self.htlc_payload(&part, &hash, onion, deadline);
-        if let Some(c) = next {
-            payload["forward_to"] = json!(hex(&c.channel_id.0));
-        }
+        let onion = HtlcOnion {
+            short_channel_id: Some(scid_string(next_scid)),
+            ..HtlcOnion::opaque(outbound_msat, outgoing_expiry.unwrap_or(0))
+        };
+        let mut payload = self.htlc_ask(&part, &hash, onion, deadline);
+        payload.forward_to = next.map(|c| hex(&c.channel_id.0));
         let id = format!("fwd:{}", hex(&intercept_id.0));
         self.hold(
             id,
@@ -367,19 +327,12 @@ impl Lightning {
         let payloads = parts
             .iter()
             .map(|p| {
-                let mut onion = json!({
-                    "payload": "",
-                    "type": "tlv",
-                    "forward_msat": p.2,
-                    "outgoing_cltv_value": p.3,
-                    "total_msat": amount_msat,
-                    "next_onion": "",
-                    "shared_secret": hex(&[0u8; 32]),
-                });
-                if let Some(s) = payment_secret {
-                    onion["payment_secret"] = json!(hex(&s));
-                }
-                self.htlc_payload(p, &hash, onion, deadline)
+                let onion = HtlcOnion {
+                    total_msat: Some(amount_msat),
+                    payment_secret: payment_secret.map(|s| hex(&s)),
+                    ..HtlcOnion::opaque(p.2, p.3)
+                };
+                self.htlc_ask(p, &hash, onion, deadline)
             })
             .collect();
         let action = HeldAction::Receive {
@@ -387,9 +340,7 @@ impl Lightning {
             preimage: preimage.map(|p| hex(&p.0)),
             payment_secret: payment_secret.map(|s| hex(&s)),
         };
-        let with_hook = self
-            .plugins
-            .has_hook_for(Hook::HtlcAccepted, Some(&kind_filter(&action)));
+        let with_hook = self.port.asks(Question::HtlcAccepted(action.kind()));
         self.hold(
             id,
             hash,
@@ -480,7 +431,7 @@ impl Lightning {
     ) {
         let verdict = if ask {
             loop {
-                let mut activations = self.plugins.watch_activations();
+                let mut activations = self.port.activations();
                 activations.borrow_and_update();
                 let Some((verdict, abandoned_by)) =
                     self.ask_parts(&id, &hash, &rec, deadline).await
@@ -532,17 +483,12 @@ impl Lightning {
         rec: &HeldRecord,
         deadline: u32,
     ) -> Option<(Verdict, Vec<String>)> {
-        let kind = kind_filter(&rec.action);
-        let calls = rec.payloads.iter().cloned().map(|p| {
-            let plugins = self.plugins.clone();
-            let kind = kind.clone();
-            async move {
-                let (end, died) = plugins
-                    .run_hook_noting_deaths(Hook::HtlcAccepted, p, None, Some(&kind), None, None)
-                    .await;
-                (verdict(end), died)
-            }
-        });
+        let kind = rec.action.kind();
+        let calls = rec
+            .payloads
+            .iter()
+            .cloned()
+            .map(|p| self.port.htlc_accepted(kind, p));
         let combined = |answers: Vec<(Verdict, Vec<String>)>| {
             let (verdicts, died): (Vec<Verdict>, Vec<Vec<String>>) = answers.into_iter().unzip();
             let mut died: Vec<String> = died.into_iter().flatten().collect();
@@ -608,8 +554,8 @@ impl Lightning {
                         return false;
                     }
                     if self
-                        .plugins
-                        .has_hook_for(Hook::HtlcAccepted, Some(&kind_filter(&rec.action)))
+                        .port
+                        .asks(Question::HtlcAccepted(rec.action.kind()))
                     {
                         return true;
                     }
@@ -699,10 +645,11 @@ impl Lightning {
         self.log.unusual(&format!(
             "HTLC {id} still held by a plugin at block {deadline} (its deadline): failing it back"
         ));
-        self.plugins.notify(
-            "htlc_deadline",
-            json!({"id": id, "payment_hash": hex(&hash.0), "deadline_blockheight": deadline}),
-        );
+        self.port.tell(Notice::HtlcDeadline {
+            id: id.into(),
+            payment_hash: hash.0,
+            deadline_blockheight: deadline,
+        });
         self.act(hash, &rec.action, Verdict::Fail(Some("2002".into())))
             .await;
         self.resolved_held(id);
@@ -827,9 +774,7 @@ impl Lightning {
                 self.drop_held_record(&id).await;
                 continue;
             }
-            let ask = self
-                .plugins
-                .has_hook_for(Hook::HtlcAccepted, Some(&kind_filter(&rec.action)));
+            let ask = self.port.asks(Question::HtlcAccepted(rec.action.kind()));
             self.log.info(&format!(
                 "Deciding HTLC {id} again after the restart{}",
                 if ask {
@@ -915,29 +860,5 @@ mod tests {
         assert_eq!(wide.len(), 64);
         assert!(parse_hash(&wide).is_err());
         assert_eq!(parse_hash(&"ab".repeat(32)), Ok([0xab; 32]));
-    }
-
-    #[test]
-    fn answers_become_verdicts() {
-        use crate::hooks::ChainEnd;
-        let stop = |a: Value| ChainEnd::Stopped {
-            plugin: "p".into(),
-            answer: a,
-        };
-        assert_eq!(verdict(ChainEnd::Default(json!({}))), Verdict::Continue);
-        assert_eq!(
-            verdict(stop(json!({"result": "fail", "failure_message": "2002"}))),
-            Verdict::Fail(Some("2002".into()))
-        );
-        let key = "11".repeat(32);
-        assert_eq!(
-            verdict(stop(json!({"result": "resolve", "payment_key": key}))),
-            Verdict::Resolve([0x11; 32])
-        );
-        // A resolve without a usable key cannot settle anything: it fails.
-        assert_eq!(
-            verdict(stop(json!({"result": "resolve", "payment_key": "zz"}))),
-            Verdict::Fail(None)
-        );
     }
 }

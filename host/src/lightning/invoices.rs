@@ -33,9 +33,9 @@ use lightning_invoice::{
     RouteHint, RouteHintHop, RoutingFees, TaggedField,
 };
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde_json::json;
 
 use super::Lightning;
+use super::port::Notice;
 use crate::store::{Store, StoreError};
 
 /// An invoice's status.
@@ -879,10 +879,11 @@ impl Lightning {
                 p.label, p.pay_index
             ));
             self.invoices_changed.send_modify(|v| *v += 1);
-            self.plugins.notify(
-                "invoice_payment",
-                json!({"label": p.label, "preimage": hex(&preimage), "msat": amount_msat}),
-            );
+            self.port.tell(Notice::InvoicePaid {
+                label: p.label.clone(),
+                preimage,
+                msat: amount_msat,
+            });
         }
         Ok(Some(p.pay_index))
     }
@@ -1071,14 +1072,11 @@ impl Lightning {
             .map_err(db)??
             .ok_or_else(|| CreateError::Failed("the new invoice vanished".into()))?;
         self.invoices_changed.send_modify(|v| *v += 1);
-        let mut note = json!({"label": record.label});
-        if let Some(p) = &preimage {
-            note["preimage"] = json!(hex(p));
-        }
-        if let Some(a) = req.amount_msat {
-            note["msat"] = json!(a);
-        }
-        self.plugins.notify("invoice_creation", note);
+        self.port.tell(Notice::InvoiceCreated {
+            label: record.label.clone(),
+            preimage,
+            msat: req.amount_msat,
+        });
         Ok(CreatedInvoice {
             warnings: warnings(&channels, req.amount_msat),
             record,

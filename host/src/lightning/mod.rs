@@ -25,6 +25,7 @@ pub mod keys;
 pub mod movements;
 pub mod net;
 pub mod payments;
+pub mod port;
 pub mod receive;
 pub mod sweep;
 
@@ -64,15 +65,13 @@ use lightning::util::persist::{
 };
 use lightning::util::ser::{ReadableArgs, Writeable};
 use lightning_net_tokio::SocketDescriptor;
-use serde_json::{Value, json};
 
 use crate::chain::Chain;
 use crate::chain::broadcast::Broadcaster;
 use crate::chain::fees::FeeCache;
 use crate::log::{Level, SourceLog};
-use crate::plugin::PluginHost;
 use crate::store::kv::SqliteKvStore;
-use fulgur_protocol::hooks::Hook;
+use port::{Notice, PeerInfo, Port, Question};
 
 /// LDK's log lines, into ours under the `lightning` source.
 pub struct LdkLog {
@@ -269,8 +268,8 @@ pub struct Deps {
     pub chain: Arc<Chain>,
     /// The database.
     pub store: crate::store::Store,
-    /// Plugins (notifications, hooks).
-    pub plugins: Arc<PluginHost>,
+    /// The node's plugins (notifications, hooks), as the engine sees them.
+    pub port: Arc<dyn Port>,
     /// Our log under `lightning`.
     pub log: SourceLog,
     /// Announced addresses (`--addr`, `--announce-addr`).
@@ -303,8 +302,8 @@ pub struct Lightning {
     pub scorer: Arc<RwLock<Scorer>>,
     /// The database (our own tables beside LDK's key-value store).
     pub store: crate::store::Store,
-    /// Plugins: notifications and hooks.
-    pub plugins: Arc<PluginHost>,
+    /// The node's plugins: notifications and hooks.
+    pub port: Arc<dyn Port>,
     /// The block stream (height, fees, broadcaster).
     pub chain: Arc<Chain>,
     /// The on-chain wallet.
@@ -561,15 +560,10 @@ impl Lightning {
         let (custom_in, mut custom_rx) =
             tokio::sync::mpsc::unbounded_channel::<(PublicKey, u16, String)>();
         {
-            let plugins = deps.plugins.clone();
+            let port = deps.port.clone();
             tokio::spawn(async move {
                 while let Some((from, ty, payload)) = custom_rx.recv().await {
-                    let p = json!({"peer_id": from.to_string(), "payload": payload});
-                    plugins.notify("custommsg", p.clone());
-                    let filter = json!(ty);
-                    let _ = plugins
-                        .run_hook(Hook::Custommsg, p, None, Some(&filter), None, None)
-                        .await;
+                    port.custommsg(from, ty, payload).await;
                 }
             });
         }
@@ -577,7 +571,7 @@ impl Lightning {
             engine: OnceLock::new(),
             outgoing: Mutex::new(vec![]),
             custom_in,
-            plugins: deps.plugins.clone(),
+            port: deps.port.clone(),
             log: deps.log.clone(),
             handle: tokio::runtime::Handle::current(),
         });
@@ -630,7 +624,7 @@ impl Lightning {
             graph,
             scorer,
             store: deps.store.clone(),
-            plugins: deps.plugins.clone(),
+            port: deps.port.clone(),
             chain: deps.chain.clone(),
             wallet: deps.wallet.clone(),
             network: deps.network,
@@ -1300,7 +1294,7 @@ pub struct PeerWatcher {
     engine: OnceLock<Weak<Lightning>>,
     outgoing: Mutex<Vec<(PublicKey, CustomMsg)>>,
     custom_in: tokio::sync::mpsc::UnboundedSender<(PublicKey, u16, String)>,
-    plugins: Arc<PluginHost>,
+    port: Arc<dyn Port>,
     log: SourceLog,
     handle: tokio::runtime::Handle,
 }
@@ -1367,8 +1361,7 @@ impl CustomMessageHandler for PeerWatcher {
 
     fn peer_disconnected(&self, id: PublicKey) {
         self.log.debug(&format!("Peer {id} disconnected"));
-        self.plugins
-            .notify("disconnect", json!({"id": id.to_string()}));
+        self.port.tell(Notice::Disconnect { id });
         // LDK holds its peer lock here: the engine is asked in a task.
         if let Some(engine) = self.engine.get().and_then(Weak::upgrade) {
             self.handle
@@ -1379,10 +1372,9 @@ impl CustomMessageHandler for PeerWatcher {
     fn peer_connected(&self, id: PublicKey, msg: &Init, inbound: bool) -> Result<(), ()> {
         // LDK holds the peer's lock here: everything that looks at the peer manager runs in
         // a task, after this returns.
-        let direction = if inbound { "in" } else { "out" };
         let features = features_hex(msg.features.le_flags());
         let engine = self.engine.get().and_then(Weak::upgrade);
-        let plugins = self.plugins.clone();
+        let port = self.port.clone();
         let log = self.log.clone();
         self.handle.spawn(async move {
             let addr = engine
@@ -1391,28 +1383,30 @@ impl CustomMessageHandler for PeerWatcher {
                 .and_then(|p| p.socket_address)
                 .map(|a| a.to_string())
                 .unwrap_or_default();
+            let direction = if inbound { "in" } else { "out" };
             log.debug(&format!("Peer {id} connected ({direction}, {addr})"));
-            plugins.notify(
-                "connect",
-                json!({"id": id.to_string(), "direction": direction, "address": crate::cln_json::address_json(&addr)}),
-            );
-            if !plugins.has_hook(Hook::PeerConnected) {
+            port.tell(Notice::Connect {
+                id,
+                inbound,
+                address: addr.clone(),
+            });
+            if !port.asks(Question::PeerConnected) {
                 return;
             }
-            let payload = json!({"peer": {"id": id.to_string(), "direction": direction, "addr": addr, "features": features}});
-            let end = plugins
-                .run_hook(Hook::PeerConnected, payload, None, None, None, None)
-                .await;
-            if let crate::hooks::ChainEnd::Stopped { plugin, answer } = end {
-                let why = answer
-                    .get("error_message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+            let peer = PeerInfo {
+                id,
+                inbound,
+                addr,
+                features,
+            };
+            if let Some(no) = port.peer_connected(peer).await {
+                let why = no.message.unwrap_or_default();
                 log.info(&format!(
-                    "Peer {id} disconnected by plugin {plugin} (peer_connected): {why}"
+                    "Peer {id} disconnected by plugin {} (peer_connected): {why}",
+                    no.plugin
                 ));
                 if let Some(e) = engine {
-                    e.disconnect_with_warning(id, why);
+                    e.disconnect_with_warning(id, &why);
                 }
             }
         });

@@ -17,12 +17,11 @@ use std::sync::Arc;
 use lightning::events::ReplayEvent;
 use lightning::ln::channelmanager::FailureCode;
 use lightning::types::payment::{PaymentHash, PaymentPreimage};
-use serde_json::{Value, json};
 
 use super::Lightning;
 use super::htlcs::{failure_code, parse_failure_message};
 use super::invoices::{self, Claim, ClaimRefusal};
-use fulgur_protocol::hooks::Hook;
+use super::port::{Question, Refusal};
 
 /// What is known of a payment to us when it is settled.
 #[derive(Debug, Clone, Copy)]
@@ -77,22 +76,17 @@ impl Lightning {
             return;
         }
         if let Some(inv) = &inv
-            && self.plugins.has_hook(Hook::InvoicePayment)
+            && self.port.asks(Question::InvoicePayment)
         {
             let amount = self
                 .claimable_amount(hash)
                 .unwrap_or(inv.amount_msat.unwrap_or(0));
-            let payload = json!({"payment": {
-                "label": inv.label,
-                "preimage": hex(&preimage),
-                "msat": amount,
-            }});
-            let end = self
-                .plugins
-                .run_hook(Hook::InvoicePayment, payload, None, None, None, None)
+            let refusal = self
+                .port
+                .invoice_payment(inv.label.clone(), preimage, amount)
                 .await;
-            if let crate::hooks::ChainEnd::Stopped { plugin, answer } = end {
-                let msg = answer.get("failure_message").and_then(Value::as_str);
+            if let Some(Refusal { plugin, message }) = refusal {
+                let msg = message.as_deref();
                 if let Some(Err(e)) = msg.map(parse_failure_message) {
                     self.log.broken(&format!(
                         "Plugin {plugin} answered invoice_payment for invoice {} with an invalid {e}: failing the payment with incorrect_or_unknown_payment_details",
@@ -231,7 +225,7 @@ impl Lightning {
             credit_msat: amount_msat,
             debit_msat: 0,
             tag: "invoice",
-            payment_hash: Some(&hash.0),
+            payment_hash: Some(hash.0),
             fees_msat: None,
             utxo: None,
             peer_id: None,

@@ -514,14 +514,12 @@ pub async fn execute(
             .then(|| tokio::time::Instant::now() + node.plugins.settings.timeout);
         let end = node
             .plugins
-            .run_hook(
-                Hook::RpcCommand,
-                payload,
-                Some(id),
-                Some(&Value::from(method)),
-                calling_plugin(id),
-                deadline,
-            )
+            .hook(Hook::RpcCommand, payload)
+            .parent(id)
+            .filter(&Value::from(method))
+            .skip(calling_plugin(id))
+            .deadline(deadline)
+            .run()
             .await;
         if let ChainEnd::DeadlineExceeded { plugin } = &end {
             node.main.unusual(&format!(

@@ -5,6 +5,7 @@ use fulgur_protocol::RpcError;
 use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx, command};
+use crate::lightning::forwards::Forward;
 use crate::lightning::scid_string;
 use crate::rpc::params::{Params, opt};
 
@@ -89,10 +90,64 @@ fn run_listforwards(ctx: Ctx, p: Params) -> CommandFuture {
             })
             .await;
         match r {
-            Ok(v) => Ok(json!({"forwards": v})),
+            Ok(v) => Ok(json!({"forwards": v.iter().map(forward_json).collect::<Vec<_>>()})),
             Err(e) => Err(RpcError::new(-1, e.to_string())),
         }
     })
+}
+
+/// A `listforwards` entry (CLN's shape).
+pub fn forward_json(f: &Forward) -> Value {
+    let mut o = json!({
+        "created_index": f.created_index,
+        "in_channel": f.in_channel,
+        "in_msat": f.in_msat,
+        "status": f.status,
+        "style": "tlv",
+        "received_time": f.received_time,
+    });
+    if let Some(u) = f.updated_index {
+        o["updated_index"] = json!(u);
+    }
+    if let Some(h) = f.in_htlc_id {
+        o["in_htlc_id"] = json!(h);
+    }
+    if let Some(c) = &f.out_channel {
+        o["out_channel"] = json!(c);
+    }
+    if let (Some(m), Some(fee)) = (f.out_msat, f.fee_msat()) {
+        o["out_msat"] = json!(m);
+        o["fee_msat"] = json!(fee);
+    }
+    if let Some(c) = f.failcode {
+        o["failcode"] = json!(c);
+    }
+    if let Some(r) = &f.failreason {
+        o["failreason"] = json!(r);
+    }
+    // CLN gives resolved_time for settled and failed forwards only (its schema forbids it
+    // for local_failed).
+    if let Some(t) = f.resolved_time
+        && (f.status == "settled" || f.status == "failed")
+    {
+        o["resolved_time"] = json!(t);
+    }
+    o
+}
+
+/// The `forward_event` notification's payload: the entry without its indexes and HTLC id,
+/// with the payment hash when known.
+pub fn forward_event_json(f: &Forward, payment_hash: Option<&[u8; 32]>) -> Value {
+    let mut o = forward_json(f);
+    if let Some(h) = payment_hash {
+        o["payment_hash"] = json!(hex(h));
+    }
+    if let Some(m) = o.as_object_mut() {
+        m.remove("created_index");
+        m.remove("updated_index");
+        m.remove("in_htlc_id");
+    }
+    o
 }
 
 fn run_listhtlcs(ctx: Ctx, p: Params) -> CommandFuture {

@@ -8,10 +8,13 @@ use bitcoin::hex::FromHex;
 use bitcoin::secp256k1::PublicKey;
 use fulgur_protocol::RpcError;
 use fulgur_protocol::amount::Msat;
-use serde_json::{Value, json};
+use fulgur_protocol::error::codes;
+use serde_json::{Map, Value, json};
 
 use super::{Command, CommandFuture, Ctx, command};
-use crate::lightning::payments::{ClnHop, ListFilter, PayStatus, SendpayRequest};
+use crate::lightning::payments::{
+    ClnHop, IN_PROGRESS_MESSAGE, ListFilter, PayStatus, Sendpay, SendpayError, SendpayRequest,
+};
 use crate::lightning::{Lightning, parse_scid};
 use crate::node::Node;
 use crate::rpc::params::{Params, opt, req};
@@ -227,8 +230,15 @@ pub(super) fn sendpay_request(p: &Params) -> Result<SendpayRequest, RpcError> {
 fn run_sendpay(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {
         let req = sendpay_request(&p)?;
+        let multi = req.routes.len() > 1;
         let l = engine(&ctx.node)?;
-        l.sendpay(req).await
+        let parts = l.sendpay(req).await.map_err(sendpay_error)?;
+        let mut answers = parts.iter().map(sendpay_answer);
+        if multi {
+            Ok(json!({"payments": answers.collect::<Vec<_>>()}))
+        } else {
+            Ok(answers.next().unwrap_or(Value::Null))
+        }
     })
 }
 
@@ -247,7 +257,10 @@ fn run_waitsendpay(ctx: Ctx, p: Params) -> CommandFuture {
         })();
         let (hash, timeout, partid, groupid) = parsed?;
         let l = engine(&ctx.node)?;
-        l.waitsendpay(hash, timeout, partid, groupid).await
+        l.waitsendpay(hash, timeout, partid, groupid)
+            .await
+            .map(|r| sendpay_json(&r, false))
+            .map_err(sendpay_error)
     })
 }
 
@@ -326,11 +339,99 @@ fn run_listsendpays(ctx: Ctx, p: Params) -> CommandFuture {
         let Some(l) = ctx.node.lightning.get().cloned() else {
             return Ok(json!({"payments": []}));
         };
-        match l.listsendpays(f).await {
-            Ok(v) => Ok(json!({"payments": v})),
-            Err(e) => Err(e),
-        }
+        let rows = l.listsendpays(f).await.map_err(sendpay_error)?;
+        let payments: Vec<Value> = rows.iter().map(|r| sendpay_json(r, true)).collect();
+        Ok(json!({"payments": payments}))
     })
+}
+
+/// CLN's payment fields (`json_add_payment_fields`), without `description` unless asked
+/// (the `sendpay` and `waitsendpay` result schemas have no `description`).
+pub fn sendpay_json(r: &Sendpay, with_description: bool) -> Value {
+    let mut m = Map::new();
+    m.insert("created_index".into(), json!(r.created_index));
+    m.insert("id".into(), json!(r.created_index));
+    m.insert("payment_hash".into(), json!(hex(&r.payment_hash)));
+    m.insert("groupid".into(), json!(r.groupid));
+    if let Some(u) = r.updated_index {
+        m.insert("updated_index".into(), json!(u));
+    }
+    if r.partid != 0 {
+        m.insert("partid".into(), json!(r.partid));
+    }
+    if let Some(d) = &r.destination {
+        m.insert("destination".into(), json!(d.to_string()));
+    }
+    if let Some(a) = r.amount_msat.filter(|a| *a > 0) {
+        m.insert("amount_msat".into(), json!(a));
+    }
+    m.insert("amount_sent_msat".into(), json!(r.amount_sent_msat));
+    m.insert("created_at".into(), json!(r.created_at));
+    if let Some(c) = r.completed_at {
+        m.insert("completed_at".into(), json!(c));
+    }
+    m.insert("status".into(), json!(r.status.as_str()));
+    if let Some(p) = &r.preimage {
+        m.insert("payment_preimage".into(), json!(hex(p)));
+    }
+    if let Some(l) = &r.label {
+        m.insert("label".into(), json!(l));
+    }
+    if let Some(b) = &r.bolt11 {
+        let key = if b.starts_with("lni") {
+            "bolt12"
+        } else {
+            "bolt11"
+        };
+        m.insert(key.into(), json!(b));
+    }
+    if with_description && let Some(d) = &r.description {
+        m.insert("description".into(), json!(d));
+    }
+    Value::Object(m)
+}
+
+/// `sendpay`'s answer for one part: its fields, plus CLN's message while it is in flight.
+pub fn sendpay_answer(r: &Sendpay) -> Value {
+    let mut v = sendpay_json(r, false);
+    if r.status == PayStatus::Pending {
+        v["message"] = json!(IN_PROGRESS_MESSAGE);
+    }
+    v
+}
+
+/// The JSON-RPC error of a failed part (`sendpay`, `waitsendpay`, `sendpay_failure`): the
+/// code and message it keeps, `data` = payment fields + routing failure fields.
+pub fn part_failure(r: &Sendpay) -> RpcError {
+    let Some(err) = &r.error else {
+        return RpcError::new(
+            codes::PAY_UNSPECIFIED_ERROR,
+            "Payment failure reason unknown",
+        );
+    };
+    let mut data = sendpay_json(r, true);
+    if let (Some(d), Ok(Value::Object(f))) = (data.as_object_mut(), serde_json::to_value(&err.fail))
+    {
+        d.extend(f);
+    }
+    RpcError::new(err.code, err.message.clone()).with_data(data)
+}
+
+/// Each [`SendpayError`] as CLN's error.
+pub fn sendpay_error(e: SendpayError) -> RpcError {
+    match e {
+        SendpayError::Params(m) => RpcError::invalid_params(m),
+        SendpayError::AlreadyUsed(m) => RpcError::new(codes::PAY_RHASH_ALREADY_USED, m),
+        SendpayError::InProgress(m) => RpcError::new(codes::PAY_IN_PROGRESS, m),
+        SendpayError::NoSuchPayment(m) => RpcError::new(codes::PAY_NO_SUCH_PAYMENT, m),
+        SendpayError::Failed(row) => part_failure(&row),
+        SendpayError::NoFirstPeer(ref fail) => {
+            let data = serde_json::to_value(fail).unwrap_or(Value::Null);
+            RpcError::new(codes::PAY_TRY_OTHER_ROUTE, e.to_string()).with_data(data)
+        }
+        SendpayError::TimedOut => RpcError::new(codes::PAY_IN_PROGRESS, e.to_string()),
+        SendpayError::Internal(m) => RpcError::lightningd(m),
+    }
 }
 
 #[cfg(test)]
@@ -419,6 +520,100 @@ mod tests {
                 .err()
                 .map(|e| e.code);
             assert_eq!(e, Some(-32602), "{bad}");
+        }
+    }
+
+    #[test]
+    fn records_carry_clns_fields() {
+        use crate::lightning::payments::tests::sample;
+        let p = sendpay_answer(&sample(PayStatus::Pending));
+        assert_eq!(p["message"], json!(IN_PROGRESS_MESSAGE));
+        assert_eq!(p["id"], p["created_index"]);
+        assert_eq!(p["partid"], json!(1));
+        assert!(p.get("completed_at").is_none() && p.get("description").is_none());
+        let c = sendpay_json(&sample(PayStatus::Complete), true);
+        assert_eq!(c["payment_preimage"], json!(hex(&[3; 32])));
+        assert_eq!(c["description"], json!("coffee"));
+        assert!(
+            sendpay_answer(&sample(PayStatus::Complete))
+                .get("message")
+                .is_none()
+        );
+        let e = part_failure(&sample(PayStatus::Failed));
+        assert_eq!(e.code, 203);
+        assert_eq!(
+            e.message,
+            "failed: WIRE_INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS (reply from remote)"
+        );
+        let d = e.data.unwrap_or_default();
+        assert_eq!(d["status"], json!("failed"));
+        assert_eq!(d["erring_index"], json!(2));
+        assert_eq!(d["erring_channel"], json!("1x1x0"));
+        assert_eq!(d["failcode"], json!(16399));
+        let mut unknown = sample(PayStatus::Failed);
+        unknown.error = None;
+        assert_eq!(part_failure(&unknown).code, 209);
+        let mut zero = sample(PayStatus::Pending);
+        zero.partid = 0;
+        zero.amount_msat = Some(0);
+        let z = sendpay_json(&zero, false);
+        assert!(z.get("partid").is_none() && z.get("amount_msat").is_none());
+    }
+
+    #[test]
+    fn each_sendpay_error_has_clns_code() {
+        use crate::lightning::payments::FailFields;
+        let cases = [
+            (SendpayError::Params("x".into()), -32602),
+            (SendpayError::AlreadyUsed("x".into()), 201),
+            (SendpayError::InProgress("x".into()), 200),
+            (SendpayError::NoSuchPayment("x".into()), 208),
+            (SendpayError::NoFirstPeer(FailFields::default()), 204),
+            (SendpayError::TimedOut, 200),
+            (SendpayError::Internal("x".into()), -1),
+        ];
+        for (e, code) in cases {
+            assert_eq!(sendpay_error(e.clone()).code, code, "{e:?}");
+        }
+        let first = sendpay_error(SendpayError::NoFirstPeer(FailFields {
+            erring_index: Some(0),
+            ..FailFields::default()
+        }));
+        assert_eq!(first.message, "No connection to first peer found");
+        assert_eq!(first.data, Some(json!({"erring_index": 0})));
+        // A failed part's row keeps CLN's code, which the RPC passes on.
+        use crate::lightning::payments::{DESTINATION_REFUSED, TRY_OTHER_ROUTE};
+        assert_eq!(DESTINATION_REFUSED, codes::PAY_DESTINATION_PERM_FAIL);
+        assert_eq!(TRY_OTHER_ROUTE, codes::PAY_TRY_OTHER_ROUTE);
+    }
+
+    #[test]
+    fn records_validate_against_clns_schemas() {
+        use crate::lightning::payments::tests::sample;
+        let pending = sample(PayStatus::Pending);
+        let complete = sample(PayStatus::Complete);
+        let failed = sample(PayStatus::Failed);
+        let e = part_failure(&failed);
+        let listed: Vec<Value> = [&pending, &complete, &failed]
+            .iter()
+            .map(|r| sendpay_json(r, true))
+            .collect();
+        let checks = [
+            ("sendpay.json", sendpay_answer(&pending)),
+            ("sendpay.json", sendpay_answer(&complete)),
+            ("waitsendpay.json", sendpay_json(&complete, false)),
+            ("listsendpays.json", json!({ "payments": listed })),
+            (
+                "notification/sendpay_success.json",
+                sendpay_json(&complete, true),
+            ),
+            (
+                "notification/sendpay_failure.json",
+                json!({"code": e.code, "message": e.message, "data": e.data}),
+            ),
+        ];
+        for (name, v) in checks {
+            assert_eq!(crate::rpc::schema::errors(name, &v), None, "{name}: {v}");
         }
     }
 }
