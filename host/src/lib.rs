@@ -15,7 +15,8 @@
 mod cln_json;
 mod config;
 mod lifecycle;
-mod lightning;
+// The Lightning engine is fulgur-engine; `crate::lightning` names it.
+use fulgur_engine as lightning;
 // The log lives in fulgur-base (docs/adr/0009-host-crates.md); `crate::log` names it.
 use fulgur_base::log;
 // The database is fulgur-store; `crate::store` names it.

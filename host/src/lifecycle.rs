@@ -9,12 +9,11 @@
 //!   otherwise catch it and leave a node whose RPC answers while a part of it is dead) logs
 //!   a `**BROKEN**` line with a backtrace to the node's log and stderr, then exits with
 //!   [`EXIT_PANIC`]. The one place that knowingly survives a panic from library code runs it
-//!   under [`contain`].
+//!   under [`fulgur_base::panic::contain`].
 //!
 //! Not here: signals and shutdown order ([`crate::node`]), reopening the log on SIGHUP
 //! ([`crate::log::Logger::reopen`]).
 
-use std::cell::Cell;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -138,28 +137,7 @@ impl Drop for DirLock {
     }
 }
 
-thread_local! {
-    static CONTAINED: Cell<u32> = const { Cell::new(0) };
-}
-
-/// Runs `f`, turning a panic inside it into `Err(())` instead of stopping the node. Only
-/// for calls into library code whose failure we can recover from (LDK's fee-bump handler);
-/// the panic is still logged as `**BROKEN**`.
-pub fn contain<R>(f: impl FnOnce() -> R) -> Result<R, ()> {
-    struct Guard;
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            CONTAINED.with(|c| c.set(c.get().saturating_sub(1)));
-        }
-    }
-    CONTAINED.with(|c| c.set(c.get().saturating_add(1)));
-    let _guard = Guard;
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| ())
-}
-
-fn contained() -> bool {
-    CONTAINED.with(|c| c.get() > 0)
-}
+use fulgur_base::panic::contained;
 
 static PANIC_LOG: OnceLock<Logger> = OnceLock::new();
 
@@ -185,7 +163,7 @@ fn describe(info: &std::panic::PanicHookInfo<'_>) -> String {
 
 /// Makes every panic fatal: logs it as `**BROKEN**` (with a backtrace) to `log` and to
 /// stderr, then exits with [`EXIT_PANIC`], from whichever thread panicked. Panics inside
-/// [`contain`] are logged and left to unwind. Installed once per process; a later call
+/// [`fulgur_base::panic::contain`] are logged and left to unwind. Installed once per process; a later call
 /// keeps the first logger.
 pub fn install_panic_hook(log: &Logger) {
     let _ = PANIC_LOG.set(log.clone());
@@ -268,12 +246,5 @@ mod tests {
         let again = DirLock::acquire(&d.join("other.pid"), &net);
         assert!(again.is_ok(), "{again:?}");
         let _ = std::fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn contained_panics_unwind_to_the_caller() {
-        assert_eq!(contain(|| 5), Ok(5));
-        assert_eq!(contain(|| -> u8 { panic!("boom") }), Err(()));
-        assert!(!contained());
     }
 }

@@ -547,4 +547,31 @@ mod tests {
         assert!(id.starts_with("02") || id.starts_with("03"));
         assert_ne!(id, node_id(&[8u8; 32]).unwrap_or_else(|e| panic!("{e}")));
     }
+
+    fn ok<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
+        r.unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn ldk_node_id_matches_the_node_id_getinfo_shows() {
+        let mut seeds: Vec<[u8; 32]> = vec![[1u8; 32], [7u8; 32], [0xffu8; 32]];
+        seeds.push(std::array::from_fn(|i| i as u8));
+        seeds.push(std::array::from_fn(|i| {
+            (i as u8).wrapping_mul(37).wrapping_add(11)
+        }));
+        let mut ids = Vec::new();
+        for seed in &seeds {
+            let km = ok(crate::lightning::keys::keys_manager(seed));
+            let ldk_id = ok(lightning::sign::NodeSigner::get_node_id(
+                &km,
+                lightning::sign::Recipient::Node,
+            ))
+            .to_string();
+            assert_eq!(ldk_id, ok(node_id(seed)), "seed {seed:?}");
+            ids.push(ldk_id);
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), seeds.len(), "two seeds gave the same node id");
+    }
 }

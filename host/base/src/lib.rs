@@ -6,6 +6,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
 
 pub mod log;
+pub mod panic;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

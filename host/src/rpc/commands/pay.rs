@@ -525,7 +525,7 @@ mod tests {
 
     #[test]
     fn records_carry_clns_fields() {
-        use crate::lightning::payments::tests::sample;
+        use crate::lightning::payments::samples::sendpay as sample;
         let p = sendpay_answer(&sample(PayStatus::Pending));
         assert_eq!(p["message"], json!(IN_PROGRESS_MESSAGE));
         assert_eq!(p["id"], p["created_index"]);
@@ -589,7 +589,7 @@ mod tests {
 
     #[test]
     fn records_validate_against_clns_schemas() {
-        use crate::lightning::payments::tests::sample;
+        use crate::lightning::payments::samples::sendpay as sample;
         let pending = sample(PayStatus::Pending);
         let complete = sample(PayStatus::Complete);
         let failed = sample(PayStatus::Failed);

@@ -351,8 +351,8 @@ impl Lightning {
             }
         }
         // LDK's handler never blocks (our coin source is synchronous); it must not take the
-        // engine down either (the only panic the node survives: see `lifecycle::contain`).
-        let r = crate::lifecycle::contain(|| self.bumper.handle_event(&bump));
+        // engine down either (the only panic the node survives: see `fulgur_base::panic::contain`).
+        let r = fulgur_base::panic::contain(|| self.bumper.handle_event(&bump));
         if r.is_err() {
             self.log.broken(
                 "Fee bump: LDK's bump handler panicked; the bump is retried at the next block",

@@ -650,6 +650,13 @@ impl Lightning {
                 self.mark_onchain(&id, Some(tx), height);
             }
         }
+        self.forget_resolved_closed(height);
+    }
+
+    /// Forgets the closed channels resolved at least 100 blocks before `height` whose
+    /// monitors have nothing left to claim. Run at each block and by the sweep duty, since a
+    /// claim can resolve between blocks, after the last block that would have forgotten it.
+    pub(crate) fn forget_resolved_closed(&self, height: u32) {
         let due: Vec<ClosedChannel> = self
             .closed
             .active()
@@ -673,8 +680,8 @@ impl Lightning {
 }
 
 /// A closed channel for tests: closed cooperatively by us at height 120.
-#[cfg(test)]
-pub(crate) fn record(id: u8, peer: &str) -> ClosedChannel {
+#[cfg(any(test, feature = "samples"))]
+pub fn record(id: u8, peer: &str) -> ClosedChannel {
     ClosedChannel {
         channel_id: hex(&[id; 32]),
         peer_id: Some(peer.to_string()),

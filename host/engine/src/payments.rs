@@ -481,10 +481,7 @@ pub fn derive_failure(
         PathFailure::OnPath { network_update } => network_update,
     };
     if permanently {
-        return at_destination(
-            DESTINATION_REFUSED,
-            INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS,
-        );
+        return at_destination(DESTINATION_REFUSED, INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS);
     }
     match network_update {
         Some(NetworkUpdate::NodeFailure {
@@ -812,6 +809,8 @@ pub fn payment_path_write<T>(
     crate::store::relaxed(c, f)
 }
 
+/// Records `part` as pending at `created_at` (UNIX seconds) with the caller's label, invoice and
+/// description; returns its row. Fails if the part's (hash, groupid, partid) exists.
 pub fn insert_pending(
     conn: &Connection,
     part: &NewPart,
@@ -1749,8 +1748,63 @@ impl Lightning {
     }
 }
 
+/// Sample records for the tests of the views (the RPC's).
+#[cfg(any(test, feature = "samples"))]
+pub mod samples {
+    use super::*;
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+
+    /// Part 1 of group 2 in `status`, with every field CLN shows.
+    pub fn sendpay(status: PayStatus) -> Sendpay {
+        let key = |b: u8| {
+            let sk = SecretKey::from_slice(&[b; 32]).unwrap_or_else(|e| panic!("{e}"));
+            PublicKey::from_secret_key(&Secp256k1::signing_only(), &sk)
+        };
+        let mut r = Sendpay {
+            created_index: 4,
+            updated_index: None,
+            payment_hash: [5; 32],
+            groupid: 2,
+            partid: 1,
+            destination: Some(key(4)),
+            amount_msat: Some(1000),
+            amount_sent_msat: 1010,
+            created_at: 1,
+            completed_at: None,
+            status,
+            preimage: None,
+            label: Some("lbl".into()),
+            bolt11: Some("lnbcrt10n1xyz".into()),
+            description: Some("coffee".into()),
+            error: None,
+        };
+        match status {
+            PayStatus::Pending => {}
+            PayStatus::Complete => {
+                r.updated_index = Some(7);
+                r.completed_at = Some(9);
+                r.preimage = Some([3; 32]);
+            }
+            PayStatus::Failed => {
+                r.updated_index = Some(8);
+                r.completed_at = Some(9);
+                let f = RouteFailure {
+                    code: DESTINATION_REFUSED,
+                    detail: "reply from remote".into(),
+                    erring_index: 2,
+                    failcode: INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS,
+                    erring_node: Some(key(4)),
+                    erring_channel: Some((0x0000_0100_0001_0000, 1)),
+                };
+                r.error = Some(f.to_stored());
+            }
+        }
+        r
+    }
+}
+
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::store::Store;
     use bitcoin::secp256k1::{Secp256k1, SecretKey};
@@ -2254,230 +2308,5 @@ pub(crate) mod tests {
         })
         .await;
         assert_eq!((g, none, found), (Some(3), None, Some((3, 0))));
-    }
-
-    /// A part in `status` with every field CLN shows (for the views' tests).
-    pub(crate) fn sample(status: PayStatus) -> Sendpay {
-        let mut r = existing(&part(2, 1, 1000, 3000), status, 4);
-        r.label = Some("lbl".into());
-        r.bolt11 = Some("lnbcrt10n1xyz".into());
-        r.description = Some("coffee".into());
-        match status {
-            PayStatus::Pending => {}
-            PayStatus::Complete => {
-                r.updated_index = Some(7);
-                r.completed_at = Some(9);
-                r.preimage = Some([3; 32]);
-            }
-            PayStatus::Failed => {
-                r.updated_index = Some(8);
-                r.completed_at = Some(9);
-                let f = RouteFailure {
-                    code: 203,
-                    detail: "reply from remote".into(),
-                    erring_index: 2,
-                    failcode: INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS,
-                    erring_node: Some(key(4)),
-                    erring_channel: Some((0x0000_0100_0001_0000, 1)),
-                };
-                r.error = Some(f.to_stored());
-            }
-        }
-        r
-    }
-
-    /// A real LDK `ChannelManager` (no channels) sends our routes: its debug assertions on the
-    /// route parameters hold even for a route with fees, CLTV and metadata beyond LDK's
-    /// defaults, and its failure events map back to the part.
-    mod with_ldk {
-        use std::sync::{Arc, Mutex, RwLock};
-
-        use bitcoin::Transaction;
-        use lightning::chain::chaininterface::{
-            BroadcasterInterface, ConfirmationTarget, FeeEstimator, TransactionType,
-        };
-        use lightning::chain::chainmonitor::ChainMonitor;
-        use lightning::chain::{BlockLocator, Filter};
-        use lightning::events::EventsProvider;
-        use lightning::ln::channelmanager::{ChainParameters, ChannelManager};
-        use lightning::onion_message::messenger::DefaultMessageRouter;
-        use lightning::routing::gossip::NetworkGraph;
-        use lightning::routing::router::DefaultRouter;
-        use lightning::routing::scoring::{
-            ProbabilisticScorer, ProbabilisticScoringDecayParameters,
-            ProbabilisticScoringFeeParameters,
-        };
-        use lightning::sign::{InMemorySigner, KeysManager, NodeSigner};
-        use lightning::util::logger::{Logger, Record};
-
-        use super::*;
-        use crate::store::kv::SqliteKvStore;
-
-        struct Quiet;
-        impl Logger for Quiet {
-            fn log(&self, _r: Record) {}
-        }
-        struct Fees;
-        impl FeeEstimator for Fees {
-            fn get_est_sat_per_1000_weight(&self, _t: ConfirmationTarget) -> u32 {
-                253
-            }
-        }
-        struct NoBroadcast;
-        impl BroadcasterInterface for NoBroadcast {
-            fn broadcast_transactions(&self, _txs: &[(&Transaction, TransactionType)]) {}
-        }
-        type L = Arc<Quiet>;
-        type G = NetworkGraph<L>;
-        type S = ProbabilisticScorer<Arc<G>, L>;
-        type M = ChainMonitor<
-            InMemorySigner,
-            Arc<dyn Filter + Send + Sync>,
-            Arc<NoBroadcast>,
-            Arc<Fees>,
-            L,
-            Arc<SqliteKvStore>,
-            Arc<KeysManager>,
-        >;
-        type R = DefaultRouter<
-            Arc<G>,
-            L,
-            Arc<KeysManager>,
-            Arc<RwLock<S>>,
-            ProbabilisticScoringFeeParameters,
-            S,
-        >;
-        type Mgr = ChannelManager<
-            Arc<M>,
-            Arc<NoBroadcast>,
-            Arc<KeysManager>,
-            Arc<KeysManager>,
-            Arc<KeysManager>,
-            Arc<Fees>,
-            Arc<R>,
-            Arc<DefaultMessageRouter<Arc<G>, L, Arc<KeysManager>>>,
-            L,
-        >;
-
-        fn manager() -> (Mgr, PublicKey) {
-            let log: L = Arc::new(Quiet);
-            let keys = Arc::new(
-                crate::lightning::keys::keys_manager(&[3; 32]).unwrap_or_else(|e| panic!("{e}")),
-            );
-            let kv = Arc::new(SqliteKvStore::new(
-                Store::in_memory().unwrap_or_else(|e| panic!("{e}")),
-            ));
-            let monitor: Arc<M> = Arc::new(ChainMonitor::new(
-                None,
-                Arc::new(NoBroadcast),
-                log.clone(),
-                Arc::new(Fees),
-                kv,
-                keys.clone(),
-                keys.get_peer_storage_key(),
-                false,
-            ));
-            let graph = Arc::new(NetworkGraph::new(bitcoin::Network::Regtest, log.clone()));
-            let scorer = Arc::new(RwLock::new(ProbabilisticScorer::new(
-                ProbabilisticScoringDecayParameters::default(),
-                graph.clone(),
-                log.clone(),
-            )));
-            let router = Arc::new(DefaultRouter::new(
-                graph.clone(),
-                log.clone(),
-                keys.clone(),
-                scorer,
-                ProbabilisticScoringFeeParameters::default(),
-            ));
-            let genesis = bitcoin::constants::genesis_block(bitcoin::Network::Regtest);
-            let mgr = ChannelManager::new(
-                Arc::new(Fees),
-                monitor,
-                Arc::new(NoBroadcast),
-                router,
-                Arc::new(DefaultMessageRouter::new(graph, keys.clone())),
-                log,
-                keys.clone(),
-                keys.clone(),
-                keys.clone(),
-                crate::lightning::user_config(483),
-                ChainParameters {
-                    network: bitcoin::Network::Regtest,
-                    best_block: BlockLocator::new(genesis.block_hash(), 0),
-                },
-                0,
-            );
-            let us = mgr.get_our_node_id();
-            (mgr, us)
-        }
-
-        #[test]
-        fn ldk_accepts_our_routes_and_its_failure_maps_back() {
-            let (mgr, us) = manager();
-            // 50% fees, a 2000-block lock (LDK's default cap is 1008), 200 bytes of metadata
-            // (which lowers LDK's own path-length estimate below its default).
-            let p = path(&[
-                hop(2, 101, 2_000_000, 2000),
-                hop(3, 102, 1_000_000, 1500),
-                hop(4, 103, 500_000, 900),
-            ]);
-            let hash = [0x42; 32];
-            let (route, onion) = outgoing(&p, key(4), Some([7; 32]), Some(vec![1; 200]), 800_000);
-            assert_eq!(onion.total_mpp_amount_msat, 800_000);
-            let id = payment_id(&hash, 1, 1);
-            let sent = mgr.send_payment_with_route(route, PaymentHash(hash), onion, id);
-            assert!(sent.is_ok(), "{sent:?}");
-            // No channel to the first hop: LDK fails the part through its events.
-            let events = Mutex::new(vec![]);
-            mgr.process_pending_events(&|ev: Event| {
-                events.lock().unwrap_or_else(|p| p.into_inner()).push(ev);
-                Ok(())
-            });
-            let events = events.into_inner().unwrap_or_else(|p| p.into_inner());
-            let failed = events.iter().find_map(|e| match e {
-                Event::PaymentPathFailed {
-                    payment_id,
-                    payment_hash,
-                    payment_failed_permanently,
-                    failure,
-                    path,
-                    short_channel_id,
-                    ..
-                } => Some((
-                    *payment_id,
-                    *payment_hash,
-                    derive_failure(
-                        path,
-                        us,
-                        failure,
-                        *short_channel_id,
-                        *payment_failed_permanently,
-                    ),
-                )),
-                _ => None,
-            });
-            let (pid, phash, f) = failed.unwrap_or_else(|| panic!("no path failure: {events:?}"));
-            assert_eq!((pid, phash.0), (Some(id), hash));
-            assert_eq!((f.code, f.erring_index, f.erring_node), (204, 0, Some(us)));
-            assert_eq!(f.erring_channel.map(|c| c.0), Some(101));
-            assert!(
-                events.iter().any(
-                    |e| matches!(e, Event::PaymentFailed { payment_id, .. } if *payment_id == id)
-                ),
-                "{events:?}"
-            );
-            // The same part again is a new LDK payment only once the first one is gone.
-            let (route, onion) = outgoing(&p, key(4), Some([7; 32]), None, 800_000);
-            assert!(
-                mgr.send_payment_with_route(
-                    route,
-                    PaymentHash(hash),
-                    onion,
-                    payment_id(&hash, 1, 2)
-                )
-                .is_ok()
-            );
-        }
     }
 }

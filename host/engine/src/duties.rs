@@ -7,7 +7,7 @@
 //! | `PeerManager::timer_tick_occurred` (pings, stale peers) | 10 s | 10 s |
 //! | `ChannelManager::timer_tick_occurred` (fees, stale payments) | 60 s | 60 s |
 //! | `ChainMonitor::rebroadcast_pending_claims` (against pinning) | 30 s | at start |
-//! | `OutputSweeper::regenerate_and_broadcast_spend_if_necessary` | 10 s | 10 s |
+//! | `OutputSweeper::regenerate_and_broadcast_spend_if_necessary`, then forgetting closed channels whose last claim resolved since the last block (`closed.rs`) | 10 s | 10 s |
 //! | `NetworkGraph::remove_stale_channels_and_tracking`, then the graph is written | 1 h | 60 s |
 //! | `ProbabilisticScorer::time_passed` (decay), then the scorer is written | 5 min | at start |
 //! | `ChainMonitor::archive_fully_resolved_channel_monitors` | 10 min | 15 s |
@@ -245,6 +245,9 @@ impl Lightning {
             Duty::Sweep => {
                 // LDK logs what it spends and why a spend failed.
                 let _ = self.sweeper.regenerate_and_broadcast_spend_if_necessary();
+                if let Some((_, height)) = self.chain.tip() {
+                    self.forget_resolved_closed(height);
+                }
             }
             Duty::PruneGraph => {
                 let (channels, nodes) = prune_graph(&self.graph, since_epoch());
@@ -383,7 +386,7 @@ mod tests {
         use lightning::types::features::{ChannelFeatures, NodeFeatures};
 
         use super::super::*;
-        use crate::lightning::LdkLog;
+        use crate::LdkLog;
         use crate::log::{Level, Logger, MemoryLog};
         use crate::store::Store;
 

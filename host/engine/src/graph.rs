@@ -441,7 +441,7 @@ mod tests {
     use lightning::util::logger::Record;
 
     use super::*;
-    use crate::lightning::payments::{ClnHop, cln_route_to_path};
+    use crate::payments::{ClnHop, cln_route_to_path};
 
     struct Quiet;
     impl Logger for Quiet {

@@ -11,6 +11,21 @@
 //! Peers: [`PeerWatcher`] is LDK's custom-message handler, used only for its
 //! `peer_connected`/`peer_disconnected` callbacks, which become the `connect`/`disconnect`
 //! notifications and the `peer_connected` hook (a `disconnect` answer drops the peer).
+//!
+//! The engine knows neither CLN's JSON nor the plugin host: it returns typed values and
+//! typed errors, and tells and asks the node's plugins through [`port::Port`], which
+//! fulgurd implements (docs/adr/0009-host-crates.md).
+
+// Daemon code returns errors; a panic here would stop the process (tests may unwrap:
+// clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
+#![deny(missing_docs)]
+
+// The crates below the engine, under the names its modules use.
+use fulgur_base::log;
+use fulgur_chain as chain;
+use fulgur_store as store;
+use fulgur_wallet as wallet;
 
 pub mod channels;
 pub mod closed;
