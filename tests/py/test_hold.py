@@ -12,7 +12,6 @@ auto-cancel before the core's deadline with no channel closed."""
 import hashlib
 import os
 import threading
-import time
 
 import pytest
 
@@ -262,8 +261,7 @@ def test_expired_unpaid_invoice_is_cancelled(net):
     m, ln = net.m, net.ln
     _, h, inv = hold(m, 5_000, expiry=1)
     assert listed(m, h)["state"] == "UNPAID"
-    time.sleep(1.5)
-    assert listed(m, h)["expired"] is True
+    wait_for(lambda: listed(m, h)["expired"] is True, what="the hold invoice's expiry")
     ln.mine(1)  # the plugin sweeps on every block (and every 15 s)
     got = wait_state(m, h, "CANCELLED")
     assert got["cancel_reason"] == "expired unpaid"

@@ -100,8 +100,10 @@ def test_waits_with_pyln(node_factory, devchain):
     assert e.value.error["data"]["status"] == "expired"
     assert rpc.listinvoices(label="short")["invoices"][0]["status"] == "expired"
 
-    time.sleep(1.5)
-    res = rpc.call("autoclean-once", {"subsystem": "expiredinvoices", "age": 1})
+    # Once it has been expired for a second, autoclean takes it.
+    res = wait_for(lambda: (lambda r: r["autoclean"]["expiredinvoices"]["cleaned"] and r)(
+        rpc.call("autoclean-once", {"subsystem": "expiredinvoices", "age": 1})),
+        what="the expired invoice aged 1 s")
     assert res == {"autoclean": {"expiredinvoices": {"cleaned": 1, "uncleaned": 0}}}
     assert rpc.listinvoices()["invoices"] == []
     assert {m for m, _ in rpc.validated} >= {"listinvoices", "autoclean-once"}

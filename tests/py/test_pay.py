@@ -232,7 +232,8 @@ def test_pay_exclude_leaves_no_route(net):
 
 def test_pay_expired_invoice(net):
     inv = net.d.rpc.invoice(1_000_000, "expired", "expired", expiry=1)
-    time.sleep(2)
+    wait_for(lambda: net.d.rpc.listinvoices(label="expired")["invoices"][0]["status"] == "expired",
+             what="the invoice's expiry")
     err = pay_error(net.a, inv["bolt11"])
     assert err["code"] == 207
     assert err["data"]["now"] > err["data"]["expiry"]

@@ -397,10 +397,6 @@ impl Lightning {
             .into_iter()
             .find(|c| c.channel_id == *id)
     }
-
-    fn tip_height(&self) -> u32 {
-        self.chain.tip().map_or(0, |(_, h)| h)
-    }
 }
 
 /// CLN's `cause` for a channel's opening states: `user` for the opener, `remote` for the

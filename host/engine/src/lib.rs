@@ -304,58 +304,60 @@ pub struct Deps {
 /// The running engine.
 pub struct Lightning {
     /// The channel manager.
-    pub manager: Arc<Manager>,
+    pub(crate) manager: Arc<Manager>,
     /// The chain monitor.
-    pub monitor: Arc<Monitor>,
+    pub(crate) monitor: Arc<Monitor>,
     /// The peer manager.
-    pub peers: Arc<Peers>,
+    pub(crate) peers: Arc<Peers>,
     /// Keys from `hsm_secret` (node key, signing, entropy).
-    pub keys: Arc<KeysManager>,
+    pub(crate) keys: Arc<KeysManager>,
     /// The network graph (gossip).
-    pub graph: Arc<Graph>,
+    pub(crate) graph: Arc<Graph>,
     /// The payment scorer.
-    pub scorer: Arc<RwLock<Scorer>>,
+    pub(crate) scorer: Arc<RwLock<Scorer>>,
     /// The database (our own tables beside LDK's key-value store).
-    pub store: crate::store::Store,
+    pub(crate) store: crate::store::Store,
     /// The node's plugins: notifications and hooks.
-    pub port: Arc<dyn Port>,
+    pub(crate) port: Arc<dyn Port>,
     /// The block stream (height, fees, broadcaster).
-    pub chain: Arc<Chain>,
+    pub(crate) chain: Arc<Chain>,
     /// The on-chain wallet.
-    pub wallet: Arc<crate::wallet::Wallet>,
+    pub(crate) wallet: Arc<crate::wallet::Wallet>,
     /// The network.
-    pub network: bitcoin::Network,
+    pub(crate) network: bitcoin::Network,
     /// Bumped whenever an invoice changes (created, paid, deleted, expired): waiters re-read
     /// the table (`waitinvoice`, `waitanyinvoice`).
-    pub invoices_changed: tokio::sync::watch::Sender<u64>,
+    pub(crate) invoices_changed: tokio::sync::watch::Sender<u64>,
     /// The payment hash of every sendpay part that changed (`waitsendpay`). Waiters re-read
     /// the table only for their own payment, so that a completion does not make every
     /// payment in flight query the database (a lagging waiter re-reads once).
-    pub sendpays_changed: tokio::sync::broadcast::Sender<[u8; 32]>,
+    pub(crate) sendpays_changed: tokio::sync::broadcast::Sender<[u8; 32]>,
+    /// What outgoing payments keep in memory (group totals, this run's first part).
+    pub(crate) sendpay_state: payments::SendpayState,
     /// Spends closed channels' outputs into the wallet.
-    pub sweeper: Arc<Sweeper>,
+    pub(crate) sweeper: Arc<Sweeper>,
     /// Handles `Event::BumpTransaction` with wallet coins.
-    pub bumper: Bumper,
+    pub(crate) bumper: Bumper,
     /// The wallet address sweeps and cooperative closes pay to.
-    pub destination: Arc<channels::WalletDestination>,
+    pub(crate) destination: Arc<channels::WalletDestination>,
     /// Our channel configuration (CLN's defaults where LDK's differ).
-    pub config: UserConfig,
+    pub(crate) config: UserConfig,
     /// `fundchannel` calls waiting for LDK.
-    pub opens: channels::Opens,
+    pub(crate) opens: channels::Opens,
     /// HTLCs waiting for `htlc_accepted`, with their deadline heights.
-    pub held: htlcs::HeldMap,
+    pub(crate) held: htlcs::HeldMap,
     /// Held HTLCs decided since the last channel manager write: their replay records go
     /// once a manager that knows the decision is stored (`htlcs.rs`).
     held_resolved: Mutex<Vec<String>>,
     /// Preimages we claimed with, until LDK confirms the claim.
-    pub claimed: Mutex<std::collections::HashMap<[u8; 32], [u8; 32]>>,
+    pub(crate) claimed: Mutex<std::collections::HashMap<[u8; 32], [u8; 32]>>,
     /// `--hold-safety-blocks`.
-    pub hold_safety_blocks: u32,
+    pub(crate) hold_safety_blocks: u32,
     /// Closed channels still resolving, and snapshots of open ones (`closed.rs`).
-    pub closed: closed::ClosedTracker,
+    pub(crate) closed: closed::ClosedTracker,
     /// Fees earned by settled forwards (`getinfo`): summed from the `forwards` table at
     /// start, then kept up to date as forwards settle, so `getinfo` reads no table.
-    pub fees_collected_msat: std::sync::atomic::AtomicU64,
+    pub(crate) fees_collected_msat: std::sync::atomic::AtomicU64,
     alias: String,
     color: String,
     /// Peers we connected to: node id → address, for reconnecting channel peers.
@@ -367,7 +369,7 @@ pub struct Lightning {
     watcher: Arc<PeerWatcher>,
     log: SourceLog,
     /// Where peers can reach us (`--addr`, `--announce-addr`).
-    pub announce: Vec<net::NetAddr>,
+    pub(crate) announce: Vec<net::NetAddr>,
     persist_lock: Mutex<()>,
 }
 
@@ -645,6 +647,7 @@ impl Lightning {
             network: deps.network,
             invoices_changed: tokio::sync::watch::channel(0).0,
             sendpays_changed: tokio::sync::broadcast::channel(SENDPAY_CHANGES_BUFFERED).0,
+            sendpay_state: payments::SendpayState::default(),
             sweeper,
             bumper,
             destination,
@@ -900,6 +903,97 @@ impl Lightning {
                 return Err(ConnectFail::TimedOut);
             }
         }
+    }
+
+    /// Our channels as LDK sees them (open, opening or closing, not yet closed).
+    pub fn list_channels(&self) -> Vec<lightning::ln::channel_state::ChannelDetails> {
+        self.manager.list_channels()
+    }
+
+    /// The closed channels still resolving on chain (not forgotten yet).
+    pub fn closed_channels(&self) -> Vec<closed::ClosedChannel> {
+        self.closed.active()
+    }
+
+    /// The connected peer `id`, if it is connected.
+    pub fn peer(&self, id: &PublicKey) -> Option<lightning::ln::peer_handler::PeerDetails> {
+        self.peers.peer_by_node_id(id)
+    }
+
+    /// Whether `id` is connected.
+    pub fn is_connected(&self, id: &PublicKey) -> bool {
+        self.peers.peer_by_node_id(id).is_some()
+    }
+
+    /// Every connected peer.
+    pub fn connected_peers(&self) -> Vec<lightning::ln::peer_handler::PeerDetails> {
+        self.peers.list_peers()
+    }
+
+    /// Drops the connection to `id` (nothing is sent first).
+    pub fn disconnect(&self, id: PublicKey) {
+        self.peers.disconnect_by_node_id(id);
+    }
+
+    /// Changes the fees of channel `channel` with `peer`.
+    pub fn update_channel_fees(
+        &self,
+        peer: &PublicKey,
+        channel: ChannelId,
+        update: &lightning::util::config::ChannelConfigUpdate,
+    ) -> Result<(), String> {
+        self.manager
+            .update_partial_channel_config(peer, &[channel], update)
+            .map_err(|e| api_error(&e))
+    }
+
+    /// The height of the chain's tip (0 before the first block).
+    pub fn tip_height(&self) -> u32 {
+        self.chain.tip().map_or(0, |(_, h)| h)
+    }
+
+    /// The network.
+    pub fn network(&self) -> bitcoin::Network {
+        self.network
+    }
+
+    /// The confirmations a channel opened to us or by us waits for, unless the caller says.
+    pub fn default_min_depth(&self) -> u32 {
+        self.config.channel_handshake_config.minimum_depth
+    }
+
+    /// What every settled forward earned.
+    pub fn fees_collected_msat(&self) -> u64 {
+        self.fees_collected_msat
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The addresses we announce.
+    pub fn announced_addresses(&self) -> &[net::NetAddr] {
+        &self.announce
+    }
+
+    /// Our feature bits (BOLT 9 contexts `init`, `node`, `channel`), little-endian as LDK
+    /// keeps them.
+    pub fn our_features(&self) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        (
+            self.manager.init_features().le_flags().to_vec(),
+            self.manager.node_features().le_flags().to_vec(),
+            self.manager.channel_features().le_flags().to_vec(),
+        )
+    }
+
+    /// The node key (for `signmessage`).
+    pub fn node_secret_key(&self) -> bitcoin::secp256k1::SecretKey {
+        self.keys.get_node_secret_key()
+    }
+
+    /// Whether `id` is a node of the gossip graph.
+    pub fn knows_node(&self, id: &PublicKey) -> bool {
+        self.graph
+            .read_only()
+            .node(&lightning::routing::gossip::NodeId::from_pubkey(id))
+            .is_some()
     }
 
     /// Disconnects `id`, sending it `why` as a BOLT 1 warning first (when not empty).

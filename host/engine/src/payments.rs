@@ -14,7 +14,7 @@
 use fulgur_base::hex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bitcoin::hashes::{Hash, sha256};
@@ -966,18 +966,47 @@ fn part_of(
         .map(|r| (r.groupid, r.partid)))
 }
 
-/// The `total_msat` pending groups were sent with, per (node, payment hash, groupid). The
-/// table has no column for it (CLN's `total_msat`); after a restart the check that parts of
-/// a group agree on the total is skipped.
-type Totals = Mutex<HashMap<(PublicKey, [u8; 32], u64), u64>>;
+/// `total_msat` per (payment hash, groupid).
+type Totals = HashMap<([u8; 32], u64), u64>;
 
-fn totals() -> &'static Totals {
-    static T: OnceLock<Totals> = OnceLock::new();
-    T.get_or_init(|| Mutex::new(HashMap::new()))
+/// What outgoing payments keep in memory beside their table: one per engine, so two nodes
+/// in one process (tests, benchmarks) never share it. No lock here is held while another is
+/// taken, nor across an await or a database call.
+#[derive(Debug)]
+pub struct SendpayState {
+    /// The `total_msat` pending groups were sent with, per (payment hash, groupid). The table
+    /// has no column for it (CLN's `total_msat`); after a restart the check that the parts
+    /// of a group agree on the total is skipped.
+    totals: Arc<Mutex<Totals>>,
+    /// The first `created_index` this run recorded (parts before it come from earlier runs).
+    first_own_index: Arc<AtomicU64>,
+    /// Set once the parts an earlier run left pending were reconciled with LDK.
+    reconciled: tokio::sync::OnceCell<()>,
 }
 
-/// The first `created_index` this process recorded (parts before it come from earlier runs).
-static FIRST_OWN_INDEX: AtomicU64 = AtomicU64::new(u64::MAX);
+impl Default for SendpayState {
+    fn default() -> Self {
+        SendpayState {
+            totals: Arc::default(),
+            first_own_index: Arc::new(AtomicU64::new(u64::MAX)),
+            reconciled: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+impl SendpayState {
+    fn set_total(&self, hash: [u8; 32], groupid: u64, total: u64) {
+        lock(&self.totals).insert((hash, groupid), total);
+    }
+
+    fn forget_total(&self, hash: [u8; 32], groupid: u64) {
+        lock(&self.totals).remove(&(hash, groupid));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn db_error(e: StoreError) -> SendpayError {
     SendpayError::Internal(format!("database error: {e}"))
@@ -1039,6 +1068,108 @@ pub fn outgoing(
         route_params: Some(route_params),
     };
     (route, onion)
+}
+
+/// What a valid `sendpay` request comes to, by CLN's parameter rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendpayPlan {
+    /// The part number of each route, in order (1..N for several routes).
+    pub partids: Vec<u64>,
+    /// The whole payment's amount (the onion's `total_msat`).
+    pub total_msat: u64,
+    /// Where every route ends.
+    pub destination: PublicKey,
+}
+
+/// Checks a `sendpay` request against CLN's rules (routes, `partid`, `amount_msat`,
+/// `payment_secret`, what fits in an onion) without looking at channels or the table.
+pub fn plan_sendpay(req: &SendpayRequest) -> Result<SendpayPlan, SendpayError> {
+    let multi = req.routes.len() > 1;
+    if req.routes.is_empty() || req.routes.iter().any(Vec::is_empty) {
+        return Err(SendpayError::Params(
+            "route: an empty route pays ourselves, which is not supported yet".into(),
+        ));
+    }
+    let finals: Vec<u64> = req
+        .routes
+        .iter()
+        .map(|r| r.last().map_or(0, |h| h.amount_msat))
+        .collect();
+    let destination = req.routes[0][req.routes[0].len() - 1].id;
+    if req
+        .routes
+        .iter()
+        .any(|r| r.last().is_some_and(|h| h.id != destination))
+    {
+        return Err(SendpayError::Params(
+            "route: all routes must end at the same destination".into(),
+        ));
+    }
+    let partids: Vec<u64> = if multi {
+        if req.partid.is_some() {
+            return Err(SendpayError::Params(
+                "partid: not allowed with several routes, whose parts are numbered 1..N".into(),
+            ));
+        }
+        if req.payment_secret.is_none() {
+            return Err(SendpayError::Params(
+                "several routes require payment_secret".into(),
+            ));
+        }
+        (1..=req.routes.len() as u64).collect()
+    } else {
+        vec![req.partid.unwrap_or(0)]
+    };
+    let total = if multi {
+        req.amount_msat.unwrap_or_else(|| finals.iter().sum())
+    } else {
+        let partid = partids[0];
+        if partid != 0 && req.amount_msat.is_none() {
+            return Err(SendpayError::Params(
+                "Must specify msatoshi with partid".into(),
+            ));
+        }
+        if let Some(a) = req.amount_msat
+            && partid == 0
+            && a != finals[0]
+        {
+            return Err(SendpayError::Params(format!(
+                "Do not specify msatoshi ({}) without partid: if you do, it must be exactly the final amount ({})",
+                msat(a),
+                msat(finals[0])
+            )));
+        }
+        if partid != 0 && req.payment_secret.is_none() {
+            return Err(SendpayError::Params(
+                "partid requires payment_secret".into(),
+            ));
+        }
+        req.amount_msat.unwrap_or(finals[0])
+    };
+    for f in &finals {
+        if *f > total {
+            return Err(SendpayError::Params(format!(
+                "Final amount {} is greater than {}, despite MPP",
+                msat(*f),
+                msat(total)
+            )));
+        }
+    }
+    let max_hops = max_onion_hops(req.payment_metadata.as_ref().map_or(0, Vec::len));
+
+    for route in &req.routes {
+        if route.len() > max_hops {
+            return Err(SendpayError::Params(format!(
+                "route: {} hops do not fit in an onion with this payment_metadata (at most {max_hops})",
+                route.len()
+            )));
+        }
+    }
+    Ok(SendpayPlan {
+        partids,
+        total_msat: total,
+        destination,
+    })
 }
 
 /// A part ready to go.
@@ -1118,86 +1249,13 @@ impl Lightning {
     ) -> Result<Vec<Sendpay>, SendpayError> {
         self.reconcile_once().await?;
         let multi = req.routes.len() > 1;
-        if req.routes.is_empty() || req.routes.iter().any(Vec::is_empty) {
-            return Err(SendpayError::Params(
-                "route: an empty route pays ourselves, which is not supported yet".into(),
-            ));
-        }
-        let finals: Vec<u64> = req
-            .routes
-            .iter()
-            .map(|r| r.last().map_or(0, |h| h.amount_msat))
-            .collect();
-        let destination = req.routes[0][req.routes[0].len() - 1].id;
-        if req
-            .routes
-            .iter()
-            .any(|r| r.last().is_some_and(|h| h.id != destination))
-        {
-            return Err(SendpayError::Params(
-                "route: all routes must end at the same destination".into(),
-            ));
-        }
-        let partids: Vec<u64> = if multi {
-            if req.partid.is_some() {
-                return Err(SendpayError::Params(
-                    "partid: not allowed with several routes, whose parts are numbered 1..N".into(),
-                ));
-            }
-            if req.payment_secret.is_none() {
-                return Err(SendpayError::Params(
-                    "several routes require payment_secret".into(),
-                ));
-            }
-            (1..=req.routes.len() as u64).collect()
-        } else {
-            vec![req.partid.unwrap_or(0)]
-        };
-        let total = if multi {
-            req.amount_msat.unwrap_or_else(|| finals.iter().sum())
-        } else {
-            let partid = partids[0];
-            if partid != 0 && req.amount_msat.is_none() {
-                return Err(SendpayError::Params(
-                    "Must specify msatoshi with partid".into(),
-                ));
-            }
-            if let Some(a) = req.amount_msat
-                && partid == 0
-                && a != finals[0]
-            {
-                return Err(SendpayError::Params(format!(
-                    "Do not specify msatoshi ({}) without partid: if you do, it must be exactly the final amount ({})",
-                    msat(a),
-                    msat(finals[0])
-                )));
-            }
-            if partid != 0 && req.payment_secret.is_none() {
-                return Err(SendpayError::Params(
-                    "partid requires payment_secret".into(),
-                ));
-            }
-            req.amount_msat.unwrap_or(finals[0])
-        };
-        for f in &finals {
-            if *f > total {
-                return Err(SendpayError::Params(format!(
-                    "Final amount {} is greater than {}, despite MPP",
-                    msat(*f),
-                    msat(total)
-                )));
-            }
-        }
-        let max_hops = max_onion_hops(req.payment_metadata.as_ref().map_or(0, Vec::len));
-
+        let SendpayPlan {
+            partids,
+            total_msat: total,
+            destination,
+        } = plan_sendpay(&req)?;
         let mut prepared = vec![];
         for (route, partid) in req.routes.iter().zip(&partids) {
-            if route.len() > max_hops {
-                return Err(SendpayError::Params(format!(
-                    "route: {} hops do not fit in an onion with this payment_metadata (at most {max_hops})",
-                    route.len()
-                )));
-            }
             let mut path =
                 cln_route_to_path(route, &self.hop_info(route)).map_err(SendpayError::Params)?;
             let (first_scid, announced) = self.first_channel(&route[0])?;
@@ -1236,6 +1294,8 @@ impl Lightning {
             req.description.clone(),
         );
         let now = fulgur_base::unix_now();
+        let totals = self.sendpay_state.totals.clone();
+        let first_own = self.sendpay_state.first_own_index.clone();
         let (groupid, outcomes) = self
             .store
             .with(move |conn| {
@@ -1245,11 +1305,7 @@ impl Lightning {
                         Some(g) => g,
                         None => max_groupid(&tx, &hash)?.map_or(1, |g| g + 1),
                     };
-                    let group_total = totals()
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&(us, hash, groupid))
-                        .copied();
+                    let group_total = lock(&totals).get(&(hash, groupid)).copied();
                     let mut rows = rows_by_hash(&tx, &hash)?;
                     let mut outcomes = vec![];
                     for mut part in parts {
@@ -1264,7 +1320,7 @@ impl Lightning {
                                     bolt11.as_deref(),
                                     description.as_deref(),
                                 )?;
-                                FIRST_OWN_INDEX.fetch_min(r.created_index, Ordering::SeqCst);
+                                first_own.fetch_min(r.created_index, Ordering::SeqCst);
                                 rows.push(r.clone());
                                 Ok((r, true))
                             }
@@ -1286,10 +1342,7 @@ impl Lightning {
         for o in outcomes {
             recorded.push(o?);
         }
-        totals()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((us, hash, groupid), total);
+        self.sendpay_state.set_total(hash, groupid, total);
 
         let mut answers = vec![];
         for ((row, new), prep) in recorded.into_iter().zip(prepared) {
@@ -1494,11 +1547,7 @@ impl Lightning {
             .await
             .unwrap_or(true);
         if !busy {
-            totals().lock().unwrap_or_else(|p| p.into_inner()).remove(&(
-                self.manager.get_our_node_id(),
-                hash,
-                groupid,
-            ));
+            self.sendpay_state.forget_total(hash, groupid);
         }
     }
 
@@ -1518,21 +1567,22 @@ impl Lightning {
     /// recording a part and LDK persisting its HTLC loses the payment (see
     /// `ChannelManager::list_recent_payments`); without this its row would stay pending.
     async fn reconcile_once(&self) -> Result<(), SendpayError> {
-        static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
-        DONE.get_or_try_init(|| async {
-            match self.reconcile_sendpays().await {
-                Ok(0) => Ok(()),
-                Ok(n) => {
-                    self.log.unusual(&format!(
-                        "{n} pending payment part(s) lost at restart, marked failed"
-                    ));
-                    Ok(())
+        self.sendpay_state
+            .reconciled
+            .get_or_try_init(|| async {
+                match self.reconcile_sendpays().await {
+                    Ok(0) => Ok(()),
+                    Ok(n) => {
+                        self.log.unusual(&format!(
+                            "{n} pending payment part(s) lost at restart, marked failed"
+                        ));
+                        Ok(())
+                    }
+                    Err(e) => Err(db_error(e)),
                 }
-                Err(e) => Err(db_error(e)),
-            }
-        })
-        .await
-        .map(|_| ())
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Fails the pending parts recorded before this process's first `sendpay` that LDK does
@@ -1565,7 +1615,7 @@ impl Lightning {
             })
             .await?;
         let mut n = 0;
-        let ours_from = FIRST_OWN_INDEX.load(Ordering::SeqCst);
+        let ours_from = self.sendpay_state.first_own_index.load(Ordering::SeqCst);
         for r in pending {
             if r.created_index >= ours_from
                 || known.contains(&payment_id(&r.payment_hash, r.groupid, r.partid))
@@ -1636,11 +1686,7 @@ impl Lightning {
                             row.partid,
                             fee_paid_msat.unwrap_or(0)
                         ));
-                        totals().lock().unwrap_or_else(|p| p.into_inner()).remove(&(
-                            self.manager.get_our_node_id(),
-                            hash,
-                            row.groupid,
-                        ));
+                        self.sendpay_state.forget_total(hash, row.groupid);
                         self.port.tell(Notice::SendpaySuccess(row.clone()));
                         let _ = self.sendpays_changed.send(hash);
                         let fee = fee_paid_msat.unwrap_or(0);
@@ -2094,6 +2140,106 @@ mod tests {
             SendpayError::Params(_) => Refused::Params,
             _ => Refused::Other,
         })
+    }
+
+    #[test]
+    fn sendpay_plans_follow_clns_parameter_rules() {
+        let route = |to: u8, amount: u64, hops: usize| -> Vec<ClnHop> {
+            (0..hops)
+                .map(|i| ClnHop {
+                    id: key(if i + 1 == hops { to } else { 9 }),
+                    channel: 103,
+                    amount_msat: amount,
+                    delay: 9,
+                })
+                .collect()
+        };
+        let req = |routes: Vec<Vec<ClnHop>>| SendpayRequest {
+            routes,
+            ..SendpayRequest::default()
+        };
+        let refused = |r: SendpayRequest| match plan_sendpay(&r) {
+            Err(SendpayError::Params(m)) => m,
+            other => panic!("{other:?}"),
+        };
+        // One route: part 0, the total is what it delivers.
+        let one = plan_sendpay(&req(vec![route(4, 1000, 2)])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            one,
+            SendpayPlan {
+                partids: vec![0],
+                total_msat: 1000,
+                destination: key(4)
+            }
+        );
+        assert!(refused(req(vec![])).contains("empty route"));
+        assert!(
+            refused(req(vec![route(4, 1000, 1), route(5, 1000, 1)])).contains("same destination")
+        );
+        // Several routes: parts 1..N, a payment secret, no partid; the total is their sum.
+        let secret = Some([1; 32]);
+        let two = SendpayRequest {
+            payment_secret: secret,
+            ..req(vec![route(4, 600, 1), route(4, 400, 2)])
+        };
+        let plan = plan_sendpay(&two).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((plan.partids, plan.total_msat), (vec![1, 2], 1000));
+        assert!(
+            refused(SendpayRequest {
+                partid: Some(1),
+                ..two.clone()
+            })
+            .contains("partid")
+        );
+        assert!(
+            refused(SendpayRequest {
+                payment_secret: None,
+                ..two.clone()
+            })
+            .contains("payment_secret")
+        );
+        // A part of a bigger payment names the total and has a secret; a whole payment may
+        // only repeat its amount.
+        let part = SendpayRequest {
+            partid: Some(2),
+            amount_msat: Some(3000),
+            payment_secret: secret,
+            ..req(vec![route(4, 1000, 1)])
+        };
+        assert_eq!(plan_sendpay(&part).map(|p| p.total_msat), Ok(3000));
+        assert_eq!(
+            refused(SendpayRequest {
+                amount_msat: None,
+                ..part.clone()
+            }),
+            "Must specify msatoshi with partid"
+        );
+        assert_eq!(
+            refused(SendpayRequest {
+                payment_secret: None,
+                ..part.clone()
+            }),
+            "partid requires payment_secret"
+        );
+        assert!(
+            refused(SendpayRequest {
+                amount_msat: Some(500),
+                ..part
+            })
+            .contains("greater than")
+        );
+        assert!(
+            refused(SendpayRequest {
+                amount_msat: Some(999),
+                ..req(vec![route(4, 1000, 1)])
+            })
+            .contains("without partid")
+        );
+        // What does not fit in an onion is refused before anything is recorded.
+        assert!(
+            refused(req(vec![route(4, 1000, max_onion_hops(0) + 1)]))
+                .contains("do not fit in an onion")
+        );
     }
 
     #[test]

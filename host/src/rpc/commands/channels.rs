@@ -181,7 +181,7 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
         let id: PublicKey = id
             .parse()
             .map_err(|_| bad("id", "a node id", &Value::String(id.clone())))?;
-        let feerate = crate::rpc::onchain::feerate(p.get("feerate"), &*e.chain.fees())?;
+        let feerate = crate::rpc::onchain::feerate(p.get("feerate"), &*ctx.node.chain.fees())?;
         let announce = bool_param(&p, "announce")?.unwrap_or(true);
         let push_msat = u64_param(&p, "push_msat")?.unwrap_or(0);
         let mindepth = u64_param(&p, "mindepth")?.map(|d| d as u32);
@@ -189,9 +189,9 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
         let amount_v = p.get("amount").cloned().unwrap_or(Value::Null);
         let amount = match &amount_v {
             Value::String(s) if s == "all" => {
-                let funds = e.wallet.list_funds(false);
+                let funds = ctx.node.wallet.list_funds(false);
                 let n = funds.len();
-                let have = e.wallet.spendable_sat(minconf.max(1));
+                let have = ctx.node.wallet.spendable_sat(minconf.max(1));
                 let fee = all_in_fee_sat(n, feerate);
                 if have <= fee {
                     return Err(RpcError::new(
@@ -202,10 +202,9 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
                 // An anchor channel (the peer supports them, so we will negotiate one) or
                 // existing ones: 'all' leaves the emergency reserve as change, as CLN does.
                 let anchors = e
-                    .peers
-                    .peer_by_node_id(&id)
+                    .peer(&id)
                     .is_some_and(|p| p.init_features.supports_anchors_zero_fee_htlc_tx());
-                let keep = e.wallet.emergency_sat(anchors);
+                let keep = ctx.node.wallet.emergency_sat(anchors);
                 if keep == 0 {
                     have - fee
                 } else {
@@ -229,15 +228,15 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
                 crate::wallet::Amt::All => unreachable_all(),
             })?,
         };
-        if e.peers.peer_by_node_id(&id).is_none() {
+        if !e.is_connected(&id) {
             return Err(RpcError::new(305, "Peer not connected"));
         }
-        if amount > e.wallet.spendable_sat(minconf.max(1)) {
+        if amount > ctx.node.wallet.spendable_sat(minconf.max(1)) {
             return Err(RpcError::new(
                 301,
                 format!(
                     "Could not afford {amount}sat using all {} available UTXOs",
-                    e.wallet.list_funds(false).len()
+                    ctx.node.wallet.list_funds(false).len()
                 ),
             ));
         }
@@ -246,7 +245,6 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
             .await
             .map_err(open_error)?;
         let ty = e
-            .manager
             .list_channels()
             .into_iter()
             .find(|c| c.channel_id == opened.channel_id)
@@ -257,7 +255,7 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
             "outnum": opened.outnum,
             "channel_id": hex(&opened.channel_id.0),
             "channel_type": channel_type_json(ty.as_ref()),
-            "mindepth": mindepth.unwrap_or(e.config.channel_handshake_config.minimum_depth),
+            "mindepth": mindepth.unwrap_or(e.default_min_depth()),
         }))
     })
 }
@@ -268,7 +266,7 @@ fn unreachable_all() -> Result<u64, RpcError> {
 
 /// Finds channels by peer id, channel id or short channel id.
 fn find_channels(e: &Lightning, id: &str) -> Vec<ChannelDetails> {
-    let all = e.manager.list_channels();
+    let all = e.list_channels();
     if let Ok(pk) = id.parse::<PublicKey>() {
         return all
             .into_iter()
@@ -302,7 +300,7 @@ fn run_close(ctx: Ctx, p: Params) -> CommandFuture {
         let timeout = u64_param(&p, "unilateraltimeout")?.unwrap_or(172_800);
         let destination = match p.opt_str("destination") {
             Ok(Some(a)) => {
-                Some(crate::rpc::onchain::address("destination", &a, e.network)?.script_pubkey())
+                Some(crate::rpc::onchain::address("destination", &a, e.network())?.script_pubkey())
             }
             Ok(None) => None,
             Err(err) => return Err(err),
@@ -331,7 +329,7 @@ fn run_close(ctx: Ctx, p: Params) -> CommandFuture {
         };
         // The closed channel's record is made from this snapshot.
         e.snapshot_channels();
-        let mut seen = e.chain.broadcaster().watch();
+        let mut seen = ctx.node.chain.broadcaster().watch();
         let spends_funding = |tx: &bitcoin::Transaction| {
             tx.input
                 .iter()
@@ -383,7 +381,7 @@ fn state_of(c: &ChannelDetails) -> &'static str {
 /// Our balance in the channel's latest commitment, from its monitor (0 if unknown).
 /// One channel as `listpeerchannels` shows it.
 pub fn channel_json(e: &Lightning, c: &ChannelDetails) -> Value {
-    let connected = e.peers.peer_by_node_id(&c.counterparty.node_id).is_some();
+    let connected = e.is_connected(&c.counterparty.node_id);
     let total = c.channel_value_satoshis * 1000;
     let to_us = e.to_us_msat(c);
     let mut features = vec![];
@@ -508,10 +506,8 @@ pub(super) fn closed_peerchannel_json(e: &Lightning, r: &ClosedChannel) -> Value
         _ => json!({}),
     };
     let peer = r.peer_id.clone().unwrap_or_default();
-    let connected = peer
-        .parse::<PublicKey>()
-        .is_ok_and(|p| e.peers.peer_by_node_id(&p).is_some());
-    let tip = e.chain.tip().map_or(0, |(_, h)| h);
+    let connected = peer.parse::<PublicKey>().is_ok_and(|p| e.is_connected(&p));
+    let tip = e.tip_height();
     let left = e.balances_left(r);
     let state = r.state.as_str();
     let status = match r.state {
@@ -711,7 +707,6 @@ fn run_listpeerchannels(ctx: Ctx, p: Params) -> CommandFuture {
             None => None,
         };
         let chans: Vec<Value> = e
-            .manager
             .list_channels()
             .iter()
             .filter(|c| peer.is_none_or(|p| c.counterparty.node_id == p))
@@ -729,8 +724,7 @@ fn run_listpeerchannels(ctx: Ctx, p: Params) -> CommandFuture {
         // Closed channels stay listed while they resolve on chain, as in CLN.
         let mut chans = chans;
         chans.extend(
-            e.closed
-                .active()
+            e.closed_channels()
                 .iter()
                 .filter(|r| peer.is_none_or(|p| r.peer_id == Some(p.to_string())))
                 .filter(|r| {
@@ -797,7 +791,7 @@ fn run_setchannel(ctx: Ctx, p: Params) -> CommandFuture {
         let base = u64_param(&p, "feebase")?;
         let ppm = u64_param(&p, "feeppm")?;
         let chans = if id == "all" {
-            e.manager.list_channels()
+            e.list_channels()
         } else {
             find_channels(&e, &id)
         };
@@ -814,15 +808,11 @@ fn run_setchannel(ctx: Ctx, p: Params) -> CommandFuture {
                 forwarding_fee_proportional_millionths: ppm.map(|b| b as u32),
                 ..Default::default()
             };
-            if let Err(err) = e.manager.update_partial_channel_config(
-                &c.counterparty.node_id,
-                &[c.channel_id],
-                &update,
-            ) {
-                return Err(RpcError::new(-1, crate::lightning::api_error(&err)));
+            if let Err(err) = e.update_channel_fees(&c.counterparty.node_id, c.channel_id, &update)
+            {
+                return Err(RpcError::new(-1, err));
             }
             let now = e
-                .manager
                 .list_channels()
                 .into_iter()
                 .find(|x| x.channel_id == c.channel_id)

@@ -160,7 +160,7 @@ fn run_listhtlcs(ctx: Ctx, p: Params) -> CommandFuture {
             return Ok(json!({"htlcs": []}));
         };
         let mut out: Vec<Value> = vec![];
-        for c in e.manager.list_channels() {
+        for c in e.list_channels() {
             let scid = c.short_channel_id.or(c.outbound_scid_alias).unwrap_or(0);
             let scid_s = scid_string(scid);
             if let Some(want) = &id

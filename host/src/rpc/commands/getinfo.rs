@@ -27,7 +27,7 @@ fn run(ctx: Ctx, _p: Params) -> CommandFuture {
         if let Some(l) = n.lightning.get() {
             // CLN's classes: awaiting lockin is pending; normal, shutting down and
             // negotiating the closing fee are active whether or not the peer is connected.
-            for c in l.manager.list_channels() {
+            for c in l.list_channels() {
                 if !c.is_channel_ready {
                     counts.0 += 1;
                 } else if c.channel_shutdown_state
@@ -40,23 +40,21 @@ fn run(ctx: Ctx, _p: Params) -> CommandFuture {
             }
             // Closed channels not forgotten yet (CLOSINGD_COMPLETE, AWAITING_UNILATERAL,
             // ONCHAIN) are inactive in CLN.
-            counts.2 += l.closed.active().len();
-            fees_collected = l
-                .fees_collected_msat
-                .load(std::sync::atomic::Ordering::Relaxed);
+            counts.2 += l.closed_channels().len();
+            fees_collected = l.fees_collected_msat();
         }
         let (features, num_peers, address) = match n.lightning.get() {
             Some(l) => {
-                let m = &l.manager;
+                let (init, node, channel) = l.our_features();
                 (
                     json!({
-                        "init": crate::lightning::features_hex(m.init_features().le_flags()),
-                        "node": crate::lightning::features_hex(m.node_features().le_flags()),
-                        "channel": crate::lightning::features_hex(m.channel_features().le_flags()),
+                        "init": crate::lightning::features_hex(&init),
+                        "node": crate::lightning::features_hex(&node),
+                        "channel": crate::lightning::features_hex(&channel),
                         "invoice": crate::lightning::features_hex(crate::lightning::invoice_features().le_flags()),
                     }),
-                    l.peers.list_peers().len(),
-                    l.announce
+                    l.connected_peers().len(),
+                    l.announced_addresses()
                         .iter()
                         .map(crate::cln_json::netaddr_json)
                         .collect::<Vec<_>>(),

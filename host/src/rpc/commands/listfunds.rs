@@ -32,15 +32,13 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
             .collect();
         let channels: Vec<_> = match ctx.node.lightning.get() {
             Some(e) => e
-                .manager
                 .list_channels()
                 .iter()
                 .filter(|c| c.funding_txo.is_some())
                 .map(|c| super::channels::channel_json(e, c))
                 // Closed channels still resolving on chain, as in CLN.
                 .chain(
-                    e.closed
-                        .active()
+                    e.closed_channels()
                         .iter()
                         .map(|r| super::channels::closed_peerchannel_json(e, r)),
                 )

@@ -141,7 +141,7 @@ fn run_connect(ctx: Ctx, p: Params) -> CommandFuture {
         for a in addrs {
             match l.connect(id, a).await {
                 Ok(()) => {
-                    let Some(peer) = l.peers.peer_by_node_id(&id) else {
+                    let Some(peer) = l.peer(&id) else {
                         last = format!("{a}: peer disconnected");
                         continue;
                     };
@@ -168,10 +168,10 @@ fn run_disconnect(ctx: Ctx, p: Params) -> CommandFuture {
         let id = p.str("id").and_then(|s| parse_id(&s))?;
         p.opt_bool("force")?;
         let l = engine(&ctx.node)?;
-        if l.peers.peer_by_node_id(&id).is_none() {
+        if !l.is_connected(&id) {
             return Err(RpcError::new(-1, "Peer not connected"));
         }
-        l.peers.disconnect_by_node_id(id);
+        l.disconnect(id);
         Ok(json!({}))
     })
 }
@@ -185,20 +185,17 @@ fn run_listpeers(ctx: Ctx, p: Params) -> CommandFuture {
         };
         // Peers of open channels and of closed ones not forgotten yet (as in CLN).
         let channels: Vec<PublicKey> = l
-            .manager
             .list_channels()
             .iter()
             .map(|c| c.counterparty.node_id)
             .chain(
-                l.closed
-                    .active()
+                l.closed_channels()
                     .iter()
                     .filter_map(|r| r.peer_id.as_ref()?.parse().ok()),
             )
             .collect();
         let peers: Vec<Value> = l
-            .peers
-            .list_peers()
+            .connected_peers()
             .into_iter()
             .filter(|d| filter.is_none_or(|f| f == d.counterparty_node_id))
             .map(|d| {
@@ -222,7 +219,7 @@ fn run_listpeers(ctx: Ctx, p: Params) -> CommandFuture {
             .iter()
             .copied()
             .filter(|id| filter.is_none_or(|f| f == *id))
-            .filter(|id| l.peers.peer_by_node_id(id).is_none())
+            .filter(|id| !l.is_connected(id))
             .collect();
         offline.sort();
         offline.dedup();
@@ -342,7 +339,7 @@ fn run_sendcustommsg(ctx: Ctx, p: Params) -> CommandFuture {
                 ),
             ));
         }
-        if e.peers.peer_by_node_id(&id).is_none() {
+        if !e.is_connected(&id) {
             return Err(RpcError::new(
                 codes::INVALID_REQUEST,
                 format!("No such peer: {id}"),

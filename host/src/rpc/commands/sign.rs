@@ -5,7 +5,6 @@ use bitcoin::hashes::{Hash, sha256d};
 use bitcoin::secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
 use fulgur_protocol::RpcError;
-use lightning::routing::gossip::NodeId;
 use serde_json::{Value, json};
 
 use super::pay::{engine, opt_pubkey};
@@ -123,7 +122,7 @@ fn run_signmessage(ctx: Ctx, p: Params) -> CommandFuture {
             return Err(RpcError::invalid_params("Message must be < 64k"));
         }
         let l = engine(&ctx.node)?;
-        Ok(sign_message(&message, &l.keys.get_node_secret_key()))
+        Ok(sign_message(&message, &l.node_secret_key()))
     })
 }
 
@@ -144,12 +143,7 @@ fn run_checkmessage(ctx: Ctx, p: Params) -> CommandFuture {
             return Ok(json!({"pubkey": key.to_string(), "verified": given == key}));
         }
         // Without a pubkey, only a key of the graph counts (it signed gossip), as in CLN.
-        let known = ctx.node.lightning.get().is_some_and(|l| {
-            l.graph
-                .read_only()
-                .node(&NodeId::from_pubkey(&key))
-                .is_some()
-        });
+        let known = ctx.node.lightning.get().is_some_and(|l| l.knows_node(&key));
         if known {
             Ok(json!({"pubkey": key.to_string(), "verified": true}))
         } else {
