@@ -363,6 +363,13 @@ impl State {
         self.reserved.get(op).copied().filter(|until| *until > tip)
     }
 
+    /// Takes the prepared transaction `txid` out of the unreleased ones.
+    fn take_prepared(&mut self, txid: Txid) -> Result<Prepared, WalletError> {
+        self.prepared
+            .remove(&txid)
+            .ok_or_else(|| WalletError::Other(format!("{txid} not an unreleased txid")))
+    }
+
     fn release(&mut self, ops: &[OutPoint]) {
         for op in ops {
             self.reservations_dirty |= self.reserved.remove(op).is_some();
@@ -1251,16 +1258,8 @@ impl Wallet {
 
     /// `withdraw`: build, sign, broadcast. Nothing stays reserved if it fails.
     pub async fn withdraw(&self, req: &SpendRequest) -> Result<(Psbt, Transaction), WalletError> {
-        let mut p = self.build_and_reserve(req, self.emergency_sat(false))?;
-        let tx = match self.sign(&mut p.psbt) {
-            Ok(tx) => tx,
-            Err(e) => {
-                self.release(&p.inputs);
-                return Err(e);
-            }
-        };
-        self.send_signed(&p.inputs, tx.clone()).await?;
-        Ok((p.psbt, tx))
+        let p = self.build_and_reserve(req, self.emergency_sat(false))?;
+        self.sign_and_send(p).await
     }
 
     /// `txprepare`: build and reserve (72 blocks) without signing.
@@ -1275,11 +1274,12 @@ impl Wallet {
 
     /// `txsend`: sign and broadcast a prepared transaction (discarded if that fails).
     pub async fn send_prepared(&self, txid: Txid) -> Result<(Psbt, Transaction), WalletError> {
-        let mut p = self
-            .state()
-            .prepared
-            .remove(&txid)
-            .ok_or_else(|| WalletError::Other(format!("{txid} not an unreleased txid")))?;
+        let p = self.state().take_prepared(txid)?;
+        self.sign_and_send(p).await
+    }
+
+    /// Signs and broadcasts `p`; its inputs are released if either fails.
+    async fn sign_and_send(&self, mut p: Prepared) -> Result<(Psbt, Transaction), WalletError> {
         let tx = match self.sign(&mut p.psbt) {
             Ok(tx) => tx,
             Err(e) => {
@@ -1294,10 +1294,7 @@ impl Wallet {
     /// `txdiscard`: forget a prepared transaction and release its coins.
     pub fn discard(&self, txid: Txid) -> Result<Transaction, WalletError> {
         let mut st = self.state();
-        let p = st
-            .prepared
-            .remove(&txid)
-            .ok_or_else(|| WalletError::Other(format!("{txid} not an unreleased txid")))?;
+        let p = st.take_prepared(txid)?;
         st.release(&p.inputs);
         drop(st);
         self.persist_soon();
