@@ -13,6 +13,7 @@ Channels are opened by the node named first, so all their funds start on that si
 import hashlib
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -43,16 +44,11 @@ def pay_error(node, bolt11, **kwargs):
     return e.value.error
 
 
-class Net:
-    pass
-
-
 @pytest.fixture(scope="module")
 def net():
     with lnnet.module_network("fulgur-pay-") as ln:
         chain = ln.chain
-        n = Net()
-        n.ln = ln
+        n = SimpleNamespace(ln=ln)
         n.a, n.b, n.c = ln.node(), ln.node(), ln.node()
         n.d = ln.node(plugins=[RULES])
         n.e, n.g = ln.node(), ln.node()
