@@ -117,6 +117,25 @@ fn type_error(v: &Value, expected: &str) -> RpcError {
     )
 }
 
+/// `v` as `conv` reads it, or bitcoind's type error naming the `expected` type.
+fn typed<'a, T>(
+    v: &'a Value,
+    expected: &str,
+    conv: fn(&'a Value) -> Option<T>,
+) -> Result<T, RpcError> {
+    conv(v).ok_or_else(|| type_error(v, expected))
+}
+
+/// `setfeerate`'s rate: a positive, finite number of sat/vB.
+fn positive_feerate(rate: Option<f64>) -> Result<f64, RpcError> {
+    rate.filter(|r| *r > 0.0 && r.is_finite()).ok_or_else(|| {
+        RpcError::new(
+            codes::INVALID_PARAMETER,
+            "feerate must be a positive number of sat/vB",
+        )
+    })
+}
+
 impl Params {
     fn get(&self, i: usize) -> Option<&Value> {
         self.args.get(i).and_then(|v| v.as_ref())
@@ -143,27 +162,23 @@ impl Params {
     }
 
     fn str_(&self, i: usize) -> Result<&str, RpcError> {
-        let v = self.required(i)?;
-        v.as_str().ok_or_else(|| type_error(v, "string"))
+        typed(self.required(i)?, "string", Value::as_str)
     }
 
     fn opt_i64(&self, i: usize) -> Result<Option<i64>, RpcError> {
-        match self.get(i) {
-            None => Ok(None),
-            Some(v) => v.as_i64().map(Some).ok_or_else(|| type_error(v, "number")),
-        }
+        self.get(i)
+            .map(|v| typed(v, "number", Value::as_i64))
+            .transpose()
     }
 
     fn i64_(&self, i: usize) -> Result<i64, RpcError> {
-        let v = self.required(i)?;
-        v.as_i64().ok_or_else(|| type_error(v, "number"))
+        typed(self.required(i)?, "number", Value::as_i64)
     }
 
     fn opt_bool(&self, i: usize) -> Result<Option<bool>, RpcError> {
-        match self.get(i) {
-            None => Ok(None),
-            Some(v) => v.as_bool().map(Some).ok_or_else(|| type_error(v, "bool")),
-        }
+        self.get(i)
+            .map(|v| typed(v, "bool", Value::as_bool))
+            .transpose()
     }
 
     /// A verbosity that bitcoind accepts as a bool or a number.
@@ -171,7 +186,7 @@ impl Params {
         match self.get(i) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b as i64),
-            Some(v) => v.as_i64().ok_or_else(|| type_error(v, "number")),
+            Some(v) => typed(v, "number", Value::as_i64),
         }
     }
 
@@ -723,16 +738,7 @@ impl Rpc {
                 let rates = match p.get(0) {
                     None => BTreeMap::new(),
                     Some(Value::Number(n)) => {
-                        let r = n
-                            .as_f64()
-                            .filter(|r| *r > 0.0 && r.is_finite())
-                            .ok_or_else(|| {
-                                RpcError::new(
-                                    codes::INVALID_PARAMETER,
-                                    "feerate must be a positive number of sat/vB",
-                                )
-                            })?;
-                        BTreeMap::from([(1u16, r)])
+                        BTreeMap::from([(1u16, positive_feerate(n.as_f64())?)])
                     }
                     Some(Value::Object(o)) => {
                         let mut m = BTreeMap::new();
@@ -747,16 +753,7 @@ impl Rpc {
                                         format!("invalid conf_target '{k}', must be 1..1008"),
                                     )
                                 })?;
-                            let r = v
-                                .as_f64()
-                                .filter(|r| *r > 0.0 && r.is_finite())
-                                .ok_or_else(|| {
-                                    RpcError::new(
-                                        codes::INVALID_PARAMETER,
-                                        "feerate must be a positive number of sat/vB",
-                                    )
-                                })?;
-                            m.insert(t, r);
+                            m.insert(t, positive_feerate(v.as_f64())?);
                         }
                         m
                     }

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,10 +27,12 @@ impl Drop for Devchain {
     }
 }
 
-fn start(dir: &Path) -> Devchain {
-    let _ = std::fs::remove_file(dir.join("rpcport"));
+/// Spawns the binary in `dir` on port 0 with `extra` arguments; its port is the one the first
+/// line of its stdout (the URL) names.
+fn spawn(dir: &Path, extra: &[&str], auth: String) -> Devchain {
     let child = Command::new(env!("CARGO_BIN_EXE_devchain"))
         .args(["--datadir", dir.to_str().unwrap(), "--rpcport", "0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -38,19 +40,25 @@ fn start(dir: &Path) -> Devchain {
     let mut d = Devchain {
         child,
         port: 0,
-        auth: String::new(),
+        auth,
     };
-    // The first stdout line names the URL; the rpcport file says the same.
     let stdout = d.child.stdout.take().unwrap();
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line).unwrap();
-    let url_port: u16 = line
+    d.port = line
         .trim()
         .rsplit(':')
         .next()
         .unwrap()
         .parse()
         .expect("port in the first line");
+    d
+}
+
+/// The binary with cookie auth; the rpcport file names the same port as the URL.
+fn start(dir: &Path) -> Devchain {
+    let _ = std::fs::remove_file(dir.join("rpcport"));
+    let mut d = spawn(dir, &[], String::new());
     let deadline = Instant::now() + Duration::from_secs(30);
     let port = loop {
         if let Ok(s) = std::fs::read_to_string(dir.join("rpcport")) {
@@ -59,13 +67,20 @@ fn start(dir: &Path) -> Devchain {
         assert!(Instant::now() < deadline, "no rpcport file");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(port, url_port);
+    assert_eq!(port, d.port);
     let cookie = std::fs::read_to_string(dir.join(".cookie")).expect("cookie");
     assert!(cookie.starts_with("__cookie__:"), "{cookie}");
     assert_eq!(cookie.len(), "__cookie__:".len() + 64);
-    d.port = port;
     d.auth = BASE64.encode(cookie.trim());
     d
+}
+
+/// [`start`] in a new temporary datadir, with a client connected.
+fn start_in_temp_dir(name: &str) -> (PathBuf, Devchain, Client) {
+    let dir = common::temp_dir(name);
+    let d = start(&dir);
+    let c = Client::new(&d);
+    (dir, d, c)
 }
 
 struct Response {
@@ -141,9 +156,7 @@ impl Client {
 
 #[test]
 fn binary_speaks_bitcoind_json_rpc() {
-    let dir = common::temp_dir("binary");
-    let d = start(&dir);
-    let mut c = Client::new(&d);
+    let (dir, d, mut c) = start_in_temp_dir("binary");
 
     let info = c.call("getblockchaininfo", json!([]));
     assert_eq!(info["chain"], "regtest");
@@ -246,31 +259,18 @@ fn binary_speaks_bitcoind_json_rpc() {
 #[test]
 fn rpcuser_and_password_replace_the_cookie() {
     let dir = common::temp_dir("userpass");
-    let child = Command::new(env!("CARGO_BIN_EXE_devchain"))
-        .args([
-            "--datadir",
-            dir.to_str().unwrap(),
-            "--rpcport",
-            "0",
+    let d = spawn(
+        &dir,
+        &[
             "--rpcuser",
             "u",
             "--rpcpassword",
             "p",
-        ])
-        .args(["--initial-blocks", "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn devchain");
-    let mut d = Devchain {
-        child,
-        port: 0,
-        auth: BASE64.encode("u:p"),
-    };
-    let mut line = String::new();
-    BufReader::new(d.child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    d.port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+            "--initial-blocks",
+            "0",
+        ],
+        BASE64.encode("u:p"),
+    );
     assert!(!dir.join(".cookie").exists());
     let mut c = Client::new(&d);
     assert_eq!(c.call("getblockcount", json!([])), 0);
@@ -293,9 +293,7 @@ fn lightning_block_sync_accepts_the_chain() {
     use lightning_block_sync::rpc::RpcClient;
     use lightning_block_sync::{BlockData, BlockSource, init};
 
-    let dir = common::temp_dir("blocksync");
-    let d = start(&dir);
-    let mut c = Client::new(&d);
+    let (dir, d, mut c) = start_in_temp_dir("blocksync");
     let addr = c.call("getnewaddress", json!([]));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -37,6 +37,18 @@ fn bip34_height(block: &bitcoin::Block) -> i64 {
     }
 }
 
+/// `tx` fails its script: Core's `mandatory-script-verify-flag-failed (…)`.
+fn assert_script_fails(chain: &mut Chain, tx: bitcoin::Transaction) {
+    let e = chain.accept_tx(tx, None).unwrap_err();
+    assert_eq!(e.code, codes::VERIFY_REJECTED);
+    assert!(
+        e.message
+            .starts_with("mandatory-script-verify-flag-failed ("),
+        "{}",
+        e.message
+    );
+}
+
 #[test]
 fn mined_blocks_are_valid_and_link_up() {
     let mut chain = new_chain();
@@ -130,38 +142,14 @@ fn immature_coinbase_spend_is_rejected() {
 #[test]
 fn bad_signature_is_rejected() {
     let mut chain = new_chain();
-    let (outpoint, value) = coinbase_at(&chain, 1);
-    let mut tx = unsigned(
-        &[Spend {
-            outpoint,
-            value,
-            sequence: Sequence::MAX,
-        }],
-        vec![TxOut {
-            value: value - Amount::from_sat(1_000),
-            script_pubkey: p2wpkh(&key(1)),
-        }],
-        absolute::LockTime::ZERO,
-    );
+    let (_, value) = coinbase_at(&chain, 1);
+    let mut tx = spend_coinbase(&chain, 1, p2wpkh(&key(1)), 1_000, Sequence::MAX);
     // Signed by a key that does not own the coin: the pubkey hash does not match.
     sign_p2wpkh(&mut tx, &[value], &key(9));
-    let e = chain.accept_tx(tx.clone(), None).unwrap_err();
-    assert_eq!(e.code, codes::VERIFY_REJECTED);
-    assert!(
-        e.message
-            .starts_with("mandatory-script-verify-flag-failed ("),
-        "{}",
-        e.message
-    );
+    assert_script_fails(&mut chain, tx.clone());
     // Right key, but the signature commits to another amount.
     sign_p2wpkh(&mut tx, &[value + Amount::from_sat(1)], &faucet_key());
-    let e = chain.accept_tx(tx.clone(), None).unwrap_err();
-    assert!(
-        e.message
-            .starts_with("mandatory-script-verify-flag-failed ("),
-        "{}",
-        e.message
-    );
+    assert_script_fails(&mut chain, tx.clone());
     // Correctly signed: accepted.
     sign_p2wpkh(&mut tx, &[value], &faucet_key());
     assert_eq!(chain.accept_tx(tx.clone(), None), Ok(tx.compute_txid()));
@@ -171,17 +159,13 @@ fn bad_signature_is_rejected() {
 fn value_creation_is_rejected() {
     let mut chain = new_chain();
     let (outpoint, value) = coinbase_at(&chain, 1);
-    let mut tx = unsigned(
-        &[Spend {
-            outpoint,
-            value,
-            sequence: Sequence::MAX,
-        }],
-        vec![TxOut {
-            value: value + Amount::from_sat(1),
-            script_pubkey: p2wpkh(&key(1)),
-        }],
+    let mut tx = one_output(
+        outpoint,
+        value,
+        Sequence::MAX,
         absolute::LockTime::ZERO,
+        value + Amount::from_sat(1),
+        p2wpkh(&key(1)),
     );
     sign_p2wpkh(&mut tx, &[value], &faucet_key());
     assert_eq!(
@@ -250,21 +234,15 @@ fn max_feerate_is_enforced() {
 #[test]
 fn locktime_must_be_final_at_next_block() {
     let mut chain = new_chain();
-    let (outpoint, value) = coinbase_at(&chain, 1);
     let lock = chain.tip_height() + 1;
-    let mut tx = unsigned(
-        &[Spend {
-            outpoint,
-            value,
-            sequence: Sequence::ENABLE_LOCKTIME_NO_RBF,
-        }],
-        vec![TxOut {
-            value: value - Amount::from_sat(1_000),
-            script_pubkey: p2wpkh(&key(1)),
-        }],
+    let tx = spend_coinbase_locked(
+        &chain,
+        1,
+        p2wpkh(&key(1)),
+        1_000,
+        Sequence::ENABLE_LOCKTIME_NO_RBF,
         absolute::LockTime::from_height(lock).unwrap(),
     );
-    sign_p2wpkh(&mut tx, &[value], &faucet_key());
     // A block at height `lock` cannot contain it yet (nLockTime must be below the height).
     assert_eq!(
         chain.accept_tx(tx.clone(), None),
@@ -279,21 +257,15 @@ fn time_locktime_uses_median_time_past() {
     let mut chain = new_chain();
     let start = chain.tip().mtp as u64 + 1_000;
     chain.set_mock_time(start);
-    let (outpoint, value) = coinbase_at(&chain, 1);
     let lock = (start + 600) as u32;
-    let mut tx = unsigned(
-        &[Spend {
-            outpoint,
-            value,
-            sequence: Sequence::ENABLE_LOCKTIME_NO_RBF,
-        }],
-        vec![TxOut {
-            value: value - Amount::from_sat(1_000),
-            script_pubkey: p2wpkh(&key(1)),
-        }],
+    let tx = spend_coinbase_locked(
+        &chain,
+        1,
+        p2wpkh(&key(1)),
+        1_000,
+        Sequence::ENABLE_LOCKTIME_NO_RBF,
         absolute::LockTime::from_time(lock).unwrap(),
     );
-    sign_p2wpkh(&mut tx, &[value], &faucet_key());
     let mut accepted = false;
     for step in 1..=40u64 {
         match chain.accept_tx(tx.clone(), None) {
@@ -344,17 +316,13 @@ fn csv_spend(
     ws: &ScriptBuf,
     sequence: Sequence,
 ) -> bitcoin::Transaction {
-    let mut tx = unsigned(
-        &[Spend {
-            outpoint,
-            value,
-            sequence,
-        }],
-        vec![TxOut {
-            value: value - Amount::from_sat(1_000),
-            script_pubkey: p2wpkh(&key(6)),
-        }],
+    let mut tx = one_output(
+        outpoint,
+        value,
+        sequence,
         absolute::LockTime::ZERO,
+        value - Amount::from_sat(1_000),
+        p2wpkh(&key(6)),
     );
     sign_p2wsh(&mut tx, 0, ws, value, &key(5));
     tx
@@ -377,13 +345,7 @@ fn csv_height_lock_waits_for_enough_blocks() {
     assert_eq!(chain.tip_height(), funded_at + 4);
     // A smaller relative lock than the script demands fails OP_CHECKSEQUENCEVERIFY.
     let short = csv_spend(outpoint, value, &ws, Sequence::from_height(4));
-    let e = chain.accept_tx(short, None).unwrap_err();
-    assert!(
-        e.message
-            .starts_with("mandatory-script-verify-flag-failed ("),
-        "{}",
-        e.message
-    );
+    assert_script_fails(&mut chain, short);
     assert_eq!(
         chain.accept_tx(spend.clone(), None),
         Ok(spend.compute_txid())
@@ -440,20 +402,7 @@ fn mempool_chains_and_mining_order() {
     let mut chain = new_chain();
     let parent = spend_coinbase(&chain, 1, p2wpkh(&key(1)), 1_000, Sequence::MAX);
     let pid = chain.accept_tx(parent.clone(), None).unwrap();
-    let v = parent.output[0].value;
-    let mut child = unsigned(
-        &[Spend {
-            outpoint: OutPoint { txid: pid, vout: 0 },
-            value: v,
-            sequence: Sequence::MAX,
-        }],
-        vec![TxOut {
-            value: v - Amount::from_sat(50_000),
-            script_pubkey: p2wpkh(&key(2)),
-        }],
-        absolute::LockTime::ZERO,
-    );
-    sign_p2wpkh(&mut child, &[v], &key(1));
+    let child = child_of(&parent, 50_000);
     let cid = chain
         .accept_tx(child, None)
         .expect("child of an unconfirmed parent");
@@ -760,17 +709,13 @@ fn taproot_key_path_spends_are_verified() {
     };
 
     let spend = |signer: &Keypair, signed_value: Amount, truncate: bool| {
-        let mut tx = unsigned(
-            &[Spend {
-                outpoint: OutPoint { txid, vout: 0 },
-                value,
-                sequence: Sequence::MAX,
-            }],
-            vec![TxOut {
-                value: value - Amount::from_sat(1_000),
-                script_pubkey: p2wpkh(&key(6)),
-            }],
+        let mut tx = one_output(
+            OutPoint { txid, vout: 0 },
+            value,
+            Sequence::MAX,
             absolute::LockTime::ZERO,
+            value - Amount::from_sat(1_000),
+            p2wpkh(&key(6)),
         );
         let signed_prevout = [TxOut {
             value: signed_value,

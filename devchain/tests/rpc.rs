@@ -450,28 +450,6 @@ fn http_statuses_and_envelopes() {
     assert_eq!(v[1]["id"], 2);
 }
 
-/// A P2WPKH spend by `key(1)` of `parent`'s output 0 (worth `value`), paying `fee`.
-fn child_of(parent: &bitcoin::Transaction, fee: u64) -> bitcoin::Transaction {
-    let value = parent.output[0].value;
-    let mut tx = unsigned(
-        &[Spend {
-            outpoint: bitcoin::OutPoint {
-                txid: parent.compute_txid(),
-                vout: 0,
-            },
-            value,
-            sequence: Sequence::MAX,
-        }],
-        vec![bitcoin::TxOut {
-            value: value - Amount::from_sat(fee),
-            script_pubkey: p2wpkh(&key(2)),
-        }],
-        bitcoin::absolute::LockTime::ZERO,
-    );
-    sign_p2wpkh(&mut tx, &[value], &key(1));
-    tx
-}
-
 #[test]
 fn submitpackage_lets_a_child_pay_for_a_parent_under_the_mempool_minimum() {
     let rpc = rpc();
@@ -540,33 +518,24 @@ fn submitpackage_lets_a_child_pay_for_a_parent_under_the_mempool_minimum() {
             .is_none()
     );
 
+    // A package refused as a whole: the parent's error.
+    let failed_package_error = |parent: &bitcoin::Transaction, child: &bitcoin::Transaction| {
+        let r = rpc
+            .call("submitpackage", json!([[raw(parent), raw(child)]]))
+            .unwrap();
+        assert_eq!(r["package_msg"], "transaction failed");
+        r["tx-results"][parent.compute_wtxid().to_string()]["error"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     // A child that does not pay enough for both: nothing gets in.
     let poor_parent = spend_coinbase(&rpc.chain(), 2, p2wpkh(&key(1)), 200, Sequence::MAX);
-    let poor_child = child_of(&poor_parent, 300);
-    let r = rpc
-        .call(
-            "submitpackage",
-            json!([[raw(&poor_parent), raw(&poor_child)]]),
-        )
-        .unwrap();
-    assert_eq!(r["package_msg"], "transaction failed");
-    let e = r["tx-results"][poor_parent.compute_wtxid().to_string()]["error"]
-        .as_str()
-        .unwrap();
+    let e = failed_package_error(&poor_parent, &child_of(&poor_parent, 300));
     assert!(e.starts_with("mempool min fee not met, 500 < "), "{e}");
     // Under the relay minimum: no child helps (not a TRUC package).
     let cheap_parent = spend_coinbase(&rpc.chain(), 3, p2wpkh(&key(1)), 50, Sequence::MAX);
-    let rich_child = child_of(&cheap_parent, 50_000);
-    let r = rpc
-        .call(
-            "submitpackage",
-            json!([[raw(&cheap_parent), raw(&rich_child)]]),
-        )
-        .unwrap();
-    assert_eq!(r["package_msg"], "transaction failed");
-    let e = r["tx-results"][cheap_parent.compute_wtxid().to_string()]["error"]
-        .as_str()
-        .unwrap();
+    let e = failed_package_error(&cheap_parent, &child_of(&cheap_parent, 50_000));
     assert!(e.starts_with("min relay fee not met"), "{e}");
     assert_eq!(
         rpc.call("getrawmempool", json!([]))

@@ -198,6 +198,19 @@ fn run(dir: &TempDir, args: &[&str]) -> Run {
 }
 
 /// Starts a node at the default socket of `dir`, runs the CLI, returns both sides.
+/// `text` (the CLI's output) contains `part`.
+#[track_caller]
+fn assert_contains(text: &str, part: &str) {
+    assert!(text.contains(part), "{part:?} not in:\n{text}");
+}
+
+/// [`exchange`] with a node answering every call with `result`; the CLI must exit 0.
+fn succeeds(result: impl Into<String>, args: &[&str]) -> (Run, Vec<Value>) {
+    let (out, reqs) = exchange(answering(result), args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    (out, reqs)
+}
+
 fn exchange(handler: Handler, args: &[&str]) -> (Run, Vec<Value>) {
     let dir = TempDir::new("x");
     let node = FakeNode::start(&dir.path().join("bitcoin/lightning-rpc"), handler);
@@ -271,27 +284,22 @@ fn keyword_params_are_detected_from_the_first_argument() {
     assert_eq!(keys, ["bolt11", "amount_msat", "label", "x"]);
 
     // Only the first argument decides.
-    let (out, reqs) = exchange(answering("{}"), &["m", "x", "a=1"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (_, reqs) = succeeds("{}", &["m", "x", "a=1"]);
     assert_eq!(main_request(&reqs)["params"], json!(["x", "a=1"]));
 }
 
 #[test]
 fn keywords_and_order_flags_force_the_params_style() {
-    let (out, reqs) = exchange(answering("{}"), &["-k", "m", "a=1", "b=007"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (_, reqs) = succeeds("{}", &["-k", "m", "a=1", "b=007"]);
     assert_eq!(main_request(&reqs)["params"], json!({"a":1,"b":"007"}));
 
-    let (out, reqs) = exchange(answering("{}"), &["-o", "m", "a=1"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (_, reqs) = succeeds("{}", &["-o", "m", "a=1"]);
     assert_eq!(main_request(&reqs)["params"], json!(["a=1"]));
 
-    let (out, reqs) = exchange(answering("{}"), &["-k", "m"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (_, reqs) = succeeds("{}", &["-k", "m"]);
     assert_eq!(main_request(&reqs)["params"], json!({}));
 
-    let (out, reqs) = exchange(answering("{}"), &["m"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (_, reqs) = succeeds("{}", &["m"]);
     assert_eq!(main_request(&reqs)["params"], json!([]));
 }
 
@@ -340,8 +348,7 @@ fn bad_params_are_usage_errors_and_nothing_is_sent() {
 
 #[test]
 fn ids_follow_the_cli_convention_and_notifications_come_first() {
-    let (out, reqs) = exchange(answering(r#"{"id":"02aa"}"#), &["getinfo"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (out, reqs) = succeeds(r#"{"id":"02aa"}"#, &["getinfo"]);
     assert_eq!(reqs.len(), 2);
     assert_eq!(
         reqs[0],
@@ -351,8 +358,7 @@ fn ids_follow_the_cli_convention_and_notifications_come_first() {
     assert_eq!(reqs[1]["id"], json!(format!("cli:getinfo#{}", out.pid)));
     assert_eq!(reqs[1]["method"], "getinfo");
 
-    let (out, reqs) = exchange(answering("{}"), &["-N", "none", "we\"ird"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (out, reqs) = succeeds("{}", &["-N", "none", "we\"ird"]);
     assert_eq!(reqs[0]["method"], "we\"ird");
     assert_eq!(
         reqs[0]["id"],
@@ -362,8 +368,7 @@ fn ids_follow_the_cli_convention_and_notifications_come_first() {
 
 #[test]
 fn filter_is_sent_with_the_request() {
-    let (out, reqs) = exchange(answering("{}"), &["-l", r#"{"id":true}"#, "getinfo"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (_, reqs) = succeeds("{}", &["-l", r#"{"id":true}"#, "getinfo"]);
     assert_eq!(main_request(&reqs)["filter"], json!({"id": true}));
 }
 
@@ -382,7 +387,7 @@ fn a_reply_with_another_id_is_refused() {
         });
         let (out, _) = exchange(handler, &["getinfo"]);
         assert_eq!(out.code, 2, "{bad_id}: {}", out.stderr);
-        assert!(out.stderr.contains("'id'"), "{}", out.stderr);
+        assert_contains(&out.stderr, "'id'");
         assert_eq!(out.stdout, "");
     }
 }
@@ -434,13 +439,13 @@ fn message_notifications_print_on_stderr_by_level() {
     let (out, _) = exchange(noisy_node(), &["slow"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout, "{\n   \"done\": 1\n}\n");
-    assert!(out.stderr.contains("# hello there\n"), "{}", out.stderr);
+    assert_contains(&out.stderr, "# hello there\n");
     assert!(!out.stderr.contains("hidden detail"), "{}", out.stderr);
-    assert!(out.stderr.contains("# [1/2]\n"), "{}", out.stderr);
+    assert_contains(&out.stderr, "# [1/2]\n");
 
     let (out, _) = exchange(noisy_node(), &["-N", "debug", "slow"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains("# hidden detail\n"), "{}", out.stderr);
+    assert_contains(&out.stderr, "# hidden detail\n");
 
     let (out, reqs) = exchange(noisy_node(), &["-N", "none", "slow"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -477,14 +482,12 @@ fn megabyte_replies_are_handled() {
         .collect();
     let text = serde_json::to_string(&json!({ "items": big })).expect("json");
     assert!(text.len() > 3_000_000);
-    let (out, _) = exchange(answering(text.as_str()), &["listbig"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (out, _) = succeeds(text.as_str(), &["listbig"]);
     let back: Value = serde_json::from_str(&out.stdout).expect("JSON output");
     assert_eq!(back["items"].as_array().map(Vec::len), Some(60_000));
     assert_eq!(back["items"][59_999], json!(big[59_999]));
 
-    let (out, _) = exchange(answering(text.as_str()), &["-R", "listbig"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (out, _) = succeeds(text.as_str(), &["-R", "listbig"]);
     assert_eq!(out.stdout, format!("{text}\n"));
 }
 
@@ -555,34 +558,38 @@ fn an_absolute_rpc_file_overrides_everything() {
 #[test]
 fn socket_path_comes_from_config_files() {
     let base = "# comment\n\nalias=whatever\nnetwork=signet\n";
-    reaches("signet/lightning-rpc", &[("config", base)], &["getinfo"]);
-    reaches(
-        "regtest/lightning-rpc",
-        &[("config", "regtest\n")],
-        &["getinfo"],
-    );
-    reaches(
-        "signet/node-rpc",
-        &[("config", base), ("signet/config", "rpc-file=node-rpc\n")],
-        &["getinfo"],
-    );
-    // The base file's rpc-file applies when the network's file has none.
-    reaches(
-        "signet/base-rpc",
-        &[("config", "network=signet\nrpc-file=base-rpc\n")],
-        &["getinfo"],
-    );
-    // The command line wins over the files.
-    reaches(
-        "regtest/lightning-rpc",
-        &[("config", base), ("signet/config", "rpc-file=node-rpc\n")],
-        &["--network", "regtest", "getinfo"],
-    );
-    reaches(
-        "signet/cli-rpc",
-        &[("config", base), ("signet/config", "rpc-file=node-rpc\n")],
-        &["--rpc-file", "cli-rpc", "getinfo"],
-    );
+    let signet_rpc = [("config", base), ("signet/config", "rpc-file=node-rpc\n")];
+    // The socket reached, the files written (name, text) and the arguments.
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 6] = [
+        ("signet/lightning-rpc", &[("config", base)], &["getinfo"]),
+        (
+            "regtest/lightning-rpc",
+            &[("config", "regtest\n")],
+            &["getinfo"],
+        ),
+        ("signet/node-rpc", &signet_rpc, &["getinfo"]),
+        // The base file's rpc-file applies when the network's file has none.
+        (
+            "signet/base-rpc",
+            &[("config", "network=signet\nrpc-file=base-rpc\n")],
+            &["getinfo"],
+        ),
+        // The command line wins over the files.
+        (
+            "regtest/lightning-rpc",
+            &signet_rpc,
+            &["--network", "regtest", "getinfo"],
+        ),
+        (
+            "signet/cli-rpc",
+            &signet_rpc,
+            &["--rpc-file", "cli-rpc", "getinfo"],
+        ),
+    ];
+    for (socket, files, args) in cases {
+        reaches(socket, files, args);
+    }
 }
 
 #[test]
@@ -599,11 +606,7 @@ fn conf_replaces_the_implicit_config_files() {
     // An explicit --conf must exist.
     let out = run(&dir, &["--conf", "/nonexistent/fulgur.conf", "getinfo"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("/nonexistent/fulgur.conf"),
-        "{}",
-        out.stderr
-    );
+    assert_contains(&out.stderr, "/nonexistent/fulgur.conf");
 }
 
 #[test]
@@ -649,7 +652,7 @@ fn socket_paths_longer_than_sun_path_work() {
     let long_name = "n".repeat(120);
     let out = run(&dir, &["--rpc-file", &long_name, "getinfo"]);
     assert_eq!(out.code, 3, "{}", out.stderr);
-    assert!(out.stderr.contains("too long"), "{}", out.stderr);
+    assert_contains(&out.stderr, "too long");
 }
 
 impl FakeNode {
@@ -677,8 +680,7 @@ const SAMPLE: &str = r#"{"id":"02ab","alias":"Fulg\u00fcr","num":3,"nested":{"on
 
 #[test]
 fn default_output_is_json_with_three_space_indent() {
-    let (out, _) = exchange(answering(SAMPLE), &["getinfo"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (out, _) = succeeds(SAMPLE, &["getinfo"]);
     let expected = r#"{
    "id": "02ab",
    "alias": "Fulgür",
@@ -703,8 +705,7 @@ fn default_output_is_json_with_three_space_indent() {
 
 #[test]
 fn human_output_collapses_objects_and_lists_arrays() {
-    let (out, _) = exchange(answering(SAMPLE), &["-H", "getinfo"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (out, _) = succeeds(SAMPLE, &["-H", "getinfo"]);
     assert_eq!(
         out.stdout,
         "id=02ab\nalias=Fulgür\nnum=3\nnested=v\nlist=1\na=x\ty\nb=null\nempty=\n"
@@ -713,8 +714,7 @@ fn human_output_collapses_objects_and_lists_arrays() {
 
 #[test]
 fn flat_output_prints_paths() {
-    let (out, _) = exchange(answering(SAMPLE), &["--flat", "getinfo"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (out, _) = succeeds(SAMPLE, &["--flat", "getinfo"]);
     assert_eq!(
         out.stdout,
         "id=02ab\nalias=Fulgür\nnum=3\nnested.only=v\nlist[0]=1\nlist[1].a=x\\ty\nlist[1].b=null\n"
@@ -724,16 +724,14 @@ fn flat_output_prints_paths() {
 #[test]
 fn raw_output_is_the_result_exactly_as_sent() {
     let text = r#"{ "b" :1.50, "a":"\u00e9",  "c":[ ] }"#;
-    let (out, _) = exchange(answering(text), &["-R", "getinfo"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (out, _) = succeeds(text, &["-R", "getinfo"]);
     assert_eq!(out.stdout, format!("{text}\n"));
 }
 
 #[test]
 fn format_hint_simple_switches_the_default_to_human() {
     let text = r#"{"format-hint":"simple","a":"x","b":"y"}"#;
-    let (out, _) = exchange(answering(text), &["somecmd"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (out, _) = succeeds(text, &["somecmd"]);
     assert_eq!(out.stdout, "a=x\nb=y\n");
 
     // -J forces JSON.
@@ -755,8 +753,7 @@ const HELP_LIST: &str = r#"{"help":[
 
 #[test]
 fn help_prints_the_sorted_command_list() {
-    let (out, reqs) = exchange(answering(HELP_LIST), &["help"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (out, reqs) = succeeds(HELP_LIST, &["help"]);
     assert_eq!(main_request(&reqs)["params"], json!([]));
     assert_eq!(
         out.stdout,
@@ -780,15 +777,14 @@ fn help_for_one_command_is_human_readable() {
 
 #[test]
 fn no_method_prints_usage_then_the_command_list() {
-    let (out, reqs) = exchange(answering(HELP_LIST), &[]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let (out, reqs) = succeeds(HELP_LIST, &[]);
     assert_eq!(main_request(&reqs)["method"], "help");
     assert!(
         out.stdout.starts_with("Send one JSON-RPC"),
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("Usage: fulgur-cli"), "{}", out.stdout);
+    assert_contains(&out.stdout, "Usage: fulgur-cli");
     assert!(
         out.stdout.ends_with(&format!("dev-crash\n\n{HELP_HINT}")),
         "{}",
@@ -826,18 +822,12 @@ fn no_node_exits_2_with_a_clear_message() {
             "bitcoin"
         };
         let sock = dir.path().join(net).join("lightning-rpc");
-        assert!(
-            out.stderr
-                .contains(&format!("cannot connect to fulgurd at {}", sock.display())),
-            "{}",
-            out.stderr
+        assert_contains(
+            &out.stderr,
+            &format!("cannot connect to fulgurd at {}", sock.display()),
         );
-        assert!(out.stderr.contains("Is fulgurd running"), "{}", out.stderr);
-        assert!(
-            out.stderr.contains(&format!("--network {net}")),
-            "{}",
-            out.stderr
-        );
+        assert_contains(&out.stderr, "Is fulgurd running");
+        assert_contains(&out.stderr, &format!("--network {net}"));
     }
 
     // A socket file nobody listens on any more: connection refused.
@@ -846,7 +836,7 @@ fn no_node_exits_2_with_a_clear_message() {
     drop(UnixListener::bind(&sock).expect("bind"));
     let out = run(&dir, &["getinfo"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("Is fulgurd running"), "{}", out.stderr);
+    assert_contains(&out.stderr, "Is fulgurd running");
 }
 
 /// A node that answers the main request with `bytes`, then hangs up.
@@ -864,16 +854,12 @@ fn garbling(bytes: &'static [u8]) -> Handler {
 fn broken_replies_exit_2() {
     let (out, _) = exchange(garbling(b"hello world\n\n"), &["getinfo"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("malformed"), "{}", out.stderr);
+    assert_contains(&out.stderr, "malformed");
 
     // Half a reply, then the node hangs up.
     let (out, _) = exchange(garbling(br#"{"jsonrpc":"2.0","id":"#), &["getinfo"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("closed the connection"),
-        "{}",
-        out.stderr
-    );
+    assert_contains(&out.stderr, "closed the connection");
 
     // Neither result nor error (the id is checked first, so build a matching one).
     let handler: Handler = Box::new(|req| {
@@ -886,11 +872,7 @@ fn broken_replies_exit_2() {
     });
     let (out, _) = exchange(handler, &["getinfo"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("neither 'result' nor 'error'"),
-        "{}",
-        out.stderr
-    );
+    assert_contains(&out.stderr, "neither 'result' nor 'error'");
 
     let (out, _) = exchange(garbling(b"[1,2]\n\n"), &["getinfo"]);
     assert_eq!(out.code, 2, "{}", out.stderr);

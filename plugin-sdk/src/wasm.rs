@@ -436,6 +436,12 @@ mod tests {
         id
     }
 
+    /// Calls the guest's `method` as `id`: the id of the request for `asked` the call makes
+    /// to the node.
+    fn call_asking(g: &mut WasmGuest, id: &str, method: &str, asked: &str) -> Value {
+        request_to_node(&parse(&g.deliver(&call(id, method))), asked)
+    }
+
     fn answer(id: &Value, result: Value) -> Vec<u8> {
         msg(json!({"jsonrpc": "2.0", "id": id, "result": result}))
     }
@@ -491,8 +497,7 @@ mod tests {
             json!({"alias": "ALICE", "blockheight": 110})
         );
         // The typed call, and a fresh id for the next request.
-        let out = parse(&g.deliver(&call("c2", "peercount")));
-        let id2 = request_to_node(&out, "listpeers");
+        let id2 = call_asking(&mut g, "c2", "peercount", "listpeers");
         assert_ne!(id2, id);
         let out = parse(&g.deliver(&answer(&id2, json!({"peers": [{}, {}, {}]}))));
         assert_eq!(response(&out, "c2")["result"], json!({"count": 3}));
@@ -507,16 +512,14 @@ mod tests {
                 .rpcmethod(RpcMethod::new("alias", alias)),
         );
         let denied = json!({"code": -32600, "message": "listfunds: not allowed (not in its allow-rpc list)"});
-        let out = parse(&g.deliver(&call("p", "probe")));
-        let id = request_to_node(&out, "listfunds");
+        let id = call_asking(&mut g, "p", "probe", "listfunds");
         let out = parse(&g.deliver(&msg(json!({"jsonrpc": "2.0", "id": id, "error": denied}))));
         assert_eq!(
             response(&out, "p")["result"],
             json!({"variant": "rpc", "code": -32600, "message": denied["message"]})
         );
         // Passed on with `?`, the node's error reaches the method's caller unchanged.
-        let out = parse(&g.deliver(&call("a", "alias")));
-        let id = request_to_node(&out, "getinfo");
+        let id = call_asking(&mut g, "a", "alias", "getinfo");
         let out = parse(&g.deliver(&msg(
             json!({"jsonrpc": "2.0", "id": id, "error": {"code": 210, "message": "busy"}}),
         )));
@@ -531,8 +534,7 @@ mod tests {
     #[test]
     fn guest_ignores_a_response_with_an_unknown_id() {
         let mut g = started(Builder::new().rpcmethod(RpcMethod::new("alias", alias)));
-        let out = parse(&g.deliver(&call("c", "alias")));
-        let id = request_to_node(&out, "getinfo");
+        let id = call_asking(&mut g, "c", "alias", "getinfo");
         for stray in [json!("guest:getinfo#999"), json!(7)] {
             let out = parse(&g.deliver(&answer(&stray, json!({"alias": "WRONG"}))));
             no_response(&out, "c");
@@ -596,10 +598,8 @@ mod tests {
     #[test]
     fn guest_concurrent_rpc_calls_are_answered_by_id_in_any_order() {
         let mut g = started(Builder::new().rpcmethod(RpcMethod::new("alias", alias)));
-        let out = parse(&g.deliver(&call("x", "alias")));
-        let idx = request_to_node(&out, "getinfo");
-        let out = parse(&g.deliver(&call("y", "alias")));
-        let idy = request_to_node(&out, "getinfo");
+        let idx = call_asking(&mut g, "x", "alias", "getinfo");
+        let idy = call_asking(&mut g, "y", "alias", "getinfo");
         assert_ne!(idx, idy);
         let out = parse(&g.deliver(&answer(&idy, json!({"alias": "Y"}))));
         assert_eq!(response(&out, "y")["result"]["alias"], "Y");

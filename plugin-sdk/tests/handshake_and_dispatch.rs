@@ -91,6 +91,18 @@ impl Node {
         v
     }
 
+    /// The `result` of the answer to `id`.
+    async fn result(&mut self, id: &str) -> Value {
+        self.response(id).await["result"].clone()
+    }
+
+    /// Asks for the manifest (no parameters) and reads the answer.
+    async fn getmanifest(&mut self) -> Value {
+        self.request("cln:getmanifest#1", "getmanifest", json!({}))
+            .await;
+        self.response("cln:getmanifest#1").await
+    }
+
     async fn handshake(&mut self, options: Value) -> Value {
         self.request(
             "cln:getmanifest#1",
@@ -135,6 +147,18 @@ fn spawn<S: Send + Sync + 'static>(
             None => Ok(false),
         }
     })
+}
+
+/// The node's end of a running [`full_builder`] plugin, and the plugin's task.
+fn full_plugin() -> (Node, JoinHandle<Result<bool, RunError>>) {
+    let (node, t) = Node::new();
+    (node, spawn(full_builder(), t, ()))
+}
+
+/// Closes the node's end (EOF for the plugin) and waits for the plugin to exit cleanly.
+async fn hang_up(node: Node, h: JoinHandle<Result<bool, RunError>>) {
+    drop(node);
+    finished(h).await.expect("clean exit");
 }
 
 async fn finished(h: JoinHandle<Result<bool, RunError>>) -> Result<bool, RunError> {
@@ -184,8 +208,7 @@ fn full_builder() -> Builder<()> {
 
 #[tokio::test]
 async fn manifest_declares_everything_typed() {
-    let (mut node, t) = Node::new();
-    let h = spawn(full_builder(), t, ());
+    let (mut node, h) = full_plugin();
     let m = node.handshake(json!({})).await;
     let opts = m["options"].as_array().expect("options array");
     let by_name = |n: &str| {
@@ -222,8 +245,7 @@ async fn manifest_declares_everything_typed() {
 
 #[tokio::test]
 async fn first_message_must_be_getmanifest() {
-    let (mut node, t) = Node::new();
-    let h = spawn(full_builder(), t, ());
+    let (mut node, h) = full_plugin();
     node.request("cln:init#1", "init", init_params(json!({}), "/x", "rpc"))
         .await;
     let r = node.response("cln:init#1").await;
@@ -233,11 +255,8 @@ async fn first_message_must_be_getmanifest() {
 
 #[tokio::test]
 async fn unreadable_init_options_disable_the_plugin() {
-    let (mut node, t) = Node::new();
-    let h = spawn(full_builder(), t, ());
-    node.request("cln:getmanifest#1", "getmanifest", json!({}))
-        .await;
-    node.response("cln:getmanifest#1").await;
+    let (mut node, h) = full_plugin();
+    node.getmanifest().await;
     node.request(
         "cln:init#2",
         "init",
@@ -252,11 +271,8 @@ async fn unreadable_init_options_disable_the_plugin() {
 
 #[tokio::test]
 async fn eof_before_init_and_after_start_exit_cleanly() {
-    let (mut node, t) = Node::new();
-    let h = spawn(full_builder(), t, ());
-    node.request("cln:getmanifest#1", "getmanifest", json!({}))
-        .await;
-    node.response("cln:getmanifest#1").await;
+    let (mut node, h) = full_plugin();
+    node.getmanifest().await;
     drop(node);
     assert!(
         !finished(h)
@@ -264,8 +280,7 @@ async fn eof_before_init_and_after_start_exit_cleanly() {
             .expect("no error when only the manifest was wanted")
     );
 
-    let (mut node, t) = Node::new();
-    let h = spawn(full_builder(), t, ());
+    let (mut node, h) = full_plugin();
     node.handshake(json!({})).await;
     let Node { mut w, mut r, .. } = node;
     w.shutdown().await.expect("close our side of the pipe");
@@ -276,17 +291,13 @@ async fn eof_before_init_and_after_start_exit_cleanly() {
 
 #[tokio::test]
 async fn methods_bind_named_and_positional_params() {
-    let (mut node, t) = Node::new();
-    let h = spawn(full_builder(), t, ());
+    let (mut node, h) = full_plugin();
     node.handshake(json!({})).await;
     node.request("a", "echo", json!({"word": "hi", "times": 2}))
         .await;
-    assert_eq!(node.response("a").await["result"], json!({"echo": "hi hi"}));
+    assert_eq!(node.result("a").await, json!({"echo": "hi hi"}));
     node.request("b", "echo", json!(["yo", 3])).await;
-    assert_eq!(
-        node.response("b").await["result"],
-        json!({"echo": "yo yo yo"})
-    );
+    assert_eq!(node.result("b").await, json!({"echo": "yo yo yo"}));
     node.request("c", "echo", json!(["yo", 3, 4])).await;
     assert_eq!(
         node.response("c").await["error"]["code"],
@@ -300,8 +311,7 @@ async fn methods_bind_named_and_positional_params() {
     node.request("e", "nosuch", json!({})).await;
     let e = node.response("e").await;
     assert_eq!(e["error"]["code"], codes::METHOD_NOT_FOUND);
-    drop(node);
-    finished(h).await.expect("clean exit");
+    hang_up(node, h).await;
 }
 
 #[tokio::test]
@@ -333,8 +343,7 @@ async fn handler_errors_keep_their_code_and_panics_become_errors() {
     // The plugin survived the panic.
     node.request("z", "fails", json!({})).await;
     assert_eq!(node.response("z").await["error"]["code"], 1234);
-    drop(node);
-    finished(h).await.expect("clean exit");
+    hang_up(node, h).await;
 }
 
 #[tokio::test]
@@ -378,21 +387,17 @@ async fn a_held_hook_answers_after_a_later_request() {
     )
     .await;
     assert_eq!(
-        node.response("cln:rpc_command#2").await["result"],
+        node.result("cln:rpc_command#2").await,
         json!({"result": "continue"})
     );
     node.request("cli:release#3", "release", json!({})).await;
-    assert_eq!(
-        node.response("cli:release#3").await["result"],
-        json!({"ok": true})
-    );
+    assert_eq!(node.result("cli:release#3").await, json!({"ok": true}));
     let held = node.response("cln:rpc_command#1").await;
     assert_eq!(
         held["result"],
         json!({"return": {"result": {"released": true}}})
     );
-    drop(node);
-    finished(h).await.expect("clean exit");
+    hang_up(node, h).await;
 }
 
 #[tokio::test]
@@ -422,7 +427,7 @@ async fn failing_or_panicking_hooks_answer_the_safe_default() {
     node.request("h1", "htlc_accepted", json!({"htlc": {}, "onion": {}}))
         .await;
     assert_eq!(
-        node.response("h1").await["result"],
+        node.result("h1").await,
         json!({"result": "fail", "failure_message": "2002"})
     );
     assert!(
@@ -431,25 +436,18 @@ async fn failing_or_panicking_hooks_answer_the_safe_default() {
     );
     node.request("h2", "peer_connected", json!({"peer": {}}))
         .await;
-    assert_eq!(
-        node.response("h2").await["result"],
-        json!({"result": "continue"})
-    );
+    assert_eq!(node.result("h2").await, json!({"result": "continue"}));
     node.request(
         "h3",
         "custommsg",
         json!({"peer_id": "02ab", "payload": "fff1"}),
     )
     .await;
-    assert_eq!(node.response("h3").await["result"]["seen"], "02ab");
+    assert_eq!(node.result("h3").await["seen"], "02ab");
     node.request("h4", "custommsg", json!({"wrong": true}))
         .await;
-    assert_eq!(
-        node.response("h4").await["result"],
-        json!({"result": "continue"})
-    );
-    drop(node);
-    finished(h).await.expect("clean exit");
+    assert_eq!(node.result("h4").await, json!({"result": "continue"}));
+    hang_up(node, h).await;
 }
 
 type Seen = mpsc::UnboundedSender<(String, Event)>;
@@ -501,8 +499,7 @@ async fn notifications_reach_specific_and_wildcard_subscribers() {
         ("*", "block_added")
     );
     assert_eq!(got[4].1.payload, json!({"height": 5}));
-    drop(node);
-    finished(h).await.expect("clean exit");
+    hang_up(node, h).await;
 }
 
 #[tokio::test]
@@ -546,14 +543,14 @@ async fn setconfig_is_accepted_or_rejected_by_the_callback() {
         json!({"config": "greeting", "val": "Howdy"}),
     )
     .await;
-    assert!(node.response("s1").await["result"].is_object());
+    assert!(node.result("s1").await.is_object());
     node.request("s2", "setconfig", json!({"config": "greeting", "val": ""}))
         .await;
     let rejected = node.response("s2").await;
     assert_eq!(rejected["error"]["message"], "greeting must not be empty");
     node.request("s3", "setconfig", json!({"config": "limit", "val": "12"}))
         .await;
-    assert!(node.response("s3").await["result"].is_object());
+    assert!(node.result("s3").await.is_object());
     node.request(
         "s4",
         "setconfig",
@@ -573,7 +570,7 @@ async fn setconfig_is_accepted_or_rejected_by_the_callback() {
     );
     node.request("g", "getgreeting", json!({})).await;
     assert_eq!(
-        node.response("g").await["result"],
+        node.result("g").await,
         json!({"greeting": "Howdy", "limit": 12})
     );
     node.request(
@@ -592,24 +589,19 @@ async fn setconfig_is_accepted_or_rejected_by_the_callback() {
         json!({"command_to_check": "echo", "word": "w"}),
     )
     .await;
-    assert_eq!(
-        node.response("c2").await["result"],
-        json!({"command_to_check": "echo"})
-    );
+    assert_eq!(node.result("c2").await, json!({"command_to_check": "echo"}));
     node.request("c3", "check", json!({"command_to_check": "echo"}))
         .await;
     assert_eq!(
         node.response("c3").await["error"]["code"],
         codes::INVALID_PARAMS
     );
-    drop(node);
-    finished(h).await.expect("clean exit");
+    hang_up(node, h).await;
 }
 
 #[tokio::test]
 async fn split_and_concatenated_messages_are_framed() {
-    let (mut node, t) = Node::new();
-    let h = spawn(full_builder(), t, ());
+    let (mut node, h) = full_plugin();
     // getmanifest and init in one write, with no separator at all between them.
     let gm = json!({"jsonrpc":"2.0","id":"m","method":"getmanifest","params":{}});
     let init = json!({"jsonrpc":"2.0","id":"i","method":"init","params": init_params(json!({}), "/x", "rpc")});
@@ -624,12 +616,8 @@ async fn split_and_concatenated_messages_are_framed() {
         node.send_raw(&[b]).await;
         tokio::task::yield_now().await;
     }
-    assert_eq!(
-        node.response("e").await["result"],
-        json!({"echo": "a\n\nb"})
-    );
-    drop(node);
-    finished(h).await.expect("clean exit");
+    assert_eq!(node.result("e").await, json!({"echo": "a\n\nb"}));
+    hang_up(node, h).await;
 }
 
 #[tokio::test]
@@ -690,30 +678,20 @@ async fn output_is_compact_and_terminated() {
         answer["result"],
         json!({"undeclared_refused": true, "non_object_refused": true})
     );
-    drop(node);
-    finished(h).await.expect("clean exit");
+    hang_up(node, h).await;
 }
 
 #[tokio::test]
 async fn requests_queued_before_init_are_served_after_it() {
-    let (mut node, t) = Node::new();
-    let h = spawn(full_builder(), t, ());
+    let (mut node, h) = full_plugin();
     node.request("m", "getmanifest", json!({})).await;
     node.response("m").await;
     node.request("early", "echo", json!(["first"])).await;
     node.request("i", "init", init_params(json!({}), "/x", "rpc"))
         .await;
-    assert_eq!(
-        node.response("i").await["result"],
-        json!({}),
-        "init is answered first"
-    );
-    assert_eq!(
-        node.response("early").await["result"],
-        json!({"echo": "first"})
-    );
-    drop(node);
-    finished(h).await.expect("clean exit");
+    assert_eq!(node.result("i").await, json!({}), "init is answered first");
+    assert_eq!(node.result("early").await, json!({"echo": "first"}));
+    hang_up(node, h).await;
 }
 
 #[tokio::test]
@@ -894,7 +872,6 @@ async fn plugins_call_the_node_at_lightning_dir_and_rpc_file() {
             .expect("id")
             .starts_with("caller:getinfo#")
     );
-    drop(node);
-    finished(h).await.expect("clean exit");
+    hang_up(node, h).await;
     let _ = std::fs::remove_dir_all(dir);
 }

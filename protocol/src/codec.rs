@@ -244,23 +244,27 @@ mod tests {
         out
     }
 
+    /// A decoder of at most `limit` bytes a message, given `bytes`.
+    fn fed(limit: usize, bytes: &[u8]) -> FrameDecoder {
+        let mut d = FrameDecoder::new(limit);
+        d.extend(bytes);
+        d
+    }
+
     #[test]
     fn limit_applies_to_a_message_read_whole() {
-        let mut d = FrameDecoder::new(10);
-        d.extend(br#"{"a":"0123456789"}"#);
+        let mut d = fed(10, br#"{"a":"0123456789"}"#);
         assert!(matches!(
             d.next_value(),
             Some(Err(FrameError::TooLarge { limit: 10 }))
         ));
-        let mut d = FrameDecoder::new(10);
-        d.extend(br#"{"a":1}{"b":2}"#);
+        let mut d = fed(10, br#"{"a":1}{"b":2}"#);
         assert_eq!(drain(&mut d), vec![json!({"a":1}), json!({"b":2})]);
     }
 
     #[test]
     fn splits_concatenated_messages() {
-        let mut d = FrameDecoder::new(1024);
-        d.extend(br#"{"a":1}{"b":"}{"}  {"c":[1,{"d":2}]}"#);
+        let mut d = fed(1024, br#"{"a":1}{"b":"}{"}  {"c":[1,{"d":2}]}"#);
         assert_eq!(
             drain(&mut d),
             vec![json!({"a":1}), json!({"b":"}{"}), json!({"c":[1,{"d":2}]})]
@@ -284,35 +288,30 @@ mod tests {
 
     #[test]
     fn accepts_terminated_and_pretty_messages() {
-        let mut d = FrameDecoder::new(1024);
-        d.extend(b"{\n  \"a\": 1\n}\n\n\n{\"b\":2}\n\n");
+        let mut d = fed(1024, b"{\n  \"a\": 1\n}\n\n\n{\"b\":2}\n\n");
         assert_eq!(drain(&mut d), vec![json!({"a":1}), json!({"b":2})]);
     }
 
     #[test]
     fn frames_top_level_strings() {
-        let mut d = FrameDecoder::new(1024);
-        d.extend(br#""a\"b"{"c":1}"#);
+        let mut d = fed(1024, br#""a\"b"{"c":1}"#);
         assert_eq!(drain(&mut d), vec![json!("a\"b"), json!({"c":1})]);
     }
 
     #[test]
     fn refuses_garbage_and_oversize() {
-        let mut d = FrameDecoder::new(1024);
-        d.extend(b"42 null true");
+        let mut d = fed(1024, b"42 null true");
         assert_eq!(drain(&mut d), vec![json!(42), json!(null), json!(true)]);
         d.extend(b"hello world\n");
         assert!(matches!(d.next_value(), Some(Err(FrameError::Invalid(_)))));
 
-        let mut d = FrameDecoder::new(16);
-        d.extend(br#"{"a":"0123456789012345678901234567890"#);
+        let mut d = fed(16, br#"{"a":"0123456789012345678901234567890"#);
         assert!(matches!(
             d.next_value(),
             Some(Err(FrameError::TooLarge { limit: 16 }))
         ));
 
-        let mut d = FrameDecoder::new(1024);
-        d.extend(br#"{"a":tru}"#);
+        let mut d = fed(1024, br#"{"a":tru}"#);
         assert!(matches!(d.next_value(), Some(Err(FrameError::Invalid(_)))));
     }
 
@@ -322,8 +321,7 @@ mod tests {
         // was read one ULP off the nearest double, and its re-encoding read back another
         // ULP off, so a number passed on from a plugin or a client changed on the way.
         let text = "33333333333333333333333333333333";
-        let mut d = FrameDecoder::new(1024);
-        d.extend(format!("[{text}]").as_bytes());
+        let mut d = fed(1024, format!("[{text}]").as_bytes());
         let v = drain(&mut d);
         assert_eq!(v[0][0].as_f64(), text.parse::<f64>().ok());
         let mut again = FrameDecoder::new(1024);

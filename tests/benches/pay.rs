@@ -17,7 +17,7 @@
 //! Figures and how to read them: `docs/PERFORMANCE.md`.
 
 use std::collections::HashSet;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,18 +31,6 @@ const SIZES_SAT: [u64; 7] = [1_000, 10_000, 50_000, 100_000, 250_000, 500_000, 1
 const PER_SIZE: usize = 20;
 const LATENCY_RUNS: usize = 200;
 const HOLDS: usize = 400;
-
-fn build() -> bool {
-    if std::env::var_os("FULGUR_BENCH_SKIP_BUILD").is_some() {
-        return true;
-    }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    Command::new(env!("CARGO"))
-        .current_dir(root)
-        .args(["build", "--release", "-j2", "--workspace", "--bins"])
-        .status()
-        .is_ok_and(|s| s.success())
-}
 
 /// xorshift64*: a small seeded generator, so a run can be repeated exactly.
 struct Rng(u64);
@@ -378,8 +366,8 @@ fn holds(chain: &Bitcoind, seed: u64) -> Result<(), String> {
 type Part<'a> = dyn Fn() -> Result<(), String> + 'a;
 
 fn main() -> ExitCode {
-    if !build() {
-        eprintln!("release build failed");
+    if let Err(e) = fulgur_tests::build_release(&["--workspace", "--bins"]) {
+        eprintln!("release build failed: {e}");
         return ExitCode::FAILURE;
     }
     fulgur_tests::use_release_quietly();

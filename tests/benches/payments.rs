@@ -31,30 +31,6 @@ const PARALLEL: usize = 16;
 const PER_THREAD: usize = 40;
 const AMOUNT: u64 = 10_000;
 
-fn build() -> bool {
-    if std::env::var_os("FULGUR_BENCH_SKIP_BUILD").is_some() {
-        return true;
-    }
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    Command::new(env!("CARGO"))
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "-j2",
-            "-p",
-            "fulgur-host",
-            "-p",
-            "devchain",
-            "-p",
-            "fulgur-plugin-sdk",
-            "--bins",
-            "--examples",
-        ])
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
@@ -318,8 +294,17 @@ fn clock_ticks_per_second() -> f64 {
 }
 
 fn main() -> ExitCode {
-    if !build() {
-        eprintln!("release build failed");
+    if let Err(e) = fulgur_tests::build_release(&[
+        "-p",
+        "fulgur-host",
+        "-p",
+        "devchain",
+        "-p",
+        "fulgur-plugin-sdk",
+        "--bins",
+        "--examples",
+    ]) {
+        eprintln!("release build failed: {e}");
         return ExitCode::FAILURE;
     }
     fulgur_tests::use_release_quietly();

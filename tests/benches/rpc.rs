@@ -60,6 +60,9 @@ const DISABLE_BUILTINS: [&str; 3] = [
     "--disable-plugin=autopilot",
 ];
 
+/// The parameters of every `hello`-like call measured.
+const HELLO_PARAMS: &str = r#"{"name":"bench"}"#;
+
 type Res<T> = Result<T, String>;
 
 // ---------------------------------------------------------------------------------------
@@ -95,36 +98,25 @@ fn setup() -> Res<Env> {
         .unwrap_or_else(|| root.join("target"));
     let release = target.join("release");
     if std::env::var_os("FULGUR_BENCH_SKIP_BUILD").is_none() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         eprintln!("building release binaries (FULGUR_BENCH_SKIP_BUILD=1 skips this)...");
-        let status = Command::new(cargo)
-            .current_dir(&root)
-            .args([
-                "build",
-                "--release",
-                "-j2",
-                "-p",
-                "fulgur-host",
-                "-p",
-                "fulgur-plugin-sdk",
-                // `--examples` alone would select only examples: ask for the binaries too.
-                "--bins",
-                "--examples",
-                "-p",
-                "fulgur-plugin-pay",
-                "-p",
-                "fulgur-plugin-htlc-hold",
-                "-p",
-                "fulgur-plugin-autopilot",
-                "-p",
-                "cln-plugin-compat",
-            ])
-            .status()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !status.success() {
-            return Err(format!("cargo build --release failed: {status}"));
-        }
     }
+    fulgur_tests::build_release(&[
+        "-p",
+        "fulgur-host",
+        "-p",
+        "fulgur-plugin-sdk",
+        // `--examples` alone would select only examples: ask for the binaries too.
+        "--bins",
+        "--examples",
+        "-p",
+        "fulgur-plugin-pay",
+        "-p",
+        "fulgur-plugin-htlc-hold",
+        "-p",
+        "fulgur-plugin-autopilot",
+        "-p",
+        "cln-plugin-compat",
+    ])?;
     let env = Env {
         root: root.clone(),
         release,
@@ -421,6 +413,23 @@ impl Measure {
     }
 }
 
+/// Times `n` calls of `call`, one after the other, cut short at [`TIME_LIMIT`].
+fn timed(n: usize, mut call: impl FnMut() -> Res<()>) -> Res<Measure> {
+    let mut lat = Vec::with_capacity(n);
+    let start = Instant::now();
+    let mut cut = None;
+    for _ in 0..n {
+        if start.elapsed() > TIME_LIMIT {
+            cut = Some(format!("time limit {TIME_LIMIT:?}"));
+            break;
+        }
+        let t = Instant::now();
+        call()?;
+        lat.push(t.elapsed().as_nanos() as u64);
+    }
+    Ok(Measure::new(lat.len(), start.elapsed(), lat, cut))
+}
+
 /// `n` sequential calls of `method` on one persistent connection, after `warm` untimed ones.
 fn sequential(socket: &Path, method: &str, params: &str, warm: usize, n: usize) -> Res<Measure> {
     let mut c = Client::connect(socket)?;
@@ -429,19 +438,7 @@ fn sequential(socket: &Path, method: &str, params: &str, warm: usize, n: usize) 
     for _ in 0..warm {
         c.call(method, params)?;
     }
-    let mut lat = Vec::with_capacity(n);
-    let start = Instant::now();
-    let mut cut = None;
-    for _ in 0..n {
-        if start.elapsed() > TIME_LIMIT {
-            cut = Some(format!("time limit {TIME_LIMIT:?}"));
-            break;
-        }
-        let t = Instant::now();
-        c.call(method, params)?;
-        lat.push(t.elapsed().as_nanos() as u64);
-    }
-    Ok(Measure::new(lat.len(), start.elapsed(), lat, cut))
+    timed(n, || c.call(method, params).map(drop))
 }
 
 /// `n` calls, each on a new connection (connect, write, read the reply, close).
@@ -449,19 +446,7 @@ fn new_connection_each(socket: &Path, method: &str, n: usize) -> Res<Measure> {
     for _ in 0..WARMUP {
         Client::connect(socket)?.call(method, "{}")?;
     }
-    let mut lat = Vec::with_capacity(n);
-    let start = Instant::now();
-    let mut cut = None;
-    for _ in 0..n {
-        if start.elapsed() > TIME_LIMIT {
-            cut = Some(format!("time limit {TIME_LIMIT:?}"));
-            break;
-        }
-        let t = Instant::now();
-        Client::connect(socket)?.call(method, "{}")?;
-        lat.push(t.elapsed().as_nanos() as u64);
-    }
-    Ok(Measure::new(lat.len(), start.elapsed(), lat, cut))
+    timed(n, || Client::connect(socket)?.call(method, "{}").map(drop))
 }
 
 /// `clients` connections in parallel threads, each making `per_client` sequential calls.
@@ -523,20 +508,8 @@ fn getinfo_beside_held_call(socket: &Path, n: usize) -> Res<Measure> {
     let held_id = c.send("hooksheld", "{}")?;
     // Let the hook take it before timing.
     std::thread::sleep(Duration::from_millis(100));
-    let mut lat = Vec::with_capacity(n);
-    let start = Instant::now();
-    let mut cut = None;
-    for _ in 0..n {
-        if start.elapsed() > TIME_LIMIT {
-            cut = Some(format!("time limit {TIME_LIMIT:?}"));
-            break;
-        }
-        let t = Instant::now();
-        // A reply to the held call here would mean it was not held: check_reply refuses it.
-        c.call("getinfo", "{}")?;
-        lat.push(t.elapsed().as_nanos() as u64);
-    }
-    let elapsed = start.elapsed();
+    // A reply to the held call here would mean it was not held: check_reply refuses it.
+    let measure = timed(n, || c.call("getinfo", "{}").map(drop))?;
     let released = Client::connect(socket)?.call("hooksrelease", "{}")?;
     if !String::from_utf8_lossy(&released).contains("\"released\":1") {
         return Err(format!(
@@ -546,7 +519,7 @@ fn getinfo_beside_held_call(socket: &Path, n: usize) -> Res<Measure> {
     }
     let reply = c.recv()?;
     check_reply(&reply, held_id)?;
-    Ok(Measure::new(lat.len(), elapsed, lat, cut))
+    Ok(measure)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -578,6 +551,16 @@ impl Report {
             target: target.into(),
             met,
         });
+    }
+
+    /// A row with no target to meet (`target` may still say what to look for).
+    fn note(&mut self, name: &str, fig: Res<Fig>, target: &str) {
+        self.add(name, fig, target, None);
+    }
+
+    /// A row for a measurement that needs pyln-client when there is none.
+    fn skip_pyln(&mut self, name: &str) {
+        self.note(name, Err("skipped: no pyln-client".into()), "");
     }
 
     fn print(&self) {
@@ -624,6 +607,31 @@ impl Report {
     }
 }
 
+/// The idle RSS of `node` (after [`SETTLE`]) against the 15 MiB target.
+fn report_idle_rss(report: &mut Report, node: &Node, name: &str) {
+    std::thread::sleep(SETTLE);
+    let idle = rss_kib(node.pid()).map(|k| k as f64 / 1024.0);
+    let met = idle.as_ref().ok().map(|v| *v <= 15.0);
+    report.add(name, idle.map(Fig::MiB), "<= 15 MiB", met);
+}
+
+/// Starts a node whose only plugin is `plugin`, waits until `ready` answers, runs `measure`
+/// on it and stops it.
+fn with_plugin(
+    env: &Env,
+    tag: &str,
+    plugin: &Path,
+    path_first: Option<&Path>,
+    ready: &str,
+    measure: impl FnOnce(&Node) -> Res<Measure>,
+) -> Res<Measure> {
+    let node = Node::start(env, tag, &plugin_args(plugin), path_first)?;
+    node.wait_method(ready, "{}")?;
+    let m = measure(&node);
+    node.stop();
+    m
+}
+
 fn rate_fig(m: Res<Measure>) -> (Option<f64>, Option<f64>, Option<f64>, Res<Fig>) {
     match m {
         Ok(m) => (Some(m.rate()), m.pct(50), m.pct(99), Ok(Fig::Rate(m))),
@@ -657,15 +665,7 @@ fn run(env: &Env, report: &mut Report) -> Res<()> {
     let mut base_p50 = None;
     if want("1") {
         let node = Node::start(env, "bare", &disable_builtins(), None)?;
-        std::thread::sleep(SETTLE);
-        let idle = rss_kib(node.pid()).map(|k| k as f64 / 1024.0);
-        let met = idle.as_ref().ok().map(|v| *v <= 15.0);
-        report.add(
-            "6a. idle fulgurd RSS, no plugins",
-            idle.map(Fig::MiB),
-            "<= 15 MiB",
-            met,
-        );
+        report_idle_rss(report, &node, "6a. idle fulgurd RSS, no plugins");
 
         eprintln!("1. getinfo, one connection...");
         let (rate, p50, p99, fig) =
@@ -695,19 +695,17 @@ fn run(env: &Env, report: &mut Report) -> Res<()> {
             CLIENTS,
             CALLS_PER_CLIENT,
         ));
-        report.add(
+        report.note(
             &format!("   getinfo, {CLIENTS} connections in parallel (total)"),
             fig,
             "",
-            None,
         );
 
         let after = rss_kib(node.pid()).map(|k| Fig::MiB(k as f64 / 1024.0));
-        report.add(
+        report.note(
             "   fulgurd RSS after the calls above, no plugins",
             after,
             "",
-            None,
         );
         node.stop();
     }
@@ -715,25 +713,20 @@ fn run(env: &Env, report: &mut Report) -> Res<()> {
     // Default node: the built-in plugins.
     if want("6b") {
         let node = Node::start(env, "builtins", &[], None)?;
-        std::thread::sleep(SETTLE);
-        let idle = rss_kib(node.pid()).map(|k| k as f64 / 1024.0);
-        let met = idle.as_ref().ok().map(|v| *v <= 15.0);
-        report.add(
+        report_idle_rss(
+            report,
+            &node,
             "6b. idle fulgurd RSS, built-in plugins loaded",
-            idle.map(Fig::MiB),
-            "<= 15 MiB",
-            met,
         );
         let kids = children(node.pid());
         let total: u64 = kids.iter().filter_map(|p| rss_kib(*p).ok()).sum();
-        report.add(
+        report.note(
             &format!(
                 "    RSS of the {} built-in plugin processes (sum)",
                 kids.len()
             ),
             Ok(Fig::MiB(total as f64 / 1024.0)),
             "",
-            None,
         );
         node.stop();
     }
@@ -741,19 +734,13 @@ fn run(env: &Env, report: &mut Report) -> Res<()> {
     // 3. SDK plugin method.
     if want("3") {
         eprintln!("3. hello via the SDK plugin...");
-        let r = Node::start(env, "sdk-hello", &plugin_args(&env.example("hello")), None).and_then(
-            |node| {
-                node.wait_method("hello", "{}")?;
-                let m = sequential(
-                    &node.socket(),
-                    "hello",
-                    r#"{"name":"bench"}"#,
-                    WARMUP,
-                    CALLS,
-                );
-                node.stop();
-                m
-            },
+        let r = with_plugin(
+            env,
+            "sdk-hello",
+            &env.example("hello"),
+            None,
+            "hello",
+            |node| sequential(&node.socket(), "hello", HELLO_PARAMS, WARMUP, CALLS),
         );
         let (rate, _, _, fig) = rate_fig(r);
         report.add(
@@ -769,24 +756,14 @@ fn run(env: &Env, report: &mut Report) -> Res<()> {
         let cln = env.root.join("target/release/cln-plugin-compat");
         if cln.exists() {
             eprintln!("3b. clnhello via the cln-plugin crate plugin...");
-            let r = Node::start(env, "cln-hello", &plugin_args(&cln), None).and_then(|node| {
-                node.wait_method("clnhello", "{}")?;
-                let m = sequential(
-                    &node.socket(),
-                    "clnhello",
-                    r#"{"name":"bench"}"#,
-                    WARMUP,
-                    CALLS,
-                );
-                node.stop();
-                m
+            let r = with_plugin(env, "cln-hello", &cln, None, "clnhello", |node| {
+                sequential(&node.socket(), "clnhello", HELLO_PARAMS, WARMUP, CALLS)
             });
             let (_, _, _, fig) = rate_fig(r);
-            report.add(
+            report.note(
                 "3b. clnhello via cln-plugin crate plugin, one connection",
                 fig,
                 "(none)",
-                None,
             );
         }
     }
@@ -794,37 +771,17 @@ fn run(env: &Env, report: &mut Report) -> Res<()> {
     // 4. pyln plugin method.
     if py.is_some() && want("4") {
         eprintln!("4. hello via the pyln-client plugin...");
-        let r = Node::start(
-            env,
-            "py-hello",
-            &plugin_args(&env.py_plugin("bench_hello.py")),
-            py,
-        )
-        .and_then(|node| {
-            node.wait_method("hello", "{}")?;
-            let m = sequential(
-                &node.socket(),
-                "hello",
-                r#"{"name":"bench"}"#,
-                WARMUP_PY,
-                CALLS_PY,
-            );
-            node.stop();
-            m
+        let plugin = env.py_plugin("bench_hello.py");
+        let r = with_plugin(env, "py-hello", &plugin, py, "hello", |node| {
+            sequential(&node.socket(), "hello", HELLO_PARAMS, WARMUP_PY, CALLS_PY)
         });
-        report.add(
+        report.note(
             "4. hello via pyln-client plugin, one connection",
             rate_fig(r).3,
             "(none)",
-            None,
         );
     } else {
-        report.add(
-            "4. hello via pyln-client plugin",
-            Err("skipped: no pyln-client".into()),
-            "",
-            None,
-        );
+        report.skip_pyln("4. hello via pyln-client plugin");
     }
 
     // 5. rpc_command hook cost.
@@ -832,12 +789,7 @@ fn run(env: &Env, report: &mut Report) -> Res<()> {
         let (_, p50, _, fig) = rate_fig(m);
         let added = p50.zip(base_p50).map(|(h, b)| h - b);
         let met = target.and_then(|t| added.map(|a| a <= t));
-        report.add(
-            name,
-            fig,
-            if target.is_some() { "" } else { "(none)" },
-            None,
-        );
+        report.note(name, fig, if target.is_some() { "" } else { "(none)" });
         let text = added
             .map(|a| format!("+{a:.1} µs at p50"))
             .ok_or_else(|| "no figure".to_string());
@@ -854,12 +806,15 @@ fn run(env: &Env, report: &mut Report) -> Res<()> {
     if want("5a") {
         eprintln!("5. getinfo through the SDK hooks plugin...");
         let mut beside = Err("node did not start".to_string());
-        let r = Node::start(env, "sdk-hook", &plugin_args(&env.example("hooks")), None).and_then(
+        let r = with_plugin(
+            env,
+            "sdk-hook",
+            &env.example("hooks"),
+            None,
+            "hooksecho",
             |node| {
-                node.wait_method("hooksecho", "{}")?;
                 let m = sequential(&node.socket(), "getinfo", "{}", WARMUP, CALLS);
                 beside = getinfo_beside_held_call(&node.socket(), CALLS / 4);
-                node.stop();
                 m
             },
         );
@@ -869,36 +824,22 @@ fn run(env: &Env, report: &mut Report) -> Res<()> {
             r,
             Some(100.0),
         );
-        report.add(
+        report.note(
             "    getinfo on a connection whose hooksheld call is held",
             rate_fig(beside).3,
             "not blocked",
-            None,
         );
     }
     if py.is_some() && want("5b") {
         eprintln!("5. getinfo through a pyln-client rpc_command hook...");
-        let r = Node::start(
-            env,
-            "py-hook",
-            &plugin_args(&env.py_plugin("bench_hook.py")),
-            py,
-        )
-        .and_then(|node| {
-            // fulgurd opens its socket only after every startup plugin answered init.
-            node.wait_method("getinfo", "{}")?;
-            let m = sequential(&node.socket(), "getinfo", "{}", WARMUP_PY, CALLS_PY);
-            node.stop();
-            m
+        // fulgurd opens its socket only after every startup plugin answered init.
+        let plugin = env.py_plugin("bench_hook.py");
+        let r = with_plugin(env, "py-hook", &plugin, py, "getinfo", |node| {
+            sequential(&node.socket(), "getinfo", "{}", WARMUP_PY, CALLS_PY)
         });
         hook_row(report, "5b. getinfo, pyln-client rpc_command hook", r, None);
     } else {
-        report.add(
-            "5b. pyln-client rpc_command hook",
-            Err("skipped: no pyln-client".into()),
-            "",
-            None,
-        );
+        report.skip_pyln("5b. pyln-client rpc_command hook");
     }
     Ok(())
 }

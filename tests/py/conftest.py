@@ -74,6 +74,20 @@ def plugin_path(name):
     return str(p)
 
 
+def copy_plugin(name, dest, mode=0o755):
+    """Copies the test plugin `name` to `dest` (a path) with file mode `mode`; returns the
+    copy's path as a string."""
+    shutil.copy(plugin_path(name), dest)
+    dest.chmod(mode)
+    return str(dest)
+
+
+def cycle_plugins(test_dir):
+    """cycle_plugin.py copied to `test_dir` as cyc_a.py and cyc_b.py: each declares its
+    rpc_command hook before the other's, a dependency cycle."""
+    return [copy_plugin("cycle_plugin.py", test_dir / name) for name in ("cyc_a.py", "cyc_b.py")]
+
+
 def _ensure_plugins_executable():
     for p in PLUGIN_DIR.glob("*.py"):
         mode = p.stat().st_mode

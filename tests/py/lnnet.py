@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FULGURD, NodeFactory, _ensure_plugins_executable, wait_for
+from conftest import FULGURD, NodeFactory, RpcError, _ensure_plugins_executable, wait_for
 
 DEVCHAIN = FULGURD.parent / "devchain"
 
@@ -133,6 +133,29 @@ class Network:
                   if c["state"] == "CHANNELD_NORMAL"]
             return ca and cb and ca[0].get("short_channel_id")
         return wait_for(normal, what="channel normal")
+
+    def line(self, a, b, c):
+        """Funds A and B, opens A→B and B→C, and waits until A knows B→C (so it can route
+        through B). Returns the two short channel ids."""
+        self.fund(a)
+        self.fund(b)
+        ab = self.open(a, b)
+        bc = self.open(b, c)
+        self.wait_gossip(a, bc)
+        return ab, bc
+
+    def pay_above_and_below(self, a, c, above_msat, below_msat):
+        """A pays C `above_msat`, which must complete, then `below_msat`, which the node in
+        between must fail (203 or 204), leaving C's invoice unpaid. The large one first: a
+        failed forward makes payers drop the channel from their graph (LDK fails
+        intercepted forwards with unknown_next_peer; see ADR 8)."""
+        big = c.rpc.invoice(above_msat, "big", "above the minimum")
+        assert self.pay(a, big["bolt11"], c.id, above_msat)["status"] == "complete"
+        small = c.rpc.invoice(below_msat, "small", "below the minimum")
+        with pytest.raises(RpcError) as e:
+            self.pay(a, small["bolt11"], c.id, below_msat)
+        assert e.value.error["code"] in (203, 204)
+        assert c.rpc.listinvoices("small")["invoices"][0]["status"] == "unpaid"
 
     def wait_gossip(self, n, scid):
         """Waits until `n` knows both directions of `scid`. Gossip is best effort: a

@@ -44,17 +44,23 @@ def tx(ln, txid):
     return ln.chain.call("getrawtransaction", txid, True)
 
 
-@pytest.mark.watchdog(600)
-def test_anchor_force_close_cpfp_htlc_timeout_and_sweep(ln):
-    # Urgent fees well above the commitment's anchor feerate (the 1 sat/vB floor), so the
-    # close needs a CPFP; funding and sweeps at modest rates.
-    ln.chain.call("setfeerate", {"2": 10, "6": 5, "12": 3, "100": 2})
+def anchor_channel(ln):
+    """Nodes A and B (both may force-close) with an anchor channel A→B of CHANNEL_SAT."""
     a = ln.node(broken_log=ASKED_FORCE_CLOSE)
     b = ln.node(broken_log=ASKED_FORCE_CLOSE)
     ln.fund(a)
     # B holds the emergency reserve, so it takes anchor channels.
     ln.fund(b, 0.001)
     ln.open(a, b, sat=CHANNEL_SAT)
+    return a, b
+
+
+@pytest.mark.watchdog(600)
+def test_anchor_force_close_cpfp_htlc_timeout_and_sweep(ln):
+    # Urgent fees well above the commitment's anchor feerate (the 1 sat/vB floor), so the
+    # close needs a CPFP; funding and sweeps at modest rates.
+    ln.chain.call("setfeerate", {"2": 10, "6": 5, "12": 3, "100": 2})
+    a, b = anchor_channel(ln)
 
     # --- The channel is an anchor channel on both sides (CLN's names, schema-checked).
     for n, peer in ((a, b), (b, a)):
@@ -199,12 +205,7 @@ def test_force_close_under_a_risen_mempool_minimum_goes_in_as_a_package(ln):
     alone is refused ("mempool min fee not met"), so it goes with its CPFP child through
     `submitpackage`, where the child's fee counts for both."""
     ln.chain.call("setfeerate", {"2": 3, "6": 2, "12": 2, "100": 1})
-    a = ln.node(broken_log=ASKED_FORCE_CLOSE)
-    b = ln.node(broken_log=ASKED_FORCE_CLOSE)
-    ln.fund(a)
-    # B holds the emergency reserve, so it takes anchor channels.
-    ln.fund(b, 0.001)
-    ln.open(a, b, sat=CHANNEL_SAT)
+    a, b = anchor_channel(ln)
     b.stop()
     wait_for(lambda: not a.rpc.listpeers(b.id)["peers"][0]["connected"], what="B gone")
     # B is offline, so the channel cannot update its feerate (update_fee) any more.

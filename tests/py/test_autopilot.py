@@ -11,6 +11,7 @@ Preferential scores rank N0 (degree 5), N1 (4), N2 (3), N3 (2), then the leaves.
 five 400k-sat coins (2M sat); with budget 50 % and reserve 300k it may put 1M into
 channels, 150k..250k each, at most 3 channels: three opens of 250k."""
 
+from types import SimpleNamespace
 
 import pytest
 
@@ -31,10 +32,6 @@ OPTIONS = {
 }
 
 
-class Net:
-    pass
-
-
 def announced_node(ln):
     """A node that announces its listening address, so others can find it in listnodes."""
     port = lnnet.free_port()
@@ -51,8 +48,7 @@ def confirmed_coins(node):
 def net():
     with lnnet.module_network("fulgur-ap-") as ln:
         chain = ln.chain
-        n = Net()
-        n.ln, n.chain = ln, chain
+        n = SimpleNamespace(ln=ln, chain=chain)
         n.g = [announced_node(ln) for _ in range(8)]
         n.p = ln.node(options=OPTIONS)
         g = n.g

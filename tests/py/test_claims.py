@@ -8,6 +8,7 @@ restart and settles."""
 
 import hashlib
 import os
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,15 +18,10 @@ from conftest import RpcError, plugin_path, wait_for
 INCORRECT_DETAILS = 16399  # 0x400F
 
 
-class Net:
-    pass
-
-
 @pytest.fixture(scope="module")
 def net():
     with lnnet.module_network("fulgur-claims-") as ln:
-        n = Net()
-        n.ln = ln
+        n = SimpleNamespace(ln=ln)
         n.a, n.b, n.m = ln.node(), ln.node(), ln.node()
         ln.fund(n.a)
         ln.fund(n.b)

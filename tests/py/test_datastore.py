@@ -7,8 +7,17 @@ from pyln.client import RpcError
 from conftest import plugin_path
 
 
-def code_of(excinfo):
-    return excinfo.value.error["code"]
+def error_code(call, *args, **kwargs):
+    """The error code of `call(*args, **kwargs)`, which must fail."""
+    with pytest.raises(RpcError) as e:
+        call(*args, **kwargs)
+    return e.value.error["code"]
+
+
+def stored(rpc, key, string, mode):
+    """`datastore` in `mode`: the (string, generation) stored."""
+    r = rpc.datastore(key=key, string=string, mode=mode)
+    return r["string"], r["generation"]
 
 
 def test_create_and_modes(node):
@@ -17,38 +26,24 @@ def test_create_and_modes(node):
     assert r == {"key": ["t", "a"], "generation": 0, "string": "v1", "hex": "7631"}
 
     # must-create (the default) on an existing key
-    with pytest.raises(RpcError) as e:
-        rpc.datastore(key=["t", "a"], string="again")
-    assert code_of(e) == 1202
-    with pytest.raises(RpcError) as e:
-        rpc.datastore(key=["t", "a"], string="again", mode="must-create")
-    assert code_of(e) == 1202
+    assert error_code(rpc.datastore, key=["t", "a"], string="again") == 1202
+    assert error_code(rpc.datastore, key=["t", "a"], string="again", mode="must-create") == 1202
 
     # must-replace: missing key -> 1203; existing -> replaced, generation bumped
-    with pytest.raises(RpcError) as e:
-        rpc.datastore(key=["t", "missing"], string="x", mode="must-replace")
-    assert code_of(e) == 1203
-    r = rpc.datastore(key=["t", "a"], string="v2", mode="must-replace")
-    assert (r["string"], r["generation"]) == ("v2", 1)
+    assert error_code(rpc.datastore, key=["t", "missing"], string="x", mode="must-replace") == 1203
+    assert stored(rpc, ["t", "a"], "v2", "must-replace") == ("v2", 1)
 
     # create-or-replace never fails
-    r = rpc.datastore(key=["t", "b"], string="b0", mode="create-or-replace")
-    assert (r["string"], r["generation"]) == ("b0", 0)
-    r = rpc.datastore(key=["t", "b"], string="b1", mode="create-or-replace")
-    assert (r["string"], r["generation"]) == ("b1", 1)
+    assert stored(rpc, ["t", "b"], "b0", "create-or-replace") == ("b0", 0)
+    assert stored(rpc, ["t", "b"], "b1", "create-or-replace") == ("b1", 1)
 
     # must-append: missing -> 1203; existing -> appended
-    with pytest.raises(RpcError) as e:
-        rpc.datastore(key=["t", "nothere"], string="x", mode="must-append")
-    assert code_of(e) == 1203
-    r = rpc.datastore(key=["t", "a"], string="+x", mode="must-append")
-    assert (r["string"], r["generation"]) == ("v2+x", 2)
+    assert error_code(rpc.datastore, key=["t", "nothere"], string="x", mode="must-append") == 1203
+    assert stored(rpc, ["t", "a"], "+x", "must-append") == ("v2+x", 2)
 
     # create-or-append: creates, then appends
-    r = rpc.datastore(key=["t", "c"], string="c", mode="create-or-append")
-    assert (r["string"], r["generation"]) == ("c", 0)
-    r = rpc.datastore(key=["t", "c"], string="c", mode="create-or-append")
-    assert (r["string"], r["generation"]) == ("cc", 1)
+    assert stored(rpc, ["t", "c"], "c", "create-or-append") == ("c", 0)
+    assert stored(rpc, ["t", "c"], "c", "create-or-append") == ("cc", 1)
 
     # the stored state
     listed = rpc.listdatastore(["t"])["datastore"]
@@ -62,23 +57,19 @@ def test_create_and_modes(node):
 def test_generation_checks(node):
     rpc = node.rpc
     rpc.datastore(key="gen", string="0")
-    with pytest.raises(RpcError) as e:
-        rpc.datastore(key="gen", string="x", mode="must-replace", generation=5)
-    assert code_of(e) == 1204
+    assert error_code(rpc.datastore, key="gen", string="x", mode="must-replace",
+                      generation=5) == 1204
     r = rpc.datastore(key="gen", string="1", mode="must-replace", generation=0)
     assert r["generation"] == 1
     r = rpc.datastore(key="gen", string="+", mode="must-append", generation=1)
     assert (r["string"], r["generation"]) == ("1+", 2)
-    with pytest.raises(RpcError) as e:
-        rpc.datastore(key="gen", string="+", mode="must-append", generation=1)
-    assert code_of(e) == 1204
+    assert error_code(rpc.datastore, key="gen", string="+", mode="must-append",
+                      generation=1) == 1204
     # generation only with must-replace / must-append
-    with pytest.raises(RpcError) as e:
-        rpc.datastore(key="gen2", string="x", mode="must-create", generation=0)
-    assert code_of(e) == -32602
-    with pytest.raises(RpcError) as e:
-        rpc.datastore(key="gen", string="x", mode="create-or-replace", generation=2)
-    assert code_of(e) == -32602
+    assert error_code(rpc.datastore, key="gen2", string="x", mode="must-create",
+                      generation=0) == -32602
+    assert error_code(rpc.datastore, key="gen", string="x", mode="create-or-replace",
+                      generation=2) == -32602
     # unchanged by the failures
     assert rpc.listdatastore("gen")["datastore"][0]["generation"] == 2
 
@@ -92,15 +83,9 @@ def test_hex_and_string(node):
     assert r["string"] == "hello"
     r = rpc.datastore(key=["h", "bin"], hex="ab", mode="must-append")
     assert r["hex"] == "00ff10ab"
-    with pytest.raises(RpcError) as e:
-        rpc.datastore(key=["h", "both"], string="a", hex="61")
-    assert code_of(e) == -32602
-    with pytest.raises(RpcError) as e:
-        rpc.datastore(key=["h", "badhex"], hex="zz")
-    assert code_of(e) == -32602
-    with pytest.raises(RpcError) as e:
-        rpc.datastore(key=["h", "badmode"], string="a", mode="sometimes")
-    assert code_of(e) == -32602
+    assert error_code(rpc.datastore, key=["h", "both"], string="a", hex="61") == -32602
+    assert error_code(rpc.datastore, key=["h", "badhex"], hex="zz") == -32602
+    assert error_code(rpc.datastore, key=["h", "badmode"], string="a", mode="sometimes") == -32602
 
 
 def test_hierarchy(node):
@@ -108,13 +93,9 @@ def test_hierarchy(node):
     rpc.datastore(key=["p", "x", "y"], string="deep")
     rpc.datastore(key=["p", "z"], string="shallow")
     # a key with children cannot get a value
-    with pytest.raises(RpcError) as e:
-        rpc.datastore(key=["p", "x"], string="v")
-    assert code_of(e) == 1205
+    assert error_code(rpc.datastore, key=["p", "x"], string="v") == 1205
     # a key under a key with a value cannot be created
-    with pytest.raises(RpcError) as e:
-        rpc.datastore(key=["p", "z", "under"], string="v")
-    assert code_of(e) == 1206
+    assert error_code(rpc.datastore, key=["p", "z", "under"], string="v") == 1206
 
     # listdatastore of a parent lists its immediate children; a child that only has
     # children is shown with its key alone.
@@ -137,14 +118,10 @@ def test_hierarchy(node):
 
 def test_deldatastore(node):
     rpc = node.rpc
-    with pytest.raises(RpcError) as e:
-        rpc.deldatastore(["d", "none"])
-    assert code_of(e) == 1200
+    assert error_code(rpc.deldatastore, ["d", "none"]) == 1200
     rpc.datastore(key=["d", "k"], string="v")
     rpc.datastore(key=["d", "k"], string="w", mode="must-replace")
-    with pytest.raises(RpcError) as e:
-        rpc.deldatastore(["d", "k"], generation=0)
-    assert code_of(e) == 1201
+    assert error_code(rpc.deldatastore, ["d", "k"], generation=0) == 1201
     r = rpc.deldatastore(["d", "k"], generation=1)
     assert r == {"key": ["d", "k"], "generation": 1, "string": "w", "hex": "77"}
     assert rpc.listdatastore(["d", "k"])["datastore"] == []
@@ -152,25 +129,15 @@ def test_deldatastore(node):
     assert {"key": ["d"]} not in rpc.listdatastore()["datastore"]
     rpc.datastore(key="plain", string="p")
     assert rpc.deldatastore("plain")["key"] == ["plain"]
-    with pytest.raises(RpcError) as e:
-        rpc.deldatastore("plain")
-    assert code_of(e) == 1200
+    assert error_code(rpc.deldatastore, "plain") == 1200
 
 
 def test_param_errors(node):
     rpc = node.rpc
-    with pytest.raises(RpcError) as e:
-        rpc.call("datastore", {"string": "no key"})
-    assert code_of(e) == -32602
-    with pytest.raises(RpcError) as e:
-        rpc.call("datastore", {"key": ["a", 1], "string": "x"})
-    assert code_of(e) == -32602
-    with pytest.raises(RpcError) as e:
-        rpc.call("deldatastore", {})
-    assert code_of(e) == -32602
-    with pytest.raises(RpcError) as e:
-        rpc.call("listdatastore", {"key": {"not": "a key"}})
-    assert code_of(e) == -32602
+    assert error_code(rpc.call, "datastore", {"string": "no key"}) == -32602
+    assert error_code(rpc.call, "datastore", {"key": ["a", 1], "string": "x"}) == -32602
+    assert error_code(rpc.call, "deldatastore", {}) == -32602
+    assert error_code(rpc.call, "listdatastore", {"key": {"not": "a key"}}) == -32602
 
 
 def test_positional_params(node):

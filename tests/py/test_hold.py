@@ -12,6 +12,7 @@ auto-cancel before the core's deadline with no channel closed."""
 import hashlib
 import os
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -27,15 +28,10 @@ ALREADY_SETTLED, NOT_ACCEPTED, NOT_ATTACHED, WAIT_TIMEOUT = 2305, 2306, 2307, 23
 INCORRECT_DETAILS = 16399  # 0x400F
 
 
-class Net:
-    pass
-
-
 @pytest.fixture(scope="module")
 def net():
     with lnnet.module_network("fulgur-hold-") as ln:
-        n = Net()
-        n.ln = ln
+        n = SimpleNamespace(ln=ln)
         n.a = ln.node()
         n.m = ln.node(plugins=[LISTENER],
                       options={"holdinvoice-reattach-wait-secs": 5})

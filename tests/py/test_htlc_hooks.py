@@ -21,12 +21,8 @@ def paid_status(node, label):
 
 def test_pay_direct_and_through_a_hop(ln):
     a, b, c = ln.node(), ln.node(), ln.node()
-    ln.fund(a)
-    ln.fund(b)
-    ab = ln.open(a, b)
-    bc = ln.open(b, c)
     # Gossip converges: A learns the B–C channel from B.
-    ln.wait_gossip(a, bc)
+    ab, bc = ln.line(a, b, c)
     ln.wait_gossip(c, ab)
     assert {n["nodeid"] for n in a.rpc.listnodes()["nodes"]} >= {b.id, c.id}
 
@@ -84,21 +80,34 @@ def test_waitanyinvoice_is_a_queue_across_restarts(ln):
     assert (third["label"], third["pay_index"]) == ("z", 3)
 
 
+def payer_and_holder(ln, options=None):
+    """A funded payer A with a channel to C, which runs the hold plugin."""
+    a = ln.node()
+    c = ln.node(plugins=[HOLD], options=options)
+    ln.fund(a)
+    ln.open(a, c)
+    return a, c
+
+
+def pay_held(ln, a, c, inv, amount_msat):
+    """A pays C's invoice `inv` without waiting for the result; returns the payment hash once
+    C's hold plugin holds the HTLC."""
+    h = ln.pay(a, inv["bolt11"], c.id, amount_msat, wait=False)
+    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"], what="HTLC held")
+    return h
+
+
 def _usable(a, c):
     ch = a.rpc.listpeerchannels(c.id)["channels"]
     return ch and ch[0]["peer_connected"] and ch[0]["spendable_msat"] > 0
 
 
 def test_plugin_holds_fails_and_resolves(ln):
-    a = ln.node()
-    c = ln.node(plugins=[HOLD])
-    ln.fund(a)
-    ln.open(a, c)
+    a, c = payer_and_holder(ln)
 
     # Held for several seconds, then continued: the payment settles.
     inv = c.rpc.invoice(5000, "held", "held", cltv=100)
-    h = ln.pay(a, inv["bolt11"], c.id, 5000, wait=False)
-    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"], what="HTLC held")
+    h = pay_held(ln, a, c, inv, 5000)
     seen = c.rpc.call("hold-seen")["seen"][-1]
     assert seen["kind"] == "receive" and seen["amount_msat"] == 5000
     assert seen["deadline_blockheight"] > c.rpc.getinfo()["blockheight"]
@@ -110,8 +119,7 @@ def test_plugin_holds_fails_and_resolves(ln):
 
     # Failed with a custom failure message: the payer sees a failure, nothing is paid.
     inv = c.rpc.invoice(6000, "failed", "failed", cltv=100)
-    h = ln.pay(a, inv["bolt11"], c.id, 6000, wait=False)
-    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"])
+    h = pay_held(ln, a, c, inv, 6000)
     c.rpc.call("hold-release", {"payment_hash": h, "result": "fail",
                                 "failure_message": "2002"})
     with pytest.raises(RpcError) as e:
@@ -126,8 +134,7 @@ def test_plugin_holds_fails_and_resolves(ln):
                                  "description": "preimage held by the plugin",
                                  "payment_hash": hsh, "cltv": 100})
     assert inv["payment_hash"] == hsh
-    h = ln.pay(a, inv["bolt11"], c.id, 7000, wait=False)
-    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"])
+    h = pay_held(ln, a, c, inv, 7000)
     c.rpc.call("hold-release", {"payment_hash": h, "result": "resolve", "payment_key": key})
     done = a.rpc.waitsendpay(h, timeout=30)
     assert done["payment_preimage"] == key
@@ -136,13 +143,9 @@ def test_plugin_holds_fails_and_resolves(ln):
 
 
 def test_deadline_fails_back_a_held_htlc_without_closing(ln):
-    a = ln.node()
-    c = ln.node(plugins=[HOLD], options={"hold-safety-blocks": 10})
-    ln.fund(a)
-    ln.open(a, c)
+    a, c = payer_and_holder(ln, options={"hold-safety-blocks": 10})
     inv = c.rpc.invoice(8000, "never", "never answered", cltv=80)
-    h = ln.pay(a, inv["bolt11"], c.id, 8000, wait=False)
-    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"])
+    h = pay_held(ln, a, c, inv, 8000)
     deadline = c.rpc.call("hold-seen")["seen"][-1]["deadline_blockheight"]
     expiry = [x for x in c.rpc.listhtlcs()["htlcs"] if x["payment_hash"] == h][0]["expiry"]
     # The core decides 10 blocks before LDK's own deadline (39 before expiry).
@@ -164,13 +167,9 @@ def test_deadline_fails_back_a_held_htlc_without_closing(ln):
 
 
 def test_held_htlc_is_offered_again_after_kill_and_restart(ln):
-    a = ln.node()
-    c = ln.node(plugins=[HOLD])
-    ln.fund(a)
-    ln.open(a, c)
+    a, c = payer_and_holder(ln)
     inv = c.rpc.invoice(9000, "crash", "held across a crash", cltv=200)
-    h = ln.pay(a, inv["bolt11"], c.id, 9000, wait=False)
-    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"])
+    h = pay_held(ln, a, c, inv, 9000)
     ln.restart(c, kill=True)
     # After every plugin's init, the HTLC is offered to the hook again.
     wait_for(lambda: h in c.rpc.call("hold-seen")["pending"], what="hook called again")
@@ -184,17 +183,13 @@ def test_htlc_only_a_plugin_can_settle_waits_for_the_plugin_to_return(ln):
     """CLN continues when the holding plugin dies, which fails a payment whose preimage
     only the plugin knows; fulgurd keeps it held and offers it again once a plugin with
     `htlc_accepted` starts."""
-    a = ln.node()
-    c = ln.node(plugins=[HOLD])
-    ln.fund(a)
-    ln.open(a, c)
+    a, c = payer_and_holder(ln)
     key = "7b" * 32
     hsh = hashlib.sha256(bytes.fromhex(key)).hexdigest()
     inv = c.rpc.call("invoice", {"amount_msat": 11_000, "label": "restart",
                                  "description": "held across a plugin restart",
                                  "payment_hash": hsh, "cltv": 100})
-    h = ln.pay(a, inv["bolt11"], c.id, 11_000, wait=False)
-    wait_for(lambda: h in c.rpc.call("hold-seen")["pending"], what="HTLC held")
+    h = pay_held(ln, a, c, inv, 11_000)
     c.rpc.plugin_stop(HOLD)
     c.wait_for_log("kept held until a plugin with htlc_accepted starts")
     with pytest.raises(RpcError):
@@ -211,20 +206,8 @@ def test_forwarding_plugin_fails_small_forwards(ln):
     b = ln.node(plugins=[HOLD], options={"hold-mode": "min-forward",
                                          "hold-min-msat": 20_000})
     c = ln.node()
-    ln.fund(a)
-    ln.fund(b)
-    ln.open(a, b)
-    bc = ln.open(b, c)
-    ln.wait_gossip(a, bc)
-    # The large one first: a failed forward makes payers drop the channel from their graph
-    # (LDK fails intercepted forwards with unknown_next_peer; see ADR 8).
-    big = c.rpc.invoice(30_000, "big", "above the minimum")
-    assert ln.pay(a, big["bolt11"], c.id, 30_000)["status"] == "complete"
-    small = c.rpc.invoice(10_000, "small", "below the minimum")
-    with pytest.raises(RpcError) as e:
-        ln.pay(a, small["bolt11"], c.id, 10_000)
-    assert e.value.error["code"] in (203, 204)
-    assert c.rpc.listinvoices("small")["invoices"][0]["status"] == "unpaid"
+    ln.line(a, b, c)
+    ln.pay_above_and_below(a, c, 30_000, 10_000)
     seen = b.rpc.call("hold-seen")["seen"]
     assert [s["kind"] for s in seen] == ["forward", "forward"]
     assert [s["forward_msat"] for s in seen] == [30_000, 10_000]

@@ -12,7 +12,7 @@ Channels are opened by the node named first, so all their funds start on that si
 
 import hashlib
 import threading
-import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -43,16 +43,11 @@ def pay_error(node, bolt11, **kwargs):
     return e.value.error
 
 
-class Net:
-    pass
-
-
 @pytest.fixture(scope="module")
 def net():
     with lnnet.module_network("fulgur-pay-") as ln:
         chain = ln.chain
-        n = Net()
-        n.ln = ln
+        n = SimpleNamespace(ln=ln)
         n.a, n.b, n.c = ln.node(), ln.node(), ln.node()
         n.d = ln.node(plugins=[RULES])
         n.e, n.g = ln.node(), ln.node()
@@ -254,12 +249,13 @@ def test_pay_retry_for_runs_out(net):
     inv = net.d.rpc.invoice(2_000_000, "slow", "slow")
     net.d.rpc.call("payrules-set", {"payment_hash": inv["payment_hash"], "mode": "fail",
                                     "seconds": 3})
-    start = time.time()
     err = pay_error(net.a, inv["bolt11"], retry_for=1)
     assert err["code"] == 210, err
-    assert time.time() - start < 20
     attempts = err["data"]["attempts"]
     assert attempts and all(a["state"] == "completed" for a in attempts)
+    # No part was started once retry_for had passed (the first parts took 3 s to fail).
+    starts = [float(a["start_time"]) for a in attempts]
+    assert max(starts) - min(starts) <= 1, starts
     assert listpays(net.a, payment_hash=inv["payment_hash"])[0]["status"] == "failed"
 
 
@@ -296,10 +292,8 @@ def test_pay_runs_alongside_a_held_payment(net):
                           daemon=True)
     t2.start()
     # While that pay waits: other commands answer, and another pay completes.
-    t0 = time.time()
     assert net.a.rpc.getinfo()["id"] == net.a.id
-    assert time.time() - t0 < 5
-    assert listpays(net.a, payment_hash=h)[0]["status"] == "pending"
+    assert listpays(net.a, payment_hash=h)[0]["status"] == "pending"  # answered meanwhile
     st = net.a.rpc.paystatus(held["bolt11"])["pay"][-1]
     assert st["status"] == "pending" and st["attempts"][0]["state"] == "pending"
     other = net.b.rpc.invoice(4_000_000, "meanwhile", "meanwhile")

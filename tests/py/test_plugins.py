@@ -10,7 +10,7 @@ import pytest
 from pyln.client import Millisatoshi, RpcError
 
 import clnschema
-from conftest import plugin_path, wait_for
+from conftest import copy_plugin, cycle_plugins, plugin_path, wait_for
 
 needs_schemas = pytest.mark.skipif(not clnschema.schemas_available(), reason=clnschema.skip_reason())
 
@@ -379,12 +379,7 @@ def test_rpc_command_payloads_match_schema(node_factory):
 
 
 def test_rpc_command_hook_cycle_refused_at_plugin_start(node_factory, test_dir):
-    paths = []
-    for name in ("cyc_a.py", "cyc_b.py"):
-        p = test_dir / name
-        shutil.copy(plugin_path("cycle_plugin.py"), p)
-        p.chmod(0o755)
-        paths.append(str(p))
+    paths = cycle_plugins(test_dir)
     node = node_factory.get_node(plugins=[paths[0]])
     with pytest.raises(RpcError) as e:
         node.rpc.plugin_start(paths[1])
@@ -520,11 +515,9 @@ def test_plugin_command_errors(node_factory, test_dir):
         rpc.plugin_start(str(test_dir / "nonexistent.py"))
     assert code_of(e) == -32602
 
-    noexec = test_dir / "noexec_plugin.py"
-    shutil.copy(dp, noexec)
-    noexec.chmod(0o644)
+    noexec = copy_plugin("dynamic_plugin.py", test_dir / "noexec_plugin.py", mode=0o644)
     with pytest.raises(RpcError) as e:
-        rpc.plugin_start(str(noexec))
+        rpc.plugin_start(noexec)
     assert code_of(e) == -32602
     assert "is not executable" in e.value.error["message"]
 
@@ -547,11 +540,9 @@ def test_plugin_command_errors(node_factory, test_dir):
     assert rpc.call("static_hello") == {"static": True}
 
     # ...nor started at runtime
-    static_copy = test_dir / "static_copy.py"
-    shutil.copy(sp, static_copy)
-    static_copy.chmod(0o755)
+    static_copy = copy_plugin("static_plugin.py", test_dir / "static_copy.py")
     with pytest.raises(RpcError) as e:
-        rpc.plugin_start(str(static_copy))
+        rpc.plugin_start(static_copy)
     assert code_of(e) == -3
     assert "Not a dynamic plugin" in e.value.error["message"]
 

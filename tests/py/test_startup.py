@@ -8,7 +8,8 @@ import stat
 
 import pytest
 
-from conftest import FULGURD, LOG_LINE_RE, fulgurd_available, log_level, plugin_path
+from conftest import (FULGURD, LOG_LINE_RE, copy_plugin, cycle_plugins, fulgurd_available,
+                      log_level, plugin_path)
 
 PUBKEY_RE = r"0[23][0-9a-f]{64}"
 
@@ -190,20 +191,13 @@ def test_ill_typed_option_in_config_file_exits_1(node_factory):
 
 
 def test_two_plugins_same_option_exits_1(node_factory, test_dir):
-    second = test_dir / "dupopt_copy.py"
-    shutil.copy(plugin_path("dupopt_plugin.py"), second)
-    second.chmod(0o755)
-    node = node_factory.get_node(start=False, plugins=[plugin_path("dupopt_plugin.py"), str(second)])
+    second = copy_plugin("dupopt_plugin.py", test_dir / "dupopt_copy.py")
+    node = node_factory.get_node(start=False, plugins=[plugin_path("dupopt_plugin.py"), second])
     _expect_startup_failure(node, r"dup-opt")
 
 
 def test_hook_dependency_cycle_exits_1(node_factory, test_dir):
-    paths = []
-    for name in ("cyc_a.py", "cyc_b.py"):
-        p = test_dir / name
-        shutil.copy(plugin_path("cycle_plugin.py"), p)
-        p.chmod(0o755)
-        paths.append(str(p))
+    paths = cycle_plugins(test_dir)
     node = node_factory.get_node(start=False, plugins=paths)
     _expect_startup_failure(node, r"cyc_[ab]\.py|depend|cycl")
 
@@ -229,10 +223,8 @@ def test_disable_plugin_overrides_important(node_factory):
 
 def test_hook_dependency_on_unknown_plugin_is_ignored(node_factory, test_dir):
     # cycle_plugin.py copied under another name declares before=["cyc_a.py"], not loaded
-    p = test_dir / "cyc_x.py"
-    shutil.copy(plugin_path("cycle_plugin.py"), p)
-    p.chmod(0o755)
-    node = node_factory.get_node(plugins=[str(p)])
+    p = copy_plugin("cycle_plugin.py", test_dir / "cyc_x.py")
+    node = node_factory.get_node(plugins=[p])
     assert node.rpc.listdatastore(["any"]) == {"datastore": []}
     names = {os.path.basename(x["name"]): x["active"] for x in node.rpc.plugin_list()["plugins"]}
     assert names.get("cyc_x.py") is True

@@ -47,19 +47,8 @@ def test_asguest_fails_forwards_below_its_minimum(ln, guest):
     b = ln.node(plugins=[guest], options={**HOLD, "asguest-min-forward-msat": 20_000})
     c = ln.node()
     b.wait_for_log("asguest: minimum forward 20000 msat")
-    ln.fund(a)
-    ln.fund(b)
-    ln.open(a, b)
-    bc = ln.open(b, c)
-    ln.wait_gossip(a, bc)
-    # The large one first: a failed forward makes payers drop the channel from their graph.
-    big = c.rpc.invoice(30_000, "big", "above the minimum")
-    assert ln.pay(a, big["bolt11"], c.id, 30_000)["status"] == "complete"
-    small = c.rpc.invoice(10_000, "small", "below the minimum")
-    with pytest.raises(RpcError) as e:
-        ln.pay(a, small["bolt11"], c.id, 10_000)
-    assert e.value.error["code"] in (203, 204)
-    assert c.rpc.listinvoices("small")["invoices"][0]["status"] == "unpaid"
+    ln.line(a, b, c)
+    ln.pay_above_and_below(a, c, 30_000, 10_000)
     assert b.is_in_log("asguest: failing a forward of 10000 msat")
     wait_for(lambda: "offered" not in [f["status"] for f in b.rpc.listforwards()["forwards"]])
     statuses = sorted(f["status"] for f in b.rpc.listforwards()["forwards"])

@@ -48,6 +48,24 @@ pub fn use_release_quietly() {
     let _ = LOG_LEVEL.set(level);
 }
 
+/// Benchmarks: `cargo build --release -j2 <args>` in the workspace, unless
+/// `FULGUR_BENCH_SKIP_BUILD` is set (then the binaries already in `target/release` are used).
+pub fn build_release(args: &[&str]) -> Result<(), String> {
+    if std::env::var_os("FULGUR_BENCH_SKIP_BUILD").is_some() {
+        return Ok(());
+    }
+    let status = Command::new(env!("CARGO"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .args(["build", "--release", "-j2"])
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build --release failed: {status}"));
+    }
+    Ok(())
+}
+
 /// Whether to keep test directories (`FULGUR_KEEP_DIRS=1`).
 fn keep_dirs() -> bool {
     std::env::var_os("FULGUR_KEEP_DIRS").is_some_and(|v| v == "1")

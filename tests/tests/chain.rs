@@ -21,11 +21,16 @@ fn proxy_plugin() -> PathBuf {
     repo().join("tests/plugins/bitcoin_backend_proxy.py")
 }
 
-fn start_node(tag: &str, b: &Bitcoind, extra: &[String]) -> Node {
+/// A backend and a node on it (with the `listener` example), synced to its tip; and that
+/// height.
+fn synced_node(tag: &str) -> (Bitcoind, Node, u64) {
+    let b = Bitcoind::start(tag);
     let mut args = b.fulgurd_args();
     args.push(arg("plugin", example("listener").display()));
-    args.extend_from_slice(extra);
-    Node::start(tag, &args)
+    let n = Node::start(tag, &args);
+    let h = b.height();
+    wait_height(&n, h);
+    (b, n, h)
 }
 
 fn blockheight(n: &Node) -> u64 {
@@ -52,38 +57,57 @@ fn listener_height(n: &Node) -> Option<u64> {
     n.ok("listenerstats", json!({}))["blockheight"].as_u64()
 }
 
-#[test]
-fn follows_the_chain_and_notifies_block_added() {
-    let b = Bitcoind::start("chain-sync");
-    let n = start_node("chain-sync", &b, &[]);
-    let h = b.height();
-    wait_height(&n, h);
-    // The tip after start is announced once.
+/// Waits until the `listener` example was told of the block at height `h`.
+fn wait_listener_height(n: &Node, h: u64) {
     assert_eq!(
-        wait_for(T, || listener_height(&n).filter(|x| *x == h)),
+        wait_for(T, || listener_height(n).filter(|x| *x == h)),
         Some(h)
     );
-    let hashes = b.mine(3);
-    assert_eq!(hashes.len(), 3);
-    wait_height(&n, h + 3);
-    assert_eq!(
-        wait_for(T, || listener_height(&n).filter(|x| *x == h + 3)),
-        Some(h + 3)
-    );
+}
+
+/// The node logged that it connected `hash` at `height`.
+fn assert_connected(n: &Node, height: u64, hash: &str) {
     assert!(
         n.log()
-            .contains(&format!("Block {} connected: {}", h + 3, hashes[2])),
+            .contains(&format!("Block {height} connected: {hash}")),
         "log:\n{}",
         n.log()
     );
+}
+
+/// Runs fulgurd in `dir` with `args` to its end: it must fail to start (exit code 1).
+/// Returns its stderr.
+fn fulgurd_fails(dir: &Path, args: &[String]) -> String {
+    let out = Command::new(bin("fulgurd"))
+        .arg(format!("--lightning-dir={}", dir.display()))
+        .args(args)
+        .arg(format!("--log-file={}", dir.join("log").display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run fulgurd: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    stderr
+}
+
+#[test]
+fn follows_the_chain_and_notifies_block_added() {
+    let (b, n, h) = synced_node("chain-sync");
+    // The tip after start is announced once.
+    wait_listener_height(&n, h);
+    let hashes = b.mine(3);
+    assert_eq!(hashes.len(), 3);
+    wait_height(&n, h + 3);
+    wait_listener_height(&n, h + 3);
+    assert_connected(&n, h + 3, &hashes[2]);
     assert_eq!(n.stop().code(), Some(0));
 }
 
 #[test]
 fn feerates_follow_the_backend() {
-    let b = Bitcoind::start("chain-fees");
-    let n = start_node("chain-fees", &b, &[]);
-    wait_height(&n, b.height());
+    let (b, n, _) = synced_node("chain-fees");
     for style in ["perkw", "perkb"] {
         let f = n.ok("feerates", json!({"style": style}));
         assert!(f[style]["floor"].as_u64().unwrap_or(0) >= 253, "{f}");
@@ -171,17 +195,7 @@ fn a_backend_on_another_network_is_refused() {
     let mut args = b.fulgurd_args();
     args.push("--network=testnet".into());
     let dir = temp_dir("chain-wrongnet-node");
-    let out = Command::new(bin("fulgurd"))
-        .arg(format!("--lightning-dir={}", dir.display()))
-        .args(&args)
-        .arg(format!("--log-file={}", dir.join("log").display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run fulgurd: {e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let stderr = fulgurd_fails(&dir, &args);
     assert!(
         stderr.contains(
             "Wrong network! Our Bitcoin backend is running on 'regtest', but we expect 'test'."
@@ -193,10 +207,7 @@ fn a_backend_on_another_network_is_refused() {
 
 #[test]
 fn follows_a_reorg() {
-    let b = Bitcoind::start("chain-reorg");
-    let n = start_node("chain-reorg", &b, &[]);
-    let h = b.height();
-    wait_height(&n, h);
+    let (b, n, h) = synced_node("chain-reorg");
     let old = b.mine(2);
     wait_height(&n, h + 2);
     b.ok("invalidateblock", json!([old[0]]));
@@ -205,16 +216,8 @@ fn follows_a_reorg() {
     assert_ne!(new[0], old[0]);
     wait_height(&n, h + 3);
     assert!(n.wait_log("Reorganisation: blocks after", T), "{}", n.log());
-    assert!(
-        n.log()
-            .contains(&format!("Block {} connected: {}", h + 3, new[2])),
-        "log:\n{}",
-        n.log()
-    );
-    assert_eq!(
-        wait_for(T, || listener_height(&n).filter(|x| *x == h + 3)),
-        Some(h + 3)
-    );
+    assert_connected(&n, h + 3, &new[2]);
+    wait_listener_height(&n, h + 3);
 }
 
 #[test]
@@ -276,16 +279,8 @@ fn backend_plugins_replace_bitcoind() {
     wait_height(&n, h);
     let hashes = b.mine(2);
     wait_height(&n, h + 2);
-    assert!(
-        n.log()
-            .contains(&format!("Block {} connected: {}", h + 2, hashes[1])),
-        "{}",
-        n.log()
-    );
-    assert_eq!(
-        wait_for(T, || listener_height(&n).filter(|x| *x == h + 2)),
-        Some(h + 2)
-    );
+    assert_connected(&n, h + 2, &hashes[1]);
+    wait_listener_height(&n, h + 2);
     if !Bitcoind::external() {
         b.ok("setfeerate", json!([{"2": 40, "6": 20, "12": 8, "100": 4}]));
         let f = wait_for(T, || {
@@ -299,57 +294,18 @@ fn backend_plugins_replace_bitcoind() {
         assert_ne!(new[0], hashes[0]);
         wait_height(&n, h + 3);
         assert!(n.wait_log("Reorganisation: blocks after", T), "{}", n.log());
-        assert!(
-            n.log()
-                .contains(&format!("Block {} connected: {}", h + 3, new[2])),
-            "{}",
-            n.log()
-        );
+        assert_connected(&n, h + 3, &new[2]);
     }
 }
 
 #[test]
 fn some_backend_methods_without_the_others_are_refused() {
     let dir = temp_dir("chain-partial");
-    let plugin = dir.join("half.py");
-    std::fs::write(
-        &plugin,
-        r#"#!/usr/bin/env python3
-import json, sys
-dec, data = json.JSONDecoder(), ""
-for line in sys.stdin:
-    data += line
-    while data.strip():
-        data = data.lstrip()
-        try:
-            obj, end = dec.raw_decode(data)
-        except ValueError:
-            break
-        data = data[end:]
-        r = {}
-        if obj.get("method") == "getmanifest":
-            r = {"options": [], "rpcmethods": [{"name": "getchaininfo", "usage": "", "description": "x"}, {"name": "estimatefees", "usage": "", "description": "x"}]}
-        if "id" in obj:
-            sys.stdout.write(json.dumps({"jsonrpc": "2.0", "id": obj["id"], "result": r}) + "\n\n")
-            sys.stdout.flush()
-"#,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new(bin("fulgurd"))
-        .arg(format!("--lightning-dir={}", dir.display()))
-        .arg("--network=regtest")
-        .arg(format!("--plugin={}", plugin.display()))
-        .arg(format!("--log-file={}", dir.join("log").display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run fulgurd: {e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let plugin = repo().join("tests/plugins/half_backend.py");
+    let stderr = fulgurd_fails(
+        &dir,
+        &["--network=regtest".into(), arg("plugin", plugin.display())],
+    );
     assert!(
         stderr.contains("Could not access the plugin for getrawblockbyheight, is a Bitcoin plugin (by default plugins/bcli) registered ?"),
         "stderr: {stderr}"

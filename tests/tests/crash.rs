@@ -57,22 +57,21 @@ fn start_payment(a: &LnNode, b: &LnNode, label: &str, msat: u64) -> Option<Strin
     Some(hash)
 }
 
-fn status_of(a: &LnNode, hash: &str) -> Option<String> {
-    let r = a.ok("listsendpays", json!({"payment_hash": hash}));
-    r["payments"]
+/// The `status` of the first entry of `list` in `n`'s answer to `method` with `params`.
+fn first_status(n: &LnNode, method: &str, params: Value, list: &str) -> Option<String> {
+    n.ok(method, params)[list]
         .as_array()?
         .first()
-        .and_then(|p| p["status"].as_str())
+        .and_then(|e| e["status"].as_str())
         .map(String::from)
 }
 
+fn status_of(a: &LnNode, hash: &str) -> Option<String> {
+    first_status(a, "listsendpays", json!({"payment_hash": hash}), "payments")
+}
+
 fn invoice_status(b: &LnNode, label: &str) -> Option<String> {
-    let r = b.ok("listinvoices", json!({"label": label}));
-    r["invoices"]
-        .as_array()?
-        .first()
-        .and_then(|i| i["status"].as_str())
-        .map(String::from)
+    first_status(b, "listinvoices", json!({"label": label}), "invoices")
 }
 
 fn assert_no_force_close(n: &LnNode, peer: &LnNode) {

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fulgur_tests::ln::{LnNode, wait_engine};
 use fulgur_tests::{Bitcoind, Node, arg, cln_schema_errors, free_port, temp_dir, wait_for};
 use serde_json::{Value, json};
 
@@ -15,23 +16,18 @@ fn gate_plugin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/peer_gate.py")
 }
 
-/// A node on `b` listening on a fresh port; returns it and the port.
-fn start(tag: &str, b: &Bitcoind, extra: &[String]) -> (Node, u16) {
-    let port = free_port();
-    let mut args = b.fulgurd_args();
-    args.push(arg("bind-addr", format!("127.0.0.1:{port}")));
-    args.extend_from_slice(extra);
-    let n = Node::start(tag, &args);
-    wait_engine(&n);
-    (n, port)
-}
-
-fn wait_engine(n: &Node) {
-    assert!(
-        n.wait_log("Lightning engine started", T),
-        "the Lightning engine never started; log:\n{}",
-        n.log()
-    );
+/// Nodes A and B on `b`, listening on fresh ports; B runs peer_gate.py (with the `gate`
+/// options added), recording to a new file. Returns A, B and that file.
+fn a_and_gated_b(tag: &str, b: &Bitcoind, gate: &[String]) -> (LnNode, LnNode, PathBuf) {
+    let events = temp_dir(&format!("{tag}-events")).join("b.jsonl");
+    let a = LnNode::start(&format!("{tag}-a"), b, &[]);
+    let mut args = vec![
+        arg("plugin", gate_plugin().display()),
+        arg("peer-gate-file", events.display()),
+    ];
+    args.extend_from_slice(gate);
+    let bn = LnNode::start(&format!("{tag}-b"), b, &args);
+    (a, bn, events)
 }
 
 fn id(n: &Node) -> String {
@@ -54,6 +50,18 @@ fn connected_to(n: &Node, other: &str) -> bool {
         .any(|p| p["id"] == json!(other) && p["connected"] == json!(true))
 }
 
+/// Waits until neither `a` nor `b` is connected to the other.
+fn wait_apart(a: &LnNode, b: &LnNode) {
+    assert!(
+        wait_for(T, || (!connected_to(a, &b.id) && !connected_to(b, &a.id))
+            .then_some(()))
+        .is_some(),
+        "{} and {} still connected",
+        a.id,
+        b.id
+    );
+}
+
 fn records(file: &Path) -> Vec<Value> {
     std::fs::read_to_string(file)
         .unwrap_or_default()
@@ -65,17 +73,8 @@ fn records(file: &Path) -> Vec<Value> {
 #[test]
 fn two_nodes_connect_list_and_disconnect() {
     let b = Bitcoind::start("peers-basic");
-    let events = temp_dir("peers-basic-events").join("b.jsonl");
-    let (a, _) = start("peers-a", &b, &[]);
-    let (bn, port_b) = start(
-        "peers-b",
-        &b,
-        &[
-            arg("plugin", gate_plugin().display()),
-            arg("peer-gate-file", events.display()),
-        ],
-    );
-    let (ida, idb) = (id(&a), id(&bn));
+    let (a, bn, events) = a_and_gated_b("peers-basic", &b, &[]);
+    let (ida, idb, port_b) = (a.id.clone(), bn.id.clone(), bn.port);
     assert_ne!(ida, idb);
 
     let info_b = bn.ok("getinfo", json!({}));
@@ -178,11 +177,7 @@ fn two_nodes_connect_list_and_disconnect() {
     assert_eq!(e["code"], json!(401), "{e}");
 
     assert_eq!(a.ok("disconnect", json!({"id": idb})), json!({}));
-    assert!(
-        wait_for(T, || (!connected_to(&a, &idb) && !connected_to(&bn, &ida))
-            .then_some(()))
-        .is_some()
-    );
+    wait_apart(&a, &bn);
     assert_eq!(a.ok("getinfo", json!({}))["num_peers"], json!(0));
     assert!(
         wait_for(T, || records(&events)
@@ -202,18 +197,8 @@ fn two_nodes_connect_list_and_disconnect() {
 #[test]
 fn peer_connected_hook_can_disconnect() {
     let b = Bitcoind::start("peers-gate");
-    let events = temp_dir("peers-gate-events").join("b.jsonl");
-    let (a, _) = start("peers-gate-a", &b, &[]);
-    let (bn, port_b) = start(
-        "peers-gate-b",
-        &b,
-        &[
-            arg("plugin", gate_plugin().display()),
-            arg("peer-gate-file", events.display()),
-            arg("peer-gate-refuse", "true"),
-        ],
-    );
-    let (ida, idb) = (id(&a), id(&bn));
+    let (a, bn, _) = a_and_gated_b("peers-gate", &b, &[arg("peer-gate-refuse", "true")]);
+    let (idb, port_b) = (bn.id.clone(), bn.port);
     // B's plugin decides after the handshake: the peer is dropped (asserted below). A's
     // `connect` races with that drop: it returns the peer if A saw init first, else 401.
     let r = a.call(
@@ -240,11 +225,7 @@ fn peer_connected_hook_can_disconnect() {
         "B never dropped the peer; log:\n{}",
         bn.log()
     );
-    assert!(
-        wait_for(T, || (!connected_to(&a, &idb) && !connected_to(&bn, &ida))
-            .then_some(()))
-        .is_some()
-    );
+    wait_apart(&a, &bn);
     assert_eq!(bn.ok("getinfo", json!({}))["num_peers"], json!(0));
     // B sent the plugin's error_message as a BOLT 1 warning before closing.
     assert!(

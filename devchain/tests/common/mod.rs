@@ -64,6 +64,30 @@ pub fn unsigned(
     }
 }
 
+/// An unsigned transaction spending the coin at `outpoint` (worth `value`, input `sequence`)
+/// to one output paying `out_value` to `to`.
+pub fn one_output(
+    outpoint: OutPoint,
+    value: Amount,
+    sequence: Sequence,
+    lock_time: absolute::LockTime,
+    out_value: Amount,
+    to: ScriptBuf,
+) -> Transaction {
+    unsigned(
+        &[Spend {
+            outpoint,
+            value,
+            sequence,
+        }],
+        vec![TxOut {
+            value: out_value,
+            script_pubkey: to,
+        }],
+        lock_time,
+    )
+}
+
 /// Signs every input as a P2WPKH spend of `k`.
 pub fn sign_p2wpkh(tx: &mut Transaction, values: &[Amount], k: &SecretKey) {
     let secp = Secp256k1::new();
@@ -138,20 +162,46 @@ pub fn spend_coinbase(
     fee: u64,
     sequence: Sequence,
 ) -> Transaction {
+    spend_coinbase_locked(chain, height, to, fee, sequence, absolute::LockTime::ZERO)
+}
+
+/// [`spend_coinbase`] with the transaction's `lock_time`.
+pub fn spend_coinbase_locked(
+    chain: &Chain,
+    height: u32,
+    to: ScriptBuf,
+    fee: u64,
+    sequence: Sequence,
+    lock_time: absolute::LockTime,
+) -> Transaction {
     let (outpoint, value) = coinbase_at(chain, height);
-    let mut tx = unsigned(
-        &[Spend {
-            outpoint,
-            value,
-            sequence,
-        }],
-        vec![TxOut {
-            value: value - Amount::from_sat(fee),
-            script_pubkey: to,
-        }],
-        absolute::LockTime::ZERO,
+    let mut tx = one_output(
+        outpoint,
+        value,
+        sequence,
+        lock_time,
+        value - Amount::from_sat(fee),
+        to,
     );
     sign_p2wpkh(&mut tx, &[value], &faucet_key());
+    tx
+}
+
+/// A spend of `parent`'s first output (owned by `key(1)`) to `key(2)`, paying `fee`.
+pub fn child_of(parent: &Transaction, fee: u64) -> Transaction {
+    let value = parent.output[0].value;
+    let mut tx = one_output(
+        OutPoint {
+            txid: parent.compute_txid(),
+            vout: 0,
+        },
+        value,
+        Sequence::MAX,
+        absolute::LockTime::ZERO,
+        value - Amount::from_sat(fee),
+        p2wpkh(&key(2)),
+    );
+    sign_p2wpkh(&mut tx, &[value], &key(1));
     tx
 }
 

@@ -72,14 +72,17 @@ fn u32_field(v: &Value, k: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("missing or bad '{k}' in {v}"))
 }
 
+fn chain_field(v: &Value) -> Result<String, String> {
+    v.get("chain")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| format!("missing 'chain' in {v}"))
+}
+
 /// Parses bitcoind's `getblockchaininfo`.
 pub fn parse_blockchaininfo(v: &Value) -> Result<ChainInfo, String> {
     Ok(ChainInfo {
-        chain: v
-            .get("chain")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("missing 'chain' in {v}"))?
-            .to_string(),
+        chain: chain_field(v)?,
         blocks: u32_field(v, "blocks")?,
         headers: u32_field(v, "headers").unwrap_or(0),
         ibd: v
@@ -92,11 +95,7 @@ pub fn parse_blockchaininfo(v: &Value) -> Result<ChainInfo, String> {
 /// Parses a backend plugin's `getchaininfo`.
 pub fn parse_getchaininfo(v: &Value) -> Result<ChainInfo, String> {
     Ok(ChainInfo {
-        chain: v
-            .get("chain")
-            .and_then(Value::as_str)
-            .ok_or_else(|| format!("missing 'chain' in {v}"))?
-            .to_string(),
+        chain: chain_field(v)?,
         blocks: u32_field(v, "blockcount")?,
         headers: u32_field(v, "headercount")?,
         ibd: v.get("ibd").and_then(Value::as_bool).unwrap_or(false),

@@ -343,6 +343,26 @@ mod tests {
         }))
     }
 
+    /// [`send_package`] with no other broadcast to wake it, a quiet log and 60 s to go.
+    async fn send_alone<F, Fut, P, PFut>(txs: Vec<Transaction>, send: F, submit: P) -> Vec<Txid>
+    where
+        F: FnMut(&Transaction) -> Fut,
+        Fut: std::future::Future<Output = Result<Txid, BroadcastError>>,
+        P: FnMut(Vec<Transaction>) -> PFut,
+        PFut: std::future::Future<Output = Result<(), BroadcastError>>,
+    {
+        let accepted = tokio::sync::Notify::new();
+        send_package(
+            txs,
+            send,
+            submit,
+            &accepted,
+            &quiet(),
+            Duration::from_secs(60),
+        )
+        .await
+    }
+
     #[tokio::test]
     async fn a_parent_under_the_mempool_minimum_goes_with_its_child_as_a_package() {
         let parent = tx(None, 1);
@@ -355,7 +375,7 @@ mod tests {
         );
         let known = std::sync::Mutex::new(vec![]);
         let packages = std::sync::Mutex::new(vec![]);
-        let sent = send_package(
+        let sent = send_alone(
             vec![child.clone(), unrelated.clone(), parent.clone()],
             |t| std::future::ready(fake(&known, vec![p], t)),
             |txs: Vec<Transaction>| {
@@ -366,9 +386,6 @@ mod tests {
                 );
                 std::future::ready(Ok(()))
             },
-            &tokio::sync::Notify::new(),
-            &quiet(),
-            Duration::from_secs(60),
         )
         .await;
         assert_eq!(sent, vec![u, p, c]);
@@ -379,7 +396,7 @@ mod tests {
         // Refused for good (not the mempool minimum): no package is tried, the child stays.
         let known = std::sync::Mutex::new(vec![]);
         let tried = std::sync::atomic::AtomicU32::new(0);
-        let sent = send_package(
+        let sent = send_alone(
             vec![parent.clone(), child.clone()],
             |t| {
                 let r = fake(&known, vec![p], t).map_err(|e| BroadcastError {
@@ -392,22 +409,16 @@ mod tests {
                 tried.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 std::future::ready(Ok(()))
             },
-            &tokio::sync::Notify::new(),
-            &quiet(),
-            Duration::from_secs(60),
         )
         .await;
         assert!(sent.is_empty());
         assert_eq!(tried.load(std::sync::atomic::Ordering::SeqCst), 0);
         // A backend without submitpackage: the child is held back as before.
         let known = std::sync::Mutex::new(vec![]);
-        let sent = send_package(
+        let sent = send_alone(
             vec![parent, child],
             |t| std::future::ready(fake(&known, vec![p], t)),
             no_packages,
-            &tokio::sync::Notify::new(),
-            &quiet(),
-            Duration::from_secs(60),
         )
         .await;
         assert!(sent.is_empty());
@@ -468,13 +479,10 @@ mod tests {
         let (p, c) = (parent.compute_txid(), child.compute_txid());
         // Handed child first (as any order LDK might use): the parent goes first, both sent.
         let known = std::sync::Mutex::new(vec![]);
-        let sent = send_package(
+        let sent = send_alone(
             vec![child.clone(), parent.clone()],
             |t| std::future::ready(fake(&known, vec![], t)),
             no_packages,
-            &tokio::sync::Notify::new(),
-            &quiet(),
-            Duration::from_secs(60),
         )
         .await;
         assert_eq!(sent, vec![p, c]);
@@ -482,7 +490,7 @@ mod tests {
         // (another package, or the next block's rebroadcast), then sent.
         let known = std::sync::Mutex::new(vec![]);
         let attempts = std::sync::atomic::AtomicU32::new(0);
-        let sent = send_package(
+        let sent = send_alone(
             vec![child.clone()],
             |t| {
                 if attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 2 {
@@ -491,9 +499,6 @@ mod tests {
                 std::future::ready(fake(&known, vec![], t))
             },
             no_packages,
-            &tokio::sync::Notify::new(),
-            &quiet(),
-            Duration::from_secs(60),
         )
         .await;
         assert_eq!(sent, vec![c]);
@@ -501,16 +506,13 @@ mod tests {
         // A parent refused for good: its child is not sent (it could only fail).
         let known = std::sync::Mutex::new(vec![]);
         let tries = std::sync::atomic::AtomicU32::new(0);
-        let sent = send_package(
+        let sent = send_alone(
             vec![parent, child],
             |t| {
                 tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 std::future::ready(fake(&known, vec![p], t))
             },
             no_packages,
-            &tokio::sync::Notify::new(),
-            &quiet(),
-            Duration::from_secs(60),
         )
         .await;
         assert!(sent.is_empty());

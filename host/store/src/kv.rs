@@ -400,13 +400,17 @@ mod tests {
     #[test]
     fn ldk_kv_list_is_per_namespace() {
         let kv = mem();
-        ok(kv.write("", "", "manager", vec![0]));
-        ok(kv.write("", "", "scorer", vec![0]));
-        ok(kv.write("monitors", "", "m2", vec![0]));
-        ok(kv.write("monitors", "", "m1", vec![0]));
-        ok(kv.write("monitor_updates", "m1", "1", vec![0]));
-        ok(kv.write("monitor_updates", "m1", "2", vec![0]));
-        ok(kv.write("monitor_updates", "m2", "1", vec![0]));
+        for (primary, secondary, key) in [
+            ("", "", "manager"),
+            ("", "", "scorer"),
+            ("monitors", "", "m2"),
+            ("monitors", "", "m1"),
+            ("monitor_updates", "m1", "1"),
+            ("monitor_updates", "m1", "2"),
+            ("monitor_updates", "m2", "1"),
+        ] {
+            ok(kv.write(primary, secondary, key, vec![0]));
+        }
         let set = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>();
         let want = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
         assert_eq!(set(ok(kv.list("", ""))), want(&["manager", "scorer"]));

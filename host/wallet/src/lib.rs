@@ -28,6 +28,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use bdk_wallet::chain::{BlockId, ChainPosition, Merge};
+use bdk_wallet::descriptor::IntoWalletDescriptor;
 use bdk_wallet::template::{Bip84Public, Bip86Public};
 use bdk_wallet::{ChangeSet, KeychainKind, LoadParams, LocalOutput, Update};
 use bitcoin::bip32::{ChildNumber, DerivationPath, Xpriv, Xpub};
@@ -76,6 +77,38 @@ pub enum WalletError {
     /// The database failed (`-1`).
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The BDK wallet of kind `k`, its descriptors made by `template` for each keychain: new, or
+/// loaded from its `changeset` (which must hold the same descriptors, on `network`).
+fn bdk_wallet_of<D>(
+    template: impl Fn(KeychainKind) -> D,
+    changeset: Option<&ChangeSet>,
+    network: Network,
+    k: Kind,
+) -> Result<bdk_wallet::Wallet, WalletError>
+where
+    D: IntoWalletDescriptor + Send + Clone + 'static,
+{
+    let (external, internal) = (
+        template(KeychainKind::External),
+        template(KeychainKind::Internal),
+    );
+    match changeset {
+        None => bdk_wallet::Wallet::create(external, internal)
+            .network(network)
+            .create_wallet_no_persist()
+            .map_err(other),
+        Some(cs) => {
+            let params = LoadParams::new()
+                .check_network(network)
+                .descriptor(KeychainKind::External, Some(external))
+                .descriptor(KeychainKind::Internal, Some(internal));
+            bdk_wallet::Wallet::load_with_params(cs.clone(), params)
+                .map_err(|e| other(format!("cannot load the {} wallet: {e}", k.name())))?
+                .ok_or_else(|| other("empty wallet changeset"))
+        }
+    }
 }
 
 fn other(e: impl std::fmt::Display) -> WalletError {
@@ -363,6 +396,13 @@ impl State {
         self.reserved.get(op).copied().filter(|until| *until > tip)
     }
 
+    /// Takes the prepared transaction `txid` out of the unreleased ones.
+    fn take_prepared(&mut self, txid: Txid) -> Result<Prepared, WalletError> {
+        self.prepared
+            .remove(&txid)
+            .ok_or_else(|| WalletError::Other(format!("{txid} not an unreleased txid")))
+    }
+
     fn release(&mut self, ops: &[OutPoint]) {
         for op in ops {
             self.reservations_dirty |= self.reserved.remove(op).is_some();
@@ -499,46 +539,11 @@ impl Wallet {
         let mut compact = vec![];
         let mut make = |k: Kind| -> Result<Slot, WalletError> {
             let existing = loaded.changesets.get(k.name());
-            let w = match (existing, k) {
-                (None, Kind::P2tr) => bdk_wallet::Wallet::create(
-                    Bip86Public(tr_x, fp, KeychainKind::External),
-                    Bip86Public(tr_x, fp, KeychainKind::Internal),
-                )
-                .network(network)
-                .create_wallet_no_persist()
-                .map_err(other)?,
-                (None, Kind::P2wpkh) => bdk_wallet::Wallet::create(
-                    Bip84Public(wpkh_x, fp, KeychainKind::External),
-                    Bip84Public(wpkh_x, fp, KeychainKind::Internal),
-                )
-                .network(network)
-                .create_wallet_no_persist()
-                .map_err(other)?,
-                (Some((cs, _)), k) => {
-                    let params = LoadParams::new().check_network(network);
-                    let params = match k {
-                        Kind::P2tr => params
-                            .descriptor(
-                                KeychainKind::External,
-                                Some(Bip86Public(tr_x, fp, KeychainKind::External)),
-                            )
-                            .descriptor(
-                                KeychainKind::Internal,
-                                Some(Bip86Public(tr_x, fp, KeychainKind::Internal)),
-                            ),
-                        Kind::P2wpkh => params
-                            .descriptor(
-                                KeychainKind::External,
-                                Some(Bip84Public(wpkh_x, fp, KeychainKind::External)),
-                            )
-                            .descriptor(
-                                KeychainKind::Internal,
-                                Some(Bip84Public(wpkh_x, fp, KeychainKind::Internal)),
-                            ),
-                    };
-                    bdk_wallet::Wallet::load_with_params(cs.clone(), params)
-                        .map_err(|e| other(format!("cannot load the {} wallet: {e}", k.name())))?
-                        .ok_or_else(|| other("empty wallet changeset"))?
+            let changeset = existing.map(|(cs, _)| cs);
+            let w = match k {
+                Kind::P2tr => bdk_wallet_of(|kk| Bip86Public(tr_x, fp, kk), changeset, network, k)?,
+                Kind::P2wpkh => {
+                    bdk_wallet_of(|kk| Bip84Public(wpkh_x, fp, kk), changeset, network, k)?
                 }
             };
             let aggregate = match existing {
@@ -1251,16 +1256,8 @@ impl Wallet {
 
     /// `withdraw`: build, sign, broadcast. Nothing stays reserved if it fails.
     pub async fn withdraw(&self, req: &SpendRequest) -> Result<(Psbt, Transaction), WalletError> {
-        let mut p = self.build_and_reserve(req, self.emergency_sat(false))?;
-        let tx = match self.sign(&mut p.psbt) {
-            Ok(tx) => tx,
-            Err(e) => {
-                self.release(&p.inputs);
-                return Err(e);
-            }
-        };
-        self.send_signed(&p.inputs, tx.clone()).await?;
-        Ok((p.psbt, tx))
+        let p = self.build_and_reserve(req, self.emergency_sat(false))?;
+        self.sign_and_send(p).await
     }
 
     /// `txprepare`: build and reserve (72 blocks) without signing.
@@ -1275,11 +1272,12 @@ impl Wallet {
 
     /// `txsend`: sign and broadcast a prepared transaction (discarded if that fails).
     pub async fn send_prepared(&self, txid: Txid) -> Result<(Psbt, Transaction), WalletError> {
-        let mut p = self
-            .state()
-            .prepared
-            .remove(&txid)
-            .ok_or_else(|| WalletError::Other(format!("{txid} not an unreleased txid")))?;
+        let p = self.state().take_prepared(txid)?;
+        self.sign_and_send(p).await
+    }
+
+    /// Signs and broadcasts `p`; its inputs are released if either fails.
+    async fn sign_and_send(&self, mut p: Prepared) -> Result<(Psbt, Transaction), WalletError> {
         let tx = match self.sign(&mut p.psbt) {
             Ok(tx) => tx,
             Err(e) => {
@@ -1294,10 +1292,7 @@ impl Wallet {
     /// `txdiscard`: forget a prepared transaction and release its coins.
     pub fn discard(&self, txid: Txid) -> Result<Transaction, WalletError> {
         let mut st = self.state();
-        let p = st
-            .prepared
-            .remove(&txid)
-            .ok_or_else(|| WalletError::Other(format!("{txid} not an unreleased txid")))?;
+        let p = st.take_prepared(txid)?;
         st.release(&p.inputs);
         drop(st);
         self.persist_soon();

@@ -97,7 +97,6 @@ impl Harness {
         }
     }
 
-    /// A transaction from nowhere paying `value` to `script`.
     /// A wallet with one confirmed coin of `sat` paid to a new address of `kind`: the
     /// harness, that address and the paying transaction.
     async fn funded(kind: AddrRequest, sat: u64) -> (Harness, ScriptBuf, Transaction) {
@@ -108,6 +107,32 @@ impl Harness {
         (h, script, tx)
     }
 
+    /// A wallet with confirmed coins of `sats`, all paid to one new P2TR address in one
+    /// block; and the paying transactions.
+    async fn funded_p2tr<const N: usize>(sats: [u64; N]) -> (Harness, [Transaction; N]) {
+        let mut h = Harness::new().await;
+        let tr = h.addr(AddrRequest::P2tr).await;
+        let txs = sats.map(|sat| h.pay(&tr, sat));
+        h.mine(txs.to_vec());
+        (h, txs)
+    }
+
+    /// A wallet with a confirmed coin of `tr_sat` paid to a new P2TR address and one of
+    /// `wpkh_sat` to a new P2WPKH address, in one block: the harness, the two addresses and
+    /// the two paying transactions.
+    async fn funded_both(
+        tr_sat: u64,
+        wpkh_sat: u64,
+    ) -> (Harness, [ScriptBuf; 2], [Transaction; 2]) {
+        let mut h = Harness::new().await;
+        let tr = h.addr(AddrRequest::P2tr).await;
+        let wpkh = h.addr(AddrRequest::Bech32).await;
+        let txs = [h.pay(&tr, tr_sat), h.pay(&wpkh, wpkh_sat)];
+        h.mine(txs.to_vec());
+        (h, [tr, wpkh], txs)
+    }
+
+    /// A transaction from nowhere paying `value` to `script`.
     fn pay(&mut self, script: &ScriptBuf, value: u64) -> Transaction {
         self.n += 1;
         Transaction {
@@ -190,6 +215,14 @@ impl Harness {
             _ => t.map(|a| a.script_pubkey()),
         }
         .unwrap_or_else(|| panic!("no address"))
+    }
+
+    /// Whether every coin of the wallet is confirmed.
+    fn all_confirmed(&self) -> bool {
+        self.wallet
+            .list_funds(false)
+            .iter()
+            .all(|f| f.status == Status::Confirmed)
     }
 
     fn funds(&self) -> Vec<Fund> {
@@ -315,12 +348,7 @@ async fn coinbase_outputs_are_immature_for_100_blocks() {
 
 #[tokio::test]
 async fn withdraw_spends_both_kinds_with_valid_signatures_change_and_fee() {
-    let mut h = Harness::new().await;
-    let tr = h.addr(AddrRequest::P2tr).await;
-    let wpkh = h.addr(AddrRequest::Bech32).await;
-    let a = h.pay(&tr, 100_000_000);
-    let b = h.pay(&wpkh, 50_000_000);
-    h.mine(vec![a.clone(), b.clone()]);
+    let (mut h, _, [a, b]) = Harness::funded_both(100_000_000, 50_000_000).await;
     // Needs both coins.
     let (psbt, tx) = ok(h
         .wallet
@@ -383,12 +411,7 @@ async fn withdraw_spends_both_kinds_with_valid_signatures_change_and_fee() {
 
 #[tokio::test]
 async fn withdraw_all_leaves_no_change() {
-    let mut h = Harness::new().await;
-    let tr = h.addr(AddrRequest::P2tr).await;
-    let wpkh = h.addr(AddrRequest::Bech32).await;
-    let a = h.pay(&tr, 30_000);
-    let b = h.pay(&wpkh, 20_000);
-    h.mine(vec![a, b]);
+    let (h, _, _) = Harness::funded_both(30_000, 20_000).await;
     let (_, tx) = ok(h.wallet.withdraw(&req(external(), Amt::All)).await);
     assert_eq!(tx.input.len(), 2);
     assert_eq!(tx.output.len(), 1);
@@ -455,11 +478,7 @@ async fn bad_inputs_give_cln_codes_and_reserve_nothing() {
 
 #[tokio::test]
 async fn reservations_prevent_double_use() {
-    let mut h = Harness::new().await;
-    let tr = h.addr(AddrRequest::P2tr).await;
-    let a = h.pay(&tr, 100_000);
-    let b = h.pay(&tr, 100_000);
-    h.mine(vec![a, b]);
+    let (h, _) = Harness::funded_p2tr([100_000, 100_000]).await;
     // txprepare reserves one coin for 72 blocks.
     let p = ok(h.wallet.prepare(&req(external(), Amt::Sat(50_000))).await);
     assert_eq!(p.inputs.len(), 1);
@@ -563,12 +582,7 @@ async fn reorgs_move_funds_back_and_forth() {
     // Our own broadcast, confirmed then reorged out, is unconfirmed again.
     let (_, tx) = ok(h.wallet.withdraw(&req(external(), Amt::Sat(30_000))).await);
     h.mine(vec![tx.clone()]);
-    assert!(
-        h.wallet
-            .list_funds(false)
-            .iter()
-            .all(|f| f.status == Status::Confirmed)
-    );
+    assert!(h.all_confirmed());
     h.disconnect_to(3);
     let f = h.wallet.list_funds(false);
     assert_eq!(f.len(), 1);
@@ -615,12 +629,7 @@ async fn reorgs_are_persisted() {
 
 #[tokio::test]
 async fn reload_keeps_balance_addresses_and_history() {
-    let mut h = Harness::new().await;
-    let tr = h.addr(AddrRequest::P2tr).await;
-    let wpkh = h.addr(AddrRequest::Bech32).await;
-    let a = h.pay(&tr, 100_000);
-    let b = h.pay(&wpkh, 70_000);
-    h.mine(vec![a, b]);
+    let (mut h, [tr, wpkh], _) = Harness::funded_both(100_000, 70_000).await;
     let (_, tx) = ok(h.wallet.withdraw(&req(external(), Amt::Sat(20_000))).await);
     ok(h.wallet.persist().await);
     let funds = |w: &Wallet| -> Vec<_> {
@@ -646,12 +655,7 @@ async fn reload_keeps_balance_addresses_and_history() {
     // Blocks keep coming after the reload.
     h.wallet = wallet;
     h.mine(vec![tx.clone()]);
-    assert!(
-        h.wallet
-            .list_funds(false)
-            .iter()
-            .all(|f| f.status == Status::Confirmed)
-    );
+    assert!(h.all_confirmed());
     // A third open compacts the rows into one per wallet.
     ok(h.wallet.persist().await);
     let _w = open(&h.store, &h.bc).await;
@@ -759,11 +763,7 @@ async fn the_emergency_reserve_refuses_spends_below_it_with_code_313() {
 
 #[tokio::test]
 async fn coins_left_untouched_count_towards_the_reserve() {
-    let mut h = Harness::new().await;
-    let tr = h.addr(AddrRequest::P2tr).await;
-    let a = h.pay(&tr, 100_000);
-    let b = h.pay(&tr, 30_000);
-    h.mine(vec![a, b]);
+    let (mut h, _) = Harness::funded_p2tr([100_000, 30_000]).await;
     with_reserve(&h, 25_000);
     // The 100,000 sat coin pays; the 30,000 sat one stays and covers the reserve.
     let (_, tx) = ok(h.wallet.withdraw(&req(external(), Amt::Sat(90_000))).await);
@@ -916,12 +916,7 @@ async fn bump_source_lists_signs_only_our_inputs_and_reserves_coins() {
 
 #[tokio::test]
 async fn reservations_survive_a_restart_and_so_does_their_release() {
-    let mut h = Harness::new().await;
-    let tr = h.addr(AddrRequest::P2tr).await;
-    let a = h.pay(&tr, 100_000);
-    let b = h.pay(&tr, 100_000);
-    let c = h.pay(&tr, 100_000);
-    h.mine(vec![a, b, c]);
+    let (h, _) = Harness::funded_p2tr([100_000, 100_000, 100_000]).await;
     // One coin for txprepare, one for a fee bump.
     let p = ok(h.wallet.prepare(&req(external(), Amt::Sat(50_000))).await);
     let bump_coin = h

@@ -596,6 +596,15 @@ mod tests {
         assert!(!plan.candidates[3].chosen);
     }
 
+    /// The round was skipped for a reason that says `why`.
+    fn assert_skipped(plan: &Plan, why: &str) {
+        assert!(
+            plan.skipped.as_deref().is_some_and(|r| r.contains(why)),
+            "{:?}",
+            plan.skipped
+        );
+    }
+
     #[test]
     fn high_fees_disabled_or_full_skip_the_round() {
         let ranked = vec![scored("A", 1.0)];
@@ -603,11 +612,7 @@ mod tests {
         let mut s = snap(1_000_000);
         s.opening_feerate_perkw = 6000;
         let plan = decide(&cfg(), &s, &f, &ranked, 0);
-        assert!(
-            plan.skipped
-                .as_deref()
-                .is_some_and(|r| r.contains("waiting for lower fees"))
-        );
+        assert_skipped(&plan, "waiting for lower fees");
         assert!(plan.opens().is_empty());
         assert!(plan.candidates[0].reason.contains("round skipped"));
         // No ceiling.
@@ -628,11 +633,7 @@ mod tests {
         let mut s = snap(1_000_000);
         s.managed_channels = 3;
         let plan = decide(&cfg(), &s, &f, &ranked, 0);
-        assert!(
-            plan.skipped
-                .as_deref()
-                .is_some_and(|r| r.contains("already managing 3"))
-        );
+        assert_skipped(&plan, "already managing 3");
     }
 
     #[test]

@@ -621,14 +621,8 @@ async fn holdinvoice(plugin: Plugin<Hold>, p: CreateParams) -> Result<Value, Rpc
         created_at: now(),
         expires_at,
         cltv,
-        state: State::Unpaid,
-        htlcs: vec![],
-        accepted_at: None,
-        settled_at: None,
-        cancelled_at: None,
-        cancel_reason: None,
-        preimage: None,
         updated_index: 1,
+        ..HoldInvoice::default()
     };
     if let Err(e) = persist(&plugin, &inv).await {
         // Without a record the payment could not be held: take the invoice back.
@@ -750,13 +744,9 @@ struct ListParams {
     state: Option<String>,
 }
 
-async fn listholdinvoices(plugin: Plugin<Hold>, p: ListParams) -> Result<Value, RpcError> {
-    let hash = p
-        .payment_hash
-        .map(|h| hex32("payment_hash", &h))
-        .transpose()?;
-    let state = p
-        .state
+/// The optional `state` parameter of `listholdinvoices` and `waitholdinvoice`.
+fn state_param(state: Option<String>) -> Result<Option<State>, RpcError> {
+    state
         .map(|s| {
             State::parse(&s).ok_or_else(|| {
                 RpcError::invalid_params(format!(
@@ -764,7 +754,15 @@ async fn listholdinvoices(plugin: Plugin<Hold>, p: ListParams) -> Result<Value, 
                 ))
             })
         })
+        .transpose()
+}
+
+async fn listholdinvoices(plugin: Plugin<Hold>, p: ListParams) -> Result<Value, RpcError> {
+    let hash = p
+        .payment_hash
+        .map(|h| hex32("payment_hash", &h))
         .transpose()?;
+    let state = state_param(p.state)?;
     let hold = plugin.state();
     let table = load_table(&plugin).await?;
     let mut rows: Vec<&Entry> = table
@@ -789,16 +787,7 @@ struct WaitParams {
 
 async fn waitholdinvoice(plugin: Plugin<Hold>, p: WaitParams) -> Result<Value, RpcError> {
     let hash = hex32("payment_hash", &p.payment_hash)?;
-    let known = p
-        .state
-        .map(|s| {
-            State::parse(&s).ok_or_else(|| {
-                RpcError::invalid_params(format!(
-                    "state: should be UNPAID, ACCEPTED, SETTLED or CANCELLED: invalid token '{s}'"
-                ))
-            })
-        })
-        .transpose()?;
+    let known = state_param(p.state)?;
     let hold = plugin.state();
     let mut rx = {
         let table = load_table(&plugin).await?;

@@ -12,10 +12,11 @@
 use serde::{Deserialize, Serialize};
 
 /// Where a hold invoice is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum State {
     /// Created, not (fully) paid yet.
+    #[default]
     Unpaid,
     /// The whole payment is held, waiting for `settleholdinvoice` or `cancelholdinvoice`.
     Accepted,
@@ -75,8 +76,8 @@ impl Part {
     }
 }
 
-/// A hold invoice as stored in the datastore.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A hold invoice as stored in the datastore. Its default is a new one: unpaid, nothing held.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HoldInvoice {
     /// The payment hash (hex), given by the merchant.
     pub payment_hash: String,
@@ -285,14 +286,7 @@ mod tests {
             created_at: 1,
             expires_at: 100,
             cltv: 144,
-            state: State::Unpaid,
-            htlcs: vec![],
-            accepted_at: None,
-            settled_at: None,
-            cancelled_at: None,
-            cancel_reason: None,
-            preimage: None,
-            updated_index: 0,
+            ..HoldInvoice::default()
         }
     }
 

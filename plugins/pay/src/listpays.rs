@@ -9,6 +9,11 @@ fn u64_of(v: &Value, k: &str) -> Option<u64> {
     v.get(k).and_then(|x| crate::params::parse_msat(x).ok())
 }
 
+/// The `k` amounts of those `parts` that have one.
+fn u64s<'a>(parts: &'a [&'a Value], k: &'a str) -> impl Iterator<Item = u64> + 'a {
+    parts.iter().filter_map(move |p| u64_of(p, k))
+}
+
 fn str_of<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
 }
@@ -56,17 +61,9 @@ pub fn pay_entry(parts: &[&Value]) -> Value {
     let Some(first) = parts.first() else {
         return Value::Object(m);
     };
-    let created_index = parts
-        .iter()
-        .filter_map(|p| u64_of(p, "created_index"))
-        .min()
-        .unwrap_or(0);
+    let created_index = u64s(parts, "created_index").min().unwrap_or(0);
     m.insert("created_index".into(), json!(created_index));
-    if let Some(u) = parts
-        .iter()
-        .filter_map(|p| u64_of(p, "updated_index"))
-        .max()
-    {
+    if let Some(u) = u64s(parts, "updated_index").max() {
         m.insert("updated_index".into(), json!(u));
     }
     m.insert(
@@ -79,41 +76,29 @@ pub fn pay_entry(parts: &[&Value]) -> Value {
             m.insert(k.into(), json!(v));
         }
     }
-    let created_at = parts
-        .iter()
-        .filter_map(|p| u64_of(p, "created_at"))
-        .min()
-        .unwrap_or(0);
+    let created_at = u64s(parts, "created_at").min().unwrap_or(0);
     m.insert("created_at".into(), json!(created_at));
-    let counted: Vec<&&Value> = match status {
+    let counted: Vec<&Value> = match status {
         "complete" => parts
             .iter()
+            .copied()
             .filter(|p| str_of(p, "status") == Some("complete"))
             .collect(),
         "pending" => parts
             .iter()
+            .copied()
             .filter(|p| str_of(p, "status") != Some("failed"))
             .collect(),
-        _ => parts.iter().collect(),
+        _ => parts.to_vec(),
     };
-    let sent: u64 = counted
-        .iter()
-        .filter_map(|p| u64_of(p, "amount_sent_msat"))
-        .sum();
+    let sent: u64 = u64s(&counted, "amount_sent_msat").sum();
     m.insert("amount_sent_msat".into(), json!(sent));
     if status != "failed" {
-        let amount: u64 = counted
-            .iter()
-            .filter_map(|p| u64_of(p, "amount_msat"))
-            .sum();
+        let amount: u64 = u64s(&counted, "amount_msat").sum();
         m.insert("amount_msat".into(), json!(amount));
     }
     if status == "complete" {
-        if let Some(c) = counted
-            .iter()
-            .filter_map(|p| u64_of(p, "completed_at"))
-            .max()
-        {
+        if let Some(c) = u64s(&counted, "completed_at").max() {
             m.insert("completed_at".into(), json!(c));
         }
         if let Some(pre) = counted.iter().find_map(|p| str_of(p, "payment_preimage")) {
@@ -138,8 +123,9 @@ pub fn listpays(sendpays: &[Value], status: Option<&str>) -> Value {
 
 /// `pay`'s result for a completed attempt: CLN's fields from its parts.
 pub fn pay_result(parts: &[&Value]) -> Option<Value> {
-    let done: Vec<&&Value> = parts
+    let done: Vec<&Value> = parts
         .iter()
+        .copied()
         .filter(|p| str_of(p, "status") == Some("complete"))
         .collect();
     let first = done.first()?;
@@ -153,18 +139,11 @@ pub fn pay_result(parts: &[&Value]) -> Option<Value> {
     if let Some(d) = str_of(first, "destination") {
         m.insert("destination".into(), json!(d));
     }
-    let created_at = done
-        .iter()
-        .filter_map(|p| u64_of(p, "created_at"))
-        .min()
-        .unwrap_or(0);
+    let created_at = u64s(&done, "created_at").min().unwrap_or(0);
     m.insert("created_at".into(), json!(created_at));
     m.insert("parts".into(), json!(done.len()));
-    let amount: u64 = done.iter().filter_map(|p| u64_of(p, "amount_msat")).sum();
-    let sent: u64 = done
-        .iter()
-        .filter_map(|p| u64_of(p, "amount_sent_msat"))
-        .sum();
+    let amount: u64 = u64s(&done, "amount_msat").sum();
+    let sent: u64 = u64s(&done, "amount_sent_msat").sum();
     m.insert("amount_msat".into(), json!(amount));
     m.insert("amount_sent_msat".into(), json!(sent));
     if parts.iter().any(|p| str_of(p, "status") == Some("pending")) {

@@ -28,15 +28,16 @@ pub const MAX_HOPS: usize = 20;
 /// Blocks per year times 100 (riskfactor is a yearly percentage), as CLN uses.
 const RISK_DIVISOR: f64 = 5_259_600.0;
 
-/// One channel direction `src -> dst` that can carry a payment.
+/// One channel direction `src -> dst` that can carry a payment. `N` names its nodes: their
+/// indices in a [`Graph`], their ids in an [`EdgeSpec`].
 #[derive(Debug, Clone)]
-pub struct Edge {
+pub struct Edge<N = usize> {
     /// Which channel direction.
     pub key: ChanKey,
-    /// Node index of the sender.
-    pub src: usize,
-    /// Node index of the receiver.
-    pub dst: usize,
+    /// The sender.
+    pub src: N,
+    /// The receiver.
+    pub dst: N,
     /// Fee base, msat.
     pub base_fee: u64,
     /// Fee rate, millionths.
@@ -53,7 +54,10 @@ pub struct Edge {
     pub spendable: Option<u64>,
 }
 
-impl Edge {
+/// The fields of an edge, before node ids become indices.
+pub type EdgeSpec<'a> = Edge<&'a str>;
+
+impl<N> Edge<N> {
     /// The fee the sender charges to forward `amount` over this edge.
     pub fn fee(&self, amount: u64) -> u64 {
         let prop = (u128::from(amount) * u128::from(self.ppm) / 1_000_000) as u64;
@@ -71,29 +75,17 @@ pub struct Graph {
     incoming: Vec<Vec<usize>>,
 }
 
-/// The fields of an edge, before node ids become indices.
-#[derive(Debug, Clone)]
-pub struct EdgeSpec<'a> {
-    /// Channel direction.
-    pub key: ChanKey,
-    /// Sender id.
-    pub src: &'a str,
-    /// Receiver id.
-    pub dst: &'a str,
-    /// Fee base, msat.
-    pub base_fee: u64,
-    /// Fee rate, millionths.
-    pub ppm: u64,
-    /// CLTV delta.
-    pub cltv_delta: u32,
-    /// Smallest HTLC.
-    pub htlc_min: u64,
-    /// Largest HTLC.
-    pub htlc_max: u64,
-    /// Capacity, msat.
-    pub capacity: Option<u64>,
-    /// Exact spendable amount (our channels).
-    pub spendable: Option<u64>,
+/// A fee field of a channel in `listchannels` or a route hint (0 when absent).
+fn fee_of(v: &Value, field: &str) -> u64 {
+    v.get(field).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// A CLTV delta field of a channel in `listchannels` or a route hint (144 when absent).
+fn cltv_of(v: &Value, field: &str) -> u32 {
+    v.get(field)
+        .and_then(Value::as_u64)
+        .and_then(|d| u32::try_from(d).ok())
+        .unwrap_or(144)
 }
 
 fn msat_of(v: Option<&Value>) -> Option<u64> {
@@ -138,7 +130,7 @@ impl Graph {
         let src = self.node(spec.src);
         let dst = self.node(spec.dst);
         let edge = Edge {
-            key: spec.key.clone(),
+            key: spec.key,
             src,
             dst,
             base_fee: spec.base_fee,
@@ -149,7 +141,7 @@ impl Graph {
             capacity: spec.capacity,
             spendable: spec.spendable,
         };
-        if let Some(i) = self.by_key.get(&spec.key).copied() {
+        if let Some(i) = self.by_key.get(&edge.key).copied() {
             let old_dst = self.edges[i].dst;
             self.incoming[old_dst].retain(|e| *e != i);
             self.edges[i] = edge;
@@ -157,8 +149,9 @@ impl Graph {
             return;
         }
         let i = self.edges.len();
+        let edge_key = edge.key.clone();
         self.edges.push(edge);
-        self.by_key.insert(spec.key, i);
+        self.by_key.insert(edge_key, i);
         self.incoming[dst].push(i);
     }
 
@@ -193,19 +186,9 @@ impl Graph {
                 key: ChanKey::new(scid, (dir & 1) as u8),
                 src,
                 dst,
-                base_fee: c
-                    .get("base_fee_millisatoshi")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0),
-                ppm: c
-                    .get("fee_per_millionth")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0),
-                cltv_delta: c
-                    .get("delay")
-                    .and_then(Value::as_u64)
-                    .and_then(|d| u32::try_from(d).ok())
-                    .unwrap_or(144),
+                base_fee: fee_of(c, "base_fee_millisatoshi"),
+                ppm: fee_of(c, "fee_per_millionth"),
+                cltv_delta: cltv_of(c, "delay"),
                 htlc_min: msat_of(c.get("htlc_minimum_msat")).unwrap_or(0),
                 htlc_max: msat_of(c.get("htlc_maximum_msat"))
                     .or(capacity)
@@ -289,19 +272,9 @@ impl Graph {
                     key,
                     src,
                     dst,
-                    base_fee: hop
-                        .get("fee_base_msat")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(0),
-                    ppm: hop
-                        .get("fee_proportional_millionths")
-                        .and_then(Value::as_u64)
-                        .unwrap_or(0),
-                    cltv_delta: hop
-                        .get("cltv_expiry_delta")
-                        .and_then(Value::as_u64)
-                        .and_then(|d| u32::try_from(d).ok())
-                        .unwrap_or(144),
+                    base_fee: fee_of(hop, "fee_base_msat"),
+                    ppm: fee_of(hop, "fee_proportional_millionths"),
+                    cltv_delta: cltv_of(hop, "cltv_expiry_delta"),
                     htlc_min: 0,
                     htlc_max: u64::MAX,
                     capacity: None,

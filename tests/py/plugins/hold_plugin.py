@@ -13,6 +13,8 @@ import time
 
 from pyln.client import Plugin
 
+from answer_later import answer_later
+
 plugin = Plugin()
 plugin.seen = []
 plugin.pending = {}
@@ -22,13 +24,6 @@ plugin.add_option("hold-mode", "manual", "continue-after, fail, manual or min-fo
 plugin.add_option("hold-seconds", "3", "Seconds to hold in continue-after mode")
 plugin.add_option("hold-failure-message", "2002", "failure_message in fail mode")
 plugin.add_option("hold-min-msat", "0", "Smallest forward let through in min-forward mode")
-
-
-def answer_later(request, seconds, result):
-    def run():
-        time.sleep(seconds)
-        request.set_result(result)
-    threading.Thread(target=run, daemon=True).start()
 
 
 @plugin.async_hook("htlc_accepted")

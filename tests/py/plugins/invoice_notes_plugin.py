@@ -7,14 +7,15 @@ plugin = Plugin()
 plugin.notes = []
 
 
-@plugin.subscribe("invoice_creation")
-def on_creation(plugin, invoice_creation, **kwargs):
-    plugin.notes.append({"topic": "invoice_creation", "payload": invoice_creation})
+def recorder(topic):
+    """A handler appending the payload pyln hands it for `topic` to plugin.notes."""
+    def on_note(plugin, **kwargs):
+        plugin.notes.append({"topic": topic, "payload": kwargs[topic]})
+    return on_note
 
 
-@plugin.subscribe("invoice_payment")
-def on_payment(plugin, invoice_payment, **kwargs):
-    plugin.notes.append({"topic": "invoice_payment", "payload": invoice_payment})
+for topic in ("invoice_creation", "invoice_payment"):
+    plugin.add_subscription(topic, recorder(topic))
 
 
 @plugin.method("invoicenotes")

@@ -7,22 +7,16 @@ hash: `hold` keeps them until `payrules-release`; `fail` fails them after `secon
 `payrules-seen` lists the hashes seen and those held.
 """
 import threading
-import time
 
 from pyln.client import Plugin
+
+from answer_later import answer_later
 
 plugin = Plugin()
 plugin.rules = {}
 plugin.held = {}
 plugin.seen = []
 plugin.lock = threading.Lock()
-
-
-def later(request, seconds, result):
-    def run():
-        time.sleep(seconds)
-        request.set_result(result)
-    threading.Thread(target=run, daemon=True).start()
 
 
 @plugin.async_hook("htlc_accepted")
@@ -35,7 +29,7 @@ def on_htlc_accepted(onion, htlc, request, plugin, **kwargs):
             plugin.held.setdefault(h, []).append(request)
             return
     if rule and rule["mode"] == "fail":
-        later(request, rule["seconds"], {"result": "fail",
+        answer_later(request, rule["seconds"], {"result": "fail",
                                          "failure_message": rule["failure_message"]})
         return
     request.set_result({"result": "continue"})

@@ -3,6 +3,8 @@ module, not a plugin (not executable)."""
 import json
 import os
 
+from pyln.client import Plugin
+
 
 def record(name, payload):
     """Appends one JSON line to <cwd>/rpc_command_order.jsonl (plugin name and the full hook
@@ -22,3 +24,21 @@ def key_of(params):
     else:
         key = None
     return [key] if isinstance(key, str) else key
+
+
+def run(name, answer, **order):
+    """Runs the plugin `name` on the rpc_command hook (`order`: pyln's before=/after=). It
+    records every call, then answers a `listdatastore` call with `answer(rpc_command, key)`
+    when that is not None, and continues everything else."""
+    plugin = Plugin()
+
+    @plugin.hook("rpc_command", **order)
+    def on_rpc_command(plugin, rpc_command, **kwargs):
+        record(name, {"rpc_command": rpc_command, **kwargs})
+        if rpc_command.get("method") == "listdatastore":
+            result = answer(rpc_command, key_of(rpc_command.get("params")))
+            if result is not None:
+                return result
+        return {"result": "continue"}
+
+    plugin.run()

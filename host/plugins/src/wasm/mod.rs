@@ -7,6 +7,7 @@
 // Without the engine, only module detection and option parsing are used.
 #![cfg_attr(not(feature = "wasm"), allow(dead_code))]
 
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::time::Duration;
 
@@ -163,28 +164,18 @@ impl SandboxRule {
                 .map(String::from)
                 .collect()
         };
+        // The value as a whole number in `range`; `why` otherwise.
+        let number = |range: RangeInclusive<u64>, why: &str| {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| bad(why))
+        };
         let key = match key {
-            "memory-mb" => Key::MemoryMb(
-                value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=4096).contains(n))
-                    .ok_or_else(|| bad("memory-mb must be 1..4096"))?,
-            ),
-            "fuel" => Key::Fuel(
-                value
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| bad("fuel must be a positive integer"))?,
-            ),
-            "wall-ms" => Key::WallMs(
-                value
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| (1..=3_600_000).contains(n))
-                    .ok_or_else(|| bad("wall-ms must be 1..3600000"))?,
-            ),
+            "memory-mb" => Key::MemoryMb(number(1..=4096, "memory-mb must be 1..4096")? as usize),
+            "fuel" => Key::Fuel(number(1..=u64::MAX, "fuel must be a positive integer")?),
+            "wall-ms" => Key::WallMs(number(1..=3_600_000, "wall-ms must be 1..3600000")?),
             "allow-rpc" => Key::AllowRpc(list(value)),
             "add-rpc" => Key::AddRpc(list(value)),
             "hooks" | "add-hooks" => {
@@ -205,20 +196,14 @@ impl SandboxRule {
                 "false" | "0" | "no" => false,
                 _ => return Err(bad("hold must be true or false")),
             }),
-            "max-failures" => Key::MaxFailures(
-                value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| bad("max-failures must be a positive integer"))?,
-            ),
-            "failure-window-secs" => Key::FailureWindow(Duration::from_secs(
-                value
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| bad("failure-window-secs must be a positive integer"))?,
-            )),
+            "max-failures" => Key::MaxFailures(number(
+                1..=u64::from(u32::MAX),
+                "max-failures must be a positive integer",
+            )? as u32),
+            "failure-window-secs" => Key::FailureWindow(Duration::from_secs(number(
+                1..=u64::MAX,
+                "failure-window-secs must be a positive integer",
+            )?)),
             other => return Err(bad(&format!("unknown key '{other}'"))),
         };
         Ok(SandboxRule {
