@@ -36,24 +36,17 @@ pub fn address_json(s: &str) -> Value {
 
 /// A channel type as CLN shows it: `{"bits": [...], "names": [...]}`.
 pub fn channel_type_json(ty: Option<&lightning::types::features::ChannelTypeFeatures>) -> Value {
-    let mut bits = vec![];
-    let mut names = vec![];
+    let (mut bits, mut names) = (vec![], vec![]);
     if let Some(t) = ty {
-        if t.supports_static_remote_key() {
-            bits.push(12);
-            names.push("static_remotekey/even");
-        }
-        if t.supports_anchors_zero_fee_htlc_tx() {
-            bits.push(22);
-            names.push("anchors/even");
-        }
-        if t.supports_scid_privacy() {
-            bits.push(46);
-            names.push("scid_alias/even");
-        }
-        if t.supports_zero_conf() {
-            bits.push(50);
-            names.push("zeroconf/even");
+        let known = [
+            (t.supports_static_remote_key(), 12, "static_remotekey/even"),
+            (t.supports_anchors_zero_fee_htlc_tx(), 22, "anchors/even"),
+            (t.supports_scid_privacy(), 46, "scid_alias/even"),
+            (t.supports_zero_conf(), 50, "zeroconf/even"),
+        ];
+        for (_, bit, name) in known.into_iter().filter(|k| k.0) {
+            bits.push(bit);
+            names.push(name);
         }
     }
     json!({"bits": bits, "names": names})

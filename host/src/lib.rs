@@ -6,7 +6,7 @@
 //! [`config::Config`]; [`node::run`] builds the node (store, plugin host, RPC server) and
 //! runs it until `stop`, a signal, or the death of an important plugin. The RPC command
 //! table is [`rpc::commands::COMMANDS`]; hooks run through
-//! [`plugin::PluginHost::run_hook`].
+//! [`plugin::PluginHost::hook`].
 
 // Daemon code returns errors; a panic here would stop the process (tests may unwrap:
 // clippy.toml).

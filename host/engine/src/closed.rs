@@ -572,7 +572,7 @@ impl Lightning {
         };
         self.monitor
             .get_monitor(id)
-            .is_ok_and(|m| !m.get_claimable_balances().is_empty())
+            .is_ok_and(|m| something_to_claim(&m.get_claimable_balances()))
     }
 
     /// Whether the channel's funding spend has confirmed, as its monitor sees it: balances
@@ -679,6 +679,29 @@ impl Lightning {
     }
 }
 
+/// LDK's dust limit for our own outputs (its private `MIN_CHAN_DUST_LIMIT_SATOSHIS`, which
+/// every channel it opens or accepts uses as the holder's): a commitment output below it is
+/// trimmed.
+const HOLDER_DUST_LIMIT_SAT: u64 = 354;
+
+/// Whether a monitor's balances still hold something to claim. When our own commitment
+/// confirmed, LDK reports our main output as awaiting its CSV delay even when that output
+/// was below dust and so is not on the transaction: nothing will ever be claimed there, and
+/// CLN forgets such a channel 100 blocks after the spend, as we do.
+pub fn something_to_claim(balances: &[lightning::chain::channelmonitor::Balance]) -> bool {
+    use lightning::chain::channelmonitor::{Balance, BalanceSource};
+    balances.iter().any(|b| {
+        !matches!(
+            b,
+            Balance::ClaimableAwaitingConfirmations {
+                amount_satoshis,
+                source: BalanceSource::HolderForceClosed,
+                ..
+            } if *amount_satoshis < HOLDER_DUST_LIMIT_SAT
+        )
+    })
+}
+
 /// A closed channel for tests: closed cooperatively by us at height 120.
 #[cfg(any(test, feature = "samples"))]
 pub fn record(id: u8, peer: &str) -> ClosedChannel {
@@ -710,6 +733,45 @@ pub fn record(id: u8, peer: &str) -> ClosedChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trimmed_main_output_of_our_commitment_is_nothing_to_claim() {
+        use lightning::chain::channelmonitor::{Balance, BalanceSource};
+        let ours = |sat: u64, source| Balance::ClaimableAwaitingConfirmations {
+            amount_satoshis: sat,
+            confirmation_height: 253,
+            source,
+        };
+        assert!(!something_to_claim(&[]));
+        assert!(!something_to_claim(&[ours(
+            20,
+            BalanceSource::HolderForceClosed
+        )]));
+        assert!(something_to_claim(&[ours(
+            354,
+            BalanceSource::HolderForceClosed
+        )]));
+        assert!(something_to_claim(&[ours(
+            20,
+            BalanceSource::CounterpartyForceClosed
+        )]));
+        assert!(something_to_claim(&[
+            ours(20, BalanceSource::HolderForceClosed),
+            ours(5_000, BalanceSource::CoopClose),
+        ]));
+    }
+
+    /// `r` spent at 121 by a transaction paying 183 sat of fees, forgotten at 221.
+    fn resolved(r: &ClosedChannel) -> ClosedChannel {
+        ClosedChannel {
+            state: ClosedState::Onchain,
+            spend_height: Some(121),
+            closing_txid: Some(hex(&[0xcd; 32])),
+            closing_fee_msat: Some(183_000),
+            forgotten_height: Some(221),
+            ..r.clone()
+        }
+    }
     use crate::store::Store;
 
     const PEER_A: &str = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
@@ -736,12 +798,7 @@ mod tests {
                 .unwrap();
             // A replayed ChannelClosed writes nothing the second time.
             assert_eq!(fresh, (true, true, false));
-            let mut a3 = a.clone();
-            a3.state = ClosedState::Onchain;
-            a3.spend_height = Some(121);
-            a3.closing_txid = Some(hex(&[0xcd; 32]));
-            a3.closing_fee_msat = Some(183_000);
-            a3.forgotten_height = Some(221);
+            let a3 = resolved(&a);
             store.with(move |c| update(c, &a3)).await.unwrap();
         }
         let store = Store::open(&path).unwrap();
@@ -758,13 +815,7 @@ mod tests {
             .unwrap();
         assert_eq!(active, vec![b.clone()]);
         assert_eq!(of_b, vec![b]);
-        let mut want = a.clone();
-        want.state = ClosedState::Onchain;
-        want.spend_height = Some(121);
-        want.closing_txid = Some(hex(&[0xcd; 32]));
-        want.closing_fee_msat = Some(183_000);
-        want.forgotten_height = Some(221);
-        assert_eq!(gone, vec![want]);
+        assert_eq!(gone, vec![resolved(&a)]);
         assert_eq!(of_a, vec![], "A's channel is forgotten");
         let _ = std::fs::remove_file(&path);
     }

@@ -40,14 +40,12 @@ impl Lightning {
                 funding_txo,
                 ..
             } => {
-                self.log.info(&format!(
-                    "Channel {channel_id} with {counterparty_node_id} pending, funding {funding_txo}"
-                ));
                 // A closed channel's record is made from snapshots (closed.rs): take one as
                 // soon as the channel has its funding, and again with its scid (below).
-                self.snapshot_channels();
-                let details = self.channel(&channel_id);
-                let ours = details.as_ref().is_some_and(|c| c.is_outbound);
+                let (details, ours) = self.channel_news(
+                    &channel_id,
+                    &format!("Channel {channel_id} with {counterparty_node_id} pending, funding {funding_txo}"),
+                );
                 let value_msat = details.map_or(0, |c| c.channel_value_satoshis) * 1000;
                 // As in CLN, only the fundee hears of a channel opened to it.
                 if !ours {
@@ -72,12 +70,10 @@ impl Lightning {
                 funding_txo,
                 ..
             } => {
-                self.log.info(&format!(
-                    "Channel {channel_id} with {counterparty_node_id} is ready"
-                ));
-                self.snapshot_channels();
-                let details = self.channel(&channel_id);
-                let ours = details.as_ref().is_some_and(|c| c.is_outbound);
+                let (details, ours) = self.channel_news(
+                    &channel_id,
+                    &format!("Channel {channel_id} with {counterparty_node_id} is ready"),
+                );
                 self.channel_state_changed(
                     &channel_id,
                     &counterparty_node_id,
@@ -358,6 +354,20 @@ impl Lightning {
                 "Fee bump: LDK's bump handler panicked; the bump is retried at the next block",
             );
         }
+    }
+
+    /// A channel's opening went a step further (`what`, logged): takes a snapshot of the
+    /// channels and returns this one's details and whether we opened it.
+    fn channel_news(
+        &self,
+        id: &lightning::ln::types::ChannelId,
+        what: &str,
+    ) -> (Option<lightning::ln::channel_state::ChannelDetails>, bool) {
+        self.log.info(what);
+        self.snapshot_channels();
+        let details = self.channel(id);
+        let ours = details.as_ref().is_some_and(|c| c.is_outbound);
+        (details, ours)
     }
 
     /// Sends `channel_state_changed` (CLN's payload).

@@ -865,27 +865,26 @@ pub fn mark_complete(
     preimage: &[u8; 32],
     now: u64,
 ) -> Result<Option<Sendpay>, StoreError> {
-    let tx = conn.transaction()?;
-    match row(&tx, payment_hash, groupid, partid)? {
-        Some(r) if r.status != PayStatus::Complete => {}
-        _ => return Ok(None),
-    }
-    let idx = next_updated_index(&tx)?;
-    tx.prepare_cached(
-        "UPDATE sendpays SET status = 'complete', preimage = ?, completed_at = ?, \
-         updated_index = ?, error = NULL WHERE payment_hash = ? AND groupid = ? AND partid = ?",
-    )?
-    .execute(params![
-        preimage.as_slice(),
-        now as i64,
-        idx as i64,
-        payment_hash.as_slice(),
-        groupid as i64,
-        partid as i64
-    ])?;
-    let r = row(&tx, payment_hash, groupid, partid)?;
-    tx.commit()?;
-    Ok(r)
+    let part = (payment_hash, groupid, partid);
+    resolve(
+        conn,
+        part,
+        |s| s != PayStatus::Complete,
+        |tx, idx| {
+            tx.prepare_cached(
+                "UPDATE sendpays SET status = 'complete', preimage = ?, completed_at = ?, \
+             updated_index = ?, error = NULL WHERE payment_hash = ? AND groupid = ? AND partid = ?",
+            )?
+            .execute(params![
+                preimage.as_slice(),
+                now as i64,
+                idx as i64,
+                payment_hash.as_slice(),
+                groupid as i64,
+                partid as i64
+            ])
+        },
+    )
 }
 
 /// Marks a pending part failed with `error` (see [`RouteFailure::to_stored`]). Returns the new
@@ -898,24 +897,44 @@ pub fn mark_failed(
     error: &PartFailure,
     now: u64,
 ) -> Result<Option<Sendpay>, StoreError> {
+    let error = serde_json::to_string(error).unwrap_or_default();
+    let part = (payment_hash, groupid, partid);
+    resolve(
+        conn,
+        part,
+        |s| s == PayStatus::Pending,
+        |tx, idx| {
+            tx.prepare_cached(
+                "UPDATE sendpays SET status = 'failed', error = ?, completed_at = ?, \
+             updated_index = ? WHERE payment_hash = ? AND groupid = ? AND partid = ?",
+            )?
+            .execute(params![
+                error,
+                now as i64,
+                idx as i64,
+                payment_hash.as_slice(),
+                groupid as i64,
+                partid as i64
+            ])
+        },
+    )
+}
+
+/// In one transaction: if part (hash, groupid, partid) exists and its status passes `from`,
+/// numbers the change and applies `update`; returns the new row (`None`: nothing changed).
+fn resolve(
+    conn: &mut Connection,
+    (payment_hash, groupid, partid): (&[u8; 32], u64, u64),
+    from: impl FnOnce(PayStatus) -> bool,
+    update: impl FnOnce(&rusqlite::Transaction<'_>, u64) -> rusqlite::Result<usize>,
+) -> Result<Option<Sendpay>, StoreError> {
     let tx = conn.transaction()?;
     match row(&tx, payment_hash, groupid, partid)? {
-        Some(r) if r.status == PayStatus::Pending => {}
+        Some(r) if from(r.status) => {}
         _ => return Ok(None),
     }
     let idx = next_updated_index(&tx)?;
-    tx.prepare_cached(
-        "UPDATE sendpays SET status = 'failed', error = ?, completed_at = ?, updated_index = ? \
-         WHERE payment_hash = ? AND groupid = ? AND partid = ?",
-    )?
-    .execute(params![
-        serde_json::to_string(error).unwrap_or_default(),
-        now as i64,
-        idx as i64,
-        payment_hash.as_slice(),
-        groupid as i64,
-        partid as i64
-    ])?;
+    update(&tx, idx)?;
     let r = row(&tx, payment_hash, groupid, partid)?;
     tx.commit()?;
     Ok(r)

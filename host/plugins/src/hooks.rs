@@ -3,7 +3,7 @@
 //! The order is a stable topological sort: registration order, refined by each
 //! registration's `before`/`after` lists (CLN's rules: names with a `/` match a plugin's
 //! path, others its file name; unknown names are ignored). A cycle is an error naming the
-//! plugins in it. Running a chain is in [`crate::PluginHost::run_hook`]; what an
+//! plugins in it. Running a chain is in [`crate::PluginHost::hook`]; what an
 //! answer means is decided by a per-hook [`Interpret`] function, and a malformed answer
 //! becomes the hook's safe default instead of aborting the node as CLN does.
 

@@ -67,6 +67,48 @@ pub struct HostSettings {
     pub wasm_sandbox: Vec<wasm::SandboxRule>,
 }
 
+#[cfg(test)]
+impl PluginHost {
+    /// A host logging to `log` that has started and initialised `plugins` (none important).
+    pub(crate) async fn running_for_tests(
+        log: Logger,
+        settings: HostSettings,
+        plugins: &[PathBuf],
+    ) -> Arc<PluginHost> {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let host = PluginHost::new(log, settings, &[], vec![], tx);
+        let c: Vec<discovery::Candidate> = plugins
+            .iter()
+            .map(|p| discovery::Candidate {
+                path: p.clone(),
+                important: false,
+            })
+            .collect();
+        host.start_all(&c).await.unwrap_or_else(|e| panic!("{e}"));
+        host.init_all().await.unwrap_or_else(|e| panic!("{e}"));
+        host
+    }
+}
+
+#[cfg(test)]
+impl HostSettings {
+    /// Settings for a test host in `dir` (regtest, 20 s plugin timeout, 1 s shutdown grace).
+    pub(crate) fn for_tests(dir: &Path) -> HostSettings {
+        HostSettings {
+            net_dir: dir.to_path_buf(),
+            rpc_file: "lightning-rpc".into(),
+            network: "regtest".into(),
+            allow_deprecated_apis: false,
+            timeout: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(1),
+            default_dir: dir.join("plugins"),
+            reserved_methods: HashSet::new(),
+            reserved_options: vec![],
+            wasm_sandbox: vec![],
+        }
+    }
+}
+
 /// The node's RPC, called in-process (for WASM plugins, which have no socket).
 #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
 pub trait LocalRpc: Send + Sync {
@@ -243,17 +285,7 @@ impl PluginHost {
                     self.kill(p, &reason);
                     return Err(FatalError(reason));
                 }
-                Err(Reject::Plugin(reason)) => {
-                    let important = p.is_important();
-                    p.set_important(false);
-                    self.kill(p, &reason);
-                    if important {
-                        return Err(FatalError(format!(
-                            "important plugin {} failed: {reason}",
-                            p.name
-                        )));
-                    }
-                }
+                Err(Reject::Plugin(reason)) => self.failed_at_start(p, &reason)?,
             }
         }
         let unclaimed = self.reg().options.unclaimed();
@@ -275,19 +307,11 @@ impl PluginHost {
         let results = futures::future::join_all(plugins.iter().map(|p| self.init(p))).await;
         for (p, r) in plugins.iter().zip(results) {
             if let Err(reason) = r {
-                let important = p.is_important();
                 if reason.starts_with("disabled itself") {
                     self.kill_quietly(p, &reason);
                     continue;
                 }
-                p.set_important(false);
-                self.kill(p, &reason);
-                if important {
-                    return Err(FatalError(format!(
-                        "important plugin {} failed: {reason}",
-                        p.name
-                    )));
-                }
+                self.failed_at_start(p, &reason)?;
             }
         }
         Ok(())
@@ -625,6 +649,21 @@ impl PluginHost {
 
     // ----- death --------------------------------------------------------------------
 
+    /// A plugin failed while the node starts: it is killed, and the node cannot start
+    /// without it if it is important.
+    fn failed_at_start(&self, p: &Arc<Plugin>, reason: &str) -> Result<(), FatalError> {
+        let important = p.is_important();
+        p.set_important(false);
+        self.kill(p, reason);
+        if important {
+            return Err(FatalError(format!(
+                "important plugin {} failed: {reason}",
+                p.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Kills a plugin, logging why (CLN's "Killing plugin: ...").
     pub fn kill(&self, p: &Arc<Plugin>, reason: &str) {
         let was_active = p.is_active();
@@ -777,27 +816,12 @@ impl PluginHost {
             .is_some_and(|v| v.iter().any(|e| !e.plugin.is_dead()))
     }
 
-    /// Runs the chain of `hook`. `filter` is the method name (`rpc_command`) or message
-    /// type (`custommsg`) matched against registrations' filters; `skip` names a plugin
-    /// not to ask (the caller of an RPC, to avoid re-entrancy deadlocks). With a
-    /// `deadline`, a plugin still thinking then ends the chain with
+    /// A call of `hook`'s chain with `payload`, to refine and then run:
+    /// `host.hook(Hook::Custommsg, p).filter(&ty).run().await`. `filter` is the method
+    /// name (`rpc_command`) or message type (`custommsg`) matched against registrations'
+    /// filters; `skip` names a plugin not to ask (the caller of an RPC, to avoid re-entrancy
+    /// deadlocks). With a `deadline`, a plugin still thinking then ends the chain with
     /// [`ChainEnd::DeadlineExceeded`] and the core acts by itself.
-    pub async fn run_hook(
-        &self,
-        hook: Hook,
-        payload: Value,
-        parent: Option<&Value>,
-        filter: Option<&Value>,
-        skip: Option<&str>,
-        deadline: Option<tokio::time::Instant>,
-    ) -> ChainEnd {
-        self.run_hook_noting_deaths(hook, payload, parent, filter, skip, deadline)
-            .await
-            .0
-    }
-
-    /// A call of `hook`'s chain with `payload`, to refine and then `run`:
-    /// `host.hook(Hook::Custommsg, p).filter(&ty).run().await`.
     pub fn hook(&self, hook: Hook, payload: Value) -> HookCall<'_> {
         HookCall {
             host: self,
@@ -815,10 +839,10 @@ impl PluginHost {
         self.activations.subscribe()
     }
 
-    /// [`Self::run_hook`], also naming the plugins that died (or were stopped) while they
-    /// had the call: CLN asks the next plugin then, but a caller may rather wait for the
-    /// plugin to come back (an HTLC only that plugin could settle).
-    pub async fn run_hook_noting_deaths(
+    /// Runs a chain ([`HookCall`]), also naming the plugins that died (or were stopped)
+    /// while they had the call: CLN asks the next plugin then, but a caller may rather wait
+    /// for the plugin to come back (an HTLC only that plugin could settle).
+    async fn run_hook_noting_deaths(
         &self,
         hook: Hook,
         mut payload: Value,
@@ -1033,8 +1057,8 @@ impl<'a> HookCall<'a> {
         self.run_noting_deaths().await.0
     }
 
-    /// Runs the chain, also naming the plugins that died while they had the call
-    /// ([`PluginHost::run_hook_noting_deaths`]).
+    /// Runs the chain, also naming the plugins that died (or were stopped) while they had
+    /// the call.
     pub async fn run_noting_deaths(self) -> (ChainEnd, Vec<String>) {
         self.host
             .run_hook_noting_deaths(
@@ -1079,7 +1103,6 @@ pub fn outcome(resp: &Value) -> Result<&Value, fulgur_protocol::RpcError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::Candidate;
 
     /// A dependency-free plugin that registers `htlc_accepted` and answers it per `mode`.
     fn script(dir: &Path, name: &str, mode: &str) -> PathBuf {
@@ -1135,36 +1158,9 @@ for line in sys.stdin:
     }
 
     async fn host_with(dir: &Path, plugins: &[PathBuf]) -> Arc<PluginHost> {
-        let settings = HostSettings {
-            net_dir: dir.to_path_buf(),
-            rpc_file: "lightning-rpc".into(),
-            network: "regtest".into(),
-            allow_deprecated_apis: false,
-            timeout: Duration::from_secs(20),
-            shutdown_grace: Duration::from_secs(1),
-            default_dir: dir.join("plugins"),
-            reserved_methods: HashSet::new(),
-            reserved_options: vec![],
-            wasm_sandbox: vec![],
-        };
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let host = PluginHost::new(
-            Logger::new(vec![], Box::new(std::io::sink())),
-            settings,
-            &[],
-            vec![],
-            tx,
-        );
-        let c: Vec<Candidate> = plugins
-            .iter()
-            .map(|p| Candidate {
-                path: p.clone(),
-                important: false,
-            })
-            .collect();
-        host.start_all(&c).await.unwrap_or_else(|e| panic!("{e}"));
-        host.init_all().await.unwrap_or_else(|e| panic!("{e}"));
-        host
+        let settings = HostSettings::for_tests(dir);
+        let log = Logger::new(vec![], Box::new(std::io::sink()));
+        PluginHost::running_for_tests(log, settings, plugins).await
     }
 
     #[tokio::test]
@@ -1178,25 +1174,15 @@ for line in sys.stdin:
         assert!(host.has_hook_for(Hook::HtlcAccepted, Some(&receive)));
         let payload = json!({"htlc": {"amount_msat": 1000}});
         let end = host
-            .run_hook(
-                Hook::HtlcAccepted,
-                payload.clone(),
-                None,
-                Some(&forward),
-                None,
-                None,
-            )
+            .hook(Hook::HtlcAccepted, payload.clone())
+            .filter(&forward)
+            .run()
             .await;
         assert_eq!(end, ChainEnd::Default(payload.clone()));
         let end = host
-            .run_hook(
-                Hook::HtlcAccepted,
-                payload,
-                None,
-                Some(&receive),
-                None,
-                None,
-            )
+            .hook(Hook::HtlcAccepted, payload)
+            .filter(&receive)
+            .run()
             .await;
         assert!(matches!(end, ChainEnd::Stopped { ref answer, .. } if answer["result"] == "fail"));
         host.shutdown_all().await;
@@ -1222,14 +1208,9 @@ for line in sys.stdin:
         let start = tokio::time::Instant::now();
         let deadline = start + Duration::from_millis(300);
         let end = host
-            .run_hook(
-                Hook::HtlcAccepted,
-                payload.clone(),
-                None,
-                None,
-                None,
-                Some(deadline),
-            )
+            .hook(Hook::HtlcAccepted, payload.clone())
+            .deadline(Some(deadline))
+            .run()
             .await;
         assert_eq!(
             end,
@@ -1240,14 +1221,10 @@ for line in sys.stdin:
         assert!(start.elapsed() < Duration::from_secs(5));
         // Skipping the silent one, the chain completes with the default action.
         let end = host
-            .run_hook(
-                Hook::HtlcAccepted,
-                payload.clone(),
-                None,
-                None,
-                Some("silent.py"),
-                Some(deadline + Duration::from_secs(5)),
-            )
+            .hook(Hook::HtlcAccepted, payload.clone())
+            .skip(Some("silent.py"))
+            .deadline(Some(deadline + Duration::from_secs(5)))
+            .run()
             .await;
         assert_eq!(end, ChainEnd::Default(payload.clone()));
         host.shutdown_all().await;
@@ -1262,9 +1239,7 @@ for line in sys.stdin:
                 ],
             )
             .await;
-            let end = host
-                .run_hook(Hook::HtlcAccepted, payload.clone(), None, None, None, None)
-                .await;
+            let end = host.hook(Hook::HtlcAccepted, payload.clone()).run().await;
             assert_eq!(
                 end,
                 ChainEnd::Stopped {

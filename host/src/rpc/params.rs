@@ -39,6 +39,22 @@ pub struct Params {
     pub extra_positional: Vec<Value>,
 }
 
+/// CLN's rule for paged lists (`listinvoices`, `listsendpays`): `start` and `limit` only go
+/// with `index`.
+pub fn paging_needs_index(start: u64, limit: Option<u32>, index: bool) -> Result<(), RpcError> {
+    if start != 0 && !index {
+        return Err(RpcError::invalid_params(
+            "Can only specify {start} with {index}",
+        ));
+    }
+    if limit.is_some() && !index {
+        return Err(RpcError::invalid_params(
+            "Can only specify {limit} with {index}",
+        ));
+    }
+    Ok(())
+}
+
 /// Binds `params` to `spec`. With `allow_extra`, unknown keywords and surplus positions
 /// are kept instead of refused.
 pub fn bind(spec: &[ParamSpec], params: &Value, allow_extra: bool) -> Result<Params, RpcError> {

@@ -1,7 +1,6 @@
 //! WASM plugins through the real registry: WAT guests (tests/wasm/wat_guest.rs) loaded
-//! by `PluginHost`, hooks run with `run_hook`, failures provoked on purpose.
+//! by `PluginHost`, hooks run with `PluginHost::hook`, failures provoked on purpose.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +9,6 @@ use fulgur_protocol::hooks::Hook;
 use serde_json::{Value, json};
 
 use super::SandboxRule;
-use crate::discovery::Candidate;
 use crate::hooks::ChainEnd;
 use crate::{HostSettings, PluginHost};
 use fulgur_base::log::{Level, Logger};
@@ -39,15 +37,6 @@ fn guest(dir: &Path, name: &str) -> PathBuf {
 
 async fn host(dir: &Path, plugins: &[PathBuf], rules: &[&str]) -> (Arc<PluginHost>, Captured) {
     let settings = HostSettings {
-        net_dir: dir.to_path_buf(),
-        rpc_file: "lightning-rpc".into(),
-        network: "regtest".into(),
-        allow_deprecated_apis: false,
-        timeout: Duration::from_secs(20),
-        shutdown_grace: Duration::from_secs(1),
-        default_dir: dir.join("plugins"),
-        reserved_methods: HashSet::new(),
-        reserved_options: vec![],
         // The guest registers `htlc_accepted`, which needs a grant; a test's own rules
         // come after this one and may take it back.
         wasm_sandbox: ["*:add-hooks=htlc_accepted"]
@@ -55,20 +44,11 @@ async fn host(dir: &Path, plugins: &[PathBuf], rules: &[&str]) -> (Arc<PluginHos
             .chain(rules)
             .map(|r| SandboxRule::parse(r).unwrap_or_else(|e| panic!("{e}")))
             .collect(),
+        ..HostSettings::for_tests(dir)
     };
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let out = Captured::default();
     let log = Logger::at(Level::Debug, Box::new(out.clone()));
-    let host = PluginHost::new(log, settings, &[], vec![], tx);
-    let c: Vec<Candidate> = plugins
-        .iter()
-        .map(|p| Candidate {
-            path: p.clone(),
-            important: false,
-        })
-        .collect();
-    host.start_all(&c).await.unwrap_or_else(|e| panic!("{e}"));
-    host.init_all().await.unwrap_or_else(|e| panic!("{e}"));
+    let host = PluginHost::running_for_tests(log, settings, plugins).await;
     (host, out)
 }
 
@@ -123,7 +103,7 @@ async fn htlc(host: &PluginHost, marker: &str) -> ChainEnd {
     let payload = json!({"htlc": {"amount_msat": 1000, "note": marker}});
     tokio::time::timeout(
         Duration::from_secs(20),
-        host.run_hook(Hook::HtlcAccepted, payload, None, None, None, None),
+        host.hook(Hook::HtlcAccepted, payload).run(),
     )
     .await
     .unwrap_or_else(|_| panic!("htlc_accepted timed out"))
@@ -133,7 +113,7 @@ async fn htlc_noting_deaths(host: &PluginHost, marker: &str) -> (ChainEnd, Vec<S
     let payload = json!({"htlc": {"amount_msat": 1000, "note": marker}});
     tokio::time::timeout(
         Duration::from_secs(20),
-        host.run_hook_noting_deaths(Hook::HtlcAccepted, payload, None, None, None, None),
+        host.hook(Hook::HtlcAccepted, payload).run_noting_deaths(),
     )
     .await
     .unwrap_or_else(|_| panic!("htlc_accepted timed out"))
@@ -313,9 +293,7 @@ async fn hook_round_trips(host: &PluginHost, n: usize) -> (Duration, Duration) {
     let mut samples = Vec::with_capacity(n);
     for i in 0..n + n / 10 {
         let t = std::time::Instant::now();
-        let end = host
-            .run_hook(Hook::HtlcAccepted, payload.clone(), None, None, None, None)
-            .await;
+        let end = host.hook(Hook::HtlcAccepted, payload.clone()).run().await;
         let took = t.elapsed();
         assert!(matches!(
             end,
@@ -481,7 +459,7 @@ async fn a_granted_rpc_command_may_replace_only_by_an_allowed_method_and_is_logg
         async move {
             tokio::time::timeout(
                 Duration::from_secs(20),
-                host.run_hook(Hook::RpcCommand, payload, None, Some(&filter), None, None),
+                host.hook(Hook::RpcCommand, payload).filter(&filter).run(),
             )
             .await
             .unwrap_or_else(|_| panic!("rpc_command timed out"))

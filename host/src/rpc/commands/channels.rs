@@ -19,16 +19,9 @@ use crate::lightning::{Lightning, parse_scid, scid_string};
 use crate::node::Node;
 use crate::rpc::params::{Params, opt, req};
 
-pub const FUNDCHANNEL: Command = Command {
-    name: "fundchannel",
-    usage: "id amount [feerate] [announce] [minconf] [push_msat] [close_to] [request_amt] [compact_lease] [utxos] [mindepth] [reserve] [channel_type]",
-    category: "channels",
-    description: "Fund channel with {id} using {amount} (or 'all'), at optional {feerate}. Only use outputs that have {minconf} confirmations.",
-    verbose: "Opens a channel of {amount} satoshis with the connected peer {id}, funded from the \
-              on-chain wallet, and returns once the funding transaction is signed and handed to \
-              the Lightning engine, which broadcasts it. The channel is usable after {mindepth} \
-              confirmations (3 by default).",
-    params: &[
+pub const FUNDCHANNEL: Command = Command::new(
+    "fundchannel",
+    &[
         req("id"),
         req("amount"),
         opt("feerate"),
@@ -43,20 +36,12 @@ pub const FUNDCHANNEL: Command = Command {
         opt("reserve"),
         opt("channel_type"),
     ],
-    extra_params: false,
-    run: run_fundchannel,
-};
+    run_fundchannel,
+);
 
-pub const CLOSE: Command = Command {
-    name: "close",
-    usage: "id [unilateraltimeout] [destination] [fee_negotiation_step] [wrong_funding] [force_lease_closed] [feerange]",
-    category: "channels",
-    description: "Close the channel with {id} (either peer ID, channel ID, or short channel ID). Force a unilateral close after {unilateraltimeout} seconds (default 48h).",
-    verbose: "Negotiates a mutual close paying our side to {destination} (a fresh wallet address \
-              by default). If the peer does not cooperate within {unilateraltimeout} seconds (0 \
-              means at once), broadcasts our latest commitment transaction instead; the funds \
-              return to the wallet once its delay has passed.",
-    params: &[
+pub const CLOSE: Command = Command::new(
+    "close",
+    &[
         req("id"),
         opt("unilateraltimeout"),
         opt("destination"),
@@ -65,30 +50,18 @@ pub const CLOSE: Command = Command {
         opt("force_lease_closed"),
         opt("feerange"),
     ],
-    extra_params: false,
-    run: run_close,
-};
+    run_close,
+);
 
-pub const LISTPEERCHANNELS: Command = Command {
-    name: "listpeerchannels",
-    usage: "[id] [short_channel_id] [channel_id]",
-    category: "network",
-    description: "Show current peer channels, optionally only those with peer {id}, or with {short_channel_id}, or {channel_id}.",
-    verbose: "Lists our channels with their state (CLN's state names), balances, limits, fees and \
-              pending HTLCs.",
-    params: &[opt("id"), opt("short_channel_id"), opt("channel_id")],
-    extra_params: false,
-    run: run_listpeerchannels,
-};
+pub const LISTPEERCHANNELS: Command = Command::new(
+    "listpeerchannels",
+    &[opt("id"), opt("short_channel_id"), opt("channel_id")],
+    run_listpeerchannels,
+);
 
-pub const SETCHANNEL: Command = Command {
-    name: "setchannel",
-    usage: "id [feebase] [feeppm] [htlcmin] [htlcmax] [enforcedelay] [ignorefeelimits]",
-    category: "channels",
-    description: "Sets fees and htlc limits for channel(s) matching {id} (peer id, channel id, short channel id, or 'all').",
-    verbose: "Changes the forwarding fee (base in msat, proportional in millionths) of matching \
-              channels. HTLC limits other than the defaults are not adjustable in this version.",
-    params: &[
+pub const SETCHANNEL: Command = Command::new(
+    "setchannel",
+    &[
         req("id"),
         opt("feebase"),
         opt("feeppm"),
@@ -97,9 +70,8 @@ pub const SETCHANNEL: Command = Command {
         opt("enforcedelay"),
         opt("ignorefeelimits"),
     ],
-    extra_params: false,
-    run: run_setchannel,
-};
+    run_setchannel,
+);
 
 fn engine(node: &Node) -> Result<Arc<Lightning>, RpcError> {
     node.lightning.get().cloned().ok_or_else(|| {
@@ -651,6 +623,11 @@ fn alias_json(c: &ChannelDetails) -> Value {
 }
 
 fn htlcs_json(c: &ChannelDetails) -> Value {
+    Value::Array(channel_htlcs(c))
+}
+
+/// The HTLCs in channel `c`, in then out, as `listpeerchannels` and `listhtlcs` show them.
+pub(super) fn channel_htlcs(c: &ChannelDetails) -> Vec<Value> {
     let mut v = vec![];
     for h in &c.pending_inbound_htlcs {
         v.push(json!({
@@ -673,7 +650,7 @@ fn htlcs_json(c: &ChannelDetails) -> Value {
             "state": "SENT_ADD_ACK_REVOCATION",
         }));
     }
-    Value::Array(v)
+    v
 }
 
 fn run_listpeerchannels(ctx: Ctx, p: Params) -> CommandFuture {
@@ -744,21 +721,8 @@ fn run_listpeerchannels(ctx: Ctx, p: Params) -> CommandFuture {
     })
 }
 
-pub const LISTCLOSEDCHANNELS: Command = Command {
-    name: "listclosedchannels",
-    usage: "[id]",
-    category: "network",
-    description: "Show historical (dead) channels, optionally only those with peer {id}.",
-    verbose: "Lists the channels this node has forgotten: closed, every output resolved on \
-              chain, and 100 blocks deep. Until then a closed channel is shown by \
-              listpeerchannels (CLOSINGD_COMPLETE, AWAITING_UNILATERAL, then ONCHAIN). Each entry \
-              gives the opener and closer, close_cause, capacity, our final, least and most \
-              balance, and the transaction that closed it. Commitment and HTLC counters are not \
-              tracked by this node and are 0.",
-    params: &[opt("id")],
-    extra_params: false,
-    run: run_listclosedchannels,
-};
+pub const LISTCLOSEDCHANNELS: Command =
+    Command::new("listclosedchannels", &[opt("id")], run_listclosedchannels);
 
 fn run_listclosedchannels(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {

@@ -9,18 +9,8 @@ use super::{Command, CommandFuture, Ctx, command, find};
 use crate::plugin::outcome;
 use crate::rpc::params::{Params, bind, req};
 
-pub const CHECK: Command = Command {
-    name: "check",
-    usage: "command_to_check [params...]",
-    category: "utility",
-    description: "Check the parameters of {command_to_check} without running it.",
-    verbose: "Gives the same parameter errors the command would, and succeeds with \
-              {command_to_check} otherwise. For a plugin's command, the plugin checks it if it \
-              declared cancheck; otherwise only the command's existence is checked.",
-    params: &[req("command_to_check")],
-    extra_params: true,
-    run,
-};
+pub const CHECK: Command =
+    Command::new("check", &[req("command_to_check")], run).with_extra_params();
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move { check(&ctx, &p).await })

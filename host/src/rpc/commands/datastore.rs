@@ -10,50 +10,22 @@ use crate::rpc::params::{Params, opt, req};
 use crate::store::StoreError;
 use crate::store::datastore::{self, DsError, Entry, Mode};
 
-pub const DATASTORE: Command = Command {
-    name: "datastore",
-    usage: "key [string] [hex] [mode] [generation]",
-    category: "utility",
-    description: "Store data under {key} (an array of strings forms a hierarchy).",
-    verbose: "Stores {string} or {hex} under {key}. A key has either data or children, never both. \
-              {mode}: must-create (default, fails with 1202 if the key exists), must-replace (fails with \
-              1203 if it does not), create-or-replace, must-append, create-or-append. {generation}, \
-              only with must-replace or must-append, makes the write fail with 1204 unless the stored \
-              generation is exactly that: a compare-and-swap. Every write adds 1 to the generation.",
-    params: &[
+pub const DATASTORE: Command = Command::new(
+    "datastore",
+    &[
         req("key"),
         opt("string"),
         opt("hex"),
         opt("mode"),
         opt("generation"),
     ],
-    extra_params: false,
-    run: run_datastore,
-};
+    run_datastore,
+);
 
-pub const LISTDATASTORE: Command = Command {
-    name: "listdatastore",
-    usage: "[key]",
-    category: "utility",
-    description: "List the datastore entry at {key}, or its immediate children.",
-    verbose: "Without a key, lists the top level. An entry with data shows its generation, hex and \
-              (if UTF-8) string; a parent shows only its key.",
-    params: &[opt("key")],
-    extra_params: false,
-    run: run_list,
-};
+pub const LISTDATASTORE: Command = Command::new("listdatastore", &[opt("key")], run_list);
 
-pub const DELDATASTORE: Command = Command {
-    name: "deldatastore",
-    usage: "key [generation]",
-    category: "utility",
-    description: "Remove the datastore entry at {key}.",
-    verbose: "Fails with 1200 if the key does not exist and with 1201 if {generation} is given and \
-              differs from the stored one. Returns the removed entry.",
-    params: &[req("key"), opt("generation")],
-    extra_params: false,
-    run: run_del,
-};
+pub const DELDATASTORE: Command =
+    Command::new("deldatastore", &[req("key"), opt("generation")], run_del);
 
 pub(super) fn key(p: &Params, required: bool) -> Result<Vec<String>, RpcError> {
     let bad = || RpcError::invalid_params("key: should be a string or an array of strings");

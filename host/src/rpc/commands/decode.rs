@@ -21,22 +21,7 @@ use serde_json::{Map, Value, json};
 use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, req};
 
-pub const DECODE: Command = Command {
-    name: "decode",
-    usage: "string",
-    category: "utility",
-    description: "Decode {string} (a BOLT 11 invoice) and show its fields.",
-    verbose: "Decodes a BOLT 11 invoice (optionally prefixed by `lightning:`), checks its \
-              signature and returns its currency, created_at, expiry, payee, amount_msat, \
-              payment_hash, signature, description or description_hash, \
-              min_final_cltv_expiry, payment_secret, features, payment_metadata, fallbacks, \
-              routes and any fields it does not know (extra). A string that does not decode \
-              (bad checksum, bad signature, BOLT 12 and runes, not supported yet) fails with \
-              -32602.",
-    params: &[req("string")],
-    extra_params: false,
-    run: run_decode,
-};
+pub const DECODE: Command = Command::new("decode", &[req("string")], run_decode);
 
 /// BOLT 11: defaults when `x` and `c` are absent.
 const DEFAULT_EXPIRY: u64 = 3600;

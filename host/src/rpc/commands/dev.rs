@@ -10,16 +10,7 @@ use fulgur_protocol::RpcError;
 use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, req};
 
-pub const DEV: Command = Command {
-    name: "dev",
-    usage: "subcommand",
-    category: "developer",
-    description: "Developer-only commands (needs --developer): crash",
-    verbose: "dev crash: panics, to check that a panic stops the node.",
-    params: &[req("subcommand")],
-    extra_params: false,
-    run,
-};
+pub const DEV: Command = Command::new("dev", &[req("subcommand")], run);
 
 fn run(_ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {

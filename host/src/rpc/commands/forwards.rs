@@ -9,15 +9,9 @@ use crate::lightning::forwards::Forward;
 use crate::lightning::scid_string;
 use crate::rpc::params::{Params, opt};
 
-pub const LISTFORWARDS: Command = Command {
-    name: "listforwards",
-    usage: "[status] [in_channel] [out_channel] [index] [start] [limit]",
-    category: "channels",
-    description: "List all forwarded payments and their information optionally filtering by [status], [in_channel], [out_channel], [index], [start] and [limit]",
-    verbose: "Every HTLC this node was asked to forward, with its state (offered, settled, \
-              failed, local_failed), amounts, fee and times. {index} 'created' or 'updated' \
-              with {start} and {limit} pages through them as in CLN.",
-    params: &[
+pub const LISTFORWARDS: Command = Command::new(
+    "listforwards",
+    &[
         opt("status"),
         opt("in_channel"),
         opt("out_channel"),
@@ -25,21 +19,14 @@ pub const LISTFORWARDS: Command = Command {
         opt("start"),
         opt("limit"),
     ],
-    extra_params: false,
-    run: run_listforwards,
-};
+    run_listforwards,
+);
 
-pub const LISTHTLCS: Command = Command {
-    name: "listhtlcs",
-    usage: "[id] [index] [start] [limit]",
-    category: "channels",
-    description: "List all the HTLCs in our channels, optionally only for channel {id} (short channel id or channel id).",
-    verbose: "The HTLCs currently pending in our channels, in and out, with their amounts, \
-              expiries and payment hashes.",
-    params: &[opt("id"), opt("index"), opt("start"), opt("limit")],
-    extra_params: false,
-    run: run_listhtlcs,
-};
+pub const LISTHTLCS: Command = Command::new(
+    "listhtlcs",
+    &[opt("id"), opt("index"), opt("start"), opt("limit")],
+    run_listhtlcs,
+);
 
 pub(super) fn index_param(p: &Params) -> Result<Option<String>, RpcError> {
     let idx = p.opt_str("index")?;
@@ -169,28 +156,9 @@ fn run_listhtlcs(ctx: Ctx, p: Params) -> CommandFuture {
             {
                 continue;
             }
-            for h in &c.pending_inbound_htlcs {
-                out.push(json!({
-                    "short_channel_id": scid_s,
-                    "id": h.htlc_id,
-                    "expiry": h.cltv_expiry,
-                    "direction": "in",
-                    "amount_msat": h.amount_msat,
-                    "payment_hash": hex(&h.payment_hash.0),
-                    "state": "RCVD_ADD_ACK_REVOCATION",
-                }));
-            }
-            for h in &c.pending_outbound_htlcs {
-                let Some(hid) = h.htlc_id else { continue };
-                out.push(json!({
-                    "short_channel_id": scid_s,
-                    "id": hid,
-                    "expiry": h.cltv_expiry,
-                    "direction": "out",
-                    "amount_msat": h.amount_msat,
-                    "payment_hash": hex(&h.payment_hash.0),
-                    "state": "SENT_ADD_ACK_REVOCATION",
-                }));
+            for mut h in super::channels::channel_htlcs(&c) {
+                h["short_channel_id"] = json!(scid_s);
+                out.push(h);
             }
         }
         for (i, h) in out.iter_mut().enumerate() {

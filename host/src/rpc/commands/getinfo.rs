@@ -6,18 +6,7 @@ use serde_json::json;
 use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::Params;
 
-pub const GETINFO: Command = Command {
-    name: "getinfo",
-    usage: "",
-    category: "utility",
-    description: "Show information about this node.",
-    verbose: "Returns the node id, alias and color, peer and channel counts, the addresses it announces, \
-              the version, the block height it has processed, the network, the routing fees it has \
-              collected and its feature bits, with Core Lightning's field names.",
-    params: &[],
-    extra_params: false,
-    run,
-};
+pub const GETINFO: Command = Command::new("getinfo", &[], run);
 
 fn run(ctx: Ctx, _p: Params) -> CommandFuture {
     command(async move {

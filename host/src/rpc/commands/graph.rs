@@ -16,41 +16,17 @@ use crate::lightning::graph::{
 use crate::lightning::{parse_scid, scid_string};
 use crate::rpc::params::{Params, opt, req};
 
-pub const LISTCHANNELS: Command = Command {
-    name: "listchannels",
-    usage: "[short_channel_id] [source] [destination]",
-    category: "network",
-    description: "Show channel {short_channel_id} or {source} or {destination} (or all known channels, if not specified)",
-    verbose: "Lists the channels the gossip graph knows, one entry per direction that has a \
-              channel_update: its fees, delay, HTLC limits, flags and capacity (the \
-              direction's htlc_maximum_msat when the capacity is unknown).",
-    params: &[opt("short_channel_id"), opt("source"), opt("destination")],
-    extra_params: false,
-    run: run_listchannels,
-};
+pub const LISTCHANNELS: Command = Command::new(
+    "listchannels",
+    &[opt("short_channel_id"), opt("source"), opt("destination")],
+    run_listchannels,
+);
 
-pub const LISTNODES: Command = Command {
-    name: "listnodes",
-    usage: "[id]",
-    category: "network",
-    description: "Show node {id} (or all known nods, if not specified)",
-    verbose: "Lists the nodes of the gossip graph (or only {id}); nodes that sent a \
-              node_announcement also show its alias, color, features and addresses.",
-    params: &[opt("id")],
-    extra_params: false,
-    run: run_listnodes,
-};
+pub const LISTNODES: Command = Command::new("listnodes", &[opt("id")], run_listnodes);
 
-pub const GETROUTE: Command = Command {
-    name: "getroute",
-    usage: "id amount_msat riskfactor [cltv] [fromid] [fuzzpercent] [exclude] [maxhops]",
-    category: "network",
-    description: "Show route to {id} for {amount_msat}, using {riskfactor} and optional {cltv} (default 9). If specified search from {fromid} otherwise use this node as source. Randomize the route with up to {fuzzpercent} (ignored)). {exclude} an array of short-channel-id/direction (e.g. [ '564334x877x1/0', '564195x1292x0/1' ]) or node-id from consideration. Set the {maxhops} the route can take (default 20).",
-    verbose: "Finds one route with LDK's router and probabilistic scorer and returns it in CLN's \
-              form, ready for sendpay. {riskfactor} and {fuzzpercent} are accepted and ignored; \
-              {cltv} is the final hop's delay, which must be at least the invoice's \
-              min_final_cltv_expiry.",
-    params: &[
+pub const GETROUTE: Command = Command::new(
+    "getroute",
+    &[
         req("id"),
         req("amount_msat"),
         req("riskfactor"),
@@ -60,9 +36,8 @@ pub const GETROUTE: Command = Command {
         opt("exclude"),
         opt("maxhops"),
     ],
-    extra_params: false,
-    run: run_getroute,
-};
+    run_getroute,
+);
 
 pub(super) fn channel_filter(p: &Params) -> Result<ChannelFilter, RpcError> {
     let scid = match p.get("short_channel_id") {

@@ -1,24 +1,44 @@
 //! `help [command]`: every command, built-in or from a plugin, with its usage; with a
-//! command, also its description and a paragraph.
+//! command, also its description and a paragraph. The built-in commands' help is
+//! documentation kept as data (`help.json`, one entry per command), so that a command's
+//! definition is one line beside its handler.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use fulgur_protocol::RpcError;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{COMMANDS, Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, opt};
 
-pub const HELP: Command = Command {
-    name: "help",
-    usage: "[command]",
-    category: "utility",
-    description: "List available commands, or give verbose help on one {command}.",
-    verbose: "Without a command, lists every command the node offers, its own and those registered by \
-              plugins, each with its parameters (optional ones in brackets). With a command, gives its \
-              usage, category, a one-line description and a longer explanation when known.",
-    params: &[opt("command")],
-    extra_params: false,
-    run,
-};
+pub const HELP: Command = Command::new("help", &[opt("command")], run);
+
+/// A built-in command's help.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelpText {
+    /// Parameter synopsis (optional ones in brackets).
+    pub usage: String,
+    /// CLN's category.
+    pub category: String,
+    /// One line.
+    pub description: String,
+    /// A paragraph for `help CMD`.
+    pub verbose: String,
+}
+
+/// Every built-in command's help, read once from `help.json` (a unit test checks that it
+/// parses and covers exactly the command table).
+fn texts() -> &'static HashMap<String, HelpText> {
+    static TEXTS: OnceLock<HashMap<String, HelpText>> = OnceLock::new();
+    TEXTS.get_or_init(|| parse(include_str!("help.json")).unwrap_or_default())
+}
+
+fn parse(s: &str) -> Result<HashMap<String, HelpText>, serde_json::Error> {
+    serde_json::from_str(s)
+}
 
 fn entry(
     name: &str,
@@ -52,11 +72,13 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
             .deprecated_ok
             .load(std::sync::atomic::Ordering::Relaxed);
         let mut entries: Vec<(String, Value)> = vec![];
+        let none = HelpText::default();
         for c in COMMANDS {
-            let verbose = want.as_deref().map(|_| c.verbose);
+            let t = texts().get(c.name).unwrap_or(&none);
+            let verbose = want.as_deref().map(|_| t.verbose.as_str());
             entries.push((
                 c.name.to_string(),
-                entry(c.name, c.usage, c.category, Some(c.description), verbose),
+                entry(c.name, &t.usage, &t.category, Some(&t.description), verbose),
             ));
         }
         for m in ctx.node.plugins.method_help() {
@@ -97,4 +119,30 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_has_help_and_every_help_a_command() {
+        let texts = parse(include_str!("help.json")).unwrap_or_else(|e| panic!("help.json: {e}"));
+        let mut names: Vec<&str> = COMMANDS
+            .iter()
+            .chain(super::super::DEV_COMMANDS)
+            .map(|c| c.name)
+            .collect();
+        names.sort_unstable();
+        let mut helped: Vec<&str> = texts.keys().map(String::as_str).collect();
+        helped.sort_unstable();
+        assert_eq!(names, helped);
+        for (name, t) in &texts {
+            assert!(
+                !t.category.is_empty() && !t.description.is_empty(),
+                "{name}"
+            );
+            assert!(!t.verbose.is_empty(), "{name}: no paragraph");
+        }
+    }
 }

@@ -8,19 +8,7 @@ use super::{Command, CommandFuture, Ctx, command};
 use crate::core_options::render_core;
 use crate::rpc::params::{Params, opt};
 
-pub const LISTCONFIGS: Command = Command {
-    name: "listconfigs",
-    usage: "[config]",
-    category: "utility",
-    description: "List the node's configuration, or one {config} option.",
-    verbose: "Each option shows its value (value_str, value_int, value_bool, or set for flags; \
-              values_* and sources for options given several times) and its source: default, \
-              cmdline, a config file and line, or pluginstart. Plugin options also name their plugin \
-              and say whether setconfig can change them (dynamic).",
-    params: &[opt("config")],
-    extra_params: false,
-    run,
-};
+pub const LISTCONFIGS: Command = Command::new("listconfigs", &[opt("config")], run);
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {

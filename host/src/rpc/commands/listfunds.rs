@@ -6,19 +6,7 @@ use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, opt};
 use crate::wallet::{Fund, Status};
 
-pub const LISTFUNDS: Command = Command {
-    name: "listfunds",
-    usage: "[spent]",
-    category: "utility",
-    description: "Show available funds from the internal wallet",
-    verbose: "Lists the wallet's outputs (status unconfirmed, confirmed, immature, or spent with \
-              {spent}=true), whether they are reserved by a pending transaction and until which \
-              block, and our channels with their funding outputs and balances (closed channels \
-              too, with their on-chain state, until they are forgotten).",
-    params: &[opt("spent")],
-    extra_params: false,
-    run,
-};
+pub const LISTFUNDS: Command = Command::new("listfunds", &[opt("spent")], run);
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {

@@ -6,17 +6,7 @@ use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::Params;
 use crate::wallet::TxEntry;
 
-pub const LISTTRANSACTIONS: Command = Command {
-    name: "listtransactions",
-    usage: "",
-    category: "utility",
-    description: "List transactions that we stored in the wallet",
-    verbose: "Returns the wallet's transactions, oldest first: hash, rawtx, blockheight (0 while \
-              unconfirmed), txindex, locktime, version, inputs and outputs.",
-    params: &[],
-    extra_params: false,
-    run,
-};
+pub const LISTTRANSACTIONS: Command = Command::new("listtransactions", &[], run);
 
 fn run(ctx: Ctx, _p: Params) -> CommandFuture {
     command(async move {

@@ -57,24 +57,41 @@ pub fn command(
     Box::pin(body)
 }
 
-/// A built-in command.
+/// A built-in command. Its help (usage, category, description, a paragraph) is documentation
+/// kept as data in `help.json`, read by `help`.
 pub struct Command {
     /// Its name.
     pub name: &'static str,
-    /// Parameter synopsis for `help`.
-    pub usage: &'static str,
-    /// Category for `help`.
-    pub category: &'static str,
-    /// One line.
-    pub description: &'static str,
-    /// A paragraph for `help CMD`.
-    pub verbose: &'static str,
     /// Parameters, in positional order.
     pub params: &'static [ParamSpec],
     /// Accepts keyword parameters not in `params` (`plugin start greeting=hi`).
     pub extra_params: bool,
     /// The implementation.
     pub run: fn(Ctx, Params) -> CommandFuture,
+}
+
+impl Command {
+    /// Command `name` taking `params`, run by `run`.
+    pub const fn new(
+        name: &'static str,
+        params: &'static [ParamSpec],
+        run: fn(Ctx, Params) -> CommandFuture,
+    ) -> Command {
+        Command {
+            name,
+            params,
+            extra_params: false,
+            run,
+        }
+    }
+
+    /// The same command, also accepting keyword parameters not in its list.
+    pub const fn with_extra_params(self) -> Command {
+        Command {
+            extra_params: true,
+            ..self
+        }
+    }
 }
 
 /// Every built-in command, sorted by name.

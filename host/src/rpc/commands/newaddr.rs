@@ -7,18 +7,7 @@ use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, opt};
 use crate::wallet::AddrRequest;
 
-pub const NEWADDR: Command = Command {
-    name: "newaddr",
-    usage: "[addresstype]",
-    category: "bitcoin",
-    description: "Get a new {bech32, p2tr, all} address to fund a channel (default is p2tr)",
-    verbose: "Generates a new address that belongs to the internal wallet: p2tr (BIP86 taproot, the \
-              default), bech32 (BIP84 p2wpkh) or all (one of each; unlike CLN they come from two \
-              different keys). Funds sent to either can be spent together.",
-    params: &[opt("addresstype")],
-    extra_params: false,
-    run,
-};
+pub const NEWADDR: Command = Command::new("newaddr", &[opt("addresstype")], run);
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {

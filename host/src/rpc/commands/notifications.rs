@@ -9,28 +9,10 @@ use serde_json::json;
 use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, req};
 
-pub const NOTIFICATIONS: Command = Command {
-    name: "notifications",
-    usage: "enable",
-    category: "utility",
-    description: "Enable or disable notifications on this connection.",
-    verbose: "With enable=true, plugins' message and progress notifications about the commands this \
-              connection calls are forwarded to it, with params.id set to the calling request's id.",
-    params: &[req("enable")],
-    extra_params: false,
-    run: run_notifications,
-};
+pub const NOTIFICATIONS: Command =
+    Command::new("notifications", &[req("enable")], run_notifications);
 
-pub const DEPRECATIONS: Command = Command {
-    name: "deprecations",
-    usage: "enable",
-    category: "utility",
-    description: "Enable or disable deprecated APIs on this connection.",
-    verbose: "Overrides --allow-deprecated-apis for the requests made on this connection.",
-    params: &[req("enable")],
-    extra_params: false,
-    run: run_deprecations,
-};
+pub const DEPRECATIONS: Command = Command::new("deprecations", &[req("enable")], run_deprecations);
 
 pub(super) fn enable(p: &Params) -> Result<bool, RpcError> {
     p.opt_bool("enable")?

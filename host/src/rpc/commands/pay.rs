@@ -19,17 +19,9 @@ use crate::lightning::{Lightning, parse_scid};
 use crate::node::Node;
 use crate::rpc::params::{Params, opt, req};
 
-pub const SENDPAY: Command = Command {
-    name: "sendpay",
-    usage: "route payment_hash [label] [amount_msat] [bolt11] [payment_secret] [partid] [localinvreqid] [groupid] [payment_metadata] [description]",
-    category: "payment",
-    description: "Send along {route} in return for preimage of {payment_hash}",
-    verbose: "Sends one part of a payment over exactly {route} (CLN's hops {id, channel, amount_msat, \
-              delay}, as getroute returns them) and returns at once with status pending; \
-              waitsendpay or listsendpays tell the outcome. Multi-part payments: one sendpay per \
-              part with {partid}, {amount_msat} (the whole amount) and {payment_secret}, or, as a \
-              Fulgur extension, {route} as an array of routes (parts 1..N of one group).",
-    params: &[
+pub const SENDPAY: Command = Command::new(
+    "sendpay",
+    &[
         req("route"),
         req("payment_hash"),
         opt("label"),
@@ -42,38 +34,23 @@ pub const SENDPAY: Command = Command {
         opt("payment_metadata"),
         opt("description"),
     ],
-    extra_params: false,
-    run: run_sendpay,
-};
+    run_sendpay,
+);
 
-pub const WAITSENDPAY: Command = Command {
-    name: "waitsendpay",
-    usage: "payment_hash [timeout] [partid] [groupid]",
-    category: "payment",
-    description: "Wait for payment attempt on {payment_hash} to succeed or fail, but only up to {timeout} seconds.",
-    verbose: "Waits until part {partid} (default 0) of attempt {groupid} (default: the latest) of \
-              {payment_hash} completes, returning its record with the preimage, or fails, \
-              returning CLN's routing failure (203: the destination refused, 204: try another \
-              route). 200 after {timeout} seconds, 208 if it was never sent.",
-    params: &[
+pub const WAITSENDPAY: Command = Command::new(
+    "waitsendpay",
+    &[
         req("payment_hash"),
         opt("timeout"),
         opt("partid"),
         opt("groupid"),
     ],
-    extra_params: false,
-    run: run_waitsendpay,
-};
+    run_waitsendpay,
+);
 
-pub const LISTSENDPAYS: Command = Command {
-    name: "listsendpays",
-    usage: "[bolt11] [payment_hash] [status] [index] [start] [limit]",
-    category: "payment",
-    description: "Show sendpay, old and current, optionally limiting to {bolt11} or {payment_hash}.",
-    verbose: "Lists every part sent with sendpay, or only those of {bolt11} or {payment_hash}, or \
-              with {status} (pending, complete, failed); {index} (created or updated) with \
-              {start} and {limit} pages through them in that order.",
-    params: &[
+pub const LISTSENDPAYS: Command = Command::new(
+    "listsendpays",
+    &[
         opt("bolt11"),
         opt("payment_hash"),
         opt("status"),
@@ -81,9 +58,8 @@ pub const LISTSENDPAYS: Command = Command {
         opt("start"),
         opt("limit"),
     ],
-    extra_params: false,
-    run: run_listsendpays,
-};
+    run_listsendpays,
+);
 
 /// The running engine, or CLN's generic error while it waits for the Bitcoin backend.
 pub(super) fn engine(node: &Node) -> Result<Arc<Lightning>, RpcError> {
@@ -305,16 +281,7 @@ pub(super) fn list_filter(p: &Params) -> Result<ListFilter, RpcError> {
             "Can only specify one of {bolt11} or {payment_hash}",
         ));
     }
-    if start != 0 && by_updated.is_none() {
-        return Err(RpcError::invalid_params(
-            "Can only specify {start} with {index}",
-        ));
-    }
-    if limit.is_some() && by_updated.is_none() {
-        return Err(RpcError::invalid_params(
-            "Can only specify {limit} with {index}",
-        ));
-    }
+    crate::rpc::params::paging_needs_index(start, limit, by_updated.is_some())?;
     if (hash.is_some() || bolt11.is_some()) && start != 0 {
         return Err(RpcError::invalid_params(
             "Cannot use start with bolt11 or payment_hash",

@@ -13,40 +13,16 @@ use crate::lightning::net::{DEFAULT_PORT, NetAddr};
 use crate::node::Node;
 use crate::rpc::params::{Params, opt, req};
 
-pub const CONNECT: Command = Command {
-    name: "connect",
-    usage: "id [host] [port]",
-    category: "network",
-    description: "Connect to {id} at {host} (which can end in ':port' if not default). {id} can also be of the form id@host[:port].",
-    verbose: "Opens a Lightning connection (BOLT 8 handshake, then init) to the node {id} and \
-              returns once the peer is connected, with its features and the address used.",
-    params: &[req("id"), opt("host"), opt("port")],
-    extra_params: false,
-    run: run_connect,
-};
+pub const CONNECT: Command = Command::new(
+    "connect",
+    &[req("id"), opt("host"), opt("port")],
+    run_connect,
+);
 
-pub const DISCONNECT: Command = Command {
-    name: "disconnect",
-    usage: "id [force]",
-    category: "network",
-    description: "Disconnect from {id} that has previously been connected to using connect; with {force} set, even if it has active channels",
-    verbose: "Closes the connection to the peer {id}.",
-    params: &[req("id"), opt("force")],
-    extra_params: false,
-    run: run_disconnect,
-};
+pub const DISCONNECT: Command =
+    Command::new("disconnect", &[req("id"), opt("force")], run_disconnect);
 
-pub const LISTPEERS: Command = Command {
-    name: "listpeers",
-    usage: "[id] [level]",
-    category: "network",
-    description: "Show current peers, if {level} is set, include logs for {id}",
-    verbose: "Lists the connected peers (or only {id}): whether connected, the number of channels, \
-              the network address and the features they sent in init.",
-    params: &[opt("id"), opt("level")],
-    extra_params: false,
-    run: run_listpeers,
-};
+pub const LISTPEERS: Command = Command::new("listpeers", &[opt("id"), opt("level")], run_listpeers);
 
 fn engine(node: &Node) -> Result<Arc<Lightning>, RpcError> {
     node.lightning.get().cloned().ok_or_else(|| {
@@ -231,17 +207,11 @@ fn run_listpeers(ctx: Ctx, p: Params) -> CommandFuture {
     })
 }
 
-pub const SENDCUSTOMMSG: Command = Command {
-    name: "sendcustommsg",
-    usage: "node_id msg",
-    category: "utility",
-    description: "Send a custom message {msg} (hex, starting with its 2-byte type) to the peer {node_id}",
-    verbose: "Queues a custom BOLT 1 message for a connected peer. The type must be odd and \
-              not one the Lightning engine handles itself (as in CLN).",
-    params: &[req("node_id"), req("msg")],
-    extra_params: false,
-    run: run_sendcustommsg,
-};
+pub const SENDCUSTOMMSG: Command = Command::new(
+    "sendcustommsg",
+    &[req("node_id"), req("msg")],
+    run_sendcustommsg,
+);
 
 /// The peer messages LDK 0.3 reads itself (`lightning::ln::wire`), by BOLT name: sending one
 /// as a custom message would confuse the peer's state machine.

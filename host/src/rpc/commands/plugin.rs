@@ -13,22 +13,12 @@ use crate::config::{RawOpt, Source};
 use crate::plugin::discovery;
 use crate::rpc::params::{Params, opt, req};
 
-pub const PLUGIN: Command = Command {
-    name: "plugin",
-    usage: "subcommand [plugin|directory] [options]",
-    category: "plugin",
-    description: "Manage plugins: start, stop, startdir, rescan, list.",
-    verbose: "start PATH [options]: start a dynamic plugin (PATH absolute or relative to \
-              <lightning-dir>/plugins), passing its options as extra keyword parameters \
-              (greeting=hi) or as an options array of \"name=value\" strings; returns when it has \
-              answered init. stop NAME: stop a dynamic plugin (it gets the shutdown notification \
-              and a grace period if it subscribed). startdir DIR: start every plugin in DIR. \
-              rescan: start new plugins in <lightning-dir>/plugins. list: every plugin, whether \
-              it is active (init done) and dynamic.",
-    params: &[req("subcommand"), opt("plugin"), opt("options")],
-    extra_params: true,
+pub const PLUGIN: Command = Command::new(
+    "plugin",
+    &[req("subcommand"), opt("plugin"), opt("options")],
     run,
-};
+)
+.with_extra_params();
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move { plugin(&ctx, p).await })

@@ -12,19 +12,11 @@ use crate::core_options::persist_setconfig;
 use crate::plugin::outcome;
 use crate::rpc::params::{Params, opt, req};
 
-pub const SETCONFIG: Command = Command {
-    name: "setconfig",
-    usage: "config [val] [transient]",
-    category: "utility",
-    description: "Set a dynamic configuration option {config} to {val}.",
-    verbose: "Only options that their plugin declared dynamic can be changed. The plugin receives a \
-              setconfig request with the value as a string (an array of strings for multi options, \
-              nothing for flags) and may refuse it. Unless {transient} is true, the new value is \
-              written to <lightning-dir>/<network>/config.setconfig and survives restarts.",
-    params: &[req("config"), opt("val"), opt("transient")],
-    extra_params: false,
+pub const SETCONFIG: Command = Command::new(
+    "setconfig",
+    &[req("config"), opt("val"), opt("transient")],
     run,
-};
+);
 
 fn run(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move { set(&ctx, &p).await })

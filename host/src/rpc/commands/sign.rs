@@ -12,30 +12,13 @@ use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, opt, req};
 use fulgur_base::hex;
 
-pub const SIGNMESSAGE: Command = Command {
-    name: "signmessage",
-    usage: "message",
-    category: "utility",
-    description: "Create a digital signature of {message}",
-    verbose: "Signs {message} (less than 64k) with the node key: the signature, its recovery id \
-              and both as zbase32, compatible with lnd's signmessage.",
-    params: &[req("message")],
-    extra_params: false,
-    run: run_signmessage,
-};
+pub const SIGNMESSAGE: Command = Command::new("signmessage", &[req("message")], run_signmessage);
 
-pub const CHECKMESSAGE: Command = Command {
-    name: "checkmessage",
-    usage: "message zbase [pubkey]",
-    category: "utility",
-    description: "Verify a digital signature {zbase} of {message} signed with {pubkey}",
-    verbose: "Recovers the key that signed {message} from {zbase}. With {pubkey}, verified says \
-              whether it is that key; without, the key must be a node of the gossip graph \
-              (error 1301 otherwise).",
-    params: &[req("message"), req("zbase"), opt("pubkey")],
-    extra_params: false,
-    run: run_checkmessage,
-};
+pub const CHECKMESSAGE: Command = Command::new(
+    "checkmessage",
+    &[req("message"), req("zbase"), opt("pubkey")],
+    run_checkmessage,
+);
 
 const ZBASE32: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
 const PREFIX: &[u8] = b"Lightning Signed Message:";

@@ -5,18 +5,7 @@ use serde_json::json;
 use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::Params;
 
-pub const STOP: Command = Command {
-    name: "stop",
-    usage: "",
-    category: "utility",
-    description: "Shut down the node.",
-    verbose: "Stops accepting new RPC connections, sends the shutdown notification to plugins that \
-              subscribed to it and gives them a grace period to exit, stops the others, closes the \
-              database, and answers \"Shutdown complete\" as the very last thing.",
-    params: &[],
-    extra_params: false,
-    run,
-};
+pub const STOP: Command = Command::new("stop", &[], run);
 
 fn run(ctx: Ctx, _p: Params) -> CommandFuture {
     command(async move {

@@ -13,40 +13,15 @@ use crate::rpc::onchain::{self, wallet_error};
 use crate::rpc::params::{Params, opt, req};
 use crate::wallet::SpendRequest;
 
-pub const TXPREPARE: Command = Command {
-    name: "txprepare",
-    usage: "outputs [feerate] [minconf] [utxos]",
-    category: "bitcoin",
-    description: "Create a transaction, with option to spend in future (either txsend and txdiscard)",
-    verbose: "{outputs} is an array of {address: amount} objects (amount as for withdraw; one may \
-              be 'all'). The coins used stay reserved for 72 blocks, until txsend or txdiscard.",
-    params: &[req("outputs"), opt("feerate"), opt("minconf"), opt("utxos")],
-    extra_params: false,
-    run: run_prepare,
-};
+pub const TXPREPARE: Command = Command::new(
+    "txprepare",
+    &[req("outputs"), opt("feerate"), opt("minconf"), opt("utxos")],
+    run_prepare,
+);
 
-pub const TXSEND: Command = Command {
-    name: "txsend",
-    usage: "txid",
-    category: "bitcoin",
-    description: "Sign and broadcast a transaction created by txprepare",
-    verbose: "Signs and broadcasts the transaction {txid} made by txprepare. If the broadcast \
-              fails the transaction is discarded and its coins released.",
-    params: &[req("txid")],
-    extra_params: false,
-    run: run_send,
-};
+pub const TXSEND: Command = Command::new("txsend", &[req("txid")], run_send);
 
-pub const TXDISCARD: Command = Command {
-    name: "txdiscard",
-    usage: "txid",
-    category: "bitcoin",
-    description: "Abandon a transaction created by txprepare",
-    verbose: "Forgets the transaction {txid} made by txprepare and releases its coins.",
-    params: &[req("txid")],
-    extra_params: false,
-    run: run_discard,
-};
+pub const TXDISCARD: Command = Command::new("txdiscard", &[req("txid")], run_discard);
 
 fn bad_outputs() -> RpcError {
     RpcError::invalid_params(

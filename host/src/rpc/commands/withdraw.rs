@@ -8,26 +8,17 @@ use crate::rpc::onchain::{self, wallet_error};
 use crate::rpc::params::{Params, opt, req};
 use crate::wallet::SpendRequest;
 
-pub const WITHDRAW: Command = Command {
-    name: "withdraw",
-    usage: "destination satoshi [feerate] [minconf] [utxos]",
-    category: "bitcoin",
-    description: "Send {satoshi} (or 'all') to the {destination} address via Bitcoin transaction",
-    verbose: "Spends from the internal wallet: {satoshi} is a number of sat, NNNsat, NNN000msat, \
-              N.NNNbtc or 'all'; {feerate} slow, normal (default), urgent, minimum, NNNperkw, \
-              NNNperkb or a number (per kb); {minconf} (default 1) confirmations of the coins used; \
-              {utxos} the exact coins to spend (txid:vout). Fails with 301 if funds are short and \
-              302 if an output would be dust; nothing stays reserved after a failure.",
-    params: &[
+pub const WITHDRAW: Command = Command::new(
+    "withdraw",
+    &[
         req("destination"),
         req("satoshi"),
         opt("feerate"),
         opt("minconf"),
         opt("utxos"),
     ],
-    extra_params: false,
     run,
-};
+);
 
 /// `minconf`, CLN's u16 (default 1).
 pub fn minconf(p: &Params) -> Result<u32, RpcError> {
