@@ -20,6 +20,7 @@
 
 pub mod bump;
 mod persist;
+pub mod select;
 #[cfg(test)]
 mod tests;
 
@@ -866,7 +867,7 @@ impl Wallet {
         let mut st = self.state();
         let tip = st.tip();
         // The coins we may use, best first.
-        let mut pool: Vec<(Kind, LocalOutput)> = match &req.utxos {
+        let pool: Vec<(Kind, LocalOutput)> = match &req.utxos {
             Some(ops) => {
                 let mut v = vec![];
                 let mut dup = HashSet::new();
@@ -914,209 +915,61 @@ impl Wallet {
             }
         };
         let use_all = req.utxos.is_some() || alls == 1;
-        let fixed: u64 = req
-            .outputs
-            .iter()
-            .map(|(_, a)| match a {
-                Amt::Sat(s) => *s,
-                Amt::All => 0,
-            })
-            .sum();
         let lock_time = LockTime::from_height(tip.height).unwrap_or(LockTime::ZERO);
-        let build = |coins: &[(Kind, LocalOutput)], outs: Vec<TxOut>, dummy: bool| Transaction {
-            version: Version::TWO,
-            lock_time,
-            input: coins
-                .iter()
-                .map(|(k, o)| TxIn {
-                    previous_output: o.outpoint,
-                    script_sig: ScriptBuf::new(),
-                    sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-                    witness: if dummy {
-                        k.dummy_witness()
-                    } else {
-                        Witness::new()
-                    },
-                })
-                .collect(),
-            output: outs,
-        };
-        let base_outputs: Vec<TxOut> = req
-            .outputs
-            .iter()
-            .map(|(s, a)| TxOut {
-                script_pubkey: s.clone(),
-                value: Amount::from_sat(match a {
-                    Amt::Sat(v) => *v,
-                    Amt::All => 0,
-                }),
-            })
-            .collect();
         let change_script = st
             .tr
             .w
             .peek_address(KeychainKind::Internal, 0)
             .script_pubkey();
-        let change_dust = change_script.minimal_non_dust().to_sat();
-        let with_change = |outs: &[TxOut]| {
-            let mut o = outs.to_vec();
-            o.push(TxOut {
-                script_pubkey: change_script.clone(),
-                value: Amount::ZERO,
-            });
-            o
-        };
-
         // The emergency reserve (anchor channels): confirmed coins this spend leaves
         // untouched, plus its change, must add up to `keep`; the change grows to make up
         // the difference, as CLN's `change_for_emergency`.
-        let eligible: HashMap<OutPoint, u64> = if keep > 0 {
-            self.candidates(&st, 1)
-                .into_iter()
-                .map(|(_, o)| (o.outpoint, o.txout.value.to_sat()))
-                .collect()
-        } else {
-            HashMap::new()
-        };
-        let eligible_total: u64 = eligible.values().sum();
-        let need_change = |sel: &[(Kind, LocalOutput)]| -> u64 {
-            let used: u64 = sel
-                .iter()
-                .filter_map(|(_, o)| eligible.get(&o.outpoint))
-                .sum();
-            match keep.saturating_sub(eligible_total - used) {
-                0 => 0,
-                n => n.max(change_dust),
-            }
-        };
-        let short_of_reserve = || {
-            WalletError::Emergency(format!(
-                "We would not have enough left for min-emergency-msat {keep}sat"
-            ))
-        };
-
-        let (selected, mut outputs, change) = if use_all {
-            let total: u64 = pool.iter().map(|(_, o)| o.txout.value.to_sat()).sum();
-            if pool.is_empty() {
-                return Err(WalletError::CannotAfford(
-                    "Could not afford all: no available UTXOs".into(),
-                ));
-            }
-            let need = need_change(&pool);
-            if alls == 1 {
-                let fee = fee_for(
-                    req.feerate_perkw,
-                    build(&pool, base_outputs.clone(), true).weight(),
-                );
-                let rest = total.checked_sub(fixed + fee).ok_or_else(|| {
-                    WalletError::CannotAfford(format!(
-                        "Could not afford {fixed}sat plus a fee of {fee}sat using all {} available UTXOs: {}sat short",
-                        pool.len(),
-                        (fixed + fee) - total
-                    ))
-                })?;
-                let mut outs = base_outputs.clone();
-                let (i, _) = req
-                    .outputs
-                    .iter()
-                    .enumerate()
-                    .find(|(_, (_, a))| *a == Amt::All)
-                    .ok_or_else(|| other("no 'all' output"))?;
-                let min = outs[i].script_pubkey.minimal_non_dust().to_sat();
-                // 'all' leaves the reserve behind as change.
-                let (rest, change) = if need > 0 {
-                    let fee_c = fee_for(
-                        req.feerate_perkw,
-                        build(&pool, with_change(&base_outputs), true).weight(),
-                    );
-                    let rest = total
-                        .checked_sub(fixed + fee_c + need)
-                        .filter(|r| *r >= min)
-                        .ok_or_else(short_of_reserve)?;
-                    (rest, Some(need))
-                } else {
-                    (rest, None)
-                };
-                if rest < min {
-                    return Err(WalletError::Dust(format!(
-                        "Output {i} would be dust: {rest}sat left after fees is below the dust limit of {min}sat"
-                    )));
-                }
-                outs[i].value = Amount::from_sat(rest);
-                (pool, outs, change)
+        let reserve = select::Reserve {
+            keep,
+            eligible: if keep > 0 {
+                self.candidates(&st, 1)
+                    .into_iter()
+                    .map(|(_, o)| (o.outpoint, o.txout.value.to_sat()))
+                    .collect()
             } else {
-                // Exactly the given coins; change if worth it.
-                let fee_nc = fee_for(
-                    req.feerate_perkw,
-                    build(&pool, base_outputs.clone(), true).weight(),
-                );
-                if total < fixed + fee_nc {
-                    return Err(WalletError::CannotAfford(format!(
-                        "Could not afford {fixed}sat plus a fee of {fee_nc}sat using the {} given UTXOs: {}sat short",
-                        pool.len(),
-                        fixed + fee_nc - total
-                    )));
-                }
-                let fee_c = fee_for(
-                    req.feerate_perkw,
-                    build(&pool, with_change(&base_outputs), true).weight(),
-                );
-                let change = total.saturating_sub(fixed + fee_c);
-                if need > 0 && (total < fixed + fee_c || change < need) {
-                    return Err(short_of_reserve());
-                }
-                let change = (total >= fixed + fee_c && change >= change_dust).then_some(change);
-                (pool, base_outputs.clone(), change)
-            }
-        } else {
-            let mut sel: Vec<(Kind, LocalOutput)> = vec![];
-            let mut total = 0u64;
-            let mut done = None;
-            // Affordable when the reserve is ignored (tells 313 from 301).
-            let mut affordable = false;
-            for c in pool.drain(..) {
-                total += c.1.txout.value.to_sat();
-                sel.push(c);
-                let fee_nc = fee_for(
-                    req.feerate_perkw,
-                    build(&sel, base_outputs.clone(), true).weight(),
-                );
-                if total < fixed + fee_nc {
-                    continue;
-                }
-                affordable = true;
-                let fee_c = fee_for(
-                    req.feerate_perkw,
-                    build(&sel, with_change(&base_outputs), true).weight(),
-                );
-                let change = total.saturating_sub(fixed + fee_c);
-                let need = need_change(&sel);
-                if need > 0 {
-                    // Take more coins until the change keeps the reserve.
-                    if total < fixed + fee_c || change < need {
-                        continue;
-                    }
-                    done = Some(Some(change));
-                    break;
-                }
-                done = Some((total >= fixed + fee_c && change >= change_dust).then_some(change));
-                break;
-            }
-            let Some(change) = done else {
-                if affordable {
-                    return Err(short_of_reserve());
-                }
-                let fee = fee_for(
-                    req.feerate_perkw,
-                    build(&sel, base_outputs.clone(), true).weight(),
-                );
-                return Err(WalletError::CannotAfford(format!(
-                    "Could not afford {fixed}sat using all {} available UTXOs: {}sat short",
-                    sel.len(),
-                    (fixed + fee).saturating_sub(total)
-                )));
-            };
-            (sel, base_outputs.clone(), change)
+                HashMap::new()
+            },
+        };
+        let coins: Vec<select::Coin> = pool
+            .iter()
+            .map(|(k, o)| select::Coin {
+                outpoint: o.outpoint,
+                value: o.txout.value.to_sat(),
+                kind: *k,
+            })
+            .collect();
+        let chosen = select::coin_select(
+            &coins,
+            &req.outputs,
+            req.feerate_perkw,
+            &reserve,
+            use_all,
+            &change_script,
+        )?;
+        let selected: Vec<(Kind, LocalOutput)> = chosen
+            .coins
+            .iter()
+            .filter_map(|i| pool.get(*i).cloned())
+            .collect();
+        let (mut outputs, change) = (chosen.outputs, chosen.change);
+        let build = |coins: &[(Kind, LocalOutput)], outs: Vec<TxOut>| Transaction {
+            version: Version::TWO,
+            lock_time,
+            input: coins
+                .iter()
+                .map(|(_, o)| TxIn {
+                    previous_output: o.outpoint,
+                    script_sig: ScriptBuf::new(),
+                    sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                    witness: Witness::new(),
+                })
+                .collect(),
+            output: outs,
         };
 
         // Change goes to a fresh taproot change address.
@@ -1129,7 +982,7 @@ impl Wallet {
                 value: Amount::from_sat(v),
             });
         }
-        let tx = build(&selected, outputs, false);
+        let tx = build(&selected, outputs);
         let mut psbt = Psbt::from_unsigned_tx(tx).map_err(other)?;
         for (i, (k, o)) in selected.iter().enumerate() {
             psbt.inputs[i] = st
