@@ -1104,50 +1104,39 @@ pub fn outcome(resp: &Value) -> Result<&Value, fulgur_protocol::RpcError> {
 mod tests {
     use super::*;
 
-    /// A dependency-free plugin that registers `htlc_accepted` and answers it per `mode`.
+    /// A dependency-free plugin (on the suite's `tests/plugins/rawplugin.py`) that registers
+    /// `htlc_accepted` and answers it per `mode`.
     fn script(dir: &Path, name: &str, mode: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
         let answer = match mode {
             "silent" => "pass",
-            "garbage" => {
-                r#"send({"jsonrpc": "2.0", "id": obj["id"], "result": {"result": "maybe"}})"#
-            }
+            "garbage" => r#"rawplugin.reply(i, {"result": "maybe"})"#,
             "error" => {
-                r#"send({"jsonrpc": "2.0", "id": obj["id"], "error": {"code": -1, "message": "boom"}})"#
+                r#"rawplugin.send({"jsonrpc": "2.0", "id": i, "error": {"code": -1, "message": "boom"}})"#
             }
             "fail-receives" => {
-                r#"send({"jsonrpc": "2.0", "id": obj["id"], "result": {"result": "fail", "failure_message": "2002"}})"#
+                r#"rawplugin.reply(i, {"result": "fail", "failure_message": "2002"})"#
             }
-            _ => r#"send({"jsonrpc": "2.0", "id": obj["id"], "result": {"result": "continue"}})"#,
+            _ => r#"rawplugin.reply(i, {"result": "continue"})"#,
         };
         let hooks = if mode == "fail-receives" {
             r#"[{"name": "htlc_accepted", "filters": ["receive"]}]"#
         } else {
             r#"["htlc_accepted"]"#
         };
+        let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/plugins");
         let body = format!(
             r#"#!/usr/bin/env python3
-import json, sys
-def send(o):
-    sys.stdout.write(json.dumps(o) + "\n\n")
-    sys.stdout.flush()
-dec, data = json.JSONDecoder(), ""
-for line in sys.stdin:
-    data += line
-    while data.strip():
-        data = data.lstrip()
-        try:
-            obj, end = dec.raw_decode(data)
-        except ValueError:
-            break
-        data = data[end:]
-        m = obj.get("method")
-        if m == "getmanifest":
-            send({{"jsonrpc": "2.0", "id": obj["id"], "result": {{"options": [], "rpcmethods": [], "hooks": {hooks}, "dynamic": True}}}})
-        elif m == "init":
-            send({{"jsonrpc": "2.0", "id": obj["id"], "result": {{}}}})
-        elif m == "htlc_accepted":
-            {answer}
+import sys
+sys.path.insert(0, {shared:?})
+import rawplugin
+for m, i, _ in rawplugin.requests():
+    if m == "getmanifest":
+        rawplugin.reply(i, {{"options": [], "rpcmethods": [], "hooks": {hooks}, "dynamic": True}})
+    elif m == "init":
+        rawplugin.reply(i, {{}})
+    elif m == "htlc_accepted":
+        {answer}
 "#
         );
         let p = dir.join(name);
