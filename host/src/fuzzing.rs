@@ -101,7 +101,7 @@ pub fn rpc_requests(data: &[u8]) {
 /// levels, a `getmanifest` answer read as the host reads it, and what the hook rules make
 /// of any object as an answer to each hook.
 pub fn plugin_messages(data: &[u8]) {
-    let (values, _) = frames(data, crate::plugin::process::MAX_PLUGIN_MESSAGE);
+    let (values, _) = frames(data, crate::plugin::plugin::MAX_PLUGIN_MESSAGE);
     for v in values {
         if let Ok(m) = serde_json::from_value::<Manifest>(v.clone()) {
             manifest(&m, &[]);

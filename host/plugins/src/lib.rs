@@ -18,6 +18,7 @@
 pub mod discovery;
 pub mod hooks;
 pub mod options;
+pub mod plugin;
 pub mod process;
 pub mod wasm;
 
@@ -34,7 +35,7 @@ use fulgur_protocol::manifest::{HookDecl, Manifest, is_deprecated};
 use fulgur_protocol::notifications::{is_builtin, wrap};
 use serde_json::{Map, Value, json};
 
-pub use process::{CallerLink, CallerSink, Gone, Plugin, State};
+pub use plugin::{CallerLink, CallerSink, Gone, Plugin, State};
 
 use crate::hooks::{ChainEnd, Interpret, Step};
 use crate::options::RawOpt;
@@ -258,7 +259,7 @@ impl PluginHost {
                 r.next_order += 1;
                 r.next_order
             };
-            match Plugin::spawn(self, &c.path, order, true, c.important) {
+            match spawn_plugin(self, &c.path, order, true, c.important) {
                 Ok(p) => spawned.push(p),
                 Err(e) => {
                     self.main.broken(&format!("{}: {e}", c.path.display()));
@@ -555,7 +556,7 @@ impl PluginHost {
             r.next_order += 1;
             r.next_order
         };
-        let p = Plugin::spawn(self, path, order, false, false)?;
+        let p = spawn_plugin(self, path, order, false, false)?;
         let m = match self.get_manifest(&p).await {
             Ok(m) => m,
             Err(reason) => {
@@ -1071,6 +1072,26 @@ impl<'a> HookCall<'a> {
             )
             .await
     }
+}
+
+/// Starts the plugin at `path` on the transport its file asks for: a WASM module in-process,
+/// anything else as a child process. `Err` is CLN's "opening pipe" reason.
+fn spawn_plugin(
+    host: &Arc<PluginHost>,
+    path: &Path,
+    order: u64,
+    startup: bool,
+    important: bool,
+) -> Result<Arc<Plugin>, String> {
+    if wasm::is_wasm(path) {
+        #[cfg(feature = "wasm")]
+        return wasm::runtime::spawn(host, path, order, startup, important);
+        #[cfg(not(feature = "wasm"))]
+        return Err(
+            "WASM plugins are not supported by this build (cargo feature `wasm` is off)".into(),
+        );
+    }
+    process::spawn(host, path, order, startup, important)
 }
 
 /// `{"jsonrpc":"2.0","method":topic,"params":{topic: inner}}` encoded once.

@@ -33,7 +33,7 @@ use wasmtime::{
 
 use super::{MAX_TIMER, Sandbox, TIMER_METHOD, sandbox_for};
 use crate::PluginHost;
-use crate::process::{InlineDelivery, Plugin, State, Wiring};
+use crate::plugin::{InlineDelivery, Plugin, State, Wiring};
 use fulgur_base::log::SourceLog;
 
 /// Fuel one call may use and still be delivered on the caller's thread next time (about a
@@ -805,7 +805,7 @@ pub(crate) fn spawn(
     important: bool,
 ) -> Result<Arc<Plugin>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("opening pipe: {e}"))?;
-    let name = crate::process::short_name(path);
+    let name = crate::plugin::short_name(path);
     let sandbox = sandbox_for(&host.settings.wasm_sandbox, &name);
     let log = host.log.source(format!("plugin-{name}"));
     let image = Image::compile(&bytes, sandbox, log)?;
