@@ -11,6 +11,7 @@
 // Daemon code returns errors; a panic here would stop the process (tests may unwrap:
 // clippy.toml).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
+#![deny(missing_docs)]
 
 mod cln_json;
 mod config;
