@@ -259,7 +259,13 @@ impl PluginHost {
                 r.next_order += 1;
                 r.next_order
             };
-            match spawn_plugin(self, &c.path, order, true, c.important) {
+            match spawn_plugin(&plugin::Birth {
+                host: self,
+                path: &c.path,
+                order,
+                startup: true,
+                important: c.important,
+            }) {
                 Ok(p) => spawned.push(p),
                 Err(e) => {
                     self.main.broken(&format!("{}: {e}", c.path.display()));
@@ -556,7 +562,13 @@ impl PluginHost {
             r.next_order += 1;
             r.next_order
         };
-        let p = spawn_plugin(self, path, order, false, false)?;
+        let p = spawn_plugin(&plugin::Birth {
+            host: self,
+            path,
+            order,
+            startup: false,
+            important: false,
+        })?;
         let m = match self.get_manifest(&p).await {
             Ok(m) => m,
             Err(reason) => {
@@ -1076,22 +1088,16 @@ impl<'a> HookCall<'a> {
 
 /// Starts the plugin at `path` on the transport its file asks for: a WASM module in-process,
 /// anything else as a child process. `Err` is CLN's "opening pipe" reason.
-fn spawn_plugin(
-    host: &Arc<PluginHost>,
-    path: &Path,
-    order: u64,
-    startup: bool,
-    important: bool,
-) -> Result<Arc<Plugin>, String> {
-    if wasm::is_wasm(path) {
+fn spawn_plugin(b: &plugin::Birth<'_>) -> Result<Arc<Plugin>, String> {
+    if wasm::is_wasm(b.path) {
         #[cfg(feature = "wasm")]
-        return wasm::runtime::spawn(host, path, order, startup, important);
+        return wasm::runtime::spawn(b);
         #[cfg(not(feature = "wasm"))]
         return Err(
             "WASM plugins are not supported by this build (cargo feature `wasm` is off)".into(),
         );
     }
-    process::spawn(host, path, order, startup, important)
+    process::spawn(b)
 }
 
 /// `{"jsonrpc":"2.0","method":topic,"params":{topic: inner}}` encoded once.

@@ -227,6 +227,16 @@ fn is_power_of_ten(mut n: u64) -> bool {
     n == 1
 }
 
+/// A plugin about to start: its host, its file, its place in the start order, whether it
+/// starts with the node and whether the node needs it.
+pub(crate) struct Birth<'a> {
+    pub host: &'a Arc<PluginHost>,
+    pub path: &'a Path,
+    pub order: u64,
+    pub startup: bool,
+    pub important: bool,
+}
+
 /// The channels a transport hands to [`Plugin::assemble`].
 pub(super) struct Wiring {
     pub tx: mpsc::UnboundedSender<Bytes>,
@@ -255,22 +265,18 @@ pub fn short_name(path: &Path) -> String {
 impl Plugin {
     /// A plugin on a transport's channels (`sandbox` only for WASM).
     pub(super) fn assemble(
-        host: &Arc<PluginHost>,
-        path: &Path,
-        order: u64,
-        startup: bool,
-        important: bool,
+        b: &Birth<'_>,
         wiring: Wiring,
         sandbox: Option<Arc<super::wasm::Sandbox>>,
     ) -> Arc<Plugin> {
-        let name = short_name(path);
+        let name = short_name(b.path);
         Arc::new(Plugin {
-            log: host.log.source(format!("plugin-{name}")),
+            log: b.host.log.source(format!("plugin-{name}")),
             name,
-            path: path.to_path_buf(),
-            order,
-            startup,
-            important: AtomicBool::new(important),
+            path: b.path.to_path_buf(),
+            order: b.order,
+            startup: b.startup,
+            important: AtomicBool::new(b.important),
             state: Mutex::new(State::AwaitingManifest),
             manifest: OnceLock::new(),
             tx: Mutex::new(Some(wiring.tx)),

@@ -2,7 +2,6 @@
 //! node's log. This is the only module that knows about pipes; the plugin itself is
 //! `plugin.rs`'s [`Plugin`], which the WASM transport uses too.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 
@@ -13,10 +12,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::FramedRead;
 
-use super::PluginHost;
 use fulgur_base::log::SourceLog;
 
-use crate::plugin::{MAX_PLUGIN_MESSAGE, MAX_STDERR_LINE, OutQueue, Plugin, WRITE_BATCH, Wiring};
+use crate::plugin::{
+    Birth, MAX_PLUGIN_MESSAGE, MAX_STDERR_LINE, OutQueue, Plugin, WRITE_BATCH, Wiring,
+};
 
 /// Cuts a plugin's stderr into log lines: any bytes (invalid UTF-8 is replaced, not an
 /// error) and at most [`MAX_STDERR_LINE`] bytes of one line kept, however long it is.
@@ -123,13 +123,8 @@ async fn pump_stderr(mut stderr: impl AsyncRead + Unpin, log: SourceLog) {
 
 /// Starts the plugin at `path` as a process, with its I/O tasks. `Err` is CLN's "opening
 /// pipe" reason.
-pub(super) fn spawn(
-    host: &Arc<PluginHost>,
-    path: &Path,
-    order: u64,
-    startup: bool,
-    important: bool,
-) -> Result<Arc<Plugin>, String> {
+pub(super) fn spawn(b: &Birth<'_>) -> Result<Arc<Plugin>, String> {
+    let (host, path) = (b.host, b.path);
     let mut cmd = tokio::process::Command::new(path);
     cmd.current_dir(&host.settings.net_dir)
         .env("LIGHTNINGD_PLUGIN", "1")
@@ -151,11 +146,7 @@ pub(super) fn spawn(
     let (exited_tx, exited) = watch::channel(false);
     let (kill_tx, kill_rx) = oneshot::channel::<()>();
     let plugin = Plugin::assemble(
-        host,
-        path,
-        order,
-        startup,
-        important,
+        b,
         Wiring {
             tx,
             exited,

@@ -16,7 +16,6 @@
 //! [`Sandbox::failure_window`] the plugin is disabled (killed and unregistered).
 
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -33,7 +32,7 @@ use wasmtime::{
 
 use super::{MAX_TIMER, Sandbox, TIMER_METHOD, sandbox_for};
 use crate::PluginHost;
-use crate::plugin::{InlineDelivery, Plugin, State, Wiring};
+use crate::plugin::{Birth, InlineDelivery, Plugin, State, Wiring};
 use fulgur_base::log::SourceLog;
 
 /// Fuel one call may use and still be delivered on the caller's thread next time (about a
@@ -797,13 +796,8 @@ impl InlineDelivery for Mailbox {
 }
 
 /// Compiles the module and starts the instance's actor thread.
-pub(crate) fn spawn(
-    host: &Arc<PluginHost>,
-    path: &Path,
-    order: u64,
-    startup: bool,
-    important: bool,
-) -> Result<Arc<Plugin>, String> {
+pub(crate) fn spawn(b: &Birth<'_>) -> Result<Arc<Plugin>, String> {
+    let (host, path) = (b.host, b.path);
     let bytes = std::fs::read(path).map_err(|e| format!("opening pipe: {e}"))?;
     let name = crate::plugin::short_name(path);
     let sandbox = sandbox_for(&host.settings.wasm_sandbox, &name);
@@ -823,11 +817,7 @@ pub(crate) fn spawn(
     });
     let sandbox = image.sandbox.clone();
     let plugin = Plugin::assemble(
-        host,
-        path,
-        order,
-        startup,
-        important,
+        b,
         Wiring {
             tx,
             exited,
