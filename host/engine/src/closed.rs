@@ -30,8 +30,8 @@ use lightning::ln::types::ChannelId;
 use lightning::util::ser::{Readable, Writeable};
 use rusqlite::{Connection, params};
 
-use super::Lightning;
 use super::port::{Notice, StateChange};
+use super::{Lightning, lock};
 use crate::store::StoreError;
 
 /// CLN forgets a resolved channel this many blocks after its close.
@@ -344,10 +344,6 @@ pub struct ClosedTracker {
     spends: Mutex<HashMap<bitcoin::OutPoint, (String, Option<u64>)>>,
     /// Records not forgotten yet (what `listpeerchannels` shows), oldest first.
     active: Mutex<Vec<ClosedChannel>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ClosedTracker {

@@ -273,6 +273,12 @@ pub type Peers = PeerManager<
     Arc<Outbox>,
 >;
 
+/// Locks `m`, taking the data of a mutex poisoned by a panic elsewhere (a panic stops the
+/// process anyway; the engine never leaves shared state half-written across one).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// What the engine needs from the node.
 pub struct Deps {
     /// The seed.

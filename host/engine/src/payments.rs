@@ -30,8 +30,8 @@ use lightning::types::payment::{PaymentHash, PaymentSecret};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::Lightning;
 use super::port::Notice;
+use super::{Lightning, lock};
 use crate::store::StoreError;
 
 /// What `sendpay` answers while a part is in flight (CLN's wording).
@@ -1021,10 +1021,6 @@ impl SendpayState {
     fn forget_total(&self, hash: [u8; 32], groupid: u64) {
         lock(&self.totals).remove(&(hash, groupid));
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn db_error(e: StoreError) -> SendpayError {
