@@ -5,6 +5,7 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
 
+pub mod clock;
 pub mod log;
 pub mod panic;
 
@@ -72,7 +73,8 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Seconds since the UNIX epoch by the wall clock (0 if the clock is before 1970).
+/// Seconds since the UNIX epoch by the wall clock (0 if the clock is before 1970). Services
+/// read their [`clock::Clock`] instead, so that tests can move it.
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
