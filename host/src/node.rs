@@ -33,6 +33,8 @@ pub struct Node {
     pub chain: Arc<Chain>,
     /// The on-chain wallet (derived from `hsm_secret`, fed by the chain's block stream).
     pub wallet: Arc<crate::wallet::Wallet>,
+    /// The time of day (invoice expiry, timestamps).
+    pub clock: Arc<dyn fulgur_base::clock::Clock>,
     /// The Lightning engine, once the block stream has a tip.
     pub lightning: std::sync::OnceLock<Arc<crate::lightning::Lightning>>,
     /// The sockets we listen on for peers (filled when the engine starts).
@@ -372,6 +374,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
         plugins: plugins.clone(),
         chain: chain.clone(),
         wallet,
+        clock: fulgur_base::clock::SystemClock::shared(),
         lightning: std::sync::OnceLock::new(),
         bindings: std::sync::Mutex::new(vec![]),
         node_id: id.clone(),
@@ -457,6 +460,7 @@ fn start_lightning(node: Arc<Node>, seed: [u8; 32], log: SourceLog) {
             network: crate::chain::settings::bitcoin_network(node.config.network),
             chain: node.chain.clone(),
             store: node.store.clone(),
+            clock: node.clock.clone(),
             port: crate::plugin_port::PluginPort::new(node.plugins.clone()),
             log: log.clone(),
             announce: node.config.announce_addrs.clone(),

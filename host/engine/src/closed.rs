@@ -501,9 +501,7 @@ impl Lightning {
             _ => "CHANNELD_NORMAL",
         };
         let spent = lock(&self.closed.spends).remove(&funding);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = self.clock.unix_now();
         let r = ClosedChannel {
             channel_id: hex(&channel_id.0),
             peer_id: peer.map(|p| p.to_string()),

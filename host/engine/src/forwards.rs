@@ -1,20 +1,18 @@
 //! Forwards: a row per HTLC we were asked to forward (`listforwards`), kept up to date from
 //! LDK's events, with CLN's `forward_event` notification on every change.
 
-use super::port::{Notice, Topic};
+use super::port::{Notice, Port, Topic};
 use super::{Lightning, scid_string};
+use crate::log::SourceLog;
+use crate::store::{Store, StoreError};
+use fulgur_base::clock::Clock;
 use fulgur_base::hex;
 use lightning::events::{HTLCHandlingFailureReason, HTLCHandlingFailureType, InboundHTLCLocator};
 use lightning::ln::types::ChannelId;
 use lightning::types::payment::PaymentHash;
 use rusqlite::OptionalExtension;
-
-fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bumps the `updated` counter of `subsystem` and returns its new value.
 pub fn next_updated(c: &rusqlite::Connection, subsystem: &str) -> rusqlite::Result<i64> {
@@ -151,17 +149,47 @@ fn wire_name(ldk_name: &str) -> String {
     out
 }
 
-impl Lightning {
-    fn scid_of(&self, id: &ChannelId) -> Option<String> {
-        self.manager
-            .list_channels()
-            .into_iter()
-            .find(|c| c.channel_id == *id)
-            .and_then(|c| c.short_channel_id.or(c.outbound_scid_alias))
-            .map(scid_string)
+/// The forwards service: the `forwards` table as LDK's events change it, the
+/// `forward_event` notification, and the fees earned (summed from the table at start, then
+/// kept up to date as forwards settle, so `getinfo` reads no table). It takes no lock.
+pub struct Forwards {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    port: Arc<dyn Port>,
+    log: SourceLog,
+    fees_collected_msat: AtomicU64,
+}
+
+impl Forwards {
+    /// The service over `store`, its fees summed from the table.
+    pub async fn open(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        port: Arc<dyn Port>,
+        log: SourceLog,
+    ) -> Result<Forwards, StoreError> {
+        let fees = store.with(|c| Ok(fees_collected(c)?)).await?;
+        Ok(Forwards {
+            store,
+            clock,
+            port,
+            log,
+            fees_collected_msat: AtomicU64::new(fees),
+        })
     }
 
-    async fn notify_forward(&self, created_index: i64, hash: Option<Vec<u8>>) {
+    /// What every settled forward earned.
+    pub fn fees_collected_msat(&self) -> u64 {
+        self.fees_collected_msat.load(Ordering::Relaxed)
+    }
+
+    /// Seconds since the epoch, with milliseconds (CLN's `received_time`, `resolved_time`).
+    fn now(&self) -> f64 {
+        // Milliseconds fit a f64 exactly for the next 285,000 years.
+        self.clock.unix_ms() as f64 / 1000.0
+    }
+
+    async fn notify(&self, created_index: i64, hash: Option<Vec<u8>>) {
         if !self.port.listens(Topic::ForwardEvent) {
             return;
         }
@@ -181,9 +209,9 @@ impl Lightning {
         }
     }
 
-    /// An HTLC to forward arrived (status `offered`), to go out on `out_scid` (the next
-    /// channel's real scid when the onion named one of its aliases).
-    pub(crate) async fn forward_offered(
+    /// Records an `offered` forward: `part` is (incoming scid, HTLC id, amount, CLTV, ..),
+    /// going out on `out_scid` with `outbound_msat`.
+    async fn offered(
         &self,
         hash: &PaymentHash,
         part: &(u64, u64, u64, u32, String),
@@ -197,26 +225,27 @@ impl Lightning {
             part.2 as i64,
             scid_string(out_scid),
         );
+        let now = self.now();
         let r = self
             .store
             .with(move |c| {
                 crate::store::relaxed(c, |c| {
                 c.prepare_cached("INSERT INTO forwards (payment_hash, in_channel, in_htlc_id, in_msat, out_channel, out_msat, status, received_time)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'offered', ?7)")?.execute(
-                    rusqlite::params![hash_v, in_ch, in_id, in_msat, out_ch, outbound_msat as i64, now()],
+                    rusqlite::params![hash_v, in_ch, in_id, in_msat, out_ch, outbound_msat as i64, now],
                 )?;
                 Ok(c.last_insert_rowid())
                 })
             })
             .await;
         match r {
-            Ok(id) => self.notify_forward(id, Some(hash.0.to_vec())).await,
+            Ok(id) => self.notify(id, Some(hash.0.to_vec())).await,
             Err(e) => self.log.broken(&format!("cannot record forward: {e}")),
         }
     }
 
-    /// Finds the offered forward that came in on `in_channel` (with `htlc_id` if known).
-    async fn resolve_forward(
+    /// Resolves the offered forward that came in on `in_channel` (with `htlc_id` if known).
+    async fn resolve(
         &self,
         in_channel: String,
         htlc_id: Option<u64>,
@@ -225,6 +254,7 @@ impl Lightning {
         failcode: Option<u16>,
         failreason: Option<String>,
     ) {
+        let now = self.now();
         let r = self
             .store
             .with(move |c| {
@@ -246,7 +276,7 @@ impl Lightning {
                 let upd = next_updated(&tx, "forwards")?;
                 tx.prepare_cached("UPDATE forwards SET status = ?2, updated_index = ?3, resolved_time = ?4,
                      out_msat = COALESCE(?5, out_msat), failcode = ?6, failreason = ?7 WHERE created_index = ?1")?.execute(
-                    rusqlite::params![id, status, upd, now(), out_msat.map(|m| m as i64), failcode, failreason],
+                    rusqlite::params![id, status, upd, now, out_msat.map(|m| m as i64), failcode, failreason],
                 )?;
                 let fee: i64 = tx.prepare_cached("SELECT COALESCE(in_msat - out_msat, 0) FROM forwards WHERE created_index = ?1")?.query_row(
                     [id],
@@ -261,13 +291,38 @@ impl Lightning {
             Ok(Some((id, hash, fee))) => {
                 if status == "settled" {
                     self.fees_collected_msat
-                        .fetch_add(fee.max(0) as u64, std::sync::atomic::Ordering::Relaxed);
+                        .fetch_add(fee.max(0) as u64, Ordering::Relaxed);
                 }
-                self.notify_forward(id, hash).await
+                self.notify(id, hash).await
             }
             Ok(None) => {}
             Err(e) => self.log.broken(&format!("cannot update forward: {e}")),
         }
+    }
+}
+
+impl Lightning {
+    fn scid_of(&self, id: &ChannelId) -> Option<String> {
+        self.manager
+            .list_channels()
+            .into_iter()
+            .find(|c| c.channel_id == *id)
+            .and_then(|c| c.short_channel_id.or(c.outbound_scid_alias))
+            .map(scid_string)
+    }
+
+    /// An HTLC to forward arrived (status `offered`), to go out on `out_scid` (the next
+    /// channel's real scid when the onion named one of its aliases).
+    pub(crate) async fn forward_offered(
+        &self,
+        hash: &PaymentHash,
+        part: &(u64, u64, u64, u32, String),
+        out_scid: u64,
+        outbound_msat: u64,
+    ) {
+        self.forwards
+            .offered(hash, part, out_scid, outbound_msat)
+            .await;
     }
 
     /// LDK's `PaymentForwarded`: the forward settled.
@@ -295,7 +350,8 @@ impl Lightning {
             let Some(ch) = self.scid_of(&p.channel_id) else {
                 continue;
             };
-            self.resolve_forward(ch, p.htlc_id, "settled", Some(outbound_msat), None, None)
+            self.forwards
+                .resolve(ch, p.htlc_id, "settled", Some(outbound_msat), None, None)
                 .await;
         }
     }
@@ -327,7 +383,8 @@ impl Lightning {
         };
         for id in prev_channel_ids {
             let Some(ch) = self.scid_of(id) else { continue };
-            self.resolve_forward(ch, None, status, None, code, why.clone())
+            self.forwards
+                .resolve(ch, None, status, None, code, why.clone())
                 .await;
         }
     }

@@ -530,7 +530,8 @@ impl Lightning {
             HeldAction::Receive { preimage, .. } => {
                 preimage.is_none()
                     && self
-                        .invoice_by_hash(hash.0)
+                        .invoices
+                        .by_hash(hash.0)
                         .await
                         .is_none_or(|i| i.preimage.is_none())
             }

@@ -15,13 +15,16 @@
 //!   secret, [`lightning::ln::channelmanager::ChannelManager::create_inbound_payment`]), or
 //!   unknown until paid (`payment_hash`, our extension for invoices settled by a plugin).
 //!
-//! The store functions work on a [`Connection`] and are tested here; the engine's methods add
-//! LDK (invoice creation), notifications (`invoice_creation`, `invoice_payment`) and the
-//! [`Lightning::invoices_changed`] signal waiters follow.
+//! The store functions work on a [`Connection`] and are tested here. The [`Invoices`] service
+//! runs them at its clock's time and adds the notifications (`invoice_creation`,
+//! `invoice_payment`) and the signal waiters follow; [`Lightning::create_invoice`] adds LDK.
 
+use fulgur_base::clock::Clock;
 use fulgur_base::hex;
-use fulgur_base::unix_now;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use fulgur_base::log::SourceLog;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 
 use bitcoin::hashes::{Hash, sha256};
 use lightning::ln::channel_state::ChannelDetails;
@@ -35,7 +38,7 @@ use lightning_invoice::{
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::Lightning;
-use super::port::Notice;
+use super::port::{Notice, Port};
 use crate::store::{Store, StoreError};
 
 /// An invoice's status.
@@ -713,17 +716,21 @@ pub fn autoclean(
     Ok((cleaned, u64::try_from(left).unwrap_or(0)))
 }
 
-/// Runs `f` on the invoices table at `now`, after marking what is due as expired, in one
-/// transaction. Returns `f`'s result and how many invoices just expired (a change waiters must
-/// hear of).
-pub async fn with_invoices<T, F>(store: &Store, f: F) -> Result<(T, usize), StoreError>
+/// Runs `f` on the invoices table at the `clock`'s now, after marking what is due as expired,
+/// in one transaction. Returns `f`'s result and how many invoices just expired (a change
+/// waiters must hear of).
+pub async fn with_invoices<T, F>(
+    store: &Store,
+    clock: &Arc<dyn Clock>,
+    f: F,
+) -> Result<(T, usize), StoreError>
 where
     T: Send + 'static,
     F: FnOnce(&mut Connection, u64) -> Result<T, StoreError> + Send + 'static,
 {
+    let now = clock.unix_now();
     store
         .with(move |conn| {
-            let now = unix_now();
             let expired = expire_due(conn, now)?;
             Ok((f(conn, now)?, expired))
         })
@@ -796,28 +803,55 @@ pub fn ldk_cltv(want: Option<u32>) -> Result<(u16, u32), String> {
     Ok((delta, says))
 }
 
-impl Lightning {
+/// The invoices service: the `invoices` table, its expiry by the clock, the
+/// `invoice_creation`/`invoice_payment` notifications and the waiters (`waitinvoice`,
+/// `waitanyinvoice`). Creating an invoice needs LDK ([`Lightning::create_invoice`]), which
+/// stores it here with [`Invoices::add`].
+///
+/// It takes no lock: the table is its state, and every read or write is one transaction.
+pub struct Invoices {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    /// Bumped whenever an invoice changes (created, paid, deleted, expired): waiters re-read
+    /// the table.
+    changed: watch::Sender<u64>,
+    port: Arc<dyn Port>,
+    log: SourceLog,
+}
+
+impl Invoices {
+    /// The service over `store`, reading time from `clock`, telling plugins through `port`.
+    pub fn new(store: Store, clock: Arc<dyn Clock>, port: Arc<dyn Port>, log: SourceLog) -> Self {
+        Invoices {
+            store,
+            clock,
+            changed: watch::channel(0).0,
+            port,
+            log,
+        }
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+
     /// Runs `f` through [`with_invoices`], signalling waiters when invoices expired.
-    async fn invoices_query<T, F>(&self, f: F) -> Result<T, StoreError>
+    async fn query<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection, u64) -> Result<T, StoreError> + Send + 'static,
     {
-        let (v, expired) = with_invoices(&self.store, f).await?;
+        let (v, expired) = with_invoices(&self.store, &self.clock, f).await?;
         if expired > 0 {
-            self.invoices_changed.send_modify(|v| *v += 1);
+            self.bump();
         }
         Ok(v)
     }
 
     /// The invoice for `hash` with its current status (expiry applied); `None` if there is
     /// none (or the database failed, which is logged).
-    // Called by the payment event handler (next slice).
-    pub async fn invoice_by_hash(&self, hash: [u8; 32]) -> Option<InvoiceRecord> {
-        match self
-            .invoices_query(move |c, _| Ok(by_hash(c, &hash)?))
-            .await
-        {
+    pub async fn by_hash(&self, hash: [u8; 32]) -> Option<InvoiceRecord> {
+        match self.query(move |c, _| Ok(by_hash(c, &hash)?)).await {
             Ok(r) => r,
             Err(e) => {
                 self.log
@@ -828,15 +862,55 @@ impl Lightning {
     }
 
     /// The invoice labelled `label`, with its current status.
-    pub async fn invoice_by_label(&self, label: &str) -> Result<Option<InvoiceRecord>, StoreError> {
+    pub async fn by_label(&self, label: &str) -> Result<Option<InvoiceRecord>, StoreError> {
         let label = label.to_string();
-        self.invoices_query(move |c, _| Ok(by_label(c, &label)?))
-            .await
+        self.query(move |c, _| Ok(by_label(c, &label)?)).await
     }
 
     /// The invoices `sel` designates.
-    pub async fn list_invoices(&self, sel: Selector) -> Result<Vec<InvoiceRecord>, StoreError> {
-        self.invoices_query(move |c, _| Ok(list(c, &sel)?)).await
+    pub async fn list(&self, sel: Selector) -> Result<Vec<InvoiceRecord>, StoreError> {
+        self.query(move |c, _| Ok(list(c, &sel)?)).await
+    }
+
+    /// Whether an invoice has payment hash `hash`, and whether one is labelled `label`.
+    pub async fn taken(
+        &self,
+        hash: Option<[u8; 32]>,
+        label: &str,
+    ) -> Result<(bool, bool), StoreError> {
+        let label = label.to_string();
+        self.query(move |c, _| {
+            let dh = match &hash {
+                Some(h) => by_hash(c, h)?.is_some(),
+                None => false,
+            };
+            Ok((dh, by_label(c, &label)?.is_some()))
+        })
+        .await
+    }
+
+    /// Stores a new invoice, wakes waiters and sends `invoice_creation`.
+    pub async fn add(&self, row: NewInvoice) -> Result<InvoiceRecord, CreateError> {
+        let db = |e: StoreError| CreateError::Failed(e.to_string());
+        let (preimage, msat) = (row.preimage, row.amount_msat);
+        let record = self
+            .query(move |c, _| {
+                let r = insert(c, &row);
+                match r {
+                    Ok(_) => Ok(Ok(by_label(c, &row.label)?)),
+                    Err(e) => Ok(Err(e)),
+                }
+            })
+            .await
+            .map_err(db)??
+            .ok_or_else(|| CreateError::Failed("the new invoice vanished".into()))?;
+        self.bump();
+        self.port.tell(Notice::InvoiceCreated {
+            label: record.label.clone(),
+            preimage,
+            msat,
+        });
+        Ok(record)
     }
 
     /// Records that the invoice for `hash` was paid `amount_msat` with `preimage` (which must
@@ -847,7 +921,7 @@ impl Lightning {
     /// hash or the preimage does not match (logged). `Err`: the database failed; the caller
     /// tries again (the funds are claimed, the invoice must not stay unpaid). Call it once
     /// the payment is claimed; whether it may be claimed is [`claim_refusal`]'s decision.
-    pub async fn invoice_paid(
+    pub async fn paid(
         &self,
         hash: [u8; 32],
         amount_msat: u64,
@@ -862,7 +936,7 @@ impl Lightning {
             return Ok(None);
         }
         let r = self
-            .invoices_query(move |c, now| {
+            .query(move |c, now| {
                 super::payments::payment_path_write(c, |c| {
                     Ok(mark_paid(c, &hash, amount_msat, &preimage, now)?)
                 })
@@ -878,7 +952,7 @@ impl Lightning {
                 "Resolved invoice '{}' with amount {amount_msat}msat (pay_index {})",
                 p.label, p.pay_index
             ));
-            self.invoices_changed.send_modify(|v| *v += 1);
+            self.bump();
             self.port.tell(Notice::InvoicePaid {
                 label: p.label.clone(),
                 preimage,
@@ -891,8 +965,132 @@ impl Lightning {
     /// Checks a payment against its invoice before it is claimed and stores the preimage
     /// it will be claimed with ([`record_claim`]): `Ok(Some(refusal))` means fail it back.
     pub async fn record_claim(&self, claim: Claim) -> Result<Option<ClaimRefusal>, StoreError> {
-        self.invoices_query(move |c, _| Ok(record_claim(c, &claim)?))
+        self.query(move |c, _| Ok(record_claim(c, &claim)?)).await
+    }
+
+    /// `delinvoice`.
+    pub async fn delete(
+        &self,
+        label: &str,
+        status: Option<InvoiceStatus>,
+        desconly: bool,
+    ) -> Result<InvoiceRecord, DeleteError> {
+        let label = label.to_string();
+        let r = self
+            .query(move |c, _| Ok(delete(c, &label, status, desconly)))
             .await
+            .map_err(DeleteError::Store)?;
+        if r.is_ok() {
+            self.bump();
+        }
+        r
+    }
+
+    /// `delexpiredinvoice`: deletes expired invoices that expired at or before `max_expiry`
+    /// (default: now); returns how many.
+    pub async fn delete_expired(&self, max_expiry: Option<u64>) -> Result<u64, StoreError> {
+        let n = self
+            .query(move |c, now| Ok(delete_expired(c, max_expiry.unwrap_or(now))?))
+            .await?;
+        if n > 0 {
+            self.bump();
+        }
+        Ok(n)
+    }
+
+    /// `autoclean-once paidinvoices|expiredinvoices AGE`: (cleaned, uncleaned).
+    pub async fn autoclean(&self, paid: bool, age: u64) -> Result<(u64, u64), StoreError> {
+        let r = self
+            .query(move |c, now| Ok(autoclean(c, paid, age, now)?))
+            .await?;
+        if r.0 > 0 {
+            self.bump();
+        }
+        Ok(r)
+    }
+
+    /// `waitinvoice`: the invoice `label` once paid; [`WaitError::Expired`] if it expires
+    /// first (or already has), [`WaitError::Deleted`] if it is deleted meanwhile.
+    pub async fn wait(&self, label: &str) -> Result<InvoiceRecord, WaitError> {
+        let mut rx = self.changed.subscribe();
+        let mut first = true;
+        loop {
+            rx.borrow_and_update();
+            let inv = self.by_label(label).await.map_err(WaitError::Store)?;
+            let inv = match inv {
+                None if first => return Err(WaitError::NotFound),
+                None => return Err(WaitError::Deleted),
+                Some(i) => i,
+            };
+            match inv.status {
+                InvoiceStatus::Paid => return Ok(inv),
+                InvoiceStatus::Expired => return Err(WaitError::Expired(Box::new(inv))),
+                _ => {}
+            }
+            if first {
+                // From here any change wakes this waiter: callers (and tests) can act on it.
+                self.log
+                    .debug(&format!("waitinvoice: waiting for invoice {label}"));
+            }
+            first = false;
+            // Wake at the expiry (re-reading then marks it expired) or at any change.
+            let expiry = self.clock.sleep_until(inv.expires_at.saturating_mul(1000));
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return Err(WaitError::Stopped) },
+                () = expiry => {}
+            }
+        }
+    }
+
+    /// `waitanyinvoice`: the paid invoice with the smallest pay index above `lastpay_index`,
+    /// waiting for one at most `timeout` (forever without).
+    pub async fn wait_any(
+        &self,
+        lastpay_index: u64,
+        timeout: Option<Duration>,
+    ) -> Result<InvoiceRecord, WaitError> {
+        let mut rx = self.changed.subscribe();
+        // A timeout too large for the clock is no timeout.
+        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
+        let mut first = true;
+        loop {
+            rx.borrow_and_update();
+            let found = self
+                .query(move |c, _| Ok(first_paid_after(c, lastpay_index)?))
+                .await
+                .map_err(WaitError::Store)?;
+            if let Some(inv) = found {
+                return Ok(inv);
+            }
+            if first {
+                // From here any change wakes this waiter: callers (and tests) can act on it.
+                let until = match (timeout, deadline) {
+                    (Some(t), Some(_)) => format!("for up to {}s", t.as_secs()),
+                    _ => "without a timeout".to_string(),
+                };
+                self.log.debug(&format!(
+                    "waitanyinvoice: waiting for a payment after pay index {lastpay_index} {until}"
+                ));
+                first = false;
+            }
+            let changed = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, rx.changed()).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(WaitError::TimedOut),
+                },
+                None => rx.changed().await,
+            };
+            if changed.is_err() {
+                return Err(WaitError::Stopped);
+            }
+        }
+    }
+}
+
+impl Lightning {
+    /// The invoices service.
+    pub fn invoices(&self) -> &Invoices {
+        &self.invoices
     }
 
     /// `invoice`: asks LDK for the invoice (payment secret, signature, route hints), adds
@@ -905,17 +1103,7 @@ impl Lightning {
             (None, h) => h,
         };
         // Refuse duplicates before LDK does any work (and again when storing, atomically).
-        let label = req.label.clone();
-        let (dup_hash, dup_label) = self
-            .invoices_query(move |c, _| {
-                let dh = match &hash {
-                    Some(h) => by_hash(c, h)?.is_some(),
-                    None => false,
-                };
-                Ok((dh, by_label(c, &label)?.is_some()))
-            })
-            .await
-            .map_err(db)?;
+        let (dup_hash, dup_label) = self.invoices.taken(hash, &req.label).await.map_err(db)?;
         if dup_hash {
             return Err(CreateError::DuplicateHash);
         }
@@ -1059,24 +1247,7 @@ impl Lightning {
             expires_at,
             cltv: u32::try_from(invoice.min_final_cltv_expiry_delta()).unwrap_or(u32::MAX),
         };
-        let stored = row.clone();
-        let record = self
-            .invoices_query(move |c, _| {
-                let r = insert(c, &stored);
-                match r {
-                    Ok(_) => Ok(Ok(by_label(c, &stored.label)?)),
-                    Err(e) => Ok(Err(e)),
-                }
-            })
-            .await
-            .map_err(db)??
-            .ok_or_else(|| CreateError::Failed("the new invoice vanished".into()))?;
-        self.invoices_changed.send_modify(|v| *v += 1);
-        self.port.tell(Notice::InvoiceCreated {
-            label: record.label.clone(),
-            preimage,
-            msat: req.amount_msat,
-        });
+        let record = self.invoices.add(row).await?;
         Ok(CreatedInvoice {
             warnings: warnings(&channels, req.amount_msat),
             record,
@@ -1122,140 +1293,14 @@ impl Lightning {
             .map_err(|()| "cannot sign the invoice".to_string())?;
         Bolt11Invoice::from_signed(signed).map_err(|e| e.to_string())
     }
-
-    /// `delinvoice`.
-    pub async fn delete_invoice(
-        &self,
-        label: &str,
-        status: Option<InvoiceStatus>,
-        desconly: bool,
-    ) -> Result<InvoiceRecord, DeleteError> {
-        let label = label.to_string();
-        let r = self
-            .invoices_query(move |c, _| Ok(delete(c, &label, status, desconly)))
-            .await
-            .map_err(DeleteError::Store)?;
-        if r.is_ok() {
-            self.invoices_changed.send_modify(|v| *v += 1);
-        }
-        r
-    }
-
-    /// `delexpiredinvoice`: deletes expired invoices that expired at or before `max_expiry`
-    /// (default: now); returns how many.
-    pub async fn delete_expired_invoices(
-        &self,
-        max_expiry: Option<u64>,
-    ) -> Result<u64, StoreError> {
-        let n = self
-            .invoices_query(move |c, now| Ok(delete_expired(c, max_expiry.unwrap_or(now))?))
-            .await?;
-        if n > 0 {
-            self.invoices_changed.send_modify(|v| *v += 1);
-        }
-        Ok(n)
-    }
-
-    /// `autoclean-once paidinvoices|expiredinvoices AGE`: (cleaned, uncleaned).
-    pub async fn autoclean_invoices(&self, paid: bool, age: u64) -> Result<(u64, u64), StoreError> {
-        let r = self
-            .invoices_query(move |c, now| Ok(autoclean(c, paid, age, now)?))
-            .await?;
-        if r.0 > 0 {
-            self.invoices_changed.send_modify(|v| *v += 1);
-        }
-        Ok(r)
-    }
-
-    /// `waitinvoice`: the invoice `label` once paid; [`WaitError::Expired`] if it expires
-    /// first (or already has), [`WaitError::Deleted`] if it is deleted meanwhile.
-    pub async fn wait_invoice(&self, label: &str) -> Result<InvoiceRecord, WaitError> {
-        let mut rx = self.invoices_changed.subscribe();
-        let mut first = true;
-        loop {
-            rx.borrow_and_update();
-            let inv = self
-                .invoice_by_label(label)
-                .await
-                .map_err(WaitError::Store)?;
-            let inv = match inv {
-                None if first => return Err(WaitError::NotFound),
-                None => return Err(WaitError::Deleted),
-                Some(i) => i,
-            };
-            match inv.status {
-                InvoiceStatus::Paid => return Ok(inv),
-                InvoiceStatus::Expired => return Err(WaitError::Expired(Box::new(inv))),
-                _ => {}
-            }
-            if first {
-                // From here any change wakes this waiter: callers (and tests) can act on it.
-                self.log
-                    .debug(&format!("waitinvoice: waiting for invoice {label}"));
-            }
-            first = false;
-            // Wake at the expiry (re-reading then marks it expired) or at any change.
-            let now_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
-            let until = u128::from(inv.expires_at) * 1000;
-            let ms = until.saturating_sub(now_ms).clamp(1, 3_600_000);
-            let sleep = Duration::from_millis(u64::try_from(ms).unwrap_or(3_600_000));
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return Err(WaitError::Stopped) },
-                _ = tokio::time::sleep(sleep) => {}
-            }
-        }
-    }
-
-    /// `waitanyinvoice`: the paid invoice with the smallest pay index above `lastpay_index`,
-    /// waiting for one at most `timeout` (forever without).
-    pub async fn wait_any_invoice(
-        &self,
-        lastpay_index: u64,
-        timeout: Option<Duration>,
-    ) -> Result<InvoiceRecord, WaitError> {
-        let mut rx = self.invoices_changed.subscribe();
-        // A timeout too large for the clock is no timeout.
-        let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
-        let mut first = true;
-        loop {
-            rx.borrow_and_update();
-            let found = self
-                .invoices_query(move |c, _| Ok(first_paid_after(c, lastpay_index)?))
-                .await
-                .map_err(WaitError::Store)?;
-            if let Some(inv) = found {
-                return Ok(inv);
-            }
-            if first {
-                // From here any change wakes this waiter: callers (and tests) can act on it.
-                let until = match (timeout, deadline) {
-                    (Some(t), Some(_)) => format!("for up to {}s", t.as_secs()),
-                    _ => "without a timeout".to_string(),
-                };
-                self.log.debug(&format!(
-                    "waitanyinvoice: waiting for a payment after pay index {lastpay_index} {until}"
-                ));
-                first = false;
-            }
-            let changed = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, rx.changed()).await {
-                    Ok(r) => r,
-                    Err(_) => return Err(WaitError::TimedOut),
-                },
-                None => rx.changed().await,
-            };
-            if changed.is_err() {
-                return Err(WaitError::Stopped);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::port::Told;
+    use fulgur_base::clock::{ManualClock, SystemClock};
+    use fulgur_base::log::{Level, Logger, MemoryLog};
 
     fn ok<T, E: std::fmt::Debug>(r: Result<T, E>) -> T {
         r.unwrap_or_else(|e| panic!("{e:?}"))
@@ -1288,7 +1333,7 @@ mod tests {
         store: &Store,
         f: impl FnOnce(&mut Connection, u64) -> Result<T, StoreError> + Send + 'static,
     ) -> T {
-        ok(with_invoices(store, f).await).0
+        ok(with_invoices(store, &SystemClock::shared(), f).await).0
     }
 
     const FAR: u64 = 4_000_000_000;
@@ -1428,7 +1473,7 @@ mod tests {
     #[tokio::test]
     async fn duplicates_expiry_and_lists() {
         let store = ok(Store::in_memory());
-        let now = unix_now();
+        let now = fulgur_base::unix_now();
         let r = run(&store, move |c, _| {
             Ok((
                 insert(c, &new("old", 1, now - 10)),
@@ -1444,7 +1489,7 @@ mod tests {
         assert_eq!(r.3, Err(CreateError::DuplicateHash));
 
         // The expired one is marked (and persisted) at the next read.
-        let (all, expired) = ok(with_invoices(&store, |c, _| {
+        let (all, expired) = ok(with_invoices(&store, &SystemClock::shared(), |c, _| {
             Ok(list(
                 c,
                 &Selector::All {
@@ -1565,7 +1610,7 @@ mod tests {
     #[tokio::test]
     async fn claims_are_checked_against_the_invoice_and_keep_the_preimage() {
         let store = ok(Store::in_memory());
-        let now = unix_now();
+        let now = fulgur_base::unix_now();
         // "hold": made with a payment hash only (no preimage yet), 2000 msat.
         let mut hold = new("hold", 2, now + 3600);
         hold.preimage = None;
@@ -1635,5 +1680,60 @@ mod tests {
         assert_eq!(ldk_cltv(Some(5)), Ok(((min - 3) as u16, min)));
         assert_eq!(ldk_cltv(Some(1000)), Ok((997, 1000)));
         assert!(ldk_cltv(Some(70_000)).is_err());
+    }
+
+    /// The service on a manual clock in 2100, far from the wall clock either way.
+    fn service() -> (Invoices, Arc<ManualClock>, Arc<Told>) {
+        let clock = ManualClock::at(4_102_444_800_000);
+        let told = Arc::new(Told::default());
+        let log = Logger::at(Level::Debug, Box::new(MemoryLog::default())).source("lightning");
+        let inv = Invoices::new(ok(Store::in_memory()), clock.clone(), told.clone(), log);
+        (inv, clock, told)
+    }
+
+    #[tokio::test]
+    async fn the_service_expires_invoices_by_its_clock_and_wakes_their_waiters() {
+        let (inv, clock, told) = service();
+        let now = clock.unix_now();
+        let created = ok(inv.add(new("soon", 1, now + 60)).await);
+        assert_eq!(created.status, InvoiceStatus::Unpaid);
+        assert!(matches!(
+            told.notices().as_slice(),
+            [Notice::InvoiceCreated { label, msat: Some(1000), .. }] if label == "soon"
+        ));
+        let inv = Arc::new(inv);
+        let waiter = {
+            let inv = inv.clone();
+            tokio::spawn(async move { inv.wait("soon").await })
+        };
+        // 59 s later it is still unpaid; the waiter waits on.
+        clock.advance(Duration::from_secs(59));
+        let read = ok(inv.by_label("soon").await).map(|i| i.status);
+        assert_eq!(read, Some(InvoiceStatus::Unpaid));
+        assert!(!waiter.is_finished());
+        // At its expiry the waiter wakes without any other change and reports it expired.
+        clock.advance(Duration::from_secs(1));
+        match ok(waiter.await) {
+            Err(WaitError::Expired(i)) => {
+                assert_eq!(i.label, "soon");
+                assert_eq!(i.status, InvoiceStatus::Expired);
+            }
+            other => panic!("waitinvoice gave {other:?}"),
+        }
+        // `delexpiredinvoice` without a time deletes up to the clock's now.
+        assert_eq!(ok(inv.delete_expired(None).await), 1);
+        assert_eq!(ok(inv.by_label("soon").await).map(|i| i.status), None);
+    }
+
+    #[tokio::test]
+    async fn autoclean_measures_age_by_the_services_clock() {
+        let (inv, clock, _) = service();
+        let now = clock.unix_now();
+        ok(inv.add(new("a", 1, now + 10)).await);
+        clock.advance(Duration::from_secs(10));
+        // Expired at `now + 10`; 100 s old only once the clock reads `now + 110`.
+        assert_eq!(ok(inv.autoclean(false, 100).await), (0, 1));
+        clock.advance(Duration::from_secs(100));
+        assert_eq!(ok(inv.autoclean(false, 100).await), (1, 0));
     }
 }

@@ -289,6 +289,8 @@ pub struct Deps {
     pub chain: Arc<Chain>,
     /// The database.
     pub store: crate::store::Store,
+    /// The time of day (expiry, timestamps).
+    pub clock: Arc<dyn fulgur_base::clock::Clock>,
     /// The node's plugins (notifications, hooks), as the engine sees them.
     pub port: Arc<dyn Port>,
     /// Our log under `lightning`.
@@ -307,7 +309,26 @@ pub struct Deps {
     pub color: String,
 }
 
-/// The running engine.
+/// The running engine: LDK's objects, and the services that own the node's own tables
+/// ([`invoices::Invoices`], [`payments::Payments`], [`forwards::Forwards`], the closed
+/// channels' [`closed::ClosedTracker`]). Its methods are the orchestration that needs LDK:
+/// creating an invoice, sending a part, handling LDK's events, opening and closing.
+///
+/// # Lock order
+///
+/// Every lock of ours is a leaf (taken alone, held for a few statements, never across an
+/// await or a database call), with one exception:
+///
+/// 1. `persist_lock` (one manager writer at a time) is taken first, and under it
+///    2. `held_resolved`, then LDK's own locks (encoding the manager, flushing the monitor).
+///
+/// So: never take `persist_lock` while holding any other lock of ours. LDK calls back into
+/// [`LdkLog`] (its `dropping` set), the [`Outbox`] queue and [`PeerWatcher`] while holding
+/// its own locks; these stay leaves, and no lock of ours is held while calling LDK's
+/// `ChannelManager` or `PeerManager` (rust-lightning's `channelmanager.rs` documents the
+/// order inside). The scorer's `RwLock` is LDK's router's too: read while a route is found
+/// (`getroute`, as LDK's router reads it), written to update the scores, and nothing of ours
+/// is locked under it.
 pub struct Lightning {
     /// The channel manager.
     pub(crate) manager: Arc<Manager>,
@@ -331,15 +352,12 @@ pub struct Lightning {
     pub(crate) wallet: Arc<crate::wallet::Wallet>,
     /// The network.
     pub(crate) network: bitcoin::Network,
-    /// Bumped whenever an invoice changes (created, paid, deleted, expired): waiters re-read
-    /// the table (`waitinvoice`, `waitanyinvoice`).
-    pub(crate) invoices_changed: tokio::sync::watch::Sender<u64>,
-    /// The payment hash of every sendpay part that changed (`waitsendpay`). Waiters re-read
-    /// the table only for their own payment, so that a completion does not make every
-    /// payment in flight query the database (a lagging waiter re-reads once).
-    pub(crate) sendpays_changed: tokio::sync::broadcast::Sender<[u8; 32]>,
-    /// What outgoing payments keep in memory (group totals, this run's first part).
-    pub(crate) sendpay_state: payments::SendpayState,
+    /// The time of day (the services have it too).
+    pub(crate) clock: Arc<dyn fulgur_base::clock::Clock>,
+    /// Invoices: their table, expiry and waiters.
+    pub(crate) invoices: invoices::Invoices,
+    /// Outgoing payments: their table, waiters and what they keep in memory.
+    pub(crate) payments: payments::Payments,
     /// Spends closed channels' outputs into the wallet.
     pub(crate) sweeper: Arc<Sweeper>,
     /// Handles `Event::BumpTransaction` with wallet coins.
@@ -361,9 +379,8 @@ pub struct Lightning {
     pub(crate) hold_safety_blocks: u32,
     /// Closed channels still resolving, and snapshots of open ones (`closed.rs`).
     pub(crate) closed: closed::ClosedTracker,
-    /// Fees earned by settled forwards (`getinfo`): summed from the `forwards` table at
-    /// start, then kept up to date as forwards settle, so `getinfo` reads no table.
-    pub(crate) fees_collected_msat: std::sync::atomic::AtomicU64,
+    /// Forwards: their table, notifications and the fees they earned.
+    pub(crate) forwards: forwards::Forwards,
     alias: String,
     color: String,
     /// Peers we connected to: node id → address, for reconnecting channel peers.
@@ -619,11 +636,14 @@ impl Lightning {
             log.clone(),
             keys.clone(),
         ));
-        let fees_collected = deps
-            .store
-            .with(|c| Ok(forwards::fees_collected(c)?))
-            .await
-            .map_err(|e| format!("reading forwards: {e}"))?;
+        let forwards = forwards::Forwards::open(
+            deps.store.clone(),
+            deps.clock.clone(),
+            deps.port.clone(),
+            deps.log.clone(),
+        )
+        .await
+        .map_err(|e| format!("reading forwards: {e}"))?;
         let closed_active = deps
             .store
             .with(|c| closed::list(c, false, None))
@@ -651,9 +671,19 @@ impl Lightning {
             chain: deps.chain.clone(),
             wallet: deps.wallet.clone(),
             network: deps.network,
-            invoices_changed: tokio::sync::watch::channel(0).0,
-            sendpays_changed: tokio::sync::broadcast::channel(SENDPAY_CHANGES_BUFFERED).0,
-            sendpay_state: payments::SendpayState::default(),
+            clock: deps.clock.clone(),
+            invoices: invoices::Invoices::new(
+                deps.store.clone(),
+                deps.clock.clone(),
+                deps.port.clone(),
+                deps.log.clone(),
+            ),
+            payments: payments::Payments::new(
+                deps.store.clone(),
+                deps.clock.clone(),
+                deps.port.clone(),
+                deps.log.clone(),
+            ),
             sweeper,
             bumper,
             destination,
@@ -663,7 +693,7 @@ impl Lightning {
             held_resolved: Mutex::new(Vec::new()),
             claimed: Mutex::new(Default::default()),
             hold_safety_blocks: deps.hold_safety_blocks,
-            fees_collected_msat: std::sync::atomic::AtomicU64::new(fees_collected),
+            forwards,
             closed: closed::ClosedTracker::new(closed_active),
             alias: deps.alias.clone(),
             color: deps.color.clone(),
@@ -970,8 +1000,7 @@ impl Lightning {
 
     /// What every settled forward earned.
     pub fn fees_collected_msat(&self) -> u64 {
-        self.fees_collected_msat
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.forwards.fees_collected_msat()
     }
 
     /// The addresses we announce.
@@ -1258,10 +1287,6 @@ pub enum Durability {
 /// about as long), so a crash right after a payment finds the manager as current as
 /// before.
 const MANAGER_WRITE_GAP: Duration = Duration::from_millis(10);
-
-/// How many sendpay changes a `waitsendpay` can fall behind before it re-reads its row
-/// (a waiter that lags loses nothing, it only queries once more).
-const SENDPAY_CHANGES_BUFFERED: usize = 1024;
 
 /// Longest gap between two manager writes under load.
 const MANAGER_WRITE_GAP_MAX: Duration = Duration::from_millis(50);

@@ -80,10 +80,7 @@ impl Lightning {
             })
             .await
             .unwrap_or(0);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = self.clock.unix_now();
         self.port.tell(Notice::CoinMovement(NumberedMovement {
             index,
             timestamp: now,

@@ -15,7 +15,7 @@ use fulgur_base::hex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bitcoin::hashes::{Hash, sha256};
 use bitcoin::secp256k1::PublicKey;
@@ -30,9 +30,11 @@ use lightning::types::payment::{PaymentHash, PaymentSecret};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::port::Notice;
+use super::port::{Notice, Port};
 use super::{Lightning, lock};
-use crate::store::StoreError;
+use crate::log::SourceLog;
+use crate::store::{Store, StoreError};
+use fulgur_base::clock::Clock;
 
 /// What `sendpay` answers while a part is in flight (CLN's wording).
 pub const IN_PROGRESS_MESSAGE: &str = "Monitor status with listpays or waitsendpay";
@@ -988,11 +990,26 @@ fn part_of(
 /// `total_msat` per (payment hash, groupid).
 type Totals = HashMap<([u8; 32], u64), u64>;
 
-/// What outgoing payments keep in memory beside their table: one per engine, so two nodes
-/// in one process (tests, benchmarks) never share it. No lock here is held while another is
-/// taken, nor across an await or a database call.
-#[derive(Debug)]
-pub struct SendpayState {
+/// How many sendpay changes a `waitsendpay` can fall behind before it re-reads its row
+/// (a waiter that lags loses nothing, it only queries once more).
+const CHANGES_BUFFERED: usize = 1024;
+
+/// The outgoing payments service: the `sendpays` table, what payments keep in memory beside
+/// it, the `sendpay_success`/`sendpay_failure` notifications and the waiters
+/// (`waitsendpay`). Sending needs LDK ([`Lightning::sendpay`]), which records parts here.
+///
+/// One per engine, so two nodes in one process (tests, benchmarks) never share it. Its one
+/// lock (`totals`) is never held while another is taken, nor across an await or a database
+/// call.
+pub struct Payments {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    port: Arc<dyn Port>,
+    log: SourceLog,
+    /// The payment hash of every part that changed (`waitsendpay`). Waiters re-read the
+    /// table only for their own payment, so that a completion does not make every payment
+    /// in flight query the database (a lagging waiter re-reads once).
+    changed: tokio::sync::broadcast::Sender<[u8; 32]>,
     /// The `total_msat` pending groups were sent with, per (payment hash, groupid). The table
     /// has no column for it (CLN's `total_msat`); after a restart the check that the parts
     /// of a group agree on the total is skipped.
@@ -1003,23 +1020,343 @@ pub struct SendpayState {
     reconciled: tokio::sync::OnceCell<()>,
 }
 
-impl Default for SendpayState {
-    fn default() -> Self {
-        SendpayState {
+impl Payments {
+    /// The service over `store`, reading time from `clock`, telling plugins through `port`.
+    pub fn new(store: Store, clock: Arc<dyn Clock>, port: Arc<dyn Port>, log: SourceLog) -> Self {
+        Payments {
+            store,
+            clock,
+            port,
+            log,
+            changed: tokio::sync::broadcast::channel(CHANGES_BUFFERED).0,
             totals: Arc::default(),
             first_own_index: Arc::new(AtomicU64::new(u64::MAX)),
             reconciled: tokio::sync::OnceCell::new(),
         }
     }
-}
-
-impl SendpayState {
-    fn set_total(&self, hash: [u8; 32], groupid: u64, total: u64) {
-        lock(&self.totals).insert((hash, groupid), total);
-    }
 
     fn forget_total(&self, hash: [u8; 32], groupid: u64) {
         lock(&self.totals).remove(&(hash, groupid));
+    }
+
+    /// Wakes the waiters of payment `hash`.
+    fn changed(&self, hash: [u8; 32]) {
+        // No receiver (no `waitsendpay` running) is not an error.
+        let _ = self.changed.send(hash);
+    }
+
+    /// Reconciles `parts` (one payment's new parts, numbered in group `groupid`, the next
+    /// free one without) with the payment's earlier parts and records those to send as
+    /// pending, in one transaction. Returns the group and, per part, its row and whether it
+    /// is new (to send); the first part CLN's rules refuse ends the list.
+    async fn record_parts(
+        &self,
+        hash: [u8; 32],
+        groupid: Option<u64>,
+        parts: Vec<NewPart>,
+        total: u64,
+        text: (Option<String>, Option<String>, Option<String>),
+    ) -> Result<(u64, Vec<Result<(Sendpay, bool), SendpayError>>), SendpayError> {
+        let (label, bolt11, description) = text;
+        let now = self.clock.unix_now();
+        let totals = self.totals.clone();
+        let first_own = self.first_own_index.clone();
+        let (groupid, outcomes) = self
+            .store
+            .with(move |conn| {
+                payment_path_write(conn, |conn| {
+                    let tx = conn.transaction()?;
+                    let groupid = match groupid {
+                        Some(g) => g,
+                        None => max_groupid(&tx, &hash)?.map_or(1, |g| g + 1),
+                    };
+                    let group_total = lock(&totals).get(&(hash, groupid)).copied();
+                    let mut rows = rows_by_hash(&tx, &hash)?;
+                    let mut outcomes = vec![];
+                    for mut part in parts {
+                        part.groupid = groupid;
+                        let outcome = match check_progress(&rows, &part, group_total) {
+                            Ok(Progress::Send) => {
+                                let r = insert_pending(
+                                    &tx,
+                                    &part,
+                                    now,
+                                    label.as_deref(),
+                                    bolt11.as_deref(),
+                                    description.as_deref(),
+                                )?;
+                                first_own.fetch_min(r.created_index, Ordering::SeqCst);
+                                rows.push(r.clone());
+                                Ok((r, true))
+                            }
+                            Ok(Progress::Existing(r)) => Ok((*r, false)),
+                            Err(e) => Err(e),
+                        };
+                        if outcome.is_err() {
+                            return Ok((groupid, vec![outcome]));
+                        }
+                        outcomes.push(outcome);
+                    }
+                    tx.commit()?;
+                    Ok((groupid, outcomes))
+                })
+            })
+            .await
+            .map_err(db_error)?;
+        if outcomes.iter().all(Result::is_ok) {
+            lock(&self.totals).insert((hash, groupid), total);
+        }
+        Ok((groupid, outcomes))
+    }
+
+    /// Marks a part failed, notifies `sendpay_failure` and wakes waiters. `None` if the part
+    /// was not pending.
+    async fn record_failure(
+        &self,
+        hash: [u8; 32],
+        groupid: u64,
+        partid: u64,
+        fail: &RouteFailure,
+    ) -> Result<Option<Sendpay>, StoreError> {
+        let stored = fail.to_stored();
+        let now = self.clock.unix_now();
+        let r = self
+            .store
+            .with(move |c| {
+                payment_path_write(c, |c| mark_failed(c, &hash, groupid, partid, &stored, now))
+            })
+            .await?;
+        if let Some(row) = &r {
+            self.log.info(&format!(
+                "Payment {} part {}/{} failed: {}",
+                hex(&hash),
+                groupid,
+                partid,
+                fail.message()
+            ));
+            self.port.tell(Notice::SendpayFailure(row.clone()));
+            self.changed(hash);
+        }
+        Ok(r)
+    }
+
+    /// Marks the part LDK knows as `id` complete with `preimage`, notifies `sendpay_success`
+    /// and wakes waiters. `None` if it is no part of ours or was no longer pending.
+    async fn record_success(
+        &self,
+        hash: [u8; 32],
+        id: PaymentId,
+        preimage: [u8; 32],
+    ) -> Result<Option<Sendpay>, StoreError> {
+        let now = self.clock.unix_now();
+        let r = self
+            .store
+            .with(move |c| {
+                payment_path_write(c, |c| match part_of(c, &hash, id)? {
+                    Some((g, p)) => mark_complete(c, &hash, g, p, &preimage, now),
+                    None => Ok(None),
+                })
+            })
+            .await?;
+        if let Some(row) = &r {
+            self.forget_total(hash, row.groupid);
+            self.port.tell(Notice::SendpaySuccess(row.clone()));
+            self.changed(hash);
+        }
+        Ok(r)
+    }
+
+    /// Fails the part LDK knows as `id` (if it is ours and pending). The event that reported
+    /// it is replayed when the database fails.
+    async fn fail_part(
+        &self,
+        hash: [u8; 32],
+        id: PaymentId,
+        fail: &RouteFailure,
+    ) -> Result<(), ReplayEvent> {
+        let part = self.store.with(move |c| part_of(c, &hash, id)).await;
+        let (g, p) = match part {
+            Ok(Some(gp)) => gp,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.log
+                    .broken(&format!("cannot read payment {}: {e}", hex(&hash)));
+                return Err(ReplayEvent());
+            }
+        };
+        match self.record_failure(hash, g, p, fail).await {
+            Ok(Some(_)) => {
+                self.forget_total_if_idle(hash, g).await;
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => {
+                self.log
+                    .broken(&format!("cannot record payment {}: {e}", hex(&hash)));
+                Err(ReplayEvent())
+            }
+        }
+    }
+
+    /// Forgets the `total_msat` of group `groupid` once none of its parts is in flight.
+    async fn forget_total_if_idle(&self, hash: [u8; 32], groupid: u64) {
+        let busy = self
+            .store
+            .with(move |c| {
+                Ok(rows_by_hash(c, &hash)?
+                    .iter()
+                    .any(|r| r.groupid == groupid && r.status == PayStatus::Pending))
+            })
+            .await
+            .unwrap_or(true);
+        if !busy {
+            self.forget_total(hash, groupid);
+        }
+    }
+
+    /// Waits until part (`payment_hash`, `groupid`, `partid`) completes (its record) or fails
+    /// (its error), or `timeout` seconds pass. `groupid` defaults to the latest one.
+    async fn wait(
+        &self,
+        payment_hash: [u8; 32],
+        timeout: Option<u64>,
+        partid: u64,
+        groupid: Option<u64>,
+    ) -> Result<Sendpay, SendpayError> {
+        let mut changed = self.changed.subscribe();
+        let deadline =
+            timeout.map(|t| tokio::time::Instant::now() + Duration::from_secs(t.min(1 << 32)));
+        loop {
+            let r = self
+                .store
+                .with(move |c| {
+                    let g = match groupid {
+                        Some(g) => Some(g),
+                        None => max_groupid(c, &payment_hash)?,
+                    };
+                    match g {
+                        Some(g) => row(c, &payment_hash, g, partid),
+                        None => Ok(None),
+                    }
+                })
+                .await
+                .map_err(db_error)?;
+            let Some(r) = r else {
+                return Err(SendpayError::NoSuchPayment(format!(
+                    "Never attempted payment part {partid} for '{}'",
+                    hex(&payment_hash)
+                )));
+            };
+            match r.status {
+                PayStatus::Complete => return Ok(r),
+                PayStatus::Failed => return Err(SendpayError::Failed(Box::new(r))),
+                PayStatus::Pending => {}
+            }
+            let timed_out = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // Wait for a change of this payment (or a lag, after which we cannot tell).
+            let ours = async {
+                loop {
+                    match changed.recv().await {
+                        Ok(h) if h == payment_hash => return Ok(()),
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return Ok(()),
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err(()),
+                    }
+                }
+            };
+            tokio::select! {
+                r = ours => {
+                    if r.is_err() {
+                        return Err(SendpayError::Internal("The Lightning engine stopped".into()));
+                    }
+                }
+                _ = timed_out => {
+                    return Err(SendpayError::TimedOut);
+                }
+            }
+        }
+    }
+
+    /// The parts matching `f`.
+    async fn list(&self, f: ListFilter) -> Result<Vec<Sendpay>, SendpayError> {
+        self.store
+            .with(move |c| list(c, &f))
+            .await
+            .map_err(db_error)
+    }
+
+    /// Once per process, before the first `sendpay`, `waitsendpay` or `listsendpays` answers:
+    /// fails the parts an earlier run left pending that LDK does not know (`known` lists the
+    /// payments LDK knows; `us` is our node). A crash between recording a part and LDK
+    /// persisting its HTLC loses the payment (see `ChannelManager::list_recent_payments`);
+    /// without this its row would stay pending.
+    async fn reconcile_once(
+        &self,
+        known: impl FnOnce() -> Vec<PaymentId>,
+        us: PublicKey,
+    ) -> Result<(), SendpayError> {
+        self.reconciled
+            .get_or_try_init(|| async {
+                match self.reconcile(known(), us).await {
+                    Ok(0) => Ok(()),
+                    Ok(n) => {
+                        self.log.unusual(&format!(
+                            "{n} pending payment part(s) lost at restart, marked failed"
+                        ));
+                        Ok(())
+                    }
+                    Err(e) => Err(db_error(e)),
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Fails the pending parts recorded before this process's first `sendpay` that LDK does
+    /// not know. Returns how many it failed.
+    async fn reconcile(&self, known: Vec<PaymentId>, us: PublicKey) -> Result<usize, StoreError> {
+        let pending = self
+            .store
+            .with(|c| {
+                list(
+                    c,
+                    &ListFilter {
+                        status: Some(PayStatus::Pending),
+                        ..Default::default()
+                    },
+                )
+            })
+            .await?;
+        let mut n = 0;
+        let ours_from = self.first_own_index.load(Ordering::SeqCst);
+        for r in pending {
+            if r.created_index >= ours_from
+                || known.contains(&payment_id(&r.payment_hash, r.groupid, r.partid))
+            {
+                continue;
+            }
+            let fail = RouteFailure {
+                code: TRY_OTHER_ROUTE,
+                detail: "lost at restart: never reached a channel".into(),
+                erring_index: 0,
+                failcode: TEMPORARY_CHANNEL_FAILURE,
+                erring_node: Some(us),
+                erring_channel: None,
+            };
+            if self
+                .record_failure(r.payment_hash, r.groupid, r.partid, &fail)
+                .await?
+                .is_some()
+            {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -1303,61 +1640,24 @@ impl Lightning {
                 total_msat: total,
             })
             .collect();
-        let (label, bolt11, description) = (
-            req.label.clone(),
-            req.bolt11.clone(),
-            req.description.clone(),
-        );
-        let now = fulgur_base::unix_now();
-        let totals = self.sendpay_state.totals.clone();
-        let first_own = self.sendpay_state.first_own_index.clone();
         let (groupid, outcomes) = self
-            .store
-            .with(move |conn| {
-                payment_path_write(conn, |conn| {
-                    let tx = conn.transaction()?;
-                    let groupid = match groupid {
-                        Some(g) => g,
-                        None => max_groupid(&tx, &hash)?.map_or(1, |g| g + 1),
-                    };
-                    let group_total = lock(&totals).get(&(hash, groupid)).copied();
-                    let mut rows = rows_by_hash(&tx, &hash)?;
-                    let mut outcomes = vec![];
-                    for mut part in parts {
-                        part.groupid = groupid;
-                        let outcome = match check_progress(&rows, &part, group_total) {
-                            Ok(Progress::Send) => {
-                                let r = insert_pending(
-                                    &tx,
-                                    &part,
-                                    now,
-                                    label.as_deref(),
-                                    bolt11.as_deref(),
-                                    description.as_deref(),
-                                )?;
-                                first_own.fetch_min(r.created_index, Ordering::SeqCst);
-                                rows.push(r.clone());
-                                Ok((r, true))
-                            }
-                            Ok(Progress::Existing(r)) => Ok((*r, false)),
-                            Err(e) => Err(e),
-                        };
-                        if outcome.is_err() {
-                            return Ok((groupid, vec![outcome]));
-                        }
-                        outcomes.push(outcome);
-                    }
-                    tx.commit()?;
-                    Ok((groupid, outcomes))
-                })
-            })
-            .await
-            .map_err(db_error)?;
+            .payments
+            .record_parts(
+                hash,
+                groupid,
+                parts,
+                total,
+                (
+                    req.label.clone(),
+                    req.bolt11.clone(),
+                    req.description.clone(),
+                ),
+            )
+            .await?;
         let mut recorded = vec![];
         for o in outcomes {
             recorded.push(o?);
         }
-        self.sendpay_state.set_total(hash, groupid, total);
 
         let mut answers = vec![];
         for ((row, new), prep) in recorded.into_iter().zip(prepared) {
@@ -1390,6 +1690,7 @@ impl Lightning {
                             .map(|h| (h.short_channel_id, direction(&us, &h.pubkey))),
                     };
                     let failed = self
+                        .payments
                         .record_failure(hash, groupid, prep.partid, &fail)
                         .await
                         .map_err(db_error)?;
@@ -1406,8 +1707,7 @@ impl Lightning {
                 }
             }
         }
-        // No receiver (no `waitsendpay` running) is not an error.
-        let _ = self.sendpays_changed.send(hash);
+        self.payments.changed(hash);
         Ok(answers)
     }
 
@@ -1445,41 +1745,6 @@ impl Lightning {
         })
     }
 
-    /// Marks a part failed, notifies `sendpay_failure` and wakes waiters. `None` if the part
-    /// was not pending.
-    async fn record_failure(
-        &self,
-        hash: [u8; 32],
-        groupid: u64,
-        partid: u64,
-        fail: &RouteFailure,
-    ) -> Result<Option<Sendpay>, StoreError> {
-        let stored = fail.to_stored();
-        let now = fulgur_base::unix_now();
-        let r = self
-            .store
-            .with(move |c| {
-                payment_path_write(c, |c| mark_failed(c, &hash, groupid, partid, &stored, now))
-            })
-            .await?;
-        if let Some(row) = &r {
-            self.log.info(&format!(
-                "Payment {} part {}/{} failed: {}",
-                hex(&hash),
-                groupid,
-                partid,
-                fail.message()
-            ));
-            self.notify_failure(row);
-            let _ = self.sendpays_changed.send(hash);
-        }
-        Ok(r)
-    }
-
-    fn notify_failure(&self, row: &Sendpay) {
-        self.port.tell(Notice::SendpayFailure(row.clone()));
-    }
-
     /// `waitsendpay`: waits until part (`payment_hash`, `groupid`, `partid`) completes (its
     /// record) or fails (its error), or `timeout` seconds pass (200). `groupid` defaults to
     /// the latest one.
@@ -1491,169 +1756,38 @@ impl Lightning {
         groupid: Option<u64>,
     ) -> Result<Sendpay, SendpayError> {
         self.reconcile_once().await?;
-        let mut changed = self.sendpays_changed.subscribe();
-        let deadline =
-            timeout.map(|t| tokio::time::Instant::now() + Duration::from_secs(t.min(1 << 32)));
-        loop {
-            let r = self
-                .store
-                .with(move |c| {
-                    let g = match groupid {
-                        Some(g) => Some(g),
-                        None => max_groupid(c, &payment_hash)?,
-                    };
-                    match g {
-                        Some(g) => row(c, &payment_hash, g, partid),
-                        None => Ok(None),
-                    }
-                })
-                .await
-                .map_err(db_error)?;
-            let Some(r) = r else {
-                return Err(SendpayError::NoSuchPayment(format!(
-                    "Never attempted payment part {partid} for '{}'",
-                    hex(&payment_hash)
-                )));
-            };
-            match r.status {
-                PayStatus::Complete => return Ok(r),
-                PayStatus::Failed => return Err(SendpayError::Failed(Box::new(r))),
-                PayStatus::Pending => {}
-            }
-            let timed_out = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
-            // Wait for a change of this payment (or a lag, after which we cannot tell).
-            let ours = async {
-                loop {
-                    match changed.recv().await {
-                        Ok(h) if h == payment_hash => return Ok(()),
-                        Ok(_) => {}
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return Ok(()),
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return Err(()),
-                    }
-                }
-            };
-            tokio::select! {
-                r = ours => {
-                    if r.is_err() {
-                        return Err(SendpayError::Internal("The Lightning engine stopped".into()));
-                    }
-                }
-                _ = timed_out => {
-                    return Err(SendpayError::TimedOut);
-                }
-            }
-        }
-    }
-
-    /// Forgets the `total_msat` of group `groupid` once none of its parts is in flight.
-    async fn forget_total_if_idle(&self, hash: [u8; 32], groupid: u64) {
-        let busy = self
-            .store
-            .with(move |c| {
-                Ok(rows_by_hash(c, &hash)?
-                    .iter()
-                    .any(|r| r.groupid == groupid && r.status == PayStatus::Pending))
-            })
+        self.payments
+            .wait(payment_hash, timeout, partid, groupid)
             .await
-            .unwrap_or(true);
-        if !busy {
-            self.sendpay_state.forget_total(hash, groupid);
-        }
     }
 
     /// `listsendpays`: CLN's records of the parts matching `f`.
     pub async fn listsendpays(&self, f: ListFilter) -> Result<Vec<Sendpay>, SendpayError> {
         self.reconcile_once().await?;
-        let rows = self
-            .store
-            .with(move |c| list(c, &f))
-            .await
-            .map_err(db_error)?;
-        Ok(rows)
+        self.payments.list(f).await
     }
 
-    /// Once per process, before the first `sendpay`, `waitsendpay` or `listsendpays` answers:
-    /// fails the parts an earlier run left pending that LDK does not know. A crash between
-    /// recording a part and LDK persisting its HTLC loses the payment (see
-    /// `ChannelManager::list_recent_payments`); without this its row would stay pending.
+    /// Reconciles the parts an earlier run left pending with the payments LDK knows, once
+    /// per process ([`Payments`]).
     async fn reconcile_once(&self) -> Result<(), SendpayError> {
-        self.sendpay_state
-            .reconciled
-            .get_or_try_init(|| async {
-                match self.reconcile_sendpays().await {
-                    Ok(0) => Ok(()),
-                    Ok(n) => {
-                        self.log.unusual(&format!(
-                            "{n} pending payment part(s) lost at restart, marked failed"
-                        ));
-                        Ok(())
+        let known = || {
+            self.manager
+                .list_recent_payments()
+                .into_iter()
+                .map(|p| {
+                    use lightning::ln::channelmanager::RecentPaymentDetails as R;
+                    match p {
+                        R::Pending { payment_id, .. }
+                        | R::Fulfilled { payment_id, .. }
+                        | R::Abandoned { payment_id, .. }
+                        | R::AwaitingInvoice { payment_id } => payment_id,
                     }
-                    Err(e) => Err(db_error(e)),
-                }
-            })
+                })
+                .collect()
+        };
+        self.payments
+            .reconcile_once(known, self.manager.get_our_node_id())
             .await
-            .map(|_| ())
-    }
-
-    /// Fails the pending parts recorded before this process's first `sendpay` that LDK does
-    /// not know. Returns how many it failed.
-    async fn reconcile_sendpays(&self) -> Result<usize, StoreError> {
-        let known: Vec<PaymentId> = self
-            .manager
-            .list_recent_payments()
-            .into_iter()
-            .map(|p| {
-                use lightning::ln::channelmanager::RecentPaymentDetails as R;
-                match p {
-                    R::Pending { payment_id, .. }
-                    | R::Fulfilled { payment_id, .. }
-                    | R::Abandoned { payment_id, .. }
-                    | R::AwaitingInvoice { payment_id } => payment_id,
-                }
-            })
-            .collect();
-        let pending = self
-            .store
-            .with(|c| {
-                list(
-                    c,
-                    &ListFilter {
-                        status: Some(PayStatus::Pending),
-                        ..Default::default()
-                    },
-                )
-            })
-            .await?;
-        let mut n = 0;
-        let ours_from = self.sendpay_state.first_own_index.load(Ordering::SeqCst);
-        for r in pending {
-            if r.created_index >= ours_from
-                || known.contains(&payment_id(&r.payment_hash, r.groupid, r.partid))
-            {
-                continue;
-            }
-            let fail = RouteFailure {
-                code: TRY_OTHER_ROUTE,
-                detail: "lost at restart: never reached a channel".into(),
-                erring_index: 0,
-                failcode: TEMPORARY_CHANNEL_FAILURE,
-                erring_node: Some(self.manager.get_our_node_id()),
-                erring_channel: None,
-            };
-            if self
-                .record_failure(r.payment_hash, r.groupid, r.partid, &fail)
-                .await?
-                .is_some()
-            {
-                n += 1;
-            }
-        }
-        Ok(n)
     }
 
     /// LDK's payment events (`PaymentSent`, `PaymentPathFailed`, `PaymentFailed`,
@@ -1663,9 +1797,7 @@ impl Lightning {
         self: &Arc<Self>,
         ev: Event,
     ) -> Result<(), ReplayEvent> {
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let since_epoch = Duration::from_millis(self.clock.unix_ms());
         match ev {
             Event::PaymentSent {
                 payment_id: Some(id),
@@ -1676,16 +1808,7 @@ impl Lightning {
             } => {
                 let hash = payment_hash.0;
                 let preimage = payment_preimage.0;
-                let now = fulgur_base::unix_now();
-                let r = self
-                    .store
-                    .with(move |c| {
-                        payment_path_write(c, |c| match part_of(c, &hash, id)? {
-                            Some((g, p)) => mark_complete(c, &hash, g, p, &preimage, now),
-                            None => Ok(None),
-                        })
-                    })
-                    .await;
+                let r = self.payments.record_success(hash, id, preimage).await;
                 match r {
                     Err(e) => {
                         self.log
@@ -1701,9 +1824,6 @@ impl Lightning {
                             row.partid,
                             fee_paid_msat.unwrap_or(0)
                         ));
-                        self.sendpay_state.forget_total(hash, row.groupid);
-                        self.port.tell(Notice::SendpaySuccess(row.clone()));
-                        let _ = self.sendpays_changed.send(hash);
                         let fee = fee_paid_msat.unwrap_or(0);
                         self.coin_movement(super::movements::Movement {
                             kind: "channel_mvt",
@@ -1756,7 +1876,7 @@ impl Lightning {
                     short_channel_id,
                     payment_failed_permanently,
                 );
-                self.fail_part(payment_hash.0, id, &fail).await?;
+                self.payments.fail_part(payment_hash.0, id, &fail).await?;
             }
             Event::PaymentFailed {
                 payment_id,
@@ -1764,7 +1884,8 @@ impl Lightning {
                 reason,
             } => {
                 // Normally the path failure came first and the part is no longer pending.
-                self.fail_part(payment_hash.0, payment_id, &payment_failed_failure(reason))
+                self.payments
+                    .fail_part(payment_hash.0, payment_id, &payment_failed_failure(reason))
                     .await?;
             }
             Event::PaymentPathSuccessful { path, .. } => {
@@ -1776,36 +1897,6 @@ impl Lightning {
             other => self.log.debug(&format!("LDK payment event: {other:?}")),
         }
         Ok(())
-    }
-
-    async fn fail_part(
-        &self,
-        hash: [u8; 32],
-        id: PaymentId,
-        fail: &RouteFailure,
-    ) -> Result<(), ReplayEvent> {
-        let part = self.store.with(move |c| part_of(c, &hash, id)).await;
-        let (g, p) = match part {
-            Ok(Some(gp)) => gp,
-            Ok(None) => return Ok(()),
-            Err(e) => {
-                self.log
-                    .broken(&format!("cannot read payment {}: {e}", hex(&hash)));
-                return Err(ReplayEvent());
-            }
-        };
-        match self.record_failure(hash, g, p, fail).await {
-            Ok(Some(_)) => {
-                self.forget_total_if_idle(hash, g).await;
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(e) => {
-                self.log
-                    .broken(&format!("cannot record payment {}: {e}", hex(&hash)));
-                Err(ReplayEvent())
-            }
-        }
     }
 }
 

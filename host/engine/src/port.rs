@@ -306,3 +306,47 @@ pub trait Port: Send + Sync + 'static {
     /// Bumped whenever a plugin becomes active (answered `init`).
     fn activations(&self) -> tokio::sync::watch::Receiver<u64>;
 }
+
+/// A port with no plugins that remembers what it was told (unit tests of the services).
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Told(pub std::sync::Mutex<Vec<Notice>>);
+
+#[cfg(test)]
+impl Told {
+    /// What it was told so far.
+    pub(crate) fn notices(&self) -> Vec<Notice> {
+        super::lock(&self.0).clone()
+    }
+}
+
+#[cfg(test)]
+impl Port for Told {
+    fn listens(&self, _: Topic) -> bool {
+        true
+    }
+    fn tell(&self, notice: Notice) {
+        super::lock(&self.0).push(notice);
+    }
+    fn asks(&self, _: Question) -> bool {
+        false
+    }
+    fn peer_connected(&self, _: PeerInfo) -> Answer<Option<Refusal>> {
+        Box::pin(async { None })
+    }
+    fn openchannel(&self, _: OpenOffer) -> Answer<Option<Refusal>> {
+        Box::pin(async { None })
+    }
+    fn invoice_payment(&self, _: String, _: [u8; 32], _: u64) -> Answer<Option<Refusal>> {
+        Box::pin(async { None })
+    }
+    fn custommsg(&self, _: PublicKey, _: u16, _: String) -> Answer<()> {
+        Box::pin(async {})
+    }
+    fn htlc_accepted(&self, _: HtlcKind, _: HtlcAsk) -> Answer<(Verdict, Vec<String>)> {
+        Box::pin(async { (Verdict::Continue, vec![]) })
+    }
+    fn activations(&self) -> tokio::sync::watch::Receiver<u64> {
+        tokio::sync::watch::channel(0).1
+    }
+}

@@ -110,7 +110,8 @@ impl Lightning {
         &self,
         hash: [u8; 32],
     ) -> Result<Option<invoices::InvoiceRecord>, crate::store::StoreError> {
-        self.list_invoices(invoices::Selector::Hash(hash))
+        self.invoices
+            .list(invoices::Selector::Hash(hash))
             .await
             .map(|v| v.into_iter().next())
     }
@@ -146,7 +147,7 @@ impl Lightning {
             return;
         }
         let preimage = claim.preimage;
-        match self.record_claim(claim).await {
+        match self.invoices.record_claim(claim).await {
             Ok(None) => self.manager.claim_funds(PaymentPreimage(preimage)),
             Ok(Some(refusal)) => {
                 self.claimed
@@ -211,7 +212,7 @@ impl Lightning {
             "Payment {} of {amount_msat}msat received",
             hex(&hash.0)
         ));
-        if let Err(e) = self.invoice_paid(hash.0, amount_msat, pre).await {
+        if let Err(e) = self.invoices.paid(hash.0, amount_msat, pre).await {
             return Err(self.replay(&hash, "marking its invoice paid", &e));
         }
         self.claimed

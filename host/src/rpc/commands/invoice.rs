@@ -364,13 +364,13 @@ fn run_listinvoices(ctx: Ctx, p: Params) -> CommandFuture {
             }
         };
         let found = match ctx.node.lightning.get() {
-            Some(l) => l.list_invoices(sel).await,
+            Some(l) => l.invoices().list(sel).await,
             // Without the engine the table still answers (nobody can be waiting).
-            None => {
-                invoices::with_invoices(&ctx.node.store, move |c, _| Ok(invoices::list(c, &sel)?))
-                    .await
-                    .map(|(v, _)| v)
-            }
+            None => invoices::with_invoices(&ctx.node.store, &ctx.node.clock, move |c, _| {
+                Ok(invoices::list(c, &sel)?)
+            })
+            .await
+            .map(|(v, _)| v),
         }
         .map_err(db_error)?;
         Ok(list_json(found))
@@ -395,7 +395,7 @@ fn run_waitinvoice(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {
         let label = req_label(&p)?;
         let l = engine(&ctx.node)?;
-        match l.wait_invoice(&label).await {
+        match l.invoices().wait(&label).await {
             Ok(inv) => Ok(invoice_json(&inv)),
             Err(e) => Err(wait_error(e)),
         }
@@ -460,7 +460,7 @@ fn run_waitanyinvoice(ctx: Ctx, p: Params) -> CommandFuture {
         let last = u64_param(&p, "lastpay_index")?.unwrap_or(0);
         let timeout = u64_param(&p, "timeout")?.map(Duration::from_secs);
         let l = engine(&ctx.node)?;
-        match l.wait_any_invoice(last, timeout).await {
+        match l.invoices().wait_any(last, timeout).await {
             Ok(inv) => Ok(invoice_json(&inv)),
             Err(e) => Err(wait_error(e)),
         }
@@ -475,7 +475,8 @@ fn run_delinvoice(ctx: Ctx, p: Params) -> CommandFuture {
         let l = engine(&ctx.node)?;
         // CLN takes any string: one that names no status matches no invoice.
         match l
-            .delete_invoice(&label, InvoiceStatus::parse(&status), desconly)
+            .invoices()
+            .delete(&label, InvoiceStatus::parse(&status), desconly)
             .await
         {
             Ok(inv) => Ok(invoice_json(&inv)),
@@ -503,7 +504,7 @@ fn run_delexpiredinvoice(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {
         let max = u64_param(&p, "maxexpirytime")?;
         let l = engine(&ctx.node)?;
-        l.delete_expired_invoices(max).await.map_err(db_error)?;
+        l.invoices().delete_expired(max).await.map_err(db_error)?;
         Ok(json!({}))
     })
 }
@@ -539,7 +540,7 @@ fn run_autoclean_once(ctx: Ctx, p: Params) -> CommandFuture {
             }
         };
         let l = engine(&ctx.node)?;
-        let (cleaned, uncleaned) = l.autoclean_invoices(paid, age).await.map_err(db_error)?;
+        let (cleaned, uncleaned) = l.invoices().autoclean(paid, age).await.map_err(db_error)?;
         Ok(json!({"autoclean": {subsystem: {"cleaned": cleaned, "uncleaned": uncleaned}}}))
     })
 }
