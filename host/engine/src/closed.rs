@@ -8,7 +8,7 @@
 //! from then on the channel is listed by `listclosedchannels` only.
 //!
 //! So that the record is complete although LDK has already dropped the channel, the engine
-//! keeps a snapshot of every open channel's LDK details ([`ClosedTracker`],
+//! keeps a snapshot of every open channel's LDK details (in the [`Closed`] service,
 //! refreshed at start, at `ChannelPending`/`ChannelReady`, every second by the engine loop
 //! and before `close`), together with the least and most we ever had in it. `Event::ChannelClosed` turns the snapshot into a row
 //! of the `closed_channels` table; [`ClosedWatch`], a block listener, moves rows to `ONCHAIN`
@@ -30,9 +30,11 @@ use lightning::ln::types::ChannelId;
 use lightning::util::ser::{Readable, Writeable};
 use rusqlite::{Connection, params};
 
-use super::port::{Notice, StateChange};
+use super::port::{Notice, Port, StateChange};
 use super::{Lightning, lock};
-use crate::store::StoreError;
+use crate::log::SourceLog;
+use crate::store::{Store, StoreError};
+use fulgur_base::clock::Clock;
 
 /// CLN forgets a resolved channel this many blocks after its close.
 pub const FORGET_AFTER_BLOCKS: u32 = 100;
@@ -336,9 +338,20 @@ struct Snap {
     max: u64,
 }
 
-/// In-memory state for closed channels (see the module's documentation).
-#[derive(Default)]
-pub struct ClosedTracker {
+/// The closed channels service: the `closed_channels` table, the records still resolving
+/// (what `listpeerchannels` shows), the snapshots of open channels a close turns into a
+/// record, the closing transactions seen before their close, and the
+/// `channel_state_changed` notifications of closed channels. What needs LDK's monitors
+/// (whether a record can be forgotten, spends seen while we were down) stays on
+/// [`Lightning`].
+///
+/// Its three locks are leaves: each is taken alone, never across an await or a database
+/// call.
+pub struct Closed {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    port: Arc<dyn Port>,
+    log: SourceLog,
     snapshots: Mutex<HashMap<ChannelId, Snap>>,
     /// Closing transactions handed to the broadcaster: funding outpoint → (txid, fee).
     spends: Mutex<HashMap<bitcoin::OutPoint, (String, Option<u64>)>>,
@@ -346,18 +359,244 @@ pub struct ClosedTracker {
     active: Mutex<Vec<ClosedChannel>>,
 }
 
-impl ClosedTracker {
-    /// A tracker showing `active` (the records not forgotten, from the store).
-    pub fn new(active: Vec<ClosedChannel>) -> ClosedTracker {
-        ClosedTracker {
+/// What LDK said of a channel it closed (`Event::ChannelClosed` with a funding output).
+pub(crate) struct Closure<'a> {
+    pub(crate) channel_id: &'a ChannelId,
+    pub(crate) peer: Option<PublicKey>,
+    pub(crate) reason: &'a ClosureReason,
+    pub(crate) cause: &'a str,
+    pub(crate) capacity_sats: Option<u64>,
+    pub(crate) balance_msat: Option<u64>,
+    pub(crate) funding: bitcoin::OutPoint,
+}
+
+impl Closed {
+    /// The service over `store`, showing the records not forgotten.
+    pub async fn open(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        port: Arc<dyn Port>,
+        log: SourceLog,
+    ) -> Result<Closed, StoreError> {
+        let active = store.with(|c| list(c, false, None)).await?;
+        Ok(Closed {
+            store,
+            clock,
+            port,
+            log,
+            snapshots: Mutex::default(),
+            spends: Mutex::default(),
             active: Mutex::new(active),
-            ..Default::default()
-        }
+        })
     }
 
     /// The records `listpeerchannels` shows.
     pub fn active(&self) -> Vec<ClosedChannel> {
         lock(&self.active).clone()
+    }
+
+    /// Refreshes the snapshots of open channels from `views` (details, what is ours).
+    fn snapshot(&self, views: Vec<(ChannelDetails, u64)>) {
+        // A channel that left the list keeps its snapshot until its `ChannelClosed` takes
+        // it: LDK may close it between this refresh and the event.
+        let mut snaps = lock(&self.snapshots);
+        for (details, to_us) in views {
+            match snaps.entry(details.channel_id) {
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    let s = o.get_mut();
+                    s.min = s.min.min(to_us);
+                    s.max = s.max.max(to_us);
+                    s.details = details;
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Snap {
+                        details,
+                        min: to_us,
+                        max: to_us,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A transaction handed to the broadcaster: if it spends a channel's funding output, its
+    /// txid and fee go in that channel's record (or wait for it).
+    fn closing_broadcast(&self, tx: &bitcoin::Transaction) {
+        let [input] = tx.input.as_slice() else {
+            return;
+        };
+        let op = input.previous_output;
+        let txid = tx.compute_txid().to_string();
+        // Our open channels' funding outputs (the close may not be recorded yet) ...
+        let total = lock(&self.snapshots).values().find_map(|s| {
+            (s.details.funding_txo.map(|f| f.into_bitcoin_outpoint()) == Some(op))
+                .then_some(s.details.channel_value_satoshis * 1000)
+        });
+        // ... and closed ones still waiting for their closing transaction.
+        let mut changed = None;
+        {
+            let mut active = lock(&self.active);
+            if let Some(r) = active
+                .iter_mut()
+                .find(|r| r.funding_outpoint() == Some(op) && r.spend_height.is_none())
+            {
+                r.closing_txid = Some(txid.clone());
+                r.closing_fee_msat = closing_fee_msat(tx, r.total_msat);
+                changed = Some(r.clone());
+            }
+        }
+        if let Some(r) = changed {
+            self.update(&r);
+        } else if let Some(total) = total {
+            lock(&self.spends).insert(op, (txid, closing_fee_msat(tx, total)));
+        }
+    }
+
+    fn update(&self, r: &ClosedChannel) {
+        if let Err(err) = self.store.with_sync(|c| update(c, r)) {
+            self.log.broken(&format!(
+                "cannot update closed channel {}: {err}",
+                r.channel_id
+            ));
+        }
+    }
+
+    /// Records a channel LDK closed at height `tip` and sends the `channel_state_changed`
+    /// CLN would. `to_us` is what we have in a channel by its last details (when LDK gave no
+    /// balance). Err: the database failed (replay the event).
+    async fn record(
+        &self,
+        c: Closure<'_>,
+        tip: u32,
+        to_us: impl FnOnce(&ChannelDetails) -> u64,
+    ) -> Result<(), StoreError> {
+        let snap = lock(&self.snapshots).remove(c.channel_id);
+        let (state, closer) = close_kind(c.reason);
+        let details = snap.as_ref().map(|s| &s.details);
+        let total_msat = c
+            .capacity_sats
+            .or_else(|| details.map(|d| d.channel_value_satoshis))
+            .map_or(0, |s| s * 1000);
+        let final_to_us = c
+            .balance_msat
+            .or_else(|| details.map(to_us))
+            .unwrap_or(0)
+            .min(total_msat);
+        let opener_local = details.is_some_and(|d| d.is_outbound);
+        // The state we last announced: lock-in, or normal (LDK's shutdown steps are not
+        // announced).
+        let old = match details {
+            Some(d) if !d.is_channel_ready => "CHANNELD_AWAITING_LOCKIN",
+            _ => "CHANNELD_NORMAL",
+        };
+        let spent = lock(&self.spends).remove(&c.funding);
+        let r = ClosedChannel {
+            channel_id: hex(&c.channel_id.0),
+            peer_id: c.peer.map(|p| p.to_string()),
+            short_channel_id: details
+                .and_then(|d| d.short_channel_id)
+                .map(super::scid_string),
+            funding_txid: c.funding.txid.to_string(),
+            funding_outnum: c.funding.vout,
+            opener_local,
+            closer: closer.map(str::to_string),
+            close_cause: c.cause.to_string(),
+            reason: c.reason.to_string(),
+            state,
+            total_msat,
+            final_to_us_msat: final_to_us,
+            min_to_us_msat: snap
+                .as_ref()
+                .map_or(final_to_us, |s| s.min.min(final_to_us)),
+            max_to_us_msat: snap
+                .as_ref()
+                .map_or(final_to_us, |s| s.max.max(final_to_us)),
+            closing_txid: spent.as_ref().map(|s| s.0.clone()),
+            closing_fee_msat: spent.and_then(|s| s.1),
+            closed_height: tip,
+            spend_height: (state == ClosedState::Onchain).then_some(tip),
+            forgotten_height: (state == ClosedState::Closed).then_some(tip),
+            closed_at: self.clock.unix_now(),
+            snapshot: snap.as_ref().map_or(OpenView::None, |s| {
+                OpenView::Details(Box::new(s.details.clone()))
+            }),
+        };
+        let row = r.clone();
+        let fresh = self.store.with(move |c| insert(c, &row)).await?;
+        if !fresh {
+            return Ok(());
+        }
+        if state != ClosedState::Closed {
+            lock(&self.active).push(r.clone());
+        }
+        self.notify_state(&r, old, state.as_str(), c.cause, &c.reason.to_string());
+        Ok(())
+    }
+
+    /// `channel_state_changed` for a closed channel (CLN's payload).
+    fn notify_state(&self, r: &ClosedChannel, old: &str, new: &str, cause: &str, msg: &str) {
+        let Some(peer) = &r.peer_id else { return };
+        self.port.tell(Notice::ChannelStateChanged(StateChange {
+            peer_id: peer.clone(),
+            channel_id: r.channel_id.clone(),
+            short_channel_id: r.short_channel_id.clone(),
+            old_state: Some(old.into()),
+            new_state: new.into(),
+            cause: cause.into(),
+            message: msg.into(),
+        }));
+    }
+
+    /// The records whose funding spend has not been seen yet.
+    fn awaiting_spend(&self) -> Vec<ClosedChannel> {
+        lock(&self.active)
+            .iter()
+            .filter(|r| r.spend_height.is_none())
+            .cloned()
+            .collect()
+    }
+
+    /// The funding output of `channel_id` was spent (by `tx` if known) at `height`.
+    fn mark_onchain(&self, channel_id: &str, tx: Option<&bitcoin::Transaction>, height: u32) {
+        let changed = {
+            let mut active = lock(&self.active);
+            let Some(r) = active.iter_mut().find(|r| r.channel_id == channel_id) else {
+                return;
+            };
+            if r.spend_height.is_some() {
+                return;
+            }
+            let old = std::mem::replace(&mut r.state, ClosedState::Onchain);
+            r.spend_height = Some(height);
+            if let Some(tx) = tx {
+                r.closing_txid = Some(tx.compute_txid().to_string());
+                r.closing_fee_msat = closing_fee_msat(tx, r.total_msat);
+            }
+            (r.clone(), old)
+        };
+        let (r, old) = changed;
+        self.update(&r);
+        if old != ClosedState::Onchain {
+            let msg = match &r.closing_txid {
+                Some(t) => format!("Funding output spent by {t} at block {height}"),
+                None => format!("Funding output spent (seen at block {height})"),
+            };
+            self.notify_state(&r, old.as_str(), "ONCHAIN", "onchain", &msg);
+        }
+    }
+
+    /// Forgets `r` at `height`: it leaves `listpeerchannels` for `listclosedchannels`.
+    fn forget(&self, mut r: ClosedChannel, height: u32) {
+        let old = std::mem::replace(&mut r.state, ClosedState::Closed);
+        r.forgotten_height = Some(height);
+        lock(&self.active).retain(|x| x.channel_id != r.channel_id);
+        self.update(&r);
+        self.log.info(&format!(
+            "Channel {} resolved {} blocks ago: forgotten (now in listclosedchannels)",
+            r.channel_id,
+            height - r.resolved_from()
+        ));
+        self.notify_state(&r, old.as_str(), "CLOSED", "onchain", "Forgetting channel");
     }
 }
 
@@ -390,26 +629,7 @@ impl Lightning {
                 (c, to_us)
             })
             .collect();
-        // A channel that left the list keeps its snapshot until its `ChannelClosed` takes
-        // it: LDK may close it between this refresh and the event.
-        let mut snaps = lock(&self.closed.snapshots);
-        for (details, to_us) in views {
-            match snaps.entry(details.channel_id) {
-                std::collections::hash_map::Entry::Occupied(mut o) => {
-                    let s = o.get_mut();
-                    s.min = s.min.min(to_us);
-                    s.max = s.max.max(to_us);
-                    s.details = details;
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(Snap {
-                        details,
-                        min: to_us,
-                        max: to_us,
-                    });
-                }
-            }
-        }
+        self.closed.snapshot(views);
     }
 
     /// Starts following the broadcaster's feed for closing transactions.
@@ -424,139 +644,16 @@ impl Lightning {
                     Err(_) => return,
                 };
                 let Some(e) = me.upgrade() else { return };
-                e.closing_broadcast(&tx);
+                e.closed.closing_broadcast(&tx);
             }
         });
-    }
-
-    fn closing_broadcast(&self, tx: &bitcoin::Transaction) {
-        let [input] = tx.input.as_slice() else {
-            return;
-        };
-        let op = input.previous_output;
-        let txid = tx.compute_txid().to_string();
-        // Our open channels' funding outputs (the close may not be recorded yet) ...
-        let total = lock(&self.closed.snapshots).values().find_map(|s| {
-            (s.details.funding_txo.map(|f| f.into_bitcoin_outpoint()) == Some(op))
-                .then_some(s.details.channel_value_satoshis * 1000)
-        });
-        // ... and closed ones still waiting for their closing transaction.
-        let mut changed = None;
-        {
-            let mut active = lock(&self.closed.active);
-            if let Some(r) = active
-                .iter_mut()
-                .find(|r| r.funding_outpoint() == Some(op) && r.spend_height.is_none())
-            {
-                r.closing_txid = Some(txid.clone());
-                r.closing_fee_msat = closing_fee_msat(tx, r.total_msat);
-                changed = Some(r.clone());
-            }
-        }
-        if let Some(r) = changed {
-            self.closed_update(&r);
-        } else if let Some(total) = total {
-            lock(&self.closed.spends).insert(op, (txid, closing_fee_msat(tx, total)));
-        }
-    }
-
-    fn closed_update(&self, r: &ClosedChannel) {
-        if let Err(err) = self.store.with_sync(|c| update(c, r)) {
-            self.log.broken(&format!(
-                "cannot update closed channel {}: {err}",
-                r.channel_id
-            ));
-        }
     }
 
     /// Records a channel LDK closed (`Event::ChannelClosed` with a funding output) and sends
     /// the `channel_state_changed` CLN would. Err: the database failed (replay the event).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn record_closed(
-        &self,
-        channel_id: &ChannelId,
-        peer: Option<PublicKey>,
-        reason: &ClosureReason,
-        cause: &str,
-        capacity_sats: Option<u64>,
-        balance_msat: Option<u64>,
-        funding: bitcoin::OutPoint,
-    ) -> Result<(), StoreError> {
-        let snap = lock(&self.closed.snapshots).remove(channel_id);
+    pub(crate) async fn record_closed(&self, c: Closure<'_>) -> Result<(), StoreError> {
         let tip = self.chain.tip().map_or(0, |(_, h)| h);
-        let (state, closer) = close_kind(reason);
-        let details = snap.as_ref().map(|s| &s.details);
-        let total_msat = capacity_sats
-            .or_else(|| details.map(|d| d.channel_value_satoshis))
-            .map_or(0, |s| s * 1000);
-        let final_to_us = balance_msat
-            .or_else(|| details.map(|d| self.to_us_msat(d)))
-            .unwrap_or(0)
-            .min(total_msat);
-        let opener_local = details.is_some_and(|d| d.is_outbound);
-        // The state we last announced: lock-in, or normal (LDK's shutdown steps are not
-        // announced).
-        let old = match details {
-            Some(d) if !d.is_channel_ready => "CHANNELD_AWAITING_LOCKIN",
-            _ => "CHANNELD_NORMAL",
-        };
-        let spent = lock(&self.closed.spends).remove(&funding);
-        let now = self.clock.unix_now();
-        let r = ClosedChannel {
-            channel_id: hex(&channel_id.0),
-            peer_id: peer.map(|p| p.to_string()),
-            short_channel_id: details
-                .and_then(|d| d.short_channel_id)
-                .map(super::scid_string),
-            funding_txid: funding.txid.to_string(),
-            funding_outnum: funding.vout,
-            opener_local,
-            closer: closer.map(str::to_string),
-            close_cause: cause.to_string(),
-            reason: reason.to_string(),
-            state,
-            total_msat,
-            final_to_us_msat: final_to_us,
-            min_to_us_msat: snap
-                .as_ref()
-                .map_or(final_to_us, |s| s.min.min(final_to_us)),
-            max_to_us_msat: snap
-                .as_ref()
-                .map_or(final_to_us, |s| s.max.max(final_to_us)),
-            closing_txid: spent.as_ref().map(|s| s.0.clone()),
-            closing_fee_msat: spent.and_then(|s| s.1),
-            closed_height: tip,
-            spend_height: (state == ClosedState::Onchain).then_some(tip),
-            forgotten_height: (state == ClosedState::Closed).then_some(tip),
-            closed_at: now,
-            snapshot: snap.as_ref().map_or(OpenView::None, |s| {
-                OpenView::Details(Box::new(s.details.clone()))
-            }),
-        };
-        let row = r.clone();
-        let fresh = self.store.with(move |c| insert(c, &row)).await?;
-        if !fresh {
-            return Ok(());
-        }
-        if state != ClosedState::Closed {
-            lock(&self.closed.active).push(r.clone());
-        }
-        self.notify_closed_state(&r, old, state.as_str(), cause, &reason.to_string());
-        Ok(())
-    }
-
-    /// `channel_state_changed` for a closed channel (CLN's payload).
-    fn notify_closed_state(&self, r: &ClosedChannel, old: &str, new: &str, cause: &str, msg: &str) {
-        let Some(peer) = &r.peer_id else { return };
-        self.port.tell(Notice::ChannelStateChanged(StateChange {
-            peer_id: peer.clone(),
-            channel_id: r.channel_id.clone(),
-            short_channel_id: r.short_channel_id.clone(),
-            old_state: Some(old.into()),
-            new_state: new.into(),
-            cause: cause.into(),
-            message: msg.into(),
-        }));
+        self.closed.record(c, tip, |d| self.to_us_msat(d)).await
     }
 
     /// Whether the channel's monitor still reports anything to claim.
@@ -588,60 +685,24 @@ impl Lightning {
     /// At start: closes whose funding spend confirmed while the node was down.
     pub fn closed_catch_up(&self) {
         let tip = self.chain.tip().map_or(0, |(_, h)| h);
-        let pending: Vec<ClosedChannel> = self
-            .closed
-            .active()
-            .into_iter()
-            .filter(|r| r.spend_height.is_none())
-            .collect();
-        for r in pending {
+        for r in self.closed.awaiting_spend() {
             if self.monitor_saw_spend(&r) == Some(true) {
-                self.mark_onchain(&r.channel_id, None, tip);
+                self.closed.mark_onchain(&r.channel_id, None, tip);
             }
-        }
-    }
-
-    fn mark_onchain(&self, channel_id: &str, tx: Option<&bitcoin::Transaction>, height: u32) {
-        let changed = {
-            let mut active = lock(&self.closed.active);
-            let Some(r) = active.iter_mut().find(|r| r.channel_id == channel_id) else {
-                return;
-            };
-            if r.spend_height.is_some() {
-                return;
-            }
-            let old = std::mem::replace(&mut r.state, ClosedState::Onchain);
-            r.spend_height = Some(height);
-            if let Some(tx) = tx {
-                r.closing_txid = Some(tx.compute_txid().to_string());
-                r.closing_fee_msat = closing_fee_msat(tx, r.total_msat);
-            }
-            (r.clone(), old)
-        };
-        let (r, old) = changed;
-        self.closed_update(&r);
-        if old != ClosedState::Onchain {
-            let msg = match &r.closing_txid {
-                Some(t) => format!("Funding output spent by {t} at block {height}"),
-                None => format!("Funding output spent (seen at block {height})"),
-            };
-            self.notify_closed_state(&r, old.as_str(), "ONCHAIN", "onchain", &msg);
         }
     }
 
     /// A block: funding spends of closed channels, then channels to forget.
     fn closed_block(&self, txdata: &TransactionData, height: u32) {
-        let waiting: Vec<(String, bitcoin::OutPoint)> = lock(&self.closed.active)
-            .iter()
-            .filter(|r| r.spend_height.is_none())
-            .filter_map(|r| Some((r.channel_id.clone(), r.funding_outpoint()?)))
-            .collect();
-        for (id, op) in waiting {
+        for r in self.closed.awaiting_spend() {
+            let Some(op) = r.funding_outpoint() else {
+                continue;
+            };
             if let Some((_, tx)) = txdata
                 .iter()
                 .find(|(_, tx)| tx.input.iter().any(|i| i.previous_output == op))
             {
-                self.mark_onchain(&id, Some(tx), height);
+                self.closed.mark_onchain(&r.channel_id, Some(tx), height);
             }
         }
         self.forget_resolved_closed(height);
@@ -658,17 +719,8 @@ impl Lightning {
             .filter(|r| r.should_forget(height, false))
             .filter(|r| !self.balances_left(r))
             .collect();
-        for mut r in due {
-            let old = std::mem::replace(&mut r.state, ClosedState::Closed);
-            r.forgotten_height = Some(height);
-            lock(&self.closed.active).retain(|x| x.channel_id != r.channel_id);
-            self.closed_update(&r);
-            self.log.info(&format!(
-                "Channel {} resolved {} blocks ago: forgotten (now in listclosedchannels)",
-                r.channel_id,
-                height - r.resolved_from()
-            ));
-            self.notify_closed_state(&r, old.as_str(), "CLOSED", "onchain", "Forgetting channel");
+        for r in due {
+            self.closed.forget(r, height);
         }
     }
 }
@@ -866,6 +918,82 @@ mod tests {
         assert_eq!(
             close_kind(&held),
             (ClosedState::AwaitingUnilateral, Some("local"))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_service_records_a_close_then_moves_it_onchain_and_forgets_it() {
+        use crate::port::Told;
+        use fulgur_base::clock::ManualClock;
+        use fulgur_base::log::{Level, Logger, MemoryLog};
+        let clock = ManualClock::at(1_800_000_000_000);
+        let told = Arc::new(Told::default());
+        let store = Store::in_memory().unwrap();
+        let log = Logger::at(Level::Debug, Box::new(MemoryLog::default())).source("lightning");
+        let closed = Closed::open(store.clone(), clock.clone(), told.clone(), log)
+            .await
+            .unwrap();
+        let id = ChannelId([7; 32]);
+        let peer: PublicKey = PEER_A.parse().unwrap();
+        let funding = bitcoin::OutPoint {
+            txid: "1111111111111111111111111111111111111111111111111111111111111111"
+                .parse()
+                .unwrap(),
+            vout: 1,
+        };
+        let reason = ClosureReason::HolderForceClosed {
+            broadcasted_latest_txn: Some(true),
+            message: "closed by us".into(),
+        };
+        let close = || Closure {
+            channel_id: &id,
+            peer: Some(peer),
+            reason: &reason,
+            cause: "user",
+            capacity_sats: Some(100_000),
+            balance_msat: Some(40_000_000),
+            funding,
+        };
+        closed
+            .record(close(), 200, |_| panic!("LDK gave the balance"))
+            .await
+            .unwrap();
+        // The same close again (a replayed event) records nothing new.
+        closed.record(close(), 201, |_| 0).await.unwrap();
+        let [r] = closed.active().try_into().unwrap();
+        assert_eq!(r.state, ClosedState::AwaitingUnilateral);
+        assert_eq!(
+            (r.total_msat, r.final_to_us_msat),
+            (100_000_000, 40_000_000)
+        );
+        assert_eq!(r.closed_at, 1_800_000_000, "by the service's clock");
+        assert_eq!(r.closed_height, 200);
+
+        closed.mark_onchain(&r.channel_id, None, 203);
+        assert!(closed.awaiting_spend().is_empty());
+        let r = closed.active().remove(0);
+        closed.forget(r, 303);
+        assert!(closed.active().is_empty());
+        let stored = store.with(|c| list(c, true, None)).await.unwrap();
+        assert_eq!(stored[0].state, ClosedState::Closed);
+        assert_eq!(stored[0].forgotten_height, Some(303));
+
+        let states: Vec<(Option<String>, String)> = told
+            .notices()
+            .into_iter()
+            .filter_map(|n| match n {
+                Notice::ChannelStateChanged(c) => Some((c.old_state, c.new_state)),
+                _ => None,
+            })
+            .collect();
+        let expect = |o: &str, n: &str| (Some(o.to_string()), n.to_string());
+        assert_eq!(
+            states,
+            vec![
+                expect("CHANNELD_NORMAL", "AWAITING_UNILATERAL"),
+                expect("AWAITING_UNILATERAL", "ONCHAIN"),
+                expect("ONCHAIN", "CLOSED"),
+            ]
         );
     }
 }

@@ -140,15 +140,15 @@ impl Lightning {
                     // this also sends its channel_state_changed.
                     let cause = closure_cause(&reason);
                     if let Err(err) = self
-                        .record_closed(
-                            &channel_id,
-                            counterparty_node_id,
-                            &reason,
+                        .record_closed(super::closed::Closure {
+                            channel_id: &channel_id,
+                            peer: counterparty_node_id,
+                            reason: &reason,
                             cause,
-                            channel_capacity_sats,
-                            last_local_balance_msat,
-                            txo.into_bitcoin_outpoint(),
-                        )
+                            capacity_sats: channel_capacity_sats,
+                            balance_msat: last_local_balance_msat,
+                            funding: txo.into_bitcoin_outpoint(),
+                        })
                         .await
                     {
                         self.log

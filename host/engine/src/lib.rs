@@ -311,7 +311,7 @@ pub struct Deps {
 
 /// The running engine: LDK's objects, and the services that own the node's own tables
 /// ([`invoices::Invoices`], [`payments::Payments`], [`forwards::Forwards`], the closed
-/// channels' [`closed::ClosedTracker`]). Its methods are the orchestration that needs LDK:
+/// channels' [`closed::Closed`]). Its methods are the orchestration that needs LDK:
 /// creating an invoice, sending a part, handling LDK's events, opening and closing.
 ///
 /// # Lock order
@@ -378,7 +378,7 @@ pub struct Lightning {
     /// `--hold-safety-blocks`.
     pub(crate) hold_safety_blocks: u32,
     /// Closed channels still resolving, and snapshots of open ones (`closed.rs`).
-    pub(crate) closed: closed::ClosedTracker,
+    pub(crate) closed: closed::Closed,
     /// Forwards: their table, notifications and the fees they earned.
     pub(crate) forwards: forwards::Forwards,
     alias: String,
@@ -644,11 +644,14 @@ impl Lightning {
         )
         .await
         .map_err(|e| format!("reading forwards: {e}"))?;
-        let closed_active = deps
-            .store
-            .with(|c| closed::list(c, false, None))
-            .await
-            .map_err(|e| format!("reading closed channels: {e}"))?;
+        let closed = closed::Closed::open(
+            deps.store.clone(),
+            deps.clock.clone(),
+            deps.port.clone(),
+            deps.log.clone(),
+        )
+        .await
+        .map_err(|e| format!("reading closed channels: {e}"))?;
         let bumper = Bumper::new(
             broadcaster.clone(),
             Arc::new(crate::wallet::bump::BumpCoins::new(
@@ -694,7 +697,7 @@ impl Lightning {
             claimed: Mutex::new(Default::default()),
             hold_safety_blocks: deps.hold_safety_blocks,
             forwards,
-            closed: closed::ClosedTracker::new(closed_active),
+            closed,
             alias: deps.alias.clone(),
             color: deps.color.clone(),
             peer_addrs: Mutex::new(Default::default()),
