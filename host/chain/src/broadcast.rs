@@ -30,6 +30,9 @@ pub struct Broadcaster {
     retry_timeout: Duration,
     runtime: Option<tokio::runtime::Handle>,
     handed: tokio::sync::broadcast::Sender<Transaction>,
+    /// What became of each transaction handed: `true` once the backend has it (accepted, or
+    /// already known), `false` once it gave up.
+    outcomes: tokio::sync::broadcast::Sender<(Txid, bool)>,
     /// Woken whenever the backend accepts a transaction: a child waiting for its parent
     /// (-25) tries again at once instead of at the end of its backoff.
     accepted: Arc<tokio::sync::Notify>,
@@ -101,6 +104,7 @@ impl Broadcaster {
             retry_timeout,
             runtime: tokio::runtime::Handle::try_current().ok(),
             handed: tokio::sync::broadcast::channel(64).0,
+            outcomes: tokio::sync::broadcast::channel(256).0,
             accepted: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -109,6 +113,12 @@ impl Broadcaster {
     /// funding, closing and sweeping transactions), so `close` can report its transaction.
     pub fn watch(&self) -> tokio::sync::broadcast::Receiver<Transaction> {
         self.handed.subscribe()
+    }
+
+    /// What becomes of every transaction handed from now on: (txid, whether the backend has
+    /// it). `fundchannel` answers once its funding transaction is in the backend's mempool.
+    pub fn outcomes(&self) -> tokio::sync::broadcast::Receiver<(Txid, bool)> {
+        self.outcomes.subscribe()
     }
 
     /// Broadcasts `txs` in the background (parents first), retrying with backoff; logs the
@@ -126,6 +136,8 @@ impl Broadcaster {
         let log = self.log.clone();
         let limit = self.retry_timeout;
         let accepted = self.accepted.clone();
+        let outcomes = self.outcomes.clone();
+        let handed: Vec<Txid> = txs.iter().map(Transaction::compute_txid).collect();
         rt.spawn(async move {
             let send = |tx: &Transaction| {
                 let (b, tx) = (backend.clone(), tx.clone());
@@ -135,7 +147,11 @@ impl Broadcaster {
                 let b = backend.clone();
                 async move { submit_package_once(&b, &txs).await }
             };
-            send_package(txs, send, submit, &accepted, &log, limit).await;
+            let sent = send_package(txs, send, submit, &accepted, &log, limit).await;
+            for txid in handed {
+                // Nobody listening is fine.
+                let _ = outcomes.send((txid, sent.contains(&txid)));
+            }
         });
     }
 }
@@ -144,7 +160,7 @@ impl Broadcaster {
 /// `limit`. A transaction spending parents refused only for being under the mempool's
 /// minimum fee goes with them through `submit` (one package: those parents, then it); a
 /// transaction spending one refused for good (or whose package was refused) is not sent.
-/// Returns the transactions sent.
+/// Returns the transactions the backend now has (sent, or already known to it).
 async fn send_package<F, Fut, P, PFut>(
     txs: Vec<Transaction>,
     mut send: F,
@@ -237,7 +253,9 @@ where
                     let known = e.code == -27
                         || e.message.contains("already")
                         || e.message.contains("same-nonwitness-data");
-                    if !known {
+                    if known {
+                        sent.push(txid);
+                    } else {
                         refused.push(txid);
                         if below_mempool_minimum(&e) {
                             below_minimum.push((txid, tx.clone()));
@@ -528,5 +546,29 @@ mod tests {
         );
         let r = b.send(tx(None, 1)).await;
         assert_eq!(r.map_err(|e| e.code), Err(-1));
+    }
+
+    #[tokio::test]
+    async fn a_transaction_the_backend_already_has_counts_as_sent_and_its_child_goes() {
+        let parent = tx(None, 1);
+        let child = tx(Some(parent.compute_txid()), 2);
+        let (p, c) = (parent.compute_txid(), child.compute_txid());
+        let sent = send_alone(
+            vec![parent, child],
+            |t| {
+                let r = if t.compute_txid() == p {
+                    Err(BroadcastError {
+                        code: -27,
+                        message: "Transaction already in block chain".into(),
+                    })
+                } else {
+                    Ok(t.compute_txid())
+                };
+                std::future::ready(r)
+            },
+            no_packages,
+        )
+        .await;
+        assert_eq!(sent, vec![p, c]);
     }
 }

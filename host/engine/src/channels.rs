@@ -18,14 +18,15 @@ use tokio::sync::oneshot;
 use super::Lightning;
 use super::port::{OpenOffer, Question};
 
-/// A `fundchannel` waiting for LDK: first for the funding output, then for the channel to be
-/// pending (funding signed and handed to LDK).
+/// A `fundchannel` waiting for LDK: first for the funding output (the funding transaction
+/// is built and handed to LDK), then for the peer's signature, after which LDK broadcasts it.
 pub struct PendingOpen {
     /// The peer the channel is opened to.
     pub peer: PublicKey,
     /// Funding feerate, sat per 1000 weight.
     pub feerate_perkw: u32,
-    /// Answers the caller once the funding transaction is handed to LDK, or with an error.
+    /// Answers the caller once the funding transaction is handed to LDK, or with an error;
+    /// then, renewed, with an error if the channel closes before its funding is broadcast.
     pub reply: Option<oneshot::Sender<Result<Opened, OpenError>>>,
 }
 
@@ -47,6 +48,13 @@ pub enum OpenError {
     /// The peer did not accept within the time allowed.
     #[error("Timed out waiting for the peer to accept the channel")]
     TimedOut,
+    /// The peer did not sign the funding within the time allowed (the channel may still
+    /// open if it does later; the funding transaction is not broadcast until then).
+    #[error("Timed out waiting for the peer to sign the funding transaction {0}")]
+    NotSigned(bitcoin::Txid),
+    /// The backend refused the funding transaction (its message).
+    #[error("Error broadcasting transaction: {0}")]
+    NotBroadcast(String),
     /// Nothing answers for it any more (the engine is stopping).
     #[error("The channel open was abandoned")]
     Abandoned,
@@ -88,8 +96,9 @@ pub type Opens = Mutex<HashMap<u128, PendingOpen>>;
 
 impl Lightning {
     /// `fundchannel`: opens a channel of `amount_sat` to `peer` (already connected), funded from
-    /// the wallet at `feerate_perkw`, and waits until the funding transaction is signed and
-    /// handed to LDK (which broadcasts it).
+    /// the wallet at `feerate_perkw`, and returns, as CLN does, once the funding transaction
+    /// is broadcast: the peer signed it and the backend has it in its mempool, so blocks
+    /// mined right after the call confirm it.
     pub async fn open_channel(
         self: &Arc<Self>,
         peer: PublicKey,
@@ -105,6 +114,8 @@ impl Lightning {
                 .unwrap_or([0; 16]),
         );
         let (tx, rx) = oneshot::channel();
+        // Before LDK can broadcast anything of this channel.
+        let outcomes = self.chain.broadcaster().outcomes();
         self.opens.lock().unwrap_or_else(|p| p.into_inner()).insert(
             user_channel_id,
             PendingOpen {
@@ -138,11 +149,76 @@ impl Lightning {
             Ok(Err(_)) => Err(OpenError::Abandoned),
             Err(_) => Err(OpenError::TimedOut),
         };
+        let r = match r {
+            Ok(opened) => {
+                self.until_broadcast(user_channel_id, opened, outcomes)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         self.opens
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&user_channel_id);
         r
+    }
+
+    /// Waits until the funding of `opened` is in the backend's mempool: LDK broadcasts it
+    /// once the peer has signed (`funding_signed`). Fails if the channel closes first (the
+    /// peer refused or left), if the backend refuses the transaction, or after 60 s.
+    async fn until_broadcast(
+        &self,
+        user_channel_id: u128,
+        opened: Opened,
+        mut outcomes: tokio::sync::broadcast::Receiver<(bitcoin::Txid, bool)>,
+    ) -> Result<Opened, OpenError> {
+        let txid = opened.tx.compute_txid();
+        let (tx, closed) = oneshot::channel();
+        if let Some(p) = self
+            .opens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&user_channel_id)
+        {
+            p.reply = Some(tx);
+        }
+        // A close between the funding and the line above found no one to tell.
+        if !self
+            .manager
+            .list_channels()
+            .iter()
+            .any(|c| c.user_channel_id == user_channel_id)
+        {
+            return Err(OpenError::Closed(
+                "the channel closed before its funding was broadcast".into(),
+            ));
+        }
+        let broadcast = async {
+            loop {
+                match outcomes.recv().await {
+                    Ok((t, ok)) if t == txid => return ok,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+                }
+            }
+        };
+        tokio::select! {
+            ok = broadcast => {
+                if ok {
+                    Ok(opened)
+                } else {
+                    Err(OpenError::NotBroadcast(format!(
+                        "the backend did not accept {txid} (see the log)"
+                    )))
+                }
+            }
+            r = closed => match r {
+                Ok(Err(e)) => Err(e),
+                // Nothing else is sent on it.
+                Ok(Ok(_)) | Err(_) => Err(OpenError::Abandoned),
+            },
+            () = tokio::time::sleep(Duration::from_secs(60)) => Err(OpenError::NotSigned(txid)),
+        }
     }
 
     /// The peer went away while `fundchannel` waited for it to accept: as CLN, the open
