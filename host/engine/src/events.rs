@@ -196,6 +196,7 @@ impl Lightning {
                 amount_msat,
                 purpose,
                 claim_deadline,
+                onion_fields,
                 ..
             } => {
                 let secret = match &purpose {
@@ -205,11 +206,21 @@ impl Lightning {
                     } => Some(payment_secret.0),
                     _ => None,
                 };
+                let keysend = matches!(
+                    purpose,
+                    lightning::events::PaymentPurpose::SpontaneousPayment(_)
+                )
+                .then(|| {
+                    super::receive::keysend_description(
+                        onion_fields.as_ref().map_or(&[][..], |o| o.custom_tlvs()),
+                    )
+                });
                 self.on_payment_claimable(
                     payment_hash,
                     amount_msat,
                     purpose.preimage(),
                     secret,
+                    keysend,
                     claim_deadline,
                 )
                 .await;

@@ -51,6 +51,10 @@ pub enum HeldAction {
         /// invoice's before claiming. Absent in records written before it was kept.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         payment_secret: Option<String>,
+        /// For a keysend, the description of the invoice it is recorded under (CLN's
+        /// keysend plugin records one, so `listinvoices` and `waitanyinvoice` show it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keysend: Option<String>,
     },
 }
 
@@ -314,6 +318,7 @@ impl Lightning {
         amount_msat: u64,
         preimage: Option<PaymentPreimage>,
         payment_secret: Option<[u8; 32]>,
+        keysend: Option<String>,
         claim_deadline: Option<u32>,
     ) {
         let id = format!("recv:{}", hex(&hash.0));
@@ -339,6 +344,7 @@ impl Lightning {
             amount_msat,
             preimage: preimage.map(|p| hex(&p.0)),
             payment_secret: payment_secret.map(|s| hex(&s)),
+            keysend,
         };
         let with_hook = self.port.asks(Question::HtlcAccepted(action.kind()));
         self.hold(
@@ -695,10 +701,12 @@ impl Lightning {
                 preimage,
                 amount_msat,
                 payment_secret,
+                keysend,
             } => {
                 let received = super::receive::Received {
                     amount_msat: *amount_msat,
                     payment_secret: payment_secret.as_deref().and_then(|s| parse_hash(s).ok()),
+                    keysend: keysend.clone(),
                 };
                 match v {
                     Verdict::Fail(msg) => {
@@ -707,6 +715,9 @@ impl Lightning {
                     }
                     Verdict::Resolve(key) => {
                         if sha256::Hash::hash(&key).to_byte_array() == hash.0 {
+                            if let Some(description) = &received.keysend {
+                                self.record_keysend(hash, key, description).await;
+                            }
                             self.claim(super::invoices::Claim {
                                 hash: hash.0,
                                 preimage: key,

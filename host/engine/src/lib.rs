@@ -37,6 +37,7 @@ pub mod graph;
 pub mod htlcs;
 pub mod invoices;
 pub mod keys;
+pub mod keysend;
 pub mod movements;
 pub mod net;
 pub mod payments;
@@ -188,6 +189,9 @@ const BENIGN_LDK_ERRORS: &[&str] = &[
     // `sendpay` pays its caller's route once; LDK's retry finds no other and abandons the
     // payment, which is reported as failed. Nothing is wrong with the node.
     "Can't use this router to return multiple routes",
+    // `keysend` asked for a payment no route can carry (unknown destination, too little
+    // liquidity, fees over its limit): the caller gets CLN's "no route" error.
+    "Failed to find route for payment with id",
 ];
 
 /// LDK's logger.

@@ -302,6 +302,18 @@ pub fn payment_id(payment_hash: &[u8; 32], groupid: u64, partid: u64) -> Payment
     PaymentId(sha256::Hash::hash(&data).to_byte_array())
 }
 
+/// The LDK payment id of part (`payment_hash`, `groupid`, `partid`) when LDK routes it and
+/// retries its paths itself (`keysend`): a path failure is then no failure of the part, only
+/// LDK's final `PaymentFailed` is.
+pub fn routed_payment_id(payment_hash: &[u8; 32], groupid: u64, partid: u64) -> PaymentId {
+    let mut data = Vec::with_capacity(13 + 32 + 16);
+    data.extend_from_slice(b"fulgur/routed");
+    data.extend_from_slice(payment_hash);
+    data.extend_from_slice(&groupid.to_be_bytes());
+    data.extend_from_slice(&partid.to_be_bytes());
+    PaymentId(sha256::Hash::hash(&data).to_byte_array())
+}
+
 /// One hop of a CLN route: the node at the end of the hop, the channel leading to it, what it
 /// receives and the CLTV delay (relative to the current block) of the HTLC it receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -561,11 +573,17 @@ fn payment_failed_failure(reason: Option<PaymentFailureReason>) -> RouteFailure 
         Some(r) => format!("payment failed: {r:?}"),
         None => "payment failed".into(),
     };
+    // The destination refused it for good (LDK's own retries, `keysend`, end with this).
+    let (code, failcode) = if reason == Some(PaymentFailureReason::RecipientRejected) {
+        (DESTINATION_REFUSED, INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS)
+    } else {
+        (TRY_OTHER_ROUTE, TEMPORARY_CHANNEL_FAILURE)
+    };
     RouteFailure {
-        code: TRY_OTHER_ROUTE,
+        code,
         detail,
         erring_index: 0,
-        failcode: TEMPORARY_CHANNEL_FAILURE,
+        failcode,
         erring_node: None,
         erring_channel: None,
     }
@@ -857,14 +875,16 @@ fn next_updated_index(conn: &Connection) -> Result<u64, StoreError> {
     Ok(v as u64)
 }
 
-/// Marks a part complete (from pending, or from failed: the preimage proves payment). Returns
-/// the new row, or `None` if there is no such part or it was already complete.
+/// Marks a part complete (from pending, or from failed: the preimage proves payment). A part
+/// LDK routed learns its fee (`fee_msat`) only now: what it sent becomes its amount plus the
+/// fee. Returns the new row, or `None` if there is no such part or it was already complete.
 pub fn mark_complete(
     conn: &mut Connection,
     payment_hash: &[u8; 32],
     groupid: u64,
     partid: u64,
     preimage: &[u8; 32],
+    fee_msat: Option<u64>,
     now: u64,
 ) -> Result<Option<Sendpay>, StoreError> {
     let part = (payment_hash, groupid, partid);
@@ -874,11 +894,13 @@ pub fn mark_complete(
         |s| s != PayStatus::Complete,
         |tx, idx| {
             tx.prepare_cached(
-                "UPDATE sendpays SET status = 'complete', preimage = ?, completed_at = ?, \
+                "UPDATE sendpays SET status = 'complete', preimage = ?, \
+             amount_sent_msat = COALESCE(amount_msat + ?, amount_sent_msat), completed_at = ?, \
              updated_index = ?, error = NULL WHERE payment_hash = ? AND groupid = ? AND partid = ?",
             )?
             .execute(params![
                 preimage.as_slice(),
+                fee_msat.map(|f| f as i64),
                 now as i64,
                 idx as i64,
                 payment_hash.as_slice(),
@@ -976,15 +998,21 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<Sendpay>, StoreErro
 }
 
 /// The (groupid, partid) of the part sent as LDK payment `id`.
+/// The part LDK knows as `id`: (groupid, partid, whether LDK routes and retries it).
 fn part_of(
     conn: &Connection,
     payment_hash: &[u8; 32],
     id: PaymentId,
-) -> Result<Option<(u64, u64)>, StoreError> {
-    Ok(rows_by_hash(conn, payment_hash)?
-        .into_iter()
-        .find(|r| payment_id(payment_hash, r.groupid, r.partid) == id)
-        .map(|r| (r.groupid, r.partid)))
+) -> Result<Option<(u64, u64, bool)>, StoreError> {
+    Ok(rows_by_hash(conn, payment_hash)?.into_iter().find_map(|r| {
+        if payment_id(payment_hash, r.groupid, r.partid) == id {
+            Some((r.groupid, r.partid, false))
+        } else if routed_payment_id(payment_hash, r.groupid, r.partid) == id {
+            Some((r.groupid, r.partid, true))
+        } else {
+            None
+        }
+    }))
 }
 
 /// `total_msat` per (payment hash, groupid).
@@ -1049,7 +1077,7 @@ impl Payments {
     /// free one without) with the payment's earlier parts and records those to send as
     /// pending, in one transaction. Returns the group and, per part, its row and whether it
     /// is new (to send); the first part CLN's rules refuse ends the list.
-    async fn record_parts(
+    pub(crate) async fn record_parts(
         &self,
         hash: [u8; 32],
         groupid: Option<u64>,
@@ -1111,7 +1139,7 @@ impl Payments {
 
     /// Marks a part failed, notifies `sendpay_failure` and wakes waiters. `None` if the part
     /// was not pending.
-    async fn record_failure(
+    pub(crate) async fn record_failure(
         &self,
         hash: [u8; 32],
         groupid: u64,
@@ -1147,13 +1175,17 @@ impl Payments {
         hash: [u8; 32],
         id: PaymentId,
         preimage: [u8; 32],
+        fee_msat: Option<u64>,
     ) -> Result<Option<Sendpay>, StoreError> {
         let now = self.clock.unix_now();
         let r = self
             .store
             .with(move |c| {
                 payment_path_write(c, |c| match part_of(c, &hash, id)? {
-                    Some((g, p)) => mark_complete(c, &hash, g, p, &preimage, now),
+                    Some((g, p, routed)) => {
+                        let fee = fee_msat.filter(|_| routed);
+                        mark_complete(c, &hash, g, p, &preimage, fee, now)
+                    }
                     None => Ok(None),
                 })
             })
@@ -1166,17 +1198,20 @@ impl Payments {
         Ok(r)
     }
 
-    /// Fails the part LDK knows as `id` (if it is ours and pending). The event that reported
-    /// it is replayed when the database fails.
+    /// Fails the part LDK knows as `id` (if it is ours and pending). A failed path (`path`)
+    /// of a part LDK routes is no failure of the part: LDK tries another. The event that
+    /// reported it is replayed when the database fails.
     async fn fail_part(
         &self,
         hash: [u8; 32],
         id: PaymentId,
         fail: &RouteFailure,
+        path: bool,
     ) -> Result<(), ReplayEvent> {
         let part = self.store.with(move |c| part_of(c, &hash, id)).await;
         let (g, p) = match part {
-            Ok(Some(gp)) => gp,
+            Ok(Some((_, _, true))) if path => return Ok(()),
+            Ok(Some((g, p, _))) => (g, p),
             Ok(None) => return Ok(()),
             Err(e) => {
                 self.log
@@ -1216,7 +1251,7 @@ impl Payments {
 
     /// Waits until part (`payment_hash`, `groupid`, `partid`) completes (its record) or fails
     /// (its error), or `timeout` seconds pass. `groupid` defaults to the latest one.
-    async fn wait(
+    pub(crate) async fn wait(
         &self,
         payment_hash: [u8; 32],
         timeout: Option<u64>,
@@ -1769,7 +1804,7 @@ impl Lightning {
 
     /// Reconciles the parts an earlier run left pending with the payments LDK knows, once
     /// per process ([`Payments`]).
-    async fn reconcile_once(&self) -> Result<(), SendpayError> {
+    pub(crate) async fn reconcile_once(&self) -> Result<(), SendpayError> {
         let known = || {
             self.manager
                 .list_recent_payments()
@@ -1808,7 +1843,10 @@ impl Lightning {
             } => {
                 let hash = payment_hash.0;
                 let preimage = payment_preimage.0;
-                let r = self.payments.record_success(hash, id, preimage).await;
+                let r = self
+                    .payments
+                    .record_success(hash, id, preimage, fee_paid_msat)
+                    .await;
                 match r {
                     Err(e) => {
                         self.log
@@ -1876,7 +1914,9 @@ impl Lightning {
                     short_channel_id,
                     payment_failed_permanently,
                 );
-                self.payments.fail_part(payment_hash.0, id, &fail).await?;
+                self.payments
+                    .fail_part(payment_hash.0, id, &fail, true)
+                    .await?;
             }
             Event::PaymentFailed {
                 payment_id,
@@ -1885,7 +1925,12 @@ impl Lightning {
             } => {
                 // Normally the path failure came first and the part is no longer pending.
                 self.payments
-                    .fail_part(payment_hash.0, payment_id, &payment_failed_failure(reason))
+                    .fail_part(
+                        payment_hash.0,
+                        payment_id,
+                        &payment_failed_failure(reason),
+                        false,
+                    )
                     .await?;
             }
             Event::PaymentPathSuccessful { path, .. } => {
@@ -2469,25 +2514,37 @@ mod tests {
             (fb.status, fb.updated_index, fb.completed_at),
             (PayStatus::Failed, Some(1), Some(200))
         );
-        let ca = db(&s, |c| mark_complete(c, &[5; 32], 1, 0, &[9; 32], 300)).await;
+        let ca = db(&s, |c| {
+            mark_complete(c, &[5; 32], 1, 0, &[9; 32], None, 300)
+        })
+        .await;
         let ca = ca.unwrap_or_else(|| panic!("a was pending"));
         assert_eq!(
             (ca.status, ca.updated_index, ca.preimage),
             (PayStatus::Complete, Some(2), Some([9; 32]))
         );
         // Replayed events change nothing; a complete part never fails.
-        let again = db(&s, |c| mark_complete(c, &[5; 32], 1, 0, &[9; 32], 301)).await;
+        let again = db(&s, |c| {
+            mark_complete(c, &[5; 32], 1, 0, &[9; 32], None, 301)
+        })
+        .await;
         assert_eq!(again, None);
         let stored = fail.to_stored();
         let late = db(&s, move |c| mark_failed(c, &[5; 32], 1, 0, &stored, 302)).await;
         assert_eq!(late, None);
         // A failed part the preimage later proves paid becomes complete.
-        let fixed = db(&s, |c| mark_complete(c, &[6; 32], 1, 0, &[8; 32], 303)).await;
+        let fixed = db(&s, |c| {
+            mark_complete(c, &[6; 32], 1, 0, &[8; 32], None, 303)
+        })
+        .await;
         assert_eq!(
             fixed.map(|r| (r.status, r.updated_index)),
             Some((PayStatus::Complete, Some(3)))
         );
-        let missing = db(&s, |c| mark_complete(c, &[7; 32], 1, 0, &[8; 32], 303)).await;
+        let missing = db(&s, |c| {
+            mark_complete(c, &[7; 32], 1, 0, &[8; 32], None, 303)
+        })
+        .await;
         assert_eq!(missing, None);
     }
 
@@ -2503,7 +2560,7 @@ mod tests {
                 insert_pending(c, &p, 10, None, None, None)?;
             }
             // Updated in the order 4, 2.
-            mark_complete(c, &[3; 32], 4, 0, &[0; 32], 11)?;
+            mark_complete(c, &[3; 32], 4, 0, &[0; 32], None, 11)?;
             let failure = PartFailure {
                 code: 204,
                 message: "failed".into(),
@@ -2559,6 +2616,6 @@ mod tests {
             ))
         })
         .await;
-        assert_eq!((g, none, found), (Some(3), None, Some((3, 0))));
+        assert_eq!((g, none, found), (Some(3), None, Some((3, 0, false))));
     }
 }

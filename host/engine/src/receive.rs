@@ -24,13 +24,35 @@ use super::invoices::{self, Claim, ClaimRefusal};
 use super::port::{Question, Refusal};
 
 /// What is known of a payment to us when it is settled.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Received {
     /// What its HTLCs carry in all (LDK's `PaymentClaimable`).
     pub amount_msat: u64,
     /// The payment secret of its onion, for a BOLT 11 payment.
     pub payment_secret: Option<[u8; 32]>,
+    /// For a keysend, the description of the invoice it is recorded under.
+    pub keysend: Option<String>,
 }
+
+/// The TLV types of a keysend onion that are not free text: BOLT 4's own (below 65536 are
+/// reserved for the spec; LDK hands only the custom ones) and the keysend preimage.
+const KEYSEND_PREIMAGE_TLV: u64 = 5_482_373_484;
+
+/// The description CLN's keysend plugin gives the invoice it records a keysend under:
+/// `keysend: ` and the longest custom TLV that is UTF-8 text (a payer's message), or just
+/// `keysend`.
+pub(crate) fn keysend_description(custom_tlvs: &[(u64, Vec<u8>)]) -> String {
+    custom_tlvs
+        .iter()
+        .filter(|(t, _)| *t != KEYSEND_PREIMAGE_TLV)
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .filter(|t| !t.is_empty())
+        .max_by_key(|t| t.len())
+        .map_or_else(|| "keysend".to_string(), |t| format!("keysend: {t}"))
+}
+
+/// BOLT 11 descriptions longer than this are put in the invoice as their hash.
+const BOLT11_DESCRIPTION_LIMIT: usize = 639;
 
 impl Lightning {
     /// `htlc_accepted` let the payment through: find its preimage, check the invoice, ask
@@ -41,6 +63,9 @@ impl Lightning {
         known: Option<[u8; 32]>,
         received: Received,
     ) {
+        if let (Some(description), Some(preimage)) = (&received.keysend, known) {
+            self.record_keysend(hash, preimage, description).await;
+        }
         let inv = match self.invoice_by_hash_checked(hash.0).await {
             Ok(inv) => inv,
             Err(e) => crate::store::fatal(
@@ -103,6 +128,53 @@ impl Lightning {
             }
         }
         self.claim(claim).await;
+    }
+
+    /// Records a keysend under an invoice of its own, as CLN's keysend plugin does
+    /// (`keysend-<seconds>.<nanoseconds>`, any amount, the payer's preimage), so that it is
+    /// checked, paid and listed like any invoice. Best effort, as there: an invoice with
+    /// this payment hash may exist already (a second keysend of one preimage), and then
+    /// that invoice decides.
+    pub(crate) async fn record_keysend(
+        &self,
+        hash: &PaymentHash,
+        preimage: [u8; 32],
+        description: &str,
+    ) {
+        let now = std::time::Duration::from_millis(self.clock.unix_ms());
+        // Two keysends in one millisecond: the second label takes the next nanosecond.
+        for nanos in now.subsec_nanos()..now.subsec_nanos() + 1000 {
+            let req = invoices::InvoiceRequest {
+                amount_msat: None,
+                label: format!("keysend-{}.{nanos:09}", now.as_secs()),
+                description: description.to_string(),
+                expiry_secs: 7 * 24 * 3600,
+                fallbacks: vec![],
+                preimage: Some(preimage),
+                payment_hash: None,
+                expose: invoices::Expose::Default,
+                cltv: None,
+                deschashonly: description.len() > BOLT11_DESCRIPTION_LIMIT,
+            };
+            match self.create_invoice(req).await {
+                Ok(c) => {
+                    self.log.info(&format!(
+                        "Inserting a new invoice for keysend with payment_hash {}: {}",
+                        hex(&hash.0),
+                        c.record.label
+                    ));
+                    return;
+                }
+                Err(invoices::CreateError::DuplicateLabel(_)) => continue,
+                Err(e) => {
+                    self.log.info(&format!(
+                        "Could not create invoice for keysend {}: {e:?}",
+                        hex(&hash.0)
+                    ));
+                    return;
+                }
+            }
+        }
     }
 
     /// The invoice for `hash` (expiry applied), telling a database failure from no invoice.
@@ -245,5 +317,31 @@ impl Lightning {
         self.log
             .broken(&format!("{what}: {e}; LDK hands the event again"));
         ReplayEvent()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keysend_is_described_by_its_longest_text_tlv_as_clns_plugin_does() {
+        assert_eq!(keysend_description(&[]), "keysend");
+        let tlvs = [
+            (
+                KEYSEND_PREIMAGE_TLV,
+                b"not the preimage as text either".to_vec(),
+            ),
+            (133_773_311, b"short".to_vec()),
+            (34_349_335, b"the longer one".to_vec()),
+            (
+                65_537,
+                vec![
+                    0xff, 0xfe, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
+                ],
+            ),
+            (65_539, vec![]),
+        ];
+        assert_eq!(keysend_description(&tlvs), "keysend: the longer one");
     }
 }

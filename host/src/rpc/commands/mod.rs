@@ -12,6 +12,7 @@ mod getinfo;
 mod graph;
 mod help;
 mod invoice;
+mod keysend;
 mod listconfigs;
 mod listfunds;
 mod listtransactions;
@@ -114,6 +115,7 @@ pub const COMMANDS: &[&Command] = &[
     &graph::GETROUTE,
     &help::HELP,
     &invoice::INVOICE,
+    &keysend::KEYSEND,
     &graph::LISTCHANNELS,
     &listconfigs::LISTCONFIGS,
     &datastore::LISTDATASTORE,
