@@ -336,7 +336,21 @@ fn run_close(ctx: Ctx, p: Params) -> CommandFuture {
     })
 }
 
-fn state_of(c: &ChannelDetails) -> &'static str {
+/// Whether a channel in CLN state `state` needs its peer connected (CLN's
+/// `channel_state_wants_peercomms`): `disconnect` refuses without `force`.
+pub(super) fn wants_peer(state: &str) -> bool {
+    matches!(
+        state,
+        "CHANNELD_AWAITING_LOCKIN"
+            | "CHANNELD_NORMAL"
+            | "CHANNELD_AWAITING_SPLICE"
+            | "CLOSINGD_SIGEXCHANGE"
+            | "CHANNELD_SHUTTING_DOWN"
+    )
+}
+
+/// A channel's state with CLN's name.
+pub(super) fn state_of(c: &ChannelDetails) -> &'static str {
     if c.funding_txo.is_none() {
         return "OPENINGD";
     }

@@ -142,10 +142,24 @@ fn run_connect(ctx: Ctx, p: Params) -> CommandFuture {
 fn run_disconnect(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {
         let id = p.str("id").and_then(|s| parse_id(&s))?;
-        p.opt_bool("force")?;
+        let force = p.opt_bool("force")?.unwrap_or(false);
         let l = engine(&ctx.node)?;
         if !l.is_connected(&id) {
             return Err(RpcError::new(-1, "Peer not connected"));
+        }
+        // As CLN: a channel that still talks to its peer keeps it, unless forced.
+        if !force
+            && let Some(state) = l
+                .list_channels()
+                .iter()
+                .filter(|c| c.counterparty.node_id == id)
+                .map(super::channels::state_of)
+                .find(|s| super::channels::wants_peer(s))
+        {
+            return Err(RpcError::new(
+                -1,
+                format!("Peer has (at least one) channel in state {state}"),
+            ));
         }
         l.disconnect(id);
         Ok(json!({}))
