@@ -27,6 +27,10 @@ const MIN_PART_MSAT: u64 = 100_000;
 const MAX_PARTS_PER_ROUND: usize = 16;
 /// The most parts one payment sends in all.
 const MAX_PARTS_TOTAL: u64 = 100;
+/// How long a payment to a payee no channel is known to lead to waits for gossip.
+const GOSSIP_GRACE: Duration = Duration::from_secs(15);
+/// How often gossip is read meanwhile.
+const GOSSIP_POLL: Duration = Duration::from_millis(250);
 
 /// BOLT 4 failure code bits and the codes `pay` treats specially.
 const NODE: u64 = 0x2000;
@@ -486,11 +490,9 @@ impl<'a> Run<'a> {
                 "bolt11: paying ourselves is not supported",
             ));
         }
-        let mut graph = Graph::new();
-        graph.add_gossip(&rpc.call("listchannels", json!({})).await?);
-        graph.add_hints(self.inv.routes.as_ref(), &self.inv.destination);
-        let source = graph.node(&our_id);
-        let target = graph.node(&self.inv.destination);
+        let mut graph = self.graph(rpc).await?;
+        let mut source = graph.node(&our_id);
+        let mut target = graph.node(&self.inv.destination);
         let final_cltv = self.inv.min_final_cltv.saturating_add(FINAL_CLTV_MARGIN);
         let mut waiters: JoinSet<(u64, Result<Value, RpcError>)> = JoinSet::new();
         let mut last_problem: Option<RpcError> = None;
@@ -552,6 +554,19 @@ impl<'a> Run<'a> {
                 if in_flight == 0
                     && let Some(e) = last_problem.take()
                 {
+                    // Right after the payee's channels are announced, their gossip may not
+                    // have reached us, and an invoice made before the payee heard its peer's
+                    // channel_update carries no route hint: no channel leads to the payee
+                    // yet. Wait a little for gossip before giving up.
+                    if self.parts.is_empty()
+                        && !graph.has_incoming(target)
+                        && let Some(g) = self.await_payee_in_gossip(rpc, deadline).await
+                    {
+                        graph = g;
+                        source = graph.node(&our_id);
+                        target = graph.node(&self.inv.destination);
+                        continue;
+                    }
                     // Nothing was in flight and nothing could be planned: no point retrying.
                     return Err(self.with_attempts(e));
                 }
@@ -566,6 +581,42 @@ impl<'a> Run<'a> {
             self.finish(partid, outcome, &mut fatal);
             self.publish("pending");
         }
+    }
+
+    /// The payment graph: gossip and the invoice's route hints.
+    async fn graph(&self, rpc: &RpcClient) -> Result<Graph, RpcError> {
+        let mut graph = Graph::new();
+        graph.add_gossip(&rpc.call("listchannels", json!({})).await?);
+        graph.add_hints(self.inv.routes.as_ref(), &self.inv.destination);
+        Ok(graph)
+    }
+
+    /// Polls gossip until a channel leads to the payee, for up to [`GOSSIP_GRACE`] (and
+    /// never past `deadline`); the graph then, or `None`.
+    async fn await_payee_in_gossip(
+        &self,
+        rpc: &RpcClient,
+        deadline: tokio::time::Instant,
+    ) -> Option<Graph> {
+        let until = deadline.min(tokio::time::Instant::now() + GOSSIP_GRACE);
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(GOSSIP_POLL).await;
+            let Ok(mut g) = self.graph(rpc).await else {
+                return None;
+            };
+            let target = g.node(&self.inv.destination);
+            if g.has_incoming(target) {
+                self.plugin.log(
+                    fulgur_plugin_sdk::Level::Debug,
+                    format!(
+                        "Payee {} appeared in gossip: planning again",
+                        self.inv.destination
+                    ),
+                );
+                return Some(g);
+            }
+        }
+        None
     }
 
     fn plan(

@@ -120,6 +120,11 @@ impl Graph {
         self.nodes.get(i).map_or("", String::as_str)
     }
 
+    /// Whether any channel direction leads into node `i` (gossip or a hint).
+    pub fn has_incoming(&self, i: usize) -> bool {
+        self.incoming.get(i).is_some_and(|e| !e.is_empty())
+    }
+
     /// The edge for `key`, if any.
     pub fn edge(&self, key: &ChanKey) -> Option<&Edge> {
         self.by_key.get(key).and_then(|i| self.edges.get(*i))
@@ -488,7 +493,22 @@ fn search(g: &Graph, q: &Query<'_>, fee_cap: Option<u64>) -> Option<Route> {
                     if e.capacity.is_some_and(|c| total > c) {
                         continue;
                     }
-                    q.liquidity.probability(&e.key, e.capacity, total, q.now)
+                    // The parts planned before this one already rely on `reserved`: what
+                    // matters is whether the channel holds this part too, given that it
+                    // holds them (the unconditional chance of `total` would count their
+                    // risk again, and a channel shared by many parts would look unable to
+                    // carry much more than half its capacity however the amount is split).
+                    let p_total = q.liquidity.probability(&e.key, e.capacity, total, q.now);
+                    let p_reserved = if reserved == 0 {
+                        1.0
+                    } else {
+                        q.liquidity.probability(&e.key, e.capacity, reserved, q.now)
+                    };
+                    if p_reserved <= 0.0 {
+                        0.0
+                    } else {
+                        (p_total / p_reserved).min(1.0)
+                    }
                 }
             };
             if prob < MIN_USABLE_PROB {
@@ -893,5 +913,53 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].spendable, Some(5000));
         assert_eq!(out[0].key, ChanKey::new("1x2x0", 0));
+    }
+
+    /// Issue 18's layout: two 989k-sat channels A–B (979k spendable each), B–C of 1.5M sat
+    /// announced with LDK's htlc_maximum (90 % of the capacity).
+    #[test]
+    fn splits_over_parallel_first_hops_into_one_big_channel() {
+        let mut g = Graph::new();
+        for scid in ["1x1x0", "1x2x0"] {
+            g.add(EdgeSpec {
+                spendable: Some(979_000_000),
+                base_fee: 0,
+                ppm: 0,
+                ..spec(scid, A, B, 0, 989_000_000)
+            });
+        }
+        g.add(EdgeSpec {
+            htlc_max: 1_350_000_000,
+            ppm: 0,
+            base_fee: 1000,
+            cltv_delta: 72,
+            ..spec("1x3x0", B, D, 1000, 1_500_000_000)
+        });
+        let ctx = Ctx::new();
+        let base = ctx.query(&g, 0);
+        let limits_for = |amount: u64| SplitLimits {
+            fee_budget: amount / 200,
+            min_part: 100_000.max(amount / 64),
+            max_parts: 16,
+        };
+        // More than B–C's capacity: no plan.
+        assert!(split(&g, &base, 1_600_000_000, limits_for(1_600_000_000)).is_err());
+        for amount in [1_100_000_000, 1_300_000_000, 1_450_000_000] {
+            let parts = split(&g, &base, amount, limits_for(amount));
+            let parts = parts.unwrap_or_else(|e| panic!("{amount}: {e:?}"));
+            assert_eq!(parts.iter().map(Route::delivered).sum::<u64>(), amount);
+            // Both A–B channels carry parts, neither more than it has.
+            for first in ["1x1x0", "1x2x0"] {
+                let out: u64 = parts
+                    .iter()
+                    .filter(|r| r.hops[0].key.scid == first)
+                    .map(Route::sent)
+                    .sum();
+                assert!(
+                    out > 0 && out <= 979_000_000,
+                    "{amount}: {out} over {first}"
+                );
+            }
+        }
     }
 }
