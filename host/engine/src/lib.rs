@@ -164,12 +164,27 @@ impl LdkLogger for LdkLog {
         // operators watch for real faults.
         let level = if level == Level::Broken && BENIGN_LDK_ERRORS.iter().any(|b| msg.contains(b)) {
             Level::Unusual
+        } else if level == Level::Broken && QUIET_LDK_ERRORS.iter().any(|b| msg.contains(b)) {
+            Level::Debug
         } else {
             level
         };
+        if level == Level::Debug && !self.log.wants(level) {
+            return;
+        }
         self.log.log(level, &msg);
     }
 }
+
+/// LDK errors about a peer's ordinary request that LDK declines, seen on every connection
+/// to some implementations: logged at `debug`.
+const QUIET_LDK_ERRORS: &[&str] = &[
+    // CLN sends peer_storage to every peer that offers to keep it (option_provide_storage);
+    // LDK keeps it only for peers with a funded channel and answers the others with a
+    // warning, which CLN ignores.
+    "Ignoring peer_storage message, as peer storage is currently supported only for peers with an active funded channel",
+    "Supports only data up to",
+];
 
 /// LDK error messages that describe a harmless race or an ordinary decision (logged as
 /// `unusual`).
@@ -1676,6 +1691,12 @@ mod tests {
             &log,
             LdkLevel::Error,
             "Failed to find a route on retry, abandoning payment 00: \"Can't use this router to return multiple routes\"",
+        );
+        // CLN's peer storage from a peer without a channel: below info.
+        record(
+            &log,
+            LdkLevel::Error,
+            "Got non-closing error: Ignoring peer_storage message, as peer storage is currently supported only for peers with an active funded channel.",
         );
         let text = sink.text();
         let lines: Vec<&str> = text.lines().collect();
