@@ -524,3 +524,28 @@ def test_reconnect_after_restart_and_unilateral_close(ln):
         [cc] = closed(a)
         assert (cc["opener"], cc["closer"]) == ("local", "local")
         assert cc["last_commitment_txid"] == commitment and counts(a) == (0, 0, 0)
+
+
+def test_forward_coin_movements_are_clns(ln):
+    """A forward moves coins on two channels, and CLN's bookkeeping reads both: a `routed`
+    credit of what came in on the incoming channel and a debit of what went out on the
+    outgoing one, each with the payment hash and the fee earned (issue 18)."""
+    a, b, c = ln.node(), ln.node(plugins=[NOTES]), ln.node()
+    ln.line(a, b, c)
+    inv = c.rpc.invoice(500_000, "fwd", "through B")
+    sent = ln.pay(a, inv["bolt11"], c.id, 500_000)
+    fee = sent["amount_sent_msat"] - 500_000
+    assert fee > 0
+    routed = wait_for(lambda: len(movements(b, "routed")) == 2 and movements(b, "routed"),
+                      what="b's two routed movements")
+    ab = b.rpc.listpeerchannels(a.id)["channels"][0]["channel_id"]
+    bc = b.rpc.listpeerchannels(c.id)["channels"][0]["channel_id"]
+    by_account = {m["account_id"]: m for m in routed}
+    assert set(by_account) == {ab, bc}
+    came_in, went_out = by_account[ab], by_account[bc]
+    assert (came_in["credit_msat"], came_in["debit_msat"]) == (500_000 + fee, 0)
+    assert (went_out["credit_msat"], went_out["debit_msat"]) == (0, 500_000)
+    for m in routed:
+        assert m["type"] == "channel_mvt"
+        assert m["payment_hash"] == inv["payment_hash"]
+        assert m["fees_msat"] == fee

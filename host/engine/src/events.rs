@@ -236,12 +236,14 @@ impl Lightning {
             }
             Event::PaymentForwarded {
                 prev_htlcs,
+                next_htlcs,
                 outbound_amount_forwarded_msat,
                 total_fee_earned_msat,
                 ..
             } => {
                 self.on_payment_forwarded(
                     &prev_htlcs,
+                    &next_htlcs,
                     outbound_amount_forwarded_msat,
                     total_fee_earned_msat,
                 )

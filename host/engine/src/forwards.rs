@@ -7,7 +7,9 @@ use crate::log::SourceLog;
 use crate::store::{Store, StoreError};
 use fulgur_base::clock::Clock;
 use fulgur_base::hex;
-use lightning::events::{HTLCHandlingFailureReason, HTLCHandlingFailureType, InboundHTLCLocator};
+use lightning::events::{
+    HTLCHandlingFailureReason, HTLCHandlingFailureType, InboundHTLCLocator, OutboundHTLCLocator,
+};
 use lightning::ln::types::ChannelId;
 use lightning::types::payment::PaymentHash;
 use rusqlite::OptionalExtension;
@@ -244,7 +246,8 @@ impl Forwards {
         }
     }
 
-    /// Resolves the offered forward that came in on `in_channel` (with `htlc_id` if known).
+    /// Resolves the offered forward that came in on `in_channel` (with `htlc_id` if known);
+    /// returns its payment hash when it has one.
     async fn resolve(
         &self,
         in_channel: String,
@@ -253,7 +256,7 @@ impl Forwards {
         out_msat: Option<u64>,
         failcode: Option<u16>,
         failreason: Option<String>,
-    ) {
+    ) -> Option<[u8; 32]> {
         let now = self.now();
         let r = self
             .store
@@ -293,10 +296,17 @@ impl Forwards {
                     self.fees_collected_msat
                         .fetch_add(fee.max(0) as u64, Ordering::Relaxed);
                 }
-                self.notify(id, hash).await
+                let payment_hash = hash
+                    .as_ref()
+                    .and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok());
+                self.notify(id, hash).await;
+                payment_hash
             }
-            Ok(None) => {}
-            Err(e) => self.log.broken(&format!("cannot update forward: {e}")),
+            Ok(None) => None,
+            Err(e) => {
+                self.log.broken(&format!("cannot update forward: {e}"));
+                None
+            }
         }
     }
 }
@@ -325,34 +335,50 @@ impl Lightning {
             .await;
     }
 
-    /// LDK's `PaymentForwarded`: the forward settled.
+    /// LDK's `PaymentForwarded`: the forward settled. As CLN, two `coin_movement`s with the
+    /// payment hash, tagged `routed` with the fee earned: a credit of what came in on each
+    /// incoming channel and a debit of what went out on each outgoing one.
     pub(crate) async fn on_payment_forwarded(
         &self,
         prev: &[InboundHTLCLocator],
+        next: &[OutboundHTLCLocator],
         outbound_msat: u64,
         fee_msat: Option<u64>,
     ) {
-        if let Some(first) = prev.first() {
-            self.coin_movement(super::movements::Movement {
-                kind: "channel_mvt",
-                account: hex(&first.channel_id.0),
-                credit_msat: fee_msat.unwrap_or(0),
-                debit_msat: 0,
-                tag: "routed",
-                payment_hash: None,
-                fees_msat: fee_msat,
-                utxo: None,
-                peer_id: None,
-            })
-            .await;
-        }
+        let mut payment_hash = None;
         for p in prev {
             let Some(ch) = self.scid_of(&p.channel_id) else {
                 continue;
             };
-            self.forwards
+            let h = self
+                .forwards
                 .resolve(ch, p.htlc_id, "settled", Some(outbound_msat), None, None)
                 .await;
+            payment_hash = payment_hash.or(h);
+        }
+        let routed =
+            |account: &ChannelId, credit_msat: u64, debit_msat: u64| super::movements::Movement {
+                kind: "channel_mvt",
+                account: hex(&account.0),
+                credit_msat,
+                debit_msat,
+                tag: "routed",
+                payment_hash,
+                fees_msat: fee_msat,
+                utxo: None,
+                peer_id: None,
+            };
+        let fee = fee_msat.unwrap_or(0);
+        for p in prev {
+            let came_in = p.amount_msat.unwrap_or_else(|| {
+                // One incoming HTLC: it carried what went out plus the fee.
+                outbound_msat.saturating_add(fee)
+            });
+            self.coin_movement(routed(&p.channel_id, came_in, 0)).await;
+        }
+        for n in next {
+            let went_out = n.amount_msat.unwrap_or(outbound_msat);
+            self.coin_movement(routed(&n.channel_id, 0, went_out)).await;
         }
     }
 
