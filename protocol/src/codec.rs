@@ -38,6 +38,32 @@ pub enum FrameError {
     Invalid(String),
 }
 
+/// `frame` with every raw control character inside a string (U+0000 to U+001F, which JSON
+/// requires escaped) written as its `\u00XX` escape; `None` if there is none.
+fn escape_raw_controls(frame: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(frame.len() + 16);
+    let (mut in_string, mut escaped, mut changed) = (false, false, false);
+    for &b in frame {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            } else if b < 0x20 {
+                out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+                changed = true;
+                continue;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        }
+        out.push(b);
+    }
+    changed.then_some(out)
+}
+
 /// Incremental decoder for concatenated JSON values; implements tokio-util's [`Decoder`]
 /// (and [`Encoder`], which writes compact JSON and `"\n\n"`).
 #[derive(Debug, Clone)]
@@ -72,9 +98,19 @@ impl JsonCodec {
         }
         let frame = src.split_to(end);
         self.reset();
-        serde_json::from_slice(&frame)
-            .map(Some)
-            .map_err(|e| FrameError::Invalid(e.to_string()))
+        match serde_json::from_slice(&frame) {
+            Ok(v) => Ok(Some(v)),
+            // CLN's parser takes raw control characters (a newline, a tab) inside strings,
+            // and plugins written for it send them (CLN's own `cowsay.sh`): read them as
+            // their escapes.
+            Err(e) if e.is_syntax() => match escape_raw_controls(&frame) {
+                Some(fixed) => serde_json::from_slice(&fixed)
+                    .map(Some)
+                    .map_err(|e| FrameError::Invalid(e.to_string())),
+                None => Err(FrameError::Invalid(e.to_string())),
+            },
+            Err(e) => Err(FrameError::Invalid(e.to_string())),
+        }
     }
 
     /// A top-level number or literal: valid JSON but never a request. A number at the
@@ -249,6 +285,27 @@ mod tests {
         let mut d = FrameDecoder::new(limit);
         d.extend(bytes);
         d
+    }
+
+    #[test]
+    fn raw_control_characters_inside_strings_are_read_as_clns_parser_reads_them() {
+        // A plugin's log line with a raw newline and tab (CLN's cowsay.sh), then a message
+        // with an escaped quote and backslash before a raw newline.
+        let mut d = fed(
+            1000,
+            b"{\"jsonrpc\":\"2.0\",\"method\":\"log\",\"params\":{\"message\":\"a\nb\tc\"}}\n\n\
+              {\"s\":\"q\\\"\\\\\n\"}",
+        );
+        assert_eq!(
+            drain(&mut d),
+            vec![
+                json!({"jsonrpc":"2.0","method":"log","params":{"message":"a\nb\tc"}}),
+                json!({"s":"q\"\\\n"}),
+            ]
+        );
+        // Outside strings a control character is whitespace or an error, as before.
+        let mut d = fed(1000, b"{\"a\":\x01}");
+        assert!(matches!(d.next_value(), Some(Err(FrameError::Invalid(_)))));
     }
 
     #[test]

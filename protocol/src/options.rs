@@ -41,6 +41,9 @@ impl OptionType {
     pub fn parse(self, raw: Option<&str>) -> Result<Value, String> {
         match (self, raw) {
             (OptionType::Flag, None) => Ok(Value::Bool(true)),
+            // `plugin start` passes JSON `true`/`false` through as text, whatever the type.
+            (OptionType::Flag, Some("true")) => Ok(Value::Bool(true)),
+            (OptionType::Flag, Some("false")) => Ok(Value::Bool(false)),
             (OptionType::Flag, Some(v)) => Err(format!("flag takes no value, got '{v}'")),
             (_, None) => Err("requires a value".into()),
             (OptionType::String | OptionType::StringConceal, Some(v)) => Ok(Value::from(v)),

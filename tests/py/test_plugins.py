@@ -44,6 +44,21 @@ def test_option_types_arrive_typed(node_factory):
     assert vals["int_opt"] == -7 and vals["multi_opt"] == ["a", "b c"]
 
 
+def test_plugin_start_takes_json_bools_for_bool_and_flag_options(node_factory):
+    """As CLN: `plugin start` with JSON `true` for a bool option (issue 18: it failed with
+    "requires a value") and for a flag, `false` leaving the flag unset."""
+    node = node_factory.get_node()
+    node.rpc.call("plugin", {"subcommand": "start", "plugin": plugin_path("options_plugin.py"),
+                             "bool_opt": True, "flag_opt": True, "int_opt": 5})
+    opts = node.rpc.call("getinit")["init"]["options"]
+    assert opts["bool_opt"] is True and opts["flag_opt"] is True and opts["int_opt"] == 5
+    node.rpc.plugin_stop(plugin_path("options_plugin.py"))
+    node.rpc.call("plugin", {"subcommand": "start", "plugin": plugin_path("options_plugin.py"),
+                             "bool_opt": False, "flag_opt": False})
+    opts = node.rpc.call("getinit")["init"]["options"]
+    assert opts["bool_opt"] is False and "flag_opt" not in opts
+
+
 def test_option_defaults(node_factory):
     node = node_factory.get_node(plugins=[plugin_path("options_plugin.py")],
                                  options={"bool_opt": "false"})
@@ -471,6 +486,16 @@ def test_plugin_writing_garbage_is_killed(node_factory, method, reason):
     assert code_of(e) == -32601
     assert node.rpc.call("hello", {"name": "fine"}) == {"greeting": "hello fine"}
     assert node.running()
+
+
+def test_raw_control_characters_in_plugin_json_are_read_as_cln_reads_them(node_factory):
+    """CLN's `cowsay.sh` writes raw newlines inside JSON strings; CLN's parser reads them,
+    so a plugin written for it must not be killed here (issue 18)."""
+    node = node_factory.get_node(plugins=[plugin_path("rawnewline_plugin.py")])
+    assert node.rpc.call("rawsay") == {"cow": " ___\n< moo >\n ---\t!"}
+    node.wait_for_log(r"raw\\nline|raw$")
+    assert node.rpc.call("rawsay")["cow"].startswith(" ___")
+    assert not node.is_in_log(r"Killing plugin")
 
 
 # ------------------------------------------------------------------ dynamic start/stop

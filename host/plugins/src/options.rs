@@ -75,6 +75,10 @@ impl PluginOption {
             return self.default().map(|d| Value::Array(vec![d]));
         }
         if let Some((v, _)) = self.values.last() {
+            // A flag is present only when set.
+            if self.decl.kind == OptionType::Flag && *v == Value::Bool(false) {
+                return None;
+            }
             return Some(v.clone());
         }
         self.default()

@@ -92,9 +92,9 @@ pub(super) fn start_options(p: &Params) -> Result<Vec<RawOpt>, RpcError> {
         }
     }
     for (k, v) in &p.extra {
+        // JSON `true` is "true": a bool option needs it, a flag takes it as set (CLN).
         let value = match v {
             Value::String(s) => Some(s.clone()),
-            Value::Bool(true) => None,
             Value::Null => None,
             other => Some(other.to_string()),
         };
