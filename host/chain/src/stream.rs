@@ -62,6 +62,8 @@ pub struct Chain {
     fees: Arc<FeeCache>,
     broadcaster: Arc<Broadcaster>,
     status: Mutex<Status>,
+    /// The tip's height, for waiters (`waitblockheight`).
+    heights: tokio::sync::watch::Sender<u32>,
     pending: Mutex<Vec<Pending>>,
     started: AtomicBool,
 }
@@ -94,6 +96,7 @@ impl Chain {
                 bitcoind_sync: Some(BITCOIND_SYNC_WARNING.into()),
                 ..Default::default()
             }),
+            heights: tokio::sync::watch::Sender::new(0),
             pending: Mutex::new(vec![]),
             started: AtomicBool::new(false),
         })
@@ -367,6 +370,17 @@ impl Chain {
 
     fn set_tip(&self, hash: BlockHash, height: u32) {
         self.status().tip = Some((hash, height));
+        self.heights.send_replace(height);
+    }
+
+    /// Waits until the stream's tip is at `height` or above; returns the tip's height then.
+    pub async fn wait_height(&self, height: u32) -> u32 {
+        let mut rx = self.heights.subscribe();
+        // The sender lives as long as `self`, which this future borrows.
+        match rx.wait_for(|h| *h >= height).await {
+            Ok(h) => *h,
+            Err(_) => self.height(),
+        }
     }
 
     fn notify_block(&self, hash: BlockHash, height: u32) {

@@ -25,6 +25,7 @@ mod setconfig;
 pub(crate) mod sign;
 mod stop;
 mod txprepare;
+mod waitblockheight;
 mod withdraw;
 
 use std::future::Future;
@@ -142,6 +143,7 @@ pub const COMMANDS: &[&Command] = &[
     &txprepare::TXPREPARE,
     &txprepare::TXSEND,
     &invoice::WAITANYINVOICE,
+    &waitblockheight::WAITBLOCKHEIGHT,
     &invoice::WAITINVOICE,
     &pay::WAITSENDPAY,
     &withdraw::WITHDRAW,
