@@ -14,7 +14,6 @@
 #![deny(missing_docs)]
 
 mod cln_json;
-mod config;
 mod lifecycle;
 // The Lightning engine is fulgur-engine; `crate::lightning` names it.
 use fulgur_engine as lightning;
@@ -30,7 +29,9 @@ use fulgur_wallet as wallet;
 // name it and its modules.
 use fulgur_plugins as plugin;
 use fulgur_plugins::{hooks, options};
-mod core_options;
+// The configuration is fulgur-config; `crate::config` and `crate::core_options` name it.
+use fulgur_config as config;
+use fulgur_config::core_options;
 mod node;
 mod plugin_port;
 mod rpc;
