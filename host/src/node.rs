@@ -4,69 +4,19 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bitcoin::bip32::{ChildNumber, Xpriv};
 use bitcoin::secp256k1::{PublicKey, Secp256k1};
 use serde_json::json;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::chain::Chain;
 use crate::config::Config;
 use crate::log::{Level, Logger, Record, SourceLog};
 use crate::plugin::discovery::{self, Candidate};
 use crate::plugin::{HostSettings, PluginHost};
-use crate::rpc;
+use crate::rpc::{self, Node, StopControl};
 use crate::store::Store;
-
-/// Everything a running node shares.
-pub struct Node {
-    /// The validated configuration.
-    pub config: Config,
-    /// The log under `lightningd`.
-    pub main: SourceLog,
-    /// The database.
-    pub store: Store,
-    /// The plugin host.
-    pub plugins: Arc<PluginHost>,
-    /// The Bitcoin chain: block stream, fee cache, broadcaster.
-    pub chain: Arc<Chain>,
-    /// The on-chain wallet (derived from `hsm_secret`, fed by the chain's block stream).
-    pub wallet: Arc<crate::wallet::Wallet>,
-    /// The Lightning engine, once the block stream has a tip.
-    pub lightning: std::sync::OnceLock<Arc<crate::lightning::Lightning>>,
-    /// The sockets we listen on for peers (filled when the engine starts).
-    pub bindings: std::sync::Mutex<Vec<std::net::SocketAddr>>,
-    /// Hex node id.
-    pub node_id: String,
-    /// Alias.
-    pub alias: String,
-    /// Color, six hex digits.
-    pub color: String,
-    stop_tx: mpsc::UnboundedSender<i32>,
-    done: watch::Receiver<bool>,
-    stop_replies: Notify,
-    stop_requested: AtomicBool,
-}
-
-impl Node {
-    /// Asks the node to stop with `code`.
-    pub fn request_stop(&self, code: i32) {
-        self.stop_requested.store(true, Ordering::Release);
-        let _ = self.stop_tx.send(code);
-    }
-
-    /// Waits until shutdown is complete (plugins stopped).
-    pub async fn wait_shutdown(&self) {
-        let mut rx = self.done.clone();
-        let _ = rx.wait_for(|d| *d).await;
-    }
-
-    /// A `stop` reply has been written.
-    pub fn stop_replied(&self) {
-        self.stop_replies.notify_one();
-    }
-}
 
 /// Reads `hsm_secret`, creating it (32 random bytes, mode 0400) on first start.
 fn hsm_secret(dir: &Path) -> std::io::Result<[u8; 32]> {
@@ -157,7 +107,7 @@ fn settings(config: &Config) -> HostSettings {
         timeout: config.plugin_timeout,
         shutdown_grace: config.plugin_shutdown_grace,
         default_dir: config.lightning_dir.join("plugins"),
-        reserved_methods: rpc::commands::names().collect(),
+        reserved_methods: rpc::command_names().collect(),
         reserved_options: crate::config::CORE_OPTIONS.iter().map(|o| o.name).collect(),
         wasm_sandbox: config.wasm_sandbox.clone(),
     }
@@ -288,7 +238,6 @@ pub async fn run(config: Config) -> Result<i32, String> {
                 config.rpc_path.display()
             )
         })?;
-    let (done_tx, done) = watch::channel(false);
     let chain = Chain::new(
         config.network,
         config.bitcoin.clone(),
@@ -365,6 +314,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
         .rgb
         .clone()
         .unwrap_or_else(|| id.get(2..8).unwrap_or("000000").to_string());
+    let (stop, shutdown) = StopControl::new(stop_tx.clone());
     let node = Arc::new(Node {
         config,
         main: main.clone(),
@@ -377,10 +327,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
         node_id: id.clone(),
         alias: alias.clone(),
         color: color.clone(),
-        stop_tx,
-        done,
-        stop_replies: Notify::new(),
-        stop_requested: AtomicBool::new(false),
+        stop,
     });
     let (listen_stop_tx, listen_stop) = watch::channel(false);
     tokio::spawn(rpc::serve(node.clone(), listener, listen_stop));
@@ -415,7 +362,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
     }
     // Backend plugins (if any) are initialized: pick the backend and stream blocks in the
     // background, so the RPC socket and plugins are usable while the backend catches up.
-    if let Err(e) = chain.start(node.stop_tx.clone()) {
+    if let Err(e) = chain.start(stop_tx) {
         let _ = listen_stop_tx.send(true);
         plugins.shutdown_all().await;
         let _ = std::fs::remove_file(&node.config.rpc_path);
@@ -435,15 +382,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
     }
     plugins.shutdown_all().await;
     let _ = std::fs::remove_file(&node.config.rpc_path);
-    let _ = node.done.has_changed();
-    let _ = done_tx.send(true);
-    if node.stop_requested.load(Ordering::Acquire) {
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            node.stop_replies.notified(),
-        )
-        .await;
-    }
+    shutdown.complete(&node).await;
     main.info("Shutdown complete");
     Ok(code)
 }
@@ -457,7 +396,7 @@ fn start_lightning(node: Arc<Node>, seed: [u8; 32], log: SourceLog) {
             network: crate::chain::settings::bitcoin_network(node.config.network),
             chain: node.chain.clone(),
             store: node.store.clone(),
-            port: crate::plugin_port::PluginPort::new(node.plugins.clone()),
+            port: crate::rpc::PluginPort::new(node.plugins.clone()),
             log: log.clone(),
             announce: node.config.announce_addrs.clone(),
             wallet: node.wallet.clone(),
