@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use bitcoin::bip32::{ChildNumber, Xpriv};
 use bitcoin::secp256k1::{PublicKey, Secp256k1};
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use crate::chain::Chain;
@@ -59,43 +58,6 @@ pub(crate) fn node_id(seed: &[u8; 32]) -> Result<String, String> {
         .derive_priv(&secp, &[child])
         .map_err(|e| e.to_string())?;
     Ok(PublicKey::from_secret_key(&secp, &key.private_key).to_string())
-}
-
-/// The chain's view of the plugin host: CLN's backend methods and `block_added`.
-struct ChainPluginHost(Arc<PluginHost>);
-
-impl crate::chain::ChainPlugins for ChainPluginHost {
-    fn serves(&self, method: &str) -> bool {
-        self.0.method_owner(method).is_some()
-    }
-
-    fn call(
-        &self,
-        method: &str,
-        params: serde_json::Value,
-    ) -> crate::chain::BoxFuture<'_, Result<serde_json::Value, String>> {
-        let method = method.to_string();
-        Box::pin(async move {
-            let p = self
-                .0
-                .method_owner(&method)
-                .ok_or_else(|| format!("no plugin serves {method}"))?;
-            let resp = p
-                .request(&method, &params, None)
-                .await
-                .map_err(|_| format!("plugin {} died during {method}", p.name))?;
-            crate::plugin::outcome(&resp)
-                .cloned()
-                .map_err(|e| format!("{} error: bad response to {method}: {}", p.name, e.message))
-        })
-    }
-
-    fn block_added(&self, hash: bitcoin::BlockHash, height: u32) {
-        self.0.notify(
-            "block_added",
-            json!({"hash": hash.to_string(), "height": height}),
-        );
-    }
 }
 
 fn settings(config: &Config) -> HostSettings {
@@ -242,7 +204,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
         config.network,
         config.bitcoin.clone(),
         store.clone(),
-        Arc::new(ChainPluginHost(plugins.clone())),
+        Arc::new(rpc::ChainPluginHost(plugins.clone())),
         log.source("chain"),
     );
     // The on-chain wallet: keys from the seed, state in the store, blocks from the stream
@@ -257,54 +219,13 @@ pub async fn run(config: Config) -> Result<i32, String> {
     .await
     .map_err(|e| format!("wallet: {e}"))?;
     wallet.set_min_emergency_sat(config.min_emergency_msat / 1000);
-    {
-        // Confirmed deposits and withdrawals as CLN's `coin_movement` (account `wallet`).
-        let (plugins, store, node_id) = (plugins.clone(), store.clone(), id.clone());
-        let coin = match config.network {
-            crate::config::Network::Bitcoin => "bc",
-            crate::config::Network::Regtest => "bcrt",
-            _ => "tb",
-        };
-        wallet.on_movement(Box::new(move |m| {
-            if !plugins.has_subscriber("coin_movement") {
-                return;
-            }
-            let index = store
-                .with_sync(|c| {
-                    crate::store::relaxed(c, |c| {
-                        Ok(crate::lightning::forwards::next_updated(
-                            c,
-                            "coin_movements",
-                        )?)
-                    })
-                })
-                .unwrap_or(0);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let msat = m.amount_sat * 1000;
-            let mut p = json!({
-                "version": 2,
-                "coin_type": coin,
-                "node_id": node_id,
-                "type": "chain_mvt",
-                "created_index": index,
-                "account_id": "wallet",
-                "credit_msat": if m.deposit { msat } else { 0 },
-                "debit_msat": if m.deposit { 0 } else { msat },
-                "timestamp": now,
-                "primary_tag": if m.deposit { "deposit" } else { "withdrawal" },
-                "utxo": m.utxo.to_string(),
-                "output_msat": msat,
-                "blockheight": m.height,
-            });
-            if let Some(t) = m.spending_txid {
-                p["spending_txid"] = json!(t.to_string());
-            }
-            plugins.notify("coin_movement", p);
-        }));
-    }
+    // Confirmed deposits and withdrawals as CLN's `coin_movement` (account `wallet`).
+    wallet.on_movement(rpc::wallet_movements(
+        plugins.clone(),
+        store.clone(),
+        id.clone(),
+        config.network,
+    ));
     chain.add_listener("wallet", wallet.clone(), wallet.locator());
     let alias = config
         .alias
@@ -333,26 +254,9 @@ pub async fn run(config: Config) -> Result<i32, String> {
     tokio::spawn(rpc::serve(node.clone(), listener, listen_stop));
 
     // Warnings (and everything, for `log` subscribers) become notifications.
-    let (feed_tx, mut feed_rx) = mpsc::unbounded_channel::<Record>();
+    let (feed_tx, feed_rx) = mpsc::unbounded_channel::<Record>();
     log.set_feed(feed_tx);
-    let feed_plugins = plugins.clone();
-    tokio::spawn(async move {
-        while let Some(r) = feed_rx.recv().await {
-            let body = json!({"level": r.level.as_str(), "time": format!("{:.9}", r.time), "timestamp": r.timestamp, "source": r.source, "log": r.message});
-            if feed_plugins.has_log_subscribers() {
-                feed_plugins.notify("log", body.clone());
-            }
-            if r.level >= Level::Unusual {
-                let mut w = body;
-                w["level"] = json!(if r.level == Level::Broken {
-                    "error"
-                } else {
-                    "warn"
-                });
-                feed_plugins.notify("warning", w);
-            }
-        }
-    });
+    tokio::spawn(rpc::notify_log(plugins.clone(), feed_rx));
 
     if let Err(e) = plugins.init_all().await {
         let _ = listen_stop_tx.send(true);

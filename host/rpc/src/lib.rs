@@ -3,7 +3,9 @@
 //! [`serve`]) with CLN's request rules and the command table, CLN's JSON views of the
 //! engine's and the wallet's typed values, each typed error mapped to CLN's code, and
 //! [`PluginPort`], the engine's `Port` implemented with the plugin host (typed notices and
-//! questions become CLN's notifications and hook payloads).
+//! questions become CLN's notifications and hook payloads), with the chain's backend
+//! plugins and the wallet's and the log's notifications ([`ChainPluginHost`],
+//! [`wallet_movements`], [`notify_log`]).
 //!
 //! Every command gets the [`Node`]: the parts `fulgurd` built (configuration, store,
 //! plugin host, chain, wallet, the engine once started) and its stop controls. `fulgurd`
@@ -35,6 +37,7 @@ use fulgur_config::core_options;
 
 mod cln_json;
 mod node;
+mod plugin_feeds;
 mod plugin_port;
 mod rpc;
 
@@ -42,6 +45,7 @@ mod rpc;
 pub mod fuzzing;
 
 pub use node::{Node, ShutdownSignal, StopControl};
+pub use plugin_feeds::{ChainPluginHost, notify_log, wallet_movements};
 pub use plugin_port::PluginPort;
 pub use rpc::{listen, serve};
 
