@@ -1,20 +1,21 @@
 //! `fulgurd`, the Fulgur Lightning node, as a library: the binary (`main.rs`) only calls
-//! [`fulgurd`]. The modules stay private; [`fuzzing`] exposes the parsers to the fuzz
-//! targets in `fuzz/` and nothing else is public.
+//! [`fulgurd`]. It only wires the crates together (docs/adr/0009-host-crates.md): it
+//! builds the node's parts, starts and stops them in CLN's order, and owns the process
+//! (directory lock, signals, panic hook). It speaks no CLN JSON of its own: that is the
+//! RPC's (`fulgur-rpc`) and the plugin host's (`fulgur-plugins`). The modules stay private;
+//! `fuzzing` (fulgur-rpc's) exposes the parsers to the fuzz targets in `fuzz/` and nothing
+//! else is public.
 //!
-//! Entry points: [`config::load`] turns the command line and config files into a
-//! [`config::Config`]; [`node::run`] builds the node (store, plugin host, RPC server) and
-//! runs it until `stop`, a signal, or the death of an important plugin. The RPC command
-//! table is [`rpc::commands::COMMANDS`]; hooks run through
-//! [`plugin::PluginHost::hook`].
+//! Entry points: `fulgur_config::load` turns the command line and config files into a
+//! `fulgur_config::Config`; [`node::run`] builds the node (store, plugin host, chain,
+//! wallet, RPC server, engine) and runs it until `stop`, a signal, or the death of an
+//! important plugin.
 
 // Daemon code returns errors; a panic here would stop the process (tests may unwrap:
 // clippy.toml).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
 #![deny(missing_docs)]
 
-mod cln_json;
-mod config;
 mod lifecycle;
 // The Lightning engine is fulgur-engine; `crate::lightning` names it.
 use fulgur_engine as lightning;
@@ -26,17 +27,19 @@ use fulgur_store as store;
 use fulgur_chain as chain;
 // The on-chain wallet is fulgur-wallet; `crate::wallet` names it.
 use fulgur_wallet as wallet;
-// The plugin host is fulgur-plugins; `crate::plugin`, `crate::hooks` and `crate::options`
-// name it and its modules.
+// The plugin host is fulgur-plugins; `crate::plugin` names it.
 use fulgur_plugins as plugin;
-use fulgur_plugins::{hooks, options};
-mod core_options;
+// The configuration is fulgur-config; `crate::config` names it.
+use fulgur_config as config;
+// The RPC edge (socket, commands, CLN's JSON, the engine's port to the plugins) and the
+// `Node` it serves are fulgur-rpc; `crate::rpc` names it.
+use fulgur_rpc as rpc;
 mod node;
-mod plugin_port;
-mod rpc;
 
+// The fuzz targets in `fuzz/` call `fulgur_host::fuzzing::*`; the entry points live with
+// the parsers they drive, in fulgur-rpc.
 #[doc(hidden)]
-pub mod fuzzing;
+pub use fulgur_rpc::fuzzing;
 
 use std::process::ExitCode;
 

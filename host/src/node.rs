@@ -4,71 +4,18 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use bitcoin::bip32::{ChildNumber, Xpriv};
 use bitcoin::secp256k1::{PublicKey, Secp256k1};
-use serde_json::json;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::chain::Chain;
 use crate::config::Config;
 use crate::log::{Level, Logger, Record, SourceLog};
 use crate::plugin::discovery::{self, Candidate};
 use crate::plugin::{HostSettings, PluginHost};
-use crate::rpc;
+use crate::rpc::{self, Node, StopControl};
 use crate::store::Store;
-
-/// Everything a running node shares.
-pub struct Node {
-    /// The validated configuration.
-    pub config: Config,
-    /// The log under `lightningd`.
-    pub main: SourceLog,
-    /// The database.
-    pub store: Store,
-    /// The plugin host.
-    pub plugins: Arc<PluginHost>,
-    /// The Bitcoin chain: block stream, fee cache, broadcaster.
-    pub chain: Arc<Chain>,
-    /// The on-chain wallet (derived from `hsm_secret`, fed by the chain's block stream).
-    pub wallet: Arc<crate::wallet::Wallet>,
-    /// The time of day (invoice expiry, timestamps).
-    pub clock: Arc<dyn fulgur_base::clock::Clock>,
-    /// The Lightning engine, once the block stream has a tip.
-    pub lightning: std::sync::OnceLock<Arc<crate::lightning::Lightning>>,
-    /// The sockets we listen on for peers (filled when the engine starts).
-    pub bindings: std::sync::Mutex<Vec<std::net::SocketAddr>>,
-    /// Hex node id.
-    pub node_id: String,
-    /// Alias.
-    pub alias: String,
-    /// Color, six hex digits.
-    pub color: String,
-    stop_tx: mpsc::UnboundedSender<i32>,
-    done: watch::Receiver<bool>,
-    stop_replies: Notify,
-    stop_requested: AtomicBool,
-}
-
-impl Node {
-    /// Asks the node to stop with `code`.
-    pub fn request_stop(&self, code: i32) {
-        self.stop_requested.store(true, Ordering::Release);
-        let _ = self.stop_tx.send(code);
-    }
-
-    /// Waits until shutdown is complete (plugins stopped).
-    pub async fn wait_shutdown(&self) {
-        let mut rx = self.done.clone();
-        let _ = rx.wait_for(|d| *d).await;
-    }
-
-    /// A `stop` reply has been written.
-    pub fn stop_replied(&self) {
-        self.stop_replies.notify_one();
-    }
-}
 
 /// Reads `hsm_secret`, creating it (32 random bytes, mode 0400) on first start.
 fn hsm_secret(dir: &Path) -> std::io::Result<[u8; 32]> {
@@ -113,43 +60,6 @@ pub(crate) fn node_id(seed: &[u8; 32]) -> Result<String, String> {
     Ok(PublicKey::from_secret_key(&secp, &key.private_key).to_string())
 }
 
-/// The chain's view of the plugin host: CLN's backend methods and `block_added`.
-struct ChainPluginHost(Arc<PluginHost>);
-
-impl crate::chain::ChainPlugins for ChainPluginHost {
-    fn serves(&self, method: &str) -> bool {
-        self.0.method_owner(method).is_some()
-    }
-
-    fn call(
-        &self,
-        method: &str,
-        params: serde_json::Value,
-    ) -> crate::chain::BoxFuture<'_, Result<serde_json::Value, String>> {
-        let method = method.to_string();
-        Box::pin(async move {
-            let p = self
-                .0
-                .method_owner(&method)
-                .ok_or_else(|| format!("no plugin serves {method}"))?;
-            let resp = p
-                .request(&method, &params, None)
-                .await
-                .map_err(|_| format!("plugin {} died during {method}", p.name))?;
-            crate::plugin::outcome(&resp)
-                .cloned()
-                .map_err(|e| format!("{} error: bad response to {method}: {}", p.name, e.message))
-        })
-    }
-
-    fn block_added(&self, hash: bitcoin::BlockHash, height: u32) {
-        self.0.notify(
-            "block_added",
-            json!({"hash": hash.to_string(), "height": height}),
-        );
-    }
-}
-
 fn settings(config: &Config) -> HostSettings {
     HostSettings {
         net_dir: config.net_dir.clone(),
@@ -159,7 +69,7 @@ fn settings(config: &Config) -> HostSettings {
         timeout: config.plugin_timeout,
         shutdown_grace: config.plugin_shutdown_grace,
         default_dir: config.lightning_dir.join("plugins"),
-        reserved_methods: rpc::commands::names().collect(),
+        reserved_methods: rpc::command_names().collect(),
         reserved_options: crate::config::CORE_OPTIONS.iter().map(|o| o.name).collect(),
         wasm_sandbox: config.wasm_sandbox.clone(),
     }
@@ -290,12 +200,11 @@ pub async fn run(config: Config) -> Result<i32, String> {
                 config.rpc_path.display()
             )
         })?;
-    let (done_tx, done) = watch::channel(false);
     let chain = Chain::new(
         config.network,
         config.bitcoin.clone(),
         store.clone(),
-        Arc::new(ChainPluginHost(plugins.clone())),
+        Arc::new(rpc::ChainPluginHost(plugins.clone())),
         log.source("chain"),
     );
     // The on-chain wallet: keys from the seed, state in the store, blocks from the stream
@@ -310,54 +219,13 @@ pub async fn run(config: Config) -> Result<i32, String> {
     .await
     .map_err(|e| format!("wallet: {e}"))?;
     wallet.set_min_emergency_sat(config.min_emergency_msat / 1000);
-    {
-        // Confirmed deposits and withdrawals as CLN's `coin_movement` (account `wallet`).
-        let (plugins, store, node_id) = (plugins.clone(), store.clone(), id.clone());
-        let coin = match config.network {
-            crate::config::Network::Bitcoin => "bc",
-            crate::config::Network::Regtest => "bcrt",
-            _ => "tb",
-        };
-        wallet.on_movement(Box::new(move |m| {
-            if !plugins.has_subscriber("coin_movement") {
-                return;
-            }
-            let index = store
-                .with_sync(|c| {
-                    crate::store::relaxed(c, |c| {
-                        Ok(crate::lightning::forwards::next_updated(
-                            c,
-                            "coin_movements",
-                        )?)
-                    })
-                })
-                .unwrap_or(0);
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let msat = m.amount_sat * 1000;
-            let mut p = json!({
-                "version": 2,
-                "coin_type": coin,
-                "node_id": node_id,
-                "type": "chain_mvt",
-                "created_index": index,
-                "account_id": "wallet",
-                "credit_msat": if m.deposit { msat } else { 0 },
-                "debit_msat": if m.deposit { 0 } else { msat },
-                "timestamp": now,
-                "primary_tag": if m.deposit { "deposit" } else { "withdrawal" },
-                "utxo": m.utxo.to_string(),
-                "output_msat": msat,
-                "blockheight": m.height,
-            });
-            if let Some(t) = m.spending_txid {
-                p["spending_txid"] = json!(t.to_string());
-            }
-            plugins.notify("coin_movement", p);
-        }));
-    }
+    // Confirmed deposits and withdrawals as CLN's `coin_movement` (account `wallet`).
+    wallet.on_movement(rpc::wallet_movements(
+        plugins.clone(),
+        store.clone(),
+        id.clone(),
+        config.network,
+    ));
     chain.add_listener("wallet", wallet.clone(), wallet.locator());
     let alias = config
         .alias
@@ -367,6 +235,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
         .rgb
         .clone()
         .unwrap_or_else(|| id.get(2..8).unwrap_or("000000").to_string());
+    let (stop, shutdown) = StopControl::new(stop_tx.clone());
     let node = Arc::new(Node {
         config,
         main: main.clone(),
@@ -380,35 +249,15 @@ pub async fn run(config: Config) -> Result<i32, String> {
         node_id: id.clone(),
         alias: alias.clone(),
         color: color.clone(),
-        stop_tx,
-        done,
-        stop_replies: Notify::new(),
-        stop_requested: AtomicBool::new(false),
+        stop,
     });
     let (listen_stop_tx, listen_stop) = watch::channel(false);
     tokio::spawn(rpc::serve(node.clone(), listener, listen_stop));
 
     // Warnings (and everything, for `log` subscribers) become notifications.
-    let (feed_tx, mut feed_rx) = mpsc::unbounded_channel::<Record>();
+    let (feed_tx, feed_rx) = mpsc::unbounded_channel::<Record>();
     log.set_feed(feed_tx);
-    let feed_plugins = plugins.clone();
-    tokio::spawn(async move {
-        while let Some(r) = feed_rx.recv().await {
-            let body = json!({"level": r.level.as_str(), "time": format!("{:.9}", r.time), "timestamp": r.timestamp, "source": r.source, "log": r.message});
-            if feed_plugins.has_log_subscribers() {
-                feed_plugins.notify("log", body.clone());
-            }
-            if r.level >= Level::Unusual {
-                let mut w = body;
-                w["level"] = json!(if r.level == Level::Broken {
-                    "error"
-                } else {
-                    "warn"
-                });
-                feed_plugins.notify("warning", w);
-            }
-        }
-    });
+    tokio::spawn(rpc::notify_log(plugins.clone(), feed_rx));
 
     if let Err(e) = plugins.init_all().await {
         let _ = listen_stop_tx.send(true);
@@ -418,7 +267,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
     }
     // Backend plugins (if any) are initialized: pick the backend and stream blocks in the
     // background, so the RPC socket and plugins are usable while the backend catches up.
-    if let Err(e) = chain.start(node.stop_tx.clone()) {
+    if let Err(e) = chain.start(stop_tx) {
         let _ = listen_stop_tx.send(true);
         plugins.shutdown_all().await;
         let _ = std::fs::remove_file(&node.config.rpc_path);
@@ -438,15 +287,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
     }
     plugins.shutdown_all().await;
     let _ = std::fs::remove_file(&node.config.rpc_path);
-    let _ = node.done.has_changed();
-    let _ = done_tx.send(true);
-    if node.stop_requested.load(Ordering::Acquire) {
-        let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            node.stop_replies.notified(),
-        )
-        .await;
-    }
+    shutdown.complete(&node).await;
     main.info("Shutdown complete");
     Ok(code)
 }
@@ -461,7 +302,7 @@ fn start_lightning(node: Arc<Node>, seed: [u8; 32], log: SourceLog) {
             chain: node.chain.clone(),
             store: node.store.clone(),
             clock: node.clock.clone(),
-            port: crate::plugin_port::PluginPort::new(node.plugins.clone()),
+            port: crate::rpc::PluginPort::new(node.plugins.clone()),
             log: log.clone(),
             announce: node.config.announce_addrs.clone(),
             wallet: node.wallet.clone(),

@@ -3,7 +3,7 @@
 //! The engine knows neither CLN's JSON nor the plugin host (docs/adr/0009-host-crates.md):
 //! it raises a [`Notice`] and asks through [`Port`]'s methods, and the node implements
 //! [`Port`] with its plugin host, which turns each notice into CLN's notification and each
-//! question into CLN's hook payload (`host/src/plugin_port.rs`).
+//! question into CLN's hook payload (`host/rpc/src/plugin_port.rs`).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -16,7 +16,7 @@ use serde_json::Value;
 /// When the validator cannot run: no `.venv` (create it with `python3 -m venv .venv &&
 /// .venv/bin/pip install -r tests/requirements.txt`, or run `tests/run-all`), or no schemas.
 pub fn errors(name: &str, value: &Value) -> Option<String> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let py = repo.join(".venv/bin/python");
     assert!(
         py.exists(),

@@ -1,0 +1,125 @@
+//! What the chain, the wallet and the log tell the plugins, in CLN's JSON: the chain's
+//! [`ChainPlugins`](crate::chain::ChainPlugins) over the plugin host (CLN's backend methods
+//! and `block_added`), the wallet's `coin_movement` notifications and the `log` and
+//! `warning` notifications. `fulgurd` only connects them (docs/adr/0009-host-crates.md).
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::config::Network;
+use crate::log::{Level, Record};
+use crate::plugin::PluginHost;
+use crate::store::Store;
+
+/// The chain's view of the plugin host: CLN's backend methods and `block_added`.
+pub struct ChainPluginHost(pub Arc<PluginHost>);
+
+impl crate::chain::ChainPlugins for ChainPluginHost {
+    fn serves(&self, method: &str) -> bool {
+        self.0.method_owner(method).is_some()
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> crate::chain::BoxFuture<'_, Result<serde_json::Value, String>> {
+        let method = method.to_string();
+        Box::pin(async move {
+            let p = self
+                .0
+                .method_owner(&method)
+                .ok_or_else(|| format!("no plugin serves {method}"))?;
+            let resp = p
+                .request(&method, &params, None)
+                .await
+                .map_err(|_| format!("plugin {} died during {method}", p.name))?;
+            crate::plugin::outcome(&resp)
+                .cloned()
+                .map_err(|e| format!("{} error: bad response to {method}: {}", p.name, e.message))
+        })
+    }
+
+    fn block_added(&self, hash: bitcoin::BlockHash, height: u32) {
+        self.0.notify(
+            "block_added",
+            json!({"hash": hash.to_string(), "height": height}),
+        );
+    }
+}
+
+/// Confirmed deposits and withdrawals as CLN's `coin_movement` (account `wallet`), for
+/// the wallet's `on_movement`.
+pub fn wallet_movements(
+    plugins: Arc<PluginHost>,
+    store: Store,
+    node_id: String,
+    network: Network,
+) -> crate::wallet::MovementSink {
+    let coin = match network {
+        Network::Bitcoin => "bc",
+        Network::Regtest => "bcrt",
+        _ => "tb",
+    };
+    Box::new(move |m| {
+        if !plugins.has_subscriber("coin_movement") {
+            return;
+        }
+        let index = store
+            .with_sync(|c| {
+                crate::store::relaxed(c, |c| {
+                    Ok(crate::lightning::forwards::next_updated(
+                        c,
+                        "coin_movements",
+                    )?)
+                })
+            })
+            .unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let msat = m.amount_sat * 1000;
+        let mut p = json!({
+            "version": 2,
+            "coin_type": coin,
+            "node_id": node_id,
+            "type": "chain_mvt",
+            "created_index": index,
+            "account_id": "wallet",
+            "credit_msat": if m.deposit { msat } else { 0 },
+            "debit_msat": if m.deposit { 0 } else { msat },
+            "timestamp": now,
+            "primary_tag": if m.deposit { "deposit" } else { "withdrawal" },
+            "utxo": m.utxo.to_string(),
+            "output_msat": msat,
+            "blockheight": m.height,
+        });
+        if let Some(t) = m.spending_txid {
+            p["spending_txid"] = json!(t.to_string());
+        }
+        plugins.notify("coin_movement", p);
+    })
+}
+
+/// Sends the log's records as `log` notifications (to their subscribers) and its
+/// warnings (`UNUSUAL` and `BROKEN`) as `warning` notifications, until the feed closes.
+pub async fn notify_log(plugins: Arc<PluginHost>, mut feed_rx: mpsc::UnboundedReceiver<Record>) {
+    while let Some(r) = feed_rx.recv().await {
+        let body = json!({"level": r.level.as_str(), "time": format!("{:.9}", r.time), "timestamp": r.timestamp, "source": r.source, "log": r.message});
+        if plugins.has_log_subscribers() {
+            plugins.notify("log", body.clone());
+        }
+        if r.level >= Level::Unusual {
+            let mut w = body;
+            w["level"] = json!(if r.level == Level::Broken {
+                "error"
+            } else {
+                "warn"
+            });
+            plugins.notify("warning", w);
+        }
+    }
+}
