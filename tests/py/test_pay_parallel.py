@@ -2,10 +2,12 @@
 
     A ══ two 989k-sat channels ══ B ── 1.5M-sat channel ── C
 
-A pays C more than either A–B channel holds: once A's gossip knows B–C, and right after
-B–C is announced, with an invoice C made before it had any channel (so it carries no
-route hint and nothing leads to C in A's graph until gossip arrives: `pay` waits for it
-instead of failing at once with "Could not find a route")."""
+A pays C more than either A–B channel holds: once A's gossip knows B–C, and while B–C is
+usable but not yet announced, with an invoice C made before it had any channel (so it
+carries no route hint and nothing leads to C in A's graph until gossip arrives: `pay`
+waits for it instead of failing at once with "Could not find a route")."""
+
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -28,7 +30,8 @@ def test_pay_splits_over_parallel_channels(ln, amount_sat, when):
            b.rpc.fundchannel(c.id, 1_500_000)["txid"]]
     mempool = ln.chain.call("getrawmempool")
     assert all(t in mempool for t in txs)
-    ln.mine(6)
+    # Three blocks make the channels usable (the funding depth), six get them announced.
+    ln.mine(3)
 
     def normal(n, peer, k):
         chans = n.rpc.listpeerchannels(peer.id)["channels"]
@@ -37,11 +40,19 @@ def test_pay_splits_over_parallel_channels(ln, amount_sat, when):
              what="channels normal")
     bc = c.rpc.listpeerchannels()["channels"][0]["short_channel_id"]
     if when == "after_gossip":
+        ln.mine(3)
         ln.wait_gossip(a, bc)
-    unknown = not a.rpc.listchannels(bc)["channels"]
-    r = a.rpc.pay(inv["bolt11"])
-    if unknown:
-        # Nothing led to C when pay began: it waited for gossip instead of failing.
+        r = a.rpc.pay(inv["bolt11"])
+    else:
+        # B–C is not announced yet, so nothing leads to C: pay waits for gossip instead
+        # of failing at once, and goes on when the announcement arrives.
+        assert not a.rpc.listchannels(bc)["channels"]
+        with ThreadPoolExecutor(1) as ex:
+            paying = ex.submit(a.rpc.pay, inv["bolt11"])
+            a.wait_for_log(f"No channel leads to payee {c.id} yet: waiting for gossip")
+            assert not paying.done()
+            ln.mine(3)
+            r = paying.result(timeout=120)
         assert a.is_in_log(f"Payee {c.id} appeared in gossip")
     assert r["status"] == "complete" and r["parts"] >= 2
     assert r["amount_msat"] == amount_sat * 1000

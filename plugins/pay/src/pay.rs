@@ -599,6 +599,13 @@ impl<'a> Run<'a> {
         deadline: tokio::time::Instant,
     ) -> Option<Graph> {
         let until = deadline.min(tokio::time::Instant::now() + GOSSIP_GRACE);
+        self.plugin.log(
+            fulgur_plugin_sdk::Level::Debug,
+            format!(
+                "No channel leads to payee {} yet: waiting for gossip",
+                self.inv.destination
+            ),
+        );
         while tokio::time::Instant::now() < until {
             tokio::time::sleep(GOSSIP_POLL).await;
             let Ok(mut g) = self.graph(rpc).await else {
