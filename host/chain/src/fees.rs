@@ -149,8 +149,8 @@ fn rate_for_blocks(sample: &FeeSample, blocks: u32) -> u32 {
 /// The block target for a [`FeeTarget`] (`None` for the minimum).
 pub fn target_blocks(t: FeeTarget) -> Option<u32> {
     match t {
-        FeeTarget::Urgent => Some(2),
-        FeeTarget::Normal => Some(6),
+        FeeTarget::Urgent => Some(6),
+        FeeTarget::Normal => Some(12),
         FeeTarget::Slow => Some(100),
         FeeTarget::Minimum => None,
         FeeTarget::Blocks(n) => Some(u32::from(n.max(1))),
@@ -270,8 +270,8 @@ mod tests {
     fn fallbacks_and_floor() {
         let c = FeeCache::new();
         assert!(!c.has_estimates());
-        assert_eq!(c.feerate_perkw(FeeTarget::Urgent), 2500);
-        assert_eq!(c.feerate_perkw(FeeTarget::Normal), 1250);
+        assert_eq!(c.feerate_perkw(FeeTarget::Urgent), 1250);
+        assert_eq!(c.feerate_perkw(FeeTarget::Normal), 750);
         assert_eq!(c.feerate_perkw(FeeTarget::Slow), 253);
         assert_eq!(c.feerate_perkw(FeeTarget::Minimum), 253);
         assert_eq!(c.feerate_perkw(FeeTarget::Blocks(1000)), 253);
@@ -281,7 +281,7 @@ mod tests {
             floor_perkw: Some(1000),
         });
         assert_eq!(c.feerate_perkw(FeeTarget::Slow), 1000);
-        assert_eq!(c.feerate_perkw(FeeTarget::Urgent), 2500);
+        assert_eq!(c.feerate_perkw(FeeTarget::Urgent), 1250);
         assert_eq!(c.feerate_perkw(FeeTarget::Minimum), 1000);
         // Real estimates replace the fallbacks, never below 253.
         c.update(FeeSample {
@@ -289,7 +289,8 @@ mod tests {
             floor_perkw: Some(100),
         });
         assert!(c.has_estimates());
-        assert_eq!(c.feerate_perkw(FeeTarget::Urgent), 5000);
+        assert_eq!(c.feerate_perkw(FeeTarget::Urgent), 4000);
+        assert_eq!(c.feerate_perkw(FeeTarget::Blocks(2)), 5000);
         assert_eq!(c.feerate_perkw(FeeTarget::Blocks(4)), 4500);
         assert_eq!(c.feerate_perkw(FeeTarget::Slow), 253);
         assert_eq!(

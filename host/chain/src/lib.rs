@@ -32,9 +32,9 @@ pub use stream::Chain;
 /// How urgently a transaction should confirm; mapped to a block target by the fee cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FeeTarget {
-    /// CLN's `urgent`: about 2 blocks.
+    /// CLN's `urgent`: 6 blocks (`lightningd/feerate.c`).
     Urgent,
-    /// CLN's `normal`: about 6 blocks (the default for withdrawals).
+    /// CLN's `normal`: 12 blocks (the default for withdrawals).
     Normal,
     /// CLN's `slow`: about 100 blocks.
     Slow,

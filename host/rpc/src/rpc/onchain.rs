@@ -58,10 +58,14 @@ pub fn feerate(v: Option<&Value>, fees: &dyn FeeEstimates) -> Result<u32, RpcErr
     let (n, perkw) = match v {
         Value::Number(n) => (n.as_u64().ok_or_else(|| bad_feerate(v))?, false),
         Value::String(s) => match s.as_str() {
-            "urgent" | "unilateral_close" | "penalty" | "htlc_resolution" => {
+            // CLN's names and their block targets (`lightningd/feerate.c`): urgent 6,
+            // normal 12, slow 100; the named uses as `feerates` shows them.
+            "urgent" | "unilateral_close" | "htlc_resolution" => {
                 return target(FeeTarget::Urgent);
             }
-            "normal" | "opening" | "delayed_to_us" => return target(FeeTarget::Normal),
+            "normal" | "opening" | "delayed_to_us" | "penalty" | "unilateral_anchor_close" => {
+                return target(FeeTarget::Normal);
+            }
             "slow" | "mutual_close" => return target(FeeTarget::Slow),
             "minimum" => return target(FeeTarget::Minimum),
             s => {
