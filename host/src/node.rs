@@ -247,6 +247,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
         lightning: std::sync::OnceLock::new(),
         bindings: std::sync::Mutex::new(vec![]),
         node_id: id.clone(),
+        secret_base: crate::lightning::keys::secret_base(&seed),
         alias: alias.clone(),
         color: color.clone(),
         stop,

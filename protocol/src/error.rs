@@ -52,6 +52,10 @@ pub mod codes {
     pub const PAY_STOPPED_RETRYING: i64 = 210;
     /// Payment status was not what the caller expected.
     pub const PAY_STATUS_UNEXPECTED: i64 = 211;
+    /// `preapproveinvoice`: the signer declined the invoice.
+    pub const PAY_INVOICE_PREAPPROVAL_DECLINED: i64 = 213;
+    /// `preapprovekeysend`: the signer declined the keysend.
+    pub const PAY_KEYSEND_PREAPPROVAL_DECLINED: i64 = 214;
 
     /// Channel funding would exceed the maximum.
     pub const FUND_MAX_EXCEEDED: i64 = 300;
@@ -107,6 +111,8 @@ pub mod codes {
 
     /// `checkmessage`: the public key was not found.
     pub const SIGNMESSAGE_PUBKEY_NOT_FOUND: i64 = 1301;
+    /// `delforward`: no such forward.
+    pub const DELFORWARD_NOT_FOUND: i64 = 1401;
     /// `wait`: timed out.
     pub const WAIT_TIMEOUT: i64 = 2000;
 }

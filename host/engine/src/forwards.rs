@@ -92,6 +92,33 @@ pub fn fees_collected(c: &rusqlite::Connection) -> rusqlite::Result<u64> {
     .map(|v| v.max(0) as u64)
 }
 
+/// `delforward`: deletes the resolved forward that came in on `in_channel` as HTLC
+/// `in_htlc_id` with `status` (`settled`, `failed` or `local_failed`), bumping the
+/// subsystem's `deleted` counter; `false` when there is none.
+pub fn delete(
+    c: &mut rusqlite::Connection,
+    in_channel: &str,
+    in_htlc_id: u64,
+    status: &str,
+) -> rusqlite::Result<bool> {
+    let tx = c.transaction()?;
+    let n = tx
+        .prepare_cached(
+            "DELETE FROM forwards WHERE in_channel = ?1 AND in_htlc_id = ?2 AND status = ?3 \
+             AND status != 'offered'",
+        )?
+        .execute(rusqlite::params![in_channel, in_htlc_id as i64, status])?;
+    if n > 0 {
+        tx.prepare_cached(
+            "INSERT INTO index_counters (subsystem, updated, deleted) VALUES ('forwards', 0, ?1) \
+             ON CONFLICT (subsystem) DO UPDATE SET deleted = deleted + ?1",
+        )?
+        .execute([n as i64])?;
+    }
+    tx.commit()?;
+    Ok(n > 0)
+}
+
 /// `listforwards [status] [in_channel] [out_channel] [index] [start] [limit]`.
 pub fn list(
     c: &rusqlite::Connection,

@@ -32,6 +32,31 @@ pub fn keys_manager(seed: &[u8; 32]) -> Result<KeysManager, KeysError> {
     ))
 }
 
+/// HKDF-SHA256 (RFC 5869) with an empty salt, 32 bytes out: the derivation CLN's signer
+/// uses for its derived secrets.
+fn hkdf32(ikm: &[u8], info: &[u8]) -> [u8; 32] {
+    use bitcoin::hashes::{Hash, HashEngine, Hmac, HmacEngine, sha256};
+    let mut e = HmacEngine::<sha256::Hash>::new(&[0u8; 32]);
+    e.input(ikm);
+    let prk = Hmac::<sha256::Hash>::from_engine(e);
+    let mut e = HmacEngine::<sha256::Hash>::new(prk.as_byte_array());
+    e.input(info);
+    e.input(&[1]);
+    Hmac::<sha256::Hash>::from_engine(e).to_byte_array()
+}
+
+/// The base of `makesecret`'s secrets: derived from `hsm_secret` ("derived secrets", as CLN's
+/// signer names it), so the seed itself stays out of the engine.
+pub fn secret_base(seed: &[u8; 32]) -> [u8; 32] {
+    hkdf32(seed, b"derived secrets")
+}
+
+/// `makesecret`: a secret for `info`, the same on every start with the same `hsm_secret`, and
+/// different from every key the node uses.
+pub fn derive_secret(base: &[u8; 32], info: &[u8]) -> [u8; 32] {
+    hkdf32(base, info)
+}
+
 #[cfg(test)]
 mod tests {
     use lightning::sign::{EntropySource, NodeSigner, Recipient};
@@ -54,5 +79,23 @@ mod tests {
         assert_eq!(a.get_node_secret_key(), b.get_node_secret_key());
         // Each start has its own starting time, hence its own random stream.
         assert_ne!(a.get_secure_random_bytes(), b.get_secure_random_bytes());
+    }
+
+    #[test]
+    fn hkdf_matches_rfc5869_and_secrets_depend_on_seed_and_info() {
+        // RFC 5869 test case 3 (empty salt and info), first 32 bytes of the 42.
+        let okm = hkdf32(&[0x0b; 22], b"");
+        assert_eq!(
+            fulgur_base::hex(&okm),
+            "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d"
+        );
+        let (a, b) = (secret_base(&[1; 32]), secret_base(&[2; 32]));
+        assert_ne!(a, b);
+        assert_eq!(
+            derive_secret(&a, b"x"),
+            derive_secret(&secret_base(&[1; 32]), b"x")
+        );
+        assert_ne!(derive_secret(&a, b"x"), derive_secret(&a, b"y"));
+        assert_ne!(derive_secret(&a, b"x"), derive_secret(&b, b"x"));
     }
 }

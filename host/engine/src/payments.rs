@@ -1325,6 +1325,71 @@ impl Payments {
             .map_err(db_error)
     }
 
+    /// `delpay`: deletes the parts of `hash` whose status is `status` (complete or failed;
+    /// only part `(partid, groupid)` when given) and returns them, with CLN's refusals: no
+    /// part of that hash, parts only in another status, or no such part.
+    async fn delete(
+        &self,
+        hash: [u8; 32],
+        status: PayStatus,
+        part: Option<(u64, u64)>,
+    ) -> Result<Vec<Sendpay>, SendpayError> {
+        if status == PayStatus::Pending {
+            return Err(SendpayError::Params(
+                "status: Cannot delete pending status".into(),
+            ));
+        }
+        let r = self
+            .store
+            .with(move |conn| {
+                let tx = conn.transaction()?;
+                let rows = rows_by_hash(&tx, &hash)?;
+                if rows.is_empty() {
+                    return Ok(Err(SendpayError::NoSuchPayment(format!(
+                        "Unknown payment with payment_hash: {}",
+                        hex(&hash)
+                    ))));
+                }
+                let chosen = |r: &&Sendpay| part.is_none_or(|(p, g)| r.partid == p && r.groupid == g);
+                let gone: Vec<Sendpay> = rows
+                    .iter()
+                    .filter(chosen)
+                    .filter(|r| r.status == status)
+                    .cloned()
+                    .collect();
+                if gone.is_empty() {
+                    return Ok(Err(match rows.iter().rfind(chosen) {
+                        Some(other) => SendpayError::NoSuchPayment(format!(
+                            "Payment with hash {} has {} status but it different from the one provided {}",
+                            hex(&hash),
+                            other.status.as_str(),
+                            status.as_str()
+                        )),
+                        None => SendpayError::NoSuchPayment(
+                            "No payment for that payment_hash with that partid and groupid".into(),
+                        ),
+                    }));
+                }
+                for r in &gone {
+                    tx.prepare_cached("DELETE FROM sendpays WHERE created_index = ?1")?
+                        .execute([r.created_index as i64])?;
+                }
+                tx.prepare_cached(
+                    "INSERT INTO index_counters (subsystem, updated, deleted) VALUES ('sendpays', 0, ?1) \
+                     ON CONFLICT (subsystem) DO UPDATE SET deleted = deleted + ?1",
+                )?
+                .execute([gone.len() as i64])?;
+                tx.commit()?;
+                Ok(Ok(gone))
+            })
+            .await
+            .map_err(db_error)??;
+        for p in &r {
+            self.forget_total(hash, p.groupid);
+        }
+        Ok(r)
+    }
+
     /// Once per process, before the first `sendpay`, `waitsendpay` or `listsendpays` answers:
     /// fails the parts an earlier run left pending that LDK does not know (`known` lists the
     /// payments LDK knows; `us` is our node). A crash between recording a part and LDK
@@ -1794,6 +1859,18 @@ impl Lightning {
         self.payments
             .wait(payment_hash, timeout, partid, groupid)
             .await
+    }
+
+    /// `delpay`: deletes a payment's parts in `status` (all of them, or the one part
+    /// `(partid, groupid)`) and returns them as they were.
+    pub async fn delpay(
+        &self,
+        payment_hash: [u8; 32],
+        status: PayStatus,
+        part: Option<(u64, u64)>,
+    ) -> Result<Vec<Sendpay>, SendpayError> {
+        self.reconcile_once().await?;
+        self.payments.delete(payment_hash, status, part).await
     }
 
     /// `listsendpays`: CLN's records of the parts matching `f`.

@@ -34,6 +34,9 @@ pub struct Node {
     pub bindings: std::sync::Mutex<Vec<std::net::SocketAddr>>,
     /// Hex node id.
     pub node_id: String,
+    /// The base of `makesecret`'s secrets, derived from `hsm_secret`
+    /// (`lightning::keys::secret_base`); the seed itself stays out of the RPC.
+    pub secret_base: [u8; 32],
     /// Alias.
     pub alias: String,
     /// Color, six hex digits.

@@ -181,6 +181,26 @@ pub fn delete(
     })
 }
 
+/// `datastoreusage`: the bytes the entries at and under `key` take, counted as CLN counts
+/// them (the data, plus the key's strings and one separator between each two).
+pub fn usage(conn: &Connection, key: &[String]) -> Result<u64, DsError> {
+    let prefix = encode(key);
+    let mut upper = prefix.clone();
+    upper.push(0xff);
+    let mut stmt = conn.prepare_cached(
+        "SELECT length(key), length(data) FROM datastore WHERE key >= ?1 AND key < ?2",
+    )?;
+    let mut total = 0u64;
+    for row in stmt.query_map(params![prefix, upper], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+    })? {
+        let (k, d) = row?;
+        // Each part of our key ends in a NUL; CLN counts the NULs between parts only.
+        total += (k.max(1) - 1) as u64 + d as u64;
+    }
+    Ok(total)
+}
+
 /// `listdatastore`: the entry at `key` (with its data) or, for a parent, its immediate
 /// children (children that are themselves parents are shown by key only).
 pub fn list(conn: &Connection, key: &[String]) -> Result<Vec<Entry>, DsError> {
@@ -236,6 +256,45 @@ mod tests {
             Err(e) => format!("{e:?}"),
             Ok(e) => panic!("expected a refusal, got {e:?}"),
         }
+    }
+
+    /// CLN's `test_datastoreusage`, its figures.
+    #[tokio::test]
+    async fn usage_counts_as_clns() {
+        let store = Store::in_memory().unwrap_or_else(|e| panic!("{e}"));
+        store
+            .with(|c| {
+                fn used(c: &Connection, key: &[&str]) -> u64 {
+                    usage(c, &k(key)).unwrap_or_else(|e| panic!("{e:?}"))
+                }
+                fn add(c: &mut Connection, key: &[&str]) {
+                    let data = b"somedatatostoreinthedatastore";
+                    put(c, &k(key), data, Mode::MustCreate, None)
+                        .unwrap_or_else(|e| panic!("{e:?}"));
+                }
+                assert_eq!(used(c, &[]), 0);
+                add(c, &["a", "b"]);
+                assert_eq!(
+                    (used(c, &[]), used(c, &["a"]), used(c, &["a", "b"])),
+                    (32, 32, 32)
+                );
+                add(c, &["a", "c"]);
+                assert_eq!(
+                    (used(c, &[]), used(c, &["a", "c"]), used(c, &["ab"])),
+                    (64, 32, 0)
+                );
+                let long = "thisissomelongkeythattriestostore46bytesofdata";
+                add(c, &["a", long]);
+                assert_eq!(
+                    (used(c, &[]), used(c, &["a", long])),
+                    (29 + 1 + 1 + 46 + 64, 77)
+                );
+                add(c, &["a", "d", "e", "f", "g"]);
+                assert_eq!(used(c, &["a", "d", "e", "f", "g"]), 29 + 5 + 4);
+                Ok(())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[tokio::test]

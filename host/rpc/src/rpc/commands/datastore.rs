@@ -24,6 +24,8 @@ pub const DATASTORE: Command = Command::new(
 
 pub const LISTDATASTORE: Command = Command::new("listdatastore", &[opt("key")], run_list);
 
+pub const DATASTOREUSAGE: Command = Command::new("datastoreusage", &[opt("key")], run_usage);
+
 pub const DELDATASTORE: Command =
     Command::new("deldatastore", &[req("key"), opt("generation")], run_del);
 
@@ -172,6 +174,29 @@ fn run_del(ctx: Ctx, p: Params) -> CommandFuture {
             ctx.node
                 .store
                 .with(move |c| Ok(datastore::delete(c, &key, generation).map(|e| entry_json(&e))))
+                .await,
+        )
+    })
+}
+
+/// `datastoreusage`: the bytes under a key (all of the datastore without one), with the key
+/// as CLN prints it (`[a,b]`).
+fn run_usage(ctx: Ctx, p: Params) -> CommandFuture {
+    command(async move {
+        let mut key = key(&p, false)?;
+        // CLN ignores an empty key string or array.
+        if key.first().is_some_and(|k| k.is_empty()) {
+            key.clear();
+        }
+        let shown = format!("[{}]", key.join(","));
+        finish(
+            ctx.node
+                .store
+                .with(move |c| {
+                    Ok(datastore::usage(c, &key).map(
+                        |total| json!({"datastoreusage": {"key": shown, "total_bytes": total}}),
+                    ))
+                })
                 .await,
         )
     })

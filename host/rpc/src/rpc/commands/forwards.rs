@@ -2,12 +2,13 @@
 
 use fulgur_base::hex;
 use fulgur_protocol::RpcError;
+use fulgur_protocol::error::codes;
 use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx, command};
 use crate::lightning::forwards::Forward;
 use crate::lightning::scid_string;
-use crate::rpc::params::{Params, opt};
+use crate::rpc::params::{Params, opt, req};
 
 pub const LISTFORWARDS: Command = Command::new(
     "listforwards",
@@ -20,6 +21,12 @@ pub const LISTFORWARDS: Command = Command::new(
         opt("limit"),
     ],
     run_listforwards,
+);
+
+pub const DELFORWARD: Command = Command::new(
+    "delforward",
+    &[req("in_channel"), req("in_htlc_id"), req("status")],
+    run_delforward,
 );
 
 pub const LISTHTLCS: Command = Command::new(
@@ -80,6 +87,56 @@ fn run_listforwards(ctx: Ctx, p: Params) -> CommandFuture {
             Ok(v) => Ok(json!({"forwards": v.iter().map(forward_json).collect::<Vec<_>>()})),
             Err(e) => Err(RpcError::new(-1, e.to_string())),
         }
+    })
+}
+
+/// `delforward`: forgets a resolved forward, as CLN's (an `offered` one is refused: it is
+/// still in a channel).
+fn run_delforward(ctx: Ctx, p: Params) -> CommandFuture {
+    command(async move {
+        let in_channel = p.str("in_channel")?;
+        if crate::lightning::parse_scid(&in_channel).is_none() {
+            return Err(RpcError::invalid_params(format!(
+                "in_channel: should be a short_channel_id of form NxNxN: invalid token '{in_channel}'"
+            )));
+        }
+        let htlc_id = p
+            .opt_u64("in_htlc_id")?
+            .ok_or_else(|| RpcError::invalid_params("missing required parameter: in_htlc_id"))?;
+        let status = p.str("status")?;
+        match status.as_str() {
+            "settled" | "failed" | "local_failed" => {}
+            "offered" | "any" => {
+                return Err(RpcError::invalid_params(format!(
+                    "status: delforward status cannot be {status}: invalid token '{status}'"
+                )));
+            }
+            _ => {
+                return Err(RpcError::invalid_params(format!(
+                    "status: should be a forward status: invalid token '{status}'"
+                )));
+            }
+        }
+        let found = ctx
+            .node
+            .store
+            .with(move |c| {
+                Ok(crate::lightning::forwards::delete(
+                    c,
+                    &in_channel,
+                    htlc_id,
+                    &status,
+                )?)
+            })
+            .await
+            .map_err(|e| RpcError::new(-1, e.to_string()))?;
+        if !found {
+            return Err(RpcError::new(
+                codes::DELFORWARD_NOT_FOUND,
+                "Could not find that forward",
+            ));
+        }
+        Ok(json!({}))
     })
 }
 

@@ -36,7 +36,7 @@ pub const KEYSEND: Command = Command::new(
 );
 
 /// An msat parameter (CLN's forms: `1000`, `1000msat`, `5sat`, `0.1btc`).
-fn msat(p: &Params, name: &str) -> Result<Option<u64>, RpcError> {
+pub(super) fn msat(p: &Params, name: &str) -> Result<Option<u64>, RpcError> {
     match p.get(name) {
         None => Ok(None),
         Some(v) => Msat::from_json(v)

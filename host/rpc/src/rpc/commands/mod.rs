@@ -1,6 +1,7 @@
 //! Built-in RPC commands: one file per command or family, one table to dispatch.
 //! Adding a command is adding a file and a line in [`COMMANDS`].
 
+mod batching;
 mod channels;
 mod check;
 mod datastore;
@@ -21,6 +22,7 @@ mod notifications;
 pub(crate) mod pay;
 mod peers;
 mod plugin;
+mod preapprove;
 mod setconfig;
 pub(crate) mod sign;
 mod stop;
@@ -99,15 +101,19 @@ impl Command {
 /// Every built-in command, sorted by name.
 pub const COMMANDS: &[&Command] = &[
     &invoice::AUTOCLEAN_ONCE,
+    &batching::BATCHING,
     &check::CHECK,
     &sign::CHECKMESSAGE,
     &channels::CLOSE,
     &peers::CONNECT,
     &datastore::DATASTORE,
+    &datastore::DATASTOREUSAGE,
     &decode::DECODE,
     &datastore::DELDATASTORE,
     &invoice::DELEXPIREDINVOICE,
+    &forwards::DELFORWARD,
     &invoice::DELINVOICE,
+    &pay::DELPAY,
     &notifications::DEPRECATIONS,
     &peers::DISCONNECT,
     &feerates::FEERATES,
@@ -130,9 +136,13 @@ pub const COMMANDS: &[&Command] = &[
     &peers::LISTPEERS,
     &pay::LISTSENDPAYS,
     &listtransactions::LISTTRANSACTIONS,
+    &sign::MAKESECRET,
     &newaddr::NEWADDR,
     &notifications::NOTIFICATIONS,
+    &feerates::PARSEFEERATE,
     &plugin::PLUGIN,
+    &preapprove::PREAPPROVEINVOICE,
+    &preapprove::PREAPPROVEKEYSEND,
     &peers::SENDCUSTOMMSG,
     &pay::SENDPAY,
     &channels::SETCHANNEL,

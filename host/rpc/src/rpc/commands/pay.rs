@@ -61,6 +61,17 @@ pub const LISTSENDPAYS: Command = Command::new(
     run_listsendpays,
 );
 
+pub const DELPAY: Command = Command::new(
+    "delpay",
+    &[
+        req("payment_hash"),
+        req("status"),
+        opt("partid"),
+        opt("groupid"),
+    ],
+    run_delpay,
+);
+
 /// The running engine, or CLN's generic error while it waits for the Bitcoin backend.
 pub(super) fn engine(node: &Node) -> Result<Arc<Lightning>, RpcError> {
     node.lightning.get().cloned().ok_or_else(|| {
@@ -308,6 +319,44 @@ fn run_listsendpays(ctx: Ctx, p: Params) -> CommandFuture {
         };
         let rows = l.listsendpays(f).await.map_err(sendpay_error)?;
         let payments: Vec<Value> = rows.iter().map(|r| sendpay_json(r, true)).collect();
+        Ok(json!({"payments": payments}))
+    })
+}
+
+/// `delpay`: deletes a payment's complete or failed parts (one part with `partid` and
+/// `groupid`) and returns them, as CLN's `delpay`.
+fn run_delpay(ctx: Ctx, p: Params) -> CommandFuture {
+    command(async move {
+        let hash = opt_hex32(&p, "payment_hash")?
+            .ok_or_else(|| RpcError::invalid_params("missing required parameter: payment_hash"))?;
+        let v = p.get("status").cloned().unwrap_or(Value::Null);
+        let status = match v.as_str().and_then(PayStatus::parse) {
+            Some(PayStatus::Pending) => {
+                return Err(bad_param("status", "Cannot delete pending status", &v));
+            }
+            Some(s) => s,
+            None => {
+                return Err(bad_param(
+                    "status",
+                    "should be 'pending', 'complete' or 'failed'",
+                    &v,
+                ));
+            }
+        };
+        let part = match (p.opt_u64("partid")?, p.opt_u64("groupid")?) {
+            (Some(partid), Some(groupid)) => Some((partid, groupid)),
+            (None, None) => None,
+            _ => {
+                return Err(RpcError::invalid_params(
+                    "Must set both partid and groupid, or neither",
+                ));
+            }
+        };
+        let rows = engine(&ctx.node)?
+            .delpay(hash, status, part)
+            .await
+            .map_err(sendpay_error)?;
+        let payments: Vec<Value> = rows.iter().map(|r| sendpay_json(r, false)).collect();
         Ok(json!({"payments": payments}))
     })
 }

@@ -2,6 +2,7 @@
 //! lnd do: `zbase32(recid + 31 || sig)` over `sha256d("Lightning Signed Message:" || msg)`.
 
 use bitcoin::hashes::{Hash, sha256d};
+use bitcoin::hex::FromHex;
 use bitcoin::secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey};
 use fulgur_protocol::RpcError;
@@ -19,6 +20,31 @@ pub const CHECKMESSAGE: Command = Command::new(
     &[req("message"), req("zbase"), opt("pubkey")],
     run_checkmessage,
 );
+
+pub const MAKESECRET: Command =
+    Command::new("makesecret", &[opt("hex"), opt("string")], run_makesecret);
+
+/// `makesecret [hex] [string]`: a secret derived from `hsm_secret` and the data given (one of
+/// the two), the same on every start: plugins use it for keys of their own.
+fn run_makesecret(ctx: Ctx, p: Params) -> CommandFuture {
+    command(async move {
+        let data = match (p.get("hex"), p.opt_str("string")?) {
+            (Some(_), Some(_)) => {
+                return Err(RpcError::invalid_params("Cannot have both hex and string"));
+            }
+            (Some(v), None) => v
+                .as_str()
+                .and_then(|s| Vec::<u8>::from_hex(s).ok())
+                .ok_or_else(|| super::pay::bad_param("hex", "should be a hex value", v))?,
+            (None, Some(s)) => s.into_bytes(),
+            (None, None) => {
+                return Err(RpcError::invalid_params("Must have either hex or string"));
+            }
+        };
+        let secret = crate::lightning::keys::derive_secret(&ctx.node.secret_base, &data);
+        Ok(json!({ "secret": hex(&secret) }))
+    })
+}
 
 const ZBASE32: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
 const PREFIX: &[u8] = b"Lightning Signed Message:";
