@@ -66,7 +66,7 @@ pub fn fulgurd() -> ExitCode {
     };
     let result = match invocation {
         config::Invocation::Version => {
-            println!("v{}", env!("CARGO_PKG_VERSION"));
+            println!("{}", fulgur_base::VERSION);
             return ExitCode::SUCCESS;
         }
         config::Invocation::Help(c) => runtime.block_on(node::print_help(*c)).map(|()| 0),

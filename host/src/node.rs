@@ -71,6 +71,10 @@ fn settings(config: &Config) -> HostSettings {
         default_dir: config.lightning_dir.join("plugins"),
         reserved_methods: rpc::command_names().collect(),
         reserved_options: crate::config::CORE_OPTIONS.iter().map(|o| o.name).collect(),
+        cln_plugin_options: crate::config::CLN_PLUGIN_OPTIONS
+            .iter()
+            .map(|o| o.name)
+            .collect(),
         wasm_sandbox: config.wasm_sandbox.clone(),
     }
 }
@@ -168,9 +172,20 @@ pub async fn run(config: Config) -> Result<i32, String> {
         }
         Err(e) => return Err(e.to_string()),
     };
-    let log = Logger::to_files(config.log_filters.clone(), &config.log_files)?;
+    let log = Logger::to_files_as(
+        config.log_filters.clone(),
+        &config.log_files,
+        crate::log::LineFormat {
+            prefix: config.log_prefix.clone(),
+            timestamps: config.log_timestamps,
+        },
+    )?;
     crate::lifecycle::install_panic_hook(&log);
     let main = log.source("lightningd");
+    // Options given that do nothing here, and values LDK raised (CLN would refuse none).
+    for note in &config.notes {
+        main.unusual(note);
+    }
     reopen_log_on_sighup(&log, &main);
     let found = discover(&config, &main)?;
 
@@ -207,6 +222,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
         Arc::new(rpc::ChainPluginHost(plugins.clone())),
         log.source("chain"),
     );
+    chain.fees().set_ignore_limits(config.ignore_fee_limits);
     // The on-chain wallet: keys from the seed, state in the store, blocks from the stream
     // (from its own best block; a fresh wallet starts at the stream's tip).
     let wallet = crate::wallet::Wallet::open(
@@ -276,8 +292,8 @@ pub async fn run(config: Config) -> Result<i32, String> {
     }
     start_lightning(node.clone(), seed, log.source("lightning"));
     main.info(&format!(
-        "Server started with public key {id}, alias {alias} (color #{color}) and fulgurd v{}",
-        env!("CARGO_PKG_VERSION")
+        "Server started with public key {id}, alias {alias} (color #{color}) and fulgurd {}",
+        fulgur_base::VERSION
     ));
 
     let code = wait_for_stop(&mut stop_rx).await;
@@ -308,7 +324,8 @@ fn start_lightning(node: Arc<Node>, seed: [u8; 32], log: SourceLog) {
             announce: node.config.announce_addrs.clone(),
             wallet: node.wallet.clone(),
             hold_safety_blocks: node.config.hold_safety_blocks,
-            max_concurrent_htlcs: node.config.max_concurrent_htlcs,
+            offline: node.config.offline,
+            channels: node.config.channels,
             alias: node.alias.clone(),
             color: node.color.clone(),
         };

@@ -9,6 +9,15 @@ pub mod clock;
 pub mod log;
 pub mod panic;
 
+/// The CLN release whose interface (RPC, options, plugin protocol) Fulgur implements.
+pub const CLN_INTERFACE_VERSION: &str = "v26.06";
+
+/// The version Fulgur reports as CLN does (`getinfo.version`, plugins' `LIGHTNINGD_VERSION`):
+/// the CLN release it implements, so that the version checks of pyln, clboss, BTCPay and
+/// plugins parse it as that release, then Fulgur's own version, as CLN's `-modded` suffixes:
+/// `v26.06-fulgur-0.1.0`.
+pub const VERSION: &str = concat!("v26.06-fulgur-", env!("CARGO_PKG_VERSION"));
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The Bitcoin network, with CLN's names.

@@ -117,6 +117,41 @@ struct Inner {
     files: Vec<PathBuf>,
     feed: Mutex<Option<mpsc::UnboundedSender<Record>>>,
     feed_all: AtomicBool,
+    format: LineFormat,
+}
+
+/// How a written line starts, as CLN's `--log-prefix` and `--log-timestamps` set it:
+/// `{prefix}{timestamp }{LEVEL} {source}: {message}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineFormat {
+    /// Written first on every line (`--log-prefix`, default empty).
+    pub prefix: String,
+    /// Whether the time comes next (`--log-timestamps`, default true).
+    pub timestamps: bool,
+}
+
+impl Default for LineFormat {
+    fn default() -> Self {
+        LineFormat {
+            prefix: String::new(),
+            timestamps: true,
+        }
+    }
+}
+
+impl LineFormat {
+    fn write(&self, out: &mut dyn Write, timestamp: &str, level: Level, source: &str, line: &str) {
+        let _ = if self.timestamps {
+            writeln!(
+                out,
+                "{}{timestamp} {}{source}: {line}",
+                self.prefix,
+                level.padded()
+            )
+        } else {
+            writeln!(out, "{}{}{source}: {line}", self.prefix, level.padded())
+        };
+    }
 }
 
 /// A cheap-to-clone handle on the node's log.
@@ -146,8 +181,21 @@ impl Logger {
     /// A logger writing to every file in `files` (`-` is stdout; none means stdout),
     /// appending; [`Logger::reopen`] opens them again.
     pub fn to_files(filters: Vec<LevelFilter>, files: &[PathBuf]) -> Result<Logger, String> {
+        Self::to_files_as(filters, files, LineFormat::default())
+    }
+
+    /// [`Logger::to_files`], with lines written as `format` says.
+    pub fn to_files_as(
+        filters: Vec<LevelFilter>,
+        files: &[PathBuf],
+        format: LineFormat,
+    ) -> Result<Logger, String> {
         let out = open_files(files)?;
-        Ok(Self::build(filters, Box::new(out), files.to_vec()))
+        let mut logger = Self::build(filters, Box::new(out), files.to_vec());
+        if let Some(inner) = Arc::get_mut(&mut logger.inner) {
+            inner.format = format;
+        }
+        Ok(logger)
     }
 
     /// Closes and reopens the log files, so that a rotated file (renamed away) is replaced
@@ -183,6 +231,7 @@ impl Logger {
                 files,
                 feed: Mutex::new(None),
                 feed_all: AtomicBool::new(false),
+                format: LineFormat::default(),
             }),
         }
     }
@@ -228,7 +277,9 @@ impl Logger {
         let timestamp = iso8601(now.as_secs(), now.subsec_millis());
         for line in message.split('\n') {
             if write && let Ok(mut out) = self.inner.out.lock() {
-                let _ = writeln!(out, "{timestamp} {}{source}: {line}", level.padded());
+                self.inner
+                    .format
+                    .write(&mut *out, &timestamp, level, source, line);
                 let _ = out.flush();
             }
             if feed
@@ -262,7 +313,9 @@ impl Logger {
             match self.inner.out.try_lock() {
                 Ok(mut out) => {
                     for line in message.split('\n') {
-                        let _ = writeln!(out, "{timestamp} {}{source}: {line}", level.padded());
+                        self.inner
+                            .format
+                            .write(&mut *out, &timestamp, level, source, line);
                     }
                     let _ = out.flush();
                     return;
@@ -453,6 +506,31 @@ mod tests {
         assert!(!log.enabled(Level::Debug, "lightningd"));
         assert!(LevelFilter::parse("loud").is_err());
         assert_eq!(Level::parse("WARN"), Some(Level::Unusual));
+    }
+
+    #[test]
+    fn log_prefix_and_no_timestamps_shape_lines_as_clns() {
+        let d = std::env::temp_dir().join(format!("fulgur-log-format-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+        let path = d.join("log");
+        let format = LineFormat {
+            prefix: "node1 ".into(),
+            timestamps: false,
+        };
+        let log = Logger::to_files_as(vec![], std::slice::from_ref(&path), format)
+            .unwrap_or_else(|e| panic!("{e}"));
+        log.log(Level::Unusual, "lightningd", "hello");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(text, "node1 UNUSUAL lightningd: hello\n");
+        let stamped = LineFormat {
+            prefix: ">".into(),
+            timestamps: true,
+        };
+        let mut out = vec![];
+        stamped.write(&mut out, "T", Level::Info, "x", "y");
+        assert_eq!(String::from_utf8_lossy(&out), ">T INFO    x: y\n");
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! (LDK's and CLN's `FEERATE_FLOOR`) and the backend's `mempoolminfee`/`minrelaytxfee`.
 
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use lightning::chain::chaininterface::{ConfirmationTarget, FeeEstimator};
 use serde_json::{Value, json};
@@ -54,6 +55,9 @@ struct State {
 #[derive(Default)]
 pub struct FeeCache {
     state: RwLock<State>,
+    /// `--ignore-fee-limits`: a peer's commitment feerate is never too low (see
+    /// [`FeeCache::set_ignore_limits`]).
+    ignore_limits: AtomicBool,
 }
 
 /// Linear interpolation over ascending (blocks, rate) points; clamped at both ends.
@@ -81,6 +85,14 @@ impl FeeCache {
     /// An empty cache (fallbacks until the first refresh).
     pub fn new() -> FeeCache {
         FeeCache::default()
+    }
+
+    /// CLN's `--ignore-fee-limits`: accept any commitment feerate a peer proposes down to
+    /// the relay floor, instead of closing when it falls below half our 100-block estimate.
+    /// The upper limit stays: LDK also derives the dust exposure limit from it, and lifting
+    /// it would let a peer trim every HTLC to dust.
+    pub fn set_ignore_limits(&self, on: bool) {
+        self.ignore_limits.store(on, Ordering::Relaxed);
     }
 
     fn read(&self) -> State {
@@ -175,6 +187,11 @@ impl FeeEstimator for FeeCache {
             ConfirmationTarget::MaximumFeeEstimate => r(2).saturating_mul(10),
             ConfirmationTarget::UrgentOnChainSweep => r(2),
             ConfirmationTarget::MinAllowedAnchorChannelRemoteFee => floor_of(&s),
+            ConfirmationTarget::MinAllowedNonAnchorChannelRemoteFee
+                if self.ignore_limits.load(Ordering::Relaxed) =>
+            {
+                floor_of(&s)
+            }
             ConfirmationTarget::MinAllowedNonAnchorChannelRemoteFee => {
                 (r(100) / 2).max(floor_of(&s))
             }
@@ -264,6 +281,27 @@ mod tests {
         assert_eq!(interpolate(&pts, 9), Some(450));
         assert_eq!(interpolate(&pts, 500), Some(300));
         assert_eq!(interpolate(&[], 5), None);
+    }
+
+    #[test]
+    fn ignore_fee_limits_lowers_the_minimum_only() {
+        let c = FeeCache::new();
+        c.update(FeeSample {
+            estimates: vec![(2, 5000), (100, 2000)],
+            floor_perkw: Some(300),
+        });
+        let est = |t| c.get_est_sat_per_1000_weight(t);
+        assert_eq!(
+            est(ConfirmationTarget::MinAllowedNonAnchorChannelRemoteFee),
+            1000
+        );
+        let max = est(ConfirmationTarget::MaximumFeeEstimate);
+        c.set_ignore_limits(true);
+        assert_eq!(
+            est(ConfirmationTarget::MinAllowedNonAnchorChannelRemoteFee),
+            300
+        );
+        assert_eq!(est(ConfirmationTarget::MaximumFeeEstimate), max);
     }
 
     #[test]

@@ -35,6 +35,18 @@ pub enum CoreKind {
     Levels,
     /// An amount in msat (`NNN`, `NNNmsat`, `NNNsat`), shown as `value_msat`.
     Msat,
+    /// Any number of integers, in order (`values_int`).
+    MultiInt,
+}
+
+/// What Fulgur does with an option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// It does what CLN's does.
+    Works,
+    /// Accepted so that a CLN configuration starts Fulgur, but it changes nothing here: one
+    /// `UNUSUAL` line at start says so, with this reason.
+    None(&'static str),
 }
 
 /// A core (non-plugin) option.
@@ -50,6 +62,25 @@ pub struct CoreOption {
     pub help: &'static str,
     /// Only valid on the command line (not in config files).
     pub cmdline_only: bool,
+    /// Whether it has an effect in Fulgur.
+    pub effect: Effect,
+}
+
+/// A CLN option Fulgur accepts without acting on it, for the reason `why`.
+const fn inert(
+    name: &'static str,
+    kind: CoreKind,
+    help: &'static str,
+    why: &'static str,
+) -> CoreOption {
+    CoreOption {
+        name,
+        kind,
+        default: None,
+        help,
+        cmdline_only: false,
+        effect: Effect::None(why),
+    }
 }
 
 const fn opt(
@@ -64,6 +95,7 @@ const fn opt(
         default,
         help,
         cmdline_only: false,
+        effect: Effect::Works,
     }
 }
 
@@ -305,7 +337,392 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         None,
         "PLUGIN:KEY=VALUE for a WASM plugin (or * for all): memory-mb, fuel, allow-rpc, add-rpc, hold, max-failures, failure-window-secs (docs/WASM.md)",
     ),
+    // CLN's other lightningd options (lightningd/options.c, log.c; `bitcoin-*` are bcli's).
+    opt(
+        "fee-base",
+        CoreKind::Int,
+        Some("1000"),
+        "Millisatoshi minimum to charge for HTLC forwarding, for new channels",
+    ),
+    opt(
+        "fee-per-satoshi",
+        CoreKind::Int,
+        Some("0"),
+        "Microsatoshi fee for every satoshi in HTLC forwarding, for new channels",
+    ),
+    opt(
+        "cltv-delta",
+        CoreKind::Int,
+        Some("72"),
+        "Number of blocks for cltv_expiry_delta (at least 48: LDK's minimum)",
+    ),
+    opt(
+        "cltv-final",
+        CoreKind::Int,
+        Some("42"),
+        "Number of blocks for final cltv_expiry of invoices (at least 42: LDK's minimum)",
+    ),
+    opt(
+        "funding-confirms",
+        CoreKind::Int,
+        Some("3"),
+        "Confirmations required for a channel funded by a peer",
+    ),
+    opt(
+        "htlc-minimum-msat",
+        CoreKind::Msat,
+        Some("1"),
+        "The default minimal value an HTLC must carry in order to be forwardable for new channels",
+    ),
+    inert(
+        "htlc-maximum-msat",
+        CoreKind::Msat,
+        "The default maximal value an HTLC must carry in order to be forwardable for new channel",
+        "LDK derives htlc_maximum_msat from the channel",
+    ),
+    opt(
+        "max-dust-htlc-exposure-msat",
+        CoreKind::Msat,
+        None,
+        "Max HTLC amount that can be trimmed (default: LDK's feerate-based limit)",
+    ),
+    opt(
+        "min-capacity-sat",
+        CoreKind::Int,
+        Some("1000"),
+        "Minimum capacity of a channel a peer opens to us (at least 1000: LDK's minimum)",
+    ),
+    opt(
+        "watchtime-blocks",
+        CoreKind::Int,
+        Some("144"),
+        "Blocks before peer can unilaterally spend funds (at least 144: LDK's minimum)",
+    ),
+    inert(
+        "max-locktime-blocks",
+        CoreKind::Int,
+        "Maximum blocks funds may be locked for (deprecated in CLN)",
+        "LDK's limit on a peer's to_self_delay is fixed",
+    ),
+    opt(
+        "large-channels",
+        CoreKind::Flag,
+        None,
+        "Allow channels larger than 2^24 satoshis (always on in Fulgur)",
+    ),
+    opt(
+        "ignore-fee-limits",
+        CoreKind::Bool,
+        Some("false"),
+        "Accept any commitment feerate a peer proposes (our estimates' limits are ignored)",
+    ),
+    inert(
+        "commit-time",
+        CoreKind::Int,
+        "Time after changes before sending out COMMIT",
+        "LDK sends commitments as soon as updates are processed",
+    ),
+    inert(
+        "rescan",
+        CoreKind::Int,
+        "Number of blocks to rescan from the current head, or absolute blockheight if negative",
+        "the chain follows from its stored tip",
+    ),
+    inert(
+        "daemon",
+        CoreKind::Flag,
+        "Run in the background, suppress stdout/stderr",
+        "run fulgurd under a service manager",
+    ),
+    opt(
+        "log-timestamps",
+        CoreKind::Bool,
+        Some("true"),
+        "Prefix log messages with timestamp",
+    ),
+    opt("log-prefix", CoreKind::Str, Some(""), "Log prefix string"),
+    opt(
+        "autolisten",
+        CoreKind::Bool,
+        Some("true"),
+        "If true, listen on default port 0.0.0.0:9735 when no address is given",
+    ),
+    opt(
+        "offline",
+        CoreKind::Flag,
+        None,
+        "Start in offline-mode (do not listen for or reconnect to peers)",
+    ),
+    inert(
+        "proxy",
+        CoreKind::Str,
+        "Set a socks v5 proxy IP address and port",
+        "peers are reached directly (no SOCKS5 support yet)",
+    ),
+    opt(
+        "always-use-proxy",
+        CoreKind::Bool,
+        Some("false"),
+        "Use the proxy always (only false works: no SOCKS5 support yet)",
+    ),
+    inert(
+        "disable-dns",
+        CoreKind::Flag,
+        "Disable DNS lookups of peers",
+        "hostnames given to connect are still resolved",
+    ),
+    inert(
+        "announce-addr-discovered",
+        CoreKind::Str,
+        "Explicitly turns IP discovery 'on' or 'off' ('auto')",
+        "only configured addresses are announced",
+    ),
+    inert(
+        "announce-addr-discovered-port",
+        CoreKind::Int,
+        "Sets the public TCP port to use for announcing discovered IPs",
+        "only configured addresses are announced",
+    ),
+    inert(
+        "announce-addr-dns",
+        CoreKind::Bool,
+        "Use DNS entries in --announce-addr (deprecated in CLN)",
+        "only configured addresses are announced",
+    ),
+    inert(
+        "invoices-onchain-fallback",
+        CoreKind::Flag,
+        "Include an onchain address in invoices and mark them as paid if payment is received on-chain",
+        "invoices carry only the fallbacks given to invoice",
+    ),
+    inert(
+        "require-confirmed-inputs",
+        CoreKind::Bool,
+        "Confirmed inputs for interactive tx negotiation",
+        "no dual-funded channels",
+    ),
+    inert(
+        "wallet",
+        CoreKind::Str,
+        "Location of the wallet database",
+        "Fulgur keeps its state in <network>/fulgur.sqlite3",
+    ),
+    inert(
+        "database-upgrade",
+        CoreKind::Bool,
+        "Set to true to allow database upgrades even on non-final releases",
+        "Fulgur's database has no such guard",
+    ),
+    inert(
+        "experimental-dual-fund",
+        CoreKind::Flag,
+        "Enable dual-funding channels",
+        "no dual-funded channels",
+    ),
+    inert(
+        "experimental-simple-close",
+        CoreKind::Flag,
+        "Enable option_simple_close",
+        "LDK closes with the legacy protocol",
+    ),
+    inert(
+        "experimental-splicing",
+        CoreKind::Flag,
+        "Enable splicing",
+        "no splicing",
+    ),
+    inert(
+        "experimental-shutdown-wrong-funding",
+        CoreKind::Flag,
+        "Allow shutdown with alternate txids",
+        "not supported by LDK",
+    ),
+    inert(
+        "experimental-peer-storage",
+        CoreKind::Flag,
+        "Store and restore peers' backups",
+        "peer storage follows LDK",
+    ),
+    opt(
+        "experimental-anchors",
+        CoreKind::Flag,
+        None,
+        "Anchor channels (always on in Fulgur)",
+    ),
+    inert(
+        "encrypted-hsm",
+        CoreKind::Flag,
+        "Set the password and encrypt hsm_secret with it (deprecated in CLN)",
+        "hsm_secret is not encrypted",
+    ),
+    inert(
+        "hsm-passphrase",
+        CoreKind::Flag,
+        "Prompt for a passphrase for the hsm_secret",
+        "hsm_secret is not encrypted",
+    ),
+    inert(
+        "recover",
+        CoreKind::Str,
+        "Populate hsm_secret with the given codex32 secret",
+        "write hsm_secret yourself; nothing is recovered",
+    ),
+    inert(
+        "force-feerates",
+        CoreKind::Str,
+        "Set testing feerates",
+        "feerates come from bitcoind",
+    ),
+    inert(
+        "subdaemon",
+        CoreKind::Multi,
+        "Arg specified as SUBDAEMON:PATH",
+        "Fulgur has no subdaemons",
+    ),
+    inert(
+        "tor-service-password",
+        CoreKind::Str,
+        "Set a Tor hidden service password",
+        "no Tor control",
+    ),
+    inert(
+        "commit-fee",
+        CoreKind::Int,
+        "Percentage of fee to request for their commitment",
+        "commitment feerates come from the fee estimates",
+    ),
+    inert(
+        "commit-feerate-offset",
+        CoreKind::Int,
+        "Additional feerate per kw to apply to feerate updates",
+        "commitment feerates come from the fee estimates",
+    ),
+    inert(
+        "autoconnect-seeker-peers",
+        CoreKind::Int,
+        "Seek to be connected to this many peers for gossip",
+        "gossip comes from channel peers",
+    ),
+    inert(
+        "message-padding",
+        CoreKind::Bool,
+        "Pad onion messages",
+        "LDK pads onion messages itself",
+    ),
+    inert(
+        "accept-htlc-tlv-type",
+        CoreKind::MultiInt,
+        "HTLC TLV type to accept (can be used multiple times)",
+        "LDK accepts custom TLVs of its own accord",
+    ),
+    inert(
+        "payment-fronting-node",
+        CoreKind::Multi,
+        "Node to use as a fronting node for BOLT12 payments",
+        "no BOLT12 yet",
+    ),
+    inert(
+        "i-promise-to-fix-broken-api-user",
+        CoreKind::Multi,
+        "Re-enable a long-deprecated API",
+        "no deprecated APIs to re-enable",
+    ),
+    inert(
+        "bookkeeper-dir",
+        CoreKind::Str,
+        "Old bookkeeper directory, for migration",
+        "no bookkeeper database to migrate",
+    ),
+    inert(
+        "bookkeeper-db",
+        CoreKind::Str,
+        "Old bookkeeper database, for migration",
+        "no bookkeeper database to migrate",
+    ),
+    inert(
+        "bitcoin-cli",
+        CoreKind::Str,
+        "bitcoin-cli pathname",
+        "Fulgur talks to bitcoind's RPC itself",
+    ),
+    inert(
+        "bitcoin-rpcclienttimeout",
+        CoreKind::Int,
+        "bitcoind RPC timeout in seconds during HTTP requests",
+        "requests use bitcoin-retry-timeout",
+    ),
 ];
+
+/// The options of CLN's built-in plugins (autoclean, bcli's are core here, xpay, askrene,
+/// funder, bookkeeper, offers, pay, renepay, exposesecret, cln-grpc, clnrest, lsps,
+/// currencyrate). They are not core options: a plugin that declares one (a real cln-grpc, our
+/// own plugins) takes it as in CLN. One that no plugin declares is accepted with an
+/// `UNUSUAL` line instead of stopping fulgurd, and shown by `listconfigs` as given.
+pub const CLN_PLUGIN_OPTIONS: &[CoreOption] = &[
+    pinert("autoclean-cycle", CoreKind::Int),
+    pinert("autoclean-succeededforwards-age", CoreKind::Int),
+    pinert("autoclean-failedforwards-age", CoreKind::Int),
+    pinert("autoclean-succeededpays-age", CoreKind::Int),
+    pinert("autoclean-failedpays-age", CoreKind::Int),
+    pinert("autoclean-paidinvoices-age", CoreKind::Int),
+    pinert("autoclean-expiredinvoices-age", CoreKind::Int),
+    pinert("autoclean-networkevents-age", CoreKind::Int),
+    pinert("xpay-handle-pay", CoreKind::Bool),
+    pinert("xpay-slow-mode", CoreKind::Bool),
+    pinert("xpay-user-layer", CoreKind::Multi),
+    pinert("askrene-timeout", CoreKind::Int),
+    pinert("askrene-max-threads", CoreKind::Int),
+    pinert("funder-policy", CoreKind::Str),
+    pinert("funder-policy-mod", CoreKind::Str),
+    pinert("funder-min-their-funding", CoreKind::Str),
+    pinert("funder-max-their-funding", CoreKind::Str),
+    pinert("funder-per-channel-min", CoreKind::Str),
+    pinert("funder-per-channel-max", CoreKind::Str),
+    pinert("funder-reserve-tank", CoreKind::Str),
+    pinert("funder-fuzz-percent", CoreKind::Int),
+    pinert("funder-fund-probability", CoreKind::Int),
+    pinert("funder-lease-requests-only", CoreKind::Bool),
+    pinert("lease-fee-base-sat", CoreKind::Str),
+    pinert("lease-fee-basis", CoreKind::Int),
+    pinert("lease-funding-weight", CoreKind::Int),
+    pinert("channel-fee-max-base-msat", CoreKind::Str),
+    pinert("channel-fee-max-proportional-thousandths", CoreKind::Int),
+    pinert("bkpr-currency", CoreKind::Str),
+    pinert("fetchinvoice-noconnect", CoreKind::Flag),
+    pinert("disable-mpp", CoreKind::Flag),
+    pinert("renepay-debug-mcf", CoreKind::Flag),
+    pinert("renepay-debug-payflow", CoreKind::Flag),
+    pinert("exposesecret-passphrase", CoreKind::Str),
+    pinert("grpc-port", CoreKind::Int),
+    pinert("grpc-host", CoreKind::Str),
+    pinert("grpc-msg-buffer-size", CoreKind::Int),
+    pinert("clnrest-port", CoreKind::Int),
+    pinert("clnrest-certs", CoreKind::Str),
+    pinert("clnrest-protocol", CoreKind::Str),
+    pinert("clnrest-host", CoreKind::Str),
+    pinert("clnrest-cors-origins", CoreKind::Multi),
+    pinert("clnrest-csp", CoreKind::Str),
+    pinert("clnrest-swagger-root", CoreKind::Str),
+    pinert("experimental-lsps-client", CoreKind::Flag),
+    pinert("experimental-lsps2-service", CoreKind::Flag),
+    pinert("experimental-lsps2-promise-secret", CoreKind::Str),
+    pinert("currencyrate-add-source", CoreKind::Multi),
+    pinert("currencyrate-disable-source", CoreKind::Multi),
+];
+
+const fn pinert(name: &'static str, kind: CoreKind) -> CoreOption {
+    inert(
+        name,
+        kind,
+        "An option of one of CLN's built-in plugins",
+        "no plugin registered it",
+    )
+}
+
+/// The CLN plugin option called `name`, if it is one.
+pub fn cln_plugin_option(name: &str) -> Option<&'static CoreOption> {
+    CLN_PLUGIN_OPTIONS.iter().find(|o| o.name == name)
+}
 
 pub use fulgur_plugins::discovery::PluginDirective;
 pub use fulgur_plugins::options::{RawOpt, Source};
@@ -355,8 +772,24 @@ pub struct Config {
     pub announce_addrs: Vec<crate::lightning::net::NetAddr>,
     /// `--hold-safety-blocks`: margin before the claim deadline of a held HTLC.
     pub hold_safety_blocks: u32,
-    /// `--max-concurrent-htlcs`: HTLCs a peer may offer us at once on one channel.
-    pub max_concurrent_htlcs: u16,
+    /// The channel options (`--max-concurrent-htlcs`, `--fee-base`, `--fee-per-satoshi`,
+    /// `--cltv-delta`, `--funding-confirms`, `--htlc-minimum-msat`,
+    /// `--max-dust-htlc-exposure-msat`, `--min-capacity-sat`, `--watchtime-blocks`).
+    pub channels: crate::lightning::ChannelSettings,
+    /// `--cltv-final`: the `min_final_cltv_expiry` of invoices that give no `cltv`, raised
+    /// to LDK's minimum ([`crate::lightning::MIN_FINAL_CLTV`]).
+    pub cltv_final: u32,
+    /// `--ignore-fee-limits`: accept any commitment feerate a peer proposes.
+    pub ignore_fee_limits: bool,
+    /// `--log-timestamps`: log lines start with their time.
+    pub log_timestamps: bool,
+    /// `--log-prefix`: text at the start of every log line.
+    pub log_prefix: String,
+    /// `--offline`: neither listen for peers nor reconnect to them.
+    pub offline: bool,
+    /// What to log at `UNUSUAL` once the log is open: options given that have no effect
+    /// here, and values raised to LDK's minimums.
+    pub notes: Vec<String>,
     /// `--min-emergency-msat`: what the wallet keeps for anchor fee bumps (CLN's option).
     pub min_emergency_msat: u64,
     /// `--wasm-sandbox` rules, in the order given.
@@ -425,6 +858,10 @@ pub fn command() -> Command {
         arg = match o.kind {
             CoreKind::Flag => arg.action(ArgAction::SetTrue),
             CoreKind::Multi | CoreKind::Levels => arg.action(ArgAction::Append).num_args(1),
+            CoreKind::MultiInt => arg
+                .action(ArgAction::Append)
+                .num_args(1)
+                .value_parser(clap::value_parser!(i64)),
             CoreKind::Str => arg.action(ArgAction::Set).num_args(1),
             CoreKind::Int => arg
                 .action(ArgAction::Set)
@@ -786,6 +1223,18 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         .ok()
         .filter(|n| (1..=483).contains(n))
         .ok_or_else(|| err("max-concurrent-htlcs: must be between 1 and 483"))?;
+    let mut notes = inert_notes(&core_given);
+    let (channels, cltv_final) = channel_settings(&m, max_concurrent_htlcs, &mut notes)?;
+    let flag_or_bool =
+        |name: &str, default: bool| m.get_one::<bool>(name).copied().unwrap_or(default);
+    if flag_or_bool("always-use-proxy", false) {
+        notes.push(
+            "Option --always-use-proxy=true has no effect in Fulgur (no SOCKS5 support yet: peers are reached directly)"
+                .into(),
+        );
+    }
+    let offline = m.get_flag("offline");
+    let autolisten = flag_or_bool("autolisten", true);
     let min_emergency_msat = m
         .get_one::<u64>("min-emergency-msat")
         .copied()
@@ -795,7 +1244,14 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
     bind_addrs.extend(both.iter().cloned());
     let mut announce_addrs = both;
     announce_addrs.extend(addrs("announce-addr")?);
-    if bind_addrs.is_empty() && announce_addrs.is_empty() && network != Network::Regtest {
+    if offline {
+        // CLN's offline mode: no incoming connections (announcements stay as configured).
+        bind_addrs.clear();
+    } else if bind_addrs.is_empty()
+        && announce_addrs.is_empty()
+        && network != Network::Regtest
+        && autolisten
+    {
         bind_addrs.push(crate::lightning::net::NetAddr {
             host: "0.0.0.0".into(),
             port: crate::lightning::net::DEFAULT_PORT,
@@ -838,7 +1294,16 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         bind_addrs,
         announce_addrs,
         hold_safety_blocks,
-        max_concurrent_htlcs,
+        channels,
+        cltv_final,
+        ignore_fee_limits: flag_or_bool("ignore-fee-limits", false),
+        log_timestamps: flag_or_bool("log-timestamps", true),
+        log_prefix: m
+            .get_one::<String>("log-prefix")
+            .cloned()
+            .unwrap_or_default(),
+        offline,
+        notes,
         min_emergency_msat,
         network,
         lightning_dir,
@@ -867,6 +1332,103 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
     } else {
         Invocation::Run(Box::new(config))
     })
+}
+
+/// One `UNUSUAL` line per core option given that has no effect in Fulgur.
+fn inert_notes(given: &[RawOpt]) -> Vec<String> {
+    let mut seen: Vec<&str> = vec![];
+    let mut notes = vec![];
+    for r in given {
+        if let Some(CoreOption {
+            effect: Effect::None(why),
+            ..
+        }) = core(&r.name)
+            && !seen.contains(&r.name.as_str())
+        {
+            seen.push(&r.name);
+            notes.push(format!(
+                "Option --{} has no effect in Fulgur ({why})",
+                r.name
+            ));
+        }
+    }
+    notes
+}
+
+/// The channel options, each checked against its type and raised to LDK's minimum (with a
+/// note) where LDK has one; and `--cltv-final`, likewise.
+fn channel_settings(
+    m: &ArgMatches,
+    max_concurrent_htlcs: u16,
+    notes: &mut Vec<String>,
+) -> Result<(crate::lightning::ChannelSettings, u32), ConfigError> {
+    use crate::lightning::{ChannelSettings, MIN_CLTV_DELTA, MIN_FINAL_CLTV, MIN_WATCHTIME_BLOCKS};
+    fn int<T: TryFrom<i64>>(m: &ArgMatches, name: &str, default: T) -> Result<T, ConfigError> {
+        match m.get_one::<i64>(name) {
+            None => Ok(default),
+            Some(v) => T::try_from(*v).map_err(|_| err(format!("{name}: '{v}' is out of range"))),
+        }
+    }
+    let mut floor = |name: &str, v: u64, min: u64, given: bool| -> u64 {
+        if given && v < min {
+            notes.push(format!(
+                "Option --{name}={v} is below LDK's minimum of {min}: using {min}"
+            ));
+        }
+        v.max(min)
+    };
+    let d = ChannelSettings::default();
+    let given = |name: &str| m.value_source(name) == Some(clap::parser::ValueSource::CommandLine);
+    let cltv_delta = int(m, "cltv-delta", d.cltv_expiry_delta)?;
+    let cltv_delta = floor(
+        "cltv-delta",
+        u64::from(cltv_delta),
+        u64::from(MIN_CLTV_DELTA),
+        given("cltv-delta"),
+    );
+    let watchtime = int(m, "watchtime-blocks", d.watchtime_blocks)?;
+    let watchtime = floor(
+        "watchtime-blocks",
+        u64::from(watchtime),
+        u64::from(MIN_WATCHTIME_BLOCKS),
+        given("watchtime-blocks"),
+    );
+    let htlc_minimum_msat = m
+        .get_one::<u64>("htlc-minimum-msat")
+        .copied()
+        .unwrap_or(d.htlc_minimum_msat);
+    let htlc_minimum_msat = floor(
+        "htlc-minimum-msat",
+        htlc_minimum_msat,
+        1,
+        given("htlc-minimum-msat"),
+    );
+    let min_capacity_sat = int(m, "min-capacity-sat", d.min_capacity_sat)?;
+    let min_capacity_sat = floor(
+        "min-capacity-sat",
+        min_capacity_sat,
+        1000,
+        given("min-capacity-sat"),
+    );
+    let cltv_final = int(m, "cltv-final", u32::from(MIN_FINAL_CLTV))?;
+    let cltv_final = floor(
+        "cltv-final",
+        u64::from(cltv_final),
+        u64::from(MIN_FINAL_CLTV),
+        given("cltv-final"),
+    );
+    let settings = ChannelSettings {
+        max_concurrent_htlcs,
+        fee_base_msat: int(m, "fee-base", d.fee_base_msat)?,
+        fee_proportional_millionths: int(m, "fee-per-satoshi", d.fee_proportional_millionths)?,
+        cltv_expiry_delta: u16::try_from(cltv_delta).unwrap_or(u16::MAX),
+        funding_confirms: int(m, "funding-confirms", d.funding_confirms)?,
+        htlc_minimum_msat,
+        max_dust_htlc_exposure_msat: m.get_one::<u64>("max-dust-htlc-exposure-msat").copied(),
+        min_capacity_sat,
+        watchtime_blocks: u16::try_from(watchtime).unwrap_or(u16::MAX),
+    };
+    Ok((settings, u32::try_from(cltv_final).unwrap_or(u32::MAX)))
 }
 
 fn clap_message(e: &clap::Error) -> String {

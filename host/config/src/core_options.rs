@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use crate::config::{CORE_OPTIONS, Config, CoreKind, RawOpt, Source};
+use crate::config::{CLN_PLUGIN_OPTIONS, CORE_OPTIONS, Config, CoreKind, RawOpt, Source};
 
 /// The `listconfigs` entries of the core options.
 pub fn render_core(config: &Config) -> Map<String, Value> {
@@ -18,17 +18,31 @@ pub fn render_core(config: &Config) -> Map<String, Value> {
             .collect();
         let mut obj = Map::new();
         match o.kind {
-            CoreKind::Multi => {
+            CoreKind::Multi | CoreKind::MultiInt => {
                 if given.is_empty() {
                     continue;
                 }
-                obj.insert(
-                    "values_str".into(),
-                    given
-                        .iter()
-                        .map(|r| Value::from(r.value.clone().unwrap_or_default()))
-                        .collect(),
-                );
+                let text = |r: &&RawOpt| r.value.clone().unwrap_or_default();
+                let (key, values): (&str, Vec<Value>) = if o.kind == CoreKind::MultiInt {
+                    (
+                        "values_int",
+                        given
+                            .iter()
+                            .map(|r| {
+                                text(r)
+                                    .parse::<i64>()
+                                    .map(Value::from)
+                                    .unwrap_or(Value::Null)
+                            })
+                            .collect(),
+                    )
+                } else {
+                    (
+                        "values_str",
+                        given.iter().map(|r| Value::from(text(r))).collect(),
+                    )
+                };
+                obj.insert(key.into(), Value::Array(values));
                 obj.insert(
                     "sources".into(),
                     given
@@ -93,6 +107,73 @@ pub fn render_core(config: &Config) -> Map<String, Value> {
                 };
                 obj.insert(value.0.into(), value.1);
                 obj.insert("source".into(), Value::from(source));
+            }
+        }
+        out.insert(o.name.into(), Value::Object(obj));
+    }
+    out
+}
+
+/// The `listconfigs` entries of CLN plugin options that were given but that no plugin
+/// declared (`claimed` says which ones a plugin did: those are the plugin's to show).
+pub fn render_unclaimed_cln_plugin_options(
+    config: &Config,
+    claimed: impl Fn(&str) -> bool,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    for o in CLN_PLUGIN_OPTIONS {
+        if claimed(o.name) {
+            continue;
+        }
+        let given: Vec<&RawOpt> = config
+            .plugin_opts
+            .iter()
+            .filter(|r| r.name == o.name)
+            .collect();
+        let Some(last) = given.last() else { continue };
+        let text = |r: &RawOpt| r.value.clone().unwrap_or_default();
+        let typed = |r: &RawOpt| -> Value {
+            let t = text(r);
+            match o.kind {
+                CoreKind::Int => t.parse::<i64>().map(Value::from).unwrap_or(Value::from(t)),
+                CoreKind::Bool => match t.as_str() {
+                    "true" | "yes" => Value::Bool(true),
+                    "false" | "no" => Value::Bool(false),
+                    _ => Value::from(t),
+                },
+                // A secret (string-conceal in CLN) is never shown.
+                _ if o.name == "exposesecret-passphrase" => Value::from("..."),
+                _ => Value::from(t),
+            }
+        };
+        let key = |v: &Value| match v {
+            Value::Number(_) => "int",
+            Value::Bool(_) => "bool",
+            _ => "str",
+        };
+        let mut obj = Map::new();
+        match o.kind {
+            CoreKind::Flag => {
+                obj.insert("set".into(), Value::Bool(true));
+                obj.insert("source".into(), Value::from(last.source.to_string()));
+            }
+            CoreKind::Multi => {
+                obj.insert(
+                    "values_str".into(),
+                    given.iter().map(|r| Value::from(text(r))).collect(),
+                );
+                obj.insert(
+                    "sources".into(),
+                    given
+                        .iter()
+                        .map(|r| Value::from(r.source.to_string()))
+                        .collect(),
+                );
+            }
+            _ => {
+                let v = typed(last);
+                obj.insert(format!("value_{}", key(&v)), v);
+                obj.insert("source".into(), Value::from(last.source.to_string()));
             }
         }
         out.insert(o.name.into(), Value::Object(obj));

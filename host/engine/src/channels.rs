@@ -129,7 +129,7 @@ impl Lightning {
         if let Some(d) = minconf_depth {
             config.channel_handshake_config.minimum_depth = d;
         }
-        if let Err(e) = self.manager.create_channel(
+        let temporary_id = match self.manager.create_channel(
             peer,
             amount_sat,
             push_msat,
@@ -137,12 +137,16 @@ impl Lightning {
             None,
             Some(config),
         ) {
-            self.opens
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&user_channel_id);
-            return Err(OpenError::Refused(super::api_error(&e)));
-        }
+            Ok(id) => id,
+            Err(e) => {
+                self.opens
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&user_channel_id);
+                return Err(OpenError::Refused(super::api_error(&e)));
+            }
+        };
+        self.ldk_log.opening(temporary_id);
         self.peers.process_events();
         let r = match tokio::time::timeout(Duration::from_secs(60), rx).await {
             Ok(Ok(r)) => r,
@@ -160,6 +164,7 @@ impl Lightning {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&user_channel_id);
+        self.ldk_log.funded(temporary_id);
         r
     }
 

@@ -96,6 +96,11 @@ pub struct LdkLog {
     /// accepting, or no funding will come): LDK logs their removal as an error
     /// ("Force-closing channel"), but nothing was ever at stake.
     dropping: Mutex<HashSet<ChannelId>>,
+    /// Our opens whose funding is not broadcast yet (`fundchannel` in progress), by their
+    /// temporary id: a peer that refuses one (its policy, its plugin) makes LDK "force-close"
+    /// a channel that never held funds; that is the refusal `fundchannel` reports, logged
+    /// at `unusual`.
+    opening: Mutex<HashSet<ChannelId>>,
 }
 
 impl LdkLog {
@@ -104,7 +109,24 @@ impl LdkLog {
         LdkLog {
             log,
             dropping: Mutex::new(HashSet::new()),
+            opening: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Marks our outbound channel `id` (temporary) as unfunded until [`LdkLog::funded`].
+    pub(crate) fn opening(&self, id: ChannelId) {
+        self.opening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+    }
+
+    /// The open of `id` ended: broadcast, refused or abandoned.
+    pub(crate) fn funded(&self, id: ChannelId) {
+        self.opening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
     }
 
     /// Runs `drop` (which removes the unfunded channel `id`) with its LDK error lines
@@ -149,6 +171,15 @@ impl LdkLogger for LdkLog {
                     .contains(&c)
             }) {
             Level::Info
+        } else if level == Level::Broken
+            && r.channel_id.is_some_and(|c| {
+                self.opening
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&c)
+            })
+        {
+            Level::Unusual
         } else {
             level
         };
@@ -195,6 +226,8 @@ const BENIGN_LDK_ERRORS: &[&str] = &[
     // request, no channel ever existed. A real channel's force-close logs "Force-closing
     // channel" and stays broken.
     "Force-closing inbound channel request",
+    // We refused a peer's open below `--min-capacity-sat`: the peer is told, nothing existed.
+    "is less than the user specified limit",
     // A cooperative close, logged on both peers as "Closed channel due to close-required
     // error: Coop Closed" and "Closing channel: Coop Closed".
     ": Coop Closed",
@@ -320,8 +353,10 @@ pub struct Deps {
     pub wallet: Arc<crate::wallet::Wallet>,
     /// `--hold-safety-blocks`.
     pub hold_safety_blocks: u32,
-    /// `--max-concurrent-htlcs`.
-    pub max_concurrent_htlcs: u16,
+    /// `--offline`: channel peers are not reconnected.
+    pub offline: bool,
+    /// The channel options (`--max-concurrent-htlcs`, `--fee-base`, `--cltv-delta`...).
+    pub channels: ChannelSettings,
     /// Our alias (`--alias`).
     pub alias: String,
     /// Our color, six hex digits (`--rgb`).
@@ -396,6 +431,8 @@ pub struct Lightning {
     pub(crate) claimed: Mutex<std::collections::HashMap<[u8; 32], [u8; 32]>>,
     /// `--hold-safety-blocks`.
     pub(crate) hold_safety_blocks: u32,
+    /// `--offline`.
+    offline: bool,
     /// Closed channels still resolving, and snapshots of open ones (`closed.rs`).
     pub(crate) closed: closed::Closed,
     /// Forwards: their table, notifications and the fees they earned.
@@ -470,7 +507,7 @@ impl Lightning {
         let gossip: Arc<Gossip> =
             Arc::new(P2PGossipSync::new(graph.clone(), Some(utxos), log.clone()));
         let msg_router = Arc::new(DefaultMessageRouter::new(graph.clone(), keys.clone()));
-        let config = user_config(deps.max_concurrent_htlcs);
+        let config = user_config(&deps.channels);
         let (dest, _) = deps
             .wallet
             .new_address(crate::wallet::AddrRequest::Bech32)
@@ -715,6 +752,7 @@ impl Lightning {
             held_resolved: Mutex::new(Vec::new()),
             claimed: Mutex::new(Default::default()),
             hold_safety_blocks: deps.hold_safety_blocks,
+            offline: deps.offline,
             forwards,
             closed,
             alias: deps.alias.clone(),
@@ -1131,7 +1169,11 @@ impl Lightning {
     }
 
     /// Connects to every channel peer we are not connected to and know an address of.
+    /// Nothing in offline mode (`--offline`), as CLN.
     pub async fn reconnect_channel_peers(self: &Arc<Self>) {
+        if self.offline {
+            return;
+        }
         let known: Vec<(PublicKey, SocketAddr)> = {
             let mut m = self.peer_addrs.lock().unwrap_or_else(|p| p.into_inner());
             if m.is_empty()
@@ -1351,13 +1393,79 @@ impl ConnectFail {
     }
 }
 
-/// Our channel configuration: LDK's defaults, except where CLN users expect otherwise.
-pub fn user_config(max_concurrent_htlcs: u16) -> UserConfig {
+/// The smallest `cltv_expiry_delta` LDK forwards with (CLN's `cltv-delta`; LDK treats a
+/// smaller value as this one).
+pub const MIN_CLTV_DELTA: u16 = lightning::ln::channelmanager::MIN_CLTV_EXPIRY_DELTA;
+/// The smallest `min_final_cltv_expiry` an invoice of ours can carry (CLN's `cltv-final`):
+/// LDK refuses to receive a payment whose final CLTV leaves it less time than this to claim
+/// on chain.
+pub const MIN_FINAL_CLTV: u16 = lightning::ln::channelmanager::MIN_FINAL_CLTV_EXPIRY_DELTA;
+/// The smallest `to_self_delay` LDK asks of a peer (CLN's `watchtime-blocks`).
+pub const MIN_WATCHTIME_BLOCKS: u16 = lightning::ln::channelmanager::BREAKDOWN_TIMEOUT;
+
+/// The node-wide channel settings that CLN's options set (`fulgur-config` fills them from
+/// `--max-concurrent-htlcs`, `--fee-base`, `--cltv-delta`...). They apply to channels opened
+/// from now on; a channel keeps the values it was opened with, as in CLN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelSettings {
+    /// `--max-concurrent-htlcs`: HTLCs a peer may offer us at once on one channel.
+    pub max_concurrent_htlcs: u16,
+    /// `--fee-base`: base forwarding fee, msat.
+    pub fee_base_msat: u32,
+    /// `--fee-per-satoshi`: proportional forwarding fee, millionths.
+    pub fee_proportional_millionths: u32,
+    /// `--cltv-delta`: blocks between an incoming HTLC's expiry and the one we forward.
+    pub cltv_expiry_delta: u16,
+    /// `--funding-confirms`: confirmations before a channel opened to us is usable.
+    pub funding_confirms: u32,
+    /// `--htlc-minimum-msat`: the smallest HTLC we accept.
+    pub htlc_minimum_msat: u64,
+    /// `--max-dust-htlc-exposure-msat`: a fixed limit instead of LDK's feerate-based one.
+    pub max_dust_htlc_exposure_msat: Option<u64>,
+    /// `--min-capacity-sat`: the smallest channel a peer may open to us.
+    pub min_capacity_sat: u64,
+    /// `--watchtime-blocks`: the `to_self_delay` we ask of peers.
+    pub watchtime_blocks: u16,
+}
+
+impl Default for ChannelSettings {
+    /// What Fulgur does when no option is given: LDK's defaults, except where CLN users
+    /// expect otherwise (see [`user_config`]).
+    fn default() -> Self {
+        let ldk = UserConfig::default();
+        ChannelSettings {
+            // HTLCs a peer may offer us at once on a channel: LDK's default is 50; a merchant
+            // holding payments until delivery needs more, so we take BOLT 2's maximum, as LND
+            // does (CLN's `max-concurrent-htlcs` option, whose default is 30).
+            max_concurrent_htlcs: 483,
+            fee_base_msat: ldk.channel_config.forwarding_fee_base_msat,
+            fee_proportional_millionths: ldk.channel_config.forwarding_fee_proportional_millionths,
+            cltv_expiry_delta: ldk.channel_config.cltv_expiry_delta,
+            // CLN's default minimum depth is 3 blocks.
+            funding_confirms: 3,
+            htlc_minimum_msat: ldk.channel_handshake_config.our_htlc_minimum_msat,
+            max_dust_htlc_exposure_msat: None,
+            min_capacity_sat: ldk.channel_handshake_limits.min_funding_satoshis,
+            watchtime_blocks: ldk.channel_handshake_config.our_to_self_delay,
+        }
+    }
+}
+
+/// Our channel configuration: LDK's defaults, except where CLN users expect otherwise, with
+/// the node's [`ChannelSettings`].
+pub fn user_config(settings: &ChannelSettings) -> UserConfig {
     let mut c = UserConfig::default();
-    // HTLCs a peer may offer us at once on a channel: LDK's default is 50; a merchant holding
-    // payments until delivery needs more, so we take BOLT 2's maximum, as LND does (CLN's
-    // `max-concurrent-htlcs` option, whose default is 30).
-    c.channel_handshake_config.our_max_accepted_htlcs = max_concurrent_htlcs;
+    c.channel_handshake_config.our_max_accepted_htlcs = settings.max_concurrent_htlcs;
+    c.channel_config.forwarding_fee_base_msat = settings.fee_base_msat;
+    c.channel_config.forwarding_fee_proportional_millionths = settings.fee_proportional_millionths;
+    c.channel_config.cltv_expiry_delta = settings.cltv_expiry_delta;
+    c.channel_handshake_config.our_htlc_minimum_msat = settings.htlc_minimum_msat;
+    if let Some(msat) = settings.max_dust_htlc_exposure_msat {
+        c.channel_config.max_dust_htlc_exposure =
+            lightning::util::config::MaxDustHTLCExposure::FixedLimitMsat(msat);
+    }
+    c.channel_handshake_limits.min_funding_satoshis = settings.min_capacity_sat;
+    c.channel_handshake_config.our_to_self_delay = settings.watchtime_blocks;
     // CLN announces channels by default (`announce` param of fundchannel).
     c.channel_handshake_config.announce_for_forwarding = true;
     // Cooperative closes pay to a fresh wallet address given at `close`, not one committed
@@ -1370,8 +1478,7 @@ pub fn user_config(max_concurrent_htlcs: u16) -> UserConfig {
     // without anchors get static_remote_key channels.
     c.channel_handshake_config
         .negotiate_anchors_zero_fee_htlc_tx = true;
-    // CLN's default minimum depth is 3 blocks.
-    c.channel_handshake_config.minimum_depth = 3;
+    c.channel_handshake_config.minimum_depth = settings.funding_confirms;
     // Every forward passes the `htlc_accepted` hook (LDK 0.3's all-HTLC interception).
     c.htlc_interception_flags = lightning::util::config::HTLCInterceptionFlags::AllValidHTLCs as u8;
     // The opener chooses whether a channel is announced (`fundchannel announce=false`), as

@@ -63,6 +63,9 @@ pub struct HostSettings {
     pub reserved_methods: HashSet<&'static str>,
     /// The node's own option names (plugins cannot declare them).
     pub reserved_options: Vec<&'static str>,
+    /// Options of CLN's built-in plugins: a plugin may declare them, and when none does,
+    /// a value given for one is not an error but logged as having no effect.
+    pub cln_plugin_options: Vec<&'static str>,
     /// `--wasm-sandbox` rules: what each WASM plugin may do.
     #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     pub wasm_sandbox: Vec<wasm::SandboxRule>,
@@ -105,6 +108,7 @@ impl HostSettings {
             default_dir: dir.join("plugins"),
             reserved_methods: HashSet::new(),
             reserved_options: vec![],
+            cln_plugin_options: vec![],
             wasm_sandbox: vec![],
         }
     }
@@ -296,8 +300,16 @@ impl PluginHost {
             }
         }
         let unclaimed = self.reg().options.unclaimed();
-        if let Some(name) = unclaimed.first() {
+        let (inert, unknown): (Vec<String>, Vec<String>) = unclaimed
+            .into_iter()
+            .partition(|n| self.settings.cln_plugin_options.contains(&n.as_str()));
+        if let Some(name) = unknown.first() {
             return Err(FatalError(format!("unknown option: --{name}")));
+        }
+        for name in inert {
+            self.log.source("lightningd").unusual(&format!(
+                "Option --{name} has no effect in Fulgur (an option of a CLN plugin that no plugin registered)"
+            ));
         }
         Ok(())
     }

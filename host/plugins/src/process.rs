@@ -128,10 +128,7 @@ pub(super) fn spawn(b: &Birth<'_>) -> Result<Arc<Plugin>, String> {
     let mut cmd = tokio::process::Command::new(path);
     cmd.current_dir(&host.settings.net_dir)
         .env("LIGHTNINGD_PLUGIN", "1")
-        .env(
-            "LIGHTNINGD_VERSION",
-            concat!("v", env!("CARGO_PKG_VERSION")),
-        )
+        .env("LIGHTNINGD_VERSION", fulgur_base::VERSION)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

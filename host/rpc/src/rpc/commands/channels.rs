@@ -803,7 +803,7 @@ fn run_setchannel(ctx: Ctx, p: Params) -> CommandFuture {
                 "fee_proportional_millionths": cfg.forwarding_fee_proportional_millionths,
                 "minimum_htlc_out_msat": now.next_outbound_htlc_minimum_msat,
                 "maximum_htlc_out_msat": now.counterparty.outbound_htlc_maximum_msat.unwrap_or(now.channel_value_satoshis * 1000),
-                "ignore_fee_limits": false,
+                "ignore_fee_limits": ctx.node.config.ignore_fee_limits,
             });
             if let Some(s) = now.short_channel_id {
                 o["short_channel_id"] = json!(scid_string(s));

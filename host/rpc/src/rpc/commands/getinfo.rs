@@ -73,7 +73,7 @@ fn run(ctx: Ctx, _p: Params) -> CommandFuture {
             "num_inactive_channels": counts.2,
             "address": address,
             "binding": binding,
-            "version": concat!("v", env!("CARGO_PKG_VERSION")),
+            "version": fulgur_base::VERSION,
             "blockheight": n.chain.height(),
             "network": n.config.network.as_str(),
             "fees_collected_msat": fees_collected,

@@ -273,7 +273,9 @@ pub(super) fn parse_invoice_request(
 fn run_invoice(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {
         let network = ctx.node.config.network;
-        let request = parse_invoice_request(&p, network)?;
+        let mut request = parse_invoice_request(&p, network)?;
+        // No `cltv`: `--cltv-final`'s, as in CLN (already raised to LDK's minimum).
+        request.cltv = request.cltv.or(Some(ctx.node.config.cltv_final));
         let l = engine(&ctx.node)?;
         let created = l.create_invoice(request).await.map_err(|e| match e {
             CreateError::DuplicateLabel(label) => RpcError::new(

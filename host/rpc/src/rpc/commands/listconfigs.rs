@@ -5,7 +5,7 @@ use fulgur_protocol::RpcError;
 use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx, command};
-use crate::core_options::render_core;
+use crate::core_options::{render_core, render_unclaimed_cln_plugin_options};
 use crate::rpc::params::{Params, opt};
 
 pub const LISTCONFIGS: Command = Command::new("listconfigs", &[opt("config")], run);
@@ -15,7 +15,13 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
         let want = p.opt_str("config")?;
         let mut configs = render_core(&ctx.node.config);
         ctx.node.plugins.with_options(|t| {
-            for name in t.plugin_names() {
+            let names = t.plugin_names();
+            // CLN plugins' options given with no plugin to take them (their values are
+            // accepted, as CLN accepts them, but do nothing here).
+            configs.extend(render_unclaimed_cln_plugin_options(&ctx.node.config, |n| {
+                names.iter().any(|p| p == n)
+            }));
+            for name in names {
                 if let Some(v) = t.render_plugin(&name) {
                     configs.insert(name, v);
                 }
