@@ -15,6 +15,8 @@ use lightning::sign::ChangeDestinationSourceSync;
 use lightning::sign::SpendableOutputDescriptor;
 use tokio::sync::oneshot;
 
+use lightning::util::config::UserConfig;
+
 use super::Lightning;
 use super::port::{OpenOffer, Question};
 
@@ -91,8 +93,94 @@ pub(crate) struct InboundOpen {
     pub channel_type: lightning::types::features::ChannelTypeFeatures,
 }
 
-/// Pending opens by `user_channel_id`.
-pub type Opens = Mutex<HashMap<u128, PendingOpen>>;
+/// The channels service: what the engine keeps of its channels beside LDK's manager (which
+/// owns the channels themselves): the `fundchannel` calls in progress, the channel
+/// configuration that opens use, and the wallet address closes and sweeps pay to.
+///
+/// Lock order: `opens` is a leaf (held for a lookup or an insert, never across an await or
+/// a call into LDK).
+pub struct Channels {
+    /// Pending opens by `user_channel_id`.
+    opens: Mutex<HashMap<u128, PendingOpen>>,
+    /// Our channel configuration (CLN's defaults where LDK's differ, and the options).
+    config: UserConfig,
+    /// The wallet address sweeps and cooperative closes pay to.
+    destination: Arc<WalletDestination>,
+}
+
+impl Channels {
+    /// The service with `config` for opens and `destination` for closes.
+    pub(crate) fn new(config: UserConfig, destination: Arc<WalletDestination>) -> Channels {
+        Channels {
+            opens: Mutex::new(HashMap::new()),
+            config,
+            destination,
+        }
+    }
+
+    fn opens(&self) -> std::sync::MutexGuard<'_, HashMap<u128, PendingOpen>> {
+        self.opens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The node's channel configuration.
+    pub(crate) fn config(&self) -> &UserConfig {
+        &self.config
+    }
+
+    /// The configuration of one open: announced or not, and its own minimum depth.
+    fn open_config(&self, announce: bool, minconf_depth: Option<u32>) -> UserConfig {
+        let mut config = self.config.clone();
+        config.channel_handshake_config.announce_for_forwarding = announce;
+        if let Some(d) = minconf_depth {
+            config.channel_handshake_config.minimum_depth = d;
+        }
+        config
+    }
+
+    /// A wallet script for a close or a sweep.
+    fn destination_script(&self) -> Result<ScriptBuf, ()> {
+        self.destination.get_change_destination_script()
+    }
+
+    /// A `fundchannel` begins.
+    fn begin(&self, user_channel_id: u128, open: PendingOpen) {
+        self.opens().insert(user_channel_id, open);
+    }
+
+    /// A `fundchannel` ended (answered, failed or abandoned).
+    fn end(&self, user_channel_id: u128) {
+        self.opens().remove(&user_channel_id);
+    }
+
+    /// The caller of open `user_channel_id` now waits on `reply` (for the broadcast).
+    fn wait_again(&self, user_channel_id: u128, reply: oneshot::Sender<Result<Opened, OpenError>>) {
+        if let Some(p) = self.opens().get_mut(&user_channel_id) {
+            p.reply = Some(reply);
+        }
+    }
+
+    /// Whoever waits on open `user_channel_id`, taken (with its funding feerate).
+    pub(crate) fn take_waiter(
+        &self,
+        user_channel_id: u128,
+    ) -> Option<(u32, oneshot::Sender<Result<Opened, OpenError>>)> {
+        self.opens()
+            .get_mut(&user_channel_id)
+            .and_then(|p| p.reply.take().map(|r| (p.feerate_perkw, r)))
+    }
+
+    /// The opens to `peer` still waiting, taken.
+    fn take_waiters_to(
+        &self,
+        peer: PublicKey,
+    ) -> Vec<(u128, oneshot::Sender<Result<Opened, OpenError>>)> {
+        self.opens()
+            .iter_mut()
+            .filter(|(_, o)| o.peer == peer)
+            .filter_map(|(id, o)| o.reply.take().map(|r| (*id, r)))
+            .collect()
+    }
+}
 
 impl Lightning {
     /// `fundchannel`: opens a channel of `amount_sat` to `peer` (already connected), funded from
@@ -116,7 +204,7 @@ impl Lightning {
         let (tx, rx) = oneshot::channel();
         // Before LDK can broadcast anything of this channel.
         let outcomes = self.chain.broadcaster().outcomes();
-        self.opens.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        self.channels.begin(
             user_channel_id,
             PendingOpen {
                 peer,
@@ -124,11 +212,7 @@ impl Lightning {
                 reply: Some(tx),
             },
         );
-        let mut config = self.config.clone();
-        config.channel_handshake_config.announce_for_forwarding = announce;
-        if let Some(d) = minconf_depth {
-            config.channel_handshake_config.minimum_depth = d;
-        }
+        let config = self.channels.open_config(announce, minconf_depth);
         let temporary_id = match self.manager.create_channel(
             peer,
             amount_sat,
@@ -139,10 +223,7 @@ impl Lightning {
         ) {
             Ok(id) => id,
             Err(e) => {
-                self.opens
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&user_channel_id);
+                self.channels.end(user_channel_id);
                 return Err(OpenError::Refused(super::api_error(&e)));
             }
         };
@@ -160,10 +241,7 @@ impl Lightning {
             }
             Err(e) => Err(e),
         };
-        self.opens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&user_channel_id);
+        self.channels.end(user_channel_id);
         self.ldk_log.funded(temporary_id);
         r
     }
@@ -179,14 +257,7 @@ impl Lightning {
     ) -> Result<Opened, OpenError> {
         let txid = opened.tx.compute_txid();
         let (tx, closed) = oneshot::channel();
-        if let Some(p) = self
-            .opens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&user_channel_id)
-        {
-            p.reply = Some(tx);
-        }
+        self.channels.wait_again(user_channel_id, tx);
         // A close between the funding and the line above found no one to tell.
         if !self
             .manager
@@ -231,14 +302,7 @@ impl Lightning {
     /// unfunded channel is dropped rather than re-offered when the peer comes back.
     /// Opens whose funding is already being built are left to finish.
     pub(crate) fn abandon_opens_to(&self, peer: PublicKey) {
-        let waiting: Vec<(u128, oneshot::Sender<_>)> = self
-            .opens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter_mut()
-            .filter(|(_, o)| o.peer == peer)
-            .filter_map(|(id, o)| o.reply.take().map(|r| (*id, r)))
-            .collect();
+        let waiting = self.channels.take_waiters_to(peer);
         if waiting.is_empty() {
             return;
         }
@@ -302,12 +366,7 @@ impl Lightning {
         script: ScriptBuf,
         user_channel_id: u128,
     ) {
-        let pending = self
-            .opens
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&user_channel_id)
-            .and_then(|p| p.reply.take().map(|r| (p.feerate_perkw, r)));
+        let pending = self.channels.take_waiter(user_channel_id);
         let Some((feerate, reply)) = pending else {
             // Not ours, or its caller gave up (timed out, or the node restarted): nothing
             // will fund it.
@@ -511,8 +570,8 @@ impl Lightning {
         let script = match destination {
             Some(s) => s,
             None => self
-                .destination
-                .get_change_destination_script()
+                .channels
+                .destination_script()
                 .map_err(|()| "no wallet address".to_string())?,
         };
         let shutdown = lightning::ln::script::ShutdownScript::try_from(script)

@@ -28,7 +28,7 @@ use lightning::util::persist::{
 };
 use lightning::util::ser::{ReadableArgs, Writeable};
 
-use super::{Graph, Lightning, Log, Scorer};
+use super::{Lightning, Log, NetGraph, Scorer};
 use crate::log::SourceLog;
 use crate::store::kv::SqliteKvStore;
 
@@ -162,7 +162,7 @@ fn since_epoch() -> Duration {
 
 /// Removes channels whose updates are older than two weeks (LDK's rule) and stops tracking
 /// long-removed ones; returns how many channels and nodes the graph has left.
-pub fn prune_graph(graph: &Graph, now: Duration) -> (usize, usize) {
+pub fn prune_graph(graph: &NetGraph, now: Duration) -> (usize, usize) {
     graph.remove_stale_channels_and_tracking_with_time(now.as_secs());
     let ro = graph.read_only();
     (ro.channels().len(), ro.nodes().len())
@@ -177,7 +177,7 @@ pub fn decay_scorer(scorer: &RwLock<Scorer>, now: Duration) {
 }
 
 /// Writes the network graph to the key-value store.
-pub fn write_graph(kv: &SqliteKvStore, graph: &Graph) -> Result<(), lightning::io::Error> {
+pub fn write_graph(kv: &SqliteKvStore, graph: &NetGraph) -> Result<(), lightning::io::Error> {
     kv.write("", "", NETWORK_GRAPH_PERSISTENCE_KEY, graph.encode())
 }
 
@@ -196,23 +196,28 @@ pub fn read_graph(
     network: bitcoin::Network,
     log: &Log,
     why: &SourceLog,
-) -> Graph {
+) -> NetGraph {
     match kv.read("", "", NETWORK_GRAPH_PERSISTENCE_KEY) {
-        Ok(bytes) => match Graph::read(&mut lightning::io::Cursor::new(&bytes), log.clone()) {
+        Ok(bytes) => match NetGraph::read(&mut lightning::io::Cursor::new(&bytes), log.clone()) {
             Ok(g) => g,
             Err(e) => {
                 why.unusual(&format!(
                     "stored network graph unreadable ({e:?}); starting empty"
                 ));
-                Graph::new(network, log.clone())
+                NetGraph::new(network, log.clone())
             }
         },
-        Err(_) => Graph::new(network, log.clone()),
+        Err(_) => NetGraph::new(network, log.clone()),
     }
 }
 
 /// The stored scorer (what it learnt survives restarts), or a fresh one.
-pub fn read_scorer(kv: &SqliteKvStore, graph: &Arc<Graph>, log: &Log, why: &SourceLog) -> Scorer {
+pub fn read_scorer(
+    kv: &SqliteKvStore,
+    graph: &Arc<NetGraph>,
+    log: &Log,
+    why: &SourceLog,
+) -> Scorer {
     let decay = ProbabilisticScoringDecayParameters::default();
     match kv.read("", "", SCORER_PERSISTENCE_KEY) {
         Ok(bytes) => Scorer::read(
@@ -250,16 +255,12 @@ impl Lightning {
                 }
             }
             Duty::PruneGraph => {
-                let (channels, nodes) = prune_graph(&self.graph, since_epoch());
-                self.log.debug(&format!(
-                    "Network graph pruned: {channels} channels, {nodes} nodes left"
-                ));
-                self.persist_graph();
+                self.graph.prune(since_epoch());
+                self.graph.persist_graph();
             }
             Duty::DecayScorer => {
-                decay_scorer(&self.scorer, since_epoch());
-                self.log.debug("Scorer decayed");
-                self.persist_scorer();
+                self.graph.decay(since_epoch());
+                self.graph.persist_scorer();
             }
             Duty::ArchiveMonitors => {
                 let before = self.monitor.list_monitors().len();
@@ -281,17 +282,12 @@ impl Lightning {
 
     /// Writes the network graph (after pruning, and at `stop`).
     pub fn persist_graph(&self) {
-        if let Err(e) = write_graph(&self.kv, &self.graph) {
-            self.log
-                .unusual(&format!("cannot persist the network graph: {e}"));
-        }
+        self.graph.persist_graph();
     }
 
     /// Writes the scorer (after each decay, and at `stop`).
     pub fn persist_scorer(&self) {
-        if let Err(e) = write_scorer(&self.kv, &self.scorer) {
-            self.log.unusual(&format!("cannot persist the scorer: {e}"));
-        }
+        self.graph.persist_scorer();
     }
 }
 
@@ -407,8 +403,8 @@ mod tests {
         }
 
         /// A graph with one channel between keys 1 and 2, announced at `at`.
-        fn graph(at: Duration) -> Graph {
-            let g = Graph::new(bitcoin::Network::Regtest, log());
+        fn graph(at: Duration) -> NetGraph {
+            let g = NetGraph::new(bitcoin::Network::Regtest, log());
             let (a, b) = (key(1), key(2));
             let (one, two) = if a.serialize() < b.serialize() {
                 (a, b)

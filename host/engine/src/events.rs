@@ -123,13 +123,7 @@ impl Lightning {
                     .info(&format!("Channel {channel_id} closed: {reason}"));
                 // A `fundchannel` still waiting for this channel fails now, with the peer's
                 // reason (e.g. an `openchannel` hook's error_message), instead of timing out.
-                let waiting = self
-                    .opens
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_mut(&user_channel_id)
-                    .and_then(|p| p.reply.take());
-                if let Some(reply) = waiting {
+                if let Some((_, reply)) = self.channels.take_waiter(user_channel_id) {
                     let _ = reply.send(Err(super::channels::OpenError::Closed(open_failure(
                         &reason,
                     ))));

@@ -19,12 +19,22 @@ use lightning::routing::gossip::{ChannelUpdateInfo, NetworkGraph, NodeId};
 use lightning::routing::router::{
     CandidateRouteHop, PaymentParameters, RouteParameters, find_route,
 };
-use lightning::routing::scoring::{ChannelUsage, ProbabilisticScoringFeeParameters, ScoreLookUp};
+use lightning::routing::scoring::{
+    ChannelUsage, ProbabilisticScoringFeeParameters, ScoreLookUp, ScoreUpdate,
+};
 use lightning::sign::EntropySource;
 use lightning::util::logger::Logger;
 
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use lightning::routing::gossip::NetworkUpdate;
+use lightning::routing::router::Path;
+
 use super::payments::{direction, path_to_cln_route};
-use super::{Lightning, features_be};
+use super::{Lightning, NetGraph, Scorer, features_be};
+use crate::log::SourceLog;
+use crate::store::kv::SqliteKvStore;
 
 /// CLN's default final CLTV for `getroute`.
 pub const DEFAULT_CLTV: u32 = 9;
@@ -391,15 +401,150 @@ pub fn getroute<L: Logger, S: ScoreLookUp<ScoreParams = ProbabilisticScoringFeeP
         .collect())
 }
 
+/// The graph service: the network graph that gossip fills and the scorer that payments
+/// teach, with CLN's views of them (`listchannels`, `listnodes`), routes (`getroute`) and
+/// their upkeep (pruning, decay, persistence in the key-value store). LDK's gossip sync,
+/// router and message router share the two `Arc`s; the rest of the engine goes through
+/// these methods.
+///
+/// Lock order: the scorer's `RwLock` is a leaf. LDK's router reads it while it finds a
+/// route, payment events write it, and nothing is locked under it; the graph's own locks
+/// are LDK's.
+pub struct Graph {
+    network: Arc<NetGraph>,
+    scorer: Arc<RwLock<Scorer>>,
+    kv: Arc<SqliteKvStore>,
+    log: SourceLog,
+}
+
+impl Graph {
+    /// The service over `network` and `scorer` (read from `kv` by [`super::duties`]).
+    pub(crate) fn new(
+        network: Arc<NetGraph>,
+        scorer: Arc<RwLock<Scorer>>,
+        kv: Arc<SqliteKvStore>,
+        log: SourceLog,
+    ) -> Graph {
+        Graph {
+            network,
+            scorer,
+            kv,
+            log,
+        }
+    }
+
+    /// LDK's graph, for what reads it directly (a payment's hop details).
+    pub(crate) fn network(&self) -> &Arc<NetGraph> {
+        &self.network
+    }
+
+    /// `listchannels`.
+    pub fn channels(&self, filter: ChannelFilter) -> Vec<GraphChannel> {
+        channels(&self.network, filter)
+    }
+
+    /// `listnodes`.
+    pub fn nodes(&self, id: Option<PublicKey>) -> Vec<GraphNode> {
+        nodes(&self.network, id)
+    }
+
+    /// Whether `id` is a node of the graph.
+    pub fn knows_node(&self, id: &PublicKey) -> bool {
+        self.network
+            .read_only()
+            .node(&NodeId::from_pubkey(id))
+            .is_some()
+    }
+
+    /// A route from `source` for `req`, with our usable channels as `first_hops` when the
+    /// source is us.
+    pub(crate) fn route(
+        &self,
+        source: PublicKey,
+        first_hops: Option<&[&ChannelDetails]>,
+        req: &GetrouteRequest,
+        random: &[u8; 32],
+    ) -> Result<Vec<RouteHop>, RouteError> {
+        let scorer = self.scorer.read().unwrap_or_else(|p| p.into_inner());
+        getroute(
+            &self.network,
+            source,
+            first_hops,
+            &*scorer,
+            req,
+            random,
+            Arc::new(super::LdkLog::new(self.log.clone())),
+        )
+    }
+
+    /// What a failed payment path teaches: the channel update it carried, and the
+    /// scorer's view of `path` (failed at `scid`, or successful up to a final failure).
+    pub(crate) fn learn_failure(
+        &self,
+        update: Option<&NetworkUpdate>,
+        path: &Path,
+        scid: Option<u64>,
+        failed_permanently: bool,
+        now: Duration,
+    ) {
+        if let Some(u) = update {
+            self.network.handle_network_update(u);
+        }
+        let mut s = self.scorer.write().unwrap_or_else(|p| p.into_inner());
+        match scid {
+            Some(scid) => s.payment_path_failed(path, scid, now),
+            None if failed_permanently => s.payment_path_successful(path, now),
+            None => {}
+        }
+    }
+
+    /// A path that carried a payment.
+    pub(crate) fn learn_success(&self, path: &Path, now: Duration) {
+        self.scorer
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .payment_path_successful(path, now);
+    }
+
+    /// Drops stale channels (LDK's two-week rule).
+    pub(crate) fn prune(&self, now: Duration) {
+        let (channels, nodes) = super::duties::prune_graph(&self.network, now);
+        self.log.debug(&format!(
+            "Network graph pruned: {channels} channels, {nodes} nodes left"
+        ));
+    }
+
+    /// Lets the scorer's learnt bounds decay up to `now`.
+    pub(crate) fn decay(&self, now: Duration) {
+        super::duties::decay_scorer(&self.scorer, now);
+        self.log.debug("Scorer decayed");
+    }
+
+    /// Writes the network graph (after pruning, and at `stop`).
+    pub(crate) fn persist_graph(&self) {
+        if let Err(e) = super::duties::write_graph(&self.kv, &self.network) {
+            self.log
+                .unusual(&format!("cannot persist the network graph: {e}"));
+        }
+    }
+
+    /// Writes the scorer (after each decay, and at `stop`).
+    pub(crate) fn persist_scorer(&self) {
+        if let Err(e) = super::duties::write_scorer(&self.kv, &self.scorer) {
+            self.log.unusual(&format!("cannot persist the scorer: {e}"));
+        }
+    }
+}
+
 impl Lightning {
     /// `listchannels`.
     pub fn listchannels(&self, filter: ChannelFilter) -> Vec<GraphChannel> {
-        channels(&self.graph, filter)
+        self.graph.channels(filter)
     }
 
     /// `listnodes`.
     pub fn listnodes(&self, id: Option<PublicKey>) -> Vec<GraphNode> {
-        nodes(&self.graph, id)
+        self.graph.nodes(id)
     }
 
     /// `getroute`: a route from us (or `fromid`), usable as `sendpay`'s route.
@@ -410,20 +555,7 @@ impl Lightning {
         let first: Vec<&ChannelDetails> = channels.iter().collect();
         let first_hops = (source == us).then_some(first.as_slice());
         let random = self.keys.get_secure_random_bytes();
-        let scorer = self.scorer.read().unwrap_or_else(|p| p.into_inner());
-        getroute(
-            &self.graph,
-            source,
-            first_hops,
-            &*scorer,
-            req,
-            &random,
-            self.graph_logger(),
-        )
-    }
-
-    fn graph_logger(&self) -> super::Log {
-        std::sync::Arc::new(super::LdkLog::new(self.log.clone()))
+        self.graph.route(source, first_hops, req, &random)
     }
 }
 

@@ -244,22 +244,22 @@ const BENIGN_LDK_ERRORS: &[&str] = &[
 
 /// LDK's logger.
 pub type Log = Arc<LdkLog>;
-/// The network graph.
-pub type Graph = NetworkGraph<Log>;
+/// LDK's network graph (owned by the [`graph::Graph`] service).
+pub type NetGraph = NetworkGraph<Log>;
 /// Gossip: the graph fed by peers, announcements checked against the chain.
-pub type Gossip = P2PGossipSync<Arc<Graph>, Arc<dyn UtxoLookup + Send + Sync>, Log>;
+pub type Gossip = P2PGossipSync<Arc<NetGraph>, Arc<dyn UtxoLookup + Send + Sync>, Log>;
 /// The payment scorer.
-pub type Scorer = ProbabilisticScorer<Arc<Graph>, Log>;
+pub type Scorer = ProbabilisticScorer<Arc<NetGraph>, Log>;
 /// LDK's router (used for its own retries; `getroute` calls `find_route` directly).
 pub type Router = DefaultRouter<
-    Arc<Graph>,
+    Arc<NetGraph>,
     Log,
     Arc<KeysManager>,
     Arc<RwLock<Scorer>>,
     ProbabilisticScoringFeeParameters,
     Scorer,
 >;
-type MsgRouter = DefaultMessageRouter<Arc<Graph>, Log, Arc<KeysManager>>;
+type MsgRouter = DefaultMessageRouter<Arc<NetGraph>, Log, Arc<KeysManager>>;
 /// The chain monitor.
 pub type Monitor = ChainMonitor<
     InMemorySigner,
@@ -363,9 +363,11 @@ pub struct Deps {
     pub color: String,
 }
 
-/// The running engine: LDK's objects, and the services that own the node's own tables
+/// The running engine: LDK's objects, and the services that own the node's own state
 /// ([`invoices::Invoices`], [`payments::Payments`], [`forwards::Forwards`], the closed
-/// channels' [`closed::Closed`]). Its methods are the orchestration that needs LDK:
+/// channels' [`closed::Closed`], the opens and channel configuration of
+/// [`channels::Channels`], the network graph and scorer of [`graph::Graph`]). Its methods
+/// are the orchestration that needs LDK:
 /// creating an invoice, sending a part, handling LDK's events, opening and closing.
 ///
 /// # Lock order
@@ -380,9 +382,9 @@ pub struct Deps {
 /// [`LdkLog`] (its `dropping` set), the [`Outbox`] queue and [`PeerWatcher`] while holding
 /// its own locks; these stay leaves, and no lock of ours is held while calling LDK's
 /// `ChannelManager` or `PeerManager` (rust-lightning's `channelmanager.rs` documents the
-/// order inside). The scorer's `RwLock` is LDK's router's too: read while a route is found
-/// (`getroute`, as LDK's router reads it), written to update the scores, and nothing of ours
-/// is locked under it.
+/// order inside). The services' locks are leaves too (each service documents its own); the
+/// scorer's `RwLock` in [`graph::Graph`] is LDK's router's as well, and nothing of ours is
+/// locked under it.
 pub struct Lightning {
     /// The channel manager.
     pub(crate) manager: Arc<Manager>,
@@ -392,10 +394,8 @@ pub struct Lightning {
     pub(crate) peers: Arc<Peers>,
     /// Keys from `hsm_secret` (node key, signing, entropy).
     pub(crate) keys: Arc<KeysManager>,
-    /// The network graph (gossip).
-    pub(crate) graph: Arc<Graph>,
-    /// The payment scorer.
-    pub(crate) scorer: Arc<RwLock<Scorer>>,
+    /// The network graph and the payment scorer, with their views, routes and upkeep.
+    pub(crate) graph: graph::Graph,
     /// The database (our own tables beside LDK's key-value store).
     pub(crate) store: crate::store::Store,
     /// The node's plugins: notifications and hooks.
@@ -416,12 +416,8 @@ pub struct Lightning {
     pub(crate) sweeper: Arc<Sweeper>,
     /// Handles `Event::BumpTransaction` with wallet coins.
     pub(crate) bumper: Bumper,
-    /// The wallet address sweeps and cooperative closes pay to.
-    pub(crate) destination: Arc<channels::WalletDestination>,
-    /// Our channel configuration (CLN's defaults where LDK's differ).
-    pub(crate) config: UserConfig,
-    /// `fundchannel` calls waiting for LDK.
-    pub(crate) opens: channels::Opens,
+    /// Opens in progress, the channel configuration, the wallet address closes pay to.
+    pub(crate) channels: channels::Channels,
     /// HTLCs waiting for `htlc_accepted`, with their deadline heights.
     pub(crate) held: htlcs::HeldMap,
     /// Held HTLCs decided since the last channel manager write: their replay records go
@@ -723,8 +719,7 @@ impl Lightning {
             monitor,
             peers,
             keys,
-            graph,
-            scorer,
+            graph: graph::Graph::new(graph, scorer, kv.clone(), deps.log.clone()),
             store: deps.store.clone(),
             port: deps.port.clone(),
             chain: deps.chain.clone(),
@@ -745,9 +740,7 @@ impl Lightning {
             ),
             sweeper,
             bumper,
-            destination,
-            config,
-            opens: Mutex::new(Default::default()),
+            channels: channels::Channels::new(config, destination),
             held: Mutex::new(Default::default()),
             held_resolved: Mutex::new(Vec::new()),
             claimed: Mutex::new(Default::default()),
@@ -1055,7 +1048,10 @@ impl Lightning {
 
     /// The confirmations a channel opened to us or by us waits for, unless the caller says.
     pub fn default_min_depth(&self) -> u32 {
-        self.config.channel_handshake_config.minimum_depth
+        self.channels
+            .config()
+            .channel_handshake_config
+            .minimum_depth
     }
 
     /// What every settled forward earned.
@@ -1085,10 +1081,7 @@ impl Lightning {
 
     /// Whether `id` is a node of the gossip graph.
     pub fn knows_node(&self, id: &PublicKey) -> bool {
-        self.graph
-            .read_only()
-            .node(&lightning::routing::gossip::NodeId::from_pubkey(id))
-            .is_some()
+        self.graph.knows_node(id)
     }
 
     /// Disconnects `id`, sending it `why` as a BOLT 1 warning first (when not empty).

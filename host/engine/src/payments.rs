@@ -24,7 +24,6 @@ use lightning::ln::channelmanager::PaymentId;
 use lightning::ln::outbound_payment::{RecipientOnionFields, RetryableSendFailure};
 use lightning::routing::gossip::{NetworkUpdate, NodeId};
 use lightning::routing::router::{Path, PaymentParameters, Route, RouteHop, RouteParameters};
-use lightning::routing::scoring::ScoreUpdate;
 use lightning::types::features::{ChannelFeatures, NodeFeatures};
 use lightning::types::payment::{PaymentHash, PaymentSecret};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -1635,7 +1634,7 @@ struct Prepared {
 
 impl Lightning {
     fn hop_info(&self, hops: &[ClnHop]) -> Vec<HopInfo> {
-        let graph = self.graph.read_only();
+        let graph = self.graph.network().read_only();
         hops.iter()
             .map(|h| {
                 let node = graph.node(&NodeId::from_pubkey(&h.id));
@@ -1964,22 +1963,19 @@ impl Lightning {
                 short_channel_id,
                 ..
             } => {
-                if let PathFailure::OnPath {
-                    network_update: Some(u),
-                } = &failure
-                {
-                    self.graph.handle_network_update(u);
-                }
-                {
-                    let mut s = self.scorer.write().unwrap_or_else(|p| p.into_inner());
-                    match short_channel_id {
-                        Some(scid) => s.payment_path_failed(&path, scid, since_epoch),
-                        None if payment_failed_permanently => {
-                            s.payment_path_successful(&path, since_epoch)
-                        }
-                        None => {}
-                    }
-                }
+                let update = match &failure {
+                    PathFailure::OnPath {
+                        network_update: Some(u),
+                    } => Some(u),
+                    _ => None,
+                };
+                self.graph.learn_failure(
+                    update,
+                    &path,
+                    short_channel_id,
+                    payment_failed_permanently,
+                    since_epoch,
+                );
                 let Some(id) = payment_id else {
                     return Ok(());
                 };
@@ -2011,10 +2007,7 @@ impl Lightning {
                     .await?;
             }
             Event::PaymentPathSuccessful { path, .. } => {
-                self.scorer
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .payment_path_successful(&path, since_epoch);
+                self.graph.learn_success(&path, since_epoch);
             }
             other => self.log.debug(&format!("LDK payment event: {other:?}")),
         }
