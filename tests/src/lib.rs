@@ -253,6 +253,13 @@ impl Node {
         conn.call(method, params)
     }
 
+    /// A call to a node that may be dying or restarting (a crash test's): `None` when its
+    /// socket refuses the connection or closes before the reply.
+    pub fn try_call(&self, method: &str, params: Value) -> Option<Result<Value, Value>> {
+        let mut conn = RpcConn::try_connect(&self.socket())?;
+        conn.try_call(method, params)
+    }
+
     /// A call that must succeed.
     pub fn ok(&self, method: &str, params: Value) -> Value {
         self.call(method, params)
@@ -333,6 +340,15 @@ impl RpcConn {
     pub fn connect(path: &Path) -> RpcConn {
         let stream =
             UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {}: {e}", path.display()));
+        Self::over(stream)
+    }
+
+    /// Connects to a socket, if something listens there.
+    pub fn try_connect(path: &Path) -> Option<RpcConn> {
+        UnixStream::connect(path).ok().map(Self::over)
+    }
+
+    fn over(stream: UnixStream) -> RpcConn {
         stream.set_read_timeout(Some(Duration::from_secs(60))).ok();
         RpcConn {
             stream,
@@ -370,19 +386,22 @@ impl RpcConn {
 
     /// A call: `Ok(result)` or `Err(error object)`.
     pub fn call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
+        self.try_call(method, params)
+            .unwrap_or_else(|| panic!("connection closed during {method}"))
+    }
+
+    /// A call, or `None` if the connection closed before the reply (the node died).
+    pub fn try_call(&mut self, method: &str, params: Value) -> Option<Result<Value, Value>> {
         self.next_id += 1;
         let id = format!("e2e:{method}#{}", self.next_id);
         let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        self.send_raw(req.to_string().as_bytes())
-            .unwrap_or_else(|e| panic!("send: {e}"));
-        let reply = self
-            .read_reply()
-            .unwrap_or_else(|| panic!("connection closed during {method}"));
+        self.send_raw(req.to_string().as_bytes()).ok()?;
+        let reply = self.read_reply()?;
         assert_eq!(reply["id"], json!(id), "reply id must echo the request id");
-        match reply.get("result") {
+        Some(match reply.get("result") {
             Some(r) => Ok(r.clone()),
             None => Err(reply.get("error").cloned().unwrap_or(Value::Null)),
-        }
+        })
     }
 }
 

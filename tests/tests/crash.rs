@@ -34,25 +34,25 @@ fn start_again(n: &mut LnNode) {
 /// for it; returns its payment hash, or `None` if the node refused (it may be dying).
 fn start_payment(a: &LnNode, b: &LnNode, label: &str, msat: u64) -> Option<String> {
     let inv = b
-        .call(
+        .try_call(
             "invoice",
             json!({"amount_msat": msat, "label": label, "description": "crash"}),
-        )
+        )?
         .ok()?;
     let hash = inv["payment_hash"].as_str()?.to_string();
     let secret = inv["payment_secret"].as_str()?.to_string();
     let route = a
-        .call(
+        .try_call(
             "getroute",
             // The final delay covers the invoice's min_final_cltv_expiry (getroute's default, 9,
             // does not: LDK then fails the HTLC back as too close to its expiry).
             json!({"id": b.id, "amount_msat": msat, "riskfactor": 1, "cltv": 50}),
-        )
+        )?
         .ok()?;
-    a.call(
+    a.try_call(
         "sendpay",
         json!({"route": route["route"], "payment_hash": hash, "payment_secret": secret}),
-    )
+    )?
     .ok()?;
     Some(hash)
 }
