@@ -303,7 +303,7 @@ pub fn config(data: &[u8]) {
     else {
         return;
     };
-    let _ = crate::core_options::render_core(&c);
+    let _ = commands::listconfigs::render_core(&c);
     let table = crate::options::OptionTable::new(&c.plugin_opts, &core_names());
     let _ = table.unclaimed();
 }

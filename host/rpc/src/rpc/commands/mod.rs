@@ -14,7 +14,7 @@ mod graph;
 mod help;
 mod invoice;
 mod keysend;
-mod listconfigs;
+pub(crate) mod listconfigs;
 mod listfunds;
 mod listtransactions;
 mod newaddr;
