@@ -508,12 +508,18 @@ mod tests {
         assert_eq!(Level::parse("WARN"), Some(Level::Unusual));
     }
 
-    #[test]
-    fn log_prefix_and_no_timestamps_shape_lines_as_clns() {
-        let d = std::env::temp_dir().join(format!("fulgur-log-format-{}", std::process::id()));
+    /// An empty directory for a test's log file, and the file's path.
+    fn fresh_log(tag: &str) -> (PathBuf, PathBuf) {
+        let d = std::env::temp_dir().join(format!("fulgur-log-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
         let path = d.join("log");
+        (d, path)
+    }
+
+    #[test]
+    fn log_prefix_and_no_timestamps_shape_lines_as_clns() {
+        let (d, path) = fresh_log("format");
         let format = LineFormat {
             prefix: "node1 ".into(),
             timestamps: false,
@@ -535,10 +541,7 @@ mod tests {
 
     #[test]
     fn reopen_starts_a_new_file_after_rotation() {
-        let d = std::env::temp_dir().join(format!("fulgur-log-reopen-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
-        let path = d.join("log");
+        let (d, path) = fresh_log("reopen");
         let log =
             Logger::to_files(vec![], std::slice::from_ref(&path)).unwrap_or_else(|e| panic!("{e}"));
         log.log(Level::Info, "lightningd", "before");

@@ -1369,8 +1369,9 @@ fn channel_settings(
             Some(v) => T::try_from(*v).map_err(|_| err(format!("{name}: '{v}' is out of range"))),
         }
     }
-    let mut floor = |name: &str, v: u64, min: u64, given: bool| -> u64 {
-        if given && v < min {
+    let given = |name: &str| m.value_source(name) == Some(clap::parser::ValueSource::CommandLine);
+    let mut floor = |name: &str, v: u64, min: u64| -> u64 {
+        if given(name) && v < min {
             notes.push(format!(
                 "Option --{name}={v} is below LDK's minimum of {min}: using {min}"
             ));
@@ -1378,45 +1379,23 @@ fn channel_settings(
         v.max(min)
     };
     let d = ChannelSettings::default();
-    let given = |name: &str| m.value_source(name) == Some(clap::parser::ValueSource::CommandLine);
-    let cltv_delta = int(m, "cltv-delta", d.cltv_expiry_delta)?;
-    let cltv_delta = floor(
-        "cltv-delta",
-        u64::from(cltv_delta),
-        u64::from(MIN_CLTV_DELTA),
-        given("cltv-delta"),
-    );
-    let watchtime = int(m, "watchtime-blocks", d.watchtime_blocks)?;
+    let cltv_delta = int(m, "cltv-delta", u64::from(d.cltv_expiry_delta))?;
+    let cltv_delta = floor("cltv-delta", cltv_delta, u64::from(MIN_CLTV_DELTA));
+    let watchtime = int(m, "watchtime-blocks", u64::from(d.watchtime_blocks))?;
     let watchtime = floor(
         "watchtime-blocks",
-        u64::from(watchtime),
+        watchtime,
         u64::from(MIN_WATCHTIME_BLOCKS),
-        given("watchtime-blocks"),
     );
     let htlc_minimum_msat = m
         .get_one::<u64>("htlc-minimum-msat")
         .copied()
         .unwrap_or(d.htlc_minimum_msat);
-    let htlc_minimum_msat = floor(
-        "htlc-minimum-msat",
-        htlc_minimum_msat,
-        1,
-        given("htlc-minimum-msat"),
-    );
+    let htlc_minimum_msat = floor("htlc-minimum-msat", htlc_minimum_msat, 1);
     let min_capacity_sat = int(m, "min-capacity-sat", d.min_capacity_sat)?;
-    let min_capacity_sat = floor(
-        "min-capacity-sat",
-        min_capacity_sat,
-        1000,
-        given("min-capacity-sat"),
-    );
-    let cltv_final = int(m, "cltv-final", u32::from(MIN_FINAL_CLTV))?;
-    let cltv_final = floor(
-        "cltv-final",
-        u64::from(cltv_final),
-        u64::from(MIN_FINAL_CLTV),
-        given("cltv-final"),
-    );
+    let min_capacity_sat = floor("min-capacity-sat", min_capacity_sat, 1000);
+    let cltv_final = int(m, "cltv-final", u64::from(MIN_FINAL_CLTV))?;
+    let cltv_final = floor("cltv-final", cltv_final, u64::from(MIN_FINAL_CLTV));
     let settings = ChannelSettings {
         max_concurrent_htlcs,
         fee_base_msat: int(m, "fee-base", d.fee_base_msat)?,

@@ -163,22 +163,13 @@ impl LdkLogger for LdkLog {
         } else {
             level
         };
-        let level = if level == Level::Broken
-            && r.channel_id.is_some_and(|c| {
-                self.dropping
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(&c)
-            }) {
+        let about = |set: &Mutex<HashSet<ChannelId>>| {
+            r.channel_id
+                .is_some_and(|c| set.lock().unwrap_or_else(|p| p.into_inner()).contains(&c))
+        };
+        let level = if level == Level::Broken && about(&self.dropping) {
             Level::Info
-        } else if level == Level::Broken
-            && r.channel_id.is_some_and(|c| {
-                self.opening
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(&c)
-            })
-        {
+        } else if level == Level::Broken && about(&self.opening) {
             Level::Unusual
         } else {
             level
@@ -526,18 +517,30 @@ impl Lightning {
             Err(e) if e.kind() == lightning::io::ErrorKind::NotFound => None,
             Err(e) => return Err(format!("reading the channel manager: {e}")),
         };
+        // The channel manager's parts, whether it is read back or new.
+        let manager_parts = || {
+            (
+                fees.clone(),
+                monitor.clone(),
+                broadcaster.clone(),
+                router.clone(),
+                msg_router.clone(),
+                log.clone(),
+            )
+        };
         let manager: Arc<Manager> = match stored {
             Some(bytes) => {
+                let (f, m, b, r, mr, l) = manager_parts();
                 let args = ChannelManagerReadArgs::new(
                     keys.clone(),
                     keys.clone(),
                     keys.clone(),
-                    fees.clone(),
-                    monitor.clone(),
-                    broadcaster.clone(),
-                    router.clone(),
-                    msg_router.clone(),
-                    log.clone(),
+                    f,
+                    m,
+                    b,
+                    r,
+                    mr,
+                    l,
                     config.clone(),
                     monitors.iter().map(|(_, m)| m).collect(),
                 );
@@ -557,13 +560,14 @@ impl Lightning {
                     .unwrap_or(0);
                 deps.log
                     .info(&format!("New channel manager at block {}", tip.1));
+                let (f, m, b, r, mr, l) = manager_parts();
                 Arc::new(ChannelManager::new(
-                    fees.clone(),
-                    monitor.clone(),
-                    broadcaster.clone(),
-                    router.clone(),
-                    msg_router.clone(),
-                    log.clone(),
+                    f,
+                    m,
+                    b,
+                    r,
+                    mr,
+                    l,
                     keys.clone(),
                     keys.clone(),
                     keys.clone(),
@@ -593,6 +597,18 @@ impl Lightning {
         deps.chain
             .add_listener("chain_monitor", monitor.clone(), Some(best));
 
+        // The output sweeper's parts, whether it is read back or new.
+        let sweeper_parts = || {
+            (
+                broadcaster.clone(),
+                fees.clone(),
+                None,
+                keys.clone(),
+                destination.clone(),
+                kv.clone(),
+                log.clone(),
+            )
+        };
         let sweeper: Arc<Sweeper> = match kv.read(
             OUTPUT_SWEEPER_PERSISTENCE_PRIMARY_NAMESPACE,
             OUTPUT_SWEEPER_PERSISTENCE_SECONDARY_NAMESPACE,
@@ -617,30 +633,17 @@ impl Lightning {
                     .map_err(|e| format!("writing the output sweeper: {e}"))?;
                     bytes = repaired;
                 }
-                let args = (
-                    broadcaster.clone(),
-                    fees.clone(),
-                    None,
-                    keys.clone(),
-                    destination.clone(),
-                    kv.clone(),
-                    log.clone(),
-                );
-                let (_, sw) =
-                    <(BlockLocator, Sweeper)>::read(&mut lightning::io::Cursor::new(&bytes), args)
-                        .map_err(|e| format!("reading the output sweeper: {e:?}"))?;
+                let (_, sw) = <(BlockLocator, Sweeper)>::read(
+                    &mut lightning::io::Cursor::new(&bytes),
+                    sweeper_parts(),
+                )
+                .map_err(|e| format!("reading the output sweeper: {e:?}"))?;
                 Arc::new(sw)
             }
             Err(e) if e.kind() == lightning::io::ErrorKind::NotFound => {
+                let (b, f, filter, k, d, store, l) = sweeper_parts();
                 Arc::new(lightning::util::sweep::OutputSweeperSync::new(
-                    best,
-                    broadcaster.clone(),
-                    fees.clone(),
-                    None,
-                    keys.clone(),
-                    destination.clone(),
-                    kv.clone(),
-                    log.clone(),
+                    best, b, f, filter, k, d, store, l,
                 ))
             }
             Err(e) => return Err(format!("reading the output sweeper: {e}")),
@@ -688,22 +691,27 @@ impl Lightning {
             log.clone(),
             keys.clone(),
         ));
-        let forwards = forwards::Forwards::open(
-            deps.store.clone(),
-            deps.clock.clone(),
-            deps.port.clone(),
-            deps.log.clone(),
-        )
-        .await
-        .map_err(|e| format!("reading forwards: {e}"))?;
-        let closed = closed::Closed::open(
-            deps.store.clone(),
-            deps.clock.clone(),
-            deps.port.clone(),
-            deps.log.clone(),
-        )
-        .await
-        .map_err(|e| format!("reading closed channels: {e}"))?;
+        // What each service is built from: the database, the clock, the plugins, the log.
+        let parts = || {
+            (
+                deps.store.clone(),
+                deps.clock.clone(),
+                deps.port.clone(),
+                deps.log.clone(),
+            )
+        };
+        let (store, clock, port, slog) = parts();
+        let forwards = forwards::Forwards::open(store, clock, port, slog)
+            .await
+            .map_err(|e| format!("reading forwards: {e}"))?;
+        let (store, clock, port, slog) = parts();
+        let closed = closed::Closed::open(store, clock, port, slog)
+            .await
+            .map_err(|e| format!("reading closed channels: {e}"))?;
+        let (store, clock, port, slog) = parts();
+        let invoices = invoices::Invoices::new(store, clock, port, slog);
+        let (store, clock, port, slog) = parts();
+        let payments = payments::Payments::new(store, clock, port, slog);
         let bumper = Bumper::new(
             broadcaster.clone(),
             Arc::new(crate::wallet::bump::BumpCoins::new(
@@ -726,18 +734,8 @@ impl Lightning {
             wallet: deps.wallet.clone(),
             network: deps.network,
             clock: deps.clock.clone(),
-            invoices: invoices::Invoices::new(
-                deps.store.clone(),
-                deps.clock.clone(),
-                deps.port.clone(),
-                deps.log.clone(),
-            ),
-            payments: payments::Payments::new(
-                deps.store.clone(),
-                deps.clock.clone(),
-                deps.port.clone(),
-                deps.log.clone(),
-            ),
+            invoices,
+            payments,
             sweeper,
             bumper,
             channels: channels::Channels::new(config, destination),

@@ -181,12 +181,18 @@ pub fn delete(
     })
 }
 
-/// `datastoreusage`: the bytes the entries at and under `key` take, counted as CLN counts
-/// them (the data, plus the key's strings and one separator between each two).
-pub fn usage(conn: &Connection, key: &[String]) -> Result<u64, DsError> {
+/// The encoded keys of `key` and everything under it: `prefix <= k < upper`.
+fn subtree(key: &[String]) -> (Vec<u8>, Vec<u8>) {
     let prefix = encode(key);
     let mut upper = prefix.clone();
     upper.push(0xff);
+    (prefix, upper)
+}
+
+/// `datastoreusage`: the bytes the entries at and under `key` take, counted as CLN counts
+/// them (the data, plus the key's strings and one separator between each two).
+pub fn usage(conn: &Connection, key: &[String]) -> Result<u64, DsError> {
+    let (prefix, upper) = subtree(key);
     let mut stmt = conn.prepare_cached(
         "SELECT length(key), length(data) FROM datastore WHERE key >= ?1 AND key < ?2",
     )?;
@@ -204,9 +210,7 @@ pub fn usage(conn: &Connection, key: &[String]) -> Result<u64, DsError> {
 /// `listdatastore`: the entry at `key` (with its data) or, for a parent, its immediate
 /// children (children that are themselves parents are shown by key only).
 pub fn list(conn: &Connection, key: &[String]) -> Result<Vec<Entry>, DsError> {
-    let prefix = encode(key);
-    let mut upper = prefix.clone();
-    upper.push(0xff);
+    let (prefix, upper) = subtree(key);
     let mut stmt = conn.prepare_cached(
         "SELECT key, data, generation FROM datastore WHERE key >= ?1 AND key < ?2 ORDER BY key",
     )?;

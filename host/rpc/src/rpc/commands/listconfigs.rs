@@ -75,13 +75,7 @@ pub(crate) fn render_core(config: &Config) -> Map<String, Value> {
                     )
                 };
                 obj.insert(key.into(), Value::Array(values));
-                obj.insert(
-                    "sources".into(),
-                    given
-                        .iter()
-                        .map(|r| Value::from(r.source.to_string()))
-                        .collect(),
-                );
+                obj.insert("sources".into(), sources(&given));
             }
             CoreKind::Flag => {
                 let Some(r) = given.last() else { continue };
@@ -194,13 +188,7 @@ fn render_unclaimed_cln_plugin_options(
                     "values_str".into(),
                     given.iter().map(|r| Value::from(text(r))).collect(),
                 );
-                obj.insert(
-                    "sources".into(),
-                    given
-                        .iter()
-                        .map(|r| Value::from(r.source.to_string()))
-                        .collect(),
-                );
+                obj.insert("sources".into(), sources(&given));
             }
             _ => {
                 let v = typed(last);
@@ -211,6 +199,14 @@ fn render_unclaimed_cln_plugin_options(
         out.insert(o.name.into(), Value::Object(obj));
     }
     out
+}
+
+/// Where each occurrence of a multi option came from, in order.
+fn sources(given: &[&RawOpt]) -> Value {
+    given
+        .iter()
+        .map(|r| Value::from(r.source.to_string()))
+        .collect()
 }
 
 #[cfg(test)]
