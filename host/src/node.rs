@@ -207,6 +207,9 @@ pub async fn run(config: Config) -> Result<i32, String> {
         .await
         .map_err(|e| e.to_string())?;
 
+    // The peer ports first, as CLN: when the RPC answers, `getinfo.binding` is complete.
+    // Connections that come before the engine starts wait in the kernel's backlog.
+    let peer_listeners = bind_peers(&config.bind_addrs, &log.source("lightning")).await?;
     let listener = rpc::listen(&config.rpc_path, config.rpc_file_mode)
         .await
         .map_err(|e| {
@@ -261,7 +264,12 @@ pub async fn run(config: Config) -> Result<i32, String> {
         wallet,
         clock: fulgur_base::clock::SystemClock::shared(),
         lightning: std::sync::OnceLock::new(),
-        bindings: std::sync::Mutex::new(vec![]),
+        bindings: std::sync::Mutex::new(
+            peer_listeners
+                .iter()
+                .filter_map(|l| l.local_addr().ok())
+                .collect(),
+        ),
         node_id: id.clone(),
         secret_base: crate::lightning::keys::secret_base(&seed),
         alias: alias.clone(),
@@ -290,7 +298,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
         let _ = std::fs::remove_file(&node.config.rpc_path);
         return Err(e);
     }
-    start_lightning(node.clone(), seed, log.source("lightning"));
+    start_lightning(node.clone(), seed, peer_listeners, log.source("lightning"));
     main.info(&format!(
         "Server started with public key {id}, alias {alias} (color #{color}) and fulgurd {}",
         fulgur_base::VERSION
@@ -309,9 +317,38 @@ pub async fn run(config: Config) -> Result<i32, String> {
     Ok(code)
 }
 
+/// Binds the peer ports (`--bind-addr`, `--addr`). A port that cannot be bound stops the
+/// node at start (exit 1), as in CLN.
+async fn bind_peers(
+    addrs: &[crate::lightning::net::NetAddr],
+    log: &SourceLog,
+) -> Result<Vec<tokio::net::TcpListener>, String> {
+    let mut out = vec![];
+    for a in addrs {
+        let target = if a.host.contains(':') {
+            format!("[{}]:{}", a.host, a.port)
+        } else {
+            format!("{}:{}", a.host, a.port)
+        };
+        let l = tokio::net::TcpListener::bind(&target)
+            .await
+            .map_err(|e| format!("cannot bind {target}: {e}"))?;
+        if let Ok(local) = l.local_addr() {
+            log.info(&format!("Listening for peers on {local}"));
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
 /// Starts the Lightning engine in the background once the block stream has a tip, then
-/// listens for peers. A socket that cannot be bound stops the node (exit 1), as in CLN.
-fn start_lightning(node: Arc<Node>, seed: [u8; 32], log: SourceLog) {
+/// accepts peers on `listeners` (bound at start).
+fn start_lightning(
+    node: Arc<Node>,
+    seed: [u8; 32],
+    listeners: Vec<tokio::net::TcpListener>,
+    log: SourceLog,
+) {
     tokio::spawn(async move {
         let deps = crate::lightning::Deps {
             seed,
@@ -338,30 +375,8 @@ fn start_lightning(node: Arc<Node>, seed: [u8; 32], log: SourceLog) {
             }
         };
         let _ = node.lightning.set(engine.clone());
-        for a in &node.config.bind_addrs {
-            let target = format!("{}:{}", a.host, a.port);
-            let target = if a.host.contains(':') {
-                format!("[{}]:{}", a.host, a.port)
-            } else {
-                target
-            };
-            match tokio::net::TcpListener::bind(&target).await {
-                Ok(l) => {
-                    if let Ok(local) = l.local_addr() {
-                        log.info(&format!("Listening for peers on {local}"));
-                        node.bindings
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push(local);
-                    }
-                    engine.accept(l);
-                }
-                Err(e) => {
-                    log.broken(&format!("cannot bind {target}: {e}"));
-                    node.request_stop(1);
-                    return;
-                }
-            }
+        for l in listeners {
+            engine.accept(l);
         }
         log.info("Lightning engine started");
     });

@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from conftest import (FULGURD, LOG_LINE_RE, copy_plugin, cycle_plugins, fulgurd_available,
-                      log_level, plugin_path)
+                      log_level, plugin_path, wait_for)
 
 PUBKEY_RE = r"0[23][0-9a-f]{64}"
 
@@ -322,3 +322,34 @@ def test_sighup_reopens_the_log_file(node_factory):
     assert node.running()
     assert "Server started" not in node.log(), "the new file starts at the rotation"
 
+
+
+def test_peer_port_is_bound_before_the_rpc_answers(node_factory):
+    # CLN binds its peer ports before its RPC answers: the first getinfo shows them.
+    from pyln.client import LightningRpc
+    from lnnet import free_port
+    port = free_port()
+    node = node_factory.get_node(options={"bind-addr": f"127.0.0.1:{port}"}, start=False)
+    node.start(wait_ready=False)
+
+    def first_answer():
+        assert node.running(), node.stderr()
+        try:
+            return LightningRpc(str(node.rpc_path)).getinfo()
+        except OSError:  # no socket yet, or not listening yet
+            return None
+    first = wait_for(first_answer, interval=0.001, what="the RPC's first answer")
+    assert first["binding"] == [{"type": "ipv4", "address": "127.0.0.1", "port": port}], first
+    node.wait_ready()
+
+
+def test_a_peer_port_in_use_stops_fulgurd(node_factory):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        node = node_factory.get_node(options={"bind-addr": f"127.0.0.1:{port}"}, start=False)
+        rc, err = node.start_expect_exit()
+    assert rc == 1 and f"cannot bind 127.0.0.1:{port}" in err, err
+    assert not node.rpc_path.exists()
