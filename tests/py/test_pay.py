@@ -327,3 +327,44 @@ def test_pay_learned_liquidity_survives_a_restart(net):
     # What was learned before the restart still steers around C–E: one part, no failure.
     [parts] = groups(net.a, inv["payment_hash"]).values()
     assert [p["status"] for p in parts] == ["complete"]
+
+
+def xpay(node, *args, **kwargs):
+    return check("xpay", node.rpc.call("xpay", *args, **kwargs))
+
+
+def test_xpay_pays_with_clns_result(net):
+    # BTCPay's CLN client pays with xpay only: its result is the preimage and part counts.
+    inv = net.d.rpc.invoice(3_000_000, "xpay", "xpay")
+    r = xpay(net.a, {"invstring": inv["bolt11"], "layers": ["auto.localchans"]})
+    assert set(r) == {"payment_preimage", "failed_parts", "successful_parts", "amount_msat",
+                      "amount_sent_msat"}
+    assert hashlib.sha256(bytes.fromhex(r["payment_preimage"])).hexdigest() == inv["payment_hash"]
+    assert r["amount_msat"] == 3_000_000 < r["amount_sent_msat"]
+    assert r["successful_parts"] == 1 and r["failed_parts"] == 0
+    assert net.d.rpc.listinvoices("xpay")["invoices"][0]["status"] == "paid"
+    # It is pay underneath: listpays shows it, and paying again returns the same payment.
+    [p] = listpays(net.a, payment_hash=inv["payment_hash"])
+    assert p["status"] == "complete"
+    assert xpay(net.a, [inv["bolt11"]]) == r
+    # Positional as CLN (invstring amount_msat maxfee ...), and an invoice with only a
+    # description hash needs no description (pay's would).
+    dh = net.b.rpc.invoice("any", "xpay-dh", "long text", deschashonly=True)
+    assert "description_hash" in net.a.rpc.decode(dh["bolt11"])
+    r = xpay(net.a, [dh["bolt11"], "2000sat", "1sat"])
+    assert r["amount_msat"] == r["amount_sent_msat"] == 2_000_000
+
+
+def test_xpay_refuses_and_fails_like_cln(net):
+    inv = net.d.rpc.invoice(1_000_000, "xpay-refused", "x")
+    for params in ({"invstring": inv["bolt11"], "layers": ["my-layer"]},
+                   {"invstring": inv["bolt11"], "amount_msat": 5},
+                   {"invstring": inv["bolt11"], "maxfee": "lots"},
+                   {"bolt11": inv["bolt11"]}):
+        with pytest.raises(RpcError) as e:
+            net.a.rpc.call("xpay", params)
+        assert e.value.error["code"] == -32602, params
+    with pytest.raises(RpcError) as e:
+        net.a.rpc.call("xpay", {"invstring": inv["bolt11"], "maxfee": 1})
+    assert e.value.error["code"] == 206
+    assert net.a.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"] == []

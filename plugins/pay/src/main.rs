@@ -3,7 +3,8 @@
 //! learning channel liquidity from every attempt (kept in the datastore across restarts).
 //! Also serves `listpays` and `paystatus`. See `docs/PAY.md`.
 //!
-//! Methods: `pay` (CLN's parameters and errors), `listpays [bolt11] [payment_hash] [status]`,
+//! Methods: `pay` (CLN's parameters and errors), `xpay` (the same payment with xpay's
+//! parameters and result), `listpays [bolt11] [payment_hash] [status]`,
 //! `paystatus [bolt11]`.
 
 // Daemon code returns errors; a panic here would stop the process (tests may unwrap:
@@ -172,6 +173,17 @@ async fn main() -> Result<(), fulgur_plugin_sdk::RunError> {
                      every attempt), splits the amount into parts when needed, and retries \
                      for up to {retry_for} seconds within {maxfeepercent}/{exemptfee} or \
                      {maxfee}. See docs/PAY.md.",
+                ),
+        )
+        .rpcmethod(
+            RpcMethod::new("xpay", pay::xpay)
+                .usage(params::XPAY_USAGE)
+                .description("Pay {invstring}, as CLN's xpay")
+                .long_description(
+                    "The same payment as pay, with xpay's parameters (fee limit {maxfee}, by \
+                     default 1% or 5,000 msat, whichever is greater) and its result: the \
+                     preimage, the parts that failed and succeeded, the amounts delivered and \
+                     sent. Only the built-in askrene layers are accepted.",
                 ),
         )
         .rpcmethod(

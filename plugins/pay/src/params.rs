@@ -136,6 +136,10 @@ pub struct PayRequest {
     pub exclude_nodes: HashSet<String>,
     /// Description for invoices that carry only its hash.
     pub description: Option<String>,
+    /// Whether an invoice with only a description hash needs `description` (`pay`: yes).
+    pub require_description: bool,
+    /// The parameter that names the invoice (`bolt11` for `pay`, `invstring` for `xpay`).
+    pub invstring_param: &'static str,
 }
 
 fn is_node_id(s: &str) -> bool {
@@ -230,6 +234,84 @@ pub fn pay_request(params: &Value) -> Result<PayRequest, RpcError> {
         exclude_chans,
         exclude_nodes,
         description: raw.description,
+        require_description: true,
+        invstring_param: "bolt11",
+    })
+}
+
+/// CLN's positional order for `xpay`.
+pub const XPAY_USAGE: &str =
+    "invstring [amount_msat] [maxfee] [layers] [retry_for] [partial_msat] [maxdelay] [payer_note]";
+
+/// The askrene layers xpay always applies; our planner does what they describe (local
+/// channels' real balances, no fee on our own channels), so naming them changes nothing.
+const BUILTIN_LAYERS: [&str; 3] = ["auto.localchans", "auto.sourcefree", "auto.no_mpp_support"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawXpay {
+    invstring: String,
+    amount_msat: Option<Value>,
+    maxfee: Option<Value>,
+    layers: Option<Vec<String>>,
+    retry_for: Option<u64>,
+    partial_msat: Option<Value>,
+    maxdelay: Option<u32>,
+    payer_note: Option<String>,
+}
+
+/// Binds and checks `xpay`'s params: CLN's defaults (a fee of 1% or 5,000 msat, whichever is
+/// greater; 60 s), no askrene layers beyond the built-in ones.
+pub fn xpay_request(params: &Value) -> Result<PayRequest, RpcError> {
+    let names: Vec<String> = fulgur_plugin_sdk::usage_names(XPAY_USAGE);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let raw: RawXpay = fulgur_plugin_sdk::bind(params, &names)?;
+    if raw.partial_msat.is_some() {
+        return Err(RpcError::invalid_params(
+            "partial_msat: paying part of an invoice is not supported",
+        ));
+    }
+    if raw.payer_note.is_some() {
+        return Err(RpcError::invalid_params(
+            "payer_note: only for BOLT 12 offers, which are not supported",
+        ));
+    }
+    if let Some(l) = raw
+        .layers
+        .iter()
+        .flatten()
+        .find(|l| !BUILTIN_LAYERS.contains(&l.as_str()))
+    {
+        return Err(RpcError::invalid_params(format!(
+            "layers: unknown layer '{l}' (askrene layers are not supported)"
+        )));
+    }
+    let amount_msat = msat_param("amount_msat", raw.amount_msat)?;
+    if amount_msat == Some(0) {
+        return Err(RpcError::invalid_params(
+            "amount_msat: must be positive: invalid token '0'",
+        ));
+    }
+    let fee_limit = match msat_param("maxfee", raw.maxfee)? {
+        Some(m) => FeeLimit::Absolute(m),
+        None => FeeLimit::Percent {
+            percent: 1.0,
+            exempt: 5000,
+        },
+    };
+    Ok(PayRequest {
+        bolt11: raw.invstring,
+        amount_msat,
+        label: None,
+        riskfactor: 10.0,
+        fee_limit,
+        retry_for: raw.retry_for.unwrap_or(60),
+        maxdelay: raw.maxdelay.unwrap_or(DEFAULT_MAX_DELAY),
+        exclude_chans: HashSet::new(),
+        exclude_nodes: HashSet::new(),
+        description: None,
+        require_description: false,
+        invstring_param: "invstring",
     })
 }
 
@@ -297,6 +379,28 @@ mod tests {
             json!({"bolt11": "x", "partial_msat": 1}),
         ] {
             let e = pay_request(&bad).expect_err("refused");
+            assert_eq!(e.code, -32602, "{bad}");
+        }
+    }
+
+    #[test]
+    fn xpay_defaults_and_refusals() {
+        let r = xpay_request(&json!(["lnbc1", null, null, ["auto.localchans"]])).expect("xpay");
+        assert_eq!(r.fee_limit.for_amount(100_000), 5000);
+        assert_eq!(r.fee_limit.for_amount(10_000_000), 100_000);
+        assert_eq!(r.retry_for, 60);
+        assert!(!r.require_description);
+        let r = xpay_request(&json!({"invstring": "x", "maxfee": "2sat"})).expect("maxfee");
+        assert_eq!(r.fee_limit, FeeLimit::Absolute(2000));
+        for bad in [
+            json!({}),
+            json!({"bolt11": "x"}),
+            json!({"invstring": "x", "layers": ["mine"]}),
+            json!({"invstring": "x", "partial_msat": 1}),
+            json!({"invstring": "x", "payer_note": "hi"}),
+            json!({"invstring": "x", "maxfee": "lots"}),
+        ] {
+            let e = xpay_request(&bad).expect_err("refused");
             assert_eq!(e.code, -32602, "{bad}");
         }
     }

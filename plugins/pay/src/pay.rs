@@ -61,17 +61,18 @@ struct Invoice {
     has_description_hash: bool,
 }
 
-fn invoice_of(v: &Value) -> Result<Invoice, RpcError> {
+/// The invoice `decode` returned; `name` is the parameter that carried it.
+fn invoice_of(v: &Value, name: &str) -> Result<Invoice, RpcError> {
     if v.get("type").and_then(Value::as_str) != Some("bolt11 invoice") {
-        return Err(RpcError::invalid_params(
-            "bolt11: only BOLT 11 invoices can be paid",
-        ));
+        return Err(RpcError::invalid_params(format!(
+            "{name}: only BOLT 11 invoices can be paid"
+        )));
     }
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     let (Some(payment_hash), Some(destination)) = (s("payment_hash"), s("payee")) else {
-        return Err(RpcError::invalid_params(
-            "bolt11: invoice lacks a payment hash or payee",
-        ));
+        return Err(RpcError::invalid_params(format!(
+            "{name}: invoice lacks a payment hash or payee"
+        )));
     };
     let created_at = v.get("created_at").and_then(Value::as_u64).unwrap_or(0);
     let expiry = v.get("expiry").and_then(Value::as_u64).unwrap_or(3600);
@@ -189,6 +190,34 @@ impl Part {
 /// `pay`.
 pub async fn pay(plugin: Plugin<Arc<State>>, params: Value) -> Result<Value, RpcError> {
     let req = params::pay_request(&params)?;
+    Ok(pay_invoice(&plugin, &req).await?.result)
+}
+
+/// `xpay`: the same payment, with xpay's parameters and its shorter result.
+pub async fn xpay(plugin: Plugin<Arc<State>>, params: Value) -> Result<Value, RpcError> {
+    let req = params::xpay_request(&params)?;
+    let paid = pay_invoice(&plugin, &req).await?;
+    let r = &paid.result;
+    Ok(json!({
+        "payment_preimage": r.get("payment_preimage").cloned().unwrap_or(Value::Null),
+        "failed_parts": paid.failed_parts,
+        "successful_parts": r.get("parts").and_then(Value::as_u64).unwrap_or(1),
+        "amount_msat": r.get("amount_msat").cloned().unwrap_or(Value::Null),
+        "amount_sent_msat": r.get("amount_sent_msat").cloned().unwrap_or(Value::Null),
+    }))
+}
+
+/// A paid invoice: `pay`'s result, and how many parts failed on the way.
+pub struct Paid {
+    /// `pay`'s result (as `listpays` shows the completed group).
+    pub result: Value,
+    /// Parts of this call that failed (0 when an earlier call had paid).
+    pub failed_parts: u64,
+}
+
+/// Pays `req`'s invoice (or returns the earlier payment of its hash).
+async fn pay_invoice(plugin: &Plugin<Arc<State>>, req: &PayRequest) -> Result<Paid, RpcError> {
+    let name = req.invstring_param;
     let rpc = plugin.rpc().clone();
     let decoded = rpc
         .call("decode", json!({"string": req.bolt11}))
@@ -197,7 +226,7 @@ pub async fn pay(plugin: Plugin<Arc<State>>, params: Value) -> Result<Value, Rpc
             CallError::Rpc(r) => RpcError::invalid_params(format!("Invalid bolt11: {}", r.message)),
             other => other.into(),
         })?;
-    let inv = invoice_of(&decoded)?;
+    let inv = invoice_of(&decoded, name)?;
     let amount = match (inv.amount_msat, req.amount_msat) {
         (Some(_), Some(_)) => {
             return Err(RpcError::invalid_params(
@@ -211,7 +240,7 @@ pub async fn pay(plugin: Plugin<Arc<State>>, params: Value) -> Result<Value, Rpc
         }
         (Some(a), None) | (None, Some(a)) => a,
     };
-    if inv.has_description_hash && req.description.is_none() {
+    if inv.has_description_hash && req.description.is_none() && req.require_description {
         return Err(RpcError::invalid_params(
             "bolt11: Bolt11 uses description_hash, but you did not provide description parameter",
         ));
@@ -225,14 +254,19 @@ pub async fn pay(plugin: Plugin<Arc<State>>, params: Value) -> Result<Value, Rpc
 
     // An earlier attempt of the same hash decides whether we send at all.
     let groupid = match earlier(&rpc, &inv, amount, req.retry_for).await? {
-        Earlier::Paid(result) => return Ok(result),
+        Earlier::Paid(result) => {
+            return Ok(Paid {
+                result,
+                failed_parts: 0,
+            });
+        }
         Earlier::Next(g) => g,
     };
-    crate::ensure_loaded(&plugin).await;
-    let mut run = Run::new(&plugin, &req, &inv, amount, groupid);
+    crate::ensure_loaded(plugin).await;
+    let mut run = Run::new(plugin, req, &inv, amount, groupid);
     run.publish("pending");
     let outcome = run.go(&rpc).await;
-    crate::persist(&plugin).await;
+    crate::persist(plugin).await;
     run.publish(if outcome.is_ok() {
         "complete"
     } else {
@@ -251,6 +285,14 @@ pub async fn pay(plugin: Plugin<Arc<State>>, params: Value) -> Result<Value, Rpc
                         == Some(groupid)
                 })
                 .and_then(|g| listpays::pay_result(g))
+                .map(|result| Paid {
+                    result,
+                    failed_parts: run
+                        .parts
+                        .iter()
+                        .filter(|p| matches!(p.outcome, Some(Err(_))))
+                        .count() as u64,
+                })
                 .ok_or_else(|| RpcError::lightningd("payment completed but its record is missing"))
         }
         Err(e) => Err(e),
