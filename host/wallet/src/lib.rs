@@ -741,6 +741,27 @@ impl Wallet {
         Ok((bech32, p2tr))
     }
 
+    /// `listaddresses`: the receive addresses handed out so far, by derivation index, as
+    /// (index, P2WPKH address, P2TR address); the two kinds are counted separately, so an
+    /// index may have only one of them.
+    pub fn issued_addresses(&self) -> Vec<(u32, Option<Address>, Option<Address>)> {
+        let st = self.state();
+        let issued = |w: &bdk_wallet::Wallet| -> Vec<Address> {
+            w.derivation_index(KeychainKind::External)
+                .map(|last| {
+                    (0..=last)
+                        .map(|i| w.peek_address(KeychainKind::External, i).address)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (wpkh, tr) = (issued(&st.wpkh.w), issued(&st.tr.w));
+        let n = wpkh.len().max(tr.len());
+        (0..n)
+            .map(|i| (i as u32, wpkh.get(i).cloned(), tr.get(i).cloned()))
+            .collect()
+    }
+
     /// `listfunds`: our outputs (spent ones too with `spent`).
     pub fn list_funds(&self, spent: bool) -> Vec<Fund> {
         let st = self.state();

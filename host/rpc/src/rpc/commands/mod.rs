@@ -123,6 +123,7 @@ pub const COMMANDS: &[&Command] = &[
     &help::HELP,
     &invoice::INVOICE,
     &keysend::KEYSEND,
+    &newaddr::LISTADDRESSES,
     &graph::LISTCHANNELS,
     &listconfigs::LISTCONFIGS,
     &datastore::LISTDATASTORE,
@@ -137,6 +138,7 @@ pub const COMMANDS: &[&Command] = &[
     &pay::LISTSENDPAYS,
     &listtransactions::LISTTRANSACTIONS,
     &sign::MAKESECRET,
+    &withdraw::MULTIWITHDRAW,
     &newaddr::NEWADDR,
     &notifications::NOTIFICATIONS,
     &feerates::PARSEFEERATE,
@@ -152,6 +154,7 @@ pub const COMMANDS: &[&Command] = &[
     &txprepare::TXDISCARD,
     &txprepare::TXPREPARE,
     &txprepare::TXSEND,
+    &withdraw::UPGRADEWALLET,
     &invoice::WAITANYINVOICE,
     &waitblockheight::WAITBLOCKHEIGHT,
     &invoice::WAITINVOICE,
@@ -205,7 +208,7 @@ pub fn check_params(
         "listdatastore" => datastore::key(p, false).map(drop),
         "deldatastore" => datastore::key(p, true).and_then(|_| p.opt_u64("generation").map(drop)),
         "txsend" | "txdiscard" => txprepare::txid(p).map(drop),
-        "withdraw" | "txprepare" => withdraw::minconf(p).map(drop),
+        "withdraw" | "txprepare" | "multiwithdraw" => withdraw::minconf(p).map(drop),
         "connect" => p.str("id").and_then(|raw| {
             let id = raw.split_once('@').map_or(raw.as_str(), |(i, _)| i);
             peers::parse_id(id)?;

@@ -29,37 +29,43 @@ fn bad_outputs() -> RpcError {
     )
 }
 
+/// `outputs` (`[{address: amount}, ...]`), `feerate`, `minconf` and `utxos`, as
+/// `txprepare` and `multiwithdraw` take them.
+pub(super) fn spend_request(
+    p: &Params,
+    wallet: &crate::wallet::Wallet,
+) -> Result<SpendRequest, RpcError> {
+    let Some(Value::Array(items)) = p.get("outputs") else {
+        return Err(bad_outputs());
+    };
+    if items.is_empty() {
+        return Err(bad_outputs());
+    }
+    let mut outputs = vec![];
+    for item in items {
+        let Value::Object(m) = item else {
+            return Err(bad_outputs());
+        };
+        if m.len() != 1 {
+            return Err(bad_outputs());
+        }
+        for (addr, amount) in m {
+            let a = onchain::address("outputs", addr, wallet.network())?;
+            outputs.push((a.script_pubkey(), onchain::sat_or_all("outputs", amount)?));
+        }
+    }
+    Ok(SpendRequest {
+        outputs,
+        feerate_perkw: onchain::feerate(p.get("feerate"), wallet.fees().as_ref())?,
+        minconf: minconf(p)?,
+        utxos: onchain::utxos(p.get("utxos"))?,
+    })
+}
+
 fn run_prepare(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {
         let wallet = ctx.node.wallet.clone();
-        let parsed = (|| -> Result<SpendRequest, RpcError> {
-            let Some(Value::Array(items)) = p.get("outputs") else {
-                return Err(bad_outputs());
-            };
-            if items.is_empty() {
-                return Err(bad_outputs());
-            }
-            let mut outputs = vec![];
-            for item in items {
-                let Value::Object(m) = item else {
-                    return Err(bad_outputs());
-                };
-                if m.len() != 1 {
-                    return Err(bad_outputs());
-                }
-                for (addr, amount) in m {
-                    let a = onchain::address("outputs", addr, wallet.network())?;
-                    outputs.push((a.script_pubkey(), onchain::sat_or_all("outputs", amount)?));
-                }
-            }
-            Ok(SpendRequest {
-                outputs,
-                feerate_perkw: onchain::feerate(p.get("feerate"), wallet.fees().as_ref())?,
-                minconf: minconf(&p)?,
-                utxos: onchain::utxos(p.get("utxos"))?,
-            })
-        })();
-        let req = parsed?;
+        let req = spend_request(&p, &wallet)?;
         match wallet.prepare(&req).await {
             Ok(prep) => Ok(json!({
                 "psbt": prep.psbt.to_string(),

@@ -1,4 +1,6 @@
-//! `withdraw destination satoshi [feerate] [minconf] [utxos]`: send on-chain funds.
+//! `withdraw destination satoshi [feerate] [minconf] [utxos]`: send on-chain funds;
+//! `multiwithdraw outputs [feerate] [minconf] [utxos]`: to several addresses in one
+//! transaction; `upgradewallet`: nothing to upgrade (the wallet never had P2SH outputs).
 
 use fulgur_protocol::RpcError;
 use serde_json::json;
@@ -18,6 +20,18 @@ pub const WITHDRAW: Command = Command::new(
         opt("utxos"),
     ],
     run,
+);
+
+pub const MULTIWITHDRAW: Command = Command::new(
+    "multiwithdraw",
+    &[req("outputs"), opt("feerate"), opt("minconf"), opt("utxos")],
+    run_multi,
+);
+
+pub const UPGRADEWALLET: Command = Command::new(
+    "upgradewallet",
+    &[opt("feerate"), opt("reservedok")],
+    run_upgrade,
 );
 
 /// `minconf`, CLN's u16 (default 1).
@@ -58,5 +72,31 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
             })),
             Err(e) => Err(wallet_error(e)),
         }
+    })
+}
+
+fn run_multi(ctx: Ctx, p: Params) -> CommandFuture {
+    command(async move {
+        let wallet = ctx.node.wallet.clone();
+        let req = super::txprepare::spend_request(&p, &wallet)?;
+        // CLN's multiwithdraw answers with the transaction only (no psbt).
+        match wallet.withdraw(&req).await {
+            Ok((_, tx)) => Ok(json!({
+                "tx": bitcoin::consensus::encode::serialize_hex(&tx),
+                "txid": tx.compute_txid().to_string(),
+            })),
+            Err(e) => Err(wallet_error(e)),
+        }
+    })
+}
+
+/// CLN moves P2SH-wrapped segwit outputs to native ones. Fulgur's wallet only ever had
+/// native segwit and taproot outputs, so there is never anything to move; the params are
+/// still checked as CLN checks them.
+fn run_upgrade(ctx: Ctx, p: Params) -> CommandFuture {
+    command(async move {
+        onchain::feerate(p.get("feerate"), ctx.node.wallet.fees().as_ref())?;
+        p.opt_bool("reservedok")?;
+        Ok(json!({ "upgraded_outs": 0 }))
     })
 }
