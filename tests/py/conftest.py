@@ -114,14 +114,25 @@ def wait_for(pred, timeout=DEFAULT_TIMEOUT, interval=0.05, what=None):
 class ValidatingRpc(LightningRpc):
     """pyln LightningRpc that checks every result of a method CLN has a schema for."""
 
-    def __init__(self, path):
+    def __init__(self, path, node=None):
         super().__init__(str(path))
+        self.node = node  # the Node this socket belongs to, to say why it is gone
         self.caller_name = "pytest"
         self.validate = clnschema.schemas_available()
         self.validated = []  # (method, result) pairs that went through validation
 
     def call(self, method, payload=None, cmdprefix=None, filter=None):
-        res = super().call(method, payload=payload, cmdprefix=cmdprefix, filter=filter)
+        try:
+            res = super().call(method, payload=payload, cmdprefix=cmdprefix, filter=filter)
+        except (FileNotFoundError, ConnectionRefusedError):
+            node = self.node
+            if node is not None and node.proc is not None and node.proc.poll() is not None:
+                # The daemon is gone: say how it ended instead of only "no such file".
+                raise AssertionError(
+                    f"{node.name}'s fulgurd exited with code {node.proc.returncode} before "
+                    f"`{method}`; stderr:\n{node.stderr()[-3000:]}\n"
+                    f"log tail:\n{node.log()[-5000:]}") from None
+            raise
         rel = clnschema.RPC_SCHEMAS.get(method)
         if self.validate and rel and filter is None:
             clnschema.validate(rel, res)
@@ -239,11 +250,11 @@ class Node:
     @property
     def rpc(self):
         if self._rpc is None:
-            self._rpc = ValidatingRpc(self.rpc_path)
+            self._rpc = ValidatingRpc(self.rpc_path, self)
         return self._rpc
 
     def new_rpc(self):
-        return ValidatingRpc(self.rpc_path)
+        return ValidatingRpc(self.rpc_path, self)
 
     def raw(self):
         return RawRpc(self.rpc_path)
