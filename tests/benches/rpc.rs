@@ -3,7 +3,7 @@
 //! Run with `cargo bench -p fulgur-tests --bench rpc`. It first builds the release
 //! binaries it starts (`cargo build --release -j2 -p fulgur-host -p fulgur-plugin-sdk
 //! --bins --examples -p fulgur-plugin-pay -p fulgur-plugin-htlc-hold -p
-//! fulgur-plugin-autopilot`);
+//! fulgur-plugin-autopilot -p fulgur-plugin-autoclean`);
 //! set `FULGUR_BENCH_SKIP_BUILD=1` to use what is already in `target/release`.
 //!
 //! Measures, each with a fixed number of calls after a warm-up, every loop bounded in count
@@ -54,10 +54,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between "ready" and reading the idle RSS.
 const SETTLE: Duration = Duration::from_secs(2);
 
-const DISABLE_BUILTINS: [&str; 3] = [
+const DISABLE_BUILTINS: [&str; 4] = [
     "--disable-plugin=pay",
     "--disable-plugin=htlc-hold",
     "--disable-plugin=autopilot",
+    "--disable-plugin=autoclean",
 ];
 
 /// The parameters of every `hello`-like call measured.
@@ -114,6 +115,8 @@ fn setup() -> Res<Env> {
         "fulgur-plugin-htlc-hold",
         "-p",
         "fulgur-plugin-autopilot",
+        "-p",
+        "fulgur-plugin-autoclean",
         "-p",
         "cln-plugin-compat",
     ])?;

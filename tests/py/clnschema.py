@@ -243,7 +243,17 @@ def validate(relpath, instance, part="response"):
                              + "\ninstance: " + json.dumps(instance)[:2000])
 
 
-# Methods whose responses are validated automatically by the test RPC client.
+def schema_for(method):
+    """The schema file the test RPC client validates `method`'s result against: CLN's
+    `<method>.json` when CLN has that command, whether or not it is listed below."""
+    rel = RPC_SCHEMAS.get(method)
+    if rel is None and (SCHEMA_DIR / f"{method}.json").is_file():
+        rel = f"{method}.json"
+    return rel
+
+
+# Methods whose responses are validated automatically by the test RPC client (any other
+# method CLN has a schema for is too: `schema_for`).
 RPC_SCHEMAS = {
     "getinfo": "getinfo.json",
     "help": "help.json",

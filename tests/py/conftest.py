@@ -8,7 +8,7 @@
   shebang; the daemon is started with this interpreter's bin directory first in PATH so
   `python3` is the interpreter running the tests (the venv with pyln-client).
 * `node.rpc` is a pyln `LightningRpc` whose results are validated against CLN's schemas
-  (clnschema.RPC_SCHEMAS) for the methods that have one.
+  (clnschema.schema_for) for every method CLN has one for.
 * BROKEN gate (as pyln-testing's `broken_log`): a test fails at teardown if a node logged a
   BROKEN line that does not match a regex declared for that node, with
   `get_node(broken_log=r"...")` or `node.allow_broken(r"...")`. A BROKEN line means a real
@@ -133,7 +133,7 @@ class ValidatingRpc(LightningRpc):
                     f"`{method}`; stderr:\n{node.stderr()[-3000:]}\n"
                     f"log tail:\n{node.log()[-5000:]}") from None
             raise
-        rel = clnschema.RPC_SCHEMAS.get(method)
+        rel = clnschema.schema_for(method)
         if self.validate and rel and filter is None:
             clnschema.validate(rel, res)
             self.validated.append((method, res))

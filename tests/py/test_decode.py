@@ -1,7 +1,7 @@
 """`decode` of BOLT 11 invoices: the spec's own test vectors (BOLT 11, "Examples" and
 "Examples of Invalid Invoices"), checked field by field against the values the spec states.
-Every result is validated against CLN's decode.json (its `bolt11 invoice` branch) here:
-clnschema.RPC_SCHEMAS, which `node.rpc` validates automatically, does not list decode."""
+Every result is validated against CLN's decode.json (its `bolt11 invoice` branch), here
+and by `node.rpc`, which validates every method CLN has a schema for."""
 
 import hashlib
 

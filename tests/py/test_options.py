@@ -29,7 +29,7 @@ def test_cln_options_from_a_config_file(ln):
         "commit-time=10",            # accepted, no effect here
         "rescan=15",                 # likewise
         "accept-htlc-tlv-type=65537",
-        "autoclean-cycle=3600",      # a CLN plugin's option no plugin declares
+        "funder-fuzz-percent=5",     # a CLN plugin's option no plugin declares
         "xpay-handle-pay=true",
         "",
     ])
@@ -44,7 +44,7 @@ def test_cln_options_from_a_config_file(ln):
     assert c["ignore-fee-limits"]["value_bool"] is True
     assert c["large-channels"]["set"] is True
     assert c["accept-htlc-tlv-type"]["values_int"] == [65537]
-    assert c["autoclean-cycle"] == {"value_int": 3600, "source": f"{conf}:12"}
+    assert c["funder-fuzz-percent"] == {"value_int": 5, "source": f"{conf}:12"}
     assert c["xpay-handle-pay"]["value_bool"] is True
     # Without a `cltv`, an invoice carries --cltv-final's, as in CLN.
     inv = n.rpc.invoice(1000, "a", "a")
@@ -52,7 +52,7 @@ def test_cln_options_from_a_config_file(ln):
     inv = n.rpc.invoice(1000, "b", "b", cltv=60)
     assert n.rpc.decode(inv["bolt11"])["min_final_cltv_expiry"] == 60
     # One UNUSUAL line for each option that changes nothing here.
-    for name in ["commit-time", "rescan", "accept-htlc-tlv-type", "autoclean-cycle",
+    for name in ["commit-time", "rescan", "accept-htlc-tlv-type", "funder-fuzz-percent",
                  "xpay-handle-pay"]:
         assert n.is_in_log(rf"UNUSUAL lightningd: Option --{name} has no effect in Fulgur \("), name
     assert not n.is_in_log(r"Option --fee-base has no effect")

@@ -692,30 +692,6 @@ pub fn delete_expired(conn: &mut Connection, max_expiry: u64) -> rusqlite::Resul
     Ok(n)
 }
 
-/// `autoclean-once paidinvoices|expiredinvoices AGE` at `now`: deletes paid (by `paid_at`) or
-/// expired (by `expires_at`) invoices at least `age` seconds old; returns (cleaned, uncleaned:
-/// those of that status too recent). Run after [`expire_due`].
-pub fn autoclean(
-    conn: &mut Connection,
-    paid: bool,
-    age: u64,
-    now: u64,
-) -> rusqlite::Result<(u64, u64)> {
-    let (status, column) = if paid {
-        (InvoiceStatus::Paid, "paid_at")
-    } else {
-        (InvoiceStatus::Expired, "expires_at")
-    };
-    let cutoff = now.saturating_sub(age);
-    let tx = conn.transaction()?;
-    let cleaned = delete_where(&tx, status, column, cutoff)?;
-    let left: i64 = tx
-        .prepare_cached("SELECT COUNT(*) FROM invoices WHERE status = ?1")?
-        .query_row([status], |r| r.get(0))?;
-    tx.commit()?;
-    Ok((cleaned, u64::try_from(left).unwrap_or(0)))
-}
-
 /// Runs `f` on the invoices table at the `clock`'s now, after marking what is due as expired,
 /// in one transaction. Returns `f`'s result and how many invoices just expired (a change
 /// waiters must hear of).
@@ -996,17 +972,6 @@ impl Invoices {
             self.bump();
         }
         Ok(n)
-    }
-
-    /// `autoclean-once paidinvoices|expiredinvoices AGE`: (cleaned, uncleaned).
-    pub async fn autoclean(&self, paid: bool, age: u64) -> Result<(u64, u64), StoreError> {
-        let r = self
-            .query(move |c, now| Ok(autoclean(c, paid, age, now)?))
-            .await?;
-        if r.0 > 0 {
-            self.bump();
-        }
-        Ok(r)
     }
 
     /// `waitinvoice`: the invoice `label` once paid; [`WaitError::Expired`] if it expires
@@ -1565,11 +1530,11 @@ mod tests {
         .await;
         assert!(matches!(d, Err(DeleteError::NotFound)));
 
-        // autoclean: the expired one is 10 s old.
-        let a = run(&store, |c, now| Ok(autoclean(c, false, 3600, now)?)).await;
-        assert_eq!(a, (0, 1));
-        let a = run(&store, |c, now| Ok(autoclean(c, false, 5, now)?)).await;
-        assert_eq!(a, (1, 0));
+        // delexpiredinvoice by expiry: the expired one is 10 s old.
+        let n = run(&store, |c, now| Ok(delete_expired(c, now - 3600)?)).await;
+        assert_eq!(n, 0);
+        let n = run(&store, |c, now| Ok(delete_expired(c, now - 5)?)).await;
+        assert_eq!(n, 1);
         assert_eq!(run(&store, |c, _| Ok(counters(c)?)).await, (2, 1));
         let n = run(&store, |c, now| Ok(delete_expired(c, now)?)).await;
         assert_eq!(n, 0);
@@ -1723,17 +1688,5 @@ mod tests {
         // `delexpiredinvoice` without a time deletes up to the clock's now.
         assert_eq!(ok(inv.delete_expired(None).await), 1);
         assert_eq!(ok(inv.by_label("soon").await).map(|i| i.status), None);
-    }
-
-    #[tokio::test]
-    async fn autoclean_measures_age_by_the_services_clock() {
-        let (inv, clock, _) = service();
-        let now = clock.unix_now();
-        ok(inv.add(new("a", 1, now + 10)).await);
-        clock.advance(Duration::from_secs(10));
-        // Expired at `now + 10`; 100 s old only once the clock reads `now + 110`.
-        assert_eq!(ok(inv.autoclean(false, 100).await), (0, 1));
-        clock.advance(Duration::from_secs(100));
-        assert_eq!(ok(inv.autoclean(false, 100).await), (1, 0));
     }
 }

@@ -196,7 +196,7 @@ pub async fn pay(plugin: Plugin<Arc<State>>, params: Value) -> Result<Value, Rpc
 /// `xpay`: the same payment, with xpay's parameters and its shorter result.
 pub async fn xpay(plugin: Plugin<Arc<State>>, params: Value) -> Result<Value, RpcError> {
     let req = params::xpay_request(&params)?;
-    let paid = pay_invoice(&plugin, &req).await?;
+    let paid = pay_invoice(&plugin, &req).await.map_err(xpay_error)?;
     let r = &paid.result;
     Ok(json!({
         "payment_preimage": r.get("payment_preimage").cloned().unwrap_or(Value::Null),
@@ -205,6 +205,30 @@ pub async fn xpay(plugin: Plugin<Arc<State>>, params: Value) -> Result<Value, Rp
         "amount_msat": r.get("amount_msat").cloned().unwrap_or(Value::Null),
         "amount_sent_msat": r.get("amount_sent_msat").cloned().unwrap_or(Value::Null),
     }))
+}
+
+/// xpay words the payee's refusal as CLN's xpay does; other errors are pay's.
+fn xpay_error(e: RpcError) -> RpcError {
+    let name = e
+        .data
+        .as_ref()
+        .and_then(|d| d.get("failcodename"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if e.code == codes::PAY_DESTINATION_PERM_FAIL
+        && name == "WIRE_INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS"
+    {
+        let data = e.data.clone();
+        let mut out = RpcError::new(
+            e.code,
+            "Destination said it doesn't know invoice: incorrect_or_unknown_payment_details",
+        );
+        if let Some(d) = data {
+            out = out.with_data(d);
+        }
+        return out;
+    }
+    e
 }
 
 /// A paid invoice: `pay`'s result, and how many parts failed on the way.

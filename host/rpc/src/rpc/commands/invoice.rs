@@ -1,7 +1,7 @@
 //! Invoices with CLN's params, results and error codes: `invoice` (plus our `payment_hash`
 //! extension: an invoice for a hash whose preimage a plugin supplies later), `listinvoices`,
-//! `waitinvoice`, `waitanyinvoice`, `delinvoice`, `delexpiredinvoice` and `autoclean-once`
-//! (for `paidinvoices` and `expiredinvoices`). The engine side is `lightning::invoices`.
+//! `waitinvoice`, `waitanyinvoice`, `delinvoice` and `delexpiredinvoice` (the `autoclean`
+//! plugin cleans through them). The engine side is `lightning::invoices`.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -77,12 +77,6 @@ pub const DELEXPIREDINVOICE: Command = Command::new(
     "delexpiredinvoice",
     &[opt("maxexpirytime")],
     run_delexpiredinvoice,
-);
-
-pub const AUTOCLEAN_ONCE: Command = Command::new(
-    "autoclean-once",
-    &[req("subsystem"), req("age")],
-    run_autoclean_once,
 );
 
 fn engine(node: &Node) -> Result<Arc<Lightning>, RpcError> {
@@ -508,42 +502,6 @@ fn run_delexpiredinvoice(ctx: Ctx, p: Params) -> CommandFuture {
         let l = engine(&ctx.node)?;
         l.invoices().delete_expired(max).await.map_err(db_error)?;
         Ok(json!({}))
-    })
-}
-
-fn run_autoclean_once(ctx: Ctx, p: Params) -> CommandFuture {
-    command(async move {
-        let subsystem = p.str("subsystem")?;
-        let age = u64_param(&p, "age")?.unwrap_or(0);
-        if age == 0 {
-            return Err(badparam(
-                "age",
-                p.get("age").unwrap_or(&Value::Null),
-                "should be a non-zero 64 bit integer",
-            ));
-        }
-        let paid = match subsystem.as_str() {
-            "paidinvoices" => true,
-            "expiredinvoices" => false,
-            "succeededforwards" | "failedforwards" | "succeededpays" | "failedpays"
-            | "networkevents" => {
-                return Err(badparam(
-                    "subsystem",
-                    p.get("subsystem").unwrap_or(&Value::Null),
-                    "cleaning this subsystem is not supported yet",
-                ));
-            }
-            _ => {
-                return Err(badparam(
-                    "subsystem",
-                    p.get("subsystem").unwrap_or(&Value::Null),
-                    "should be a valid subsystem",
-                ));
-            }
-        };
-        let l = engine(&ctx.node)?;
-        let (cleaned, uncleaned) = l.invoices().autoclean(paid, age).await.map_err(db_error)?;
-        Ok(json!({"autoclean": {subsystem: {"cleaned": cleaned, "uncleaned": uncleaned}}}))
     })
 }
 

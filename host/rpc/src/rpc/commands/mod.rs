@@ -100,7 +100,6 @@ impl Command {
 
 /// Every built-in command, sorted by name.
 pub const COMMANDS: &[&Command] = &[
-    &invoice::AUTOCLEAN_ONCE,
     &batching::BATCHING,
     &check::CHECK,
     &sign::CHECKMESSAGE,
