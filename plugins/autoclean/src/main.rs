@@ -13,8 +13,8 @@
 
 mod subsystem;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fulgur_plugin_sdk::{Builder, OptionSpec, Plugin, RpcError, RpcMethod, Transport};
@@ -31,8 +31,9 @@ const PAGE: u64 = 1000;
 type Counts = [u64; Subsystem::ALL.len()];
 
 struct State {
-    /// Deletions ever, per subsystem (as stored in the datastore).
-    totals: Mutex<Counts>,
+    /// Deletions ever, per subsystem (as stored in the datastore); read from there when
+    /// first needed, so a node that never asks costs no call at start-up.
+    totals: tokio::sync::Mutex<Option<Counts>>,
     /// One cleaning at a time (the timer's or `autoclean-once`), so totals add up.
     cleaning: tokio::sync::Mutex<()>,
     /// The cycle in seconds; `setconfig` changes it and wakes the timer.
@@ -41,10 +42,6 @@ struct State {
 }
 
 type P = Plugin<Arc<State>>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -73,6 +70,8 @@ struct Outcome {
 /// Deletes every entry older than its subsystem's age in `ages` (0: leave it).
 async fn clean(plugin: &P, ages: Counts) -> Result<Outcome, RpcError> {
     let _one = plugin.state().cleaning.lock().await;
+    // Totals first: deletions that could not be counted must not happen.
+    loaded(plugin, &mut *plugin.state().totals.lock().await).await?;
     let mut out = Outcome::default();
     let now = now();
     for list in List::ALL {
@@ -85,7 +84,8 @@ async fn clean(plugin: &P, ages: Counts) -> Result<Outcome, RpcError> {
         clean_list(plugin, list, &ages, now, &mut out).await?;
     }
     let changed: Vec<(Subsystem, u64)> = {
-        let mut totals = lock(&plugin.state().totals);
+        let mut guard = plugin.state().totals.lock().await;
+        let totals = loaded(plugin, &mut guard).await?;
         Subsystem::ALL
             .into_iter()
             .filter(|s| out.cleaned[s.index()] > 0)
@@ -212,7 +212,7 @@ async fn status(plugin: P, params: Value) -> Result<Value, RpcError> {
     let only = param(&params, "subsystem", 0)
         .map(subsystem_param)
         .transpose()?;
-    let totals = *lock(&plugin.state().totals);
+    let totals = *loaded(&plugin, &mut *plugin.state().totals.lock().await).await?;
     let mut m = Map::new();
     for s in Subsystem::ALL {
         if only.is_some_and(|o| o != s) {
@@ -276,23 +276,26 @@ async fn timer(plugin: P) {
     }
 }
 
-/// Reads the stored totals.
-async fn load_totals(plugin: &P) {
-    for s in Subsystem::ALL {
-        let v = plugin
-            .rpc()
-            .call("listdatastore", json!({"key": datastore_key(s)}))
-            .await;
-        let n = v
-            .ok()
-            .and_then(|v| {
-                v.pointer("/datastore/0/string")
-                    .and_then(Value::as_str)
-                    .and_then(|t| t.parse::<u64>().ok())
-            })
-            .unwrap_or(0);
-        lock(&plugin.state().totals)[s.index()] = n;
+/// The totals, read from the datastore the first time (an error if it cannot be read:
+/// counting from zero would overwrite the stored totals with smaller ones).
+async fn loaded<'a>(plugin: &P, slot: &'a mut Option<Counts>) -> Result<&'a mut Counts, RpcError> {
+    if slot.is_none() {
+        let mut totals = Counts::default();
+        for s in Subsystem::ALL {
+            let v = plugin
+                .rpc()
+                .call("listdatastore", json!({"key": datastore_key(s)}))
+                .await
+                .map_err(|e| RpcError::lightningd(format!("cannot read autoclean totals: {e}")))?;
+            totals[s.index()] = v
+                .pointer("/datastore/0/string")
+                .and_then(Value::as_str)
+                .and_then(|t| t.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        *slot = Some(totals);
     }
+    Ok(slot.get_or_insert_default())
 }
 
 /// `setconfig` check for an int option: at least `min`; a new cycle re-arms the timer.
@@ -368,7 +371,7 @@ async fn main() -> Result<(), fulgur_plugin_sdk::RunError> {
         return Ok(());
     };
     let state = Arc::new(State {
-        totals: Mutex::new(Counts::default()),
+        totals: tokio::sync::Mutex::new(None),
         cleaning: tokio::sync::Mutex::new(()),
         cycle: AtomicU64::new(DEFAULT_CYCLE),
         rearm: tokio::sync::Notify::new(),
@@ -381,7 +384,6 @@ async fn main() -> Result<(), fulgur_plugin_sdk::RunError> {
         .filter(|c| *c > 0)
         .unwrap_or(DEFAULT_CYCLE);
     plugin.state().cycle.store(cycle, Ordering::SeqCst);
-    load_totals(&plugin).await;
     tokio::spawn(timer(plugin));
     running.join().await
 }
