@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from conftest import RpcError
+from conftest import RpcError, wait_for
 
 
 def test_keysend_pays_and_the_payee_records_it_as_an_invoice(ln):
@@ -26,8 +26,9 @@ def test_keysend_pays_and_the_payee_records_it_as_an_invoice(ln):
     assert part["status"] == "complete" and part["destination"] == b.id
     assert part["payment_preimage"] == r["payment_preimage"]
 
-    # The payee recorded it as CLN's keysend plugin does.
-    [inv] = b.rpc.listinvoices()["invoices"]
+    # The payee recorded it as CLN's keysend plugin does (when its LDK reports the claim,
+    # which may be a moment after the payer's keysend returned).
+    [inv] = wait_for(lambda: b.rpc.listinvoices()["invoices"], what="keysend recorded")
     assert inv["label"].startswith("keysend-")
     assert inv["status"] == "paid" and inv["description"] == "keysend"
     assert inv["payment_hash"] == r["payment_hash"]

@@ -3,6 +3,9 @@
 //! learning channel liquidity from every attempt (kept in the datastore across restarts).
 //! Also serves `listpays` and `paystatus`. See `docs/PAY.md`.
 //!
+//! Notifications: `pay_success`, `pay_failure` (as CLN's pay), `pay_part_start`,
+//! `pay_part_end` (as CLN's xpay; for every part, whichever command sent it).
+//!
 //! Methods: `pay` (CLN's parameters and errors), `xpay` (the same payment with xpay's
 //! parameters and result), `listpays [bolt11] [payment_hash] [status]`,
 //! `paystatus [bolt11]`.
@@ -114,6 +117,9 @@ struct ListpaysParams {
     bolt11: Option<String>,
     payment_hash: Option<String>,
     status: Option<String>,
+    index: Option<String>,
+    start: Option<u64>,
+    limit: Option<u32>,
 }
 
 async fn listpays_cmd(plugin: Plugin<Arc<State>>, p: ListpaysParams) -> Result<Value, RpcError> {
@@ -130,6 +136,16 @@ async fn listpays_cmd(plugin: Plugin<Arc<State>>, p: ListpaysParams) -> Result<V
     }
     if let Some(h) = &p.payment_hash {
         q["payment_hash"] = json!(h);
+    }
+    // Paging as CLN's listpays: over the sendpays' `created` or `updated` index.
+    if let Some(i) = &p.index {
+        q["index"] = json!(i);
+    }
+    if let Some(s) = p.start {
+        q["start"] = json!(s);
+    }
+    if let Some(l) = p.limit {
+        q["limit"] = json!(l);
     }
     let v = plugin.rpc().call("listsendpays", q).await?;
     let rows = v
@@ -164,6 +180,11 @@ async fn paystatus_cmd(plugin: Plugin<Arc<State>>, p: PaystatusParams) -> Result
 async fn main() -> Result<(), fulgur_plugin_sdk::RunError> {
     Builder::<Arc<State>>::new()
         .dynamic(true)
+        // CLN's pay plugin emits the first two, its xpay plugin the part notifications.
+        .notification("pay_success")
+        .notification("pay_failure")
+        .notification("pay_part_start")
+        .notification("pay_part_end")
         .rpcmethod(
             RpcMethod::new("pay", pay::pay)
                 .usage(params::PAY_USAGE)
@@ -187,12 +208,18 @@ async fn main() -> Result<(), fulgur_plugin_sdk::RunError> {
                 ),
         )
         .rpcmethod(
-            RpcMethod::typed("listpays", "[bolt11] [payment_hash] [status]", listpays_cmd)
-                .description("List result of payment {bolt11} or {payment_hash}, or all")
-                .long_description(
-                    "One entry per payment attempt (payment hash and group), from listsendpays, \
-                     optionally only those with {status} (pending, complete or failed).",
-                ),
+            RpcMethod::typed(
+                "listpays",
+                "[bolt11] [payment_hash] [status] [index] [start] [limit]",
+                listpays_cmd,
+            )
+            .description("List result of payment {bolt11} or {payment_hash}, or all")
+            .long_description(
+                "One entry per payment attempt (payment hash and group), from listsendpays, \
+                     optionally only those with {status} (pending, complete or failed); \
+                     {index} (created or updated), {start} and {limit} page over the parts \
+                     as listsendpays does.",
+            ),
         )
         .rpcmethod(
             RpcMethod::typed("paystatus", "[bolt11]", paystatus_cmd)

@@ -296,6 +296,18 @@ async fn pay_invoice(plugin: &Plugin<Arc<State>>, req: &PayRequest) -> Result<Pa
     } else {
         "failed"
     });
+    // CLN's pay plugin announces the outcome (`pay_success`, `pay_failure`).
+    let _ = match &outcome {
+        Ok(()) => plugin.notify(
+            "pay_success",
+            json!({"payment_hash": inv.payment_hash, "bolt11": req.bolt11}),
+        ),
+        Err(e) => plugin.notify(
+            "pay_failure",
+            json!({"payment_hash": inv.payment_hash, "bolt11": req.bolt11,
+                   "error": {"message": e.message}}),
+        ),
+    };
     match outcome {
         Ok(()) => {
             let rows = sendpays(&rpc, &inv.payment_hash).await?;
@@ -797,6 +809,9 @@ impl<'a> Run<'a> {
             ended: None,
             outcome: None,
         });
+        if let Some(part) = self.parts.last() {
+            self.notify_part_start(part);
+        }
         match rpc.call("sendpay", p).await {
             Ok(_) => {
                 let (rpc, hash, groupid) =
@@ -823,6 +838,72 @@ impl<'a> Run<'a> {
             last.outcome = Some(outcome);
             last.ended = Some(unix_now_f64());
         }
+        if let Some(last) = self.parts.last() {
+            self.notify_part_end(last);
+        }
+    }
+
+    /// xpay's `pay_part_start`: the part's amount and its hops, each with the amount
+    /// entering the node that forwards over it (`channel_in_msat`) and the amount the
+    /// channel carries (`channel_out_msat`).
+    fn notify_part_start(&self, part: &Part) {
+        let hops = &part.route.hops;
+        let hops: Vec<Value> = hops
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let into = if i == 0 { h } else { &hops[i - 1] };
+                json!({
+                    "next_node": h.id,
+                    "short_channel_id": h.key.scid,
+                    "direction": h.key.dir,
+                    "channel_in_msat": into.amount_msat,
+                    "channel_out_msat": h.amount_msat,
+                })
+            })
+            .collect();
+        let _ = self.plugin.notify(
+            "pay_part_start",
+            json!({
+                "payment_hash": self.inv.payment_hash,
+                "groupid": self.groupid,
+                "partid": part.partid,
+                "total_payment_msat": self.amount,
+                "attempt_msat": part.route.delivered(),
+                "hops": hops,
+            }),
+        );
+    }
+
+    /// xpay's `pay_part_end`: success, or the failure with the erring node and channel.
+    fn notify_part_end(&self, part: &Part) {
+        let mut n = json!({
+            "payment_hash": self.inv.payment_hash,
+            "groupid": self.groupid,
+            "partid": part.partid,
+            "duration": (part.ended.unwrap_or(part.started) - part.started).max(0.0),
+        });
+        match &part.outcome {
+            Some(Ok(_)) => n["status"] = json!("success"),
+            Some(Err(e)) => {
+                n["status"] = json!("failure");
+                n["error_message"] = json!(e.message);
+                if let Some(d) = &e.data {
+                    for (from, to) in [
+                        ("erring_node", "failed_node_id"),
+                        ("erring_channel", "failed_short_channel_id"),
+                        ("erring_direction", "failed_direction"),
+                        ("failcode", "error_code"),
+                    ] {
+                        if let Some(v) = d.get(from) {
+                            n[to] = v.clone();
+                        }
+                    }
+                }
+            }
+            None => return,
+        }
+        let _ = self.plugin.notify("pay_part_end", n);
     }
 
     /// Records a part's outcome and learns from it.
@@ -864,6 +945,7 @@ impl<'a> Run<'a> {
         let part = &mut self.parts[i];
         part.outcome = Some(outcome);
         part.ended = Some(unix_now_f64());
+        self.notify_part_end(&self.parts[i]);
     }
 
     fn learn_failure(&mut self, e: &RpcError, hops: &[route::Hop], now: u64) {
