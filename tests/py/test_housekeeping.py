@@ -1,7 +1,7 @@
 """CLN's housekeeping and signer commands (issue 18), as CLN's own tests use them:
 `datastoreusage` (CLN's `test_datastoreusage` figures), `makesecret`, `parsefeerate`,
-`batching`, `preapproveinvoice`/`preapprovekeysend`, `delpay` and `delforward`. Replies are
-validated against CLN's schemas by pyln's ValidatingRpc."""
+`batching`, `preapproveinvoice`/`preapprovekeysend`, `delpay`, `delforward` and `getlog`.
+Replies are validated against CLN's schemas by the tests' ValidatingRpc."""
 
 import pytest
 
@@ -155,3 +155,24 @@ def test_delforward_as_clns(ln):
     assert [f["status"] for f in b.rpc.listforwards()["forwards"]] == ["failed"]
     assert b.rpc.delforward(ab, failed["in_htlc_id"], "failed") == {}
     assert b.rpc.listforwards()["forwards"] == []
+
+
+def test_getlog_shows_the_log_book(node_factory):
+    n = node_factory.get_node()
+    n.rpc.call("plugin", ["list"])
+    log = n.rpc.getlog()
+    assert float(log["created_at"]) > 1.7e9
+    assert 0 < log["bytes_used"] <= log["bytes_max"]
+    lines = log["log"]
+    assert any(e["type"] == "INFO" and e["source"] == "lightningd"
+               and e["log"].startswith("Server started with public key") for e in lines), lines
+    # Times count from created_at, in order.
+    times = [float(e["time"]) for e in lines]
+    assert times == sorted(times) and times[0] >= 0
+    assert {e["type"] for e in lines} <= {"INFO", "UNUSUAL", "BROKEN"}
+    # A level keeps that level and above.
+    assert {e["type"] for e in n.rpc.getlog("unusual")["log"]} <= {"UNUSUAL", "BROKEN"}
+    assert len(n.rpc.getlog("debug")["log"]) >= len(lines)
+    with pytest.raises(RpcError) as e:
+        n.rpc.getlog("loud")
+    assert e.value.error["code"] == -32602

@@ -7,11 +7,12 @@
 //! Log files are opened in append mode and reopened by [`Logger::reopen`] (on SIGHUP, for
 //! logrotate), as CLN does.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
@@ -109,7 +110,65 @@ pub struct Record {
     pub message: String,
 }
 
+/// The most recent lines kept in memory for `getlog` (CLN's log book): every line written
+/// and every `info` or higher one, oldest dropped first once they hold [`BOOK_MAX_BYTES`].
+pub const BOOK_MAX_BYTES: usize = 2 * 1024 * 1024;
+/// What one kept line counts for besides its text (so many short lines are bounded too).
+const BOOK_ENTRY_OVERHEAD: usize = 48;
+
+/// One line of the log book.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookEntry {
+    /// Its level.
+    pub level: Level,
+    /// When it was logged, since the epoch.
+    pub at: Duration,
+    /// `lightningd`, `plugin-NAME`, ...
+    pub source: String,
+    /// The line.
+    pub message: String,
+}
+
+impl BookEntry {
+    fn size(&self) -> usize {
+        self.source.len() + self.message.len() + BOOK_ENTRY_OVERHEAD
+    }
+}
+
+/// What `getlog` shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BookView {
+    /// When logging started, since the epoch.
+    pub created: Duration,
+    /// Bytes the kept lines count for.
+    pub bytes_used: usize,
+    /// The bytes at which the oldest lines are dropped.
+    pub bytes_max: usize,
+    /// The kept lines at the level asked or higher, oldest first.
+    pub entries: Vec<BookEntry>,
+}
+
+struct Book {
+    created: Duration,
+    entries: VecDeque<BookEntry>,
+    bytes: usize,
+}
+
+impl Book {
+    fn push(&mut self, e: BookEntry) {
+        self.bytes += e.size();
+        self.entries.push_back(e);
+        while self.bytes > BOOK_MAX_BYTES {
+            match self.entries.pop_front() {
+                Some(old) => self.bytes -= old.size(),
+                None => break,
+            }
+        }
+    }
+}
+
 struct Inner {
+    book: Mutex<Book>,
     default: Level,
     filters: Vec<LevelFilter>,
     out: Mutex<Box<dyn Write + Send>>,
@@ -225,6 +284,13 @@ impl Logger {
         let filters = filters.into_iter().filter(|f| f.prefix.is_some()).collect();
         Logger {
             inner: Arc::new(Inner {
+                book: Mutex::new(Book {
+                    created: SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .unwrap_or_default(),
+                    entries: VecDeque::new(),
+                    bytes: 0,
+                }),
                 default,
                 filters,
                 out: Mutex::new(out),
@@ -264,11 +330,28 @@ impl Logger {
         level >= self.threshold(source)
     }
 
+    /// The log book's lines at `min` or higher (`getlog`).
+    pub fn book(&self, min: Level) -> BookView {
+        let book = self.inner.book.lock().unwrap_or_else(|p| p.into_inner());
+        BookView {
+            created: book.created,
+            bytes_used: book.bytes,
+            bytes_max: BOOK_MAX_BYTES,
+            entries: book
+                .entries
+                .iter()
+                .filter(|e| e.level >= min)
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Logs one message; a message with several lines becomes several log lines.
     pub fn log(&self, level: Level, source: &str, message: &str) {
         let write = self.enabled(level, source);
         let feed = level >= Level::Unusual || self.inner.feed_all.load(Ordering::Relaxed);
-        if !write && !feed {
+        let keep = write || level >= Level::Info;
+        if !write && !feed && !keep {
             return;
         }
         let now = SystemTime::now()
@@ -276,6 +359,14 @@ impl Logger {
             .unwrap_or_default();
         let timestamp = iso8601(now.as_secs(), now.subsec_millis());
         for line in message.split('\n') {
+            if keep && let Ok(mut book) = self.inner.book.lock() {
+                book.push(BookEntry {
+                    level,
+                    at: now,
+                    source: source.to_string(),
+                    message: line.to_string(),
+                });
+            }
             if write && let Ok(mut out) = self.inner.out.lock() {
                 self.inner
                     .format
@@ -354,6 +445,10 @@ impl SourceLog {
     /// Logs at `level`.
     pub fn log(&self, level: Level, message: &str) {
         self.logger.log(level, &self.source, message);
+    }
+    /// The whole log book's lines at `min` or higher (`getlog`), every source's.
+    pub fn book(&self, min: Level) -> BookView {
+        self.logger.book(min)
     }
     /// Logs at `debug`.
     pub fn debug(&self, message: &str) {
@@ -481,6 +576,49 @@ impl MemoryLog {
             }
         };
         tokio::time::timeout(limit, seen).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod book_tests {
+    use super::*;
+
+    #[test]
+    fn the_book_keeps_info_and_written_lines_and_drops_the_oldest() {
+        let log = Logger::at(Level::Unusual, Box::new(std::io::sink()));
+        log.log(
+            Level::Debug,
+            "lightningd",
+            "not kept: neither written nor info",
+        );
+        log.log(Level::Info, "plugin-x", "kept\nin two lines");
+        log.log(Level::Broken, "lightningd", "bad");
+        let all = log.book(Level::Io);
+        let lines: Vec<_> = all
+            .entries
+            .iter()
+            .map(|e| (e.level, e.source.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                (Level::Info, "plugin-x", "kept"),
+                (Level::Info, "plugin-x", "in two lines"),
+                (Level::Broken, "lightningd", "bad"),
+            ]
+        );
+        assert!(all.entries.iter().all(|e| e.at >= all.created));
+        assert_eq!(log.book(Level::Unusual).entries.len(), 1);
+        let big = "x".repeat(100_000);
+        for _ in 0..(BOOK_MAX_BYTES / 100_000 + 5) {
+            log.log(Level::Info, "lightningd", &big);
+        }
+        let v = log.book(Level::Io);
+        assert!(v.bytes_used <= v.bytes_max && v.bytes_used > v.bytes_max / 2);
+        assert!(
+            v.entries.iter().all(|e| e.message == big),
+            "the oldest went first"
+        );
     }
 }
 

@@ -10,6 +10,7 @@ mod dev;
 mod feerates;
 pub(crate) mod forwards;
 mod getinfo;
+mod getlog;
 mod graph;
 mod help;
 mod invoice;
@@ -118,6 +119,7 @@ pub const COMMANDS: &[&Command] = &[
     &feerates::FEERATES,
     &channels::FUNDCHANNEL,
     &getinfo::GETINFO,
+    &getlog::GETLOG,
     &graph::GETROUTE,
     &help::HELP,
     &invoice::INVOICE,
