@@ -176,3 +176,31 @@ def test_getlog_shows_the_log_book(node_factory):
     with pytest.raises(RpcError) as e:
         n.rpc.getlog("loud")
     assert e.value.error["code"] == -32602
+
+
+def test_wait_follows_the_invoice_indexes(ln):
+    from concurrent.futures import ThreadPoolExecutor
+    n = ln.node()
+    w = n.rpc.wait
+    # Already there: at once, as CLN.
+    assert w("invoices", "created", 0) == {"subsystem": "invoices", "created": 0}
+    assert w("sendpays", "updated", 0) == {"subsystem": "sendpays", "updated": 0}
+    assert w("forwards", "deleted", 0) == {"subsystem": "forwards", "deleted": 0}
+    with ThreadPoolExecutor(3) as pool:
+        created = pool.submit(lambda: n.new_rpc().wait("invoices", "created", 1))
+        updated = pool.submit(lambda: n.new_rpc().wait("invoices", "updated", 1))
+        deleted = pool.submit(lambda: n.new_rpc().wait("invoices", "deleted", 1))
+        n.rpc.invoice(1000, "w1", "d")
+        assert created.result(timeout=30) == {"subsystem": "invoices", "created": 1}
+        assert not updated.done() and not deleted.done()
+        n.rpc.delinvoice("w1", "unpaid", desconly=True)  # an update
+        assert updated.result(timeout=30) == {"subsystem": "invoices", "updated": 1}
+        n.rpc.delinvoice("w1", "unpaid")
+        assert deleted.result(timeout=30) == {"subsystem": "invoices", "deleted": 1}
+    # Deleting the newest invoice does not lower `created`.
+    assert w("invoices", "created", 0)["created"] == 1
+    for bad in (["htlcs", "created", 0], ["everything", "created", 0],
+                ["invoices", "sideways", 0], ["invoices", "created", -1]):
+        with pytest.raises(RpcError) as e:
+            n.rpc.call("wait", bad)
+        assert e.value.error["code"] == -32602, bad

@@ -408,3 +408,19 @@ def test_listpays_pages_like_cln(net):
     with pytest.raises(RpcError) as e:
         net.a.rpc.listpays(index="sideways")
     assert e.value.error["code"] == -32602
+
+
+def test_wait_sees_new_sendpays_and_forwards(net):
+    from concurrent.futures import ThreadPoolExecutor
+    sent = net.a.rpc.wait("sendpays", "created", 0)["created"]
+    updated = net.a.rpc.wait("sendpays", "updated", 0)["updated"]
+    fw = {x: x.rpc.wait("forwards", "created", 0)["created"] for x in (net.b, net.c)}
+    with ThreadPoolExecutor(4) as pool:
+        a_new = pool.submit(lambda: net.a.new_rpc().wait("sendpays", "created", sent + 1))
+        a_upd = pool.submit(lambda: net.a.new_rpc().wait("sendpays", "updated", updated + 1))
+        inv = net.d.rpc.invoice(1_000_000, "wait-index", "wait")
+        pay(net.a, inv["bolt11"])
+        assert a_new.result(timeout=30)["created"] >= sent + 1
+        assert a_upd.result(timeout=30)["updated"] >= updated + 1
+    # The part went through B or C, whose forwards index moved.
+    assert any(x.rpc.wait("forwards", "created", 0)["created"] > n for x, n in fw.items())

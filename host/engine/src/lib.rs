@@ -35,6 +35,7 @@ pub mod forwards;
 pub mod gossip;
 pub mod graph;
 pub mod htlcs;
+pub mod indexes;
 pub mod invoices;
 pub mod keys;
 pub mod keysend;

@@ -28,6 +28,7 @@ mod setconfig;
 pub(crate) mod sign;
 mod stop;
 mod txprepare;
+mod wait;
 mod waitblockheight;
 mod withdraw;
 
@@ -156,6 +157,7 @@ pub const COMMANDS: &[&Command] = &[
     &txprepare::TXPREPARE,
     &txprepare::TXSEND,
     &withdraw::UPGRADEWALLET,
+    &wait::WAIT,
     &invoice::WAITANYINVOICE,
     &waitblockheight::WAITBLOCKHEIGHT,
     &invoice::WAITINVOICE,
