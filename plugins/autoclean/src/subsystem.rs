@@ -159,50 +159,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip_and_options_follow_them() {
-        for s in Subsystem::ALL {
-            assert_eq!(Subsystem::parse(s.name()), Some(s));
-            assert_eq!(Subsystem::ALL[s.index()], s);
-        }
-        assert_eq!(Subsystem::parse("everything"), None);
-        assert_eq!(
-            Subsystem::PaidInvoices.age_option(),
-            "autoclean-paidinvoices-age"
+    fn names_and_options_as_clns() {
+        let names: Vec<_> = Subsystem::ALL.iter().map(|s| s.name()).collect();
+        let parsed: Vec<_> = names.iter().filter_map(|n| Subsystem::parse(n)).collect();
+        assert_eq!(parsed, Subsystem::ALL);
+        assert!(
+            Subsystem::ALL
+                .iter()
+                .enumerate()
+                .all(|(i, s)| s.index() == i)
         );
-        assert_eq!(Subsystem::NetworkEvents.default_age(), 2_592_000);
-        assert_eq!(Subsystem::FailedPays.default_age(), 0);
+        assert_eq!(Subsystem::parse("everything"), None);
+        let option = Subsystem::PaidInvoices.age_option();
+        assert_eq!(option, "autoclean-paidinvoices-age");
+        let ages = Subsystem::ALL.map(Subsystem::default_age);
+        assert_eq!(ages, [0, 0, 0, 0, 0, 0, 2_592_000]);
+    }
+
+    /// (list, entry, what it is: subsystem and time, or none)
+    fn cases() -> Vec<(List, &'static str, Option<(Subsystem, u64)>)> {
+        use List::{Forwards as F, Invoices as I, Sendpays as P};
+        use Subsystem::*;
+        vec![
+            (
+                F,
+                r#"{"status":"settled","resolved_time":100.75}"#,
+                Some((SucceededForwards, 100)),
+            ),
+            (
+                F,
+                r#"{"status":"local_failed","received_time":7.2}"#,
+                Some((FailedForwards, 7)),
+            ),
+            (F, r#"{"status":"offered","received_time":7}"#, None),
+            // A settled forward without resolved_time is left alone, as CLN.
+            (F, r#"{"status":"settled","received_time":7}"#, None),
+            (
+                P,
+                r#"{"status":"complete","created_at":5}"#,
+                Some((SucceededPays, 5)),
+            ),
+            (P, r#"{"status":"pending","created_at":5}"#, None),
+            (
+                I,
+                r#"{"status":"paid","paid_at":9,"expires_at":20}"#,
+                Some((PaidInvoices, 9)),
+            ),
+            (
+                I,
+                r#"{"status":"expired","expires_at":20}"#,
+                Some((ExpiredInvoices, 20)),
+            ),
+            (I, r#"{"status":"unpaid","expires_at":20}"#, None),
+        ]
     }
 
     #[test]
     fn entries_are_classified_and_aged_as_cln_does() {
-        let f = |v: Value| List::Forwards.classify(&v);
-        assert_eq!(
-            f(json!({"status": "settled", "resolved_time": 100.75, "received_time": 1.0})),
-            Some((Subsystem::SucceededForwards, 100))
-        );
-        assert_eq!(
-            f(json!({"status": "local_failed", "received_time": 7.2})),
-            Some((Subsystem::FailedForwards, 7))
-        );
-        assert_eq!(f(json!({"status": "offered", "received_time": 7})), None);
-        // A settled forward without resolved_time is left alone, as CLN.
-        assert_eq!(f(json!({"status": "settled", "received_time": 7})), None);
-        let p = |v: Value| List::Sendpays.classify(&v);
-        assert_eq!(
-            p(json!({"status": "complete", "created_at": 5})),
-            Some((Subsystem::SucceededPays, 5))
-        );
-        assert_eq!(p(json!({"status": "pending", "created_at": 5})), None);
-        let i = |v: Value| List::Invoices.classify(&v);
-        assert_eq!(
-            i(json!({"status": "paid", "paid_at": 9, "expires_at": 20})),
-            Some((Subsystem::PaidInvoices, 9))
-        );
-        assert_eq!(
-            i(json!({"status": "expired", "expires_at": 20})),
-            Some((Subsystem::ExpiredInvoices, 20))
-        );
-        assert_eq!(i(json!({"status": "unpaid", "expires_at": 20})), None);
+        for (list, entry, want) in cases() {
+            let entry: Value = serde_json::from_str(entry).expect("json");
+            assert_eq!(list.classify(&entry), want, "{entry}");
+        }
     }
 
     #[test]

@@ -159,27 +159,42 @@ fn msat_param(name: &str, v: Option<Value>) -> Result<Option<u64>, RpcError> {
     .transpose()
 }
 
+const PARTIAL_UNSUPPORTED: &str = "partial_msat: paying part of an invoice is not supported";
+
+/// Binds `params`, by name or in `usage`'s positional order.
+fn bind_usage<T: serde::de::DeserializeOwned>(params: &Value, usage: &str) -> Result<T, RpcError> {
+    let names: Vec<String> = fulgur_plugin_sdk::usage_names(usage);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    fulgur_plugin_sdk::bind(params, &names)
+}
+
+/// An invalid-params error with `message` when `refused`.
+fn refuse_if(refused: bool, message: &str) -> Result<(), RpcError> {
+    if refused {
+        return Err(RpcError::invalid_params(message));
+    }
+    Ok(())
+}
+
+/// `amount_msat`, which must not be 0.
+fn positive_amount(v: Option<Value>) -> Result<Option<u64>, RpcError> {
+    let amount = msat_param("amount_msat", v)?;
+    refuse_if(
+        amount == Some(0),
+        "amount_msat: must be positive: invalid token '0'",
+    )?;
+    Ok(amount)
+}
+
 /// Binds and checks `pay`'s params.
 pub fn pay_request(params: &Value) -> Result<PayRequest, RpcError> {
-    let names: Vec<String> = fulgur_plugin_sdk::usage_names(PAY_USAGE);
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let raw: RawPay = fulgur_plugin_sdk::bind(params, &names)?;
-    if raw.localinvreqid.is_some() {
-        return Err(RpcError::invalid_params(
-            "localinvreqid: BOLT 12 payments are not supported",
-        ));
-    }
-    if raw.partial_msat.is_some() {
-        return Err(RpcError::invalid_params(
-            "partial_msat: paying part of an invoice is not supported",
-        ));
-    }
-    let amount_msat = msat_param("amount_msat", raw.amount_msat)?;
-    if amount_msat == Some(0) {
-        return Err(RpcError::invalid_params(
-            "amount_msat: must be positive: invalid token '0'",
-        ));
-    }
+    let raw: RawPay = bind_usage(params, PAY_USAGE)?;
+    refuse_if(
+        raw.localinvreqid.is_some(),
+        "localinvreqid: BOLT 12 payments are not supported",
+    )?;
+    refuse_if(raw.partial_msat.is_some(), PARTIAL_UNSUPPORTED)?;
+    let amount_msat = positive_amount(raw.amount_msat)?;
     let exemptfee = msat_param("exemptfee", raw.exemptfee)?;
     let maxfee = msat_param("maxfee", raw.maxfee)?;
     let fee_limit = match maxfee {
@@ -263,19 +278,12 @@ struct RawXpay {
 /// Binds and checks `xpay`'s params: CLN's defaults (a fee of 1% or 5,000 msat, whichever is
 /// greater; 60 s), no askrene layers beyond the built-in ones.
 pub fn xpay_request(params: &Value) -> Result<PayRequest, RpcError> {
-    let names: Vec<String> = fulgur_plugin_sdk::usage_names(XPAY_USAGE);
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let raw: RawXpay = fulgur_plugin_sdk::bind(params, &names)?;
-    if raw.partial_msat.is_some() {
-        return Err(RpcError::invalid_params(
-            "partial_msat: paying part of an invoice is not supported",
-        ));
-    }
-    if raw.payer_note.is_some() {
-        return Err(RpcError::invalid_params(
-            "payer_note: only for BOLT 12 offers, which are not supported",
-        ));
-    }
+    let raw: RawXpay = bind_usage(params, XPAY_USAGE)?;
+    refuse_if(raw.partial_msat.is_some(), PARTIAL_UNSUPPORTED)?;
+    refuse_if(
+        raw.payer_note.is_some(),
+        "payer_note: only for BOLT 12 offers, which are not supported",
+    )?;
     if let Some(l) = raw
         .layers
         .iter()
@@ -286,12 +294,7 @@ pub fn xpay_request(params: &Value) -> Result<PayRequest, RpcError> {
             "layers: unknown layer '{l}' (askrene layers are not supported)"
         )));
     }
-    let amount_msat = msat_param("amount_msat", raw.amount_msat)?;
-    if amount_msat == Some(0) {
-        return Err(RpcError::invalid_params(
-            "amount_msat: must be positive: invalid token '0'",
-        ));
-    }
+    let amount_msat = positive_amount(raw.amount_msat)?;
     let fee_limit = match msat_param("maxfee", raw.maxfee)? {
         Some(m) => FeeLimit::Absolute(m),
         None => FeeLimit::Percent {

@@ -117,8 +117,9 @@ fn bad(name: &str, what: &str, v: &Value) -> RpcError {
     RpcError::invalid_params(format!("{name}: should be {what}: invalid token '{tok}'"))
 }
 
-fn unsupported(p: &Params, names: &[&str]) -> Result<(), RpcError> {
-    for n in names {
+/// Refuses any of the space-separated `names` that was given.
+fn unsupported(p: &Params, names: &str) -> Result<(), RpcError> {
+    for n in names.split_whitespace() {
         if !matches!(p.get(n), None | Some(Value::Null)) {
             return Err(RpcError::invalid_params(format!(
                 "{n}: not supported by this node"
@@ -135,20 +136,14 @@ fn all_in_fee_sat(inputs: usize, feerate_perkw: u32) -> u64 {
     (weight * u64::from(feerate_perkw)).div_ceil(1000)
 }
 
+/// `fundchannel` params this node refuses.
+const FUNDCHANNEL_UNSUPPORTED: &str =
+    "close_to request_amt compact_lease utxos reserve channel_type";
+
 fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {
         let e = engine(&ctx.node)?;
-        unsupported(
-            &p,
-            &[
-                "close_to",
-                "request_amt",
-                "compact_lease",
-                "utxos",
-                "reserve",
-                "channel_type",
-            ],
-        )?;
+        unsupported(&p, FUNDCHANNEL_UNSUPPORTED)?;
         let id = p.str("id")?;
         let id: PublicKey = id
             .parse()
@@ -256,18 +251,13 @@ fn find_channels(e: &Lightning, id: &str) -> Vec<ChannelDetails> {
         .collect()
 }
 
+/// `close` params this node refuses.
+const CLOSE_UNSUPPORTED: &str = "fee_negotiation_step wrong_funding force_lease_closed feerange";
+
 fn run_close(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {
         let e = engine(&ctx.node)?;
-        unsupported(
-            &p,
-            &[
-                "fee_negotiation_step",
-                "wrong_funding",
-                "force_lease_closed",
-                "feerange",
-            ],
-        )?;
+        unsupported(&p, CLOSE_UNSUPPORTED)?;
         let id = p.str("id")?;
         let timeout = u64_param(&p, "unilateraltimeout")?.unwrap_or(172_800);
         let destination = match p.opt_str("destination") {
@@ -764,7 +754,7 @@ fn run_listclosedchannels(ctx: Ctx, p: Params) -> CommandFuture {
 fn run_setchannel(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {
         let e = engine(&ctx.node)?;
-        unsupported(&p, &["htlcmin", "htlcmax"])?;
+        unsupported(&p, "htlcmin htlcmax")?;
         let id = p.str("id")?;
         let base = u64_param(&p, "feebase")?;
         let ppm = u64_param(&p, "feeppm")?;

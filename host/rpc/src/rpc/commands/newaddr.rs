@@ -10,12 +10,6 @@ use crate::wallet::AddrRequest;
 
 pub const NEWADDR: Command = Command::new("newaddr", &[opt("addresstype")], run);
 
-pub const LISTADDRESSES: Command = Command::new(
-    "listaddresses",
-    &[opt("address"), opt("start"), opt("limit")],
-    run_list,
-);
-
 /// Issued addresses as CLN lists them: `keyidx` counts from 1 (the first `newaddr` is 1, as
 /// in CLN), `start` is the first index shown, `limit` how many; with `address`, only the
 /// index that has it (none if it was never issued).
@@ -83,3 +77,9 @@ fn run(ctx: Ctx, p: Params) -> CommandFuture {
         }
     })
 }
+
+pub const LISTADDRESSES: Command = Command::new(
+    "listaddresses",
+    &[opt("address"), opt("start"), opt("limit")],
+    run_list,
+);
