@@ -176,8 +176,10 @@ mod tests {
         assert_eq!(ages, [0, 0, 0, 0, 0, 0, 2_592_000]);
     }
 
-    /// (list, entry, what it is: subsystem and time, or none)
-    fn cases() -> Vec<(List, &'static str, Option<(Subsystem, u64)>)> {
+    /// A list, an entry, and what it is: its subsystem and time, or none.
+    type Case = (List, &'static str, Option<(Subsystem, u64)>);
+
+    fn cases() -> Vec<Case> {
         use List::{Forwards as F, Invoices as I, Sendpays as P};
         use Subsystem::*;
         vec![
