@@ -33,6 +33,7 @@ def schemas_available():
 
 
 def skip_reason():
+    """Why the schemas are missing (conftest stops the suite with it)."""
     return f"CLN schema directory not found at {SCHEMA_DIR} (set CLN_SCHEMAS to override)"
 
 

@@ -118,7 +118,7 @@ class ValidatingRpc(LightningRpc):
         super().__init__(str(path))
         self.node = node  # the Node this socket belongs to, to say why it is gone
         self.caller_name = "pytest"
-        self.validate = clnschema.schemas_available()
+        self.validate = True  # pytest_configure refuses to run without the schemas
         self.validated = []  # (method, result) pairs that went through validation
 
     def call(self, method, payload=None, cmdprefix=None, filter=None):
@@ -480,6 +480,12 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_configure(config):
+    # Every reply is validated against CLN's schemas: without them the suite would pass
+    # without checking what it claims to, so it does not run at all.
+    if not clnschema.schemas_available():
+        raise pytest.UsageError(
+            f"{clnschema.skip_reason()}: the tests validate replies against CLN's schemas "
+            "and do not run without them")
     config.addinivalue_line(
         "markers", "watchdog(seconds): a longer watchdog for a test that builds a bigger network")
 

@@ -18,7 +18,6 @@ import pytest
 import clnschema
 from conftest import ASKED_FORCE_CLOSE, RpcError, wait_for
 
-pytestmark = pytest.mark.skipif(not clnschema.schemas_available(), reason=clnschema.skip_reason())
 
 CHANNEL_SAT = 1_000_000
 HTLC_MSAT = 100_000_000

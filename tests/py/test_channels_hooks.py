@@ -26,7 +26,6 @@ OPENHOOK = plugin_path("chan_openchannel.py")
 # A valid node id (secp256k1's generator) that no test node has.
 UNKNOWN_ID = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"
 
-pytestmark = pytest.mark.skipif(not clnschema.schemas_available(), reason=clnschema.skip_reason())
 
 # CLN's setchannel result (doc/schemas/setchannel.json, not in shared/reference), written out
 # here with the same types, so the result is checked as strictly as the others.

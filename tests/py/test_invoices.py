@@ -77,9 +77,8 @@ def test_invoice_list_delete_with_pyln(node_factory, devchain):
     assert payloads["pyln"]["msat"] == 5000
     assert payloads["7"]["preimage"] == preimage and "msat" not in payloads["7"]
     assert "preimage" not in payloads["held"]
-    if clnschema.schemas_available():
-        clnschema.validate("notification/invoice_creation.json", payloads["pyln"])
-        clnschema.validate("notification/invoice_creation.json", payloads["7"])
+    clnschema.validate("notification/invoice_creation.json", payloads["pyln"])
+    clnschema.validate("notification/invoice_creation.json", payloads["7"])
     assert {m for m, _ in rpc.validated} >= {"invoice", "listinvoices", "delinvoice"}
 
 

@@ -12,7 +12,6 @@ from pyln.client import Millisatoshi, RpcError
 import clnschema
 from conftest import copy_plugin, cycle_plugins, plugin_path, wait_for
 
-needs_schemas = pytest.mark.skipif(not clnschema.schemas_available(), reason=clnschema.skip_reason())
 
 
 def code_of(excinfo):
@@ -242,11 +241,10 @@ def test_plugin_started_stopped_notifications(node_factory):
     raw = [r for r in _received(node)["raw"] if r["method"] == "plugin_started"][-1]
     assert set(raw) == {"jsonrpc", "method", "params"}, raw
     assert list(raw["params"]) == ["plugin_started"], "payload must be wrapped in the topic name"
-    if clnschema.schemas_available():
-        for topic in ("plugin_started", "plugin_stopped"):
-            for g in _received(node)["got"]:
-                if g["topic"] == topic:
-                    clnschema.validate(f"notification/{topic}.json", g["payload"])
+    for topic in ("plugin_started", "plugin_stopped"):
+        for g in _received(node)["got"]:
+            if g["topic"] == topic:
+                clnschema.validate(f"notification/{topic}.json", g["payload"])
 
 
 def test_custom_notification_between_plugins(node_factory):
@@ -314,8 +312,7 @@ def test_shutdown_notification_and_stop(node_factory):
     assert rec["raw"]["method"] == "shutdown"
     assert "id" not in rec["raw"]
     assert rec["raw"]["params"] == {"shutdown": {}}, rec["raw"]
-    if clnschema.schemas_available():
-        clnschema.validate("notification/shutdown.json", rec["raw"]["params"]["shutdown"])
+    clnschema.validate("notification/shutdown.json", rec["raw"]["params"]["shutdown"])
 
 
 # ------------------------------------------------------------------ rpc_command hook chain
@@ -378,7 +375,6 @@ def test_rpc_command_chain_order_and_outcomes(node_factory):
     assert rpc.listdatastore(["hookreturn"]) == {"datastore": []}
 
 
-@needs_schemas
 def test_rpc_command_payloads_match_schema(node_factory):
     node = node_factory.get_node(plugins=[plugin_path("hook_a.py"), plugin_path("hook_b.py"),
                                           plugin_path("hook_c.py"),

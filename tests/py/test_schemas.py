@@ -11,7 +11,6 @@ from pyln.client import Millisatoshi
 import clnschema
 from conftest import plugin_path
 
-pytestmark = pytest.mark.skipif(not clnschema.schemas_available(), reason=clnschema.skip_reason())
 
 
 # ------------------------------------------------------------------ the validator itself
