@@ -741,25 +741,26 @@ impl Wallet {
         Ok((bech32, p2tr))
     }
 
-    /// `listaddresses`: the receive addresses handed out so far, by derivation index, as
-    /// (index, P2WPKH address, P2TR address); the two kinds are counted separately, so an
-    /// index may have only one of them.
-    pub fn issued_addresses(&self) -> Vec<(u32, Option<Address>, Option<Address>)> {
+    /// `listaddresses`: the receive addresses handed out so far, as (derivation index,
+    /// address, whether it is the taproot one), by index, P2WPKH before P2TR. The two kinds
+    /// come from separate keys (unlike CLN's, where one key gives both), so each is listed
+    /// on its own.
+    pub fn issued_addresses(&self) -> Vec<(u32, Address, bool)> {
         let st = self.state();
-        let issued = |w: &bdk_wallet::Wallet| -> Vec<Address> {
-            w.derivation_index(KeychainKind::External)
-                .map(|last| {
-                    (0..=last)
-                        .map(|i| w.peek_address(KeychainKind::External, i).address)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let (wpkh, tr) = (issued(&st.wpkh.w), issued(&st.tr.w));
-        let n = wpkh.len().max(tr.len());
-        (0..n)
-            .map(|i| (i as u32, wpkh.get(i).cloned(), tr.get(i).cloned()))
-            .collect()
+        let mut out = vec![];
+        for (w, taproot) in [(&st.wpkh.w, false), (&st.tr.w, true)] {
+            if let Some(last) = w.derivation_index(KeychainKind::External) {
+                out.extend((0..=last).map(|i| {
+                    (
+                        i,
+                        w.peek_address(KeychainKind::External, i).address,
+                        taproot,
+                    )
+                }));
+            }
+        }
+        out.sort_by_key(|(i, _, taproot)| (*i, *taproot));
+        out
     }
 
     /// `listfunds`: our outputs (spent ones too with `spent`).

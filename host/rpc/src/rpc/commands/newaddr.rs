@@ -10,9 +10,10 @@ use crate::wallet::AddrRequest;
 
 pub const NEWADDR: Command = Command::new("newaddr", &[opt("addresstype")], run);
 
-/// Issued addresses as CLN lists them: `keyidx` counts from 1 (the first `newaddr` is 1, as
-/// in CLN), `start` is the first index shown, `limit` how many; with `address`, only the
-/// index that has it (none if it was never issued).
+/// Issued addresses as CLN lists them, one entry per address: `keyidx` counts from 1 for
+/// each kind (bech32 and p2tr come from separate keys here), `start` is the first index
+/// shown, `limit` how many entries; with `address`, only its entry (none if it was never
+/// issued).
 fn run_list(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {
         let wallet = &ctx.node.wallet;
@@ -22,27 +23,17 @@ fn run_list(ctx: Ctx, p: Params) -> CommandFuture {
             .transpose()?;
         let start = p.opt_u64("start")?.unwrap_or(1);
         let limit = p.opt_u64("limit")?.unwrap_or(u64::MAX);
-        let mut out = vec![];
-        for (i, bech32, p2tr) in wallet.issued_addresses() {
-            let keyidx = u64::from(i) + 1;
-            if keyidx < start || out.len() as u64 >= limit {
-                continue;
-            }
-            if let Some(w) = &wanted
-                && bech32.as_ref() != Some(w)
-                && p2tr.as_ref() != Some(w)
-            {
-                continue;
-            }
-            let mut e = json!({ "keyidx": keyidx });
-            if let Some(a) = bech32 {
-                e["bech32"] = a.to_string().into();
-            }
-            if let Some(a) = p2tr {
-                e["p2tr"] = a.to_string().into();
-            }
-            out.push(e);
-        }
+        let out: Vec<_> = wallet
+            .issued_addresses()
+            .into_iter()
+            .map(|(i, a, taproot)| (u64::from(i) + 1, a, taproot))
+            .filter(|(keyidx, a, _)| *keyidx >= start && wanted.as_ref().is_none_or(|w| w == a))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|(keyidx, a, taproot)| {
+                let kind = if taproot { "p2tr" } else { "bech32" };
+                json!({ "keyidx": keyidx, kind: a.to_string() })
+            })
+            .collect();
         Ok(json!({ "addresses": out }))
     })
 }
