@@ -336,6 +336,16 @@ struct Snap {
     details: ChannelDetails,
     min: u64,
     max: u64,
+    /// Whether it was ever seen fully open. LDK's `is_channel_ready` turns false again once
+    /// a shutdown starts, so the last details alone would name a closing channel's state
+    /// before the close as `CHANNELD_AWAITING_LOCKIN`.
+    ready: bool,
+}
+
+/// Whether `d` shows a fully opened channel: ready now, or with its final short channel id
+/// (which LDK gives only once the funding is deep enough, and keeps during a shutdown).
+fn fully_open(d: &ChannelDetails) -> bool {
+    d.is_channel_ready || d.short_channel_id.is_some()
 }
 
 /// The closed channels service: the `closed_channels` table, the records still resolving
@@ -406,10 +416,12 @@ impl Closed {
                     let s = o.get_mut();
                     s.min = s.min.min(to_us);
                     s.max = s.max.max(to_us);
+                    s.ready |= fully_open(&details);
                     s.details = details;
                 }
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(Snap {
+                        ready: fully_open(&details),
                         details,
                         min: to_us,
                         max: to_us,
@@ -485,8 +497,8 @@ impl Closed {
         let opener_local = details.is_some_and(|d| d.is_outbound);
         // The state we last announced: lock-in, or normal (LDK's shutdown steps are not
         // announced).
-        let old = match details {
-            Some(d) if !d.is_channel_ready => "CHANNELD_AWAITING_LOCKIN",
+        let old = match &snap {
+            Some(s) if !s.ready => "CHANNELD_AWAITING_LOCKIN",
             _ => "CHANNELD_NORMAL",
         };
         let spent = lock(&self.spends).remove(&c.funding);
