@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fulgur_plugin_sdk::{Builder, OptionSpec, Plugin, RpcError, RpcMethod, Transport};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::subsystem::{List, Subsystem};
@@ -180,38 +181,23 @@ fn subsystem_param(v: &Value) -> Result<Subsystem, RpcError> {
     })
 }
 
-/// The `name` param, given by name or at position `pos`.
-fn param<'a>(params: &'a Value, name: &str, pos: usize) -> Option<&'a Value> {
-    match params {
-        Value::Object(m) => m.get(name),
-        Value::Array(a) => a.get(pos),
-        _ => None,
-    }
-    .filter(|v| !v.is_null())
-}
-
-fn check_names(params: &Value, names: &[&str]) -> Result<(), RpcError> {
-    match params {
-        Value::Object(m) => match m.keys().find(|k| !names.contains(&k.as_str())) {
-            Some(k) => Err(RpcError::invalid_params(format!("unknown parameter: {k}"))),
-            None => Ok(()),
-        },
-        Value::Array(a) if a.len() > names.len() => Err(RpcError::invalid_params(format!(
-            "too many parameters: got {}, expected {}",
-            a.len(),
-            names.len()
-        ))),
-        _ => Ok(()),
-    }
+/// `autoclean-status`'s and `autoclean-once`'s params, by name or position (the SDK's
+/// binding: unknown names and extra positions are refused).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CleanParams {
+    subsystem: Option<Value>,
+    age: Option<Value>,
 }
 
 /// `autoclean-status [subsystem]`: per subsystem, whether the timer cleans it, at what age,
 /// and how many entries were ever deleted.
 async fn status(plugin: P, params: Value) -> Result<Value, RpcError> {
-    check_names(&params, &["subsystem"])?;
-    let only = param(&params, "subsystem", 0)
-        .map(subsystem_param)
-        .transpose()?;
+    let p: CleanParams = fulgur_plugin_sdk::bind(&params, &["subsystem"])?;
+    if p.age.is_some() {
+        return Err(RpcError::invalid_params("unknown parameter: age"));
+    }
+    let only = p.subsystem.as_ref().map(subsystem_param).transpose()?;
     let totals = *loaded(&plugin, &mut *plugin.state().totals.lock().await).await?;
     let mut m = Map::new();
     for s in Subsystem::ALL {
@@ -230,11 +216,15 @@ async fn status(plugin: P, params: Value) -> Result<Value, RpcError> {
 
 /// `autoclean-once subsystem age`: cleans one subsystem now.
 async fn once(plugin: P, params: Value) -> Result<Value, RpcError> {
-    check_names(&params, &["subsystem", "age"])?;
-    let s = param(&params, "subsystem", 0)
+    let p: CleanParams = fulgur_plugin_sdk::bind(&params, &["subsystem", "age"])?;
+    let s = p
+        .subsystem
+        .as_ref()
         .ok_or_else(|| RpcError::invalid_params("missing required parameter: subsystem"))
         .and_then(subsystem_param)?;
-    let raw = param(&params, "age", 1)
+    let raw = p
+        .age
+        .as_ref()
         .ok_or_else(|| RpcError::invalid_params("missing required parameter: age"))?;
     let age = raw
         .as_u64()
