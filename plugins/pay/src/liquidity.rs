@@ -189,6 +189,20 @@ impl Liquidity {
         self.chans.insert(key.clone(), b);
     }
 
+    /// Sets `key`'s bounds as of `now`, replacing whatever was learned (askrene's layers state
+    /// them outright).
+    pub fn set(&mut self, key: &ChanKey, min: u64, max: Option<u64>, now: u64) {
+        let max = max.map(|m| m.max(min));
+        self.chans.insert(
+            key.clone(),
+            Bounds {
+                min,
+                max,
+                updated: now,
+            },
+        );
+    }
+
     /// Drops lessons that have faded out by `now`.
     pub fn prune(&mut self, now: u64) {
         let limit = FORGET_AFTER_HALF_LIVES.saturating_mul(self.half_life);

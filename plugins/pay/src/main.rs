@@ -8,12 +8,19 @@
 //!
 //! Methods: `pay` (CLN's parameters and errors), `xpay` (the same payment with xpay's
 //! parameters and result), `listpays [bolt11] [payment_hash] [status]`,
-//! `paystatus [bolt11]`.
+//! `paystatus [bolt11]`, and CLN's askrene commands (`getroutes`, `askrene-create-layer`,
+//! `askrene-remove-layer`, `askrene-listlayers`, `askrene-create-channel`,
+//! `askrene-update-channel`, `askrene-remove-channel-update`, `askrene-inform-channel`,
+//! `askrene-bias-channel`, `askrene-bias-node`, `askrene-disable-node`, `askrene-age`,
+//! `askrene-reserve`, `askrene-unreserve`, `askrene-listreservations`; see `askrene.rs`).
 
 // Daemon code returns errors; a panic here would stop the process (tests may unwrap:
 // clippy.toml).
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
 
+mod askrene;
+mod getroutes;
+mod layers;
 mod liquidity;
 mod listpays;
 mod params;
@@ -21,7 +28,7 @@ mod pay;
 mod route;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use fulgur_plugin_sdk::{Builder, Plugin, RpcError, RpcMethod};
@@ -47,11 +54,29 @@ pub(crate) struct State {
     pub turns: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     /// `paystatus` entries, oldest first.
     pub status: Mutex<Vec<Value>>,
+    /// askrene's layers and reservations.
+    pub askrene: Mutex<layers::Askrene>,
+    /// Set once the persistent layers have been read from the datastore.
+    pub askrene_loaded: tokio::sync::OnceCell<()>,
+    /// Held while a layer is changed and written, so writes land in order.
+    pub askrene_writes: tokio::sync::Mutex<()>,
+    /// Numbers askrene-reserve calls (their `command_id`).
+    pub askrene_calls: AtomicU64,
 }
 
 /// Locks `m`, recovering the data if a panic poisoned it.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Our node id, from `getinfo`.
+pub(crate) async fn our_id(rpc: &fulgur_plugin_sdk::RpcClient) -> Result<String, RpcError> {
+    let info = rpc.call("getinfo", json!({})).await?;
+    Ok(info
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string())
 }
 
 /// Reads the learned liquidity from the datastore, once.
@@ -227,6 +252,96 @@ async fn main() -> Result<(), fulgur_plugin_sdk::RunError> {
                 .long_description(
                     "The parts each pay call of this run sent, their routes and outcomes.",
                 ),
+        )
+        .rpcmethod(
+            RpcMethod::new("getroutes", askrene::getroutes)
+                .usage("source destination amount_msat layers maxfee_msat final_cltv [maxdelay] [maxparts]")
+                .description("Find routes from {source} to {destination} for {amount_msat}, using {layers}")
+                .long_description("Plans one or more routes delivering {amount_msat} within {maxfee_msat} and {maxdelay}, over gossip with the named askrene layers applied in order (auto.localchans, auto.sourcefree and auto.no_mpp_support are built in), splitting into at most {maxparts} parts when one path cannot carry it. See docs/PAY.md."),
+        )
+        .rpcmethod(
+            RpcMethod::new("askrene-create-layer", askrene::create_layer)
+                .usage("layer [persistent]")
+                .description("Create askrene {layer}")
+                .long_description("A new empty layer; {persistent} layers are kept in the datastore across restarts, and creating one that exists is then no error."),
+        )
+        .rpcmethod(
+            RpcMethod::new("askrene-remove-layer", askrene::remove_layer)
+                .usage("layer")
+                .description("Remove askrene {layer}")
+                .long_description("Forgets the layer, its stored copy and the reservations made on it."),
+        )
+        .rpcmethod(
+            RpcMethod::new("askrene-listlayers", askrene::listlayers)
+                .usage("[layer]")
+                .description("List askrene layers, or {layer}")
+                .long_description("Everything each layer holds: disabled nodes, created channels, channel updates, constraints and biases."),
+        )
+        .rpcmethod(
+            RpcMethod::new("askrene-create-channel", askrene::create_channel)
+                .usage("layer source destination short_channel_id capacity_msat")
+                .description("Add a channel to {layer}")
+                .long_description("Tells getroutes that {short_channel_id} joins {source} and {destination}; each direction is usable once askrene-update-channel enables it."),
+        )
+        .rpcmethod(
+            RpcMethod::new("askrene-update-channel", askrene::update_channel)
+                .usage("layer short_channel_id_dir [enabled] [htlc_minimum_msat] [htlc_maximum_msat] [fee_base_msat] [fee_proportional_millionths] [cltv_expiry_delta]")
+                .description("Change a channel direction in {layer}")
+                .long_description("Overrides the given fields of {short_channel_id_dir} (gossip's or a created channel's) when {layer} is used."),
+        )
+        .rpcmethod(
+            RpcMethod::new("askrene-remove-channel-update", askrene::remove_channel_update)
+                .usage("layer short_channel_id_dir")
+                .description("Forget {layer}'s update of a channel direction")
+                .long_description("Undoes askrene-update-channel for {short_channel_id_dir}."),
+        )
+        .rpcmethod(
+            RpcMethod::new("askrene-inform-channel", askrene::inform_channel)
+                .usage("layer short_channel_id_dir amount_msat inform")
+                .description("Tell {layer} what a payment learned about a channel")
+                .long_description("{inform}: constrained (it could not carry {amount_msat}), unconstrained (it carried it) or succeeded (a payment of it went through)."),
+        )
+        .rpcmethod(
+            RpcMethod::new("askrene-bias-channel", askrene::bias_channel)
+                .usage("layer short_channel_id_dir bias [description] [relative]")
+                .description("Prefer or avoid a channel direction in {layer}")
+                .long_description("{bias} from -100 (avoid) to 100 (prefer); {relative} adds to the existing bias; 0 removes it."),
+        )
+        .rpcmethod(
+            RpcMethod::new("askrene-bias-node", askrene::bias_node)
+                .usage("layer node direction bias [description] [relative]")
+                .description("Prefer or avoid a node's channels in {layer}")
+                .long_description("{bias} on the channels into ({direction} in) or out of (out) {node}."),
+        )
+        .rpcmethod(
+            RpcMethod::new("askrene-disable-node", askrene::disable_node)
+                .usage("layer node")
+                .description("Route around {node} when {layer} is used")
+                .long_description("The node's outgoing channels are not used."),
+        )
+        .rpcmethod(
+            RpcMethod::new("askrene-age", askrene::age)
+                .usage("layer cutoff")
+                .description("Forget what {layer} learned before {cutoff}")
+                .long_description("Removes constraints, impressions and biases older than the UNIX time {cutoff}."),
+        )
+        .rpcmethod(
+            RpcMethod::new("askrene-reserve", askrene::reserve)
+                .usage("path")
+                .description("Reserve amounts on channel directions")
+                .long_description("getroutes counts the amounts as already in use on each hop of {path}."),
+        )
+        .rpcmethod(
+            RpcMethod::new("askrene-unreserve", askrene::unreserve)
+                .usage("path")
+                .description("Release amounts reserved with askrene-reserve")
+                .long_description("Every hop must match a reservation exactly, or nothing is released."),
+        )
+        .rpcmethod(
+            RpcMethod::new("askrene-listreservations", askrene::listreservations)
+                .usage("")
+                .description("List reservations")
+                .long_description("The amounts reserved on channel directions, their age and who made them."),
         )
         .run(Arc::new(State::default()))
         .await

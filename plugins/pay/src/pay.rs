@@ -557,12 +557,7 @@ impl<'a> Run<'a> {
 
     async fn go(&mut self, rpc: &RpcClient) -> Result<(), RpcError> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(self.req.retry_for);
-        let info = rpc.call("getinfo", json!({})).await?;
-        let our_id = info
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let our_id = crate::our_id(rpc).await?;
         if our_id == self.inv.destination {
             return Err(RpcError::invalid_params(
                 "bolt11: paying ourselves is not supported",
@@ -736,6 +731,8 @@ impl<'a> Run<'a> {
             liquidity: &liquidity,
             now: unix_now(),
             fee_only: false,
+            charge_source: false,
+            biases: None,
         };
         let multi = self.inv.payment_secret.is_some();
         let limits = SplitLimits {

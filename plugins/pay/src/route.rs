@@ -58,6 +58,22 @@ pub struct Edge<N = usize> {
 pub type EdgeSpec<'a> = Edge<&'a str>;
 
 impl<N> Edge<N> {
+    /// The same edge with its nodes named by `name`.
+    pub fn map_nodes<'a, M>(&'a self, name: impl Fn(&'a N) -> M) -> Edge<M> {
+        Edge {
+            key: self.key.clone(),
+            src: name(&self.src),
+            dst: name(&self.dst),
+            base_fee: self.base_fee,
+            ppm: self.ppm,
+            cltv_delta: self.cltv_delta,
+            htlc_min: self.htlc_min,
+            htlc_max: self.htlc_max,
+            capacity: self.capacity,
+            spendable: self.spendable,
+        }
+    }
+
     /// The fee the sender charges to forward `amount` over this edge.
     pub fn fee(&self, amount: u64) -> u64 {
         let prop = (u128::from(amount) * u128::from(self.ppm) / 1_000_000) as u64;
@@ -134,18 +150,7 @@ impl Graph {
     pub fn add(&mut self, spec: EdgeSpec<'_>) {
         let src = self.node(spec.src);
         let dst = self.node(spec.dst);
-        let edge = Edge {
-            key: spec.key,
-            src,
-            dst,
-            base_fee: spec.base_fee,
-            ppm: spec.ppm,
-            cltv_delta: spec.cltv_delta,
-            htlc_min: spec.htlc_min,
-            htlc_max: spec.htlc_max,
-            capacity: spec.capacity,
-            spendable: spec.spendable,
-        };
+        let edge = spec.map_nodes(|n| if *n == spec.src { src } else { dst });
         if let Some(i) = self.by_key.get(&edge.key).copied() {
             let old_dst = self.edges[i].dst;
             self.incoming[old_dst].retain(|e| *e != i);
@@ -171,36 +176,10 @@ impl Graph {
 
     /// Adds `listchannels`' active channel directions.
     pub fn add_gossip(&mut self, listchannels: &Value) {
-        let Some(chans) = listchannels.get("channels").and_then(Value::as_array) else {
-            return;
-        };
-        for c in chans {
-            if c.get("active").and_then(Value::as_bool) == Some(false) {
-                continue;
+        for (spec, active) in gossip_edges(listchannels) {
+            if active {
+                self.add(spec);
             }
-            let (Some(src), Some(dst), Some(scid), Some(dir)) = (
-                c.get("source").and_then(Value::as_str),
-                c.get("destination").and_then(Value::as_str),
-                c.get("short_channel_id").and_then(Value::as_str),
-                c.get("direction").and_then(Value::as_u64),
-            ) else {
-                continue;
-            };
-            let capacity = msat_of(c.get("amount_msat"));
-            self.add(EdgeSpec {
-                key: ChanKey::new(scid, (dir & 1) as u8),
-                src,
-                dst,
-                base_fee: fee_of(c, "base_fee_millisatoshi"),
-                ppm: fee_of(c, "fee_per_millionth"),
-                cltv_delta: cltv_of(c, "delay"),
-                htlc_min: msat_of(c.get("htlc_minimum_msat")).unwrap_or(0),
-                htlc_max: msat_of(c.get("htlc_maximum_msat"))
-                    .or(capacity)
-                    .unwrap_or(u64::MAX),
-                capacity,
-                spendable: None,
-            });
         }
     }
 
@@ -288,6 +267,44 @@ impl Graph {
             }
         }
     }
+}
+
+/// Every channel direction in `listchannels`, with whether it is active.
+pub fn gossip_edges(listchannels: &Value) -> Vec<(EdgeSpec<'_>, bool)> {
+    let Some(chans) = listchannels.get("channels").and_then(Value::as_array) else {
+        return vec![];
+    };
+    let mut out = Vec::with_capacity(chans.len());
+    for c in chans {
+        let (Some(src), Some(dst), Some(scid), Some(dir)) = (
+            c.get("source").and_then(Value::as_str),
+            c.get("destination").and_then(Value::as_str),
+            c.get("short_channel_id").and_then(Value::as_str),
+            c.get("direction").and_then(Value::as_u64),
+        ) else {
+            continue;
+        };
+        let capacity = msat_of(c.get("amount_msat"));
+        let spec = EdgeSpec {
+            key: ChanKey::new(scid, (dir & 1) as u8),
+            src,
+            dst,
+            base_fee: fee_of(c, "base_fee_millisatoshi"),
+            ppm: fee_of(c, "fee_per_millionth"),
+            cltv_delta: cltv_of(c, "delay"),
+            htlc_min: msat_of(c.get("htlc_minimum_msat")).unwrap_or(0),
+            htlc_max: msat_of(c.get("htlc_maximum_msat"))
+                .or(capacity)
+                .unwrap_or(u64::MAX),
+            capacity,
+            spendable: None,
+        };
+        out.push((
+            spec,
+            c.get("active").and_then(Value::as_bool) != Some(false),
+        ));
+    }
+    out
 }
 
 /// One hop of a route in CLN's form: the node reached, the channel into it, the amount that
@@ -383,6 +400,11 @@ pub struct Query<'a> {
     pub now: u64,
     /// Rank by fee only (used to tell "too expensive" from "no route").
     pub fee_only: bool,
+    /// Whether the source's own channels charge their fee and CLTV delta (askrene's
+    /// `getroutes` without `auto.sourcefree`); `pay` pays itself nothing.
+    pub charge_source: bool,
+    /// askrene's biases per channel direction, -100 (avoid) to +100 (prefer), if any.
+    pub biases: Option<&'a HashMap<ChanKey, i64>>,
 }
 
 /// Why no route came out.
@@ -434,6 +456,48 @@ impl PartialOrd for Entry {
     }
 }
 
+/// The chance that `e` carries `amount` on top of the `reserved` amount other parts already
+/// rely on (None: it cannot). Our own channels carry exactly what is spendable.
+pub fn edge_probability<N>(
+    e: &Edge<N>,
+    amount: u64,
+    reserved: u64,
+    liquidity: &Liquidity,
+    now: u64,
+) -> Option<f64> {
+    let total = amount.saturating_add(reserved);
+    let prob = match e.spendable {
+        Some(s) => {
+            if total > s {
+                return None;
+            }
+            1.0
+        }
+        None => {
+            if e.capacity.is_some_and(|c| total > c) {
+                return None;
+            }
+            // The parts planned before this one already rely on `reserved`: what
+            // matters is whether the channel holds this part too, given that it
+            // holds them (the unconditional chance of `total` would count their
+            // risk again, and a channel shared by many parts would look unable to
+            // carry much more than half its capacity however the amount is split).
+            let p_total = liquidity.probability(&e.key, e.capacity, total, now);
+            let p_reserved = if reserved == 0 {
+                1.0
+            } else {
+                liquidity.probability(&e.key, e.capacity, reserved, now)
+            };
+            if p_reserved <= 0.0 {
+                0.0
+            } else {
+                (p_total / p_reserved).min(1.0)
+            }
+        }
+    };
+    (prob >= MIN_USABLE_PROB).then_some(prob)
+}
+
 /// Dijkstra from `q.target` back to `q.source`.
 fn search(g: &Graph, q: &Query<'_>, fee_cap: Option<u64>) -> Option<Route> {
     let n = g.nodes.len();
@@ -481,47 +545,18 @@ fn search(g: &Graph, q: &Query<'_>, fee_cap: Option<u64>) -> Option<Route> {
                 continue;
             }
             let reserved = q.reserved.get(&e.key).copied().unwrap_or(0);
-            let total = amt.saturating_add(reserved);
-            let prob = match e.spendable {
-                Some(s) => {
-                    if total > s {
-                        continue;
-                    }
-                    1.0
-                }
-                None => {
-                    if e.capacity.is_some_and(|c| total > c) {
-                        continue;
-                    }
-                    // The parts planned before this one already rely on `reserved`: what
-                    // matters is whether the channel holds this part too, given that it
-                    // holds them (the unconditional chance of `total` would count their
-                    // risk again, and a channel shared by many parts would look unable to
-                    // carry much more than half its capacity however the amount is split).
-                    let p_total = q.liquidity.probability(&e.key, e.capacity, total, q.now);
-                    let p_reserved = if reserved == 0 {
-                        1.0
-                    } else {
-                        q.liquidity.probability(&e.key, e.capacity, reserved, q.now)
-                    };
-                    if p_reserved <= 0.0 {
-                        0.0
-                    } else {
-                        (p_total / p_reserved).min(1.0)
-                    }
-                }
-            };
-            if prob < MIN_USABLE_PROB {
+            let Some(prob) = edge_probability(e, amt, reserved, q.liquidity, q.now) else {
                 continue;
-            }
-            let (fee, delta) = if u == q.source {
-                (0, 0)
-            } else {
+            };
+            let charged = u != q.source || q.charge_source;
+            let (fee, delta) = if charged {
                 (e.fee(amt), e.cltv_delta)
+            } else {
+                (0, 0)
             };
             let amount_u = amt.saturating_add(fee);
             let delay_u = lv.delay.saturating_add(delta);
-            if u != q.source && delay_u > q.max_delay {
+            if charged && delay_u > q.max_delay {
                 continue;
             }
             if lv.delay > q.max_delay {
@@ -536,6 +571,10 @@ fn search(g: &Graph, q: &Query<'_>, fee_cap: Option<u64>) -> Option<Route> {
             if !q.fee_only {
                 step += amt as f64 * f64::from(delta) * q.riskfactor / RISK_DIVISOR;
                 step += -prob.ln() * (PROB_BASE_MSAT + amt as f64 * PROB_PPM / 1e6);
+            }
+            if let Some(bias) = q.biases.and_then(|b| b.get(&e.key)) {
+                // As askrene: a bias of +100 makes a channel 30 times cheaper, -100 dearer.
+                step *= (-(*bias as f64) * 30f64.ln() / 100.0).exp();
             }
             let cost = lv.cost + step;
             if labels[u].is_none_or(|l| cost < l.cost) {
@@ -745,6 +784,8 @@ mod tests {
                 liquidity: &self.liq,
                 now: 1000,
                 fee_only: false,
+                charge_source: false,
+                biases: None,
             }
         }
     }
