@@ -421,6 +421,13 @@ pub fn zbase32(data: &[u8]) {
     }
 }
 
+/// PSBTs as the PSBT commands read them: any bytes (base64-encoded) decode or fail
+/// cleanly, in version 0 or 2; what decodes re-encodes in both versions and reads back the
+/// same.
+pub fn psbt(data: &[u8]) {
+    crate::rpc::psbt::fuzz(data);
+}
+
 /// The small parsers of option values and RPC parameters: the first byte picks one, the
 /// rest is the text.
 pub fn values(data: &[u8]) {

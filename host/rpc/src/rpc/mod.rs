@@ -21,6 +21,7 @@
 pub mod commands;
 pub mod onchain;
 pub mod params;
+pub mod psbt;
 #[cfg(test)]
 pub mod schema;
 

@@ -24,6 +24,7 @@ pub(crate) mod pay;
 mod peers;
 mod plugin;
 mod preapprove;
+mod psbt;
 mod setconfig;
 pub(crate) mod sign;
 mod stop;
@@ -102,6 +103,7 @@ impl Command {
 
 /// Every built-in command, sorted by name.
 pub const COMMANDS: &[&Command] = &[
+    &psbt::ADDPSBTOUTPUT,
     &batching::BATCHING,
     &check::CHECK,
     &sign::CHECKMESSAGE,
@@ -119,6 +121,7 @@ pub const COMMANDS: &[&Command] = &[
     &peers::DISCONNECT,
     &feerates::FEERATES,
     &channels::FUNDCHANNEL,
+    &psbt::FUNDPSBT,
     &getinfo::GETINFO,
     &getlog::GETLOG,
     &graph::GETROUTE,
@@ -127,12 +130,12 @@ pub const COMMANDS: &[&Command] = &[
     &keysend::KEYSEND,
     &newaddr::LISTADDRESSES,
     &graph::LISTCHANNELS,
+    &channels::LISTCLOSEDCHANNELS,
     &listconfigs::LISTCONFIGS,
     &datastore::LISTDATASTORE,
     &forwards::LISTFORWARDS,
     &listfunds::LISTFUNDS,
     &forwards::LISTHTLCS,
-    &channels::LISTCLOSEDCHANNELS,
     &invoice::LISTINVOICES,
     &graph::LISTNODES,
     &channels::LISTPEERCHANNELS,
@@ -147,16 +150,22 @@ pub const COMMANDS: &[&Command] = &[
     &plugin::PLUGIN,
     &preapprove::PREAPPROVEINVOICE,
     &preapprove::PREAPPROVEKEYSEND,
+    &psbt::RESERVEINPUTS,
     &peers::SENDCUSTOMMSG,
     &pay::SENDPAY,
+    &psbt::SENDPSBT,
     &channels::SETCHANNEL,
     &setconfig::SETCONFIG,
+    &psbt::SETPSBTVERSION,
     &sign::SIGNMESSAGE,
+    &psbt::SIGNPSBT,
     &stop::STOP,
     &txprepare::TXDISCARD,
     &txprepare::TXPREPARE,
     &txprepare::TXSEND,
+    &psbt::UNRESERVEINPUTS,
     &withdraw::UPGRADEWALLET,
+    &psbt::UTXOPSBT,
     &wait::WAIT,
     &invoice::WAITANYINVOICE,
     &waitblockheight::WAITBLOCKHEIGHT,
@@ -211,6 +220,9 @@ pub fn check_params(
         "listdatastore" => datastore::key(p, false).map(drop),
         "deldatastore" => datastore::key(p, true).and_then(|_| p.opt_u64("generation").map(drop)),
         "txsend" | "txdiscard" => txprepare::txid(p).map(drop),
+        "reserveinputs" | "unreserveinputs" | "signpsbt" | "sendpsbt" | "setpsbtversion" => {
+            psbt::psbt_param(p, "psbt").map(drop)
+        }
         "withdraw" | "txprepare" | "multiwithdraw" => withdraw::minconf(p).map(drop),
         "connect" => p.str("id").and_then(|raw| {
             let id = raw.split_once('@').map_or(raw.as_str(), |(i, _)| i);
