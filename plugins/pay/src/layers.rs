@@ -409,10 +409,7 @@ impl Askrene {
         layers: &'a [&str],
     ) -> impl Iterator<Item = &'a Reservation> + 'a {
         self.reservations.iter().filter(move |r| {
-            r.key == *key
-                && r.layer
-                    .as_deref()
-                    .is_none_or(|l| layers.contains(&l))
+            r.key == *key && r.layer.as_deref().is_none_or(|l| layers.contains(&l))
         })
     }
 
