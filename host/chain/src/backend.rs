@@ -231,6 +231,27 @@ impl Backend {
         Ok(unspent.then_some(out))
     }
 
+    /// Whether output `vout` of `txid` exists unspent, in a block or (with bitcoind) in the
+    /// mempool: `fundchannel_cancel` refuses to forget a channel whose funding is out.
+    pub async fn output_exists(&self, txid: bitcoin::Txid, vout: u32) -> Result<bool, String> {
+        match self {
+            Backend::Rpc(r) => Ok(!r
+                .call_json(
+                    "gettxout",
+                    &[json!(txid.to_string()), json!(vout), json!(true)],
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .is_null()),
+            Backend::Plugins(p) => Ok(p
+                .source()
+                .call("getutxout", json!({"txid": txid.to_string(), "vout": vout}))
+                .await?
+                .get("script")
+                .is_some_and(|s| !s.is_null())),
+        }
+    }
+
     /// The plugin backend over `plugins`.
     pub fn plugins(plugins: Arc<dyn ChainPlugins>) -> Backend {
         Backend::Plugins(HeightBlockSource::new(PluginCaller { plugins }))

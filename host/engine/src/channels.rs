@@ -20,16 +20,79 @@ use lightning::util::config::UserConfig;
 use super::Lightning;
 use super::port::{OpenOffer, Question};
 
-/// A `fundchannel` waiting for LDK: first for the funding output (the funding transaction
-/// is built and handed to LDK), then for the peer's signature, after which LDK broadcasts it.
+/// A channel open waiting for LDK: first for the funding output, then (`fundchannel`) for
+/// the peer's signature, after which LDK broadcasts the funding.
 pub struct PendingOpen {
     /// The peer the channel is opened to.
     pub peer: PublicKey,
-    /// Funding feerate, sat per 1000 weight.
+    /// Funding feerate, sat per 1000 weight (`fundchannel`).
     pub feerate_perkw: u32,
-    /// Answers the caller once the funding transaction is handed to LDK, or with an error;
-    /// then, renewed, with an error if the channel closes before its funding is broadcast.
-    pub reply: Option<oneshot::Sender<Result<Opened, OpenError>>>,
+    /// The coins `fundchannel` may fund it from.
+    pub source: FundFrom,
+    /// Whoever waits on the next step, if anyone does.
+    pub reply: Option<Waiter>,
+    /// For an open funded from outside (`fundchannel_start`): the output to pay, once LDK
+    /// gave it.
+    pub started: Option<Ready>,
+}
+
+/// Which coins of the wallet fund a `fundchannel`.
+#[derive(Debug, Clone)]
+pub struct FundFrom {
+    /// Least confirmations of the coins picked.
+    pub minconf: u32,
+    /// Exactly these coins, all of them.
+    pub utxos: Option<Vec<bitcoin::OutPoint>>,
+}
+
+impl Default for FundFrom {
+    fn default() -> FundFrom {
+        FundFrom {
+            minconf: 1,
+            utxos: None,
+        }
+    }
+}
+
+/// Who waits on a channel open, and for what.
+pub enum Waiter {
+    /// `fundchannel`: the wallet funds the channel when LDK is ready; answered with the
+    /// funding, then (waiting again) with an error if the channel closes before broadcast.
+    Fund(oneshot::Sender<Result<Opened, OpenError>>),
+    /// `fundchannel_start` and `multifundchannel`: answered with the output to pay.
+    Ready(oneshot::Sender<Result<Ready, OpenError>>),
+    /// `fundchannel_complete` and `multifundchannel`: answered once the peer signed the
+    /// funding (the commitments are secured), with the channel id.
+    Secured(oneshot::Sender<Result<ChannelId, OpenError>>),
+}
+
+impl Waiter {
+    /// Tells the waiter the open failed.
+    pub(crate) fn fail(self, e: OpenError) {
+        match self {
+            Waiter::Fund(s) => drop(s.send(Err(e))),
+            Waiter::Ready(s) => drop(s.send(Err(e))),
+            Waiter::Secured(s) => drop(s.send(Err(e))),
+        }
+    }
+}
+
+/// The funding output LDK asks for (`FundingGenerationReady`), for an open funded from
+/// outside the engine's own `fundchannel`.
+#[derive(Debug, Clone)]
+pub struct Ready {
+    /// The channel until its funding is known.
+    pub temporary_channel_id: ChannelId,
+    /// The peer.
+    pub peer: PublicKey,
+    /// The open's id.
+    pub user_channel_id: u128,
+    /// The script the funding output must pay.
+    pub script: ScriptBuf,
+    /// Its amount.
+    pub value_sat: u64,
+    /// The channel type negotiated.
+    pub channel_type: Option<lightning::types::features::ChannelTypeFeatures>,
 }
 
 /// Why a channel open failed.
@@ -60,6 +123,21 @@ pub enum OpenError {
     /// Nothing answers for it any more (the engine is stopping).
     #[error("The channel open was abandoned")]
     Abandoned,
+    /// Another open to the peer is in progress (CLN's words).
+    #[error("Already funding channel")]
+    Busy,
+    /// `fundchannel_complete` without a `fundchannel_start`.
+    #[error("No channel funding in progress.")]
+    NothingInProgress,
+    /// `fundchannel_cancel` with nothing to cancel (`307`).
+    #[error("{0}")]
+    NothingToCancel(String),
+    /// Cancelling would be unsafe: the funding may be out (`308`).
+    #[error("{0}")]
+    CancelNotSafe(String),
+    /// The funding PSBT does not fund the channel (`309`).
+    #[error("{0}")]
+    BadFunding(String),
 }
 
 /// What `fundchannel` returns.
@@ -102,6 +180,8 @@ pub(crate) struct InboundOpen {
 pub struct Channels {
     /// Pending opens by `user_channel_id`.
     opens: Mutex<HashMap<u128, PendingOpen>>,
+    /// Channels `fundchannel_cancel` closed before their funding went out.
+    cancelled: Mutex<std::collections::HashSet<ChannelId>>,
     /// Our channel configuration (CLN's defaults where LDK's differ, and the options).
     config: UserConfig,
     /// The wallet address sweeps and cooperative closes pay to.
@@ -113,6 +193,7 @@ impl Channels {
     pub(crate) fn new(config: UserConfig, destination: Arc<WalletDestination>) -> Channels {
         Channels {
             opens: Mutex::new(HashMap::new()),
+            cancelled: Mutex::new(Default::default()),
             config,
             destination,
         }
@@ -128,7 +209,7 @@ impl Channels {
     }
 
     /// The configuration of one open: announced or not, and its own minimum depth.
-    fn open_config(&self, announce: bool, minconf_depth: Option<u32>) -> UserConfig {
+    pub(crate) fn open_config(&self, announce: bool, minconf_depth: Option<u32>) -> UserConfig {
         let mut config = self.config.clone();
         config.channel_handshake_config.announce_for_forwarding = announce;
         if let Some(d) = minconf_depth {
@@ -142,93 +223,113 @@ impl Channels {
         self.destination.get_change_destination_script()
     }
 
-    /// A `fundchannel` begins.
-    fn begin(&self, user_channel_id: u128, open: PendingOpen) {
+    /// An open begins.
+    pub(crate) fn begin(&self, user_channel_id: u128, open: PendingOpen) {
         self.opens().insert(user_channel_id, open);
     }
 
-    /// A `fundchannel` ended (answered, failed or abandoned).
-    fn end(&self, user_channel_id: u128) {
+    /// An open ended (answered, failed or abandoned).
+    pub(crate) fn end(&self, user_channel_id: u128) {
         self.opens().remove(&user_channel_id);
     }
 
-    /// The caller of open `user_channel_id` now waits on `reply` (for the broadcast).
-    fn wait_again(&self, user_channel_id: u128, reply: oneshot::Sender<Result<Opened, OpenError>>) {
+    /// Open `user_channel_id`'s next step is awaited by `reply`.
+    pub(crate) fn wait_again(&self, user_channel_id: u128, reply: Waiter) {
         if let Some(p) = self.opens().get_mut(&user_channel_id) {
             p.reply = Some(reply);
         }
     }
 
-    /// Whoever waits on open `user_channel_id`, taken (with its funding feerate).
-    pub(crate) fn take_waiter(
-        &self,
-        user_channel_id: u128,
-    ) -> Option<(u32, oneshot::Sender<Result<Opened, OpenError>>)> {
-        self.opens()
-            .get_mut(&user_channel_id)
-            .and_then(|p| p.reply.take().map(|r| (p.feerate_perkw, r)))
+    /// Whoever waits on open `user_channel_id`, taken (with its funding feerate and coins).
+    pub(crate) fn take_waiter(&self, user_channel_id: u128) -> Option<(u32, FundFrom, Waiter)> {
+        self.opens().get_mut(&user_channel_id).and_then(|p| {
+            p.reply
+                .take()
+                .map(|r| (p.feerate_perkw, p.source.clone(), r))
+        })
     }
 
     /// The opens to `peer` still waiting, taken.
-    fn take_waiters_to(
-        &self,
-        peer: PublicKey,
-    ) -> Vec<(u128, oneshot::Sender<Result<Opened, OpenError>>)> {
+    fn take_waiters_to(&self, peer: PublicKey) -> Vec<(u128, Waiter)> {
         self.opens()
             .iter_mut()
             .filter(|(_, o)| o.peer == peer)
             .filter_map(|(id, o)| o.reply.take().map(|r| (*id, r)))
             .collect()
     }
+
+    /// Whether an open to `peer` is in progress.
+    pub(crate) fn opening_to(&self, peer: PublicKey) -> bool {
+        self.opens().values().any(|o| o.peer == peer)
+    }
+
+    /// Records the funding output LDK gave for open `user_channel_id`.
+    fn started(&self, user_channel_id: u128, ready: Ready) {
+        if let Some(p) = self.opens().get_mut(&user_channel_id) {
+            p.started = Some(ready);
+        }
+    }
+
+    /// `channel_id` is being closed by `fundchannel_cancel`.
+    pub(crate) fn cancel(&self, channel_id: ChannelId) {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(channel_id);
+    }
+
+    /// Whether `channel_id` was closed by `fundchannel_cancel` (asked once).
+    pub(crate) fn take_cancelled(&self, channel_id: &ChannelId) -> bool {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(channel_id)
+    }
+
+    /// The open to `peer` funded from outside whose output is known, if any, and whether
+    /// someone waits on it already.
+    pub(crate) fn started_to(&self, peer: PublicKey) -> Option<(Ready, bool)> {
+        self.opens()
+            .values()
+            .filter(|o| o.peer == peer)
+            .find_map(|o| o.started.clone().map(|r| (r, o.reply.is_some())))
+    }
+}
+
+/// Whether the broadcaster got `txid` into the backend, from its `outcomes` (subscribed
+/// before the transaction could be handed to it).
+pub(crate) async fn broadcast_outcome(
+    outcomes: &mut tokio::sync::broadcast::Receiver<(bitcoin::Txid, bool)>,
+    txid: bitcoin::Txid,
+) -> bool {
+    loop {
+        match outcomes.recv().await {
+            Ok((t, ok)) if t == txid => return ok,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
+        }
+    }
 }
 
 impl Lightning {
-    /// `fundchannel`: opens a channel of `amount_sat` to `peer` (already connected), funded from
-    /// the wallet at `feerate_perkw`, and returns, as CLN does, once the funding transaction
-    /// is broadcast: the peer signed it and the backend has it in its mempool, so blocks
-    /// mined right after the call confirm it.
+    /// `fundchannel`: opens the channel `open` asks for (its peer already connected), funded
+    /// from the wallet at `feerate_perkw`, and returns, as CLN does, once the funding
+    /// transaction is broadcast: the peer signed it and the backend has it in its mempool,
+    /// so blocks mined right after the call confirm it.
     pub async fn open_channel(
         self: &Arc<Self>,
-        peer: PublicKey,
-        amount_sat: u64,
-        push_msat: u64,
+        open: &super::funding::OpenRequest,
         feerate_perkw: u32,
-        announce: bool,
-        minconf_depth: Option<u32>,
+        source: FundFrom,
     ) -> Result<Opened, OpenError> {
-        let user_channel_id = u128::from_be_bytes(
-            lightning::sign::EntropySource::get_secure_random_bytes(&*self.keys)[..16]
-                .try_into()
-                .unwrap_or([0; 16]),
-        );
+        if self.channels.opening_to(open.peer) {
+            return Err(OpenError::Busy);
+        }
         let (tx, rx) = oneshot::channel();
         // Before LDK can broadcast anything of this channel.
         let outcomes = self.chain.broadcaster().outcomes();
-        self.channels.begin(
-            user_channel_id,
-            PendingOpen {
-                peer,
-                feerate_perkw,
-                reply: Some(tx),
-            },
-        );
-        let config = self.channels.open_config(announce, minconf_depth);
-        let temporary_id = match self.manager.create_channel(
-            peer,
-            amount_sat,
-            push_msat,
-            user_channel_id,
-            None,
-            Some(config),
-        ) {
-            Ok(id) => id,
-            Err(e) => {
-                self.channels.end(user_channel_id);
-                return Err(OpenError::Refused(super::api_error(&e)));
-            }
-        };
-        self.ldk_log.opening(temporary_id);
-        self.peers.process_events();
+        let (user_channel_id, temporary_id) =
+            self.create_open(open, Waiter::Fund(tx), feerate_perkw, source)?;
         let r = match tokio::time::timeout(Duration::from_secs(60), rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(OpenError::Abandoned),
@@ -257,7 +358,7 @@ impl Lightning {
     ) -> Result<Opened, OpenError> {
         let txid = opened.tx.compute_txid();
         let (tx, closed) = oneshot::channel();
-        self.channels.wait_again(user_channel_id, tx);
+        self.channels.wait_again(user_channel_id, Waiter::Fund(tx));
         // A close between the funding and the line above found no one to tell.
         if !self
             .manager
@@ -269,15 +370,7 @@ impl Lightning {
                 "the channel closed before its funding was broadcast".into(),
             ));
         }
-        let broadcast = async {
-            loop {
-                match outcomes.recv().await {
-                    Ok((t, ok)) if t == txid => return ok,
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return false,
-                }
-            }
-        };
+        let broadcast = broadcast_outcome(&mut outcomes, txid);
         tokio::select! {
             ok = broadcast => {
                 if ok {
@@ -316,7 +409,7 @@ impl Lightning {
             self.log.info(&format!(
                 "Channel open to {peer} abandoned: peer disconnected before accepting"
             ));
-            let _ = reply.send(Err(OpenError::Disconnected));
+            reply.fail(OpenError::Disconnected);
         }
     }
 
@@ -350,7 +443,7 @@ impl Lightning {
 
     /// Removes an unfunded channel (nothing to broadcast, nothing at stake), telling the
     /// peer `why` if it is connected.
-    fn drop_unfunded(&self, channel_id: ChannelId, peer: PublicKey, why: &str) {
+    pub(crate) fn drop_unfunded(&self, channel_id: ChannelId, peer: PublicKey, why: &str) {
         self.ldk_log.dropping_unfunded(channel_id, || {
             let _ =
                 self.manager
@@ -367,11 +460,42 @@ impl Lightning {
         user_channel_id: u128,
     ) {
         let pending = self.channels.take_waiter(user_channel_id);
-        let Some((feerate, reply)) = pending else {
-            // Not ours, or its caller gave up (timed out, or the node restarted): nothing
-            // will fund it.
-            self.drop_unfunded(temporary_channel_id, peer, "no funding for this channel");
-            return;
+        let (feerate, source, reply) = match pending {
+            Some((feerate, source, Waiter::Fund(reply))) => (feerate, source, reply),
+            Some((_, _, Waiter::Ready(reply))) => {
+                // Funded from outside: the caller gets the output to pay.
+                let channel_type = self
+                    .manager
+                    .list_channels_with_counterparty(&peer)
+                    .into_iter()
+                    .find(|c| c.channel_id == temporary_channel_id)
+                    .and_then(|c| c.channel_type);
+                let ready = Ready {
+                    temporary_channel_id,
+                    peer,
+                    user_channel_id,
+                    script,
+                    value_sat,
+                    channel_type,
+                };
+                self.channels.started(user_channel_id, ready.clone());
+                if reply.send(Ok(ready)).is_err() {
+                    self.channels.end(user_channel_id);
+                    self.drop_unfunded(temporary_channel_id, peer, "no funding for this channel");
+                }
+                return;
+            }
+            Some((_, _, other)) => {
+                other.fail(OpenError::Abandoned);
+                self.drop_unfunded(temporary_channel_id, peer, "no funding for this channel");
+                return;
+            }
+            None => {
+                // Not ours, or its caller gave up (timed out, or the node restarted):
+                // nothing will fund it.
+                self.drop_unfunded(temporary_channel_id, peer, "no funding for this channel");
+                return;
+            }
         };
         let out = TxOut {
             value: bitcoin::Amount::from_sat(value_sat),
@@ -389,7 +513,10 @@ impl Lightning {
                         .is_some_and(|t| t.supports_anchors_zero_fee_htlc_tx())
             });
         let result = async {
-            let tx = self.wallet.fund(vec![out], feerate, anchor).await?;
+            let tx = self
+                .wallet
+                .fund_from(vec![out], feerate, anchor, source.minconf, source.utxos)
+                .await?;
             let outnum = tx
                 .output
                 .iter()
@@ -486,10 +613,13 @@ impl Lightning {
                             .try_into()
                             .unwrap_or([0; 16]),
                     );
+                    // Until its funding arrives, the opener may abandon it.
+                    me.ldk_log.opening(temporary_channel_id);
                     if let Err(e) =
                         me.manager
                             .accept_inbound_channel(&temporary_channel_id, &peer, uid, None)
                     {
+                        me.ldk_log.funded(temporary_channel_id);
                         me.log.unusual(&format!(
                             "cannot accept channel from {peer}: {}",
                             super::api_error(&e)

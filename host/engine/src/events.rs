@@ -38,8 +38,12 @@ impl Lightning {
                 channel_id,
                 counterparty_node_id,
                 funding_txo,
+                former_temporary_channel_id,
                 ..
             } => {
+                if let Some(t) = former_temporary_channel_id {
+                    self.ldk_log.funded(t);
+                }
                 // A closed channel's record is made from snapshots (closed.rs): take one as
                 // soon as the channel has its funding, and again with its scid (below).
                 let (details, ours) = self.channel_news(
@@ -49,6 +53,11 @@ impl Lightning {
                 let value_msat = details.map_or(0, |c| c.channel_value_satoshis) * 1000;
                 // As in CLN, only the fundee hears of a channel opened to it.
                 if !ours {
+                    // Until it locks in, the opener abandoning it (CLN's and our
+                    // `fundchannel_cancel`) is its right, not a fault: LDK's force-close
+                    // lines about it are logged as `unusual`, as CLN logs a peer's
+                    // permanent failure.
+                    self.ldk_log.opening(channel_id);
                     self.port.tell(Notice::ChannelOpened {
                         peer: counterparty_node_id,
                         funding_msat: value_msat,
@@ -74,6 +83,7 @@ impl Lightning {
                     &channel_id,
                     &format!("Channel {channel_id} with {counterparty_node_id} is ready"),
                 );
+                self.ldk_log.funded(channel_id);
                 self.channel_state_changed(
                     &channel_id,
                     &counterparty_node_id,
@@ -121,12 +131,18 @@ impl Lightning {
             } => {
                 self.log
                     .info(&format!("Channel {channel_id} closed: {reason}"));
+                self.ldk_log.funded(channel_id);
                 // A `fundchannel` still waiting for this channel fails now, with the peer's
                 // reason (e.g. an `openchannel` hook's error_message), instead of timing out.
-                if let Some((_, reply)) = self.channels.take_waiter(user_channel_id) {
-                    let _ = reply.send(Err(super::channels::OpenError::Closed(open_failure(
-                        &reason,
-                    ))));
+                if let Some((_, _, reply)) = self.channels.take_waiter(user_channel_id) {
+                    reply.fail(super::channels::OpenError::Closed(open_failure(&reason)));
+                }
+                // An open funded from outside ends with its channel.
+                self.channels.end(user_channel_id);
+                // Cancelled before its funding went out (`fundchannel_cancel`): forgotten
+                // entirely, as CLN forgets it, with nothing on chain to resolve.
+                if self.channels.take_cancelled(&channel_id) {
+                    return Ok(());
                 }
                 // A channel that never got its funding was never announced to plugins.
                 if let Some(txo) = channel_funding_txo {
@@ -250,6 +266,18 @@ impl Lightning {
             } => {
                 self.on_forward_failed(&prev_channel_ids, &failure_type, failure_reason.as_ref())
                     .await;
+            }
+            Event::FundingTxBroadcastSafe {
+                channel_id,
+                user_channel_id,
+                counterparty_node_id,
+                funding_txo,
+                ..
+            } => {
+                self.log.info(&format!(
+                    "Channel {channel_id} with {counterparty_node_id}: commitments secured, funding {funding_txo} may be broadcast"
+                ));
+                self.on_funding_broadcast_safe(user_channel_id, channel_id);
             }
             Event::DiscardFunding {
                 channel_id,

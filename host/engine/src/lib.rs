@@ -32,6 +32,7 @@ pub mod closed;
 pub mod duties;
 pub mod events;
 pub mod forwards;
+pub mod funding;
 pub mod gossip;
 pub mod graph;
 pub mod htlcs;

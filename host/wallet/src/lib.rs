@@ -444,6 +444,39 @@ impl State {
         }
     }
 
+    /// An unsigned PSBT spending `coins` (RBF-signalling) to `outputs`, each input with
+    /// what a signer needs.
+    fn psbt_spending(
+        &self,
+        coins: &[(Kind, LocalOutput)],
+        outputs: Vec<TxOut>,
+        lock_time: LockTime,
+    ) -> Result<Psbt, WalletError> {
+        let tx = Transaction {
+            version: Version::TWO,
+            lock_time,
+            input: coins
+                .iter()
+                .map(|(_, o)| TxIn {
+                    previous_output: o.outpoint,
+                    script_sig: ScriptBuf::new(),
+                    sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                    witness: Witness::new(),
+                })
+                .collect(),
+            output: outputs,
+        };
+        let mut psbt = Psbt::from_unsigned_tx(tx).map_err(other)?;
+        for (i, (k, o)) in coins.iter().enumerate() {
+            psbt.inputs[i] = self
+                .slot(*k)
+                .w
+                .get_psbt_input(o.clone(), None, false)
+                .map_err(other)?;
+        }
+        Ok(psbt)
+    }
+
     fn find(&self, op: OutPoint) -> Option<(Kind, LocalOutput)> {
         Kind::ALL.into_iter().find_map(|k| {
             self.slot(k)
@@ -839,6 +872,18 @@ impl Wallet {
         out
     }
 
+    /// [`Wallet::candidates`], largest first (ties by outpoint, so the order is stable).
+    fn candidates_largest_first(&self, st: &State, minconf: u32) -> Vec<(Kind, LocalOutput)> {
+        let mut v = self.candidates(st, minconf);
+        v.sort_by(|a, b| {
+            b.1.txout
+                .value
+                .cmp(&a.1.txout.value)
+                .then(a.1.outpoint.cmp(&b.1.outpoint))
+        });
+        v
+    }
+
     /// Coins that may be spent now: unspent, mature, unreserved, with `minconf`.
     fn candidates(&self, st: &State, minconf: u32) -> Vec<(Kind, LocalOutput)> {
         let mut out = vec![];
@@ -928,16 +973,7 @@ impl Wallet {
                 }
                 v
             }
-            None => {
-                let mut v = self.candidates(&st, req.minconf);
-                v.sort_by(|a, b| {
-                    b.1.txout
-                        .value
-                        .cmp(&a.1.txout.value)
-                        .then(a.1.outpoint.cmp(&b.1.outpoint))
-                });
-                v
-            }
+            None => self.candidates_largest_first(&st, req.minconf),
         };
         let use_all = req.utxos.is_some() || alls == 1;
         let lock_time = LockTime::from_height(tip.height).unwrap_or(LockTime::ZERO);
@@ -982,20 +1018,6 @@ impl Wallet {
             .filter_map(|i| pool.get(*i).cloned())
             .collect();
         let (mut outputs, change) = (chosen.outputs, chosen.change);
-        let build = |coins: &[(Kind, LocalOutput)], outs: Vec<TxOut>| Transaction {
-            version: Version::TWO,
-            lock_time,
-            input: coins
-                .iter()
-                .map(|(_, o)| TxIn {
-                    previous_output: o.outpoint,
-                    script_sig: ScriptBuf::new(),
-                    sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-                    witness: Witness::new(),
-                })
-                .collect(),
-            output: outs,
-        };
 
         // Change goes to a fresh taproot change address.
         let mut change_index = None;
@@ -1007,15 +1029,7 @@ impl Wallet {
                 value: Amount::from_sat(v),
             });
         }
-        let tx = build(&selected, outputs);
-        let mut psbt = Psbt::from_unsigned_tx(tx).map_err(other)?;
-        for (i, (k, o)) in selected.iter().enumerate() {
-            psbt.inputs[i] = st
-                .slot(*k)
-                .w
-                .get_psbt_input(o.clone(), None, false)
-                .map_err(other)?;
-        }
+        let mut psbt = st.psbt_spending(&selected, outputs, lock_time)?;
         if let Some(ci) = change_index {
             use bdk_wallet::miniscript::psbt::PsbtExt;
             let spk = psbt.unsigned_tx.output[ci].script_pubkey.clone();
@@ -1187,14 +1201,28 @@ impl Wallet {
         feerate_perkw: u32,
         anchor: bool,
     ) -> Result<Transaction, WalletError> {
+        self.fund_from(outputs, feerate_perkw, anchor, 1, None)
+            .await
+    }
+
+    /// [`Wallet::fund`] from coins with `minconf` confirmations, or exactly `utxos` (all
+    /// of them, as `fundchannel utxos=` and `multifundchannel` take them).
+    pub async fn fund_from(
+        &self,
+        outputs: Vec<TxOut>,
+        feerate_perkw: u32,
+        anchor: bool,
+        minconf: u32,
+        utxos: Option<Vec<OutPoint>>,
+    ) -> Result<Transaction, WalletError> {
         let req = SpendRequest {
             outputs: outputs
                 .into_iter()
                 .map(|o| (o.script_pubkey, Amt::Sat(o.value.to_sat())))
                 .collect(),
             feerate_perkw,
-            minconf: 1,
-            utxos: None,
+            minconf,
+            utxos,
         };
         let mut p = self.build_and_reserve(&req, self.emergency_sat(anchor))?;
         let signed = self.sign(&mut p.psbt);

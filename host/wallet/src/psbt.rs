@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use bdk_wallet::KeychainKind;
 use bitcoin::psbt::Psbt;
-use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness};
+use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut};
 
 use crate::{Amt, Kind, Status, Wallet, WalletError, other};
 
@@ -223,13 +223,7 @@ impl Wallet {
                     }
                 }
                 None => {
-                    let mut pool = self.candidates(&st, req.minconf);
-                    pool.sort_by(|a, b| {
-                        b.1.txout
-                            .value
-                            .cmp(&a.1.txout.value)
-                            .then(a.1.outpoint.cmp(&b.1.outpoint))
-                    });
+                    let pool = self.candidates_largest_first(&st, req.minconf);
                     let mut found = None;
                     for (k, o) in pool {
                         if let Some(e) = need(input, weight) {
@@ -296,29 +290,8 @@ impl Wallet {
                     change += fee + keep;
                 }
             }
-            let locktime = req.locktime.unwrap_or(tip);
-            let tx = Transaction {
-                version: bitcoin::transaction::Version::TWO,
-                lock_time: bitcoin::absolute::LockTime::from_consensus(locktime),
-                input: chosen
-                    .iter()
-                    .map(|(_, o)| TxIn {
-                        previous_output: o.outpoint,
-                        script_sig: ScriptBuf::new(),
-                        sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-                        witness: Witness::new(),
-                    })
-                    .collect(),
-                output: vec![],
-            };
-            let mut psbt = Psbt::from_unsigned_tx(tx).map_err(other)?;
-            for (i, (k, o)) in chosen.iter().enumerate() {
-                psbt.inputs[i] = st
-                    .slot(*k)
-                    .w
-                    .get_psbt_input(o.clone(), None, false)
-                    .map_err(other)?;
-            }
+            let locktime = bitcoin::absolute::LockTime::from_consensus(req.locktime.unwrap_or(tip));
+            let mut psbt = st.psbt_spending(&chosen, vec![], locktime)?;
             let change = change_amount(change, perkw, weight);
             let mut change_outnum = None;
             if change > 0 {

@@ -73,7 +73,7 @@ pub const SETCHANNEL: Command = Command::new(
     run_setchannel,
 );
 
-fn engine(node: &Node) -> Result<Arc<Lightning>, RpcError> {
+pub(super) fn engine(node: &Node) -> Result<Arc<Lightning>, RpcError> {
     node.lightning.get().cloned().ok_or_else(|| {
         RpcError::new(
             304,
@@ -82,7 +82,7 @@ fn engine(node: &Node) -> Result<Arc<Lightning>, RpcError> {
     })
 }
 
-fn u64_param(p: &Params, name: &str) -> Result<Option<u64>, RpcError> {
+pub(super) fn u64_param(p: &Params, name: &str) -> Result<Option<u64>, RpcError> {
     match p.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
@@ -99,7 +99,7 @@ fn u64_param(p: &Params, name: &str) -> Result<Option<u64>, RpcError> {
     }
 }
 
-fn bool_param(p: &Params, name: &str) -> Result<Option<bool>, RpcError> {
+pub(super) fn bool_param(p: &Params, name: &str) -> Result<Option<bool>, RpcError> {
     match p.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -118,7 +118,7 @@ fn bad(name: &str, what: &str, v: &Value) -> RpcError {
 }
 
 /// Refuses any of the space-separated `names` that was given.
-fn unsupported(p: &Params, names: &str) -> Result<(), RpcError> {
+pub(super) fn unsupported(p: &Params, names: &str) -> Result<(), RpcError> {
     for n in names.split_whitespace() {
         if !matches!(p.get(n), None | Some(Value::Null)) {
             return Err(RpcError::invalid_params(format!(
@@ -137,8 +137,7 @@ fn all_in_fee_sat(inputs: usize, feerate_perkw: u32) -> u64 {
 }
 
 /// `fundchannel` params this node refuses.
-const FUNDCHANNEL_UNSUPPORTED: &str =
-    "close_to request_amt compact_lease utxos reserve channel_type";
+const FUNDCHANNEL_UNSUPPORTED: &str = "close_to request_amt compact_lease reserve channel_type";
 
 fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {
@@ -155,41 +154,7 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
         let minconf = u64_param(&p, "minconf")?.unwrap_or(1) as u32;
         let amount_v = p.get("amount").cloned().unwrap_or(Value::Null);
         let amount = match &amount_v {
-            Value::String(s) if s == "all" => {
-                let funds = ctx.node.wallet.list_funds(false);
-                let n = funds.len();
-                let have = ctx.node.wallet.spendable_sat(minconf.max(1));
-                let fee = all_in_fee_sat(n, feerate);
-                if have <= fee {
-                    return Err(RpcError::new(
-                        301,
-                        format!("Could not afford all using UTXOs totalling {have} sat"),
-                    ));
-                }
-                // An anchor channel (the peer supports them, so we will negotiate one) or
-                // existing ones: 'all' leaves the emergency reserve as change, as CLN does.
-                let anchors = e
-                    .peer(&id)
-                    .is_some_and(|p| p.init_features.supports_anchors_zero_fee_htlc_tx());
-                let keep = ctx.node.wallet.emergency_sat(anchors);
-                if keep == 0 {
-                    have - fee
-                } else {
-                    // One more output (taproot change, 172 WU) for the reserve.
-                    let fee = fee + (172 * u64::from(feerate)).div_ceil(1000);
-                    match have.checked_sub(fee + keep) {
-                        Some(rest) if rest > 0 => rest,
-                        _ => {
-                            return Err(RpcError::new(
-                                313,
-                                format!(
-                                    "We would not have enough left for min-emergency-msat {keep}sat"
-                                ),
-                            ));
-                        }
-                    }
-                }
-            }
+            Value::String(s) if s == "all" => all_amount(&ctx, &e, &id, minconf, feerate, 0, 1)?,
             v => crate::rpc::onchain::sat_or_all("amount", v).and_then(|a| match a {
                 crate::wallet::Amt::Sat(s) => Ok(s),
                 crate::wallet::Amt::All => unreachable_all(),
@@ -208,7 +173,20 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
             ));
         }
         let opened = e
-            .open_channel(id, amount, push_msat, feerate, announce, mindepth)
+            .open_channel(
+                &crate::lightning::funding::OpenRequest {
+                    peer: id,
+                    amount_sat: amount,
+                    push_msat,
+                    announce,
+                    mindepth,
+                },
+                feerate,
+                crate::lightning::channels::FundFrom {
+                    minconf,
+                    utxos: crate::rpc::onchain::utxos(p.get("utxos"))?,
+                },
+            )
             .await
             .map_err(open_error)?;
         let ty = e
@@ -225,6 +203,47 @@ fn run_fundchannel(ctx: Ctx, p: Params) -> CommandFuture {
             "mindepth": mindepth.unwrap_or(e.default_min_depth()),
         }))
     })
+}
+
+/// What `amount: all` opens to `peer`: the coins with `minconf`, less the fee of spending
+/// them all into `outputs` channel outputs, less `others` (the other channels of the
+/// transaction) and, for anchor channels, the emergency reserve left as change.
+pub(super) fn all_amount(
+    ctx: &Ctx,
+    e: &Lightning,
+    peer: &PublicKey,
+    minconf: u32,
+    feerate: u32,
+    others: u64,
+    outputs: usize,
+) -> Result<u64, RpcError> {
+    let n = ctx.node.wallet.list_funds(false).len();
+    let have = ctx.node.wallet.spendable_sat(minconf.max(1));
+    let fee = all_in_fee_sat(n, feerate) + 172 * (outputs as u64 - 1) * u64::from(feerate) / 1000;
+    if have <= fee + others {
+        return Err(RpcError::new(
+            301,
+            format!("Could not afford all using UTXOs totalling {have} sat"),
+        ));
+    }
+    // An anchor channel (the peer supports them, so we will negotiate one) or existing
+    // ones: 'all' leaves the emergency reserve as change, as CLN does.
+    let anchors = e
+        .peer(peer)
+        .is_some_and(|p| p.init_features.supports_anchors_zero_fee_htlc_tx());
+    let keep = ctx.node.wallet.emergency_sat(anchors);
+    if keep == 0 {
+        return Ok(have - fee - others);
+    }
+    // One more output (taproot change, 172 WU) for the reserve.
+    let fee = fee + (172 * u64::from(feerate)).div_ceil(1000);
+    match have.checked_sub(fee + keep + others) {
+        Some(rest) if rest > 0 => Ok(rest),
+        _ => Err(RpcError::new(
+            313,
+            format!("We would not have enough left for min-emergency-msat {keep}sat"),
+        )),
+    }
 }
 
 fn unreachable_all() -> Result<u64, RpcError> {
@@ -448,11 +467,15 @@ pub fn channel_json(e: &Lightning, c: &ChannelDetails) -> Value {
 }
 
 /// `fundchannel`'s errors: the wallet's with their codes, the rest as CLN's `LIGHTNINGD` (-1).
-fn open_error(e: OpenError) -> RpcError {
-    match e {
-        OpenError::Wallet(w) => crate::rpc::onchain::wallet_error(w),
-        other => RpcError::new(-1, other.to_string()),
-    }
+pub(super) fn open_error(e: OpenError) -> RpcError {
+    let code = match e {
+        OpenError::Wallet(w) => return crate::rpc::onchain::wallet_error(w),
+        OpenError::NothingToCancel(_) => 307,
+        OpenError::CancelNotSafe(_) => 308,
+        OpenError::BadFunding(_) => 309,
+        _ => -1,
+    };
+    RpcError::new(code, e.to_string())
 }
 
 /// What a closed channel showed while open, as its `listpeerchannels` entry.

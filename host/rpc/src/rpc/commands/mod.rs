@@ -9,6 +9,7 @@ pub(crate) mod decode;
 mod dev;
 mod feerates;
 pub(crate) mod forwards;
+mod funding;
 mod getinfo;
 mod getlog;
 mod graph;
@@ -121,6 +122,9 @@ pub const COMMANDS: &[&Command] = &[
     &peers::DISCONNECT,
     &feerates::FEERATES,
     &channels::FUNDCHANNEL,
+    &funding::FUNDCHANNEL_CANCEL,
+    &funding::FUNDCHANNEL_COMPLETE,
+    &funding::FUNDCHANNEL_START,
     &psbt::FUNDPSBT,
     &getinfo::GETINFO,
     &getlog::GETLOG,
@@ -143,6 +147,7 @@ pub const COMMANDS: &[&Command] = &[
     &pay::LISTSENDPAYS,
     &listtransactions::LISTTRANSACTIONS,
     &sign::MAKESECRET,
+    &funding::MULTIFUNDCHANNEL,
     &withdraw::MULTIWITHDRAW,
     &newaddr::NEWADDR,
     &notifications::NOTIFICATIONS,

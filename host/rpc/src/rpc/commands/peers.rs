@@ -99,44 +99,52 @@ fn run_connect(ctx: Ctx, p: Params) -> CommandFuture {
             Err(e) => return Err(RpcError::invalid_params(format!("host: {e}"))),
         };
         let l = engine(&ctx.node)?;
-        let lookup = if target.host.contains(':') {
-            format!("[{}]:{}", target.host, target.port)
-        } else {
-            format!("{}:{}", target.host, target.port)
+        let peer = dial(&l, id, &target).await?;
+        let address = match &peer.socket_address {
+            Some(s) => address_json(&s.to_string()),
+            None => netaddr_json(&target),
         };
-        let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(&lookup).await {
-            Ok(a) => a.collect(),
-            Err(e) => {
-                return Err(RpcError::new(
-                    401,
-                    format!("Unable to connect, could not resolve {lookup}: {e}"),
-                ));
-            }
-        };
-        let mut last = String::from("no address");
-        for a in addrs {
-            match l.connect(id, a).await {
-                Ok(()) => {
-                    let Some(peer) = l.peer(&id) else {
-                        last = format!("{a}: peer disconnected");
-                        continue;
-                    };
-                    let address = match &peer.socket_address {
-                        Some(s) => address_json(&s.to_string()),
-                        None => netaddr_json(&target),
-                    };
-                    return Ok(json!({
-                        "id": id.to_string(),
-                        "features": features_hex(&peer.init_features),
-                        "direction": if peer.is_inbound_connection { "in" } else { "out" },
-                        "address": address,
-                    }));
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(RpcError::new(401, format!("Unable to connect: {last}")))
+        Ok(json!({
+            "id": id.to_string(),
+            "features": features_hex(&peer.init_features),
+            "direction": if peer.is_inbound_connection { "in" } else { "out" },
+            "address": address,
+        }))
     })
+}
+
+/// Resolves `target` and connects to `id` there (each address in turn), with CLN's
+/// `connect` errors; the peer's details once connected.
+pub(super) async fn dial(
+    l: &Lightning,
+    id: PublicKey,
+    target: &NetAddr,
+) -> Result<lightning::ln::peer_handler::PeerDetails, RpcError> {
+    let lookup = if target.host.contains(':') {
+        format!("[{}]:{}", target.host, target.port)
+    } else {
+        format!("{}:{}", target.host, target.port)
+    };
+    let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(&lookup).await {
+        Ok(a) => a.collect(),
+        Err(e) => {
+            return Err(RpcError::new(
+                401,
+                format!("Unable to connect, could not resolve {lookup}: {e}"),
+            ));
+        }
+    };
+    let mut last = String::from("no address");
+    for a in addrs {
+        match l.connect(id, a).await {
+            Ok(()) => match l.peer(&id) {
+                Some(peer) => return Ok(peer),
+                None => last = format!("{a}: peer disconnected"),
+            },
+            Err(e) => last = e,
+        }
+    }
+    Err(RpcError::new(401, format!("Unable to connect: {last}")))
 }
 
 fn run_disconnect(ctx: Ctx, p: Params) -> CommandFuture {

@@ -215,22 +215,21 @@ fn funded(f: Funded) -> Result<Value, RpcError> {
 }
 
 fn run_fundpsbt(ctx: Ctx, p: Params) -> CommandFuture {
-    command(async move {
-        p.opt_bool("nonwrapped")?;
-        let req = fund_request(&ctx, &p, None)?;
-        let f = ctx
-            .node
-            .wallet
-            .fund_psbt(&req)
-            .await
-            .map_err(wallet_error)?;
-        funded(f)
-    })
+    run_funding(ctx, p, false)
 }
 
 fn run_utxopsbt(ctx: Ctx, p: Params) -> CommandFuture {
+    run_funding(ctx, p, true)
+}
+
+/// `fundpsbt`, or `utxopsbt` (`named`: the coins are given).
+fn run_funding(ctx: Ctx, p: Params, named: bool) -> CommandFuture {
     command(async move {
         let utxos = match p.get("utxos") {
+            _ if !named => {
+                p.opt_bool("nonwrapped")?;
+                None
+            }
             Some(Value::Array(a)) if a.is_empty() => {
                 return Err(RpcError::invalid_params(
                     "Please specify an array of 'txid:output_index', not \"[]\"",
