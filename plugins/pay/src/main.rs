@@ -7,7 +7,10 @@
 //! `pay_part_end` (as CLN's xpay; for every part, whichever command sent it).
 //!
 //! Methods: `pay` (CLN's parameters and errors), `xpay` (the same payment with xpay's
-//! parameters and result), `listpays [bolt11] [payment_hash] [status]`,
+//! parameters and result), `sendamount` (an invoice without an amount paid so that a given
+//! amount leaves the node, fees included; xpay's result), `xkeysend` (the node's keysend
+//! with xpay's parameters and result), `renepay` and `renepaystatus` (CLN's renepay
+//! interface over the same engine; `renepay.rs`), `listpays [bolt11] [payment_hash] [status]`,
 //! `paystatus [bolt11]`, and CLN's askrene commands (`getroutes`, `askrene-create-layer`,
 //! `askrene-remove-layer`, `askrene-listlayers`, `askrene-create-channel`,
 //! `askrene-update-channel`, `askrene-remove-channel-update`, `askrene-inform-channel`,
@@ -20,11 +23,13 @@
 
 mod askrene;
 mod getroutes;
+mod keysend;
 mod layers;
 mod liquidity;
 mod listpays;
 mod params;
 mod pay;
+mod renepay;
 mod route;
 
 use std::collections::HashMap;
@@ -231,6 +236,47 @@ async fn main() -> Result<(), fulgur_plugin_sdk::RunError> {
                      preimage, the parts that failed and succeeded, the amounts delivered and \
                      sent. Only the built-in askrene layers are accepted.",
                 ),
+        )
+        .rpcmethod(
+            RpcMethod::new("sendamount", pay::sendamount)
+                .usage(params::SENDAMOUNT_USAGE)
+                .description("Send {amount_msat} to pay {invstring}, fees included")
+                .long_description(
+                    "Pays a BOLT 11 invoice without an amount, in one part, so that \
+                     {amount_msat} leaves this node in total: the payee receives it less the \
+                     fees (at most {maxfee}, and never more than half of it). xpay's result. \
+                     BOLT 12 offers are not supported yet.",
+                ),
+        )
+        .rpcmethod(
+            RpcMethod::new("xkeysend", keysend::xkeysend)
+                .usage(params::XKEYSEND_USAGE)
+                .description("Send {amount_msat} to {destination} without an invoice, as CLN's xkeysend")
+                .long_description(
+                    "A keysend (the node's, routed and retried for {retry_for} seconds) with \
+                     xpay's fee limit (by default 1% or 5,000 msat, whichever is greater) and \
+                     result: the preimage, the parts that failed and succeeded, the amounts \
+                     delivered and sent. {extratlvs} go to the payee's payload.",
+                ),
+        )
+        .rpcmethod(
+            RpcMethod::new("renepay", renepay::renepay)
+                .usage(params::RENEPAY_USAGE)
+                .description("Pay {invstring}, with renepay's parameters and result")
+                .long_description(
+                    "CLN's (deprecated) renepay interface over this plugin's payment engine: \
+                     fee limit {maxfee} (by default 0.5% or 5,000 msat, whichever is \
+                     greater), {exclude}d channels and nodes, renepay's result.",
+                )
+                .deprecated(),
+        )
+        .rpcmethod(
+            RpcMethod::typed("renepaystatus", "[invstring]", renepay::renepaystatus)
+                .description("Status of the payment of {invstring}, or of all")
+                .long_description(
+                    "The payments this plugin made since it started, in renepay's shape.",
+                )
+                .deprecated(),
         )
         .rpcmethod(
             RpcMethod::typed(

@@ -92,6 +92,27 @@ fn invoice_of(v: &Value, name: &str) -> Result<Invoice, RpcError> {
     })
 }
 
+/// Decodes `invstring` (named `name` in the caller's params) with the node's `decode`.
+async fn decode_invoice(rpc: &RpcClient, invstring: &str, name: &str) -> Result<Invoice, RpcError> {
+    let decoded = rpc
+        .call("decode", json!({"string": invstring}))
+        .await
+        .map_err(|e| match e {
+            CallError::Rpc(r) => RpcError::invalid_params(format!("Invalid bolt11: {}", r.message)),
+            other => other.into(),
+        })?;
+    invoice_of(&decoded, name)
+}
+
+/// The payment hash of the BOLT 11 invoice `invstring`.
+pub(crate) async fn payment_hash_of(
+    rpc: &RpcClient,
+    invstring: &str,
+    name: &str,
+) -> Result<String, RpcError> {
+    Ok(decode_invoice(rpc, invstring, name).await?.payment_hash)
+}
+
 /// Lets one `pay` per payment hash run at a time in this plugin; later callers wait their
 /// turn, then see the earlier attempt in `listsendpays`.
 struct Turn {
@@ -197,18 +218,32 @@ pub async fn pay(plugin: Plugin<Arc<State>>, params: Value) -> Result<Value, Rpc
 pub async fn xpay(plugin: Plugin<Arc<State>>, params: Value) -> Result<Value, RpcError> {
     let req = params::xpay_request(&params)?;
     let paid = pay_invoice(&plugin, &req).await.map_err(xpay_error)?;
+    Ok(xpay_result(&paid))
+}
+
+/// `sendamount`: pays an invoice without an amount so that `amount_msat` leaves our node,
+/// the payee receiving it less the fees; xpay's result.
+pub async fn sendamount(plugin: Plugin<Arc<State>>, params: Value) -> Result<Value, RpcError> {
+    let req = params::sendamount_request(&params)?;
+    let paid = pay_invoice(&plugin, &req).await.map_err(xpay_error)?;
+    Ok(xpay_result(&paid))
+}
+
+/// xpay's result (also `sendamount`'s and `xkeysend`'s): the preimage, how many parts
+/// failed and succeeded, the amounts delivered and sent.
+pub(crate) fn xpay_result(paid: &Paid) -> Value {
     let r = &paid.result;
-    Ok(json!({
+    json!({
         "payment_preimage": r.get("payment_preimage").cloned().unwrap_or(Value::Null),
         "failed_parts": paid.failed_parts,
         "successful_parts": r.get("parts").and_then(Value::as_u64).unwrap_or(1),
         "amount_msat": r.get("amount_msat").cloned().unwrap_or(Value::Null),
         "amount_sent_msat": r.get("amount_sent_msat").cloned().unwrap_or(Value::Null),
-    }))
+    })
 }
 
 /// xpay words the payee's refusal as CLN's xpay does; other errors are pay's.
-fn xpay_error(e: RpcError) -> RpcError {
+pub(crate) fn xpay_error(e: RpcError) -> RpcError {
     let name = e
         .data
         .as_ref()
@@ -237,31 +272,31 @@ pub struct Paid {
     pub result: Value,
     /// Parts of this call that failed (0 when an earlier call had paid).
     pub failed_parts: u64,
+    /// The sendpay group that paid.
+    pub groupid: u64,
 }
 
+/// The message when an invoice carries an amount and `amount_msat` is given too.
+pub(crate) const AMOUNT_UNNECESSARY: &str = "amount_msat: msatoshi parameter unnecessary";
+/// The message when neither the invoice nor `amount_msat` gives an amount.
+pub(crate) const AMOUNT_REQUIRED: &str = "amount_msat: msatoshi parameter required";
+
 /// Pays `req`'s invoice (or returns the earlier payment of its hash).
-async fn pay_invoice(plugin: &Plugin<Arc<State>>, req: &PayRequest) -> Result<Paid, RpcError> {
-    let name = req.invstring_param;
+pub(crate) async fn pay_invoice(
+    plugin: &Plugin<Arc<State>>,
+    req: &PayRequest,
+) -> Result<Paid, RpcError> {
     let rpc = plugin.rpc().clone();
-    let decoded = rpc
-        .call("decode", json!({"string": req.bolt11}))
-        .await
-        .map_err(|e| match e {
-            CallError::Rpc(r) => RpcError::invalid_params(format!("Invalid bolt11: {}", r.message)),
-            other => other.into(),
-        })?;
-    let inv = invoice_of(&decoded, name)?;
+    let inv = decode_invoice(&rpc, &req.bolt11, req.invstring_param).await?;
+    if req.fees_included && inv.amount_msat.is_some() {
+        // sendamount decides what the payee gets: the invoice must leave it open.
+        return Err(RpcError::invalid_params(
+            "Expecting a Bolt11 invoice with no amount.",
+        ));
+    }
     let amount = match (inv.amount_msat, req.amount_msat) {
-        (Some(_), Some(_)) => {
-            return Err(RpcError::invalid_params(
-                "amount_msat: msatoshi parameter unnecessary",
-            ));
-        }
-        (None, None) => {
-            return Err(RpcError::invalid_params(
-                "amount_msat: msatoshi parameter required",
-            ));
-        }
+        (Some(_), Some(_)) => return Err(RpcError::invalid_params(AMOUNT_UNNECESSARY)),
+        (None, None) => return Err(RpcError::invalid_params(AMOUNT_REQUIRED)),
         (Some(a), None) | (None, Some(a)) => a,
     };
     if inv.has_description_hash && req.description.is_none() && req.require_description {
@@ -276,12 +311,15 @@ async fn pay_invoice(plugin: &Plugin<Arc<State>>, req: &PayRequest) -> Result<Pa
     let state = plugin.state().clone();
     let _turn = take_turn(&state, &inv.payment_hash).await;
 
-    // An earlier attempt of the same hash decides whether we send at all.
-    let groupid = match earlier(&rpc, &inv, amount, req.retry_for).await? {
-        Earlier::Paid(result) => {
+    // An earlier attempt of the same hash decides whether we send at all. What a
+    // sendamount delivered depends on the fees, so only a fixed amount must match.
+    let fixed = (!req.fees_included).then_some(amount);
+    let groupid = match earlier(&rpc, &inv, fixed, req.retry_for).await? {
+        Earlier::Paid(result, groupid) => {
             return Ok(Paid {
                 result,
                 failed_parts: 0,
+                groupid,
             });
         }
         Earlier::Next(g) => g,
@@ -328,6 +366,7 @@ async fn pay_invoice(plugin: &Plugin<Arc<State>>, req: &PayRequest) -> Result<Pa
                         .iter()
                         .filter(|p| matches!(p.outcome, Some(Err(_))))
                         .count() as u64,
+                    groupid,
                 })
                 .ok_or_else(|| RpcError::lightningd("payment completed but its record is missing"))
         }
@@ -340,7 +379,8 @@ fn expired(now: u64, expiry: u64) -> RpcError {
         .with_data(json!({"now": now, "expiry": expiry}))
 }
 
-async fn sendpays(rpc: &RpcClient, hash: &str) -> Result<Vec<Value>, RpcError> {
+/// The `listsendpays` records of payment hash `hash`.
+pub(crate) async fn sendpays(rpc: &RpcClient, hash: &str) -> Result<Vec<Value>, RpcError> {
     let v = rpc
         .call("listsendpays", json!({"payment_hash": hash}))
         .await?;
@@ -351,18 +391,19 @@ async fn sendpays(rpc: &RpcClient, hash: &str) -> Result<Vec<Value>, RpcError> {
 }
 
 enum Earlier {
-    /// Already paid: this is the earlier result.
-    Paid(Value),
+    /// Already paid: this is the earlier result, and its group.
+    Paid(Value, u64),
     /// Send as this group.
     Next(u64),
 }
 
 /// What earlier attempts of this payment hash mean: paid (return that result), still in
 /// flight (wait up to `wait_secs`, then decide again), or failed/none (send a new group).
+/// A paid `amount`, when given, must be the one paid before.
 async fn earlier(
     rpc: &RpcClient,
     inv: &Invoice,
-    amount: u64,
+    amount: Option<u64>,
     wait_secs: u64,
 ) -> Result<Earlier, RpcError> {
     let mut waited = false;
@@ -378,13 +419,20 @@ async fn earlier(
             };
             let paid = result.get("amount_msat").and_then(Value::as_u64);
             let dest = result.get("destination").and_then(Value::as_str);
-            if paid.is_some_and(|p| p != amount) || dest.is_some_and(|d| d != inv.destination) {
+            if paid.is_some_and(|p| amount.is_some_and(|a| a != p))
+                || dest.is_some_and(|d| d != inv.destination)
+            {
                 return Err(RpcError::new(
                     codes::PAY_RHASH_ALREADY_USED,
                     "Already paid with this hash using different amount or destination",
                 ));
             }
-            return Ok(Earlier::Paid(result));
+            let group = g
+                .first()
+                .and_then(|p| p.get("groupid"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            return Ok(Earlier::Paid(result, group));
         }
         let pending: Vec<&Value> = rows
             .iter()
@@ -495,12 +543,28 @@ impl<'a> Run<'a> {
             .filter(|p| matches!(p.outcome, Some(Ok(_))))
     }
 
-    /// Amount delivered or on its way.
+    /// Amount delivered or on its way (for `sendamount`, sent: its amount includes fees).
     fn covered(&self) -> u64 {
         self.in_flight()
             .chain(self.succeeded())
-            .map(|p| p.route.delivered())
+            .map(|p| {
+                if self.req.fees_included {
+                    p.route.sent()
+                } else {
+                    p.route.delivered()
+                }
+            })
             .sum()
+    }
+
+    /// The payment's total as the payee's onion states it: the invoice's amount, or for
+    /// `sendamount` (one part) what the part delivers.
+    fn total_msat(&self, route: &Route) -> u64 {
+        if self.req.fees_included {
+            route.delivered()
+        } else {
+            self.amount
+        }
     }
 
     fn fees_committed(&self) -> u64 {
@@ -734,7 +798,8 @@ impl<'a> Run<'a> {
             charge_source: false,
             biases: None,
         };
-        let multi = self.inv.payment_secret.is_some();
+        // sendamount's fees come out of the one part it sends.
+        let multi = self.inv.payment_secret.is_some() && !self.req.fees_included;
         let limits = SplitLimits {
             fee_budget: self.fee_limit.saturating_sub(self.fees_committed()),
             min_part: if multi {
@@ -744,7 +809,7 @@ impl<'a> Run<'a> {
             },
             max_parts: if multi { MAX_PARTS_PER_ROUND } else { 1 },
         };
-        route::split(graph, &base, left, limits).map_err(|e| match e {
+        let routes = route::split(graph, &base, left, limits).map_err(|e| match e {
             NoRoute::Unreachable => RpcError::new(
                 codes::PAY_ROUTE_NOT_FOUND,
                 if self.parts.is_empty() {
@@ -766,7 +831,23 @@ impl<'a> Run<'a> {
                 "feepercent": fee as f64 * 100.0 / self.amount.max(1) as f64,
                 "delay": delay,
             })),
-        })
+        })?;
+        if !self.req.fees_included {
+            return Ok(routes);
+        }
+        routes
+            .iter()
+            .map(|r| {
+                route::sending_exactly(graph, r, left).ok_or_else(|| {
+                    RpcError::new(
+                        codes::PAY_ROUTE_TOO_EXPENSIVE,
+                        format!(
+                            "Route too expensive: its fees leave nothing of {left}msat to deliver"
+                        ),
+                    )
+                })
+            })
+            .collect()
     }
 
     async fn send(
@@ -786,7 +867,7 @@ impl<'a> Run<'a> {
         if let Some(secret) = &self.inv.payment_secret {
             p["payment_secret"] = json!(secret);
             p["partid"] = json!(partid);
-            p["amount_msat"] = json!(self.amount);
+            p["amount_msat"] = json!(self.total_msat(&route));
         }
         if let Some(l) = &self.req.label {
             p["label"] = json!(l);
@@ -865,7 +946,7 @@ impl<'a> Run<'a> {
                 "payment_hash": self.inv.payment_hash,
                 "groupid": self.groupid,
                 "partid": part.partid,
-                "total_payment_msat": self.amount,
+                "total_payment_msat": self.total_msat(&part.route),
                 "attempt_msat": part.route.delivered(),
                 "hops": hops,
             }),

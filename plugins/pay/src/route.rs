@@ -644,6 +644,58 @@ pub fn find_route(g: &Graph, q: &Query<'_>) -> Result<Route, NoRoute> {
     }
 }
 
+/// The route over `r`'s path that sends exactly `total` (`sendamount`): it delivers as much
+/// as the hops' fees leave (the largest amount whose route costs at most `total`), and the
+/// msat that fee rounding leaves over go to the first forwarding node as extra fee. Our own
+/// first channel charges nothing. None if the path is not in `g` or nothing is left to
+/// deliver.
+pub fn sending_exactly(g: &Graph, r: &Route, total: u64) -> Option<Route> {
+    let edges: Vec<&Edge> = r
+        .hops
+        .iter()
+        .map(|h| g.edge(&h.key))
+        .collect::<Option<_>>()?;
+    // Amounts carried over each hop when `delivered` reaches the destination.
+    let amounts = |delivered: u64| -> Vec<u64> {
+        let mut out = vec![delivered; edges.len()];
+        for i in (0..edges.len().saturating_sub(1)).rev() {
+            out[i] = out[i + 1].saturating_add(edges[i + 1].fee(out[i + 1]));
+        }
+        out
+    };
+    let sent = |delivered: u64| amounts(delivered).first().copied().unwrap_or(0);
+    // Fees grow with the amount: search the largest delivery that fits.
+    let (mut lo, mut hi) = (0u64, total);
+    while lo < hi {
+        let mid = hi - (hi - lo) / 2;
+        if sent(mid) <= total {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    if lo == 0 {
+        return None;
+    }
+    let mut amounts = amounts(lo);
+    if let Some(first) = amounts.first_mut() {
+        *first = total;
+    }
+    let hops = r
+        .hops
+        .iter()
+        .zip(amounts)
+        .map(|(h, amount_msat)| Hop {
+            amount_msat,
+            ..h.clone()
+        })
+        .collect();
+    Some(Route {
+        hops,
+        probability: r.probability,
+    })
+}
+
 /// Limits for [`split`].
 #[derive(Debug, Clone, Copy)]
 pub struct SplitLimits {
@@ -805,6 +857,24 @@ mod tests {
         assert_eq!(r.hops[0].delay, 26);
         assert_eq!(r.fee(), 1100);
         assert_eq!(r.to_json()[0]["channel"], json!("1x2x0"));
+    }
+
+    #[test]
+    fn sending_exactly_takes_the_fees_out_of_the_amount() {
+        let g = diamond(5000, 900_000, 900_000);
+        let ctx = Ctx::new();
+        let r = find_route(&g, &ctx.query(&g, 100_000)).expect("route");
+        // C charges 1000 + 1000 ppm: 98_902 delivered costs 1000 + 98.
+        let s = sending_exactly(&g, &r, 100_000).expect("fits");
+        assert_eq!((s.sent(), s.delivered(), s.fee()), (100_000, 98_902, 1098));
+        assert_eq!(s.delay(), r.delay());
+        assert_eq!(s.hops[0].key, r.hops[0].key);
+        // 98_999 costs 1098 (100_097 sent), 99_000 costs 1099 (100_099): sending 100_098
+        // delivers 98_999 and C gets the msat left over.
+        let s = sending_exactly(&g, &r, 100_098).expect("fits");
+        assert_eq!((s.sent(), s.delivered(), s.fee()), (100_098, 98_999, 1099));
+        // Less than C's base fee leaves nothing to deliver.
+        assert!(sending_exactly(&g, &r, 999).is_none());
     }
 
     #[test]
