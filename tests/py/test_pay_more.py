@@ -4,9 +4,8 @@ shared by the module (built once; the tests run in file order):
 
     A ──1M── B ──1M── C
 
-Channels are opened by the node named first, so their funds start on that side. renepay is
-deprecated (as in CLN since v26.06): A allows deprecated APIs, B and C do not (Fulgur's
-default). Every reply is validated against CLN's schemas by the harness."""
+Channels are opened by the node named first, so their funds start on that side. Every
+reply is validated against CLN's schemas by the harness."""
 
 import hashlib
 import time
@@ -22,8 +21,7 @@ from conftest import RpcError, wait_for
 def net():
     with lnnet.module_network("fulgur-paymore-") as ln:
         n = SimpleNamespace(ln=ln)
-        n.a = ln.node(options={"allow-deprecated-apis": "true"})
-        n.b, n.c = ln.node(), ln.node()
+        n.a, n.b, n.c = ln.node(), ln.node(), ln.node()
         n.ab, n.bc = ln.line(n.a, n.b, n.c)
         yield n
 
@@ -214,10 +212,6 @@ def test_renepay_pays_and_renepaystatus_lists_it(net):
 
 def test_renepay_errors_are_clns(net):
     a, b, c = net.a, net.b, net.c
-    # Deprecated: refused where deprecated APIs are not allowed.
-    for method in ("renepay", "renepaystatus"):
-        e = error(b, method, {"invstring": "lnbcrt1garbage"})
-        assert (e["code"], e["message"]) == (-32601, f"Command {method} is deprecated")
     fixed = c.rpc.invoice(100_000, "renepay-errors", "x")
     e = error(a, "renepay", {"invstring": fixed["bolt11"], "amount_msat": 100_000})
     assert e["code"] == -32602

@@ -267,16 +267,14 @@ async fn main() -> Result<(), fulgur_plugin_sdk::RunError> {
                     "CLN's (deprecated) renepay interface over this plugin's payment engine: \
                      fee limit {maxfee} (by default 0.5% or 5,000 msat, whichever is \
                      greater), {exclude}d channels and nodes, renepay's result.",
-                )
-                .deprecated(),
+                ),
         )
         .rpcmethod(
             RpcMethod::typed("renepaystatus", "[invstring]", renepay::renepaystatus)
                 .description("Status of the payment of {invstring}, or of all")
                 .long_description(
                     "The payments this plugin made since it started, in renepay's shape.",
-                )
-                .deprecated(),
+                ),
         )
         .rpcmethod(
             RpcMethod::typed(
