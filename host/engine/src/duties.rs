@@ -238,7 +238,15 @@ impl Lightning {
     /// Runs one periodic duty.
     pub(crate) async fn run_duty(self: &Arc<Self>, duty: Duty) {
         match duty {
-            Duty::PeerTick => self.peers.timer_tick_occurred(),
+            Duty::PeerTick => {
+                self.peers.timer_tick_occurred();
+                // Our first public channel was just announced: the node announcement the
+                // graph refused before (no public channel yet) goes out now, not at the
+                // next minute's tick.
+                if self.node_announcement_missing() {
+                    self.announce_node();
+                }
+            }
             Duty::ManagerTick => {
                 self.manager.timer_tick_occurred();
                 self.announce_node();

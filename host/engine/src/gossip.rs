@@ -96,3 +96,114 @@ async fn lookup_with_retries(
     log.log.unusual(&format!("gossip: could not look up {scid_text}'s funding output ({last_error}); announcement dropped until it is sent again"));
     Err(UtxoLookupError::UnknownTx)
 }
+
+/// Why `addgossip` refused a message.
+#[derive(Debug, thiserror::Error)]
+pub enum AddGossipError {
+    /// Not a gossip message we can read.
+    #[error("{0}")]
+    Malformed(String),
+    /// The graph refused it (bad signature, unknown channel, ...), with LDK's reason in
+    /// CLN's words where CLN has some.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// LDK's words for a message taken once a check under way ends.
+const PENDING: &[&str] = &[
+    "Channel being checked async",
+    "Awaiting channel_announcement validation",
+];
+
+/// BOLT 7 message types.
+const CHANNEL_ANNOUNCEMENT: u16 = 256;
+const NODE_ANNOUNCEMENT: u16 = 257;
+const CHANNEL_UPDATE: u16 = 258;
+
+impl super::Lightning {
+    /// `addgossip`: feeds one gossip message (type and body, as on the wire) to the graph,
+    /// as if a peer had sent it. Messages the graph already has, or takes once a pending
+    /// check ends (a channel's funding output being looked up), are accepted: as CLN says,
+    /// it is best effort.
+    pub fn add_gossip(&self, msg: &[u8]) -> Result<(), AddGossipError> {
+        use lightning::ln::msgs::{self, ErrorAction, RoutingMessageHandler};
+        use lightning::util::ser::LengthReadable;
+        let (ty, mut body) = match msg {
+            [a, b, rest @ ..] => (u16::from_be_bytes([*a, *b]), rest),
+            _ => return Err(AddGossipError::Malformed("Message too short".into())),
+        };
+        let bad = |what: &str, e: msgs::DecodeError| {
+            AddGossipError::Malformed(format!("Malformed {what}: {e:?}"))
+        };
+        let outcome = match ty {
+            CHANNEL_ANNOUNCEMENT => {
+                let m = msgs::ChannelAnnouncement::read_from_fixed_length_buffer(&mut body)
+                    .map_err(|e| bad("channel_announcement", e))?;
+                self.gossip.handle_channel_announcement(None, &m).map(drop)
+            }
+            NODE_ANNOUNCEMENT => {
+                let m = msgs::NodeAnnouncement::read_from_fixed_length_buffer(&mut body)
+                    .map_err(|e| bad("node_announcement", e))?;
+                self.gossip.handle_node_announcement(None, &m).map(drop)
+            }
+            CHANNEL_UPDATE => {
+                let m = msgs::ChannelUpdate::read_from_fixed_length_buffer(&mut body)
+                    .map_err(|e| bad("channel_update", e))?;
+                self.gossip.handle_channel_update(None, &m).map(drop)
+            }
+            other => {
+                return Err(AddGossipError::Malformed(format!(
+                    "Unknown gossip type {other}"
+                )));
+            }
+        };
+        match outcome {
+            Ok(()) => Ok(()),
+            // Duplicates, and what waits for a check that is under way.
+            Err(e)
+                if matches!(
+                    e.action,
+                    ErrorAction::IgnoreError | ErrorAction::IgnoreDuplicateGossip
+                ) || PENDING.iter().any(|p| e.err.starts_with(p)) =>
+            {
+                self.log.debug(&format!("addgossip: {}", e.err));
+                Ok(())
+            }
+            Err(e) if e.err.starts_with("Invalid signature") => {
+                Err(AddGossipError::Refused(format!("Bad signature: {}", e.err)))
+            }
+            Err(e) => Err(AddGossipError::Refused(e.err)),
+        }
+    }
+
+    /// Every gossip message the graph keeps (channel announcements, the latest update of
+    /// each direction, node announcements), as on the wire: `dev gossip`, for tests that
+    /// feed them to another node with `addgossip`.
+    pub fn raw_gossip(&self) -> Vec<Vec<u8>> {
+        use lightning::routing::gossip::NodeAnnouncementInfo;
+        use lightning::util::ser::Writeable;
+        let with_type = |ty: u16, body: Vec<u8>| {
+            let mut v = ty.to_be_bytes().to_vec();
+            v.extend(body);
+            v
+        };
+        let graph = self.graph.network().read_only();
+        let mut out = vec![];
+        for (_, c) in graph.channels().unordered_iter() {
+            if let Some(a) = &c.announcement_message {
+                out.push(with_type(CHANNEL_ANNOUNCEMENT, a.encode()));
+            }
+            for dir in [&c.one_to_two, &c.two_to_one].into_iter().flatten() {
+                if let Some(u) = &dir.last_update_message {
+                    out.push(with_type(CHANNEL_UPDATE, u.encode()));
+                }
+            }
+        }
+        for (_, n) in graph.nodes().unordered_iter() {
+            if let Some(NodeAnnouncementInfo::Relayed(a)) = &n.announcement_info {
+                out.push(with_type(NODE_ANNOUNCEMENT, a.encode()));
+            }
+        }
+        out
+    }
+}

@@ -389,6 +389,8 @@ pub struct Lightning {
     pub(crate) keys: Arc<KeysManager>,
     /// The network graph and the payment scorer, with their views, routes and upkeep.
     pub(crate) graph: graph::Graph,
+    /// Gossip handling (what peers send; `addgossip` feeds it too).
+    pub(crate) gossip: Arc<Gossip>,
     /// The database (our own tables beside LDK's key-value store).
     pub(crate) store: crate::store::Store,
     /// The node's plugins: notifications and hooks.
@@ -730,6 +732,7 @@ impl Lightning {
             peers,
             keys,
             graph: graph::Graph::new(graph, scorer, kv.clone(), deps.log.clone()),
+            gossip: gossip.clone(),
             store: deps.store.clone(),
             port: deps.port.clone(),
             chain: deps.chain.clone(),
@@ -1123,6 +1126,15 @@ impl Lightning {
         self.persist_manager_then_monitors(Durability::Synced);
         self.persist_graph();
         self.persist_scorer();
+    }
+
+    /// Whether the graph has a public channel of ours but not our node announcement.
+    pub(crate) fn node_announcement_missing(&self) -> bool {
+        let me = lightning::routing::gossip::NodeId::from_pubkey(&self.keys_node_id());
+        let graph = self.graph.network().read_only();
+        graph
+            .node(&me)
+            .is_some_and(|n| n.announcement_info.is_none() && !n.channels.is_empty())
     }
 
     /// Announces our node (alias, color, addresses). LDK sends it once we have a public

@@ -1,6 +1,7 @@
 //! Built-in RPC commands: one file per command or family, one table to dispatch.
 //! Adding a command is adding a file and a line in [`COMMANDS`].
 
+mod addgossip;
 mod batching;
 mod channels;
 mod check;
@@ -104,6 +105,7 @@ impl Command {
 
 /// Every built-in command, sorted by name.
 pub const COMMANDS: &[&Command] = &[
+    &addgossip::ADDGOSSIP,
     &psbt::ADDPSBTOUTPUT,
     &batching::BATCHING,
     &check::CHECK,
@@ -239,6 +241,7 @@ pub fn check_params(
         "listforwards" | "listhtlcs" => forwards::index_param(p).map(drop),
         "notifications" | "deprecations" => notifications::enable(p).map(drop),
         "decode" => p.str("string").and_then(|s| decode::decode(&s)).map(drop),
+        "addgossip" => p.str("message").map(drop),
         "checkmessage" => p.str("zbase").and_then(|z| {
             p.str("message")?;
             pay::opt_pubkey(p, "pubkey")?;
