@@ -23,6 +23,7 @@
 //! assert_eq!(back.unique_id(), Some("0"));
 //! ```
 
+use bitcoin::base64::{self, Engine as _};
 use bitcoin::hashes::{HashEngine as _, sha256};
 
 /// The condition of an alternative, named by its character.
@@ -194,8 +195,7 @@ impl Alternative {
             .ok_or(FormatError::Condition)?;
         let mut value = String::new();
         let mut more = false;
-        loop {
-            let Some(c) = chars.next() else { break };
+        while let Some(c) = chars.next() {
             match c {
                 '|' => {
                     more = true;
@@ -339,11 +339,7 @@ impl Restriction {
 
     /// CLN's English: the alternatives' joined with `OR`.
     pub fn english(&self) -> String {
-        self.alternatives
-            .iter()
-            .map(Alternative::english)
-            .collect::<Vec<_>>()
-            .join(" OR ")
+        joined(self.alternatives.iter().map(Alternative::english), " OR ")
     }
 
     /// Whether this is a unique-id restriction (one alternative with an empty field).
@@ -363,6 +359,11 @@ impl Restriction {
         }
         Some(why.join(" AND "))
     }
+}
+
+/// `parts` with `sep` between them.
+pub fn joined(parts: impl Iterator<Item = String>, sep: &str) -> String {
+    parts.collect::<Vec<_>>().join(sep)
 }
 
 /// SHA-256's block.
@@ -501,11 +502,7 @@ impl Rune {
 
     /// The restrictions' text, `&`-separated.
     pub fn restrictions_text(&self) -> String {
-        self.restrictions
-            .iter()
-            .map(Restriction::encode)
-            .collect::<Vec<_>>()
-            .join("&")
+        joined(self.restrictions.iter().map(Restriction::encode), "&")
     }
 
     /// Its base64url form, with padding (as CLN writes it).
@@ -588,62 +585,23 @@ fn parse_strtoull0(s: &str) -> Option<u64> {
     t.parse().ok()
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+/// base64url as CLN reads and writes runes: padding written, optional on reading; bits
+/// after the last byte ignored.
+const BASE64URL: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// base64url with `=` padding.
 pub fn base64url_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(B64[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    BASE64URL.encode(data)
 }
 
-fn sixbit(c: u8) -> Option<u32> {
-    B64.iter().position(|x| *x == c).map(|p| p as u32)
-}
-
-/// base64url as ccan's decoder reads it: 4-character groups; in the last group (only)
-/// `=` padding is dropped, and what remains must be 2 to 4 characters.
+/// base64url, with or without padding; `None` when not base64url.
 pub fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len() / 4 * 3 + 3);
-    let mut i = 0;
-    while b.len() - i > 4 {
-        let n = b[i..i + 4]
-            .iter()
-            .try_fold(0u32, |acc, c| Some((acc << 6) | sixbit(*c)?))?;
-        out.extend_from_slice(&n.to_be_bytes()[1..]);
-        i += 4;
-    }
-    let mut tail = &b[i..];
-    while let [rest @ .., b'='] = tail {
-        tail = rest;
-    }
-    match tail.len() {
-        0 => {}
-        1 => return None,
-        len => {
-            let mut n = 0u32;
-            for k in 0..4 {
-                n = (n << 6) | tail.get(k).map_or(Some(0), |c| sixbit(*c))?;
-            }
-            out.extend_from_slice(&n.to_be_bytes()[1..len]);
-        }
-    }
-    Some(out)
+    BASE64URL.decode(s).ok()
 }
 
 /// What a `checkrune` call is checked against.
@@ -744,19 +702,20 @@ impl Request<'_> {
     }
 }
 
+/// How CLN's `checkrune` words the fields of its reasons.
+const FIELD_ENGLISH: [(&str, &str); 4] = [
+    ("pname", "parameter "),
+    ("parr", "parameter #"),
+    ("pnum", "number of parameters"),
+    ("pinv", "invoice parameter "),
+];
+
 /// CLN's reason turned into English for `checkrune`'s error (`pnamex` → `parameter x`).
 pub fn anglicise(reason: &str) -> String {
-    for (prefix, english) in [
-        ("pname", "parameter "),
-        ("parr", "parameter #"),
-        ("pnum", "number of parameters"),
-        ("pinv", "invoice parameter "),
-    ] {
-        if let Some(rest) = reason.strip_prefix(prefix) {
-            return format!("{english}{rest}");
-        }
-    }
-    reason.to_string()
+    FIELD_ENGLISH
+        .iter()
+        .find_map(|(prefix, english)| reason.strip_prefix(prefix).map(|r| format!("{english}{r}")))
+        .unwrap_or_else(|| reason.to_string())
 }
 
 /// The highest unique id a blacklist can hold, plus one (CLN's bitmap size).
@@ -1021,75 +980,47 @@ mod tests {
     #[test]
     fn every_condition() {
         use FieldValue::{Int, Missing};
-        // !
-        assert_eq!(test("f!", Missing), None);
-        assert_eq!(test("f!", s("")).as_deref(), Some("f is present"));
-        // =
-        assert_eq!(test("f=a", s("a")), None);
-        assert_eq!(test("f=1", Int(1)), None);
-        assert_eq!(test("f=a", s("b")).as_deref(), Some("f is not equal to a"));
-        assert_eq!(test("f=a", Missing).as_deref(), Some("f not present"));
-        // /
-        assert_eq!(test("f/a", s("b")), None);
-        assert_eq!(test("f/a", s("a")).as_deref(), Some("f is equal to a"));
-        assert_eq!(test("f/a", Missing).as_deref(), Some("f not present"));
-        // ^ $ ~
-        assert_eq!(test("f^ab", s("abc")), None);
-        assert_eq!(
-            test("f^ab", s("cab")).as_deref(),
-            Some("f does not start with ab")
-        );
-        assert_eq!(test("f$bc", s("abc")), None);
-        assert_eq!(
-            test("f$ab", s("abc")).as_deref(),
-            Some("f does not end with ab")
-        );
-        assert_eq!(test("f~b", s("abc")), None);
-        assert_eq!(test("f~12", Int(3123)), None);
-        assert_eq!(
-            test("f~d", s("abc")).as_deref(),
-            Some("f does not contain d")
-        );
-        // < >
-        assert_eq!(test("f<10", Int(9)), None);
-        assert_eq!(test("f<-1", Int(-2)), None);
-        assert_eq!(
-            test("f<10", Int(10)).as_deref(),
-            Some("f is greater or equal to 10")
-        );
-        assert_eq!(test("f>10", Int(11)), None);
-        assert_eq!(
-            test("f>10", Int(10)).as_deref(),
-            Some("f is less or equal to 10")
-        );
-        assert_eq!(
-            test("f<10", s("9")).as_deref(),
-            Some("f is not an integer field")
-        );
-        assert_eq!(
-            test("f<1x", Int(0)).as_deref(),
-            Some("1x is not a valid integer")
-        );
-        assert_eq!(test("f<10", Missing).as_deref(), Some("f not present"));
-        // { }
-        assert_eq!(test("f{b", s("a")), None);
-        assert_eq!(test("f{b", s("ab")), None);
-        assert_eq!(
-            test("f{b", s("b")).as_deref(),
-            Some("f is equal to or ordered after b")
-        );
-        assert_eq!(
-            test("f{ab", s("abc")).as_deref(),
-            Some("f is equal to or ordered after ab")
-        );
-        assert_eq!(test("f}ab", s("abc")), None);
-        assert_eq!(
-            test("f}b", s("a")).as_deref(),
-            Some("f is equal to or ordered before b")
-        );
-        // #
-        assert_eq!(test("f#anything", Missing), None);
-        assert_eq!(test("f#anything", s("x")), None);
+        let cases: &[(&str, FieldValue, Option<&str>)] = &[
+            ("f!", Missing, None),
+            ("f!", s(""), Some("f is present")),
+            ("f=a", s("a"), None),
+            ("f=1", Int(1), None),
+            ("f=a", s("b"), Some("f is not equal to a")),
+            ("f=a", Missing, Some("f not present")),
+            ("f/a", s("b"), None),
+            ("f/a", s("a"), Some("f is equal to a")),
+            ("f/a", Missing, Some("f not present")),
+            ("f^ab", s("abc"), None),
+            ("f^ab", s("cab"), Some("f does not start with ab")),
+            ("f$bc", s("abc"), None),
+            ("f$ab", s("abc"), Some("f does not end with ab")),
+            ("f~b", s("abc"), None),
+            ("f~12", Int(3123), None),
+            ("f~d", s("abc"), Some("f does not contain d")),
+            ("f<10", Int(9), None),
+            ("f<-1", Int(-2), None),
+            ("f<10", Int(10), Some("f is greater or equal to 10")),
+            ("f>10", Int(11), None),
+            ("f>10", Int(10), Some("f is less or equal to 10")),
+            ("f<10", s("9"), Some("f is not an integer field")),
+            ("f<1x", Int(0), Some("1x is not a valid integer")),
+            ("f<10", Missing, Some("f not present")),
+            ("f{b", s("a"), None),
+            ("f{b", s("ab"), None),
+            ("f{b", s("b"), Some("f is equal to or ordered after b")),
+            ("f{ab", s("abc"), Some("f is equal to or ordered after ab")),
+            ("f}ab", s("abc"), None),
+            ("f}b", s("a"), Some("f is equal to or ordered before b")),
+            ("f#anything", Missing, None),
+            ("f#anything", s("x"), None),
+        ];
+        for (alt, value, want) in cases {
+            assert_eq!(
+                test(alt, value.clone()).as_deref(),
+                *want,
+                "{alt} on {value:?}"
+            );
+        }
     }
 
     #[test]
@@ -1171,36 +1102,27 @@ mod tests {
         assert_eq!(check(&req, "rate=1"), None);
         let now = req.now_nanos;
         let used = request(Some(now - 30 * NANOS_PER_SEC));
-        assert_eq!(check(&used, "per=1min").as_deref(), Some("too soon"));
-        assert_eq!(check(&used, "per=29sec"), None);
-        assert_eq!(check(&used, "per=29"), None);
-        assert_eq!(check(&used, "per=30000msec"), None);
-        assert_eq!(
-            check(&used, "per=30000001usec").as_deref(),
-            Some("too soon")
-        );
-        assert_eq!(check(&used, "per=1hour").as_deref(), Some("too soon"));
-        assert_eq!(check(&used, "rate=1").as_deref(), Some("too soon"));
-        assert_eq!(check(&used, "rate=2"), None);
-        assert_eq!(
-            check(&used, "per=1week").as_deref(),
-            Some("malformed suffix")
-        );
-        assert_eq!(check(&used, "per=0").as_deref(), Some("malformed per"));
-        assert_eq!(check(&used, "per=min").as_deref(), Some("malformed per"));
-        assert_eq!(
-            check(&used, "per<5").as_deref(),
-            Some("per operator must be =")
-        );
-        assert_eq!(check(&used, "rate=1x").as_deref(), Some("malformed rate"));
-        assert_eq!(
-            check(&used, "rate/1").as_deref(),
-            Some("rate operator must be =")
-        );
-        assert_eq!(
-            check(&used, "per=4294967294day").as_deref(),
-            Some("per overflow")
-        );
+        // Used 30 s ago.
+        let cases = [
+            ("per=1min", Some("too soon")),
+            ("per=29sec", None),
+            ("per=29", None),
+            ("per=30000msec", None),
+            ("per=30000001usec", Some("too soon")),
+            ("per=1hour", Some("too soon")),
+            ("rate=1", Some("too soon")),
+            ("rate=2", None),
+            ("per=1week", Some("malformed suffix")),
+            ("per=0", Some("malformed per")),
+            ("per=min", Some("malformed per")),
+            ("per<5", Some("per operator must be =")),
+            ("rate=1x", Some("malformed rate")),
+            ("rate/1", Some("rate operator must be =")),
+            ("per=4294967294day", Some("per overflow")),
+        ];
+        for (alt, want) in cases {
+            assert_eq!(check(&used, alt).as_deref(), want, "{alt}");
+        }
         // A clock set back counts as used just now.
         let future = request(Some(now + NANOS_PER_SEC));
         assert_eq!(check(&future, "per=1nsec").as_deref(), Some("too soon"));

@@ -14,21 +14,16 @@ use super::pay::{bad_param, opt_pubkey};
 use super::{Command, CommandFuture, Ctx, command};
 use crate::lightning::runebook::{Check, Refusal, ShownRune};
 use crate::lightning::runes::{
-    Alternative, Condition, FieldValue, MAX_BLACKLIST, ParamFields, Restriction, Rune,
+    Alternative, Condition, FieldValue, MAX_BLACKLIST, ParamFields, Restriction, Rune, joined,
 };
-use crate::rpc::params::{Params, opt, req};
+use crate::rpc::params::{ParamSpec, Params, opt, req};
 
-pub const CREATERUNE: Command = Command::new(
-    "createrune",
-    &[opt("rune"), opt("restrictions")],
-    run_createrune,
-);
+const CREATE_PARAMS: &[ParamSpec] = &[opt("rune"), opt("restrictions")];
+const CHECK_PARAMS: &[ParamSpec] = &[req("rune"), opt("nodeid"), opt("method"), opt("params")];
 
-pub const CHECKRUNE: Command = Command::new(
-    "checkrune",
-    &[req("rune"), opt("nodeid"), opt("method"), opt("params")],
-    run_checkrune,
-);
+pub const CREATERUNE: Command = Command::new("createrune", CREATE_PARAMS, run_createrune);
+
+pub const CHECKRUNE: Command = Command::new("checkrune", CHECK_PARAMS, run_checkrune);
 
 pub const SHOWRUNES: Command = Command::new("showrunes", &[opt("rune")], run_showrunes);
 
@@ -377,11 +372,8 @@ fn shown_json(s: &ShownRune) -> Value {
         })
         .collect();
     m.insert("restrictions".into(), Value::Array(list));
-    let english: Vec<String> = restrictions.iter().map(|r| r.english()).collect();
-    m.insert(
-        "restrictions_as_english".into(),
-        json!(english.join(" AND ")),
-    );
+    let english = joined(restrictions.iter().map(|r| r.english()), " AND ");
+    m.insert("restrictions_as_english".into(), json!(english));
     Value::Object(m)
 }
 
