@@ -604,3 +604,39 @@ pub fn values(data: &[u8]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The `runes` target's seeds, and cheap mutations of them (a byte changed, dropped or
+    /// repeated), keep its invariants: a smoke run without the instrumented build.
+    #[test]
+    fn runes_seeds_and_their_mutations_keep_the_invariants() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/runes");
+        let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+            .collect();
+        assert!(seeds.len() >= 3);
+        seeds.sort();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for seed in &seeds {
+            super::runes(seed);
+            for _ in 0..3000 {
+                let mut m = seed.clone();
+                let at = (next() as usize) % m.len();
+                match next() % 3 {
+                    0 => m[at] = next() as u8,
+                    1 => drop(m.remove(at.max(1).min(m.len() - 1))),
+                    _ => m.insert(at, m[at]),
+                }
+                super::runes(&m);
+            }
+        }
+    }
+}
