@@ -255,6 +255,14 @@ pub async fn run(config: Config) -> Result<i32, String> {
         .clone()
         .unwrap_or_else(|| id.get(2..8).unwrap_or("000000").to_string());
     let (stop, shutdown) = StopControl::new(stop_tx.clone());
+    let secret_base = crate::lightning::keys::secret_base(&seed);
+    // CLN's runes came out of commando, hence the secret CLN derives for "commando".
+    let runes = crate::lightning::runebook::RuneBook::load(
+        store.clone(),
+        crate::lightning::keys::derive_secret(&secret_base, b"commando"),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let node = Arc::new(Node {
         config,
         main: main.clone(),
@@ -271,7 +279,8 @@ pub async fn run(config: Config) -> Result<i32, String> {
                 .collect(),
         ),
         node_id: id.clone(),
-        secret_base: crate::lightning::keys::secret_base(&seed),
+        secret_base,
+        runes,
         alias: alias.clone(),
         color: color.clone(),
         stop,

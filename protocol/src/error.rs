@@ -113,6 +113,12 @@ pub mod codes {
     pub const SIGNMESSAGE_PUBKEY_NOT_FOUND: i64 = 1301;
     /// `delforward`: no such forward.
     pub const DELFORWARD_NOT_FOUND: i64 = 1401;
+    /// `checkrune`: the rune is not one of this node's (another secret or version).
+    pub const RUNE_NOT_AUTHORIZED: i64 = 1501;
+    /// `checkrune`: one of the rune's restrictions is not met.
+    pub const RUNE_NOT_PERMITTED: i64 = 1502;
+    /// `checkrune`: the rune's unique id is blacklisted.
+    pub const RUNE_BLACKLISTED: i64 = 1503;
     /// `wait`: timed out.
     pub const WAIT_TIMEOUT: i64 = 2000;
 }

@@ -25,6 +25,12 @@ pub trait Clock: Send + Sync {
         self.unix_ms() / 1000
     }
 
+    /// Nanoseconds since the UNIX epoch (what CLN keeps as a rune's `last_used`); clocks
+    /// that only know milliseconds give those.
+    fn unix_nanos(&self) -> u64 {
+        self.unix_ms().saturating_mul(1_000_000)
+    }
+
     /// Completes once this clock reads `unix_ms` or later.
     fn sleep_until(&self, unix_ms: u64) -> Wait<'_>;
 }
@@ -45,6 +51,12 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn unix_nanos(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
     }
 
     fn sleep_until(&self, unix_ms: u64) -> Wait<'_> {

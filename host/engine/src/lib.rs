@@ -45,6 +45,8 @@ pub mod net;
 pub mod payments;
 pub mod port;
 pub mod receive;
+pub mod runebook;
+pub mod runes;
 pub mod sweep;
 
 use fulgur_base::hex;

@@ -37,6 +37,8 @@ pub struct Node {
     /// The base of `makesecret`'s secrets, derived from `hsm_secret`
     /// (`lightning::keys::secret_base`); the seed itself stays out of the RPC.
     pub secret_base: [u8; 32],
+    /// The node's runes (`createrune`, `checkrune`, ...), from `hsm_secret`.
+    pub runes: crate::lightning::runebook::RuneBook,
     /// Alias.
     pub alias: String,
     /// Color, six hex digits.

@@ -2,13 +2,15 @@
 //! WAL journal and `synchronous=FULL`, so what a call writes is durable before it returns.
 //!
 //! Schema changes are numbered migrations run at start. [`kv`] is LDK's key-value store on
-//! this database; [`datastore`] the plugins' datastore. This crate knows SQLite and LDK's
-//! storage traits, not the RPC or CLN's JSON (docs/adr/0009-host-crates.md).
+//! this database; [`datastore`] the plugins' datastore; [`runes`] the rows of CLN's runes.
+//! This crate knows SQLite and LDK's storage traits, not the RPC or CLN's JSON
+//! (docs/adr/0009-host-crates.md).
 
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
 
 pub mod datastore;
+pub mod runes;
 
 /// Stores a fieldless enum as its name: `text_enum!(Type)` implements rusqlite's `ToSql`
 /// and `FromSql` for a `Type` with `fn as_str(self) -> &'static str` and
@@ -184,6 +186,17 @@ const MIGRATIONS: &[&str] = &[
         outpoint TEXT PRIMARY KEY,
         until_height INTEGER NOT NULL,
         fee_bump INTEGER NOT NULL
+    );",
+    // 9: runes (`runes`), as CLN keeps them: each created rune under its unique id, with
+    // when it last passed `checkrune` (nanoseconds), and the blacklisted id ranges.
+    "CREATE TABLE runes (
+        id INTEGER PRIMARY KEY,
+        rune TEXT NOT NULL,
+        last_used_nsec INTEGER
+    );
+    CREATE TABLE runes_blacklist (
+        start_index INTEGER NOT NULL,
+        end_index INTEGER NOT NULL
     );",
 ];
 

@@ -57,7 +57,7 @@ pub fn decode(given: &str) -> Result<Value, RpcError> {
 }
 
 /// The `bolt11 invoice` result for `s`, or why it is not one.
-fn decode_bolt11(s: &str) -> Result<Value, String> {
+pub(crate) fn decode_bolt11(s: &str) -> Result<Value, String> {
     if !s.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("ln")) {
         return Err("Unparsable string".into());
     }

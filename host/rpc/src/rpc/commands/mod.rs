@@ -27,6 +27,7 @@ mod peers;
 mod plugin;
 mod preapprove;
 mod psbt;
+pub(crate) mod runes;
 mod setconfig;
 pub(crate) mod sign;
 mod stop;
@@ -108,10 +109,13 @@ pub const COMMANDS: &[&Command] = &[
     &addgossip::ADDGOSSIP,
     &psbt::ADDPSBTOUTPUT,
     &batching::BATCHING,
+    &runes::BLACKLISTRUNE,
     &check::CHECK,
     &sign::CHECKMESSAGE,
+    &runes::CHECKRUNE,
     &channels::CLOSE,
     &peers::CONNECT,
+    &runes::CREATERUNE,
     &datastore::DATASTORE,
     &datastore::DATASTOREUSAGE,
     &decode::DECODE,
@@ -164,6 +168,7 @@ pub const COMMANDS: &[&Command] = &[
     &channels::SETCHANNEL,
     &setconfig::SETCONFIG,
     &psbt::SETPSBTVERSION,
+    &runes::SHOWRUNES,
     &sign::SIGNMESSAGE,
     &psbt::SIGNPSBT,
     &stop::STOP,
@@ -242,6 +247,12 @@ pub fn check_params(
         "notifications" | "deprecations" => notifications::enable(p).map(drop),
         "decode" => p.str("string").and_then(|s| decode::decode(&s)).map(drop),
         "addgossip" => p.str("message").map(drop),
+        "createrune" => runes::rune_param(p, "rune")
+            .and_then(|_| runes::restrictions_param(p))
+            .map(drop),
+        "checkrune" => runes::check_args(p).map(drop),
+        "showrunes" => runes::rune_param(p, "rune").map(drop),
+        "blacklistrune" => runes::blacklist_args(p).map(drop),
         "checkmessage" => p.str("zbase").and_then(|z| {
             p.str("message")?;
             pay::opt_pubkey(p, "pubkey")?;
