@@ -54,11 +54,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between "ready" and reading the idle RSS.
 const SETTLE: Duration = Duration::from_secs(2);
 
-const DISABLE_BUILTINS: [&str; 4] = [
+const DISABLE_BUILTINS: [&str; 5] = [
     "--disable-plugin=pay",
     "--disable-plugin=htlc-hold",
     "--disable-plugin=autopilot",
     "--disable-plugin=autoclean",
+    "--disable-plugin=bookkeeper",
 ];
 
 /// The parameters of every `hello`-like call measured.
@@ -117,6 +118,8 @@ fn setup() -> Res<Env> {
         "fulgur-plugin-autopilot",
         "-p",
         "fulgur-plugin-autoclean",
+        "-p",
+        "fulgur-plugin-bookkeeper",
         "-p",
         "cln-plugin-compat",
     ])?;

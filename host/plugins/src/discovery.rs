@@ -19,7 +19,7 @@ pub enum PluginDirective {
 }
 
 /// The plugins shipped with fulgurd, started by default and important.
-pub const BUILTIN_PLUGINS: &[&str] = &["pay", "htlc-hold", "autopilot", "autoclean"];
+pub const BUILTIN_PLUGINS: &[&str] = &["pay", "htlc-hold", "autopilot", "autoclean", "bookkeeper"];
 
 /// A plugin to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
