@@ -244,6 +244,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
         store.clone(),
         id.clone(),
         config.network,
+        log.source("wallet"),
     ));
     chain.add_listener("wallet", wallet.clone(), wallet.locator());
     let alias = config

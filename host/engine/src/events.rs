@@ -114,6 +114,7 @@ impl Lightning {
                             blockheight,
                         }),
                         peer_id: Some(counterparty_node_id.to_string()),
+                        extra_tags: if ours { vec!["opener"] } else { vec![] },
                     })
                     .await;
                 }
@@ -179,6 +180,7 @@ impl Lightning {
                             blockheight: self.tip_height(),
                         }),
                         peer_id: counterparty_node_id.map(|p| p.to_string()),
+                        extra_tags: vec![],
                     })
                     .await;
                 }

@@ -394,6 +394,7 @@ impl Lightning {
                 fees_msat: fee_msat,
                 utxo: None,
                 peer_id: None,
+                extra_tags: vec![],
             };
         let fee = fee_msat.unwrap_or(0);
         for p in prev {

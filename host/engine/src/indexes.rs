@@ -13,6 +13,10 @@ pub enum Indexed {
     Sendpays,
     /// `listforwards`.
     Forwards,
+    /// `listchainmoves` (created only).
+    Chainmoves,
+    /// `listchannelmoves` (created only).
+    Channelmoves,
 }
 
 impl Indexed {
@@ -22,14 +26,22 @@ impl Indexed {
             Indexed::Invoices => "invoices",
             Indexed::Sendpays => "sendpays",
             Indexed::Forwards => "forwards",
+            Indexed::Chainmoves => "chainmoves",
+            Indexed::Channelmoves => "channelmoves",
         }
     }
 
     /// The subsystem called `name`.
     pub fn parse(name: &str) -> Option<Indexed> {
-        [Indexed::Invoices, Indexed::Sendpays, Indexed::Forwards]
-            .into_iter()
-            .find(|i| i.name() == name)
+        [
+            Indexed::Invoices,
+            Indexed::Sendpays,
+            Indexed::Forwards,
+            Indexed::Chainmoves,
+            Indexed::Channelmoves,
+        ]
+        .into_iter()
+        .find(|i| i.name() == name)
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Movement {
     pub utxo: Option<ChainOutput>,
     /// The peer for chain movements.
     pub peer_id: Option<String>,
+    /// CLN's extra tags (`opener` on the opener's `channel_open`).
+    pub extra_tags: Vec<&'static str>,
 }
 
 /// The on-chain side of a `chain_mvt`: CLN requires all three.
@@ -42,11 +44,8 @@ pub struct ChainOutput {
 
 impl Lightning {
     /// The channel carrying an HTLC with `hash` (inbound or outbound), as a movement's
-    /// account; empty when nobody listens to `coin_movement` (the lookup is skipped).
+    /// account.
     pub(crate) fn htlc_account(&self, hash: &[u8; 32], inbound: bool) -> String {
-        if !self.port.listens(Topic::CoinMovement) {
-            return String::new();
-        }
         self.manager
             .list_channels()
             .into_iter()
@@ -65,28 +64,74 @@ impl Lightning {
             .unwrap_or_else(|| "unknown".into())
     }
 
-    /// Numbers `m` and notifies it.
+    /// Records `m` (`listchainmoves`/`listchannelmoves`; its row is its `created_index`)
+    /// and notifies it.
     pub(crate) async fn coin_movement(&self, m: Movement) {
-        // Nobody listening: no numbering, no database write on the payment path.
+        let now = self.clock.unix_now();
+        let row = m.clone();
+        let recorded = self
+            .store
+            .with(move |c| {
+                crate::store::relaxed(c, |c| match &row.utxo {
+                    Some(u) if row.kind == "chain_mvt" => {
+                        crate::store::moves::add_chain(c, &chain_move(&row, u, now))
+                    }
+                    _ => crate::store::moves::add_channel(c, &channel_move(&row, now)),
+                })
+            })
+            .await;
+        let index = match recorded {
+            Ok(i) => i,
+            Err(e) => {
+                self.log.broken(&format!(
+                    "cannot record coin movement {} {} of {}: {e}",
+                    m.kind, m.tag, m.account
+                ));
+                return;
+            }
+        };
         if !self.port.listens(Topic::CoinMovement) {
             return;
         }
-        let index = self
-            .store
-            .with(|c| {
-                crate::store::relaxed(c, |c| {
-                    Ok(super::forwards::next_updated(c, "coin_movements")?)
-                })
-            })
-            .await
-            .unwrap_or(0);
-        let now = self.clock.unix_now();
         self.port.tell(Notice::CoinMovement(NumberedMovement {
-            index,
+            index: i64::try_from(index).unwrap_or(i64::MAX),
             timestamp: now,
             node_id: self.keys_node_id(),
             network: self.network,
             movement: m,
         }));
+    }
+}
+
+/// `m` as a `listchainmoves` row.
+fn chain_move(m: &Movement, u: &ChainOutput, now: u64) -> crate::store::moves::ChainMove {
+    crate::store::moves::ChainMove {
+        account_id: m.account.clone(),
+        primary_tag: m.tag.into(),
+        extra_tags: m.extra_tags.iter().map(|t| t.to_string()).collect(),
+        credit_msat: m.credit_msat,
+        debit_msat: m.debit_msat,
+        timestamp: now,
+        utxo: u.outpoint.clone(),
+        output_msat: u.output_msat,
+        blockheight: u.blockheight,
+        peer_id: m.peer_id.clone(),
+        payment_hash: m.payment_hash.map(|h| hex(&h)),
+        ..Default::default()
+    }
+}
+
+/// `m` as a `listchannelmoves` row.
+fn channel_move(m: &Movement, now: u64) -> crate::store::moves::ChannelMove {
+    crate::store::moves::ChannelMove {
+        account_id: m.account.clone(),
+        primary_tag: m.tag.into(),
+        credit_msat: m.credit_msat,
+        debit_msat: m.debit_msat,
+        timestamp: now,
+        fees_msat: m.fees_msat.unwrap_or(0),
+        payment_hash: m.payment_hash.map(|h| hex(&h)),
+        part_id: None,
+        group_id: None,
     }
 }

@@ -1949,6 +1949,7 @@ impl Lightning {
                             fees_msat: Some(fee),
                             utxo: None,
                             peer_id: None,
+                            extra_tags: vec![],
                         })
                         .await;
                     }

@@ -302,6 +302,7 @@ impl Lightning {
             fees_msat: None,
             utxo: None,
             peer_id: None,
+            extra_tags: vec![],
         })
         .await;
         Ok(())

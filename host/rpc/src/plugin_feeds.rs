@@ -57,6 +57,7 @@ pub fn wallet_movements(
     store: Store,
     node_id: String,
     network: Network,
+    log: fulgur_base::log::SourceLog,
 ) -> crate::wallet::MovementSink {
     let coin = match network {
         Network::Bitcoin => "bc",
@@ -64,24 +65,36 @@ pub fn wallet_movements(
         _ => "tb",
     };
     Box::new(move |m| {
-        if !plugins.has_subscriber("coin_movement") {
-            return;
-        }
-        let index = store
-            .with_sync(|c| {
-                crate::store::relaxed(c, |c| {
-                    Ok(crate::lightning::forwards::next_updated(
-                        c,
-                        "coin_movements",
-                    )?)
-                })
-            })
-            .unwrap_or(0);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let msat = m.amount_sat * 1000;
+        let row = crate::store::moves::ChainMove {
+            account_id: "wallet".into(),
+            primary_tag: if m.deposit { "deposit" } else { "withdrawal" }.into(),
+            credit_msat: if m.deposit { msat } else { 0 },
+            debit_msat: if m.deposit { 0 } else { msat },
+            timestamp: now,
+            utxo: m.utxo.to_string(),
+            output_msat: msat,
+            blockheight: m.height,
+            spending_txid: m.spending_txid.map(|t| t.to_string()),
+            ..Default::default()
+        };
+        // Recorded whether or not anyone listens (`listchainmoves`).
+        let index = match store
+            .with_sync(|c| crate::store::relaxed(c, |c| crate::store::moves::add_chain(c, &row)))
+        {
+            Ok(i) => i,
+            Err(e) => {
+                log.broken(&format!("cannot record wallet movement {}: {e}", row.utxo));
+                return;
+            }
+        };
+        if !plugins.has_subscriber("coin_movement") {
+            return;
+        }
         let mut p = json!({
             "version": 2,
             "coin_type": coin,
@@ -89,16 +102,17 @@ pub fn wallet_movements(
             "type": "chain_mvt",
             "created_index": index,
             "account_id": "wallet",
-            "credit_msat": if m.deposit { msat } else { 0 },
-            "debit_msat": if m.deposit { 0 } else { msat },
+            "credit_msat": row.credit_msat,
+            "debit_msat": row.debit_msat,
             "timestamp": now,
-            "primary_tag": if m.deposit { "deposit" } else { "withdrawal" },
-            "utxo": m.utxo.to_string(),
+            "primary_tag": row.primary_tag,
+            "extra_tags": [],
+            "utxo": row.utxo,
             "output_msat": msat,
             "blockheight": m.height,
         });
-        if let Some(t) = m.spending_txid {
-            p["spending_txid"] = json!(t.to_string());
+        if let Some(t) = &row.spending_txid {
+            p["spending_txid"] = json!(t);
         }
         plugins.notify("coin_movement", p);
     })

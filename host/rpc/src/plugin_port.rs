@@ -165,6 +165,9 @@ fn coin_movement_json(n: &NumberedMovement) -> Value {
         None if m.kind == "channel_mvt" => o["fees_msat"] = json!(0),
         None => {}
     }
+    if m.kind == "chain_mvt" {
+        o["extra_tags"] = json!(m.extra_tags);
+    }
     if let Some(u) = &m.utxo {
         o["utxo"] = json!(u.outpoint);
         o["output_msat"] = json!(u.output_msat);

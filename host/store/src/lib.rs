@@ -10,6 +10,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::string_slice)]
 
 pub mod datastore;
+pub mod moves;
 pub mod runes;
 
 /// Stores a fieldless enum as its name: `text_enum!(Type)` implements rusqlite's `ToSql`
@@ -197,6 +198,37 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE runes_blacklist (
         start_index INTEGER NOT NULL,
         end_index INTEGER NOT NULL
+    );",
+    // 10: CLN's record of balance changes (`listchainmoves`, `listchannelmoves`; see
+    // `moves`): the row id is the move's `created_index`.
+    "CREATE TABLE chainmoves (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id TEXT NOT NULL,
+        primary_tag TEXT NOT NULL,
+        extra_tags TEXT NOT NULL,
+        credit_msat INTEGER NOT NULL,
+        debit_msat INTEGER NOT NULL,
+        timestamp INTEGER NOT NULL,
+        utxo TEXT NOT NULL,
+        output_msat INTEGER NOT NULL,
+        blockheight INTEGER NOT NULL,
+        peer_id TEXT,
+        originating_account TEXT,
+        spending_txid TEXT,
+        payment_hash TEXT,
+        output_count INTEGER
+    );
+    CREATE TABLE channelmoves (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        account_id TEXT NOT NULL,
+        primary_tag TEXT NOT NULL,
+        credit_msat INTEGER NOT NULL,
+        debit_msat INTEGER NOT NULL,
+        timestamp INTEGER NOT NULL,
+        fees_msat INTEGER NOT NULL,
+        payment_hash TEXT,
+        part_id INTEGER,
+        group_id INTEGER
     );",
 ];
 

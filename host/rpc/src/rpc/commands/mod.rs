@@ -20,6 +20,7 @@ mod keysend;
 pub(crate) mod listconfigs;
 mod listfunds;
 mod listtransactions;
+mod moves;
 mod newaddr;
 mod notifications;
 pub(crate) mod pay;
@@ -139,6 +140,8 @@ pub const COMMANDS: &[&Command] = &[
     &invoice::INVOICE,
     &keysend::KEYSEND,
     &newaddr::LISTADDRESSES,
+    &moves::LISTCHAINMOVES,
+    &moves::LISTCHANNELMOVES,
     &graph::LISTCHANNELS,
     &channels::LISTCLOSEDCHANNELS,
     &listconfigs::LISTCONFIGS,
