@@ -150,34 +150,65 @@ pub fn list(l: &Ledger, start: u64, end: u64, consolidate: bool) -> Vec<Income> 
             .collect()
     };
     let mut out = Vec::new();
+    let order = by_time(
+        &chain.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
+        &channel.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
+        &fees.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
+    );
+    for (list, n) in order {
+        match list {
+            Source::Chain => {
+                let e = chain[n];
+                out.extend(chain_income(l, l.account(&e.account), e));
+            }
+            Source::Channel => {
+                let e = channel[n];
+                out.extend(channel_income(l, e));
+                if e.tag == "invoice" && e.debit > 0 && e.fees > 0 {
+                    let mut fee = from_channel(l, e, 0, e.fees);
+                    fee.tag = if l.is_rebalance(e.id) {
+                        "rebalance_fee"
+                    } else {
+                        "invoice_fee"
+                    }
+                    .into();
+                    out.push(fee);
+                }
+            }
+            Source::Fee => out.push(fees[n].clone()),
+        }
+    }
+    out
+}
+
+/// Which list an event comes from, in [`by_time`]'s order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Chain,
+    Channel,
+    Fee,
+}
+
+/// Merges three lists already sorted by time: the earliest first, chain moves before
+/// channel moves before fees at equal times. Gives (list, position) pairs.
+pub fn by_time(chain: &[u64], channel: &[u64], fees: &[u64]) -> Vec<(Source, usize)> {
+    let mut out = Vec::with_capacity(chain.len() + channel.len() + fees.len());
     let (mut i, mut j, mut k) = (0, 0, 0);
     loop {
-        let tc = chain.get(i).map(|e| e.timestamp);
-        let th = channel.get(j).map(|e| e.timestamp);
-        let tf = fees.get(k).map(|e| e.timestamp);
+        let tc = chain.get(i).copied();
+        let th = channel.get(j).copied();
+        let tf = fees.get(k).copied();
         let Some(lowest) = [tc, th, tf].into_iter().flatten().min() else {
             break;
         };
         if tc == Some(lowest) {
-            let e = chain[i];
-            out.extend(chain_income(l, l.account(&e.account), e));
+            out.push((Source::Chain, i));
             i += 1;
         } else if th == Some(lowest) {
-            let e = channel[j];
-            out.extend(channel_income(l, e));
-            if e.tag == "invoice" && e.debit > 0 && e.fees > 0 {
-                let mut fee = from_channel(l, e, 0, e.fees);
-                fee.tag = if l.is_rebalance(e.id) {
-                    "rebalance_fee"
-                } else {
-                    "invoice_fee"
-                }
-                .into();
-                out.push(fee);
-            }
+            out.push((Source::Channel, j));
             j += 1;
         } else {
-            out.push(fees[k].clone());
+            out.push((Source::Fee, k));
             k += 1;
         }
     }

@@ -29,7 +29,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use fulgur_plugin_sdk::{Builder, Event, Plugin, RpcError, RpcMethod, Transport};
 use serde_json::{Value, json};
 
-use crate::income::{CsvFormat, Escape, Income};
+use crate::income::{CsvFormat, Escape, Income, Source};
 use crate::ledger::{ChainEvent, ChannelEvent, Ledger, Lookup, OnchainFee, is_channel};
 use crate::params::Params;
 
@@ -158,6 +158,20 @@ async fn load(plugin: &P, books: &mut Books) -> Result<(), RpcError> {
     Ok(())
 }
 
+/// One page of `list<member>` (`chainmoves` or `channelmoves`) from `start`.
+async fn page(plugin: &P, member: &str, start: u64) -> Result<Vec<Value>, RpcError> {
+    let command = format!("list{member}");
+    let v = plugin
+        .rpc()
+        .call(
+            &command,
+            json!({"index": "created", "start": start, "limit": PAGE}),
+        )
+        .await
+        .map_err(call_failed(&command))?;
+    Ok(v[member].as_array().cloned().unwrap_or_default())
+}
+
 /// Reads every move the node recorded since the last refresh, then looks up the
 /// descriptions of payments new to us and notes how far it read.
 async fn refresh(plugin: &P) -> Result<tokio::sync::MutexGuard<'_, Books>, RpcError> {
@@ -166,16 +180,7 @@ async fn refresh(plugin: &P) -> Result<tokio::sync::MutexGuard<'_, Books>, RpcEr
         load(plugin, &mut books).await?;
     }
     loop {
-        let start = books.ledger.chain_index + 1;
-        let page = plugin
-            .rpc()
-            .call(
-                "listchainmoves",
-                json!({"index": "created", "start": start, "limit": PAGE}),
-            )
-            .await
-            .map_err(call_failed("listchainmoves"))?;
-        let moves = page["chainmoves"].as_array().cloned().unwrap_or_default();
+        let moves = page(plugin, "chainmoves", books.ledger.chain_index + 1).await?;
         for m in &moves {
             if let Err(e) = books.ledger.add_chain_move(m) {
                 plugin.warn(format!("chain move skipped: {e}"));
@@ -187,16 +192,7 @@ async fn refresh(plugin: &P) -> Result<tokio::sync::MutexGuard<'_, Books>, RpcEr
     }
     let mut lookups: Vec<Lookup> = Vec::new();
     loop {
-        let start = books.ledger.channel_index + 1;
-        let page = plugin
-            .rpc()
-            .call(
-                "listchannelmoves",
-                json!({"index": "created", "start": start, "limit": PAGE}),
-            )
-            .await
-            .map_err(call_failed("listchannelmoves"))?;
-        let moves = page["channelmoves"].as_array().cloned().unwrap_or_default();
+        let moves = page(plugin, "channelmoves", books.ledger.channel_index + 1).await?;
         for m in &moves {
             match books.ledger.add_channel_move(m) {
                 Ok(Some(l)) if books.ledger.channel_index > books.stored_channel => lookups.push(l),
@@ -365,27 +361,19 @@ fn events_json(
     channel: &[&ChannelEvent],
     fees: &[&OnchainFee],
 ) -> Vec<Value> {
-    let mut out = Vec::with_capacity(chain.len() + channel.len() + fees.len());
-    let (mut i, mut j, mut k) = (0, 0, 0);
-    loop {
-        let tc = chain.get(i).map(|e| e.timestamp);
-        let th = channel.get(j).map(|e| e.timestamp);
-        let tf = fees.get(k).map(|e| e.timestamp);
-        let Some(lowest) = [tc, th, tf].into_iter().flatten().min() else {
-            break;
-        };
-        if tc == Some(lowest) {
-            out.push(chain_json(l, hrp, chain[i]));
-            i += 1;
-        } else if th == Some(lowest) {
-            out.push(channel_json(l, hrp, channel[j]));
-            j += 1;
-        } else {
-            out.push(fee_json(hrp, fees[k]));
-            k += 1;
-        }
-    }
-    out
+    let order = income::by_time(
+        &chain.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
+        &channel.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
+        &fees.iter().map(|e| e.timestamp).collect::<Vec<_>>(),
+    );
+    order
+        .into_iter()
+        .map(|(list, n)| match list {
+            Source::Chain => chain_json(l, hrp, chain[n]),
+            Source::Channel => channel_json(l, hrp, channel[n]),
+            Source::Fee => fee_json(hrp, fees[n]),
+        })
+        .collect()
 }
 
 fn sorted_channel<'a>(it: impl Iterator<Item = &'a ChannelEvent>) -> Vec<&'a ChannelEvent> {
@@ -698,35 +686,48 @@ async fn report(plugin: P, params: Value) -> Result<Value, RpcError> {
     Ok(json!({"report": lines, "format-hint": "simple"}))
 }
 
+/// Sets a description (`kind`: `payment` or `utxo`) in the datastore and the books, then
+/// gives the events it now shows on.
+async fn set_description(
+    plugin: &P,
+    kind: &str,
+    id: &str,
+    description: String,
+) -> Result<Value, RpcError> {
+    let mut books = refresh(plugin).await?;
+    datastore_put(plugin, description_key(kind, id), &description).await;
+    let l = &mut books.ledger;
+    let by_payment = kind == "payment";
+    let map = if by_payment {
+        &mut l.payment_descriptions
+    } else {
+        &mut l.utxo_descriptions
+    };
+    map.insert(id.to_string(), description);
+    let l = &books.ledger;
+    let chain = income::sorted(l.chain.iter().filter(|e| {
+        if by_payment {
+            e.payment_id.as_deref() == Some(id)
+        } else {
+            e.credit > 0 && e.outpoint() == id
+        }
+    }));
+    let channel = sorted_channel(
+        l.channel
+            .iter()
+            .filter(|e| by_payment && e.payment_id.as_deref() == Some(id)),
+    );
+    let updated = events_json(l, &plugin.state().hrp, &chain, &channel, &[]);
+    Ok(json!({ "updated": updated }))
+}
+
 async fn edit_by_payment_id(plugin: P, params: Value) -> Result<Value, RpcError> {
     let p = Params::new(&params, &["payment_id", "description"])?;
     let id = p
         .hash("payment_id")?
         .ok_or_else(|| RpcError::invalid_params("missing required parameter: payment_id"))?;
     let description = p.required_string("description")?;
-    let mut books = refresh(&plugin).await?;
-    datastore_put(&plugin, description_key("payment", &id), &description).await;
-    books
-        .ledger
-        .payment_descriptions
-        .insert(id.clone(), description);
-    let l = &books.ledger;
-    let updated = events_json(
-        l,
-        &plugin.state().hrp,
-        &income::sorted(
-            l.chain
-                .iter()
-                .filter(|e| e.payment_id.as_deref() == Some(id.as_str())),
-        ),
-        &sorted_channel(
-            l.channel
-                .iter()
-                .filter(|e| e.payment_id.as_deref() == Some(id.as_str())),
-        ),
-        &[],
-    );
-    Ok(json!({ "updated": updated }))
+    set_description(&plugin, "payment", &id, description).await
 }
 
 async fn edit_by_outpoint(plugin: P, params: Value) -> Result<Value, RpcError> {
@@ -736,27 +737,8 @@ async fn edit_by_outpoint(plugin: P, params: Value) -> Result<Value, RpcError> {
         .as_str()
         .and_then(ledger::parse_outpoint)
         .ok_or_else(|| params::bad("outpoint", "should be a txid:outnum", raw))?;
-    let outpoint = format!("{txid}:{vout}");
     let description = p.required_string("description")?;
-    let mut books = refresh(&plugin).await?;
-    datastore_put(&plugin, description_key("utxo", &outpoint), &description).await;
-    books
-        .ledger
-        .utxo_descriptions
-        .insert(outpoint.clone(), description);
-    let l = &books.ledger;
-    let updated = events_json(
-        l,
-        &plugin.state().hrp,
-        &income::sorted(
-            l.chain
-                .iter()
-                .filter(|e| e.credit > 0 && e.outpoint() == outpoint),
-        ),
-        &[],
-        &[],
-    );
-    Ok(json!({ "updated": updated }))
+    set_description(&plugin, "utxo", &format!("{txid}:{vout}"), description).await
 }
 
 fn method<F, Fut>(name: &str, usage: &str, description: &str, handler: F) -> RpcMethod<Arc<State>>
