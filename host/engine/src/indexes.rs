@@ -17,6 +17,8 @@ pub enum Indexed {
     Chainmoves,
     /// `listchannelmoves` (created only).
     Channelmoves,
+    /// `listnetworkevents` (created and deleted).
+    Networkevents,
 }
 
 impl Indexed {
@@ -28,6 +30,7 @@ impl Indexed {
             Indexed::Forwards => "forwards",
             Indexed::Chainmoves => "chainmoves",
             Indexed::Channelmoves => "channelmoves",
+            Indexed::Networkevents => "networkevents",
         }
     }
 
@@ -39,6 +42,7 @@ impl Indexed {
             Indexed::Forwards,
             Indexed::Chainmoves,
             Indexed::Channelmoves,
+            Indexed::Networkevents,
         ]
         .into_iter()
         .find(|i| i.name() == name)

@@ -42,6 +42,7 @@ pub mod keys;
 pub mod keysend;
 pub mod movements;
 pub mod net;
+pub mod netevents;
 pub mod payments;
 pub mod port;
 pub mod receive;
@@ -53,7 +54,7 @@ use fulgur_base::hex;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bitcoin::secp256k1::PublicKey;
 use lightning::chain::chainmonitor::ChainMonitor;
@@ -393,6 +394,8 @@ pub struct Lightning {
     pub(crate) graph: graph::Graph,
     /// Gossip handling (what peers send; `addgossip` feeds it too).
     pub(crate) gossip: Arc<Gossip>,
+    /// Connections made, lost and failed (`listnetworkevents`).
+    pub(crate) netevents: netevents::NetworkEvents,
     /// The database (our own tables beside LDK's key-value store).
     pub(crate) store: crate::store::Store,
     /// The node's plugins: notifications and hooks.
@@ -735,6 +738,11 @@ impl Lightning {
             keys,
             graph: graph::Graph::new(graph, scorer, kv.clone(), deps.log.clone()),
             gossip: gossip.clone(),
+            netevents: netevents::NetworkEvents::start(
+                deps.store.clone(),
+                deps.log.clone(),
+                deps.clock.clone(),
+            ),
             store: deps.store.clone(),
             port: deps.port.clone(),
             chain: deps.chain.clone(),
@@ -936,6 +944,21 @@ impl Lightning {
     /// caller should end up connected. The same happens when our own reconnection and a
     /// `connect` race: the peer counts as connected whichever connection won.
     pub async fn connect(&self, id: PublicKey, addr: SocketAddr) -> Result<(), String> {
+        let began = Instant::now();
+        let was_connected = self.peers.peer_by_node_id(&id).is_some();
+        let r = self.connect_retrying(id, addr).await;
+        if !was_connected {
+            match &r {
+                Ok(()) => self.netevents.connected(id, Some(began.elapsed())),
+                Err(why) => self
+                    .netevents
+                    .connect_failed(id, why.clone(), began.elapsed()),
+            }
+        }
+        r
+    }
+
+    async fn connect_retrying(&self, id: PublicKey, addr: SocketAddr) -> Result<(), String> {
         const ATTEMPTS: u32 = 5;
         let mut attempt = 1;
         loop {
@@ -1640,6 +1663,7 @@ impl CustomMessageHandler for PeerWatcher {
         self.port.tell(Notice::Disconnect { id });
         // LDK holds its peer lock here: the engine is asked in a task.
         if let Some(engine) = self.engine.get().and_then(Weak::upgrade) {
+            engine.netevents.disconnected(id);
             self.handle
                 .spawn(async move { engine.abandon_opens_to(id) });
         }
@@ -1659,6 +1683,10 @@ impl CustomMessageHandler for PeerWatcher {
                 .and_then(|p| p.socket_address)
                 .map(|a| a.to_string())
                 .unwrap_or_default();
+            // Outgoing connections are recorded by `connect`, with how long they took.
+            if inbound && let Some(e) = &engine {
+                e.netevents.connected(id, None);
+            }
             let direction = if inbound { "in" } else { "out" };
             log.debug(&format!("Peer {id} connected ({direction}, {addr})"));
             port.tell(Notice::Connect {

@@ -11,6 +11,7 @@
 
 pub mod datastore;
 pub mod moves;
+pub mod netevents;
 pub mod runes;
 
 /// Stores a fieldless enum as its name: `text_enum!(Type)` implements rusqlite's `ToSql`
@@ -229,6 +230,16 @@ const MIGRATIONS: &[&str] = &[
         payment_hash TEXT,
         part_id INTEGER,
         group_id INTEGER
+    );",
+    // 11: CLN's log of connections (`listnetworkevents`; see `netevents`).
+    "CREATE TABLE networkevents (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        timestamp INTEGER NOT NULL,
+        peer_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        reason TEXT,
+        duration_nsec INTEGER,
+        connect_attempted INTEGER
     );",
 ];
 

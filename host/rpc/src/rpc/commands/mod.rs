@@ -21,6 +21,7 @@ pub(crate) mod listconfigs;
 mod listfunds;
 mod listtransactions;
 mod moves;
+mod netevents;
 mod newaddr;
 mod notifications;
 pub(crate) mod pay;
@@ -124,6 +125,7 @@ pub const COMMANDS: &[&Command] = &[
     &invoice::DELEXPIREDINVOICE,
     &forwards::DELFORWARD,
     &invoice::DELINVOICE,
+    &netevents::DELNETWORKEVENT,
     &pay::DELPAY,
     &notifications::DEPRECATIONS,
     &peers::DISCONNECT,
@@ -150,6 +152,7 @@ pub const COMMANDS: &[&Command] = &[
     &listfunds::LISTFUNDS,
     &forwards::LISTHTLCS,
     &invoice::LISTINVOICES,
+    &netevents::LISTNETWORKEVENTS,
     &graph::LISTNODES,
     &channels::LISTPEERCHANNELS,
     &peers::LISTPEERS,

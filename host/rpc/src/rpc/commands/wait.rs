@@ -1,5 +1,5 @@
 //! `wait subsystem indexname nextvalue`: waits until one of CLN's indexes of `invoices`,
-//! `sendpays`, `forwards`, `chainmoves` or `channelmoves` reaches a value (`lightning::indexes` reads them).
+//! `sendpays`, `forwards`, `chainmoves`, `channelmoves` or `networkevents` reaches a value (`lightning::indexes` reads them).
 //!
 //! The indexes are read every [`POLL`] while a call waits: one small query per waiting
 //! call, and a change is seen within that interval.
@@ -23,7 +23,7 @@ pub const WAIT: Command = Command::new(
 const POLL: Duration = Duration::from_millis(50);
 
 /// CLN's subsystems this node keeps no index of.
-const UNKEPT: [&str; 2] = ["htlcs", "networkevents"];
+const UNKEPT: [&str; 1] = ["htlcs"];
 
 fn bad(name: &str, what: &str, v: &Value) -> RpcError {
     RpcError::invalid_params(format!("{name}: {what}: invalid token '{v}'"))
