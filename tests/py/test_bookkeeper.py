@@ -237,8 +237,6 @@ def test_descriptions_kept_across_restart(net):
     assert bkpr(net.a, "listincome")["income_events"]
 
 
-@pytest.mark.xfail(strict=True, reason="node bug: after a restart fulgurd records the "
-                   "payee's invoice move again (account 'unknown'), so the income doubles")
 def test_restart_records_no_move_twice(net):
     c = net.c
     moves = c.rpc.call("listchannelmoves")["channelmoves"]

@@ -784,6 +784,16 @@ pub fn ldk_cltv(want: Option<u32>) -> Result<(u16, u32), String> {
 /// `waitanyinvoice`). Creating an invoice needs LDK ([`Lightning::create_invoice`]), which
 /// stores it here with [`Invoices::add`].
 ///
+/// An invoice [`Invoices::paid`] marked paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PaidInvoice {
+    /// Its `pay_index`.
+    pub pay_index: u64,
+    /// Whether this call paid it (not an earlier one: LDK may hand a claim again after a
+    /// restart).
+    pub newly: bool,
+}
+
 /// It takes no lock: the table is its state, and every read or write is one transaction.
 pub struct Invoices {
     store: Store,
@@ -902,7 +912,7 @@ impl Invoices {
         hash: [u8; 32],
         amount_msat: u64,
         preimage: [u8; 32],
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Option<PaidInvoice>, StoreError> {
         if sha256::Hash::hash(&preimage).to_byte_array() != hash {
             self.log.broken(&format!(
                 "invoice_paid: preimage {} does not match payment hash {}",
@@ -935,7 +945,10 @@ impl Invoices {
                 msat: amount_msat,
             });
         }
-        Ok(Some(p.pay_index))
+        Ok(Some(PaidInvoice {
+            pay_index: p.pay_index,
+            newly: p.newly,
+        }))
     }
 
     /// Checks a payment against its invoice before it is claimed and stores the preimage

@@ -284,13 +284,19 @@ impl Lightning {
             "Payment {} of {amount_msat}msat received",
             hex(&hash.0)
         ));
-        if let Err(e) = self.invoices.paid(hash.0, amount_msat, pre).await {
-            return Err(self.replay(&hash, "marking its invoice paid", &e));
-        }
+        let newly = match self.invoices.paid(hash.0, amount_msat, pre).await {
+            Ok(p) => p.is_some_and(|p| p.newly),
+            Err(e) => return Err(self.replay(&hash, "marking its invoice paid", &e)),
+        };
         self.claimed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&hash.0);
+        // LDK hands a claim again after a restart if the manager was not written after it
+        // was handled: the movement was recorded the first time.
+        if !newly {
+            return Ok(());
+        }
         let account = self.htlc_account(&hash.0, true);
         self.coin_movement(super::movements::Movement {
             kind: "channel_mvt",
