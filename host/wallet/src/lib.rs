@@ -47,7 +47,7 @@ use lightning::chain::{BlockLocator, Listen};
 use fulgur_chain::{BroadcastError, FeeEstimates, TxBroadcaster};
 use fulgur_store::{Store, StoreError};
 
-pub use psbt::{FundRequest, Funded, P2TR_OUTPUT_WEIGHT, Reservation};
+pub use psbt::{FundRequest, Funded, MessageKeyError, P2TR_OUTPUT_WEIGHT, Reservation};
 
 /// How long `txprepare` and `fund` keep coins reserved, in blocks (CLN's default).
 pub const RESERVE_BLOCKS: u32 = 72;

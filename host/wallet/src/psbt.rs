@@ -492,3 +492,75 @@ impl crate::State {
         })
     }
 }
+
+/// Why `signmessagewithkey` cannot sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageKeyError {
+    /// Not a P2WPKH address (CLN signs BIP137 for those only).
+    NotP2wpkh,
+    /// Not an address of this wallet.
+    NotOurs,
+}
+
+impl Wallet {
+    /// `signmessagewithkey`: a BIP137 signature of `message` by the key of the wallet's
+    /// P2WPKH output script `script`: the key, and the 65-byte signature (header
+    /// `recid + 39`, P2WPKH's).
+    pub fn sign_message_with_key(
+        &self,
+        script: &bitcoin::Script,
+        message: &str,
+    ) -> Result<(bitcoin::secp256k1::PublicKey, [u8; 65]), MessageKeyError> {
+        use bitcoin::bip32::{ChildNumber, DerivationPath};
+        use bitcoin::hashes::{Hash, sha256d};
+        if !script.is_p2wpkh() {
+            return Err(MessageKeyError::NotP2wpkh);
+        }
+        let (keychain, index) = self
+            .state()
+            .wpkh
+            .w
+            .derivation_of_spk(script.to_owned())
+            .ok_or(MessageKeyError::NotOurs)?;
+        let coin = if self.network == bitcoin::Network::Bitcoin {
+            0
+        } else {
+            1
+        };
+        let change = match keychain {
+            KeychainKind::External => 0,
+            KeychainKind::Internal => 1,
+        };
+        let path: Vec<ChildNumber> = [
+            ChildNumber::from_hardened_idx(84),
+            ChildNumber::from_hardened_idx(coin),
+            ChildNumber::from_hardened_idx(0),
+            ChildNumber::from_normal_idx(change),
+            ChildNumber::from_normal_idx(index),
+        ]
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(|_| MessageKeyError::NotOurs)?;
+        let key = self
+            .master
+            .derive_priv(&self.secp, &DerivationPath::from(path))
+            .map_err(|_| MessageKeyError::NotOurs)?
+            .private_key;
+        // BIP137: sha256d of the prefix, the message's length (compact size) and the message.
+        let mut data = b"\x18Bitcoin Signed Message:\n".to_vec();
+        data.extend(bitcoin::consensus::encode::serialize(&bitcoin::VarInt(
+            message.len() as u64,
+        )));
+        data.extend(message.as_bytes());
+        let digest = sha256d::Hash::hash(&data);
+        let msg = bitcoin::secp256k1::Message::from_digest(digest.to_byte_array());
+        let (recid, compact) = self
+            .secp
+            .sign_ecdsa_recoverable(&msg, &key)
+            .serialize_compact();
+        let mut sig = [0u8; 65];
+        sig[0] = 39 + recid.to_i32() as u8;
+        sig[1..].copy_from_slice(&compact);
+        Ok((key.public_key(&self.secp), sig))
+    }
+}

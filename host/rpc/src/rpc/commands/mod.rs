@@ -32,6 +32,7 @@ mod psbt;
 pub(crate) mod runes;
 mod setconfig;
 pub(crate) mod sign;
+mod signwith;
 mod stop;
 mod txprepare;
 mod wait;
@@ -175,7 +176,9 @@ pub const COMMANDS: &[&Command] = &[
     &setconfig::SETCONFIG,
     &psbt::SETPSBTVERSION,
     &runes::SHOWRUNES,
+    &signwith::SIGNINVOICE,
     &sign::SIGNMESSAGE,
+    &signwith::SIGNMESSAGEWITHKEY,
     &psbt::SIGNPSBT,
     &stop::STOP,
     &txprepare::TXDISCARD,
