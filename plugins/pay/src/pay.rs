@@ -27,8 +27,11 @@ const MIN_PART_MSAT: u64 = 100_000;
 const MAX_PARTS_PER_ROUND: usize = 16;
 /// The most parts one payment sends in all.
 const MAX_PARTS_TOTAL: u64 = 100;
-/// How long a payment to a payee no channel is known to lead to waits for gossip.
-const GOSSIP_GRACE: Duration = Duration::from_secs(15);
+/// How long a payment to a payee no channel is known to lead to waits for gossip. Short:
+/// until a part is sent nothing of the payment is in `listpays`, and clients such as LNbits
+/// give `pay` 5 s before reading `listpays` and taking an absent payment for failed (and
+/// refunding it): a payment must not start after its client gave up on it.
+const GOSSIP_GRACE: Duration = Duration::from_secs(4);
 /// How often gossip is read meanwhile.
 const GOSSIP_POLL: Duration = Duration::from_millis(250);
 
