@@ -67,6 +67,15 @@ def test_autoclean_once_every_subsystem(ln):
     assert a.rpc.listsendpays() == {"payments": []}
     expected[0]["autoclean"]["failedpays"]["cleaned"] = failed_parts
     expected[0]["autoclean"]["succeededpays"]["cleaned"] = 1
+    # A's connections are network events, all older than a second by now.
+    events = a.rpc.listnetworkevents()["networkevents"]
+    old = [e for e in events if e["timestamp"] <= newest]
+    assert old, events
+    got = once(a, "networkevents", 1)["autoclean"]["networkevents"]
+    assert got["cleaned"] >= len(old)
+    left = {e["created_index"] for e in a.rpc.listnetworkevents()["networkevents"]}
+    assert not left & {e["created_index"] for e in old}
+    expected[0]["autoclean"]["networkevents"]["cleaned"] = got["cleaned"]
     assert status(a) == expected[0]
 
     fees = b.rpc.getinfo()["fees_collected_msat"]

@@ -12,8 +12,7 @@ pub enum Subsystem {
     FailedPays,
     PaidInvoices,
     ExpiredInvoices,
-    /// CLN's `listnetworkevents`; Fulgur keeps no network events, so there is never
-    /// anything to clean, but the option and the status exist as in CLN.
+    /// CLN's `listnetworkevents` (connections made, lost and failed).
     NetworkEvents,
 }
 
@@ -23,6 +22,7 @@ pub enum List {
     Forwards,
     Sendpays,
     Invoices,
+    NetworkEvents,
 }
 
 impl Subsystem {
@@ -76,20 +76,25 @@ impl Subsystem {
         }
     }
 
-    /// The list it lives in (none for network events).
+    /// The list it lives in.
     pub fn list(self) -> Option<List> {
         match self {
             Subsystem::SucceededForwards | Subsystem::FailedForwards => Some(List::Forwards),
             Subsystem::SucceededPays | Subsystem::FailedPays => Some(List::Sendpays),
             Subsystem::PaidInvoices | Subsystem::ExpiredInvoices => Some(List::Invoices),
-            Subsystem::NetworkEvents => None,
+            Subsystem::NetworkEvents => Some(List::NetworkEvents),
         }
     }
 }
 
 impl List {
     /// Every list.
-    pub const ALL: [List; 3] = [List::Forwards, List::Sendpays, List::Invoices];
+    pub const ALL: [List; 4] = [
+        List::Forwards,
+        List::Sendpays,
+        List::Invoices,
+        List::NetworkEvents,
+    ];
 
     /// The command that lists it, and the member of its result holding the entries.
     pub fn command(self) -> (&'static str, &'static str) {
@@ -97,6 +102,7 @@ impl List {
             List::Forwards => ("listforwards", "forwards"),
             List::Sendpays => ("listsendpays", "payments"),
             List::Invoices => ("listinvoices", "invoices"),
+            List::NetworkEvents => ("listnetworkevents", "networkevents"),
         }
     }
 
@@ -106,6 +112,7 @@ impl List {
             List::Forwards => "delforward",
             List::Sendpays => "delpay",
             List::Invoices => "delinvoice",
+            List::NetworkEvents => "delnetworkevent",
         }
     }
 
@@ -114,11 +121,14 @@ impl List {
     /// (failed), payments by `created_at`, invoices by `paid_at` or `expires_at`. Entries
     /// still pending (or unpaid and unexpired) belong to none.
     pub fn classify(self, entry: &Value) -> Option<(Subsystem, u64)> {
-        let status = entry.get("status").and_then(Value::as_str)?;
         let secs = |k: &str| -> Option<u64> {
             let v = entry.get(k)?;
             v.as_u64().or_else(|| v.as_f64().map(|f| f.max(0.0) as u64))
         };
+        if self == List::NetworkEvents {
+            return Some((Subsystem::NetworkEvents, secs("timestamp")?));
+        }
+        let status = entry.get("status").and_then(Value::as_str)?;
         match (self, status) {
             (List::Forwards, "settled") => {
                 Some((Subsystem::SucceededForwards, secs("resolved_time")?))
@@ -150,6 +160,7 @@ impl List {
                 "partid": entry.get("partid").and_then(Value::as_u64).unwrap_or(0),
             }),
             List::Invoices => json!({"label": f("label"), "status": f("status")}),
+            List::NetworkEvents => json!({"created_index": f("created_index")}),
         }
     }
 }
@@ -213,6 +224,11 @@ mod tests {
                 Some((ExpiredInvoices, 20)),
             ),
             (I, r#"{"status":"unpaid","expires_at":20}"#, None),
+            (
+                List::NetworkEvents,
+                r#"{"created_index":3,"type":"connect","timestamp":44}"#,
+                Some((NetworkEvents, 44)),
+            ),
         ]
     }
 
