@@ -11,7 +11,11 @@
 //! 4. A→B and A→D in turn (D has a Rust plugin's hook in the path): the p50 difference,
 //!    taken in the same minutes so that the machine's noise cancels out;
 //! 5. idle RSS of C (one channel) after the payments;
-//! 6. start-up of C to RPC ready on its existing database.
+//! 6. start-up of C to RPC ready on its existing database;
+//! 7. sequential `keysend` A→B (LDK's spontaneous payment, its own route);
+//! 8. sequential `xpay` A→B→C (the pay plugin's planner, one call per invoice);
+//! 9. `xpay` split over two parallel channels A═E (1 M sat each, 1.5 M sat a payment, so
+//!    every payment needs both), alternately A→E and E→A so the liquidity comes back.
 //!
 //! Figures and how to read them: `docs/PERFORMANCE.md`.
 
@@ -19,7 +23,7 @@ use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fulgur_tests::ln::{LnNode, fund_wallet, open_channel, wait_gossip};
+use fulgur_tests::ln::{LnNode, fund_wallet, open_channel, open_channel_push, wait_gossip};
 use fulgur_tests::{
     Bitcoind, arg, children_cpu_ticks, cpu_ticks, example, percentile, rss_kib, steal_ticks,
     wait_for,
@@ -30,6 +34,10 @@ const SEQUENTIAL: usize = 300;
 const PARALLEL: usize = 16;
 const PER_THREAD: usize = 40;
 const AMOUNT: u64 = 10_000;
+/// `xpay` payments A→B→C (each plans a route in the plugin).
+const XPAYS: usize = 100;
+/// Split payments over A═E, alternating directions.
+const MPP_PAYMENTS: usize = 40;
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
@@ -123,6 +131,43 @@ fn paired(
     Ok((percentile(&p, 0.5), percentile(&h, 0.5)))
 }
 
+/// Rows 7 to 9: payments by one command each (`keysend`, `xpay`), timed around the call.
+fn by_command(
+    name: &str,
+    n: usize,
+    mut one: impl FnMut(usize) -> Result<(), String>,
+) -> Result<Duration, String> {
+    let mut times = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        one(i)?;
+        times.push(t.elapsed());
+    }
+    let total = start.elapsed();
+    times.sort();
+    let p50 = percentile(&times, 0.5);
+    println!(
+        "{name:<34} {:>5} payments  p50 {:>9}  p99 {:>9}  {:>7.1} payments/s",
+        times.len(),
+        ms(p50),
+        ms(percentile(&times, 0.99)),
+        times.len() as f64 / total.as_secs_f64(),
+    );
+    Ok(p50)
+}
+
+/// `xpay` of a fresh invoice of `payee` for `msat`; an error unless it completed.
+fn xpay(payer: &LnNode, payee: &LnNode, label: String, msat: u64) -> Result<Value, String> {
+    let inv = payee.ok(
+        "invoice",
+        json!({"amount_msat": msat, "label": label, "description": "bench"}),
+    );
+    payer
+        .call("xpay", json!({"invstring": inv["bolt11"]}))
+        .map_err(|e| format!("xpay: {e}"))
+}
+
 fn route(payer: &LnNode, payee: &LnNode) -> Value {
     payer.ok(
         "getroute",
@@ -138,22 +183,50 @@ fn run() -> Result<(), String> {
     let b = LnNode::start("bench-b", &chain, &[]);
     let mut c = LnNode::start("bench-c", &chain, &[]);
     let d = LnNode::start("bench-d", &chain, std::slice::from_ref(&gate));
+    let e = LnNode::start("bench-e", &chain, &[]);
     fund_wallet(&chain, &a, 5.0);
     fund_wallet(&chain, &b, 5.0);
     // C and D hold the emergency reserve, so every channel is an anchor channel (an
     // acceptor without it takes static_remote_key ones).
     fund_wallet(&chain, &c, 0.001);
     fund_wallet(&chain, &d, 0.001);
-    open_channel(&chain, &a, &b, 10_000_000, &[&c, &d]);
-    let bc = open_channel(&chain, &b, &c, 10_000_000, &[&a, &d]);
-    open_channel(&chain, &a, &d, 10_000_000, &[&b, &c]);
+    fund_wallet(&chain, &e, 0.001);
+    open_channel(&chain, &a, &b, 10_000_000, &[&c, &d, &e]);
+    let bc = open_channel(&chain, &b, &c, 10_000_000, &[&a, &d, &e]);
+    open_channel(&chain, &a, &d, 10_000_000, &[&b, &c, &e]);
+    // Two parallel channels A═E, half of each pushed to E so both directions can pay.
+    let ae1 = open_channel_push(&chain, &a, &e, 1_000_000, 500_000_000, &[&b, &c, &d]);
+    let ae2 = open_channel_push(&chain, &a, &e, 1_000_000, 500_000_000, &[&b, &c, &d]);
     wait_gossip(&a, &bc);
+    wait_gossip(&e, &ae1);
+    wait_gossip(&e, &ae2);
 
     let ab = route(&a, &b);
     let abc = route(&a, &c);
     let ad = route(&a, &d);
     sequential("A→B sendpay+waitsendpay", &a, &b, &ab)?;
     sequential("A→B→C sendpay+waitsendpay", &a, &c, &abc)?;
+    by_command("A→B keysend", SEQUENTIAL, |_| {
+        let r = a
+            .call(
+                "keysend",
+                json!({"destination": b.id, "amount_msat": AMOUNT}),
+            )
+            .map_err(|e| format!("keysend: {e}"))?;
+        (r["status"] == "complete")
+            .then_some(())
+            .ok_or_else(|| format!("keysend not complete: {r}"))
+    })?;
+    by_command("A→B→C xpay", XPAYS, |i| {
+        xpay(&a, &c, format!("xpay-{i}"), AMOUNT).map(drop)
+    })?;
+    by_command("A═E xpay 1.5 M sat over 2 channels", MPP_PAYMENTS, |i| {
+        let (payer, payee) = if i % 2 == 0 { (&a, &e) } else { (&e, &a) };
+        let r = xpay(payer, payee, format!("mpp-{i}"), 1_500_000_000)?;
+        (r["successful_parts"].as_u64() >= Some(2))
+            .then_some(())
+            .ok_or_else(|| format!("not split over both channels: {r}"))
+    })?;
     let (direct, hooked) = paired(&a, (&b, &ab), (&d, &ad))?;
     println!(
         "{:<34} {:>5} pairs     A→B p50 {:>9}  A→D p50 {:>9}",
@@ -301,6 +374,8 @@ fn main() -> ExitCode {
         "devchain",
         "-p",
         "fulgur-plugin-sdk",
+        "-p",
+        "fulgur-plugin-pay",
         "--bins",
         "--examples",
     ]) {

@@ -143,8 +143,24 @@ pub fn open_channel(
     sat: u64,
     others: &[&LnNode],
 ) -> String {
+    open_channel_push(chain, a, b, sat, 0, others)
+}
+
+/// [`open_channel`] with `push_msat` given to `b`; waits for this channel (by its id), so a
+/// second channel between the same nodes is waited for too.
+pub fn open_channel_push(
+    chain: &Bitcoind,
+    a: &LnNode,
+    b: &LnNode,
+    sat: u64,
+    push_msat: u64,
+    others: &[&LnNode],
+) -> String {
     a.connect(b);
-    let r = a.ok("fundchannel", json!({"id": b.id, "amount": sat}));
+    let r = a.ok(
+        "fundchannel",
+        json!({"id": b.id, "amount": sat, "push_msat": push_msat}),
+    );
     assert!(r["txid"].is_string(), "fundchannel: {r}");
     wait_for(T, || {
         let pool = chain.ok("getrawmempool", json!([]));
@@ -157,9 +173,16 @@ pub fn open_channel(
     let mut all = vec![a, b];
     all.extend_from_slice(others);
     mine_sync(chain, 6, &all);
+    let this = |n: &LnNode, peer: &str| -> Option<Value> {
+        n.ok("listpeerchannels", json!({"id": peer}))["channels"]
+            .as_array()?
+            .iter()
+            .find(|c| c["channel_id"] == r["channel_id"])
+            .cloned()
+    };
     wait_for(T, || {
-        let ca = a.channel_with(&b.id)?;
-        let cb = b.channel_with(&a.id)?;
+        let ca = this(a, &b.id)?;
+        let cb = this(b, &a.id)?;
         (ca["state"] == "CHANNELD_NORMAL" && cb["state"] == "CHANNELD_NORMAL")
             .then(|| ca["short_channel_id"].as_str().map(String::from))
             .flatten()
@@ -167,8 +190,8 @@ pub fn open_channel(
     .unwrap_or_else(|| {
         panic!(
             "channel never became normal: {:?} / {:?}\nlog A:\n{}",
-            a.channel_with(&b.id),
-            b.channel_with(&a.id),
+            this(a, &b.id),
+            this(b, &a.id),
             a.log()
         )
     })
