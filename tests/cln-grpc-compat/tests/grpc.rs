@@ -84,9 +84,10 @@ impl Record {
     }
 }
 
-/// Calls `$client.$method($req)`, notes the outcome, and gives the response when Ok.
+/// `call!(record, client.method => request)`: makes the call, notes its outcome, and gives
+/// the response when Ok. (The `=>` keeps rustfmt from spreading each call over ten lines.)
 macro_rules! call {
-    ($rec:expr, $client:expr, $method:ident, $req:expr) => {{
+    ($rec:ident, $client:ident . $method:ident => $req:expr) => {{
         let r = $client.$method($req).await;
         $rec.note(stringify!($method), &r);
         r.ok().map(|r| r.into_inner())
@@ -96,15 +97,17 @@ macro_rules! call {
 /// Opens a channel of `sat` from `a` to `b` with the harness (JSON-RPC), without mining.
 fn open_unconfirmed(chain: &Bitcoind, a: &LnNode, b: &LnNode, sat: u64) {
     a.connect(b);
-    let r = a.ok("fundchannel", json!({"id": b.id, "amount": sat}));
-    wait_for(T, || {
-        let pool = chain.ok("getrawmempool", json!([]));
-        pool.as_array()?
-            .iter()
-            .any(|t| t == &r["txid"])
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("funding transaction never reached the mempool"));
+    let txid = a.ok("fundchannel", json!({"id": b.id, "amount": sat}))["txid"].clone();
+    let in_pool = || {
+        chain
+            .ok("getrawmempool", json!([]))
+            .as_array()
+            .is_some_and(|p| p.contains(&txid))
+    };
+    assert!(
+        wait_for(T, || in_pool().then_some(())).is_some(),
+        "funding {txid} never reached the mempool"
+    );
 }
 
 fn normal_channels(a: &LnNode, peer: &str) -> Vec<Value> {
@@ -224,327 +227,77 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
 
     rt.block_on(async {
         // ---- The node, its wallet and its stores, before any channel.
-        let info = call!(rec, g, getinfo, pb::GetinfoRequest {});
+        let info = call!(rec, g.getinfo => pb::GetinfoRequest {});
         assert_eq!(info.map(|i| i.id), Some(id_a.clone()));
-        call!(rec, g, help, pb::HelpRequest::default());
-        call!(rec, g, list_configs, pb::ListconfigsRequest::default());
-        call!(
-            rec,
-            g,
-            feerates,
-            pb::FeeratesRequest {
-                style: pb::feerates_request::FeeratesStyle::Perkw as i32
-            }
-        );
-        call!(
-            rec,
-            g,
-            new_addr,
-            pb::NewaddrRequest {
-                addresstype: Some(pb::newaddr_request::NewaddrAddresstype::Bech32 as i32)
-            }
-        );
-        call!(rec, g, list_addresses, pb::ListaddressesRequest::default());
-        let funds = call!(rec, g, list_funds, pb::ListfundsRequest::default());
-        call!(rec, g, list_transactions, pb::ListtransactionsRequest {});
-        call!(rec, g, get_log, pb::GetlogRequest::default());
-        let signed = call!(
-            rec,
-            g,
-            sign_message,
-            pb::SignmessageRequest {
-                message: "grpc".into()
-            }
-        );
+        call!(rec, g.help => pb::HelpRequest::default());
+        call!(rec, g.list_configs => pb::ListconfigsRequest::default());
+        call!(rec, g.feerates => pb::FeeratesRequest { style: pb::feerates_request::FeeratesStyle::Perkw as i32 });
+        call!(rec, g.new_addr => pb::NewaddrRequest { addresstype: Some(pb::newaddr_request::NewaddrAddresstype::Bech32 as i32) });
+        call!(rec, g.list_addresses => pb::ListaddressesRequest::default());
+        let funds = call!(rec, g.list_funds => pb::ListfundsRequest::default());
+        call!(rec, g.list_transactions => pb::ListtransactionsRequest {});
+        call!(rec, g.get_log => pb::GetlogRequest::default());
+        let signed = call!(rec, g.sign_message => pb::SignmessageRequest { message: "grpc".into() });
         if let Some(s) = signed {
-            call!(
-                rec,
-                g,
-                check_message,
-                pb::CheckmessageRequest {
-                    message: "grpc".into(),
-                    zbase: s.zbase,
-                    pubkey: Some(id_a.clone())
-                }
-            );
+            call!(rec, g.check_message => pb::CheckmessageRequest { message: "grpc".into(), zbase: s.zbase, pubkey: Some(id_a.clone()) });
         }
-        call!(
-            rec,
-            g,
-            make_secret,
-            pb::MakesecretRequest {
-                string: Some("grpc".into()),
-                hex: None
-            }
-        );
-        call!(
-            rec,
-            g,
-            datastore,
-            pb::DatastoreRequest {
-                key: vec!["grpc".into(), "k".into()],
-                string: Some("v".into()),
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            list_datastore,
-            pb::ListdatastoreRequest {
-                key: vec!["grpc".into()]
-            }
-        );
-        call!(
-            rec,
-            g,
-            datastore_usage,
-            pb::DatastoreusageRequest {
-                key: vec!["grpc".into()]
-            }
-        );
-        call!(
-            rec,
-            g,
-            del_datastore,
-            pb::DeldatastoreRequest {
-                key: vec!["grpc".into(), "k".into()],
-                generation: None
-            }
-        );
-        let rune = call!(
-            rec,
-            g,
-            create_rune,
-            pb::CreateruneRequest {
-                rune: None,
-                // The proto has restrictions as strings, but CLN (and fulgurd) take each
-                // restriction as an array of alternatives and refuse a bare string: an
-                // unrestricted rune is what this call can make.
-                restrictions: vec![]
-            }
-        );
-        call!(rec, g, show_runes, pb::ShowrunesRequest::default());
+        call!(rec, g.make_secret => pb::MakesecretRequest { string: Some("grpc".into()), hex: None });
+        call!(rec, g.datastore => pb::DatastoreRequest { key: vec!["grpc".into(), "k".into()], string: Some("v".into()), ..Default::default() });
+        call!(rec, g.list_datastore => pb::ListdatastoreRequest { key: vec!["grpc".into()] });
+        call!(rec, g.datastore_usage => pb::DatastoreusageRequest { key: vec!["grpc".into()] });
+        call!(rec, g.del_datastore => pb::DeldatastoreRequest { key: vec!["grpc".into(), "k".into()], generation: None });
+        // The proto has restrictions as strings, but CLN (and fulgurd) take each restriction
+        // as an array of alternatives and refuse a bare string: an unrestricted rune is what
+        // this call can make.
+        let rune = call!(rec, g.create_rune => pb::CreateruneRequest { rune: None, restrictions: vec![] });
+        call!(rec, g.show_runes => pb::ShowrunesRequest::default());
         if let Some(r) = rune {
-            call!(
-                rec,
-                g,
-                check_rune,
-                pb::CheckruneRequest {
-                    rune: r.rune,
-                    nodeid: Some(a.id.clone()),
-                    method: Some("getinfo".into()),
-                    params: vec![]
-                }
-            );
+            call!(rec, g.check_rune => pb::CheckruneRequest { rune: r.rune, nodeid: Some(a.id.clone()), method: Some("getinfo".into()), params: vec![] });
         }
-        call!(
-            rec,
-            g,
-            blacklist_rune,
-            pb::BlacklistruneRequest {
-                start: Some(0),
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            set_config,
-            pb::SetconfigRequest {
-                config: "autoclean-cycle".into(),
-                val: Some("3600".into()),
-                transient: Some(true)
-            }
-        );
-        call!(
-            rec,
-            g,
-            auto_clean_status,
-            pb::AutocleanstatusRequest::default()
-        );
-        call!(
-            rec,
-            g,
-            auto_clean_once,
-            pb::AutocleanonceRequest {
-                subsystem: pb::AutocleanSubsystem::Expiredinvoices as i32,
-                age: 3600
-            }
-        );
+        call!(rec, g.blacklist_rune => pb::BlacklistruneRequest { start: Some(0), ..Default::default() });
+        call!(rec, g.set_config => pb::SetconfigRequest { config: "autoclean-cycle".into(), val: Some("3600".into()), transient: Some(true) });
+        call!(rec, g.auto_clean_status => pb::AutocleanstatusRequest::default());
+        call!(rec, g.auto_clean_once => pb::AutocleanonceRequest { subsystem: pb::AutocleanSubsystem::Expiredinvoices as i32, age: 3600 });
         let height = chain.height() as u32;
-        call!(
-            rec,
-            g,
-            wait_block_height,
-            pb::WaitblockheightRequest {
-                blockheight: height,
-                timeout: Some(30)
-            }
-        );
-        call!(
-            rec,
-            g,
-            wait,
-            pb::WaitRequest {
-                subsystem: pb::wait_request::WaitSubsystem::Invoices as i32,
-                indexname: pb::wait_request::WaitIndexname::Created as i32,
-                nextvalue: 0
-            }
-        );
-        call!(
-            rec,
-            g,
-            plugin,
-            pb::PluginRequest {
-                subcommand: pb::PluginSubcommand::List as i32,
-                ..Default::default()
-            }
-        );
-        call!(rec, g, upgrade_wallet, pb::UpgradewalletRequest::default());
-        call!(rec, g, list_nodes, pb::ListnodesRequest::default());
+        call!(rec, g.wait_block_height => pb::WaitblockheightRequest { blockheight: height, timeout: Some(30) });
+        call!(rec, g.wait => pb::WaitRequest { subsystem: pb::wait_request::WaitSubsystem::Invoices as i32, indexname: pb::wait_request::WaitIndexname::Created as i32, nextvalue: 0 });
+        call!(rec, g.plugin => pb::PluginRequest { subcommand: pb::PluginSubcommand::List as i32, ..Default::default() });
+        // Start and stop a plugin (one on CLN's cln-plugin crate): the plugin_started and
+        // plugin_stopped streams.
+        let other = fulgur_tests::bin("cln-plugin-compat").display().to_string();
+        call!(rec, g.plugin => pb::PluginRequest { subcommand: pb::PluginSubcommand::Start as i32, plugin: Some(other.clone()), ..Default::default() });
+        call!(rec, g.plugin => pb::PluginRequest { subcommand: pb::PluginSubcommand::Stop as i32, plugin: Some(other), ..Default::default() });
+        call!(rec, g.upgrade_wallet => pb::UpgradewalletRequest::default());
+        call!(rec, g.list_nodes => pb::ListnodesRequest::default());
 
         // ---- PSBTs and transactions from the wallet.
-        let psbt = call!(
-            rec,
-            g,
-            fund_psbt,
-            pb::FundpsbtRequest {
-                satoshi: Some(sat(100_000)),
-                feerate: Some(perkw(253)),
-                startweight: 250,
-                reserve: Some(0),
-                ..Default::default()
-            }
-        );
+        let psbt = call!(rec, g.fund_psbt => pb::FundpsbtRequest { satoshi: Some(sat(100_000)), feerate: Some(perkw(253)), startweight: 250, reserve: Some(0), ..Default::default() });
         if let Some(p) = psbt {
-            call!(
-                rec,
-                g,
-                reserve_inputs,
-                pb::ReserveinputsRequest {
-                    psbt: p.psbt.clone(),
-                    ..Default::default()
-                }
-            );
-            call!(
-                rec,
-                g,
-                unreserve_inputs,
-                pb::UnreserveinputsRequest {
-                    psbt: p.psbt.clone(),
-                    reserve: None
-                }
-            );
-            call!(
-                rec,
-                g,
-                set_psbt_version,
-                pb::SetpsbtversionRequest {
-                    psbt: p.psbt,
-                    version: 2
-                }
-            );
+            call!(rec, g.reserve_inputs => pb::ReserveinputsRequest { psbt: p.psbt.clone(), ..Default::default() });
+            call!(rec, g.unreserve_inputs => pb::UnreserveinputsRequest { psbt: p.psbt.clone(), reserve: None });
+            call!(rec, g.set_psbt_version => pb::SetpsbtversionRequest { psbt: p.psbt, version: 2 });
         }
         if let Some(f) = funds.as_ref().and_then(|f| f.outputs.first()) {
-            call!(
-                rec,
-                g,
-                utxo_psbt,
-                pb::UtxopsbtRequest {
-                    satoshi: Some(sat(10_000)),
-                    feerate: Some(perkw(253)),
-                    startweight: 250,
-                    utxos: vec![pb::Outpoint {
-                        txid: f.txid.clone(),
-                        outnum: f.output
-                    }],
-                    reserve: Some(0),
-                    reservedok: Some(true),
-                    ..Default::default()
-                }
-            );
+            call!(rec, g.utxo_psbt => pb::UtxopsbtRequest { satoshi: Some(sat(10_000)), feerate: Some(perkw(253)), startweight: 250, utxos: vec![pb::Outpoint { txid: f.txid.clone(), outnum: f.output }], reserve: Some(0), reservedok: Some(true), ..Default::default() });
         }
         // fundpsbt, then an output, signed and sent.
-        if let Some(p) = call!(
-            rec,
-            g,
-            fund_psbt,
-            pb::FundpsbtRequest {
-                satoshi: Some(sat(50_000)),
-                feerate: Some(perkw(253)),
-                startweight: 250 + 4 * 43,
-                excess_as_change: Some(true),
-                ..Default::default()
-            }
-        ) {
-            let out = call!(
-                rec,
-                g,
-                add_psbt_output,
-                pb::AddpsbtoutputRequest {
-                    satoshi: Some(amount(50_000_000)),
-                    initialpsbt: Some(p.psbt),
-                    destination: Some(b_addr.clone()),
-                    ..Default::default()
-                }
-            );
+        if let Some(p) = call!(rec, g.fund_psbt => pb::FundpsbtRequest { satoshi: Some(sat(50_000)), feerate: Some(perkw(253)), startweight: 250 + 4 * 43, excess_as_change: Some(true), ..Default::default() }) {
+            let out = call!(rec, g.add_psbt_output => pb::AddpsbtoutputRequest { satoshi: Some(amount(50_000_000)), initialpsbt: Some(p.psbt), destination: Some(b_addr.clone()), ..Default::default() });
             if let Some(o) = out
-                && let Some(s) = call!(
-                    rec,
-                    g,
-                    sign_psbt,
-                    pb::SignpsbtRequest {
-                        psbt: o.psbt,
-                        signonly: vec![]
-                    }
-                )
+                && let Some(s) = call!(rec, g.sign_psbt => pb::SignpsbtRequest { psbt: o.psbt, signonly: vec![] })
             {
-                call!(
-                    rec,
-                    g,
-                    send_psbt,
-                    pb::SendpsbtRequest {
-                        psbt: s.signed_psbt,
-                        reserve: None
-                    }
-                );
+                call!(rec, g.send_psbt => pb::SendpsbtRequest { psbt: s.signed_psbt, reserve: None });
             }
         }
         let out = |sat: u64| pb::OutputDesc {
             address: b_addr.clone(),
             amount: Some(amount(sat * 1000)),
         };
-        if let Some(p) = call!(
-            rec,
-            g,
-            tx_prepare,
-            pb::TxprepareRequest {
-                outputs: vec![out(20_000)],
-                ..Default::default()
-            }
-        ) {
-            call!(rec, g, tx_send, pb::TxsendRequest { txid: p.txid });
+        if let Some(p) = call!(rec, g.tx_prepare => pb::TxprepareRequest { outputs: vec![out(20_000)], ..Default::default() }) {
+            call!(rec, g.tx_send => pb::TxsendRequest { txid: p.txid });
         }
-        call!(
-            rec,
-            g,
-            withdraw,
-            pb::WithdrawRequest {
-                destination: b_addr.clone(),
-                satoshi: Some(sat(20_000)),
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            multi_withdraw,
-            pb::MultiwithdrawRequest {
-                outputs: vec![out(20_000), out(21_000)],
-                ..Default::default()
-            }
-        );
+        call!(rec, g.withdraw => pb::WithdrawRequest { destination: b_addr.clone(), satoshi: Some(sat(20_000)), ..Default::default() });
+        call!(rec, g.multi_withdraw => pb::MultiwithdrawRequest { outputs: vec![out(20_000), out(21_000)], ..Default::default() });
     });
     mine_sync(&chain, 1, &[&a, &b, &c]);
     // Confirmed coins for the three channel fundings ahead.
@@ -554,85 +307,23 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
 
     rt.block_on(async {
         // ---- Peers and channels: B by fundchannel and multifundchannel, C by the harness.
-        call!(
-            rec,
-            g,
-            connect_peer,
-            pb::ConnectRequest {
-                id: b.id.clone(),
-                host: Some("127.0.0.1".into()),
-                port: Some(u32::from(b.port))
-            }
-        );
-        call!(rec, g, list_peers, pb::ListpeersRequest::default());
-        call!(
-            rec,
-            g,
-            send_custom_msg,
-            pb::SendcustommsgRequest {
-                node_id: id_b.clone(),
-                msg: bytes("fff1cafe")
-            }
-        );
+        call!(rec, g.connect_peer => pb::ConnectRequest { id: b.id.clone(), host: Some("127.0.0.1".into()), port: Some(u32::from(b.port)) });
+        call!(rec, g.list_peers => pb::ListpeersRequest::default());
+        call!(rec, g.send_custom_msg => pb::SendcustommsgRequest { node_id: id_b.clone(), msg: bytes("fff1cafe") });
         // Start, cancel; start, complete with a prepared transaction, cancel, discard it.
-        call!(
-            rec,
-            g,
-            fund_channel_start,
-            pb::FundchannelStartRequest {
-                id: id_b.clone(),
-                amount: Some(amount(300_000_000)),
-                ..Default::default()
-            }
-        );
+        call!(rec, g.fund_channel_start => pb::FundchannelStartRequest { id: id_b.clone(), amount: Some(amount(300_000_000)), ..Default::default() });
     });
     rt.block_on(async {
-        call!(
-            rec,
-            g,
-            fund_channel_cancel,
-            pb::FundchannelCancelRequest { id: id_b.clone() }
-        );
-        if let Some(s) = call!(
-            rec,
-            g,
-            fund_channel_start,
-            pb::FundchannelStartRequest {
-                id: id_b.clone(),
-                amount: Some(amount(300_000_000)),
-                ..Default::default()
-            }
-        ) {
+        call!(rec, g.fund_channel_cancel => pb::FundchannelCancelRequest { id: id_b.clone() });
+        if let Some(s) = call!(rec, g.fund_channel_start => pb::FundchannelStartRequest { id: id_b.clone(), amount: Some(amount(300_000_000)), ..Default::default() }) {
             let out = pb::OutputDesc {
                 address: s.funding_address,
                 amount: Some(amount(300_000_000)),
             };
-            if let Some(p) = call!(
-                rec,
-                g,
-                tx_prepare,
-                pb::TxprepareRequest {
-                    outputs: vec![out],
-                    ..Default::default()
-                }
-            ) {
-                call!(
-                    rec,
-                    g,
-                    fund_channel_complete,
-                    pb::FundchannelCompleteRequest {
-                        id: id_b.clone(),
-                        psbt: p.psbt,
-                        withhold: None
-                    }
-                );
-                call!(
-                    rec,
-                    g,
-                    fund_channel_cancel,
-                    pb::FundchannelCancelRequest { id: id_b.clone() }
-                );
-                call!(rec, g, tx_discard, pb::TxdiscardRequest { txid: p.txid });
+            if let Some(p) = call!(rec, g.tx_prepare => pb::TxprepareRequest { outputs: vec![out], ..Default::default() }) {
+                call!(rec, g.fund_channel_complete => pb::FundchannelCompleteRequest { id: id_b.clone(), psbt: p.psbt, withhold: None });
+                call!(rec, g.fund_channel_cancel => pb::FundchannelCancelRequest { id: id_b.clone() });
+                call!(rec, g.tx_discard => pb::TxdiscardRequest { txid: p.txid });
             }
         }
     });
@@ -651,33 +342,11 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
     })
     .unwrap_or_else(|| panic!("A never got back to B"));
     rt.block_on(async {
-        call!(
-            rec,
-            g,
-            fund_channel,
-            pb::FundchannelRequest {
-                id: id_b.clone(),
-                amount: Some(sat(1_000_000)),
-                push_msat: Some(amount(300_000_000)),
-                ..Default::default()
-            }
-        );
+        call!(rec, g.fund_channel => pb::FundchannelRequest { id: id_b.clone(), amount: Some(sat(1_000_000)), push_msat: Some(amount(300_000_000)), ..Default::default() });
     });
     wait_for(T, || (a.channels().len() == 1).then_some(())).unwrap_or_else(|| panic!("no channel"));
     rt.block_on(async {
-        call!(
-            rec,
-            g,
-            multi_fund_channel,
-            pb::MultifundchannelRequest {
-                destinations: vec![pb::MultifundchannelDestinations {
-                    id: format!("{}@127.0.0.1:{}", b.id, b.port),
-                    amount: Some(sat(400_000)),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }
-        );
+        call!(rec, g.multi_fund_channel => pb::MultifundchannelRequest { destinations: vec![pb::MultifundchannelDestinations { id: format!("{}@127.0.0.1:{}", b.id, b.port), amount: Some(sat(400_000)), ..Default::default() }], ..Default::default() });
     });
     open_unconfirmed(&chain, &a, &c, 1_000_000);
     // B opens one to A too: `channel_opened` is about channels a peer opened with us.
@@ -720,149 +389,22 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
         .unwrap_or(18);
     let a_addr = text(&a.ok("newaddr", json!({"addresstype": "bech32"}))["bech32"]);
     rt.block_on(async {
-        call!(
-            rec,
-            g,
-            list_peer_channels,
-            pb::ListpeerchannelsRequest::default()
-        );
-        call!(rec, g, list_channels, pb::ListchannelsRequest::default());
-        call!(
-            rec,
-            g,
-            list_nodes,
-            pb::ListnodesRequest {
-                id: Some(id_b.clone())
-            }
-        );
-        call!(
-            rec,
-            g,
-            set_channel,
-            pb::SetchannelRequest {
-                id: scid_ac.clone(),
-                feebase: Some(amount(1)),
-                feeppm: Some(10),
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            decode,
-            pb::DecodeRequest {
-                string: pay_b.clone()
-            }
-        );
-        call!(
-            rec,
-            g,
-            pre_approve_invoice,
-            pb::PreapproveinvoiceRequest {
-                bolt11: pay_b.clone()
-            }
-        );
-        call!(
-            rec,
-            g,
-            pre_approve_keysend,
-            pb::PreapprovekeysendRequest {
-                destination: id_b.clone(),
-                payment_hash: zeros.clone(),
-                amount_msat: Some(amount(1000))
-            }
-        );
-        call!(
-            rec,
-            g,
-            pay,
-            pb::PayRequest {
-                bolt11: pay_b.clone(),
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            xpay,
-            pb::XpayRequest {
-                invstring: xpay_b.clone(),
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            rene_pay,
-            pb::RenepayRequest {
-                invstring: renepay_b.clone(),
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            rene_pay_status,
-            pb::RenepaystatusRequest {
-                invstring: Some(renepay_b.clone())
-            }
-        );
-        call!(
-            rec,
-            g,
-            send_amount,
-            pb::SendamountRequest {
-                invstring: any_b.clone(),
-                amount_msat: Some(amount(15_000)),
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            key_send,
-            pb::KeysendRequest {
-                destination: id_b.clone(),
-                amount_msat: Some(amount(16_000)),
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            xkeysend,
-            pb::XkeysendRequest {
-                destination: id_b.clone(),
-                amount_msat: Some(amount(17_000)),
-                ..Default::default()
-            }
-        );
-        let route = call!(
-            rec,
-            g,
-            get_route,
-            pb::GetrouteRequest {
-                id: id_b.clone(),
-                amount_msat: Some(amount(13_000)),
-                riskfactor: 1,
-                cltv: Some(final_cltv),
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            get_routes,
-            pb::GetroutesRequest {
-                source: id_a.clone(),
-                destination: id_b.clone(),
-                amount_msat: Some(amount(13_000)),
-                layers: vec![],
-                maxfee_msat: Some(amount(1000)),
-                final_cltv: 18,
-                ..Default::default()
-            }
-        );
+        call!(rec, g.list_peer_channels => pb::ListpeerchannelsRequest::default());
+        call!(rec, g.list_channels => pb::ListchannelsRequest::default());
+        call!(rec, g.list_nodes => pb::ListnodesRequest { id: Some(id_b.clone()) });
+        call!(rec, g.set_channel => pb::SetchannelRequest { id: scid_ac.clone(), feebase: Some(amount(1)), feeppm: Some(10), ..Default::default() });
+        call!(rec, g.decode => pb::DecodeRequest { string: pay_b.clone() });
+        call!(rec, g.pre_approve_invoice => pb::PreapproveinvoiceRequest { bolt11: pay_b.clone() });
+        call!(rec, g.pre_approve_keysend => pb::PreapprovekeysendRequest { destination: id_b.clone(), payment_hash: zeros.clone(), amount_msat: Some(amount(1000)) });
+        call!(rec, g.pay => pb::PayRequest { bolt11: pay_b.clone(), ..Default::default() });
+        call!(rec, g.xpay => pb::XpayRequest { invstring: xpay_b.clone(), ..Default::default() });
+        call!(rec, g.rene_pay => pb::RenepayRequest { invstring: renepay_b.clone(), ..Default::default() });
+        call!(rec, g.rene_pay_status => pb::RenepaystatusRequest { invstring: Some(renepay_b.clone()) });
+        call!(rec, g.send_amount => pb::SendamountRequest { invstring: any_b.clone(), amount_msat: Some(amount(15_000)), ..Default::default() });
+        call!(rec, g.key_send => pb::KeysendRequest { destination: id_b.clone(), amount_msat: Some(amount(16_000)), ..Default::default() });
+        call!(rec, g.xkeysend => pb::XkeysendRequest { destination: id_b.clone(), amount_msat: Some(amount(17_000)), ..Default::default() });
+        let route = call!(rec, g.get_route => pb::GetrouteRequest { id: id_b.clone(), amount_msat: Some(amount(13_000)), riskfactor: 1, cltv: Some(final_cltv), ..Default::default() });
+        call!(rec, g.get_routes => pb::GetroutesRequest { source: id_a.clone(), destination: id_b.clone(), amount_msat: Some(amount(13_000)), layers: vec![], maxfee_msat: Some(amount(1000)), final_cltv: 18, ..Default::default() });
         let hash = bytes(&text(&sendpay["payment_hash"]));
         if let Some(r) = route {
             let hops = r
@@ -876,391 +418,82 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
                     ..Default::default()
                 })
                 .collect();
-            call!(
-                rec,
-                g,
-                send_pay,
-                pb::SendpayRequest {
-                    route: hops,
-                    payment_hash: hash.clone(),
-                    payment_secret: Some(bytes(&text(&sendpay["payment_secret"]))),
-                    amount_msat: Some(amount(13_000)),
-                    ..Default::default()
-                }
-            );
-            call!(
-                rec,
-                g,
-                wait_send_pay,
-                pb::WaitsendpayRequest {
-                    payment_hash: hash.clone(),
-                    timeout: Some(60),
-                    ..Default::default()
-                }
-            );
+            call!(rec, g.send_pay => pb::SendpayRequest { route: hops, payment_hash: hash.clone(), payment_secret: Some(bytes(&text(&sendpay["payment_secret"]))), amount_msat: Some(amount(13_000)), ..Default::default() });
+            call!(rec, g.wait_send_pay => pb::WaitsendpayRequest { payment_hash: hash.clone(), timeout: Some(60), ..Default::default() });
         }
-        call!(rec, g, list_send_pays, pb::ListsendpaysRequest::default());
-        call!(rec, g, list_pays, pb::ListpaysRequest::default());
-        call!(
-            rec,
-            g,
-            del_pay,
-            pb::DelpayRequest {
-                payment_hash: hash,
-                status: pb::delpay_request::DelpayStatus::Complete as i32,
-                ..Default::default()
-            }
-        );
-        call!(rec, g, list_htlcs, pb::ListhtlcsRequest::default());
+        call!(rec, g.list_send_pays => pb::ListsendpaysRequest::default());
+        call!(rec, g.list_pays => pb::ListpaysRequest::default());
+        call!(rec, g.del_pay => pb::DelpayRequest { payment_hash: hash, status: pb::delpay_request::DelpayStatus::Complete as i32, ..Default::default() });
+        call!(rec, g.list_htlcs => pb::ListhtlcsRequest::default());
 
         // ---- Invoices on A, paid by B.
-        call!(
-            rec,
-            g,
-            invoice,
-            pb::InvoiceRequest {
-                amount_msat: Some(pb::AmountOrAny {
-                    value: Some(pb::amount_or_any::Value::Amount(amount(20_000)))
-                }),
-                label: "grpc".into(),
-                description: "grpc".into(),
-                ..Default::default()
-            }
-        );
+        call!(rec, g.invoice => pb::InvoiceRequest { amount_msat: Some(pb::AmountOrAny { value: Some(pb::amount_or_any::Value::Amount(amount(20_000))) }), label: "grpc".into(), description: "grpc".into(), ..Default::default() });
     });
     let a_inv = text(&a.ok("listinvoices", json!({"label": "grpc"}))["invoices"][0]["bolt11"]);
     b.ok("pay", json!({"bolt11": a_inv}));
     b.ok("pay", json!({"bolt11": to_c}));
     rt.block_on(async {
-        call!(
-            rec,
-            g,
-            wait_invoice,
-            pb::WaitinvoiceRequest {
-                label: "grpc".into()
-            }
-        );
-        call!(
-            rec,
-            g,
-            wait_any_invoice,
-            pb::WaitanyinvoiceRequest {
-                lastpay_index: Some(0),
-                timeout: Some(30)
-            }
-        );
-        call!(rec, g, list_invoices, pb::ListinvoicesRequest::default());
-        call!(
-            rec,
-            g,
-            sign_invoice,
-            pb::SigninvoiceRequest {
-                invstring: a_inv.clone()
-            }
-        );
-        call!(
-            rec,
-            g,
-            sign_message_with_key,
-            pb::SignmessagewithkeyRequest {
-                message: "grpc".into(),
-                address: a_addr.clone()
-            }
-        );
-        call!(
-            rec,
-            g,
-            del_invoice,
-            pb::DelinvoiceRequest {
-                label: "grpc".into(),
-                status: pb::delinvoice_request::DelinvoiceStatus::Paid as i32,
-                desconly: None
-            }
-        );
-        let fwd = call!(rec, g, list_forwards, pb::ListforwardsRequest::default());
+        call!(rec, g.wait_invoice => pb::WaitinvoiceRequest { label: "grpc".into() });
+        call!(rec, g.wait_any_invoice => pb::WaitanyinvoiceRequest { lastpay_index: Some(0), timeout: Some(30) });
+        call!(rec, g.list_invoices => pb::ListinvoicesRequest::default());
+        call!(rec, g.sign_invoice => pb::SigninvoiceRequest { invstring: a_inv.clone() });
+        call!(rec, g.sign_message_with_key => pb::SignmessagewithkeyRequest { message: "grpc".into(), address: a_addr.clone() });
+        call!(rec, g.del_invoice => pb::DelinvoiceRequest { label: "grpc".into(), status: pb::delinvoice_request::DelinvoiceStatus::Paid as i32, desconly: None });
+        let fwd = call!(rec, g.list_forwards => pb::ListforwardsRequest::default());
         if let Some(f) = fwd.and_then(|f| {
             f.forwards.into_iter().find(|f| {
                 f.status == pb::listforwards_forwards::ListforwardsForwardsStatus::Settled as i32
             })
         }) {
-            call!(
-                rec,
-                g,
-                del_forward,
-                pb::DelforwardRequest {
-                    in_channel: f.in_channel,
-                    in_htlc_id: f.in_htlc_id.unwrap_or_default(),
-                    status: pb::delforward_request::DelforwardStatus::Settled as i32
-                }
-            );
+            call!(rec, g.del_forward => pb::DelforwardRequest { in_channel: f.in_channel, in_htlc_id: f.in_htlc_id.unwrap_or_default(), status: pb::delforward_request::DelforwardStatus::Settled as i32 });
         }
 
         // ---- Graph, routing layers and the bookkeeper.
         let msg = b.ok("dev", json!(["gossip"]))["gossip"][0].clone();
-        call!(
-            rec,
-            g,
-            add_gossip,
-            pb::AddgossipRequest {
-                message: bytes(&text(&msg))
-            }
-        );
+        call!(rec, g.add_gossip => pb::AddgossipRequest { message: bytes(&text(&msg)) });
         let layer = || "grpc".to_string();
         let dir = "1x1x1/0".to_string();
-        call!(
-            rec,
-            g,
-            ask_rene_create_layer,
-            pb::AskrenecreatelayerRequest {
-                layer: layer(),
-                persistent: None
-            }
-        );
-        call!(
-            rec,
-            g,
-            ask_rene_list_layers,
-            pb::AskrenelistlayersRequest::default()
-        );
-        call!(
-            rec,
-            g,
-            ask_rene_create_channel,
-            pb::AskrenecreatechannelRequest {
-                layer: layer(),
-                source: id_a.clone(),
-                destination: id_c.clone(),
-                short_channel_id: "1x1x1".into(),
-                capacity_msat: Some(amount(1_000_000))
-            }
-        );
-        call!(
-            rec,
-            g,
-            ask_rene_update_channel,
-            pb::AskreneupdatechannelRequest {
-                layer: layer(),
-                short_channel_id_dir: dir.clone(),
-                enabled: Some(true),
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            ask_rene_inform_channel,
-            pb::AskreneinformchannelRequest {
-                layer: layer(),
-                short_channel_id_dir: dir.clone(),
-                amount_msat: Some(amount(1000)),
-                inform: pb::askreneinformchannel_request::AskreneinformchannelInform::Constrained
-                    as i32
-            }
-        );
-        call!(
-            rec,
-            g,
-            ask_rene_bias_channel,
-            pb::AskrenebiaschannelRequest {
-                layer: layer(),
-                short_channel_id_dir: dir.clone(),
-                bias: 1,
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            askrene_bias_node,
-            pb::AskrenebiasnodeRequest {
-                layer: layer(),
-                node: id_c.clone(),
-                direction: "out".into(),
-                bias: 1,
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            ask_rene_disable_node,
-            pb::AskrenedisablenodeRequest {
-                layer: layer(),
-                node: bytes("02eec7245d6b7d2ccb30380bfbe2a3648cd7a942653f5aa340edcea1f283686619")
-            }
-        );
-        call!(
-            rec,
-            g,
-            ask_rene_remove_channel_update,
-            pb::AskreneremovechannelupdateRequest {
-                layer: layer(),
-                short_channel_id_dir: dir.clone()
-            }
-        );
-        call!(
-            rec,
-            g,
-            ask_rene_age,
-            pb::AskreneageRequest {
-                layer: layer(),
-                cutoff: 0
-            }
-        );
+        call!(rec, g.ask_rene_create_layer => pb::AskrenecreatelayerRequest { layer: layer(), persistent: None });
+        call!(rec, g.ask_rene_list_layers => pb::AskrenelistlayersRequest::default());
+        call!(rec, g.ask_rene_create_channel => pb::AskrenecreatechannelRequest { layer: layer(), source: id_a.clone(), destination: id_c.clone(), short_channel_id: "1x1x1".into(), capacity_msat: Some(amount(1_000_000)) });
+        call!(rec, g.ask_rene_update_channel => pb::AskreneupdatechannelRequest { layer: layer(), short_channel_id_dir: dir.clone(), enabled: Some(true), ..Default::default() });
+        call!(rec, g.ask_rene_inform_channel => pb::AskreneinformchannelRequest { layer: layer(), short_channel_id_dir: dir.clone(), amount_msat: Some(amount(1000)), inform: pb::askreneinformchannel_request::AskreneinformchannelInform::Constrained as i32 });
+        call!(rec, g.ask_rene_bias_channel => pb::AskrenebiaschannelRequest { layer: layer(), short_channel_id_dir: dir.clone(), bias: 1, ..Default::default() });
+        call!(rec, g.askrene_bias_node => pb::AskrenebiasnodeRequest { layer: layer(), node: id_c.clone(), direction: "out".into(), bias: 1, ..Default::default() });
+        call!(rec, g.ask_rene_disable_node => pb::AskrenedisablenodeRequest { layer: layer(), node: bytes("02eec7245d6b7d2ccb30380bfbe2a3648cd7a942653f5aa340edcea1f283686619") });
+        call!(rec, g.ask_rene_remove_channel_update => pb::AskreneremovechannelupdateRequest { layer: layer(), short_channel_id_dir: dir.clone() });
+        call!(rec, g.ask_rene_age => pb::AskreneageRequest { layer: layer(), cutoff: 0 });
         let hop = format!("{scid_ab}/{}", u8::from(a.id > b.id));
-        call!(
-            rec,
-            g,
-            ask_rene_reserve,
-            pb::AskrenereserveRequest {
-                path: vec![pb::AskrenereservePath {
-                    short_channel_id_dir: hop.clone(),
-                    amount_msat: Some(amount(1000)),
-                    ..Default::default()
-                }]
-            }
-        );
-        call!(
-            rec,
-            g,
-            ask_rene_list_reservations,
-            pb::AskrenelistreservationsRequest {}
-        );
-        call!(
-            rec,
-            g,
-            ask_rene_unreserve,
-            pb::AskreneunreserveRequest {
-                path: vec![pb::AskreneunreservePath {
-                    short_channel_id_dir: hop,
-                    amount_msat: Some(amount(1000)),
-                    ..Default::default()
-                }],
-                dev_remove_all: None
-            }
-        );
-        call!(
-            rec,
-            g,
-            ask_rene_remove_layer,
-            pb::AskreneremovelayerRequest { layer: layer() }
-        );
-        call!(rec, g, bkpr_list_balances, pb::BkprlistbalancesRequest {});
-        call!(
-            rec,
-            g,
-            bkpr_list_account_events,
-            pb::BkprlistaccounteventsRequest::default()
-        );
-        call!(
-            rec,
-            g,
-            bkpr_list_income,
-            pb::BkprlistincomeRequest::default()
-        );
-        call!(
-            rec,
-            g,
-            bkpr_channels_apy,
-            pb::BkprchannelsapyRequest::default()
-        );
-        call!(
-            rec,
-            g,
-            bkpr_inspect,
-            pb::BkprinspectRequest {
-                account: chan_ab.clone()
-            }
-        );
+        call!(rec, g.ask_rene_reserve => pb::AskrenereserveRequest { path: vec![pb::AskrenereservePath { short_channel_id_dir: hop.clone(), amount_msat: Some(amount(1000)), ..Default::default() }] });
+        call!(rec, g.ask_rene_list_reservations => pb::AskrenelistreservationsRequest {});
+        call!(rec, g.ask_rene_unreserve => pb::AskreneunreserveRequest { path: vec![pb::AskreneunreservePath { short_channel_id_dir: hop, amount_msat: Some(amount(1000)), ..Default::default() }], dev_remove_all: None });
+        call!(rec, g.ask_rene_remove_layer => pb::AskreneremovelayerRequest { layer: layer() });
+        call!(rec, g.bkpr_list_balances => pb::BkprlistbalancesRequest {});
+        call!(rec, g.bkpr_list_account_events => pb::BkprlistaccounteventsRequest::default());
+        call!(rec, g.bkpr_list_income => pb::BkprlistincomeRequest::default());
+        call!(rec, g.bkpr_channels_apy => pb::BkprchannelsapyRequest::default());
+        call!(rec, g.bkpr_inspect => pb::BkprinspectRequest { account: chan_ab.clone() });
         let csv = a.dir.join("income.csv").display().to_string();
-        call!(
-            rec,
-            g,
-            bkpr_dump_income_csv,
-            pb::BkprdumpincomecsvRequest {
-                csv_format: "koinly".into(),
-                csv_file: Some(csv),
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            bkpr_report,
-            pb::BkprreportRequest {
-                format: Some("{account} {credit}".into()),
-                ..Default::default()
-            }
-        );
+        call!(rec, g.bkpr_dump_income_csv => pb::BkprdumpincomecsvRequest { csv_format: "koinly".into(), csv_file: Some(csv), ..Default::default() });
+        call!(rec, g.bkpr_report => pb::BkprreportRequest { format: Some("{account} {credit}".into()), ..Default::default() });
         let hash_pay = text(&a.ok("decode", json!({"string": pay_b}))["payment_hash"]);
-        call!(
-            rec,
-            g,
-            bkpr_edit_description_by_payment_id,
-            pb::BkpreditdescriptionbypaymentidRequest {
-                payment_id: hash_pay,
-                description: "edited".into()
-            }
-        );
+        call!(rec, g.bkpr_edit_description_by_payment_id => pb::BkpreditdescriptionbypaymentidRequest { payment_id: hash_pay, description: "edited".into() });
         let utxo = a.ok("listfunds", json!({}))["outputs"][0].clone();
-        call!(
-            rec,
-            g,
-            bkpr_edit_description_by_outpoint,
-            pb::BkpreditdescriptionbyoutpointRequest {
-                outpoint: format!("{}:{}", text(&utxo["txid"]), utxo["output"]),
-                description: "edited".into()
-            }
-        );
-        call!(
-            rec,
-            g,
-            list_channel_moves,
-            pb::ListchannelmovesRequest::default()
-        );
-        call!(
-            rec,
-            g,
-            list_chain_moves,
-            pb::ListchainmovesRequest::default()
-        );
-        if let Some(ev) = call!(
-            rec,
-            g,
-            list_network_events,
-            pb::ListnetworkeventsRequest::default()
-        ) {
+        call!(rec, g.bkpr_edit_description_by_outpoint => pb::BkpreditdescriptionbyoutpointRequest { outpoint: format!("{}:{}", text(&utxo["txid"]), utxo["output"]), description: "edited".into() });
+        call!(rec, g.list_channel_moves => pb::ListchannelmovesRequest::default());
+        call!(rec, g.list_chain_moves => pb::ListchainmovesRequest::default());
+        if let Some(ev) = call!(rec, g.list_network_events => pb::ListnetworkeventsRequest::default()) {
             let first = ev
                 .networkevents
                 .first()
                 .map(|e| e.created_index)
                 .unwrap_or_default();
-            call!(
-                rec,
-                g,
-                del_network_event,
-                pb::DelnetworkeventRequest {
-                    created_index: first
-                }
-            );
+            call!(rec, g.del_network_event => pb::DelnetworkeventRequest { created_index: first });
         }
 
         // ---- Closing and disconnecting; `stop` comes last.
-        call!(
-            rec,
-            g,
-            close,
-            pb::CloseRequest {
-                id: scid_ab.clone(),
-                ..Default::default()
-            }
-        );
-        call!(
-            rec,
-            g,
-            list_closed_channels,
-            pb::ListclosedchannelsRequest::default()
-        );
+        call!(rec, g.close => pb::CloseRequest { id: scid_ab.clone(), ..Default::default() });
+        call!(rec, g.list_closed_channels => pb::ListclosedchannelsRequest::default());
     });
     wait_for(T, || {
         a.ok("listpeers", json!({"id": c.id}))["peers"][0]["connected"]
@@ -1269,15 +502,7 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
     })
     .unwrap_or_else(|| panic!("A is not connected to C"));
     rt.block_on(async {
-        call!(
-            rec,
-            g,
-            disconnect,
-            pb::DisconnectRequest {
-                id: id_c.clone(),
-                force: Some(true)
-            }
-        );
+        call!(rec, g.disconnect => pb::DisconnectRequest { id: id_c.clone(), force: Some(true) });
         unknown_commands(&mut rec, &mut g, &id_b, &zeros).await;
         // Let the notifications of the last events through before counting.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -1330,6 +555,8 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
         "subscribe_invoice_payment",
         "subscribe_send_pay_success",
         "subscribe_forward_event",
+        "subscribe_plugin_started",
+        "subscribe_plugin_stopped",
     ] {
         if got.get(s).copied().unwrap_or(0) == 0 {
             silent.push(s);
@@ -1398,334 +625,46 @@ async fn unknown_commands(
     let id = || id_b.to_vec();
     let h = || zeros.to_vec();
     let s = |t: &str| t.to_string();
-    call!(
-        rec,
-        g,
-        create_invoice,
-        pb::CreateinvoiceRequest {
-            invstring: s("lnbcrt1"),
-            label: s("x"),
-            preimage: h()
-        }
-    );
-    call!(
-        rec,
-        g,
-        create_onion,
-        pb::CreateonionRequest {
-            hops: vec![],
-            assocdata: h(),
-            ..Default::default()
-        }
-    );
-    call!(
-        rec,
-        g,
-        dev_forget_channel,
-        pb::DevforgetchannelRequest {
-            id: id(),
-            ..Default::default()
-        }
-    );
-    call!(rec, g, emergency_recover, pb::EmergencyrecoverRequest {});
-    call!(
-        rec,
-        g,
-        get_emergency_recover_data,
-        pb::GetemergencyrecoverdataRequest {}
-    );
-    call!(
-        rec,
-        g,
-        expose_secret,
-        pb::ExposesecretRequest {
-            passphrase: s("x"),
-            identifier: None
-        }
-    );
-    call!(rec, g, recover, pb::RecoverRequest { hsmsecret: s("x") });
-    call!(
-        rec,
-        g,
-        recover_channel,
-        pb::RecoverchannelRequest { scb: vec![] }
-    );
-    call!(
-        rec,
-        g,
-        create_invoice_request,
-        pb::InvoicerequestRequest {
-            amount: Some(pb::Amount { msat: 1000 }),
-            description: s("x"),
-            ..Default::default()
-        }
-    );
-    call!(
-        rec,
-        g,
-        disable_invoice_request,
-        pb::DisableinvoicerequestRequest { invreq_id: s("x") }
-    );
-    call!(
-        rec,
-        g,
-        list_invoice_requests,
-        pb::ListinvoicerequestsRequest::default()
-    );
-    call!(
-        rec,
-        g,
-        send_onion,
-        pb::SendonionRequest {
-            onion: h(),
-            payment_hash: h(),
-            first_hop: Some(pb::SendonionFirstHop {
-                id: id(),
-                amount_msat: Some(pb::Amount { msat: 1000 }),
-                delay: 9
-            }),
-            ..Default::default()
-        }
-    );
-    call!(
-        rec,
-        g,
-        disable_offer,
-        pb::DisableofferRequest { offer_id: h() }
-    );
-    call!(
-        rec,
-        g,
-        enable_offer,
-        pb::EnableofferRequest { offer_id: h() }
-    );
-    call!(
-        rec,
-        g,
-        fetch_bip353,
-        pb::Fetchbip353Request {
-            address: s("a@b.c")
-        }
-    );
-    call!(
-        rec,
-        g,
-        fetch_invoice,
-        pb::FetchinvoiceRequest {
-            offer: s("lno1"),
-            ..Default::default()
-        }
-    );
-    call!(
-        rec,
-        g,
-        cancel_recurring_invoice,
-        pb::CancelrecurringinvoiceRequest {
-            offer: s("lno1"),
-            recurrence_counter: 1,
-            recurrence_label: s("x"),
-            ..Default::default()
-        }
-    );
-    call!(rec, g, funder_update, pb::FunderupdateRequest::default());
-    call!(rec, g, list_offers, pb::ListoffersRequest::default());
-    call!(
-        rec,
-        g,
-        offer,
-        pb::OfferRequest {
-            amount: s("any"),
-            ..Default::default()
-        }
-    );
-    call!(
-        rec,
-        g,
-        open_channel_abort,
-        pb::OpenchannelAbortRequest { channel_id: h() }
-    );
-    call!(
-        rec,
-        g,
-        open_channel_bump,
-        pb::OpenchannelBumpRequest {
-            channel_id: h(),
-            initialpsbt: s("x"),
-            amount: Some(pb::Amount { msat: 1000 }),
-            funding_feerate: None
-        }
-    );
-    call!(
-        rec,
-        g,
-        open_channel_init,
-        pb::OpenchannelInitRequest {
-            id: id(),
-            initialpsbt: s("x"),
-            amount: Some(pb::Amount { msat: 1000 }),
-            ..Default::default()
-        }
-    );
-    call!(
-        rec,
-        g,
-        open_channel_signed,
-        pb::OpenchannelSignedRequest {
-            channel_id: h(),
-            signed_psbt: s("x")
-        }
-    );
-    call!(
-        rec,
-        g,
-        open_channel_update,
-        pb::OpenchannelUpdateRequest {
-            channel_id: h(),
-            psbt: s("x")
-        }
-    );
-    call!(
-        rec,
-        g,
-        ping,
-        pb::PingRequest {
-            id: id(),
-            ..Default::default()
-        }
-    );
-    call!(
-        rec,
-        g,
-        send_invoice,
-        pb::SendinvoiceRequest {
-            invreq: s("lnr1"),
-            label: s("x"),
-            ..Default::default()
-        }
-    );
-    call!(
-        rec,
-        g,
-        splice_init,
-        pb::SpliceInitRequest {
-            channel_id: h(),
-            relative_amount: 1,
-            ..Default::default()
-        }
-    );
-    call!(
-        rec,
-        g,
-        splice_signed,
-        pb::SpliceSignedRequest {
-            channel_id: h(),
-            psbt: s("x"),
-            sign_first: None
-        }
-    );
-    call!(
-        rec,
-        g,
-        splice_update,
-        pb::SpliceUpdateRequest {
-            channel_id: h(),
-            psbt: s("x")
-        }
-    );
-    call!(
-        rec,
-        g,
-        splice_in,
-        pb::SpliceinRequest {
-            channel: s("1x1x1"),
-            amount: s("1000")
-        }
-    );
-    call!(
-        rec,
-        g,
-        splice_out,
-        pb::SpliceoutRequest {
-            channel: s("1x1x1"),
-            amount: s("1000"),
-            ..Default::default()
-        }
-    );
-    call!(
-        rec,
-        g,
-        dev_splice,
-        pb::DevspliceRequest {
-            script_or_json: s("x"),
-            ..Default::default()
-        }
-    );
-    call!(rec, g, static_backup, pb::StaticbackupRequest {});
-    call!(
-        rec,
-        g,
-        inject_payment_onion,
-        pb::InjectpaymentonionRequest {
-            onion: h(),
-            payment_hash: h(),
-            amount_msat: Some(pb::Amount { msat: 1000 }),
-            cltv_expiry: 9,
-            partid: 0,
-            groupid: 0,
-            ..Default::default()
-        }
-    );
-    call!(
-        rec,
-        g,
-        inject_onion_message,
-        pb::InjectonionmessageRequest {
-            path_key: id(),
-            message: h()
-        }
-    );
-    call!(
-        rec,
-        g,
-        clnrest_register_path,
-        pb::ClnrestregisterpathRequest {
-            path: s("/x"),
-            rpc_method: s("getinfo"),
-            ..Default::default()
-        }
-    );
-    call!(
-        rec,
-        g,
-        list_currency_rates,
-        pb::ListcurrencyratesRequest { currency: s("USD") }
-    );
-    call!(
-        rec,
-        g,
-        currency_convert,
-        pb::CurrencyconvertRequest {
-            amount: 1.0,
-            currency: s("USD")
-        }
-    );
-    call!(
-        rec,
-        g,
-        currency_rate,
-        pb::CurrencyrateRequest {
-            currency: s("USD"),
-            source: None
-        }
-    );
-    call!(
-        rec,
-        g,
-        create_proof,
-        pb::CreateproofRequest {
-            invstring: s("lnbcrt1"),
-            ..Default::default()
-        }
-    );
-    call!(rec, g, graceful, pb::GracefulRequest::default());
+    call!(rec, g.create_invoice => pb::CreateinvoiceRequest { invstring: s("lnbcrt1"), label: s("x"), preimage: h() });
+    call!(rec, g.create_onion => pb::CreateonionRequest { hops: vec![], assocdata: h(), ..Default::default() });
+    call!(rec, g.dev_forget_channel => pb::DevforgetchannelRequest { id: id(), ..Default::default() });
+    call!(rec, g.emergency_recover => pb::EmergencyrecoverRequest {});
+    call!(rec, g.get_emergency_recover_data => pb::GetemergencyrecoverdataRequest {});
+    call!(rec, g.expose_secret => pb::ExposesecretRequest { passphrase: s("x"), identifier: None });
+    call!(rec, g.recover => pb::RecoverRequest { hsmsecret: s("x") });
+    call!(rec, g.recover_channel => pb::RecoverchannelRequest { scb: vec![] });
+    call!(rec, g.create_invoice_request => pb::InvoicerequestRequest { amount: Some(pb::Amount { msat: 1000 }), description: s("x"), ..Default::default() });
+    call!(rec, g.disable_invoice_request => pb::DisableinvoicerequestRequest { invreq_id: s("x") });
+    call!(rec, g.list_invoice_requests => pb::ListinvoicerequestsRequest::default());
+    call!(rec, g.send_onion => pb::SendonionRequest { onion: h(), payment_hash: h(), first_hop: Some(pb::SendonionFirstHop { id: id(), amount_msat: Some(pb::Amount { msat: 1000 }), delay: 9 }), ..Default::default() });
+    call!(rec, g.disable_offer => pb::DisableofferRequest { offer_id: h() });
+    call!(rec, g.enable_offer => pb::EnableofferRequest { offer_id: h() });
+    call!(rec, g.fetch_bip353 => pb::Fetchbip353Request { address: s("a@b.c") });
+    call!(rec, g.fetch_invoice => pb::FetchinvoiceRequest { offer: s("lno1"), ..Default::default() });
+    call!(rec, g.cancel_recurring_invoice => pb::CancelrecurringinvoiceRequest { offer: s("lno1"), recurrence_counter: 1, recurrence_label: s("x"), ..Default::default() });
+    call!(rec, g.funder_update => pb::FunderupdateRequest::default());
+    call!(rec, g.list_offers => pb::ListoffersRequest::default());
+    call!(rec, g.offer => pb::OfferRequest { amount: s("any"), ..Default::default() });
+    call!(rec, g.open_channel_abort => pb::OpenchannelAbortRequest { channel_id: h() });
+    call!(rec, g.open_channel_bump => pb::OpenchannelBumpRequest { channel_id: h(), initialpsbt: s("x"), amount: Some(pb::Amount { msat: 1000 }), funding_feerate: None });
+    call!(rec, g.open_channel_init => pb::OpenchannelInitRequest { id: id(), initialpsbt: s("x"), amount: Some(pb::Amount { msat: 1000 }), ..Default::default() });
+    call!(rec, g.open_channel_signed => pb::OpenchannelSignedRequest { channel_id: h(), signed_psbt: s("x") });
+    call!(rec, g.open_channel_update => pb::OpenchannelUpdateRequest { channel_id: h(), psbt: s("x") });
+    call!(rec, g.ping => pb::PingRequest { id: id(), ..Default::default() });
+    call!(rec, g.send_invoice => pb::SendinvoiceRequest { invreq: s("lnr1"), label: s("x"), ..Default::default() });
+    call!(rec, g.splice_init => pb::SpliceInitRequest { channel_id: h(), relative_amount: 1, ..Default::default() });
+    call!(rec, g.splice_signed => pb::SpliceSignedRequest { channel_id: h(), psbt: s("x"), sign_first: None });
+    call!(rec, g.splice_update => pb::SpliceUpdateRequest { channel_id: h(), psbt: s("x") });
+    call!(rec, g.splice_in => pb::SpliceinRequest { channel: s("1x1x1"), amount: s("1000") });
+    call!(rec, g.splice_out => pb::SpliceoutRequest { channel: s("1x1x1"), amount: s("1000"), ..Default::default() });
+    call!(rec, g.dev_splice => pb::DevspliceRequest { script_or_json: s("x"), ..Default::default() });
+    call!(rec, g.static_backup => pb::StaticbackupRequest {});
+    call!(rec, g.inject_payment_onion => pb::InjectpaymentonionRequest { onion: h(), payment_hash: h(), amount_msat: Some(pb::Amount { msat: 1000 }), cltv_expiry: 9, partid: 0, groupid: 0, ..Default::default() });
+    call!(rec, g.inject_onion_message => pb::InjectonionmessageRequest { path_key: id(), message: h() });
+    call!(rec, g.clnrest_register_path => pb::ClnrestregisterpathRequest { path: s("/x"), rpc_method: s("getinfo"), ..Default::default() });
+    call!(rec, g.list_currency_rates => pb::ListcurrencyratesRequest { currency: s("USD") });
+    call!(rec, g.currency_convert => pb::CurrencyconvertRequest { amount: 1.0, currency: s("USD") });
+    call!(rec, g.currency_rate => pb::CurrencyrateRequest { currency: s("USD"), source: None });
+    call!(rec, g.create_proof => pb::CreateproofRequest { invstring: s("lnbcrt1"), ..Default::default() });
+    call!(rec, g.graceful => pb::GracefulRequest::default());
 }
