@@ -213,16 +213,19 @@ impl<S> Plugin<S> {
 
     /// Emits a custom notification on a topic declared with
     /// [`crate::Builder::notification`]. The node relays it to subscribers with our name as
-    /// `origin`. The payload object is sent as params and, for subscribers written against
-    /// older CLN envelopes (as pyln-client does), also under a key named after the topic.
+    /// `origin`. As CLN's libplugin sends them (`plugin_notification_start`), the params
+    /// hold the payload under a key named after the topic and nothing else: cln-rpc's typed
+    /// notifications (`pay_part_start`...) refuse anything more, and pyln subscribers get the
+    /// payload as the keyword argument named after the topic.
     pub fn notify(&self, topic: &str, payload: Value) -> Result<(), NotifyError> {
         if !self.shared.topics.contains(topic) {
             return Err(NotifyError::UndeclaredTopic(topic.to_string()));
         }
-        let Value::Object(mut params) = payload else {
+        if !payload.is_object() {
             return Err(NotifyError::NotAnObject);
-        };
-        params.insert(topic.to_string(), Value::Object(params.clone()));
+        }
+        let mut params = serde_json::Map::new();
+        params.insert(topic.to_string(), payload);
         let n = Notification::new(topic, Value::Object(params));
         self.shared
             .out

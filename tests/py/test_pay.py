@@ -356,8 +356,11 @@ def test_xpay_pays_with_clns_result(net):
     assert p["status"] == "complete"
     assert xpay(net.a, [inv["bolt11"]]) == r
     # Each part is announced as CLN's xpay does, and the payment as CLN's pay does.
+    # As CLN's plugins send them: the payload under the topic, nothing else beside it.
     got = [(g["topic"], g["params"]) for g in net.a.rpc.call("star_received")["got"]
-           if g["params"].get("payment_hash") == inv["payment_hash"]]
+           if g["topic"] in ("pay_part_start", "pay_part_end", "pay_success", "pay_failure")
+           and g["params"][g["topic"]].get("payment_hash") == inv["payment_hash"]]
+    assert all(set(p) - {"origin"} == {t} for t, p in got), got
     assert [t for t, _ in got] == ["pay_part_start", "pay_part_end", "pay_success"], got
     for topic, params in got[:2]:
         clnschema.validate(f"notification/xpay_{topic}.json", params[topic])
@@ -393,7 +396,7 @@ def test_xpay_refuses_and_fails_like_cln(net):
     assert net.a.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"] == []
     failure = [g["params"]["pay_failure"] for g in net.a.rpc.call("star_received")["got"]
                if g["topic"] == "pay_failure"
-               and g["params"]["payment_hash"] == inv["payment_hash"]]
+               and g["params"]["pay_failure"]["payment_hash"] == inv["payment_hash"]]
     assert failure and failure[-1]["error"]["message"].startswith("Route too expensive")
 
 

@@ -175,12 +175,18 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
 
     // Every stream, subscribed before anything happens; each counts what it delivers.
     let delivered: Arc<Mutex<BTreeMap<&'static str, usize>>> = Arc::default();
+    // Streams the plugin has accepted (its handler registered the subscription).
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut asked = 0usize;
     macro_rules! subscribe {
         ($($m:ident, $req:ident);* $(;)?) => {$(
             let mut client = g.clone();
             let d = delivered.clone();
+            let ok = accepted.clone();
+            asked += 1;
             rt.spawn(async move {
                 let Ok(s) = client.$m(pb::$req {}).await else { return };
+                ok.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut s = s.into_inner();
                 while let Ok(Some(_)) = s.message().await {
                     *d.lock().unwrap_or_else(|e| e.into_inner()).entry(stringify!($m)).or_default() += 1;
@@ -215,9 +221,12 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
             subscribe_pay_part_end, StreamPayPartEndRequest;
             subscribe_pay_part_start, StreamPayPartStartRequest;
         );
-        // Let the subscriptions reach the plugin before the first event.
-        tokio::time::sleep(Duration::from_millis(500)).await;
     });
+    // Every subscription in place before the first event.
+    wait_for(T, || {
+        (accepted.load(std::sync::atomic::Ordering::SeqCst) == asked).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the plugin did not accept every stream"));
 
     let id_a = bytes(&a.id);
     let id_b = bytes(&b.id);
@@ -504,46 +513,10 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
     rt.block_on(async {
         call!(rec, g.disconnect => pb::DisconnectRequest { id: id_c.clone(), force: Some(true) });
         unknown_commands(&mut rec, &mut g, &id_b, &zeros).await;
-        // Let the notifications of the last events through before counting.
-        tokio::time::sleep(Duration::from_secs(2)).await;
     });
-
-    // ---- What the streams delivered.
-    // The plugin logs (at debug, which reaches A's log) each notification it could not parse
-    // with cln-rpc's models; such a notification never reaches its stream. Known gap: custom
-    // notifications from plugins (the pay plugin's pay_part_start and pay_part_end) carry
-    // their payload both flat and under the topic, as pyln-client and cln-plugin send them,
-    // and cln-rpc's model wants the topic as the only key ("a map with a single key"). Any
-    // other failure is a built-in notification whose fields differ from CLN's.
-    let log = a.log();
-    assert!(
-        log.contains("Client asked for getinfo"),
-        "the plugin's debug lines are not in the log"
-    );
-    let unparsed: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("Failed to parse notification"))
-        .collect();
-    let other: Vec<&str> = unparsed
-        .iter()
-        .copied()
-        .filter(|l| !l.contains("expected map with a single key"))
-        .collect();
-    println!(
-        "notifications the plugin could not parse: {}",
-        unparsed.len()
-    );
-    assert!(
-        other.is_empty(),
-        "notifications the plugin could not parse:\n{}",
-        other.join("\n")
-    );
-    let got = delivered.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    for s in STREAMS {
-        println!("stream {s}: {}", got.get(s).copied().unwrap_or(0));
-    }
-    let mut silent = vec![];
-    for s in [
+    // The streams that must deliver; waited for (the last events' notifications are on
+    // their way) before anything is counted.
+    const MUST_DELIVER: [&str; 15] = [
         "subscribe_block_added",
         "subscribe_connect",
         "subscribe_disconnect",
@@ -557,7 +530,41 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
         "subscribe_forward_event",
         "subscribe_plugin_started",
         "subscribe_plugin_stopped",
-    ] {
+        "subscribe_pay_part_start",
+        "subscribe_pay_part_end",
+    ];
+    let _ = wait_for(T, || {
+        let got = delivered.lock().unwrap_or_else(|e| e.into_inner());
+        MUST_DELIVER
+            .iter()
+            .all(|s| got.get(s).copied().unwrap_or(0) > 0)
+            .then_some(())
+    });
+
+    // ---- What the streams delivered.
+    // The plugin logs (at debug, which reaches A's log) each notification it could not parse
+    // with cln-rpc's models; such a notification never reaches its stream. None may fail:
+    // a failure is a notification whose fields differ from CLN's.
+    let log = a.log();
+    assert!(
+        log.contains("Client asked for getinfo"),
+        "the plugin's debug lines are not in the log"
+    );
+    let unparsed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Failed to parse notification"))
+        .collect();
+    assert!(
+        unparsed.is_empty(),
+        "notifications the plugin could not parse:\n{}",
+        unparsed.join("\n")
+    );
+    let got = delivered.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for s in STREAMS {
+        println!("stream {s}: {}", got.get(s).copied().unwrap_or(0));
+    }
+    let mut silent = vec![];
+    for s in MUST_DELIVER {
         if got.get(s).copied().unwrap_or(0) == 0 {
             silent.push(s);
         }
