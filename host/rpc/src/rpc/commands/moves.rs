@@ -22,8 +22,11 @@ pub const LISTCHANNELMOVES: Command = Command::new(
     run_channel,
 );
 
-/// `start` and `limit`, with CLN's checks (`what`: "chainmoves" or "channelmoves").
-fn paging(p: &Params, what: &str) -> Result<(u64, Option<u32>), RpcError> {
+/// `index`, `start` and `limit` of a list paged by `created_index`, with CLN's checks
+/// that `start` and `limit` come with an index.
+pub(super) fn index_start_limit(
+    p: &Params,
+) -> Result<(Option<String>, u64, Option<u32>), RpcError> {
     let index = p.opt_str("index")?;
     let start = p.opt_u64("start")?.unwrap_or(0);
     let limit = match p.opt_u64("limit")? {
@@ -33,6 +36,12 @@ fn paging(p: &Params, what: &str) -> Result<(u64, Option<u32>), RpcError> {
         })?),
     };
     paging_needs_index(start, limit, index.is_some())?;
+    Ok((index, start, limit))
+}
+
+/// `start` and `limit`, with CLN's checks (`what`: "chainmoves" or "channelmoves").
+fn paging(p: &Params, what: &str) -> Result<(u64, Option<u32>), RpcError> {
+    let (index, start, limit) = index_start_limit(p)?;
     match index.as_deref() {
         None | Some("created") => Ok((start, limit)),
         Some("updated") | Some("deleted") => Err(RpcError::invalid_params(format!(

@@ -6,7 +6,7 @@ use fulgur_protocol::RpcError;
 use serde_json::{Value, json};
 
 use super::{Command, CommandFuture, Ctx, command};
-use crate::rpc::params::{Params, opt, paging_needs_index, req};
+use crate::rpc::params::{Params, opt, req};
 use crate::store::netevents::{Kind, NetworkEvent};
 
 pub const LISTNETWORKEVENTS: Command = Command::new(
@@ -48,7 +48,7 @@ fn run_list(ctx: Ctx, p: Params) -> CommandFuture {
                 RpcError::invalid_params(format!("id: should be a node id: invalid token '{s}'"))
             })?),
         };
-        let index = p.opt_str("index")?;
+        let (index, start, limit) = super::moves::index_start_limit(&p)?;
         if let Some(i) = &index
             && i != "created"
         {
@@ -56,14 +56,6 @@ fn run_list(ctx: Ctx, p: Params) -> CommandFuture {
                 "index: should be 'created': invalid token '{i}'"
             )));
         }
-        let start = p.opt_u64("start")?.unwrap_or(0);
-        let limit = match p.opt_u64("limit")? {
-            None => None,
-            Some(l) => Some(u32::try_from(l).map_err(|_| {
-                RpcError::invalid_params(format!("limit: should be a u32: invalid token '{l}'"))
-            })?),
-        };
-        paging_needs_index(start, limit, index.is_some())?;
         let e = super::channels::engine(&ctx.node)?;
         let rows = e
             .network_events(peer, start, limit)
