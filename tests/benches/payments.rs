@@ -14,8 +14,9 @@
 //! 6. start-up of C to RPC ready on its existing database;
 //! 7. sequential `keysend` A→B (LDK's spontaneous payment, its own route);
 //! 8. sequential `xpay` A→B→C (the pay plugin's planner, one call per invoice);
-//! 9. `xpay` split over two parallel channels A═E (1 M sat each, 1.5 M sat a payment, so
-//!    every payment needs both), alternately A→E and E→A so the liquidity comes back.
+//! 9. `xpay` split over two parallel channels A═E (1 M sat each, half of each on either side,
+//!    0.7 M sat a payment, so every payment needs both); E pays each back in two halves, one
+//!    per channel, untimed, so every payment must split again.
 //!
 //! Figures and how to read them: `docs/PERFORMANCE.md`.
 
@@ -36,7 +37,7 @@ const PER_THREAD: usize = 40;
 const AMOUNT: u64 = 10_000;
 /// `xpay` payments A→B→C (each plans a route in the plugin).
 const XPAYS: usize = 100;
-/// Split payments over A═E, alternating directions.
+/// Split payments A→E (each paid back, untimed).
 const MPP_PAYMENTS: usize = 40;
 
 fn ms(d: Duration) -> String {
@@ -131,20 +132,18 @@ fn paired(
     Ok((percentile(&p, 0.5), percentile(&h, 0.5)))
 }
 
-/// Rows 7 to 9: payments by one command each (`keysend`, `xpay`), timed around the call.
+/// Rows 7 to 9: `n` payments by one command each (`keysend`, `xpay`); `one` makes payment
+/// `i` and returns how long its command took (row 9 then pays back, untimed).
 fn by_command(
     name: &str,
     n: usize,
-    mut one: impl FnMut(usize) -> Result<(), String>,
+    mut one: impl FnMut(usize) -> Result<Duration, String>,
 ) -> Result<Duration, String> {
     let mut times = Vec::with_capacity(n);
-    let start = Instant::now();
     for i in 0..n {
-        let t = Instant::now();
-        one(i)?;
-        times.push(t.elapsed());
+        times.push(one(i)?);
     }
-    let total = start.elapsed();
+    let total: Duration = times.iter().sum();
     times.sort();
     let p50 = percentile(&times, 0.5);
     println!(
@@ -157,12 +156,23 @@ fn by_command(
     Ok(p50)
 }
 
-/// `xpay` of a fresh invoice of `payee` for `msat`; an error unless it completed.
-fn xpay(payer: &LnNode, payee: &LnNode, label: String, msat: u64) -> Result<Value, String> {
-    let inv = payee.ok(
+/// How long `f` took, with its outcome.
+fn timed<T>(f: impl FnOnce() -> Result<T, String>) -> Result<(Duration, T), String> {
+    let t = Instant::now();
+    let v = f()?;
+    Ok((t.elapsed(), v))
+}
+
+/// A fresh invoice of `payee` for `msat` (made before the payment is timed).
+fn invoice(payee: &LnNode, label: String, msat: u64) -> Value {
+    payee.ok(
         "invoice",
         json!({"amount_msat": msat, "label": label, "description": "bench"}),
-    );
+    )
+}
+
+/// `xpay` of `inv`; an error unless it completed.
+fn xpay(payer: &LnNode, inv: &Value) -> Result<Value, String> {
     payer
         .call("xpay", json!({"invstring": inv["bolt11"]}))
         .map_err(|e| format!("xpay: {e}"))
@@ -207,25 +217,52 @@ fn run() -> Result<(), String> {
     sequential("A→B sendpay+waitsendpay", &a, &b, &ab)?;
     sequential("A→B→C sendpay+waitsendpay", &a, &c, &abc)?;
     by_command("A→B keysend", SEQUENTIAL, |_| {
-        let r = a
-            .call(
+        let (took, r) = timed(|| {
+            a.call(
                 "keysend",
                 json!({"destination": b.id, "amount_msat": AMOUNT}),
             )
-            .map_err(|e| format!("keysend: {e}"))?;
+            .map_err(|e| format!("keysend: {e}"))
+        })?;
         (r["status"] == "complete")
-            .then_some(())
+            .then_some(took)
             .ok_or_else(|| format!("keysend not complete: {r}"))
     })?;
     by_command("A→B→C xpay", XPAYS, |i| {
-        xpay(&a, &c, format!("xpay-{i}"), AMOUNT).map(drop)
+        let inv = invoice(&c, format!("xpay-{i}"), AMOUNT);
+        timed(|| xpay(&a, &inv)).map(|(t, _)| t)
     })?;
-    by_command("A═E xpay 1.5 M sat over 2 channels", MPP_PAYMENTS, |i| {
-        let (payer, payee) = if i % 2 == 0 { (&a, &e) } else { (&e, &a) };
-        let r = xpay(payer, payee, format!("mpp-{i}"), 1_500_000_000)?;
-        (r["successful_parts"].as_u64() >= Some(2))
-            .then_some(())
-            .ok_or_else(|| format!("not split over both channels: {r}"))
+    // E gives each payment back in two halves, one per channel (sendpay on a route through
+    // that channel), so A's side of both channels is below the amount again: every timed
+    // payment must split.
+    let back = route(&e, &a);
+    by_command("A═E xpay 0.7 M sat over 2 channels", MPP_PAYMENTS, |i| {
+        let inv = invoice(&e, format!("mpp-{i}"), 700_000_000);
+        let (took, r) = timed(|| xpay(&a, &inv))?;
+        if r["successful_parts"].as_u64() < Some(2) {
+            return Err(format!("not split over both channels: {r}"));
+        }
+        for (k, scid) in [&ae1, &ae2].into_iter().enumerate() {
+            let inv = a.ok(
+                "invoice",
+                json!({"amount_msat": 350_000_000u64, "label": format!("back-{i}-{k}"), "description": "back"}),
+            );
+            let mut hop = back[0].clone();
+            hop["channel"] = json!(scid);
+            hop["amount_msat"] = json!(350_000_000u64);
+            e.call(
+                "sendpay",
+                json!({"route": [hop], "payment_hash": inv["payment_hash"],
+                       "payment_secret": inv["payment_secret"], "amount_msat": 350_000_000u64}),
+            )
+            .map_err(|err| format!("sendpay back: {err}"))?;
+            e.call(
+                "waitsendpay",
+                json!({"payment_hash": inv["payment_hash"], "timeout": 60}),
+            )
+            .map_err(|err| format!("waitsendpay back: {err}"))?;
+        }
+        Ok(took)
     })?;
     let (direct, hooked) = paired(&a, (&b, &ab), (&d, &ad))?;
     println!(
