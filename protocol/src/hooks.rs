@@ -88,6 +88,27 @@ impl Hook {
         Hook::ALL.into_iter().find(|h| h.as_str() == name)
     }
 
+    /// Why Fulgur never calls this hook, for those it never calls: a plugin registering one
+    /// is refused at registration (never accepted silently, so that a backup plugin relying
+    /// on `db_write` or a watchtower client on `commitment_revocation` fails visibly).
+    pub fn never_fires(self) -> Option<&'static str> {
+        match self {
+            Hook::Openchannel2
+            | Hook::Openchannel2Changed
+            | Hook::Openchannel2Sign
+            | Hook::RbfChannel => Some("dual-funded channels are not supported"),
+            Hook::DbWrite => Some("database writes are not passed to plugins yet"),
+            Hook::CommitmentRevocation => {
+                Some("revoked commitments are not passed to plugins yet")
+            }
+            Hook::Recover => Some("recovery from a backup is not supported yet"),
+            Hook::OnionMessageRecv | Hook::OnionMessageRecvSecret => {
+                Some("onion messages are not passed to plugins yet")
+            }
+            _ => None,
+        }
+    }
+
     /// Whether registrations may carry `filters` (CLN v25.12+ for `rpc_command` and
     /// `custommsg`; for `htlc_accepted`, `"forward"` and `"receive"` are a Fulgur extension).
     pub fn accepts_filters(self) -> bool {

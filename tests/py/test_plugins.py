@@ -401,6 +401,29 @@ def test_rpc_command_hook_cycle_refused_at_plugin_start(node_factory, test_dir):
     assert node.rpc.getinfo()["network"] == "regtest"
 
 
+@pytest.mark.parametrize("hook,why", [
+    ("db_write", "database writes are not passed to plugins"),
+    ("commitment_revocation", "revoked commitments"),
+    ("openchannel2", "dual-funded channels are not supported"),
+    ("rbf_channel", "dual-funded channels are not supported"),
+    ("onion_message_recv", "onion messages"),
+    ("recover", "recovery"),
+])
+def test_hooks_never_called_are_refused_at_registration(node_factory, monkeypatch, hook, why):
+    """Issue 18: a hook the node never calls is refused when a plugin registers it, with
+    the reason; a backup plugin (db_write) or a watchtower client (commitment_revocation)
+    must not run believing it is called."""
+    # The node passes its environment on to the plugins it starts.
+    monkeypatch.setenv("UNFIRED_HOOK", hook)
+    node = node_factory.get_node()
+    with pytest.raises(RpcError) as e:
+        node.rpc.plugin_start(plugin_path("unfired_hook_plugin.py"))
+    assert f"Hook {hook} is never called by this node" in e.value.error["message"]
+    assert why in e.value.error["message"]
+    names = [p["name"] for p in node.rpc.plugin_list()["plugins"]]
+    assert not any("unfired_hook_plugin.py" in n for n in names)
+
+
 @pytest.mark.parametrize("key", ["badhook-result", "badhook-shape"])
 def test_malformed_hook_reply_uses_safe_default(node_factory, key):
     # The bad hook reply is logged at BROKEN: that is what this test provokes.

@@ -436,6 +436,12 @@ impl PluginHost {
             let Some(hook) = Hook::from_name(h.name()) else {
                 return Err(Reject::Plugin(format!("Unknown hook {}", h.name())));
             };
+            if let Some(why) = hook.never_fires() {
+                return Err(Reject::Plugin(format!(
+                    "Hook {} is never called by this node ({why})",
+                    h.name()
+                )));
+            }
             if !seen.insert(hook) {
                 return Err(Reject::Plugin(format!(
                     "Registered {} hook twice",
