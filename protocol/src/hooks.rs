@@ -98,9 +98,7 @@ impl Hook {
             | Hook::Openchannel2Sign
             | Hook::RbfChannel => Some("dual-funded channels are not supported"),
             Hook::DbWrite => Some("database writes are not passed to plugins yet"),
-            Hook::CommitmentRevocation => {
-                Some("revoked commitments are not passed to plugins yet")
-            }
+            Hook::CommitmentRevocation => Some("revoked commitments are not passed to plugins yet"),
             Hook::Recover => Some("recovery from a backup is not supported yet"),
             Hook::OnionMessageRecv | Hook::OnionMessageRecvSecret => {
                 Some("onion messages are not passed to plugins yet")
