@@ -48,3 +48,20 @@ def test_connections_are_recorded(ln):
     with pytest.raises(RpcError, match="Could not find that networkevent") as e:
         a.rpc.delnetworkevent(2)
     assert e.value.error["code"] == 1402
+
+
+def test_reconnection_attempts_back_off(ln):
+    """A channel peer that stays away is tried again after 5 s, then 10 s, ... (up to a
+    minute), as CLN backs off: each attempt is a connect_fail event, so the log of a dead
+    peer grows slowly, not every 5 s."""
+    a, b = ln.node(), ln.node()
+    ln.fund(a)
+    ln.open(a, b)
+    b.stop()
+
+    def fails():
+        return [e for e in events(a, id=b.id) if e["type"] == "connect_fail"]
+    f = wait_for(lambda: (lambda x: len(x) >= 3 and x)(fails()), timeout=90,
+                 what="three failed reconnections")
+    gaps = [f[i + 1]["timestamp"] - f[i]["timestamp"] for i in range(2)]
+    assert gaps[0] >= 4 and gaps[1] >= 9 and gaps[1] > gaps[0], gaps

@@ -437,6 +437,10 @@ pub struct Lightning {
     color: String,
     /// Peers we connected to: node id → address, for reconnecting channel peers.
     peer_addrs: Mutex<std::collections::HashMap<PublicKey, SocketAddr>>,
+    /// Channel peers whose reconnection failed: when to try again, and the delay that
+    /// doubles at each failure (from [`RECONNECT_FIRST`] up to [`RECONNECT_MAX`]), as CLN
+    /// backs off; each failed attempt is a `connect_fail` network event.
+    reconnect_after: Mutex<std::collections::HashMap<PublicKey, (Instant, Duration)>>,
     kv: Arc<SqliteKvStore>,
     /// LDK's logger (for calls that take one).
     ldk_log: Log,
@@ -764,6 +768,7 @@ impl Lightning {
             alias: deps.alias.clone(),
             color: deps.color.clone(),
             peer_addrs: Mutex::new(Default::default()),
+            reconnect_after: Mutex::new(Default::default()),
             kv,
             ldk_log: log.clone(),
             outbox,
@@ -1229,15 +1234,31 @@ impl Lightning {
             .iter()
             .map(|c| c.counterparty.node_id)
             .collect();
+        let now = Instant::now();
         for (id, addr) in known {
-            if channel_peers.contains(&id) && self.peers.peer_by_node_id(&id).is_none() {
-                let me = self.clone();
-                tokio::spawn(async move {
-                    if me.connect(id, addr).await.is_ok() {
-                        me.log.debug(&format!("Reconnected to channel peer {id}"));
-                    }
-                });
+            if !channel_peers.contains(&id) || self.peers.peer_by_node_id(&id).is_some() {
+                lock(&self.reconnect_after).remove(&id);
+                continue;
             }
+            if lock(&self.reconnect_after)
+                .get(&id)
+                .is_some_and(|(next, _)| now < *next)
+            {
+                continue;
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                if me.connect(id, addr).await.is_ok() {
+                    lock(&me.reconnect_after).remove(&id);
+                    me.log.debug(&format!("Reconnected to channel peer {id}"));
+                } else {
+                    let mut backoff = lock(&me.reconnect_after);
+                    let delay = backoff
+                        .get(&id)
+                        .map_or(RECONNECT_FIRST, |(_, d)| (*d * 2).min(RECONNECT_MAX));
+                    backoff.insert(id, (Instant::now() + delay, delay));
+                }
+            });
         }
     }
 }
@@ -1422,6 +1443,11 @@ impl ConnectFail {
         }
     }
 }
+
+/// The first wait before reconnecting to a channel peer after a failed attempt.
+const RECONNECT_FIRST: Duration = Duration::from_secs(5);
+/// The longest (CLN waits up to 300 s; a minute keeps channels back sooner).
+const RECONNECT_MAX: Duration = Duration::from_secs(60);
 
 /// The smallest `cltv_expiry_delta` LDK forwards with (CLN's `cltv-delta`; LDK treats a
 /// smaller value as this one).
