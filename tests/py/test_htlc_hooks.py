@@ -214,3 +214,76 @@ def test_forwarding_plugin_fails_small_forwards(ln):
     wait_for(lambda: "offered" not in [f["status"] for f in b.rpc.listforwards()["forwards"]])
     statuses = sorted(f["status"] for f in b.rpc.listforwards()["forwards"])
     assert statuses == ["local_failed", "settled"]
+
+
+def test_continue_replacements(ln):
+    """`continue` with CLN's replacements: `forward_to` moves a forward to another channel
+    with the same peer, `invoice_msat` changes the amount the payment is checked against,
+    and the replacements LDK cannot carry out (`payload`, `extra_tlvs`: LDK forwards the
+    onion it received and reads a payment's onion itself) fail the HTLC, loudly."""
+    a = ln.node()
+    b = ln.node(plugins=[HOLD])
+    c = ln.node(plugins=[HOLD])
+    ab, bc1 = ln.line(a, b, c)
+    bc2 = ln.open(b, c)
+    ids = {ch["short_channel_id"]: ch["channel_id"]
+           for ch in b.rpc.listpeerchannels(c.id)["channels"]}
+
+    def send(inv, amount_msat, via):
+        route = a.rpc.getroute(c.id, amount_msat, riskfactor=1, cltv=100)["route"]
+        route[1]["channel"] = via
+        a.rpc.sendpay(route, inv["payment_hash"], payment_secret=inv["payment_secret"],
+                      amount_msat=amount_msat, bolt11=inv["bolt11"])
+        return inv["payment_hash"]
+
+    def release(node, h, **extra):
+        wait_for(lambda: h in node.rpc.call("hold-seen")["pending"], what="HTLC held")
+        assert node.rpc.call("hold-release", {"payment_hash": h, "result": "continue",
+                                              "extra": extra})["released"]
+
+    # forward_to: the onion names bc1, the plugin sends it on bc2.
+    inv = c.rpc.invoice(10_000, "moved", "moved", cltv=100)
+    h = send(inv, 10_000, bc1)
+    release(b, h, forward_to=ids[bc2])
+    release(c, h)
+    assert a.rpc.waitsendpay(h, timeout=30)["status"] == "complete"
+    fw = wait_for(lambda: [f for f in b.rpc.listforwards()["forwards"]
+                           if f["status"] == "settled"], what="settled forward")
+    assert (fw[0]["in_channel"], fw[0]["out_channel"]) == (ab, bc2)
+
+    # invoice_msat above what was paid: C checks against it and refuses the payment.
+    inv = c.rpc.invoice("any", "dearer", "any amount", cltv=100)
+    h = send(inv, 10_000, bc1)
+    release(b, h)
+    release(c, h, invoice_msat="20000msat")
+    with pytest.raises(RpcError) as e:
+        a.rpc.waitsendpay(h, timeout=30)
+    assert e.value.error["code"] in (203, 204)
+    assert paid_status(c, "dearer") == "unpaid"
+    # ... and at or below it, the payment goes through.
+    inv = c.rpc.invoice("any", "cheaper", "any amount", cltv=100)
+    h = send(inv, 10_000, bc1)
+    release(b, h)
+    release(c, h, invoice_msat=10_000)
+    assert a.rpc.waitsendpay(h, timeout=30)["status"] == "complete"
+
+    # A replaced payload of a payment to C: refused, logged at UNUSUAL, failed back.
+    inv = c.rpc.invoice(10_000, "rewritten", "rewritten", cltv=100)
+    h = send(inv, 10_000, bc1)
+    release(b, h)
+    release(c, h, payload="00")
+    with pytest.raises(RpcError):
+        a.rpc.waitsendpay(h, timeout=30)
+    c.wait_for_log(r"UNUSUAL.*htlc_accepted replaced the payload of payment")
+    assert paid_status(c, "rewritten") == "unpaid"
+
+    # extra_tlvs on a forward: refused the same way (last: A drops the failed channel).
+    inv = c.rpc.invoice(10_000, "tlvs", "tlvs", cltv=100)
+    h = send(inv, 10_000, bc1)
+    release(b, h, extra_tlvs="fe00010000020102")
+    with pytest.raises(RpcError):
+        a.rpc.waitsendpay(h, timeout=30)
+    b.wait_for_log(r"UNUSUAL.*htlc_accepted replaced the extra_tlvs of forward")
+    for n, peer in ((a, b), (b, c)):
+        assert {ch["state"] for ch in n.rpc.listpeerchannels(peer.id)["channels"]} \
+            == {"CHANNELD_NORMAL"}

@@ -119,6 +119,17 @@ pub fn delete(
     Ok(n > 0)
 }
 
+/// How an offered forward ended.
+struct Resolution {
+    status: &'static str,
+    /// What went out, when known.
+    out_msat: Option<u64>,
+    failcode: Option<u16>,
+    failreason: Option<String>,
+    /// The channel it went out on, when known (it may differ from the onion's).
+    out_channel: Option<String>,
+}
+
 /// `listforwards [status] [in_channel] [out_channel] [index] [start] [limit]`.
 pub fn list(
     c: &rusqlite::Connection,
@@ -279,11 +290,15 @@ impl Forwards {
         &self,
         in_channel: String,
         htlc_id: Option<u64>,
-        status: &'static str,
-        out_msat: Option<u64>,
-        failcode: Option<u16>,
-        failreason: Option<String>,
+        how: Resolution,
     ) -> Option<[u8; 32]> {
+        let Resolution {
+            status,
+            out_msat,
+            failcode,
+            failreason,
+            out_channel,
+        } = how;
         let now = self.now();
         let r = self
             .store
@@ -305,8 +320,9 @@ impl Forwards {
                 };
                 let upd = next_updated(&tx, "forwards")?;
                 tx.prepare_cached("UPDATE forwards SET status = ?2, updated_index = ?3, resolved_time = ?4,
-                     out_msat = COALESCE(?5, out_msat), failcode = ?6, failreason = ?7 WHERE created_index = ?1")?.execute(
-                    rusqlite::params![id, status, upd, now, out_msat.map(|m| m as i64), failcode, failreason],
+                     out_msat = COALESCE(?5, out_msat), failcode = ?6, failreason = ?7,
+                     out_channel = COALESCE(?8, out_channel) WHERE created_index = ?1")?.execute(
+                    rusqlite::params![id, status, upd, now, out_msat.map(|m| m as i64), failcode, failreason, out_channel],
                 )?;
                 let fee: i64 = tx.prepare_cached("SELECT COALESCE(in_msat - out_msat, 0) FROM forwards WHERE created_index = ?1")?.query_row(
                     [id],
@@ -373,13 +389,26 @@ impl Lightning {
         fee_msat: Option<u64>,
     ) {
         let mut payment_hash = None;
+        // The channel it really went out on: a plugin's `forward_to` may have chosen another
+        // than the onion's.
+        let out_channel = next.first().and_then(|n| self.scid_of(&n.channel_id));
         for p in prev {
             let Some(ch) = self.scid_of(&p.channel_id) else {
                 continue;
             };
             let h = self
                 .forwards
-                .resolve(ch, p.htlc_id, "settled", Some(outbound_msat), None, None)
+                .resolve(
+                    ch,
+                    p.htlc_id,
+                    Resolution {
+                        status: "settled",
+                        out_msat: Some(outbound_msat),
+                        failcode: None,
+                        failreason: None,
+                        out_channel: out_channel.clone(),
+                    },
+                )
                 .await;
             payment_hash = payment_hash.or(h);
         }
@@ -438,7 +467,17 @@ impl Lightning {
         for id in prev_channel_ids {
             let Some(ch) = self.scid_of(id) else { continue };
             self.forwards
-                .resolve(ch, None, status, None, code, why.clone())
+                .resolve(
+                    ch,
+                    None,
+                    Resolution {
+                        status,
+                        out_msat: None,
+                        failcode: code,
+                        failreason: why.clone(),
+                        out_channel: None,
+                    },
+                )
                 .await;
         }
     }

@@ -28,6 +28,19 @@ use serde::{Deserialize, Serialize};
 use super::port::{HtlcAsk, HtlcKind, HtlcOnion, HtlcPart, Notice, Question};
 use super::{Lightning, scid_string};
 
+/// What plugins' `continue` answers to `htlc_accepted` replaced (CLN's `forward_to`,
+/// `invoice_msat`, `payload`, `extra_tlvs`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Replacements {
+    /// The channel (id, hex) to forward on instead of the one the onion names.
+    pub forward_to: Option<String>,
+    /// The amount to check a received payment against instead of the invoice's.
+    pub invoice_msat: Option<u64>,
+    /// Replacements LDK cannot carry out: `payload` and `extra_tlvs` (LDK forwards the onion
+    /// it received and reads a payment's onion itself).
+    pub unsupported: Vec<&'static str>,
+}
+
 /// What to do once the plugins have decided.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -75,6 +88,8 @@ pub type HeldMap = Mutex<HashMap<String, u32>>;
 pub enum Verdict {
     /// Continue as the node would.
     Continue,
+    /// Continue with what a plugin's `continue` replaced.
+    ContinueWith(Replacements),
     /// Fail with this BOLT 4 failure message (hex) if given.
     Fail(Option<String>),
     /// Settle with this preimage.
@@ -88,6 +103,12 @@ pub fn combine(verdicts: &[Verdict]) -> Verdict {
         return f.clone();
     }
     if let Some(r) = verdicts.iter().find(|v| matches!(v, Verdict::Resolve(_))) {
+        return r.clone();
+    }
+    if let Some(r) = verdicts
+        .iter()
+        .find(|v| matches!(v, Verdict::ContinueWith(_)))
+    {
         return r.clone();
     }
     Verdict::Continue
@@ -680,6 +701,30 @@ impl Lightning {
                         let next = next_channel(&chans, *next_scid);
                         self.forward_intercepted(intercept_id, iid, next, *outbound_msat);
                     }
+                    Verdict::ContinueWith(r) if !r.unsupported.is_empty() => {
+                        self.log.unusual(&format!(
+                            "htlc_accepted replaced the {} of forward {intercept_id}: LDK forwards the onion it received and cannot rewrite it, failing the HTLC back",
+                            r.unsupported.join(" and ")
+                        ));
+                        self.fail_intercepted(intercept_id, iid, "unsupported replacement");
+                        self.peers.process_events();
+                    }
+                    Verdict::ContinueWith(r) => {
+                        let chans = self.manager.list_channels();
+                        let next = match &r.forward_to {
+                            Some(id) => {
+                                let c = chans.iter().find(|c| hex(&c.channel_id.0) == *id);
+                                if c.is_none() {
+                                    self.log.unusual(&format!(
+                                        "htlc_accepted asked to forward {intercept_id} to channel {id}, which is not ours: failing it back"
+                                    ));
+                                }
+                                c
+                            }
+                            None => next_channel(&chans, *next_scid),
+                        };
+                        self.forward_intercepted(intercept_id, iid, next, *outbound_msat);
+                    }
                     Verdict::Fail(_) => {
                         self.fail_intercepted(intercept_id, iid, "a plugin failed it");
                         self.peers.process_events();
@@ -703,10 +748,30 @@ impl Lightning {
                 payment_secret,
                 keysend,
             } => {
-                let received = super::receive::Received {
+                let mut received = super::receive::Received {
                     amount_msat: *amount_msat,
                     payment_secret: payment_secret.as_deref().and_then(|s| parse_hash(s).ok()),
                     keysend: keysend.clone(),
+                    invoice_msat: None,
+                };
+                let v = match v {
+                    Verdict::ContinueWith(mut r) => {
+                        if r.forward_to.is_some() {
+                            r.unsupported.push("forward_to");
+                        }
+                        if r.unsupported.is_empty() {
+                            received.invoice_msat = r.invoice_msat;
+                            Verdict::Continue
+                        } else {
+                            self.log.unusual(&format!(
+                                "htlc_accepted replaced the {} of payment {}: LDK reads a payment's onion itself and cannot forward a payment to us, failing it",
+                                r.unsupported.join(" and "),
+                                hex(&hash.0)
+                            ));
+                            Verdict::Fail(None)
+                        }
+                    }
+                    v => v,
                 };
                 match v {
                     Verdict::Fail(msg) => {
@@ -723,6 +788,7 @@ impl Lightning {
                                 preimage: key,
                                 amount_msat: received.amount_msat,
                                 payment_secret: received.payment_secret,
+                                invoice_msat: None,
                             })
                             .await;
                         } else {
@@ -733,7 +799,7 @@ impl Lightning {
                             self.manager.fail_htlc_backwards(hash);
                         }
                     }
-                    Verdict::Continue => {
+                    Verdict::Continue | Verdict::ContinueWith(_) => {
                         let known = preimage.as_deref().and_then(|p| parse_hash(p).ok());
                         self.receive_continue(hash, known, received).await;
                     }

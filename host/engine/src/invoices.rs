@@ -526,6 +526,9 @@ pub struct Claim {
     pub amount_msat: u64,
     /// The payment secret of its onion (a BOLT 11 payment); `None` for a keysend.
     pub payment_secret: Option<[u8; 32]>,
+    /// The amount to check instead of the invoice's, given by a plugin's `htlc_accepted`
+    /// answer (CLN's `invoice_msat`).
+    pub invoice_msat: Option<u64>,
 }
 
 /// Why a payment to us is failed back instead of claimed. Every case fails with BOLT 4's
@@ -585,7 +588,7 @@ pub fn claim_refusal(inv: Option<&InvoiceRecord>, claim: &Claim) -> Option<Claim
         InvoiceStatus::Expired => return Some(ClaimRefusal::Expired),
         _ => {}
     }
-    if let Some(asked) = inv.amount_msat
+    if let Some(asked) = claim.invoice_msat.or(inv.amount_msat)
         && claim.amount_msat < asked
     {
         return Some(ClaimRefusal::Amount {
@@ -1598,6 +1601,7 @@ mod tests {
             preimage: preimage(n),
             amount_msat: amount,
             payment_secret: secret,
+            invoice_msat: None,
         };
         let r = run(&store, move |c, _| {
             insert(c, &hold).map_err(|e| StoreError::Task(format!("{e:?}")))?;

@@ -32,6 +32,9 @@ pub(crate) struct Received {
     pub payment_secret: Option<[u8; 32]>,
     /// For a keysend, the description of the invoice it is recorded under.
     pub keysend: Option<String>,
+    /// The amount a plugin's `htlc_accepted` answer asked to check instead of the
+    /// invoice's.
+    pub invoice_msat: Option<u64>,
 }
 
 /// The TLV types of a keysend onion that are not free text: BOLT 4's own (below 65536 are
@@ -93,6 +96,7 @@ impl Lightning {
             preimage,
             amount_msat: received.amount_msat,
             payment_secret: received.payment_secret,
+            invoice_msat: received.invoice_msat,
         };
         // Refused before asking `invoice_payment`, as CLN does (and checked again, with the
         // preimage stored, when claiming).

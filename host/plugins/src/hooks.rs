@@ -16,7 +16,9 @@ use serde_json::Value;
 /// What to do after one plugin's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// Ask the next plugin, with this replacement payload if given.
+    /// Ask the next plugin, with these changes to the payload if given: an object whose keys
+    /// are JSON pointers into the payload (`/onion/payload`) and whose values replace what
+    /// is there ([`apply_changes`]).
     Continue(Option<Value>),
     /// The hook's outcome is decided by this answer; later plugins are not asked.
     Stop(Value),
@@ -83,7 +85,7 @@ pub fn htlc_accepted(answer: &Value) -> Result<Step, String> {
         })
     };
     match result_str(answer)? {
-        "continue" => Ok(Step::Continue(None)),
+        "continue" => htlc_replacements(answer),
         "fail" if is_hex("failure_message", None) || is_hex("failure_onion", None) => {
             Ok(Step::Stop(answer.clone()))
         }
@@ -91,6 +93,65 @@ pub fn htlc_accepted(answer: &Value) -> Result<Step, String> {
         "resolve" if is_hex("payment_key", Some(64)) => Ok(Step::Stop(answer.clone())),
         "resolve" => Err("'resolve' needs a 32-byte hex payment_key".into()),
         other => Err(format!("unknown result '{other}'")),
+    }
+}
+
+/// The replacements an `htlc_accepted` `continue` may carry, as changes to the payload for
+/// the next plugin and the core: `payload` (hex) → `/onion/payload`, `forward_to` (a
+/// 32-byte channel id) → `/forward_to`, `extra_tlvs` (hex) → `/htlc/extra_tlvs`,
+/// `invoice_msat` (a number or `"<n>msat"`) → `/invoice_msat`.
+fn htlc_replacements(answer: &Value) -> Result<Step, String> {
+    let hex_of = |k: &str, len: Option<usize>| -> Result<Option<Value>, String> {
+        match answer.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(h))
+                if h.len() % 2 == 0
+                    && h.bytes().all(|b| b.is_ascii_hexdigit())
+                    && len.is_none_or(|l| h.len() == l) =>
+            {
+                Ok(Some(Value::String(h.to_ascii_lowercase())))
+            }
+            Some(other) => Err(format!("'{k}' must be hex, not {other}")),
+        }
+    };
+    let mut changes = serde_json::Map::new();
+    for (field, pointer, len) in [
+        ("payload", "/onion/payload", None),
+        ("forward_to", "/forward_to", Some(64)),
+        ("extra_tlvs", "/htlc/extra_tlvs", None),
+    ] {
+        if let Some(v) = hex_of(field, len)? {
+            changes.insert(pointer.to_string(), v);
+        }
+    }
+    match answer.get("invoice_msat") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            let msat = v
+                .as_u64()
+                .or_else(|| v.as_str()?.strip_suffix("msat")?.parse().ok())
+                .ok_or_else(|| format!("'invoice_msat' must be an amount in msat, not {v}"))?;
+            changes.insert("/invoice_msat".into(), Value::from(msat));
+        }
+    }
+    Ok(Step::Continue(
+        (!changes.is_empty()).then_some(Value::Object(changes)),
+    ))
+}
+
+/// Applies a `continue`'s changes (JSON pointer → value) to a hook's payload; a pointer
+/// whose parent is not an object in the payload is ignored.
+pub fn apply_changes(payload: &mut Value, changes: Value) {
+    let Value::Object(changes) = changes else {
+        return;
+    };
+    for (pointer, value) in changes {
+        let Some((parent, key)) = pointer.rsplit_once('/') else {
+            continue;
+        };
+        if let Some(Value::Object(obj)) = payload.pointer_mut(parent) {
+            obj.insert(key.to_string(), value);
+        }
     }
 }
 
@@ -322,6 +383,21 @@ mod tests {
             Ok(Step::Stop(_))
         ));
         assert!(htlc_accepted(&json!({"result":"fail"})).is_err());
+        let step = htlc_accepted(&json!({"result":"continue","forward_to":"AB".repeat(32),
+            "invoice_msat":"1000msat","payload":"0102"}));
+        let Ok(Step::Continue(Some(changes))) = step else {
+            panic!("{step:?}")
+        };
+        let mut payload = json!({"onion":{"payload":""},"htlc":{},"forward_to":"x"});
+        apply_changes(&mut payload, changes);
+        assert_eq!(
+            payload,
+            json!({"onion":{"payload":"0102"},"htlc":{},"forward_to":"ab".repeat(32),
+                "invoice_msat":1000})
+        );
+        assert!(htlc_accepted(&json!({"result":"continue","forward_to":"00"})).is_err());
+        assert!(htlc_accepted(&json!({"result":"continue","invoice_msat":"x"})).is_err());
+        assert!(htlc_accepted(&json!({"result":"continue","payload":5})).is_err());
         assert!(htlc_accepted(&json!({"result":"resolve","payment_key":"00"})).is_err());
         assert!(matches!(
             invoice_payment(&json!({"failure_message":"2002"})),

@@ -967,7 +967,7 @@ impl PluginHost {
                 }
             };
             match step {
-                Step::Continue(Some(new)) => payload = new,
+                Step::Continue(Some(changes)) => hooks::apply_changes(&mut payload, changes),
                 Step::Continue(None) => {}
                 Step::Stop(answer) => {
                     return (

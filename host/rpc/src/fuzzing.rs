@@ -158,6 +158,13 @@ fn manifest(m: &Manifest, raw: &[RawOpt]) -> Option<crate::options::OptionTable>
 fn hook_answer_value(answer: &Value) {
     for hook in Hook::ALL {
         let step = crate::hooks::semantics(hook)(answer);
+        if let (Hook::HtlcAccepted, Ok(Step::Continue(Some(changes)))) = (hook, &step) {
+            // A `continue` with replacements, applied to a payload as the chain does.
+            let asked = serde_json::json!({"onion": {"payload": ""}, "htlc": {}});
+            let mut last = asked.clone();
+            crate::hooks::apply_changes(&mut last, changes.clone());
+            let _ = crate::plugin_port::htlc_verdict(ChainEnd::Default(last), &asked);
+        }
         // A malformed answer is replaced by the hook's safe default, which must pass.
         let answer = match step {
             Ok(Step::Stop(a)) => a,
@@ -175,7 +182,7 @@ fn hook_answer_value(answer: &Value) {
                     answer: answer.clone(),
                 };
                 if let crate::lightning::htlcs::Verdict::Fail(msg) =
-                    crate::plugin_port::htlc_verdict(end)
+                    crate::plugin_port::htlc_verdict(end, &Value::Null)
                 {
                     let _ = crate::lightning::htlcs::failure_code(msg.as_deref());
                 }

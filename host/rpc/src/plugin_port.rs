@@ -10,7 +10,7 @@ use fulgur_protocol::hooks::Hook;
 use serde_json::{Value, json};
 
 use crate::hooks::ChainEnd;
-use crate::lightning::htlcs::Verdict;
+use crate::lightning::htlcs::{Replacements, Verdict};
 use crate::lightning::port::{
     Answer, HtlcAsk, HtlcKind, Notice, NumberedMovement, OpenOffer, PeerInfo, Port, Question,
     Refusal, StateChange, Topic,
@@ -206,10 +206,36 @@ fn kind_filter(kind: HtlcKind) -> Value {
 }
 
 /// A chain's end as an `htlc_accepted` verdict (malformed answers were already replaced by
-/// the hook's safe default, `continue`).
-pub fn htlc_verdict(end: ChainEnd) -> Verdict {
+/// the hook's safe default, `continue`). `asked` is the payload the chain started from:
+/// what the plugins' `continue` answers changed in it are the verdict's replacements.
+pub fn htlc_verdict(end: ChainEnd, asked: &Value) -> Verdict {
     match end {
-        ChainEnd::Default(_) => Verdict::Continue,
+        ChainEnd::Default(last) => {
+            let changed = |pointer: &str| {
+                let now = last.pointer(pointer);
+                (now.is_some() && now != asked.pointer(pointer))
+                    .then_some(now)
+                    .flatten()
+            };
+            let mut r = Replacements {
+                forward_to: changed("/forward_to")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                invoice_msat: changed("/invoice_msat").and_then(Value::as_u64),
+                unsupported: vec![],
+            };
+            if changed("/onion/payload").is_some() {
+                r.unsupported.push("payload");
+            }
+            if changed("/htlc/extra_tlvs").is_some() {
+                r.unsupported.push("extra_tlvs");
+            }
+            if r == Replacements::default() {
+                Verdict::Continue
+            } else {
+                Verdict::ContinueWith(r)
+            }
+        }
         ChainEnd::DeadlineExceeded { .. } => Verdict::Fail(None),
         ChainEnd::Stopped { answer, .. } => match answer.get("result").and_then(Value::as_str) {
             Some("resolve") => {
@@ -327,11 +353,11 @@ impl Port for PluginPort {
             let payload = serde_json::to_value(&ask).unwrap_or(Value::Null);
             let filter = kind_filter(kind);
             let (end, died) = host
-                .hook(Hook::HtlcAccepted, payload)
+                .hook(Hook::HtlcAccepted, payload.clone())
                 .filter(&filter)
                 .run_noting_deaths()
                 .await;
-            (htlc_verdict(end), died)
+            (htlc_verdict(end, &payload), died)
         })
     }
 
@@ -345,26 +371,63 @@ mod tests {
     use super::*;
 
     #[test]
+    fn continued_replacements_become_the_verdict() {
+        let asked = json!({"onion": {"payload": ""}, "htlc": {}, "forward_to": "aa"});
+        let end = |last: Value| htlc_verdict(ChainEnd::Default(last), &asked);
+        assert_eq!(end(asked.clone()), Verdict::Continue);
+        assert_eq!(
+            end(
+                json!({"onion": {"payload": ""}, "htlc": {}, "forward_to": "bb",
+                "invoice_msat": 5})
+            ),
+            Verdict::ContinueWith(Replacements {
+                forward_to: Some("bb".into()),
+                invoice_msat: Some(5),
+                unsupported: vec![],
+            })
+        );
+        assert_eq!(
+            end(
+                json!({"onion": {"payload": "00"}, "htlc": {"extra_tlvs": "01"},
+                "forward_to": "aa"})
+            ),
+            Verdict::ContinueWith(Replacements {
+                unsupported: vec!["payload", "extra_tlvs"],
+                ..Replacements::default()
+            })
+        );
+    }
+
+    #[test]
     fn a_chain_end_becomes_an_htlc_verdict() {
         let stop = |answer: Value| ChainEnd::Stopped {
             plugin: "p".into(),
             answer,
         };
         assert_eq!(
-            htlc_verdict(ChainEnd::Default(json!({}))),
+            htlc_verdict(ChainEnd::Default(json!({})), &json!({})),
             Verdict::Continue
         );
         assert_eq!(
-            htlc_verdict(stop(json!({"result": "fail", "failure_message": "2002"}))),
+            htlc_verdict(
+                stop(json!({"result": "fail", "failure_message": "2002"})),
+                &json!({})
+            ),
             Verdict::Fail(Some("2002".into()))
         );
         let key = hex(&[7u8; 32]);
         assert_eq!(
-            htlc_verdict(stop(json!({"result": "resolve", "payment_key": key}))),
+            htlc_verdict(
+                stop(json!({"result": "resolve", "payment_key": key})),
+                &json!({})
+            ),
             Verdict::Resolve([7; 32])
         );
         assert_eq!(
-            htlc_verdict(stop(json!({"result": "resolve", "payment_key": "zz"}))),
+            htlc_verdict(
+                stop(json!({"result": "resolve", "payment_key": "zz"})),
+                &json!({})
+            ),
             Verdict::Fail(None)
         );
     }

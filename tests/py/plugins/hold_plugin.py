@@ -63,7 +63,8 @@ def hold_seen(plugin, **kwargs):
 
 
 @plugin.method("hold-release")
-def hold_release(plugin, payment_hash, result, payment_key=None, failure_message=None, **kwargs):
+def hold_release(plugin, payment_hash, result, payment_key=None, failure_message=None,
+                 extra=None, **kwargs):
     with plugin.lock:
         request = plugin.pending.pop(payment_hash, None)
     if request is None:
@@ -73,6 +74,7 @@ def hold_release(plugin, payment_hash, result, payment_key=None, failure_message
         answer["payment_key"] = payment_key
     if failure_message is not None:
         answer["failure_message"] = failure_message
+    answer.update(extra or {})  # CLN's replacements: forward_to, payload, invoice_msat...
     request.set_result(answer)
     return {"released": True}
 
