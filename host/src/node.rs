@@ -372,6 +372,7 @@ fn start_lightning(
             wallet: node.wallet.clone(),
             hold_safety_blocks: node.config.hold_safety_blocks,
             offline: node.config.offline,
+            proxy: node.config.proxy.clone(),
             channels: node.config.channels,
             alias: node.alias.clone(),
             color: node.color.clone(),

@@ -453,17 +453,17 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         None,
         "Start in offline-mode (do not listen for or reconnect to peers)",
     ),
-    inert(
+    opt(
         "proxy",
         CoreKind::Str,
+        None,
         "Set a socks v5 proxy IP address and port",
-        "peers are reached directly (no SOCKS5 support yet)",
     ),
     opt(
         "always-use-proxy",
         CoreKind::Bool,
         Some("false"),
-        "Use the proxy always (only false works: no SOCKS5 support yet)",
+        "Use the proxy always",
     ),
     inert(
         "disable-dns",
@@ -787,6 +787,9 @@ pub struct Config {
     pub log_prefix: String,
     /// `--offline`: neither listen for peers nor reconnect to them.
     pub offline: bool,
+    /// `--proxy` with `--always-use-proxy`: the SOCKS5 proxy for `.onion` peers (and for
+    /// every peer when `always` is set).
+    pub proxy: Option<crate::lightning::net::Proxy>,
     /// What to log at `UNUSUAL` once the log is open: options given that have no effect
     /// here, and values raised to LDK's minimums.
     pub notes: Vec<String>,
@@ -1227,12 +1230,11 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
     let (channels, cltv_final) = channel_settings(&m, max_concurrent_htlcs, &mut notes)?;
     let flag_or_bool =
         |name: &str, default: bool| m.get_one::<bool>(name).copied().unwrap_or(default);
-    if flag_or_bool("always-use-proxy", false) {
-        notes.push(
-            "Option --always-use-proxy=true has no effect in Fulgur (no SOCKS5 support yet: peers are reached directly)"
-                .into(),
-        );
-    }
+    let proxy = proxy_settings(
+        m.get_one::<String>("proxy").map(String::as_str),
+        flag_or_bool("always-use-proxy", false),
+    )
+    .map_err(err)?;
     let offline = m.get_flag("offline");
     let autolisten = flag_or_bool("autolisten", true);
     let min_emergency_msat = m
@@ -1303,6 +1305,7 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
             .cloned()
             .unwrap_or_default(),
         offline,
+        proxy,
         notes,
         min_emergency_msat,
         network,
@@ -1335,6 +1338,34 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
 }
 
 /// One `UNUSUAL` line per core option given that has no effect in Fulgur.
+/// `--proxy` and `--always-use-proxy`, with CLN's checks: the port defaults to 9050, and
+/// `--always-use-proxy` needs a proxy given as an IP address (`localhost` counts as
+/// 127.0.0.1, as in CLN), since it forbids DNS lookups.
+fn proxy_settings(
+    proxy: Option<&str>,
+    always: bool,
+) -> Result<Option<crate::lightning::net::Proxy>, String> {
+    use crate::lightning::net::{DEFAULT_PROXY_PORT, NetAddr, Proxy};
+    let Some(raw) = proxy else {
+        return match always {
+            true => Err("--always-use-proxy needs --proxy".into()),
+            false => Ok(None),
+        };
+    };
+    let mut addr = NetAddr::parse(raw, DEFAULT_PROXY_PORT).map_err(|e| format!("proxy: {e}"))?;
+    match addr.host.as_str() {
+        "localhost" => addr.host = "127.0.0.1".into(),
+        "ip6-localhost" => addr.host = "::1".into(),
+        _ => {}
+    }
+    if always && addr.host.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!(
+            "proxy: '{raw}': Needed DNS, but lookups suppressed (--always-use-proxy)"
+        ));
+    }
+    Ok(Some(Proxy { addr, always }))
+}
+
 fn inert_notes(given: &[RawOpt]) -> Vec<String> {
     let mut seen: Vec<&str> = vec![];
     let mut notes = vec![];
@@ -1465,6 +1496,40 @@ mod tests {
             Invocation::Run(c) => *c,
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn proxy_defaults_its_port_and_always_use_proxy_needs_an_ip_proxy() {
+        use crate::lightning::net::{NetAddr, Proxy};
+        let at = |h: &str, port| NetAddr {
+            host: h.into(),
+            port,
+        };
+        assert_eq!(proxy_settings(None, false), Ok(None));
+        assert_eq!(
+            proxy_settings(None, true),
+            Err("--always-use-proxy needs --proxy".into())
+        );
+        assert_eq!(
+            proxy_settings(Some("127.0.0.1"), false),
+            Ok(Some(Proxy {
+                addr: at("127.0.0.1", 9050),
+                always: false
+            }))
+        );
+        assert_eq!(
+            proxy_settings(Some("localhost:9150"), true),
+            Ok(Some(Proxy {
+                addr: at("127.0.0.1", 9150),
+                always: true
+            }))
+        );
+        assert_eq!(
+            proxy_settings(Some("tor.lan:9050"), false).map(|p| p.map(|p| p.addr)),
+            Ok(Some(at("tor.lan", 9050)))
+        );
+        assert!(proxy_settings(Some("tor.lan:9050"), true).is_err());
+        assert!(proxy_settings(Some("1.2.3.4:x"), false).is_err());
     }
 
     #[test]

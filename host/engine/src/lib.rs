@@ -35,6 +35,7 @@ pub mod forwards;
 pub mod funding;
 pub mod gossip;
 pub mod graph;
+pub mod history;
 pub mod htlcs;
 pub mod indexes;
 pub mod invoices;
@@ -48,11 +49,11 @@ pub mod port;
 pub mod receive;
 pub mod runebook;
 pub mod runes;
+pub mod socks;
 pub mod sweep;
 
 use fulgur_base::hex;
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -351,6 +352,8 @@ pub struct Deps {
     pub hold_safety_blocks: u32,
     /// `--offline`: channel peers are not reconnected.
     pub offline: bool,
+    /// `--proxy` and `--always-use-proxy`: the SOCKS5 proxy outbound connections use.
+    pub proxy: Option<net::Proxy>,
     /// The channel options (`--max-concurrent-htlcs`, `--fee-base`, `--cltv-delta`...).
     pub channels: ChannelSettings,
     /// Our alias (`--alias`).
@@ -429,14 +432,17 @@ pub struct Lightning {
     pub(crate) hold_safety_blocks: u32,
     /// `--offline`.
     offline: bool,
+    /// `--proxy`, `--always-use-proxy` ([`net::route`] says which connections use it).
+    proxy: Option<net::Proxy>,
     /// Closed channels still resolving, and snapshots of open ones (`closed.rs`).
     pub(crate) closed: closed::Closed,
     /// Forwards: their table, notifications and the fees they earned.
     pub(crate) forwards: forwards::Forwards,
     alias: String,
     color: String,
-    /// Peers we connected to: node id → address, for reconnecting channel peers.
-    peer_addrs: Mutex<std::collections::HashMap<PublicKey, SocketAddr>>,
+    /// Peers we connected to: node id → address (an IP address, or a name reached through
+    /// the proxy), for reconnecting channel peers.
+    peer_addrs: Mutex<std::collections::HashMap<PublicKey, net::NetAddr>>,
     /// Channel peers whose reconnection failed: when to try again, and the delay that
     /// doubles at each failure (from [`RECONNECT_FIRST`] up to [`RECONNECT_MAX`]), as CLN
     /// backs off; each failed attempt is a `connect_fail` network event.
@@ -763,6 +769,7 @@ impl Lightning {
             claimed: Mutex::new(Default::default()),
             hold_safety_blocks: deps.hold_safety_blocks,
             offline: deps.offline,
+            proxy: deps.proxy.clone(),
             forwards,
             closed,
             alias: deps.alias.clone(),
@@ -940,6 +947,26 @@ impl Lightning {
         }
     }
 
+    /// The addresses to dial for `target`, in order: CLN's rules ([`net::route`]): a
+    /// `.onion` through the proxy (an error without one), everything through it with
+    /// `--always-use-proxy` (nothing resolved here), otherwise IP addresses as they are and
+    /// names resolved here. The error is `connect`'s whole text, in CLN's words.
+    pub async fn dials(&self, target: &net::NetAddr) -> Result<Vec<net::Dial>, String> {
+        match net::route(target, self.proxy.as_ref()) {
+            Ok(net::Route::Dial(d)) => Ok(vec![d]),
+            Ok(net::Route::Resolve) => {
+                let lookup = net::Dial::Proxied(target.clone()).to_string();
+                match tokio::net::lookup_host(&lookup).await {
+                    Ok(a) => Ok(a.map(net::Dial::Direct).collect()),
+                    Err(e) => Err(format!(
+                        "Unable to connect, could not resolve {lookup}: {e}"
+                    )),
+                }
+            }
+            Err(e) => Err(format!("Unable to connect: All addresses failed: {e}")),
+        }
+    }
+
     /// Connects to `id` at `addr` and waits until the peer is connected (init exchanged).
     ///
     /// A connection dropped before init is tried again a few times: LDK keeps the first of
@@ -948,10 +975,10 @@ impl Lightning {
     /// reads the old one's end. CLN replaces the old connection instead; either way the
     /// caller should end up connected. The same happens when our own reconnection and a
     /// `connect` race: the peer counts as connected whichever connection won.
-    pub async fn connect(&self, id: PublicKey, addr: SocketAddr) -> Result<(), String> {
+    pub async fn connect(&self, id: PublicKey, addr: net::Dial) -> Result<(), String> {
         let began = Instant::now();
         let was_connected = self.peers.peer_by_node_id(&id).is_some();
-        let r = self.connect_retrying(id, addr).await;
+        let r = self.connect_retrying(id, &addr).await;
         if !was_connected {
             match &r {
                 Ok(()) => self.netevents.connected(id, Some(began.elapsed())),
@@ -963,7 +990,7 @@ impl Lightning {
         r
     }
 
-    async fn connect_retrying(&self, id: PublicKey, addr: SocketAddr) -> Result<(), String> {
+    async fn connect_retrying(&self, id: PublicKey, addr: &net::Dial) -> Result<(), String> {
         const ATTEMPTS: u32 = 5;
         let mut attempt = 1;
         loop {
@@ -994,19 +1021,45 @@ impl Lightning {
         Ok(())
     }
 
+    /// A TCP stream to `addr`: directly, or through the SOCKS5 proxy (the exchange with it
+    /// included), all within [`CONNECT_TIMEOUT_SECS`].
+    async fn open_stream(&self, addr: &net::Dial) -> Result<tokio::net::TcpStream, ConnectFail> {
+        let open = async {
+            match addr {
+                net::Dial::Direct(a) => tokio::net::TcpStream::connect(a)
+                    .await
+                    .map_err(|_| ConnectFail::Refused),
+                net::Dial::Proxied(target) => {
+                    let Some(proxy) = &self.proxy else {
+                        return Err(ConnectFail::Proxy("need a proxy.".into()));
+                    };
+                    let at = net::Dial::Proxied(proxy.addr.clone()).to_string();
+                    let mut s = tokio::net::TcpStream::connect(at.as_str())
+                        .await
+                        .map_err(|e| ConnectFail::Proxy(format!("proxy {at}: {e}")))?;
+                    socks::connect(&mut s, &target.host, target.port)
+                        .await
+                        .map_err(|e| ConnectFail::Proxy(format!("proxy {at}: {e}")))?;
+                    Ok(s)
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(CONNECT_TIMEOUT_SECS), open).await {
+            Ok(r) => r,
+            Err(_) if matches!(addr, net::Dial::Proxied(_)) => Err(ConnectFail::Proxy(
+                "the proxy did not connect us in time".into(),
+            )),
+            Err(_) => Err(ConnectFail::Refused),
+        }
+    }
+
     /// One connection attempt: Ok once the peer is connected (by this connection or
     /// another one).
-    async fn connect_once(&self, id: PublicKey, addr: SocketAddr) -> Result<(), ConnectFail> {
+    async fn connect_once(&self, id: PublicKey, addr: &net::Dial) -> Result<(), ConnectFail> {
         if self.peers.peer_by_node_id(&id).is_some() {
             return Ok(());
         }
-        let stream = tokio::time::timeout(
-            Duration::from_secs(CONNECT_TIMEOUT_SECS),
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await
-        .map_err(|_| ConnectFail::Refused)?
-        .map_err(|_| ConnectFail::Refused)?;
+        let stream = self.open_stream(addr).await?;
         let _ = stream.set_nodelay(true);
         let stream = stream.into_std().map_err(|_| ConnectFail::Refused)?;
         let fut = lightning_net_tokio::setup_outbound(self.peers.clone(), id, stream);
@@ -1189,17 +1242,22 @@ impl Lightning {
 
     const PEERS_NAMESPACE: &'static str = "fulgur_peer_addresses";
 
-    /// Remembers where `id` was reached, for reconnecting after a restart.
-    pub fn remember_peer(&self, id: PublicKey, addr: SocketAddr) {
+    /// Remembers where `id` was reached, for reconnecting after a restart: the address
+    /// dialled (an IP address, or the name the proxy was given, never resolved here).
+    pub fn remember_peer(&self, id: PublicKey, addr: &net::Dial) {
+        let text = addr.to_string();
+        let Ok(parsed) = net::NetAddr::parse(&text, net::DEFAULT_PORT) else {
+            return;
+        };
         self.peer_addrs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, addr);
+            .insert(id, parsed);
         let _ = self.kv.write(
             Self::PEERS_NAMESPACE,
             "",
             &id.to_string(),
-            addr.to_string().into_bytes(),
+            text.into_bytes(),
         );
     }
 
@@ -1209,7 +1267,7 @@ impl Lightning {
         if self.offline {
             return;
         }
-        let known: Vec<(PublicKey, SocketAddr)> = {
+        let known: Vec<(PublicKey, net::NetAddr)> = {
             let mut m = self.peer_addrs.lock().unwrap_or_else(|p| p.into_inner());
             if m.is_empty()
                 && let Ok(keys) = self.kv.list(Self::PEERS_NAMESPACE, "")
@@ -1221,12 +1279,15 @@ impl Lightning {
                     ) else {
                         continue;
                     };
-                    if let Some(a) = String::from_utf8(v).ok().and_then(|s| s.parse().ok()) {
+                    if let Some(a) = String::from_utf8(v)
+                        .ok()
+                        .and_then(|s| net::NetAddr::parse(&s, net::DEFAULT_PORT).ok())
+                    {
                         m.insert(id, a);
                     }
                 }
             }
-            m.iter().map(|(k, v)| (*k, *v)).collect()
+            m.iter().map(|(k, v)| (*k, v.clone())).collect()
         };
         let channel_peers: std::collections::HashSet<PublicKey> = self
             .manager
@@ -1248,7 +1309,15 @@ impl Lightning {
             }
             let me = self.clone();
             tokio::spawn(async move {
-                if me.connect(id, addr).await.is_ok() {
+                // Routed again each time: `--proxy` may have changed since it was stored.
+                let mut connected = false;
+                for dial in me.dials(&addr).await.unwrap_or_default() {
+                    if me.connect(id, dial).await.is_ok() {
+                        connected = true;
+                        break;
+                    }
+                }
+                if connected {
                     lock(&me.reconnect_after).remove(&id);
                     me.log.debug(&format!("Reconnected to channel peer {id}"));
                 } else {
@@ -1429,15 +1498,18 @@ enum ConnectFail {
     Refused,
     /// The peer closed it before init.
     Dropped,
+    /// The proxy could not be reached or would not connect us (its words).
+    Proxy(String),
     /// No init within the handshake's time.
     TimedOut,
 }
 
 impl ConnectFail {
     /// What `connect` answers, with CLN's wording where it has one.
-    fn message(&self, addr: SocketAddr) -> String {
+    fn message(&self, addr: &net::Dial) -> String {
         match self {
             ConnectFail::Refused => format!("All addresses failed: {addr}: Connection refused"),
+            ConnectFail::Proxy(why) => format!("All addresses failed: {addr}: {why}"),
             ConnectFail::Dropped => format!("{addr}: peer disconnected during the handshake"),
             ConnectFail::TimedOut => format!("{addr}: timed out during the handshake"),
         }

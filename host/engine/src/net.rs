@@ -1,7 +1,8 @@
 //! Network addresses: `--bind-addr`, `--addr`, `--announce-addr` values and CLN's address
-//! objects (`{"type": "ipv4", "address": "127.0.0.1", "port": 9735}`).
+//! objects (`{"type": "ipv4", "address": "127.0.0.1", "port": 9735}`), and how an outbound
+//! connection reaches its target ([`route`]: directly, or through the `--proxy`).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// The default Lightning port.
 pub const DEFAULT_PORT: u16 = 9735;
@@ -91,6 +92,65 @@ impl NetAddr {
     }
 }
 
+/// `--proxy` and `--always-use-proxy`: a SOCKS5 proxy (Tor's, typically).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxy {
+    /// The proxy's address (`--proxy`, port 9050 by default).
+    pub addr: NetAddr,
+    /// `--always-use-proxy`: every outbound connection goes through it, and no name is
+    /// resolved here.
+    pub always: bool,
+}
+
+/// The default port of `--proxy` (Tor's SOCKS port), as CLN.
+pub const DEFAULT_PROXY_PORT: u16 = 9050;
+
+/// How one outbound connection reaches its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dial {
+    /// A TCP connection to this address.
+    Direct(SocketAddr),
+    /// Through the proxy, which is given the host as it is (a name, never resolved here,
+    /// or an IP literal).
+    Proxied(NetAddr),
+}
+
+impl std::fmt::Display for Dial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dial::Direct(a) => write!(f, "{a}"),
+            Dial::Proxied(a) if a.host.contains(':') => write!(f, "[{}]:{}", a.host, a.port),
+            Dial::Proxied(a) => write!(f, "{}:{}", a.host, a.port),
+        }
+    }
+}
+
+/// What to do with a target before dialling it, CLN's rules (`connectd.c`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Dial it: an IP address, or anything through the proxy.
+    Dial(Dial),
+    /// A name to resolve here, then each address dialled directly.
+    Resolve,
+}
+
+/// How to reach `target` given the proxy settings: a `.onion` always through the proxy
+/// (an error without one, in CLN's words), everything through it with
+/// `--always-use-proxy`, otherwise IP addresses directly and names resolved here.
+pub fn route(target: &NetAddr, proxy: Option<&Proxy>) -> Result<Route, String> {
+    let proxied = Route::Dial(Dial::Proxied(target.clone()));
+    match (target.kind(), proxy) {
+        ("torv3", Some(_)) => Ok(proxied),
+        ("torv3", None) => Err(format!("{}: need a proxy.", Dial::Proxied(target.clone()))),
+        (_, Some(p)) if p.always => Ok(proxied),
+        ("dns", _) => Ok(Route::Resolve),
+        _ => match target.host.parse::<IpAddr>() {
+            Ok(ip) => Ok(Route::Dial(Dial::Direct(SocketAddr::new(ip, target.port)))),
+            Err(_) => Ok(Route::Resolve),
+        },
+    }
+}
+
 fn parse_port(p: &str) -> Result<u16, String> {
     p.parse::<u16>()
         .ok()
@@ -120,5 +180,35 @@ mod tests {
         assert!(p(":5").is_err());
         assert!(p("").is_err());
         assert_eq!(p("10.0.0.1:5").map(|a| a.kind()), Ok("ipv4"));
+    }
+
+    #[test]
+    fn onions_go_through_the_proxy_and_everything_with_always_use_proxy() {
+        let a = |s| NetAddr::parse(s, 9735).unwrap();
+        let proxy = |always| Proxy {
+            addr: a("127.0.0.1:9050"),
+            always,
+        };
+        let direct = |s: &str| Ok(Route::Dial(Dial::Direct(s.parse().unwrap())));
+        let proxied = |s| Ok(Route::Dial(Dial::Proxied(a(s))));
+        // No proxy: IPs directly, names resolved, onions refused as CLN does.
+        assert_eq!(route(&a("10.0.0.1:5"), None), direct("10.0.0.1:5"));
+        assert_eq!(route(&a("[::1]:5"), None), direct("[::1]:5"));
+        assert_eq!(route(&a("example.com"), None), Ok(Route::Resolve));
+        assert_eq!(
+            route(&a("xyz.onion:7"), None),
+            Err("xyz.onion:7: need a proxy.".into())
+        );
+        // A proxy for onions only.
+        let p = proxy(false);
+        assert_eq!(route(&a("xyz.onion:7"), Some(&p)), proxied("xyz.onion:7"));
+        assert_eq!(route(&a("10.0.0.1:5"), Some(&p)), direct("10.0.0.1:5"));
+        assert_eq!(route(&a("example.com"), Some(&p)), Ok(Route::Resolve));
+        // Always: nothing resolved or dialled here.
+        let p = proxy(true);
+        for t in ["xyz.onion:7", "10.0.0.1:5", "[::1]:5", "example.com:1"] {
+            assert_eq!(route(&a(t), Some(&p)), proxied(t));
+        }
+        assert_eq!(Dial::Proxied(a("[::1]:5")).to_string(), "[::1]:5");
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{Command, CommandFuture, Ctx, command};
 use crate::cln_json::{address_json, netaddr_json};
 use crate::lightning::Lightning;
-use crate::lightning::net::{DEFAULT_PORT, NetAddr};
+use crate::lightning::net::{DEFAULT_PORT, Dial, NetAddr};
 use crate::node::Node;
 use crate::rpc::params::{Params, opt, req};
 
@@ -99,10 +99,13 @@ fn run_connect(ctx: Ctx, p: Params) -> CommandFuture {
             Err(e) => return Err(RpcError::invalid_params(format!("host: {e}"))),
         };
         let l = engine(&ctx.node)?;
-        let peer = dial(&l, id, &target).await?;
-        let address = match &peer.socket_address {
-            Some(s) => address_json(&s.to_string()),
-            None => netaddr_json(&target),
+        let (peer, via) = dial(&l, id, &target).await?;
+        // Through the proxy, LDK sees the proxy's address: the target is what we reached,
+        // unless it is a name (CLN's schema has no `dns` type here).
+        let address = match (&via, &peer.socket_address) {
+            (Dial::Proxied(t), _) if t.kind() != "dns" => netaddr_json(t),
+            (_, Some(s)) => address_json(&s.to_string()),
+            (_, None) => netaddr_json(&target),
         };
         Ok(json!({
             "id": id.to_string(),
@@ -113,32 +116,21 @@ fn run_connect(ctx: Ctx, p: Params) -> CommandFuture {
     })
 }
 
-/// Resolves `target` and connects to `id` there (each address in turn), with CLN's
-/// `connect` errors; the peer's details once connected.
+/// Connects to `id` at `target` with CLN's `connect` errors: through the `--proxy` when
+/// CLN would (a `.onion`, or anything with `--always-use-proxy`, then nothing is resolved
+/// here), otherwise resolved and each address tried in turn; the peer's details once
+/// connected, and how it was reached.
 pub(super) async fn dial(
     l: &Lightning,
     id: PublicKey,
     target: &NetAddr,
-) -> Result<lightning::ln::peer_handler::PeerDetails, RpcError> {
-    let lookup = if target.host.contains(':') {
-        format!("[{}]:{}", target.host, target.port)
-    } else {
-        format!("{}:{}", target.host, target.port)
-    };
-    let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host(&lookup).await {
-        Ok(a) => a.collect(),
-        Err(e) => {
-            return Err(RpcError::new(
-                401,
-                format!("Unable to connect, could not resolve {lookup}: {e}"),
-            ));
-        }
-    };
+) -> Result<(lightning::ln::peer_handler::PeerDetails, Dial), RpcError> {
+    let dials = l.dials(target).await.map_err(|e| RpcError::new(401, e))?;
     let mut last = String::from("no address");
-    for a in addrs {
-        match l.connect(id, a).await {
+    for a in dials {
+        match l.connect(id, a.clone()).await {
             Ok(()) => match l.peer(&id) {
-                Some(peer) => return Ok(peer),
+                Some(peer) => return Ok((peer, a)),
                 None => last = format!("{a}: peer disconnected"),
             },
             Err(e) => last = e,
