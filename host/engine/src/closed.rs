@@ -332,6 +332,7 @@ fn closing_fee_msat(tx: &bitcoin::Transaction, total_msat: u64) -> Option<u64> {
 }
 
 /// A snapshot of an open channel: its details, and the least and most we had in it.
+#[derive(Clone)]
 struct Snap {
     details: ChannelDetails,
     min: u64,
@@ -431,6 +432,28 @@ impl Closed {
         }
     }
 
+    /// Forgets the snapshot of a channel whose close leaves no record (one that never had
+    /// its funding, or a cancelled open).
+    pub(crate) fn drop_snapshot(&self, id: &ChannelId) {
+        lock(&self.snapshots).remove(id);
+    }
+
+    /// Channels that left LDK's list (`open` holds the ids still in it) but whose
+    /// `ChannelClosed` has not been recorded yet, as last seen: for a moment after a close,
+    /// only their snapshot knows them.
+    fn unrecorded(&self, open: &[ChannelId]) -> Vec<ChannelDetails> {
+        let recorded: Vec<String> = lock(&self.active)
+            .iter()
+            .map(|r| r.channel_id.clone())
+            .collect();
+        lock(&self.snapshots)
+            .values()
+            .filter(|s| !open.contains(&s.details.channel_id))
+            .filter(|s| !recorded.contains(&hex(&s.details.channel_id.0)))
+            .map(|s| s.details.clone())
+            .collect()
+    }
+
     /// A transaction handed to the broadcaster: if it spends a channel's funding output, its
     /// txid and fee go in that channel's record (or wait for it).
     fn closing_broadcast(&self, tx: &bitcoin::Transaction) {
@@ -482,7 +505,9 @@ impl Closed {
         tip: u32,
         to_us: impl FnOnce(&ChannelDetails) -> u64,
     ) -> Result<(), StoreError> {
-        let snap = lock(&self.snapshots).remove(c.channel_id);
+        // The snapshot stays until the record is listed, so that `listpeerchannels` shows
+        // the channel all along (see `unrecorded`).
+        let snap = lock(&self.snapshots).get(c.channel_id).cloned();
         let (state, closer) = close_kind(c.reason);
         let details = snap.as_ref().map(|s| &s.details);
         let total_msat = c
@@ -535,11 +560,12 @@ impl Closed {
         };
         let row = r.clone();
         let fresh = self.store.with(move |c| insert(c, &row)).await?;
+        if fresh && state != ClosedState::Closed {
+            lock(&self.active).push(r.clone());
+        }
+        lock(&self.snapshots).remove(c.channel_id);
         if !fresh {
             return Ok(());
-        }
-        if state != ClosedState::Closed {
-            lock(&self.active).push(r.clone());
         }
         self.notify_state(&r, old, state.as_str(), c.cause, &c.reason.to_string());
         Ok(())
@@ -548,7 +574,7 @@ impl Closed {
     /// `channel_state_changed` for a closed channel (CLN's payload).
     fn notify_state(&self, r: &ClosedChannel, old: &str, new: &str, cause: &str, msg: &str) {
         let Some(peer) = &r.peer_id else { return };
-        self.port.tell(Notice::ChannelStateChanged(StateChange {
+        let change = StateChange {
             peer_id: peer.clone(),
             channel_id: r.channel_id.clone(),
             short_channel_id: r.short_channel_id.clone(),
@@ -556,7 +582,9 @@ impl Closed {
             new_state: new.into(),
             cause: cause.into(),
             message: msg.into(),
-        }));
+        };
+        super::history::record_state_change(&self.store, &self.log, &change, self.clock.unix_ms());
+        self.port.tell(Notice::ChannelStateChanged(change));
     }
 
     /// The records whose funding spend has not been seen yet.
@@ -629,6 +657,14 @@ impl Listen for ClosedWatch {
 }
 
 impl Lightning {
+    /// Channels closed by LDK a moment ago, whose close is not recorded yet (so
+    /// `listpeerchannels` never loses a channel between LDK's list and the closed ones),
+    /// as last seen open.
+    pub fn closing_unrecorded(&self, open: &[ChannelDetails]) -> Vec<ChannelDetails> {
+        let ids: Vec<ChannelId> = open.iter().map(|c| c.channel_id).collect();
+        self.closed.unrecorded(&ids)
+    }
+
     /// Refreshes the snapshots of open channels.
     pub fn snapshot_channels(&self) {
         let views: Vec<(ChannelDetails, u64)> = self

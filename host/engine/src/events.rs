@@ -143,7 +143,11 @@ impl Lightning {
                 // Cancelled before its funding went out (`fundchannel_cancel`): forgotten
                 // entirely, as CLN forgets it, with nothing on chain to resolve.
                 if self.channels.take_cancelled(&channel_id) {
+                    self.closed.drop_snapshot(&channel_id);
                     return Ok(());
+                }
+                if channel_funding_txo.is_none() {
+                    self.closed.drop_snapshot(&channel_id);
                 }
                 // A channel that never got its funding was never announced to plugins.
                 if let Some(txo) = channel_funding_txo {
@@ -241,10 +245,23 @@ impl Lightning {
                 payment_hash,
                 amount_msat,
                 purpose,
+                htlcs,
                 ..
             } => {
                 self.on_payment_claimed(payment_hash, amount_msat, purpose.preimage())
                     .await?;
+                self.count_htlcs(
+                    htlcs
+                        .iter()
+                        .map(|h| {
+                            (
+                                h.channel_id,
+                                super::history::Flow::InFulfilled,
+                                h.value_msat,
+                            )
+                        })
+                        .collect(),
+                );
             }
             Event::PaymentForwarded {
                 prev_htlcs,
@@ -424,7 +441,7 @@ impl Lightning {
             .find(|c| c.channel_id == *channel_id)
             .and_then(|c| c.short_channel_id)
             .map(super::scid_string);
-        self.port.tell(Notice::ChannelStateChanged(StateChange {
+        let change = StateChange {
             peer_id: peer.to_string(),
             channel_id: hex(&channel_id.0),
             short_channel_id: scid,
@@ -432,7 +449,9 @@ impl Lightning {
             new_state: new.into(),
             cause: cause.into(),
             message: message.into(),
-        }));
+        };
+        super::history::record_state_change(&self.store, &self.log, &change, self.clock.unix_ms());
+        self.port.tell(Notice::ChannelStateChanged(change));
     }
 
     fn channel(

@@ -1,6 +1,7 @@
 //! Forwards: a row per HTLC we were asked to forward (`listforwards`), kept up to date from
 //! LDK's events, with CLN's `forward_event` notification on every change.
 
+use super::history::Flow;
 use super::port::{Notice, Port, Topic};
 use super::{Lightning, scid_string};
 use crate::log::SourceLog;
@@ -426,17 +427,21 @@ impl Lightning {
                 extra_tags: vec![],
             };
         let fee = fee_msat.unwrap_or(0);
+        let mut counts = vec![];
         for p in prev {
             let came_in = p.amount_msat.unwrap_or_else(|| {
                 // One incoming HTLC: it carried what went out plus the fee.
                 outbound_msat.saturating_add(fee)
             });
+            counts.push((p.channel_id, Flow::InFulfilled, came_in));
             self.coin_movement(routed(&p.channel_id, came_in, 0)).await;
         }
         for n in next {
             let went_out = n.amount_msat.unwrap_or(outbound_msat);
+            counts.push((n.channel_id, Flow::OutFulfilled, went_out));
             self.coin_movement(routed(&n.channel_id, 0, went_out)).await;
         }
+        self.count_htlcs(counts);
     }
 
     /// LDK's `HTLCHandlingFailed` for a forward.

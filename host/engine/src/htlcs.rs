@@ -25,6 +25,7 @@ use lightning::ln::channelmanager::{FailureCode, InterceptId};
 use lightning::types::payment::{PaymentHash, PaymentPreimage};
 use serde::{Deserialize, Serialize};
 
+use super::history::Flow;
 use super::port::{HtlcAsk, HtlcKind, HtlcOnion, HtlcPart, Notice, Question};
 use super::{Lightning, scid_string};
 
@@ -233,7 +234,10 @@ impl Lightning {
                 c.counterparty.node_id,
                 outbound_msat,
             ) {
-                Ok(()) => self.manager.process_pending_htlc_forwards(),
+                Ok(()) => {
+                    self.count_htlcs(vec![(c.channel_id, Flow::OutOffered, outbound_msat)]);
+                    self.manager.process_pending_htlc_forwards();
+                }
                 Err(e) => self.fail_intercepted(intercept_id, iid, &super::api_error(&e)),
             },
             None => self.fail_intercepted(intercept_id, iid, "unknown next channel"),
@@ -294,6 +298,9 @@ impl Lightning {
             .find(|p| p.2 == inbound_msat)
             .unwrap_or((0, 0, inbound_msat, 0, String::new()));
         let next = next_channel(&chans, next_scid);
+        if let Some(c) = next_channel(&chans, part.0) {
+            self.count_htlcs(vec![(c.channel_id, Flow::InOffered, part.2)]);
+        }
         let out_scid = next.and_then(|c| c.short_channel_id).unwrap_or(next_scid);
         self.forward_offered(&hash, &part, out_scid, outbound_msat)
             .await;
@@ -346,7 +353,14 @@ impl Lightning {
         if self.held_contains(&id) {
             return;
         }
-        let parts = self.inbound_parts(&hash);
+        let chans = self.manager.list_channels();
+        let parts = inbound_parts_in(&chans, &hash);
+        self.count_htlcs(
+            parts
+                .iter()
+                .filter_map(|p| Some((next_channel(&chans, p.0)?.channel_id, Flow::InOffered, p.2)))
+                .collect(),
+        );
         let earliest = parts.iter().map(|p| p.3).min().unwrap_or(0);
         let ldk_deadline = claim_deadline.unwrap_or_else(|| earliest.saturating_sub(39));
         let deadline = self.hold_deadline(ldk_deadline);

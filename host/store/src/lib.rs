@@ -241,6 +241,28 @@ const MIGRATIONS: &[&str] = &[
         duration_nsec INTEGER,
         connect_attempted INTEGER
     );",
+    // 12: what `listpeerchannels` tells of a channel's past (`lightning::history`): its
+    // HTLC counters and its state changes.
+    "CREATE TABLE channel_htlc_counts (
+        channel_id TEXT PRIMARY KEY,
+        in_offered INTEGER NOT NULL DEFAULT 0,
+        in_offered_msat INTEGER NOT NULL DEFAULT 0,
+        in_fulfilled INTEGER NOT NULL DEFAULT 0,
+        in_fulfilled_msat INTEGER NOT NULL DEFAULT 0,
+        out_offered INTEGER NOT NULL DEFAULT 0,
+        out_offered_msat INTEGER NOT NULL DEFAULT 0,
+        out_fulfilled INTEGER NOT NULL DEFAULT 0,
+        out_fulfilled_msat INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE channel_state_changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        channel_id TEXT NOT NULL,
+        timestamp_ms INTEGER NOT NULL,
+        old_state TEXT NOT NULL,
+        new_state TEXT NOT NULL,
+        cause TEXT NOT NULL,
+        message TEXT NOT NULL
+    );",
 ];
 
 /// Why the database could not be used.

@@ -710,8 +710,10 @@ fn run_listpeerchannels(ctx: Ctx, p: Params) -> CommandFuture {
             })?),
             None => None,
         };
-        let chans: Vec<Value> = e
-            .list_channels()
+        let mut open = e.list_channels();
+        let unrecorded = e.closing_unrecorded(&open);
+        open.extend(unrecorded);
+        let chans: Vec<Value> = open
             .iter()
             .filter(|c| peer.is_none_or(|p| c.counterparty.node_id == p))
             .filter(|c| {
@@ -744,8 +746,65 @@ fn run_listpeerchannels(ctx: Ctx, p: Params) -> CommandFuture {
                 })
                 .map(|r| closed_peerchannel_json(&e, r)),
         );
+        let histories = e
+            .channel_histories()
+            .await
+            .map_err(|e| RpcError::new(-1, format!("cannot read the channels' history: {e}")))?;
+        for c in &mut chans {
+            let id = c.get("channel_id").and_then(Value::as_str).unwrap_or("");
+            with_history(c, histories.get(id));
+        }
         Ok(json!({"channels": chans}))
     })
+}
+
+/// CLN's states that `state_changes` may list (a channel forgotten after its close, our
+/// `CLOSED`, is no longer listed).
+const LISTED_STATES: &[&str] = &[
+    "OPENINGD",
+    "CHANNELD_AWAITING_LOCKIN",
+    "CHANNELD_NORMAL",
+    "CHANNELD_SHUTTING_DOWN",
+    "CLOSINGD_SIGEXCHANGE",
+    "CLOSINGD_COMPLETE",
+    "AWAITING_UNILATERAL",
+    "FUNDING_SPEND_SEEN",
+    "ONCHAIN",
+];
+
+/// Adds a channel's HTLC counters and state changes to its `listpeerchannels` object.
+fn with_history(o: &mut Value, h: Option<&crate::lightning::history::ChannelHistory>) {
+    let counts = h.map(|h| h.counts.clone()).unwrap_or_default();
+    o["in_payments_offered"] = json!(counts.in_payments_offered);
+    o["in_offered_msat"] = json!(counts.in_offered_msat);
+    o["in_payments_fulfilled"] = json!(counts.in_payments_fulfilled);
+    o["in_fulfilled_msat"] = json!(counts.in_fulfilled_msat);
+    o["out_payments_offered"] = json!(counts.out_payments_offered);
+    o["out_offered_msat"] = json!(counts.out_offered_msat);
+    o["out_payments_fulfilled"] = json!(counts.out_payments_fulfilled);
+    o["out_fulfilled_msat"] = json!(counts.out_fulfilled_msat);
+    let changes: Vec<Value> = h
+        .map(|h| h.state_changes.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|s| {
+            LISTED_STATES.contains(&s.old_state.as_str())
+                && LISTED_STATES.contains(&s.new_state.as_str())
+        })
+        .map(|s| {
+            json!({
+                "timestamp": fulgur_base::log::iso8601(
+                    s.timestamp_ms / 1000,
+                    u32::try_from(s.timestamp_ms % 1000).unwrap_or(0),
+                ),
+                "old_state": s.old_state,
+                "new_state": s.new_state,
+                "cause": s.cause,
+                "message": s.message,
+            })
+        })
+        .collect();
+    o["state_changes"] = json!(changes);
 }
 
 pub const LISTCLOSEDCHANNELS: Command =
