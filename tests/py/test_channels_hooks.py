@@ -547,3 +547,59 @@ def test_forward_coin_movements_are_clns(ln):
         assert m["type"] == "channel_mvt"
         assert m["payment_hash"] == inv["payment_hash"]
         assert m["fees_msat"] == fee
+
+
+def test_openchannel_hook_terms(ln):
+    """`continue` with CLN's `mindepth`, `reserve` and `close_to` (CLN's
+    test_openchannel_hook and tests/plugins/openchannel_hook_accepter.py): mindepth 0 gives a
+    zero-conf channel, `reserve` is what the opener must keep, `close_to` is where B's own
+    mutual close pays B; a bad `close_to` refuses the channel, and a rejection that also sets
+    `close_to` is a malformed answer (CLN stops; fulgurd logs it and uses the safe default)."""
+    a = ln.node()
+    b = ln.node(plugins=[OPENHOOK], options={"chan-open-mode": "continue"},
+                broken_log=r"malformed answer to hook openchannel")
+    ln.fund(a)
+    ln.fund(b, 0.001)
+    ln.connect(a, b)
+
+    # mindepth 0 and a 20,000 sat reserve.
+    b.rpc.call("chan-open-set", {"mode": "continue",
+                                 "extra": {"mindepth": 0, "reserve": "20000sat"}})
+    a.rpc.fundchannel(b.id, 1_000_000)
+    # Usable with no block mined.
+    height = ln.chain.height()
+    wait_for(lambda: [c["state"] for c in b.rpc.listpeerchannels(a.id)["channels"]]
+             == ["CHANNELD_NORMAL"], what="zero-conf channel usable")
+    wait_for(lambda: [c["state"] for c in a.rpc.listpeerchannels(b.id)["channels"]]
+             == ["CHANNELD_NORMAL"], what="zero-conf channel usable on the opener")
+    assert ln.chain.height() == height
+    assert b.rpc.listpeerchannels(a.id)["channels"][0]["their_reserve_msat"] == 20_000_000
+    ln.mine(6)
+
+    # close_to: B's own close (no destination) pays B's side there.
+    to = a.rpc.newaddr("bech32")["bech32"]
+    b.rpc.call("chan-open-set", {"mode": "continue", "extra": {"close_to": to}})
+    a.rpc.fundchannel(b.id, 300_000, push_msat=50_000_000)
+    ln.mine(6)
+    wait_for(lambda: [c for c in b.rpc.listpeerchannels(a.id)["channels"]
+                      if c["total_msat"] == 300_000_000
+                      and c["state"] == "CHANNELD_NORMAL"], what="second channel")
+    second = [c for c in b.rpc.listpeerchannels(a.id)["channels"]
+              if c["total_msat"] == 300_000_000][0]
+    r = b.rpc.close(second["channel_id"])
+    assert r["type"] == "mutual"
+    outs = ln.chain.call("decoderawtransaction", r["txs"][0])["vout"]
+    paid = [o for o in outs if o["scriptPubKey"].get("address") == to]
+    assert len(paid) == 1 and abs(paid[0]["value"] * 10**8 - 50_000) < 1_000, outs
+
+    # An address of another network: refused, with the reason.
+    b.rpc.call("chan-open-set", {"mode": "continue", "extra": {
+        "close_to": "bc1qlq8srqnz64wgklmqvurv7qnr4rvtq2u96hhfg2"}})
+    with pytest.raises(RpcError, match="not on network regtest"):
+        a.rpc.fundchannel(b.id, 100_003)
+    # A rejection that also sets close_to.
+    b.rpc.call("chan-open-set", {"mode": "reject", "extra": {"close_to": to}})
+    with pytest.raises(RpcError):
+        a.rpc.fundchannel(b.id, 100_004)
+    b.wait_for_log(r"malformed answer to hook openchannel \(a rejection cannot also set "
+                   r"'close_to'\)")

@@ -576,6 +576,7 @@ impl Lightning {
             if let Some(why) = &reject {
                 me.log.info(&format!("Channel from {peer} rejected: {why}"));
             }
+            let mut terms = super::port::OpenTerms::default();
             if reject.is_none() && me.port.asks(Question::Openchannel) {
                 let offer = OpenOffer {
                     peer,
@@ -590,15 +591,29 @@ impl Lightning {
                     announced: is_announced,
                     channel_type,
                 };
-                if let Some(no) = me.port.openchannel(offer).await {
-                    let why = no.message.unwrap_or_else(|| "Rejected by plugin".into());
-                    me.log.info(&format!(
-                        "Channel from {peer} rejected by plugin {} (openchannel): {why}",
-                        no.plugin
-                    ));
-                    reject = Some(why);
+                match me.port.openchannel(offer).await {
+                    Err(no) => {
+                        let why = no.message.unwrap_or_else(|| "Rejected by plugin".into());
+                        me.log.info(&format!(
+                            "Channel from {peer} rejected by plugin {} (openchannel): {why}",
+                            no.plugin
+                        ));
+                        reject = Some(why);
+                    }
+                    Ok(t) => terms = t,
                 }
             }
+            let close_to = match terms.close_to.as_deref().map(|a| me.close_to_script(a)) {
+                Some(Err(why)) => {
+                    me.log.unusual(&format!(
+                        "Channel from {peer} rejected: the openchannel hook's close_to {why}"
+                    ));
+                    reject = Some(format!("close_to {why}"));
+                    None
+                }
+                Some(Ok(script)) => Some(script),
+                None => None,
+            };
             match reject {
                 Some(why) => {
                     let _ = me.manager.force_close_broadcasting_latest_txn(
@@ -615,10 +630,30 @@ impl Lightning {
                     );
                     // Until its funding arrives, the opener may abandon it.
                     me.ldk_log.opening(temporary_channel_id);
-                    if let Err(e) =
-                        me.manager
-                            .accept_inbound_channel(&temporary_channel_id, &peer, uid, None)
+                    if let Some(script) = close_to
+                        && let Err(e) = me.remember_close_to(uid, script).await
                     {
+                        me.log.unusual(&format!(
+                            "cannot keep the openchannel hook's close_to for the channel from {peer}: {e}"
+                        ));
+                    }
+                    let (trusted, overrides) = accept_terms(&terms, funding_sat, anchors);
+                    let accepted = match trusted {
+                        Some(t) => me.manager.accept_inbound_channel_from_trusted_peer(
+                            &temporary_channel_id,
+                            &peer,
+                            uid,
+                            t,
+                            overrides,
+                        ),
+                        None => me.manager.accept_inbound_channel(
+                            &temporary_channel_id,
+                            &peer,
+                            uid,
+                            overrides,
+                        ),
+                    };
+                    if let Err(e) = accepted {
                         me.ldk_log.funded(temporary_channel_id);
                         me.log.unusual(&format!(
                             "cannot accept channel from {peer}: {}",
@@ -629,6 +664,52 @@ impl Lightning {
             }
             me.peers.process_events();
         });
+    }
+
+    /// The script of an `openchannel` hook's `close_to` address, or why it is refused.
+    fn close_to_script(&self, addr: &str) -> Result<ScriptBuf, String> {
+        let a: bitcoin::Address<bitcoin::address::NetworkUnchecked> = addr
+            .parse()
+            .map_err(|_| format!("'{addr}' is not an address"))?;
+        let a = a
+            .require_network(self.network)
+            .map_err(|_| format!("address '{addr}' is not on network {}", self.network))?;
+        Ok(a.script_pubkey())
+    }
+
+    /// Keeps a channel's `close_to` (by its user channel id) for the closes this node starts.
+    async fn remember_close_to(
+        &self,
+        uid: u128,
+        script: ScriptBuf,
+    ) -> Result<(), crate::store::StoreError> {
+        let key = format!("{uid:032x}");
+        self.store
+            .with(move |c| {
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO channel_close_to (user_channel_id, script) VALUES (?1, ?2)",
+                )?
+                .execute(rusqlite::params![key, script.as_bytes()])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The `close_to` an `openchannel` hook gave the channel with user channel id `uid`.
+    pub fn close_to(&self, uid: u128) -> Option<ScriptBuf> {
+        let key = format!("{uid:032x}");
+        self.store
+            .with_sync(move |c| {
+                use rusqlite::OptionalExtension;
+                Ok(c.prepare_cached(
+                    "SELECT script FROM channel_close_to WHERE user_channel_id = ?1",
+                )?
+                .query_row([key], |r| r.get::<_, Vec<u8>>(0))
+                .optional()?)
+            })
+            .ok()
+            .flatten()
+            .map(ScriptBuf::from_bytes)
     }
 
     /// Why an inbound anchor channel must be refused now, if it must: a force close of it
@@ -697,7 +778,17 @@ impl Lightning {
                 )
                 .map_err(|e| super::api_error(&e));
         }
-        let script = match destination {
+        // An `openchannel` hook's `close_to`, as CLN, when the caller gives no destination.
+        let close_to = || {
+            let uid = self
+                .manager
+                .list_channels()
+                .into_iter()
+                .find(|c| c.channel_id == *channel_id)?
+                .user_channel_id;
+            self.close_to(uid)
+        };
+        let script = match destination.or_else(close_to) {
             Some(s) => s,
             None => self
                 .channels
@@ -712,4 +803,44 @@ impl Lightning {
         self.peers.process_events();
         Ok(())
     }
+}
+
+/// How to accept an inbound channel with the `openchannel` hook's terms: `mindepth` 0 is a
+/// zero-conf channel and `reserve` 0 a zero-reserve one (LDK allows it on anchor channels
+/// only; elsewhere the smallest reserve LDK keeps applies); other values override our
+/// handshake settings for this channel.
+fn accept_terms(
+    terms: &super::port::OpenTerms,
+    funding_sat: u64,
+    anchors: bool,
+) -> (
+    Option<lightning::ln::channelmanager::TrustedChannelFeatures>,
+    Option<lightning::util::config::ChannelConfigOverrides>,
+) {
+    use lightning::ln::channelmanager::TrustedChannelFeatures as T;
+    let zero_conf = terms.mindepth == Some(0);
+    let zero_reserve = terms.reserve_sat == Some(0) && anchors;
+    let trusted = match (zero_conf, zero_reserve) {
+        (true, true) => Some(T::ZeroConfZeroReserve),
+        (true, false) => Some(T::ZeroConf),
+        (false, true) => Some(T::ZeroReserve),
+        (false, false) => None,
+    };
+    let mut h = lightning::util::config::ChannelHandshakeConfigUpdate::default();
+    if let Some(d) = terms.mindepth.filter(|d| *d > 0) {
+        h.minimum_depth = Some(d);
+    }
+    if let Some(r) = terms.reserve_sat.filter(|r| *r > 0)
+        && funding_sat > 0
+    {
+        let ppm = (u128::from(r) * 1_000_000).div_ceil(u128::from(funding_sat));
+        h.channel_reserve_proportional_millionths =
+            Some(u32::try_from(ppm.min(1_000_000)).unwrap_or(1_000_000));
+    }
+    let changed = h.minimum_depth.is_some() || h.channel_reserve_proportional_millionths.is_some();
+    let overrides = changed.then_some(lightning::util::config::ChannelConfigOverrides {
+        handshake_overrides: Some(h),
+        update_overrides: None,
+    });
+    (trusted, overrides)
 }

@@ -219,6 +219,9 @@ const QUIET_LDK_ERRORS: &[&str] = &[
 const BENIGN_LDK_ERRORS: &[&str] = &[
     // The peer saw the sixth confirmation before us; it sends the signatures again.
     "announcement_signatures prior to the required six confirmations",
+    // The same race on a zero-conf channel: the peer announces before we have seen the
+    // funding confirm (our scid is still unknown); the signatures come again.
+    "which does not match our current short_channel_id None",
     // Fulgurd refused an inbound channel (plugin veto, reserve): LDK drops the unaccepted
     // request, no channel ever existed. A real channel's force-close logs "Force-closing
     // channel" and stays broken.

@@ -190,6 +190,18 @@ pub struct OpenOffer {
     pub channel_type: lightning::types::features::ChannelTypeFeatures,
 }
 
+/// What `openchannel`'s plugins asked of a channel they let through (CLN's `continue`
+/// fields).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OpenTerms {
+    /// Where a mutual close started by this node pays our side (an address).
+    pub close_to: Option<String>,
+    /// Confirmations before the channel is usable (0: zero-conf).
+    pub mindepth: Option<u32>,
+    /// The reserve the opener must keep, in satoshis.
+    pub reserve_sat: Option<u64>,
+}
+
 /// A plugin that said no, and its message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refusal {
@@ -289,8 +301,8 @@ pub trait Port: Send + Sync + 'static {
     fn asks(&self, question: Question) -> bool;
     /// `peer_connected`: `Some` when a plugin wants the peer disconnected.
     fn peer_connected(&self, peer: PeerInfo) -> Answer<Option<Refusal>>;
-    /// `openchannel`: `Some` when a plugin rejects the channel.
-    fn openchannel(&self, offer: OpenOffer) -> Answer<Option<Refusal>>;
+    /// `openchannel`: accept (with what the plugins asked of the channel) or reject.
+    fn openchannel(&self, offer: OpenOffer) -> Answer<Result<OpenTerms, Refusal>>;
     /// `invoice_payment`: `Some` when a plugin rejects the payment (its message is the
     /// BOLT 4 failure message, hex, if it gave one).
     fn invoice_payment(
@@ -334,8 +346,8 @@ impl Port for Told {
     fn peer_connected(&self, _: PeerInfo) -> Answer<Option<Refusal>> {
         Box::pin(async { None })
     }
-    fn openchannel(&self, _: OpenOffer) -> Answer<Option<Refusal>> {
-        Box::pin(async { None })
+    fn openchannel(&self, _: OpenOffer) -> Answer<Result<OpenTerms, Refusal>> {
+        Box::pin(async { Ok(OpenTerms::default()) })
     }
     fn invoice_payment(&self, _: String, _: [u8; 32], _: u64) -> Answer<Option<Refusal>> {
         Box::pin(async { None })

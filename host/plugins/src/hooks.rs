@@ -185,9 +185,54 @@ pub fn peer_connected(answer: &Value) -> Result<Step, String> {
     one_of(answer, &["disconnect"])
 }
 
-/// `openchannel`, `openchannel2`, `rbf_channel`: `continue` or `reject`.
+/// `openchannel`, `openchannel2`, `rbf_channel`: `continue` or `reject`. A `continue` may
+/// carry CLN's `close_to` (an address), `mindepth` (blocks) and `reserve` (satoshis, as a
+/// number or `"<n>sat"`/`"<n>msat"`), which become changes to `/openchannel/<field>` for
+/// the next plugin and the node.
 pub fn channel_open(answer: &Value) -> Result<Step, String> {
-    one_of(answer, &["reject"])
+    let terms = ["close_to", "mindepth", "reserve"];
+    let given = |k: &&&str| !matches!(answer.get(**k), None | Some(Value::Null));
+    if result_str(answer)? != "continue" {
+        if let Some(k) = terms.iter().find(given) {
+            return Err(format!("a rejection cannot also set '{k}'"));
+        }
+        return one_of(answer, &["reject"]);
+    }
+    let mut changes = serde_json::Map::new();
+    if let Some(v) = answer.get("close_to").filter(|v| !v.is_null()) {
+        let addr = v
+            .as_str()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| format!("'close_to' must be an address, not {v}"))?;
+        changes.insert("/openchannel/close_to".into(), Value::from(addr));
+    }
+    if let Some(v) = answer.get("mindepth").filter(|v| !v.is_null()) {
+        let depth = v
+            .as_u64()
+            .filter(|d| u32::try_from(*d).is_ok())
+            .ok_or_else(|| format!("'mindepth' must be a number of blocks, not {v}"))?;
+        changes.insert("/openchannel/mindepth".into(), Value::from(depth));
+    }
+    if let Some(v) = answer.get("reserve").filter(|v| !v.is_null()) {
+        let sat = v
+            .as_u64()
+            .or_else(|| {
+                let s = v.as_str()?;
+                match s.strip_suffix("msat") {
+                    Some(m) => m
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|m| m % 1000 == 0)
+                        .map(|m| m / 1000),
+                    None => s.strip_suffix("sat").unwrap_or(s).parse().ok(),
+                }
+            })
+            .ok_or_else(|| format!("'reserve' must be an amount in satoshis, not {v}"))?;
+        changes.insert("/openchannel/reserve".into(), Value::from(sat));
+    }
+    Ok(Step::Continue(
+        (!changes.is_empty()).then_some(Value::Object(changes)),
+    ))
 }
 
 /// Hooks that must answer `continue` (`custommsg`, `db_write`, `recover`, the PSBT steps
@@ -383,6 +428,26 @@ mod tests {
             Ok(Step::Stop(_))
         ));
         assert!(htlc_accepted(&json!({"result":"fail"})).is_err());
+        let step = channel_open(
+            &json!({"result":"continue","close_to":"bcrt1q","mindepth":0,
+            "reserve":"2000000msat"}),
+        );
+        let Ok(Step::Continue(Some(changes))) = step else {
+            panic!("{step:?}")
+        };
+        let mut payload = json!({"openchannel":{"id":"x"}});
+        apply_changes(&mut payload, changes);
+        assert_eq!(
+            payload,
+            json!({"openchannel":{"id":"x","close_to":"bcrt1q","mindepth":0,"reserve":2000}})
+        );
+        assert_eq!(
+            channel_open(&json!({"result":"continue"})),
+            Ok(Step::Continue(None))
+        );
+        assert!(channel_open(&json!({"result":"reject","close_to":"bcrt1q"})).is_err());
+        assert!(channel_open(&json!({"result":"continue","reserve":"1sats"})).is_err());
+        assert!(channel_open(&json!({"result":"continue","mindepth":-1})).is_err());
         let step = htlc_accepted(&json!({"result":"continue","forward_to":"AB".repeat(32),
             "invoice_msat":"1000msat","payload":"0102"}));
         let Ok(Step::Continue(Some(changes))) = step else {

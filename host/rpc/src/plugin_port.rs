@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use crate::hooks::ChainEnd;
 use crate::lightning::htlcs::{Replacements, Verdict};
 use crate::lightning::port::{
-    Answer, HtlcAsk, HtlcKind, Notice, NumberedMovement, OpenOffer, PeerInfo, Port, Question,
-    Refusal, StateChange, Topic,
+    Answer, HtlcAsk, HtlcKind, Notice, NumberedMovement, OpenOffer, OpenTerms, PeerInfo, Port,
+    Question, Refusal, StateChange, Topic,
 };
 use crate::plugin::PluginHost;
 use crate::rpc::commands::pay;
@@ -259,6 +259,28 @@ pub fn htlc_verdict(end: ChainEnd, asked: &Value) -> Verdict {
     }
 }
 
+/// An `openchannel` chain's end: the terms the plugins' `continue` answers set (changes to
+/// `/openchannel/<field>`), or the refusal.
+fn open_terms(end: ChainEnd) -> Result<OpenTerms, Refusal> {
+    match end {
+        ChainEnd::Default(last) => {
+            let o = &last["openchannel"];
+            Ok(OpenTerms {
+                close_to: o.get("close_to").and_then(Value::as_str).map(String::from),
+                mindepth: o
+                    .get("mindepth")
+                    .and_then(Value::as_u64)
+                    .and_then(|d| u32::try_from(d).ok()),
+                reserve_sat: o.get("reserve").and_then(Value::as_u64),
+            })
+        }
+        end => match refusal(end, "error_message") {
+            Some(r) => Err(r),
+            None => Ok(OpenTerms::default()),
+        },
+    }
+}
+
 /// The plugin that stopped a chain, with the string it gave under `field`.
 fn refusal(end: ChainEnd, field: &str) -> Option<Refusal> {
     match end {
@@ -308,14 +330,14 @@ impl Port for PluginPort {
         })
     }
 
-    fn openchannel(&self, offer: OpenOffer) -> Answer<Option<Refusal>> {
+    fn openchannel(&self, offer: OpenOffer) -> Answer<Result<OpenTerms, Refusal>> {
         let host = self.host.clone();
         Box::pin(async move {
             let end = host
                 .hook(Hook::Openchannel, openchannel_json(&offer))
                 .run()
                 .await;
-            refusal(end, "error_message")
+            open_terms(end)
         })
     }
 

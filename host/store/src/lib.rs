@@ -263,6 +263,12 @@ const MIGRATIONS: &[&str] = &[
         cause TEXT NOT NULL,
         message TEXT NOT NULL
     );",
+    // 13: the `close_to` an `openchannel` hook gave an inbound channel, by LDK's user channel
+    // id (hex), used when this node closes it without a destination.
+    "CREATE TABLE channel_close_to (
+        user_channel_id TEXT PRIMARY KEY,
+        script BLOB NOT NULL
+    );",
 ];
 
 /// Why the database could not be used.

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """pyln-client plugin for test_channels_hooks.py: answers the `openchannel` hook.
 `chan-open-mode` (option, also settable with the `chan-open-set` method) is `reject` (answer
-`{"result":"reject","error_message":"no thanks"}`) or `continue`. Every call's raw params
-are kept and listed by `chan-open-seen`."""
+`{"result":"reject","error_message":"no thanks"}`) or `continue`; `chan-open-set` may also
+give `extra`, fields added to the answer (CLN's `close_to`, `mindepth`, `reserve`). Every
+call's raw params are kept and listed by `chan-open-seen`."""
 import copy
 
 from pyln.client import Plugin
@@ -21,6 +22,7 @@ def _recording_parse(jsrequest):
 plugin._parse_request = _recording_parse
 plugin.add_option("chan-open-mode", "reject", "reject or continue")
 plugin.mode = None
+plugin.extra = {}
 
 
 @plugin.init()
@@ -31,13 +33,14 @@ def init(options, configuration, plugin, **kwargs):
 @plugin.hook("openchannel")
 def on_openchannel(openchannel, plugin, **kwargs):
     if plugin.mode == "reject":
-        return {"result": "reject", "error_message": "no thanks"}
-    return {"result": "continue"}
+        return {"result": "reject", "error_message": "no thanks", **plugin.extra}
+    return {"result": "continue", **plugin.extra}
 
 
 @plugin.method("chan-open-set")
-def chan_open_set(plugin, mode):
+def chan_open_set(plugin, mode, extra=None):
     plugin.mode = mode
+    plugin.extra = extra or {}
     return {"mode": mode}
 
 
