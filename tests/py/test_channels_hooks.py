@@ -603,3 +603,27 @@ def test_openchannel_hook_terms(ln):
         a.rpc.fundchannel(b.id, 100_004)
     b.wait_for_log(r"malformed answer to hook openchannel \(a rejection cannot also set "
                    r"'close_to'\)")
+
+
+def test_balance_snapshot(ln):
+    """`balance_snapshot` as CLN sends it (coin_mvts.c): at start once the chain is synced,
+    then at each block: the wallet's confirmed coins and our side of each usable channel."""
+    a = ln.node(plugins=[NOTES])
+    b = ln.node()
+    first = wait_for(lambda: notes(a, "balance_snapshot"), what="snapshot at start")[0]
+    assert first["node_id"] == a.id
+    assert first["accounts"] == [{"account_id": "wallet", "balance_msat": 0,
+                                  "coin_type": "bcrt"}]
+    ln.fund(a)
+    ln.open(a, b, push_msat=100_000_000)
+    height = ln.chain.height()
+    snap = wait_for(lambda: [s for s in notes(a, "balance_snapshot")
+                             if s["blockheight"] == height], what="snapshot at the tip")[-1]
+    chan = a.rpc.listpeerchannels(b.id)["channels"][0]
+    accounts = {x["account_id"]: x["balance_msat"] for x in snap["accounts"]}
+    assert accounts[chan["channel_id"]] == chan["to_us_msat"]
+    confirmed = sum(o["amount_msat"] for o in a.rpc.listfunds()["outputs"]
+                    if o["status"] == "confirmed")
+    assert accounts["wallet"] == confirmed
+    assert {x["coin_type"] for x in snap["accounts"]} == {"bcrt"}
+    assert snap["timestamp"] > 1_700_000_000

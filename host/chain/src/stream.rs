@@ -373,6 +373,11 @@ impl Chain {
         self.heights.send_replace(height);
     }
 
+    /// The stream's height as it changes (0 before the first sync).
+    pub fn watch_heights(&self) -> tokio::sync::watch::Receiver<u32> {
+        self.heights.subscribe()
+    }
+
     /// Waits until the stream's tip is at `height` or above; returns the tip's height then.
     pub async fn wait_height(&self, height: u32) -> u32 {
         let mut rx = self.heights.subscribe();

@@ -807,6 +807,10 @@ impl Lightning {
             Some(best),
         );
         tokio::spawn(background(Arc::downgrade(&engine)));
+        tokio::spawn(movements::balance_snapshots(
+            Arc::downgrade(&engine),
+            deps.chain.watch_heights(),
+        ));
         Ok(engine)
     }
 

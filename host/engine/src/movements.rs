@@ -4,7 +4,7 @@
 use fulgur_base::hex;
 
 use super::Lightning;
-use super::port::{Notice, NumberedMovement, Topic};
+use super::port::{BalanceSnapshot, Notice, NumberedMovement, Topic};
 
 /// One movement.
 #[derive(Debug, Clone)]
@@ -133,5 +133,67 @@ fn channel_move(m: &Movement, now: u64) -> crate::store::moves::ChannelMove {
         payment_hash: m.payment_hash.map(|h| hex(&h)),
         part_id: None,
         group_id: None,
+    }
+}
+
+/// The Lightning prefix of BIP 173 for `network` (CLN's `coin_type`).
+fn coin_type(network: bitcoin::Network) -> &'static str {
+    match network {
+        bitcoin::Network::Bitcoin => "bc",
+        bitcoin::Network::Signet => "tbs",
+        bitcoin::Network::Regtest => "bcrt",
+        _ => "tb",
+    }
+}
+
+/// Sends `balance_snapshot` as CLN does: once the chain is synced at start, then at every new
+/// block, while a plugin subscribes. Ends with the engine.
+pub(crate) async fn balance_snapshots(
+    engine: std::sync::Weak<Lightning>,
+    mut heights: tokio::sync::watch::Receiver<u32>,
+) {
+    loop {
+        let height = *heights.borrow_and_update();
+        if height > 0 {
+            let Some(e) = engine.upgrade() else { return };
+            if e.port.listens(Topic::BalanceSnapshot) {
+                e.port
+                    .tell(Notice::BalanceSnapshot(e.balance_snapshot(height)));
+            }
+        }
+        if heights.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Lightning {
+    /// The balances CLN's `balance_snapshot` reports: the wallet's confirmed coins (reserved
+    /// ones too), and our side of every channel that is usable or closing cooperatively
+    /// (not one still waiting for lock-in, nor one closed).
+    pub fn balance_snapshot(&self, blockheight: u32) -> BalanceSnapshot {
+        use lightning::ln::channel_state::ChannelShutdownState as S;
+        let wallet_msat: u64 = self
+            .wallet
+            .list_funds(false)
+            .iter()
+            .filter(|f| f.status == fulgur_wallet::Status::Confirmed)
+            .map(|f| f.value.to_sat() * 1000)
+            .sum();
+        let mut accounts = vec![("wallet".to_string(), wallet_msat)];
+        for c in self.manager.list_channels() {
+            let usable = c.is_channel_ready
+                && !matches!(c.channel_shutdown_state, Some(S::ShutdownComplete));
+            if usable {
+                accounts.push((hex(&c.channel_id.0), self.to_us_msat(&c)));
+            }
+        }
+        BalanceSnapshot {
+            node_id: self.manager.get_our_node_id(),
+            blockheight,
+            timestamp: self.clock.unix_now(),
+            accounts,
+            coin_type: coin_type(self.network),
+        }
     }
 }

@@ -27,6 +27,8 @@ pub enum Topic {
     ForwardEvent,
     /// `coin_movement`.
     CoinMovement,
+    /// `balance_snapshot`.
+    BalanceSnapshot,
 }
 
 /// Something that happened, for the plugins that subscribed to it (CLN's topics).
@@ -57,6 +59,9 @@ pub enum Notice {
     },
     /// `channel_state_changed`.
     ChannelStateChanged(StateChange),
+    /// `balance_snapshot`: the wallet's confirmed coins and our side of each usable
+    /// channel, at a block.
+    BalanceSnapshot(BalanceSnapshot),
     /// `forward_event`: a forward was offered or resolved (`payment_hash` when known).
     Forward(Forward, Option<[u8; 32]>),
     /// `coin_movement`, numbered.
@@ -200,6 +205,21 @@ pub struct OpenTerms {
     pub mindepth: Option<u32>,
     /// The reserve the opener must keep, in satoshis.
     pub reserve_sat: Option<u64>,
+}
+
+/// A `balance_snapshot` (CLN's bookkeeping notification).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalanceSnapshot {
+    /// Our node id.
+    pub node_id: PublicKey,
+    /// The chain's height.
+    pub blockheight: u32,
+    /// Seconds since the epoch.
+    pub timestamp: u64,
+    /// (account, balance in msat): `wallet`, then each channel by its id (hex).
+    pub accounts: Vec<(String, u64)>,
+    /// The network's BIP 173 prefix for Lightning (`bc`, `tb`, `tbs`, `bcrt`).
+    pub coin_type: &'static str,
 }
 
 /// A plugin that said no, and its message.

@@ -56,6 +56,19 @@ pub fn notification(n: &Notice) -> (&'static str, Value) {
             }),
         ),
         Notice::ChannelStateChanged(s) => ("channel_state_changed", state_change_json(s)),
+        Notice::BalanceSnapshot(b) => (
+            "balance_snapshot",
+            json!({
+                "node_id": b.node_id.to_string(),
+                "blockheight": b.blockheight,
+                "timestamp": b.timestamp,
+                "accounts": b.accounts.iter().map(|(id, msat)| json!({
+                    "account_id": id,
+                    "balance_msat": msat,
+                    "coin_type": b.coin_type,
+                })).collect::<Vec<_>>(),
+            }),
+        ),
         Notice::Forward(f, hash) => (
             "forward_event",
             crate::rpc::commands::forwards::forward_event_json(f, hash.as_ref()),
@@ -297,6 +310,7 @@ impl Port for PluginPort {
         self.host.has_subscriber(match topic {
             Topic::ForwardEvent => "forward_event",
             Topic::CoinMovement => "coin_movement",
+            Topic::BalanceSnapshot => "balance_snapshot",
         })
     }
 

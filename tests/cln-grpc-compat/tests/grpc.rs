@@ -516,7 +516,8 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
     });
     // The streams that must deliver; waited for (the last events' notifications are on
     // their way) before anything is counted.
-    const MUST_DELIVER: [&str; 15] = [
+    const MUST_DELIVER: [&str; 16] = [
+        "subscribe_balance_snapshot",
         "subscribe_block_added",
         "subscribe_connect",
         "subscribe_disconnect",

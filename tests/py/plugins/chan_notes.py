@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """pyln-client plugin for test_channels_hooks.py: subscribes to the channel-side
 notifications (channel_opened, channel_state_changed, connect, disconnect, block_added,
-coin_movement, custommsg) and registers the `custommsg` hook (answering `continue`).
+coin_movement, custommsg, balance_snapshot) and registers the `custommsg` hook (answering `continue`).
 Every notification and hook call is recorded as its raw JSON-RPC envelope (method + params,
 as read from stdin, before pyln unwraps anything); `chan-notes` lists them."""
 import copy
@@ -15,7 +15,7 @@ plugin.calls = []  # {"method", "params", "hook": bool}
 _orig_parse = plugin._parse_request
 
 TOPICS = ("channel_opened", "channel_state_changed", "connect", "disconnect", "block_added",
-          "coin_movement", "custommsg")
+          "coin_movement", "custommsg", "balance_snapshot")
 
 
 def _recording_parse(jsrequest):
