@@ -54,6 +54,12 @@ pub fn fulgurd() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let config::Invocation::Run(c) = &invocation
+        && c.daemon
+        && std::env::var_os(DAEMON_CHILD).is_none()
+    {
+        return daemonize(&c.rpc_path, &c.pid_file);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -79,5 +85,69 @@ pub fn fulgurd() -> ExitCode {
             eprintln!("fulgurd: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Set in the environment of the process `--daemon` starts, which then runs the node.
+const DAEMON_CHILD: &str = "FULGURD_DAEMON_CHILD";
+
+/// `--daemon`, as CLN's: the node runs in a new process in the background (its own process
+/// group, stdin, stdout and stderr on /dev/null), and this one waits until the node's RPC
+/// socket answers, then exits 0, so that a node that cannot start is reported here, with
+/// its exit code, rather than after a silent exit 0. (The node is started again from this
+/// executable rather than forked: a fork of a running process needs `unsafe`.)
+fn daemonize(rpc_path: &std::path::Path, pid_file: &std::path::Path) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("fulgurd: --daemon: cannot find this executable: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut child = match Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(DAEMON_CHILD, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fulgurd: --daemon: cannot start the node: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                eprintln!(
+                    "fulgurd: --daemon: the node exited before it was ready ({status}); see its log file"
+                );
+                return ExitCode::from(
+                    status
+                        .code()
+                        .and_then(|c| u8::try_from(c).ok())
+                        .unwrap_or(1),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("fulgurd: --daemon: cannot watch the node: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        // Ours once the pid file (written when the node takes its lock) names the node: a
+        // node already running in this directory answers on the socket too. A socket left
+        // by an earlier run does not answer.
+        let ours =
+            std::fs::read_to_string(pid_file).is_ok_and(|p| p.trim() == child.id().to_string());
+        if ours && std::os::unix::net::UnixStream::connect(rpc_path).is_ok() {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

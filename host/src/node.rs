@@ -373,6 +373,7 @@ fn start_lightning(
             hold_safety_blocks: node.config.hold_safety_blocks,
             offline: node.config.offline,
             proxy: node.config.proxy.clone(),
+            use_dns: !node.config.disable_dns,
             channels: node.config.channels,
             alias: node.alias.clone(),
             color: node.color.clone(),

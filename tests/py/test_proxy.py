@@ -218,3 +218,23 @@ def test_always_use_proxy_needs_a_proxy(node_factory):
                               start=False)
     rc, err = n.start_expect_exit()
     assert rc == 1 and "lookups suppressed" in err, err
+
+
+def test_disable_dns_refuses_names_but_not_localhost_nor_the_proxy(ln, socks):
+    """CLN's `--disable-dns` (connectd.c): a host name given to `connect` is not resolved
+    ("dns disabled"), `localhost` still is, and names handed to the proxy are unaffected."""
+    b = ln.node()
+    a = ln.node(options={"disable-dns": None})
+    cfg = a.rpc.listconfigs("disable-dns")["configs"]["disable-dns"]
+    assert cfg["set"] is True
+    with pytest.raises(RpcError) as e:
+        a.rpc.connect(b.id, "fulgur-peer.invalid", b.port)
+    assert e.value.error["code"] == 401
+    assert e.value.error["message"] == (
+        f"Unable to connect: All addresses failed: fulgur-peer.invalid:{b.port}: dns disabled. ")
+    assert a.rpc.connect(b.id, "localhost", b.port)["id"] == b.id
+    # Through an always-used proxy the name is the proxy's to resolve.
+    proxy = socks(names={"fulgur-peer.invalid": ("127.0.0.1", b.port)})
+    c = ln.node(options={"disable-dns": None, "proxy": f"127.0.0.1:{proxy.port}",
+                         "always-use-proxy": "true"})
+    assert c.rpc.connect(b.id, "fulgur-peer.invalid", b.port)["id"] == b.id

@@ -353,3 +353,35 @@ def test_a_peer_port_in_use_stops_fulgurd(node_factory):
         rc, err = node.start_expect_exit()
     assert rc == 1 and f"cannot bind 127.0.0.1:{port}" in err, err
     assert not node.rpc_path.exists()
+
+
+def test_daemon(node_factory):
+    """`--daemon` as CLN's (lightningd.c, complete_daemonize): the command returns 0 once
+    the node answers on its socket, the node runs on in the background (another process,
+    named in the pid file), and a node that cannot start makes the command fail with its
+    exit code. Like CLN, it needs `--log-file`."""
+    import subprocess
+    node = node_factory.get_node(start=False)
+    args = node.cmdline() + ["--daemon"]
+    done = subprocess.run(args, env=node.env(), cwd=str(node.lightning_dir),
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    pid = int((node.lightning_dir / "lightningd-regtest.pid").read_text())
+    assert os.path.exists(f"/proc/{pid}")
+    try:
+        assert node.rpc.getinfo()["id"]
+        assert node.rpc.listconfigs("daemon")["configs"]["daemon"]["set"] is True
+        # A second one in the same directory: refused, and the command says so.
+        again = subprocess.run(args, env=node.env(), cwd=str(node.lightning_dir),
+                               capture_output=True, timeout=60)
+        # (the code a node finding its directory locked exits with)
+        assert again.returncode == 11, again.stderr
+        assert b"exited before it was ready" in again.stderr
+    finally:
+        node.rpc.stop()
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}")
+                 or "zombie" in open(f"/proc/{pid}/status").read().lower(),
+                 what="daemon gone")
+    no_log = [a for a in node.cmdline() if not a.startswith("--log-file")] + ["--daemon"]
+    done = subprocess.run(no_log, env=node.env(), capture_output=True, timeout=60)
+    assert done.returncode == 1 and b"--daemon needs --log-file" in done.stderr

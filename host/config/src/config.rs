@@ -428,11 +428,11 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         "Number of blocks to rescan from the current head, or absolute blockheight if negative",
         "the chain follows from its stored tip",
     ),
-    inert(
+    opt(
         "daemon",
         CoreKind::Flag,
+        None,
         "Run in the background, suppress stdout/stderr",
-        "run fulgurd under a service manager",
     ),
     opt(
         "log-timestamps",
@@ -465,11 +465,11 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         Some("false"),
         "Use the proxy always",
     ),
-    inert(
+    opt(
         "disable-dns",
         CoreKind::Flag,
+        None,
         "Disable DNS lookups of peers",
-        "hostnames given to connect are still resolved",
     ),
     inert(
         "announce-addr-discovered",
@@ -790,6 +790,11 @@ pub struct Config {
     /// `--proxy` with `--always-use-proxy`: the SOCKS5 proxy for `.onion` peers (and for
     /// every peer when `always` is set).
     pub proxy: Option<crate::lightning::net::Proxy>,
+    /// `--daemon`: run in the background (it needs `--log-file`).
+    pub daemon: bool,
+    /// `--disable-dns`: peers' host names are not resolved (a name given to `connect` fails,
+    /// unless the proxy resolves it).
+    pub disable_dns: bool,
     /// What to log at `UNUSUAL` once the log is open: options given that have no effect
     /// here, and values raised to LDK's minimums.
     pub notes: Vec<String>,
@@ -1153,7 +1158,7 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         .flatten()
         .map(|s| LevelFilter::parse(s).map_err(|e| err(format!("log-level: {e}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let log_files = m
+    let log_files: Vec<PathBuf> = m
         .get_many::<String>("log-file")
         .into_iter()
         .flatten()
@@ -1236,6 +1241,11 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
     )
     .map_err(err)?;
     let offline = m.get_flag("offline");
+    let daemon = m.get_flag("daemon");
+    // As CLN: a daemon's stdout and stderr go nowhere, so its log must go to a file.
+    if daemon && !log_files.iter().any(|f: &PathBuf| f != Path::new("-")) {
+        return Err(err("--daemon needs --log-file"));
+    }
     let autolisten = flag_or_bool("autolisten", true);
     let min_emergency_msat = m
         .get_one::<u64>("min-emergency-msat")
@@ -1306,6 +1316,8 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
             .unwrap_or_default(),
         offline,
         proxy,
+        disable_dns: m.get_flag("disable-dns"),
+        daemon,
         notes,
         min_emergency_msat,
         network,

@@ -357,6 +357,8 @@ pub struct Deps {
     pub offline: bool,
     /// `--proxy` and `--always-use-proxy`: the SOCKS5 proxy outbound connections use.
     pub proxy: Option<net::Proxy>,
+    /// Whether peers' host names may be resolved here (not with `--disable-dns`).
+    pub use_dns: bool,
     /// The channel options (`--max-concurrent-htlcs`, `--fee-base`, `--cltv-delta`...).
     pub channels: ChannelSettings,
     /// Our alias (`--alias`).
@@ -437,6 +439,8 @@ pub struct Lightning {
     offline: bool,
     /// `--proxy`, `--always-use-proxy` ([`net::route`] says which connections use it).
     proxy: Option<net::Proxy>,
+    /// Whether host names may be resolved here (`--disable-dns` clears it).
+    use_dns: bool,
     /// Closed channels still resolving, and snapshots of open ones (`closed.rs`).
     pub(crate) closed: closed::Closed,
     /// Forwards: their table, notifications and the fees they earned.
@@ -773,6 +777,7 @@ impl Lightning {
             hold_safety_blocks: deps.hold_safety_blocks,
             offline: deps.offline,
             proxy: deps.proxy.clone(),
+            use_dns: deps.use_dns,
             forwards,
             closed,
             alias: deps.alias.clone(),
@@ -961,6 +966,11 @@ impl Lightning {
     pub async fn dials(&self, target: &net::NetAddr) -> Result<Vec<net::Dial>, String> {
         match net::route(target, self.proxy.as_ref()) {
             Ok(net::Route::Dial(d)) => Ok(vec![d]),
+            // As CLN: `localhost` is resolved even without DNS.
+            Ok(net::Route::Resolve) if !self.use_dns && target.host != "localhost" => Err(format!(
+                "Unable to connect: All addresses failed: {}: dns disabled. ",
+                net::Dial::Proxied(target.clone())
+            )),
             Ok(net::Route::Resolve) => {
                 let lookup = net::Dial::Proxied(target.clone()).to_string();
                 match tokio::net::lookup_host(&lookup).await {
