@@ -304,6 +304,12 @@ impl Lightning {
         let out_scid = next.and_then(|c| c.short_channel_id).unwrap_or(next_scid);
         self.forward_offered(&hash, &part, out_scid, outbound_msat)
             .await;
+        if self.is_graceful() {
+            // `graceful`: no new HTLC goes out while the node empties its channels.
+            self.fail_intercepted(&hex(&intercept_id.0), intercept_id, "graceful shutdown");
+            self.peers.process_events();
+            return;
+        }
         let action = HeldAction::Forward {
             intercept_id: hex(&intercept_id.0),
             next_scid,

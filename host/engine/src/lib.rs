@@ -34,6 +34,7 @@ pub mod events;
 pub mod forwards;
 pub mod funding;
 pub mod gossip;
+pub mod graceful;
 pub mod graph;
 pub mod history;
 pub mod htlcs;
@@ -437,6 +438,8 @@ pub struct Lightning {
     pub(crate) hold_safety_blocks: u32,
     /// `--offline`.
     offline: bool,
+    /// `graceful` was called: no new forwards, no reconnections (`graceful.rs`).
+    graceful: std::sync::atomic::AtomicBool,
     /// `--proxy`, `--always-use-proxy` ([`net::route`] says which connections use it).
     proxy: Option<net::Proxy>,
     /// Whether host names may be resolved here (`--disable-dns` clears it).
@@ -776,6 +779,7 @@ impl Lightning {
             claimed: Mutex::new(Default::default()),
             hold_safety_blocks: deps.hold_safety_blocks,
             offline: deps.offline,
+            graceful: std::sync::atomic::AtomicBool::new(false),
             proxy: deps.proxy.clone(),
             use_dns: deps.use_dns,
             forwards,
@@ -1281,7 +1285,7 @@ impl Lightning {
     /// Connects to every channel peer we are not connected to and know an address of.
     /// Nothing in offline mode (`--offline`), as CLN.
     pub async fn reconnect_channel_peers(self: &Arc<Self>) {
-        if self.offline {
+        if self.offline || self.is_graceful() {
             return;
         }
         let known: Vec<(PublicKey, net::NetAddr)> = {

@@ -73,6 +73,34 @@ pub const SETCHANNEL: Command = Command::new(
     run_setchannel,
 );
 
+/// The engine, once it has started.
+pub(super) fn engine_opt(node: &Node) -> Option<Arc<Lightning>> {
+    node.lightning.get().cloned()
+}
+
+/// CLN's name for an HTLC's state (`htlc_state` in CLN's `common/htlc_state.h`), from what
+/// LDK tells of it: offered to us and fully committed is `RCVD_ADD_ACK_REVOCATION`, offered
+/// by us `SENT_ADD_ACK_REVOCATION`; the steps on the way in and out are their CLN
+/// counterparts.
+pub(super) fn htlc_state_name(s: &crate::lightning::graceful::HtlcState) -> &'static str {
+    use crate::lightning::graceful::HtlcState;
+    use lightning::ln::channel_state::{
+        InboundHTLCStateDetails as I, OutboundHTLCStateDetails as O,
+    };
+    match s {
+        HtlcState::In(Some(I::AwaitingRemoteRevokeToAdd)) => "SENT_ADD_ACK_COMMIT",
+        HtlcState::In(Some(I::Committed) | None) => "RCVD_ADD_ACK_REVOCATION",
+        HtlcState::In(Some(
+            I::AwaitingRemoteRevokeToRemoveFulfill | I::AwaitingRemoteRevokeToRemoveFail,
+        )) => "SENT_REMOVE_COMMIT",
+        HtlcState::Out(Some(O::AwaitingRemoteRevokeToAdd)) => "SENT_ADD_COMMIT",
+        HtlcState::Out(Some(O::Committed) | None) => "SENT_ADD_ACK_REVOCATION",
+        HtlcState::Out(Some(
+            O::AwaitingRemoteRevokeToRemoveSuccess | O::AwaitingRemoteRevokeToRemoveFailure,
+        )) => "RCVD_REMOVE_ACK_COMMIT",
+    }
+}
+
 pub(super) fn engine(node: &Node) -> Result<Arc<Lightning>, RpcError> {
     node.lightning.get().cloned().ok_or_else(|| {
         RpcError::new(
@@ -663,7 +691,7 @@ pub(super) fn channel_htlcs(c: &ChannelDetails) -> Vec<Value> {
             "amount_msat": h.amount_msat,
             "expiry": h.cltv_expiry,
             "payment_hash": hex(&h.payment_hash.0),
-            "state": "RCVD_ADD_ACK_REVOCATION",
+            "state": htlc_state_name(&crate::lightning::graceful::HtlcState::In(h.state.clone())),
         }));
     }
     for h in &c.pending_outbound_htlcs {
@@ -674,7 +702,7 @@ pub(super) fn channel_htlcs(c: &ChannelDetails) -> Vec<Value> {
             "amount_msat": h.amount_msat,
             "expiry": h.cltv_expiry,
             "payment_hash": hex(&h.payment_hash.0),
-            "state": "SENT_ADD_ACK_REVOCATION",
+            "state": htlc_state_name(&crate::lightning::graceful::HtlcState::Out(h.state.clone())),
         }));
     }
     v

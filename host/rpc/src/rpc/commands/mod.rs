@@ -13,6 +13,7 @@ pub(crate) mod forwards;
 mod funding;
 mod getinfo;
 mod getlog;
+mod graceful;
 mod graph;
 mod help;
 mod invoice;
@@ -138,6 +139,7 @@ pub const COMMANDS: &[&Command] = &[
     &psbt::FUNDPSBT,
     &getinfo::GETINFO,
     &getlog::GETLOG,
+    &graceful::GRACEFUL,
     &graph::GETROUTE,
     &help::HELP,
     &invoice::INVOICE,
