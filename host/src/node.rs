@@ -76,6 +76,7 @@ fn settings(config: &Config) -> HostSettings {
             .map(|o| o.name)
             .collect(),
         wasm_sandbox: config.wasm_sandbox.clone(),
+        features: crate::lightning::feature_set(&config.channels),
     }
 }
 

@@ -56,6 +56,66 @@ pub struct Manifest {
     pub disable: Option<String>,
 }
 
+/// The places a plugin may set feature bits, as CLN names them.
+pub const FEATURE_PLACES: [&str; 4] = ["init", "node", "channel", "invoice"];
+
+/// A feature-bit field of a manifest (`featurebits.init`, ...): hex of a big-endian number
+/// (`"2000"`, pyln's `format(bits, 'x')`), odd length allowed, an optional `0x`. Returns its
+/// bytes, big-endian, without leading zero bytes.
+pub fn parse_featurebits(hex: &str) -> Result<Vec<u8>, String> {
+    let digits = hex.strip_prefix("0x").unwrap_or(hex);
+    if digits.len() > 2 * 1024 {
+        return Err("feature bits longer than 1024 bytes".into());
+    }
+    let mut nibbles = Vec::with_capacity(digits.len() + 1);
+    if !digits.len().is_multiple_of(2) {
+        nibbles.push(0u8);
+    }
+    for c in digits.chars() {
+        let d = c
+            .to_digit(16)
+            .ok_or_else(|| format!("feature bits '{hex}' are not hex"))?;
+        nibbles.push(u8::try_from(d).unwrap_or(0));
+    }
+    let mut out: Vec<u8> = nibbles
+        .chunks_exact(2)
+        .map(|p| match p {
+            [hi, lo] => hi << 4 | lo,
+            _ => 0,
+        })
+        .collect();
+    while out.first() == Some(&0) {
+        out.remove(0);
+    }
+    Ok(out)
+}
+
+impl Manifest {
+    /// The feature bits this manifest sets at `place` (big-endian bytes, empty when none).
+    pub fn featurebits_at(&self, place: &str) -> Result<Vec<u8>, String> {
+        match self.featurebits.as_ref().and_then(|f| f.get(place)) {
+            None | Some(Value::Null) => Ok(vec![]),
+            Some(Value::String(s)) => parse_featurebits(s),
+            Some(other) => Err(format!(
+                "featurebits.{place} must be a hex string, not {other}"
+            )),
+        }
+    }
+}
+
+/// `a | b` for big-endian feature bytes.
+pub fn or_featurebits(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let n = a.len().max(b.len());
+    let at = |v: &[u8], i: usize| {
+        (i + v.len())
+            .checked_sub(n)
+            .and_then(|j| v.get(j))
+            .copied()
+            .unwrap_or(0)
+    };
+    (0..n).map(|i| at(a, i) | at(b, i)).collect()
+}
+
 /// One option in a manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptionDecl {
@@ -216,6 +276,20 @@ pub fn is_deprecated(v: &Value) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn featurebits_parse_as_pyln_writes_them() {
+        assert_eq!(parse_featurebits(""), Ok(vec![]));
+        assert_eq!(parse_featurebits("2000"), Ok(vec![0x20, 0x00]));
+        assert_eq!(parse_featurebits("200"), Ok(vec![0x02, 0x00]));
+        assert_eq!(parse_featurebits("0x0001"), Ok(vec![0x01]));
+        assert!(parse_featurebits("zz").is_err());
+        // 1 << 201, as pyln's Plugin(init_features=1 << 201) writes it.
+        let bits = parse_featurebits(&format!("2{}", "0".repeat(50))).unwrap_or_default();
+        assert_eq!(bits.len(), 26);
+        assert_eq!(or_featurebits(&[0x01, 0x00], &[0x02]), vec![0x01, 0x02]);
+        assert_eq!(or_featurebits(&[], &[0x80]), vec![0x80]);
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -1191,9 +1191,11 @@ impl Lightning {
                 Some(hs)
             }
         };
-        if hints.is_some() || !req.fallbacks.is_empty() {
+        // Feature bits plugins set for invoices (CLN's manifest `featurebits.invoice`).
+        let [_, _, _, extra] = self.port.featurebits();
+        if hints.is_some() || !req.fallbacks.is_empty() || !extra.is_empty() {
             invoice = self
-                .resign(invoice, hints, &req.fallbacks)
+                .resign(invoice, hints, &req.fallbacks, &extra)
                 .map_err(CreateError::Failed)?;
         }
 
@@ -1242,8 +1244,23 @@ impl Lightning {
         inv: Bolt11Invoice,
         hints: Option<Vec<RouteHint>>,
         fallbacks: &[Fallback],
+        extra_features: &[u8],
     ) -> Result<Bolt11Invoice, String> {
         let (mut raw, _, _) = inv.into_signed_raw().into_parts();
+        if !extra_features.is_empty() {
+            use lightning::types::features::Bolt11InvoiceFeatures;
+            let mut all = Bolt11InvoiceFeatures::from_be_bytes(extra_features.to_vec());
+            raw.data.tagged_fields.retain(|f| match f {
+                RawTaggedField::KnownSemantics(TaggedField::Features(x)) => {
+                    all |= x;
+                    false
+                }
+                _ => true,
+            });
+            raw.data
+                .tagged_fields
+                .push(RawTaggedField::KnownSemantics(TaggedField::Features(all)));
+        }
         if let Some(hints) = hints {
             raw.data.tagged_fields.retain(|f| {
                 !matches!(

@@ -1600,6 +1600,24 @@ impl Default for ChannelSettings {
     }
 }
 
+/// The node's own feature bits (big-endian, BOLT 9) at `init`, `node`, `channel` and
+/// `invoice`, as LDK sets them with `settings` and our message handlers (gossip queries);
+/// plugins' bits come on top.
+pub fn feature_set(settings: &ChannelSettings) -> [Vec<u8>; 4] {
+    let cfg = user_config(settings);
+    let mut init = lightning::ln::channelmanager::provided_init_features(&cfg);
+    init.set_gossip_queries_optional();
+    // LDK announces its init bits as node bits (none of them is init-only) and sets no
+    // channel bits; its invoice bits are `invoice_features`.
+    let init = features_be(init.le_flags());
+    [
+        init.clone(),
+        init,
+        vec![],
+        features_be(invoice_features().le_flags()),
+    ]
+}
+
 /// Our channel configuration: LDK's defaults, except where CLN users expect otherwise, with
 /// the node's [`ChannelSettings`].
 pub fn user_config(settings: &ChannelSettings) -> UserConfig {
@@ -1748,9 +1766,10 @@ impl CustomMessageReader for PeerWatcher {
         ty: u16,
         b: &mut R,
     ) -> Result<Option<Self::CustomMessage>, DecodeError> {
-        // LDK hands us only types it does not handle itself; CLN forwards odd types and
-        // types >= 32768 to plugins.
-        if ty < 32768 && ty.is_multiple_of(2) {
+        // LDK hands us only types it does not handle itself. As CLN: odd types go to the
+        // plugins, even ones only when a plugin declared them (`custommessages`); LDK
+        // refuses the others.
+        if ty.is_multiple_of(2) && !self.port.wants_custom_message(ty) {
             return Ok(None);
         }
         let mut body = vec![0u8; b.remaining_bytes().min(65_535) as usize];
@@ -1792,6 +1811,7 @@ impl CustomMessageHandler for PeerWatcher {
         // LDK holds the peer's lock here: everything that looks at the peer manager runs in
         // a task, after this returns.
         let features = features_hex(msg.features.le_flags());
+        let remote_addr = msg.remote_network_address.as_ref().map(|a| a.to_string());
         let engine = self.engine.get().and_then(Weak::upgrade);
         let port = self.port.clone();
         let log = self.log.clone();
@@ -1821,6 +1841,7 @@ impl CustomMessageHandler for PeerWatcher {
                 inbound,
                 addr,
                 features,
+                remote_addr,
             };
             if let Some(no) = port.peer_connected(peer).await {
                 let why = no.message.unwrap_or_default();
@@ -1836,12 +1857,16 @@ impl CustomMessageHandler for PeerWatcher {
         Ok(())
     }
 
+    /// The `node` feature bits plugins set (CLN's manifest `featurebits`).
     fn provided_node_features(&self) -> NodeFeatures {
-        NodeFeatures::empty()
+        let [_, node, _, _] = self.port.featurebits();
+        NodeFeatures::from_be_bytes(node)
     }
 
+    /// The `init` feature bits plugins set.
     fn provided_init_features(&self, _id: PublicKey) -> InitFeatures {
-        InitFeatures::empty()
+        let [init, _, _, _] = self.port.featurebits();
+        InitFeatures::from_be_bytes(init)
     }
 }
 

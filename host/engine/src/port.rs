@@ -166,6 +166,8 @@ pub struct PeerInfo {
     pub addr: String,
     /// Its init features, hex.
     pub features: String,
+    /// Our address as the peer sees it (its `init`'s `remote_addr`), when it says.
+    pub remote_addr: Option<String>,
 }
 
 /// A channel a peer offers, for `openchannel`.
@@ -337,6 +339,11 @@ pub trait Port: Send + Sync + 'static {
     fn htlc_accepted(&self, kind: HtlcKind, ask: HtlcAsk) -> Answer<(Verdict, Vec<String>)>;
     /// Bumped whenever a plugin becomes active (answered `init`).
     fn activations(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// The feature bits plugins' manifests set (big-endian): `init`, `node`, `channel`,
+    /// `invoice`.
+    fn featurebits(&self) -> [Vec<u8>; 4];
+    /// Whether a plugin declared even peer message type `ty` (`custommessages`).
+    fn wants_custom_message(&self, ty: u16) -> bool;
 }
 
 /// A port with no plugins that remembers what it was told (unit tests of the services).
@@ -377,6 +384,12 @@ impl Port for Told {
     }
     fn htlc_accepted(&self, _: HtlcKind, _: HtlcAsk) -> Answer<(Verdict, Vec<String>)> {
         Box::pin(async { (Verdict::Continue, vec![]) })
+    }
+    fn featurebits(&self) -> [Vec<u8>; 4] {
+        Default::default()
+    }
+    fn wants_custom_message(&self, _: u16) -> bool {
+        false
     }
     fn activations(&self) -> tokio::sync::watch::Receiver<u64> {
         tokio::sync::watch::channel(0).1

@@ -69,6 +69,10 @@ pub struct HostSettings {
     /// `--wasm-sandbox` rules: what each WASM plugin may do.
     #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     pub wasm_sandbox: Vec<wasm::SandboxRule>,
+    /// The node's own feature bits (big-endian) at `init`, `node`, `channel` and
+    /// `invoice` (CLN's order, [`fulgur_protocol::manifest::FEATURE_PLACES`]); plugins'
+    /// bits are added to them in `init.configuration.feature_set`.
+    pub features: [Vec<u8>; 4],
 }
 
 #[cfg(test)]
@@ -110,6 +114,7 @@ impl HostSettings {
             reserved_options: vec![],
             cln_plugin_options: vec![],
             wasm_sandbox: vec![],
+            features: Default::default(),
         }
     }
 }
@@ -355,9 +360,13 @@ impl PluginHost {
 
     async fn init(&self, p: &Arc<Plugin>) -> Result<(), String> {
         let options = self.reg().options.init_options(&p.path);
+        let plugins_bits = self.featurebits();
         let mut feature_set = Map::new();
-        for place in ["init", "node", "channel", "invoice"] {
-            feature_set.insert(place.into(), Value::from(""));
+        for (i, place) in fulgur_protocol::manifest::FEATURE_PLACES.iter().enumerate() {
+            let ours = self.settings.features.get(i).cloned().unwrap_or_default();
+            let theirs = plugins_bits.get(i).cloned().unwrap_or_default();
+            let all = fulgur_protocol::manifest::or_featurebits(&ours, &theirs);
+            feature_set.insert((*place).into(), Value::from(fulgur_base::hex(&all)));
         }
         let params = json!({
             "options": options,
@@ -412,6 +421,10 @@ impl PluginHost {
             return Err(Reject::Plugin(
                 "Plugin must accept string JSON ids (nonnumericids)".into(),
             ));
+        }
+        for place in fulgur_protocol::manifest::FEATURE_PLACES {
+            m.featurebits_at(place)
+                .map_err(|e| Reject::Plugin(format!("Invalid featurebits: {e}")))?;
         }
         if !startup
             && m.featurebits.as_ref().is_some_and(|f| {
@@ -837,6 +850,34 @@ impl PluginHost {
                     }
             })
         })
+    }
+
+    /// The feature bits the live plugins' manifests set, per place (big-endian, in
+    /// [`fulgur_protocol::manifest::FEATURE_PLACES`]' order), OR-ed together.
+    pub fn featurebits(&self) -> [Vec<u8>; 4] {
+        let mut out: [Vec<u8>; 4] = Default::default();
+        for p in self.reg().plugins.iter().filter(|p| !p.is_dead()) {
+            let Some(m) = p.manifest() else { continue };
+            for (slot, place) in out
+                .iter_mut()
+                .zip(fulgur_protocol::manifest::FEATURE_PLACES)
+            {
+                if let Ok(bits) = m.featurebits_at(place) {
+                    *slot = fulgur_protocol::manifest::or_featurebits(slot, &bits);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether a live plugin declared peer message type `ty` in its manifest's
+    /// `custommessages` (CLN passes even message types up only then).
+    pub fn wants_custom_message(&self, ty: u16) -> bool {
+        self.reg()
+            .plugins
+            .iter()
+            .filter(|p| !p.is_dead())
+            .any(|p| p.manifest().is_some_and(|m| m.custommessages.contains(&ty)))
     }
 
     /// Whether anybody registered `hook`.

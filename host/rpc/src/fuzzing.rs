@@ -138,6 +138,11 @@ fn core_names() -> Vec<&'static str> {
 /// Registers a manifest's options in a fresh table (the host's own checks), with `raw`
 /// values as if from the config files; then `init` values and `listconfigs` entries.
 fn manifest(m: &Manifest, raw: &[RawOpt]) -> Option<crate::options::OptionTable> {
+    for place in fulgur_protocol::manifest::FEATURE_PLACES {
+        if let Ok(bits) = m.featurebits_at(place) {
+            let _ = fulgur_protocol::manifest::or_featurebits(&bits, &[1, 0]);
+        }
+    }
     for h in &m.hooks {
         if let Some(hook) = Hook::from_name(h.name()) {
             let _ = hook.accepts_filters();

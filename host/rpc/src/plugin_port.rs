@@ -333,12 +333,15 @@ impl Port for PluginPort {
     fn peer_connected(&self, p: PeerInfo) -> Answer<Option<Refusal>> {
         let host = self.host.clone();
         Box::pin(async move {
-            let payload = json!({"peer": {
+            let mut payload = json!({"peer": {
                 "id": p.id.to_string(),
                 "direction": direction(p.inbound),
                 "addr": p.addr,
                 "features": p.features,
             }});
+            if let Some(a) = p.remote_addr {
+                payload["peer"]["remote_addr"] = json!(a);
+            }
             let end = host.hook(Hook::PeerConnected, payload).run().await;
             refusal(end, "error_message")
         })
@@ -399,6 +402,14 @@ impl Port for PluginPort {
 
     fn activations(&self) -> tokio::sync::watch::Receiver<u64> {
         self.host.watch_activations()
+    }
+
+    fn featurebits(&self) -> [Vec<u8>; 4] {
+        self.host.featurebits()
+    }
+
+    fn wants_custom_message(&self, ty: u16) -> bool {
+        self.host.wants_custom_message(ty)
     }
 }
 
