@@ -718,3 +718,30 @@ def test_plugin_disabling_itself(node_factory):
     assert code_of(e) == -3
     assert "not today, thanks" in e.value.error["message"], e.value.error
     assert node.rpc.getinfo()["network"] == "regtest"
+
+
+def test_plugin_rescan_restarts_a_changed_dynamic_plugin(node_factory):
+    """An upgrade in the plugin directory takes effect at `plugin rescan`: a dynamic plugin
+    whose file changed since it started is stopped and started again (CLN's rescan only
+    starts new files; restarting the node was the only way)."""
+    node = node_factory.get_node()
+    pdir = node.lightning_dir / "plugins"
+    pdir.mkdir(exist_ok=True)
+    dest = pdir / "dynamic_plugin.py"
+    shutil.copy(plugin_path("dynamic_plugin.py"), dest)
+    node.rpc.plugin_rescan()
+    assert node.rpc.call("greet")["greeting"] == "hello you"
+    # Unchanged: a rescan leaves it running.
+    node.rpc.plugin_rescan()
+    assert node.rpc.call("greet")["greeting"] == "hello you"
+    assert not node.is_in_log("changed since it started")
+    # Upgraded in place: the new code answers after a rescan.
+    old = 'plugin.add_option("greeting", "hello",'
+    text = dest.read_text()
+    assert old in text
+    dest.write_text(text.replace(old, 'plugin.add_option("greeting", "howdy",'))
+    st = dest.stat()
+    os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    node.rpc.plugin_rescan()
+    assert node.rpc.call("greet")["greeting"] == "howdy you"
+    node.wait_for_log("plugin rescan: dynamic_plugin.py changed since it started; restarting it")

@@ -135,6 +135,9 @@ pub struct Plugin {
     pub(crate) queue: OnceLock<Arc<OutQueue>>,
     /// Why the host killed the plugin itself, reported when its stdout closes.
     killed_because: Mutex<Option<String>>,
+    /// Its file's modification time when it started (`plugin rescan` restarts a dynamic
+    /// plugin whose file changed since).
+    file_mtime: Option<std::time::SystemTime>,
 }
 
 /// What a frame is, for the queue's limits.
@@ -289,7 +292,13 @@ impl Plugin {
             inline: wiring.inline,
             queue: OnceLock::new(),
             killed_because: Mutex::new(None),
+            file_mtime: file_mtime(b.path),
         })
+    }
+
+    /// Whether its file was modified (or replaced) since it started.
+    pub fn file_changed(&self) -> bool {
+        self.file_mtime.is_some() && file_mtime(&self.path) != self.file_mtime
     }
 
     /// A fresh number for an id.
@@ -646,6 +655,11 @@ impl Plugin {
             self.send(frame, Kind::Notification);
         }
     }
+}
+
+/// A file's modification time, if it can be read.
+fn file_mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 #[cfg(test)]

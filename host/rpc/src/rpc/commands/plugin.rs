@@ -181,6 +181,22 @@ async fn plugin(ctx: &Ctx, mut p: Params) -> Result<Value, RpcError> {
         "rescan" => {
             let found =
                 discovery::scan_dir(&ctx.node.plugins.settings.default_dir, 1).unwrap_or_default();
+            // A dynamic plugin whose file changed since it started is restarted, so that an
+            // upgrade in the plugin directory takes effect (a static one needs a restart of
+            // the node, as `plugin stop` refuses it).
+            for path in &found {
+                if let Some(p) = ctx.node.plugins.find(&path.display().to_string())
+                    && p.is_dynamic()
+                    && !p.is_dead()
+                    && p.file_changed()
+                {
+                    ctx.node.main.info(&format!(
+                        "plugin rescan: {} changed since it started; restarting it",
+                        p.name
+                    ));
+                    ctx.node.plugins.stop_plugin(&p).await;
+                }
+            }
             start_many(ctx, found).await;
             Ok(list(ctx, "rescan"))
         }
