@@ -247,7 +247,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
         config.network,
         log.source("wallet"),
     ));
-    chain.add_listener("wallet", wallet.clone(), wallet.locator());
+    chain.add_listener_rescanning("wallet", wallet.clone(), wallet.locator(), config.rescan);
     let alias = config
         .alias
         .clone()

@@ -27,7 +27,7 @@ def test_cln_options_from_a_config_file(ln):
         "ignore-fee-limits=true",
         "large-channels",
         "commit-time=10",            # accepted, no effect here
-        "rescan=15",                 # likewise
+        "rescan=15",                 # the wallet scans the last 15 blocks again
         "accept-htlc-tlv-type=65537",
         "funder-fuzz-percent=5",     # a CLN plugin's option no plugin declares
         "xpay-handle-pay=true",
@@ -52,10 +52,12 @@ def test_cln_options_from_a_config_file(ln):
     inv = n.rpc.invoice(1000, "b", "b", cltv=60)
     assert n.rpc.decode(inv["bolt11"])["min_final_cltv_expiry"] == 60
     # One UNUSUAL line for each option that changes nothing here.
-    for name in ["commit-time", "rescan", "accept-htlc-tlv-type", "funder-fuzz-percent",
+    for name in ["commit-time", "accept-htlc-tlv-type", "funder-fuzz-percent",
                  "xpay-handle-pay"]:
         assert n.is_in_log(rf"UNUSUAL lightningd: Option --{name} has no effect in Fulgur \("), name
     assert not n.is_in_log(r"Option --fee-base has no effect")
+    assert not n.is_in_log(r"Option --rescan has no effect")
+    assert c["rescan"]["value_int"] == 15
 
 
 def test_values_below_ldks_minimums_are_raised_with_a_note(ln):

@@ -184,6 +184,27 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The hash of the best chain's block at `height`.
+    pub async fn block_hash_at(&self, height: u32) -> Result<bitcoin::BlockHash, String> {
+        match self {
+            Backend::Rpc(r) => {
+                let hash = r
+                    .call_json("getblockhash", &[json!(height)])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                hash.as_str()
+                    .and_then(|h| h.parse().ok())
+                    .ok_or_else(|| format!("getblockhash {height}: not a block hash: {hash}"))
+            }
+            Backend::Plugins(p) => p
+                .source()
+                .block_at(height)
+                .await?
+                .map(|b| b.block_hash())
+                .ok_or_else(|| format!("no block at height {height}")),
+        }
+    }
+
     /// The output `vout` of transaction `txindex` in the block at `height`, if it exists and
     /// is unspent (gossip validation of a channel's funding output).
     pub async fn utxo(

@@ -49,6 +49,9 @@ struct Pending {
     name: String,
     listener: SharedListener,
     best_block: Option<BlockLocator>,
+    /// `--rescan` for this listener: start from this many blocks below the tip (positive)
+    /// or from this height (negative), when that is below `best_block`.
+    rescan: Option<i64>,
 }
 
 /// The chain handle (`Node::chain`).
@@ -123,6 +126,29 @@ impl Chain {
                 name: name.to_string(),
                 listener,
                 best_block,
+                rescan: None,
+            });
+    }
+
+    /// [`Chain::add_listener`], but the listener is first given the blocks from the height
+    /// `rescan` names (CLN's `--rescan`: `n` blocks below the tip, or height `-n`) when that
+    /// is below its own best block. Only for listeners that accept blocks they have seen
+    /// (the wallet); LDK's must be given blocks in order.
+    pub fn add_listener_rescanning(
+        &self,
+        name: &str,
+        listener: SharedListener,
+        best_block: Option<BlockLocator>,
+        rescan: Option<i64>,
+    ) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Pending {
+                name: name.to_string(),
+                listener,
+                best_block,
+                rescan,
             });
     }
 
@@ -334,7 +360,35 @@ impl Chain {
         let best = init::validate_best_block_header(&**backend)
             .await
             .map_err(|e| format!("{:?}", e.into_inner()))?;
-        let pending = self.take_pending();
+        let mut pending = self.take_pending();
+        for p in pending.iter_mut() {
+            let Some(spec) = p.rescan.take() else {
+                continue;
+            };
+            let from = rescan_height(spec, best.height);
+            let own = p.best_block.as_ref().map_or(best.height, |b| b.height);
+            if from >= own {
+                continue;
+            }
+            match backend.block_hash_at(from).await {
+                Ok(hash) => {
+                    self.log.info(&format!(
+                        "Rescanning from block {from} for {} (--rescan={spec})",
+                        p.name
+                    ));
+                    p.best_block = Some(BlockLocator::new(hash, from));
+                }
+                Err(e) => {
+                    // Asked again at the next attempt.
+                    p.rescan = Some(spec);
+                    self.pending
+                        .lock()
+                        .unwrap_or_else(|q| q.into_inner())
+                        .extend(pending);
+                    return Err(format!("--rescan: block {from}: {e}"));
+                }
+            }
+        }
         let mut list: Vec<(BlockLocator, &(dyn Listen + Send + Sync))> = vec![(
             stream_at.unwrap_or_else(|| best.to_block_locator()),
             &**fanout as &(dyn Listen + Send + Sync),
@@ -529,5 +583,28 @@ impl Listen for Fanout {
             c.set_tip(fork_point.block_hash, fork_point.height);
             c.status().last_notified = None;
         }
+    }
+}
+
+/// The height `--rescan=spec` starts from with the tip at `tip`: `spec` blocks below it, or
+/// height `-spec` when negative (never above the tip).
+pub fn rescan_height(spec: i64, tip: u32) -> u32 {
+    let h = if spec < 0 {
+        spec.unsigned_abs()
+    } else {
+        u64::from(tip).saturating_sub(spec.unsigned_abs())
+    };
+    u32::try_from(h).unwrap_or(u32::MAX).min(tip)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rescan_counts_back_from_the_tip_or_names_a_height() {
+        assert_eq!(super::rescan_height(15, 100), 85);
+        assert_eq!(super::rescan_height(500, 100), 0);
+        assert_eq!(super::rescan_height(-30, 100), 30);
+        assert_eq!(super::rescan_height(-300, 100), 100);
+        assert_eq!(super::rescan_height(0, 100), 100);
     }
 }

@@ -422,11 +422,11 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         "Time after changes before sending out COMMIT",
         "LDK sends commitments as soon as updates are processed",
     ),
-    inert(
+    opt(
         "rescan",
         CoreKind::Int,
+        None,
         "Number of blocks to rescan from the current head, or absolute blockheight if negative",
-        "the chain follows from its stored tip",
     ),
     opt(
         "daemon",
@@ -792,6 +792,9 @@ pub struct Config {
     pub proxy: Option<crate::lightning::net::Proxy>,
     /// `--daemon`: run in the background (it needs `--log-file`).
     pub daemon: bool,
+    /// `--rescan`: the on-chain wallet scans again from this many blocks below the tip
+    /// (positive) or from this height (negative, as CLN).
+    pub rescan: Option<i64>,
     /// `--disable-dns`: peers' host names are not resolved (a name given to `connect` fails,
     /// unless the proxy resolves it).
     pub disable_dns: bool,
@@ -1318,6 +1321,7 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         proxy,
         disable_dns: m.get_flag("disable-dns"),
         daemon,
+        rescan: m.get_one::<i64>("rescan").copied(),
         notes,
         min_emergency_msat,
         network,
