@@ -287,3 +287,33 @@ def test_continue_replacements(ln):
     for n, peer in ((a, b), (b, c)):
         assert {ch["state"] for ch in n.rpc.listpeerchannels(peer.id)["channels"]} \
             == {"CHANNELD_NORMAL"}
+
+
+def test_onion_payload_is_the_hops_tlv_payload(ln):
+    """`onion.payload` is the hop's BOLT 4 payload (length, then TLVs), rebuilt from what LDK
+    tells: a forward's amount, CLTV and next channel; a payment's amount, CLTV, payment
+    secret and total (pyln-proto parses it as CLN plugins do)."""
+    from pyln.proto.onion import TlvPayload
+    a = ln.node()
+    b = ln.node(plugins=[HOLD], options={"hold-mode": "continue-after", "hold-seconds": 0})
+    c = ln.node(plugins=[HOLD], options={"hold-mode": "continue-after", "hold-seconds": 0})
+    ab, bc = ln.line(a, b, c)
+    inv = c.rpc.invoice(12_345, "onion", "onion", cltv=100)
+    assert ln.pay(a, inv["bolt11"], c.id, 12_345)["status"] == "complete"
+
+    def tu(v):
+        return v.to_bytes(8, "big").lstrip(b"\0")
+
+    fwd = b.rpc.call("hold-seen")["seen"][-1]
+    p = TlvPayload.from_hex(fwd["payload"])
+    assert p.get(2).value == tu(fwd["forward_msat"]) == tu(12_345)
+    blk, tx, out = (int(x) for x in bc.split("x"))
+    assert p.get(6).value == (blk << 40 | tx << 16 | out).to_bytes(8, "big")
+    assert p.get(8) is None
+
+    rcv = c.rpc.call("hold-seen")["seen"][-1]
+    p = TlvPayload.from_hex(rcv["payload"])
+    assert p.get(2).value == tu(12_345)
+    assert p.get(4).value == tu(rcv["outgoing_cltv_value"])
+    assert rcv["outgoing_cltv_value"] > ln.chain.height() + 100
+    assert p.get(8).value == bytes.fromhex(inv["payment_secret"]) + tu(12_345)

@@ -231,13 +231,23 @@ impl Lightning {
                         onion_fields.as_ref().map_or(&[][..], |o| o.custom_tlvs()),
                     )
                 });
+                let onion = super::htlcs::ReceivedOnion {
+                    payment_secret: secret,
+                    metadata: onion_fields
+                        .as_ref()
+                        .and_then(|o| o.payment_metadata.clone()),
+                    custom_tlvs: onion_fields
+                        .as_ref()
+                        .map(|o| o.custom_tlvs().to_vec())
+                        .unwrap_or_default(),
+                };
                 self.on_payment_claimable(
                     payment_hash,
                     amount_msat,
                     purpose.preimage(),
-                    secret,
                     keysend,
                     claim_deadline,
+                    onion,
                 )
                 .await;
             }

@@ -11,8 +11,8 @@
 //! HTLC is decided exactly once, by whoever takes it out of the in-memory table first.
 //!
 //! The hook payload is CLN's, plus `deadline_blockheight` (a Fulgur extension). LDK does
-//! not expose the raw onion, so `onion.payload` and `onion.next_onion` are empty and
-//! `onion.shared_secret` is all zeros.
+//! not expose the raw onion: `onion.payload` is rebuilt from the fields it gives
+//! ([`onion_payload`]), `onion.next_onion` is empty and `onion.shared_secret` is all zeros.
 
 use fulgur_base::hex;
 use std::collections::HashMap;
@@ -40,6 +40,17 @@ pub struct Replacements {
     /// Replacements LDK cannot carry out: `payload` and `extra_tlvs` (LDK forwards the onion
     /// it received and reads a payment's onion itself).
     pub unsupported: Vec<&'static str>,
+}
+
+/// What LDK tells of a received payment's onion beyond its amount and secret.
+#[derive(Debug, Clone, Default)]
+pub struct ReceivedOnion {
+    /// The payment secret, for a BOLT 11 payment.
+    pub payment_secret: Option<[u8; 32]>,
+    /// `payment_metadata`, when the payer sent some.
+    pub metadata: Option<Vec<u8>>,
+    /// The custom records (types of 65536 and above).
+    pub custom_tlvs: Vec<(u64, Vec<u8>)>,
 }
 
 /// What to do once the plugins have decided.
@@ -165,6 +176,55 @@ pub fn parse_failure_message(msg: &str) -> Result<u16, String> {
         .and_then(|c| Some([hex_byte(c.get(..2)?)?, hex_byte(c.get(2..)?)?]));
     code.map(u16::from_be_bytes)
         .ok_or_else(|| format!("failure_message '{msg}' is not hex"))
+}
+
+/// A hop's onion payload as BOLT 4 writes it (CLN's `onion.payload`: the length, then the
+/// TLV stream), rebuilt from what LDK tells of it: `amt_to_forward` (2),
+/// `outgoing_cltv_value` (4), `short_channel_id` (6) for a forward; `payment_data` (8),
+/// `payment_metadata` (16) and the custom records (keysend's preimage among them) for a
+/// payment to us. LDK does not hand the raw onion, so records it does not know are missing.
+pub fn onion_payload(
+    forward_msat: u64,
+    outgoing_cltv_value: u32,
+    next_scid: Option<u64>,
+    payment_data: Option<([u8; 32], u64)>,
+    metadata: Option<&[u8]>,
+    custom: &[(u64, Vec<u8>)],
+) -> String {
+    use lightning::util::ser::{BigSize, Writeable};
+    // A truncated integer: big-endian without leading zero bytes.
+    let tu = |v: u64| {
+        let b = v.to_be_bytes();
+        let skip = b.iter().take_while(|x| **x == 0).count();
+        b.get(skip..).unwrap_or_default().to_vec()
+    };
+    let mut records: Vec<(u64, Vec<u8>)> = vec![
+        (2, tu(forward_msat)),
+        (4, tu(u64::from(outgoing_cltv_value))),
+    ];
+    if let Some(scid) = next_scid {
+        records.push((6, scid.to_be_bytes().to_vec()));
+    }
+    if let Some((secret, total)) = payment_data {
+        let mut v = secret.to_vec();
+        v.extend(tu(total));
+        records.push((8, v));
+    }
+    if let Some(m) = metadata {
+        records.push((16, m.to_vec()));
+    }
+    records.extend(custom.iter().cloned());
+    records.sort_by_key(|r| r.0);
+    records.dedup_by_key(|r| r.0);
+    let mut stream = vec![];
+    for (ty, value) in records {
+        stream.extend(BigSize(ty).encode());
+        stream.extend(BigSize(value.len() as u64).encode());
+        stream.extend(value);
+    }
+    let mut out = BigSize(stream.len() as u64).encode();
+    out.extend(stream);
+    hex(&out)
 }
 
 /// LDK's failure codes for a plugin's `failure_message`: LDK can only send four of BOLT 4's
@@ -326,6 +386,14 @@ impl Lightning {
         let deadline = self.hold_deadline(ldk_deadline);
         let onion = HtlcOnion {
             short_channel_id: Some(scid_string(next_scid)),
+            payload: onion_payload(
+                outbound_msat,
+                outgoing_expiry.unwrap_or(0),
+                Some(next_scid),
+                None,
+                None,
+                &[],
+            ),
             ..HtlcOnion::opaque(outbound_msat, outgoing_expiry.unwrap_or(0))
         };
         let mut payload = self.htlc_ask(&part, &hash, onion, deadline);
@@ -351,10 +419,11 @@ impl Lightning {
         hash: PaymentHash,
         amount_msat: u64,
         preimage: Option<PaymentPreimage>,
-        payment_secret: Option<[u8; 32]>,
         keysend: Option<String>,
         claim_deadline: Option<u32>,
+        onion: ReceivedOnion,
     ) {
+        let payment_secret = onion.payment_secret;
         let id = format!("recv:{}", hex(&hash.0));
         if self.held_contains(&id) {
             return;
@@ -370,12 +439,28 @@ impl Lightning {
         let earliest = parts.iter().map(|p| p.3).min().unwrap_or(0);
         let ldk_deadline = claim_deadline.unwrap_or_else(|| earliest.saturating_sub(39));
         let deadline = self.hold_deadline(ldk_deadline);
+        let mut custom = onion.custom_tlvs.clone();
+        if keysend.is_some()
+            && let Some(p) = &preimage
+        {
+            custom.push((super::receive::KEYSEND_PREIMAGE_TLV, p.0.to_vec()));
+        }
         let payloads = parts
             .iter()
             .map(|p| {
+                let payload = onion_payload(
+                    p.2,
+                    p.3,
+                    None,
+                    payment_secret.map(|s| (s, amount_msat)),
+                    onion.metadata.as_deref(),
+                    &custom,
+                );
                 let onion = HtlcOnion {
                     total_msat: Some(amount_msat),
                     payment_secret: payment_secret.map(|s| hex(&s)),
+                    payment_metadata: onion.metadata.as_deref().map(hex),
+                    payload,
                     ..HtlcOnion::opaque(p.2, p.3)
                 };
                 self.htlc_ask(p, &hash, onion, deadline)

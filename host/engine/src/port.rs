@@ -250,11 +250,12 @@ pub struct HtlcAsk {
     pub forward_to: Option<String>,
 }
 
-/// The onion part of [`HtlcAsk`]. LDK does not expose the raw onion: `payload` and
-/// `next_onion` are empty and `shared_secret` is all zeros.
+/// The onion part of [`HtlcAsk`]. LDK does not expose the raw onion: `payload` is rebuilt
+/// from the fields LDK gives ([`crate::htlcs::onion_payload`]), `next_onion` is empty and
+/// `shared_secret` is all zeros.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HtlcOnion {
-    /// The raw payload (empty).
+    /// The hop's payload (length and TLV stream, hex), rebuilt.
     pub payload: String,
     /// `tlv`.
     #[serde(rename = "type")]
@@ -276,6 +277,9 @@ pub struct HtlcOnion {
     /// The payment secret, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_secret: Option<String>,
+    /// The payment metadata, hex, when the payer sent some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_metadata: Option<String>,
 }
 
 impl HtlcOnion {
@@ -291,6 +295,7 @@ impl HtlcOnion {
             next_onion: String::new(),
             shared_secret: "00".repeat(32),
             payment_secret: None,
+            payment_metadata: None,
         }
     }
 }

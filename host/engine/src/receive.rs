@@ -39,7 +39,7 @@ pub(crate) struct Received {
 
 /// The TLV types of a keysend onion that are not free text: BOLT 4's own (below 65536 are
 /// reserved for the spec; LDK hands only the custom ones) and the keysend preimage.
-const KEYSEND_PREIMAGE_TLV: u64 = 5_482_373_484;
+pub(crate) const KEYSEND_PREIMAGE_TLV: u64 = 5_482_373_484;
 
 /// The description CLN's keysend plugin gives the invoice it records a keysend under:
 /// `keysend: ` and the longest custom TLV that is UTF-8 text (a payer's message), or just

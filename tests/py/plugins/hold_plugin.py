@@ -36,6 +36,8 @@ def on_htlc_accepted(onion, htlc, request, plugin, **kwargs):
             "amount_msat": int(htlc["amount_msat"]),
             "forward_msat": int(onion.get("forward_msat", 0)),
             "deadline_blockheight": kwargs.get("deadline_blockheight"),
+            "payload": onion.get("payload"),
+            "outgoing_cltv_value": onion.get("outgoing_cltv_value"),
             "time": time.time(),
         })
     mode = plugin.get_option("hold-mode")
