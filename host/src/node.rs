@@ -240,13 +240,26 @@ pub async fn run(config: Config) -> Result<i32, String> {
     .map_err(|e| format!("wallet: {e}"))?;
     wallet.set_min_emergency_sat(config.min_emergency_msat / 1000);
     // Confirmed deposits and withdrawals as CLN's `coin_movement` (account `wallet`).
-    wallet.on_movement(rpc::wallet_movements(
+    // And deposits to an invoice's on-chain fallback pay it (`--invoices-onchain-fallback`),
+    // once the engine runs.
+    let deposits: Arc<std::sync::OnceLock<std::sync::Weak<crate::lightning::Lightning>>> =
+        Arc::default();
+    let to_moves = rpc::wallet_movements(
         plugins.clone(),
         store.clone(),
         id.clone(),
         config.network,
         log.source("wallet"),
-    ));
+    );
+    let engine_slot = deposits.clone();
+    wallet.on_movement(Box::new(move |m| {
+        if m.deposit
+            && let Some(e) = engine_slot.get().and_then(std::sync::Weak::upgrade)
+        {
+            e.on_wallet_deposit(m.script.to_bytes(), m.amount_sat, m.utxo.to_string());
+        }
+        to_moves(m);
+    }));
     chain.add_listener_rescanning("wallet", wallet.clone(), wallet.locator(), config.rescan);
     let alias = config
         .alias
@@ -309,7 +322,13 @@ pub async fn run(config: Config) -> Result<i32, String> {
         let _ = std::fs::remove_file(&node.config.rpc_path);
         return Err(e);
     }
-    start_lightning(node.clone(), seed, peer_listeners, log.source("lightning"));
+    start_lightning(
+        node.clone(),
+        seed,
+        peer_listeners,
+        log.source("lightning"),
+        deposits,
+    );
     main.info(&format!(
         "Server started with public key {id}, alias {alias} (color #{color}) and fulgurd {}",
         fulgur_base::VERSION
@@ -359,6 +378,7 @@ fn start_lightning(
     seed: [u8; 32],
     listeners: Vec<tokio::net::TcpListener>,
     log: SourceLog,
+    deposits: Arc<std::sync::OnceLock<std::sync::Weak<crate::lightning::Lightning>>>,
 ) {
     tokio::spawn(async move {
         let deps = crate::lightning::Deps {
@@ -375,6 +395,7 @@ fn start_lightning(
             offline: node.config.offline,
             proxy: node.config.proxy.clone(),
             use_dns: !node.config.disable_dns,
+            onchain_fallback: node.config.invoices_onchain_fallback,
             channels: node.config.channels,
             alias: node.alias.clone(),
             color: node.color.clone(),
@@ -388,6 +409,8 @@ fn start_lightning(
             }
         };
         let _ = node.lightning.set(engine.clone());
+        let _ = deposits.set(Arc::downgrade(&engine));
+        engine.catch_up_onchain_invoices();
         for l in listeners {
             engine.accept(l);
         }

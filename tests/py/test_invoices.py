@@ -106,3 +106,47 @@ def test_waits_with_pyln(node_factory, devchain):
     assert res == {"autoclean": {"expiredinvoices": {"cleaned": 1, "uncleaned": 0}}}
     assert rpc.listinvoices()["invoices"] == []
     assert {m for m, _ in rpc.validated} >= {"listinvoices", "autoclean-once"}
+
+
+def test_unified_invoices(ln):
+    """CLN's test_unified_invoices with `invoices-onchain-fallback`: each invoice carries a
+    fresh wallet address; an on-chain payment of it, once confirmed, pays the invoice
+    (`paid_outpoint`); one below the invoice's amount does not."""
+    a = ln.node(options={"invoices-onchain-fallback": None})
+    inv = a.rpc.invoice(1_000_000, "inv1", "test_unified_invoices")
+    b11 = a.rpc.decode(inv["bolt11"])
+    assert len(b11["fallbacks"]) == 1
+    addr = b11["fallbacks"][0]["addr"]
+    assert addr.startswith("bcrt1p")  # taproot, as CLN's
+    txid = ln.chain.call("sendtoaddress", addr, 0.00001)
+    ln.mine(1)
+    res = a.rpc.waitinvoice("inv1")
+    assert res["status"] == "paid"
+    assert res["paid_outpoint"]["txid"] == txid
+    assert res["amount_received_msat"] == 1_000_000
+    listed = a.rpc.listinvoices("inv1")["invoices"][0]
+    assert listed["paid_outpoint"] == res["paid_outpoint"]
+
+    # Too little: the coins are the wallet's, the invoice stays unpaid.
+    inv = a.rpc.invoice(5_000_000, "inv2", "too little")
+    addr = a.rpc.decode(inv["bolt11"])["fallbacks"][0]["addr"]
+    ln.chain.call("sendtoaddress", addr, 0.00001)
+    ln.mine(1)
+    a.wait_for_log(r"Deposit .* to invoice 'inv2''s fallback is below its amount")
+    assert a.rpc.listinvoices("inv2")["invoices"][0]["status"] == "unpaid"
+
+    # Paid while the node was down: found when it starts again.
+    inv = a.rpc.invoice(1_000_000, "inv4", "paid while down")
+    addr = a.rpc.decode(inv["bolt11"])["fallbacks"][0]["addr"]
+    a.stop()
+    txid = ln.chain.call("sendtoaddress", addr, 0.00001)
+    ln.chain.mine(1)
+    mark = a.log_mark()
+    a.start()
+    a.wait_for_log("Lightning engine started", start=mark)
+    assert a.rpc.waitinvoice("inv4")["paid_outpoint"]["txid"] == txid
+
+    # Explicit fallbacks are kept as given (and not tracked).
+    mine = a.rpc.newaddr("bech32")["bech32"]
+    inv = a.rpc.invoice(1000, "inv3", "given", fallbacks=[mine])
+    assert [f["addr"] for f in a.rpc.decode(inv["bolt11"])["fallbacks"]] == [mine]

@@ -489,11 +489,11 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         "Use DNS entries in --announce-addr (deprecated in CLN)",
         "only configured addresses are announced",
     ),
-    inert(
+    opt(
         "invoices-onchain-fallback",
         CoreKind::Flag,
+        None,
         "Include an onchain address in invoices and mark them as paid if payment is received on-chain",
-        "invoices carry only the fallbacks given to invoice",
     ),
     inert(
         "require-confirmed-inputs",
@@ -792,6 +792,9 @@ pub struct Config {
     pub proxy: Option<crate::lightning::net::Proxy>,
     /// `--daemon`: run in the background (it needs `--log-file`).
     pub daemon: bool,
+    /// `--invoices-onchain-fallback`: invoices carry a fresh wallet address, and a deposit
+    /// there pays them.
+    pub invoices_onchain_fallback: bool,
     /// `--rescan`: the on-chain wallet scans again from this many blocks below the tip
     /// (positive) or from this height (negative, as CLN).
     pub rescan: Option<i64>,
@@ -1321,6 +1324,7 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         proxy,
         disable_dns: m.get_flag("disable-dns"),
         daemon,
+        invoices_onchain_fallback: m.get_flag("invoices-onchain-fallback"),
         rescan: m.get_one::<i64>("rescan").copied(),
         notes,
         min_emergency_msat,

@@ -91,7 +91,7 @@ const COUNTERS: &str = "invoices";
 const PAY_COUNTER: &str = "invoice_pay_index";
 const SELECT: &str = "SELECT created_index, updated_index, label, bolt11, payment_hash, \
      payment_secret, preimage, amount_msat, description, expires_at, cltv, status, pay_index, \
-     amount_received_msat, paid_at FROM invoices";
+     amount_received_msat, paid_at, paid_outpoint FROM invoices";
 
 /// An invoice as stored, with its status as of the read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +127,8 @@ pub struct InvoiceRecord {
     pub amount_received_msat: Option<u64>,
     /// UNIX time it was paid at.
     pub paid_at: Option<u64>,
+    /// The output that paid it on chain (`txid:vout`; `--invoices-onchain-fallback`).
+    pub paid_outpoint: Option<String>,
 }
 
 /// Which invoices `listinvoices` shows.
@@ -296,6 +298,7 @@ fn read_row(r: &Row) -> rusqlite::Result<InvoiceRecord> {
         pay_index: col_opt_u64(r, 12)?,
         amount_received_msat: col_opt_u64(r, 13)?,
         paid_at: col_opt_u64(r, 14)?,
+        paid_outpoint: r.get(15)?,
     })
 }
 
@@ -333,6 +336,15 @@ fn next_pay_index(conn: &Connection) -> rusqlite::Result<u64> {
     )?
     .execute(params![PAY_COUNTER, next])?;
     Ok(u64::try_from(next).unwrap_or(0))
+}
+
+/// The BOLT 11 fallback field of a wallet address (segwit v0 or v1).
+fn fallback_of(a: &bitcoin::Address) -> Option<Fallback> {
+    let program = a.witness_program()?;
+    Some(Fallback::SegWitProgram {
+        version: program.version(),
+        program: program.program().as_bytes().to_vec(),
+    })
 }
 
 /// The `invoices` counters: (updated, deleted).
@@ -511,6 +523,78 @@ pub fn mark_paid(
     Ok(Some(Paid {
         pay_index: p,
         label: inv.label,
+        newly: true,
+    }))
+}
+
+/// Remembers that `invoice` (its `created_index`) carries `script` as its on-chain fallback.
+pub fn add_fallback(conn: &Connection, invoice: u64, script: &[u8]) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO invoice_fallbacks (script, invoice) VALUES (?1, ?2)",
+    )?
+    .execute(params![script, to_sql(invoice)])?;
+    Ok(())
+}
+
+/// The fallback scripts of the unpaid invoices.
+pub fn unpaid_fallbacks(conn: &Connection) -> rusqlite::Result<Vec<Vec<u8>>> {
+    let mut st = conn.prepare_cached(
+        "SELECT f.script FROM invoice_fallbacks f JOIN invoices i ON i.created_index = f.invoice \
+         WHERE i.status = 'unpaid'",
+    )?;
+    let rows = st.query_map([], |r| r.get(0))?;
+    rows.collect()
+}
+
+/// The invoice whose on-chain fallback is `script`, if any.
+pub fn by_fallback(conn: &Connection, script: &[u8]) -> rusqlite::Result<Option<InvoiceRecord>> {
+    conn.prepare_cached(&format!(
+        "{SELECT} WHERE created_index = (SELECT invoice FROM invoice_fallbacks WHERE script = ?1)"
+    ))?
+    .query_row(params![script], read_row)
+    .optional()
+}
+
+/// Marks the invoice `created_index` paid by the on-chain output `outpoint` (CLN's
+/// `paid_outpoint`), if it is still unpaid; its preimage stays as it is.
+pub fn mark_paid_onchain(
+    conn: &mut Connection,
+    created_index: u64,
+    amount_msat: u64,
+    outpoint: &str,
+    now: u64,
+) -> rusqlite::Result<Option<Paid>> {
+    let tx = conn.transaction()?;
+    let status: Option<InvoiceStatus> = tx
+        .prepare_cached("SELECT status FROM invoices WHERE created_index = ?1")?
+        .query_row(params![to_sql(created_index)], |r| r.get(0))
+        .optional()?;
+    if status != Some(InvoiceStatus::Unpaid) {
+        return Ok(None);
+    }
+    let u = next_updated(&tx)?;
+    let p = next_pay_index(&tx)?;
+    let label: String = tx
+        .prepare_cached(
+            "UPDATE invoices SET status = 'paid', pay_index = ?1, amount_received_msat = ?2, \
+             paid_at = ?3, paid_outpoint = ?4, updated_index = ?5 WHERE created_index = ?6 \
+             RETURNING label",
+        )?
+        .query_row(
+            params![
+                to_sql(p),
+                to_sql(amount_msat),
+                to_sql(now),
+                outpoint,
+                to_sql(u),
+                to_sql(created_index),
+            ],
+            |r| r.get(0),
+        )?;
+    tx.commit()?;
+    Ok(Some(Paid {
+        pay_index: p,
+        label,
         newly: true,
     }))
 }
@@ -946,12 +1030,62 @@ impl Invoices {
                 label: p.label.clone(),
                 preimage,
                 msat: amount_msat,
+                outpoint: None,
             });
         }
         Ok(Some(PaidInvoice {
             pay_index: p.pay_index,
             newly: p.newly,
         }))
+    }
+
+    /// The invoice whose on-chain fallback is `script`, with its current status.
+    pub async fn by_fallback(&self, script: Vec<u8>) -> Result<Option<InvoiceRecord>, StoreError> {
+        self.query(move |c, _| Ok(by_fallback(c, &script)?)).await
+    }
+
+    /// The fallback scripts of the unpaid invoices (expiry applied).
+    pub async fn unpaid_fallbacks(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.query(|c, _| Ok(unpaid_fallbacks(c)?)).await
+    }
+
+    /// Keeps `script` as the on-chain fallback of invoice `created_index`.
+    pub async fn add_fallback(
+        &self,
+        created_index: u64,
+        script: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.query(move |c, _| Ok(add_fallback(c, created_index, &script)?))
+            .await
+    }
+
+    /// Marks invoice `inv` paid on chain by `outpoint` (`amount_msat` received), wakes its
+    /// waiters and sends `invoice_payment` with the outpoint, as CLN does. Nothing when it is
+    /// no longer unpaid.
+    pub async fn paid_onchain(
+        &self,
+        inv: &InvoiceRecord,
+        amount_msat: u64,
+        outpoint: String,
+    ) -> Result<(), StoreError> {
+        let (idx, op) = (inv.created_index, outpoint.clone());
+        let r = self
+            .query(move |c, now| Ok(mark_paid_onchain(c, idx, amount_msat, &op, now)?))
+            .await?;
+        if let Some(p) = r {
+            self.log.info(&format!(
+                "Resolved invoice '{}' with amount {amount_msat}msat on chain ({outpoint}, pay_index {})",
+                p.label, p.pay_index
+            ));
+            self.bump();
+            self.port.tell(Notice::InvoicePaid {
+                label: p.label,
+                preimage: inv.preimage.unwrap_or_default(),
+                msat: amount_msat,
+                outpoint: Some(outpoint),
+            });
+        }
+        Ok(())
     }
 
     /// Checks a payment against its invoice before it is claimed and stores the preimage
@@ -1077,7 +1211,10 @@ impl Lightning {
     /// `invoice`: asks LDK for the invoice (payment secret, signature, route hints), adds
     /// fallbacks and the route hints `exposeprivatechannels` asks for, stores it and sends
     /// `invoice_creation`.
-    pub async fn create_invoice(&self, req: InvoiceRequest) -> Result<CreatedInvoice, CreateError> {
+    pub async fn create_invoice(
+        &self,
+        mut req: InvoiceRequest,
+    ) -> Result<CreatedInvoice, CreateError> {
         let db = |e: StoreError| CreateError::Failed(e.to_string());
         let hash = match (req.preimage, req.payment_hash) {
             (Some(p), _) => Some(sha256::Hash::hash(&p).to_byte_array()),
@@ -1092,6 +1229,20 @@ impl Lightning {
             return Err(CreateError::DuplicateLabel(req.label));
         }
 
+        // `--invoices-onchain-fallback`, as CLN: an invoice given no fallbacks carries a
+        // fresh taproot address of the wallet, and a deposit there pays it.
+        let mut tracked = None;
+        if self.onchain_fallback && req.fallbacks.is_empty() {
+            let (_, p2tr) = self
+                .wallet
+                .new_address(crate::wallet::AddrRequest::P2tr)
+                .await
+                .map_err(|e| CreateError::Failed(format!("no fallback address: {e}")))?;
+            if let Some(fb) = p2tr.as_ref().and_then(fallback_of) {
+                tracked = p2tr.map(|a| a.script_pubkey());
+                req.fallbacks.push(fb);
+            }
+        }
         let (delta, _) = ldk_cltv(req.cltv).map_err(CreateError::Invalid)?;
         let expiry = u32::try_from(req.expiry_secs).map_err(|_| {
             CreateError::Invalid(format!(
@@ -1231,6 +1382,12 @@ impl Lightning {
             cltv: u32::try_from(invoice.min_final_cltv_expiry_delta()).unwrap_or(u32::MAX),
         };
         let record = self.invoices.add(row).await?;
+        if let Some(script) = tracked {
+            self.invoices
+                .add_fallback(record.created_index, script.to_bytes())
+                .await
+                .map_err(db)?;
+        }
         Ok(CreatedInvoice {
             warnings: warnings(&channels, req.amount_msat),
             record,

@@ -360,6 +360,8 @@ pub struct Deps {
     pub proxy: Option<net::Proxy>,
     /// Whether peers' host names may be resolved here (not with `--disable-dns`).
     pub use_dns: bool,
+    /// `--invoices-onchain-fallback`: invoices carry a wallet address that pays them.
+    pub onchain_fallback: bool,
     /// The channel options (`--max-concurrent-htlcs`, `--fee-base`, `--cltv-delta`...).
     pub channels: ChannelSettings,
     /// Our alias (`--alias`).
@@ -444,6 +446,8 @@ pub struct Lightning {
     proxy: Option<net::Proxy>,
     /// Whether host names may be resolved here (`--disable-dns` clears it).
     use_dns: bool,
+    /// `--invoices-onchain-fallback`.
+    pub(crate) onchain_fallback: bool,
     /// Closed channels still resolving, and snapshots of open ones (`closed.rs`).
     pub(crate) closed: closed::Closed,
     /// Forwards: their table, notifications and the fees they earned.
@@ -782,6 +786,7 @@ impl Lightning {
             graceful: std::sync::atomic::AtomicBool::new(false),
             proxy: deps.proxy.clone(),
             use_dns: deps.use_dns,
+            onchain_fallback: deps.onchain_fallback,
             forwards,
             closed,
             alias: deps.alias.clone(),

@@ -78,6 +78,8 @@ pub enum Notice {
         preimage: [u8; 32],
         /// What was received.
         msat: u64,
+        /// The output that paid it on chain (`txid:vout`), for an on-chain payment.
+        outpoint: Option<String>,
     },
     /// `invoice_creation`.
     InvoiceCreated {

@@ -331,6 +331,87 @@ impl Lightning {
     }
 }
 
+impl Lightning {
+    /// At start: deposits to unpaid invoices' fallbacks that confirmed while the engine was
+    /// not running (the wallet catches up before it starts) pay them now.
+    pub fn catch_up_onchain_invoices(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let scripts = match me.invoices.unpaid_fallbacks().await {
+                Ok(s) => s,
+                Err(e) => {
+                    me.log
+                        .unusual(&format!("cannot list the invoices' fallbacks: {e}"));
+                    return;
+                }
+            };
+            if scripts.is_empty() {
+                return;
+            }
+            for f in me.wallet.list_funds(true) {
+                let confirmed = f.blockheight.is_some();
+                if confirmed && scripts.contains(&f.script.to_bytes()) {
+                    me.on_wallet_deposit(
+                        f.script.to_bytes(),
+                        f.value.to_sat(),
+                        f.outpoint.to_string(),
+                    );
+                }
+            }
+        });
+    }
+
+    /// A confirmed deposit to the wallet: when `script` is an invoice's on-chain fallback
+    /// (`--invoices-onchain-fallback`) and the deposit covers the invoice, the invoice is paid,
+    /// as CLN's `invoice_check_onchain_payment`: `invoice_payment` plugins are asked first
+    /// (one refusing leaves it unpaid; the coins are the wallet's anyway).
+    pub fn on_wallet_deposit(self: &Arc<Self>, script: Vec<u8>, amount_sat: u64, outpoint: String) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let inv = match me.invoices.by_fallback(script).await {
+                Ok(Some(inv)) => inv,
+                Ok(None) => return,
+                Err(e) => {
+                    me.log.unusual(&format!(
+                        "cannot look up the invoice of deposit {outpoint}: {e}"
+                    ));
+                    return;
+                }
+            };
+            let msat = amount_sat * 1000;
+            if inv.status != invoices::InvoiceStatus::Unpaid {
+                return;
+            }
+            if inv.amount_msat.is_some_and(|want| msat < want) {
+                me.log.info(&format!(
+                    "Deposit {outpoint} of {msat}msat to invoice '{}''s fallback is below its amount: not paid",
+                    inv.label
+                ));
+                return;
+            }
+            if me.port.asks(Question::InvoicePayment) {
+                let refusal = me
+                    .port
+                    .invoice_payment(inv.label.clone(), inv.preimage.unwrap_or_default(), msat)
+                    .await;
+                if let Some(Refusal { plugin, .. }) = refusal {
+                    me.log.info(&format!(
+                        "On-chain payment {outpoint} of invoice '{}' rejected by plugin {plugin} (invoice_payment)",
+                        inv.label
+                    ));
+                    return;
+                }
+            }
+            if let Err(e) = me.invoices.paid_onchain(&inv, msat, outpoint.clone()).await {
+                me.log.broken(&format!(
+                    "cannot mark invoice '{}' paid by {outpoint}: {e}",
+                    inv.label
+                ));
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

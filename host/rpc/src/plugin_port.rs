@@ -86,10 +86,14 @@ pub fn notification(n: &Notice) -> (&'static str, Value) {
             label,
             preimage,
             msat,
-        } => (
-            "invoice_payment",
-            json!({"label": label, "preimage": hex(preimage), "msat": msat}),
-        ),
+            outpoint,
+        } => {
+            let mut o = json!({"label": label, "preimage": hex(preimage), "msat": msat});
+            if let Some(op) = outpoint {
+                o["outpoint"] = json!(op);
+            }
+            ("invoice_payment", o)
+        }
         Notice::InvoiceCreated {
             label,
             preimage,

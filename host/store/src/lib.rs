@@ -269,6 +269,13 @@ const MIGRATIONS: &[&str] = &[
         user_channel_id TEXT PRIMARY KEY,
         script BLOB NOT NULL
     );",
+    // 14: `--invoices-onchain-fallback`: the wallet address each invoice carries as its
+    // fallback (by script), and the output that paid an invoice on chain.
+    "CREATE TABLE invoice_fallbacks (
+        script BLOB PRIMARY KEY,
+        invoice INTEGER NOT NULL
+    );
+    ALTER TABLE invoices ADD COLUMN paid_outpoint TEXT;",
 ];
 
 /// Why the database could not be used.

@@ -524,6 +524,8 @@ pub struct ChainMovement {
     pub spending_txid: Option<Txid>,
     /// Block height.
     pub height: u32,
+    /// The output's script.
+    pub script: ScriptBuf,
 }
 
 /// Receives confirmed movements (the node turns them into `coin_movement`).
@@ -1256,6 +1258,7 @@ impl Wallet {
                             amount_sat: prev.value.to_sat(),
                             spending_txid: Some(txid),
                             height,
+                            script: prev.script_pubkey.clone(),
                         });
                     }
                 }
@@ -1271,6 +1274,7 @@ impl Wallet {
                         amount_sat: o.value.to_sat(),
                         spending_txid: None,
                         height,
+                        script: o.script_pubkey.clone(),
                     });
                 }
             }

@@ -421,6 +421,14 @@ pub(crate) fn invoice_json(inv: &InvoiceRecord) -> Value {
         if let Some(p) = &inv.preimage {
             m.insert("payment_preimage".into(), json!(hex(p)));
         }
+        if let Some((txid, n)) = inv
+            .paid_outpoint
+            .as_deref()
+            .and_then(|o| o.rsplit_once(':'))
+            .and_then(|(t, n)| Some((t, n.parse::<u32>().ok()?)))
+        {
+            m.insert("paid_outpoint".into(), json!({"txid": txid, "outnum": n}));
+        }
     }
     if let Some(d) = &inv.description {
         m.insert("description".into(), json!(d));
@@ -527,6 +535,7 @@ mod tests {
             pay_index: None,
             amount_received_msat: None,
             paid_at: None,
+            paid_outpoint: None,
         };
         let j = invoice_json(&inv);
         assert_eq!(j["status"], "unpaid");
