@@ -385,3 +385,38 @@ def test_daemon(node_factory):
     no_log = [a for a in node.cmdline() if not a.startswith("--log-file")] + ["--daemon"]
     done = subprocess.run(no_log, env=node.env(), capture_output=True, timeout=60)
     assert done.returncode == 1 and b"--daemon needs --log-file" in done.stderr
+
+
+def test_bitcoin_rpcclienttimeout_bounds_a_silent_bitcoind(node_factory):
+    """`--bitcoin-rpcclienttimeout`, as CLN's bcli: a request bitcoind does not answer fails
+    after that many seconds (the node keeps retrying and tells why), instead of hanging in
+    the HTTP client for five minutes."""
+    import socket
+    import threading
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                conn, _ = silent.accept()
+            except OSError:
+                return
+            held.append(conn)  # read nothing, answer nothing
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        node = node_factory.get_node(options={
+            "bitcoin-rpcconnect": "127.0.0.1",
+            "bitcoin-rpcport": silent.getsockname()[1],
+            "bitcoin-rpcuser": "u", "bitcoin-rpcpassword": "p",
+            "bitcoin-rpcclienttimeout": 1})
+        node.wait_for_log(r"did not answer \w+ within 1 s \(--bitcoin-rpcclienttimeout\)",
+                          timeout=30)
+        cfg = node.rpc.listconfigs("bitcoin-rpcclienttimeout")["configs"]
+        assert cfg["bitcoin-rpcclienttimeout"]["value_int"] == 1
+    finally:
+        silent.close()
+        for c in held:
+            c.close()

@@ -92,10 +92,22 @@ impl BitcoindRpc {
         JsonResponse: TryInto<T>,
         <JsonResponse as TryInto<T>>::Error: ToParseErrorMessage,
     {
-        match self.client().call_method::<T>(method, params).await {
-            Err(e) if is_auth_failure(&e) && self.reload_credentials() => {
-                self.client().call_method::<T>(method, params).await
-            }
+        // `--bitcoin-rpcclienttimeout` bounds each request (LDK's client waits up to five
+        // minutes for an answer).
+        let limit = self.endpoint.timeout;
+        let timed_out = || {
+            RpcClientError::Http(HttpClientError::Parse(format!(
+                "bitcoind did not answer {method} within {} s (--bitcoin-rpcclienttimeout)",
+                limit.as_secs()
+            )))
+        };
+        let once = || async {
+            tokio::time::timeout(limit, self.client().call_method::<T>(method, params))
+                .await
+                .unwrap_or_else(|_| Err(timed_out()))
+        };
+        match once().await {
+            Err(e) if is_auth_failure(&e) && self.reload_credentials() => once().await,
             r => r,
         }
     }

@@ -22,6 +22,8 @@ pub struct BitcoinOptions {
     pub datadir: Option<PathBuf>,
     /// `--bitcoin-retry-timeout`: how long one broadcast keeps being retried.
     pub retry_timeout: Duration,
+    /// `--bitcoin-rpcclienttimeout`: how long one request to bitcoind may take.
+    pub client_timeout: Duration,
 }
 
 impl Default for BitcoinOptions {
@@ -33,6 +35,7 @@ impl Default for BitcoinOptions {
             rpcpassword: None,
             datadir: None,
             retry_timeout: Duration::from_secs(60),
+            client_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -111,6 +114,8 @@ pub struct Endpoint {
     pub url: String,
     /// Credentials.
     pub auth: Auth,
+    /// How long one request may take (`--bitcoin-rpcclienttimeout`).
+    pub timeout: Duration,
 }
 
 /// The endpoint the options describe. Without a user and password, the cookie of
@@ -141,7 +146,11 @@ pub fn endpoint(opts: &BitcoinOptions, network: Network, home: &Path) -> Endpoin
             Auth::Cookie(paths)
         }
     };
-    Endpoint { url, auth }
+    Endpoint {
+        url,
+        auth,
+        timeout: opts.client_timeout,
+    }
 }
 
 /// The `user:password` in a cookie file's text (`__cookie__:hex`), trimmed; `None` if it

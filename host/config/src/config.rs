@@ -645,11 +645,11 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         "bitcoin-cli pathname",
         "Fulgur talks to bitcoind's RPC itself",
     ),
-    inert(
+    opt(
         "bitcoin-rpcclienttimeout",
         CoreKind::Int,
+        Some("60"),
         "bitcoind RPC timeout in seconds during HTTP requests",
-        "requests use bitcoin-retry-timeout",
     ),
 ];
 
@@ -1213,6 +1213,7 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
             .get_one::<String>("bitcoin-datadir")
             .map(|d| absolute(Path::new(d))),
         retry_timeout: secs("bitcoin-retry-timeout", 60)?,
+        client_timeout: secs("bitcoin-rpcclienttimeout", 60)?.max(Duration::from_secs(1)),
     };
     let addrs = |name: &str| -> Result<Vec<crate::lightning::net::NetAddr>, ConfigError> {
         m.get_many::<String>(name)
