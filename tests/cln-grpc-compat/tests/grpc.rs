@@ -623,7 +623,7 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
 
 /// The proto's calls of commands fulgurd does not have, with arguments the plugin can
 /// convert (an empty public key would make its conversion panic): each must come back as
-/// "unknown command".
+/// "unknown command". Then `graceful`, which fulgurd has (the verdict follows `help`).
 async fn unknown_commands(
     rec: &mut Record,
     g: &mut NodeClient<Channel>,
@@ -674,5 +674,7 @@ async fn unknown_commands(
     call!(rec, g.currency_convert => pb::CurrencyconvertRequest { amount: 1.0, currency: s("USD") });
     call!(rec, g.currency_rate => pb::CurrencyrateRequest { currency: s("USD"), source: None });
     call!(rec, g.create_proof => pb::CreateproofRequest { invstring: s("lnbcrt1"), ..Default::default() });
-    call!(rec, g.graceful => pb::GracefulRequest::default());
+    // Served since graceful exists, and last before `stop` (it disconnects A's peers). With a
+    // timeout: it answers within 5 s whatever is still pending.
+    call!(rec, g.graceful => pb::GracefulRequest { timeout: Some(5) });
 }
