@@ -396,6 +396,7 @@ fn start_lightning(
             proxy: node.config.proxy.clone(),
             use_dns: !node.config.disable_dns,
             onchain_fallback: node.config.invoices_onchain_fallback,
+            discovery: node.config.discovery,
             channels: node.config.channels,
             alias: node.alias.clone(),
             color: node.color.clone(),

@@ -471,17 +471,17 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         None,
         "Disable DNS lookups of peers",
     ),
-    inert(
+    opt(
         "announce-addr-discovered",
         CoreKind::Str,
+        Some("auto"),
         "Explicitly turns IP discovery 'on' or 'off' ('auto')",
-        "only configured addresses are announced",
     ),
-    inert(
+    opt(
         "announce-addr-discovered-port",
         CoreKind::Int,
+        None,
         "Sets the public TCP port to use for announcing discovered IPs",
-        "only configured addresses are announced",
     ),
     inert(
         "announce-addr-dns",
@@ -795,6 +795,8 @@ pub struct Config {
     /// `--invoices-onchain-fallback`: invoices carry a fresh wallet address, and a deposit
     /// there pays them.
     pub invoices_onchain_fallback: bool,
+    /// `--announce-addr-discovered` and `--announce-addr-discovered-port`.
+    pub discovery: crate::lightning::discovery::Discovery,
     /// `--rescan`: the on-chain wallet scans again from this many blocks below the tip
     /// (positive) or from this height (negative, as CLN).
     pub rescan: Option<i64>,
@@ -1326,6 +1328,12 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         disable_dns: m.get_flag("disable-dns"),
         daemon,
         invoices_onchain_fallback: m.get_flag("invoices-onchain-fallback"),
+        discovery: discovery_settings(
+            m.get_one::<String>("announce-addr-discovered")
+                .map(String::as_str),
+            m.get_one::<i64>("announce-addr-discovered-port").copied(),
+            network,
+        )?,
         rescan: m.get_one::<i64>("rescan").copied(),
         notes,
         min_emergency_msat,
@@ -1359,6 +1367,41 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
 }
 
 /// One `UNUSUAL` line per core option given that has no effect in Fulgur.
+/// `--announce-addr-discovered` (`auto` by default, `true`, `false`) and its port (by
+/// default the network's Lightning port, as CLN's: 9735, 19735 on testnet, 39735 on signet,
+/// 19846 on regtest).
+fn discovery_settings(
+    mode: Option<&str>,
+    port: Option<i64>,
+    network: Network,
+) -> Result<crate::lightning::discovery::Discovery, ConfigError> {
+    use crate::lightning::discovery::{Discovery, DiscoveryMode};
+    let mode = match mode.unwrap_or("auto") {
+        "auto" => DiscoveryMode::Auto,
+        "true" | "on" => DiscoveryMode::On,
+        "false" | "off" => DiscoveryMode::Off,
+        other => {
+            return Err(err(format!(
+                "announce-addr-discovered: '{other}' should be 'true', 'false' or 'auto'"
+            )));
+        }
+    };
+    let default = match network {
+        Network::Bitcoin => 9735,
+        Network::Testnet | Network::Testnet4 => 19735,
+        Network::Signet => 39735,
+        Network::Regtest => 19846,
+    };
+    let port = match port {
+        None => default,
+        Some(p) => u16::try_from(p)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| err(format!("announce-addr-discovered-port: {p} is not a port")))?,
+    };
+    Ok(Discovery { mode, port })
+}
+
 /// `--proxy` and `--always-use-proxy`, with CLN's checks: the port defaults to 9050, and
 /// `--always-use-proxy` needs a proxy given as an IP address (`localhost` counts as
 /// 127.0.0.1, as in CLN), since it forbids DNS lookups.
@@ -1517,6 +1560,24 @@ mod tests {
             Invocation::Run(c) => *c,
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn ip_discovery_is_auto_on_the_networks_port_by_default() {
+        use crate::lightning::discovery::DiscoveryMode;
+        let d = discovery_settings(None, None, Network::Bitcoin).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((d.mode, d.port), (DiscoveryMode::Auto, 9735));
+        let d = discovery_settings(Some("false"), Some(1234), Network::Regtest)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((d.mode, d.port), (DiscoveryMode::Off, 1234));
+        assert_eq!(
+            discovery_settings(None, None, Network::Regtest)
+                .map(|d| d.port)
+                .ok(),
+            Some(19846)
+        );
+        assert!(discovery_settings(Some("maybe"), None, Network::Regtest).is_err());
+        assert!(discovery_settings(None, Some(0), Network::Regtest).is_err());
     }
 
     #[test]

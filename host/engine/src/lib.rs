@@ -29,6 +29,7 @@ use fulgur_wallet as wallet;
 
 pub mod channels;
 pub mod closed;
+pub mod discovery;
 pub mod duties;
 pub mod events;
 pub mod forwards;
@@ -362,6 +363,8 @@ pub struct Deps {
     pub use_dns: bool,
     /// `--invoices-onchain-fallback`: invoices carry a wallet address that pays them.
     pub onchain_fallback: bool,
+    /// `--announce-addr-discovered` and its port.
+    pub discovery: discovery::Discovery,
     /// The channel options (`--max-concurrent-htlcs`, `--fee-base`, `--cltv-delta`...).
     pub channels: ChannelSettings,
     /// Our alias (`--alias`).
@@ -448,6 +451,9 @@ pub struct Lightning {
     use_dns: bool,
     /// `--invoices-onchain-fallback`.
     pub(crate) onchain_fallback: bool,
+    /// `--announce-addr-discovered`, and what peers said they see us at.
+    discovery: discovery::Discovery,
+    discovered: discovery::Discovered,
     /// Closed channels still resolving, and snapshots of open ones (`closed.rs`).
     pub(crate) closed: closed::Closed,
     /// Forwards: their table, notifications and the fees they earned.
@@ -787,6 +793,8 @@ impl Lightning {
             proxy: deps.proxy.clone(),
             use_dns: deps.use_dns,
             onchain_fallback: deps.onchain_fallback,
+            discovery: deps.discovery,
+            discovered: discovery::Discovered::default(),
             forwards,
             closed,
             alias: deps.alias.clone(),
@@ -1246,6 +1254,34 @@ impl Lightning {
             .is_some_and(|n| n.announcement_info.is_none() && !n.channels.is_empty())
     }
 
+    /// A peer told us (in `init`) the address it sees us at: when that changes the address
+    /// discovered (`announce-addr-discovered`), our node is announced again with it.
+    fn peer_saw_us_at(&self, peer: PublicKey, ip: std::net::IpAddr) {
+        if self.discovery.mode == discovery::DiscoveryMode::Off
+            || self.proxy.as_ref().is_some_and(|p| p.always)
+        {
+            return;
+        }
+        let has_channel = self
+            .manager
+            .list_channels()
+            .iter()
+            .any(|c| c.counterparty.node_id == peer);
+        if self.discovered.peer_said(peer, ip, has_channel) {
+            let now = self
+                .discovered
+                .to_announce(self.discovery, self.announce.len());
+            self.log.info(&format!(
+                "Update our node_announcement for discovered address: {}",
+                now.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            self.announce_node();
+        }
+    }
+
     /// Announces our node (alias, color, addresses). LDK sends it once we have a public
     /// channel; calling it again refreshes the announcement.
     pub fn announce_node(&self) {
@@ -1257,12 +1293,16 @@ impl Lightning {
             *b = u8::from_str_radix(self.color.get(2 * i..2 * i + 2).unwrap_or("00"), 16)
                 .unwrap_or(0);
         }
-        let addrs = self
+        let mut addrs: Vec<lightning::ln::msgs::SocketAddress> = self
             .announce
             .iter()
             .take(100)
             .map(|a| a.to_socket_address())
             .collect();
+        addrs.extend(
+            self.discovered
+                .to_announce(self.discovery, self.announce.len()),
+        );
         self.peers.broadcast_node_announcement(rgb, alias, addrs);
     }
 
@@ -1817,6 +1857,10 @@ impl CustomMessageHandler for PeerWatcher {
         // a task, after this returns.
         let features = features_hex(msg.features.le_flags());
         let remote_addr = msg.remote_network_address.as_ref().map(|a| a.to_string());
+        let remote_ip = msg
+            .remote_network_address
+            .as_ref()
+            .and_then(discovery::ip_of);
         let engine = self.engine.get().and_then(Weak::upgrade);
         let port = self.port.clone();
         let log = self.log.clone();
@@ -1830,6 +1874,10 @@ impl CustomMessageHandler for PeerWatcher {
             // Outgoing connections are recorded by `connect`, with how long they took.
             if inbound && let Some(e) = &engine {
                 e.netevents.connected(id, None);
+            }
+            if let (Some(e), Some(ip)) = (&engine, remote_ip) {
+                log.debug(&format!("Peer {id} says it sees our address as: {ip}"));
+                e.peer_saw_us_at(id, ip);
             }
             let direction = if inbound { "in" } else { "out" };
             log.debug(&format!("Peer {id} connected ({direction}, {addr})"));
