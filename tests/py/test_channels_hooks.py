@@ -282,6 +282,13 @@ def test_openchannel_hook_and_channel_life(ln):
     assert a.rpc.setchannel("all", feeppm=10)["channels"][0]["fee_proportional_millionths"] == 10
     with pytest.raises(RpcError):
         a.rpc.setchannel("1x1x1", feebase=1)
+    # What LDK cannot set per channel is refused, not ignored; enforcedelay is accepted
+    # (LDK honours the old fees for about five minutes).
+    for bad in ({"htlcmax": 1000}, {"htlcmin": 5}, {"ignorefeelimits": True}):
+        with pytest.raises(RpcError) as e:
+            a.rpc.call("setchannel", {"id": scid, **bad})
+        assert e.value.error["code"] == -32602, e.value.error
+    assert a.rpc.setchannel(scid, ignorefeelimits=False, enforcedelay=60)["channels"]
     a.rpc.listforwards()
     a.rpc.listhtlcs()
 

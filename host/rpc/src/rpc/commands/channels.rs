@@ -865,6 +865,19 @@ fn run_setchannel(ctx: Ctx, p: Params) -> CommandFuture {
     command(async move {
         let e = engine(&ctx.node)?;
         unsupported(&p, "htlcmin htlcmax")?;
+        // LDK has no per-channel fee-limit switch: only the node's `ignore-fee-limits`
+        // (asking for what it already is is fine). `enforcedelay` is accepted: LDK keeps
+        // honouring the previous fees for about five minutes after a change, whatever it says.
+        if let Some(want) = p.opt_bool("ignorefeelimits")?
+            && want != ctx.node.config.ignore_fee_limits
+        {
+            return Err(RpcError::invalid_params(format!(
+                "ignorefeelimits: per-channel fee limits are not supported by this node; \
+                 set the ignore-fee-limits option (now {})",
+                ctx.node.config.ignore_fee_limits
+            )));
+        }
+        p.opt_u64("enforcedelay")?;
         let id = p.str("id")?;
         let base = u64_param(&p, "feebase")?;
         let ppm = u64_param(&p, "feeppm")?;
