@@ -49,7 +49,7 @@ pub enum Duty {
     DecayScorer,
     /// Archiving fully resolved channel monitors.
     ArchiveMonitors,
-    /// Closed-channel snapshots.
+    /// Closed-channel snapshots, and writing the HTLC counters.
     SnapshotChannels,
     /// Reconnecting channel peers.
     ReconnectPeers,
@@ -283,7 +283,11 @@ impl Lightning {
                         .debug("No fully resolved channel monitor to archive");
                 }
             }
-            Duty::SnapshotChannels => self.snapshot_channels(),
+            Duty::SnapshotChannels => {
+                self.snapshot_channels();
+                // The HTLC counters added up during the last second.
+                self.write_htlc_counts();
+            }
             Duty::ReconnectPeers => self.reconnect_channel_peers().await,
         }
     }

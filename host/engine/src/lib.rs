@@ -454,6 +454,8 @@ pub struct Lightning {
     /// `--announce-addr-discovered`, and what peers said they see us at.
     discovery: discovery::Discovery,
     discovered: discovery::Discovered,
+    /// HTLC counters not written yet (`history.rs`).
+    htlc_counts: history::PendingCounts,
     /// Closed channels still resolving, and snapshots of open ones (`closed.rs`).
     pub(crate) closed: closed::Closed,
     /// Forwards: their table, notifications and the fees they earned.
@@ -795,6 +797,7 @@ impl Lightning {
             onchain_fallback: deps.onchain_fallback,
             discovery: deps.discovery,
             discovered: discovery::Discovered::default(),
+            htlc_counts: Default::default(),
             forwards,
             closed,
             alias: deps.alias.clone(),
@@ -1240,6 +1243,7 @@ impl Lightning {
     /// Stops the engine's network activity and persists the manager.
     pub fn stop(&self) {
         self.peers.disconnect_all_peers();
+        self.write_htlc_counts();
         self.persist_manager_then_monitors(Durability::Synced);
         self.persist_graph();
         self.persist_scorer();
