@@ -92,7 +92,10 @@ pub struct ChannelHistory {
     pub state_changes: Vec<StateChangeRecord>,
 }
 
-/// Counts not written yet: channel id (hex) → per [`Flow`], (HTLCs, msat).
+/// The key prefix of counts known by scid until written (`scid:<u64>`).
+const SCID_KEY: &str = "scid:";
+
+/// Counts not written yet: channel id (hex), or `scid:<n>`, → per [`Flow`], (HTLCs, msat).
 pub type PendingCounts = std::sync::Mutex<HashMap<String, [(u64, u64); 4]>>;
 
 fn flow_index(f: Flow) -> usize {
@@ -226,6 +229,48 @@ impl Lightning {
         }
     }
 
+    /// [`Lightning::count_htlcs`] for a channel known by its scid (a route's first hop):
+    /// the scid is turned into the channel's id when the counts are written, not on the
+    /// payment path.
+    pub(crate) fn count_htlc_by_scid(&self, scid: u64, f: Flow, msat: u64) {
+        let mut pending = self.htlc_counts.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut pending.entry(format!("{SCID_KEY}{scid}")).or_default()[flow_index(f)];
+        slot.0 += 1;
+        slot.1 = slot.1.saturating_add(msat);
+    }
+
+    /// Pending counts keyed by channel id: those counted by scid are moved to their
+    /// channel's id (real scid or alias; dropped when no channel has it any more).
+    fn pending_by_channel(
+        &self,
+        pending: HashMap<String, [(u64, u64); 4]>,
+    ) -> HashMap<String, [(u64, u64); 4]> {
+        if !pending.keys().any(|k| k.starts_with(SCID_KEY)) {
+            return pending;
+        }
+        let chans = self.manager.list_channels();
+        let mut out: HashMap<String, [(u64, u64); 4]> = HashMap::new();
+        for (k, flows) in pending {
+            let id = match k.strip_prefix(SCID_KEY).and_then(|s| s.parse::<u64>().ok()) {
+                None => k,
+                Some(scid) => match chans.iter().find(|c| {
+                    c.short_channel_id == Some(scid)
+                        || c.outbound_scid_alias == Some(scid)
+                        || c.inbound_scid_alias == Some(scid)
+                }) {
+                    Some(c) => hex(&c.channel_id.0),
+                    None => continue,
+                },
+            };
+            let slot = out.entry(id).or_default();
+            for (s, (n, m)) in slot.iter_mut().zip(flows) {
+                s.0 += n;
+                s.1 = s.1.saturating_add(m);
+            }
+        }
+        out
+    }
+
     /// Writes the counts added up since the last write (one transaction, relaxed). On
     /// failure they are kept for the next one.
     pub(crate) fn write_htlc_counts(&self) {
@@ -234,6 +279,7 @@ impl Lightning {
         if taken.is_empty() {
             return;
         }
+        let taken = self.pending_by_channel(taken);
         let items: Vec<(String, Flow, u64, u64)> = taken
             .iter()
             .flat_map(|(c, flows)| {
@@ -271,7 +317,7 @@ impl Lightning {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        for (c, flows) in pending {
+        for (c, flows) in self.pending_by_channel(pending) {
             let counts = &mut all.entry(c).or_default().counts;
             let [io, ifu, oo, ofu] = flows;
             counts.in_payments_offered += io.0;
@@ -284,19 +330,6 @@ impl Lightning {
             counts.out_fulfilled_msat += ofu.1;
         }
         Ok(all)
-    }
-
-    /// The channel whose real scid or alias is `scid`.
-    pub(crate) fn channel_id_of_scid(&self, scid: u64) -> Option<ChannelId> {
-        self.manager
-            .list_channels()
-            .into_iter()
-            .find(|c| {
-                c.short_channel_id == Some(scid)
-                    || c.outbound_scid_alias == Some(scid)
-                    || c.inbound_scid_alias == Some(scid)
-            })
-            .map(|c| c.channel_id)
     }
 }
 

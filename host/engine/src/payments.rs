@@ -1832,13 +1832,12 @@ impl Lightning {
             payment_id(&hash, groupid, prep.partid),
         );
         if sent.is_ok() {
-            if let Some(c) = prep
-                .path
-                .hops
-                .first()
-                .and_then(|h| self.channel_id_of_scid(h.short_channel_id))
-            {
-                self.count_htlcs(vec![(c, super::history::Flow::OutOffered, prep.sent_msat)]);
+            if let Some(h) = prep.path.hops.first() {
+                self.count_htlc_by_scid(
+                    h.short_channel_id,
+                    super::history::Flow::OutOffered,
+                    prep.sent_msat,
+                );
             }
             // Hand the HTLC to the peer now rather than at the engine loop's next wake.
             self.peers.process_events();
@@ -2016,13 +2015,13 @@ impl Lightning {
                     .await?;
             }
             Event::PaymentPathSuccessful { path, .. } => {
-                if let Some(c) = path
-                    .hops
-                    .first()
-                    .and_then(|h| self.channel_id_of_scid(h.short_channel_id))
-                {
+                if let Some(h) = path.hops.first() {
                     let sent = path.final_value_msat().saturating_add(path.fee_msat());
-                    self.count_htlcs(vec![(c, super::history::Flow::OutFulfilled, sent)]);
+                    self.count_htlc_by_scid(
+                        h.short_channel_id,
+                        super::history::Flow::OutFulfilled,
+                        sent,
+                    );
                 }
                 self.graph.learn_success(&path, since_epoch);
             }
