@@ -119,15 +119,7 @@ impl Chain {
         listener: SharedListener,
         best_block: Option<BlockLocator>,
     ) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Pending {
-                name: name.to_string(),
-                listener,
-                best_block,
-                rescan: None,
-            });
+        self.add_listener_rescanning(name, listener, best_block, None);
     }
 
     /// [`Chain::add_listener`], but the listener is first given the blocks from the height
