@@ -97,7 +97,7 @@ pub(super) fn htlc_state_name(s: &crate::lightning::graceful::HtlcState) -> &'st
         HtlcState::Out(Some(O::Committed) | None) => "SENT_ADD_ACK_REVOCATION",
         HtlcState::Out(Some(
             O::AwaitingRemoteRevokeToRemoveSuccess | O::AwaitingRemoteRevokeToRemoveFailure,
-        )) => "RCVD_REMOVE_ACK_COMMIT",
+        )) => "SENT_REMOVE_ACK_COMMIT",
     }
 }
 
@@ -931,6 +931,62 @@ fn run_setchannel(ctx: Ctx, p: Params) -> CommandFuture {
 mod tests {
     use super::*;
     use crate::lightning::closed::record;
+
+    #[test]
+    fn htlc_state_names_are_clns_for_their_direction() {
+        use crate::lightning::graceful::HtlcState;
+        use lightning::ln::channel_state::{
+            InboundHTLCStateDetails as I, OutboundHTLCStateDetails as O,
+        };
+        // CLN's htlc_state names (common/htlc_state.h), as listpeerchannels' schema lists
+        // them for each direction.
+        const OFFERED_TO_US: [&str; 10] = [
+            "RCVD_ADD_HTLC",
+            "RCVD_ADD_COMMIT",
+            "SENT_ADD_REVOCATION",
+            "SENT_ADD_ACK_COMMIT",
+            "RCVD_ADD_ACK_REVOCATION",
+            "SENT_REMOVE_HTLC",
+            "SENT_REMOVE_COMMIT",
+            "RCVD_REMOVE_REVOCATION",
+            "RCVD_REMOVE_ACK_COMMIT",
+            "SENT_REMOVE_ACK_REVOCATION",
+        ];
+        const OFFERED_BY_US: [&str; 10] = [
+            "SENT_ADD_HTLC",
+            "SENT_ADD_COMMIT",
+            "RCVD_ADD_REVOCATION",
+            "RCVD_ADD_ACK_COMMIT",
+            "SENT_ADD_ACK_REVOCATION",
+            "RCVD_REMOVE_HTLC",
+            "RCVD_REMOVE_COMMIT",
+            "SENT_REMOVE_REVOCATION",
+            "SENT_REMOVE_ACK_COMMIT",
+            "RCVD_REMOVE_ACK_REVOCATION",
+        ];
+        let ins = [
+            None,
+            Some(I::AwaitingRemoteRevokeToAdd),
+            Some(I::Committed),
+            Some(I::AwaitingRemoteRevokeToRemoveFulfill),
+            Some(I::AwaitingRemoteRevokeToRemoveFail),
+        ];
+        for s in ins {
+            let name = htlc_state_name(&HtlcState::In(s.clone()));
+            assert!(OFFERED_TO_US.contains(&name), "{s:?}: {name}");
+        }
+        let outs = [
+            None,
+            Some(O::AwaitingRemoteRevokeToAdd),
+            Some(O::Committed),
+            Some(O::AwaitingRemoteRevokeToRemoveSuccess),
+            Some(O::AwaitingRemoteRevokeToRemoveFailure),
+        ];
+        for s in outs {
+            let name = htlc_state_name(&HtlcState::Out(s.clone()));
+            assert!(OFFERED_BY_US.contains(&name), "{s:?}: {name}");
+        }
+    }
 
     #[test]
     fn listclosedchannels_fields_from_an_old_json_snapshot() {
