@@ -623,6 +623,9 @@ def test_balance_snapshot(ln):
                                   "coin_type": "bcrt"}]
     ln.fund(a)
     ln.open(a, b, push_msat=100_000_000)
+    # The snapshot of a block is taken when it arrives: the channel locked in after the
+    # block that confirmed it, so the next block's snapshot is the first to list it.
+    ln.mine(1)
     height = ln.chain.height()
     snap = wait_for(lambda: [s for s in notes(a, "balance_snapshot")
                              if s["blockheight"] == height], what="snapshot at the tip")[-1]
