@@ -338,13 +338,18 @@ fn next_pay_index(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(u64::try_from(next).unwrap_or(0))
 }
 
-/// The BOLT 11 fallback field of a wallet address (segwit v0 or v1).
-fn fallback_of(a: &bitcoin::Address) -> Option<Fallback> {
-    let program = a.witness_program()?;
-    Some(Fallback::SegWitProgram {
-        version: program.version(),
-        program: program.program().as_bytes().to_vec(),
-    })
+/// The BOLT 11 fallback field of an address (P2PKH, P2SH or segwit), if it has one.
+pub fn fallback_of(a: &bitcoin::Address) -> Option<Fallback> {
+    use bitcoin::address::AddressData;
+    match a.to_address_data() {
+        AddressData::P2pkh { pubkey_hash } => Some(Fallback::PubKeyHash(pubkey_hash)),
+        AddressData::P2sh { script_hash } => Some(Fallback::ScriptHash(script_hash)),
+        AddressData::Segwit { witness_program } => Some(Fallback::SegWitProgram {
+            version: witness_program.version(),
+            program: witness_program.program().as_bytes().to_vec(),
+        }),
+        _ => None,
+    }
 }
 
 /// The `invoices` counters: (updated, deleted).

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bitcoin::Address;
-use bitcoin::address::AddressData;
 use fulgur_base::hex;
 use fulgur_protocol::RpcError;
 use fulgur_protocol::amount::Msat;
@@ -172,18 +171,8 @@ fn fallback(s: &str, network: ConfigNetwork) -> Result<Fallback, RpcError> {
                 ),
             )
         })?;
-    match addr.to_address_data() {
-        AddressData::P2pkh { pubkey_hash } => Ok(Fallback::PubKeyHash(pubkey_hash)),
-        AddressData::P2sh { script_hash } => Ok(Fallback::ScriptHash(script_hash)),
-        AddressData::Segwit { witness_program } => Ok(Fallback::SegWitProgram {
-            version: witness_program.version(),
-            program: witness_program.program().as_bytes().to_vec(),
-        }),
-        _ => Err(RpcError::new(
-            codes::LIGHTNINGD,
-            "Fallback address not valid",
-        )),
-    }
+    crate::lightning::invoices::fallback_of(&addr)
+        .ok_or_else(|| RpcError::new(codes::LIGHTNINGD, "Fallback address not valid"))
 }
 
 fn fallbacks_param(p: &Params, network: ConfigNetwork) -> Result<Vec<Fallback>, RpcError> {
