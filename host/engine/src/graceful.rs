@@ -88,22 +88,20 @@ impl Lightning {
         for c in &chans {
             let peer = c.counterparty.node_id;
             let up = self.peers.peer_by_node_id(&peer).is_some();
-            for h in &c.pending_inbound_htlcs {
-                htlcs.push(PendingHtlc {
-                    expiry: h.cltv_expiry,
-                    state: HtlcState::In(h.state.clone()),
-                    peer,
-                    connected: up,
-                });
-            }
-            for h in &c.pending_outbound_htlcs {
-                htlcs.push(PendingHtlc {
-                    expiry: h.cltv_expiry,
-                    state: HtlcState::Out(h.state.clone()),
-                    peer,
-                    connected: up,
-                });
-            }
+            let ins = c
+                .pending_inbound_htlcs
+                .iter()
+                .map(|h| (h.cltv_expiry, HtlcState::In(h.state.clone())));
+            let outs = c
+                .pending_outbound_htlcs
+                .iter()
+                .map(|h| (h.cltv_expiry, HtlcState::Out(h.state.clone())));
+            htlcs.extend(ins.chain(outs).map(|(expiry, state)| PendingHtlc {
+                expiry,
+                state,
+                peer,
+                connected: up,
+            }));
         }
         GracefulStatus { htlcs, connected }
     }
