@@ -55,7 +55,7 @@ LOG_LINE_RE = re.compile(
     r"(?P<level>IO|TRACE|DEBUG|INFO|UNUSUAL|\*\*BROKEN\*\*|BROKEN)\s+(?P<source>[^ :]+): (?P<msg>.*)$")
 
 
-# The BROKEN lines of a force-close a test asks for with `close(..., unilateraltimeout=0)`,
+# The BROKEN lines of a force-close a test asks for with `dev-fail` or `close`'s timeout,
 # on the closer and on its peer (LDK logs every force-close at error).
 ASKED_FORCE_CLOSE = (r"lightning: [0-9a-f]{66}: (Force-closing channel$"
                      r"|.*Forcibly closed by `close` command timeout$)")

@@ -98,7 +98,7 @@ def test_anchor_force_close_cpfp_htlc_timeout_and_sweep(ln):
     b.stop()
     wait_for(lambda: not a.rpc.listpeers(b.id)["peers"][0]["connected"], what="B gone")
     mark = a.log_mark()
-    cl = a.rpc.close(b.id, unilateraltimeout=0)
+    cl = a.rpc.close(b.id, unilateraltimeout=1)
     assert cl["type"] == "unilateral"
     commitment = cl["txids"][0]
     a.wait_for_log(rf"Fee bump: commitment {commitment} .* 1 HTLC\(s\) pending", start=mark)
@@ -212,7 +212,7 @@ def test_force_close_under_a_risen_mempool_minimum_goes_in_as_a_package(ln):
     ln.chain.call("setfeerate", {"2": 30, "6": 25, "12": 22, "100": 21})
     wait_for(lambda: a.rpc.feerates("perkw")["perkw"]["floor"] >= 5_000, what="A sees the fees")
     mark = a.log_mark()
-    cl = a.rpc.close(b.id, unilateraltimeout=0)
+    cl = a.rpc.close(b.id, unilateraltimeout=1)
     assert cl["type"] == "unilateral"
     commitment = cl["txids"][0]
     child = log_value(a, rf"Broadcasting anchor transaction (\w+) to bump channel close with "

@@ -433,7 +433,8 @@ def test_custommsg(ln):
 
 
 def test_reconnect_after_restart_and_unilateral_close(ln):
-    a = ln.node(broken_log=ASKED_FORCE_CLOSE)
+    # `dev-fail`: a unilateral close while B is online (`close` would negotiate).
+    a = ln.node(broken_log=ASKED_FORCE_CLOSE, options={"developer": None})
     b = ln.node(plugins=[NOTES], broken_log=ASKED_FORCE_CLOSE)
     ln.fund(a)
     scid = ln.open(a, b, push_msat=20_000)
@@ -472,7 +473,7 @@ def test_reconnect_after_restart_and_unilateral_close(ln):
     # fee-bump event for anchor channels, so either may win.
     [before] = a.rpc.listpeerchannels(b.id)["channels"]
     funding = (before["funding_txid"], before["funding_outnum"])
-    cl = a.rpc.close(scid, unilateraltimeout=0)
+    cl = a.rpc.call("dev-fail", [b.id])
     assert cl["type"] == "unilateral" and len(cl["txs"]) == len(cl["txids"]) == 1
     ours = cl["txids"][0]
     [commitment] = wait_for(lambda: ln.chain.call("getrawmempool"), what="a commitment tx")

@@ -225,8 +225,8 @@ impl Node {
         self
     }
 
-    /// Declares the BROKEN lines of a force-close the test asks for with `close` and
-    /// `unilateraltimeout` (on the closer and on its peer: LDK logs every force-close at
+    /// Declares the BROKEN lines of a force-close the test asks for with `dev-fail` or
+    /// `close`'s `unilateraltimeout` (on the closer and on its peer: LDK logs every force-close at
     /// error).
     pub fn allow_asked_force_close(&self) -> &Self {
         self.allow_broken("Force-closing channel")

@@ -134,7 +134,8 @@ fn onchain(b: &Bitcoind, a: &LnNode, peer: &LnNode) {
 #[test]
 fn force_close_returns_funds_after_the_delay() {
     let b = Bitcoind::start("chan-force");
-    let a = LnNode::start("force-a", &b, &[]);
+    // `dev-fail`: a unilateral close with the peer online (`close` would negotiate).
+    let a = LnNode::start("force-a", &b, &["--developer".to_string()]);
     let bn = LnNode::start("force-b", &b, &[]);
     a.allow_asked_force_close();
     bn.allow_asked_force_close();
@@ -151,7 +152,7 @@ fn force_close_returns_funds_after_the_delay() {
         "{ca}"
     );
     let before = wallet_msat(&a);
-    let closed = a.ok("close", json!({"id": bn.id, "unilateraltimeout": 0}));
+    let closed = a.ok("dev-fail", json!({"id": bn.id}));
     schema_ok("close", &closed);
     assert_eq!(closed["type"], "unilateral");
     // An anchor commitment goes out through LDK's bump event: with no HTLC pending the

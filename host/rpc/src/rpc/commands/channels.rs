@@ -279,7 +279,7 @@ fn unreachable_all() -> Result<u64, RpcError> {
 }
 
 /// Finds channels by peer id, channel id or short channel id.
-fn find_channels(e: &Lightning, id: &str) -> Vec<ChannelDetails> {
+pub(super) fn find_channels(e: &Lightning, id: &str) -> Vec<ChannelDetails> {
     let all = e.list_channels();
     if let Ok(pk) = id.parse::<PublicKey>() {
         return all
@@ -306,7 +306,11 @@ fn run_close(ctx: Ctx, p: Params) -> CommandFuture {
         let e = engine(&ctx.node)?;
         unsupported(&p, CLOSE_UNSUPPORTED)?;
         let id = p.str("id")?;
-        let timeout = u64_param(&p, "unilateraltimeout")?.unwrap_or(172_800);
+        // CLN: two days by default; 0 waits for a mutual close as long as it takes.
+        let timeout = match u64_param(&p, "unilateraltimeout")?.unwrap_or(172_800) {
+            0 => None,
+            t => Some(Duration::from_secs(t)),
+        };
         let destination = match p.opt_str("destination") {
             Ok(Some(a)) => {
                 Some(crate::rpc::onchain::address("destination", &a, e.network())?.script_pubkey())
@@ -330,47 +334,93 @@ fn run_close(ctx: Ctx, p: Params) -> CommandFuture {
                 ));
             }
         };
-        let peer = chan.counterparty.node_id;
-        let Some(funding) = chan.funding_txo else {
-            e.close_channel(&chan.channel_id, &peer, None, true)
-                .map_err(|m| RpcError::new(-1, m))?;
-            return Ok(json!({"type": "unopened"}));
-        };
-        // The closed channel's record is made from this snapshot.
-        e.snapshot_channels();
-        let mut seen = ctx.node.chain.broadcaster().watch();
-        let spends_funding = |tx: &bitcoin::Transaction| {
-            tx.input
-                .iter()
-                .any(|i| i.previous_output == funding.into_bitcoin_outpoint())
-        };
-        let force_now = timeout == 0;
+        close_waiting(&ctx, &e, &chan, destination, timeout).await
+    })
+}
 
-        e.close_channel(&chan.channel_id, &peer, destination, force_now)
+/// Closes `chan` and answers once its closing transaction is broadcast, as CLN's `close`:
+/// mutually, or unilaterally when `timeout` passes first (`Some(ZERO)`: at once; `None`:
+/// never). While the peer is disconnected the mutual close waits for it to come back.
+pub(super) async fn close_waiting(
+    ctx: &Ctx,
+    e: &Lightning,
+    chan: &ChannelDetails,
+    destination: Option<bitcoin::ScriptBuf>,
+    timeout: Option<Duration>,
+) -> Result<Value, RpcError> {
+    let peer = chan.counterparty.node_id;
+    let Some(funding) = chan.funding_txo else {
+        e.close_channel(&chan.channel_id, &peer, None, true)
             .map_err(|m| RpcError::new(-1, m))?;
-        let mut kind = if force_now { "unilateral" } else { "mutual" };
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-        loop {
-            tokio::select! {
-                r = seen.recv() => match r {
-                    Ok(tx) if spends_funding(&tx) => {
-                        return Ok(json!({
-                            "type": kind,
-                            "txs": [bitcoin::consensus::encode::serialize_hex(&tx)],
-                            "txids": [tx.compute_txid().to_string()],
-                        }));
-                    }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(_) => return Err(RpcError::new(-1, "node shutting down")),
-                },
-                _ = tokio::time::sleep_until(deadline), if kind == "mutual" => {
-                    kind = "unilateral";
-                    e.close_channel(&chan.channel_id, &peer, None, true)
-                        .map_err(|m| RpcError::new(-1, m))?;
+        return Ok(json!({"type": "unopened"}));
+    };
+    // The closed channel's record is made from this snapshot.
+    e.snapshot_channels();
+    let mut seen = ctx.node.chain.broadcaster().watch();
+    let spends_funding = |tx: &bitcoin::Transaction| {
+        tx.input
+            .iter()
+            .any(|i| i.previous_output == funding.into_bitcoin_outpoint())
+    };
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let force_now = timeout == Some(Duration::ZERO);
+    let mut kind = if force_now { "unilateral" } else { "mutual" };
+    // Whether the close has begun: a mutual one needs the peer connected.
+    let mut begun = false;
+    let mut destination = destination;
+    let mut begin = |kind: &str| -> Result<bool, RpcError> {
+        if kind == "mutual" && !e.is_connected(&peer) {
+            return Ok(false);
+        }
+        e.close_channel(
+            &chan.channel_id,
+            &peer,
+            destination.take(),
+            kind == "unilateral",
+        )
+        .map_err(|m| RpcError::new(-1, m))?;
+        Ok(true)
+    };
+    begun |= begin(kind)?;
+    if !begun {
+        let until = match timeout {
+            Some(t) => format!("for {} s, then closes unilaterally", t.as_secs()),
+            None => "as long as it takes".to_string(),
+        };
+        ctx.node.main.info(&format!(
+            "close: peer {peer} is disconnected; the mutual close waits for it {until}"
+        ));
+    }
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            r = seen.recv() => match r {
+                Ok(tx) if spends_funding(&tx) => {
+                    return Ok(json!({
+                        "type": kind,
+                        "txs": [bitcoin::consensus::encode::serialize_hex(&tx)],
+                        "txids": [tx.compute_txid().to_string()],
+                    }));
                 }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return Err(RpcError::new(-1, "node shutting down")),
+            },
+            _ = retry.tick(), if !begun => begun = begin(kind)?,
+            _ = sleep_until_or_never(deadline), if kind == "mutual" => {
+                kind = "unilateral";
+                e.close_channel(&chan.channel_id, &peer, None, true)
+                    .map_err(|m| RpcError::new(-1, m))?;
+                begun = true;
             }
         }
-    })
+    }
+}
+
+async fn sleep_until_or_never(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Whether a channel in CLN state `state` needs its peer connected (CLN's

@@ -198,7 +198,7 @@ pub const COMMANDS: &[&Command] = &[
 ];
 
 /// Developer-only commands: refused without `--developer`, never listed by `help`.
-pub const DEV_COMMANDS: &[&Command] = &[&dev::DEV];
+pub const DEV_COMMANDS: &[&Command] = &[&dev::DEV, &dev::DEV_FAIL];
 
 /// The built-in command named `name` (developer-only ones included: see [`is_dev_only`]).
 pub fn find(name: &str) -> Option<&'static Command> {
