@@ -90,7 +90,7 @@ impl Hook {
 
     /// Why Fulgur never calls this hook, for those it never calls: a plugin registering one
     /// is refused at registration (never accepted silently, so that a backup plugin relying
-    /// on `db_write` or a watchtower client on `commitment_revocation` fails visibly).
+    /// on `db_write` fails visibly).
     pub fn never_fires(self) -> Option<&'static str> {
         match self {
             Hook::Openchannel2
@@ -98,7 +98,6 @@ impl Hook {
             | Hook::Openchannel2Sign
             | Hook::RbfChannel => Some("dual-funded channels are not supported"),
             Hook::DbWrite => Some("database writes are not passed to plugins yet"),
-            Hook::CommitmentRevocation => Some("revoked commitments are not passed to plugins yet"),
             Hook::Recover => Some("recovery from a backup is not supported yet"),
             Hook::OnionMessageRecv | Hook::OnionMessageRecvSecret => {
                 Some("onion messages are not passed to plugins yet")

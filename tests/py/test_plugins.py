@@ -403,7 +403,6 @@ def test_rpc_command_hook_cycle_refused_at_plugin_start(node_factory, test_dir):
 
 @pytest.mark.parametrize("hook,why", [
     ("db_write", "database writes are not passed to plugins"),
-    ("commitment_revocation", "revoked commitments"),
     ("openchannel2", "dual-funded channels are not supported"),
     ("rbf_channel", "dual-funded channels are not supported"),
     ("onion_message_recv", "onion messages"),

@@ -53,6 +53,7 @@ pub mod runebook;
 pub mod runes;
 pub mod socks;
 pub mod sweep;
+pub mod watchtower;
 
 use fulgur_base::hex;
 use std::collections::HashSet;
@@ -233,6 +234,10 @@ const BENIGN_LDK_ERRORS: &[&str] = &[
     // A cooperative close, logged on both peers as "Closed channel due to close-required
     // error: Coop Closed" and "Closing channel: Coop Closed".
     ": Coop Closed",
+    // A commitment or closing transaction confirmed while the channel was open here: the
+    // peer force-closed while we were away (or cheated, which the monitor punishes).
+    // CLN logs a peer's unilateral close at UNUSUAL ("Peer permanent failure").
+    "Channel closed because commitment or closing transaction was confirmed on chain",
     // A payment sent while its first hop's peer is away (a restart, a crash): LDK fails
     // that path, and `waitsendpay`/`pay` report the failure to their caller.
     "Peer for first hop currently disconnected",
@@ -269,7 +274,7 @@ pub type Monitor = ChainMonitor<
     Arc<Broadcaster>,
     Arc<FeeCache>,
     Log,
-    Arc<MonitorPersister>,
+    Arc<watchtower::Watchtower>,
     Arc<KeysManager>,
 >;
 /// Persists channel monitors as small updates on top of a full copy written every
@@ -504,12 +509,44 @@ impl Lightning {
             broadcaster.clone(),
             fees.clone(),
         ));
+        // Closed channels' outputs and watchtower penalties pay to this wallet address.
+        let (dest, _) = deps
+            .wallet
+            .new_address(crate::wallet::AddrRequest::Bech32)
+            .await
+            .map_err(|e| format!("wallet address for closes: {e}"))?;
+        let dest = dest.ok_or("the wallet gave no address")?;
+        let destination = Arc::new(channels::WalletDestination(Mutex::new(
+            dest.script_pubkey(),
+        )));
+        let (penalties, signed_penalties) = tokio::sync::mpsc::unbounded_channel();
+        for r in watchtower::undelivered(&deps.store)
+            .await
+            .map_err(|e| format!("reading penalty transactions: {e}"))?
+        {
+            let _ = penalties.send(r);
+        }
+        let watchtower = Arc::new(watchtower::Watchtower::new(
+            persister.clone(),
+            deps.store.clone(),
+            deps.port.clone(),
+            fees.clone(),
+            dest.script_pubkey(),
+            penalties,
+            deps.log.clone(),
+        ));
+        tokio::spawn(watchtower::deliver(
+            deps.store.clone(),
+            deps.port.clone(),
+            deps.log.clone(),
+            signed_penalties,
+        ));
         let monitor: Arc<Monitor> = Arc::new(ChainMonitor::new(
             None,
             broadcaster.clone(),
             log.clone(),
             fees.clone(),
-            persister.clone(),
+            watchtower,
             keys.clone(),
             peer_storage_key,
             // Deferred: monitor updates wait in the chain monitor until the engine loop has
@@ -536,15 +573,6 @@ impl Lightning {
             Arc::new(P2PGossipSync::new(graph.clone(), Some(utxos), log.clone()));
         let msg_router = Arc::new(DefaultMessageRouter::new(graph.clone(), keys.clone()));
         let config = user_config(&deps.channels);
-        let (dest, _) = deps
-            .wallet
-            .new_address(crate::wallet::AddrRequest::Bech32)
-            .await
-            .map_err(|e| format!("wallet address for closes: {e}"))?;
-        let dest = dest.ok_or("the wallet gave no address")?;
-        let destination = Arc::new(channels::WalletDestination(Mutex::new(
-            dest.script_pubkey(),
-        )));
 
         let mut monitors = persister
             .read_all_channel_monitors_with_updates()
@@ -2025,6 +2053,12 @@ mod tests {
             "Closed channel due to close-required error: Coop Closed",
         );
         record(&log, LdkLevel::Error, "Closing channel: Coop Closed");
+        // The peer's commitment confirmed while we were away: CLN's UNUSUAL.
+        record(
+            &log,
+            LdkLevel::Error,
+            "Closed channel due to close-required error: Channel closed because commitment or closing transaction was confirmed on chain.",
+        );
         record(
             &log,
             LdkLevel::Error,
@@ -2043,7 +2077,7 @@ mod tests {
         );
         let text = sink.text();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 9, "{text}");
+        assert_eq!(lines.len(), 10, "{text}");
         assert!(lines[0].contains("INFO") && lines[0].contains("applied an update"));
         assert!(lines[1].contains("**BROKEN**") && lines[1].contains("Bad commitment_signed"));
         assert!(lines[2].contains("UNUSUAL") && lines[2].contains("six confirmations"));
@@ -2056,8 +2090,9 @@ mod tests {
                 "{coop}"
             );
         }
+        assert!(lines[7].contains("UNUSUAL") && lines[7].contains("confirmed on chain"));
         // A payment failed because its peer is away, or not retried: reported to its caller.
-        for failed in &lines[7..] {
+        for failed in &lines[8..] {
             assert!(failed.contains("UNUSUAL"), "{failed}");
         }
     }

@@ -146,6 +146,22 @@ pub enum Question {
     InvoicePayment,
     /// `htlc_accepted`, for this kind of HTLC.
     HtlcAccepted(HtlcKind),
+    /// `commitment_revocation`.
+    CommitmentRevocation,
+}
+
+/// A commitment of the peer's that it revoked, with the penalty that spends its `to_local`
+/// output, for `commitment_revocation`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Revocation {
+    /// The channel.
+    pub channel_id: [u8; 32],
+    /// The revoked commitment.
+    pub commitment_txid: Txid,
+    /// The signed penalty transaction.
+    pub penalty_tx: bitcoin::Transaction,
+    /// The commitment's number, from 0 (CLN's `commitnum`).
+    pub commitnum: u64,
 }
 
 /// What an HTLC is, for `htlc_accepted`'s filters (a Fulgur extension).
@@ -344,6 +360,8 @@ pub trait Port: Send + Sync + 'static {
     fn custommsg(&self, peer: PublicKey, ty: u16, payload: String) -> Answer<()>;
     /// `htlc_accepted` for one part: the verdict and the plugins that died holding it.
     fn htlc_accepted(&self, kind: HtlcKind, ask: HtlcAsk) -> Answer<(Verdict, Vec<String>)>;
+    /// `commitment_revocation`: resolves once every plugin on the chain answered.
+    fn commitment_revocation(&self, revocation: Revocation) -> Answer<()>;
     /// Bumped whenever a plugin becomes active (answered `init`).
     fn activations(&self) -> tokio::sync::watch::Receiver<u64>;
     /// The feature bits plugins' manifests set (big-endian): `init`, `node`, `channel`,
@@ -391,6 +409,9 @@ impl Port for Told {
     }
     fn htlc_accepted(&self, _: HtlcKind, _: HtlcAsk) -> Answer<(Verdict, Vec<String>)> {
         Box::pin(async { (Verdict::Continue, vec![]) })
+    }
+    fn commitment_revocation(&self, _: Revocation) -> Answer<()> {
+        Box::pin(async {})
     }
     fn featurebits(&self) -> [Vec<u8>; 4] {
         Default::default()

@@ -13,7 +13,7 @@ use crate::hooks::ChainEnd;
 use crate::lightning::htlcs::{Replacements, Verdict};
 use crate::lightning::port::{
     Answer, HtlcAsk, HtlcKind, Notice, NumberedMovement, OpenOffer, OpenTerms, PeerInfo, Port,
-    Question, Refusal, StateChange, Topic,
+    Question, Refusal, Revocation, StateChange, Topic,
 };
 use crate::plugin::PluginHost;
 use crate::rpc::commands::pay;
@@ -331,6 +331,7 @@ impl Port for PluginPort {
             Question::HtlcAccepted(kind) => self
                 .host
                 .has_hook_for(Hook::HtlcAccepted, Some(&kind_filter(kind))),
+            Question::CommitmentRevocation => self.host.has_hook(Hook::CommitmentRevocation),
         }
     }
 
@@ -401,6 +402,19 @@ impl Port for PluginPort {
                 .run_noting_deaths()
                 .await;
             (htlc_verdict(end, &payload), died)
+        })
+    }
+
+    fn commitment_revocation(&self, r: Revocation) -> Answer<()> {
+        let host = self.host.clone();
+        Box::pin(async move {
+            let payload = json!({
+                "commitment_txid": r.commitment_txid.to_string(),
+                "penalty_tx": bitcoin::consensus::encode::serialize_hex(&r.penalty_tx),
+                "channel_id": hex(&r.channel_id),
+                "commitnum": r.commitnum,
+            });
+            let _ = host.hook(Hook::CommitmentRevocation, payload).run().await;
         })
     }
 

@@ -276,6 +276,18 @@ const MIGRATIONS: &[&str] = &[
         invoice INTEGER NOT NULL
     );
     ALTER TABLE invoices ADD COLUMN paid_outpoint TEXT;",
+    // 15: the `commitment_revocation` hook's penalties (CLN's `penalty_bases`): the unsigned
+    // justice transaction for each of the peer's commitments until it is revoked, then the
+    // signed one until the plugins have it (engine/watchtower.rs).
+    "CREATE TABLE penalty_bases (
+        channel_id TEXT NOT NULL,
+        commitnum INTEGER NOT NULL,
+        commitment_txid TEXT NOT NULL,
+        value_sat INTEGER NOT NULL,
+        tx BLOB NOT NULL,
+        signed INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (channel_id, commitnum)
+    );",
 ];
 
 /// Why the database could not be used.
