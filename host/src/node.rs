@@ -75,6 +75,7 @@ fn settings(config: &Config) -> HostSettings {
             .iter()
             .map(|o| o.name)
             .collect(),
+        core_served_options: crate::config::CORE_SERVED_PLUGIN_OPTIONS.to_vec(),
         wasm_sandbox: config.wasm_sandbox.clone(),
         features: crate::lightning::feature_set(&config.channels),
     }

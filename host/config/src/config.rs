@@ -653,6 +653,10 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
     ),
 ];
 
+/// Options of CLN's built-in plugins that the node itself serves: `exposesecret` is a
+/// built-in command here (host/rpc/src/rpc/commands/exposesecret.rs).
+pub const CORE_SERVED_PLUGIN_OPTIONS: &[&str] = &["exposesecret-passphrase"];
+
 /// The options of CLN's built-in plugins (autoclean, bcli's are core here, xpay, askrene,
 /// funder, bookkeeper, offers, pay, renepay, exposesecret, cln-grpc, clnrest, lsps,
 /// currencyrate). They are not core options: a plugin that declares one (a real cln-grpc, our

@@ -66,6 +66,9 @@ pub struct HostSettings {
     /// Options of CLN's built-in plugins: a plugin may declare them, and when none does,
     /// a value given for one is not an error but logged as having no effect.
     pub cln_plugin_options: Vec<&'static str>,
+    /// Those of them the node serves itself (`exposesecret-passphrase`): no line when no
+    /// plugin declares one.
+    pub core_served_options: Vec<&'static str>,
     /// `--wasm-sandbox` rules: what each WASM plugin may do.
     #[cfg_attr(not(feature = "wasm"), allow(dead_code))]
     pub wasm_sandbox: Vec<wasm::SandboxRule>,
@@ -113,6 +116,7 @@ impl HostSettings {
             reserved_methods: HashSet::new(),
             reserved_options: vec![],
             cln_plugin_options: vec![],
+            core_served_options: vec![],
             wasm_sandbox: vec![],
             features: Default::default(),
         }
@@ -312,6 +316,9 @@ impl PluginHost {
             return Err(FatalError(format!("unknown option: --{name}")));
         }
         for name in inert {
+            if self.settings.core_served_options.contains(&name.as_str()) {
+                continue;
+            }
             self.log.source("lightningd").unusual(&format!(
                 "Option --{name} has no effect in Fulgur (an option of a CLN plugin that no plugin registered)"
             ));

@@ -125,7 +125,11 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
     let a = LnNode::start(
         "grpc-a",
         &chain,
-        &[arg("plugin", plugin.display()), arg("grpc-port", grpc_port)],
+        &[
+            arg("plugin", plugin.display()),
+            arg("grpc-port", grpc_port),
+            arg("exposesecret-passphrase", "grpc"),
+        ],
     );
     let b = LnNode::start("grpc-b", &chain, &["--developer".to_string()]);
     let c = LnNode::start("grpc-c", &chain, &[]);
@@ -251,6 +255,7 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
             call!(rec, g.check_message => pb::CheckmessageRequest { message: "grpc".into(), zbase: s.zbase, pubkey: Some(id_a.clone()) });
         }
         call!(rec, g.make_secret => pb::MakesecretRequest { string: Some("grpc".into()), hex: None });
+        call!(rec, g.expose_secret => pb::ExposesecretRequest { passphrase: "grpc".into(), identifier: Some("grpc".into()) });
         call!(rec, g.datastore => pb::DatastoreRequest { key: vec!["grpc".into(), "k".into()], string: Some("v".into()), ..Default::default() });
         call!(rec, g.list_datastore => pb::ListdatastoreRequest { key: vec!["grpc".into()] });
         call!(rec, g.datastore_usage => pb::DatastoreusageRequest { key: vec!["grpc".into()] });
@@ -638,7 +643,6 @@ async fn unknown_commands(
     call!(rec, g.dev_forget_channel => pb::DevforgetchannelRequest { id: id(), ..Default::default() });
     call!(rec, g.emergency_recover => pb::EmergencyrecoverRequest {});
     call!(rec, g.get_emergency_recover_data => pb::GetemergencyrecoverdataRequest {});
-    call!(rec, g.expose_secret => pb::ExposesecretRequest { passphrase: s("x"), identifier: None });
     call!(rec, g.recover => pb::RecoverRequest { hsmsecret: s("x") });
     call!(rec, g.recover_channel => pb::RecoverchannelRequest { scb: vec![] });
     call!(rec, g.create_invoice_request => pb::InvoicerequestRequest { amount: Some(pb::Amount { msat: 1000 }), description: s("x"), ..Default::default() });

@@ -26,6 +26,9 @@ async fn check(ctx: &Ctx, p: &Params) -> Result<Value, RpcError> {
     if cmd == "setconfig" {
         let b = bind(super::setconfig::SETCONFIG.params, &inner, false)?;
         super::setconfig::check(ctx, &b.str("config")?, b.get("val")).await?;
+    } else if cmd == "exposesecret" {
+        let b = bind(super::exposesecret::EXPOSESECRET.params, &inner, false)?;
+        super::exposesecret::check(ctx, &b)?;
     } else if let Some(c) = find(&cmd) {
         bind(c.params, &inner, c.extra_params)?;
     } else if let Some(plugin) = ctx.node.plugins.method_owner(&cmd) {

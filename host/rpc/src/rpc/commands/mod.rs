@@ -8,6 +8,7 @@ mod check;
 mod datastore;
 pub(crate) mod decode;
 mod dev;
+mod exposesecret;
 mod feerates;
 pub(crate) mod forwards;
 mod funding;
@@ -162,6 +163,7 @@ pub const COMMANDS: &[&Command] = &[
     &pay::LISTSENDPAYS,
     &listtransactions::LISTTRANSACTIONS,
     &sign::MAKESECRET,
+    &exposesecret::EXPOSESECRET,
     &funding::MULTIFUNDCHANNEL,
     &withdraw::MULTIWITHDRAW,
     &newaddr::NEWADDR,
