@@ -157,9 +157,23 @@ impl RpcClient {
     /// still waiting when the plugin's input ends (or the WASM guest is closed) ends with
     /// [`CallError::Closed`].
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, CallError> {
+        self.call_filtered(method, params, None).await
+    }
+
+    /// Like [`RpcClient::call`], with CLN's `filter` (the fields of the result to keep) when
+    /// given.
+    pub async fn call_filtered(
+        &self,
+        method: &str,
+        params: Value,
+        filter: Option<Value>,
+    ) -> Result<Value, CallError> {
         let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
         let id = fulgur_protocol::jsonrpc::child_id(None, &self.inner.prefix, method, n);
-        let request = Request::new(id.clone(), method, params).to_value();
+        let mut request = Request::new(id.clone(), method, params).to_value();
+        if let (Some(f), Some(obj)) = (filter, request.as_object_mut()) {
+            obj.insert("filter".into(), f);
+        }
         match &self.inner.backend {
             #[cfg(not(target_arch = "wasm32"))]
             Backend::Socket(s) => s.call(&self.inner.path, id, &request).await,

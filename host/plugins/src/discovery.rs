@@ -19,7 +19,14 @@ pub enum PluginDirective {
 }
 
 /// The plugins shipped with fulgurd, started by default and important.
-pub const BUILTIN_PLUGINS: &[&str] = &["pay", "htlc-hold", "autopilot", "autoclean", "bookkeeper"];
+pub const BUILTIN_PLUGINS: &[&str] = &[
+    "pay",
+    "htlc-hold",
+    "autopilot",
+    "autoclean",
+    "bookkeeper",
+    "commando",
+];
 
 /// A plugin to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
