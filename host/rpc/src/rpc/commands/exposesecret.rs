@@ -148,7 +148,7 @@ pub fn encode(hrp: &str, id: &str, secret: &[u8]) -> Result<String, String> {
     // The data part: threshold, identifier, share index, then the secret in 5-bit groups
     // (the last one padded with zero bits).
     let mut data: Vec<u8> = vec![ch_value(b'0')];
-    data.extend(id.bytes().map(|c| ch_value(c)));
+    data.extend(id.bytes().map(ch_value));
     data.push(ch_value(b's'));
     let (mut acc, mut bits) = (0u32, 0u32);
     for b in secret {
