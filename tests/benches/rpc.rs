@@ -54,13 +54,14 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between "ready" and reading the idle RSS.
 const SETTLE: Duration = Duration::from_secs(2);
 
-const DISABLE_BUILTINS: [&str; 6] = [
+const DISABLE_BUILTINS: [&str; 7] = [
     "--disable-plugin=pay",
     "--disable-plugin=htlc-hold",
     "--disable-plugin=autopilot",
     "--disable-plugin=autoclean",
     "--disable-plugin=bookkeeper",
     "--disable-plugin=commando",
+    "--disable-plugin=sql",
 ];
 
 /// The parameters of every `hello`-like call measured.

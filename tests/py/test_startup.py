@@ -80,7 +80,7 @@ def test_builtin_plugins_loaded_from_beside_binary(node_factory):
     node = node_factory.get_node()
     plugins = node.rpc.plugin_list()["plugins"]
     names = {os.path.basename(p["name"]): p for p in plugins}
-    for builtin in ("pay", "htlc-hold", "autopilot", "autoclean", "bookkeeper", "commando"):
+    for builtin in ("pay", "htlc-hold", "autopilot", "autoclean", "bookkeeper", "commando", "sql"):
         assert builtin in names, f"built-in {builtin} not in plugin list {sorted(names)}"
         assert os.path.dirname(names[builtin]["name"]) == str(FULGURD.parent.resolve()) or \
             os.path.dirname(names[builtin]["name"]) == str(FULGURD.parent), names[builtin]

@@ -13,10 +13,18 @@ use serde_json::json;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn bare() -> Vec<String> {
-    ["pay", "htlc-hold", "autopilot", "autoclean", "bookkeeper", "commando"]
-        .iter()
-        .map(|p| arg("disable-plugin", p))
-        .collect()
+    [
+        "pay",
+        "htlc-hold",
+        "autopilot",
+        "autoclean",
+        "bookkeeper",
+        "commando",
+        "sql",
+    ]
+    .iter()
+    .map(|p| arg("disable-plugin", p))
+    .collect()
 }
 
 #[test]

@@ -26,6 +26,7 @@ pub const BUILTIN_PLUGINS: &[&str] = &[
     "autoclean",
     "bookkeeper",
     "commando",
+    "sql",
 ];
 
 /// A plugin to start.

@@ -451,6 +451,30 @@ pub(super) fn state_of(c: &ChannelDetails) -> &'static str {
     }
 }
 
+/// CLN's `status` line for a live channel (its channeld's billboard: `common/billboard.c`):
+/// the state, then how far the funding is from ready, then the shutdown's progress.
+pub(super) fn billboard(c: &ChannelDetails) -> String {
+    let funding = if c.is_channel_ready {
+        "Channel ready for use.".to_string()
+    } else {
+        let togo = c
+            .confirmations_required
+            .unwrap_or(0)
+            .saturating_sub(c.confirmations.unwrap_or(0));
+        format!("Funding needs {togo} more confirmations to be ready.")
+    };
+    let shutdown = match c.channel_shutdown_state {
+        Some(ChannelShutdownState::ShutdownInitiated) => " We've send shutdown, waiting for theirs",
+        Some(ChannelShutdownState::ResolvingHTLCs) => {
+            " Shutdown messages exchanged, waiting for HTLCs to complete."
+        }
+        Some(ChannelShutdownState::NegotiatingClosingFee)
+        | Some(ChannelShutdownState::ShutdownComplete) => " Shutdown messages exchanged.",
+        _ => "",
+    };
+    format!("{}:{funding}{shutdown}", state_of(c))
+}
+
 /// Our balance in the channel's latest commitment, from its monitor (0 if unknown).
 /// One channel as `listpeerchannels` shows it.
 pub fn channel_json(e: &Lightning, c: &ChannelDetails) -> Value {
@@ -486,7 +510,7 @@ pub fn channel_json(e: &Lightning, c: &ChannelDetails) -> Value {
         "receivable_msat": c.inbound_capacity_msat,
         "their_reserve_msat": c.counterparty.unspendable_punishment_reserve * 1000,
         "minimum_htlc_out_msat": c.next_outbound_htlc_minimum_msat,
-        "status": [],
+        "status": [billboard(c)],
         "htlcs": htlcs_json(c),
         "funding": {
             "local_funds_msat": if c.is_outbound { total } else { 0 },
