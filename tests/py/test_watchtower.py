@@ -85,3 +85,6 @@ def test_watchtower_penalty_takes_a_revoked_commitment(ln, tmp_path):
     out = wait_for(lambda: [o for o in b.rpc.listfunds()["outputs"] if o["txid"] == penalty_txid],
                    what="the penalty's output in B's wallet")
     assert out[0]["amount_msat"] > 900_000_000, out
+    # Each penalty went to the plugin once: none is handed over again after the restart.
+    again = penalties(b)
+    assert [p["commitnum"] for p in again] == list(range(len(again))), again

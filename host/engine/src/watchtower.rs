@@ -109,7 +109,7 @@ impl Watchtower {
         };
         let commitnum = cln_commitnum(commitment.commitment_number());
         let txid = trusted.txid().to_string();
-        let cid = channel_id.to_string();
+        let cid = hex32(&channel_id.0);
         let bytes = serialize(&tx);
         let r = self.store.with_sync(move |c| {
             Ok(c.execute(
@@ -128,7 +128,7 @@ impl Watchtower {
     /// Signs the penalties whose commitments the peer has revoked, oldest first, and sends
     /// them on.
     fn sign_revoked(&self, channel_id: &ChannelId, monitor: &ChannelMonitor<InMemorySigner>) {
-        let cid = channel_id.to_string();
+        let cid = hex32(&channel_id.0);
         let pending = match self.store.with_sync({
             let cid = cid.clone();
             move |c| Ok(unsigned(c, &cid)?)
