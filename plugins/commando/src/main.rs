@@ -22,30 +22,17 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use fulgur_plugin_commando::{
+    CMD_CONTINUES, CMD_TERM, ERROR_LOCAL, ERROR_REMOTE, ERROR_REMOTE_AUTH, MAX_INCOMING, MAX_REPLY,
+    MAX_REQUEST, REPLY_CONTINUES, REPLY_TERM, error_reply, frames, parse_frame, read_request,
+    unhex,
+};
 use fulgur_plugin_sdk::{
     Builder, CallError, Continue, Hook, HookSpec, Plugin, RpcError, RpcMethod,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
-
-const CMD_CONTINUES: u16 = 0x4c4d;
-const CMD_TERM: u16 = 0x4c4f;
-const REPLY_CONTINUES: u16 = 0x594b;
-const REPLY_TERM: u16 = 0x594d;
-
-/// We, running `commando`, found an error.
-const ERROR_LOCAL: i64 = 0x4c4f;
-/// The peer, running the request, found an error.
-const ERROR_REMOTE: i64 = 0x4c50;
-/// The peer refused the rune.
-const ERROR_REMOTE_AUTH: i64 = 0x4c51;
-
-/// JSON bytes per message (the wire limit is 65535 with the headers).
-const CHUNK: usize = 65_000;
-const MAX_REQUEST: usize = 1024 * 1024;
-const MAX_REPLY: usize = 500 * 1024 * 1024;
-const MAX_INCOMING: usize = 16;
 
 /// A request we sent, waiting for its reply.
 struct Outgoing {
@@ -72,50 +59,6 @@ type P = Plugin<Arc<State>>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn hex(data: &[u8]) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(data.len() * 2);
-    for b in data {
-        s.push(D[(b >> 4) as usize] as char);
-        s.push(D[(b & 15) as usize] as char);
-    }
-    s
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let b = s.as_bytes();
-    if !b.len().is_multiple_of(2) {
-        return None;
-    }
-    b.chunks(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
-}
-
-/// The messages carrying `body`: `more` for all but the last, `last` for the last one.
-fn frames(more: u16, last: u16, id: u64, body: &[u8]) -> Vec<String> {
-    let n = body.len().div_ceil(CHUNK);
-    body.chunks(CHUNK)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let ty = if i + 1 == n { last } else { more };
-            let mut m = Vec::with_capacity(10 + chunk.len());
-            m.extend_from_slice(&ty.to_be_bytes());
-            m.extend_from_slice(&id.to_be_bytes());
-            m.extend_from_slice(chunk);
-            hex(&m)
-        })
-        .collect()
-}
-
-/// A message's type, request id and JSON bytes.
-fn parse_frame(msg: &[u8]) -> Option<(u16, u64, &[u8])> {
-    let ty = u16::from_be_bytes(msg.get(..2)?.try_into().ok()?);
-    let id = u64::from_be_bytes(msg.get(2..10)?.try_into().ok()?);
-    Some((ty, id, &msg[10..]))
 }
 
 fn random_u64() -> u64 {
@@ -212,50 +155,13 @@ async fn commando(plugin: P, p: CommandoParams) -> Result<Value, RpcError> {
     let Some(reply) = reply else {
         return Err(RpcError::new(ERROR_LOCAL, "Reply was oversize"));
     };
-    read_reply(&plugin, &reply, &json_id)
-}
-
-/// The peer's reply as this command's result or error.
-fn read_reply(plugin: &P, reply: &[u8], json_id: &str) -> Result<Value, RpcError> {
-    let unparsable = || {
-        RpcError::new(
-            ERROR_LOCAL,
-            format!("Reply was unparsable: '{}'", String::from_utf8_lossy(reply)),
-        )
-    };
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(reply) else {
-        return Err(unparsable());
-    };
-    if let Some(id) = obj.get("id")
-        && id.as_str() != Some(json_id)
-    {
+    let (outcome, wrong_id) = fulgur_plugin_commando::read_reply(&reply, &json_id);
+    if let Some(id) = wrong_id {
         plugin.warn(format!(
             "Commando reply with wrong id: I sent \"{json_id}\", they replied with {id}!"
         ));
     }
-    if let Some(err) = obj.get("error") {
-        let Some(code) = err.get("code").and_then(Value::as_i64) else {
-            return Err(RpcError::new(
-                ERROR_LOCAL,
-                format!("Error '{err}' had no valid code"),
-            ));
-        };
-        let Some(message) = err.get("message") else {
-            return Err(RpcError::new(ERROR_LOCAL, "Error had no message"));
-        };
-        let message = match message {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        return Err(RpcError {
-            code,
-            message,
-            data: err.get("data").cloned(),
-        });
-    }
-    obj.get("result")
-        .cloned()
-        .ok_or_else(|| RpcError::new(ERROR_LOCAL, "Reply had no result"))
+    outcome
 }
 
 /// A message of a peer's request.
@@ -307,51 +213,13 @@ fn take_request_part(plugin: &P, peer: &str, id: u64, part: &[u8], last: bool) {
     });
 }
 
-/// CLN's error reply of commando itself (no id: it may be what was missing).
-fn error_reply(code: i64, message: &str) -> String {
-    json!({"error": {"code": code, "message": message}}).to_string()
-}
-
-/// Whether `rune` could be a rune at all (URL-safe base64 of at least the 32-byte hash).
-fn rune_shaped(rune: &str) -> bool {
-    rune.len() >= 43
-        && rune
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'='))
-}
-
 /// Checks and runs a peer's request; the JSON reply.
 async fn run_request(plugin: &P, peer: &str, request: &[u8]) -> String {
-    let Ok(req) = serde_json::from_slice::<Value>(request) else {
-        return error_reply(ERROR_REMOTE, "Invalid JSON");
+    let req = match read_request(request) {
+        Ok(r) => r,
+        Err((code, why)) => return error_reply(code, why),
     };
-    let Value::Object(req) = req else {
-        return error_reply(ERROR_REMOTE, "Not a JSON object");
-    };
-    let Some(method) = req.get("method") else {
-        return error_reply(ERROR_REMOTE, "No method");
-    };
-    let method = match method {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let params = req.get("params").cloned();
-    if params
-        .as_ref()
-        .is_some_and(|p| !p.is_object() && !p.is_array())
-    {
-        return error_reply(ERROR_REMOTE, "Params must be object or array");
-    }
-    let filter = req.get("filter").cloned();
-    let Some(id) = req.get("id").cloned() else {
-        return error_reply(ERROR_REMOTE, "missing id field");
-    };
-    let Some(rune) = req.get("rune") else {
-        return error_reply(ERROR_REMOTE, "Missing rune");
-    };
-    let Some(rune) = rune.as_str().filter(|r| rune_shaped(r)) else {
-        return error_reply(ERROR_REMOTE, "Invalid rune");
-    };
+    let (method, params, filter, id, rune) = (req.method, req.params, req.filter, req.id, req.rune);
     let mut check = json!({"nodeid": peer, "rune": rune, "method": method});
     if let Some(p) = &params {
         check["params"] = p.clone();
@@ -365,18 +233,12 @@ async fn run_request(plugin: &P, peer: &str, request: &[u8]) -> String {
         Err(e) => return error_reply(ERROR_REMOTE, &format!("Invalid rune: {e}")),
     }
     let params = params.unwrap_or_else(|| json!({}));
-    let outcome = plugin.rpc().call_filtered(&method, params, filter).await;
-    let mut reply = json!({"jsonrpc": "2.0", "id": id});
-    match outcome {
-        Ok(result) => reply["result"] = result,
-        Err(CallError::Rpc(e)) => {
-            reply["error"] = serde_json::to_value(&e).unwrap_or(Value::Null);
-        }
-        Err(e) => {
-            reply["error"] = json!({"code": ERROR_REMOTE, "message": e.to_string()});
-        }
-    }
-    reply.to_string()
+    let outcome = match plugin.rpc().call_filtered(&method, params, filter).await {
+        Ok(result) => Ok(result),
+        Err(CallError::Rpc(e)) => Err(e),
+        Err(e) => Err(RpcError::new(ERROR_REMOTE, e.to_string())),
+    };
+    fulgur_plugin_commando::reply(id, outcome)
 }
 
 /// A part of the reply to one of our requests.
@@ -442,39 +304,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .run(Arc::new(State::default()))
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_large_body_is_split_in_65000_byte_messages_the_last_one_terminal() {
-        let body = vec![b'x'; 2 * CHUNK + 1];
-        let f = frames(CMD_CONTINUES, CMD_TERM, 7, &body);
-        assert_eq!(f.len(), 3);
-        let parts: Vec<Vec<u8>> = f.iter().map(|h| unhex(h).unwrap_or_default()).collect();
-        for (i, p) in parts.iter().enumerate() {
-            let (ty, id, json) = parse_frame(p).unwrap_or((0, 0, &[]));
-            assert_eq!(id, 7);
-            assert_eq!(ty, if i == 2 { CMD_TERM } else { CMD_CONTINUES });
-            assert_eq!(json.len(), if i == 2 { 1 } else { CHUNK });
-        }
-        assert_eq!(frames(REPLY_CONTINUES, REPLY_TERM, 1, b"{}").len(), 1);
-    }
-
-    #[test]
-    fn short_or_odd_messages_are_not_frames() {
-        assert!(parse_frame(&[0x4c, 0x4f, 0, 0]).is_none());
-        assert_eq!(unhex("4c4"), None);
-        assert_eq!(unhex("zz"), None);
-        assert_eq!(hex(&[0x4c, 0x4f]), "4c4f");
-    }
-
-    #[test]
-    fn runes_are_shape_checked_before_checkrune() {
-        assert!(!rune_shaped("short"));
-        assert!(!rune_shaped(&"a!".repeat(30)));
-        assert!(rune_shaped(&"Ab9-_".repeat(9)));
-    }
 }
