@@ -49,6 +49,7 @@
 mod builder;
 mod dispatch;
 pub mod error;
+pub mod hex;
 mod options;
 mod params;
 mod plugin;

@@ -91,18 +91,8 @@ fn datastore_text(entry: &Value) -> Option<String> {
     if let Some(s) = entry.get("string").and_then(Value::as_str) {
         return Some(s.to_string());
     }
-    let bytes = hex_bytes(entry.get("hex")?.as_str()?)?;
+    let bytes = fulgur_plugin_sdk::hex::decode(entry.get("hex")?.as_str()?)?;
     String::from_utf8(bytes).ok()
-}
-
-fn hex_bytes(h: &str) -> Option<Vec<u8>> {
-    if !h.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..h.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(h.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 async fn datastore_put(plugin: &P, key: Value, string: &str) {

@@ -31,28 +31,7 @@ pub const MAX_REPLY: usize = 500 * 1024 * 1024;
 /// Peers whose requests are gathered at once.
 pub const MAX_INCOMING: usize = 16;
 
-/// Lower-case hex.
-pub fn hex(data: &[u8]) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(data.len() * 2);
-    for b in data {
-        s.push(D[(b >> 4) as usize] as char);
-        s.push(D[(b & 15) as usize] as char);
-    }
-    s
-}
-
-/// Hex (either case) to bytes.
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let b = s.as_bytes();
-    if !b.len().is_multiple_of(2) {
-        return None;
-    }
-    b.chunks(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
-}
+pub use fulgur_plugin_sdk::hex::{decode as unhex, encode as hex};
 
 /// The messages carrying `body`, hex: `more` for all but the last, `last` for the last.
 pub fn frames(more: u16, last: u16, id: u64, body: &[u8]) -> Vec<String> {
@@ -220,11 +199,8 @@ mod tests {
     }
 
     #[test]
-    fn short_or_odd_messages_are_not_frames() {
+    fn short_messages_are_not_frames() {
         assert!(parse_frame(&[0x4c, 0x4f, 0, 0]).is_none());
-        assert_eq!(unhex("4c4"), None);
-        assert_eq!(unhex("zz"), None);
-        assert_eq!(hex(&[0x4c, 0x4f]), "4c4f");
     }
 
     #[test]

@@ -201,14 +201,7 @@ fn hex32(name: &str, s: &str) -> Result<String, RpcError> {
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    fulgur_plugin_sdk::hex::decode(s)?.try_into().ok()
 }
 
 /// sha256 of the preimage, as hex.

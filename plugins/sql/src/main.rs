@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use fulgur_plugin_sdk::hex::{decode as unhex, encode as hex};
 use fulgur_plugin_sdk::{Builder, OptionSpec, Plugin, RpcError, RpcMethod};
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 use rusqlite::limits::Limit;
@@ -360,27 +361,6 @@ fn to_sql(ty: &str, v: &Value) -> Sql {
         },
         (_, other) => Sql::Text(other.to_string()),
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let b = s.as_bytes();
-    if !b.len().is_multiple_of(2) {
-        return None;
-    }
-    b.chunks(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
-}
-
-fn hex(data: &[u8]) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(data.len() * 2);
-    for b in data {
-        s.push(D[(b >> 4) as usize] as char);
-        s.push(D[(b & 15) as usize] as char);
-    }
-    s
 }
 
 /// The values of one row's columns (folded objects' included), in column order.
