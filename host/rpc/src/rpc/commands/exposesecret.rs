@@ -150,18 +150,7 @@ pub fn encode(hrp: &str, id: &str, secret: &[u8]) -> Result<String, String> {
     let mut data: Vec<u8> = vec![ch_value(b'0')];
     data.extend(id.bytes().map(ch_value));
     data.push(ch_value(b's'));
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for b in secret {
-        acc = (acc << 8) | u32::from(*b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            data.push(((acc >> bits) & 31) as u8);
-        }
-    }
-    if bits > 0 {
-        data.push(((acc << (5 - bits)) & 31) as u8);
-    }
+    data.extend(super::sign::five_bit_groups(secret));
     // The checksum covers the human-readable part, expanded as in BIP-173.
     let hrp_values = hrp
         .bytes()
