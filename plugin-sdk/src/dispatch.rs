@@ -176,11 +176,20 @@ impl<S: Send + Sync + 'static> Configured<S> {
     }
 
     /// Answers `init` with `{"disable": reason}`: the node drops the plugin quietly.
+    ///
+    /// Returns once the node has closed the plugin's input (it does on reading the answer),
+    /// or after 10 s: a plugin that exited at once would race the node's reading of its
+    /// answer, and the node could log it as dead before seeing it disabled itself.
     pub async fn disable(mut self, reason: &str) -> Result<(), RunError> {
         let r = send(
             &self.transport.outgoing,
             Response::ok(self.init_id.clone(), json!({"disable": reason})),
         );
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let drain = async { while self.transport.next().await.is_some() {} };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), drain).await;
+        }
         self.transport.finish().await;
         r
     }

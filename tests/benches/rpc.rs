@@ -54,7 +54,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between "ready" and reading the idle RSS.
 const SETTLE: Duration = Duration::from_secs(2);
 
-const DISABLE_BUILTINS: [&str; 7] = [
+const DISABLE_BUILTINS: [&str; 8] = [
     "--disable-plugin=pay",
     "--disable-plugin=htlc-hold",
     "--disable-plugin=autopilot",
@@ -62,6 +62,7 @@ const DISABLE_BUILTINS: [&str; 7] = [
     "--disable-plugin=bookkeeper",
     "--disable-plugin=commando",
     "--disable-plugin=sql",
+    "--disable-plugin=clnrest",
 ];
 
 /// The parameters of every `hello`-like call measured.

@@ -21,6 +21,7 @@ fn bare() -> Vec<String> {
         "bookkeeper",
         "commando",
         "sql",
+        "clnrest",
     ]
     .iter()
     .map(|p| arg("disable-plugin", p))

@@ -27,6 +27,7 @@ pub const BUILTIN_PLUGINS: &[&str] = &[
     "bookkeeper",
     "commando",
     "sql",
+    "clnrest",
 ];
 
 /// A plugin to start.
