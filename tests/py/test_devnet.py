@@ -3,12 +3,14 @@
 starts a network that pyln-client's LightningRpc can drive, loads `--plugin`s, and leaves
 nothing running after Ctrl-C."""
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 from pyln.client import LightningRpc
@@ -78,9 +80,26 @@ def test_up_serves_nodes_with_plugins_and_ctrl_c_stops_everything(tmp_path):
             assert {"pay", "htlc-hold", "methods_plugin.py"} <= names, names
             assert r.call("hello", {"name": "devnet"})["greeting"] == "hello devnet"
         assert running_under(d), "nodes should be running"
+        # The last node serves clnrest, and the checkout example runs against it.
+        assert re.search(r"node2 serves clnrest at https://127\.0\.0\.1:\d+", out), out
+        shop = re.search(r"customer: (http://\S+)", out)
+        assert shop, f"no shop URL:\n{out}"
+        shop = shop.group(1)
+        with urllib.request.urlopen(shop, timeout=30) as page:
+            assert "Fulgur shop" in page.read().decode()
+        with urllib.request.urlopen(shop + "api/catalog", timeout=30) as cat:
+            assert len(json.load(cat)) >= 1
     finally:
         proc.send_signal(signal.SIGINT)
         rest = proc.communicate(timeout=90)[0]
     assert proc.returncode == 0, rest
     assert "Stopped." in rest
     wait_for(lambda: not running_under(d), timeout=10, what="no process left")
+
+    def shop_down():
+        try:
+            urllib.request.urlopen(shop, timeout=5)
+        except OSError:
+            return True
+        return False
+    wait_for(shop_down, timeout=10, what="the shop stopped")

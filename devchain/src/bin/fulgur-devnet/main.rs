@@ -8,6 +8,7 @@
 
 mod demo;
 mod net;
+mod shop;
 
 use std::path::PathBuf;
 
@@ -76,6 +77,7 @@ fn start_ring(
     keep: bool,
     n: usize,
     extra: &[String],
+    last_extra: &[String],
     channel_sat: u64,
 ) -> Result<Devnet> {
     let mut net = Devnet::start(&dir, keep)?;
@@ -85,7 +87,11 @@ fn start_ring(
         net.chain.datadir.join(".cookie").display()
     );
     for i in 0..n {
-        net.add_node(&format!("node{}", i + 1), extra)?;
+        let mut opts = extra.to_vec();
+        if i + 1 == n {
+            opts.extend_from_slice(last_extra);
+        }
+        net.add_node(&format!("node{}", i + 1), &opts)?;
         println!("node{} started", i + 1);
     }
     for i in 0..n {
@@ -164,12 +170,38 @@ fn up(
         Some(d) => d,
         None => fresh_dir("devnet")?,
     };
-    let net = start_ring(dir, keep, nodes, &extra, channel_sat)?;
+    // The last node is the merchant: it serves clnrest, and the checkout example runs
+    // against it.
+    let rest_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let merchant_opts = [format!("--clnrest-port={rest_port}")];
+    let net = start_ring(dir, keep, nodes, &extra, &merchant_opts, channel_sat)?;
     println!("\nThe devnet is up ({} nodes). Reach them with:", nodes);
     for n in &net.nodes {
         println!("  {:<7} {} getinfo", n.name, n.cli());
         println!("          id {}@127.0.0.1:{}", n.id, n.port);
     }
+    let merchant = &net.nodes[nodes - 1];
+    let setup = shop::setup(merchant, rest_port)?;
+    println!(
+        "{} serves clnrest at https://127.0.0.1:{rest_port} (CA {}/regtest/ca.pem)",
+        merchant.name,
+        merchant.dir.display()
+    );
+    let _shop = match setup.start()? {
+        Some(s) => {
+            println!("The shop (hold invoices, paid from any other node with `pay`):");
+            println!("  customer: {}", s.url);
+            println!("  merchant: {}", s.merchant_url);
+            Some(s)
+        }
+        None => {
+            println!("To open the checkout example against it (needs Node.js):");
+            println!("  {}", setup.command());
+            None
+        }
+    };
     println!("Logs: {}/<node>/log. Mine a block:", net.dir.display());
     println!(
         "  curl -s --user \"$(cat {})\" --data-binary '{{\"jsonrpc\":\"1.0\",\"id\":1,\"method\":\"generatetoaddress\",\"params\":[1,\"{}\"]}}' http://127.0.0.1:{}/",
