@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+#[cfg(feature = "server")]
 pub mod certs;
 pub mod openapi;
 
