@@ -129,6 +129,10 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
             arg("plugin", plugin.display()),
             arg("grpc-port", grpc_port),
             arg("exposesecret-passphrase", "grpc"),
+            // clnrest up, for `clnrest-register-path` (plain HTTP: cln-grpc alone makes
+            // the certificates in the network directory).
+            arg("clnrest-port", free_port()),
+            arg("clnrest-protocol", "http"),
         ],
     );
     let b = LnNode::start("grpc-b", &chain, &["--developer".to_string()]);
