@@ -115,7 +115,7 @@ pub fn document(help: &Value, version: &str) -> Value {
         "openapi": "3.0.3",
         "info": {"title": "Fulgur clnrest", "version": version,
                  "description": "Core Lightning's clnrest interface, served by Fulgur: \
-                                 every RPC command as POST /v1/<command>, authorised by a rune."},
+                                 every RPC command as POST /v1/{command}, authorised by the rune in the Rune header."},
         "paths": paths,
         "components": {"securitySchemes": {"rune": {"type": "apiKey", "in": "header", "name": "rune"}}}
     })
