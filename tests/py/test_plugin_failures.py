@@ -39,7 +39,7 @@ def pid_alive(pid):
 def test_stdout_noise_before_handshake(node_factory):
     node = node_factory.get_node(plugins=[plugin_path("noisy_start_plugin.py"),
                                           plugin_path("methods_plugin.py")])
-    line = node.wait_for_log(r"Killing plugin: ")
+    line = node.wait_for_log(r"noisy_start_plugin\.py: Killing plugin: ")
     assert "noisy_start_plugin.py" in line, line
     with pytest.raises(RpcError) as e:
         node.rpc.call("noisy_hello")

@@ -487,7 +487,7 @@ def test_important_plugin_death_stops_node(node_factory):
 
 
 @pytest.mark.parametrize("method,reason", [
-    ("garbage_text", r"Killing plugin: .+"),
+    ("garbage_text", r"garbage_plugin\.py: Killing plugin: .+"),
     ("garbage_nojsonrpc", r'Killing plugin: JSON-RPC message does not contain "jsonrpc" field'),
 ])
 def test_plugin_writing_garbage_is_killed(node_factory, method, reason):
@@ -513,7 +513,7 @@ def test_raw_control_characters_in_plugin_json_are_read_as_cln_reads_them(node_f
     assert node.rpc.call("rawsay") == {"cow": " ___\n< moo >\n ---\t!"}
     node.wait_for_log(r"raw\\nline|raw$")
     assert node.rpc.call("rawsay")["cow"].startswith(" ___")
-    assert not node.is_in_log(r"Killing plugin")
+    assert not node.is_in_log(r"rawnewline_plugin\.py: Killing plugin")
 
 
 # ------------------------------------------------------------------ dynamic start/stop
