@@ -13,6 +13,9 @@
    (default 10) after a 2 s warm-up at that setting; requests/s, latency p50/p90/p99/max as
    wrk reports them (per request, from write to the full reply), every non-2xx reply and
    socket error counted (a run with any fails), and the CPU time fulgurd and clnrest used.
+   Then `getinfo` on a new connection per request, one `curl` process per request
+   (NEW_CONNECTIONS after 5 untimed; over HTTPS with HTTP/2, which curl takes when offered,
+   and with --http1.1): curl's `time_total`, connect and TLS handshake included.
 2. Event latency: two nodes on a devchain with a 1,000,000 sat channel, the payee running
    clnrest over HTTPS; a python-socketio client (WebSocket transport, after the polling
    handshake, as RTL's) connected with a rune restricted to `listclnrest-notifications`.
@@ -22,7 +25,9 @@
    paid and right before the `invoice_payment` notification is sent; millisecond
    timestamps of the realtime clock, the clock `time.time()` reads) to the moment the
    client's `message` handler gets `{"invoice_payment": {...}}` for that label; and from
-   the start of the `pay` call to that moment.
+   the start of the `pay` call to that moment. The log's timestamps are cut to the
+   millisecond, so the first figure is 0-1 ms above the true one. The nodes are started by
+   tests/py's harness (lnnet), so at --log-level=debug.
 
 Builds first (`cargo build -j2 --release -p fulgur-host -p fulgur-plugin-clnrest
 -p fulgur-plugin-pay -p devchain --bins`); FULGUR_BENCH_SKIP_BUILD=1 uses what is in
@@ -55,6 +60,8 @@ sys.path.insert(0, str(REPO / "tests" / "py"))
 SECONDS = int(os.environ.get("FULGUR_BENCH_SECONDS", "10"))
 EVENTS = int(os.environ.get("FULGUR_BENCH_EVENTS", "100"))
 WARMUP_EVENTS = 5
+# Requests of the new-connection-per-request rows (after 5 untimed).
+NEW_CONNECTIONS = 200
 # wrk settings: (threads, connections).
 SETTINGS = [(1, 1), (1, 8), (2, 8), (2, 32)]
 
@@ -198,6 +205,27 @@ def wrk(node, rune, lua, threads, conns, seconds):
     return r
 
 
+def curl_new_connections(node, rune, http11, n=NEW_CONNECTIONS):
+    """`getinfo` on a new connection each time, as a script running `curl` once per call
+    does: one curl process per request (after 5 untimed), curl's own `time_total`, connect
+    and handshake included. Over HTTPS curl takes HTTP/2 when offered (ALPN) unless
+    `http11`."""
+    if shutil.which("curl") is None:
+        return None
+    cmd = ["curl", "-s", "-o", "/dev/null", "--cacert", str(node.ca), "-X", "POST",
+           "-H", f"Rune: {rune}", "-H", "Content-Type: application/json", "-d", "{}",
+           "-w", "%{http_code} %{http_version} %{time_total}", f"{node.base}/v1/getinfo"]
+    if http11:
+        cmd.insert(1, "--http1.1")
+    got = [subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+           for _ in range(n + 5)]
+    assert all(c == "201" for c, _, _ in got), got[:5]
+    ms = [float(t) * 1000 for _, _, t in got[5:]]
+    return {"n": n, "p50": percentile(ms, 50), "p90": percentile(ms, 90),
+            "p99": percentile(ms, 99), "max": max(ms), "stalls": sum(t >= 40 for t in ms),
+            "http_version": got[-1][1], "cmd": " ".join(cmd)}
+
+
 def throughput(root):
     lua = Path(root) / "post.lua"
     lua.write_text(WRK_LUA)
@@ -219,11 +247,22 @@ def throughput(root):
                       f"p99 {r['p99'] / 1000:6.2f} ms  max {r['max'] / 1000:7.2f} ms  "
                       f"({r['requests']:,} requests, 0 errors; CPU fulgurd "
                       f"{r['cpu_fulgurd']:.2f}, clnrest {r['cpu_clnrest']:.2f})", flush=True)
+            for http11 in ((False, True) if protocol == "https" else (True,)):
+                r = curl_new_connections(node, rune, http11)
+                if r is None:
+                    print("new connection per request: skipped (no curl)")
+                    continue
+                r.update(protocol=protocol)
+                rows.append(r)
+                print(f"{protocol:5} curl, new connection per request, HTTP/{r['http_version']}: "
+                      f"p50 {r['p50']:6.2f} ms  p90 {r['p90']:6.2f} ms  p99 {r['p99']:6.2f} ms  "
+                      f"max {r['max']:6.2f} ms  ({r['n']} requests, {r['stalls']} over 40 ms)",
+                      flush=True)
             # Still one node answering after the load.
             check_once(node, rune)
         finally:
             node.stop()
-    print(f"  (lua script: {lua}; RUNE=<rune> {rows[0]['cmd']})")
+    print(f"  (as: RUNE=<rune> {rows[0]['cmd']}, {lua.name} being WRK_LUA of this script)")
     return rows
 
 
