@@ -7,8 +7,7 @@
 //! outside CLN's, or params that lose a path capture.
 
 use fulgur_plugin_clnrest::{
-    DynRouter, Format, Method, Route, body_params, register, register_path_args, render,
-    resolve,
+    DynRouter, Format, Method, Route, body_params, register, register_path_args, render, resolve,
 };
 use serde_json::Value;
 
