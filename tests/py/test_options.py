@@ -124,3 +124,26 @@ def test_channel_options_shape_new_channels(ln):
     # B sees A's policy once A's channel_update reaches it.
     wait_for(lambda: normal(b, a)[0]["updates"].get("remote", {}).get("fee_base_msat") == 2000,
              what="A's fees at B")
+
+
+def test_wallet_names_the_database(node_factory, tmp_path):
+    """CLN's `--wallet`: `sqlite3://PATH` (relative to the network directory) is where the
+    node keeps its state; DSNs Fulgur cannot serve yet stop it at start instead of being
+    ignored."""
+    n = node_factory.get_node(options={"wallet": "sqlite3://elsewhere.sqlite3"})
+    n.rpc.datastore(key="kept", string="here")
+    assert (n.net_dir / "elsewhere.sqlite3").is_file()
+    assert not (n.net_dir / "fulgur.sqlite3").exists()
+    n.stop()
+    n.start()
+    assert n.rpc.listdatastore("kept")["datastore"][0]["string"] == "here"
+
+    for dsn, why in (("postgres://u:p@127.0.0.1:5432/db", "PostgreSQL is not supported yet"),
+                     ("sqlite3://a.sqlite3:b.sqlite3", "backup database"),
+                     ("mysql://x", "unknown DSN scheme")):
+        d = tmp_path / dsn.split(":")[0]
+        r = subprocess.run([str(FULGURD), f"--lightning-dir={d}", "--network=regtest",
+                            f"--wallet={dsn}"], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0, (dsn, r.stdout, r.stderr)
+        assert why in r.stderr + r.stdout, (dsn, r.stderr)
+        assert not (d / "regtest" / "fulgur.sqlite3").exists()

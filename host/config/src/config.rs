@@ -501,11 +501,11 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         "Confirmed inputs for interactive tx negotiation",
         "no dual-funded channels",
     ),
-    inert(
+    opt(
         "wallet",
         CoreKind::Str,
+        None,
         "Location of the wallet database",
-        "Fulgur keeps its state in <network>/fulgur.sqlite3",
     ),
     inert(
         "database-upgrade",
@@ -816,6 +816,9 @@ pub struct Config {
     pub wasm_sandbox: Vec<crate::plugin::wasm::SandboxRule>,
     /// `--pid-file`, absolute (default `<lightning-dir>/lightningd-<network>.pid`).
     pub pid_file: PathBuf,
+    /// The database file, absolute: `--wallet=sqlite3://PATH` (relative to the network
+    /// directory, as CLN's), default `<network dir>/fulgur.sqlite3`.
+    pub database: PathBuf,
     /// `--developer`: the `dev` command is available.
     pub developer: bool,
     /// The RPC server's limits (`--fulgur-rpc-*`).
@@ -859,6 +862,37 @@ pub enum Invocation {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ConfigError(pub String);
+
+/// The database `--wallet` names. CLN's DSNs: `sqlite3://PATH` is the one Fulgur has; a
+/// second file written in the same transactions (`sqlite3://MAIN:BACKUP`) and PostgreSQL
+/// (`postgres://...`) are refused at start rather than ignored, so that no operator runs on
+/// a database other than the one they named.
+pub fn database_path(wallet: Option<&str>, net_dir: &Path) -> Result<PathBuf, ConfigError> {
+    let Some(dsn) = wallet else {
+        return Ok(net_dir.join("fulgur.sqlite3"));
+    };
+    if let Some(path) = dsn.strip_prefix("sqlite3://") {
+        if path.is_empty() {
+            return Err(err("--wallet: sqlite3:// needs a file path"));
+        }
+        if path.contains(':') {
+            return Err(err(format!(
+                "--wallet={dsn}: a backup database beside the main one (sqlite3://MAIN:BACKUP) \
+                 is not supported yet"
+            )));
+        }
+        return Ok(net_dir.join(path));
+    }
+    if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
+        return Err(err(format!(
+            "--wallet: PostgreSQL is not supported yet; Fulgur keeps its state in SQLite \
+             (sqlite3://PATH)"
+        )));
+    }
+    Err(err(format!(
+        "--wallet={dsn}: unknown DSN scheme (expected sqlite3://PATH)"
+    )))
+}
 
 fn err(s: impl Into<String>) -> ConfigError {
     ConfigError(s.into())
@@ -1293,6 +1327,7 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         Some(p) => net_dir.join(p),
         None => lightning_dir.join(format!("lightningd-{}.pid", network.as_str())),
     };
+    let database = database_path(m.get_one::<String>("wallet").map(String::as_str), &net_dir)?;
     let positive = |name: &str, default: i64, max: i64| -> Result<u64, ConfigError> {
         let v = m.get_one::<i64>(name).copied().unwrap_or(default);
         u64::try_from(v)
@@ -1313,6 +1348,7 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
     };
     let config = Config {
         pid_file,
+        database,
         developer: m.get_flag("developer"),
         rpc_limits,
         wasm_sandbox,
@@ -1616,6 +1652,33 @@ mod tests {
         );
         assert!(proxy_settings(Some("tor.lan:9050"), true).is_err());
         assert!(proxy_settings(Some("1.2.3.4:x"), false).is_err());
+    }
+
+    #[test]
+    fn wallet_names_the_database_file() {
+        let net = Path::new("/ln/regtest");
+        assert_eq!(
+            database_path(None, net).unwrap_or_else(|e| panic!("{e}")),
+            net.join("fulgur.sqlite3")
+        );
+        assert_eq!(
+            database_path(Some("sqlite3://other.sqlite3"), net).unwrap_or_else(|e| panic!("{e}")),
+            net.join("other.sqlite3")
+        );
+        assert_eq!(
+            database_path(Some("sqlite3:///var/db/node.sqlite3"), net)
+                .unwrap_or_else(|e| panic!("{e}")),
+            PathBuf::from("/var/db/node.sqlite3")
+        );
+        for bad in [
+            "sqlite3://",
+            "sqlite3://a.sqlite3:b.sqlite3",
+            "postgres://u:p@localhost:5432/db",
+            "mysql://x",
+            "fulgur.sqlite3",
+        ] {
+            assert!(database_path(Some(bad), net).is_err(), "{bad}");
+        }
     }
 
     #[test]
