@@ -193,8 +193,8 @@ pub async fn run(config: Config) -> Result<i32, String> {
 
     let seed = hsm_secret(&config.net_dir).map_err(|e| format!("hsm_secret: {e}"))?;
     let id = node_id(&seed)?;
-    let store = Store::open(&config.database)
-        .map_err(|e| format!("{}: {e}", config.database.display()))?;
+    let store =
+        Store::open(&config.database).map_err(|e| format!("{}: {e}", config.database.display()))?;
     store.set_fatal_log(main.clone());
 
     let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<i32>();
