@@ -884,10 +884,10 @@ pub fn database_path(wallet: Option<&str>, net_dir: &Path) -> Result<PathBuf, Co
         return Ok(net_dir.join(path));
     }
     if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
-        return Err(err(format!(
+        return Err(err(
             "--wallet: PostgreSQL is not supported yet; Fulgur keeps its state in SQLite \
-             (sqlite3://PATH)"
-        )));
+             (sqlite3://PATH)",
+        ));
     }
     Err(err(format!(
         "--wallet={dsn}: unknown DSN scheme (expected sqlite3://PATH)"
