@@ -285,7 +285,11 @@ impl Persist<InMemorySigner> for Watchtower {
         monitor: &ChannelMonitor<InMemorySigner>,
     ) -> ChannelMonitorUpdateStatus {
         let status = self.inner.persist_new_channel(name, monitor);
+        // LDK also calls this for every monitor loaded at start-up: only a monitor that never
+        // had an update is a new channel. Taking the first commitment of an older one again
+        // would sign and deliver its penalty a second time.
         if self.watching()
+            && monitor.get_latest_update_id() == 0
             && let Some(first) = monitor.initial_counterparty_commitment_tx()
         {
             self.keep(&monitor.channel_id(), &first);
