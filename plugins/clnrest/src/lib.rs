@@ -58,23 +58,21 @@ pub struct RuneCheck {
     pub params: Option<Map<String, Value>>,
 }
 
-impl std::fmt::Display for RuneCheck {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut parts = Vec::new();
-        if let Some(n) = &self.nodeid {
-            parts.push(format!("nodeid: `{n}`"));
+impl RuneCheck {
+    /// `checkrune`'s params for `rune`, moving the fields in (no copy of the params).
+    pub fn into_checkrune(self, rune: &str) -> Value {
+        let mut p = Map::new();
+        p.insert("rune".into(), Value::String(rune.to_owned()));
+        if let Some(n) = self.nodeid {
+            p.insert("nodeid".into(), Value::String(n));
         }
-        if let Some(m) = &self.method {
-            parts.push(format!("method: `{m}`"));
+        if let Some(m) = self.method {
+            p.insert("method".into(), Value::String(m));
         }
-        if let Some(p) = &self.params {
-            parts.push(format!("params: `{}`", Value::Object(p.clone())));
+        if let Some(params) = self.params {
+            p.insert("params".into(), Value::Object(params));
         }
-        if parts.is_empty() {
-            f.write_str("{}")
-        } else {
-            f.write_str(&parts.join(", "))
-        }
+        Value::Object(p)
     }
 }
 
@@ -295,8 +293,9 @@ pub fn body_params(
             let config = roxmltree_to_serde::Config::new_with_defaults();
             let doc = roxmltree_to_serde::xml_str_to_json(s, &config)
                 .map_err(|e| internal(format!("Could not parse `{s}` as XML request: {e}")))?;
-            match doc.get(rpc_method) {
-                Some(Value::Object(o)) => o.clone(),
+            let mut doc = doc;
+            match doc.as_object_mut().and_then(|d| d.remove(rpc_method)) {
+                Some(Value::Object(o)) => o,
                 // `<getinfo/>` or `<getinfo></getinfo>`: no params.
                 Some(Value::Null) | Some(Value::String(_)) => Map::new(),
                 _ => {
@@ -321,12 +320,15 @@ pub fn body_params(
 pub fn drop_nulls(v: &mut Value) {
     match v {
         Value::Array(a) => a.iter_mut().for_each(drop_nulls),
-        Value::Object(o) => {
-            o.retain(|_, v| !v.is_null());
-            o.values_mut().for_each(drop_nulls);
-        }
+        Value::Object(o) => drop_null_members(o),
         _ => {}
     }
+}
+
+/// [`drop_nulls`] for an object's members.
+pub fn drop_null_members(o: &mut Map<String, Value>) {
+    o.retain(|_, v| !v.is_null());
+    o.values_mut().for_each(drop_nulls);
 }
 
 /// The reply in the format `Accept` asks for (JSON without one): content type and body.
@@ -634,6 +636,10 @@ mod tests {
             ..route("superpay")
         };
         assert_eq!(r.rune_check(&params).method.as_deref(), Some("pay"));
+        assert_eq!(
+            r.rune_check(&params).into_checkrune("R"),
+            json!({"rune": "R", "method": "pay", "params": {"amount_msat": 1}})
+        );
     }
 
     #[test]

@@ -27,8 +27,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{any, get};
 use axum_server::accept::NoDelayAcceptor;
 use fulgur_plugin_clnrest::{
-    DynRouter, Method, RestError, RuneCheck, body_params, certs, drop_nulls, list_methods, openapi,
-    register, register_path_args, render, resolve,
+    DynRouter, Method, RestError, RuneCheck, body_params, certs, drop_null_members, drop_nulls,
+    list_methods, openapi, register, register_path_args, render, resolve,
 };
 use fulgur_plugin_sdk::{
     Builder, CallError, Configured, Event, Level, OptionSpec, Plugin, RpcError, RpcMethod,
@@ -162,41 +162,35 @@ fn rpc_error(e: CallError) -> RestError {
 }
 
 /// CLN's rune check: 403 without a rune, 401 when `checkrune` refuses it.
-async fn check_rune(plugin: &P, rune: Option<&str>, check: &RuneCheck) -> Result<(), RestError> {
-    let Some(rune) = rune else {
-        let e = RestError::new(403, Some(1501), "Not authorized: Missing rune");
-        plugin.info(format!("verify_rune failed: {check} {e}"));
-        return Err(e);
-    };
-    let mut p = Map::new();
-    p.insert("rune".into(), json!(rune));
-    if let Some(n) = &check.nodeid {
-        p.insert("nodeid".into(), json!(n));
-    }
-    if let Some(m) = &check.method {
-        p.insert("method".into(), json!(m));
-    }
-    if let Some(params) = &check.params {
-        p.insert("params".into(), Value::Object(params.clone()));
-    }
-    let refused = |mut e: RestError| {
-        e.status = 401;
-        plugin.info(format!("verify_rune failed: {check} {e}"));
+async fn check_rune(plugin: &P, rune: Option<&str>, check: RuneCheck) -> Result<(), RestError> {
+    // For the log: what the rune was asked for (the params are moved into the call).
+    let asked = format!(
+        "method: `{}`{}",
+        check.method.as_deref().unwrap_or_default(),
+        check
+            .nodeid
+            .as_deref()
+            .map(|n| format!(", nodeid: `{n}`"))
+            .unwrap_or_default()
+    );
+    let refused = |status: u16, mut e: RestError| {
+        e.status = status;
+        plugin.info(format!("verify_rune failed: {asked} {e}"));
         e
+    };
+    let Some(rune) = rune else {
+        let missing = RestError::new(403, Some(1501), "Not authorized: Missing rune");
+        return Err(refused(403, missing));
     };
     let r = plugin
         .rpc()
-        .call("checkrune", Value::Object(p))
+        .call("checkrune", check.into_checkrune(rune))
         .await
-        .map_err(|e| refused(rpc_error(e)))?;
+        .map_err(|e| refused(401, rpc_error(e)))?;
     if r.get("valid").and_then(Value::as_bool) != Some(true) {
-        return Err(refused(RestError::new(
-            401,
-            Some(1502),
-            "Rune is not valid",
-        )));
+        let invalid = RestError::new(401, Some(1502), "Rune is not valid");
+        return Err(refused(401, invalid));
     }
-    plugin.debug(format!("Authorized rune access to {check}"));
     Ok(())
 }
 
@@ -245,16 +239,12 @@ async fn serve(
         &route.rpc_method,
         body,
     )?;
-    let mut params = Value::Object(params);
-    drop_nulls(&mut params);
-    let Value::Object(params) = params else {
-        unreachable!("an object stays an object")
-    };
+    drop_null_members(&mut params);
     if route.rune_required || method != Method::Get {
         check_rune(
             plugin,
             header_str(headers, "rune"),
-            &route.rune_check(&params),
+            route.rune_check(&params),
         )
         .await?;
     }
@@ -272,39 +262,41 @@ async fn serve(
         .into_response())
 }
 
+/// The node's `help`, or the 500 page saying why not.
+async fn help(plugin: &P) -> Result<Value, Response> {
+    plugin.rpc().call("help", json!({})).await.map_err(|e| {
+        error_response(RestError::new(
+            500,
+            None,
+            format!("Error calling help rpc: {e}"),
+        ))
+    })
+}
+
 async fn methods_page(State(plugin): State<P>) -> Response {
-    match plugin.rpc().call("help", json!({})).await {
+    match help(&plugin).await {
         Ok(help) => (
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
             list_methods(&help),
         )
             .into_response(),
-        Err(e) => error_response(RestError::new(
-            500,
-            None,
-            format!("Error calling help rpc: {e}"),
-        )),
+        Err(page) => page,
     }
 }
 
 async fn swagger_json(State(plugin): State<P>) -> Response {
-    match plugin.rpc().call("help", json!({})).await {
-        Ok(help) => {
-            let version = plugin
-                .rpc()
-                .call("getinfo", json!({}))
-                .await
-                .ok()
-                .and_then(|i| i.get("version").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_default();
-            axum::Json(openapi::document(&help, &version)).into_response()
-        }
-        Err(e) => error_response(RestError::new(
-            500,
-            None,
-            format!("Error calling help rpc: {e}"),
-        )),
-    }
+    let help = match help(&plugin).await {
+        Ok(h) => h,
+        Err(page) => return page,
+    };
+    let version = plugin
+        .rpc()
+        .call("getinfo", json!({}))
+        .await
+        .ok()
+        .and_then(|i| i.get("version").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    axum::Json(openapi::document(&help, &version)).into_response()
 }
 
 /// Socket.IO connections: the rune in the request's headers must allow
@@ -313,17 +305,16 @@ async fn auth_socket(
     socket: SocketRef,
     socketioxide::extract::State(plugin): socketioxide::extract::State<P>,
 ) -> Result<(), RestError> {
-    let rune = socket
-        .req_parts()
-        .headers
-        .get("rune")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     let check = RuneCheck {
         method: Some(NOTIFICATIONS_METHOD.into()),
         ..Default::default()
     };
-    check_rune(&plugin, rune.as_deref(), &check).await
+    check_rune(
+        &plugin,
+        header_str(&socket.req_parts().headers, "rune"),
+        check,
+    )
+    .await
 }
 
 async fn on_connect(
