@@ -172,9 +172,7 @@ fn up(
     };
     // The last node is the merchant: it serves clnrest, and the checkout example runs
     // against it.
-    let rest_port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let rest_port = net::free_port()?;
     let merchant_opts = [format!("--clnrest-port={rest_port}")];
     let net = start_ring(dir, keep, nodes, &extra, &merchant_opts, channel_sat)?;
     println!("\nThe devnet is up ({} nodes). Reach them with:", nodes);

@@ -291,7 +291,7 @@ pub fn call_socket(socket: &Path, name: &str, method: &str, params: Value) -> Re
     }
 }
 
-fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
