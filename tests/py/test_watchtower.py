@@ -70,6 +70,9 @@ def test_watchtower_penalty_takes_a_revoked_commitment(ln, tmp_path):
     assert cheat["type"] == "unilateral"
     [cheat_txid] = cheat["txids"]
     [penalty] = [p for p in penalties(b) if p["commitment_txid"] == cheat_txid]
+    # As CLN's tests (`generate_block(1, wait_for_mempool=1)`): the commitment is handed to
+    # the chain as `close` answers, and reaches the mempool a moment later.
+    wait_for(lambda: cheat_txid in ln.chain.call("getrawmempool"), what="the cheat in the mempool")
     ln.mine(1)
     assert ln.chain.call("getrawtransaction", cheat_txid, True)["confirmations"] == 1
 
