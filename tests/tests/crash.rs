@@ -135,7 +135,12 @@ fn kill_9_during_payments_never_force_closes() {
         let victim = if victim_is_payer { &mut a } else { &mut bn };
         assert!(victim.wait_exit(T).is_some(), "node did not die");
         start_again(victim);
-        a.connect(&bn);
+        if let Err(e) = a.call(
+            "connect",
+            json!({"id": bn.id, "host": "127.0.0.1", "port": bn.port}),
+        ) {
+            panic!("connect failed: {e}\nA:\n{}\nB:\n{}", a.log(), bn.log());
+        }
         assert_no_force_close(&a, &bn);
         assert_no_force_close(&bn, &a);
     }

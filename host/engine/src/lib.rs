@@ -1034,7 +1034,7 @@ impl Lightning {
 
     /// Connects to `id` at `addr` and waits until the peer is connected (init exchanged).
     ///
-    /// A connection dropped before init is tried again a few times: LDK keeps the first of
+    /// A connection dropped before init is tried again for up to [`CONNECT_DROPPED_FOR`]: LDK keeps the first of
     /// two connections from one node and drops the second, so a peer that has not yet seen
     /// our previous connection die (we restarted a moment ago) drops the new one until it
     /// reads the old one's end. CLN replaces the old connection instead; either way the
@@ -1056,31 +1056,30 @@ impl Lightning {
     }
 
     async fn connect_retrying(&self, id: PublicKey, addr: &net::Dial) -> Result<(), String> {
-        const ATTEMPTS: u32 = 5;
+        let deadline = Instant::now() + CONNECT_DROPPED_FOR;
+        let mut wait = Duration::from_millis(250);
         let mut attempt = 1;
         loop {
             let fail = match self.connect_once(id, addr).await {
                 Ok(()) => break,
                 Err(fail) => fail,
             };
-            if !matches!(fail, ConnectFail::Dropped) || attempt == ATTEMPTS {
-                // A last dropped attempt may still have lost to a connection that won.
-                if matches!(fail, ConnectFail::Dropped) && self.peers.peer_by_node_id(&id).is_some()
-                {
-                    break;
-                }
+            if !matches!(fail, ConnectFail::Dropped) {
                 return Err(fail.message(addr));
             }
-            if self
-                .peer_connected_within(&id, Duration::from_millis(250))
-                .await
-            {
+            // Dropped: another connection of ours (or the peer's to us) may be the one that
+            // won, still exchanging init; on a loaded machine that takes a while.
+            if self.peer_connected_within(&id, wait).await {
                 break;
+            }
+            if Instant::now() >= deadline {
+                return Err(fail.message(addr));
             }
             self.log.debug(&format!(
                 "connect {id}: dropped before init (attempt {attempt}), trying again"
             ));
             attempt += 1;
+            wait = (wait * 2).min(Duration::from_secs(2));
         }
         self.remember_peer(id, addr);
         Ok(())
@@ -1589,6 +1588,11 @@ const MANAGER_SYNC_WITHIN: Duration = Duration::from_secs(1);
 
 /// How long `connect` waits for the TCP connection (as lightning-net-tokio's own connect).
 const CONNECT_TIMEOUT_SECS: u64 = 10;
+
+/// How long `connect` keeps trying again while the peer drops our connection before init
+/// (it still holds our previous one, or another of ours won): time, not a count of
+/// attempts, so that a slow machine gets as long as a fast one.
+const CONNECT_DROPPED_FOR: Duration = Duration::from_secs(15);
 
 /// Why one connection attempt failed.
 enum ConnectFail {
