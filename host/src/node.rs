@@ -10,7 +10,7 @@ use bitcoin::secp256k1::{PublicKey, Secp256k1};
 use tokio::sync::{mpsc, watch};
 
 use crate::chain::Chain;
-use crate::config::Config;
+use crate::config::{Config, Database};
 use crate::log::{Level, Logger, Record, SourceLog};
 use crate::plugin::discovery::{self, Candidate};
 use crate::plugin::{HostSettings, PluginHost};
@@ -193,8 +193,11 @@ pub async fn run(config: Config) -> Result<i32, String> {
 
     let seed = hsm_secret(&config.net_dir).map_err(|e| format!("hsm_secret: {e}"))?;
     let id = node_id(&seed)?;
-    let store =
-        Store::open(&config.database).map_err(|e| format!("{}: {e}", config.database.display()))?;
+    let store = match &config.database {
+        Database::Sqlite(path) => Store::open(path),
+        Database::Postgres(dsn) => Store::open_postgres(dsn),
+    }
+    .map_err(|e| format!("{}: {e}", config.database.describe()))?;
     store.set_fatal_log(main.clone());
 
     let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<i32>();

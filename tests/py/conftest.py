@@ -33,6 +33,7 @@ import pytest
 from pyln.client import LightningRpc, RpcError  # noqa: F401  (re-exported for tests)
 
 import clnschema
+import pgserver
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_DIR = Path(__file__).resolve().parent / "plugins"
@@ -155,6 +156,9 @@ class Node:
         self.plugins = list(plugins)
         self.important_plugins = list(important_plugins)
         self.options = dict(options or {})
+        if pgserver.test_db() == "postgres" and "wallet" not in self.options:
+            # FULGUR_TEST_DB=postgres: this node's state in a fresh PostgreSQL database.
+            self.options["wallet"] = pgserver.shared().database()
         self.extra_args = list(extra_args)
         self.may_fail = may_fail
         self.expect_panic = False  # a test that panics the daemon on purpose (dev crash)

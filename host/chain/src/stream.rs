@@ -281,7 +281,7 @@ impl Chain {
         let r = self
             .store
             .with(|c| {
-                use rusqlite::OptionalExtension;
+                use fulgur_store::sql::OptionalExtension;
                 Ok(
                     c.query_row("SELECT hash, height FROM chain_tip WHERE id = 0", [], |r| {
                         Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?))
@@ -315,7 +315,7 @@ impl Chain {
                 c.execute(
                     "INSERT INTO chain_tip (id, hash, height) VALUES (0, ?1, ?2)
                      ON CONFLICT(id) DO UPDATE SET hash = excluded.hash, height = excluded.height",
-                    rusqlite::params![h, height],
+                    fulgur_store::sql::params![h, height],
                 )?;
                 Ok(())
             })

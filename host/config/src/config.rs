@@ -816,9 +816,10 @@ pub struct Config {
     pub wasm_sandbox: Vec<crate::plugin::wasm::SandboxRule>,
     /// `--pid-file`, absolute (default `<lightning-dir>/lightningd-<network>.pid`).
     pub pid_file: PathBuf,
-    /// The database file, absolute: `--wallet=sqlite3://PATH` (relative to the network
-    /// directory, as CLN's), default `<network dir>/fulgur.sqlite3`.
-    pub database: PathBuf,
+    /// The database `--wallet` names: an SQLite file, absolute (`sqlite3://PATH`, relative
+    /// to the network directory, as CLN's; default `<network dir>/fulgur.sqlite3`), or a
+    /// PostgreSQL database (`postgres://...`).
+    pub database: Database,
     /// `--developer`: the `dev` command is available.
     pub developer: bool,
     /// The RPC server's limits (`--fulgur-rpc-*`).
@@ -863,13 +864,46 @@ pub enum Invocation {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// The database `--wallet` names. CLN's DSNs: `sqlite3://PATH` is the one Fulgur has; a
-/// second file written in the same transactions (`sqlite3://MAIN:BACKUP`) and PostgreSQL
-/// (`postgres://...`) are refused at start rather than ignored, so that no operator runs on
-/// a database other than the one they named.
-pub fn database_path(wallet: Option<&str>, net_dir: &Path) -> Result<PathBuf, ConfigError> {
+/// Where the node keeps its state (`--wallet`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// An SQLite file (absolute path).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, by its connection string (`postgres://user:pw@host:port/db`).
+    Postgres(String),
+}
+
+impl Database {
+    /// How logs and errors name it: the file, or the DSN without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(p) => p.display().to_string(),
+            Database::Postgres(dsn) => hide_password(dsn),
+        }
+    }
+}
+
+/// `dsn` with the password of its `user:password@` part replaced by `***`.
+pub fn hide_password(dsn: &str) -> String {
+    let Some((scheme, rest)) = dsn.split_once("://") else {
+        return dsn.to_string();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return dsn.to_string();
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => dsn.to_string(),
+    }
+}
+
+/// The database `--wallet` names, with CLN's DSNs: `sqlite3://PATH` and
+/// `postgres://user:password@host:port/dbname` (also `postgresql://`). A second SQLite file
+/// written in the same transactions (`sqlite3://MAIN:BACKUP`) is refused at start rather
+/// than ignored, so that no operator runs without the copy they asked for.
+pub fn database_path(wallet: Option<&str>, net_dir: &Path) -> Result<Database, ConfigError> {
     let Some(dsn) = wallet else {
-        return Ok(net_dir.join("fulgur.sqlite3"));
+        return Ok(Database::Sqlite(net_dir.join("fulgur.sqlite3")));
     };
     if let Some(path) = dsn.strip_prefix("sqlite3://") {
         if path.is_empty() {
@@ -881,16 +915,14 @@ pub fn database_path(wallet: Option<&str>, net_dir: &Path) -> Result<PathBuf, Co
                  is not supported yet"
             )));
         }
-        return Ok(net_dir.join(path));
+        return Ok(Database::Sqlite(net_dir.join(path)));
     }
     if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
-        return Err(err(
-            "--wallet: PostgreSQL is not supported yet; Fulgur keeps its state in SQLite \
-             (sqlite3://PATH)",
-        ));
+        return Ok(Database::Postgres(dsn.to_string()));
     }
     Err(err(format!(
-        "--wallet={dsn}: unknown DSN scheme (expected sqlite3://PATH)"
+        "--wallet={}: unknown DSN scheme (expected sqlite3://PATH or postgres://...)",
+        hide_password(dsn)
     )))
 }
 
@@ -1657,23 +1689,31 @@ mod tests {
     #[test]
     fn wallet_names_the_database_file() {
         let net = Path::new("/ln/regtest");
+        let file = |p: PathBuf| Database::Sqlite(p);
         assert_eq!(
             database_path(None, net).unwrap_or_else(|e| panic!("{e}")),
-            net.join("fulgur.sqlite3")
+            file(net.join("fulgur.sqlite3"))
         );
         assert_eq!(
             database_path(Some("sqlite3://other.sqlite3"), net).unwrap_or_else(|e| panic!("{e}")),
-            net.join("other.sqlite3")
+            file(net.join("other.sqlite3"))
         );
         assert_eq!(
             database_path(Some("sqlite3:///var/db/node.sqlite3"), net)
                 .unwrap_or_else(|e| panic!("{e}")),
-            PathBuf::from("/var/db/node.sqlite3")
+            file(PathBuf::from("/var/db/node.sqlite3"))
         );
+        let pg = database_path(Some("postgres://u:secret@localhost:5432/db"), net)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            pg,
+            Database::Postgres("postgres://u:secret@localhost:5432/db".into())
+        );
+        assert_eq!(pg.describe(), "postgres://u:***@localhost:5432/db");
+        assert_eq!(hide_password("postgres://u@h/db"), "postgres://u@h/db");
         for bad in [
             "sqlite3://",
             "sqlite3://a.sqlite3:b.sqlite3",
-            "postgres://u:p@localhost:5432/db",
             "mysql://x",
             "fulgur.sqlite3",
         ] {

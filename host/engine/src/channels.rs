@@ -687,9 +687,10 @@ impl Lightning {
         self.store
             .with(move |c| {
                 c.prepare_cached(
-                    "INSERT OR REPLACE INTO channel_close_to (user_channel_id, script) VALUES (?1, ?2)",
+                    "INSERT INTO channel_close_to (user_channel_id, script) VALUES (?1, ?2) \
+                     ON CONFLICT (user_channel_id) DO UPDATE SET script = excluded.script",
                 )?
-                .execute(rusqlite::params![key, script.as_bytes()])?;
+                .execute(fulgur_store::sql::params![key, script.as_bytes()])?;
                 Ok(())
             })
             .await
@@ -700,7 +701,7 @@ impl Lightning {
         let key = format!("{uid:032x}");
         self.store
             .with_sync(move |c| {
-                use rusqlite::OptionalExtension;
+                use fulgur_store::sql::OptionalExtension;
                 Ok(c.prepare_cached(
                     "SELECT script FROM channel_close_to WHERE user_channel_id = ?1",
                 )?

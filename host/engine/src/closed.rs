@@ -28,7 +28,7 @@ use lightning::events::ClosureReason;
 use lightning::ln::channel_state::ChannelDetails;
 use lightning::ln::types::ChannelId;
 use lightning::util::ser::{Readable, Writeable};
-use rusqlite::{Connection, params};
+use fulgur_store::sql::{Connection, params};
 
 use super::port::{Notice, Port, StateChange};
 use super::{Lightning, lock};
@@ -197,7 +197,7 @@ const COLUMNS: &str = "channel_id, peer_id, short_channel_id, funding_txid, fund
     max_to_us_msat, closing_txid, closing_fee_msat, closed_height, spend_height, \
     forgotten_height, closed_at, snapshot";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClosedChannel> {
+fn from_row(r: &fulgur_store::sql::Row<'_>) -> fulgur_store::sql::Result<ClosedChannel> {
     let opener: String = r.get(5)?;
     let snapshot: String = r.get(20)?;
     Ok(ClosedChannel {
@@ -230,9 +230,10 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClosedChannel> {
 pub fn insert(c: &Connection, r: &ClosedChannel) -> Result<bool, StoreError> {
     let n = c
         .prepare_cached(&format!(
-            "INSERT INTO closed_channels ({COLUMNS}) VALUES \
+            "INSERT INTO closed_channels ({COLUMNS}, seq) VALUES \
              (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-              ?19, ?20, ?21) ON CONFLICT (channel_id) DO NOTHING"
+              ?19, ?20, ?21, (SELECT COALESCE(MAX(seq), 0) + 1 FROM closed_channels)) \
+             ON CONFLICT (channel_id) DO NOTHING"
         ))?
         .execute(params![
             r.channel_id,
@@ -286,7 +287,7 @@ pub fn list(
 ) -> Result<Vec<ClosedChannel>, StoreError> {
     let sql = format!(
         "SELECT {COLUMNS} FROM closed_channels WHERE (forgotten_height IS NOT NULL) = ?1 \
-         AND (?2 IS NULL OR peer_id = ?2) ORDER BY closed_at, rowid"
+         AND (CAST(?2 AS TEXT) IS NULL OR peer_id = ?2) ORDER BY closed_at, seq"
     );
     let mut st = c.prepare_cached(&sql)?;
     let rows = st.query_map(params![forgotten, peer], from_row)?;

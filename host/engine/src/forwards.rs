@@ -13,15 +13,15 @@ use lightning::events::{
 };
 use lightning::ln::types::ChannelId;
 use lightning::types::payment::PaymentHash;
-use rusqlite::OptionalExtension;
+use fulgur_store::sql::OptionalExtension;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bumps the `updated` counter of `subsystem` and returns its new value.
-pub fn next_updated(c: &rusqlite::Connection, subsystem: &str) -> rusqlite::Result<i64> {
+pub fn next_updated(c: &fulgur_store::sql::Connection, subsystem: &str) -> fulgur_store::sql::Result<i64> {
     c.prepare_cached(
         "INSERT INTO index_counters (subsystem, updated) VALUES (?1, 1)
-         ON CONFLICT(subsystem) DO UPDATE SET updated = updated + 1",
+         ON CONFLICT(subsystem) DO UPDATE SET updated = index_counters.updated + 1",
     )?
     .execute([subsystem])?;
     c.prepare_cached("SELECT updated FROM index_counters WHERE subsystem = ?1")?
@@ -67,7 +67,7 @@ impl Forward {
 }
 
 /// A forward from a row of [`COLS`].
-fn row_forward(r: &rusqlite::Row<'_>) -> rusqlite::Result<Forward> {
+fn row_forward(r: &fulgur_store::sql::Row<'_>) -> fulgur_store::sql::Result<Forward> {
     Ok(Forward {
         created_index: r.get(0)?,
         updated_index: r.get(1)?,
@@ -85,7 +85,7 @@ fn row_forward(r: &rusqlite::Row<'_>) -> rusqlite::Result<Forward> {
 }
 
 /// The fees earned by every settled forward.
-pub fn fees_collected(c: &rusqlite::Connection) -> rusqlite::Result<u64> {
+pub fn fees_collected(c: &fulgur_store::sql::Connection) -> fulgur_store::sql::Result<u64> {
     c.prepare_cached(
         "SELECT COALESCE(SUM(in_msat - out_msat), 0) FROM forwards WHERE status = 'settled'",
     )?
@@ -97,22 +97,22 @@ pub fn fees_collected(c: &rusqlite::Connection) -> rusqlite::Result<u64> {
 /// `in_htlc_id` with `status` (`settled`, `failed` or `local_failed`), bumping the
 /// subsystem's `deleted` counter; `false` when there is none.
 pub fn delete(
-    c: &mut rusqlite::Connection,
+    c: &mut fulgur_store::sql::Connection,
     in_channel: &str,
     in_htlc_id: u64,
     status: &str,
-) -> rusqlite::Result<bool> {
+) -> fulgur_store::sql::Result<bool> {
     let tx = c.transaction()?;
     let n = tx
         .prepare_cached(
             "DELETE FROM forwards WHERE in_channel = ?1 AND in_htlc_id = ?2 AND status = ?3 \
              AND status != 'offered'",
         )?
-        .execute(rusqlite::params![in_channel, in_htlc_id as i64, status])?;
+        .execute(fulgur_store::sql::params![in_channel, in_htlc_id as i64, status])?;
     if n > 0 {
         tx.prepare_cached(
             "INSERT INTO index_counters (subsystem, updated, deleted) VALUES ('forwards', 0, ?1) \
-             ON CONFLICT (subsystem) DO UPDATE SET deleted = deleted + ?1",
+             ON CONFLICT (subsystem) DO UPDATE SET deleted = index_counters.deleted + ?1",
         )?
         .execute([n as i64])?;
     }
@@ -133,27 +133,27 @@ struct Resolution {
 
 /// `listforwards [status] [in_channel] [out_channel] [index] [start] [limit]`.
 pub fn list(
-    c: &rusqlite::Connection,
+    c: &fulgur_store::sql::Connection,
     status: Option<&str>,
     in_channel: Option<&str>,
     out_channel: Option<&str>,
     index: Option<&str>,
     start: Option<i64>,
     limit: Option<i64>,
-) -> rusqlite::Result<Vec<Forward>> {
+) -> fulgur_store::sql::Result<Vec<Forward>> {
     let key = if index == Some("updated") {
         "updated_index"
     } else {
         "created_index"
     };
     let sql = format!(
-        "SELECT {COLS} FROM forwards WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR in_channel = ?2)
-         AND (?3 IS NULL OR out_channel = ?3) AND (?4 IS NULL OR {key} >= ?4) ORDER BY {key} LIMIT ?5"
+        "SELECT {COLS} FROM forwards WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1) AND (CAST(?2 AS TEXT) IS NULL OR in_channel = ?2)
+         AND (CAST(?3 AS TEXT) IS NULL OR out_channel = ?3) AND (CAST(?4 AS BIGINT) IS NULL OR {key} >= ?4) ORDER BY {key} LIMIT ?5"
     );
     let mut st = c.prepare(&sql)?;
     let rows = st
         .query_map(
-            rusqlite::params![status, in_channel, out_channel, start, limit.unwrap_or(-1)],
+            fulgur_store::sql::params![status, in_channel, out_channel, start, limit.unwrap_or(i64::MAX)],
             row_forward,
         )?
         .collect::<Result<Vec<_>, _>>()?;
@@ -273,7 +273,7 @@ impl Forwards {
                 crate::store::relaxed(c, |c| {
                 c.prepare_cached("INSERT INTO forwards (payment_hash, in_channel, in_htlc_id, in_msat, out_channel, out_msat, status, received_time)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'offered', ?7)")?.execute(
-                    rusqlite::params![hash_v, in_ch, in_id, in_msat, out_ch, outbound_msat as i64, now],
+                    fulgur_store::sql::params![hash_v, in_ch, in_id, in_msat, out_ch, outbound_msat as i64, now],
                 )?;
                 Ok(c.last_insert_rowid())
                 })
@@ -309,10 +309,10 @@ impl Forwards {
                 let found: Option<(i64, Option<Vec<u8>>)> = tx
                     .prepare_cached(
                         "SELECT created_index, payment_hash FROM forwards WHERE status = 'offered' AND in_channel = ?1
-                         AND (?2 IS NULL OR in_htlc_id = ?2) ORDER BY created_index LIMIT 1",
+                         AND (CAST(?2 AS BIGINT) IS NULL OR in_htlc_id = ?2) ORDER BY created_index LIMIT 1",
                     )?
                     .query_row(
-                        rusqlite::params![in_channel, htlc_id.map(|h| h as i64)],
+                        fulgur_store::sql::params![in_channel, htlc_id.map(|h| h as i64)],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?;
@@ -323,7 +323,7 @@ impl Forwards {
                 tx.prepare_cached("UPDATE forwards SET status = ?2, updated_index = ?3, resolved_time = ?4,
                      out_msat = COALESCE(?5, out_msat), failcode = ?6, failreason = ?7,
                      out_channel = COALESCE(?8, out_channel) WHERE created_index = ?1")?.execute(
-                    rusqlite::params![id, status, upd, now, out_msat.map(|m| m as i64), failcode, failreason, out_channel],
+                    fulgur_store::sql::params![id, status, upd, now, out_msat.map(|m| m as i64), failcode, failreason, out_channel],
                 )?;
                 let fee: i64 = tx.prepare_cached("SELECT COALESCE(in_msat - out_msat, 0) FROM forwards WHERE created_index = ?1")?.query_row(
                     [id],

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use fulgur_base::hex;
 use fulgur_base::log::SourceLog;
 use lightning::ln::types::ChannelId;
-use rusqlite::{Connection, params};
+use fulgur_store::sql::{Connection, params};
 
 use super::Lightning;
 use super::port::StateChange;
@@ -121,7 +121,7 @@ fn add(conn: &mut Connection, items: &[(String, Flow, u64, u64)]) -> Result<(), 
         let (n, m) = flow.columns();
         tx.prepare_cached(&format!(
             "INSERT INTO channel_htlc_counts (channel_id, {n}, {m}) VALUES (?1, ?2, ?3)
-             ON CONFLICT (channel_id) DO UPDATE SET {n} = {n} + ?2, {m} = {m} + ?3"
+             ON CONFLICT (channel_id) DO UPDATE SET {n} = channel_htlc_counts.{n} + ?2, {m} = channel_htlc_counts.{m} + ?3"
         ))?
         .execute(params![channel, sql(*count), sql(*msat)])?;
     }

@@ -527,13 +527,20 @@ impl Lightning {
             HeldAction::Receive { .. } => "receive",
         };
         let (id2, hash2, kind) = (id.clone(), hash.0.to_vec(), kind.to_string());
+        let now_secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         let r = self
             .store
             .with(move |c| {
                 crate::store::relaxed(c, |c| {
-                    c.prepare_cached("INSERT OR REPLACE INTO held_htlcs (id, kind, payment_hash, payload, deadline_height, created_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, strftime('%s','now'))")?.execute(
-                        rusqlite::params![id2, kind, hash2, row, deadline],
+                    c.prepare_cached("INSERT INTO held_htlcs (id, kind, payment_hash, payload, deadline_height, created_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (id) DO UPDATE SET kind = excluded.kind,
+                             payment_hash = excluded.payment_hash, payload = excluded.payload,
+                             deadline_height = excluded.deadline_height,
+                             created_at = excluded.created_at")?.execute(
+                        fulgur_store::sql::params![id2, kind, hash2, row, deadline, now_secs],
                     )?;
                     Ok(())
                 })

@@ -2,7 +2,7 @@
 //! highest `created_index` ever given (SQLite's `AUTOINCREMENT` sequence, so deleting the
 //! newest row does not lower it) and the per-subsystem counters in `index_counters`.
 
-use rusqlite::{Connection, OptionalExtension};
+use fulgur_store::sql::{Connection, Engine, OptionalExtension};
 
 /// A table with CLN's indexes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,18 @@ impl Indexed {
         }
     }
 
+    /// PostgreSQL's sequence for its `created_index` (its BIGSERIAL key).
+    fn sequence(self) -> &'static str {
+        match self {
+            Indexed::Invoices => "invoices_created_index_seq",
+            Indexed::Sendpays => "sendpays_created_index_seq",
+            Indexed::Forwards => "forwards_created_index_seq",
+            Indexed::Chainmoves => "chainmoves_id_seq",
+            Indexed::Channelmoves => "channelmoves_id_seq",
+            Indexed::Networkevents => "networkevents_id_seq",
+        }
+    }
+
     /// The subsystem called `name`.
     pub fn parse(name: &str) -> Option<Indexed> {
         [
@@ -61,12 +73,21 @@ pub struct Indexes {
 }
 
 /// The current indexes of `table`.
-pub fn read(conn: &Connection, table: Indexed) -> rusqlite::Result<Indexes> {
-    let created: i64 = conn
-        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = ?1")?
-        .query_row([table.name()], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0);
+pub fn read(conn: &Connection, table: Indexed) -> fulgur_store::sql::Result<Indexes> {
+    let created: i64 = match conn.engine() {
+        Engine::Sqlite => conn
+            .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = ?1")?
+            .query_row([table.name()], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0),
+        // The sequence of the table's BIGSERIAL key (the migrations' AUTOINCREMENT).
+        Engine::Postgres => conn
+            .prepare_cached(&format!(
+                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {}",
+                table.sequence()
+            ))?
+            .query_row([], |r| r.get(0))?,
+    };
     let (updated, deleted): (i64, i64) = conn
         .prepare_cached("SELECT updated, deleted FROM index_counters WHERE subsystem = ?1")?
         .query_row([table.name()], |r| Ok((r.get(0)?, r.get(1)?)))

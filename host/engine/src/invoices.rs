@@ -35,7 +35,7 @@ use lightning_invoice::{
     Bolt11Invoice, Bolt11InvoiceDescription, Description, Fallback, PrivateRoute, RawTaggedField,
     RouteHint, RouteHintHop, RoutingFees, TaggedField,
 };
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use fulgur_store::sql::{Connection, OptionalExtension, Row, params};
 
 use super::Lightning;
 use super::port::{Notice, Port};
@@ -257,27 +257,27 @@ fn to_sql(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn col_u64(r: &Row, i: usize) -> rusqlite::Result<u64> {
+fn col_u64(r: &Row, i: usize) -> fulgur_store::sql::Result<u64> {
     Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0))
 }
 
-fn col_opt_u64(r: &Row, i: usize) -> rusqlite::Result<Option<u64>> {
+fn col_opt_u64(r: &Row, i: usize) -> fulgur_store::sql::Result<Option<u64>> {
     Ok(r.get::<_, Option<i64>>(i)?
         .map(|v| u64::try_from(v).unwrap_or(0)))
 }
 
-fn col_32(r: &Row, i: usize) -> rusqlite::Result<[u8; 32]> {
+fn col_32(r: &Row, i: usize) -> fulgur_store::sql::Result<[u8; 32]> {
     let v: Vec<u8> = r.get(i)?;
     v.try_into().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
+        fulgur_store::sql::Error::FromSqlConversionFailure(
             i,
-            rusqlite::types::Type::Blob,
+            fulgur_store::sql::Type::Blob,
             "expected 32 bytes".into(),
         )
     })
 }
 
-fn read_row(r: &Row) -> rusqlite::Result<InvoiceRecord> {
+fn read_row(r: &Row) -> fulgur_store::sql::Result<InvoiceRecord> {
     let preimage = match r.get::<_, Option<Vec<u8>>>(6)? {
         None => None,
         Some(_) => Some(col_32(r, 6)?),
@@ -303,10 +303,10 @@ fn read_row(r: &Row) -> rusqlite::Result<InvoiceRecord> {
 }
 
 /// Bumps the `invoices` counters by (updated, deleted); returns their new values.
-fn bump(conn: &Connection, updated: u64, deleted: u64) -> rusqlite::Result<(u64, u64)> {
+fn bump(conn: &Connection, updated: u64, deleted: u64) -> fulgur_store::sql::Result<(u64, u64)> {
     conn.prepare_cached(
         "INSERT INTO index_counters (subsystem, updated, deleted) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (subsystem) DO UPDATE SET updated = updated + ?2, deleted = deleted + ?3 \
+         ON CONFLICT (subsystem) DO UPDATE SET updated = index_counters.updated + ?2, deleted = index_counters.deleted + ?3 \
          RETURNING updated, deleted",
     )?
     .query_row(params![COUNTERS, to_sql(updated), to_sql(deleted)], |r| {
@@ -315,13 +315,13 @@ fn bump(conn: &Connection, updated: u64, deleted: u64) -> rusqlite::Result<(u64,
 }
 
 /// The next `updated_index`.
-fn next_updated(conn: &Connection) -> rusqlite::Result<u64> {
+fn next_updated(conn: &Connection) -> fulgur_store::sql::Result<u64> {
     Ok(bump(conn, 1, 0)?.0)
 }
 
 /// The next pay index: one more than any ever given (kept in `index_counters`, and never
 /// below the table's own maximum).
-fn next_pay_index(conn: &Connection) -> rusqlite::Result<u64> {
+fn next_pay_index(conn: &Connection) -> fulgur_store::sql::Result<u64> {
     let max: Option<i64> = conn
         .prepare_cached("SELECT MAX(pay_index) FROM invoices")?
         .query_row([], |r| r.get(0))?;
@@ -354,7 +354,7 @@ pub fn fallback_of(a: &bitcoin::Address) -> Option<Fallback> {
 
 /// The `invoices` counters: (updated, deleted).
 #[cfg(test)]
-pub fn counters(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+pub fn counters(conn: &Connection) -> fulgur_store::sql::Result<(u64, u64)> {
     Ok(conn
         .query_row(
             "SELECT updated, deleted FROM index_counters WHERE subsystem = ?1",
@@ -366,14 +366,14 @@ pub fn counters(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
 }
 
 /// Marks unpaid invoices expired at `now` (each gets its own `updated_index`); returns how many.
-pub fn expire_due(conn: &Connection, now: u64) -> rusqlite::Result<usize> {
+pub fn expire_due(conn: &Connection, now: u64) -> fulgur_store::sql::Result<usize> {
     let due: Vec<i64> = conn
         .prepare_cached(
             "SELECT created_index FROM invoices WHERE status = ?1 AND expires_at <= ?2 \
              ORDER BY created_index",
         )?
         .query_map(params![InvoiceStatus::Unpaid, to_sql(now)], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<fulgur_store::sql::Result<_>>()?;
     for id in &due {
         let u = next_updated(conn)?;
         conn.prepare_cached(
@@ -385,21 +385,21 @@ pub fn expire_due(conn: &Connection, now: u64) -> rusqlite::Result<usize> {
 }
 
 /// The invoice labelled `label`.
-pub fn by_label(conn: &Connection, label: &str) -> rusqlite::Result<Option<InvoiceRecord>> {
+pub fn by_label(conn: &Connection, label: &str) -> fulgur_store::sql::Result<Option<InvoiceRecord>> {
     conn.prepare_cached(&format!("{SELECT} WHERE label = ?1"))?
         .query_row([label], read_row)
         .optional()
 }
 
 /// The invoice for `hash`.
-pub fn by_hash(conn: &Connection, hash: &[u8; 32]) -> rusqlite::Result<Option<InvoiceRecord>> {
+pub fn by_hash(conn: &Connection, hash: &[u8; 32]) -> fulgur_store::sql::Result<Option<InvoiceRecord>> {
     conn.prepare_cached(&format!("{SELECT} WHERE payment_hash = ?1"))?
         .query_row([&hash[..]], read_row)
         .optional()
 }
 
 /// The invoices `sel` designates, in index order.
-pub fn list(conn: &Connection, sel: &Selector) -> rusqlite::Result<Vec<InvoiceRecord>> {
+pub fn list(conn: &Connection, sel: &Selector) -> fulgur_store::sql::Result<Vec<InvoiceRecord>> {
     match sel {
         Selector::Label(l) => Ok(by_label(conn, l)?.into_iter().collect()),
         Selector::Hash(h) => Ok(by_hash(conn, h)?.into_iter().collect()),
@@ -413,7 +413,7 @@ pub fn list(conn: &Connection, sel: &Selector) -> rusqlite::Result<Vec<InvoiceRe
             } else {
                 "created_index"
             };
-            let limit = limit.map_or(-1, i64::from);
+            let limit = limit.map_or(i64::MAX, i64::from);
             conn.prepare(&format!(
                 "{SELECT} WHERE {col} >= ?1 ORDER BY {col} LIMIT ?2"
             ))?
@@ -424,7 +424,7 @@ pub fn list(conn: &Connection, sel: &Selector) -> rusqlite::Result<Vec<InvoiceRe
 }
 
 /// The paid invoice with the smallest pay index above `last`.
-pub fn first_paid_after(conn: &Connection, last: u64) -> rusqlite::Result<Option<InvoiceRecord>> {
+pub fn first_paid_after(conn: &Connection, last: u64) -> fulgur_store::sql::Result<Option<InvoiceRecord>> {
     conn.prepare_cached(&format!(
         "{SELECT} WHERE pay_index IS NOT NULL AND pay_index > ?1 ORDER BY pay_index LIMIT 1"
     ))?
@@ -459,7 +459,7 @@ pub struct NewInvoice {
 /// [`CreateError::DuplicateHash`] or [`CreateError::DuplicateLabel`] (checked in that order,
 /// like CLN).
 pub fn insert(conn: &mut Connection, n: &NewInvoice) -> Result<u64, CreateError> {
-    let db = |e: rusqlite::Error| CreateError::Failed(format!("database error: {e}"));
+    let db = |e: fulgur_store::sql::Error| CreateError::Failed(format!("database error: {e}"));
     let tx = conn.transaction().map_err(db)?;
     if by_hash(&tx, &n.payment_hash).map_err(db)?.is_some() {
         return Err(CreateError::DuplicateHash);
@@ -498,7 +498,7 @@ pub fn mark_paid(
     amount_msat: u64,
     preimage: &[u8; 32],
     now: u64,
-) -> rusqlite::Result<Option<Paid>> {
+) -> fulgur_store::sql::Result<Option<Paid>> {
     let tx = conn.transaction()?;
     let Some(inv) = by_hash(&tx, hash)? else {
         return Ok(None);
@@ -533,16 +533,17 @@ pub fn mark_paid(
 }
 
 /// Remembers that `invoice` (its `created_index`) carries `script` as its on-chain fallback.
-pub fn add_fallback(conn: &Connection, invoice: u64, script: &[u8]) -> rusqlite::Result<()> {
+pub fn add_fallback(conn: &Connection, invoice: u64, script: &[u8]) -> fulgur_store::sql::Result<()> {
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO invoice_fallbacks (script, invoice) VALUES (?1, ?2)",
+        "INSERT INTO invoice_fallbacks (script, invoice) VALUES (?1, ?2) \
+         ON CONFLICT (script) DO UPDATE SET invoice = excluded.invoice",
     )?
     .execute(params![script, to_sql(invoice)])?;
     Ok(())
 }
 
 /// The fallback scripts of the unpaid invoices.
-pub fn unpaid_fallbacks(conn: &Connection) -> rusqlite::Result<Vec<Vec<u8>>> {
+pub fn unpaid_fallbacks(conn: &Connection) -> fulgur_store::sql::Result<Vec<Vec<u8>>> {
     let mut st = conn.prepare_cached(
         "SELECT f.script FROM invoice_fallbacks f JOIN invoices i ON i.created_index = f.invoice \
          WHERE i.status = 'unpaid'",
@@ -552,7 +553,7 @@ pub fn unpaid_fallbacks(conn: &Connection) -> rusqlite::Result<Vec<Vec<u8>>> {
 }
 
 /// The invoice whose on-chain fallback is `script`, if any.
-pub fn by_fallback(conn: &Connection, script: &[u8]) -> rusqlite::Result<Option<InvoiceRecord>> {
+pub fn by_fallback(conn: &Connection, script: &[u8]) -> fulgur_store::sql::Result<Option<InvoiceRecord>> {
     conn.prepare_cached(&format!(
         "{SELECT} WHERE created_index = (SELECT invoice FROM invoice_fallbacks WHERE script = ?1)"
     ))?
@@ -568,7 +569,7 @@ pub fn mark_paid_onchain(
     amount_msat: u64,
     outpoint: &str,
     now: u64,
-) -> rusqlite::Result<Option<Paid>> {
+) -> fulgur_store::sql::Result<Option<Paid>> {
     let tx = conn.transaction()?;
     let status: Option<InvoiceStatus> = tx
         .prepare_cached("SELECT status FROM invoices WHERE created_index = ?1")?
@@ -700,7 +701,7 @@ pub fn claim_refusal(inv: Option<&InvoiceRecord>, claim: &Claim) -> Option<Claim
 pub fn record_claim(
     conn: &mut Connection,
     claim: &Claim,
-) -> rusqlite::Result<Option<ClaimRefusal>> {
+) -> fulgur_store::sql::Result<Option<ClaimRefusal>> {
     let tx = conn.transaction()?;
     let inv = by_hash(&tx, &claim.hash)?;
     if let Some(refusal) = claim_refusal(inv.as_ref(), claim) {
@@ -725,7 +726,7 @@ pub fn delete(
     status: Option<InvoiceStatus>,
     desconly: bool,
 ) -> Result<InvoiceRecord, DeleteError> {
-    let db = |e: rusqlite::Error| DeleteError::Store(e.into());
+    let db = |e: fulgur_store::sql::Error| DeleteError::Store(e.into());
     let tx = conn.transaction().map_err(db)?;
     let mut inv = by_label(&tx, label)
         .map_err(db)?
@@ -763,7 +764,7 @@ fn delete_where(
     status: InvoiceStatus,
     time_column: &str,
     cutoff: u64,
-) -> rusqlite::Result<u64> {
+) -> fulgur_store::sql::Result<u64> {
     let n = conn.execute(
         &format!("DELETE FROM invoices WHERE status = ?1 AND {time_column} <= ?2"),
         params![status, to_sql(cutoff)],
@@ -777,7 +778,7 @@ fn delete_where(
 
 /// `delexpiredinvoice`: deletes expired invoices that expired at or before `max_expiry`.
 /// Run after [`expire_due`].
-pub fn delete_expired(conn: &mut Connection, max_expiry: u64) -> rusqlite::Result<u64> {
+pub fn delete_expired(conn: &mut Connection, max_expiry: u64) -> fulgur_store::sql::Result<u64> {
     let tx = conn.transaction()?;
     let n = delete_where(&tx, InvoiceStatus::Expired, "expires_at", max_expiry)?;
     tx.commit()?;

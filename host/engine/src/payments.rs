@@ -26,7 +26,7 @@ use lightning::routing::gossip::{NetworkUpdate, NodeId};
 use lightning::routing::router::{Path, PaymentParameters, Route, RouteHop, RouteParameters};
 use lightning::types::features::{ChannelFeatures, NodeFeatures};
 use lightning::types::payment::{PaymentHash, PaymentSecret};
-use rusqlite::{Connection, OptionalExtension, params};
+use fulgur_store::sql::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::port::{Notice, Port};
@@ -742,7 +742,7 @@ fn blob32(v: Option<Vec<u8>>) -> Option<[u8; 32]> {
     v.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
 }
 
-fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Sendpay> {
+fn read_row(r: &fulgur_store::sql::Row<'_>) -> fulgur_store::sql::Result<Sendpay> {
     let status: String = r.get(10)?;
     let error: Option<String> = r.get(15)?;
     Ok(Sendpay {
@@ -861,7 +861,7 @@ pub fn insert_pending(
 
 /// The next `updated_index` of the sendpays subsystem.
 fn next_updated_index(conn: &Connection) -> Result<u64, StoreError> {
-    conn.prepare_cached("INSERT OR IGNORE INTO index_counters (subsystem, updated, deleted) VALUES ('sendpays', 0, 0)")?.execute(
+    conn.prepare_cached("INSERT INTO index_counters (subsystem, updated, deleted) VALUES ('sendpays', 0, 0) ON CONFLICT DO NOTHING")?.execute(
         [],
     )?;
     conn.prepare_cached(
@@ -949,7 +949,7 @@ fn resolve(
     conn: &mut Connection,
     (payment_hash, groupid, partid): (&[u8; 32], u64, u64),
     from: impl FnOnce(PayStatus) -> bool,
-    update: impl FnOnce(&rusqlite::Transaction<'_>, u64) -> rusqlite::Result<usize>,
+    update: impl FnOnce(&fulgur_store::sql::Transaction<'_>, u64) -> fulgur_store::sql::Result<usize>,
 ) -> Result<Option<Sendpay>, StoreError> {
     let tx = conn.transaction()?;
     match row(&tx, payment_hash, groupid, partid)? {
@@ -965,8 +965,8 @@ fn resolve(
 
 /// `listsendpays`' query.
 pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<Sendpay>, StoreError> {
-    let mut sql = format!("SELECT {COLUMNS} FROM sendpays WHERE 1");
-    let mut args: Vec<rusqlite::types::Value> = vec![];
+    let mut sql = format!("SELECT {COLUMNS} FROM sendpays WHERE TRUE");
+    let mut args: Vec<fulgur_store::sql::Value> = vec![];
     if let Some(h) = &f.payment_hash {
         sql.push_str(" AND payment_hash = ?");
         args.push(h.to_vec().into());
@@ -991,7 +991,7 @@ pub fn list(conn: &Connection, f: &ListFilter) -> Result<Vec<Sendpay>, StoreErro
     }
     let mut st = conn.prepare(&sql)?;
     let rows = st
-        .query_map(rusqlite::params_from_iter(args), read_row)?
+        .query_map(fulgur_store::sql::params_from_iter(args), read_row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
@@ -1375,7 +1375,7 @@ impl Payments {
                 }
                 tx.prepare_cached(
                     "INSERT INTO index_counters (subsystem, updated, deleted) VALUES ('sendpays', 0, ?1) \
-                     ON CONFLICT (subsystem) DO UPDATE SET deleted = deleted + ?1",
+                     ON CONFLICT (subsystem) DO UPDATE SET deleted = index_counters.deleted + ?1",
                 )?
                 .execute([gone.len() as i64])?;
                 tx.commit()?;

@@ -28,7 +28,7 @@ use lightning::ln::chan_utils::CommitmentTransaction;
 use lightning::ln::types::ChannelId;
 use lightning::sign::InMemorySigner;
 use lightning::util::persist::MonitorName;
-use rusqlite::{Connection, params};
+use fulgur_store::sql::{Connection, params};
 use tokio::sync::mpsc;
 
 use super::MonitorPersister;
@@ -113,9 +113,9 @@ impl Watchtower {
         let bytes = serialize(&tx);
         let r = self.store.with_sync(move |c| {
             Ok(c.execute(
-                "INSERT OR IGNORE INTO penalty_bases
+                "INSERT INTO penalty_bases
                      (channel_id, commitnum, commitment_txid, value_sat, tx, signed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, 0) ON CONFLICT DO NOTHING",
                 params![cid, commitnum as i64, txid, value_sat as i64, bytes],
             )?)
         });
@@ -171,7 +171,7 @@ impl Watchtower {
 }
 
 /// The unsigned penalties of a channel, oldest first.
-fn unsigned(c: &Connection, channel_id: &str) -> rusqlite::Result<Vec<Pending>> {
+fn unsigned(c: &Connection, channel_id: &str) -> fulgur_store::sql::Result<Vec<Pending>> {
     let mut st = c.prepare_cached(
         "SELECT commitnum, tx, value_sat FROM penalty_bases
          WHERE channel_id = ?1 AND signed = 0 ORDER BY commitnum",
@@ -265,7 +265,7 @@ fn hex32(b: &[u8; 32]) -> String {
 
 /// Whether a penalty of this channel is already kept (tests).
 #[cfg(test)]
-fn kept(c: &Connection, channel_id: &str, commitnum: u64) -> rusqlite::Result<Option<i64>> {
+fn kept(c: &Connection, channel_id: &str, commitnum: u64) -> fulgur_store::sql::Result<Option<i64>> {
     c.query_row(
         "SELECT signed FROM penalty_bases WHERE channel_id = ?1 AND commitnum = ?2",
         params![channel_id, commitnum as i64],
@@ -273,7 +273,7 @@ fn kept(c: &Connection, channel_id: &str, commitnum: u64) -> rusqlite::Result<Op
     )
     .map(Some)
     .or_else(|e| match e {
-        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+        fulgur_store::sql::Error::QueryReturnedNoRows => Ok(None),
         e => Err(e),
     })
 }

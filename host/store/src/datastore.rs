@@ -2,7 +2,7 @@
 //! either data or children, never both), write modes, and generations for
 //! compare-and-swap.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::sql::{Connection, OptionalExtension, params};
 
 use super::StoreError;
 
@@ -81,9 +81,9 @@ pub enum DsError {
     Store(StoreError),
 }
 
-impl From<rusqlite::Error> for DsError {
-    fn from(e: rusqlite::Error) -> Self {
-        DsError::Store(StoreError::Sqlite(e))
+impl From<crate::sql::Error> for DsError {
+    fn from(e: crate::sql::Error) -> Self {
+        DsError::Store(StoreError::Db(e))
     }
 }
 

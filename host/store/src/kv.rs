@@ -11,7 +11,7 @@
 //! # Connection: the store's own, through [`Store::with_sync`]
 //!
 //! LDK calls the store synchronously (often while holding its own locks), so it cannot go
-//! through the async [`Store::with`]. We considered a second `rusqlite::Connection` to the same
+//! through the async [`Store::with`]. We considered a second `crate::sql::Connection` to the same
 //! file and chose to share the `Store`'s connection with a synchronous accessor instead:
 //! - the store's existing transactions (datastore `put`, wallet changesets) are *deferred*:
 //!   they read, then write. With a second writer on the file, such a transaction fails with
@@ -40,7 +40,7 @@ use lightning::util::persist::{
     KVSTORE_NAMESPACE_KEY_ALPHABET, KVSTORE_NAMESPACE_KEY_MAX_LEN, KVStoreSync, KVStoreSyncWrapper,
     MigratableKVStoreSync,
 };
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use crate::sql::{OptionalExtension, TransactionBehavior, params};
 
 use crate::{Store, StoreError};
 
@@ -121,7 +121,7 @@ impl SqliteKvStore {
 
 /// One durable insert-or-replace, in its own transaction.
 fn upsert(
-    conn: &mut rusqlite::Connection,
+    conn: &mut crate::sql::Connection,
     primary_namespace: &str,
     secondary_namespace: &str,
     key: &str,
@@ -235,7 +235,7 @@ impl KVStoreSync for SqliteKvStore {
         lazy: bool,
     ) -> Result<(), io::Error> {
         check(primary_namespace, secondary_namespace, Some(key), "remove")?;
-        let delete = |conn: &mut rusqlite::Connection| {
+        let delete = |conn: &mut crate::sql::Connection| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.prepare_cached(
                 "DELETE FROM ldk_kv

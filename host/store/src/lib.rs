@@ -13,26 +13,25 @@ pub mod datastore;
 pub mod moves;
 pub mod netevents;
 pub mod runes;
+pub mod sql;
 
-/// Stores a fieldless enum as its name: `text_enum!(Type)` implements rusqlite's `ToSql`
-/// and `FromSql` for a `Type` with `fn as_str(self) -> &'static str` and
+/// Stores a fieldless enum as its name: `text_enum!(Type)` implements [`sql::ToSql`]
+/// and [`sql::FromSql`] for a `Type` with `fn as_str(self) -> &'static str` and
 /// `fn parse(&str) -> Option<Type>`. A name the type does not know is a conversion error.
 #[macro_export]
 macro_rules! text_enum {
     ($t:ty) => {
-        impl rusqlite::ToSql for $t {
-            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        impl $crate::sql::ToSql for $t {
+            fn to_sql(&self) -> $crate::sql::Result<$crate::sql::ToSqlOutput<'_>> {
                 Ok(self.as_str().into())
             }
         }
 
-        impl rusqlite::types::FromSql for $t {
-            fn column_result(
-                v: rusqlite::types::ValueRef<'_>,
-            ) -> rusqlite::types::FromSqlResult<Self> {
+        impl $crate::sql::FromSql for $t {
+            fn column_result(v: $crate::sql::ValueRef<'_>) -> $crate::sql::FromSqlResult<Self> {
                 let s = v.as_str()?;
                 <$t>::parse(s).ok_or_else(|| {
-                    rusqlite::types::FromSqlError::Other(
+                    $crate::sql::FromSqlError::Other(
                         format!("{}: unknown value {s:?}", stringify!($t)).into(),
                     )
                 })
@@ -45,7 +44,7 @@ pub mod kv;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use rusqlite::Connection;
+use sql::{Connection, Engine};
 
 use fulgur_base::log::SourceLog;
 
@@ -288,18 +287,25 @@ const MIGRATIONS: &[&str] = &[
         signed INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (channel_id, commitnum)
     );",
+    // 16: the order closed channels were recorded in (SQLite's rowid, which PostgreSQL
+    // has not), for listing those closed in the same second.
+    "ALTER TABLE closed_channels ADD COLUMN seq INTEGER;",
 ];
+
+/// Statements run on SQLite only, after the migration of that number (1-based): what
+/// PostgreSQL, migrated from an empty database, has no rows for.
+const SQLITE_AFTER: &[(usize, &str)] = &[(16, "UPDATE closed_channels SET seq = rowid;")];
 
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// SQLite reported an error.
+    /// The database engine reported an error.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Db(#[from] sql::Error),
     /// The database was written by a newer fulgurd.
     #[error("database schema version {found} is newer than this fulgurd knows ({known})")]
     TooNew {
-        /// Version in the file.
+        /// Version in the database.
         found: usize,
         /// Newest version we know.
         known: usize,
@@ -309,24 +315,20 @@ pub enum StoreError {
     Task(String),
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Db(e.into())
+    }
+}
+
 impl StoreError {
     /// Whether the database or the disk under it failed (full, I/O error, read-only,
-    /// corrupt), rather than a query: carrying on would leave state unsaved, so callers
-    /// that cannot hand the error to a client stop the node ([`fatal`]).
+    /// corrupt; on PostgreSQL, the server gone or the connection lost), rather than a
+    /// query: carrying on would leave state unsaved, so callers that cannot hand the error
+    /// to a client stop the node ([`fatal`]).
     pub fn is_storage_failure(&self) -> bool {
-        use rusqlite::ErrorCode as C;
         match self {
-            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
-                e.code,
-                C::DiskFull
-                    | C::SystemIoFailure
-                    | C::ReadOnly
-                    | C::CannotOpen
-                    | C::DatabaseCorrupt
-                    | C::NotADatabase
-                    | C::PermissionDenied
-                    | C::OutOfMemory
-            ),
+            StoreError::Db(e) => e.is_storage_failure(),
             _ => false,
         }
     }
@@ -361,9 +363,9 @@ pub fn relaxed<T>(
 ) -> Result<T, StoreError> {
     // Prepared once per connection: parsing the two pragmas again cost more CPU on the
     // payment path than the writes between them.
-    c.prepare_cached("PRAGMA synchronous=NORMAL")?.execute([])?;
+    c.set_relaxed(true)?;
     let r = f(c);
-    c.prepare_cached("PRAGMA synchronous=FULL")?.execute([])?;
+    c.set_relaxed(false)?;
     r
 }
 
@@ -382,10 +384,14 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database.
+    /// Opens (creating if needed) and migrates the SQLite database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let conn = Connection::open(path)?;
-        Self::setup(conn)
+        Self::setup(Connection::sqlite(rusqlite::Connection::open(path)?))
+    }
+
+    /// Connects to the PostgreSQL database `dsn` names and migrates it.
+    pub fn open_postgres(dsn: &str) -> Result<Store, StoreError> {
+        Self::setup(Connection::postgres(dsn)?)
     }
 
     /// An in-memory database, for tests.
@@ -393,23 +399,56 @@ impl Store {
         Self::setup(Connection::open_in_memory()?)
     }
 
+    /// Which engine the node's state is on.
+    pub fn engine(&self) -> Result<Engine, StoreError> {
+        Ok(lock(&self.conn)?.engine())
+    }
+
     fn setup(mut conn: Connection) -> Result<Store, StoreError> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Hot statements (LDK writes, payment and invoice rows) are prepared once.
-        conn.set_prepared_statement_cache_capacity(64);
-        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version = match conn.as_sqlite() {
+            Some(c) => {
+                c.pragma_update(None, "journal_mode", "WAL")?;
+                c.pragma_update(None, "synchronous", "FULL")?;
+                c.pragma_update(None, "foreign_keys", "ON")?;
+                // Hot statements (LDK writes, payment and invoice rows) are prepared once.
+                c.set_prepared_statement_cache_capacity(64);
+                c.pragma_query_value(None, "user_version", |r| r.get::<_, usize>(0))?
+            }
+            None => {
+                // PostgreSQL has no user_version: one row of our own, created with the
+                // first migration's transaction.
+                conn.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS fulgur_schema (
+                        id BIGINT PRIMARY KEY CHECK (id = 0),
+                        version BIGINT NOT NULL
+                    );
+                    INSERT INTO fulgur_schema VALUES (0, 0) ON CONFLICT DO NOTHING;",
+                )?;
+                conn.query_row("SELECT version FROM fulgur_schema", [], |r| r.get(0))?
+            }
+        };
         if version > MIGRATIONS.len() {
             return Err(StoreError::TooNew {
                 found: version,
                 known: MIGRATIONS.len(),
             });
         }
+        let engine = conn.engine();
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i + 1)?;
+            match engine {
+                Engine::Sqlite => {
+                    tx.execute_batch(sql)?;
+                    for (_, more) in SQLITE_AFTER.iter().filter(|(n, _)| *n == i + 1) {
+                        tx.execute_batch(more)?;
+                    }
+                    tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+                }
+                Engine::Postgres => {
+                    tx.execute_batch(&sql::translate::ddl(sql))?;
+                    tx.execute("UPDATE fulgur_schema SET version = ?1", [i + 1])?;
+                }
+            }
             tx.commit()?;
         }
         Ok(Store {
@@ -492,7 +531,9 @@ mod tests {
     use super::*;
 
     fn synchronous(c: &Connection) -> i64 {
-        c.pragma_query_value(None, "synchronous", |r| r.get(0))
+        c.as_sqlite()
+            .expect("sqlite")
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
             .expect("read synchronous")
     }
 

@@ -4,7 +4,7 @@
 //! made. The row id is the move's `created_index`, also carried by its `coin_movement`
 //! notification, so a plugin (the bookkeeper) can read what it missed and follow the rest.
 
-use rusqlite::{Connection, params};
+use crate::sql::{Connection, params};
 
 use super::StoreError;
 
@@ -134,7 +134,7 @@ pub fn chain_moves(
             payment_hash, output_count
          FROM chainmoves WHERE id >= ?1 ORDER BY id LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![msat(start), limit.map_or(-1, i64::from)], |r| {
+    let rows = stmt.query_map(params![msat(start), limit.map_or(i64::MAX, i64::from)], |r| {
         let tags: String = r.get(3)?;
         Ok((
             unsigned(r.get(0)?),
@@ -174,7 +174,7 @@ pub fn channel_moves(
             payment_hash, part_id, group_id
          FROM channelmoves WHERE id >= ?1 ORDER BY id LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![msat(start), limit.map_or(-1, i64::from)], |r| {
+    let rows = stmt.query_map(params![msat(start), limit.map_or(i64::MAX, i64::from)], |r| {
         Ok((
             unsigned(r.get(0)?),
             ChannelMove {

@@ -3,7 +3,7 @@
 //! the event's `created_index`; deletions count in `index_counters` (`wait networkevents
 //! deleted`).
 
-use rusqlite::{Connection, params};
+use crate::sql::{Connection, params};
 
 use super::StoreError;
 
@@ -92,11 +92,11 @@ pub fn list(
 ) -> Result<Vec<(u64, NetworkEvent)>, StoreError> {
     let mut stmt = c.prepare_cached(
         "SELECT id, timestamp, peer_id, type, reason, duration_nsec, connect_attempted
-         FROM networkevents WHERE id >= ?1 AND (?2 IS NULL OR peer_id = ?2)
+         FROM networkevents WHERE id >= ?1 AND (CAST(?2 AS TEXT) IS NULL OR peer_id = ?2)
          ORDER BY id LIMIT ?3",
     )?;
     let rows = stmt.query_map(
-        params![signed(start), peer, limit.map_or(-1, i64::from)],
+        params![signed(start), peer, limit.map_or(i64::MAX, i64::from)],
         |r| {
             let kind: String = r.get(3)?;
             Ok((
@@ -123,7 +123,7 @@ pub fn delete(c: &Connection, created_index: u64) -> Result<bool, StoreError> {
     if n > 0 {
         c.prepare_cached(
             "INSERT INTO index_counters (subsystem, deleted) VALUES ('networkevents', 1)
-             ON CONFLICT (subsystem) DO UPDATE SET deleted = deleted + 1",
+             ON CONFLICT (subsystem) DO UPDATE SET deleted = index_counters.deleted + 1",
         )?
         .execute([])?;
     }

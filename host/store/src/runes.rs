@@ -2,7 +2,7 @@
 //! passed `checkrune`; and the blacklisted id ranges. What a rune means is the engine's
 //! (`fulgur_engine::runes`); this only stores text and numbers.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::sql::{Connection, OptionalExtension, params};
 
 use super::StoreError;
 
@@ -17,7 +17,7 @@ pub struct StoredRune {
     pub last_used_nanos: Option<u64>,
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRune> {
+fn row(r: &crate::sql::Row<'_>) -> crate::sql::Result<StoredRune> {
     Ok(StoredRune {
         id: r.get::<_, i64>(0)? as u64,
         rune: r.get(1)?,

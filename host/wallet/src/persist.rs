@@ -8,7 +8,7 @@ use std::str::FromStr;
 use bdk_wallet::ChangeSet;
 use bdk_wallet::chain::Merge;
 use bitcoin::{OutPoint, Txid};
-use rusqlite::{Connection, params};
+use fulgur_store::sql::{Connection, params};
 
 use fulgur_store::StoreError;
 
@@ -113,7 +113,8 @@ pub fn append(
     }
     for (txid, idx) in txindex {
         tx.execute(
-            "INSERT OR REPLACE INTO wallet_txindex (txid, txindex) VALUES (?1, ?2)",
+            "INSERT INTO wallet_txindex (txid, txindex) VALUES (?1, ?2)
+             ON CONFLICT (txid) DO UPDATE SET txindex = excluded.txindex",
             params![txid.to_string(), idx],
         )?;
     }

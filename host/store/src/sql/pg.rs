@@ -1,0 +1,310 @@
+//! The PostgreSQL side of [`super::Connection`]: `tokio-postgres` driven by a runtime on a
+//! thread of its own, so that the store's synchronous calls work from any thread (a tokio
+//! worker included) by waiting on the reply with a plain executor.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+
+use tokio_postgres::types::{IsNull, Type, to_sql_checked};
+
+use super::{Error, Result, ToSqlOutput, ValueRef, translate};
+
+/// A PostgreSQL error, or a lost connection.
+#[derive(Debug)]
+pub struct PgError {
+    message: String,
+    code: Option<String>,
+    closed: bool,
+}
+
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl PgError {
+    fn from_pg(e: tokio_postgres::Error) -> PgError {
+        let code = e.code().map(|c| c.code().to_string());
+        let message = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None => e.to_string(),
+        };
+        PgError {
+            message,
+            closed: e.is_closed() || code.is_none(),
+            code,
+        }
+    }
+
+    /// Lost connection, server shut down, out of resources, read-only (a standby), or
+    /// an I/O error: the node cannot write.
+    pub(super) fn is_storage_failure(&self) -> bool {
+        if self.closed {
+            return true;
+        }
+        let code = self.code.as_deref().unwrap_or("");
+        // 08: connection exception; 53: insufficient resources; 57P: operator
+        // intervention (shutdown); 58: system error; 25006: read-only transaction;
+        // XX: internal error.
+        ["08", "53", "57P", "58", "XX"]
+            .iter()
+            .any(|p| code.starts_with(p))
+            || code == "25006"
+    }
+
+    pub(super) fn is_unique_violation(&self) -> bool {
+        self.code.as_deref() == Some("23505")
+    }
+}
+
+/// Why a `postgres://` DSN cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PgConfigError(String);
+
+/// A prepared statement on the server.
+pub(super) type PgStatement = tokio_postgres::Statement;
+/// A row from the server.
+pub(super) type PgRow = tokio_postgres::Row;
+
+/// A connection: the client, and the statements prepared on it by their SQLite text.
+pub(super) struct PgConn {
+    client: tokio_postgres::Client,
+    cache: RefCell<HashMap<String, PgStatement>>,
+}
+
+fn wait<F: std::future::Future>(f: F) -> F::Output {
+    futures_executor::block_on(f)
+}
+
+impl PgConn {
+    pub(super) fn connect(dsn: &str) -> Result<PgConn, PgError> {
+        let config: tokio_postgres::Config = dsn.parse().map_err(PgError::from_pg)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("postgres".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(PgError {
+                            message: format!("cannot start PostgreSQL's runtime: {e}"),
+                            code: None,
+                            closed: true,
+                        }));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match config.connect(tokio_postgres::NoTls).await {
+                        Ok((client, connection)) => {
+                            let _ = tx.send(Ok(client));
+                            // Runs until the client is dropped or the server goes away;
+                            // then every call fails as a storage failure.
+                            let _ = connection.await;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(PgError::from_pg(e)));
+                        }
+                    }
+                });
+            })
+            .map_err(|e| PgError {
+                message: format!("cannot start PostgreSQL's thread: {e}"),
+                code: None,
+                closed: true,
+            })?;
+        let client = rx.recv().map_err(|_| PgError {
+            message: "PostgreSQL's thread ended before connecting".into(),
+            code: None,
+            closed: true,
+        })??;
+        Ok(PgConn {
+            client,
+            cache: RefCell::new(HashMap::new()),
+        })
+    }
+
+    pub(super) fn prepare(&self, sql: &str, cached: bool) -> Result<PgStatement> {
+        if let Some(st) = self.cache.borrow().get(sql) {
+            return Ok(st.clone());
+        }
+        let st = wait(self.client.prepare(&translate::placeholders(sql))).map_err(|e| {
+            let mut e = PgError::from_pg(e);
+            e.message = format!("{} (in: {})", e.message, sql.split_whitespace().collect::<Vec<_>>().join(" "));
+            Error::Postgres(e)
+        })?;
+        if cached {
+            self.cache.borrow_mut().insert(sql.to_string(), st.clone());
+        }
+        Ok(st)
+    }
+
+    pub(super) fn execute(&self, st: &PgStatement, values: &[ToSqlOutput<'_>]) -> Result<usize> {
+        let args = args(values);
+        let refs = refs(&args);
+        let n = wait(self.client.execute(st, &refs)).map_err(pg)?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    pub(super) fn query(&self, st: &PgStatement, values: &[ToSqlOutput<'_>]) -> Result<Vec<PgRow>> {
+        let args = args(values);
+        let refs = refs(&args);
+        wait(self.client.query(st, &refs)).map_err(pg)
+    }
+
+    pub(super) fn batch(&self, sql: &str) -> Result<()> {
+        wait(self.client.batch_execute(sql)).map_err(pg)
+    }
+
+    pub(super) fn last_insert_id(&self) -> i64 {
+        wait(self.client.query_one("SELECT lastval()", &[]))
+            .ok()
+            .and_then(|r| r.try_get::<_, i64>(0).ok())
+            .unwrap_or(0)
+    }
+
+    pub(super) fn set_relaxed(&self, relaxed: bool) -> Result<()> {
+        self.batch(if relaxed {
+            "SET synchronous_commit TO off"
+        } else {
+            "SET synchronous_commit TO on"
+        })
+    }
+}
+
+fn pg(e: tokio_postgres::Error) -> Error {
+    Error::Postgres(PgError::from_pg(e))
+}
+
+/// A parameter, encoded as the type the statement expects (SQLite's affinity, roughly: an
+/// integer binds to any integer, boolean or float column, text to text or bytes).
+#[derive(Debug)]
+struct PgArg<'a>(ValueRef<'a>);
+
+fn args<'a>(values: &'a [ToSqlOutput<'a>]) -> Vec<PgArg<'a>> {
+    values.iter().map(|v| PgArg(v.value())).collect()
+}
+
+fn refs<'a>(args: &'a [PgArg<'a>]) -> Vec<&'a (dyn tokio_postgres::types::ToSql + Sync)> {
+    args.iter()
+        .map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+type BoxError = Box<dyn std::error::Error + Sync + Send>;
+
+impl tokio_postgres::types::ToSql for PgArg<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, BoxError> {
+        match self.0 {
+            ValueRef::Null => Ok(IsNull::Yes),
+            ValueRef::Integer(i) => match *ty {
+                Type::INT2 => i16::try_from(i)?.to_sql(ty, out),
+                Type::INT4 => i32::try_from(i)?.to_sql(ty, out),
+                Type::BOOL => (i != 0).to_sql(ty, out),
+                Type::FLOAT8 => (i as f64).to_sql(ty, out),
+                Type::FLOAT4 => (i as f32).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                    i.to_string().as_str().to_sql(&Type::TEXT, out)
+                }
+                _ => i.to_sql(&Type::INT8, out),
+            },
+            ValueRef::Real(f) => match *ty {
+                Type::FLOAT4 => (f as f32).to_sql(ty, out),
+                _ => f.to_sql(&Type::FLOAT8, out),
+            },
+            ValueRef::Text(t) => match *ty {
+                Type::BYTEA => t.to_sql(ty, out),
+                _ => std::str::from_utf8(t)?.to_sql(&Type::TEXT, out),
+            },
+            ValueRef::Blob(b) => match *ty {
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                    std::str::from_utf8(b)?.to_sql(&Type::TEXT, out)
+                }
+                _ => b.to_sql(&Type::BYTEA, out),
+            },
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// A NUMERIC column (what `SUM` of integers gives), as an integer when it is whole.
+struct Numeric(ValueRef<'static>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Numeric {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Numeric, BoxError> {
+        let word = |i: usize| -> Result<i16, BoxError> {
+            let b = raw.get(i * 2..i * 2 + 2).ok_or("short NUMERIC")?;
+            Ok(i16::from_be_bytes([b[0], b[1]]))
+        };
+        let (ndigits, weight, sign, dscale) = (word(0)?, word(1)?, word(2)? as u16, word(3)?);
+        if sign == 0xC000 {
+            return Ok(Numeric(ValueRef::Real(f64::NAN)));
+        }
+        let mut whole: i128 = 0;
+        let mut value: f64 = 0.0;
+        for k in 0..usize::try_from(ndigits)? {
+            let d = word(4 + k)?;
+            let power = i32::from(weight) - i32::try_from(k)?;
+            value += f64::from(d) * 10_000f64.powi(power);
+            if power >= 0 {
+                whole = whole
+                    .checked_add(i128::from(d) * 10_000i128.checked_pow(power as u32).ok_or("big")?)
+                    .ok_or("big")?;
+            }
+        }
+        let negative = sign == 0x4000;
+        if dscale == 0 {
+            let whole = if negative { -whole } else { whole };
+            return Ok(Numeric(ValueRef::Integer(i64::try_from(whole)?)));
+        }
+        Ok(Numeric(ValueRef::Real(if negative { -value } else { value })))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+}
+
+/// Column `i` of `r` as one of SQLite's storage classes.
+pub(super) fn column(r: &PgRow, i: usize) -> Result<ValueRef<'_>> {
+    let col = r.columns().get(i).ok_or(Error::InvalidColumnIndex(i))?;
+    let conv = |e: tokio_postgres::Error| Error::Postgres(PgError::from_pg(e));
+    let v = match *col.type_() {
+        Type::INT8 => r.try_get::<_, Option<i64>>(i).map_err(conv)?.map(ValueRef::Integer),
+        Type::INT4 => r
+            .try_get::<_, Option<i32>>(i)
+            .map_err(conv)?
+            .map(|v| ValueRef::Integer(v.into())),
+        Type::INT2 => r
+            .try_get::<_, Option<i16>>(i)
+            .map_err(conv)?
+            .map(|v| ValueRef::Integer(v.into())),
+        Type::BOOL => r
+            .try_get::<_, Option<bool>>(i)
+            .map_err(conv)?
+            .map(|v| ValueRef::Integer(v.into())),
+        Type::FLOAT8 => r.try_get::<_, Option<f64>>(i).map_err(conv)?.map(ValueRef::Real),
+        Type::FLOAT4 => r
+            .try_get::<_, Option<f32>>(i)
+            .map_err(conv)?
+            .map(|v| ValueRef::Real(v.into())),
+        Type::NUMERIC => r.try_get::<_, Option<Numeric>>(i).map_err(conv)?.map(|n| n.0),
+        Type::BYTEA => r.try_get::<_, Option<&[u8]>>(i).map_err(conv)?.map(ValueRef::Blob),
+        _ => r
+            .try_get::<_, Option<&str>>(i)
+            .map_err(conv)?
+            .map(|s| ValueRef::Text(s.as_bytes())),
+    };
+    Ok(v.unwrap_or(ValueRef::Null))
+}
