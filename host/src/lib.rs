@@ -35,6 +35,7 @@ use fulgur_config as config;
 // `Node` it serves are fulgur-rpc; `crate::rpc` names it.
 use fulgur_rpc as rpc;
 mod node;
+mod standby;
 
 // The fuzz targets in `fuzz/` call `fulgur_host::fuzzing::*`; the entry points live with
 // the parsers they drive, in fulgur-rpc.

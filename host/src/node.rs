@@ -199,6 +199,41 @@ pub async fn run(config: Config) -> Result<i32, String> {
     }
     .map_err(|e| format!("{}: {e}", config.database.describe()))?;
     store.set_fatal_log(main.clone());
+    // On PostgreSQL, several nodes may share the database: one is active, holding its
+    // lease; the others stand by until it expires (docs/adr/0014).
+    if let Database::Postgres(dsn) = &config.database {
+        let Some(lease) = crate::standby::take_lease(&config, dsn, &id, &main).await? else {
+            return Ok(0);
+        };
+        store
+            .fence(lease.epoch())
+            .map_err(|e| format!("{}: {e}", config.database.describe()))?;
+        let st = store.clone();
+        lease
+            .keep(move |why| st.fatal("the database's lease", &why))
+            .map_err(|e| format!("lease: {e}"))?;
+        if let Some(src) = &config.import_sqlite {
+            let held = store.holds_a_node().map_err(|e| e.to_string())?;
+            if held {
+                main.unusual(&format!(
+                    "--fulgur-import-sqlite={}: the database already holds a node; not \
+                     importing (remove the option)",
+                    src.display()
+                ));
+            } else {
+                let copied = store
+                    .import_sqlite(src)
+                    .map_err(|e| format!("--fulgur-import-sqlite={}: {e}", src.display()))?;
+                let rows: usize = copied.iter().map(|(_, n)| n).sum();
+                main.info(&format!(
+                    "Imported {} ({rows} rows in {} tables) into {}",
+                    src.display(),
+                    copied.len(),
+                    config.database.describe()
+                ));
+            }
+        }
+    }
 
     let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<i32>();
     let plugins = PluginHost::new(

@@ -44,6 +44,27 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// The `--wallet` of node `tag`: with `FULGUR_BENCH_PG=postgres://user:pw@host:port` (a
+/// server such as `python3 tests/py/pgserver.py` starts), a fresh PostgreSQL database made
+/// with `psql`; otherwise none (SQLite in the node's directory).
+fn wallet(tag: &str) -> Vec<String> {
+    let Ok(base) = std::env::var("FULGUR_BENCH_PG") else {
+        return vec![];
+    };
+    let db = format!("bench_{tag}_{}", std::process::id());
+    let st = std::process::Command::new("psql")
+        .args([
+            "-d",
+            &format!("{base}/postgres"),
+            "-qc",
+            &format!("CREATE DATABASE {db}"),
+        ])
+        .status()
+        .unwrap_or_else(|e| panic!("psql: {e}"));
+    assert!(st.success(), "CREATE DATABASE {db} failed");
+    vec![format!("--wallet={base}/{db}")]
+}
+
 /// Bolt11 invoices from `payee`, made before timing: (payment_hash, payment_secret).
 fn invoices(payee: &LnNode, tag: &str, n: usize) -> Vec<(String, String)> {
     (0..n)
@@ -189,11 +210,15 @@ fn route(payer: &LnNode, payee: &LnNode) -> Value {
 fn run() -> Result<(), String> {
     let chain = Bitcoind::start("bench-payments");
     let gate = arg("plugin", example("htlc_gate").display());
-    let a = LnNode::start("bench-a", &chain, &[]);
-    let b = LnNode::start("bench-b", &chain, &[]);
-    let mut c = LnNode::start("bench-c", &chain, &[]);
-    let d = LnNode::start("bench-d", &chain, std::slice::from_ref(&gate));
-    let e = LnNode::start("bench-e", &chain, &[]);
+    let a = LnNode::start("bench-a", &chain, &wallet("a"));
+    let b = LnNode::start("bench-b", &chain, &wallet("b"));
+    let mut c = LnNode::start("bench-c", &chain, &wallet("c"));
+    let d = LnNode::start(
+        "bench-d",
+        &chain,
+        &[&wallet("d")[..], &[gate.clone()]].concat(),
+    );
+    let e = LnNode::start("bench-e", &chain, &wallet("e"));
     fund_wallet(&chain, &a, 5.0);
     fund_wallet(&chain, &b, 5.0);
     // C and D hold the emergency reserve, so every channel is an anchor channel (an

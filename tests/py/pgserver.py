@@ -36,7 +36,7 @@ def _free_port():
 class PgServer:
     """One server; `database()` gives a fresh database's DSN."""
 
-    def __init__(self, base=None, port=None, extra_conf=()):
+    def __init__(self, base=None, port=None, extra_conf=(), replica_of=None, name="fulgur"):
         self.dir = Path(tempfile.mkdtemp(prefix="fulgur-pg-", dir=base))
         self.data = self.dir / "data"
         self.port = port or _free_port()
@@ -49,8 +49,18 @@ class PgServer:
             shutil.chown(self.dir, "postgres")
             shutil.chown(self.data, "postgres")
         os.chmod(self.data, 0o700)
-        self._run([_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user,
-                   "--no-sync"])
+        if replica_of is None:
+            self._run([_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user,
+                       "--no-sync"])
+        else:
+            # A streaming replica: a base backup of the primary, following it (`-R` writes
+            # standby.signal and primary_conninfo), named for synchronous_standby_names.
+            self._run([_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(replica_of.port),
+                       "-U", self.user, "-D", str(self.data), "-R", "-X", "stream",
+                       "--no-sync"])
+            with open(self.data / "postgresql.auto.conf", "a") as f:
+                f.write(f"primary_conninfo = 'host=127.0.0.1 port={replica_of.port} "
+                        f"user={self.user} application_name={name}'\n")
         with open(self.data / "postgresql.conf", "a") as f:
             f.write(f"port = {self.port}\nlisten_addresses = '127.0.0.1'\n"
                     f"unix_socket_directories = '{self.data}'\nmax_connections = 200\n")
@@ -66,6 +76,12 @@ class PgServer:
                        "-w", "start"], check=False)
         if r.returncode != 0:
             raise RuntimeError(f"pg_ctl start failed: {r.stdout}{r.stderr}\n{self.log()}")
+
+    def promote(self):
+        """Makes a replica the primary (`pg_ctl promote`)."""
+        r = self._run([_bin("pg_ctl"), "-D", str(self.data), "-w", "promote"], check=False)
+        if r.returncode != 0:
+            raise RuntimeError(f"pg_ctl promote failed: {r.stdout}{r.stderr}\n{self.log()}")
 
     def stop(self, mode="fast"):
         self._run([_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"], check=False)
@@ -118,3 +134,17 @@ def test_db():
     if v not in ("sqlite", "postgres"):
         raise RuntimeError(f"FULGUR_TEST_DB={v}: expected sqlite or postgres")
     return v
+
+
+if __name__ == "__main__":
+    # `python tests/py/pgserver.py`: a server for benchmarks and scripts; prints the base DSN
+    # (add /DBNAME) and runs until interrupted.
+    import signal as _signal
+    import sys as _sys
+    srv = PgServer()
+    print(f"postgres://{srv.user}:unused@127.0.0.1:{srv.port}", flush=True)
+    try:
+        _signal.sigwait({_signal.SIGINT, _signal.SIGTERM})
+    finally:
+        srv.destroy()
+        _sys.exit(0)

@@ -10,6 +10,7 @@ import pytest
 from pyln.client import RpcError
 
 from conftest import FULGURD, wait_for
+from lnnet import free_port
 
 
 def options_in(node):
@@ -138,7 +139,11 @@ def test_wallet_names_the_database(node_factory, tmp_path):
     n.start()
     assert n.rpc.listdatastore("kept")["datastore"][0]["string"] == "here"
 
-    for dsn, why in (("postgres://u:p@127.0.0.1:5432/db", "PostgreSQL is not supported yet"),
+    # A PostgreSQL server that is not there stops the node, named without its password
+    # (test_postgres.py runs nodes on a real one).
+    closed = free_port()
+    for dsn, why in ((f"postgres://u:secret@127.0.0.1:{closed}/db",
+                      f"postgres://u:***@127.0.0.1:{closed}/db"),
                      ("sqlite3://a.sqlite3:b.sqlite3", "backup database"),
                      ("mysql://x", "unknown DSN scheme")):
         d = tmp_path / dsn.split(":")[0]
@@ -146,4 +151,9 @@ def test_wallet_names_the_database(node_factory, tmp_path):
                             f"--wallet={dsn}"], capture_output=True, text=True, timeout=60)
         assert r.returncode != 0, (dsn, r.stdout, r.stderr)
         assert why in r.stderr + r.stdout, (dsn, r.stderr)
+        assert "secret" not in r.stderr + r.stdout
         assert not (d / "regtest" / "fulgur.sqlite3").exists()
+    r = subprocess.run([str(FULGURD), f"--lightning-dir={tmp_path / 'imp'}", "--network=regtest",
+                        "--fulgur-import-sqlite=fulgur.sqlite3"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "needs --wallet=postgres://" in r.stderr, r.stderr

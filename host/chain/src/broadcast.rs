@@ -71,6 +71,14 @@ pub fn below_mempool_minimum(e: &BroadcastError) -> bool {
 /// The backend once the chain has started; before, an unreachable-backend error (-1,
 /// retried like any other).
 fn ready(backend: &OnceLock<Arc<Backend>>) -> Result<&Arc<Backend>, BroadcastError> {
+    // A node that may have lost its PostgreSQL lease (another node may be active, with
+    // newer channel states) broadcasts nothing: its commitments could be revoked ones.
+    if !fulgur_store::lease::still_active() {
+        return Err(BroadcastError {
+            code: -1,
+            message: "this node's database lease is not current: not broadcasting".into(),
+        });
+    }
     backend.get().ok_or_else(|| BroadcastError {
         code: -1,
         message: "the Bitcoin backend is not ready yet".into(),

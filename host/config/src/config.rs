@@ -314,6 +314,12 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         "Enable developer commands (dev)",
     ),
     opt(
+        "fulgur-import-sqlite",
+        CoreKind::Str,
+        None,
+        "On an empty PostgreSQL --wallet, first copy this SQLite node database into it (a node moving to PostgreSQL; Fulgur extension)",
+    ),
+    opt(
         "fulgur-rpc-max-connections",
         CoreKind::Int,
         Some("256"),
@@ -820,6 +826,9 @@ pub struct Config {
     /// to the network directory, as CLN's; default `<network dir>/fulgur.sqlite3`), or a
     /// PostgreSQL database (`postgres://...`).
     pub database: Database,
+    /// `--fulgur-import-sqlite`: an SQLite node database (relative to the network
+    /// directory) copied into an empty PostgreSQL `--wallet` at start.
+    pub import_sqlite: Option<PathBuf>,
     /// `--developer`: the `dev` command is available.
     pub developer: bool,
     /// The RPC server's limits (`--fulgur-rpc-*`).
@@ -1360,6 +1369,13 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
         None => lightning_dir.join(format!("lightningd-{}.pid", network.as_str())),
     };
     let database = database_path(m.get_one::<String>("wallet").map(String::as_str), &net_dir)?;
+    if m.get_one::<String>("fulgur-import-sqlite").is_some()
+        && !matches!(database, Database::Postgres(_))
+    {
+        return Err(err(
+            "--fulgur-import-sqlite copies a node into PostgreSQL: it needs --wallet=postgres://...",
+        ));
+    }
     let positive = |name: &str, default: i64, max: i64| -> Result<u64, ConfigError> {
         let v = m.get_one::<i64>(name).copied().unwrap_or(default);
         u64::try_from(v)
@@ -1407,6 +1423,9 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
             network,
         )?,
         rescan: m.get_one::<i64>("rescan").copied(),
+        import_sqlite: m
+            .get_one::<String>("fulgur-import-sqlite")
+            .map(|p| net_dir.join(p)),
         notes,
         min_emergency_msat,
         network,

@@ -22,13 +22,13 @@ use std::sync::{Arc, Mutex, Weak};
 
 use bitcoin::block::Header;
 use bitcoin::secp256k1::PublicKey;
+use fulgur_store::sql::{Connection, params};
 use lightning::chain::Listen;
 use lightning::chain::transaction::TransactionData;
 use lightning::events::ClosureReason;
 use lightning::ln::channel_state::ChannelDetails;
 use lightning::ln::types::ChannelId;
 use lightning::util::ser::{Readable, Writeable};
-use fulgur_store::sql::{Connection, params};
 
 use super::port::{Notice, Port, StateChange};
 use super::{Lightning, lock};

@@ -8,17 +8,20 @@ use crate::log::SourceLog;
 use crate::store::{Store, StoreError};
 use fulgur_base::clock::Clock;
 use fulgur_base::hex;
+use fulgur_store::sql::OptionalExtension;
 use lightning::events::{
     HTLCHandlingFailureReason, HTLCHandlingFailureType, InboundHTLCLocator, OutboundHTLCLocator,
 };
 use lightning::ln::types::ChannelId;
 use lightning::types::payment::PaymentHash;
-use fulgur_store::sql::OptionalExtension;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bumps the `updated` counter of `subsystem` and returns its new value.
-pub fn next_updated(c: &fulgur_store::sql::Connection, subsystem: &str) -> fulgur_store::sql::Result<i64> {
+pub fn next_updated(
+    c: &fulgur_store::sql::Connection,
+    subsystem: &str,
+) -> fulgur_store::sql::Result<i64> {
     c.prepare_cached(
         "INSERT INTO index_counters (subsystem, updated) VALUES (?1, 1)
          ON CONFLICT(subsystem) DO UPDATE SET updated = index_counters.updated + 1",
@@ -108,7 +111,11 @@ pub fn delete(
             "DELETE FROM forwards WHERE in_channel = ?1 AND in_htlc_id = ?2 AND status = ?3 \
              AND status != 'offered'",
         )?
-        .execute(fulgur_store::sql::params![in_channel, in_htlc_id as i64, status])?;
+        .execute(fulgur_store::sql::params![
+            in_channel,
+            in_htlc_id as i64,
+            status
+        ])?;
     if n > 0 {
         tx.prepare_cached(
             "INSERT INTO index_counters (subsystem, updated, deleted) VALUES ('forwards', 0, ?1) \
@@ -153,7 +160,13 @@ pub fn list(
     let mut st = c.prepare(&sql)?;
     let rows = st
         .query_map(
-            fulgur_store::sql::params![status, in_channel, out_channel, start, limit.unwrap_or(i64::MAX)],
+            fulgur_store::sql::params![
+                status,
+                in_channel,
+                out_channel,
+                start,
+                limit.unwrap_or(i64::MAX)
+            ],
             row_forward,
         )?
         .collect::<Result<Vec<_>, _>>()?;

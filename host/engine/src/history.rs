@@ -15,8 +15,8 @@ use std::collections::HashMap;
 
 use fulgur_base::hex;
 use fulgur_base::log::SourceLog;
-use lightning::ln::types::ChannelId;
 use fulgur_store::sql::{Connection, params};
+use lightning::ln::types::ChannelId;
 
 use super::Lightning;
 use super::port::StateChange;

@@ -27,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use bitcoin::hashes::{Hash, sha256};
+use fulgur_store::sql::{Connection, OptionalExtension, Row, params};
 use lightning::ln::channel_state::ChannelDetails;
 use lightning::ln::channelmanager::{Bolt11InvoiceParameters, MIN_FINAL_CLTV_EXPIRY_DELTA};
 use lightning::sign::{NodeSigner, Recipient};
@@ -35,7 +36,6 @@ use lightning_invoice::{
     Bolt11Invoice, Bolt11InvoiceDescription, Description, Fallback, PrivateRoute, RawTaggedField,
     RouteHint, RouteHintHop, RoutingFees, TaggedField,
 };
-use fulgur_store::sql::{Connection, OptionalExtension, Row, params};
 
 use super::Lightning;
 use super::port::{Notice, Port};
@@ -385,14 +385,20 @@ pub fn expire_due(conn: &Connection, now: u64) -> fulgur_store::sql::Result<usiz
 }
 
 /// The invoice labelled `label`.
-pub fn by_label(conn: &Connection, label: &str) -> fulgur_store::sql::Result<Option<InvoiceRecord>> {
+pub fn by_label(
+    conn: &Connection,
+    label: &str,
+) -> fulgur_store::sql::Result<Option<InvoiceRecord>> {
     conn.prepare_cached(&format!("{SELECT} WHERE label = ?1"))?
         .query_row([label], read_row)
         .optional()
 }
 
 /// The invoice for `hash`.
-pub fn by_hash(conn: &Connection, hash: &[u8; 32]) -> fulgur_store::sql::Result<Option<InvoiceRecord>> {
+pub fn by_hash(
+    conn: &Connection,
+    hash: &[u8; 32],
+) -> fulgur_store::sql::Result<Option<InvoiceRecord>> {
     conn.prepare_cached(&format!("{SELECT} WHERE payment_hash = ?1"))?
         .query_row([&hash[..]], read_row)
         .optional()
@@ -424,7 +430,10 @@ pub fn list(conn: &Connection, sel: &Selector) -> fulgur_store::sql::Result<Vec<
 }
 
 /// The paid invoice with the smallest pay index above `last`.
-pub fn first_paid_after(conn: &Connection, last: u64) -> fulgur_store::sql::Result<Option<InvoiceRecord>> {
+pub fn first_paid_after(
+    conn: &Connection,
+    last: u64,
+) -> fulgur_store::sql::Result<Option<InvoiceRecord>> {
     conn.prepare_cached(&format!(
         "{SELECT} WHERE pay_index IS NOT NULL AND pay_index > ?1 ORDER BY pay_index LIMIT 1"
     ))?
@@ -533,7 +542,11 @@ pub fn mark_paid(
 }
 
 /// Remembers that `invoice` (its `created_index`) carries `script` as its on-chain fallback.
-pub fn add_fallback(conn: &Connection, invoice: u64, script: &[u8]) -> fulgur_store::sql::Result<()> {
+pub fn add_fallback(
+    conn: &Connection,
+    invoice: u64,
+    script: &[u8],
+) -> fulgur_store::sql::Result<()> {
     conn.prepare_cached(
         "INSERT INTO invoice_fallbacks (script, invoice) VALUES (?1, ?2) \
          ON CONFLICT (script) DO UPDATE SET invoice = excluded.invoice",
@@ -553,7 +566,10 @@ pub fn unpaid_fallbacks(conn: &Connection) -> fulgur_store::sql::Result<Vec<Vec<
 }
 
 /// The invoice whose on-chain fallback is `script`, if any.
-pub fn by_fallback(conn: &Connection, script: &[u8]) -> fulgur_store::sql::Result<Option<InvoiceRecord>> {
+pub fn by_fallback(
+    conn: &Connection,
+    script: &[u8],
+) -> fulgur_store::sql::Result<Option<InvoiceRecord>> {
     conn.prepare_cached(&format!(
         "{SELECT} WHERE created_index = (SELECT invoice FROM invoice_fallbacks WHERE script = ?1)"
     ))?

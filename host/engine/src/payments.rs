@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bitcoin::hashes::{Hash, sha256};
 use bitcoin::secp256k1::PublicKey;
+use fulgur_store::sql::{Connection, OptionalExtension, params};
 use lightning::events::{Event, PathFailure, PaymentFailureReason, ReplayEvent};
 use lightning::ln::channelmanager::PaymentId;
 use lightning::ln::outbound_payment::{RecipientOnionFields, RetryableSendFailure};
@@ -26,7 +27,6 @@ use lightning::routing::gossip::{NetworkUpdate, NodeId};
 use lightning::routing::router::{Path, PaymentParameters, Route, RouteHop, RouteParameters};
 use lightning::types::features::{ChannelFeatures, NodeFeatures};
 use lightning::types::payment::{PaymentHash, PaymentSecret};
-use fulgur_store::sql::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::port::{Notice, Port};

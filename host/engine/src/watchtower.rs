@@ -20,6 +20,7 @@ use std::sync::Arc;
 use bitcoin::consensus::encode::{deserialize, serialize};
 use bitcoin::{ScriptBuf, Transaction};
 use fulgur_base::log::SourceLog;
+use fulgur_store::sql::{Connection, params};
 use lightning::chain::ChannelMonitorUpdateStatus;
 use lightning::chain::chaininterface::{ConfirmationTarget, FeeEstimator};
 use lightning::chain::chainmonitor::Persist;
@@ -28,7 +29,6 @@ use lightning::ln::chan_utils::CommitmentTransaction;
 use lightning::ln::types::ChannelId;
 use lightning::sign::InMemorySigner;
 use lightning::util::persist::MonitorName;
-use fulgur_store::sql::{Connection, params};
 use tokio::sync::mpsc;
 
 use super::MonitorPersister;
@@ -265,7 +265,11 @@ fn hex32(b: &[u8; 32]) -> String {
 
 /// Whether a penalty of this channel is already kept (tests).
 #[cfg(test)]
-fn kept(c: &Connection, channel_id: &str, commitnum: u64) -> fulgur_store::sql::Result<Option<i64>> {
+fn kept(
+    c: &Connection,
+    channel_id: &str,
+    commitnum: u64,
+) -> fulgur_store::sql::Result<Option<i64>> {
     c.query_row(
         "SELECT signed FROM penalty_bases WHERE channel_id = ?1 AND commitnum = ?2",
         params![channel_id, commitnum as i64],

@@ -47,6 +47,7 @@ pub mod fuzzing;
 pub use node::{Node, ShutdownSignal, StopControl};
 pub use plugin_feeds::{ChainPluginHost, notify_log, wallet_movements};
 pub use plugin_port::PluginPort;
+pub use rpc::standby::{StandbyInfo, serve_standby};
 pub use rpc::{listen, serve};
 
 /// The built-in command names (developer-only ones included), which plugins may not

@@ -35,12 +35,12 @@
 
 use std::sync::Arc;
 
+use crate::sql::{OptionalExtension, TransactionBehavior, params};
 use lightning::io;
 use lightning::util::persist::{
     KVSTORE_NAMESPACE_KEY_ALPHABET, KVSTORE_NAMESPACE_KEY_MAX_LEN, KVStoreSync, KVStoreSyncWrapper,
     MigratableKVStoreSync,
 };
-use crate::sql::{OptionalExtension, TransactionBehavior, params};
 
 use crate::{Store, StoreError};
 

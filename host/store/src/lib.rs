@@ -40,6 +40,7 @@ macro_rules! text_enum {
     };
 }
 pub mod kv;
+pub mod lease;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -399,6 +400,126 @@ impl Store {
         Self::setup(Connection::open_in_memory()?)
     }
 
+    /// Makes every later write carry `epoch`, the lease's (PostgreSQL): the fence refuses
+    /// it once another node has taken the lease (lease.rs).
+    pub fn fence(&self, epoch: i64) -> Result<(), StoreError> {
+        lock(&self.conn)?.execute_batch(&format!("SET fulgur.epoch = '{epoch}'"))?;
+        Ok(())
+    }
+
+    /// Copies every row of the SQLite node database at `src` (migrated first, as a node
+    /// start would) into this one, which must be PostgreSQL and hold no node yet: a node
+    /// moves to PostgreSQL with its channels. The sequences continue after the copied
+    /// rows' (CLN's `created_index` never goes back). One transaction: all or nothing.
+    /// Returns the tables copied and their row counts.
+    pub fn import_sqlite(&self, src: &Path) -> Result<Vec<(String, usize)>, StoreError> {
+        let from = Store::open(src)?;
+        let from = lock(&from.conn)?;
+        let Some(lite) = from.as_sqlite() else {
+            return Err(StoreError::Task("the source is not SQLite".into()));
+        };
+        let mut to = lock(&self.conn)?;
+        if to.engine() != Engine::Postgres {
+            return Err(StoreError::Task(
+                "importing needs a PostgreSQL --wallet".into(),
+            ));
+        }
+        let tables: Vec<String> = lite
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' \
+                 AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let tx = to.transaction()?;
+        for t in ["ldk_kv", "invoices", "sendpays", "wallet_changesets"] {
+            let n: i64 = tx.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;
+            if n > 0 {
+                return Err(StoreError::Task(format!(
+                    "the PostgreSQL database already holds a node ({t} has {n} rows): \
+                     importing needs an empty one"
+                )));
+            }
+        }
+        let mut copied = vec![];
+        for t in &tables {
+            let mut st = lite.prepare(&format!("SELECT * FROM \"{t}\""))?;
+            let cols: Vec<String> = st.column_names().iter().map(|c| c.to_string()).collect();
+            let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+            let insert = format!(
+                "INSERT INTO {t} ({}) VALUES ({})",
+                cols.join(", "),
+                marks.join(", ")
+            );
+            let mut rows = st.query([])?;
+            let mut n = 0;
+            let mut ins = tx.prepare(&insert)?;
+            while let Some(r) = rows.next()? {
+                let values: Vec<sql::Value> = (0..cols.len())
+                    .map(|i| {
+                        r.get_ref(i).map(|v| match v {
+                            rusqlite::types::ValueRef::Null => sql::Value::Null,
+                            rusqlite::types::ValueRef::Integer(i) => sql::Value::Integer(i),
+                            rusqlite::types::ValueRef::Real(f) => sql::Value::Real(f),
+                            rusqlite::types::ValueRef::Text(t) => {
+                                sql::Value::Text(String::from_utf8_lossy(t).into_owned())
+                            }
+                            rusqlite::types::ValueRef::Blob(b) => sql::Value::Blob(b.to_vec()),
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                ins.execute(sql::params_from_iter(values))?;
+                n += 1;
+            }
+            copied.push((t.clone(), n));
+        }
+        // The BIGSERIAL sequences go on from SQLite's (which count deleted rows too).
+        let seqs: Vec<(String, i64)> = lite
+            .prepare("SELECT name, seq FROM sqlite_sequence")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        let serials: Vec<(String, String)> = tx
+            .prepare(
+                "SELECT table_name, column_name FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND column_default LIKE 'nextval(%'",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (table, column) in serials {
+            let max: i64 = tx.query_row(
+                &format!("SELECT COALESCE(MAX({column}), 0) FROM {table}"),
+                [],
+                |r| r.get(0),
+            )?;
+            let seq = seqs
+                .iter()
+                .find(|(t, _)| *t == table)
+                .map_or(0, |(_, s)| *s)
+                .max(max);
+            if seq > 0 {
+                tx.query_row(
+                    &format!("SELECT setval(pg_get_serial_sequence('{table}', '{column}'), ?1)"),
+                    [seq],
+                    |_| Ok(()),
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(copied)
+    }
+
+    /// Whether a node's state is already here (channels, invoices, payments or a wallet).
+    pub fn holds_a_node(&self) -> Result<bool, StoreError> {
+        let c = lock(&self.conn)?;
+        for t in ["ldk_kv", "invoices", "sendpays", "wallet_changesets"] {
+            let n: i64 = c.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))?;
+            if n > 0 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Which engine the node's state is on.
     pub fn engine(&self) -> Result<Engine, StoreError> {
         Ok(lock(&self.conn)?.engine())
@@ -415,6 +536,9 @@ impl Store {
                 c.pragma_query_value(None, "user_version", |r| r.get::<_, usize>(0))?
             }
             None => {
+                // Nodes sharing the database (one active, standbys) may start together:
+                // one migrates at a time (released when the connection closes, or below).
+                conn.execute_batch("SELECT pg_advisory_lock(7092025)")?;
                 // PostgreSQL has no user_version: one row of our own, created with the
                 // first migration's transaction.
                 conn.execute_batch(
@@ -450,6 +574,11 @@ impl Store {
                 }
             }
             tx.commit()?;
+        }
+        if engine == Engine::Postgres {
+            // The lease and its fence on every table, new tables included.
+            conn.execute_batch(lease::SETUP)?;
+            conn.execute_batch("SELECT pg_advisory_unlock(7092025)")?;
         }
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),

@@ -134,32 +134,35 @@ pub fn chain_moves(
             payment_hash, output_count
          FROM chainmoves WHERE id >= ?1 ORDER BY id LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![msat(start), limit.map_or(i64::MAX, i64::from)], |r| {
-        let tags: String = r.get(3)?;
-        Ok((
-            unsigned(r.get(0)?),
-            ChainMove {
-                account_id: r.get(1)?,
-                primary_tag: r.get(2)?,
-                extra_tags: tags
-                    .split(',')
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-                credit_msat: unsigned(r.get(4)?),
-                debit_msat: unsigned(r.get(5)?),
-                timestamp: unsigned(r.get(6)?),
-                utxo: r.get(7)?,
-                output_msat: unsigned(r.get(8)?),
-                blockheight: r.get(9)?,
-                peer_id: r.get(10)?,
-                originating_account: r.get(11)?,
-                spending_txid: r.get(12)?,
-                payment_hash: r.get(13)?,
-                output_count: r.get(14)?,
-            },
-        ))
-    })?;
+    let rows = stmt.query_map(
+        params![msat(start), limit.map_or(i64::MAX, i64::from)],
+        |r| {
+            let tags: String = r.get(3)?;
+            Ok((
+                unsigned(r.get(0)?),
+                ChainMove {
+                    account_id: r.get(1)?,
+                    primary_tag: r.get(2)?,
+                    extra_tags: tags
+                        .split(',')
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    credit_msat: unsigned(r.get(4)?),
+                    debit_msat: unsigned(r.get(5)?),
+                    timestamp: unsigned(r.get(6)?),
+                    utxo: r.get(7)?,
+                    output_msat: unsigned(r.get(8)?),
+                    blockheight: r.get(9)?,
+                    peer_id: r.get(10)?,
+                    originating_account: r.get(11)?,
+                    spending_txid: r.get(12)?,
+                    payment_hash: r.get(13)?,
+                    output_count: r.get(14)?,
+                },
+            ))
+        },
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -174,21 +177,24 @@ pub fn channel_moves(
             payment_hash, part_id, group_id
          FROM channelmoves WHERE id >= ?1 ORDER BY id LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![msat(start), limit.map_or(i64::MAX, i64::from)], |r| {
-        Ok((
-            unsigned(r.get(0)?),
-            ChannelMove {
-                account_id: r.get(1)?,
-                primary_tag: r.get(2)?,
-                credit_msat: unsigned(r.get(3)?),
-                debit_msat: unsigned(r.get(4)?),
-                timestamp: unsigned(r.get(5)?),
-                fees_msat: unsigned(r.get(6)?),
-                payment_hash: r.get(7)?,
-                part_id: r.get::<_, Option<i64>>(8)?.map(unsigned),
-                group_id: r.get::<_, Option<i64>>(9)?.map(unsigned),
-            },
-        ))
-    })?;
+    let rows = stmt.query_map(
+        params![msat(start), limit.map_or(i64::MAX, i64::from)],
+        |r| {
+            Ok((
+                unsigned(r.get(0)?),
+                ChannelMove {
+                    account_id: r.get(1)?,
+                    primary_tag: r.get(2)?,
+                    credit_msat: unsigned(r.get(3)?),
+                    debit_msat: unsigned(r.get(4)?),
+                    timestamp: unsigned(r.get(5)?),
+                    fees_msat: unsigned(r.get(6)?),
+                    payment_hash: r.get(7)?,
+                    part_id: r.get::<_, Option<i64>>(8)?.map(unsigned),
+                    group_id: r.get::<_, Option<i64>>(9)?.map(unsigned),
+                },
+            ))
+        },
+    )?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -212,7 +212,11 @@ pub enum Error {
     /// `query_row` found no row.
     QueryReturnedNoRows,
     /// A column could not be read as the type asked for.
-    FromSqlConversionFailure(usize, Type, Box<dyn std::error::Error + Send + Sync + 'static>),
+    FromSqlConversionFailure(
+        usize,
+        Type,
+        Box<dyn std::error::Error + Send + Sync + 'static>,
+    ),
     /// A column held another storage class than the type asked for.
     InvalidColumnType(usize, Type),
     /// An integer column out of the asked type's range.

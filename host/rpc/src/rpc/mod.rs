@@ -24,6 +24,7 @@ pub mod params;
 pub mod psbt;
 #[cfg(test)]
 pub mod schema;
+pub mod standby;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -52,6 +52,8 @@ impl PgError {
             .iter()
             .any(|p| code.starts_with(p))
             || code == "25006"
+            // A write refused by the lease's fence (lease.rs): another node is active.
+            || code == crate::lease::FENCED_SQLSTATE
     }
 
     pub(super) fn is_unique_violation(&self) -> bool {
@@ -136,7 +138,11 @@ impl PgConn {
         }
         let st = wait(self.client.prepare(&translate::placeholders(sql))).map_err(|e| {
             let mut e = PgError::from_pg(e);
-            e.message = format!("{} (in: {})", e.message, sql.split_whitespace().collect::<Vec<_>>().join(" "));
+            e.message = format!(
+                "{} (in: {})",
+                e.message,
+                sql.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
             Error::Postgres(e)
         })?;
         if cached {
@@ -268,7 +274,11 @@ impl<'a> tokio_postgres::types::FromSql<'a> for Numeric {
             let whole = if negative { -whole } else { whole };
             return Ok(Numeric(ValueRef::Integer(i64::try_from(whole)?)));
         }
-        Ok(Numeric(ValueRef::Real(if negative { -value } else { value })))
+        Ok(Numeric(ValueRef::Real(if negative {
+            -value
+        } else {
+            value
+        })))
     }
 
     fn accepts(ty: &Type) -> bool {
@@ -281,7 +291,10 @@ pub(super) fn column(r: &PgRow, i: usize) -> Result<ValueRef<'_>> {
     let col = r.columns().get(i).ok_or(Error::InvalidColumnIndex(i))?;
     let conv = |e: tokio_postgres::Error| Error::Postgres(PgError::from_pg(e));
     let v = match *col.type_() {
-        Type::INT8 => r.try_get::<_, Option<i64>>(i).map_err(conv)?.map(ValueRef::Integer),
+        Type::INT8 => r
+            .try_get::<_, Option<i64>>(i)
+            .map_err(conv)?
+            .map(ValueRef::Integer),
         Type::INT4 => r
             .try_get::<_, Option<i32>>(i)
             .map_err(conv)?
@@ -294,13 +307,22 @@ pub(super) fn column(r: &PgRow, i: usize) -> Result<ValueRef<'_>> {
             .try_get::<_, Option<bool>>(i)
             .map_err(conv)?
             .map(|v| ValueRef::Integer(v.into())),
-        Type::FLOAT8 => r.try_get::<_, Option<f64>>(i).map_err(conv)?.map(ValueRef::Real),
+        Type::FLOAT8 => r
+            .try_get::<_, Option<f64>>(i)
+            .map_err(conv)?
+            .map(ValueRef::Real),
         Type::FLOAT4 => r
             .try_get::<_, Option<f32>>(i)
             .map_err(conv)?
             .map(|v| ValueRef::Real(v.into())),
-        Type::NUMERIC => r.try_get::<_, Option<Numeric>>(i).map_err(conv)?.map(|n| n.0),
-        Type::BYTEA => r.try_get::<_, Option<&[u8]>>(i).map_err(conv)?.map(ValueRef::Blob),
+        Type::NUMERIC => r
+            .try_get::<_, Option<Numeric>>(i)
+            .map_err(conv)?
+            .map(|n| n.0),
+        Type::BYTEA => r
+            .try_get::<_, Option<&[u8]>>(i)
+            .map_err(conv)?
+            .map(ValueRef::Blob),
         _ => r
             .try_get::<_, Option<&str>>(i)
             .map_err(conv)?

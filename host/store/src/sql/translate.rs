@@ -103,8 +103,10 @@ mod tests {
     #[test]
     fn ddl_uses_postgres_types() {
         assert_eq!(
-            ddl("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, r REAL, b BLOB NOT NULL, \
-                 interest INTEGER, real_name TEXT)"),
+            ddl(
+                "CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, r REAL, b BLOB NOT NULL, \
+                 interest INTEGER, real_name TEXT)"
+            ),
             "CREATE TABLE t (id BIGSERIAL PRIMARY KEY, r DOUBLE PRECISION, b BYTEA NOT NULL, \
              interest BIGINT, real_name TEXT)"
         );
