@@ -247,6 +247,16 @@ pub async fn run(config: Config) -> Result<i32, String> {
         .start_all(&found.plugins)
         .await
         .map_err(|e| e.to_string())?;
+    // CLN's `db_write`: from now on every write transaction goes to the plugins that
+    // registered it (CLN's backup plugin keeps a copy of the database so) before it commits.
+    if plugins.has_hook(fulgur_protocol::hooks::Hook::DbWrite) {
+        store
+            .set_write_hook(Some(Arc::new(rpc::DbWriteHook::new(
+                plugins.clone(),
+                tokio::runtime::Handle::current(),
+            ))))
+            .map_err(|e| e.to_string())?;
+    }
 
     // The peer ports first, as CLN: when the RPC answers, `getinfo.binding` is complete.
     // Connections that come before the engine starts wait in the kernel's backlog.

@@ -97,7 +97,6 @@ impl Hook {
             | Hook::Openchannel2Changed
             | Hook::Openchannel2Sign
             | Hook::RbfChannel => Some("dual-funded channels are not supported"),
-            Hook::DbWrite => Some("database writes are not passed to plugins yet"),
             Hook::Recover => Some("recovery from a backup is not supported yet"),
             Hook::OnionMessageRecv | Hook::OnionMessageRecvSecret => {
                 Some("onion messages are not passed to plugins yet")
@@ -130,6 +129,8 @@ impl Hook {
             Hook::Openchannel | Hook::Openchannel2 | Hook::RbfChannel => {
                 json!({"result": "reject", "error_message": "plugin error"})
             }
+            // A write no plugin took must not commit (CLN's rule for db_write).
+            Hook::DbWrite => json!({"result": "fail"}),
             _ => json!({"result": "continue"}),
         }
     }

@@ -216,7 +216,7 @@ fn run() -> Result<(), String> {
     let d = LnNode::start(
         "bench-d",
         &chain,
-        &[&wallet("d")[..], &[gate.clone()]].concat(),
+        &[&wallet("d")[..], std::slice::from_ref(&gate)].concat(),
     );
     let e = LnNode::start("bench-e", &chain, &wallet("e"));
     fund_wallet(&chain, &a, 5.0);

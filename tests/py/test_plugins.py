@@ -402,7 +402,6 @@ def test_rpc_command_hook_cycle_refused_at_plugin_start(node_factory, test_dir):
 
 
 @pytest.mark.parametrize("hook,why", [
-    ("db_write", "database writes are not passed to plugins"),
     ("openchannel2", "dual-funded channels are not supported"),
     ("rbf_channel", "dual-funded channels are not supported"),
     ("onion_message_recv", "onion messages"),
@@ -410,8 +409,8 @@ def test_rpc_command_hook_cycle_refused_at_plugin_start(node_factory, test_dir):
 ])
 def test_hooks_never_called_are_refused_at_registration(node_factory, monkeypatch, hook, why):
     """Issue 18: a hook the node never calls is refused when a plugin registers it, with
-    the reason; a backup plugin (db_write) or a watchtower client (commitment_revocation)
-    must not run believing it is called."""
+    the reason; a recovery plugin (recover) or a dual-funding plugin must not run
+    believing it is called."""
     # The node passes its environment on to the plugins it starts.
     monkeypatch.setenv("UNFIRED_HOOK", hook)
     node = node_factory.get_node()

@@ -483,6 +483,9 @@ pub struct Lightning {
     /// Where peers can reach us (`--addr`, `--announce-addr`).
     pub(crate) announce: Vec<net::NetAddr>,
     persist_lock: Mutex<()>,
+    /// Set by [`Lightning::stop`] once its last writes are done: nothing is written after
+    /// them (the plugins, a `db_write` backup among them, are stopped next).
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Lightning {
@@ -839,6 +842,7 @@ impl Lightning {
             log: deps.log.clone(),
             announce: deps.announce,
             persist_lock: Mutex::new(()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         });
         let _ = watcher.engine.set(Arc::downgrade(&engine));
         // While an anchor channel exists (or still has funds to claim on chain), wallet
@@ -904,6 +908,9 @@ impl Lightning {
     pub fn persist_manager_then_monitors(&self, durability: Durability) -> bool {
         // One writer at a time (the loop, `stop`): the count and the flush belong together.
         let _g = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            return true;
+        }
         let queued = self.monitor.pending_operation_count();
         // Decided before the manager is encoded, so the manager written knows them.
         let resolved =
@@ -1274,6 +1281,10 @@ impl Lightning {
         self.persist_manager_then_monitors(Durability::Synced);
         self.persist_graph();
         self.persist_scorer();
+        // After a write the loop may be making now.
+        let _g = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Whether the graph has a public channel of ours but not our node announcement.
@@ -1485,6 +1496,9 @@ async fn background(engine: Weak<Lightning>) {
             _ = tokio::time::sleep_until(wake_at) => !waiting,
         };
         let Some(e) = engine.upgrade() else { return };
+        if e.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         // HTLCs to forward or to receive: LDK leaves the delay to us. We process them at
         // once (latency matters more here than the timing privacy a random delay adds).
         if e.manager.needs_pending_htlc_processing() {

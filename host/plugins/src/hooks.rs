@@ -235,10 +235,19 @@ pub fn channel_open(answer: &Value) -> Result<Step, String> {
     ))
 }
 
-/// Hooks that must answer `continue` (`custommsg`, `db_write`, `recover`, the PSBT steps
+/// Hooks that must answer `continue` (`custommsg`, `recover`, the PSBT steps
 /// of v2 opens).
 pub fn must_continue(answer: &Value) -> Result<Step, String> {
     one_of(answer, &[])
+}
+
+/// `db_write`: `continue` lets the transaction commit; any other answer (an error, a
+/// malformed one, the safe default) stops the chain, and the write fails.
+pub fn db_write(answer: &Value) -> Result<Step, String> {
+    match answer.get("result").and_then(Value::as_str) {
+        Some("continue") => Ok(Step::Continue(None)),
+        _ => Ok(Step::Stop(answer.clone())),
+    }
 }
 
 /// `commitment_revocation`: the answer is ignored, every plugin is called.
@@ -255,11 +264,10 @@ pub fn semantics(hook: Hook) -> Interpret {
         Hook::InvoicePayment => invoice_payment,
         Hook::PeerConnected => peer_connected,
         Hook::Openchannel | Hook::Openchannel2 | Hook::RbfChannel => channel_open,
-        Hook::Custommsg
-        | Hook::DbWrite
-        | Hook::Recover
-        | Hook::Openchannel2Changed
-        | Hook::Openchannel2Sign => must_continue,
+        Hook::DbWrite => db_write,
+        Hook::Custommsg | Hook::Recover | Hook::Openchannel2Changed | Hook::Openchannel2Sign => {
+            must_continue
+        }
         Hook::CommitmentRevocation => ignored,
         Hook::OnionMessageRecv | Hook::OnionMessageRecvSecret => continue_or_stop,
     }

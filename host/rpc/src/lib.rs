@@ -45,7 +45,7 @@ mod rpc;
 pub mod fuzzing;
 
 pub use node::{Node, ShutdownSignal, StopControl};
-pub use plugin_feeds::{ChainPluginHost, notify_log, wallet_movements};
+pub use plugin_feeds::{ChainPluginHost, DbWriteHook, notify_log, wallet_movements};
 pub use plugin_port::PluginPort;
 pub use rpc::standby::{StandbyInfo, serve_standby};
 pub use rpc::{listen, serve};

@@ -137,3 +137,55 @@ pub async fn notify_log(plugins: Arc<PluginHost>, mut feed_rx: mpsc::UnboundedRe
         }
     }
 }
+
+/// CLN's `db_write` hook over the plugin host: each transaction's writes go to the plugins
+/// that registered it, and the transaction commits only if every one answered `continue`
+/// (a plugin that refuses, answers otherwise or dies makes the write fail, and the node
+/// stops: a backup that silently falls behind is worse than none).
+pub struct DbWriteHook {
+    plugins: Arc<PluginHost>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl DbWriteHook {
+    /// The hook, delivering on `runtime` when called from outside it.
+    pub fn new(plugins: Arc<PluginHost>, runtime: tokio::runtime::Handle) -> DbWriteHook {
+        DbWriteHook { plugins, runtime }
+    }
+}
+
+impl crate::store::sql::WriteHook for DbWriteHook {
+    fn deliver(&self, data_version: u64, writes: &[String]) -> Result<(), String> {
+        use crate::hooks::ChainEnd;
+        use fulgur_protocol::hooks::Hook;
+        let payload = json!({"data_version": data_version, "writes": writes});
+        let run = || {
+            self.runtime.block_on(
+                self.plugins
+                    .hook(Hook::DbWrite, payload.clone())
+                    .run_noting_deaths(),
+            )
+        };
+        // The store is called from the runtime's workers too: give the worker up while
+        // waiting, as a blocking call must.
+        let (end, deaths) = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(run)
+            }
+            Ok(_) => return Err("db_write: cannot wait for the plugins on this thread".into()),
+            Err(_) => run(),
+        };
+        if let Some(dead) = deaths.first() {
+            return Err(format!("plugin {dead} died with the db_write call"));
+        }
+        match end {
+            ChainEnd::Default(_) => Ok(()),
+            ChainEnd::Stopped { plugin, answer } => {
+                Err(format!("plugin {plugin} answered {answer} to db_write"))
+            }
+            ChainEnd::DeadlineExceeded { plugin } => {
+                Err(format!("plugin {plugin} did not answer db_write in time"))
+            }
+        }
+    }
+}

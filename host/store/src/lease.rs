@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS node_lease (
 INSERT INTO node_lease VALUES (0, '', 0, 'epoch') ON CONFLICT DO NOTHING;
 CREATE OR REPLACE FUNCTION fulgur_fence() RETURNS trigger AS $fence$
 BEGIN
+    IF current_setting('fulgur.migrating', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
     PERFORM 1 FROM node_lease
         WHERE id = 0 AND epoch = NULLIF(current_setting('fulgur.epoch', true), '')::BIGINT
         FOR SHARE;

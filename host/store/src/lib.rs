@@ -291,6 +291,14 @@ const MIGRATIONS: &[&str] = &[
     // 16: the order closed channels were recorded in (SQLite's rowid, which PostgreSQL
     // has not), for listing those closed in the same second.
     "ALTER TABLE closed_channels ADD COLUMN seq INTEGER;",
+    // 17: CLN's `vars`, for `data_version`: the number of transactions delivered to the
+    // `db_write` hook, which a backup compares with its own.
+    "CREATE TABLE vars (
+        name TEXT PRIMARY KEY,
+        val TEXT,
+        intval INTEGER
+    );
+    INSERT INTO vars (name, intval) VALUES ('data_version', 0);",
 ];
 
 /// Statements run on SQLite only, after the migration of that number (1-based): what
@@ -370,10 +378,26 @@ pub fn relaxed<T>(
     r
 }
 
-/// Waits for the connection.
+/// Waits for the connection. A runtime worker that has to wait gives its place up first
+/// (`block_in_place`): the holder may be waiting for tasks to run (a `db_write` plugin's
+/// answer, read by a task), and a worker blocked here would keep the tasks queued on it
+/// from running.
 fn lock(conn: &Mutex<Connection>) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
-    conn.lock()
-        .map_err(|_| StoreError::Task("database lock poisoned".into()))
+    let poisoned = |_| StoreError::Task("database lock poisoned".into());
+    match conn.try_lock() {
+        Ok(g) => return Ok(g),
+        Err(std::sync::TryLockError::Poisoned(_)) => {
+            return Err(StoreError::Task("database lock poisoned".into()));
+        }
+        Err(std::sync::TryLockError::WouldBlock) => {}
+    }
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(|| conn.lock().map_err(poisoned))
+    } else {
+        conn.lock().map_err(poisoned)
+    }
 }
 
 /// A handle on the database, cheap to clone. See [`Store::with`] for where queries run.
@@ -520,6 +544,12 @@ impl Store {
         Ok(false)
     }
 
+    /// Sends every write transaction to `hook` before it commits (CLN's `db_write`).
+    pub fn set_write_hook(&self, hook: Option<Arc<dyn sql::WriteHook>>) -> Result<(), StoreError> {
+        lock(&self.conn)?.set_write_hook(hook);
+        Ok(())
+    }
+
     /// Which engine the node's state is on.
     pub fn engine(&self) -> Result<Engine, StoreError> {
         Ok(lock(&self.conn)?.engine())
@@ -569,6 +599,8 @@ impl Store {
                     tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
                 }
                 Engine::Postgres => {
+                    // The fence lets a migration's own rows through (lease.rs).
+                    tx.execute_batch("SET LOCAL fulgur.migrating = 'on'")?;
                     tx.execute_batch(&sql::translate::ddl(sql))?;
                     tx.execute("UPDATE fulgur_schema SET version = ?1", [i + 1])?;
                 }

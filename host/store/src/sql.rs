@@ -9,7 +9,9 @@
 //! SQLite's five storage classes ([`ValueRef`]); on PostgreSQL an integer binds to whichever
 //! integer, boolean or float type the statement expects, as SQLite's affinity would take it.
 
+use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::sync::Arc;
 
 mod pg;
 pub mod translate;
@@ -225,6 +227,8 @@ pub enum Error {
     InvalidColumnIndex(usize),
     /// A parameter could not be bound.
     ToSqlConversionFailure(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// A `db_write` plugin did not take a transaction's writes: it was rolled back.
+    WriteHook(String),
 }
 
 impl fmt::Display for Error {
@@ -242,6 +246,7 @@ impl fmt::Display for Error {
             }
             Error::InvalidColumnIndex(i) => write!(f, "Invalid column index: {i}"),
             Error::ToSqlConversionFailure(e) => e.fmt(f),
+            Error::WriteHook(why) => write!(f, "db_write hook refused the write: {why}"),
         }
     }
 }
@@ -276,6 +281,8 @@ impl Error {
                     | C::OutOfMemory
             ),
             Error::Postgres(e) => e.is_storage_failure(),
+            // CLN's rule: a backup that silently falls behind is worse than none.
+            Error::WriteHook(_) => true,
             _ => false,
         }
     }
@@ -589,9 +596,23 @@ enum Backend {
     Postgres(pg::PgConn),
 }
 
+/// Where each committed transaction's writes go before the commit (CLN's `db_write`
+/// hook): `Err` rolls the transaction back.
+pub trait WriteHook: Send + Sync {
+    /// Delivers the writes of the transaction that makes the database's `data_version`
+    /// `data_version`, as SQL with the values written in.
+    fn deliver(&self, data_version: u64, writes: &[String]) -> Result<(), String>;
+}
+
 /// A connection to the node's database, on either engine.
 pub struct Connection {
     backend: Backend,
+    /// The `db_write` hook, if a plugin registered it.
+    hook: Option<Arc<dyn WriteHook>>,
+    /// Writes of the open transaction, for the hook.
+    pending: RefCell<Vec<String>>,
+    /// Whether a transaction is open.
+    in_tx: Cell<bool>,
 }
 
 impl fmt::Debug for Connection {
@@ -603,9 +624,95 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// An SQLite connection.
     pub fn sqlite(conn: rusqlite::Connection) -> Connection {
+        Connection::on(Backend::Sqlite(conn))
+    }
+
+    fn on(backend: Backend) -> Connection {
         Connection {
-            backend: Backend::Sqlite(conn),
+            backend,
+            hook: None,
+            pending: RefCell::new(vec![]),
+            in_tx: Cell::new(false),
         }
+    }
+
+    /// Sends every transaction's writes to `hook` before it commits, from now on (the
+    /// `data_version` row counts those transactions).
+    pub fn set_write_hook(&mut self, hook: Option<Arc<dyn WriteHook>>) {
+        self.hook = hook;
+    }
+
+    /// `value` as an SQL literal of this engine (for the writes `db_write` reports).
+    fn literal(&self, value: ValueRef<'_>) -> String {
+        match value {
+            ValueRef::Null => "NULL".into(),
+            ValueRef::Integer(i) => i.to_string(),
+            ValueRef::Real(f) if f.is_finite() => format!("{f:?}"),
+            ValueRef::Real(_) => "NULL".into(),
+            ValueRef::Text(t) => translate::quote(&String::from_utf8_lossy(t)),
+            ValueRef::Blob(b) => {
+                let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                match self.engine() {
+                    Engine::Sqlite => format!("X'{hex}'"),
+                    Engine::Postgres => format!("'\\x{hex}'::bytea"),
+                }
+            }
+        }
+    }
+
+    /// Records a write of the open transaction for the hook.
+    fn record(&self, sql: &str, values: &[ToSqlOutput<'_>]) {
+        let expanded = translate::map_placeholders(sql, |n| {
+            usize::try_from(n)
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|i| values.get(i))
+                .map_or_else(|| "NULL".into(), |v| self.literal(v.value()))
+        });
+        self.pending.borrow_mut().push(expanded);
+    }
+
+    /// Runs `write` (one statement, `sql` with `values`) as the hook needs it: inside the
+    /// open transaction, or in one of its own that is delivered and committed.
+    fn hooked<T>(
+        &self,
+        sql: &str,
+        values: &[ToSqlOutput<'_>],
+        write: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        if self.hook.is_none() || !translate::is_write(sql) {
+            return write();
+        }
+        if self.in_tx.get() {
+            let r = write()?;
+            self.record(sql, values);
+            return Ok(r);
+        }
+        let tx = self.begin(TransactionBehavior::Deferred)?;
+        let r = write()?;
+        self.record(sql, values);
+        tx.commit()?;
+        Ok(r)
+    }
+
+    /// Delivers the open transaction's writes (with the `data_version` bump, as CLN's
+    /// writes include it) before its commit.
+    fn deliver_pending(&self) -> Result<()> {
+        let Some(hook) = self.hook.clone() else {
+            return Ok(());
+        };
+        if self.pending.borrow().is_empty() {
+            return Ok(());
+        }
+        const BUMP: &str = "UPDATE vars SET intval = intval + 1 WHERE name = 'data_version'";
+        self.prepare_cached_raw(BUMP)?.execute_raw(&[])?;
+        self.pending.borrow_mut().push(BUMP.to_string());
+        let version: i64 = self
+            .prepare_cached_raw("SELECT intval FROM vars WHERE name = 'data_version'")?
+            .query_row([], |r| r.get(0))?;
+        let writes = std::mem::take(&mut *self.pending.borrow_mut());
+        hook.deliver(u64::try_from(version).unwrap_or(0), &writes)
+            .map_err(Error::WriteHook)
     }
 
     /// A new in-memory SQLite database.
@@ -615,9 +722,9 @@ impl Connection {
 
     /// Connects to the PostgreSQL server `dsn` names (`postgres://user:pw@host:port/db`).
     pub fn postgres(dsn: &str) -> Result<Connection> {
-        Ok(Connection {
-            backend: Backend::Postgres(pg::PgConn::connect(dsn).map_err(Error::Postgres)?),
-        })
+        Ok(Connection::on(Backend::Postgres(
+            pg::PgConn::connect(dsn).map_err(Error::Postgres)?,
+        )))
     }
 
     /// Which engine this is.
@@ -638,11 +745,18 @@ impl Connection {
 
     /// A statement, prepared once per connection and kept.
     pub fn prepare_cached(&self, sql: &str) -> Result<Statement<'_>> {
+        let mut st = self.prepare_cached_raw(sql)?;
+        st.hooked = self.hook.is_some().then(|| (self, sql.to_string()));
+        Ok(st)
+    }
+
+    fn prepare_cached_raw(&self, sql: &str) -> Result<Statement<'_>> {
         Ok(Statement {
             inner: match &self.backend {
                 Backend::Sqlite(c) => StatementInner::Sqlite(c.prepare_cached(sql)?),
                 Backend::Postgres(c) => StatementInner::Postgres(c, c.prepare(sql, true)?),
             },
+            hooked: None,
         })
     }
 
@@ -653,6 +767,7 @@ impl Connection {
                 Backend::Sqlite(c) => StatementInner::SqliteOnce(c.prepare(sql)?),
                 Backend::Postgres(c) => StatementInner::Postgres(c, c.prepare(sql, false)?),
             },
+            hooked: self.hook.is_some().then(|| (self, sql.to_string())),
         })
     }
 
@@ -671,6 +786,10 @@ impl Connection {
 
     /// Runs statements separated by `;`, without parameters.
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
+        self.hooked(sql, &[], || self.batch_raw(sql))
+    }
+
+    fn batch_raw(&self, sql: &str) -> Result<()> {
         match &self.backend {
             Backend::Sqlite(c) => Ok(c.execute_batch(sql)?),
             Backend::Postgres(c) => c.batch(sql),
@@ -710,11 +829,19 @@ impl Connection {
             (Engine::Sqlite, TransactionBehavior::Immediate) => "BEGIN IMMEDIATE",
             _ => "BEGIN",
         };
-        self.execute_batch(sql)?;
+        self.batch_raw(sql)?;
+        self.in_tx.set(true);
+        self.pending.borrow_mut().clear();
         Ok(Transaction {
             conn: self,
             done: false,
         })
+    }
+
+    fn end(&self, sql: &str) -> Result<()> {
+        self.in_tx.set(false);
+        self.pending.borrow_mut().clear();
+        self.batch_raw(sql)
     }
 
     /// Commits without waiting for the disk (SQLite's `synchronous=NORMAL`, PostgreSQL's
@@ -752,16 +879,20 @@ pub struct Transaction<'c> {
 }
 
 impl Transaction<'_> {
-    /// Commits it.
+    /// Commits it (after the `db_write` hook took its writes; rolled back if it did not).
     pub fn commit(mut self) -> Result<()> {
         self.done = true;
-        self.conn.execute_batch("COMMIT")
+        if let Err(e) = self.conn.deliver_pending() {
+            let _ = self.conn.end("ROLLBACK");
+            return Err(e);
+        }
+        self.conn.end("COMMIT")
     }
 
     /// Rolls it back.
     pub fn rollback(mut self) -> Result<()> {
         self.done = true;
-        self.conn.execute_batch("ROLLBACK")
+        self.conn.end("ROLLBACK")
     }
 }
 
@@ -775,7 +906,7 @@ impl std::ops::Deref for Transaction<'_> {
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = self.conn.end("ROLLBACK");
         }
     }
 }
@@ -791,6 +922,8 @@ enum StatementInner<'c> {
 /// A prepared statement.
 pub struct Statement<'c> {
     inner: StatementInner<'c>,
+    /// With a `db_write` hook: the connection and the statement's text, to report it.
+    hooked: Option<(&'c Connection, String)>,
 }
 
 impl<'c> Statement<'c> {
@@ -805,13 +938,28 @@ impl<'c> Statement<'c> {
     /// Runs it; the number of rows it changed.
     pub fn execute<P: Params>(&mut self, params: P) -> Result<usize> {
         let values = params.values()?;
+        match self.hooked.take() {
+            Some((conn, sql)) => {
+                let r = conn.hooked(&sql, &values, || self.execute_values(&values));
+                self.hooked = Some((conn, sql));
+                r
+            }
+            None => self.execute_values(&values),
+        }
+    }
+
+    fn execute_raw(&mut self, values: &[ToSqlOutput<'_>]) -> Result<usize> {
+        self.execute_values(values)
+    }
+
+    fn execute_values(&mut self, values: &[ToSqlOutput<'_>]) -> Result<usize> {
         if let StatementInner::Postgres(c, st) = &self.inner {
-            return c.execute(st, &values);
+            return c.execute(st, values);
         }
         let Some(st) = self.sqlite() else {
             return Ok(0);
         };
-        sqlite_bind(st, &values)?;
+        sqlite_bind(st, values)?;
         Ok(st.raw_execute()?)
     }
 
@@ -867,15 +1015,27 @@ impl<'c> Statement<'c> {
         })
     }
 
-    /// Calls `f` on each row until it returns false.
-    fn each_row<P: Params>(
+    /// Calls `f` on each row until it returns false (a write with `RETURNING` is reported
+    /// to the `db_write` hook like any other).
+    fn each_row<P: Params>(&mut self, params: P, f: impl FnMut(&Row<'_>) -> bool) -> Result<()> {
+        let values = params.values()?;
+        match self.hooked.take() {
+            Some((conn, sql)) => {
+                let r = conn.hooked(&sql, &values, || self.each_row_values(&values, f));
+                self.hooked = Some((conn, sql));
+                r
+            }
+            None => self.each_row_values(&values, f),
+        }
+    }
+
+    fn each_row_values(
         &mut self,
-        params: P,
+        values: &[ToSqlOutput<'_>],
         mut f: impl FnMut(&Row<'_>) -> bool,
     ) -> Result<()> {
-        let values = params.values()?;
         if let StatementInner::Postgres(c, st) = &self.inner {
-            for r in c.query(st, &values)? {
+            for r in c.query(st, values)? {
                 if !f(&Row {
                     inner: RowInner::Postgres(&r),
                 }) {
@@ -887,7 +1047,7 @@ impl<'c> Statement<'c> {
         let Some(st) = self.sqlite() else {
             return Ok(());
         };
-        sqlite_bind(st, &values)?;
+        sqlite_bind(st, values)?;
         let mut rows = st.raw_query();
         while let Some(r) = rows.next()? {
             if !f(&Row {

@@ -6,6 +6,12 @@
 /// next number after the highest so far (SQLite's rule). Quoted strings, quoted
 /// identifiers and comments are left alone.
 pub fn placeholders(sql: &str) -> String {
+    map_placeholders(sql, |n| format!("${n}"))
+}
+
+/// `sql` with each placeholder (`?N`, or a bare `?`: the next number after the highest so
+/// far) replaced by `f(N)`; quoted strings, quoted identifiers and comments left alone.
+pub fn map_placeholders(sql: &str, f: impl Fn(u32) -> String) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut highest = 0u32;
     let mut chars = sql.chars().peekable();
@@ -40,13 +46,37 @@ pub fn placeholders(sql: &str) -> String {
                     Err(_) => highest.saturating_add(1),
                 };
                 highest = highest.max(n);
-                out.push('$');
-                out.push_str(&n.to_string());
+                out.push_str(&f(n));
             }
             c => out.push(c),
         }
     }
     out
+}
+
+/// Whether `sql` changes the database (its first word is a write), as `db_write` reports.
+pub fn is_write(sql: &str) -> bool {
+    let mut rest = sql.trim_start();
+    while let Some(r) = rest.strip_prefix("--") {
+        rest = r
+            .split_once('\n')
+            .map_or("", |(_, after)| after)
+            .trim_start();
+    }
+    let word: String = rest
+        .chars()
+        .take_while(char::is_ascii_alphabetic)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    matches!(
+        word.as_str(),
+        "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "CREATE" | "DROP" | "ALTER"
+    )
+}
+
+/// `text` as an SQL string literal (quotes doubled).
+pub fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// A migration written for SQLite, for PostgreSQL: `INTEGER PRIMARY KEY` (SQLite's row id,
@@ -98,6 +128,20 @@ mod tests {
             "SELECT '?1', \"a?\" -- ?2\n, $1"
         );
         assert_eq!(placeholders("'unterminated ?1"), "'unterminated ?1");
+    }
+
+    #[test]
+    fn writes_are_told_from_reads() {
+        assert!(is_write("INSERT INTO t VALUES (1)"));
+        assert!(is_write("  -- why\n update t SET a = 1"));
+        assert!(!is_write("SELECT 1"));
+        assert!(!is_write("BEGIN"));
+        assert!(!is_write("-- only a comment"));
+        assert_eq!(quote("it's"), "'it''s'");
+        assert_eq!(
+            map_placeholders("a = ? AND b = ?5 AND c = ?", |n| format!("<{n}>")),
+            "a = <1> AND b = <5> AND c = <6>"
+        );
     }
 
     #[test]
