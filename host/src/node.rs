@@ -194,7 +194,13 @@ pub async fn run(config: Config) -> Result<i32, String> {
     let seed = hsm_secret(&config.net_dir).map_err(|e| format!("hsm_secret: {e}"))?;
     let id = node_id(&seed)?;
     let store = match &config.database {
-        Database::Sqlite(path) => Store::open(path),
+        Database::Sqlite(path, backup) => Store::open(path).and_then(|s| {
+            // `sqlite3://MAIN:BACKUP`: every transaction written to both.
+            if let Some(b) = backup {
+                s.add_sqlite_backup(b)?;
+            }
+            Ok(s)
+        }),
         Database::Postgres(dsn) => Store::open_postgres(dsn),
     }
     .map_err(|e| format!("{}: {e}", config.database.describe()))?;
@@ -251,10 +257,10 @@ pub async fn run(config: Config) -> Result<i32, String> {
     // registered it (CLN's backup plugin keeps a copy of the database so) before it commits.
     if plugins.has_hook(fulgur_protocol::hooks::Hook::DbWrite) {
         store
-            .set_write_hook(Some(Arc::new(rpc::DbWriteHook::new(
+            .add_write_hook(Arc::new(rpc::DbWriteHook::new(
                 plugins.clone(),
                 tokio::runtime::Handle::current(),
-            ))))
+            )))
             .map_err(|e| e.to_string())?;
     }
 

@@ -92,3 +92,46 @@ def test_a_write_the_hook_refuses_fails_and_nothing_falls_behind(node_factory, t
     version = "SELECT intval FROM vars WHERE name = 'data_version'"
     assert sqlite3.connect(db).execute(version).fetchone() == \
         sqlite3.connect(copy).execute(version).fetchone()
+
+
+def test_wallet_main_and_backup_files_hold_the_same_node(ln):
+    """CLN's `--wallet=sqlite3://MAIN:BACKUP`: every transaction is written to both files;
+    the backup alone brings the node back with its channels, and two files at different
+    `data_version`s stop the node at start instead of running on the one behind."""
+    a = ln.node(options={"wallet": "sqlite3://fulgur.sqlite3:copy/backup.sqlite3"})
+    b = ln.node()
+    backup = a.net_dir / "copy" / "backup.sqlite3"
+    assert backup.is_file()
+    ln.fund(a)
+    ln.open(a, b)
+    for i in range(3):
+        a.rpc.pay(b.rpc.invoice(1_000_000, f"two{i}", "in both files")["bolt11"])
+    a.stop()
+    version = "SELECT intval FROM vars WHERE name = 'data_version'"
+    main_v = sqlite3.connect(a.net_dir / "fulgur.sqlite3").execute(version).fetchone()
+    assert sqlite3.connect(backup).execute(version).fetchone() == main_v
+    assert main_v[0] > 0
+
+    # The main file is lost: the backup takes its place.
+    for f in a.net_dir.glob("fulgur.sqlite3*"):
+        f.unlink()
+    a.options["wallet"] = "sqlite3://copy/backup.sqlite3"
+    a.start()
+    a.wait_for_log("Lightning engine started", start=a.start_mark)
+    assert len([p for p in a.rpc.listsendpays()["payments"] if p["status"] == "complete"]) == 3
+    ln.connect(a, b)
+    wait_for(lambda: a.rpc.listpeerchannels(b.id)["channels"][0]["peer_connected"],
+             what="reconnected")
+    assert a.rpc.pay(b.rpc.invoice(1_000_000, "after", "x")["bolt11"])["status"] == "complete"
+    assert b.rpc.listclosedchannels()["closedchannels"] == []
+    a.stop()
+
+    # A backup behind the main file: the node does not start on them.
+    snapshot(backup, a.net_dir / "new-main.sqlite3")
+    c = sqlite3.connect(backup)
+    c.execute("UPDATE vars SET intval = intval - 1 WHERE name = 'data_version'")
+    c.commit()
+    c.close()
+    a.options["wallet"] = "sqlite3://new-main.sqlite3:copy/backup.sqlite3"
+    rc, err = a.start_expect_exit()
+    assert rc != 0 and "one of them is behind" in err, err

@@ -144,7 +144,7 @@ def test_wallet_names_the_database(node_factory, tmp_path):
     closed = free_port()
     for dsn, why in ((f"postgres://u:secret@127.0.0.1:{closed}/db",
                       f"postgres://u:***@127.0.0.1:{closed}/db"),
-                     ("sqlite3://a.sqlite3:b.sqlite3", "backup database"),
+                     ("sqlite3://a.sqlite3:a.sqlite3", "another file than the main one"),
                      ("mysql://x", "unknown DSN scheme")):
         d = tmp_path / dsn.split(":")[0]
         r = subprocess.run([str(FULGURD), f"--lightning-dir={d}", "--network=regtest",

@@ -876,8 +876,9 @@ pub struct ConfigError(pub String);
 /// Where the node keeps its state (`--wallet`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Database {
-    /// An SQLite file (absolute path).
-    Sqlite(PathBuf),
+    /// An SQLite file (absolute path), and the second file every transaction is written
+    /// to as well (`sqlite3://MAIN:BACKUP`).
+    Sqlite(PathBuf, Option<PathBuf>),
     /// A PostgreSQL database, by its connection string (`postgres://user:pw@host:port/db`).
     Postgres(String),
 }
@@ -886,7 +887,8 @@ impl Database {
     /// How logs and errors name it: the file, or the DSN without its password.
     pub fn describe(&self) -> String {
         match self {
-            Database::Sqlite(p) => p.display().to_string(),
+            Database::Sqlite(p, None) => p.display().to_string(),
+            Database::Sqlite(p, Some(b)) => format!("{} (backup {})", p.display(), b.display()),
             Database::Postgres(dsn) => hide_password(dsn),
         }
     }
@@ -907,24 +909,32 @@ pub fn hide_password(dsn: &str) -> String {
 }
 
 /// The database `--wallet` names, with CLN's DSNs: `sqlite3://PATH` and
-/// `postgres://user:password@host:port/dbname` (also `postgresql://`). A second SQLite file
-/// written in the same transactions (`sqlite3://MAIN:BACKUP`) is refused at start rather
-/// than ignored, so that no operator runs without the copy they asked for.
+/// `postgres://user:password@host:port/dbname` (also `postgresql://`), and
+/// `sqlite3://MAIN:BACKUP`, a second SQLite file written in the same transactions (both
+/// relative to the network directory).
 pub fn database_path(wallet: Option<&str>, net_dir: &Path) -> Result<Database, ConfigError> {
     let Some(dsn) = wallet else {
-        return Ok(Database::Sqlite(net_dir.join("fulgur.sqlite3")));
+        return Ok(Database::Sqlite(net_dir.join("fulgur.sqlite3"), None));
     };
     if let Some(path) = dsn.strip_prefix("sqlite3://") {
         if path.is_empty() {
             return Err(err("--wallet: sqlite3:// needs a file path"));
         }
-        if path.contains(':') {
-            return Err(err(format!(
-                "--wallet={dsn}: a backup database beside the main one (sqlite3://MAIN:BACKUP) \
-                 is not supported yet"
-            )));
+        if let Some((main, backup)) = path.split_once(':') {
+            if main.is_empty() || backup.is_empty() || backup.contains(':') {
+                return Err(err(format!(
+                    "--wallet={dsn}: expected sqlite3://MAIN:BACKUP, two file paths"
+                )));
+            }
+            let (main, backup) = (net_dir.join(main), net_dir.join(backup));
+            if main == backup {
+                return Err(err(format!(
+                    "--wallet={dsn}: the backup must be another file than the main one"
+                )));
+            }
+            return Ok(Database::Sqlite(main, Some(backup)));
         }
-        return Ok(Database::Sqlite(net_dir.join(path)));
+        return Ok(Database::Sqlite(net_dir.join(path), None));
     }
     if dsn.starts_with("postgres://") || dsn.starts_with("postgresql://") {
         return Ok(Database::Postgres(dsn.to_string()));
@@ -1708,7 +1718,7 @@ mod tests {
     #[test]
     fn wallet_names_the_database_file() {
         let net = Path::new("/ln/regtest");
-        let file = |p: PathBuf| Database::Sqlite(p);
+        let file = |p: PathBuf| Database::Sqlite(p, None);
         assert_eq!(
             database_path(None, net).unwrap_or_else(|e| panic!("{e}")),
             file(net.join("fulgur.sqlite3"))
@@ -1730,9 +1740,19 @@ mod tests {
         );
         assert_eq!(pg.describe(), "postgres://u:***@localhost:5432/db");
         assert_eq!(hide_password("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            database_path(Some("sqlite3://a.sqlite3:/backup/b.sqlite3"), net)
+                .unwrap_or_else(|e| panic!("{e}")),
+            Database::Sqlite(
+                net.join("a.sqlite3"),
+                Some(PathBuf::from("/backup/b.sqlite3"))
+            )
+        );
         for bad in [
             "sqlite3://",
-            "sqlite3://a.sqlite3:b.sqlite3",
+            "sqlite3://a.sqlite3:",
+            "sqlite3://a.sqlite3:a.sqlite3",
+            "sqlite3://a:b:c",
             "mysql://x",
             "fulgur.sqlite3",
         ] {

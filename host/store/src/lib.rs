@@ -378,6 +378,30 @@ pub fn relaxed<T>(
     r
 }
 
+/// The second file of `sqlite3://MAIN:BACKUP`: each transaction's writes, committed there
+/// before the main database commits.
+struct SqliteBackup(Mutex<rusqlite::Connection>);
+
+impl sql::WriteHook for SqliteBackup {
+    fn deliver(&self, _data_version: u64, writes: &[String]) -> Result<(), String> {
+        let c = self
+            .0
+            .lock()
+            .map_err(|_| "backup lock poisoned".to_string())?;
+        let apply = || -> rusqlite::Result<()> {
+            c.execute_batch("BEGIN")?;
+            for w in writes {
+                c.execute_batch(w)?;
+            }
+            c.execute_batch("COMMIT")
+        };
+        apply().map_err(|e| {
+            let _ = c.execute_batch("ROLLBACK");
+            format!("cannot write the backup database: {e}")
+        })
+    }
+}
+
 /// Waits for the connection. A runtime worker that has to wait gives its place up first
 /// (`block_in_place`): the holder may be waiting for tasks to run (a `db_write` plugin's
 /// answer, read by a task), and a worker blocked here would keep the tasks queued on it
@@ -544,9 +568,50 @@ impl Store {
         Ok(false)
     }
 
-    /// Sends every write transaction to `hook` before it commits (CLN's `db_write`).
-    pub fn set_write_hook(&self, hook: Option<Arc<dyn sql::WriteHook>>) -> Result<(), StoreError> {
-        lock(&self.conn)?.set_write_hook(hook);
+    /// Sends every write transaction to `hook` too before it commits (CLN's `db_write`).
+    pub fn add_write_hook(&self, hook: Arc<dyn sql::WriteHook>) -> Result<(), StoreError> {
+        lock(&self.conn)?.add_write_hook(hook);
+        Ok(())
+    }
+
+    /// Writes every transaction into a second SQLite file too, before it commits here
+    /// (CLN's `--wallet=sqlite3://MAIN:BACKUP`). A missing backup is made from this
+    /// database first (`VACUUM INTO`); an existing one must be at this database's
+    /// `data_version`, or the node does not start: one of them is behind, and which one to
+    /// keep is the operator's choice.
+    pub fn add_sqlite_backup(&self, path: &Path) -> Result<(), StoreError> {
+        let mut c = lock(&self.conn)?;
+        let Some(main) = c.as_sqlite() else {
+            return Err(StoreError::Task(
+                "a backup file needs an SQLite database".into(),
+            ));
+        };
+        if !path.exists() {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Task(format!("{}: {e}", dir.display())))?;
+            }
+            main.execute("VACUUM INTO ?1", [path.to_string_lossy()])?;
+        }
+        let backup = rusqlite::Connection::open(path)?;
+        backup.pragma_update(None, "journal_mode", "WAL")?;
+        backup.pragma_update(None, "synchronous", "FULL")?;
+        let version = |c: &rusqlite::Connection| -> Result<i64, StoreError> {
+            Ok(c.query_row(
+                "SELECT intval FROM vars WHERE name = 'data_version'",
+                [],
+                |r| r.get(0),
+            )?)
+        };
+        let (m, b) = (version(main)?, version(&backup)?);
+        if m != b {
+            return Err(StoreError::Task(format!(
+                "backup database {} is at data_version {b} and the main one at {m}: one of \
+                 them is behind (copy the one to keep over the other)",
+                path.display()
+            )));
+        }
+        c.add_write_hook(Arc::new(SqliteBackup(Mutex::new(backup))));
         Ok(())
     }
 

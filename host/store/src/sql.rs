@@ -607,8 +607,9 @@ pub trait WriteHook: Send + Sync {
 /// A connection to the node's database, on either engine.
 pub struct Connection {
     backend: Backend,
-    /// The `db_write` hook, if a plugin registered it.
-    hook: Option<Arc<dyn WriteHook>>,
+    /// Where each transaction's writes go before it commits, in order (the plugins'
+    /// `db_write`, the `sqlite3://MAIN:BACKUP` copy).
+    hooks: Vec<Arc<dyn WriteHook>>,
     /// Writes of the open transaction, for the hook.
     pending: RefCell<Vec<String>>,
     /// Whether a transaction is open.
@@ -630,16 +631,16 @@ impl Connection {
     fn on(backend: Backend) -> Connection {
         Connection {
             backend,
-            hook: None,
+            hooks: vec![],
             pending: RefCell::new(vec![]),
             in_tx: Cell::new(false),
         }
     }
 
-    /// Sends every transaction's writes to `hook` before it commits, from now on (the
-    /// `data_version` row counts those transactions).
-    pub fn set_write_hook(&mut self, hook: Option<Arc<dyn WriteHook>>) {
-        self.hook = hook;
+    /// Sends every transaction's writes to `hook` too before it commits, from now on (the
+    /// `data_version` row counts those transactions); after the hooks added before.
+    pub fn add_write_hook(&mut self, hook: Arc<dyn WriteHook>) {
+        self.hooks.push(hook);
     }
 
     /// `value` as an SQL literal of this engine (for the writes `db_write` reports).
@@ -680,7 +681,7 @@ impl Connection {
         values: &[ToSqlOutput<'_>],
         write: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        if self.hook.is_none() || !translate::is_write(sql) {
+        if self.hooks.is_empty() || !translate::is_write(sql) {
             return write();
         }
         if self.in_tx.get() {
@@ -698,10 +699,7 @@ impl Connection {
     /// Delivers the open transaction's writes (with the `data_version` bump, as CLN's
     /// writes include it) before its commit.
     fn deliver_pending(&self) -> Result<()> {
-        let Some(hook) = self.hook.clone() else {
-            return Ok(());
-        };
-        if self.pending.borrow().is_empty() {
+        if self.hooks.is_empty() || self.pending.borrow().is_empty() {
             return Ok(());
         }
         const BUMP: &str = "UPDATE vars SET intval = intval + 1 WHERE name = 'data_version'";
@@ -711,8 +709,11 @@ impl Connection {
             .prepare_cached_raw("SELECT intval FROM vars WHERE name = 'data_version'")?
             .query_row([], |r| r.get(0))?;
         let writes = std::mem::take(&mut *self.pending.borrow_mut());
-        hook.deliver(u64::try_from(version).unwrap_or(0), &writes)
-            .map_err(Error::WriteHook)
+        let version = u64::try_from(version).unwrap_or(0);
+        for hook in &self.hooks {
+            hook.deliver(version, &writes).map_err(Error::WriteHook)?;
+        }
+        Ok(())
     }
 
     /// A new in-memory SQLite database.
@@ -746,7 +747,7 @@ impl Connection {
     /// A statement, prepared once per connection and kept.
     pub fn prepare_cached(&self, sql: &str) -> Result<Statement<'_>> {
         let mut st = self.prepare_cached_raw(sql)?;
-        st.hooked = self.hook.is_some().then(|| (self, sql.to_string()));
+        st.hooked = (!self.hooks.is_empty()).then(|| (self, sql.to_string()));
         Ok(st)
     }
 
@@ -767,7 +768,7 @@ impl Connection {
                 Backend::Sqlite(c) => StatementInner::SqliteOnce(c.prepare(sql)?),
                 Backend::Postgres(c) => StatementInner::Postgres(c, c.prepare(sql, false)?),
             },
-            hooked: self.hook.is_some().then(|| (self, sql.to_string())),
+            hooked: (!self.hooks.is_empty()).then(|| (self, sql.to_string())),
         })
     }
 
