@@ -499,6 +499,9 @@ impl Store {
                 cols.join(", "),
                 marks.join(", ")
             );
+            // The rows the migrations made (counters, `data_version`) give way to the
+            // node's own.
+            tx.execute_batch(&format!("DELETE FROM {t}"))?;
             let mut rows = st.query([])?;
             let mut n = 0;
             let mut ins = tx.prepare(&insert)?;

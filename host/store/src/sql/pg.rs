@@ -66,8 +66,13 @@ impl PgError {
 #[error("{0}")]
 pub struct PgConfigError(String);
 
-/// A prepared statement on the server.
-pub(super) type PgStatement = tokio_postgres::Statement;
+/// A prepared statement on the server, and whether it writes (a write may commit: it
+/// carries the durability [`PgConn::set_relaxed`] asked for).
+#[derive(Clone)]
+pub(super) struct PgStatement {
+    st: tokio_postgres::Statement,
+    write: bool,
+}
 /// A row from the server.
 pub(super) type PgRow = tokio_postgres::Row;
 
@@ -75,6 +80,12 @@ pub(super) type PgRow = tokio_postgres::Row;
 pub(super) struct PgConn {
     client: tokio_postgres::Client,
     cache: RefCell<HashMap<String, PgStatement>>,
+    /// The durability asked for (`synchronous_commit` off while relaxed)...
+    relaxed_wanted: std::cell::Cell<bool>,
+    /// ...and the session's: set on the server only before a write that needs the other,
+    /// not around every relaxed call (two round trips each). `None` after a rollback,
+    /// which undoes a `SET` made in its transaction.
+    relaxed_set: std::cell::Cell<Option<bool>>,
 }
 
 fn wait<F: std::future::Future>(f: F) -> F::Output {
@@ -129,6 +140,8 @@ impl PgConn {
         Ok(PgConn {
             client,
             cache: RefCell::new(HashMap::new()),
+            relaxed_wanted: std::cell::Cell::new(false),
+            relaxed_set: std::cell::Cell::new(None),
         })
     }
 
@@ -136,7 +149,7 @@ impl PgConn {
         if let Some(st) = self.cache.borrow().get(sql) {
             return Ok(st.clone());
         }
-        let st = wait(self.client.prepare(&translate::placeholders(sql))).map_err(|e| {
+        let prepared = wait(self.client.prepare(&translate::placeholders(sql))).map_err(|e| {
             let mut e = PgError::from_pg(e);
             e.message = format!(
                 "{} (in: {})",
@@ -145,27 +158,67 @@ impl PgConn {
             );
             Error::Postgres(e)
         })?;
-        if cached {
-            self.cache.borrow_mut().insert(sql.to_string(), st.clone());
+        let st = PgStatement {
+            st: prepared,
+            write: translate::is_write(sql),
+        };
+        // Every statement is kept, not only those asked to be: preparing costs PostgreSQL a
+        // round trip and a parse each time, and the node's statements are few and fixed.
+        // Bounded, for the few built with values in them.
+        let _ = cached;
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() >= 512 {
+            cache.clear();
         }
+        cache.insert(sql.to_string(), st.clone());
         Ok(st)
     }
 
     pub(super) fn execute(&self, st: &PgStatement, values: &[ToSqlOutput<'_>]) -> Result<usize> {
+        if st.write {
+            self.durability()?;
+        }
         let args = args(values);
         let refs = refs(&args);
-        let n = wait(self.client.execute(st, &refs)).map_err(pg)?;
+        let n = wait(self.client.execute(&st.st, &refs)).map_err(pg)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     pub(super) fn query(&self, st: &PgStatement, values: &[ToSqlOutput<'_>]) -> Result<Vec<PgRow>> {
+        if st.write {
+            self.durability()?;
+        }
         let args = args(values);
         let refs = refs(&args);
-        wait(self.client.query(st, &refs)).map_err(pg)
+        wait(self.client.query(&st.st, &refs)).map_err(pg)
     }
 
     pub(super) fn batch(&self, sql: &str) -> Result<()> {
+        if sql == "COMMIT" || translate::is_write(sql) {
+            self.durability()?;
+        }
+        self.batch_raw(sql)
+    }
+
+    fn batch_raw(&self, sql: &str) -> Result<()> {
+        if sql == "ROLLBACK" {
+            self.relaxed_set.set(None);
+        }
         wait(self.client.batch_execute(sql)).map_err(pg)
+    }
+
+    /// Puts the session's `synchronous_commit` where the next write needs it.
+    fn durability(&self) -> Result<()> {
+        let want = self.relaxed_wanted.get();
+        if Some(want) != self.relaxed_set.get() {
+            self.batch_raw(if want {
+                "SET synchronous_commit TO off"
+            } else {
+                "SET synchronous_commit TO on"
+            })?;
+            self.relaxed_set.set(Some(want));
+        }
+        Ok(())
     }
 
     pub(super) fn last_insert_id(&self) -> i64 {
@@ -176,11 +229,8 @@ impl PgConn {
     }
 
     pub(super) fn set_relaxed(&self, relaxed: bool) -> Result<()> {
-        self.batch(if relaxed {
-            "SET synchronous_commit TO off"
-        } else {
-            "SET synchronous_commit TO on"
-        })
+        self.relaxed_wanted.set(relaxed);
+        Ok(())
     }
 }
 
