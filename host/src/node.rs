@@ -267,14 +267,7 @@ pub async fn run(config: Config) -> Result<i32, String> {
     // The peer ports first, as CLN: when the RPC answers, `getinfo.binding` is complete.
     // Connections that come before the engine starts wait in the kernel's backlog.
     let peer_listeners = bind_peers(&config.bind_addrs, &log.source("lightning")).await?;
-    let listener = rpc::listen(&config.rpc_path, config.rpc_file_mode)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot create RPC socket {}: {e}",
-                config.rpc_path.display()
-            )
-        })?;
+    let listener = listen_rpc(&config).await?;
     let chain = Chain::new(
         config.network,
         config.bitcoin.clone(),
@@ -401,6 +394,18 @@ pub async fn run(config: Config) -> Result<i32, String> {
     shutdown.complete(&node).await;
     main.info("Shutdown complete");
     Ok(code)
+}
+
+/// Creates the RPC socket (`<lightning-dir>/<network>/lightning-rpc`, or `--rpc-file`).
+pub(crate) async fn listen_rpc(config: &Config) -> Result<tokio::net::UnixListener, String> {
+    rpc::listen(&config.rpc_path, config.rpc_file_mode)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot create RPC socket {}: {e}",
+                config.rpc_path.display()
+            )
+        })
 }
 
 /// Binds the peer ports (`--bind-addr`, `--addr`). A port that cannot be bound stops the

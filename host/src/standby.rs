@@ -72,14 +72,7 @@ pub(crate) async fn take_lease(
                          taking over when it expires",
                         holder.holder, holder.epoch, holder.expires_in
                     ));
-                    let listener = rpc::listen(&config.rpc_path, config.rpc_file_mode)
-                        .await
-                        .map_err(|e| {
-                            format!(
-                                "cannot create RPC socket {}: {e}",
-                                config.rpc_path.display()
-                            )
-                        })?;
+                    let listener = crate::node::listen_rpc(config).await?;
                     let (tx, rx) = watch::channel(false);
                     tokio::spawn(rpc::serve_standby(listener, info.clone(), rx));
                     served = Some(tx);

@@ -21,16 +21,23 @@ def snapshot(src, dst):
     d.close()
 
 
-def test_a_backup_over_db_write_restores_the_node_with_its_channels(ln, tmp_path,
-                                                                    monkeypatch):
-    a = ln.node()
-    b = ln.node()
+def with_backup(a, tmp_path, monkeypatch):
+    """Stops `a`, copies its database (`backup-cli init`) and gives it the backup plugin
+    on that copy for its next start; (its database, the copy)."""
     db = a.net_dir / "fulgur.sqlite3"
     copy = tmp_path / "backup.sqlite3"
     a.stop()
     snapshot(db, copy)
     a.plugins.append(BACKUP)
     monkeypatch.setenv("DB_BACKUP_FILE", str(copy))
+    return db, copy
+
+
+def test_a_backup_over_db_write_restores_the_node_with_its_channels(ln, tmp_path,
+                                                                    monkeypatch):
+    a = ln.node()
+    b = ln.node()
+    db, copy = with_backup(a, tmp_path, monkeypatch)
     a.start()
     a.wait_for_log("Lightning engine started", start=a.start_mark)
 
@@ -72,12 +79,7 @@ def test_a_write_the_hook_refuses_fails_and_nothing_falls_behind(node_factory, t
     fails with the reason, and neither the database nor the copy has it. Writes LDK's state
     depends on stop the node instead (FATAL), as every storage failure does."""
     a = node_factory.get_node()
-    db = a.net_dir / "fulgur.sqlite3"
-    copy = tmp_path / "backup.sqlite3"
-    a.stop()
-    snapshot(db, copy)
-    a.plugins.append(BACKUP)
-    monkeypatch.setenv("DB_BACKUP_FILE", str(copy))
+    db, copy = with_backup(a, tmp_path, monkeypatch)
     monkeypatch.setenv("DB_BACKUP_REFUSE_MATCHING", "refuse-me")
     a.start()
     a.rpc.datastore(key=["k", "ok"], string="taken")

@@ -154,27 +154,46 @@ impl DbWriteHook {
     }
 }
 
+/// How long a transaction waits for the `db_write` plugins: a plugin that hangs (or a
+/// backup on storage that stopped answering) makes the write fail instead of stopping the
+/// node's every write for good.
+const DB_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl crate::store::sql::WriteHook for DbWriteHook {
     fn deliver(&self, data_version: u64, writes: &[String]) -> Result<(), String> {
         use crate::hooks::ChainEnd;
         use fulgur_protocol::hooks::Hook;
         let payload = json!({"data_version": data_version, "writes": writes});
-        let run = || {
-            self.runtime.block_on(
-                self.plugins
-                    .hook(Hook::DbWrite, payload.clone())
-                    .run_noting_deaths(),
-            )
+        // The chain runs as a task of its own; this thread (which holds the database)
+        // waits for it with an OS-level timeout, so that nothing here depends on this
+        // thread's place in the runtime.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let plugins = self.plugins.clone();
+        let wait = || {
+            self.runtime.spawn(async move {
+                let r = plugins
+                    .hook(Hook::DbWrite, payload)
+                    .run_noting_deaths()
+                    .await;
+                let _ = tx.send(r);
+            });
+            rx.recv_timeout(DB_WRITE_TIMEOUT)
         };
         // The store is called from the runtime's workers too: give the worker up while
         // waiting, as a blocking call must.
-        let (end, deaths) = match tokio::runtime::Handle::try_current() {
+        let answer = match tokio::runtime::Handle::try_current() {
             Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(run)
+                tokio::task::block_in_place(wait)
             }
             Ok(_) => return Err("db_write: cannot wait for the plugins on this thread".into()),
-            Err(_) => run(),
+            Err(_) => wait(),
         };
+        let (end, deaths) = answer.map_err(|_| {
+            format!(
+                "the db_write plugins did not answer within {} s",
+                DB_WRITE_TIMEOUT.as_secs()
+            )
+        })?;
         if let Some(dead) = deaths.first() {
             return Err(format!("plugin {dead} died with the db_write call"));
         }
