@@ -357,6 +357,7 @@ pub(super) async fn close_waiting(
     // The closed channel's record is made from this snapshot.
     e.snapshot_channels();
     let mut seen = ctx.node.chain.broadcaster().watch();
+    let mut outcomes = ctx.node.chain.broadcaster().outcomes();
     let spends_funding = |tx: &bitcoin::Transaction| {
         tx.input
             .iter()
@@ -396,6 +397,20 @@ pub(super) async fn close_waiting(
         tokio::select! {
             r = seen.recv() => match r {
                 Ok(tx) if spends_funding(&tx) => {
+                    // As `fundchannel`: answered once the backend has the transaction (or
+                    // has refused it; it is tried again in the background), not when it is
+                    // handed over, so the caller can mine it at once.
+                    let txid = tx.compute_txid();
+                    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+                        loop {
+                            match outcomes.recv().await {
+                                Ok((t, _)) if t == txid => break,
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                                _ => {}
+                            }
+                        }
+                    })
+                    .await;
                     return Ok(json!({
                         "type": kind,
                         "txs": [bitcoin::consensus::encode::serialize_hex(&tx)],
