@@ -46,6 +46,17 @@ def plain(n):
     return LightningRpc(str(n.rpc_path))
 
 
+def on_postgres_with_a_channel(ln, pg, **kw):
+    """A node on a fresh database (`kw` to its Node), funded, with a channel to a second
+    node: (its DSN, the node, the peer)."""
+    dsn = pg.database()
+    a = ln.node(options={"wallet": dsn}, **kw)
+    b = ln.node()
+    ln.fund(a)
+    ln.open(a, b)
+    return dsn, a, b
+
+
 def wait_standby(n):
     n.wait_for_log(r"Standby: .* holds the database's lease")
     wait_for(lambda: n.rpc_path.exists(), what="standby's RPC socket")
@@ -53,11 +64,7 @@ def wait_standby(n):
 
 
 def test_state_lives_in_postgres_and_survives_a_restart(ln, pg):
-    dsn = pg.database()
-    a = ln.node(options={"wallet": dsn})
-    b = ln.node()
-    ln.fund(a)
-    ln.open(a, b)
+    dsn, a, b = on_postgres_with_a_channel(ln, pg)
     inv = b.rpc.invoice(50_000_000, "pg-1", "on postgres")
     a.rpc.pay(inv["bolt11"])
     mine = a.rpc.invoice(1000, "kept", "kept across restarts")
@@ -79,11 +86,7 @@ def test_state_lives_in_postgres_and_survives_a_restart(ln, pg):
 
 
 def test_a_standby_answers_getinfo_refuses_the_rest_and_takes_over(ln, pg):
-    dsn = pg.database()
-    a = ln.node(options={"wallet": dsn})
-    b = ln.node()
-    ln.fund(a)
-    ln.open(a, b)
+    dsn, a, b = on_postgres_with_a_channel(ln, pg)
     s = twin(ln, a, dsn)
     info = wait_standby(s)
     assert info["role"] == "standby" and info["id"] == a.id
@@ -119,11 +122,7 @@ def test_a_standby_answers_getinfo_refuses_the_rest_and_takes_over(ln, pg):
 
 
 def test_a_paused_active_node_is_fenced_when_it_wakes(ln, pg):
-    dsn = pg.database()
-    a = ln.node(options={"wallet": dsn}, broken_log=LEASE_LOST)
-    b = ln.node()
-    ln.fund(a)
-    ln.open(a, b)
+    dsn, a, b = on_postgres_with_a_channel(ln, pg, broken_log=LEASE_LOST)
     s = twin(ln, a, dsn)
     wait_standby(s)
     os.killpg(a.proc.pid, signal.SIGSTOP)
