@@ -191,6 +191,9 @@ pub async fn run(config: Config) -> Result<i32, String> {
     reopen_log_on_sighup(&log, &main);
     let found = discover(&config, &main)?;
 
+    if let Some(secret) = &config.recover {
+        write_recovered_secret(&config.net_dir, secret)?;
+    }
     let seed = hsm_secret(&config.net_dir).map_err(|e| format!("hsm_secret: {e}"))?;
     let id = node_id(&seed)?;
     let store = match &config.database {
@@ -309,7 +312,11 @@ pub async fn run(config: Config) -> Result<i32, String> {
         }
         to_moves(m);
     }));
-    chain.add_listener_rescanning("wallet", wallet.clone(), wallet.locator(), config.rescan);
+    let rescan = match (&config.recover, config.rescan) {
+        (Some(_), None) => birthday_rescan(&config.net_dir, &seed, &main),
+        _ => config.rescan,
+    };
+    chain.add_listener_rescanning("wallet", wallet.clone(), wallet.locator(), rescan);
     let alias = config
         .alias
         .clone()
@@ -461,6 +468,11 @@ fn start_lightning(
             channels: node.config.channels,
             alias: node.alias.clone(),
             color: node.color.clone(),
+            recover_file: Some(
+                node.config
+                    .net_dir
+                    .join(crate::lightning::recovery::FILE_NAME),
+            ),
         };
         let engine = match crate::lightning::Lightning::start(deps).await {
             Ok(e) => e,
@@ -477,7 +489,97 @@ fn start_lightning(
             engine.accept(l);
         }
         log.info("Lightning engine started");
+        if let Some(secret) = node.config.recover.clone() {
+            recover_channels(&node, &engine, &secret, &log).await;
+        }
     });
+}
+
+/// After a start with `--recover`: the `recover` hook, as CLN fires it, then what CLN's
+/// `recover` plugin does first: `emergencyrecover`, if `emergency.recover` is there.
+async fn recover_channels(
+    node: &Arc<Node>,
+    engine: &Arc<crate::lightning::Lightning>,
+    secret: &str,
+    log: &SourceLog,
+) {
+    let payload = serde_json::json!({ "codex32": secret });
+    let _ = node
+        .plugins
+        .hook(fulgur_protocol::hooks::Hook::Recover, payload)
+        .run()
+        .await;
+    let file = node
+        .config
+        .net_dir
+        .join(crate::lightning::recovery::FILE_NAME);
+    if !file.exists() {
+        log.info(&format!(
+            "--recover: no {} here: nothing to recover but the wallet",
+            file.display()
+        ));
+        return;
+    }
+    match engine.emergency_recover().await {
+        Ok(ids) => log.info(&format!(
+            "--recover: {} channel(s) of {} being recovered",
+            ids.len(),
+            file.display()
+        )),
+        Err(e) => log.unusual(&format!("--recover: {e}")),
+    }
+}
+
+/// `--recover` without `--rescan`: the wallet, new here, scans from the birthday
+/// `emergency.recover` gives (no coin of the node's is older), so it finds its old coins.
+fn birthday_rescan(dir: &Path, seed: &[u8; 32], log: &SourceLog) -> Option<i64> {
+    use crate::lightning::{keys, recovery};
+    let path = dir.join(recovery::FILE_NAME);
+    let bytes = std::fs::read(&path).ok()?;
+    let key = recovery::file_key(&keys::secret_base(seed));
+    match recovery::open(&key, &bytes) {
+        Ok(b) => {
+            log.info(&format!(
+                "--recover: the wallet rescans from block {}, its birthday in {}",
+                b.birthday,
+                path.display()
+            ));
+            Some(-i64::from(b.birthday))
+        }
+        Err(e) => {
+            log.unusual(&format!("--recover: {}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// Writes `hsm_secret` from `--recover`'s secret, as CLN: refused if the file exists.
+fn write_recovered_secret(dir: &Path, arg: &str) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let secret =
+        crate::lightning::codex32::recover_secret(arg).map_err(|e| format!("--recover: {e}"))?;
+    let path = dir.join("hsm_secret");
+    let mut f = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err("--recover: hsm_secret already exists!".into());
+        }
+        Err(e) => return Err(format!("--recover: Creating hsm_secret: {e}")),
+    };
+    let written = f
+        .write_all(&secret)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::File::open(dir)?.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&path);
+        return Err(format!("--recover: Writing hsm_secret: {e}"));
+    }
+    Ok(())
 }
 
 /// SIGHUP reopens the log files (for logrotate), as in CLN; it never stops the node, even

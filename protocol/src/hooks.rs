@@ -97,7 +97,6 @@ impl Hook {
             | Hook::Openchannel2Changed
             | Hook::Openchannel2Sign
             | Hook::RbfChannel => Some("dual-funded channels are not supported"),
-            Hook::Recover => Some("recovery from a backup is not supported yet"),
             Hook::OnionMessageRecv | Hook::OnionMessageRecvSecret => {
                 Some("onion messages are not passed to plugins yet")
             }

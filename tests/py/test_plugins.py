@@ -405,12 +405,10 @@ def test_rpc_command_hook_cycle_refused_at_plugin_start(node_factory, test_dir):
     ("openchannel2", "dual-funded channels are not supported"),
     ("rbf_channel", "dual-funded channels are not supported"),
     ("onion_message_recv", "onion messages"),
-    ("recover", "recovery"),
 ])
 def test_hooks_never_called_are_refused_at_registration(node_factory, monkeypatch, hook, why):
     """Issue 18: a hook the node never calls is refused when a plugin registers it, with
-    the reason; a recovery plugin (recover) or a dual-funding plugin must not run
-    believing it is called."""
+    the reason; a dual-funding plugin must not run believing it is called."""
     # The node passes its environment on to the plugins it starts.
     monkeypatch.setenv("UNFIRED_HOOK", hook)
     node = node_factory.get_node()

@@ -103,3 +103,22 @@ mod tests {
         assert_eq!(super::unhex("é0"), None);
     }
 }
+
+/// `data` in 5-bit groups, most significant bit first, the last one padded with zero bits
+/// (what zbase32 and bech32-style strings such as codex32 spell).
+pub fn five_bit_groups(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity((data.len() * 8).div_ceil(5));
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in data {
+        acc = (acc << 8) | u32::from(*b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(((acc >> bits) & 31) as u8);
+        }
+    }
+    if bits > 0 {
+        out.push(((acc << (5 - bits)) & 31) as u8);
+    }
+    out
+}

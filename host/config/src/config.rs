@@ -567,11 +567,11 @@ pub const CORE_OPTIONS: &[CoreOption] = &[
         "Prompt for a passphrase for the hsm_secret",
         "hsm_secret is not encrypted",
     ),
-    inert(
+    opt(
         "recover",
         CoreKind::Str,
-        "Populate hsm_secret with the given codex32 secret",
-        "write hsm_secret yourself; nothing is recovered",
+        None,
+        "Populate hsm_secret with the given codex32 secret or 64 hex characters, then recover channels from emergency.recover",
     ),
     inert(
         "force-feerates",
@@ -797,6 +797,9 @@ pub struct Config {
     pub log_prefix: String,
     /// `--offline`: neither listen for peers nor reconnect to them.
     pub offline: bool,
+    /// `--recover`: the secret (codex32 or hex) to write `hsm_secret` from; the node then
+    /// fires the `recover` hook and recovers the channels of `emergency.recover`.
+    pub recover: Option<String>,
     /// `--proxy` with `--always-use-proxy`: the SOCKS5 proxy for `.onion` peers (and for
     /// every peer when `always` is set).
     pub proxy: Option<crate::lightning::net::Proxy>,
@@ -1339,6 +1342,7 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
     )
     .map_err(err)?;
     let offline = m.get_flag("offline");
+    let recover = m.get_one::<String>("recover").cloned();
     let daemon = m.get_flag("daemon");
     // As CLN: a daemon's stdout and stderr go nowhere, so its log must go to a file.
     if daemon && !log_files.iter().any(|f: &PathBuf| f != Path::new("-")) {
@@ -1422,6 +1426,7 @@ pub fn load(args: &[String]) -> Result<Invocation, ConfigError> {
             .cloned()
             .unwrap_or_default(),
         offline,
+        recover,
         proxy,
         disable_dns: m.get_flag("disable-dns"),
         daemon,

@@ -17,6 +17,19 @@ use super::port::{Notice, StateChange};
 impl Lightning {
     /// Handles one LDK event.
     pub(crate) async fn handle_event(self: &Arc<Self>, ev: Event) -> Result<(), ReplayEvent> {
+        // A channel opened, confirmed or closed: `emergency.recover` follows.
+        let backups_change = matches!(
+            ev,
+            Event::ChannelPending { .. } | Event::ChannelReady { .. } | Event::ChannelClosed { .. }
+        );
+        let r = self.handle_event_inner(ev).await;
+        if backups_change {
+            self.refresh_recover_file_logged();
+        }
+        r
+    }
+
+    async fn handle_event_inner(self: &Arc<Self>, ev: Event) -> Result<(), ReplayEvent> {
         match ev {
             Event::FundingGenerationReady {
                 temporary_channel_id,

@@ -29,6 +29,7 @@ use fulgur_wallet as wallet;
 
 pub mod channels;
 pub mod closed;
+pub mod codex32;
 pub mod discovery;
 pub mod duties;
 pub mod events;
@@ -49,6 +50,7 @@ pub mod netevents;
 pub mod payments;
 pub mod port;
 pub mod receive;
+pub mod recovery;
 pub mod runebook;
 pub mod runes;
 pub mod socks;
@@ -247,6 +249,13 @@ const BENIGN_LDK_ERRORS: &[&str] = &[
     // `keysend` asked for a payment no route can carry (unknown destination, too little
     // liquidity, fees over its limit): the caller gets CLN's "no route" error.
     "Failed to find route for payment with id",
+    // A peer reestablishes a channel we do not have (our state was lost: emergency
+    // recovery): LDK answers with the reestablish that makes the peer close, which is
+    // what recovery wants (`recovery.rs`).
+    "Got a message for a channel from the wrong node! No such channel_id",
+    // The other side of it: a peer that lost our channel's state asks us to close with
+    // commitment numbers 0, and LDK does (CLN logs this "bad reestablish" at UNUSUAL).
+    "Peer sent an invalid channel_reestablish to force close in a non-standard way",
 ];
 
 /// LDK's logger.
@@ -376,6 +385,8 @@ pub struct Deps {
     pub alias: String,
     /// Our color, six hex digits (`--rgb`).
     pub color: String,
+    /// `emergency.recover`, kept current with the channels (`None`: none kept).
+    pub recover_file: Option<std::path::PathBuf>,
 }
 
 /// The running engine: LDK's objects, and the services that own the node's own state
@@ -463,6 +474,8 @@ pub struct Lightning {
     htlc_counts: history::PendingCounts,
     /// Closed channels still resolving, and snapshots of open ones (`closed.rs`).
     pub(crate) closed: closed::Closed,
+    /// Static channel backups, `emergency.recover` and the channels being recovered.
+    pub(crate) recovery: recovery::Recovery,
     /// Forwards: their table, notifications and the fees they earned.
     pub(crate) forwards: forwards::Forwards,
     alias: String,
@@ -831,6 +844,10 @@ impl Lightning {
             htlc_counts: Default::default(),
             forwards,
             closed,
+            recovery: recovery::Recovery::new(
+                deps.recover_file.clone(),
+                &keys::secret_base(&deps.seed),
+            ),
             alias: deps.alias.clone(),
             color: deps.color.clone(),
             peer_addrs: Mutex::new(Default::default()),
@@ -863,6 +880,15 @@ impl Lightning {
             Arc::new(closed::ClosedWatch(Arc::downgrade(&engine))),
             Some(best),
         );
+        // Channels being recovered from a backup: their closes, from the same block.
+        engine.load_stubs();
+        engine.refresh_recover_file_logged();
+        deps.chain.add_listener(
+            "recovery",
+            Arc::new(recovery::RecoveryWatch(Arc::downgrade(&engine))),
+            Some(best),
+        );
+        engine.resume_recovery();
         tokio::spawn(background(Arc::downgrade(&engine)));
         tokio::spawn(movements::balance_snapshots(
             Arc::downgrade(&engine),
@@ -1397,12 +1423,14 @@ impl Lightning {
             }
             m.iter().map(|(k, v)| (*k, v.clone())).collect()
         };
-        let channel_peers: std::collections::HashSet<PublicKey> = self
+        let mut channel_peers: std::collections::HashSet<PublicKey> = self
             .manager
             .list_channels()
             .iter()
             .map(|c| c.counterparty.node_id)
             .collect();
+        // Peers of channels being recovered, until they close them.
+        channel_peers.extend(self.stub_peers());
         let now = Instant::now();
         for (id, addr) in known {
             if !channel_peers.contains(&id) || self.peers.peer_by_node_id(&id).is_some() {

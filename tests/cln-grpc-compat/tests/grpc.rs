@@ -632,7 +632,8 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
 
 /// The proto's calls of commands fulgurd does not have, with arguments the plugin can
 /// convert (an empty public key would make its conversion panic): each must come back as
-/// "unknown command". Then `graceful`, which fulgurd has (the verdict follows `help`).
+/// "unknown command". Then the static-backup calls and `graceful`, which fulgurd has (the
+/// verdict follows `help`).
 async fn unknown_commands(
     rec: &mut Record,
     g: &mut NodeClient<Channel>,
@@ -645,10 +646,7 @@ async fn unknown_commands(
     call!(rec, g.create_invoice => pb::CreateinvoiceRequest { invstring: s("lnbcrt1"), label: s("x"), preimage: h() });
     call!(rec, g.create_onion => pb::CreateonionRequest { hops: vec![], assocdata: h(), ..Default::default() });
     call!(rec, g.dev_forget_channel => pb::DevforgetchannelRequest { id: id(), ..Default::default() });
-    call!(rec, g.emergency_recover => pb::EmergencyrecoverRequest {});
-    call!(rec, g.get_emergency_recover_data => pb::GetemergencyrecoverdataRequest {});
     call!(rec, g.recover => pb::RecoverRequest { hsmsecret: s("x") });
-    call!(rec, g.recover_channel => pb::RecoverchannelRequest { scb: vec![] });
     call!(rec, g.create_invoice_request => pb::InvoicerequestRequest { amount: Some(pb::Amount { msat: 1000 }), description: s("x"), ..Default::default() });
     call!(rec, g.disable_invoice_request => pb::DisableinvoicerequestRequest { invreq_id: s("x") });
     call!(rec, g.list_invoice_requests => pb::ListinvoicerequestsRequest::default());
@@ -674,7 +672,6 @@ async fn unknown_commands(
     call!(rec, g.splice_in => pb::SpliceinRequest { channel: s("1x1x1"), amount: s("1000") });
     call!(rec, g.splice_out => pb::SpliceoutRequest { channel: s("1x1x1"), amount: s("1000"), ..Default::default() });
     call!(rec, g.dev_splice => pb::DevspliceRequest { script_or_json: s("x"), ..Default::default() });
-    call!(rec, g.static_backup => pb::StaticbackupRequest {});
     call!(rec, g.inject_payment_onion => pb::InjectpaymentonionRequest { onion: h(), payment_hash: h(), amount_msat: Some(pb::Amount { msat: 1000 }), cltv_expiry: 9, partid: 0, groupid: 0, ..Default::default() });
     call!(rec, g.inject_onion_message => pb::InjectonionmessageRequest { path_key: id(), message: h() });
     call!(rec, g.clnrest_register_path => pb::ClnrestregisterpathRequest { path: s("/x"), rpc_method: s("getinfo"), ..Default::default() });
@@ -682,6 +679,12 @@ async fn unknown_commands(
     call!(rec, g.currency_convert => pb::CurrencyconvertRequest { amount: 1.0, currency: s("USD") });
     call!(rec, g.currency_rate => pb::CurrencyrateRequest { currency: s("USD"), source: None });
     call!(rec, g.create_proof => pb::CreateproofRequest { invstring: s("lnbcrt1"), ..Default::default() });
+    // Served since the static channel backups exist (issue 20): the node's own channels
+    // are known, so nothing is recovered.
+    call!(rec, g.emergency_recover => pb::EmergencyrecoverRequest {});
+    call!(rec, g.get_emergency_recover_data => pb::GetemergencyrecoverdataRequest {});
+    call!(rec, g.recover_channel => pb::RecoverchannelRequest { scb: vec![] });
+    call!(rec, g.static_backup => pb::StaticbackupRequest {});
     // Served since graceful exists, and last before `stop` (it disconnects A's peers). With a
     // timeout: it answers within 5 s whatever is still pending.
     call!(rec, g.graceful => pb::GracefulRequest { timeout: Some(5) });

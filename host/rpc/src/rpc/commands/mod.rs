@@ -31,6 +31,7 @@ mod peers;
 mod plugin;
 mod preapprove;
 mod psbt;
+mod recovery;
 pub(crate) mod runes;
 mod setconfig;
 pub(crate) mod sign;
@@ -132,12 +133,14 @@ pub const COMMANDS: &[&Command] = &[
     &pay::DELPAY,
     &notifications::DEPRECATIONS,
     &peers::DISCONNECT,
+    &recovery::EMERGENCYRECOVER,
     &feerates::FEERATES,
     &channels::FUNDCHANNEL,
     &funding::FUNDCHANNEL_CANCEL,
     &funding::FUNDCHANNEL_COMPLETE,
     &funding::FUNDCHANNEL_START,
     &psbt::FUNDPSBT,
+    &recovery::GETEMERGENCYRECOVERDATA,
     &getinfo::GETINFO,
     &getlog::GETLOG,
     &graceful::GRACEFUL,
@@ -172,6 +175,7 @@ pub const COMMANDS: &[&Command] = &[
     &plugin::PLUGIN,
     &preapprove::PREAPPROVEINVOICE,
     &preapprove::PREAPPROVEKEYSEND,
+    &recovery::RECOVERCHANNEL,
     &psbt::RESERVEINPUTS,
     &peers::SENDCUSTOMMSG,
     &pay::SENDPAY,
@@ -184,6 +188,7 @@ pub const COMMANDS: &[&Command] = &[
     &sign::SIGNMESSAGE,
     &signwith::SIGNMESSAGEWITHKEY,
     &psbt::SIGNPSBT,
+    &recovery::STATICBACKUP,
     &stop::STOP,
     &txprepare::TXDISCARD,
     &txprepare::TXPREPARE,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::pay::{engine, opt_pubkey};
 use super::{Command, CommandFuture, Ctx, command};
 use crate::rpc::params::{Params, opt, req};
-use fulgur_base::hex;
+use fulgur_base::{five_bit_groups, hex};
 
 pub const SIGNMESSAGE: Command = Command::new("signmessage", &[req("message")], run_signmessage);
 
@@ -48,25 +48,6 @@ fn run_makesecret(ctx: Ctx, p: Params) -> CommandFuture {
 
 const ZBASE32: &[u8; 32] = b"ybndrfg8ejkmcpqxot1uwisza345h769";
 const PREFIX: &[u8] = b"Lightning Signed Message:";
-
-/// `data` in 5-bit groups, most significant bit first, the last one padded with zero bits
-/// (what zbase32 and bech32-style strings such as codex32 spell).
-pub fn five_bit_groups(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity((data.len() * 8).div_ceil(5));
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for b in data {
-        acc = (acc << 8) | u32::from(*b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(((acc >> bits) & 31) as u8);
-        }
-    }
-    if bits > 0 {
-        out.push(((acc << (5 - bits)) & 31) as u8);
-    }
-    out
-}
 
 /// zbase32 (most significant bit first, no padding).
 pub fn zbase32_encode(data: &[u8]) -> String {
