@@ -262,7 +262,9 @@ pub async fn run(config: Config) -> Result<i32, String> {
         store
             .add_write_hook(Arc::new(rpc::DbWriteHook::new(
                 plugins.clone(),
-                tokio::runtime::Handle::current(),
+                // The plugins' own runtime: the hook's chain must go on while the writing
+                // thread holds LDK's locks and the node's workers wait on them.
+                crate::plugin::process::io_handle(),
             )))
             .map_err(|e| e.to_string())?;
     }

@@ -492,6 +492,20 @@ def pytest_configure(config):
             "and do not run without them")
     config.addinivalue_line(
         "markers", "watchdog(seconds): a longer watchdog for a test that builds a bigger network")
+    config.addinivalue_line(
+        "markers", "sqlite_only(why): a test of the SQLite file itself (it copies, fills or "
+        "deletes it), skipped with its reason when FULGUR_TEST_DB=postgres")
+
+
+def pytest_collection_modifyitems(config, items):
+    # FULGUR_TEST_DB=postgres runs the whole suite with every node on PostgreSQL; the tests
+    # of the SQLite file itself have nothing to test there.
+    if pgserver.test_db() != "postgres":
+        return
+    for item in items:
+        mark = item.get_closest_marker("sqlite_only")
+        if mark is not None:
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {mark.args[0]}"))
 
 
 @pytest.fixture(autouse=True)

@@ -11,14 +11,23 @@ import shutil
 import pytest
 
 import clnschema
+import pgserver
 from conftest import RpcError, plugin_path, wait_for
 from lnnet import free_port
 
 RECOVER_HOOK = plugin_path("recover_hook.py")
 
 
-def database(n):
-    return [p for p in n.net_dir.iterdir() if p.name.startswith("fulgur.sqlite3")]
+def lose_database(n):
+    """The node's database is gone: its SQLite files deleted, or on PostgreSQL
+    (FULGUR_TEST_DB=postgres) the node pointed at a new, empty database."""
+    if "wallet" in n.options and n.options["wallet"].startswith("postgres"):
+        n.options["wallet"] = pgserver.shared().database()
+        return
+    files = [p for p in n.net_dir.iterdir() if p.name.startswith("fulgur.sqlite3")]
+    assert files
+    for f in files:
+        f.unlink()
 
 
 def mempool(ln):
@@ -93,8 +102,7 @@ def test_emergencyrecover_gets_the_funds_back_after_the_database_is_lost(ln):
     assert 600_000_000 < ours_msat <= 700_000_000
 
     a.stop()
-    for f in database(a):
-        f.unlink()
+    lose_database(a)
     # The file and hsm_secret are all A has left.
     assert (a.net_dir / "emergency.recover").exists()
     mark = a.log_mark()

@@ -121,10 +121,31 @@ async fn pump_stderr(mut stderr: impl AsyncRead + Unpin, log: SourceLog) {
     }
 }
 
-/// Starts the plugin at `path` as a process, with its I/O tasks. `Err` is CLN's "opening
-/// pipe" reason.
+/// The runtime the plugins' pipes are read and written on: one thread of its own, so that a
+/// plugin's answer is read even while every worker of the node's runtime is blocked (on LDK's
+/// locks, say, while a `db_write` hook holds the database waiting for that very answer).
+/// Falls back to the caller's runtime if a thread cannot be started.
+pub fn io_handle() -> tokio::runtime::Handle {
+    static IO: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
+    IO.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("plugin-io")
+            .enable_all()
+            .build()
+            .ok()
+    })
+    .as_ref()
+    .map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone())
+}
+
+/// Starts the plugin at `path` as a process, with its I/O tasks (on [`io_handle`]'s
+/// runtime). `Err` is CLN's "opening pipe" reason.
 pub(super) fn spawn(b: &Birth<'_>) -> Result<Arc<Plugin>, String> {
     let (host, path) = (b.host, b.path);
+    let io = io_handle();
+    // The pipes belong to the reactor of the runtime entered when they are made.
+    let _entered = io.enter();
     let mut cmd = tokio::process::Command::new(path);
     cmd.current_dir(&host.settings.net_dir)
         .env("LIGHTNINGD_PLUGIN", "1")
@@ -158,7 +179,7 @@ pub(super) fn spawn(b: &Birth<'_>) -> Result<Arc<Plugin>, String> {
     let queue = Arc::new(OutQueue::default());
     let _ = plugin.queue.set(queue.clone());
     let log = plugin.log.clone();
-    tokio::spawn(async move {
+    io.spawn(async move {
         let mut stdin = stdin;
         let mut buf = Vec::with_capacity(WRITE_BATCH);
         while let Some(frame) = rx.recv().await {
@@ -185,12 +206,12 @@ pub(super) fn spawn(b: &Birth<'_>) -> Result<Arc<Plugin>, String> {
     });
 
     // Stderr: each line into the log, bounded and lossy.
-    tokio::spawn(pump_stderr(stderr, plugin.log.clone()));
+    io.spawn(pump_stderr(stderr, plugin.log.clone()));
 
     // Reader: messages from stdout.
     let weak_host = Arc::downgrade(host);
     let p = plugin.clone();
-    tokio::spawn(async move {
+    io.spawn(async move {
         let mut frames = FramedRead::new(stdout, JsonCodec::new(MAX_PLUGIN_MESSAGE));
         let reason = loop {
             match frames.next().await {
@@ -217,7 +238,7 @@ pub(super) fn spawn(b: &Birth<'_>) -> Result<Arc<Plugin>, String> {
     });
 
     // Supervisor: owns the child, kills it on request, reaps it.
-    tokio::spawn(async move {
+    io.spawn(async move {
         let mut child = child;
         tokio::select! {
             _ = kill_rx => { let _ = child.start_kill(); let _ = child.wait().await; }
