@@ -33,6 +33,7 @@ def with_backup(a, tmp_path, monkeypatch):
     return db, copy
 
 
+@pytest.mark.sqlite_only("the backup plugin replays the writes into a SQLite copy, as CLN's backup plugin (SQLite only)")
 def test_a_backup_over_db_write_restores_the_node_with_its_channels(ln, tmp_path,
                                                                     monkeypatch):
     a = ln.node()
@@ -73,6 +74,7 @@ def test_a_backup_over_db_write_restores_the_node_with_its_channels(ln, tmp_path
     assert b.rpc.listclosedchannels()["closedchannels"] == []
 
 
+@pytest.mark.sqlite_only("the backup plugin replays the writes into a SQLite copy, as CLN's backup plugin (SQLite only)")
 def test_a_write_the_hook_refuses_fails_and_nothing_falls_behind(node_factory, tmp_path,
                                                                   monkeypatch):
     """A transaction the plugin does not take is rolled back: the command that made it

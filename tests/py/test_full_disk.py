@@ -5,9 +5,12 @@ state unsaved. Needs root (mount); a machine where mounting fails fails this tes
 
 import subprocess
 
+import pytest
+
 from conftest import wait_for
 
 
+@pytest.mark.sqlite_only("it fills the file system under the node's SQLite file")
 def test_full_disk_stops_the_node_with_a_broken_line(node_factory, devchain):
     node = node_factory.get_node(options=devchain.options(), start=False)
     # What a full disk makes the node say before it stops: failed writes, then FATAL.

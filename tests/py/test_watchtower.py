@@ -7,6 +7,8 @@ confirms, and B, started again, finds the penalty's output in its wallet."""
 import json
 import shutil
 
+import pytest
+
 import clnschema
 from conftest import ASKED_FORCE_CLOSE, plugin_path, wait_for
 
@@ -23,6 +25,7 @@ def database(n):
     return [p for p in n.net_dir.iterdir() if p.name.startswith("fulgur.sqlite3")]
 
 
+@pytest.mark.sqlite_only("it brings back an old copy of the node's SQLite file to make it cheat")
 def test_watchtower_penalty_takes_a_revoked_commitment(ln, tmp_path):
     a = ln.node(broken_log=ASKED_FORCE_CLOSE)
     # B's own monitor sees A's revoked commitment too once it is back, and LDK says so

@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS node_lease (
 INSERT INTO node_lease VALUES (0, '', 0, 'epoch') ON CONFLICT DO NOTHING;
 CREATE OR REPLACE FUNCTION fulgur_fence() RETURNS trigger AS $fence$
 BEGIN
-    IF current_setting('fulgur.migrating', true) = 'on' THEN
+    IF current_setting('fulgur.migrating', true) = 'on'
+       OR current_setting('fulgur.fenced', true) = 'on' THEN
         RETURN NULL;
     END IF;
     PERFORM 1 FROM node_lease
@@ -57,6 +58,9 @@ BEGIN
             COALESCE(NULLIF(current_setting('fulgur.epoch', true), ''), 'none')
             USING ERRCODE = 'FL001';
     END IF;
+    -- The lease row stays share-locked until this transaction ends (a takeover waits for
+    -- it), so the transaction's other writes need no check of their own.
+    PERFORM set_config('fulgur.fenced', 'on', true);
     RETURN NULL;
 END
 $fence$ LANGUAGE plpgsql;

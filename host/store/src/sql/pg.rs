@@ -86,6 +86,9 @@ pub(super) struct PgConn {
     /// not around every relaxed call (two round trips each). `None` after a rollback,
     /// which undoes a `SET` made in its transaction.
     relaxed_set: std::cell::Cell<Option<bool>>,
+    /// A `BEGIN` not sent yet: it goes with the transaction's first statement, in the same
+    /// round trip (a transaction that runs nothing costs none).
+    begin_pending: std::cell::Cell<bool>,
 }
 
 fn wait<F: std::future::Future>(f: F) -> F::Output {
@@ -142,6 +145,7 @@ impl PgConn {
             cache: RefCell::new(HashMap::new()),
             relaxed_wanted: std::cell::Cell::new(false),
             relaxed_set: std::cell::Cell::new(None),
+            begin_pending: std::cell::Cell::new(false),
         })
     }
 
@@ -180,7 +184,18 @@ impl PgConn {
         }
         let args = args(values);
         let refs = refs(&args);
-        let n = wait(self.client.execute(&st.st, &refs)).map_err(pg)?;
+        let n = if self.begin_pending.replace(false) {
+            // Pipelined: both requests go out before either answer is read.
+            let (begun, n) = wait(futures::future::join(
+                self.client.batch_execute("BEGIN"),
+                self.client.execute(&st.st, &refs),
+            ));
+            begun.map_err(pg)?;
+            n
+        } else {
+            wait(self.client.execute(&st.st, &refs))
+        }
+        .map_err(pg)?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
@@ -190,12 +205,34 @@ impl PgConn {
         }
         let args = args(values);
         let refs = refs(&args);
-        wait(self.client.query(&st.st, &refs)).map_err(pg)
+        if self.begin_pending.replace(false) {
+            let (begun, rows) = wait(futures::future::join(
+                self.client.batch_execute("BEGIN"),
+                self.client.query(&st.st, &refs),
+            ));
+            begun.map_err(pg)?;
+            rows.map_err(pg)
+        } else {
+            wait(self.client.query(&st.st, &refs)).map_err(pg)
+        }
     }
 
     pub(super) fn batch(&self, sql: &str) -> Result<()> {
+        match sql {
+            "BEGIN" => {
+                self.begin_pending.set(true);
+                return Ok(());
+            }
+            // Nothing ran in it: nothing to end on the server.
+            "COMMIT" | "ROLLBACK" if self.begin_pending.replace(false) => return Ok(()),
+            _ => {}
+        }
         if sql == "COMMIT" || translate::is_write(sql) {
             self.durability()?;
+        }
+        if self.begin_pending.replace(false) {
+            // One simple query, one round trip: the block begins, then runs `sql`.
+            return self.batch_raw(&format!("BEGIN; {sql}"));
         }
         self.batch_raw(sql)
     }
