@@ -91,19 +91,6 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn hex_is_lower_case_and_two_digits_a_byte() {
-        assert_eq!(super::hex(&[0, 0x0f, 0xab, 0xff]), "000fabff");
-        assert_eq!(super::hex(&[]), "");
-        assert_eq!(super::unhex("000FabfF"), Some(vec![0, 0x0f, 0xab, 0xff]));
-        assert_eq!(super::unhex("abc"), None);
-        assert_eq!(super::unhex("zz"), None);
-        assert_eq!(super::unhex("é0"), None);
-    }
-}
-
 /// `data` in 5-bit groups, most significant bit first, the last one padded with zero bits
 /// (what zbase32 and bech32-style strings such as codex32 spell).
 pub fn five_bit_groups(data: &[u8]) -> Vec<u8> {
@@ -121,4 +108,17 @@ pub fn five_bit_groups(data: &[u8]) -> Vec<u8> {
         out.push(((acc << (5 - bits)) & 31) as u8);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_lower_case_and_two_digits_a_byte() {
+        assert_eq!(super::hex(&[0, 0x0f, 0xab, 0xff]), "000fabff");
+        assert_eq!(super::hex(&[]), "");
+        assert_eq!(super::unhex("000FabfF"), Some(vec![0, 0x0f, 0xab, 0xff]));
+        assert_eq!(super::unhex("abc"), None);
+        assert_eq!(super::unhex("zz"), None);
+        assert_eq!(super::unhex("é0"), None);
+    }
 }

@@ -128,7 +128,7 @@ pub fn decode(hrp: &str, s: &str) -> Result<Codex32, String> {
         b'2'..=b'9' => threshold_char - b'0',
         c => return Err(format!("Invalid threshold {}", c as char)),
     };
-    let id = data[1..5].to_string();
+    let id: String = data.bytes().skip(1).take(4).map(char::from).collect();
     let share = data.as_bytes()[5] as char;
     if threshold == 0 && share != 's' {
         return Err("Expected share index s for threshold 0!".into());

@@ -518,7 +518,7 @@ impl super::Lightning {
                 out.push(s.scb.clone());
             }
         }
-        out.sort_by(|a, b| a.channel_id.cmp(&b.channel_id));
+        out.sort_by_key(|a| a.channel_id);
         out
     }
 
@@ -544,7 +544,7 @@ impl super::Lightning {
             });
             now.extend(kept.iter().cloned());
         }
-        now.sort_by(|a, b| a.channel_id.cmp(&b.channel_id));
+        now.sort_by_key(|a| a.channel_id);
         let now = Backups {
             birthday: self.wallet_birthday(&now),
             channels: now,
