@@ -110,8 +110,35 @@ pub fn five_bit_groups(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The inverse of [`five_bit_groups`]: 5-bit `values` (each below 32) as bytes, most
+/// significant bit first, and how many bits were left over at the end (fewer than 8; they
+/// are dropped).
+pub fn eight_bit_groups(values: impl IntoIterator<Item = u8>) -> (Vec<u8>, u32) {
+    let mut out = vec![];
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for v in values {
+        acc = ((acc << 5) | u32::from(v & 31)) & 0xfff;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    (out, bits)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn five_and_eight_bit_groups_are_inverses() {
+        for data in [&b""[..], b"\x00", b"\xff\x01", b"lightning-1 and more"] {
+            let groups = super::five_bit_groups(data);
+            let (back, left) = super::eight_bit_groups(groups.iter().copied());
+            assert_eq!(back, data);
+            assert!(left < 5, "{left}");
+        }
+    }
+
     #[test]
     fn hex_is_lower_case_and_two_digits_a_byte() {
         assert_eq!(super::hex(&[0, 0x0f, 0xab, 0xff]), "000fabff");

@@ -133,21 +133,11 @@ pub fn decode(hrp: &str, s: &str) -> Result<Codex32, String> {
     if threshold == 0 && share != 's' {
         return Err("Expected share index s for threshold 0!".into());
     }
-    // The payload's 5-bit groups, the last one's leftover bits (fewer than 5) dropped.
-    let groups = &values[6..values.len() - 13];
-    let mut payload = Vec::with_capacity(groups.len() * 5 / 8);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for v in groups {
-        acc = (acc << 5) | u32::from(*v);
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            payload.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // (BIP-93's own first vector pads with non-zero bits: they are not checked.)
-    if bits >= 5 {
+    // The payload's 5-bit groups as bytes; the last one's leftover bits (fewer than 5) are
+    // dropped. (BIP-93's own first vector pads with non-zero bits: they are not checked.)
+    let (payload, left) =
+        fulgur_base::eight_bit_groups(values[6..values.len() - 13].iter().copied());
+    if left >= 5 {
         return Err("Invalid payload padding!".into());
     }
     Ok(Codex32 {

@@ -193,14 +193,20 @@ pub struct Announced {
 /// announcement's fields only for nodes that sent one (as CLN does).
 pub fn nodes<L: Logger>(graph: &NetworkGraph<L>, id: Option<PublicKey>) -> Vec<GraphNode> {
     let g = graph.read_only();
+    let all = g.nodes();
+    // One node: looked up, not searched for among all of them.
+    let picked: Vec<(&NodeId, &lightning::routing::gossip::NodeInfo)> = match id {
+        Some(pk) => {
+            let key = NodeId::from_pubkey(&pk);
+            all.get_key_value(&key).into_iter().collect()
+        }
+        None => all.unordered_iter().collect(),
+    };
     let mut out = vec![];
-    for (node_id, n) in g.nodes().unordered_iter() {
+    for (node_id, n) in picked {
         let Some(pk) = pubkey_of(node_id) else {
             continue;
         };
-        if id.is_some_and(|i| i != pk) {
-            continue;
-        }
         let announced = n.announcement_info.as_ref().map(|a| {
             let alias_bytes = &a.alias().0;
             let end = alias_bytes.iter().position(|b| *b == 0).unwrap_or(32);

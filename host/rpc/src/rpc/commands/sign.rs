@@ -60,18 +60,11 @@ pub fn zbase32_encode(data: &[u8]) -> String {
 /// The inverse of [`zbase32_encode`] (bits left over at the end are dropped); `None` on a
 /// character outside the alphabet.
 pub fn zbase32_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = vec![];
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = ZBASE32.iter().position(|x| *x == c)? as u32;
-        acc = ((acc << 5) | v) & 0xfff;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+    let values = s
+        .bytes()
+        .map(|c| ZBASE32.iter().position(|x| *x == c).map(|v| v as u8))
+        .collect::<Option<Vec<u8>>>()?;
+    Some(fulgur_base::eight_bit_groups(values).0)
 }
 
 fn digest(message: &str) -> Message {
