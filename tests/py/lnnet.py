@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -46,8 +47,15 @@ class Devchain:
             data=json.dumps({"jsonrpc": "1.0", "id": 1, "method": method,
                              "params": list(params)}).encode(),
             headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            body = json.loads(r.read())
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                body = json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            # bitcoind's RPC (and devchain's) answers an error with HTTP 500 and the JSON
+            # error in the body: say what it was.
+            body = json.loads(e.read() or b"{}")
+            if not body.get("error"):
+                raise
         if body.get("error"):
             raise RuntimeError(f"{method}: {body['error']}")
         return body["result"]

@@ -131,6 +131,9 @@ def test_emergencyrecover_gets_the_funds_back_after_the_database_is_lost(ln):
     # close has its block already); the sweeper sends it at its next round.
     line = a.wait_for_log("Generating and broadcasting sweeping transaction [0-9a-f]{64}")
     sweep_txid = line.split()[-1]
+    # That line comes before the broadcast, which goes in the background.
+    wait_for(lambda: sweep_txid in ln.chain.call("getrawmempool"),
+             what=f"the sweep {sweep_txid} in the mempool")
     sweep_tx = ln.chain.call("getrawtransaction", sweep_txid, True)
     assert [i["txid"] for i in sweep_tx["vin"]] == [close]
     ln.mine(1)

@@ -224,6 +224,9 @@ const QUIET_LDK_ERRORS: &[&str] = &[
 const BENIGN_LDK_ERRORS: &[&str] = &[
     // The peer saw the sixth confirmation before us; it sends the signatures again.
     "announcement_signatures prior to the required six confirmations",
+    // The peer's announcement_signatures crossed our shutdown (a close right after the
+    // sixth confirmation): a closing channel is not announced, LDK ignores them.
+    "Got an announcement_signatures before we were ready for it",
     // The same race on a zero-conf channel: the peer announces before we have seen the
     // funding confirm (our scid is still unknown); the signatures come again.
     "which does not match our current short_channel_id None",
