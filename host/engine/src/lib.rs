@@ -515,7 +515,10 @@ impl Lightning {
         };
         let log = Arc::new(LdkLog::new(deps.log.clone()));
         let keys = Arc::new(keys::keys_manager(&deps.seed).map_err(|e| e.to_string())?);
-        let kv = Arc::new(SqliteKvStore::new(deps.store.clone()));
+        // LDK's writes on a connection of their own (PostgreSQL; the same one on SQLite).
+        let kv = Arc::new(SqliteKvStore::new(
+            deps.store.own_connection().map_err(|e| e.to_string())?,
+        ));
         let fees = deps.chain.fees();
         let broadcaster = deps.chain.broadcaster();
         let peer_storage_key = keys.get_peer_storage_key();

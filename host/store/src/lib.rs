@@ -430,6 +430,22 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
     /// Where [`Store::fatal`] logs (set once by the node; unset in unit tests).
     fatal_log: Arc<OnceLock<SourceLog>>,
+    /// PostgreSQL: what another connection to the same database needs
+    /// ([`Store::own_connection`]); shared by every store of the node.
+    pg: Option<Arc<PgShared>>,
+}
+
+/// The node's PostgreSQL connections and what each must carry: the fence's epoch and the
+/// write hooks, whenever they are set.
+struct PgShared {
+    dsn: String,
+    epoch: Mutex<Option<i64>>,
+    hooks: Mutex<Vec<Arc<dyn sql::WriteHook>>>,
+    conns: Mutex<Vec<Arc<Mutex<Connection>>>>,
+}
+
+fn poisoned_lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Store {
@@ -440,7 +456,14 @@ impl Store {
 
     /// Connects to the PostgreSQL database `dsn` names and migrates it.
     pub fn open_postgres(dsn: &str) -> Result<Store, StoreError> {
-        Self::setup(Connection::postgres(dsn)?)
+        let mut store = Self::setup(Connection::postgres(dsn)?)?;
+        store.pg = Some(Arc::new(PgShared {
+            dsn: dsn.to_string(),
+            epoch: Mutex::new(None),
+            hooks: Mutex::new(vec![]),
+            conns: Mutex::new(vec![store.conn.clone()]),
+        }));
+        Ok(store)
     }
 
     /// An in-memory database, for tests.
@@ -451,8 +474,49 @@ impl Store {
     /// Makes every later write carry `epoch`, the lease's (PostgreSQL): the fence refuses
     /// it once another node has taken the lease (lease.rs).
     pub fn fence(&self, epoch: i64) -> Result<(), StoreError> {
-        lock(&self.conn)?.execute_batch(&format!("SET fulgur.epoch = '{epoch}'"))?;
+        let Some(pg) = &self.pg else {
+            lock(&self.conn)?.execute_batch(&format!("SET fulgur.epoch = '{epoch}'"))?;
+            return Ok(());
+        };
+        // Every connection of the node, and those opened later (`own_connection`).
+        let mut set = poisoned_lock(&pg.epoch);
+        for conn in poisoned_lock(&pg.conns).iter() {
+            lock(conn)?.execute_batch(&format!("SET fulgur.epoch = '{epoch}'"))?;
+        }
+        *set = Some(epoch);
         Ok(())
+    }
+
+    /// A store on a connection of its own to the same database (PostgreSQL), with the
+    /// fence and write hooks of this one, now and later; on SQLite, this store (one
+    /// writer at a time there anyway).
+    ///
+    /// LDK's writes go through one: the channel manager (hundreds of KB under load) and
+    /// the monitors no longer hold the connection that invoices, payments and held HTLCs
+    /// queue on, and the server writes both at once (docs/PERFORMANCE.md). Each write is
+    /// its own transaction on either connection, fenced in that transaction.
+    pub fn own_connection(&self) -> Result<Store, StoreError> {
+        let Some(pg) = &self.pg else {
+            return Ok(self.clone());
+        };
+        let mut conn = Connection::postgres(&pg.dsn)?;
+        // Held while the connection is set up and listed, so that a `fence` or a hook
+        // added meanwhile reaches it.
+        let epoch = poisoned_lock(&pg.epoch);
+        let hooks = poisoned_lock(&pg.hooks);
+        if let Some(epoch) = *epoch {
+            conn.execute_batch(&format!("SET fulgur.epoch = '{epoch}'"))?;
+        }
+        for hook in hooks.iter() {
+            conn.add_write_hook(hook.clone());
+        }
+        let conn = Arc::new(Mutex::new(conn));
+        poisoned_lock(&pg.conns).push(conn.clone());
+        Ok(Store {
+            conn,
+            fatal_log: self.fatal_log.clone(),
+            pg: self.pg.clone(),
+        })
     }
 
     /// Copies every row of the SQLite node database at `src` (migrated first, as a node
@@ -573,7 +637,17 @@ impl Store {
 
     /// Sends every write transaction to `hook` too before it commits (CLN's `db_write`).
     pub fn add_write_hook(&self, hook: Arc<dyn sql::WriteHook>) -> Result<(), StoreError> {
-        lock(&self.conn)?.add_write_hook(hook);
+        let Some(pg) = &self.pg else {
+            lock(&self.conn)?.add_write_hook(hook);
+            return Ok(());
+        };
+        // On every connection of the node: each transaction bumps `data_version` (a row
+        // lock held until its commit), so the hook still sees them one at a time, in order.
+        let mut hooks = poisoned_lock(&pg.hooks);
+        for conn in poisoned_lock(&pg.conns).iter() {
+            lock(conn)?.add_write_hook(hook.clone());
+        }
+        hooks.push(hook);
         Ok(())
     }
 
@@ -683,6 +757,7 @@ impl Store {
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             fatal_log: Arc::new(OnceLock::new()),
+            pg: None,
         })
     }
 
