@@ -1,7 +1,8 @@
 """`decode` of BOLT 11 invoices: the spec's own test vectors (BOLT 11, "Examples" and
-"Examples of Invalid Invoices"), checked field by field against the values the spec states.
-Every result is validated against CLN's decode.json (its `bolt11 invoice` branch), here
-and by `node.rpc`, which validates every method CLN has a schema for."""
+"Examples of Invalid Invoices"), checked field by field against the values the spec states;
+and of BOLT 12 offers, invoice requests and invoices (BOLT 12's example offer, strings LDK
+made). Every result is validated against CLN's decode.json, here and by `node.rpc`, which
+validates every method CLN has a schema for."""
 
 import hashlib
 
@@ -35,6 +36,16 @@ IGNORED = "lnbc25m1pvjluezpp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqyp
 METADATA = "lnbc10m1pvjluezpp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqdp9wpshjmt9de6zqmt9w3skgct5vysxjmnnd9jx2mq8q8a04uqsp5zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zygs9q2gqqqqqqsgq7hf8he7ecf7n4ffphs6awl9t6676rrclv9ckg3d3ncn7fct63p6s365duk5wrk202cfy3aj5xnnp5gs3vrdvruverwwq7yzhkf5a3xqpd05wjc"
 # Same, with the payee's key in an `n` field: the signature is verified against it.
 METADATA_N = "lnbc10m1pvjluezpp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfqypqdp9wpshjmt9de6zqmt9w3skgct5vysxjmnnd9jx2mq8q8a04uqnp4q0n326hr8v9zprg8gsvezcch06gfaqqhde2aj730yg0durunfhv66sp5zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3zygs9q2gqqqqqqsgqy9gw6ymamd20jumvdgpfphkhp8fzhhdhycw36egcmla5vlrtrmhs9t7psfy3hkkdqzm9eq64fjg558znccds5nhsfmxveha5xe0dykgpspdha0"
+
+# BOLT 12's string-format example offer.
+SPEC_OFFER = "lno1pqps7sjqpgtyzm3qv4uxzmtsd3jjqer9wd3hy6tsw35k7msjzfpy7nz5yqcnygrfdej82um5wf5k2uckyypwa3eyt44h6txtxquqh7lz5djge4afgfjn7k4rgrkuag0jsd5xvxg"
+# Made with LDK (host/engine/src/bolt12.rs's tests): an invoice request for an offer of
+# 10,000 msat ("coffee", "Fulgur café", at most 5) with quantity 2 and a payer note; a
+# refund of 50,000 msat ("return", unsigned, as LDK's refunds are); a signed invoice for
+# 10,000 msat with one blinded path and a P2WPKH fallback.
+INVREQ = "lnr1qqcyxm3ta6r0mgh2lt4wpkxcvrdt7uy4xj8cga2wpdla84fgvj8xzkgfpyysjzgfpyysjzgfpyysjzgfpqpzwyq2qe3k7enxv4jsuprhxk2qqysvge6kcem4wgsxxctxcw53gqg9zcssxxuyc4t8kynygzv460k442aq2ewhrcvrgczgr8lec9l4a82a6pu02cqsykppqw3c4rg6u3svkzv2gn4x7gdav3486gt23hm07prjg7t64ky082snckgwvehhygr5dpjjqmmxve5kxe0sgqjzw2hguqsvf4ntmr8q52ndm3z7xuhlmg9f2ve5aay3xs8lf55tct0gmxm0x3exca0trqy88xylvzap0tc3tjunrvmlrjuza35jw8hp"
+REFUND = "lnr1qqpszqsrpgr8yet5w4exu5szcdg9sggrgcnhnt2245u4z3s5w5d8zzzl9ugwr3a9j0jwqv80kku8y889tv9s"
+B12_INVOICE = "lni1qqyqzqgpqyqszqgppgphgetpzcssxckq5prd4n8gdhwsxs7x60ru08pzpzaqm8yu7f9x6prdy8fply8htqss9xyupdmvk43ew87un0hnrmqxcdtq7vjf6mhfuhvrc4mz2ktwqhm05p5qxckq5prd4n8gdhwsxs7x60ru08pzpzaqm8yu7f9x6prdy8fply8hq0cqdgvd2efufm048y0lywnp7qlls0fr06yqaes3slaf7du6q28q5qgr7qr2rr2k20zwmaferler5c0s8lur6gm73q8wvyv8l20n0xsz3c9qqq42hw3pcqqqqqqsqqqqvsqzsqqqqqqqqqqqqyqqqqqqqq85ysqqqzjqgegqqqq2sgzzgfpyysjzgfpyysjzgfpyysjzgfpyysjzgfpyysjzgfpyysjzg24qyfcs4stsqqq5zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3kqssxckq5prd4n8gdhwsxs7x60ru08pzpzaqm8yu7f9x6prdy8fply8h7pqrf66gpm7rgq2u453rx86qx8yhhfne4v3d4tkxe943ujwsxr47ky4kf44qurle4hzn93wtmqg5h9a537e5s62ys80r8xnzu4sefd2rq5"
 
 # BOLT 11 "Examples of Invalid Invoices".
 INVALID = {
@@ -208,7 +219,9 @@ def tamper(s, i):
     "garbage",
     "",
     "lnbc",
-    "lno1pqps7sjqpgtyzm3qv4uxzmtsd3jjqer9wd3hy6tsw35k7msjzfpy7nz5yqcnygrfdej82um5wf5k2uckyypwa3eyt44h6txtxquqh7lz5djge4afgfjn7k4rgrkuag0jsd5xvxg",
+    SPEC_OFFER[:-10],          # the offer cut short: its last field (issuer id) is too short
+    SPEC_OFFER + "+",          # a `+` at the end is no separator
+    "lno1pgqhs",               # an offer with neither issuer id nor paths
 ])
 def test_tampered_and_garbage(node, bad):
     with pytest.raises(RpcError) as e:
@@ -222,4 +235,63 @@ def test_params(node):
     assert e.value.error["code"] == -32602
     with pytest.raises(RpcError) as e:
         node.rpc.call("decode", {"string": 5})
+    assert e.value.error["code"] == -32602
+
+
+def decode12(node, s, kind, valid=True):
+    req = {"string": s}
+    clnschema.validate("decode.json", req, "request")
+    r = node.rpc.call("decode", req)
+    clnschema.validate("decode.json", r)
+    assert (r["type"], r["valid"]) == (kind, valid), r
+    return r
+
+
+def test_bolt12_spec_offer(node):
+    r = decode12(node, SPEC_OFFER, "bolt12 offer")
+    assert r == {
+        "type": "bolt12 offer",
+        "offer_id": "b431fa81080dbb1fe6b33543a11ddfcc5aa0b08f0633038adc026752268dab75",
+        "offer_amount_msat": 1000000,
+        "offer_description": "An example description",
+        "offer_issuer": "BOLT 12 industries",
+        "offer_issuer_id": "02eec7245d6b7d2ccb30380bfbe2a3648cd7a942653f5aa340edcea1f283686619",
+        "valid": True,
+    }
+    # Split over lines with `+`, upper case, behind `lightning:`: the same offer.
+    split = SPEC_OFFER[:40] + "+\n  " + SPEC_OFFER[40:]
+    assert decode12(node, split, "bolt12 offer") == r
+    assert decode12(node, "LIGHTNING:" + SPEC_OFFER.upper(), "bolt12 offer") == r
+
+
+def test_bolt12_invoice_request_and_refund(node):
+    r = decode12(node, INVREQ, "bolt12 invoice_request")
+    assert r["offer_description"] == "coffee"
+    assert r["offer_issuer"] == "Fulgur café"
+    assert (r["offer_amount_msat"], r["offer_quantity_max"]) == (10000, 5)
+    assert (r["invreq_quantity"], r["invreq_payer_note"]) == (2, "for the office")
+    assert len(r["signature"]) == 128 and len(r["offer_id"]) == 64
+    # The refund: an invoice request with no offer (no offer_id) and, from LDK, unsigned.
+    r = decode12(node, REFUND, "bolt12 invoice_request", valid=False)
+    assert "offer_id" not in r
+    assert r["invreq_amount_msat"] == 50000
+    assert r["offer_description"] == "return"
+    assert r["warning_missing_invoice_request_signature"] == "Missing signature"
+
+
+def test_bolt12_invoice(node):
+    r = decode12(node, B12_INVOICE, "bolt12 invoice")
+    assert (r["invoice_amount_msat"], r["invoice_created_at"]) == (10000, 0x65000000)
+    assert r["invoice_relative_expiry"] == 7200  # the default when absent
+    assert r["invoice_payment_hash"] == "42" * 32
+    assert r["invoice_node_id"] == r["offer_issuer_id"]
+    [path] = r["invoice_paths"]
+    assert path["first_node_id"] == r["invoice_node_id"]
+    assert path["payinfo"]["cltv_expiry_delta"] == 40
+    assert path["path"][0]["encrypted_recipient_data"] == "aabb"
+    [fallback] = r["invoice_fallbacks"]
+    assert (fallback["version"], fallback["address"]) == (0, "bc1qzyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3h8ffkz")
+    # One character of the signed part changed: CLN's "Invalid signature" refusal.
+    with pytest.raises(RpcError) as e:
+        node.rpc.call("decode", {"string": tamper(B12_INVOICE, 60)})
     assert e.value.error["code"] == -32602

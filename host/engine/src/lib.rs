@@ -27,6 +27,7 @@ use fulgur_chain as chain;
 use fulgur_store as store;
 use fulgur_wallet as wallet;
 
+pub mod bolt12;
 pub mod channels;
 pub mod closed;
 pub mod codex32;

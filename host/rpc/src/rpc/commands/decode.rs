@@ -1,7 +1,9 @@
-//! `decode`: what a BOLT 11 invoice says, with CLN's field names and types (decode.json's
-//! `bolt11 invoice` branch, the fields the old `decodepay` gave). BOLT 12 strings, runes and
-//! emergency-recover blobs are not decoded yet: like anything unparsable they get CLN's
-//! `-32602` "string: ...: invalid token" error.
+//! `decode`: what a BOLT 11 invoice or a BOLT 12 offer, invoice request or invoice says,
+//! with CLN's field names and types (decode.json's branches). BOLT 12 strings are read by
+//! [`fulgur_engine::bolt12`]; what CLN refuses is its `-32602` "string: ...: invalid token"
+//! error with CLN's reason, and what CLN shows with `valid: false` carries CLN's
+//! `warning_*` fields. Runes and emergency-recover blobs are not decoded yet: like anything
+//! unparsable they get the same error.
 //!
 //! Parsing is lightning-invoice's [`SignedRawBolt11Invoice`] plus our own signature check,
 //! not [`lightning_invoice::Bolt11Invoice`]: the latter refuses invoices without a payment
@@ -14,6 +16,7 @@ use std::str::FromStr;
 use bitcoin::hashes::Hash;
 use bitcoin::hex::DisplayHex;
 use bitcoin::{Address, Network, ScriptBuf, WitnessVersion};
+use fulgur_engine::bolt12;
 use fulgur_protocol::RpcError;
 use lightning_invoice::{Currency, Fallback, RawTaggedField, SignedRawBolt11Invoice};
 use serde_json::{Map, Value, json};
@@ -43,17 +46,431 @@ pub fn decode(given: &str) -> Result<Value, RpcError> {
         .or_else(|| given.strip_prefix("LIGHTNING:"))
         .unwrap_or(given);
     let lower = s.to_ascii_lowercase();
-    for (prefix, what) in [
-        ("lno1", "bolt12 offers"),
-        ("lni1", "bolt12 invoices"),
-        ("lnr1", "bolt12 invoice requests"),
-        ("clnemerg1", "emergency recover strings"),
-    ] {
-        if lower.starts_with(prefix) {
-            return Err(bad(given, &format!("decoding {what} is not supported")));
-        }
+    if ["lno1", "lni1", "lnr1"]
+        .iter()
+        .any(|p| lower.starts_with(p))
+    {
+        return bolt12::decode(s)
+            .map(|b| bolt12_json(&b))
+            .map_err(|why| bad(given, &why));
+    }
+    if lower.starts_with("clnemerg1") {
+        return Err(bad(
+            given,
+            "decoding emergency recover strings is not supported",
+        ));
     }
     decode_bolt11(s).map_err(|why| bad(given, &why))
+}
+
+fn hex(b: &[u8]) -> Value {
+    json!(b.to_lower_hex_string())
+}
+
+/// `field` as a string if it is UTF-8, else CLN's `warning_invalid_<field>`; whether it
+/// was.
+fn add_utf8(out: &mut Map<String, Value>, field: &str, v: &[u8]) -> bool {
+    match std::str::from_utf8(v) {
+        Ok(s) => {
+            out.insert(field.into(), json!(s));
+            true
+        }
+        Err(_) => {
+            out.insert(format!("warning_invalid_{field}"), json!("invalid UTF8"));
+            false
+        }
+    }
+}
+
+fn scid_string(scid: u64) -> String {
+    format!(
+        "{}x{}x{}",
+        scid >> 40,
+        (scid >> 16) & 0xff_ffff,
+        scid & 0xffff
+    )
+}
+
+/// `offer_paths`, `invreq_paths` or `invoice_paths` (with each path's `payinfo`); whether
+/// they are valid (a payinfo per path, no path without hops), with CLN's warnings.
+fn add_paths(
+    out: &mut Map<String, Value>,
+    field: &str,
+    paths: &[bolt12::BlindedPath],
+    payinfo: Option<&[bolt12::PayInfo]>,
+) -> bool {
+    let list: Vec<Value> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut o = Map::new();
+            match &p.first {
+                bolt12::PathStart::Node(id) => {
+                    o.insert("first_node_id".into(), json!(id.to_string()));
+                }
+                bolt12::PathStart::Channel { scid, dir } => {
+                    o.insert("first_scid".into(), json!(scid_string(*scid)));
+                    o.insert("first_scid_dir".into(), json!(dir));
+                }
+            }
+            o.insert("first_path_key".into(), json!(p.first_path_key.to_string()));
+            if let Some(pay) = payinfo.and_then(|x| x.get(i)) {
+                o.insert(
+                    "payinfo".into(),
+                    json!({
+                        "fee_base_msat": pay.fee_base_msat,
+                        "fee_proportional_millionths": pay.fee_proportional_millionths,
+                        "cltv_expiry_delta": pay.cltv_expiry_delta,
+                        "htlc_minimum_msat": pay.htlc_minimum_msat,
+                        "htlc_maximum_msat": pay.htlc_maximum_msat,
+                        "features": hex(&pay.features),
+                    }),
+                );
+            }
+            let hops: Vec<Value> = p
+                .hops
+                .iter()
+                .map(|h| {
+                    json!({
+                        "blinded_node_id": h.blinded_node_id.to_string(),
+                        "encrypted_recipient_data": hex(&h.encrypted_recipient_data),
+                    })
+                })
+                .collect();
+            o.insert("path".into(), Value::Array(hops));
+            Value::Object(o)
+        })
+        .collect();
+    out.insert(field.into(), Value::Array(list));
+    if let Some(pay) = payinfo
+        && pay.len() != paths.len()
+    {
+        out.insert(
+            "warning_invalid_invoice_blindedpay".into(),
+            json!(format!(
+                "invoice has {} blinded_payinfo but {} paths",
+                pay.len(),
+                paths.len()
+            )),
+        );
+        return false;
+    }
+    if let Some(i) = paths.iter().position(|p| p.hops.is_empty()) {
+        out.insert(
+            "warning_empty_blinded_path".into(),
+            json!(format!("blinded path {i} has 0 hops")),
+        );
+        return false;
+    }
+    true
+}
+
+/// The offer fields CLN shows for an offer, and inside invoice requests and invoices.
+fn add_offer_fields(out: &mut Map<String, Value>, f: &bolt12::Fields) -> bool {
+    let mut valid = true;
+    if let Some(chains) = &f.offer_chains {
+        out.insert(
+            "offer_chains".into(),
+            Value::Array(chains.iter().map(display_hash).collect()),
+        );
+    }
+    if let Some(m) = &f.offer_metadata {
+        out.insert("offer_metadata".into(), hex(m));
+    }
+    if let Some(cur) = &f.offer_currency {
+        valid &= add_utf8(out, "offer_currency", cur);
+        if let Some(a) = f.offer_amount {
+            out.insert("offer_amount".into(), json!(a));
+        }
+        match bolt12::currency_minor_unit(cur) {
+            Some(u) => {
+                out.insert("currency_minor_unit".into(), json!(u));
+            }
+            None => {
+                out.insert(
+                    "warning_unknown_offer_currency".into(),
+                    json!("unknown currency code"),
+                );
+            }
+        }
+    } else if let Some(a) = f.offer_amount {
+        out.insert("offer_amount_msat".into(), json!(a));
+    }
+    if let Some(d) = &f.offer_description {
+        valid &= add_utf8(out, "offer_description", d);
+    } else if f.offer_amount.is_some() {
+        out.insert(
+            "warning_missing_offer_description".into(),
+            json!(
+                "description is required if offer_amount is set (for the user to know what it was they paid for)"
+            ),
+        );
+        valid = false;
+    }
+    if let Some(i) = &f.offer_issuer {
+        valid &= add_utf8(out, "offer_issuer", i);
+    }
+    if let Some(x) = &f.offer_features {
+        out.insert("offer_features".into(), hex(x));
+    }
+    if let Some(t) = f.offer_absolute_expiry {
+        out.insert("offer_absolute_expiry".into(), json!(t));
+    }
+    if let Some(p) = &f.offer_paths {
+        valid &= add_paths(out, "offer_paths", p, None);
+    }
+    if let Some(q) = f.offer_quantity_max {
+        out.insert("offer_quantity_max".into(), json!(q));
+    }
+    if let Some(id) = &f.offer_issuer_id {
+        out.insert("offer_issuer_id".into(), json!(id.to_string()));
+    }
+    valid
+}
+
+/// The invoice-request fields CLN shows for invoice requests and invoices.
+fn add_invreq_fields(out: &mut Map<String, Value>, f: &bolt12::Fields) -> bool {
+    let mut valid = true;
+    match &f.invreq_metadata {
+        Some(m) => {
+            out.insert("invreq_metadata".into(), hex(m));
+        }
+        None => {
+            out.insert(
+                "warning_missing_invreq_metadata".into(),
+                json!("invreq_metadata required"),
+            );
+            valid = false;
+        }
+    }
+    if let Some(id) = &f.invreq_payer_id {
+        out.insert("invreq_payer_id".into(), json!(id.to_string()));
+    }
+    if let Some(c) = &f.invreq_chain {
+        out.insert("invreq_chain".into(), display_hash(c));
+    }
+    if let Some(a) = f.invreq_amount {
+        out.insert("invreq_amount_msat".into(), json!(a));
+    }
+    if let Some(x) = &f.invreq_features {
+        out.insert("invreq_features".into(), hex(x));
+    }
+    if let Some(q) = f.invreq_quantity {
+        out.insert("invreq_quantity".into(), json!(q));
+    }
+    if let Some(n) = &f.invreq_payer_note {
+        valid &= add_utf8(out, "invreq_payer_note", n);
+    }
+    if let Some(p) = &f.invreq_paths {
+        valid &= add_paths(out, "invreq_paths", p, None);
+    }
+    if let Some(b) = &f.invreq_bip_353_name {
+        out.insert(
+            "invreq_bip_353_name".into(),
+            json!({
+                "name": String::from_utf8_lossy(&b.name),
+                "domain": String::from_utf8_lossy(&b.domain),
+            }),
+        );
+        if !bolt12::Bip353Name::valid_part(&b.name) {
+            out.insert(
+                "warning_invreq_bip_353_name_name_invalid".into(),
+                json!("bip353 name field contains invalid characters"),
+            );
+            valid = false;
+        }
+        if !bolt12::Bip353Name::valid_part(&b.domain) {
+            out.insert(
+                "warning_invreq_bip_353_name_domain_invalid".into(),
+                json!("bip353 domain field contains invalid characters"),
+            );
+            valid = false;
+        }
+    }
+    valid
+}
+
+/// A chain hash or payment hash as CLN prints a `sha256`: the bytes in order.
+fn display_hash(h: &[u8; 32]) -> Value {
+    hex(h)
+}
+
+/// `unknown_<what>_tlvs`, when there are any.
+fn add_unknown(out: &mut Map<String, Value>, field: &str, b: &bolt12::Bolt12) {
+    let list: Vec<Value> = b
+        .unknown()
+        .map(|r| json!({"type": r.typ, "length": r.value.len(), "value": hex(&r.value)}))
+        .collect();
+    if !list.is_empty() {
+        out.insert(field.into(), Value::Array(list));
+    }
+}
+
+/// The address of a fallback on the invoice's chain (the first `offer_chains` entry,
+/// else bitcoin), as CLN shows `invoice_fallbacks`; whether all were valid.
+fn add_fallbacks(
+    out: &mut Map<String, Value>,
+    f: &bolt12::Fields,
+    fallbacks: &[bolt12::Fallback],
+) -> bool {
+    let mut valid = true;
+    let chain = f
+        .offer_chains
+        .as_ref()
+        .and_then(|c| c.first())
+        .map(|c| bitcoin::blockdata::constants::ChainHash::from(*c));
+    let network = match chain {
+        None => Some(Network::Bitcoin),
+        Some(c) => Network::from_chain_hash(c),
+    };
+    let list: Vec<Value> = fallbacks
+        .iter()
+        .map(|fb| {
+            let mut o = Map::new();
+            o.insert("version".into(), json!(fb.version));
+            o.insert("hex".into(), hex(&fb.program));
+            let len = fb.program.len();
+            if fb.version > 16 {
+                o.insert(
+                    "warning_invalid_invoice_fallbacks_version".into(),
+                    json!("invoice fallback version > 16"),
+                );
+                valid = false;
+            } else if !(2..=40).contains(&len) {
+                o.insert(
+                    "warning_invalid_invoice_fallbacks_address".into(),
+                    json!("invoice fallback address bad length"),
+                );
+                valid = false;
+            } else if let Some(n) = network {
+                let addr = WitnessVersion::try_from(fb.version)
+                    .ok()
+                    .and_then(|v| bitcoin::WitnessProgram::new(v, &fb.program).ok())
+                    .map(|p| Address::from_witness_program(p, n));
+                match addr {
+                    Some(a) => {
+                        o.insert("address".into(), json!(a.to_string()));
+                    }
+                    None => {
+                        o.insert(
+                            "warning_invalid_invoice_fallbacks_address".into(),
+                            json!("invalid fallback address for this version"),
+                        );
+                        valid = false;
+                    }
+                }
+            }
+            Value::Object(o)
+        })
+        .collect();
+    out.insert("invoice_fallbacks".into(), Value::Array(list));
+    valid
+}
+
+/// CLN's `decode` result for an offer, invoice request or BOLT 12 invoice.
+fn bolt12_json(b: &bolt12::Bolt12) -> Value {
+    let f = &b.fields;
+    let mut out = Map::new();
+    let mut valid = true;
+    match b.kind {
+        bolt12::Kind::Offer => {
+            out.insert("type".into(), json!("bolt12 offer"));
+            out.insert("offer_id".into(), hex(&b.offer_id()));
+            valid &= add_offer_fields(&mut out, f);
+            if f.offer_issuer_id.is_none() && f.offer_paths.is_none() {
+                out.insert(
+                    "warning_missing_offer_issuer_id".into(),
+                    json!("offers without an issuer_id or paths are invalid"),
+                );
+                valid = false;
+            }
+            add_unknown(&mut out, "unknown_offer_tlvs", b);
+        }
+        bolt12::Kind::InvoiceRequest => {
+            out.insert("type".into(), json!("bolt12 invoice_request"));
+            if b.has_offer() {
+                out.insert("offer_id".into(), hex(&b.offer_id()));
+            }
+            valid &= add_offer_fields(&mut out, f);
+            valid &= add_invreq_fields(&mut out, f);
+            if f.invreq_payer_id.is_none() {
+                out.insert(
+                    "warning_missing_invreq_payer_id".into(),
+                    json!("invreq_payer_id required"),
+                );
+                valid = false;
+            }
+            match (&f.signature, &f.invreq_payer_id) {
+                (None, _) => {
+                    out.insert(
+                        "warning_missing_invoice_request_signature".into(),
+                        json!("Missing signature"),
+                    );
+                    valid = false;
+                }
+                (Some(_), Some(id)) if !b.signature_valid(id) => {
+                    out.insert(
+                        "warning_invalid_invoice_request_signature".into(),
+                        json!("Bad signature"),
+                    );
+                    valid = false;
+                }
+                (Some(sig), _) => {
+                    out.insert("signature".into(), hex(sig));
+                }
+            }
+            add_unknown(&mut out, "unknown_invoice_request_tlvs", b);
+        }
+        bolt12::Kind::Invoice => {
+            out.insert("type".into(), json!("bolt12 invoice"));
+            if b.has_offer() {
+                out.insert("offer_id".into(), hex(&b.offer_id()));
+            }
+            valid &= add_offer_fields(&mut out, f);
+            valid &= add_invreq_fields(&mut out, f);
+            // `decode` refused invoices without paths, payinfo, created_at, payment_hash,
+            // amount or node id already (bolt12::decode).
+            if let Some(p) = &f.invoice_paths {
+                valid &= add_paths(
+                    &mut out,
+                    "invoice_paths",
+                    p,
+                    Some(f.invoice_blindedpay.as_deref().unwrap_or_default()),
+                );
+            }
+            if let Some(t) = f.invoice_created_at {
+                out.insert("invoice_created_at".into(), json!(t));
+            }
+            out.insert(
+                "invoice_relative_expiry".into(),
+                json!(
+                    f.invoice_relative_expiry
+                        .unwrap_or(bolt12::DEFAULT_RELATIVE_EXPIRY)
+                ),
+            );
+            if let Some(h) = &f.invoice_payment_hash {
+                out.insert("invoice_payment_hash".into(), hex(h));
+            }
+            if let Some(a) = f.invoice_amount {
+                out.insert("invoice_amount_msat".into(), json!(a));
+            }
+            if let Some(fb) = &f.invoice_fallbacks {
+                valid &= add_fallbacks(&mut out, f, fb);
+            }
+            if let Some(x) = &f.invoice_features {
+                out.insert("invoice_features".into(), hex(x));
+            }
+            if let Some(id) = &f.invoice_node_id {
+                out.insert("invoice_node_id".into(), json!(id.to_string()));
+            }
+            if let Some(sig) = &f.signature {
+                out.insert("signature".into(), hex(sig));
+            }
+            add_unknown(&mut out, "unknown_invoice_tlvs", b);
+        }
+    }
+    out.insert("valid".into(), json!(valid));
+    Value::Object(out)
 }
 
 /// The `bolt11 invoice` result for `s`, or why it is not one.
@@ -334,5 +751,69 @@ mod tests {
         // The `lightning:` URI prefix is accepted.
         let v = decode(&format!("lightning:{ROUTED}")).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v["created_at"], json!(1496314658));
+    }
+}
+
+#[cfg(test)]
+mod bolt12_tests {
+    use super::*;
+    use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
+    use lightning::offers::offer::OfferBuilder;
+
+    /// The offer of BOLT 12's string-format examples.
+    const SPEC_OFFER: &str = "lno1pqps7sjqpgtyzm3qv4uxzmtsd3jjqer9wd3hy6tsw35k7msjzfpy7nz5yqcnygrfdej82um5wf5k2uckyypwa3eyt44h6txtxquqh7lz5djge4afgfjn7k4rgrkuag0jsd5xvxg";
+
+    #[test]
+    fn the_spec_offer() {
+        let v = decode(SPEC_OFFER).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            v,
+            json!({
+                "type": "bolt12 offer",
+                "offer_id": "b431fa81080dbb1fe6b33543a11ddfcc5aa0b08f0633038adc026752268dab75",
+                "offer_amount_msat": 1000000,
+                "offer_description": "An example description",
+                "offer_issuer": "BOLT 12 industries",
+                "offer_issuer_id": "02eec7245d6b7d2ccb30380bfbe2a3648cd7a942653f5aa340edcea1f283686619",
+                "valid": true,
+            })
+        );
+        // Parts joined with `+` and the `lightning:` prefix, as CLN reads them.
+        let (a, b) = SPEC_OFFER.split_at(30);
+        assert_eq!(decode(&format!("lightning:{a}+ \n{b}")).ok(), Some(v));
+    }
+
+    #[test]
+    fn currency_offers_and_cln_refusals() {
+        let sk = SecretKey::from_slice(&[1; 32]).unwrap_or_else(|e| panic!("{e}"));
+        let id = PublicKey::from_secret_key(&Secp256k1::new(), &sk);
+        let offer = OfferBuilder::new(id)
+            .description("tea".into())
+            .chain(Network::Regtest)
+            .build()
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        let v = decode(&offer.to_string()).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            v["offer_chains"],
+            json!([
+                bitcoin::blockdata::constants::ChainHash::using_genesis_block(Network::Regtest)
+                    .as_bytes()
+                    .to_lower_hex_string()
+            ])
+        );
+        assert_eq!(v["valid"], json!(true));
+        // An offer without issuer id or paths: CLN's parameter error.
+        let e = decode(&bolt12::encode(bolt12::Kind::Offer, &[10, 1, b'x']))
+            .err()
+            .map(|e| (e.code, e.message));
+        assert_eq!(
+            e,
+            Some((
+                -32602,
+                "string: Offer does not contain an issuer_id or paths: invalid token \
+                 '\"lno1pgqhs\"'"
+                    .into()
+            ))
+        );
     }
 }
