@@ -86,6 +86,12 @@ impl Record {
 
 /// `call!(record, client.method => request)`: makes the call, notes its outcome, and gives
 /// the response when Ok. (The `=>` keeps rustfmt from spreading each call over ten lines.)
+/// BOLT 12's example offer, and an invoice request and an invoice LDK and our tests made
+/// (the strings of tests/py/test_decode.py).
+const BOLT12_OFFER: &str = "lno1pqps7sjqpgtyzm3qv4uxzmtsd3jjqer9wd3hy6tsw35k7msjzfpy7nz5yqcnygrfdej82um5wf5k2uckyypwa3eyt44h6txtxquqh7lz5djge4afgfjn7k4rgrkuag0jsd5xvxg";
+const BOLT12_INVREQ: &str = "lnr1qqcyxm3ta6r0mgh2lt4wpkxcvrdt7uy4xj8cga2wpdla84fgvj8xzkgfpyysjzgfpyysjzgfpyysjzgfpqpzwyq2qe3k7enxv4jsuprhxk2qqysvge6kcem4wgsxxctxcw53gqg9zcssxxuyc4t8kynygzv460k442aq2ewhrcvrgczgr8lec9l4a82a6pu02cqsykppqw3c4rg6u3svkzv2gn4x7gdav3486gt23hm07prjg7t64ky082snckgwvehhygr5dpjjqmmxve5kxe0sgqjzw2hguqsvf4ntmr8q52ndm3z7xuhlmg9f2ve5aay3xs8lf55tct0gmxm0x3exca0trqy88xylvzap0tc3tjunrvmlrjuza35jw8hp";
+const BOLT12_INVOICE: &str = "lni1qqyqzqgpqyqszqgppgphgetpzcssxckq5prd4n8gdhwsxs7x60ru08pzpzaqm8yu7f9x6prdy8fply8htqss9xyupdmvk43ew87un0hnrmqxcdtq7vjf6mhfuhvrc4mz2ktwqhm05p5qxckq5prd4n8gdhwsxs7x60ru08pzpzaqm8yu7f9x6prdy8fply8hq0cqdgvd2efufm048y0lywnp7qlls0fr06yqaes3slaf7du6q28q5qgr7qr2rr2k20zwmaferler5c0s8lur6gm73q8wvyv8l20n0xsz3c9qqq42hw3pcqqqqqqsqqqqvsqzsqqqqqqqqqqqqyqqqqqqqq85ysqqqzjqgegqqqq2sgzzgfpyysjzgfpyysjzgfpyysjzgfpyysjzgfpyysjzgfpyysjzg24qyfcs4stsqqq5zyg3zyg3zyg3zyg3zyg3zyg3zyg3zyg3kqssxckq5prd4n8gdhwsxs7x60ru08pzpzaqm8yu7f9x6prdy8fply8h7pqrf66gpm7rgq2u453rx86qx8yhhfne4v3d4tkxe943ujwsxr47ky4kf44qurle4hzn93wtmqg5h9a537e5s62ys80r8xnzu4sefd2rq5";
+
 macro_rules! call {
     ($rec:ident, $client:ident . $method:ident => $req:expr) => {{
         let r = $client.$method($req).await;
@@ -412,6 +418,21 @@ fn cln_grpc_plugin_serves_every_command_fulgur_has() {
         call!(rec, g.list_nodes => pb::ListnodesRequest { id: Some(id_b.clone()) });
         call!(rec, g.set_channel => pb::SetchannelRequest { id: scid_ac.clone(), feebase: Some(amount(1)), feeppm: Some(10), ..Default::default() });
         call!(rec, g.decode => pb::DecodeRequest { string: pay_b.clone() });
+        // BOLT 12 strings (tests/py/test_decode.py's): cln-grpc's typed reply reads every
+        // field `decode` gives for an offer, an invoice request and an invoice.
+        for (s, kind) in [
+            (BOLT12_OFFER, pb::decode_response::DecodeType::Bolt12Offer),
+            (BOLT12_INVREQ, pb::decode_response::DecodeType::Bolt12InvoiceRequest),
+            (BOLT12_INVOICE, pb::decode_response::DecodeType::Bolt12Invoice),
+        ] {
+            let d = g
+                .decode(pb::DecodeRequest { string: s.into() })
+                .await
+                .unwrap_or_else(|e| panic!("decode of {s} through cln-grpc: {e}"))
+                .into_inner();
+            assert_eq!((d.item_type, d.valid), (kind as i32, true), "{s}");
+            assert_eq!(d.offer_id.map(|i| i.len()), Some(32), "{s}");
+        }
         call!(rec, g.pre_approve_invoice => pb::PreapproveinvoiceRequest { bolt11: pay_b.clone() });
         call!(rec, g.pre_approve_keysend => pb::PreapprovekeysendRequest { destination: id_b.clone(), payment_hash: zeros.clone(), amount_msat: Some(amount(1000)) });
         call!(rec, g.pay => pb::PayRequest { bolt11: pay_b.clone(), ..Default::default() });
