@@ -82,15 +82,6 @@ fn add_utf8(out: &mut Map<String, Value>, field: &str, v: &[u8]) -> bool {
     }
 }
 
-fn scid_string(scid: u64) -> String {
-    format!(
-        "{}x{}x{}",
-        scid >> 40,
-        (scid >> 16) & 0xff_ffff,
-        scid & 0xffff
-    )
-}
-
 /// `offer_paths`, `invreq_paths` or `invoice_paths` (with each path's `payinfo`); whether
 /// they are valid (a payinfo per path, no path without hops), with CLN's warnings.
 fn add_paths(
@@ -109,7 +100,10 @@ fn add_paths(
                     o.insert("first_node_id".into(), json!(id.to_string()));
                 }
                 bolt12::PathStart::Channel { scid, dir } => {
-                    o.insert("first_scid".into(), json!(scid_string(*scid)));
+                    o.insert(
+                        "first_scid".into(),
+                        json!(fulgur_engine::scid_string(*scid)),
+                    );
                     o.insert("first_scid_dir".into(), json!(dir));
                 }
             }
@@ -581,12 +575,7 @@ pub(crate) fn decode_bolt11(s: &str) -> Result<Value, String> {
                         let scid = hop.short_channel_id;
                         json!({
                             "pubkey": hop.src_node_id.to_string(),
-                            "short_channel_id": format!(
-                                "{}x{}x{}",
-                                scid >> 40,
-                                (scid >> 16) & 0xff_ffff,
-                                scid & 0xffff
-                            ),
+                            "short_channel_id": fulgur_engine::scid_string(scid),
                             "fee_base_msat": hop.fees.base_msat,
                             "fee_proportional_millionths": hop.fees.proportional_millionths,
                             "cltv_expiry_delta": hop.cltv_expiry_delta,
